@@ -1,0 +1,60 @@
+/* cli.h — what the subcommands share: exit codes, usage errors, log sinks, flag parsing,
+ * the terminal progress bar. The CLI is the only place that knows every subsystem. */
+#ifndef SW_CLI_H
+#define SW_CLI_H
+
+#include <stdint.h>
+
+#include "util/util.h"
+
+enum { SW_EXIT_OK = 0, SW_EXIT_FAIL = 1, SW_EXIT_USAGE = 2 };
+
+/* Each subcommand: argv[0] is the subcommand name. Returns the process exit status. */
+typedef int (*sw_cmd_fn)(int argc, char **argv);
+
+int sw_cmd_inspect(int argc, char **argv);
+int sw_cmd_split(int argc, char **argv);
+int sw_cmd_verify(int argc, char **argv);
+int sw_cmd_generate(int argc, char **argv);
+int sw_cmd_chat(int argc, char **argv);
+int sw_cmd_tokenize(int argc, char **argv);
+int sw_cmd_synth(int argc, char **argv);
+int sw_cmd_dht(int argc, char **argv);
+int sw_cmd_torrent(int argc, char **argv);
+int sw_cmd_fetch(int argc, char **argv);
+int sw_cmd_seed(int argc, char **argv);
+int sw_cmd_node(int argc, char **argv);
+int sw_cmd_status(int argc, char **argv);
+int sw_cmd_diagnose(int argc, char **argv);
+int sw_cmd_keygen(int argc, char **argv);
+int sw_cmd_load_shard(int argc, char **argv);
+
+/* Prints "shardswarm CMD: <message>" and a hint to --help on stderr; returns SW_EXIT_USAGE. */
+int sw_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints "shardswarm CMD: <message>" on stderr; returns SW_EXIT_FAIL. */
+int sw_cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* True when argv has -h or --help. */
+int sw_cli_wants_help(int argc, char **argv);
+
+/* Installs the CLI's log sink. format: "human" ("[TAG] message" lines on stderr) or
+ * "json" (one JSON object per line). verbose: also DEBUG. Returns SW_EXIT_USAGE for an
+ * unknown format, else 0. */
+int sw_cli_log_setup(const char *format, int verbose);
+
+/* Strict number parsing for flags: the whole string must be a number within [min, max].
+ * On failure prints a usage error naming the flag and returns SW_EXIT_USAGE. */
+int sw_cli_parse_u32(const char *cmd, const char *flag, const char *s, uint32_t min, uint32_t max,
+                     uint32_t *out);
+int sw_cli_parse_u64(const char *cmd, const char *flag, const char *s, uint64_t min, uint64_t max,
+                     uint64_t *out);
+int sw_cli_parse_f32(const char *cmd, const char *flag, const char *s, float min, float max,
+                     float *out);
+/* "host:port" (IPv4 literal or name; port 1..65535). host_out holds >= 256 bytes. */
+int sw_cli_parse_hostport(const char *cmd, const char *flag, const char *s, char *host_out,
+                          uint16_t *port_out);
+
+/* A one-line progress bar on stderr when it is a terminal (no-op otherwise); call with
+ * done == total to finish the line. */
+void sw_cli_progress(const char *label, uint64_t done, uint64_t total, uint64_t started_ms);
+
+#endif

@@ -1,0 +1,180 @@
+/* common.c — helpers shared by the subcommands (see cli.h). */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+int sw_cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "shardswarm %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'shardswarm %s --help'.\n", cmd);
+    return SW_EXIT_USAGE;
+}
+
+int sw_cli_fail(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "shardswarm %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return SW_EXIT_FAIL;
+}
+
+int sw_cli_wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--")) break;
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return 1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ logging */
+
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void log_human(void *ud, enum sw_log_level level, const char *subsys, const char *msg)
+{
+    (void)ud;
+    pthread_mutex_lock(&log_lock);
+    if (level >= SW_LOG_WARN)
+        fprintf(stderr, "[%s] %s: %s\n", subsys, sw_log_level_name(level), msg);
+    else
+        fprintf(stderr, "[%s] %s\n", subsys, msg);
+    fflush(stderr);
+    pthread_mutex_unlock(&log_lock);
+}
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c == '\n') fputs("\\n", f);
+        else if (c == '\t') fputs("\\t", f);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void log_json(void *ud, enum sw_log_level level, const char *subsys, const char *msg)
+{
+    (void)ud;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    pthread_mutex_lock(&log_lock);
+    fprintf(stderr, "{\"ts\":%lld.%03ld,\"level\":\"%s\",\"subsys\":", (long long)ts.tv_sec,
+            ts.tv_nsec / 1000000L, sw_log_level_name(level));
+    json_str(stderr, subsys);
+    fputs(",\"msg\":", stderr);
+    json_str(stderr, msg);
+    fputs("}\n", stderr);
+    fflush(stderr);
+    pthread_mutex_unlock(&log_lock);
+}
+
+int sw_cli_log_setup(const char *format, int verbose)
+{
+    enum sw_log_level min = verbose ? SW_LOG_DEBUG : SW_LOG_INFO;
+    if (!format || !strcmp(format, "human")) sw_log_set(log_human, NULL, min);
+    else if (!strcmp(format, "json")) sw_log_set(log_json, NULL, min);
+    else return SW_EXIT_USAGE;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ numbers */
+
+int sw_cli_parse_u64(const char *cmd, const char *flag, const char *s, uint64_t min, uint64_t max,
+                     uint64_t *out)
+{
+    if (!s || !*s || *s == '-' || *s == '+')
+        return sw_cli_usage_error(cmd, "%s expects a number, got '%s'", flag, s ? s : "");
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end)
+        return sw_cli_usage_error(cmd, "%s expects a whole number, got '%s'", flag, s);
+    if (v < min || v > max)
+        return sw_cli_usage_error(cmd, "%s must be between %llu and %llu, got %s", flag,
+                                  (unsigned long long)min, (unsigned long long)max, s);
+    *out = v;
+    return 0;
+}
+
+int sw_cli_parse_u32(const char *cmd, const char *flag, const char *s, uint32_t min, uint32_t max,
+                     uint32_t *out)
+{
+    uint64_t v = 0;
+    int rc = sw_cli_parse_u64(cmd, flag, s, min, max, &v);
+    if (rc) return rc;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+int sw_cli_parse_f32(const char *cmd, const char *flag, const char *s, float min, float max,
+                     float *out)
+{
+    if (!s || !*s) return sw_cli_usage_error(cmd, "%s expects a number", flag);
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v))
+        return sw_cli_usage_error(cmd, "%s expects a number, got '%s'", flag, s);
+    if (v < min || v > max)
+        return sw_cli_usage_error(cmd, "%s must be between %g and %g, got %s", flag, min, max, s);
+    *out = (float)v;
+    return 0;
+}
+
+int sw_cli_parse_hostport(const char *cmd, const char *flag, const char *s, char *host_out,
+                          uint16_t *port_out)
+{
+    const char *colon = s ? strrchr(s, ':') : NULL;
+    if (!colon || colon == s || (size_t)(colon - s) >= 256)
+        return sw_cli_usage_error(cmd, "%s expects HOST:PORT, got '%s'", flag, s ? s : "");
+    uint32_t port;
+    int rc = sw_cli_parse_u32(cmd, flag, colon + 1, 1, 65535, &port);
+    if (rc) return rc;
+    const char *h = s;
+    size_t hl = (size_t)(colon - s);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') { h++; hl -= 2; } /* [::1]:port */
+    memcpy(host_out, h, hl);
+    host_out[hl] = 0;
+    *port_out = (uint16_t)port;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ progress */
+
+void sw_cli_progress(const char *label, uint64_t done, uint64_t total, uint64_t started_ms)
+{
+    if (!isatty(STDERR_FILENO) || total == 0) return;
+    double frac = (double)done / (double)total;
+    if (frac > 1) frac = 1;
+    int width = 30, fill = (int)(frac * width);
+    uint64_t el = sw_time_ms() - started_ms;
+    double rate = el ? (double)done * 1000.0 / (double)el : 0;
+    char rbuf[32], ebuf[32];
+    sw_fmt_bytes((uint64_t)rate, rbuf, sizeof rbuf);
+    uint64_t eta = rate > 0 ? (uint64_t)((double)(total - done) / rate * 1000.0) : 0;
+    sw_fmt_duration_ms(eta, ebuf, sizeof ebuf);
+    fprintf(stderr, "\r%s [%.*s%*s] %5.1f%% %s/s ETA %s  ", label, fill,
+            "##############################", width - fill, "", frac * 100.0, rbuf, ebuf);
+    if (done >= total) fputc('\n', stderr);
+    fflush(stderr);
+}

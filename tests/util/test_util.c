@@ -1,0 +1,165 @@
+/* test_util.c — bencode decoder/encoder, buffers, hashes, hex, files. */
+#include "test.h"
+#include "util/util.h"
+
+static int bdec(const char *s, struct sw_bdoc *doc)
+{
+    char err[128];
+    return sw_bdecode((const uint8_t *)s, strlen(s), NULL, doc, NULL, err, sizeof err);
+}
+
+static void test_bencode_valid(void)
+{
+    struct sw_bdoc d;
+    CHECK_EQ_INT(bdec("d3:bari-42e3:fool4:spami0eee", &d), 0);
+    const struct sw_bnode *root = &d.nodes[0];
+    CHECK_EQ_INT(root->type, SW_BDICT);
+    CHECK_EQ_INT(root->n_items, 2);
+    const struct sw_bnode *bar = sw_bdict_get_type(&d, root, "bar", SW_BINT);
+    CHECK(bar && bar->ival == -42);
+    const struct sw_bnode *foo = sw_bdict_get_type(&d, root, "foo", SW_BLIST);
+    CHECK(foo && foo->n_items == 2);
+    CHECK(sw_bstr_eq(sw_blist_at(&d, foo, 0), "spam"));
+    CHECK_EQ_INT(sw_blist_at(&d, foo, 1)->ival, 0);
+    CHECK(sw_blist_at(&d, foo, 2) == NULL);
+    CHECK(sw_bdict_get(&d, root, "nope") == NULL);
+    CHECK_EQ_INT(foo->raw_len, strlen("l4:spami0ee"));
+    sw_bdoc_free(&d);
+
+    CHECK_EQ_INT(bdec("0:", &d), 0);
+    CHECK_EQ_INT(d.nodes[0].str_len, 0);
+    sw_bdoc_free(&d);
+    CHECK_EQ_INT(bdec("i9223372036854775807e", &d), 0);
+    CHECK(d.nodes[0].ival == INT64_MAX);
+    sw_bdoc_free(&d);
+    CHECK_EQ_INT(bdec("de", &d), 0);
+    sw_bdoc_free(&d);
+}
+
+static void test_bencode_malformed(void)
+{
+    static const char *bad[] = { "", "i", "i-0e", "i01e", "ie", "i12", "5:abc", "01:a", "l",
+                                 "d1:ae", "di1ei2ee", "x", "i1ei2e", "i99999999999999999999e",
+                                 "-1:a", "d3:foo" };
+    for (size_t i = 0; i < SW_ARRAY_LEN(bad); i++) {
+        struct sw_bdoc d;
+        char err[128] = "";
+        int rc = sw_bdecode((const uint8_t *)bad[i], strlen(bad[i]), NULL, &d, NULL, err, sizeof err);
+        CHECK_MSG(rc < 0, "'%s' accepted", bad[i]);
+        CHECK_MSG(rc == 0 || err[0], "'%s' has no error text", bad[i]);
+    }
+    /* depth cap */
+    char deep[200];
+    memset(deep, 'l', 100);
+    memset(deep + 100, 'e', 100);
+    struct sw_bdoc d;
+    struct sw_blimits lim = { 0, 10 };
+    CHECK_EQ_INT(sw_bdecode((const uint8_t *)deep, 200, &lim, &d, NULL, NULL, 0), SW_ETOOBIG);
+    struct sw_blimits lim2 = { 5, 0 };
+    CHECK_EQ_INT(sw_bdecode((const uint8_t *)"li1ei2ei3ei4ei5ee", 17, &lim2, &d, NULL, NULL, 0), SW_ETOOBIG);
+}
+
+static void test_bencode_stream(void)
+{
+    const char *s = "d1:ai1ee<raw data>";
+    struct sw_bdoc d;
+    size_t used = 0;
+    CHECK_EQ_INT(sw_bdecode((const uint8_t *)s, strlen(s), NULL, &d, &used, NULL, 0), 0);
+    CHECK_EQ_INT(used, 8);
+    sw_bdoc_free(&d);
+    CHECK_EQ_INT(sw_bdecode((const uint8_t *)s, 5, NULL, &d, &used, NULL, 0), SW_EAGAIN);
+}
+
+static void test_bencode_encode_roundtrip(void)
+{
+    struct sw_buf b;
+    sw_buf_init(&b);
+    sw_benc_dict(&b);
+    sw_benc_cstr(&b, "a");
+    sw_benc_int(&b, -7);
+    sw_benc_cstr(&b, "b");
+    sw_benc_list(&b);
+    sw_benc_str(&b, "\0x", 2);
+    sw_benc_end(&b);
+    sw_benc_end(&b);
+    CHECK_EQ_INT(b.len, strlen("d1:ai-7e1:bl2:") + 2 + 2);
+    struct sw_bdoc d;
+    CHECK_EQ_INT(sw_bdecode(b.data, b.len, NULL, &d, NULL, NULL, 0), 0);
+    const struct sw_bnode *l = sw_bdict_get_type(&d, &d.nodes[0], "b", SW_BLIST);
+    CHECK(l && sw_blist_at(&d, l, 0)->str_len == 2);
+    sw_bdoc_free(&d);
+    sw_buf_free(&b);
+}
+
+static void test_hash_hex(void)
+{
+    uint8_t h[32];
+    char hex[65];
+    sw_sha1("abc", 3, h);
+    sw_hex_encode(h, 20, hex);
+    CHECK_EQ_STR(hex, "a9993e364706816aba3e25717850c26c9cd0d89d");
+    sw_sha256("abc", 3, h);
+    sw_hex_encode(h, 32, hex);
+    CHECK_EQ_STR(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    struct sw_hash *inc = sw_hash_new_sha256();
+    sw_hash_update(inc, "a", 1);
+    sw_hash_update(inc, "bc", 2);
+    uint8_t h2[32];
+    sw_hash_final(inc, h2);
+    sw_hash_free(inc);
+    CHECK_EQ_MEM(h, h2, 32);
+    uint8_t back[32];
+    CHECK_EQ_INT(sw_hex_decode(hex, back, 32), 0);
+    CHECK_EQ_MEM(back, h, 32);
+    CHECK_EQ_INT(sw_hex_decode("zz", back, 1), SW_ECORRUPT);
+    CHECK_EQ_INT(sw_hex_decode("abc", back, 1), SW_ECORRUPT);
+}
+
+static void test_files(void)
+{
+    const char *dir = sw_test_tmpdir();
+    CHECK(dir != NULL);
+    char *sub = sw_path_join(dir, "a/b/c");
+    CHECK_EQ_INT(sw_mkdir_p(sub), 0);
+    CHECK(sw_is_dir(sub));
+    char *f = sw_path_join(sub, "x.bin");
+    CHECK_EQ_INT(sw_file_write_atomic(f, "hello", 5), 0);
+    uint8_t *data;
+    size_t len;
+    CHECK_EQ_INT(sw_file_read_all(f, 100, &data, &len), 0);
+    CHECK_EQ_INT(len, 5);
+    CHECK_EQ_STR((char *)data, "hello");
+    free(data);
+    CHECK_EQ_INT(sw_file_read_all(f, 3, &data, &len), SW_ETOOBIG);
+    struct sw_mmap m;
+    CHECK_EQ_INT(sw_file_map(f, &m), 0);
+    CHECK(m.len == 5 && !memcmp(m.data, "hello", 5));
+    sw_file_unmap(&m);
+    sw_file_unmap(NULL);
+    uint64_t sz;
+    CHECK_EQ_INT(sw_file_size("/nonexistent/x", &sz), SW_ENOTFOUND);
+    free(f);
+    free(sub);
+}
+
+static void test_fmt(void)
+{
+    char b[32];
+    CHECK_EQ_STR(sw_fmt_bytes(12400000000ull, b, sizeof b), "12.4 GB");
+    CHECK_EQ_STR(sw_fmt_duration_ms(130000, b, sizeof b), "2m10s");
+    uint64_t m = 0;
+    CHECK_EQ_INT(sw_sys_mem_available(&m), 0);
+    CHECK(m > 0);
+}
+
+int main(void)
+{
+    SW_RUN(test_bencode_valid);
+    SW_RUN(test_bencode_malformed);
+    SW_RUN(test_bencode_stream);
+    SW_RUN(test_bencode_encode_roundtrip);
+    SW_RUN(test_hash_hex);
+    SW_RUN(test_files);
+    SW_RUN(test_fmt);
+    return SW_TEST_DONE();
+}
