@@ -20,7 +20,7 @@ enum sw_ggml_type {
     SW_TYPE_IQ3_XXS = 18, SW_TYPE_IQ1_S = 19, SW_TYPE_IQ4_NL = 20, SW_TYPE_IQ3_S = 21,
     SW_TYPE_IQ2_S = 22, SW_TYPE_IQ4_XS = 23, SW_TYPE_I8 = 24, SW_TYPE_I16 = 25,
     SW_TYPE_I32 = 26, SW_TYPE_I64 = 27, SW_TYPE_F64 = 28, SW_TYPE_IQ1_M = 29,
-    SW_TYPE_BF16 = 30, SW_TYPE_TQ1_0 = 34, SW_TYPE_TQ2_0 = 35,
+    SW_TYPE_BF16 = 30, SW_TYPE_TQ1_0 = 34, SW_TYPE_TQ2_0 = 35, SW_TYPE_MXFP4 = 39,
     SW_TYPE_COUNT_ = 40
 };
 
@@ -36,6 +36,9 @@ const struct sw_type_info *sw_gguf_type_info(uint32_t type);
 int sw_gguf_type_bytes(uint32_t type, uint64_t n_elems, uint64_t *bytes_out);
 
 /* ---------------------------------------------------------------- values */
+
+/* "u32", "string", "array", ...; "?" for an unknown number. */
+const char *sw_gguf_vtype_name(uint32_t vtype);
 
 enum sw_gguf_vtype {
     SW_GGUF_U8 = 0, SW_GGUF_I8 = 1, SW_GGUF_U16 = 2, SW_GGUF_I16 = 3, SW_GGUF_U32 = 4,
@@ -101,6 +104,10 @@ uint64_t sw_gguf_alignment(const struct sw_gguf *g);
 uint64_t sw_gguf_data_offset(const struct sw_gguf *g); /* start of the tensor data section */
 uint64_t sw_gguf_file_size(const struct sw_gguf *g);
 const char *sw_gguf_path(const struct sw_gguf *g);
+/* Bytes of header + metadata + tensor infos (the data section starts at the next aligned
+ * offset), and the whole file's bytes (borrowed; valid until sw_gguf_close). */
+uint64_t sw_gguf_header_size(const struct sw_gguf *g);
+const uint8_t *sw_gguf_bytes(const struct sw_gguf *g);
 
 uint64_t sw_gguf_n_kv(const struct sw_gguf *g);
 const struct sw_gguf_kv *sw_gguf_kv_at(const struct sw_gguf *g, uint64_t i);
@@ -109,6 +116,8 @@ const struct sw_gguf_kv *sw_gguf_find(const struct sw_gguf *g, const char *key);
 /* Typed getters: return 0 and write *out, SW_ENOTFOUND when absent, SW_ECORRUPT when the
  * value has an incompatible type. Integer getters accept any integer type that fits. */
 int sw_gguf_get_u64(const struct sw_gguf *g, const char *key, uint64_t *out);
+/* The same for a kv already found: any non-negative integer value. */
+int sw_gguf_kv_u64(const struct sw_gguf_kv *kv, uint64_t *out);
 int sw_gguf_get_i64(const struct sw_gguf *g, const char *key, int64_t *out);
 int sw_gguf_get_u32(const struct sw_gguf *g, const char *key, uint32_t *out);
 int sw_gguf_get_f32(const struct sw_gguf *g, const char *key, float *out);
@@ -135,6 +144,11 @@ int sw_gguf_arch_f32(const struct sw_gguf *g, const char *suffix, float *out);
 uint32_t sw_gguf_n_layers(const struct sw_gguf *g); /* <arch>.block_count, 0 if absent */
 
 /* Shard keys written by split (DESIGN.md). All return SW_ENOTFOUND for an unsplit model. */
+#define SW_KEY_SHARD_INDEX "shardswarm.shard.index"             /* u32 */
+#define SW_KEY_SHARD_COUNT "shardswarm.shard.count"             /* u32 */
+#define SW_KEY_SHARD_LAYER_FIRST "shardswarm.shard.layer_first" /* u32 */
+#define SW_KEY_SHARD_LAYER_LAST "shardswarm.shard.layer_last"   /* u32, inclusive */
+#define SW_KEY_MODEL_ID "shardswarm.model.id"                   /* string */
 struct sw_gguf_shard_info {
     uint32_t index, count;
     uint32_t layer_first, layer_last; /* inclusive */
