@@ -1,0 +1,152 @@
+/* infer.h — the public face of src/infer: a compute stage that runs a layer range of a
+ * llama-family model (from a shard or a whole GGUF) over many independent sequences, and
+ * `synth`, which writes random-weight models of real shapes. The tokenizer, sampler and
+ * chat templates come from infer/tok.h, included below.
+ * Not for: file parsing (src/gguf), moving hidden states between nodes (src/swarm). */
+#ifndef SW_INFER_H
+#define SW_INFER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gguf/gguf.h"
+#include "util/util.h"
+
+#if defined(__has_include)
+#if __has_include("infer/tok.h")
+#include "infer/tok.h"
+#endif
+#endif
+
+/* ---------------------------------------------------------------- stage */
+
+/* A stage computes layers [layer_first, layer_last] of one model for many sequences.
+ *
+ *   first stage (layer_first == 0):  token ids in   (int32, n_tokens)
+ *   other stages:                     hidden states in (f32, n_tokens x n_embd)
+ *   last stage (layer_last == n_layers-1): logits out (f32, n_vocab per token asked for)
+ *   other stages:                     hidden states out (f32, n_tokens x n_embd)
+ *
+ * Weights are borrowed from the GGUF mmap (never copied); each sequence owns an f16 KV
+ * cache for the stage's layers that grows with its length up to n_ctx. Scratch buffers are
+ * allocated once when the stage opens. The interface is deliberately narrow (open, seq_*,
+ * forward, free) so another backend can implement it; "cpu" is the one this build has.
+ *
+ * Thread-safety: calls on one stage are serialised by a lock inside the stage; forward
+ * itself runs on the stage's thread pool. Different stages may run concurrently. */
+struct sw_stage;
+
+struct sw_stage_opts {
+    int32_t layer_first;   /* -1: from shardswarm.shard.layer_first, else 0 */
+    int32_t layer_last;    /* -1: from shardswarm.shard.layer_last, else the last layer */
+    uint32_t n_ctx;        /* 0: <arch>.context_length; a larger value is capped to it */
+    uint32_t n_threads;    /* 0: the number of CPUs */
+    uint32_t max_batch;    /* tokens per internal step (scratch size); 0: 256. Longer
+                              inputs are processed in steps, transparently */
+    uint32_t max_seqs;     /* live sequences at once; 0: 64 */
+    const struct sw_stage *share_pool; /* non-NULL: run on that stage's thread pool (it
+                              must outlive this stage, and the two must not run at once) */
+    const char *backend;   /* NULL or "cpu" */
+};
+
+/* What a stage computes, filled at open. */
+struct sw_stage_info {
+    char arch[32];          /* general.architecture: "llama", "qwen2" */
+    char backend[16];       /* "cpu" */
+    uint32_t n_layers;      /* layers in the whole model */
+    uint32_t layer_first;   /* this stage's range, inclusive */
+    uint32_t layer_last;
+    int takes_tokens;       /* layer_first == 0: input is token ids */
+    int gives_logits;       /* layer_last == n_layers-1: output is logits */
+    uint32_t n_embd, n_ff, n_head, n_head_kv, head_dim, n_rot, n_vocab;
+    uint32_t n_ctx_train;   /* <arch>.context_length */
+    uint32_t n_ctx;         /* the limit this stage enforces */
+    float rms_eps, rope_freq_base, rope_freq_scale; /* scale = 1/linear factor */
+    int rope_neox;          /* 1: pairs (i, i+n_rot/2) (qwen2); 0: pairs (2i, 2i+1) (llama) */
+    int has_rope_freqs;     /* llama3-style rope_freqs tensor present */
+    int tied_output;        /* logits from token_embd (no output.weight) */
+    uint32_t n_threads;
+    uint64_t weight_bytes;  /* tensor bytes this stage maps */
+    uint64_t kv_bytes_per_token; /* f16 K+V for this stage's layers */
+};
+
+/* Opens a stage over a model file (whole GGUF or a shard). On error returns a negative
+ * sw_err (SW_EUNSUPPORTED for an unknown architecture or tensor type, SW_ECORRUPT for a
+ * missing or misshapen tensor, SW_ERANGE for a bad layer range) and writes a message naming
+ * the file and the culprit into err. opts may be NULL (all defaults). */
+int sw_stage_open(const char *path, const struct sw_stage_opts *opts, struct sw_stage **out,
+                  char *err, size_t err_len);
+/* Same over a GGUF handle the caller keeps open (borrowed: it must outlive the stage). */
+int sw_stage_open_gguf(struct sw_gguf *g, const struct sw_stage_opts *opts,
+                       struct sw_stage **out, char *err, size_t err_len);
+void sw_stage_free(struct sw_stage *s); /* NULL harmless; frees every sequence */
+
+const struct sw_stage_info *sw_stage_info(const struct sw_stage *s);
+/* The message of the last failed call on this stage ("" when none). Valid until the next
+ * call on the stage. */
+const char *sw_stage_errmsg(const struct sw_stage *s);
+
+/* Sequences are named by the caller (e.g. a session id). new: SW_EEXIST when the id is
+ * live, SW_EBUSY when max_seqs are live. reset empties the KV cache (keeps its memory).
+ * free releases it; SW_ENOTFOUND for an unknown id (free of an unknown id is harmless). */
+int sw_stage_seq_new(struct sw_stage *s, uint64_t seq);
+int sw_stage_seq_reset(struct sw_stage *s, uint64_t seq);
+void sw_stage_seq_free(struct sw_stage *s, uint64_t seq);
+/* Tokens held in the sequence's cache (the next position). */
+int sw_stage_seq_len(struct sw_stage *s, uint64_t seq, uint32_t *n_out);
+uint32_t sw_stage_n_seqs(const struct sw_stage *s);
+uint64_t sw_stage_kv_bytes(const struct sw_stage *s); /* KV memory allocated, all sequences */
+
+/* forward flags */
+#define SW_STAGE_LOGITS_ALL 1u /* last stage: logits for every token, not just the last */
+
+/* Runs n_tokens tokens at positions pos .. pos+n_tokens-1 of sequence seq through the
+ * stage's layers. pos may be below the sequence's length (the cache is cut back to pos:
+ * replay after failover, or editing a chat), never above it.
+ *   in:  takes_tokens ? const int32_t[n_tokens] : const float[n_tokens * n_embd]
+ *   out: gives_logits ? float[(LOGITS_ALL ? n_tokens : 1) * n_vocab]
+ *                     : float[n_tokens * n_embd]
+ * Both borrowed for the call. Returns 0; SW_ERANGE when pos + n_tokens exceeds n_ctx
+ * (nothing is computed) or a token id is outside the vocabulary; SW_ENOTFOUND for an
+ * unknown sequence; SW_EINVAL (pos past the end, n_tokens 0); SW_ENOMEM. */
+int sw_stage_forward(struct sw_stage *s, uint64_t seq, uint32_t pos, uint32_t n_tokens,
+                     const void *in, float *out, unsigned flags);
+
+/* Floats in one forward call's output (for sizing out). */
+size_t sw_stage_out_floats(const struct sw_stage *s, uint32_t n_tokens, unsigned flags);
+
+/* ---------------------------------------------------------------- synth */
+
+/* A random-weight model of a real architecture's shape (for benchmarks and tests). */
+struct sw_synth_preset {
+    const char *name;       /* "tinyllama-1.1b" */
+    const char *arch;       /* "llama", "qwen2" */
+    uint32_t n_embd, n_layers, n_head, n_head_kv, n_ff, n_vocab, n_ctx;
+    float rope_freq_base, rms_eps;
+    int tied;               /* no output.weight: logits from token_embd */
+    const char *vocab;      /* default vocab file name under <shared>/vocab/ */
+};
+
+/* NULL-terminated table of presets; sw_synth_preset_find returns NULL for an unknown name. */
+const struct sw_synth_preset *sw_synth_presets(void);
+const struct sw_synth_preset *sw_synth_preset_find(const char *name);
+
+struct sw_synth_opts {
+    const char *preset;     /* a preset name */
+    const char *type;       /* "F32","F16","BF16","Q8_0","Q4_0","Q4_K","Q5_K","Q6_K","Q4_K_M" */
+    uint64_t seed;
+    const char *vocab_path; /* GGUF whose tokenizer.* keys are copied (required) */
+    uint32_t n_threads;     /* 0: the number of CPUs */
+    uint32_t n_layers;      /* 0: the preset's; else override (smaller test models) */
+    void (*progress)(void *ud, uint64_t done, uint64_t total);
+    void *progress_ud;
+};
+
+/* True when `type` names a synth weight type. */
+int sw_synth_type_valid(const char *type);
+/* Writes the model to path (through the streaming GGUF writer: never the whole model in
+ * memory). Deterministic: the same opts give the same bytes. Returns 0 or a negative
+ * sw_err with a message in err. */
+int sw_synth_write(const char *path, const struct sw_synth_opts *opts, char *err, size_t err_len);
+
+#endif

@@ -1,0 +1,571 @@
+/* stage.c — the CPU compute stage: sequences, and the forward pass of a llama-family block
+ * range (RMSNorm, RoPE, grouped-query attention over an f16 KV cache, SwiGLU) on the
+ * kernels' thread pool. Every buffer is allocated at open; forward allocates nothing except
+ * when a sequence's KV cache grows.
+ * Not for: the kernels' inner loops (kernels*.c), the model file (model.c, src/gguf). */
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "infer/stage_impl.h"
+
+#define DEFAULT_MAX_BATCH 256u
+#define DEFAULT_MAX_SEQS 64u
+#define MAX_MAX_BATCH 4096u
+#define MAX_MAX_SEQS 65536u
+
+struct sw_stage {
+    struct sw__model m;
+    struct sw_k_pool *pool;
+    int owns_pool;
+    int n_threads;
+    pthread_mutex_t lock;
+    struct sw__kv *seqs; /* max_seqs slots */
+    uint32_t max_seqs, n_live;
+    uint64_t kv_bytes;
+    uint32_t max_batch;
+    uint32_t q_dim, kv_dim;
+    /* scratch, B = max_batch rows each */
+    float *x;      /* B x n_embd: the residual stream */
+    float *xn;     /* B x max(n_embd, q_dim): normed input / matmul output */
+    float *q;      /* B x q_dim */
+    float *k, *v;  /* B x kv_dim */
+    float *att;    /* B x q_dim: attention output */
+    float *gate;   /* B x n_ff */
+    float *up;     /* B x n_ff */
+    float *rope;   /* B x n_rot: cos[n_rot/2] then sin[n_rot/2] per token */
+    float *scores; /* n_threads x n_ctx: attention weights per thread */
+    char errmsg[256];
+};
+
+static int set_err(struct sw_stage *s, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int set_err(struct sw_stage *s, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->errmsg, sizeof s->errmsg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+/* ------------------------------------------------------------------ open / free */
+
+static float *scratch(size_t n, int *oom)
+{
+    float *p = malloc((n ? n : 1) * sizeof(float));
+    if (!p) *oom = 1;
+    return p;
+}
+
+int sw_stage_open_gguf(struct sw_gguf *g, const struct sw_stage_opts *opts, struct sw_stage **out,
+                       char *err, size_t err_len)
+{
+    static const struct sw_stage_opts defaults = { .layer_first = -1, .layer_last = -1 };
+    const struct sw_stage_opts *o = opts ? opts : &defaults;
+    *out = NULL;
+    if (err && err_len) err[0] = 0;
+    if (o->backend && strcmp(o->backend, "cpu")) {
+        if (err && err_len) snprintf(err, err_len, "backend '%s' is not available (this build has: cpu)", o->backend);
+        return SW_EUNSUPPORTED;
+    }
+    if (o->max_batch > MAX_MAX_BATCH || o->max_seqs > MAX_MAX_SEQS) {
+        if (err && err_len) snprintf(err, err_len, "max_batch (<= %u) or max_seqs (<= %u) too large",
+                                     MAX_MAX_BATCH, MAX_MAX_SEQS);
+        return SW_EINVAL;
+    }
+    struct sw_stage *s = calloc(1, sizeof *s);
+    if (!s) return SW_ENOMEM;
+    pthread_mutex_init(&s->lock, NULL);
+    int rc = sw__model_load(&s->m, g, o, err, err_len);
+    if (rc) {
+        sw__model_release(&s->m);
+        pthread_mutex_destroy(&s->lock);
+        free(s);
+        return rc;
+    }
+    struct sw_stage_info *in = &s->m.info;
+    if (o->share_pool && o->share_pool->pool) {
+        s->pool = o->share_pool->pool;
+        s->n_threads = o->share_pool->n_threads;
+    } else {
+        int nt = o->n_threads ? (int)o->n_threads : sw_sys_ncpu();
+        if (nt < 1) nt = 1;
+        if (nt > 256) nt = 256;
+        rc = sw_k_pool_new(nt, &s->pool);
+        if (rc) {
+            if (err && err_len) snprintf(err, err_len, "cannot start %d threads: %s", nt, sw_strerror(rc));
+            sw_stage_free(s);
+            return rc;
+        }
+        s->owns_pool = 1;
+        s->n_threads = nt;
+    }
+    in->n_threads = (uint32_t)s->n_threads;
+    s->max_batch = o->max_batch ? o->max_batch : DEFAULT_MAX_BATCH;
+    s->max_seqs = o->max_seqs ? o->max_seqs : DEFAULT_MAX_SEQS;
+    s->q_dim = in->n_head * in->head_dim;
+    s->kv_dim = in->n_head_kv * in->head_dim;
+    size_t B = s->max_batch;
+    int oom = 0;
+    s->seqs = calloc(s->max_seqs, sizeof *s->seqs);
+    if (!s->seqs) oom = 1;
+    s->x = scratch(B * in->n_embd, &oom);
+    s->xn = scratch(B * SW_MAX(in->n_embd, s->q_dim), &oom);
+    s->q = scratch(B * s->q_dim, &oom);
+    s->k = scratch(B * s->kv_dim, &oom);
+    s->v = scratch(B * s->kv_dim, &oom);
+    s->att = scratch(B * s->q_dim, &oom);
+    s->gate = scratch(B * in->n_ff, &oom);
+    s->up = scratch(B * in->n_ff, &oom);
+    s->rope = scratch(B * in->n_rot, &oom);
+    s->scores = scratch((size_t)s->n_threads * in->n_ctx, &oom);
+    if (oom) {
+        if (err && err_len) snprintf(err, err_len, "out of memory for the stage's scratch buffers");
+        sw_stage_free(s);
+        return SW_ENOMEM;
+    }
+    char wb[32];
+    sw_log(SW_LOG_DEBUG, "INFER", "stage %s layers %u-%u of %u (%s weights, %s, %d threads)",
+           in->arch, in->layer_first, in->layer_last, in->n_layers,
+           sw_fmt_bytes(in->weight_bytes, wb, sizeof wb), sw_k_impl_name(sw_k_impl_active()),
+           s->n_threads);
+    *out = s;
+    return 0;
+}
+
+int sw_stage_open(const char *path, const struct sw_stage_opts *opts, struct sw_stage **out,
+                  char *err, size_t err_len)
+{
+    *out = NULL;
+    struct sw_gguf *g = NULL;
+    int rc = sw_gguf_open(path, &g, err, err_len);
+    if (rc) return rc;
+    rc = sw_stage_open_gguf(g, opts, out, err, err_len);
+    if (rc) {
+        sw_gguf_close(g);
+        return rc;
+    }
+    (*out)->m.owns_g = 1;
+    return 0;
+}
+
+void sw_stage_free(struct sw_stage *s)
+{
+    if (!s) return;
+    uint32_t nl = s->m.info.layer_last - s->m.info.layer_first + 1;
+    if (s->seqs)
+        for (uint32_t i = 0; i < s->max_seqs; i++)
+            if (s->seqs[i].live || s->seqs[i].k) sw__kv_release(&s->seqs[i], nl, s->kv_dim);
+    free(s->seqs);
+    if (s->owns_pool) sw_k_pool_free(s->pool);
+    free(s->x);
+    free(s->xn);
+    free(s->q);
+    free(s->k);
+    free(s->v);
+    free(s->att);
+    free(s->gate);
+    free(s->up);
+    free(s->rope);
+    free(s->scores);
+    sw__model_release(&s->m);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+const struct sw_stage_info *sw_stage_info(const struct sw_stage *s)
+{
+    return &s->m.info;
+}
+
+const char *sw_stage_errmsg(const struct sw_stage *s)
+{
+    return s->errmsg;
+}
+
+size_t sw_stage_out_floats(const struct sw_stage *s, uint32_t n_tokens, unsigned flags)
+{
+    const struct sw_stage_info *in = &s->m.info;
+    if (!in->gives_logits) return (size_t)n_tokens * in->n_embd;
+    return (size_t)((flags & SW_STAGE_LOGITS_ALL) ? n_tokens : 1) * in->n_vocab;
+}
+
+/* ------------------------------------------------------------------ sequences */
+
+static struct sw__kv *seq_find(struct sw_stage *s, uint64_t id)
+{
+    for (uint32_t i = 0; i < s->max_seqs; i++)
+        if (s->seqs[i].live && s->seqs[i].id == id) return &s->seqs[i];
+    return NULL;
+}
+
+int sw_stage_seq_new(struct sw_stage *s, uint64_t id)
+{
+    pthread_mutex_lock(&s->lock);
+    int rc = 0;
+    if (seq_find(s, id)) {
+        rc = set_err(s, SW_EEXIST, "sequence %llu already exists", (unsigned long long)id);
+    } else if (s->n_live >= s->max_seqs) {
+        rc = set_err(s, SW_EBUSY, "all %u sequence slots are in use", s->max_seqs);
+    } else {
+        for (uint32_t i = 0; i < s->max_seqs; i++) {
+            if (s->seqs[i].live) continue;
+            /* A free slot keeps no memory (freed in seq_free). */
+            s->seqs[i].live = 1;
+            s->seqs[i].id = id;
+            s->seqs[i].n_past = 0;
+            s->n_live++;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int sw_stage_seq_reset(struct sw_stage *s, uint64_t id)
+{
+    pthread_mutex_lock(&s->lock);
+    struct sw__kv *kv = seq_find(s, id);
+    int rc = 0;
+    if (kv) kv->n_past = 0;
+    else rc = set_err(s, SW_ENOTFOUND, "no sequence %llu", (unsigned long long)id);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+void sw_stage_seq_free(struct sw_stage *s, uint64_t id)
+{
+    pthread_mutex_lock(&s->lock);
+    struct sw__kv *kv = seq_find(s, id);
+    if (kv) {
+        uint32_t nl = s->m.info.layer_last - s->m.info.layer_first + 1;
+        s->kv_bytes -= sw__kv_release(kv, nl, s->kv_dim);
+        s->n_live--;
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+int sw_stage_seq_len(struct sw_stage *s, uint64_t id, uint32_t *n_out)
+{
+    pthread_mutex_lock(&s->lock);
+    struct sw__kv *kv = seq_find(s, id);
+    int rc = 0;
+    if (kv) *n_out = kv->n_past;
+    else rc = set_err(s, SW_ENOTFOUND, "no sequence %llu", (unsigned long long)id);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+uint32_t sw_stage_n_seqs(const struct sw_stage *s)
+{
+    return s->n_live;
+}
+
+uint64_t sw_stage_kv_bytes(const struct sw_stage *s)
+{
+    return s->kv_bytes;
+}
+
+/* ------------------------------------------------------------------ parallel row ops */
+
+/* y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w      (t < n rows of n_embd) */
+static void rmsnorm_row(const float *x, const float *w, float *y, int64_t n, float eps)
+{
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    const float scale = (float)(1.0 / sqrt(ss / (double)n + eps));
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] * scale * w[i];
+}
+
+struct norm_task {
+    const float *x, *w;
+    float *y;
+    int64_t n_rows, n;
+    float eps;
+};
+
+static void norm_run(void *arg, int ith, int nth)
+{
+    const struct norm_task *t = arg;
+    int64_t b, e;
+    sw_k_split(t->n_rows, 1, ith, nth, &b, &e);
+    for (int64_t r = b; r < e; r++) rmsnorm_row(t->x + r * t->n, t->w, t->y + r * t->n, t->n, t->eps);
+}
+
+static void rmsnorm(struct sw_stage *s, const float *x, const float *w, float *y, int64_t n_rows)
+{
+    struct norm_task t = { x, w, y, n_rows, s->m.info.n_embd, s->m.info.rms_eps };
+    if (n_rows == 1) norm_run(&t, 0, 1);
+    else sw_k_pool_run(s->pool, norm_run, &t);
+}
+
+/* gate[i] = silu(gate[i]) * up[i] over n elements (SwiGLU). */
+struct swiglu_task {
+    float *gate;
+    const float *up;
+    int64_t n;
+};
+
+static void swiglu_run(void *arg, int ith, int nth)
+{
+    const struct swiglu_task *t = arg;
+    int64_t b, e;
+    sw_k_split(t->n, 16, ith, nth, &b, &e);
+    float *g = t->gate;
+    const float *u = t->up;
+    for (int64_t i = b; i < e; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+/* ------------------------------------------------------------------ attention */
+
+struct attn_task {
+    struct sw_stage *s;
+    const sw_f16 *kc, *vc; /* this layer's cache, positions x kv_dim */
+    uint32_t pos, n_tokens;
+};
+
+/* For each token t (at position pos+t) and head h:
+ *   s[p] = q_t,h . k_p,g / sqrt(head_dim)   for p <= pos+t (causal), g = h / (n_head/n_kv)
+ *   att_t,h = sum_p softmax(s)[p] v_p,g
+ * (t, h) pairs are dealt round-robin to the threads. */
+static void attn_run(void *arg, int ith, int nth)
+{
+    const struct attn_task *a = arg;
+    struct sw_stage *s = a->s;
+    const struct sw_stage_info *in = &s->m.info;
+    const int64_t hd = in->head_dim, qd = s->q_dim, kvd = s->kv_dim;
+    const uint32_t group = in->n_head / in->n_head_kv;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *sc = s->scores + (size_t)ith * in->n_ctx;
+    const uint32_t total = a->n_tokens * in->n_head;
+    for (uint32_t i = (uint32_t)ith; i < total; i += (uint32_t)nth) {
+        const uint32_t t = i / in->n_head, h = i % in->n_head, g = h / group;
+        const uint32_t n = a->pos + t + 1;
+        const float *q = s->q + t * qd + h * hd;
+        const sw_f16 *kp = a->kc + g * hd;
+        float mx = -INFINITY;
+        for (uint32_t p = 0; p < n; p++) {
+            float v = sw_k_dot_f16_f32(hd, kp + (size_t)p * kvd, q) * scale;
+            sc[p] = v;
+            if (v > mx) mx = v;
+        }
+        float sum = 0;
+        for (uint32_t p = 0; p < n; p++) {
+            float e = expf(sc[p] - mx);
+            sc[p] = e;
+            sum += e;
+        }
+        const float inv = 1.0f / sum;
+        float *o = s->att + t * qd + h * hd;
+        memset(o, 0, hd * sizeof *o);
+        const sw_f16 *vp = a->vc + g * hd;
+        for (uint32_t p = 0; p < n; p++) sw_k_axpy_f16(hd, sc[p] * inv, vp + (size_t)p * kvd, o);
+    }
+}
+
+/* ------------------------------------------------------------------ RoPE */
+
+/* cos/sin of theta_i(p) = p * inv_freq[i] for the chunk's positions. */
+static void rope_tables(struct sw_stage *s, uint32_t pos, uint32_t n_tokens)
+{
+    const uint32_t half = s->m.info.n_rot / 2;
+    for (uint32_t t = 0; t < n_tokens; t++) {
+        float *c = s->rope + (size_t)t * s->m.info.n_rot, *sn = c + half;
+        const float p = (float)(pos + t);
+        for (uint32_t i = 0; i < half; i++) {
+            float theta = p * s->m.rope_inv_freq[i];
+            c[i] = cosf(theta);
+            sn[i] = sinf(theta);
+        }
+    }
+}
+
+/* Rotates the first n_rot dimensions of each of n_heads heads of one token's vector.
+ * llama GGUFs (converted with Q/K permuted) rotate adjacent pairs (2i, 2i+1); qwen2
+ * (NeoX style) rotates (i, i + n_rot/2). */
+static void rope_apply(const struct sw_stage *s, float *x, uint32_t n_heads, const float *cs)
+{
+    const struct sw_stage_info *in = &s->m.info;
+    const uint32_t half = in->n_rot / 2;
+    const float *c = cs, *sn = cs + half;
+    for (uint32_t h = 0; h < n_heads; h++) {
+        float *v = x + (size_t)h * in->head_dim;
+        if (in->rope_neox) {
+            for (uint32_t i = 0; i < half; i++) {
+                const float a = v[i], b = v[i + half];
+                v[i] = a * c[i] - b * sn[i];
+                v[i + half] = a * sn[i] + b * c[i];
+            }
+        } else {
+            for (uint32_t i = 0; i < half; i++) {
+                const float a = v[2 * i], b = v[2 * i + 1];
+                v[2 * i] = a * c[i] - b * sn[i];
+                v[2 * i + 1] = a * sn[i] + b * c[i];
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ forward */
+
+static void add_bias(float *y, const float *b, int64_t n_rows, int64_t n)
+{
+    if (!b) return;
+    for (int64_t r = 0; r < n_rows; r++)
+        for (int64_t i = 0; i < n; i++) y[r * n + i] += b[i];
+}
+
+static void add_into(float *x, const float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+static int mm(struct sw_stage *s, const struct sw__w *w, const float *x, int64_t n_tokens, float *y)
+{
+    int rc = sw_k_matmul(s->pool, w->data, w->type, w->rows, w->cols, x, n_tokens, y);
+    if (rc) return set_err(s, rc, "matmul over %s failed: %s", w->name ? w->name : "a weight", sw_strerror(rc));
+    return 0;
+}
+
+/* One step of at most max_batch tokens at positions pos.. of kv (which has room). */
+static int forward_step(struct sw_stage *s, struct sw__kv *kv, uint32_t pos, uint32_t T,
+                        const void *in, float *out, int logits_all, int want_logits)
+{
+    const struct sw_stage_info *info = &s->m.info;
+    const int64_t E = info->n_embd, qd = s->q_dim, kvd = s->kv_dim, F = info->n_ff;
+    int rc;
+
+    if (info->takes_tokens) {
+        rc = sw_k_get_rows(s->m.tok_embd.data, s->m.tok_embd.type, s->m.tok_embd.rows, E,
+                           (const int32_t *)in, T, s->x);
+        if (rc) return set_err(s, rc, "token embedding lookup failed: %s", sw_strerror(rc));
+    } else {
+        memcpy(s->x, in, (size_t)T * E * sizeof(float));
+    }
+    rope_tables(s, pos, T);
+
+    for (uint32_t l = info->layer_first; l <= info->layer_last; l++) {
+        const uint32_t li = l - info->layer_first;
+        const struct sw__layer *ly = &s->m.layers[li];
+
+        /* attention block: x += Wo · attn(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x)) */
+        rmsnorm(s, s->x, ly->attn_norm, s->xn, T);
+        struct sw_k_mm_op qkv[3] = {
+            { ly->wq.data, ly->wq.type, ly->wq.rows, s->q },
+            { ly->wk.data, ly->wk.type, ly->wk.rows, s->k },
+            { ly->wv.data, ly->wv.type, ly->wv.rows, s->v },
+        };
+        rc = sw_k_matmul_multi(s->pool, qkv, 3, E, s->xn, T);
+        if (rc) return set_err(s, rc, "q/k/v matmul of layer %u failed: %s", l, sw_strerror(rc));
+        add_bias(s->q, ly->bq, T, qd);
+        add_bias(s->k, ly->bk, T, kvd);
+        add_bias(s->v, ly->bv, T, kvd);
+        sw_f16 *kc = kv->k[li], *vc = kv->v[li];
+        for (uint32_t t = 0; t < T; t++) {
+            const float *cs = s->rope + (size_t)t * info->n_rot;
+            rope_apply(s, s->q + t * qd, info->n_head, cs);
+            rope_apply(s, s->k + t * kvd, info->n_head_kv, cs);
+            sw_k_f32_to_f16_row(s->k + t * kvd, kc + (size_t)(pos + t) * kvd, kvd);
+            sw_k_f32_to_f16_row(s->v + t * kvd, vc + (size_t)(pos + t) * kvd, kvd);
+        }
+        struct attn_task at = { s, kc, vc, pos, T };
+        sw_k_pool_run(s->pool, attn_run, &at);
+        if ((rc = mm(s, &ly->wo, s->att, T, s->xn))) return rc;
+        add_into(s->x, s->xn, (int64_t)T * E);
+
+        /* feed-forward block: x += Wdown · (silu(Wgate·n(x)) * Wup·n(x)) */
+        rmsnorm(s, s->x, ly->ffn_norm, s->xn, T);
+        struct sw_k_mm_op gu[2] = {
+            { ly->w_gate.data, ly->w_gate.type, ly->w_gate.rows, s->gate },
+            { ly->w_up.data, ly->w_up.type, ly->w_up.rows, s->up },
+        };
+        rc = sw_k_matmul_multi(s->pool, gu, 2, E, s->xn, T);
+        if (rc) return set_err(s, rc, "gate/up matmul of layer %u failed: %s", l, sw_strerror(rc));
+        struct swiglu_task sg = { s->gate, s->up, (int64_t)T * F };
+        sw_k_pool_run(s->pool, swiglu_run, &sg);
+        if ((rc = mm(s, &ly->w_down, s->gate, T, s->xn))) return rc;
+        add_into(s->x, s->xn, (int64_t)T * E);
+    }
+
+    if (!info->gives_logits) {
+        memcpy(out, s->x, (size_t)T * E * sizeof(float));
+        return 0;
+    }
+    if (logits_all) {
+        rmsnorm(s, s->x, s->m.output_norm, s->xn, T);
+        return mm(s, &s->m.output, s->xn, T, out);
+    }
+    if (!want_logits) return 0;
+    const float *last = s->x + (size_t)(T - 1) * E;
+    rmsnorm_row(last, s->m.output_norm, s->xn, E, info->rms_eps);
+    return mm(s, &s->m.output, s->xn, 1, out);
+}
+
+int sw_stage_forward(struct sw_stage *s, uint64_t seq, uint32_t pos, uint32_t n_tokens,
+                     const void *in, float *out, unsigned flags)
+{
+    pthread_mutex_lock(&s->lock);
+    s->errmsg[0] = 0;
+    const struct sw_stage_info *info = &s->m.info;
+    const uint32_t nl = info->layer_last - info->layer_first + 1;
+    int rc = 0;
+    struct sw__kv *kv = seq_find(s, seq);
+    if (!kv) {
+        rc = set_err(s, SW_ENOTFOUND, "no sequence %llu", (unsigned long long)seq);
+        goto done;
+    }
+    if (n_tokens == 0 || !in || !out) {
+        rc = set_err(s, SW_EINVAL, "forward needs at least one token and in/out buffers");
+        goto done;
+    }
+    if (pos > kv->n_past) {
+        rc = set_err(s, SW_EINVAL, "position %u is past the sequence's end (%u tokens cached)", pos,
+                     kv->n_past);
+        goto done;
+    }
+    if ((uint64_t)pos + n_tokens > info->n_ctx) {
+        rc = set_err(s, SW_ERANGE,
+                     "context length exceeded: %u cached + %u new tokens > context limit %u",
+                     pos, n_tokens, info->n_ctx);
+        goto done;
+    }
+    if (info->takes_tokens) {
+        const int32_t *ids = in;
+        for (uint32_t i = 0; i < n_tokens; i++)
+            if (ids[i] < 0 || (uint32_t)ids[i] >= info->n_vocab) {
+                rc = set_err(s, SW_ERANGE, "token id %d at index %u is outside the vocabulary (%u)",
+                             ids[i], i, info->n_vocab);
+                goto done;
+            }
+    }
+    uint64_t grown = 0;
+    rc = sw__kv_reserve(kv, nl, s->kv_dim, pos + n_tokens, info->n_ctx, &grown);
+    s->kv_bytes += grown;
+    if (rc) {
+        rc = set_err(s, rc, "cannot grow the KV cache to %u positions: %s", pos + n_tokens, sw_strerror(rc));
+        goto done;
+    }
+    kv->n_past = pos; /* cut back: positions >= pos are recomputed */
+    const int all = (flags & SW_STAGE_LOGITS_ALL) != 0;
+    for (uint32_t done_n = 0; done_n < n_tokens;) {
+        uint32_t T = SW_MIN(s->max_batch, n_tokens - done_n);
+        const void *step_in = info->takes_tokens
+                                  ? (const void *)((const int32_t *)in + done_n)
+                                  : (const void *)((const float *)in + (size_t)done_n * info->n_embd);
+        float *step_out = out;
+        if (!info->gives_logits) step_out = out + (size_t)done_n * info->n_embd;
+        else if (all) step_out = out + (size_t)done_n * info->n_vocab;
+        int last_step = done_n + T == n_tokens;
+        rc = forward_step(s, kv, pos + done_n, T, step_in, step_out, all, last_step);
+        if (rc) goto done;
+        done_n += T;
+        kv->n_past = pos + done_n;
+    }
+done:
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
