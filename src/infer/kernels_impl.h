@@ -1,0 +1,91 @@
+/* kernels_impl.h — private to the kernels files: the per-family function tables and the
+ * multi-token "row x up to 4 tokens" kernels the tiled matmul uses.
+ * Not for: the model code (it uses kernels.h only). */
+#ifndef SW_INFER_KERNELS_IMPL_H
+#define SW_INFER_KERNELS_IMPL_H
+
+#include "infer/kernels.h"
+
+/* Tokens processed together against one decoded weight row (prompt tiling). */
+#define SW_K_TILE_T 4
+
+/* Activations of one token as the matmul hands them to a row kernel. */
+struct sw_k_act {
+    const void *q;     /* act_type blocks (or f32) of the token */
+    const float *sums; /* Q8_0 acts: d * sum(qs) per block (for offset weights); else NULL */
+};
+
+/* out[t] = dot(w row, token t) for t < nt (1..SW_K_TILE_T): decodes w once for all nt. */
+typedef void (*sw_k_rowdot_fn)(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out);
+/* Dots of `nr` consecutive weight rows (stride w_stride bytes) against nt tokens:
+ * out[t * ldo + r]. Families implement the register tiles they like; NULL = use rowdot. */
+typedef void (*sw_k_tile_fn)(int64_t n, const void *w, size_t w_stride, int nr, const struct sw_k_act *a,
+                             int nt, float *out, size_t ldo);
+
+struct sw_k_type_impl {
+    struct sw_k_type pub;  /* first: sw_k_type_get returns &pub */
+    sw_k_rowdot_fn rowdot; /* never NULL when pub.vec_dot is set */
+    sw_k_tile_fn tile;     /* optional */
+    int tile_rows;         /* rows the tile kernel takes at once (when tile is set) */
+    int act_sums;          /* 1 when rowdot/tile read sw_k_act.sums */
+};
+
+static inline const struct sw_k_type_impl *sw__k_impl_of(const struct sw_k_type *t)
+{
+    return (const struct sw_k_type_impl *)t; /* pub is the first member */
+}
+
+/* Q8_0 activation quantization that also writes d*sum(qs) per block into sums. */
+typedef void (*sw_k_quant_sums_fn)(const float *src, void *dst, float *sums, int64_t n);
+
+/* Pool-owned scratch of at least n_bytes, 64-byte aligned, kept between calls; NULL when
+ * out of memory. Valid until the next call or sw_k_pool_free. */
+void *sw__k_pool_scratch(struct sw_k_pool *p, size_t n_bytes);
+
+/* ------------------------------------------------------------ the families */
+
+/* Fills tab[type] for each supported type (others left zeroed). */
+void sw__k_fill_ref(struct sw_k_type_impl *tab, int n_tab);
+void sw__k_fill_avx2(struct sw_k_type_impl *tab, int n_tab);   /* kernels_avx2.c */
+void sw__k_fill_avx512(struct sw_k_type_impl *tab, int n_tab); /* kernels_avx512.c */
+
+struct sw_k_vec_ops {
+    float (*dot_f32)(int64_t n, const float *x, const float *y);
+    float (*dot_f16_f32)(int64_t n, const sw_f16 *x, const float *y);
+    void (*axpy_f32)(int64_t n, float a, const float *x, float *y);
+    void (*axpy_f16)(int64_t n, float a, const sw_f16 *x, float *y);
+    void (*scale_f32)(int64_t n, float a, float *y);
+    void (*f16_to_f32_row)(const sw_f16 *x, float *y, int64_t n);
+    void (*f32_to_f16_row)(const float *x, sw_f16 *y, int64_t n);
+    void (*bf16_to_f32_row)(const sw_bf16 *x, float *y, int64_t n);
+    sw_k_quant_sums_fn quant_q8_0_sums;
+};
+void sw__k_vec_ops_ref(struct sw_k_vec_ops *ops);
+void sw__k_vec_ops_avx2(struct sw_k_vec_ops *ops);
+void sw__k_vec_ops_avx512(struct sw_k_vec_ops *ops);
+
+/* The vector ops of the active family (sw_k_impl_active). */
+const struct sw_k_vec_ops *sw__k_vec_ops(void);
+
+/* Reference pieces other families reuse. */
+void sw__k_quantize_q8_0_ref(const float *src, void *dst, int64_t n);
+void sw__k_quantize_q8_0_sums_ref(const float *src, void *dst, float *sums, int64_t n);
+void sw__k_quantize_q8_K_ref(const float *src, void *dst, int64_t n);
+void sw__k_quantize_q4_0_ref(const float *src, void *dst, int64_t n);
+void sw__k_quantize_q4_K_ref(const float *src, void *dst, int64_t n);
+void sw__k_quantize_q5_K_ref(const float *src, void *dst, int64_t n);
+void sw__k_quantize_q6_K_ref(const float *src, void *dst, int64_t n);
+
+/* Q4_K/Q5_K 6-bit scale j (0..7) and min j from the packed 12 bytes. */
+static inline void sw__k_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
+{
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+#endif

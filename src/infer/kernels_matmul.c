@@ -1,0 +1,202 @@
+/* kernels_matmul.c — y = W x over the thread pool: activations quantized once, rows
+ * handed out in chunks, and for several tokens each decoded weight row (or register tile
+ * of rows) is applied to SW_K_TILE_T tokens at a time so weights are decoded once per tile.
+ * Not for: the dot-product kernels themselves (kernels_ref/avx2/avx512.c). */
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "infer/kernels_impl.h"
+
+#define MAX_OPS 8
+/* Rows per work chunk: large enough to amortise the atomic, small enough to balance. */
+#define CHUNK_ROWS_VEC 32
+#define CHUNK_ROWS_MAT 16
+
+struct act_buf {
+    uint32_t type;    /* activation type (F32, Q8_0, Q8_K) */
+    const void *q;    /* n_tokens rows */
+    size_t stride;    /* bytes per token row */
+    const float *sums; /* Q8_0: n_tokens x (cols/32) block sums, else NULL */
+    size_t sums_stride;
+    sw_k_quant_fn quant; /* f32 -> type (when sums is NULL) */
+};
+
+struct mm_task {
+    const struct sw_k_mm_op *ops;
+    const struct sw_k_type_impl *ti[MAX_OPS];
+    const struct act_buf *act[MAX_OPS];
+    int64_t row_start[MAX_OPS + 1]; /* prefix sums of rows over ops */
+    int n_ops;
+    int64_t cols, n_tokens, chunk;
+    _Atomic int64_t next; /* next chunk start in the concatenated row space */
+    /* quantization phase */
+    const float *x;
+    struct act_buf *bufs;
+    int n_bufs;
+};
+
+/* Rows [r0, r1) of op o, all tokens. */
+static void run_rows(const struct mm_task *tk, int o, int64_t r0, int64_t r1)
+{
+    const struct sw_k_mm_op *op = &tk->ops[o];
+    const struct sw_k_type_impl *ti = tk->ti[o];
+    const struct act_buf *ab = tk->act[o];
+    const int64_t cols = tk->cols, nt_all = tk->n_tokens, rows = op->rows;
+    const size_t rb = sw_k_row_bytes(op->type, cols);
+    const uint8_t *w = op->w;
+
+    for (int64_t t0 = 0; t0 < nt_all; t0 += SW_K_TILE_T) {
+        int nt = (int)(nt_all - t0 < SW_K_TILE_T ? nt_all - t0 : SW_K_TILE_T);
+        struct sw_k_act a[SW_K_TILE_T];
+        for (int t = 0; t < nt; t++) {
+            a[t].q = (const uint8_t *)ab->q + (size_t)(t0 + t) * ab->stride;
+            a[t].sums = ab->sums ? (const float *)((const uint8_t *)ab->sums + (size_t)(t0 + t) * ab->sums_stride)
+                                 : NULL;
+        }
+        float *y = op->y + t0 * rows;
+        int64_t r = r0;
+        if (ti->tile) {
+            int tr = ti->tile_rows;
+            for (; r + tr <= r1; r += tr) ti->tile(cols, w + (size_t)r * rb, rb, tr, a, nt, y + r, (size_t)rows);
+        }
+        for (; r < r1; r++) {
+            float out[SW_K_TILE_T];
+            ti->rowdot(cols, w + (size_t)r * rb, a, nt, out);
+            for (int t = 0; t < nt; t++) y[t * rows + r] = out[t];
+        }
+    }
+}
+
+static void mm_worker(void *arg, int ith, int nth)
+{
+    struct mm_task *tk = arg;
+    (void)ith;
+    (void)nth;
+    const int64_t total = tk->row_start[tk->n_ops];
+    for (;;) {
+        int64_t s = atomic_fetch_add_explicit(&tk->next, tk->chunk, memory_order_relaxed);
+        if (s >= total) break;
+        int64_t e = s + tk->chunk < total ? s + tk->chunk : total;
+        /* the chunk may span ops */
+        for (int o = 0; o < tk->n_ops && s < e; o++) {
+            int64_t ob = tk->row_start[o], oe = tk->row_start[o + 1];
+            if (s >= oe) continue;
+            int64_t ce = e < oe ? e : oe;
+            run_rows(tk, o, s - ob, ce - ob);
+            s = ce;
+        }
+    }
+}
+
+/* Quantizes tokens [ith-th slice] of x into every activation buffer. */
+static void quant_worker(void *arg, int ith, int nth)
+{
+    struct mm_task *tk = arg;
+    int64_t t0, t1;
+    sw_k_split(tk->n_tokens, 1, ith, nth, &t0, &t1);
+    const struct sw_k_vec_ops *ops = sw__k_vec_ops();
+    for (int b = 0; b < tk->n_bufs; b++) {
+        struct act_buf *ab = &tk->bufs[b];
+        if (ab->type == SW_TYPE_F32) continue; /* used as is */
+        for (int64_t t = t0; t < t1; t++) {
+            const float *xt = tk->x + t * tk->cols;
+            void *dst = (uint8_t *)ab->q + (size_t)t * ab->stride;
+            if (ab->sums)
+                ops->quant_q8_0_sums(xt, dst, (float *)((uint8_t *)ab->sums + (size_t)t * ab->sums_stride), tk->cols);
+            else
+                ab->quant(xt, dst, tk->cols);
+        }
+    }
+}
+
+static size_t align64(size_t n)
+{
+    return (n + 63) & ~(size_t)63;
+}
+
+int sw_k_matmul_multi(struct sw_k_pool *pool, const struct sw_k_mm_op *ops, int n_ops, int64_t cols,
+                      const float *x, int64_t n_tokens)
+{
+    if (n_ops < 1 || n_ops > MAX_OPS || cols <= 0 || n_tokens < 0) return SW_EINVAL;
+    if (n_tokens == 0) return 0;
+    struct mm_task tk;
+    memset(&tk, 0, sizeof(tk));
+    tk.ops = ops;
+    tk.n_ops = n_ops;
+    tk.cols = cols;
+    tk.n_tokens = n_tokens;
+    tk.x = x;
+
+    /* Distinct activation types, at most 3 (F32, Q8_0 with sums, Q8_K). */
+    struct act_buf bufs[MAX_OPS];
+    int n_bufs = 0;
+    size_t scratch = 0;
+    for (int o = 0; o < n_ops; o++) {
+        const struct sw_k_type *t = sw_k_type_get(ops[o].type);
+        if (!t || !t->vec_dot) return SW_EUNSUPPORTED;
+        if (cols % t->block_size || ops[o].rows < 0) return SW_EINVAL;
+        tk.ti[o] = sw__k_impl_of(t);
+        tk.row_start[o + 1] = tk.row_start[o] + ops[o].rows;
+        int found = -1;
+        for (int b = 0; b < n_bufs; b++)
+            if (bufs[b].type == t->act_type) found = b;
+        if (found < 0) {
+            found = n_bufs++;
+            memset(&bufs[found], 0, sizeof(bufs[found]));
+            bufs[found].type = t->act_type;
+            bufs[found].quant = t->quantize_act;
+            if (t->act_type == SW_TYPE_F32) {
+                bufs[found].q = x;
+                bufs[found].stride = (size_t)cols * sizeof(float);
+            } else {
+                size_t rb = sw_k_row_bytes(t->act_type, cols);
+                if (!rb) return SW_EINVAL;
+                bufs[found].stride = align64(rb);
+                scratch += bufs[found].stride * (size_t)n_tokens;
+                if (t->act_type == SW_TYPE_Q8_0) {
+                    bufs[found].sums_stride = align64((size_t)(cols / SW_QK8_0) * sizeof(float));
+                    scratch += bufs[found].sums_stride * (size_t)n_tokens;
+                }
+            }
+        }
+        tk.act[o] = &bufs[found];
+    }
+
+    void *mem = NULL, *owned = NULL;
+    if (scratch) {
+        if (pool) mem = sw__k_pool_scratch(pool, scratch);
+        else if (!posix_memalign(&owned, 64, scratch)) mem = owned;
+        if (!mem) return SW_ENOMEM;
+    }
+    uint8_t *p = mem;
+    int n_q = 0;
+    for (int b = 0; b < n_bufs; b++) {
+        if (bufs[b].type == SW_TYPE_F32) continue;
+        n_q++;
+        bufs[b].q = p;
+        p += bufs[b].stride * (size_t)n_tokens;
+        if (bufs[b].sums_stride) {
+            bufs[b].sums = (const float *)p;
+            p += bufs[b].sums_stride * (size_t)n_tokens;
+        }
+    }
+    tk.bufs = bufs;
+    tk.n_bufs = n_bufs;
+    if (n_q) {
+        if (n_tokens >= 4) sw_k_pool_run(pool, quant_worker, &tk);
+        else quant_worker(&tk, 0, 1);
+    }
+
+    tk.chunk = n_tokens == 1 ? CHUNK_ROWS_VEC : CHUNK_ROWS_MAT;
+    atomic_init(&tk.next, 0);
+    sw_k_pool_run(pool, mm_worker, &tk);
+    free(owned);
+    return 0;
+}
+
+int sw_k_matmul(struct sw_k_pool *pool, const void *w, uint32_t type, int64_t rows, int64_t cols,
+                const float *x, int64_t n_tokens, float *y)
+{
+    struct sw_k_mm_op op = {.w = w, .type = type, .rows = rows, .y = y};
+    return sw_k_matmul_multi(pool, &op, 1, cols, x, n_tokens);
+}

@@ -1,0 +1,188 @@
+/* threadpool.c — persistent worker threads for the kernels: one dispatch runs a task on
+ * every thread (the caller is thread 0) and returns when all are done. Workers spin for a
+ * short while after a task (the generation loop dispatches ~150 tasks per token), then
+ * sleep on a futex so an idle pool costs no CPU.
+ * Not for: general job queues (libuv's pool) or anything with more than one producer. */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CPU_RELAX() _mm_pause()
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+#include "infer/kernels_impl.h"
+
+/* Spin iterations (each a pause, ~10-40 ns) before a worker goes to sleep: ~100 µs
+ * covers the gap between the dispatches of one token. */
+#define SPIN_BEFORE_SLEEP 4000
+
+struct sw_k_worker {
+    struct sw_k_pool *pool;
+    pthread_t thread;
+    int ith;
+};
+
+struct sw_k_pool {
+    int n_threads;
+    struct sw_k_worker *workers; /* n_threads - 1 */
+    _Atomic uint32_t gen;        /* bumped for every dispatch (futex word) */
+    _Atomic int pending;         /* workers still running the current task */
+    _Atomic int sleepers;        /* workers in (or entering) futex wait */
+    _Atomic int stop;
+    sw_k_task_fn fn; /* written before gen is bumped (release), read after (acquire) */
+    void *arg;
+    void *scratch; /* matmul activations (sw__k_pool_scratch) */
+    size_t scratch_len;
+};
+
+static void gen_wait(struct sw_k_pool *p, uint32_t seen)
+{
+#if defined(__linux__)
+    syscall(SYS_futex, (uint32_t *)&p->gen, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
+#else
+    (void)seen;
+    struct timespec ts = {0, 50000};
+    nanosleep(&ts, NULL);
+#endif
+}
+
+static void gen_wake_all(struct sw_k_pool *p)
+{
+#if defined(__linux__)
+    syscall(SYS_futex, (uint32_t *)&p->gen, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+#else
+    (void)p;
+#endif
+}
+
+static void *worker_main(void *arg)
+{
+    struct sw_k_worker *w = arg;
+    struct sw_k_pool *p = w->pool;
+    uint32_t seen = atomic_load_explicit(&p->gen, memory_order_acquire);
+    for (;;) {
+        uint32_t g;
+        int spins = 0;
+        while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen) {
+            if (++spins < SPIN_BEFORE_SLEEP) {
+                CPU_RELAX();
+                continue;
+            }
+            atomic_fetch_add(&p->sleepers, 1);
+            /* re-check after announcing ourselves, so a bump in between is not missed */
+            if (atomic_load_explicit(&p->gen, memory_order_acquire) == seen) gen_wait(p, seen);
+            atomic_fetch_sub(&p->sleepers, 1);
+            spins = 0;
+        }
+        seen = g;
+        if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
+        p->fn(p->arg, w->ith, p->n_threads);
+        atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel);
+    }
+    return NULL;
+}
+
+int sw_k_pool_new(int n_threads, struct sw_k_pool **out)
+{
+    *out = NULL;
+    if (n_threads < 1 || n_threads > 1024) return SW_EINVAL;
+    struct sw_k_pool *p = calloc(1, sizeof(*p));
+    if (!p) return SW_ENOMEM;
+    p->n_threads = n_threads;
+    atomic_init(&p->gen, 0);
+    atomic_init(&p->pending, 0);
+    atomic_init(&p->sleepers, 0);
+    atomic_init(&p->stop, 0);
+    if (n_threads > 1) {
+        p->workers = calloc((size_t)n_threads - 1, sizeof(*p->workers));
+        if (!p->workers) {
+            free(p);
+            return SW_ENOMEM;
+        }
+        for (int i = 0; i < n_threads - 1; i++) {
+            p->workers[i].pool = p;
+            p->workers[i].ith = i + 1;
+            if (pthread_create(&p->workers[i].thread, NULL, worker_main, &p->workers[i])) {
+                p->n_threads = i + 1; /* the ones started so far, for shutdown */
+                sw_k_pool_free(p);
+                return SW_ENOMEM;
+            }
+        }
+    }
+    *out = p;
+    return 0;
+}
+
+void sw_k_pool_free(struct sw_k_pool *p)
+{
+    if (!p) return;
+    if (p->workers) {
+        atomic_store_explicit(&p->stop, 1, memory_order_release);
+        atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
+        gen_wake_all(p);
+        for (int i = 0; i < p->n_threads - 1; i++) pthread_join(p->workers[i].thread, NULL);
+        free(p->workers);
+    }
+    free(p->scratch);
+    free(p);
+}
+
+int sw_k_pool_n_threads(const struct sw_k_pool *p)
+{
+    return p ? p->n_threads : 1;
+}
+
+void sw_k_pool_run(struct sw_k_pool *p, sw_k_task_fn fn, void *arg)
+{
+    if (!p || p->n_threads == 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    p->fn = fn;
+    p->arg = arg;
+    atomic_store_explicit(&p->pending, p->n_threads - 1, memory_order_relaxed);
+    atomic_fetch_add(&p->gen, 1); /* seq_cst: ordered against the sleepers load below */
+    if (atomic_load(&p->sleepers) > 0) gen_wake_all(p);
+    fn(arg, 0, p->n_threads);
+    int spins = 0;
+    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) {
+        if (++spins < 2000) CPU_RELAX();
+        else sched_yield(); /* a worker was descheduled: let it run */
+    }
+}
+
+void sw_k_split(int64_t n, int64_t align, int ith, int nth, int64_t *begin, int64_t *end)
+{
+    if (align < 1) align = 1;
+    int64_t units = (n + align - 1) / align;
+    int64_t per = units / nth, extra = units % nth;
+    int64_t b = ith * per + (ith < extra ? ith : extra);
+    int64_t e = b + per + (ith < extra ? 1 : 0);
+    b *= align;
+    e *= align;
+    *begin = b < n ? b : n;
+    *end = e < n ? e : n;
+}
+
+void *sw__k_pool_scratch(struct sw_k_pool *p, size_t n_bytes)
+{
+    if (n_bytes <= p->scratch_len) return p->scratch;
+    size_t want = n_bytes + n_bytes / 4 + 64;
+    void *b = NULL;
+    if (posix_memalign(&b, 64, want)) return NULL;
+    free(p->scratch);
+    p->scratch = b;
+    p->scratch_len = want;
+    return b;
+}
