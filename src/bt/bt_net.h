@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include <sys/socket.h>
+#include <curl/curl.h>
 #include <uv.h>
 
 #include "util/util.h"
@@ -231,5 +232,21 @@ int sw__bt_webseed_banned(const struct sw_bt_webseed *ws);
 uint64_t sw__bt_webseed_backoff_ms(const struct sw_bt_webseed *ws);
 /* Bytes received from this web seed so far (payload only). */
 uint64_t sw__bt_webseed_bytes(const struct sw_bt_webseed *ws);
+
+/* --------------------------------------------------------- plumbing (bt_net files only)
+ * Used by tracker.c and webseed.c; the core needs none of it. */
+
+/* A new easy handle with the context's common options (user agent, no signals, http/https
+ * only, bounded redirects). NULL on oom. */
+CURL *sw__bt_net_easy(struct sw_bt_net *net);
+/* Called once when a transfer ends (on the loop thread, outside libcurl callbacks). The
+ * easy handle is cleaned up by the context right after the callback returns. */
+typedef void (*sw_bt_net_done_fn)(void *ud, CURL *easy, CURLcode rc);
+/* Starts a transfer; the context owns `easy` from now on (also on failure). 0 or
+ * SW_ENOMEM / SW_EIO. */
+int sw__bt_net_start(struct sw_bt_net *net, CURL *easy, sw_bt_net_done_fn done, void *ud);
+/* Aborts a transfer started with sw__bt_net_start and cleans it up; no callback. */
+void sw__bt_net_cancel(struct sw_bt_net *net, CURL *easy);
+uv_loop_t *sw__bt_net_loop(struct sw_bt_net *net);
 
 #endif
