@@ -188,6 +188,14 @@ int sw_gguf_writer_write_header(struct sw_gguf_writer *w);
  * per tensor with consecutive chunks). Padding is inserted automatically. */
 int sw_gguf_writer_write_data(struct sw_gguf_writer *w, const void *p, uint64_t n);
 int sw_gguf_writer_finish(struct sw_gguf_writer *w); /* fsync + rename; then free */
+/* The same, also giving the SHA-256 and size of the file written (either may be NULL).
+ * The writer is freed whatever the outcome; on failure nothing is left at path. */
+int sw_gguf_writer_finish_ex(struct sw_gguf_writer *w, uint8_t sha256_out[32], uint64_t *size_out);
+/* Drops a key added earlier (SW_ENOTFOUND when absent). set_* and add_kv replace a key
+ * that exists, keeping its position. */
+int sw_gguf_writer_remove(struct sw_gguf_writer *w, const char *key);
+/* Data-section offset chosen for the i-th tensor added (UINT64_MAX past the end). */
+uint64_t sw_gguf_writer_tensor_offset(const struct sw_gguf_writer *w, uint64_t i);
 
 /* ---------------------------------------------------------------- sharding */
 
@@ -198,6 +206,9 @@ struct sw_split_opts {
     /* Progress: called with bytes done/total; may be NULL. */
     void (*progress)(void *ud, uint64_t done, uint64_t total);
     void *progress_ud;
+    /* Optional: the value of shardswarm.model.id. NULL: the hex SHA-256 of the source's
+     * header bytes (magic through tensor infos, of every part in order). */
+    const char *model_id;
 };
 
 struct sw_shard_plan {
@@ -206,11 +217,43 @@ struct sw_shard_plan {
     uint64_t n_bytes; /* tensor bytes */
 };
 
+/* Shard file name for index k: "shard-<k>.gguf". */
+#define SW_SHARD_FILE_FMT "shard-%u.gguf"
+#define SW_MANIFEST_FILE "model.json"
+
 /* Splits a model (or the first file of a llama.cpp split model: "-00001-of-0000N.gguf")
  * into out_dir/shard-K.gguf and out_dir/model.json. plans_out (n_shards entries, may be
  * NULL) receives the chosen layer ranges. */
 int sw_gguf_split(const char *model_path, const struct sw_split_opts *opts,
                   struct sw_shard_plan *plans_out, char *err, size_t err_len);
+
+/* The manifest DIR/model.json that split writes (format in docs/gguf.md). */
+struct sw_manifest_shard {
+    uint32_t index;
+    uint32_t layer_first, layer_last; /* inclusive */
+    uint64_t size;                    /* bytes of the shard file */
+    uint64_t tensor_bytes;            /* of which tensor data */
+    uint32_t n_tensors;
+    char file[256];                   /* name inside the folder, e.g. "shard-0.gguf" */
+    char sha256_hex[65];
+};
+
+struct sw_manifest {
+    char model_id[80];
+    char arch[64];
+    char name[128];            /* general.name, "" if absent */
+    char owner_pubkey_hex[65]; /* "" if absent */
+    uint32_t n_layers;
+    uint32_t n_shards;
+    uint64_t alignment;
+    uint64_t source_size;      /* bytes of the source model file(s) */
+    struct sw_manifest_shard *shards; /* n_shards entries, shards[i].index == i */
+};
+
+/* Loads and validates a manifest: path is a folder (reads path/model.json) or the JSON file.
+ * Errors name the file and the field. *out is owned by the caller: sw_gguf_manifest_free. */
+int sw_gguf_manifest_load(const char *path, struct sw_manifest **out, char *err, size_t err_len);
+void sw_gguf_manifest_free(struct sw_manifest *m); /* NULL harmless */
 
 enum sw_shard_state { SW_SHARD_OK, SW_SHARD_MISSING, SW_SHARD_WRONG_SIZE, SW_SHARD_CORRUPT };
 
@@ -226,5 +269,10 @@ struct sw_shard_check {
  * *n_io receives the shard count. */
 int sw_gguf_verify_dir(const char *dir, struct sw_shard_check *checks_out, uint32_t *n_io,
                        char *err, size_t err_len);
+/* Checks one shard file against its manifest entry (size, SHA-256, valid GGUF whose shard
+ * keys match). path: the file to check. Fills *out. */
+void sw_gguf_verify_shard(const struct sw_manifest *m, uint32_t index, const char *path,
+                          struct sw_shard_check *out);
+const char *sw_shard_state_name(enum sw_shard_state s); /* "ok", "missing", ... */
 
 #endif

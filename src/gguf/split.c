@@ -1,0 +1,495 @@
+/* split.c — cuts a llama-family GGUF model (one file, or the parts of a llama.cpp split model)
+ * into N layer-range shards, each a complete GGUF file, and writes the manifest model.json.
+ * Shard boundaries minimise the largest shard's bytes (embedding and output matrices count).
+ * Not for: moving shards (src/bt) or computing with them (src/infer). */
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "gguf_internal.h"
+
+#define CAP_PARTS 9999u        /* llama.cpp numbers parts with 5 digits */
+#define CAP_SHARDS 4096u
+#define CAP_LAYERS 4096u      /* block_count beyond this is refused */
+#define CHUNK_BYTES (64u << 20) /* data is streamed (and progress reported) in chunks */
+
+__attribute__((format(printf, 3, 4))) static int seterr(char *err, size_t err_len, const char *fmt, ...)
+{
+    if (err && err_len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, err_len, fmt, ap);
+        va_end(ap);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ source model */
+
+struct src_tensor {
+    const struct sw_gguf_tensor *t;
+    enum { PLACE_LAYER, PLACE_FIRST, PLACE_LAST, PLACE_ALL } place;
+};
+
+struct source {
+    struct sw_gguf **parts;
+    uint32_t n_parts;
+    struct src_tensor *ts;
+    uint64_t n_ts;
+    uint64_t total_size;
+    uint32_t n_layers;
+    int tied; /* no output.weight: token_embd.weight doubles as the output matrix */
+};
+
+static void source_free(struct source *s)
+{
+    for (uint32_t i = 0; i < s->n_parts; i++) sw_gguf_close(s->parts[i]);
+    free(s->parts);
+    free(s->ts);
+    memset(s, 0, sizeof *s);
+}
+
+/* Recognises llama.cpp's split naming "<prefix>-NNNNN-of-MMMMM.gguf". */
+static int split_name(const char *path, size_t *prefix_len, uint32_t *no, uint32_t *count)
+{
+    size_t n = strlen(path);
+    static const char tail[] = "-00000-of-00000.gguf";
+    size_t tl = sizeof tail - 1;
+    if (n < tl) return 0;
+    const char *p = path + n - tl;
+    for (size_t i = 0; i < tl; i++) {
+        if (tail[i] == '0' ? !isdigit((unsigned char)p[i]) : p[i] != tail[i]) return 0;
+    }
+    *no = (uint32_t)strtoul(p + 1, NULL, 10);
+    *count = (uint32_t)strtoul(p + 10, NULL, 10);
+    *prefix_len = n - tl;
+    return *no >= 1 && *count >= 1 && *no <= *count;
+}
+
+static int tensor_place(const struct sw_gguf_tensor *t)
+{
+    static const char *const first[] = { "token_embd.", "token_embd_norm.", "position_embd.",
+                                         "token_types." };
+    static const char *const last[] = { "output.", "output_norm." };
+    if (t->layer >= 0) return PLACE_LAYER;
+    for (size_t i = 0; i < SW_ARRAY_LEN(first); i++)
+        if (t->name.len > strlen(first[i]) && !memcmp(t->name.ptr, first[i], strlen(first[i])))
+            return PLACE_FIRST;
+    for (size_t i = 0; i < SW_ARRAY_LEN(last); i++)
+        if (t->name.len > strlen(last[i]) && !memcmp(t->name.ptr, last[i], strlen(last[i])))
+            return PLACE_LAST;
+    /* Anything else (rope_freqs.weight, ...) is small and used by every layer. */
+    return PLACE_ALL;
+}
+
+static int name_is(const struct sw_gguf_tensor *t, const char *s)
+{
+    return t->name.len == strlen(s) && !memcmp(t->name.ptr, s, t->name.len);
+}
+
+static int source_open(const char *path, struct source *s, char *err, size_t err_len)
+{
+    memset(s, 0, sizeof *s);
+    size_t plen;
+    uint32_t no = 0, count = 1;
+    int is_split = split_name(path, &plen, &no, &count);
+    if (!is_split) count = 1;
+    if (count > CAP_PARTS) {
+        seterr(err, err_len, "%s: %u parts exceed the limit of %u", path, count, CAP_PARTS);
+        return SW_ETOOBIG;
+    }
+    s->parts = calloc(count, sizeof *s->parts);
+    if (!s->parts) return SW_ENOMEM;
+    int rc;
+    for (uint32_t i = 0; i < count; i++) {
+        char *pp = NULL;
+        if (is_split) {
+            pp = malloc(plen + 32);
+            if (!pp) { rc = SW_ENOMEM; goto fail; }
+            snprintf(pp, plen + 32, "%.*s-%05u-of-%05u.gguf", (int)plen, path, i + 1, count);
+        }
+        rc = sw_gguf_open(pp ? pp : path, &s->parts[i], err, err_len);
+        free(pp);
+        if (rc) goto fail;
+        s->n_parts++;
+        struct sw_gguf *g = s->parts[i];
+        s->total_size += sw_gguf_file_size(g);
+        /* llama.cpp gguf-split: split.no (u16, 0-based) and split.count (u16) in every part. */
+        uint32_t k_no = 0, k_count = 1;
+        int has_no = sw_gguf_get_u32(g, "split.no", &k_no) == 0;
+        int has_count = sw_gguf_get_u32(g, "split.count", &k_count) == 0;
+        if (!is_split && has_count && k_count > 1) {
+            seterr(err, err_len,
+                   "%s: split.count is %u: this is one part of a llama.cpp split model; pass the "
+                   "first part, named <model>-00001-of-%05u.gguf",
+                   path, k_count, k_count);
+            rc = SW_ECORRUPT;
+            goto fail;
+        }
+        if (is_split && ((has_count && k_count != count) || (has_no && k_no != i))) {
+            seterr(err, err_len, "%s: split.no %u / split.count %u do not match the file name (part %u of %u)",
+                   sw_gguf_path(g), k_no, k_count, i + 1, count);
+            rc = SW_ECORRUPT;
+            goto fail;
+        }
+    }
+    struct sw_gguf *g0 = s->parts[0];
+    if (sw_gguf_find(g0, SW_KEY_SHARD_INDEX)) {
+        seterr(err, err_len, "%s: already a shardswarm shard (has %s); split the original model instead",
+               path, SW_KEY_SHARD_INDEX);
+        rc = SW_EINVAL;
+        goto fail;
+    }
+    for (uint32_t i = 1; i < count; i++) {
+        if (sw_gguf_alignment(s->parts[i]) != sw_gguf_alignment(g0)) {
+            seterr(err, err_len, "%s: general.alignment %llu differs from the first part's %llu",
+                   sw_gguf_path(s->parts[i]), (unsigned long long)sw_gguf_alignment(s->parts[i]),
+                   (unsigned long long)sw_gguf_alignment(g0));
+            rc = SW_EUNSUPPORTED;
+            goto fail;
+        }
+    }
+    /* Merge the tensor tables of all parts; a name may appear in one part only. */
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < count; i++) n += sw_gguf_n_tensors(s->parts[i]);
+    s->ts = calloc(n ? n : 1, sizeof *s->ts);
+    if (!s->ts) { rc = SW_ENOMEM; goto fail; }
+    int max_layer = -1, has_output = 0, has_embd = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        struct sw_gguf *g = s->parts[i];
+        for (uint64_t k = 0; k < sw_gguf_n_tensors(g); k++) {
+            const struct sw_gguf_tensor *t = sw_gguf_tensor_at(g, k);
+            for (uint32_t j = 0; j < i; j++) {
+                char name[128];
+                snprintf(name, sizeof name, "%.*s", (int)t->name.len, t->name.ptr);
+                if (sw_gguf_tensor_find(s->parts[j], name)) {
+                    seterr(err, err_len, "%s: tensor \"%s\" is also in %s", sw_gguf_path(g), name,
+                           sw_gguf_path(s->parts[j]));
+                    rc = SW_ECORRUPT;
+                    goto fail;
+                }
+            }
+            s->ts[s->n_ts].t = t;
+            s->ts[s->n_ts].place = tensor_place(t);
+            s->n_ts++;
+            if (t->layer >= (int)CAP_LAYERS) {
+                seterr(err, err_len, "%s: tensor \"%.*s\" has layer %d, beyond the limit of %u layers",
+                       sw_gguf_path(g), (int)SW_MIN(t->name.len, 80), t->name.ptr, t->layer, CAP_LAYERS);
+                rc = SW_ETOOBIG;
+                goto fail;
+            }
+            if (t->layer > max_layer) max_layer = t->layer;
+            if (name_is(t, "output.weight")) has_output = 1;
+            if (name_is(t, "token_embd.weight")) has_embd = 1;
+        }
+    }
+    s->tied = !has_output && has_embd;
+    s->n_layers = sw_gguf_n_layers(g0);
+    if (!s->n_layers) {
+        if (max_layer < 0) {
+            seterr(err, err_len, "%s: no %s.block_count and no \"blk.N.\" tensors: nothing to split by layer",
+                   path, sw_gguf_arch(g0)[0] ? sw_gguf_arch(g0) : "<arch>");
+            rc = SW_EUNSUPPORTED;
+            goto fail;
+        }
+        s->n_layers = (uint32_t)max_layer + 1;
+    } else if (s->n_layers > CAP_LAYERS) {
+        seterr(err, err_len, "%s: %s.block_count %u exceeds the limit of %u layers", path,
+               sw_gguf_arch(g0), s->n_layers, CAP_LAYERS);
+        rc = SW_ETOOBIG;
+        goto fail;
+    } else if (max_layer >= (int)s->n_layers) {
+        seterr(err, err_len, "%s: tensor of layer %d but %s.block_count is %u", path, max_layer,
+               sw_gguf_arch(g0), s->n_layers);
+        rc = SW_ECORRUPT;
+        goto fail;
+    }
+    return 0;
+fail:
+    source_free(s);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ planning */
+
+struct cost { uint64_t max; double sumsq; };
+
+static int cost_better(struct cost a, struct cost b)
+{
+    return a.max < b.max || (a.max == b.max && a.sumsq < b.sumsq);
+}
+
+/* Contiguous layer ranges for n shards minimising the largest shard (then the spread).
+ * w[l]: bytes of layer l; first/last: bytes only the first/last shard holds; every shard
+ * also holds `shared`. Dynamic programming over (shard, last layer): O(n * L^2). */
+static int plan_ranges(const uint64_t *w, uint32_t L, uint32_t n, uint64_t first, uint64_t last,
+                       uint64_t shared, struct sw_shard_plan *plans)
+{
+    uint64_t *pre = calloc((size_t)L + 1, sizeof *pre);
+    struct cost *dp = malloc((size_t)n * L * sizeof *dp);
+    uint32_t *from = malloc((size_t)n * L * sizeof *from);
+    if (!pre || !dp || !from) {
+        free(pre);
+        free(dp);
+        free(from);
+        return SW_ENOMEM;
+    }
+    for (uint32_t l = 0; l < L; l++) pre[l + 1] = pre[l] + w[l];
+    /* dp[k*L + b]: best cost for shards 0..k covering layers 0..b. */
+    for (uint32_t k = 0; k < n; k++) {
+        for (uint32_t b = 0; b < L; b++) {
+            struct cost best = { UINT64_MAX, 0 };
+            uint32_t arg = 0;
+            if (b < k || L - 1 - b < n - 1 - k) { dp[k * L + b] = best; continue; }
+            uint32_t a_lo = k, a_hi = b; /* shard k covers a..b, shards before cover 0..a-1 */
+            if (k == 0) a_hi = a_lo = 0;
+            for (uint32_t a = a_lo; a <= a_hi; a++) {
+                uint64_t bytes = pre[b + 1] - pre[a] + shared + (k == 0 ? first : 0) +
+                                 (k == n - 1 ? last : 0);
+                struct cost c = { bytes, (double)bytes * (double)bytes };
+                if (k > 0) {
+                    struct cost p = dp[(k - 1) * L + a - 1];
+                    if (p.max == UINT64_MAX) continue;
+                    c.max = SW_MAX(c.max, p.max);
+                    c.sumsq += p.sumsq;
+                }
+                if (cost_better(c, best)) {
+                    best = c;
+                    arg = a;
+                }
+            }
+            dp[k * L + b] = best;
+            from[k * L + b] = arg;
+        }
+    }
+    uint32_t b = L - 1;
+    for (uint32_t k = n; k-- > 0;) {
+        uint32_t a = from[k * L + b];
+        plans[k].index = k;
+        plans[k].layer_first = a;
+        plans[k].layer_last = b;
+        plans[k].n_bytes = pre[b + 1] - pre[a] + shared + (k == 0 ? first : 0) + (k == n - 1 ? last : 0);
+        if (a) b = a - 1;
+    }
+    free(pre);
+    free(dp);
+    free(from);
+    return 0;
+}
+
+static int in_shard(const struct source *s, const struct src_tensor *st, const struct sw_shard_plan *p,
+                    uint32_t n)
+{
+    switch (st->place) {
+    case PLACE_LAYER:
+        return (uint32_t)st->t->layer >= p->layer_first && (uint32_t)st->t->layer <= p->layer_last;
+    case PLACE_FIRST:
+        if (p->index == 0) return 1;
+        /* Tied output: the last stage needs the embedding matrix to compute logits. */
+        return s->tied && p->index == n - 1 && name_is(st->t, "token_embd.weight");
+    case PLACE_LAST: return p->index == n - 1;
+    case PLACE_ALL: return 1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ model id */
+
+/* The stable id of a source model: SHA-256 of every part's header bytes (magic, metadata,
+ * tensor infos: names, shapes, types, offsets). Cheap (no tensor data is read). The
+ * BitTorrent layer may later replace it by the torrent's info-hash via opts->model_id. */
+static void source_model_id(const struct source *s, char out[65])
+{
+    struct sw_hash *h = sw_hash_new_sha256();
+    uint8_t d[32] = { 0 };
+    if (h) {
+        for (uint32_t i = 0; i < s->n_parts; i++)
+            sw_hash_update(h, sw_gguf_bytes(s->parts[i]), (size_t)sw_gguf_header_size(s->parts[i]));
+        sw_hash_final(h, d);
+        sw_hash_free(h);
+    }
+    sw_hex_encode(d, 32, out);
+}
+
+/* ------------------------------------------------------------------ writing */
+
+struct progress {
+    const struct sw_split_opts *o;
+    uint64_t done, total;
+};
+
+static int write_shard(const struct source *s, const struct sw_shard_plan *p, uint32_t n,
+                       const char *path, const char *model_id, struct progress *pr,
+                       struct sw_manifest_shard *ms, char *err, size_t err_len)
+{
+    struct sw_gguf *g0 = s->parts[0];
+    struct sw_gguf_writer *w = NULL;
+    int rc = sw_gguf_writer_new(path, sw_gguf_alignment(g0), &w);
+    if (rc) {
+        seterr(err, err_len, "%s: cannot create: %s", path, sw_strerror(rc));
+        return rc;
+    }
+    /* Full metadata (hyper-parameters, tokenizer) in every shard, without the keys of the
+     * llama.cpp split the source may have been. */
+    for (uint64_t i = 0; i < sw_gguf_n_kv(g0) && !rc; i++) {
+        const struct sw_gguf_kv *kv = sw_gguf_kv_at(g0, i);
+        if (kv->key.len >= 6 && !memcmp(kv->key.ptr, "split.", 6)) continue;
+        rc = sw_gguf_writer_add_kv(w, kv);
+    }
+    if (!rc) rc = sw_gguf_writer_set_u32(w, SW_KEY_SHARD_INDEX, p->index);
+    if (!rc) rc = sw_gguf_writer_set_u32(w, SW_KEY_SHARD_COUNT, n);
+    if (!rc) rc = sw_gguf_writer_set_u32(w, SW_KEY_SHARD_LAYER_FIRST, p->layer_first);
+    if (!rc) rc = sw_gguf_writer_set_u32(w, SW_KEY_SHARD_LAYER_LAST, p->layer_last);
+    if (!rc) rc = sw_gguf_writer_set_str(w, SW_KEY_MODEL_ID, model_id);
+    uint32_t n_t = 0;
+    uint64_t t_bytes = 0;
+    for (uint64_t i = 0; i < s->n_ts && !rc; i++) {
+        if (!in_shard(s, &s->ts[i], p, n)) continue;
+        const struct sw_gguf_tensor *t = s->ts[i].t;
+        char name[80];
+        snprintf(name, sizeof name, "%.*s", (int)t->name.len, t->name.ptr);
+        rc = sw_gguf_writer_add_tensor(w, name, t->type, t->n_dims, t->ne);
+        n_t++;
+        t_bytes += t->n_bytes;
+    }
+    if (!rc) rc = sw_gguf_writer_write_header(w);
+    for (uint64_t i = 0; i < s->n_ts && !rc; i++) {
+        if (!in_shard(s, &s->ts[i], p, n)) continue;
+        const struct sw_gguf_tensor *t = s->ts[i].t;
+        for (uint64_t off = 0; off < t->n_bytes && !rc; off += CHUNK_BYTES) {
+            uint64_t k = SW_MIN((uint64_t)CHUNK_BYTES, t->n_bytes - off);
+            rc = sw_gguf_writer_write_data(w, t->data + off, k);
+            pr->done += k;
+            if (pr->o->progress) pr->o->progress(pr->o->progress_ud, pr->done, pr->total);
+        }
+        if (!rc && t->n_bytes == 0) rc = sw_gguf_writer_write_data(w, NULL, 0);
+    }
+    uint8_t sha[32];
+    uint64_t size = 0;
+    if (rc) {
+        sw_gguf_writer_free(w);
+        seterr(err, err_len, "%s: writing failed: %s", path, sw_strerror(rc));
+        return rc;
+    }
+    rc = sw_gguf_writer_finish_ex(w, sha, &size);
+    if (rc) {
+        seterr(err, err_len, "%s: cannot complete the file: %s", path, sw_strerror(rc));
+        return rc;
+    }
+    ms->index = p->index;
+    ms->layer_first = p->layer_first;
+    ms->layer_last = p->layer_last;
+    ms->size = size;
+    ms->tensor_bytes = t_bytes;
+    ms->n_tensors = n_t;
+    snprintf(ms->file, sizeof ms->file, SW_SHARD_FILE_FMT, p->index);
+    sw_hex_encode(sha, 32, ms->sha256_hex);
+    return 0;
+}
+
+static const char *base_name(const char *p)
+{
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+int sw_gguf_split(const char *model_path, const struct sw_split_opts *opts,
+                  struct sw_shard_plan *plans_out, char *err, size_t err_len)
+{
+    if (err && err_len) err[0] = 0;
+    if (!opts || !opts->out_dir || opts->n_shards == 0 || opts->n_shards > CAP_SHARDS) {
+        seterr(err, err_len, "shard count must be 1..%u", CAP_SHARDS);
+        return SW_EINVAL;
+    }
+    struct source s;
+    int rc = source_open(model_path, &s, err, err_len);
+    if (rc) return rc;
+    uint32_t n = opts->n_shards, L = s.n_layers;
+    struct sw_shard_plan *plans = calloc(n, sizeof *plans);
+    uint64_t *w = calloc(L, sizeof *w);
+    struct sw_manifest m;
+    memset(&m, 0, sizeof m);
+    m.shards = calloc(n, sizeof *m.shards);
+    char **written = calloc(n, sizeof *written);
+    const char **src_files = calloc(s.n_parts, sizeof *src_files);
+    if (!plans || !w || !m.shards || !written || !src_files) {
+        rc = SW_ENOMEM;
+        goto out;
+    }
+    if (n > L) {
+        seterr(err, err_len, "%s: %u shards requested but the model has only %u layers", model_path, n, L);
+        rc = SW_EINVAL;
+        goto out;
+    }
+    uint64_t first = 0, last = 0, shared = 0;
+    for (uint64_t i = 0; i < s.n_ts; i++) {
+        const struct src_tensor *st = &s.ts[i];
+        switch (st->place) {
+        case PLACE_LAYER: w[st->t->layer] += st->t->n_bytes; break;
+        case PLACE_FIRST:
+            first += st->t->n_bytes;
+            if (s.tied && n > 1 && name_is(st->t, "token_embd.weight")) last += st->t->n_bytes;
+            break;
+        case PLACE_LAST: last += st->t->n_bytes; break;
+        case PLACE_ALL: shared += st->t->n_bytes; break;
+        }
+    }
+    if ((rc = plan_ranges(w, L, n, first, last, shared, plans))) goto out;
+    if ((rc = sw_mkdir_p(opts->out_dir))) {
+        seterr(err, err_len, "%s: cannot create the output folder: %s", opts->out_dir, sw_strerror(rc));
+        goto out;
+    }
+    char model_id[80];
+    if (opts->model_id) snprintf(model_id, sizeof model_id, "%s", opts->model_id);
+    else source_model_id(&s, model_id);
+
+    struct progress pr = { .o = opts };
+    for (uint32_t k = 0; k < n; k++) pr.total += plans[k].n_bytes;
+    for (uint32_t k = 0; k < n; k++) {
+        char name[64];
+        snprintf(name, sizeof name, SW_SHARD_FILE_FMT, k);
+        written[k] = sw_path_join(opts->out_dir, name);
+        if (!written[k]) { rc = SW_ENOMEM; goto out; }
+        rc = write_shard(&s, &plans[k], n, written[k], model_id, &pr, &m.shards[k], err, err_len);
+        if (rc) {
+            free(written[k]);
+            written[k] = NULL;
+            goto out;
+        }
+    }
+    if (opts->progress) opts->progress(opts->progress_ud, pr.total, pr.total);
+
+    struct sw_gguf *g0 = s.parts[0];
+    snprintf(m.model_id, sizeof m.model_id, "%s", model_id);
+    snprintf(m.arch, sizeof m.arch, "%s", sw_gguf_arch(g0));
+    if (!sw_gguf_get_cstr(g0, "general.name", m.name, sizeof m.name)) m.name[0] = 0;
+    if (opts->owner_pubkey_hex) snprintf(m.owner_pubkey_hex, sizeof m.owner_pubkey_hex, "%s", opts->owner_pubkey_hex);
+    m.n_layers = L;
+    m.n_shards = n;
+    m.alignment = sw_gguf_alignment(g0);
+    m.source_size = s.total_size;
+    for (uint32_t i = 0; i < s.n_parts; i++) src_files[i] = base_name(sw_gguf_path(s.parts[i]));
+    rc = sw__manifest_write(opts->out_dir, &m, src_files, s.n_parts, err, err_len);
+    if (!rc && plans_out) memcpy(plans_out, plans, n * sizeof *plans);
+out:
+    if (rc && written) {
+        /* No partial output: a failed split removes the shards it wrote. */
+        for (uint32_t k = 0; k < n; k++)
+            if (written[k]) unlink(written[k]);
+    }
+    if (written)
+        for (uint32_t k = 0; k < n; k++) free(written[k]);
+    free(written);
+    free(src_files);
+    free(plans);
+    free(w);
+    free(m.shards);
+    source_free(&s);
+    return rc;
+}
