@@ -1,0 +1,316 @@
+/* swarm.h — the public face of src/swarm: a node's identity, signed capability records,
+ * the swarm view (who holds which shard, who is live), readiness and its reasons, the shard
+ * planner, signed LOAD_SHARD commands, the extension-message framing, and the node itself
+ * (one libuv loop joining DHT + BitTorrent + this protocol).
+ * Everything above "node" is pure logic: records and the current time in, decisions out;
+ * no sockets, no clocks read inside, so tests can run many views in one process.
+ * Not for: moving shard bytes (src/bt), finding peers (src/dht), computing (src/infer). */
+#ifndef SW_SWARM_H
+#define SW_SWARM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/util.h"
+
+#define SW_NODE_ID_LEN 32          /* ed25519 public key */
+#define SW_SWARM_MAX_SHARDS 1024   /* cap on shards per model (records naming more are malformed) */
+#define SW_SWARM_MAX_NEIGHBOURS 64 /* neighbour prefixes carried in a record */
+#define SW_SWARM_NB_PREFIX 8       /* bytes of a neighbour's node id carried in a record */
+#define SW_SWARM_MAX_RECORD 2048   /* bytes of a signed record on the wire */
+#define SW_SWARM_EXT_NAME "sw_swarm" /* our BEP 10 extension's name */
+#define SW_SWARM_HS_KEY "sw_cap"     /* extended-handshake key holding our signed record */
+
+/* ---------------------------------------------------------------- identity */
+
+/* A node's (or the model owner's) ed25519 key pair, libsodium layout. */
+struct sw_identity {
+    uint8_t pk[32];
+    uint8_t sk[64]; /* seed || pk */
+};
+
+int sw_identity_generate(struct sw_identity *out);
+/* Key files are text: a header line and the 32-byte seed in hex, mode 0600. */
+int sw_identity_save(const char *path, const struct sw_identity *id);
+/* SW_ENOTFOUND when absent, SW_ECORRUPT when not a key file (err names the file). */
+int sw_identity_load(const char *path, struct sw_identity *out, char *err, size_t err_len);
+/* Loads DIR/node.key or creates it (and DIR) when absent; *created_out (may be NULL). */
+int sw_identity_load_or_create(const char *cache_dir, struct sw_identity *out, int *created_out,
+                               char *err, size_t err_len);
+/* "5f2a…" — the first 4 hex digits and an ellipsis (UTF-8); out holds >= 16 bytes. */
+const char *sw_node_id_short(const uint8_t id[SW_NODE_ID_LEN], char *out, size_t out_len);
+/* Full 64-digit hex; out holds >= 65 bytes. */
+const char *sw_node_id_hex(const uint8_t id[SW_NODE_ID_LEN], char *out);
+
+/* ------------------------------------------------------ capability records */
+
+/* What a node is doing with its shard. */
+enum sw_phase {
+    SW_PHASE_NONE = 0,      /* holds no shard (client, seeder, auto node still planning) */
+    SW_PHASE_WAITING = 1,   /* shard missing, not fetching (--no-auto-fetch: waits for LOAD_SHARD) */
+    SW_PHASE_FETCHING = 2,  /* downloading from the swarm */
+    SW_PHASE_VERIFYING = 3, /* hashing a complete file */
+    SW_PHASE_LOADING = 4,   /* opening the compute stage */
+    SW_PHASE_LOADED = 5,    /* serving */
+    SW_PHASE_FAILED = 6,    /* could not load (detail in the node's log) */
+    SW_PHASE_COUNT_
+};
+const char *sw_phase_name(enum sw_phase p); /* "loaded", "fetching", ... */
+
+/* A node's signed description of itself. Each change bumps seq and is re-signed. */
+struct sw_cap {
+    uint8_t node_id[SW_NODE_ID_LEN];
+    uint8_t info_hash[20];    /* the model this record is about */
+    uint64_t seq;             /* strictly increasing per node; lower/equal is ignored */
+    int32_t shard;            /* -1: none */
+    uint8_t phase;            /* enum sw_phase */
+    uint8_t seed_all;         /* holds every shard file as a seeder (not loaded) */
+    uint64_t bytes_done, bytes_total; /* download progress of the shard file */
+    uint64_t rate_bps;        /* download rate, bytes/s */
+    uint64_t eta_ms;          /* 0: unknown */
+    int32_t layer_first, layer_last; /* -1 when unknown */
+    uint64_t mem_free;        /* bytes available for a shard */
+    uint32_t threads;
+    uint32_t tokens_per_s_milli; /* measured tokens/s x 1000 (0: not measured) */
+    uint32_t queue;           /* sessions waiting at this node */
+    char api_addr[64];        /* "127.0.0.1:8080" or "" */
+    char listen_addr[64];     /* BitTorrent listen "host:port" or "" */
+    uint32_t n_neighbours;    /* directly connected nodes (first SW_SWARM_NB_PREFIX bytes of ids) */
+    uint8_t neighbours[SW_SWARM_MAX_NEIGHBOURS][SW_SWARM_NB_PREFIX];
+};
+
+/* Appends the record's canonical bencoding, signed: d1:r<record>1:s64:<sig>e where
+ * <record> is a dict with sorted keys (docs/swarm.md lists them) and sig is ed25519 over
+ * the record's bytes by id (whose public key must equal cap->node_id). */
+int sw_cap_encode(const struct sw_cap *cap, const struct sw_identity *id, struct sw_buf *out);
+/* Parses and verifies a signed record from outside bytes. SW_ECORRUPT: malformed (err says
+ * which field); SW_EPERM: unsigned or bad signature; SW_ETOOBIG: over SW_SWARM_MAX_RECORD. */
+int sw_cap_decode(const uint8_t *p, size_t len, struct sw_cap *out, char *err, size_t err_len);
+
+/* ---------------------------------------------------------------- the view */
+
+/* A node as seen from here. */
+struct sw_view_node {
+    struct sw_cap cap;
+    int self;              /* this node */
+    int direct;            /* a live peer connection to it */
+    uint32_t rtt_us;       /* measured round trip (direct only; 0 unknown) */
+    uint64_t last_seen_ms; /* last fresh record or keep-alive */
+    int live;              /* self, or seen within the expiry and not departed */
+};
+
+struct sw_view_config {
+    uint32_t n_shards;
+    uint8_t self_id[SW_NODE_ID_LEN];
+    uint8_t info_hash[20];
+    uint64_t expiry_ms;    /* no fresh record/keep-alive for this long: departed. 0: 4000 */
+    uint32_t max_nodes;    /* 0: 4096 */
+};
+
+struct sw_view_stats {
+    uint64_t accepted, stale, malformed, unsigned_or_bad_sig, wrong_model, departed, full;
+};
+
+struct sw_view;
+
+int sw_view_new(const struct sw_view_config *cfg, struct sw_view **out);
+void sw_view_free(struct sw_view *v);
+uint32_t sw_view_n_shards(const struct sw_view *v);
+
+/* Our own record (never expires). The wire bytes are copied (may be NULL in tests). */
+int sw_view_set_self(struct sw_view *v, const struct sw_cap *cap, const uint8_t *wire,
+                     size_t wire_len, uint64_t now_ms);
+
+enum sw_view_result {
+    SW_VIEW_FRESH = 1,     /* a newer record (or a new node): relay it, recompute */
+    SW_VIEW_STALE = 0,     /* lower/equal seq: ignored */
+};
+/* Feeds a signed record from outside. Returns SW_VIEW_FRESH or SW_VIEW_STALE, or a negative
+ * sw_err for records that were dropped and counted: SW_ECORRUPT (malformed), SW_EPERM
+ * (unsigned / bad signature), SW_EINVAL (another model, or our own id), SW_ETOOBIG (view
+ * full). cap_out (may be NULL) receives the decoded record on FRESH. */
+int sw_view_receive(struct sw_view *v, const uint8_t *wire, size_t len, uint64_t now_ms,
+                    struct sw_cap *cap_out);
+/* A direct connection to node id opened (connected = 1) or closed (0). A close marks the
+ * node departed at once: only a record with a higher seq (relayed by someone who still
+ * reaches it) brings it back. rtt_us: latest round trip (0 keeps the old value). */
+void sw_view_set_direct(struct sw_view *v, const uint8_t id[SW_NODE_ID_LEN], int connected,
+                        uint64_t now_ms);
+void sw_view_set_rtt(struct sw_view *v, const uint8_t id[SW_NODE_ID_LEN], uint32_t rtt_us);
+/* A keep-alive from a direct peer: refreshes its liveness without a new record. */
+void sw_view_touch(struct sw_view *v, const uint8_t id[SW_NODE_ID_LEN], uint64_t now_ms);
+/* Marks nodes unheard of for expiry_ms as departed; returns how many departed now. */
+uint32_t sw_view_expire(struct sw_view *v, uint64_t now_ms);
+
+size_t sw_view_count(const struct sw_view *v);            /* entries, live or not */
+const struct sw_view_node *sw_view_at(const struct sw_view *v, size_t i);
+const struct sw_view_node *sw_view_find(const struct sw_view *v, const uint8_t id[SW_NODE_ID_LEN]);
+/* The stored signed wire bytes of a node's latest record (for relaying); NULL if none. */
+const uint8_t *sw_view_wire(const struct sw_view *v, const uint8_t id[SW_NODE_ID_LEN], size_t *len_out);
+struct sw_view_stats sw_view_stats(const struct sw_view *v);
+size_t sw_view_n_live(const struct sw_view *v);
+
+/* Gossip: should the record of `origin`, just received from `from` (NULL: our own), be
+ * relayed to direct peer `to`? No when `to` is the origin or the sender, or when the
+ * origin's record lists `to` as its neighbour (it has the record already). */
+int sw_view_should_relay(const struct sw_view *v, const uint8_t origin[SW_NODE_ID_LEN],
+                         const uint8_t *from, const uint8_t to[SW_NODE_ID_LEN]);
+
+/* ------------------------------------------------------------- readiness */
+
+struct sw_shard_view {
+    uint32_t shard;
+    uint32_t n_announced;   /* live nodes naming this shard (any phase) */
+    uint32_t n_loaded;      /* live nodes with it loaded */
+    uint32_t n_seeders;     /* live --seed-all nodes (hold the file, not loaded) */
+    int has_best;
+    uint8_t best[SW_NODE_ID_LEN]; /* best loaded live node (valid when has_best) */
+};
+
+/* Ready iff every shard 0..N-1 has at least one live node with it loaded. */
+int sw_view_ready(const struct sw_view *v);
+/* Shard summary; best node chosen among loaded, live nodes only, by (lower rtt — ourselves
+ * 0, relayed nodes unknown = last —, shorter queue, higher tokens/s, node id). */
+int sw_view_shard(const struct sw_view *v, uint32_t shard, struct sw_shard_view *out);
+/* SW_ENOTFOUND when no live node has the shard loaded. */
+int sw_view_best_node(const struct sw_view *v, uint32_t shard, uint8_t id_out[SW_NODE_ID_LEN]);
+/* Why a shard blocks readiness, e.g. "shard 3: no node has it loaded; node 5f2a…
+ * downloading 47% at 80 MB/s, ETA 2m10s" or "shard 6: no node announced it".
+ * Returns 1 (blocking, text written), 0 (not blocking, out = ""). */
+int sw_view_shard_reason(const struct sw_view *v, uint32_t shard, char *out, size_t out_len);
+/* Every blocking reason joined by " | " (capped, "…" when cut); returns the count. */
+uint32_t sw_view_reasons(const struct sw_view *v, char *out, size_t out_len);
+/* Shards with at least one announcing live node ("discovered k/N"). */
+uint32_t sw_view_n_discovered(const struct sw_view *v);
+
+/* --------------------------------------------------------------- planner */
+
+/* Deterministic spreading: a 64-bit hash of (node id, shard) (first 8 bytes of
+ * SHA-256(id || be32(shard))). Lower hash = higher priority. */
+uint64_t sw_plan_hash(const uint8_t id[SW_NODE_ID_LEN], uint32_t shard);
+
+struct sw_plan_input {
+    const uint64_t *shard_bytes; /* n_shards sizes (may be NULL: everything fits) */
+    uint64_t mem_budget;         /* bytes this node may use for a shard (0: unlimited) */
+};
+
+/* `--shard auto` at start: the shard with the fewest loaded replicas, then fewest nodes
+ * working on it, that fits memory; ties by sw_plan_hash(self, shard). Returns the shard,
+ * or SW_ENOTFOUND when none fits. */
+int sw_plan_pick(const struct sw_view *v, const struct sw_plan_input *in);
+/* Re-planning for an auto node holding or fetching a shard. When some shard has no live node
+ * at all working on it (unserved) and this node is a spare — another node keeps its shard
+ * (the keeper: loaded first, then lowest sw_plan_hash) — spares are matched to unserved
+ * shards in a deterministic order every node computes alike (claimers before loaded
+ * spares). Returns the shard this node should move to, or -1 to stay. */
+int sw_plan_review(const struct sw_view *v, const struct sw_plan_input *in);
+
+/* ------------------------------------------------------------ LOAD_SHARD */
+
+/* A command from the model owner: "node `target`, load shard `shard`". Wire form:
+ * d1:c<cmd>1:s64:<sig>e, cmd = d1:h20:<info-hash>1:n16:<nonce>1:o32:<owner pk>
+ * 2:shi<shard>e1:t10:load_shard2:to32:<target>2:tsi<unix s>ee; sig by the owner over <cmd>. */
+struct sw_load_cmd {
+    uint8_t info_hash[20];
+    uint8_t nonce[16];
+    uint8_t owner[32];
+    uint32_t shard;
+    uint8_t target[SW_NODE_ID_LEN];
+    uint64_t ts_s;          /* wall clock, seconds */
+};
+
+/* Fills nonce (random) and owner from `owner`, signs, appends the wire form. */
+int sw_load_cmd_sign(struct sw_load_cmd *cmd, const struct sw_identity *owner, struct sw_buf *out);
+/* Parses (no trust decision). SW_ECORRUPT malformed; SW_EPERM no/short signature. */
+int sw_load_cmd_decode(const uint8_t *p, size_t len, struct sw_load_cmd *out, char *err,
+                       size_t err_len);
+
+/* The receiving side: checks owner key, signature, model, target, freshness and replay. */
+struct sw_cmd_guard;
+struct sw_cmd_guard_config {
+    const uint8_t *owner_pk;   /* from the torrent's info dict; NULL: every command refused */
+    uint8_t self_id[SW_NODE_ID_LEN];
+    uint8_t info_hash[20];
+    uint64_t max_skew_s;       /* accepted |now - ts|; 0: 300 */
+};
+int sw_cmd_guard_new(const struct sw_cmd_guard_config *cfg, struct sw_cmd_guard **out);
+void sw_cmd_guard_free(struct sw_cmd_guard *g);
+/* 0: accepted (cmd_out filled, nonce remembered). SW_EPERM: refused, `reason` says why
+ * ("unsigned", "signed by a foreign key …", "bad signature", "addressed to node …",
+ * "replayed", "too old"/"from the future", "for another model"). SW_ECORRUPT malformed.
+ * SW_ENOTFOUND: valid but for another node (forward it; not remembered). */
+int sw_cmd_guard_check(struct sw_cmd_guard *g, const uint8_t *p, size_t len, uint64_t now_wall_s,
+                       struct sw_load_cmd *cmd_out, char *reason, size_t reason_len);
+/* Verifies only signature/owner/model/freshness (for forwarding nodes). */
+int sw_cmd_guard_check_relay(const struct sw_cmd_guard *g, const uint8_t *p, size_t len,
+                             uint64_t now_wall_s, struct sw_load_cmd *cmd_out, char *reason,
+                             size_t reason_len);
+
+/* ------------------------------------------------------ extension messages */
+
+/* Every payload on the SW_SWARM_EXT_NAME extension starts with one kind byte. */
+enum sw_msg_kind {
+    SW_MSG_CAP = 'C',      /* body: a signed record (own or relayed) */
+    SW_MSG_LOAD = 'L',     /* body: a signed LOAD_SHARD command (flooded toward its target) */
+    SW_MSG_PING = 'P',     /* body: 8-byte token; answered with PONG (keep-alive + RTT) */
+    SW_MSG_PONG = 'Q',     /* body: the PING's token */
+    SW_MSG_BYE = 'B',      /* body: empty; the sender is leaving (SIGINT) */
+    SW_MSG_PIPE = 'S',     /* body: pipeline session traffic (src/swarm/pipeline*.c) */
+};
+
+/* ---------------------------------------------------------------- the node */
+
+struct sw_node;
+struct uv_loop_s;
+
+struct sw_node_config {
+    const char *model;          /* .torrent path or magnet URI */
+    const char *cache_dir;      /* node.key, shards/, resume data */
+    int32_t shard;              /* >= 0 fixed; -1 none; -2 auto */
+    int no_auto_fetch;
+    int seed_all;
+    uint16_t listen_port;       /* BitTorrent TCP + DHT UDP; 0: any */
+    uint16_t api_port;          /* 0: no HTTP API */
+    const char *api_host;       /* NULL: 127.0.0.1 */
+    const char *const *bootstrap; /* "host:port" strings */
+    size_t n_bootstrap;
+    uint32_t status_interval_ms; /* 0: 5000 */
+    uint32_t threads;           /* compute threads; 0: all CPUs */
+    int verify;                 /* rehash the local shard at start */
+};
+
+/* Creates the node on `loop` (borrowed). Nothing runs until sw_node_start. */
+int sw_node_new(struct uv_loop_s *loop, const struct sw_node_config *cfg, struct sw_node **out,
+                char *err, size_t err_len);
+/* Startup shard check, then joins the network. */
+int sw_node_start(struct sw_node *n, char *err, size_t err_len);
+/* Tells peers we leave and closes every handle; the loop then runs dry. `done` (may be
+ * NULL) is called once everything is closed. */
+void sw_node_stop(struct sw_node *n, void (*done)(void *ud), void *ud);
+void sw_node_free(struct sw_node *n);
+
+/* For the pipeline sessions (issue 7) and the API: */
+struct uv_loop_s *sw_node_loop(struct sw_node *n);
+const struct sw_view *sw_node_view(const struct sw_node *n);
+const uint8_t *sw_node_id(const struct sw_node *n);
+/* Sends an extension payload (kind byte first) to a directly connected node.
+ * priority: jump ahead of queued piece data. SW_ENOTFOUND when not connected. */
+int sw_node_send(struct sw_node *n, const uint8_t id[SW_NODE_ID_LEN], const void *payload,
+                 size_t len, int priority);
+/* Receives SW_MSG_PIPE payloads (kind byte included, borrowed for the call). */
+typedef void (*sw_node_pipe_fn)(void *ud, const uint8_t from[SW_NODE_ID_LEN],
+                                const uint8_t *payload, size_t len);
+void sw_node_set_pipe_handler(struct sw_node *n, sw_node_pipe_fn fn, void *ud);
+/* Called on every change of the view (records, departures, readiness). */
+typedef void (*sw_node_change_fn)(void *ud);
+void sw_node_set_change_handler(struct sw_node *n, sw_node_change_fn fn, void *ud);
+/* Hands a signed LOAD_SHARD to the node (from the API): applied or forwarded. 0 accepted
+ * (or forwarded), SW_EPERM refused (reason written). */
+int sw_node_submit_load(struct sw_node *n, const uint8_t *wire, size_t len, char *reason,
+                        size_t reason_len);
+/* The status as JSON text (what /swarm/status serves); malloc'd, caller frees. */
+char *sw_node_status_json(struct sw_node *n);
+/* The loaded compute stage, or NULL (struct sw_stage from infer.h). */
+struct sw_stage *sw_node_stage(struct sw_node *n);
+
+#endif

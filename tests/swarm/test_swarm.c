@@ -1,0 +1,628 @@
+/* test_swarm.c — the heart of issue 6, without sockets: identities, signed capability
+ * records, the swarm view (liveness, gossip relay), readiness and its reasons, the planner
+ * and LOAD_SHARD checks. */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "swarm/swarm.h"
+#include "test.h"
+
+static const uint8_t IH[20] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20 };
+
+struct tnode {
+    struct sw_identity id;
+    struct sw_cap cap;
+    struct sw_buf wire;
+};
+
+static void tnode_init(struct tnode *t, int32_t shard, enum sw_phase phase)
+{
+    memset(t, 0, sizeof *t);
+    CHECK_EQ_INT(sw_identity_generate(&t->id), 0);
+    memcpy(t->cap.node_id, t->id.pk, 32);
+    memcpy(t->cap.info_hash, IH, 20);
+    t->cap.seq = 1;
+    t->cap.shard = shard;
+    t->cap.phase = (uint8_t)phase;
+    t->cap.layer_first = t->cap.layer_last = -1;
+}
+
+/* Re-signs the record with seq+1 and returns the wire bytes. */
+static const struct sw_buf *tnode_sign(struct tnode *t)
+{
+    t->cap.seq++;
+    sw_buf_free(&t->wire);
+    CHECK_EQ_INT(sw_cap_encode(&t->cap, &t->id, &t->wire), 0);
+    return &t->wire;
+}
+
+static int feed(struct sw_view *v, struct tnode *t, uint64_t now)
+{
+    const struct sw_buf *w = tnode_sign(t);
+    return sw_view_receive(v, w->data, w->len, now, NULL);
+}
+
+static struct sw_view *mkview(struct tnode *self, uint32_t n_shards)
+{
+    struct sw_view_config cfg = { 0 };
+    cfg.n_shards = n_shards;
+    memcpy(cfg.self_id, self->id.pk, 32);
+    memcpy(cfg.info_hash, IH, 20);
+    cfg.expiry_ms = 3000;
+    struct sw_view *v = NULL;
+    CHECK_EQ_INT(sw_view_new(&cfg, &v), 0);
+    tnode_sign(self);
+    CHECK_EQ_INT(sw_view_set_self(v, &self->cap, self->wire.data, self->wire.len, 0), 0);
+    return v;
+}
+
+static void test_identity(void)
+{
+    const char *dir = sw_test_tmpdir();
+    CHECK(dir != NULL);
+    struct sw_identity a, b;
+    int created = 0;
+    char err[256];
+    CHECK_EQ_INT(sw_identity_load_or_create(dir, &a, &created, err, sizeof err), 0);
+    CHECK_EQ_INT(created, 1);
+    CHECK_EQ_INT(sw_identity_load_or_create(dir, &b, &created, err, sizeof err), 0);
+    CHECK_EQ_INT(created, 0);
+    CHECK_EQ_MEM(a.pk, b.pk, 32);
+    CHECK_EQ_MEM(a.sk, b.sk, 64);
+    char path[512];
+    snprintf(path, sizeof path, "%s/bad.key", dir);
+    CHECK_EQ_INT(sw_file_write_atomic(path, "hello\n", 6), 0);
+    CHECK_EQ_INT(sw_identity_load(path, &b, err, sizeof err), SW_ECORRUPT);
+    CHECK(strstr(err, "bad.key") != NULL);
+    snprintf(path, sizeof path, "%s/none.key", dir);
+    CHECK_EQ_INT(sw_identity_load(path, &b, err, sizeof err), SW_ENOTFOUND);
+    uint8_t id[32] = { 0x5f, 0x2a };
+    char s[16];
+    CHECK_EQ_STR(sw_node_id_short(id, s, sizeof s), "5f2a\xe2\x80\xa6");
+}
+
+static void test_record_roundtrip(void)
+{
+    struct tnode t;
+    tnode_init(&t, 3, SW_PHASE_FETCHING);
+    t.cap.bytes_done = 47;
+    t.cap.bytes_total = 100;
+    t.cap.rate_bps = 80000000;
+    t.cap.eta_ms = 130000;
+    t.cap.layer_first = 6;
+    t.cap.layer_last = 8;
+    t.cap.mem_free = 1ull << 33;
+    t.cap.threads = 8;
+    t.cap.tokens_per_s_milli = 12345;
+    t.cap.queue = 2;
+    snprintf(t.cap.api_addr, sizeof t.cap.api_addr, "127.0.0.1:8080");
+    snprintf(t.cap.listen_addr, sizeof t.cap.listen_addr, "127.0.0.1:6881");
+    t.cap.n_neighbours = 2;
+    memset(t.cap.neighbours[0], 0xaa, 8);
+    memset(t.cap.neighbours[1], 0xbb, 8);
+    const struct sw_buf *w = tnode_sign(&t);
+    struct sw_cap c;
+    char err[200];
+    CHECK_EQ_INT(sw_cap_decode(w->data, w->len, &c, err, sizeof err), 0);
+    CHECK_EQ_MEM(&c, &t.cap, offsetof(struct sw_cap, neighbours));
+    CHECK_EQ_MEM(c.neighbours, t.cap.neighbours, 16);
+    /* Deterministic: the same record encodes to the same bytes. */
+    struct sw_buf again = { 0 };
+    CHECK_EQ_INT(sw_cap_encode(&t.cap, &t.id, &again), 0);
+    CHECK_EQ_INT(again.len, w->len);
+    CHECK_EQ_MEM(again.data, w->data, w->len);
+    sw_buf_free(&again);
+
+    /* Flip one byte inside the record: the signature no longer verifies. */
+    uint8_t bad[SW_SWARM_MAX_RECORD];
+    memcpy(bad, w->data, w->len);
+    uint8_t *q = memmem(bad, w->len, "4:rate", 6);
+    CHECK(q != NULL);
+    if (q) q[7] = q[7] == '9' ? '8' : '9';
+    CHECK_EQ_INT(sw_cap_decode(bad, w->len, &c, err, sizeof err), SW_EPERM);
+
+    /* Unsigned: the record without its signature. */
+    struct sw_buf u = { 0 };
+    sw_benc_dict(&u);
+    sw_benc_cstr(&u, "r");
+    struct sw_buf rec = { 0 };
+    sw_benc_dict(&rec);
+    sw_benc_end(&rec);
+    sw_benc_str(&u, rec.data, rec.len);
+    sw_benc_end(&u);
+    CHECK_EQ_INT(sw_cap_decode(u.data, u.len, &c, err, sizeof err), SW_EPERM);
+    CHECK(strstr(err, "unsigned") != NULL);
+    sw_buf_free(&u);
+    sw_buf_free(&rec);
+
+    /* Malformed envelopes, truncations and an oversized input. */
+    CHECK_EQ_INT(sw_cap_decode((const uint8_t *)"i5e", 3, &c, err, sizeof err), SW_ECORRUPT);
+    CHECK_EQ_INT(sw_cap_decode((const uint8_t *)"d1:r", 4, &c, err, sizeof err), SW_ECORRUPT);
+    for (size_t cut = 0; cut < w->len; cut += 7)
+        CHECK(sw_cap_decode(w->data, cut, &c, NULL, 0) < 0);
+    static uint8_t big[SW_SWARM_MAX_RECORD + 1];
+    CHECK_EQ_INT(sw_cap_decode(big, sizeof big, &c, err, sizeof err), SW_ETOOBIG);
+    sw_buf_free(&t.wire);
+}
+
+/* A properly signed record that is not in canonical form (an extra key) is malformed. */
+static void test_record_noncanonical(void)
+{
+    struct tnode t;
+    tnode_init(&t, 0, SW_PHASE_LOADED);
+    const struct sw_buf *w = tnode_sign(&t);
+    struct sw_bdoc d;
+    CHECK_EQ_INT(sw_bdecode(w->data, w->len, NULL, &d, NULL, NULL, 0), 0);
+    const struct sw_bnode *r = sw_bdict_get(&d, &d.nodes[0], "r");
+    CHECK(r != NULL);
+    /* rebuild the record with an extra trailing key "zz" */
+    struct sw_buf rec = { 0 };
+    sw_buf_append(&rec, r->str, r->str_len - 1);
+    sw_benc_cstr(&rec, "zz");
+    sw_benc_int(&rec, 1);
+    sw_benc_end(&rec);
+    uint8_t sig[64];
+    crypto_sign_detached(sig, NULL, rec.data, rec.len, t.id.sk);
+    struct sw_buf env = { 0 };
+    sw_benc_dict(&env);
+    sw_benc_cstr(&env, "r"); sw_benc_str(&env, rec.data, rec.len);
+    sw_benc_cstr(&env, "s"); sw_benc_str(&env, sig, 64);
+    sw_benc_end(&env);
+    struct sw_cap c;
+    char err[200];
+    CHECK_EQ_INT(sw_cap_decode(env.data, env.len, &c, err, sizeof err), SW_ECORRUPT);
+    CHECK(strstr(err, "canonical") != NULL);
+    sw_bdoc_free(&d);
+    sw_buf_free(&rec);
+    sw_buf_free(&env);
+    sw_buf_free(&t.wire);
+}
+
+static void test_view_seq_and_counts(void)
+{
+    struct tnode self, a;
+    tnode_init(&self, 0, SW_PHASE_LOADED);
+    tnode_init(&a, 1, SW_PHASE_FETCHING);
+    struct sw_view *v = mkview(&self, 2);
+    CHECK_EQ_INT(feed(v, &a, 10), SW_VIEW_FRESH);
+    const struct sw_buf old = a.wire;
+    struct sw_buf keep = { 0 };
+    sw_buf_append(&keep, old.data, old.len);
+    /* equal seq: stale */
+    CHECK_EQ_INT(sw_view_receive(v, keep.data, keep.len, 11, NULL), SW_VIEW_STALE);
+    a.cap.phase = SW_PHASE_LOADED;
+    CHECK_EQ_INT(feed(v, &a, 12), SW_VIEW_FRESH);
+    /* the older record again: lower seq, ignored */
+    CHECK_EQ_INT(sw_view_receive(v, keep.data, keep.len, 13, NULL), SW_VIEW_STALE);
+    CHECK_EQ_INT(sw_view_find(v, a.id.pk)->cap.phase, SW_PHASE_LOADED);
+    /* garbage and unsigned are dropped and counted */
+    CHECK_EQ_INT(sw_view_receive(v, (const uint8_t *)"xyz", 3, 14, NULL), SW_ECORRUPT);
+    uint8_t bad[SW_SWARM_MAX_RECORD];
+    memcpy(bad, a.wire.data, a.wire.len);
+    bad[a.wire.len - 3] ^= 1; /* inside the signature */
+    CHECK_EQ_INT(sw_view_receive(v, bad, a.wire.len, 15, NULL), SW_EPERM);
+    /* another model */
+    struct tnode other;
+    tnode_init(&other, 0, SW_PHASE_LOADED);
+    other.cap.info_hash[0] ^= 0xff;
+    CHECK_EQ_INT(feed(v, &other, 16), SW_EINVAL);
+    /* our own record coming back through gossip is ignored */
+    CHECK_EQ_INT(sw_view_receive(v, self.wire.data, self.wire.len, 17, NULL), SW_VIEW_STALE);
+    /* a shard index beyond the model */
+    struct tnode far;
+    tnode_init(&far, 5, SW_PHASE_LOADED);
+    CHECK_EQ_INT(feed(v, &far, 18), SW_ECORRUPT);
+    struct sw_view_stats st = sw_view_stats(v);
+    CHECK_EQ_U64(st.accepted, 2);
+    CHECK_EQ_U64(st.malformed, 2);
+    CHECK_EQ_U64(st.unsigned_or_bad_sig, 1);
+    CHECK_EQ_U64(st.wrong_model, 1);
+    CHECK_EQ_U64(st.stale, 3);
+    CHECK_EQ_INT(sw_view_ready(v), 1); /* self holds shard 0, a holds shard 1 */
+    sw_buf_free(&keep);
+    sw_view_free(v);
+    sw_buf_free(&self.wire); sw_buf_free(&a.wire); sw_buf_free(&other.wire); sw_buf_free(&far.wire);
+}
+
+static void test_view_self_counts(void)
+{
+    struct tnode self;
+    tnode_init(&self, 0, SW_PHASE_LOADED);
+    struct sw_view *v = mkview(&self, 1);
+    CHECK_EQ_INT(sw_view_ready(v), 1);
+    uint8_t best[32];
+    CHECK_EQ_INT(sw_view_best_node(v, 0, best), 0);
+    CHECK_EQ_MEM(best, self.id.pk, 32);
+    /* self never expires */
+    sw_view_expire(v, 1000000);
+    CHECK_EQ_INT(sw_view_ready(v), 1);
+    sw_view_free(v);
+    sw_buf_free(&self.wire);
+}
+
+/* The field bug: the chosen node for a shard is not loaded although another node has it. */
+static void test_best_among_loaded_only(void)
+{
+    struct tnode self, fast_unloaded, slow_loaded, relayed_loaded;
+    tnode_init(&self, 0, SW_PHASE_LOADED);
+    tnode_init(&fast_unloaded, 1, SW_PHASE_FETCHING);
+    tnode_init(&slow_loaded, 1, SW_PHASE_LOADED);
+    tnode_init(&relayed_loaded, 1, SW_PHASE_LOADED);
+    fast_unloaded.cap.tokens_per_s_milli = 999999;
+    struct sw_view *v = mkview(&self, 2);
+    feed(v, &fast_unloaded, 1);
+    feed(v, &slow_loaded, 1);
+    feed(v, &relayed_loaded, 1);
+    sw_view_set_direct(v, fast_unloaded.id.pk, 1, 1);
+    sw_view_set_rtt(v, fast_unloaded.id.pk, 10);
+    sw_view_set_direct(v, slow_loaded.id.pk, 1, 1);
+    sw_view_set_rtt(v, slow_loaded.id.pk, 5000);
+    CHECK_EQ_INT(sw_view_ready(v), 1);
+    uint8_t best[32];
+    CHECK_EQ_INT(sw_view_best_node(v, 1, best), 0);
+    CHECK_EQ_MEM(best, slow_loaded.id.pk, 32); /* loaded + direct beats relayed */
+    struct sw_shard_view sv;
+    sw_view_shard(v, 1, &sv);
+    CHECK_EQ_INT(sv.n_announced, 3);
+    CHECK_EQ_INT(sv.n_loaded, 2);
+    /* the direct loaded one leaves: the relayed loaded one is best */
+    sw_view_set_direct(v, slow_loaded.id.pk, 0, 2);
+    CHECK_EQ_INT(sw_view_best_node(v, 1, best), 0);
+    CHECK_EQ_MEM(best, relayed_loaded.id.pk, 32);
+    /* queue, then speed, break ties between equally near nodes */
+    struct tnode q1, q2;
+    tnode_init(&q1, 0, SW_PHASE_LOADED);
+    tnode_init(&q2, 0, SW_PHASE_LOADED);
+    q1.cap.queue = 3;
+    q2.cap.queue = 1;
+    feed(v, &q1, 3);
+    feed(v, &q2, 3);
+    self.cap.phase = SW_PHASE_FETCHING;
+    tnode_sign(&self);
+    sw_view_set_self(v, &self.cap, self.wire.data, self.wire.len, 3);
+    CHECK_EQ_INT(sw_view_best_node(v, 0, best), 0);
+    CHECK_EQ_MEM(best, q2.id.pk, 32);
+    sw_view_free(v);
+    struct tnode *all[] = { &self, &fast_unloaded, &slow_loaded, &relayed_loaded, &q1, &q2 };
+    for (size_t i = 0; i < SW_ARRAY_LEN(all); i++) sw_buf_free(&all[i]->wire);
+}
+
+/* The other field bug: "ready" while no node holds a shard. */
+static void test_missing_shard_never_skipped(void)
+{
+    struct tnode self, a;
+    tnode_init(&self, 0, SW_PHASE_LOADED);
+    tnode_init(&a, 1, SW_PHASE_LOADED);
+    struct sw_view *v = mkview(&self, 3);
+    feed(v, &a, 1);
+    CHECK_EQ_INT(sw_view_ready(v), 0);
+    CHECK_EQ_INT(sw_view_n_discovered(v), 2);
+    char r[512];
+    CHECK_EQ_INT(sw_view_shard_reason(v, 2, r, sizeof r), 1);
+    CHECK_EQ_STR(r, "shard 2: no node announced it");
+    CHECK_EQ_INT(sw_view_shard_reason(v, 1, r, sizeof r), 0);
+    CHECK_EQ_STR(r, "");
+    uint8_t best[32];
+    CHECK_EQ_INT(sw_view_best_node(v, 2, best), SW_ENOTFOUND);
+    /* a seeder holding every file does not make the shard loaded */
+    struct tnode seeder;
+    tnode_init(&seeder, -1, SW_PHASE_NONE);
+    seeder.cap.seed_all = 1;
+    feed(v, &seeder, 2);
+    CHECK_EQ_INT(sw_view_ready(v), 0);
+    struct sw_shard_view sv;
+    sw_view_shard(v, 2, &sv);
+    CHECK_EQ_INT(sv.n_seeders, 1);
+    sw_view_free(v);
+    sw_buf_free(&self.wire); sw_buf_free(&a.wire); sw_buf_free(&seeder.wire);
+}
+
+static void test_reason_texts(void)
+{
+    struct tnode self, d, w;
+    tnode_init(&self, 0, SW_PHASE_LOADED);
+    tnode_init(&d, 3, SW_PHASE_FETCHING);
+    d.cap.bytes_done = 47;
+    d.cap.bytes_total = 100;
+    d.cap.rate_bps = 80000000;
+    d.cap.eta_ms = 130000;
+    tnode_init(&w, 5, SW_PHASE_WAITING);
+    struct sw_view *v = mkview(&self, 7);
+    feed(v, &d, 1);
+    feed(v, &w, 1);
+    char r[1024], want[512], id[16];
+    CHECK_EQ_INT(sw_view_shard_reason(v, 3, r, sizeof r), 1);
+    snprintf(want, sizeof want, "shard 3: no node has it loaded; node %s downloading 47%% at 80 MB/s, ETA 2m10s",
+             sw_node_id_short(d.id.pk, id, sizeof id));
+    CHECK_EQ_STR(r, want);
+    CHECK_EQ_INT(sw_view_shard_reason(v, 5, r, sizeof r), 1);
+    CHECK(strstr(r, "LOAD_SHARD") != NULL);
+    CHECK_EQ_INT(sw_view_shard_reason(v, 6, r, sizeof r), 1);
+    CHECK_EQ_STR(r, "shard 6: no node announced it");
+    /* all reasons: shards 1,2,3,4,5,6 block */
+    CHECK_EQ_INT(sw_view_reasons(v, r, sizeof r), 6);
+    CHECK(strncmp(r, "shard 1: no node announced it | shard 2:", 40) == 0);
+    char small[40];
+    CHECK_EQ_INT(sw_view_reasons(v, small, sizeof small), 6);
+    CHECK(strlen(small) < sizeof small);
+    sw_view_free(v);
+    sw_buf_free(&self.wire); sw_buf_free(&d.wire); sw_buf_free(&w.wire);
+}
+
+static void test_liveness(void)
+{
+    struct tnode self, a, b;
+    tnode_init(&self, 0, SW_PHASE_LOADED);
+    tnode_init(&a, 1, SW_PHASE_LOADED);
+    tnode_init(&b, 1, SW_PHASE_LOADED);
+    struct sw_view *v = mkview(&self, 2);
+    feed(v, &a, 1000);
+    sw_view_set_direct(v, a.id.pk, 1, 1000);
+    CHECK_EQ_INT(sw_view_ready(v), 1);
+    /* keep-alives hold it live */
+    sw_view_touch(v, a.id.pk, 3500);
+    CHECK_EQ_INT(sw_view_expire(v, 5000), 0);
+    CHECK_EQ_INT(sw_view_ready(v), 1);
+    /* silence for longer than the expiry: departed */
+    CHECK_EQ_INT(sw_view_expire(v, 6600), 1);
+    CHECK_EQ_INT(sw_view_ready(v), 0);
+    char r[256];
+    sw_view_shard_reason(v, 1, r, sizeof r);
+    CHECK_EQ_STR(r, "shard 1: no node announced it");
+    /* it comes back with a fresh record */
+    CHECK_EQ_INT(feed(v, &a, 7000), SW_VIEW_FRESH);
+    CHECK_EQ_INT(sw_view_ready(v), 1);
+    /* connection close: departed at once; a stale relayed copy does not revive it */
+    struct sw_buf keep = { 0 };
+    sw_buf_append(&keep, a.wire.data, a.wire.len);
+    sw_view_set_direct(v, a.id.pk, 0, 7100);
+    CHECK_EQ_INT(sw_view_ready(v), 0);
+    CHECK_EQ_INT(sw_view_receive(v, keep.data, keep.len, 7200, NULL), SW_VIEW_STALE);
+    CHECK_EQ_INT(sw_view_ready(v), 0);
+    /* a second replica keeps the shard ready while the first is gone */
+    feed(v, &b, 7300);
+    CHECK_EQ_INT(sw_view_ready(v), 1);
+    CHECK_EQ_U64(sw_view_stats(v).departed, 2);
+    sw_buf_free(&keep);
+    sw_view_free(v);
+    sw_buf_free(&self.wire); sw_buf_free(&a.wire); sw_buf_free(&b.wire);
+}
+
+static void test_relay(void)
+{
+    struct tnode self, a, b, c;
+    tnode_init(&self, 0, SW_PHASE_LOADED);
+    tnode_init(&a, 1, SW_PHASE_LOADED);
+    tnode_init(&b, 1, SW_PHASE_LOADED);
+    tnode_init(&c, 1, SW_PHASE_LOADED);
+    struct sw_view *v = mkview(&self, 2);
+    a.cap.n_neighbours = 2;
+    memcpy(a.cap.neighbours[0], self.id.pk, 8);
+    memcpy(a.cap.neighbours[1], b.id.pk, 8);
+    feed(v, &a, 1);
+    /* a's record arrived from a: not back to a; b is a's neighbour already; c is not */
+    CHECK_EQ_INT(sw_view_should_relay(v, a.id.pk, a.id.pk, a.id.pk), 0);
+    CHECK_EQ_INT(sw_view_should_relay(v, a.id.pk, a.id.pk, b.id.pk), 0);
+    CHECK_EQ_INT(sw_view_should_relay(v, a.id.pk, a.id.pk, c.id.pk), 1);
+    /* received from c: never back to the sender */
+    CHECK_EQ_INT(sw_view_should_relay(v, a.id.pk, c.id.pk, c.id.pk), 0);
+    size_t len = 0;
+    const uint8_t *w = sw_view_wire(v, a.id.pk, &len);
+    CHECK(w && len == a.wire.len && !memcmp(w, a.wire.data, len));
+    sw_view_free(v);
+    sw_buf_free(&self.wire); sw_buf_free(&a.wire); sw_buf_free(&b.wire); sw_buf_free(&c.wire);
+}
+
+static void test_planner_pick(void)
+{
+    /* empty swarm, 8 shards: 32 simultaneous joiners seeing nothing spread over shards */
+    uint32_t used[8] = { 0 };
+    for (int i = 0; i < 32; i++) {
+        struct tnode self;
+        tnode_init(&self, -1, SW_PHASE_NONE);
+        struct sw_view *v = mkview(&self, 8);
+        int s = sw_plan_pick(v, NULL);
+        CHECK(s >= 0 && s < 8);
+        if (s >= 0 && s < 8) used[s]++;
+        sw_view_free(v);
+        sw_buf_free(&self.wire);
+    }
+    int distinct = 0;
+    for (int s = 0; s < 8; s++) distinct += used[s] ? 1 : 0;
+    CHECK_MSG(distinct >= 5, "32 joiners used only %d of 8 shards", distinct);
+
+    /* fewest loaded replicas first; then fewest working on it; memory respected */
+    struct tnode self, l0, l1, f2;
+    tnode_init(&self, -1, SW_PHASE_NONE);
+    tnode_init(&l0, 0, SW_PHASE_LOADED);
+    tnode_init(&l1, 1, SW_PHASE_LOADED);
+    tnode_init(&f2, 2, SW_PHASE_FETCHING);
+    struct sw_view *v = mkview(&self, 4);
+    feed(v, &l0, 1);
+    feed(v, &l1, 1);
+    feed(v, &f2, 1);
+    CHECK_EQ_INT(sw_plan_pick(v, NULL), 3);
+    uint64_t sizes[4] = { 100, 100, 100, 500 };
+    struct sw_plan_input in = { sizes, 200 };
+    CHECK_EQ_INT(sw_plan_pick(v, &in), 2); /* shard 3 does not fit */
+    in.mem_budget = 50;
+    CHECK_EQ_INT(sw_plan_pick(v, &in), SW_ENOTFOUND);
+    sw_view_free(v);
+    sw_buf_free(&self.wire); sw_buf_free(&l0.wire); sw_buf_free(&l1.wire); sw_buf_free(&f2.wire);
+}
+
+/* Two auto joiners that picked the same shard: exactly one moves, to the unserved shard. */
+static void test_planner_conflict(void)
+{
+    struct tnode a, b;
+    tnode_init(&a, 1, SW_PHASE_FETCHING);
+    tnode_init(&b, 1, SW_PHASE_FETCHING);
+    struct sw_view *va = mkview(&a, 2), *vb = mkview(&b, 2);
+    struct sw_buf wa = { 0 }, wb = { 0 };
+    sw_buf_append(&wa, a.wire.data, a.wire.len);
+    sw_buf_append(&wb, b.wire.data, b.wire.len);
+    CHECK_EQ_INT(sw_view_receive(va, wb.data, wb.len, 1, NULL), SW_VIEW_FRESH);
+    CHECK_EQ_INT(sw_view_receive(vb, wa.data, wa.len, 1, NULL), SW_VIEW_FRESH);
+    int ma = sw_plan_review(va, NULL), mb = sw_plan_review(vb, NULL);
+    CHECK_MSG((ma == 0) != (mb == 0), "exactly one moves: a -> %d, b -> %d", ma, mb);
+    CHECK(ma == -1 || ma == 0);
+    CHECK(mb == -1 || mb == 0);
+    sw_view_free(va);
+    sw_view_free(vb);
+    sw_buf_free(&wa); sw_buf_free(&wb); sw_buf_free(&a.wire); sw_buf_free(&b.wire);
+}
+
+/* The only node of shard 2 died: a spare (second replica of shard 0) takes it over; a node
+ * whose shard has a single replica never moves; nothing moves when all is served. */
+static void test_planner_replace(void)
+{
+    struct tnode self, other0, n1, n2;
+    tnode_init(&self, 0, SW_PHASE_LOADED);
+    tnode_init(&other0, 0, SW_PHASE_LOADED);
+    tnode_init(&n1, 1, SW_PHASE_LOADED);
+    tnode_init(&n2, 2, SW_PHASE_LOADED);
+    struct sw_view *v = mkview(&self, 3);
+    feed(v, &other0, 1);
+    feed(v, &n1, 1);
+    feed(v, &n2, 1);
+    sw_view_set_direct(v, n2.id.pk, 1, 1);
+    CHECK_EQ_INT(sw_plan_review(v, NULL), -1);
+    sw_view_set_direct(v, n2.id.pk, 0, 2); /* killed */
+    int keeper_is_self = sw_plan_hash(self.id.pk, 0) < sw_plan_hash(other0.id.pk, 0);
+    CHECK_EQ_INT(sw_plan_review(v, NULL), keeper_is_self ? -1 : 2);
+    /* the other node's own view gives the complementary answer */
+    struct sw_view *vo = mkview(&other0, 3);
+    feed(vo, &self, 3);
+    feed(vo, &n1, 3);
+    CHECK_EQ_INT(sw_plan_review(vo, NULL), keeper_is_self ? 2 : -1);
+    /* memory: a shard that does not fit is not taken */
+    uint64_t sizes[3] = { 10, 10, 1000 };
+    struct sw_plan_input in = { sizes, 100 };
+    CHECK_EQ_INT(sw_plan_review(v, &in), -1);
+    sw_view_free(v);
+    sw_view_free(vo);
+    /* single replica: n1 never moves away from shard 1 */
+    struct sw_view *v1 = mkview(&n1, 3);
+    feed(v1, &self, 4);
+    CHECK_EQ_INT(sw_plan_review(v1, NULL), -1);
+    sw_view_free(v1);
+    sw_buf_free(&self.wire); sw_buf_free(&other0.wire); sw_buf_free(&n1.wire); sw_buf_free(&n2.wire);
+}
+
+static void test_load_shard(void)
+{
+    struct sw_identity owner, foreign, node, other;
+    sw_identity_generate(&owner);
+    sw_identity_generate(&foreign);
+    sw_identity_generate(&node);
+    sw_identity_generate(&other);
+    struct sw_cmd_guard_config gc = { 0 };
+    gc.owner_pk = owner.pk;
+    memcpy(gc.self_id, node.pk, 32);
+    memcpy(gc.info_hash, IH, 20);
+    struct sw_cmd_guard *g = NULL;
+    CHECK_EQ_INT(sw_cmd_guard_new(&gc, &g), 0);
+    uint64_t now = 1700000000;
+    char why[256];
+    struct sw_load_cmd c = { 0 }, got;
+    memcpy(c.info_hash, IH, 20);
+    memcpy(c.target, node.pk, 32);
+    c.shard = 3;
+    c.ts_s = now;
+    struct sw_buf w = { 0 };
+    CHECK_EQ_INT(sw_load_cmd_sign(&c, &owner, &w), 0);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, w.data, w.len, now + 1, &got, why, sizeof why), 0);
+    CHECK_EQ_INT(got.shard, 3);
+    /* the same bytes again: replayed */
+    CHECK_EQ_INT(sw_cmd_guard_check(g, w.data, w.len, now + 2, &got, why, sizeof why), SW_EPERM);
+    CHECK(strstr(why, "replayed") != NULL);
+    /* a foreign key */
+    struct sw_buf f = { 0 };
+    CHECK_EQ_INT(sw_load_cmd_sign(&c, &foreign, &f), 0);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, f.data, f.len, now, &got, why, sizeof why), SW_EPERM);
+    CHECK(strstr(why, "foreign key") != NULL);
+    /* claims the owner's key but signed by another: bad signature */
+    struct sw_load_cmd forged = c;
+    struct sw_buf fo = { 0 };
+    sw_load_cmd_sign(&forged, &foreign, &fo);
+    uint8_t *o = memmem(fo.data, fo.len, foreign.pk, 32);
+    CHECK(o != NULL);
+    if (o) memcpy(o, owner.pk, 32);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, fo.data, fo.len, now, &got, why, sizeof why), SW_EPERM);
+    CHECK_EQ_STR(why, "bad signature");
+    /* unsigned: strip the signature */
+    struct sw_bdoc d;
+    CHECK_EQ_INT(sw_bdecode(w.data, w.len, NULL, &d, NULL, NULL, 0), 0);
+    const struct sw_bnode *cb = sw_bdict_get(&d, &d.nodes[0], "c");
+    struct sw_buf u = { 0 };
+    sw_benc_dict(&u);
+    sw_benc_cstr(&u, "c");
+    sw_benc_str(&u, cb->str, cb->str_len);
+    sw_benc_end(&u);
+    sw_bdoc_free(&d);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, u.data, u.len, now, &got, why, sizeof why), SW_EPERM);
+    CHECK_EQ_STR(why, "unsigned");
+    /* addressed to another node: not ours (forwarded, not refused), not remembered */
+    struct sw_load_cmd t2 = c;
+    memcpy(t2.target, other.pk, 32);
+    struct sw_buf w2 = { 0 };
+    sw_load_cmd_sign(&t2, &owner, &w2);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, w2.data, w2.len, now, &got, why, sizeof why), SW_ENOTFOUND);
+    CHECK(strstr(why, "not this node") != NULL);
+    CHECK_EQ_INT(sw_cmd_guard_check_relay(g, w2.data, w2.len, now, &got, why, sizeof why), 0);
+    /* too old, and from the future */
+    struct sw_load_cmd t3 = c;
+    t3.ts_s = now - 3600;
+    struct sw_buf w3 = { 0 };
+    sw_load_cmd_sign(&t3, &owner, &w3);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, w3.data, w3.len, now, &got, why, sizeof why), SW_EPERM);
+    CHECK(strstr(why, "too old") != NULL);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, w3.data, w3.len, now - 7200, &got, why, sizeof why), SW_EPERM);
+    CHECK(strstr(why, "future") != NULL);
+    /* another model */
+    struct sw_load_cmd t4 = c;
+    t4.info_hash[0] ^= 1;
+    struct sw_buf w4 = { 0 };
+    sw_load_cmd_sign(&t4, &owner, &w4);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, w4.data, w4.len, now, &got, why, sizeof why), SW_EPERM);
+    CHECK(strstr(why, "another model") != NULL);
+    /* garbage */
+    CHECK_EQ_INT(sw_cmd_guard_check(g, (const uint8_t *)"d1:ci1ee", 8, now, &got, why, sizeof why), SW_ECORRUPT);
+    for (size_t cut = 0; cut < w.len; cut += 5)
+        CHECK(sw_cmd_guard_check(g, w.data, cut, now, &got, NULL, 0) < 0);
+    /* a model without an owner key refuses everything */
+    struct sw_cmd_guard *g0 = NULL;
+    gc.owner_pk = NULL;
+    sw_cmd_guard_new(&gc, &g0);
+    struct sw_buf w5 = { 0 };
+    sw_load_cmd_sign(&c, &owner, &w5);
+    CHECK_EQ_INT(sw_cmd_guard_check(g0, w5.data, w5.len, now, &got, why, sizeof why), SW_EPERM);
+    CHECK(strstr(why, "no owner key") != NULL);
+    sw_cmd_guard_free(g0);
+    sw_cmd_guard_free(g);
+    struct sw_buf *bufs[] = { &w, &f, &fo, &u, &w2, &w3, &w4, &w5 };
+    for (size_t i = 0; i < SW_ARRAY_LEN(bufs); i++) sw_buf_free(bufs[i]);
+}
+
+int main(void)
+{
+    if (sodium_init() < 0) return 1;
+    SW_RUN(test_identity);
+    SW_RUN(test_record_roundtrip);
+    SW_RUN(test_record_noncanonical);
+    SW_RUN(test_view_seq_and_counts);
+    SW_RUN(test_view_self_counts);
+    SW_RUN(test_best_among_loaded_only);
+    SW_RUN(test_missing_shard_never_skipped);
+    SW_RUN(test_reason_texts);
+    SW_RUN(test_liveness);
+    SW_RUN(test_relay);
+    SW_RUN(test_planner_pick);
+    SW_RUN(test_planner_conflict);
+    SW_RUN(test_planner_replace);
+    SW_RUN(test_load_shard);
+    return SW_TEST_DONE();
+}
