@@ -1,12 +1,126 @@
-/* cmd_split.c — `shardswarm split`. NOT IMPLEMENTED YET: placeholder until its issue lands. */
+/* cmd_split.c — `shardswarm split MODEL.gguf --shards N --out DIR`: layer-range shards that
+ * balance bytes, each a valid GGUF, plus DIR/model.json; prints the boundaries and imbalance. */
+#include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "gguf/gguf.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: shardswarm split MODEL.gguf --shards N --out DIR [options]\n\n"
+               "Cuts a llama-family GGUF model into N layer-range shards DIR/shard-0.gguf ... and\n"
+               "writes DIR/model.json (layer ranges, sizes, SHA-256). Each shard is a valid GGUF\n"
+               "file with the full metadata and tokenizer; the first holds token_embd, the last\n"
+               "output_norm and output (or token_embd again when the output is tied). Boundaries\n"
+               "balance shard bytes. MODEL may be any part of a llama.cpp split model\n"
+               "(<name>-00001-of-0000N.gguf): all parts are read.\n\n"
+               "  --shards N          number of shards, 1..number of layers (required)\n"
+               "  --out DIR           output folder, created if absent (required)\n"
+               "  --owner-pubkey HEX  owner's ed25519 public key (64 hex digits), recorded in the manifest\n"
+               "  --model-id ID       value of shardswarm.model.id (default: SHA-256 of the source header)\n"
+               "  -q, --quiet         no progress bar and no summary\n"
+               "Exit status: 0 ok, 1 bad input or write failure (nothing partial is left), 2 usage error.\n");
+}
+
+struct prog {
+    uint64_t started_ms, last_ms;
+    int quiet;
+};
+
+static void on_progress(void *ud, uint64_t done, uint64_t total)
+{
+    struct prog *p = ud;
+    if (p->quiet) return;
+    uint64_t now = sw_time_ms();
+    if (done < total && now - p->last_ms < 100) return;
+    p->last_ms = now;
+    sw_cli_progress("split", done, total, p->started_ms);
+}
+
+static int is_hex(const char *s, size_t n)
+{
+    if (strlen(s) != n) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f') || (s[i] >= 'A' && s[i] <= 'F')))
+            return 0;
+    return 1;
+}
 
 int sw_cmd_split(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "shardswarm split: not implemented yet\n");
-    return SW_EXIT_USAGE;
+    if (sw_cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return SW_EXIT_OK;
+    }
+    const char *model = NULL, *out = NULL, *owner = NULL, *model_id = NULL;
+    uint32_t n = 0;
+    int quiet = 0, rc;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int has_val = i + 1 < argc;
+        if (!strcmp(a, "--shards")) {
+            if (!has_val) return sw_cli_usage_error("split", "--shards needs a number");
+            if ((rc = sw_cli_parse_u32("split", "--shards", argv[++i], 1, 4096, &n))) return rc;
+        } else if (!strcmp(a, "--out")) {
+            if (!has_val || !argv[i + 1][0]) return sw_cli_usage_error("split", "--out needs a folder");
+            out = argv[++i];
+        } else if (!strcmp(a, "--owner-pubkey")) {
+            if (!has_val || !is_hex(argv[i + 1], 64))
+                return sw_cli_usage_error("split", "--owner-pubkey expects 64 hex digits (an ed25519 public key)");
+            owner = argv[++i];
+        } else if (!strcmp(a, "--model-id")) {
+            if (!has_val || !argv[i + 1][0] || strlen(argv[i + 1]) >= 80)
+                return sw_cli_usage_error("split", "--model-id expects a non-empty id of at most 79 characters");
+            model_id = argv[++i];
+        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+            quiet = 1;
+        } else if (a[0] == '-' && a[1]) {
+            return sw_cli_usage_error("split", "unknown option '%s'", a);
+        } else if (model) {
+            return sw_cli_usage_error("split", "one MODEL only (got '%s' and '%s')", model, a);
+        } else {
+            model = a;
+        }
+    }
+    if (!model) return sw_cli_usage_error("split", "missing MODEL.gguf");
+    if (!n) return sw_cli_usage_error("split", "missing --shards N");
+    if (!out) return sw_cli_usage_error("split", "missing --out DIR");
+
+    struct prog pr = { .started_ms = sw_time_ms(), .quiet = quiet };
+    struct sw_split_opts o = { .n_shards = n, .out_dir = out, .owner_pubkey_hex = owner,
+                               .progress = on_progress, .progress_ud = &pr, .model_id = model_id };
+    struct sw_shard_plan plans[4096];
+    char err[1024];
+    rc = sw_gguf_split(model, &o, plans, err, sizeof err);
+    if (rc) return sw_cli_fail("split", "%s", err[0] ? err : sw_strerror(rc));
+    if (quiet) return SW_EXIT_OK;
+
+    struct sw_manifest *m = NULL;
+    if (sw_gguf_manifest_load(out, &m, err, sizeof err)) return sw_cli_fail("split", "%s", err);
+    uint64_t max = 0, sum = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        sum += plans[k].n_bytes;
+        if (plans[k].n_bytes > max) max = plans[k].n_bytes;
+    }
+    char b1[32], b2[32], b3[32];
+    printf("[SPLIT] %s: %s, %u layers, %s -> %u shards in %s (%s)\n", model, m->arch[0] ? m->arch : "?",
+           m->n_layers, sw_fmt_bytes(m->source_size, b1, sizeof b1), n, out,
+           sw_fmt_duration_ms(sw_time_ms() - pr.started_ms, b2, sizeof b2));
+    for (uint32_t k = 0; k < n; k++) {
+        const struct sw_manifest_shard *s = &m->shards[k];
+        printf("  shard %-3u %-14s layers %3u-%-3u (%3u)  %10s  %5.1f%%  sha256 %.16s\n", k, s->file,
+               s->layer_first, s->layer_last, s->layer_last - s->layer_first + 1,
+               sw_fmt_bytes(s->size, b1, sizeof b1), sum ? 100.0 * (double)plans[k].n_bytes / (double)sum : 0.0,
+               s->sha256_hex);
+    }
+    double mean = (double)sum / n;
+    printf("  imbalance: largest shard %s of tensor data, %.1f%% above the mean %s\n",
+           sw_fmt_bytes(max, b1, sizeof b1), mean > 0 ? 100.0 * ((double)max - mean) / mean : 0.0,
+           sw_fmt_bytes((uint64_t)mean, b3, sizeof b3));
+    printf("  model id %s\n  manifest %s/%s\n", m->model_id, out, SW_MANIFEST_FILE);
+    sw_gguf_manifest_free(m);
+    return SW_EXIT_OK;
 }
