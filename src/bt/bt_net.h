@@ -43,6 +43,9 @@ struct sw_bt_net *sw__bt_net_new(uv_loop_t *loop, const struct sw_bt_net_config 
  * freed first. NULL harmless. */
 void sw__bt_net_free(struct sw_bt_net *net);
 
+struct sw_bt_session; /* bt.h */
+struct sw_bt_torrent;
+
 /* A peer address from a tracker: IPv4 (family 4, ip[0..3]) or IPv6 (family 6, ip[0..15]). */
 struct sw_bt_net_peer {
     uint8_t family;
@@ -248,5 +251,42 @@ int sw__bt_net_start(struct sw_bt_net *net, CURL *easy, sw_bt_net_done_fn done, 
 /* Aborts a transfer started with sw__bt_net_start and cleans it up; no callback. */
 void sw__bt_net_cancel(struct sw_bt_net *net, CURL *easy);
 uv_loop_t *sw__bt_net_loop(struct sw_bt_net *net);
+
+/* webseed_session.c: the sw_bt_webseed_ops of a session (one fetcher per torrent and URL).
+ * new registers the ops with the session; free cancels every fetch (no more
+ * sw_bt_webseed_done calls). */
+struct sw_bt_ws_glue;
+struct sw_bt_ws_glue *sw__bt_ws_glue_new(struct sw_bt_net *net, struct sw_bt_session *s);
+void sw__bt_ws_glue_free(struct sw_bt_ws_glue *g);
+
+/* --------------------------------------------------------- session glue (for the core)
+ *
+ * What `shardswarm fetch/seed/node` call to give a struct sw_bt_session (bt.h) its HTTP
+ * side, in three lines:
+ *
+ *     struct sw_bt_netglue *g = sw__bt_netglue_new(loop, session);   after session_new
+ *     sw__bt_netglue_add_torrent(g, torrent);                         after torrent_add
+ *     ...  uv_run ...
+ *     sw__bt_netglue_close(g);        before sw_bt_session_close; then run the loop dry
+ *
+ * netglue_new registers the web seed fetcher (sw_bt_session_set_webseed): the session asks
+ * for whole pieces of torrents with url-list entries, and gets them back through
+ * sw_bt_webseed_done. add_torrent starts announcing to the torrent's HTTP trackers
+ * (event=started, re-announce at the tracker's interval, event=completed when
+ * sw_bt_torrent_complete turns true, event=stopped at close) and hands every peer to
+ * sw_bt_torrent_add_peer_addr. Both run on the loop thread and never block it. */
+struct sw_bt_netglue;
+
+struct sw_bt_netglue *sw__bt_netglue_new(uv_loop_t *loop, struct sw_bt_session *s);
+/* Starts tracker announces for t (a no-op returning 0 when it has no HTTP tracker or its
+ * metadata is not known yet: call again after SW_BT_EV_METADATA). Extra tracker URLs (e.g.
+ * a magnet's tr=) may be given; NULL/0 when none. */
+int sw__bt_netglue_add_torrent(struct sw_bt_netglue *g, struct sw_bt_torrent *t,
+                               const char *const *extra_trackers, uint32_t n_extra);
+/* Sends event=stopped to the trackers that answered (bounded: 2 s), cancels web seed
+ * fetches, closes everything. Memory is released as the loop runs. NULL harmless. */
+void sw__bt_netglue_close(struct sw_bt_netglue *g);
+/* The shared HTTP context (borrowed), e.g. to make more trackers. */
+struct sw_bt_net *sw__bt_netglue_net(struct sw_bt_netglue *g);
 
 #endif
