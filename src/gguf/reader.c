@@ -487,7 +487,7 @@ static int parse(struct cur *c)
             rc = fail(c, SW_ECORRUPT, "n_dims", at, "%u dimensions, at most 4 are allowed", t->n_dims);
             goto out_info;
         }
-        uint64_t n_elems = 1;
+        uint64_t n_elems = 1, dims_at = c->pos;
         int overflow = 0;
         for (uint32_t d = 0; d < 4; d++) {
             uint64_t v = 1;
@@ -503,7 +503,7 @@ static int parse(struct cur *c)
             else n_elems *= v;
         }
         if (overflow) {
-            rc = fail(c, SW_ECORRUPT, "dimensions", at, "the element count overflows 2^63");
+            rc = fail(c, SW_ECORRUPT, "dimensions", dims_at, "the element count overflows 2^63");
             goto out_info;
         }
         at = c->pos;
@@ -514,12 +514,12 @@ static int parse(struct cur *c)
             goto out_info;
         }
         if (t->ne[0] % ti->block_size) {
-            rc = fail(c, SW_ECORRUPT, "dimension", at, "row length %lld is not a multiple of the %s block size %u",
+            rc = fail(c, SW_ECORRUPT, "dimension", dims_at, "row length %lld is not a multiple of the %s block size %u",
                       (long long)t->ne[0], ti->name, ti->block_size);
             goto out_info;
         }
         if (sw_gguf_type_bytes(t->type, n_elems, &t->n_bytes)) {
-            rc = fail(c, SW_ECORRUPT, "dimensions", at, "tensor size overflows");
+            rc = fail(c, SW_ECORRUPT, "dimensions", dims_at, "tensor size overflows");
             goto out_info;
         }
         at = c->pos;
