@@ -1,12 +1,227 @@
-/* cmd_node.c — `shardswarm node`. NOT IMPLEMENTED YET: placeholder until its issue lands. */
+/* cmd_node.c — `shardswarm node`: runs a swarm node (src/swarm) on one libuv loop, with the
+ * local HTTP API (src/api) when --api is given. Ctrl-C tells peers and exits. */
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include <uv.h>
+
+#include "api/api.h"
 #include "cli.h"
+#include "swarm/swarm.h"
+
+#define MAX_BOOTSTRAP 64
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: shardswarm node --model TORRENT|MAGNET --cache DIR [options]\n\n"
+            "Runs a swarm node: finds its shard in DIR/shards (loads it before joining), or\n"
+            "fetches it from the swarm; joins the DHT and the model's BitTorrent swarm; tells\n"
+            "peers what it holds; says every few seconds whether the swarm is ready and, if\n"
+            "not, why.\n\n"
+            "  --model TORRENT|MAGNET  the model (.torrent file or magnet link)\n"
+            "  --cache DIR             node key, shards/ folder, resume and DHT state\n"
+            "  --shard N|auto          the shard to hold (auto: the planner picks; default auto)\n"
+            "  --bootstrap HOST:PORT   a node to join through (repeatable); its listen port\n"
+            "  --listen PORT           BitTorrent TCP and DHT UDP port (default: any free)\n"
+            "  --api PORT              serve /health and /swarm/status on 127.0.0.1:PORT\n"
+            "  --api-host ADDR         address for the API (default 127.0.0.1)\n"
+            "  --no-auto-fetch         do not download a missing shard; wait for LOAD_SHARD\n"
+            "  --seed-all              hold and seed every shard (a seeder / bootstrap node)\n"
+            "  --verify                rehash the local shard at start\n"
+            "  --threads N             compute threads (default: all CPUs)\n"
+            "  --status-interval MS    [STATUS] line period (default 5000; also on each change)\n"
+            "  --log-format human|json\n"
+            "  -v, --verbose\n"
+            "Exit status: 0 after Ctrl-C, 1 startup failure, 2 usage error.\n");
+}
+
+struct ctx {
+    struct sw_node *node;
+    struct sw_api *api;
+    uv_signal_t sig_int, sig_term;
+    uv_timer_t hard_stop;
+    int stopping;
+};
+
+static void status_handler(void *ud, const struct sw_api_request *req, struct sw_api_response *resp)
+{
+    (void)req;
+    struct ctx *c = ud;
+    resp->body = sw_node_status_json(c->node);
+    if (!resp->body) sw_api_error(resp, 500, "out of memory");
+}
+
+static void load_handler(void *ud, const struct sw_api_request *req, struct sw_api_response *resp)
+{
+    struct ctx *c = ud;
+    /* body: the signed command, hex-encoded (what `shardswarm load-shard` sends) */
+    size_t hl = req->body_len;
+    while (hl && (req->body[hl - 1] == '\n' || req->body[hl - 1] == '\r' || req->body[hl - 1] == ' ')) hl--;
+    if (hl == 0 || hl % 2 || hl > 8192) {
+        sw_api_error(resp, 400, "body must be the hex-encoded signed LOAD_SHARD command");
+        return;
+    }
+    uint8_t wire[4096];
+    char hex[8193];
+    memcpy(hex, req->body, hl);
+    hex[hl] = 0;
+    if (sw_hex_decode(hex, wire, hl / 2)) {
+        sw_api_error(resp, 400, "body is not hex");
+        return;
+    }
+    char reason[256] = "";
+    int rc = sw_node_submit_load(c->node, wire, hl / 2, reason, sizeof reason);
+    if (rc) {
+        sw_api_error(resp, rc == SW_EPERM ? 403 : rc == SW_ECORRUPT ? 400 : 503, reason[0] ? reason : sw_strerror(rc));
+        return;
+    }
+    char buf[400];
+    snprintf(buf, sizeof buf, "{\"ok\":true,\"detail\":\"%s\"}", reason);
+    resp->body = strdup(buf);
+}
+
+static void closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void on_hard_stop(uv_timer_t *t)
+{
+    uv_stop(t->loop);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct ctx *c = s->data;
+    if (c->stopping) {
+        uv_stop(s->loop);
+        return;
+    }
+    c->stopping = 1;
+    sw_log(SW_LOG_INFO, "NODE", "signal %d: telling peers and leaving", signum);
+    sw_node_stop(c->node, NULL, NULL);
+    uv_signal_stop(&c->sig_int);
+    uv_signal_stop(&c->sig_term);
+    uv_close((uv_handle_t *)&c->sig_int, closed);
+    uv_close((uv_handle_t *)&c->sig_term, closed);
+    uv_timer_init(s->loop, &c->hard_stop);
+    c->hard_stop.data = c;
+    uv_timer_start(&c->hard_stop, on_hard_stop, 2000, 0);
+    uv_unref((uv_handle_t *)&c->hard_stop);
+}
 
 int sw_cmd_node(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "shardswarm node: not implemented yet\n");
-    return SW_EXIT_USAGE;
+    const char *cmd = "node";
+    if (sw_cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return SW_EXIT_OK;
+    }
+    struct sw_node_config cfg = { 0 };
+    cfg.shard = -2;
+    const char *boot[MAX_BOOTSTRAP];
+    size_t n_boot = 0;
+    const char *log_format = "human";
+    int verbose = 0, rc;
+    uint32_t u;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int has_val = i + 1 < argc;
+#define NEED_VAL() do { if (!has_val) return sw_cli_usage_error(cmd, "%s needs a value", a); i++; } while (0)
+        if (!strcmp(a, "--model")) { NEED_VAL(); cfg.model = argv[i]; }
+        else if (!strcmp(a, "--cache")) { NEED_VAL(); cfg.cache_dir = argv[i]; }
+        else if (!strcmp(a, "--shard")) {
+            NEED_VAL();
+            if (!strcmp(argv[i], "auto")) cfg.shard = -2;
+            else {
+                if ((rc = sw_cli_parse_u32(cmd, "--shard", argv[i], 0, SW_SWARM_MAX_SHARDS - 1, &u))) return rc;
+                cfg.shard = (int32_t)u;
+            }
+        } else if (!strcmp(a, "--bootstrap")) {
+            NEED_VAL();
+            char host[256];
+            uint16_t port;
+            if ((rc = sw_cli_parse_hostport(cmd, "--bootstrap", argv[i], host, &port))) return rc;
+            if (n_boot == MAX_BOOTSTRAP) return sw_cli_usage_error(cmd, "--bootstrap given more than %d times", MAX_BOOTSTRAP);
+            boot[n_boot++] = argv[i];
+        } else if (!strcmp(a, "--listen")) {
+            NEED_VAL();
+            if ((rc = sw_cli_parse_u32(cmd, "--listen", argv[i], 0, 65535, &u))) return rc;
+            cfg.listen_port = (uint16_t)u;
+        } else if (!strcmp(a, "--api")) {
+            NEED_VAL();
+            if ((rc = sw_cli_parse_u32(cmd, "--api", argv[i], 1, 65535, &u))) return rc;
+            cfg.api_port = (uint16_t)u;
+        } else if (!strcmp(a, "--api-host")) { NEED_VAL(); cfg.api_host = argv[i]; }
+        else if (!strcmp(a, "--no-auto-fetch")) cfg.no_auto_fetch = 1;
+        else if (!strcmp(a, "--seed-all")) cfg.seed_all = 1;
+        else if (!strcmp(a, "--verify")) cfg.verify = 1;
+        else if (!strcmp(a, "--threads")) {
+            NEED_VAL();
+            if ((rc = sw_cli_parse_u32(cmd, "--threads", argv[i], 1, 1024, &u))) return rc;
+            cfg.threads = u;
+        } else if (!strcmp(a, "--status-interval")) {
+            NEED_VAL();
+            if ((rc = sw_cli_parse_u32(cmd, "--status-interval", argv[i], 100, 3600000, &u))) return rc;
+            cfg.status_interval_ms = u;
+        } else if (!strcmp(a, "--log-format")) { NEED_VAL(); log_format = argv[i]; }
+        else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) verbose = 1;
+        else return sw_cli_usage_error(cmd, "unknown argument '%s'", a);
+#undef NEED_VAL
+    }
+    if (!cfg.model) return sw_cli_usage_error(cmd, "--model TORRENT|MAGNET is required");
+    if (!cfg.cache_dir) return sw_cli_usage_error(cmd, "--cache DIR is required");
+    if (cfg.seed_all && cfg.shard >= 0) return sw_cli_usage_error(cmd, "--seed-all and --shard N exclude each other");
+    if (cfg.seed_all) cfg.shard = -1;
+    if (sw_cli_log_setup(log_format, verbose))
+        return sw_cli_usage_error(cmd, "--log-format must be 'human' or 'json', got '%s'", log_format);
+    cfg.bootstrap = boot;
+    cfg.n_bootstrap = n_boot;
+    signal(SIGPIPE, SIG_IGN);
+
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct ctx c = { 0 };
+    char err[1024] = "";
+    rc = sw_node_new(&loop, &cfg, &c.node, err, sizeof err);
+    if (!rc) rc = sw_node_start(c.node, err, sizeof err);
+    if (rc) {
+        int ex = sw_cli_fail(cmd, "%s", err[0] ? err : sw_strerror(rc));
+        if (c.node) {
+            sw_node_stop(c.node, NULL, NULL);
+            uv_run(&loop, UV_RUN_DEFAULT);
+            sw_node_free(c.node);
+        }
+        uv_loop_close(&loop);
+        return ex;
+    }
+    if (cfg.api_port) {
+        struct sw_api_config ac = { cfg.api_host, cfg.api_port, 0 };
+        if (sw_api_new(&ac, &c.api) || sw_api_route(c.api, "GET", "/swarm/status", status_handler, &c) ||
+            sw_api_route(c.api, "POST", "/swarm/load-shard", load_handler, &c) ||
+            sw_api_start(c.api, err, sizeof err)) {
+            sw_log(SW_LOG_ERROR, "API", "%s", err[0] ? err : "cannot start the HTTP API");
+            sw_node_stop(c.node, NULL, NULL);
+            uv_run(&loop, UV_RUN_DEFAULT);
+            sw_api_free(c.api);
+            sw_node_free(c.node);
+            uv_loop_close(&loop);
+            return SW_EXIT_FAIL;
+        }
+        sw_log(SW_LOG_INFO, "API", "http://%s:%u/swarm/status", cfg.api_host ? cfg.api_host : "127.0.0.1",
+               sw_api_port(c.api));
+    }
+    uv_signal_init(&loop, &c.sig_int);
+    uv_signal_init(&loop, &c.sig_term);
+    c.sig_int.data = c.sig_term.data = &c;
+    uv_signal_start(&c.sig_int, on_signal, SIGINT);
+    uv_signal_start(&c.sig_term, on_signal, SIGTERM);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    sw_api_free(c.api); /* stops the API thread before the node goes */
+    sw_node_free(c.node);
+    uv_loop_close(&loop);
+    return SW_EXIT_OK;
 }

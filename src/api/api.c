@@ -1,0 +1,260 @@
+/* api.c — libmicrohttpd server with a fixed routing table, and a libcurl client. The
+ * server runs MHD's own polling thread; handlers must be thread-safe (the node hands them
+ * snapshots, see sw_node_status_json). Not for: JSON about the swarm (src/swarm). */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "api/api.h"
+
+#define MAX_ROUTES 64
+
+struct route {
+    char method[8];
+    char path[128];
+    sw_api_handler_fn fn;
+    void *ud;
+};
+
+struct sw_api {
+    struct sw_api_config cfg;
+    char host[64];
+    struct MHD_Daemon *d;
+    struct route routes[MAX_ROUTES];
+    size_t n_routes;
+    uint16_t port;
+};
+
+struct conn {               /* per-request state while a body arrives */
+    struct sw_buf body;
+    int too_big;
+};
+
+void sw_api_error(struct sw_api_response *resp, int status, const char *msg)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "error", json_string(msg ? msg : ""));
+    resp->status = status;
+    resp->content_type = "application/json";
+    free(resp->body);
+    resp->body = json_dumps(o, JSON_COMPACT);
+    resp->body_len = 0;
+    json_decref(o);
+}
+
+static void health(void *ud, const struct sw_api_request *req, struct sw_api_response *resp)
+{
+    (void)ud;
+    (void)req;
+    char buf[128];
+    snprintf(buf, sizeof buf, "{\"status\":\"ok\",\"version\":\"%s\"}", SW_VERSION);
+    resp->body = strdup(buf);
+}
+
+int sw_api_new(const struct sw_api_config *cfg, struct sw_api **out)
+{
+    if (!out) return SW_EINVAL;
+    struct sw_api *a = calloc(1, sizeof *a);
+    if (!a) return SW_ENOMEM;
+    if (cfg) a->cfg = *cfg;
+    snprintf(a->host, sizeof a->host, "%s", cfg && cfg->host ? cfg->host : "127.0.0.1");
+    a->cfg.host = a->host;
+    if (!a->cfg.max_body) a->cfg.max_body = 64 << 10;
+    sw_api_route(a, "GET", "/health", health, NULL);
+    *out = a;
+    return 0;
+}
+
+int sw_api_route(struct sw_api *a, const char *method, const char *path, sw_api_handler_fn fn, void *ud)
+{
+    if (!a || !method || !path || !fn || a->d) return SW_EINVAL;
+    if (a->n_routes == MAX_ROUTES) return SW_ETOOBIG;
+    if (strlen(method) >= sizeof a->routes[0].method || strlen(path) >= sizeof a->routes[0].path) return SW_EINVAL;
+    struct route *r = &a->routes[a->n_routes++];
+    snprintf(r->method, sizeof r->method, "%s", method);
+    snprintf(r->path, sizeof r->path, "%s", path);
+    r->fn = fn;
+    r->ud = ud;
+    return 0;
+}
+
+static enum MHD_Result send_resp(struct MHD_Connection *c, struct sw_api_response *r)
+{
+    size_t len = r->body ? (r->body_len ? r->body_len : strlen(r->body)) : 0;
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, r->body ? r->body : (void *)"",
+                                                                r->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (!resp) {
+        free(r->body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", r->content_type ? r->content_type : "application/json");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)(r->status ? r->status : 200), resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_size,
+                                  void **con_cls)
+{
+    struct sw_api *a = cls;
+    (void)version;
+    struct conn *st = *con_cls;
+    if (!st) {
+        st = calloc(1, sizeof *st);
+        if (!st) return MHD_NO;
+        *con_cls = st;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (st->body.len + *upload_size > a->cfg.max_body) st->too_big = 1;
+        else sw_buf_append(&st->body, upload_data, *upload_size);
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    struct sw_api_response resp = { 0 };
+    if (st->too_big) {
+        sw_api_error(&resp, 413, "request body too large");
+        return send_resp(c, &resp);
+    }
+    int path_known = 0;
+    for (size_t i = 0; i < a->n_routes; i++) {
+        struct route *r = &a->routes[i];
+        if (strcmp(r->path, url)) continue;
+        path_known = 1;
+        if (strcmp(r->method, method)) continue;
+        struct sw_api_request req = { method, url, NULL, 0 };
+        const char *b = sw_buf_cstr(&st->body);
+        req.body = (const uint8_t *)(b ? b : "");
+        req.body_len = st->body.len;
+        r->fn(r->ud, &req, &resp);
+        if (!resp.body && !resp.status) sw_api_error(&resp, 500, "handler gave no response");
+        return send_resp(c, &resp);
+    }
+    if (path_known) sw_api_error(&resp, 405, "method not allowed");
+    else sw_api_error(&resp, 404, "no such endpoint");
+    return send_resp(c, &resp);
+}
+
+static void on_done(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode tc)
+{
+    (void)cls;
+    (void)c;
+    (void)tc;
+    struct conn *st = *con_cls;
+    if (st) {
+        sw_buf_free(&st->body);
+        free(st);
+    }
+    *con_cls = NULL;
+}
+
+int sw_api_start(struct sw_api *a, char *err, size_t err_len)
+{
+    if (!a || a->d) return SW_EINVAL;
+    struct sockaddr_in sin = { 0 };
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons(a->cfg.port);
+    if (inet_pton(AF_INET, a->host, &sin.sin_addr) != 1) {
+        if (err_len) snprintf(err, err_len, "API host '%s' is not an IPv4 address", a->host);
+        return SW_EINVAL;
+    }
+    a->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, a->cfg.port, NULL, NULL,
+                            on_request, a, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sin,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_done, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
+                            (unsigned)30, MHD_OPTION_CONNECTION_LIMIT, (unsigned)256, MHD_OPTION_END);
+    if (!a->d) {
+        if (err_len) snprintf(err, err_len, "cannot serve HTTP on %s:%u (port in use?)", a->host, a->cfg.port);
+        return SW_EIO;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(a->d, MHD_DAEMON_INFO_BIND_PORT);
+    a->port = info ? info->port : a->cfg.port;
+    return 0;
+}
+
+uint16_t sw_api_port(const struct sw_api *a) { return a ? a->port : 0; }
+
+void sw_api_free(struct sw_api *a)
+{
+    if (!a) return;
+    if (a->d) MHD_stop_daemon(a->d);
+    free(a);
+}
+
+/* ---------------------------------------------------------------- client */
+
+int sw_api_base_url(const char *s, char *out, size_t out_len)
+{
+    if (!s || !*s || out_len < 16) return SW_EINVAL;
+    int all_digits = 1;
+    for (const char *p = s; *p; p++) all_digits &= (*p >= '0' && *p <= '9');
+    int n;
+    if (all_digits) {
+        long port = strtol(s, NULL, 10);
+        if (port < 1 || port > 65535) return SW_EINVAL;
+        n = snprintf(out, out_len, "http://127.0.0.1:%ld", port);
+    } else if (!strncmp(s, "http://", 7) || !strncmp(s, "https://", 8)) {
+        n = snprintf(out, out_len, "%s", s);
+    } else {
+        n = snprintf(out, out_len, "http://%s", s);
+    }
+    if (n < 0 || (size_t)n >= out_len) return SW_EINVAL;
+    while (n > 0 && out[n - 1] == '/') out[--n] = 0;
+    return 0;
+}
+
+static size_t on_data(char *p, size_t sz, size_t nm, void *ud)
+{
+    struct sw_buf *b = ud;
+    if (b->len + sz * nm > (16u << 20)) return 0; /* cap on a response */
+    sw_buf_append(b, p, sz * nm);
+    return sz * nm;
+}
+
+int sw_api_fetch(const char *method, const char *url, const void *body, size_t body_len,
+                 uint32_t timeout_ms, char **resp_out, size_t *resp_len_out, int *status_out,
+                 char *err, size_t err_len)
+{
+    *resp_out = NULL;
+    CURL *c = curl_easy_init();
+    if (!c) return SW_ENOMEM;
+    struct sw_buf b = { 0 };
+    char cerr[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(timeout_ms ? timeout_ms : 5000));
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
+    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+    if (body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)body_len);
+    }
+    CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    if (rc != CURLE_OK) {
+        if (err_len) snprintf(err, err_len, "%s: %s", url, cerr[0] ? cerr : curl_easy_strerror(rc));
+        sw_buf_free(&b);
+        return SW_EIO;
+    }
+    const char *s = sw_buf_cstr(&b);
+    if (!s) {
+        sw_buf_free(&b);
+        return SW_ENOMEM;
+    }
+    *resp_out = (char *)b.data;
+    if (resp_len_out) *resp_len_out = b.len;
+    if (status_out) *status_out = (int)status;
+    return 0;
+}
