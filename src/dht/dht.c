@@ -21,7 +21,7 @@
 #define MAX_CONTACTS 32
 #define MAX_OWN 256
 #define LOOKUP_MAX_PEERS 1024
-#define RATE_SLOTS 1024
+#define RATE_SLOTS 256                     /* per-IP rate buckets (hashed; a collision resets) */
 #define BAD_FAILS 2                        /* BEP 5: bad after failing several queries in a row */
 #define GOOD_MS (15u * 60u * 1000u)        /* BEP 5: good if heard from within 15 minutes */
 #define REFRESH_MS (15u * 60u * 1000u)     /* BEP 5: refresh a bucket untouched for 15 minutes */
@@ -56,7 +56,7 @@ struct bucket {
 struct cand {
     uint8_t id[SW_DHT_ID_LEN];
     struct sw_dht_addr addr;
-    uint8_t state, depth, slow, token_len;
+    uint8_t state, depth, slow, token_len, tries;
     uint8_t token[SW__KRPC_MAX_TOKEN];
     uint64_t sent_ms;
 };
@@ -154,7 +154,7 @@ struct sw_dht {
     uint8_t ver[4];
     uint64_t rng;
     struct bucket *b;
-    int nb;
+    int nb, b_cap;
     struct pending *pend;
     uint32_t n_pend, *free_pend, n_free;
     struct lookup *lk[MAX_LOOKUPS];
@@ -478,6 +478,13 @@ static int node_good(const struct rnode *n, uint64_t now)
 static int split_last(struct sw_dht *d)
 {
     if (d->nb >= MAX_BUCKETS) return 0;
+    if (d->nb == d->b_cap) {
+        int cap = d->b_cap * 2 > MAX_BUCKETS ? MAX_BUCKETS : d->b_cap * 2;
+        struct bucket *nb = realloc(d->b, (size_t)cap * sizeof *nb);
+        if (!nb) return 0;
+        d->b = nb;
+        d->b_cap = cap;
+    }
     int li = d->nb - 1;
     struct bucket *old = &d->b[li], *nw = &d->b[li + 1];
     memset(nw, 0, sizeof *nw);
@@ -832,6 +839,7 @@ static int rate_ok(struct sw_dht *d, const struct sw_dht_addr *a, uint64_t now)
     uint32_t x = 2166136261u; /* FNV-1a over the IP */
     for (size_t i = 0; i < iplen; i++) x = (x ^ a->ip[i]) * 16777619u;
     (void)h;
+    if (!d->rate && !(d->rate = calloc(RATE_SLOTS, sizeof *d->rate))) return 1;
     struct rate *r = &d->rate[x % RATE_SLOTS];
     uint32_t burst = d->cfg.rate_burst * 1000u;
     if (!r->used || !ip_eq(&r->a, a)) {
@@ -1001,7 +1009,11 @@ static void lookup_add(struct sw_dht *d, struct lookup *l, const uint8_t *id, co
     int pos = l->n;
     for (int i = 0; i < l->n; i++) {
         int c = xor_cmp(l->target, id, l->c[i].id);
-        if (c == 0) return; /* known */
+        if (c == 0) {
+            /* known: keep the shortest path to it while it is still unqueried */
+            if (l->c[i].state == C_NEW && depth < l->c[i].depth) l->c[i].depth = (uint8_t)depth;
+            return;
+        }
         if (c < 0) { pos = i; break; }
     }
     for (int i = pos; i < l->n; i++)
@@ -1120,6 +1132,27 @@ static void lookup_abort(struct sw_dht *d, struct lookup *l)
     lookup_free(l);
 }
 
+static void random_id_in_bucket(struct sw_dht *d, int bi, uint8_t out[SW_DHT_ID_LEN]);
+static struct lookup *lookup_new(struct sw_dht *d, enum sw_dht_lookup_kind kind, const uint8_t *target,
+                                 int internal, uint64_t now);
+static int lookup_step(struct sw_dht *d, struct lookup *l, uint64_t now);
+
+/* Kademlia join: after the lookup of our own id, refresh every bucket that is not full
+ * with a lookup of a random id in its range, so the far buckets fill at once instead of
+ * after the first 15-minute refresh. */
+static void refresh_thin_buckets(struct sw_dht *d, uint64_t now)
+{
+    for (int bi = 0; bi < d->nb - 1; bi++) {
+        if (d->b[bi].count >= SW_DHT_K) continue;
+        uint8_t t[SW_DHT_ID_LEN];
+        random_id_in_bucket(d, bi, t);
+        d->b[bi].last_changed = now;
+        struct lookup *l = lookup_new(d, SW_DHT_FIND_NODE, t, 1, now);
+        if (!l) break;
+        lookup_step(d, l, now);
+    }
+}
+
 static void lookup_finish(struct sw_dht *d, struct lookup *l, uint64_t now)
 {
     int slot = -1;
@@ -1135,6 +1168,9 @@ static void lookup_finish(struct sw_dht *d, struct lookup *l, uint64_t now)
         ev.n_queries = l->n_queries;
         ev.n_replies = l->n_replies;
         emit(d, &ev);
+        lookup_free(l);
+        refresh_thin_buckets(d, now);
+        return;
     }
     if (!l->internal) {
         struct sw_dht_event ev;
@@ -1241,6 +1277,7 @@ static int lookup_step(struct sw_dht *d, struct lookup *l, uint64_t now)
                 if (send_search_query(d, type, &c->addr, l->id, c->id, l->kind, l->target, now) == 0) {
                     c->state = C_SENT;
                     c->sent_ms = now;
+                    c->tries++;
                     note_deadline(d, now + SOFT_TIMEOUT_MS);
                     l->n_queries++;
                     inflight++;
@@ -1478,7 +1515,9 @@ static void timeouts(struct sw_dht *d, uint64_t now)
         } else if (q.type == P_LOOKUP) {
             struct lookup *l = lookup_get(d, q.lookup_id);
             struct cand *c = l && l->phase == 0 ? lookup_cand(l, q.node_id) : NULL;
-            if (c && c->state == C_SENT) c->state = C_FAILED;
+            /* One retry: a lost datagram (not a dead node) should not hide the closest nodes. */
+            if (c && c->state == C_SENT) c->state = c->tries < 2 ? C_NEW : C_FAILED;
+            if (c) c->slow = 0;
         } else if (q.type == P_STORE) {
             struct lookup *l = lookup_get(d, q.lookup_id);
             if (l) l->store_pending--;
@@ -1628,9 +1667,9 @@ struct sw_dht *sw_dht_new(const struct sw_dht_config *cfg, uint64_t now)
     const char *ver = cfg->client_version;
     if (ver && strlen(ver) >= 4) memcpy(d->ver, ver, 4);
     else memcpy(d->ver, "SW\x00\x01", 4);
-    d->b = calloc(MAX_BUCKETS, sizeof *d->b);
-    d->rate = calloc(RATE_SLOTS, sizeof *d->rate);
-    if (!d->b || !d->rate) {
+    d->b_cap = 8;
+    d->b = calloc((size_t)d->b_cap, sizeof *d->b);
+    if (!d->b) {
         sw_dht_free(d);
         return NULL;
     }
