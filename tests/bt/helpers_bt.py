@@ -177,10 +177,11 @@ def synthetic_split(folder, sizes=(3 << 20, (2 << 20) + 12345, 1 << 20), seed=7)
         random_file(os.path.join(folder, n), sz, seed + i)
         names.append(n)
         shards.append({"index": i, "file": n, "layer_first": layer, "layer_last": layer + 1,
-                       "bytes": sz, "sha256": sha256_file(os.path.join(folder, n))})
+                       "size": sz, "sha256": sha256_file(os.path.join(folder, n))})
         layer += 2
-    manifest = {"format": "shardswarm-split", "version": 1, "model_id": "synthetic-test",
-                "name": "synthetic", "architecture": "llama", "n_layers": layer,
+    # The manifest format of src/gguf/manifest.c ("shardswarm-model", version 1).
+    manifest = {"format": "shardswarm-model", "version": 1, "model_id": "synthetic-test",
+                "name": "synthetic", "architecture": "llama", "n_layers": layer, "alignment": 32,
                 "n_shards": len(sizes), "shards": shards}
     with open(os.path.join(folder, "model.json"), "w") as f:
         json.dump(manifest, f, indent=1)
