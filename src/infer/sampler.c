@@ -1,0 +1,344 @@
+/* sampler.c — logits to the next token: repetition penalty, top-k, top-p, min-p,
+ * temperature, then a draw from the softmax with our own PRNG (xoshiro256**, seeded with
+ * splitmix64), so that the same seed gives the same tokens on every machine. The whole
+ * state (parameters, RNG, recent tokens) serialises, so the last stage of a pipeline can
+ * carry a session's sampler across nodes. Filters follow llama.cpp's default chain order;
+ * top-k/top-p/min-p look at the distribution before temperature, as there. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tok.h"
+
+struct cand {
+    float logit;
+    int32_t id;
+};
+
+struct sw_sampler {
+    struct sw_sampler_params p;
+    uint32_t n_vocab;
+    uint64_t rng[4];
+    int32_t *recent;      /* ring of the last repeat_last_n tokens */
+    uint32_t n_recent, head; /* head: where the next token goes */
+    struct cand *cand;    /* n_vocab scratch */
+    int32_t *scratch;     /* repeat_last_n scratch for de-duplication */
+};
+
+/* ------------------------------------------------------------------ PRNG */
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+/* xoshiro256** (Blackman & Vigna, 2018) */
+static uint64_t rng_next(uint64_t s[4])
+{
+    uint64_t r = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return r;
+}
+
+static void rng_seed(uint64_t s[4], uint64_t seed)
+{
+    uint64_t x = seed;
+    for (int i = 0; i < 4; i++) s[i] = splitmix64(&x);
+}
+
+/* Uniform in [0, 1) with 53 bits. */
+static double rng_uniform(uint64_t s[4]) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
+
+/* ------------------------------------------------------------------ life cycle */
+
+void sw_sampler_params_default(struct sw_sampler_params *p)
+{
+    p->temperature = 0.8f;
+    p->top_k = 40;
+    p->top_p = 0.95f;
+    p->min_p = 0.05f;
+    p->repeat_penalty = 1.0f;
+    p->repeat_last_n = 64;
+    p->seed = 0;
+}
+
+static int params_ok(const struct sw_sampler_params *p)
+{
+    return !isnan(p->temperature) && !isnan(p->top_p) && !isnan(p->min_p) && isfinite(p->repeat_penalty) &&
+           p->repeat_penalty > 0 && p->top_p >= 0 && p->min_p >= 0 && p->min_p <= 1 &&
+           p->repeat_last_n <= SW_SAMPLER_MAX_WINDOW && isfinite(p->temperature);
+}
+
+void sw_sampler_free(struct sw_sampler *s)
+{
+    if (!s) return;
+    free(s->recent);
+    free(s->cand);
+    free(s->scratch);
+    free(s);
+}
+
+int sw_sampler_new(const struct sw_sampler_params *p, uint32_t n_vocab, struct sw_sampler **out)
+{
+    *out = NULL;
+    if (!p || !n_vocab || !params_ok(p)) return SW_EINVAL;
+    struct sw_sampler *s = calloc(1, sizeof *s);
+    if (!s) return SW_ENOMEM;
+    s->p = *p;
+    s->n_vocab = n_vocab;
+    s->cand = malloc((size_t)n_vocab * sizeof *s->cand);
+    if (p->repeat_last_n) {
+        s->recent = malloc(p->repeat_last_n * sizeof *s->recent);
+        s->scratch = malloc(p->repeat_last_n * sizeof *s->scratch);
+    }
+    if (!s->cand || (p->repeat_last_n && (!s->recent || !s->scratch))) {
+        sw_sampler_free(s);
+        return SW_ENOMEM;
+    }
+    rng_seed(s->rng, p->seed);
+    *out = s;
+    return 0;
+}
+
+const struct sw_sampler_params *sw_sampler_params(const struct sw_sampler *s) { return &s->p; }
+
+void sw_sampler_reset(struct sw_sampler *s)
+{
+    s->n_recent = s->head = 0;
+    rng_seed(s->rng, s->p.seed);
+}
+
+static void remember(struct sw_sampler *s, int32_t id)
+{
+    uint32_t w = s->p.repeat_last_n;
+    if (!w) return;
+    s->recent[s->head] = id;
+    s->head = (s->head + 1) % w;
+    if (s->n_recent < w) s->n_recent++;
+}
+
+void sw_sampler_accept(struct sw_sampler *s, const int32_t *ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++) remember(s, ids[i]);
+}
+
+/* ------------------------------------------------------------------ sampling */
+
+static int cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Descending logit, then ascending id: a total order, so results never depend on the
+ * sort algorithm. */
+static int cmp_cand(const void *a, const void *b)
+{
+    const struct cand *x = a, *y = b;
+    if (x->logit != y->logit) return x->logit > y->logit ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+static void sift_down(struct cand *h, size_t n, size_t i)
+{
+    /* min-heap by cmp_cand order: the root is the "worst" kept candidate */
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) return;
+        if (c + 1 < n && cmp_cand(&h[c + 1], &h[c]) > 0) c++;
+        if (cmp_cand(&h[c], &h[i]) <= 0) return;
+        struct cand t = h[i];
+        h[i] = h[c];
+        h[c] = t;
+        i = c;
+    }
+}
+
+/* Keeps the best k of c[0..n) in c[0..k), sorted. */
+static void top_k_sorted(struct cand *c, size_t n, size_t k)
+{
+    if (k >= n) {
+        qsort(c, n, sizeof *c, cmp_cand);
+        return;
+    }
+    for (size_t i = k / 2; i-- > 0;) sift_down(c, k, i);
+    for (size_t i = k; i < n; i++) {
+        if (cmp_cand(&c[i], &c[0]) < 0) {
+            c[0] = c[i];
+            sift_down(c, k, 0);
+        }
+    }
+    qsort(c, k, sizeof *c, cmp_cand);
+}
+
+int32_t sw_sampler_sample(struct sw_sampler *s, const float *logits)
+{
+    const struct sw_sampler_params *p = &s->p;
+    uint32_t n = s->n_vocab;
+    struct cand *c = s->cand;
+    for (uint32_t i = 0; i < n; i++) {
+        float l = logits[i];
+        c[i] = (struct cand){ isnan(l) ? -INFINITY : l, (int32_t)i };
+    }
+
+    /* repetition penalty over the distinct recent tokens (CTRL, Keskar et al. 2019, in
+     * llama.cpp's form: positive logits divided, negative multiplied) */
+    if (p->repeat_penalty != 1.0f && s->n_recent) {
+        memcpy(s->scratch, s->recent, s->n_recent * sizeof *s->scratch);
+        qsort(s->scratch, s->n_recent, sizeof *s->scratch, cmp_i32);
+        for (uint32_t i = 0; i < s->n_recent; i++) {
+            int32_t id = s->scratch[i];
+            if ((i && id == s->scratch[i - 1]) || id < 0 || (uint32_t)id >= n) continue;
+            float *l = &c[id].logit;
+            *l = *l > 0 ? *l / p->repeat_penalty : *l * p->repeat_penalty;
+        }
+    }
+
+    size_t m = n;
+    if (p->temperature <= 0.0f) {
+        size_t best = 0;
+        for (size_t i = 1; i < m; i++)
+            if (c[i].logit > c[best].logit) best = i;
+        if (c[best].logit == -INFINITY) return SW_EINVAL;
+        remember(s, c[best].id);
+        return c[best].id;
+    }
+
+    /* top-k (and sort: every later filter wants the candidates in descending order) */
+    top_k_sorted(c, m, p->top_k ? SW_MIN((size_t)p->top_k, m) : m);
+    if (p->top_k) m = SW_MIN((size_t)p->top_k, m);
+    if (c[0].logit == -INFINITY) return SW_EINVAL;
+    while (m > 1 && c[m - 1].logit == -INFINITY) m--;
+
+    /* top-p: the smallest prefix whose probability mass reaches top_p */
+    if (p->top_p < 1.0f) {
+        double sum = 0, cum = 0;
+        for (size_t i = 0; i < m; i++) sum += exp((double)c[i].logit - c[0].logit);
+        for (size_t i = 0; i < m; i++) {
+            cum += exp((double)c[i].logit - c[0].logit) / sum;
+            if (cum >= p->top_p) { m = i + 1; break; }
+        }
+    }
+
+    /* min-p: drop tokens less likely than min_p times the most likely one */
+    if (p->min_p > 0.0f) {
+        float floor_logit = c[0].logit + logf(p->min_p);
+        size_t k = 1;
+        while (k < m && c[k].logit >= floor_logit) k++;
+        m = k;
+    }
+
+    /* temperature, softmax, draw */
+    double inv_t = 1.0 / p->temperature, sum = 0;
+    for (size_t i = 0; i < m; i++) sum += exp(((double)c[i].logit - c[0].logit) * inv_t);
+    double u = rng_uniform(s->rng) * sum, cum = 0;
+    size_t pick = m - 1;
+    for (size_t i = 0; i < m; i++) {
+        cum += exp(((double)c[i].logit - c[0].logit) * inv_t);
+        if (u < cum) { pick = i; break; }
+    }
+    remember(s, c[pick].id);
+    return c[pick].id;
+}
+
+/* ------------------------------------------------------------------ state blob */
+
+/* Layout (little-endian): "SWSP", u32 version = 1, f32 temperature, u32 top_k, f32 top_p,
+ * f32 min_p, f32 repeat_penalty, u32 repeat_last_n, u64 seed, u64 rng[4], u32 n_recent,
+ * i32 recent[n_recent] oldest first. */
+#define BLOB_MAGIC "SWSP"
+#define BLOB_VERSION 1u
+#define BLOB_FIXED (4 + 4 + 4 * 6 + 8 + 32 + 4)
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t get_u64(const uint8_t *p) { return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32; }
+static uint32_t f2u(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static float u2f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+int sw_sampler_save(const struct sw_sampler *s, struct sw_buf *out)
+{
+    size_t len = BLOB_FIXED + (size_t)s->n_recent * 4;
+    uint8_t *b = malloc(len);
+    if (!b) return SW_ENOMEM;
+    uint8_t *q = b;
+    memcpy(q, BLOB_MAGIC, 4); q += 4;
+    put_u32(q, BLOB_VERSION); q += 4;
+    put_u32(q, f2u(s->p.temperature)); q += 4;
+    put_u32(q, s->p.top_k); q += 4;
+    put_u32(q, f2u(s->p.top_p)); q += 4;
+    put_u32(q, f2u(s->p.min_p)); q += 4;
+    put_u32(q, f2u(s->p.repeat_penalty)); q += 4;
+    put_u32(q, s->p.repeat_last_n); q += 4;
+    put_u64(q, s->p.seed); q += 8;
+    for (int i = 0; i < 4; i++, q += 8) put_u64(q, s->rng[i]);
+    put_u32(q, s->n_recent); q += 4;
+    uint32_t w = s->p.repeat_last_n;
+    for (uint32_t i = 0; i < s->n_recent; i++, q += 4) {
+        uint32_t idx = (s->head + w - s->n_recent + i) % w;
+        put_u32(q, (uint32_t)s->recent[idx]);
+    }
+    int rc = sw_buf_append(out, b, len);
+    free(b);
+    return rc ? SW_ENOMEM : 0;
+}
+
+int sw_sampler_load(const uint8_t *p, size_t len, uint32_t n_vocab, struct sw_sampler **out)
+{
+    *out = NULL;
+    if (!p || len < BLOB_FIXED || memcmp(p, BLOB_MAGIC, 4)) return SW_ECORRUPT;
+    if (get_u32(p + 4) != BLOB_VERSION) return SW_EUNSUPPORTED;
+    const uint8_t *q = p + 8;
+    struct sw_sampler_params prm;
+    prm.temperature = u2f(get_u32(q)); q += 4;
+    prm.top_k = get_u32(q); q += 4;
+    prm.top_p = u2f(get_u32(q)); q += 4;
+    prm.min_p = u2f(get_u32(q)); q += 4;
+    prm.repeat_penalty = u2f(get_u32(q)); q += 4;
+    prm.repeat_last_n = get_u32(q); q += 4;
+    prm.seed = get_u64(q); q += 8;
+    uint64_t rng[4];
+    for (int i = 0; i < 4; i++, q += 8) rng[i] = get_u64(q);
+    uint32_t n_recent = get_u32(q); q += 4;
+    if (!params_ok(&prm)) return SW_ECORRUPT;
+    if (n_recent > prm.repeat_last_n || (size_t)n_recent * 4 != len - BLOB_FIXED) return SW_ECORRUPT;
+    if (!(rng[0] | rng[1] | rng[2] | rng[3])) return SW_ECORRUPT; /* xoshiro's one bad state */
+    struct sw_sampler *s;
+    int rc = sw_sampler_new(&prm, n_vocab, &s);
+    if (rc) return rc == SW_EINVAL ? SW_ECORRUPT : rc;
+    memcpy(s->rng, rng, sizeof rng);
+    for (uint32_t i = 0; i < n_recent; i++, q += 4) remember(s, (int32_t)get_u32(q));
+    *out = s;
+    return 0;
+}
