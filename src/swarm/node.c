@@ -145,6 +145,7 @@ struct sw_node {
     int job_stale;                   /* the shard changed while the job ran */
     uint64_t watch_size, watch_mtime;
     int watch_tried;
+    int32_t pre_final;               /* shard whose final-named file was whole before BT looked */
     double tps;
 
     /* timers and handles */
@@ -556,57 +557,15 @@ static void publish(struct sw_node *n, int changed)
 
 /* ------------------------------------------------------------------ shard work */
 
-/* Hashes the pieces of one file against the torrent (worker thread). BEP 47 pad files keep
- * a shard's pieces to itself; a piece shared with another real file is skipped. */
+/* Hashes the pieces of one file against the torrent (worker thread). */
 static int verify_pieces(const struct sw_bt_metainfo *mi, uint32_t file, const char *path,
                          uint32_t *bad_out, uint32_t *n_out, char *msg, size_t msg_len)
 {
-    const struct sw_bt_file *f = &mi->files[file];
-    struct sw_mmap m = { 0 };
-    int rc = sw_file_map(path, &m);
-    if (rc) {
-        snprintf(msg, msg_len, "cannot read %s (%s)", path, sw_strerror(rc));
-        return rc;
-    }
-    if (m.len != f->length) {
-        snprintf(msg, msg_len, "%s has %zu bytes, the torrent says %llu", path, m.len,
-                 (unsigned long long)f->length);
-        sw_file_unmap(&m);
-        return SW_ECORRUPT;
-    }
-    struct sw_hash *h = sw_hash_new_sha1();
-    if (!h) { sw_file_unmap(&m); return SW_ENOMEM; }
-    static const uint8_t zeros[4096];
-    uint32_t bad = 0, n = 0;
-    for (uint32_t pc = f->first_piece; f->length && pc <= f->last_piece; pc++) {
-        struct sw_bt_span sp[16];
-        uint32_t k = sw_bt_piece_spans(mi, pc, 0, sw_bt_piece_size(mi, pc), sp, 16);
-        int skip = 0;
-        for (uint32_t i = 0; i < k; i++)
-            if (sp[i].file != file && !mi->files[sp[i].file].pad) skip = 1;
-        if (skip || k == 16) continue;
-        for (uint32_t i = 0; i < k; i++) {
-            if (sp[i].file == file) {
-                sw_hash_update(h, m.data + sp[i].file_offset, sp[i].len);
-            } else {
-                for (uint32_t z = 0; z < sp[i].len; z += sizeof zeros)
-                    sw_hash_update(h, zeros, SW_MIN(sizeof zeros, sp[i].len - z));
-            }
-        }
-        uint8_t dg[20];
-        sw_hash_final(h, dg);
-        n++;
-        if (memcmp(dg, mi->piece_hashes + (size_t)pc * 20, 20)) bad++;
-    }
-    sw_hash_free(h);
-    sw_file_unmap(&m);
-    *bad_out = bad;
-    *n_out = n;
-    if (bad) {
-        snprintf(msg, msg_len, "%u of %u pieces of %s fail their SHA-1", bad, n, path);
-        return SW_ECORRUPT;
-    }
-    return 0;
+    uint32_t good = 0, total = 0;
+    int rc = sw_shard_file_check(mi, file, path, &good, &total, msg, msg_len);
+    *bad_out = total - good;
+    *n_out = total;
+    return rc == SW_ERANGE ? SW_ECORRUPT : rc;
 }
 
 static double measure_tps(struct sw_stage *st)
@@ -806,7 +765,15 @@ static void set_shard(struct sw_node *n, int32_t shard, const char *why)
     }
     uint64_t sz = 0, mt = 0;
     int present = file_on_disk(n, shard, &sz, &mt);
-    if (present && sz == n->shard_bytes[shard])
+    if (n->pre_final == shard) {
+        struct sw_bt_progress pr = { 0 };
+        sw_bt_torrent_progress(n->t, (int32_t)file, &pr);
+        sw_log(SW_LOG_WARN, "SHARD", "shard %d at %s is corrupt (%.0f%% of it verifies, the rest fails its hash); "
+               "it will not be loaded; %s", (int)shard, path, pr.percent,
+               n->cfg.no_auto_fetch && !n->forced_fetch ? "waiting for a LOAD_SHARD command or a good copy"
+                                                        : "re-fetching the bad pieces from the swarm");
+        n->pre_final = -1;
+    } else if (present && sz == n->shard_bytes[shard])
         sw_log(SW_LOG_WARN, "SHARD", "shard %d at %s is corrupt (pieces fail their hash); it will not be loaded; %s",
                (int)shard, path, n->cfg.no_auto_fetch && !n->forced_fetch ? "waiting for a LOAD_SHARD command or a good copy"
                                                                          : "re-fetching from the swarm");
@@ -1399,6 +1366,7 @@ int sw_node_new(struct uv_loop_s *loop, const struct sw_node_config *cfg, struct
     n->cfg.model = n->model;
     n->cfg.cache_dir = n->cache_dir;
     n->shard = -1;
+    n->pre_final = -1;
     n->replan_target = -1;
     n->auto_mode = cfg->shard == -2;
     pthread_mutex_init(&n->mu, NULL);
@@ -1464,6 +1432,18 @@ int sw_node_start(struct sw_node *n, char *err, size_t err_len)
     to.want_all = n->cfg.seed_all;
     to.verify_all = n->cfg.verify;
     to.trust_complete = 0; /* a file without resume data is hashed before it counts */
+    if (!n->is_magnet && n->cfg.shard >= 0) {
+        /* Remember whether our shard's file is there under its final name: if the storage
+         * then finds bad pieces (and renames it to .part), the log must say "corrupt". */
+        for (uint32_t i = 0; i < n->mi_file.n_files; i++) {
+            const struct sw_bt_file *f = &n->mi_file.files[i];
+            if (f->pad || f->shard_index != n->cfg.shard) continue;
+            char *path = sw_path_join(n->shards_dir, f->path);
+            uint64_t sz = 0;
+            if (path && !sw_file_size(path, &sz) && sz == f->length) n->pre_final = n->cfg.shard;
+            free(path);
+        }
+    }
     if (n->is_magnet) rc = sw_bt_torrent_add_magnet(n->bt, &n->magnet, &to, &n->t, err, err_len);
     else rc = sw_bt_torrent_add(n->bt, &n->mi_file, &to, &n->t, err, err_len);
     if (rc) return rc;

@@ -258,6 +258,18 @@ enum sw_msg_kind {
     SW_MSG_PIPE = 'S',     /* body: pipeline session traffic (src/swarm/pipeline*.c) */
 };
 
+/* ------------------------------------------------------------ shard files */
+
+struct sw_bt_metainfo;
+
+/* Read-only check of one shard file against the torrent's piece hashes (SHA-1, BEP 3),
+ * hashing on the caller's thread. path: the file to read (final name or ".part").
+ * good/total: pieces that verify / pieces checked (pieces shared with another real file are
+ * skipped; BEP 47 pad files make that rare). Returns 0 (all good), SW_ECORRUPT (some bad:
+ * msg says how many), SW_ENOTFOUND, SW_EIO, or SW_ERANGE (size differs from the torrent). */
+int sw_shard_file_check(const struct sw_bt_metainfo *mi, uint32_t file, const char *path,
+                        uint32_t *good_out, uint32_t *total_out, char *msg, size_t msg_len);
+
 /* ---------------------------------------------------------------- the node */
 
 struct sw_node;

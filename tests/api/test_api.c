@@ -1,0 +1,109 @@
+/* test_api.c — the API router and client on loopback: /health, custom routes, 404/405,
+ * POST bodies, the body cap (413), URL normalisation, an unreachable node. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "test.h"
+
+static void echo(void *ud, const struct sw_api_request *req, struct sw_api_response *resp)
+{
+    int *calls = ud;
+    (*calls)++;
+    struct sw_buf b = { 0 };
+    sw_buf_printf(&b, "{\"method\":\"%s\",\"len\":%zu,\"body\":\"%.*s\"}", req->method, req->body_len,
+                  (int)req->body_len, (const char *)req->body);
+    resp->body = (char *)b.data;
+    resp->body_len = b.len;
+}
+
+static void forbidden(void *ud, const struct sw_api_request *req, struct sw_api_response *resp)
+{
+    (void)ud;
+    (void)req;
+    sw_api_error(resp, 403, "nope");
+}
+
+static void test_server(void)
+{
+    struct sw_api *a = NULL;
+    struct sw_api_config cfg = { NULL, 0, 1024 };
+    CHECK_EQ_INT(sw_api_new(&cfg, &a), 0);
+    int calls = 0;
+    CHECK_EQ_INT(sw_api_route(a, "POST", "/echo", echo, &calls), 0);
+    CHECK_EQ_INT(sw_api_route(a, "GET", "/deny", forbidden, NULL), 0);
+    char err[256];
+    CHECK_EQ_INT(sw_api_start(a, err, sizeof err), 0);
+    CHECK(sw_api_port(a) > 0);
+    CHECK_EQ_INT(sw_api_route(a, "GET", "/late", echo, &calls), SW_EINVAL); /* after start */
+    char base[256], url[300];
+    snprintf(url, sizeof url, "%u", sw_api_port(a));
+    CHECK_EQ_INT(sw_api_base_url(url, base, sizeof base), 0);
+    char *body = NULL;
+    int status = 0;
+    snprintf(url, sizeof url, "%s/health", base);
+    CHECK_EQ_INT(sw_api_fetch("GET", url, NULL, 0, 3000, &body, NULL, &status, err, sizeof err), 0);
+    CHECK_EQ_INT(status, 200);
+    CHECK(body && strstr(body, "\"status\":\"ok\""));
+    free(body);
+    snprintf(url, sizeof url, "%s/echo", base);
+    CHECK_EQ_INT(sw_api_fetch("POST", url, "hello", 5, 3000, &body, NULL, &status, err, sizeof err), 0);
+    CHECK_EQ_INT(status, 200);
+    CHECK(body && strstr(body, "\"body\":\"hello\"") && strstr(body, "\"len\":5"));
+    CHECK_EQ_INT(calls, 1);
+    free(body);
+    /* GET on a POST route: 405; unknown path: 404; handler status passes through */
+    CHECK_EQ_INT(sw_api_fetch("GET", url, NULL, 0, 3000, &body, NULL, &status, err, sizeof err), 0);
+    CHECK_EQ_INT(status, 405);
+    free(body);
+    snprintf(url, sizeof url, "%s/nothing", base);
+    CHECK_EQ_INT(sw_api_fetch("GET", url, NULL, 0, 3000, &body, NULL, &status, err, sizeof err), 0);
+    CHECK_EQ_INT(status, 404);
+    free(body);
+    snprintf(url, sizeof url, "%s/deny", base);
+    CHECK_EQ_INT(sw_api_fetch("GET", url, NULL, 0, 3000, &body, NULL, &status, err, sizeof err), 0);
+    CHECK_EQ_INT(status, 403);
+    CHECK(body && strstr(body, "nope"));
+    free(body);
+    /* over the body cap: 413, the handler never runs */
+    char *big = malloc(4096);
+    memset(big, 'x', 4096);
+    snprintf(url, sizeof url, "%s/echo", base);
+    CHECK_EQ_INT(sw_api_fetch("POST", url, big, 4096, 3000, &body, NULL, &status, err, sizeof err), 0);
+    CHECK_EQ_INT(status, 413);
+    CHECK_EQ_INT(calls, 1);
+    free(body);
+    free(big);
+    sw_api_free(a);
+    /* the server is gone: a clear error */
+    snprintf(url, sizeof url, "%s/health", base);
+    CHECK_EQ_INT(sw_api_fetch("GET", url, NULL, 0, 1000, &body, NULL, &status, err, sizeof err), SW_EIO);
+    CHECK(strstr(err, "127.0.0.1") != NULL);
+}
+
+static void test_base_url(void)
+{
+    char out[256];
+    CHECK_EQ_INT(sw_api_base_url("8080", out, sizeof out), 0);
+    CHECK_EQ_STR(out, "http://127.0.0.1:8080");
+    CHECK_EQ_INT(sw_api_base_url("10.0.0.2:9000/", out, sizeof out), 0);
+    CHECK_EQ_STR(out, "http://10.0.0.2:9000");
+    CHECK_EQ_INT(sw_api_base_url("http://h:1//", out, sizeof out), 0);
+    CHECK_EQ_STR(out, "http://h:1");
+    CHECK_EQ_INT(sw_api_base_url("0", out, sizeof out), SW_EINVAL);
+    CHECK_EQ_INT(sw_api_base_url("", out, sizeof out), SW_EINVAL);
+    struct sw_api *a = NULL;
+    struct sw_api_config bad = { "not-an-ip", 0, 0 };
+    CHECK_EQ_INT(sw_api_new(&bad, &a), 0);
+    char err[256];
+    CHECK_EQ_INT(sw_api_start(a, err, sizeof err), SW_EINVAL);
+    CHECK(strstr(err, "not-an-ip") != NULL);
+    sw_api_free(a);
+}
+
+int main(void)
+{
+    SW_RUN(test_server);
+    SW_RUN(test_base_url);
+    return SW_TEST_DONE();
+}
