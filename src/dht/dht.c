@@ -797,7 +797,7 @@ static int item_put(struct sw_dht *d, const uint8_t *target, const uint8_t *v, s
     memcpy(it->k, k, 32);
     memcpy(it->sig, sig, 64);
     it->seq = seq;
-    memcpy(it->salt, salt, salt_len);
+    if (salt_len) memcpy(it->salt, salt, salt_len);
     it->salt_len = salt_len;
     memcpy(it->v, v, v_len);
     it->v_len = v_len;
@@ -1605,7 +1605,7 @@ static void maintenance(struct sw_dht *d, uint64_t now)
         l->v_len = p->it.v_len;
         l->is_mutable = p->it.is_mutable;
         memcpy(l->k, p->it.k, 32);
-        memcpy(l->salt, p->it.salt, p->it.salt_len);
+        if (p->it.salt_len) memcpy(l->salt, p->it.salt, p->it.salt_len);
         l->salt_len = p->it.salt_len;
         l->seq = p->it.seq;
         memcpy(l->sig, p->it.sig, 64);
@@ -1841,7 +1841,7 @@ static int put_common(struct sw_dht *d, struct lookup *l, int persistent, uint64
             memcpy(p->it.k, l->k, 32);
             memcpy(p->it.sig, l->sig, 64);
             p->it.seq = l->seq;
-            memcpy(p->it.salt, l->salt, l->salt_len);
+            if (l->salt_len) memcpy(p->it.salt, l->salt, l->salt_len);
             p->it.salt_len = l->salt_len;
             memcpy(p->it.v, l->v, l->v_len);
             p->it.v_len = l->v_len;
