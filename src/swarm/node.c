@@ -516,6 +516,7 @@ static void publish(struct sw_node *n, int changed)
     c->shard = n->cfg.seed_all ? -1 : n->shard;
     c->phase = (uint8_t)(n->cfg.seed_all ? SW_PHASE_NONE : n->phase);
     c->seed_all = n->cfg.seed_all ? 1 : 0;
+    c->movable = n->auto_mode ? 1 : 0;
     fill_progress(n);
     c->layer_first = c->layer_last = -1;
     if (n->shard >= 0 && n->shard_lf) {
@@ -1190,6 +1191,7 @@ static json_t *node_json(struct sw_node *n, const struct sw_view_node *vn)
     json_object_set_new(o, "phase", json_string(sw_phase_name(c->phase)));
     json_object_set_new(o, "loaded", json_boolean(c->phase == SW_PHASE_LOADED && c->shard >= 0));
     json_object_set_new(o, "seed_all", json_boolean(c->seed_all));
+    json_object_set_new(o, "auto", json_boolean(c->movable));
     json_object_set_new(o, "bytes_done", json_integer((json_int_t)c->bytes_done));
     json_object_set_new(o, "bytes_total", json_integer((json_int_t)c->bytes_total));
     json_object_set_new(o, "progress", json_real(c->bytes_total ? (double)c->bytes_done / (double)c->bytes_total : 0));

@@ -97,17 +97,18 @@ int sw_plan_review(const struct sw_view *v, const struct sw_plan_input *in)
         uint32_t s = (uint32_t)n->cap.shard;
         served[s] = 1;
         const struct sw_view_node *k = keeper[s];
-        int nl = n->cap.phase == SW_PHASE_LOADED;
         if (!k) { keeper[s] = n; continue; }
-        int kl = k->cap.phase == SW_PHASE_LOADED;
+        int np = !n->cap.movable, kp = !k->cap.movable; /* pinned nodes keep their shard */
+        int nl = n->cap.phase == SW_PHASE_LOADED, kl = k->cap.phase == SW_PHASE_LOADED;
         uint64_t hn = sw_plan_hash(n->cap.node_id, s), hk = sw_plan_hash(k->cap.node_id, s);
+        if (np != kp) { if (np) keeper[s] = n; continue; }
         if (nl > kl || (nl == kl && (hn < hk || (hn == hk && memcmp(n->cap.node_id, k->cap.node_id, SW_NODE_ID_LEN) < 0))))
             keeper[s] = n;
     }
     size_t n_sp = 0;
     for (size_t i = 0; i < nn; i++) {
         const struct sw_view_node *n = sw_view_at(v, i);
-        if (!on_shard(n) || keeper[n->cap.shard] == n) continue;
+        if (!on_shard(n) || keeper[n->cap.shard] == n || !n->cap.movable) continue;
         sp[n_sp].n = n;
         sp[n_sp].loaded = n->cap.phase == SW_PHASE_LOADED;
         sp[n_sp].h = sw_plan_hash(n->cap.node_id, (uint32_t)n->cap.shard);

@@ -18,7 +18,7 @@ const char *sw_phase_name(enum sw_phase p)
 }
 
 /* Record keys, written in this (sorted, BEP 3) order:
- * api bd bt eta h id lf ll ln mem nb ph q rate sa seq sh th tps v */
+ * api bd bt eta h id lf ll ln mem mv nb ph q rate sa seq sh th tps v */
 static void encode_record(const struct sw_cap *c, struct sw_buf *b)
 {
     sw_benc_dict(b);
@@ -32,6 +32,7 @@ static void encode_record(const struct sw_cap *c, struct sw_buf *b)
     sw_benc_cstr(b, "ll"); sw_benc_int(b, c->layer_last);
     sw_benc_cstr(b, "ln"); sw_benc_cstr(b, c->listen_addr);
     sw_benc_cstr(b, "mem"); sw_benc_int(b, (int64_t)c->mem_free);
+    sw_benc_cstr(b, "mv"); sw_benc_int(b, c->movable ? 1 : 0);
     uint32_t nn = SW_MIN(c->n_neighbours, (uint32_t)SW_SWARM_MAX_NEIGHBOURS);
     sw_benc_cstr(b, "nb"); sw_benc_str(b, c->neighbours, (size_t)nn * SW_SWARM_NB_PREFIX);
     sw_benc_cstr(b, "ph"); sw_benc_int(b, c->phase);
@@ -146,6 +147,8 @@ int sw_cap_decode(const uint8_t *p, size_t len, struct sw_cap *out, char *err, s
     out->phase = (uint8_t)v;
     if (get_int(&rec, d, "sa", 0, 1, &v)) FAIL("record field 'sa' not 0/1");
     out->seed_all = (uint8_t)v;
+    if (get_int(&rec, d, "mv", 0, 1, &v)) FAIL("record field 'mv' not 0/1");
+    out->movable = (uint8_t)v;
     if (get_int(&rec, d, "bd", 0, INT64_MAX, &v)) FAIL("record field 'bd' missing or negative");
     out->bytes_done = (uint64_t)v;
     if (get_int(&rec, d, "bt", 0, INT64_MAX, &v)) FAIL("record field 'bt' missing or negative");

@@ -65,6 +65,7 @@ struct sw_cap {
     int32_t shard;            /* -1: none */
     uint8_t phase;            /* enum sw_phase */
     uint8_t seed_all;         /* holds every shard file as a seeder (not loaded) */
+    uint8_t movable;          /* the planner may move it (--shard auto); pinned nodes stay */
     uint64_t bytes_done, bytes_total; /* download progress of the shard file */
     uint64_t rate_bps;        /* download rate, bytes/s */
     uint64_t eta_ms;          /* 0: unknown */
@@ -200,9 +201,9 @@ struct sw_plan_input {
 int sw_plan_pick(const struct sw_view *v, const struct sw_plan_input *in);
 /* Re-planning for an auto node holding or fetching a shard. When some shard has no live node
  * at all working on it (unserved) and this node is a spare — another node keeps its shard
- * (the keeper: loaded first, then lowest sw_plan_hash) — spares are matched to unserved
- * shards in a deterministic order every node computes alike (claimers before loaded
- * spares). Returns the shard this node should move to, or -1 to stay. */
+ * (the keeper: a pinned node first, then a loaded one, then lowest sw_plan_hash) — movable
+ * spares are matched to unserved shards in a deterministic order every node computes alike
+ * (claimers before loaded spares). Returns the shard to move to, or -1 to stay. */
 int sw_plan_review(const struct sw_view *v, const struct sw_plan_input *in);
 
 /* ------------------------------------------------------------ LOAD_SHARD */

@@ -28,6 +28,7 @@ static void tnode_init(struct tnode *t, int32_t shard, enum sw_phase phase)
     t->cap.shard = shard;
     t->cap.phase = (uint8_t)phase;
     t->cap.layer_first = t->cap.layer_last = -1;
+    t->cap.movable = 1; /* auto nodes unless a test pins them */
 }
 
 /* Re-signs the record with seq+1 and returns the wire bytes. */
@@ -509,6 +510,19 @@ static void test_planner_replace(void)
     feed(v1, &self, 4);
     CHECK_EQ_INT(sw_plan_review(v1, NULL), -1);
     sw_view_free(v1);
+    /* a pinned node (--shard 0) always keeps its shard: the auto spare moves, whatever the hashes */
+    self.cap.movable = 1;
+    other0.cap.movable = 0;
+    struct sw_view *vp = mkview(&self, 3);
+    feed(vp, &other0, 5);
+    feed(vp, &n1, 5);
+    CHECK_EQ_INT(sw_plan_review(vp, NULL), 2);
+    sw_view_free(vp);
+    struct sw_view *vq = mkview(&other0, 3); /* and the pinned one never moves */
+    feed(vq, &self, 6);
+    feed(vq, &n1, 6);
+    CHECK_EQ_INT(sw_plan_review(vq, NULL), -1);
+    sw_view_free(vq);
     sw_buf_free(&self.wire); sw_buf_free(&other0.wire); sw_buf_free(&n1.wire); sw_buf_free(&n2.wire);
 }
 
