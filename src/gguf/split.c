@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -17,7 +18,7 @@
 #define CAP_PARTS 9999u        /* llama.cpp numbers parts with 5 digits */
 #define CAP_SHARDS 4096u
 #define CAP_LAYERS 4096u      /* block_count beyond this is refused */
-#define CHUNK_BYTES (64u << 20) /* data is streamed (and progress reported) in chunks */
+#define CHUNK_BYTES (16u << 20) /* data is streamed (and progress reported) in chunks */
 
 __attribute__((format(printf, 3, 4))) static int seterr(char *err, size_t err_len, const char *fmt, ...)
 {
@@ -319,6 +320,21 @@ static void source_model_id(const struct source *s, char out[65])
 
 /* ------------------------------------------------------------------ writing */
 
+/* Streaming a 100 GB model through the map would leave every page of it counted in our
+ * resident set. Once a chunk is written, its source pages are released from this mapping
+ * (the page cache keeps them; a later access just faults them back in). */
+static void release_source(const uint8_t *p, uint64_t n)
+{
+#ifdef MADV_DONTNEED
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), b = ((uintptr_t)p + n) & ~(page - 1);
+    if (b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
 struct progress {
     const struct sw_split_opts *o;
     uint64_t done, total;
@@ -365,6 +381,7 @@ static int write_shard(const struct source *s, const struct sw_shard_plan *p, ui
         for (uint64_t off = 0; off < t->n_bytes && !rc; off += CHUNK_BYTES) {
             uint64_t k = SW_MIN((uint64_t)CHUNK_BYTES, t->n_bytes - off);
             rc = sw_gguf_writer_write_data(w, t->data + off, k);
+            release_source(t->data + off, k);
             pr->done += k;
             if (pr->o->progress) pr->o->progress(pr->o->progress_ud, pr->done, pr->total);
         }
