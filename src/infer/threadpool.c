@@ -70,7 +70,7 @@ static void *worker_main(void *arg)
 {
     struct sw_k_worker *w = arg;
     struct sw_k_pool *p = w->pool;
-    uint32_t seen = atomic_load_explicit(&p->gen, memory_order_acquire);
+    uint32_t seen = 0; /* gen at creation: a dispatch may come before this thread runs */
     for (;;) {
         uint32_t g;
         int spins = 0;

@@ -1,0 +1,551 @@
+/* test_kernels.c — the kernels against their scalar reference: every SIMD family the CPU
+ * has, every type, odd sizes; quantize -> dequantize error bounds; matmul threaded ==
+ * single-threaded and == a float reference; the thread pool with 1..4 threads. */
+#include <stdatomic.h>
+#include <time.h>
+
+#include "infer/kernels_impl.h"
+#include "test.h"
+
+/* Named tolerances. */
+#define TOL_DOT_REL 2e-5   /* SIMD dot vs reference, relative to sum |w_i a_i| */
+#define TOL_DEQUANT 1e-6   /* SIMD dequantize vs reference, relative to max |x| */
+#define TOL_MM_REL 2e-5    /* matmul vs per-row reference dots */
+/* quantize -> dequantize RMS error / RMS(x) for Gaussian data */
+#define TOL_RT_Q8_0 0.01
+#define TOL_RT_Q4_0 0.12
+#define TOL_RT_Q4_K 0.10
+#define TOL_RT_Q5_K 0.05
+#define TOL_RT_Q6_K 0.03
+#define TOL_RT_Q8_K 0.01
+#define TOL_RT_F16 0.001
+#define TOL_RT_BF16 0.005
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static uint32_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 16);
+}
+static float frand(void) /* roughly N(0,1): sum of 4 uniforms */
+{
+    float s = 0;
+    for (int i = 0; i < 4; i++) s += (float)(rnd() & 0xffffff) / 16777216.0f;
+    return (s - 2.0f) * 1.7320508f;
+}
+static void fill(float *x, int64_t n, float scale)
+{
+    for (int64_t i = 0; i < n; i++) x[i] = frand() * scale;
+    if (n > 7) x[n / 3] = 4.5f * scale; /* an outlier per vector */
+}
+
+static const uint32_t k_types[] = {SW_TYPE_F32, SW_TYPE_F16, SW_TYPE_BF16, SW_TYPE_Q8_0, SW_TYPE_Q4_0,
+                                   SW_TYPE_Q4_1, SW_TYPE_Q5_0, SW_TYPE_Q5_1, SW_TYPE_Q4_K, SW_TYPE_Q5_K,
+                                   SW_TYPE_Q6_K};
+#define N_K_TYPES (int)(sizeof(k_types) / sizeof(k_types[0]))
+
+/* Sizes to test for a block size. */
+static int sizes_for(uint32_t bs, int64_t *out)
+{
+    if (bs == 1) {
+        static const int64_t s[] = {1, 2, 3, 31, 32, 33, 255, 256, 257, 4097};
+        memcpy(out, s, sizeof(s));
+        return 10;
+    }
+    if (bs == 32) {
+        static const int64_t s[] = {32, 64, 96, 31 * 32, 33 * 32, 4128};
+        memcpy(out, s, sizeof(s));
+        return 6;
+    }
+    static const int64_t s[] = {256, 512, 768, 4352};
+    memcpy(out, s, sizeof(s));
+    return 4;
+}
+
+/* Weights of `type` with random content: quantized from Gaussian data through the
+ * reference quantizer when it has one, else random bytes with sane scales. */
+static void make_weights(uint32_t type, int64_t n, void *dst)
+{
+    float *x = malloc((size_t)n * sizeof(float));
+    fill(x, n, 0.5f);
+    if (sw_k_quantize_row(type, x, dst, n) != 0) {
+        /* Q4_1 / Q5_0 / Q5_1: random codes, fp16 scales in a sane range */
+        const struct sw_k_type *t = sw_k_type_get_impl(type, SW_K_IMPL_REF);
+        uint8_t *p = dst;
+        size_t nb = (size_t)(n / t->block_size);
+        for (size_t i = 0; i < nb * t->type_size; i++) p[i] = (uint8_t)rnd();
+        for (size_t b = 0; b < nb; b++) {
+            sw_f16 d = sw_k_f32_to_f16(0.01f + (float)(rnd() % 100) * 0.001f);
+            memcpy(p + b * t->type_size, &d, 2);
+            if (type == SW_TYPE_Q4_1 || type == SW_TYPE_Q5_1) {
+                sw_f16 m = sw_k_f32_to_f16(-0.1f + (float)(rnd() % 100) * 0.001f);
+                memcpy(p + b * t->type_size + 2, &m, 2);
+            }
+        }
+    }
+    free(x);
+}
+
+/* ------------------------------------------------------------ fp16 / bf16 */
+
+static void test_f16_conversion(void)
+{
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = sw_k_f16_to_f32((sw_f16)h);
+        if (f != f) continue; /* NaN payloads: only NaN-ness is kept */
+        if (sw_k_f32_to_f16(f) != h) bad++;
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(sw_k_f32_to_f16(1.0f), 0x3c00);
+    CHECK_EQ_INT(sw_k_f32_to_f16(65504.0f), 0x7bff);
+    CHECK_EQ_INT(sw_k_f32_to_f16(65519.0f), 0x7bff);
+    CHECK_EQ_INT(sw_k_f32_to_f16(65520.0f), 0x7c00);
+    CHECK_EQ_INT(sw_k_f32_to_f16(-2.0f), 0xc000);
+    CHECK_EQ_INT(sw_k_f32_to_f16(5.9604645e-8f), 0x0001);  /* 2^-24 */
+    CHECK_EQ_INT(sw_k_f32_to_f16(2.9802322e-8f), 0x0000);  /* 2^-25: tie to even 0 */
+    CHECK_EQ_INT(sw_k_f32_to_f16(1.0f + 1.0f / 2048), 0x3c00); /* tie to even */
+    CHECK_EQ_INT(sw_k_f32_to_f16(1.0f + 3.0f / 2048), 0x3c02);
+    CHECK_NEAR(sw_k_f16_to_f32(0x3555), 0.333251953125, 0);
+    CHECK(sw_k_f16_to_f32(0x7e00) != sw_k_f16_to_f32(0x7e00)); /* NaN */
+    CHECK_EQ_INT(sw_k_f32_to_bf16(1.0f), 0x3f80);
+    CHECK_EQ_INT(sw_k_f32_to_bf16(1.00390625f), 0x3f80); /* tie to even */
+    CHECK_NEAR(sw_k_bf16_to_f32(0x4049), 3.140625, 0);
+
+    /* row converters (whatever family is active) agree with the scalar ones */
+    for (int n = 1; n < 70; n += 3) {
+        float x[70], y[70], z[70];
+        sw_f16 h[70], h2[70];
+        fill(x, n, 100.0f);
+        sw_k_f32_to_f16_row(x, h, n);
+        for (int i = 0; i < n; i++) h2[i] = sw_k_f32_to_f16(x[i]);
+        CHECK_EQ_MEM(h, h2, (size_t)n * 2);
+        sw_k_f16_to_f32_row(h, y, n);
+        for (int i = 0; i < n; i++) z[i] = sw_k_f16_to_f32(h[i]);
+        CHECK_EQ_MEM(y, z, (size_t)n * 4);
+        sw_bf16 b[70];
+        for (int i = 0; i < n; i++) b[i] = sw_k_f32_to_bf16(x[i]);
+        sw_k_bf16_to_f32_row(b, y, n);
+        for (int i = 0; i < n; i++) z[i] = sw_k_bf16_to_f32(b[i]);
+        CHECK_EQ_MEM(y, z, (size_t)n * 4);
+    }
+}
+
+/* ------------------------------------------------------------ layouts */
+
+static void test_layouts_match_gguf_table(void)
+{
+    for (int i = 0; i < N_K_TYPES; i++) {
+        const struct sw_k_type *t = sw_k_type_get_impl(k_types[i], SW_K_IMPL_REF);
+        CHECK_MSG(t != NULL, "type %u missing", k_types[i]);
+        if (!t) continue;
+        const struct sw_type_info *gi = sw_gguf_type_info(k_types[i]);
+        if (gi) {
+            CHECK_EQ_INT(t->block_size, gi->block_size);
+            CHECK_EQ_INT(t->type_size, gi->type_size);
+        }
+    }
+    CHECK(sw_k_type_get(SW_TYPE_IQ2_XXS) == NULL);
+    CHECK(sw_k_type_get(9999) == NULL);
+    CHECK_EQ_U64(sw_k_row_bytes(SW_TYPE_Q4_K, 4096), 16 * 144);
+    CHECK_EQ_U64(sw_k_row_bytes(SW_TYPE_Q4_0, 33), 0);
+    float x[32] = {0};
+    uint8_t buf[64];
+    CHECK_EQ_INT(sw_k_quantize_row(SW_TYPE_IQ2_XXS, x, buf, 32), SW_EUNSUPPORTED);
+    CHECK_EQ_INT(sw_k_quantize_row(SW_TYPE_Q4_0, x, buf, 31), SW_EINVAL);
+    CHECK_EQ_INT(sw_k_dequantize_row(SW_TYPE_Q4_0, buf, x, 16), SW_EINVAL);
+}
+
+/* ------------------------------------------------------------ round trips */
+
+static void roundtrip(uint32_t type, double tol)
+{
+    const int64_t n = 4096;
+    float *x = malloc(n * 4), *y = malloc(n * 4);
+    void *q = malloc(sw_k_row_bytes(type, n) + 1);
+    fill(x, n, 0.7f);
+    CHECK_EQ_INT(sw_k_quantize_row(type, x, q, n), 0);
+    const struct sw_k_type *t = sw_k_type_get_impl(type, SW_K_IMPL_REF);
+    t->dequantize_row(q, y, n);
+    double e2 = 0, x2 = 0;
+    for (int64_t i = 0; i < n; i++) {
+        e2 += (double)(x[i] - y[i]) * (x[i] - y[i]);
+        x2 += (double)x[i] * x[i];
+    }
+    double rel = sqrt(e2 / x2);
+    CHECK_MSG(rel <= tol, "%s round trip: rms error %.5f > %.5f", t->name, rel, tol);
+    /* zeros stay zeros */
+    memset(x, 0, n * 4);
+    CHECK_EQ_INT(sw_k_quantize_row(type, x, q, n), 0);
+    t->dequantize_row(q, y, n);
+    int nz = 0;
+    for (int64_t i = 0; i < n; i++) nz += y[i] != 0.0f;
+    CHECK_MSG(nz == 0, "%s: zero input dequantizes to %d non-zeros", t->name, nz);
+    free(x);
+    free(y);
+    free(q);
+}
+
+static void test_quantize_roundtrip(void)
+{
+    roundtrip(SW_TYPE_F16, TOL_RT_F16);
+    roundtrip(SW_TYPE_BF16, TOL_RT_BF16);
+    roundtrip(SW_TYPE_Q8_0, TOL_RT_Q8_0);
+    roundtrip(SW_TYPE_Q4_0, TOL_RT_Q4_0);
+    roundtrip(SW_TYPE_Q4_K, TOL_RT_Q4_K);
+    roundtrip(SW_TYPE_Q5_K, TOL_RT_Q5_K);
+    roundtrip(SW_TYPE_Q6_K, TOL_RT_Q6_K);
+    roundtrip(SW_TYPE_Q8_K, TOL_RT_Q8_K);
+}
+
+/* Q8_K bsums really are the sums of 16 codes; Q6_K/Q4_K code ranges are respected. */
+static void test_quantize_invariants(void)
+{
+    float x[512];
+    fill(x, 512, 3.0f);
+    struct sw_block_q8_K b[2];
+    CHECK_EQ_INT(sw_k_quantize_row(SW_TYPE_Q8_K, x, b, 512), 0);
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 16; j++) {
+            int s = 0;
+            for (int l = 0; l < 16; l++) s += b[i].qs[16 * j + l];
+            CHECK_EQ_INT(b[i].bsums[j], s);
+        }
+}
+
+/* ------------------------------------------------------------ SIMD vs reference */
+
+static double abs_dot(const struct sw_k_type *ref, int64_t n, const void *w, const float *a)
+{
+    float *wd = malloc((size_t)n * 4);
+    ref->dequantize_row(w, wd, n);
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += fabs((double)wd[i] * a[i]);
+    free(wd);
+    return s;
+}
+
+static void check_family(enum sw_k_impl impl)
+{
+    if (!sw_k_impl_available(impl)) {
+        fprintf(stderr, "  (%s not available on this CPU: skipped)\n", sw_k_impl_name(impl));
+        return;
+    }
+    for (int ti = 0; ti < N_K_TYPES; ti++) {
+        uint32_t type = k_types[ti];
+        const struct sw_k_type *ref = sw_k_type_get_impl(type, SW_K_IMPL_REF);
+        const struct sw_k_type *simd = sw_k_type_get_impl(type, impl);
+        CHECK(ref && simd);
+        if (!ref || !simd) continue;
+        int64_t sizes[16];
+        int ns = sizes_for(ref->block_size, sizes);
+        for (int si = 0; si < ns; si++) {
+            int64_t n = sizes[si];
+            size_t wb = sw_k_row_bytes(type, n);
+            void *w = malloc(wb);
+            float *a = malloc((size_t)n * 4), *d0 = malloc((size_t)n * 4), *d1 = malloc((size_t)n * 4);
+            make_weights(type, n, w);
+            fill(a, n, 1.0f);
+
+            /* dequantize */
+            ref->dequantize_row(w, d0, n);
+            simd->dequantize_row(w, d1, n);
+            double mx = 0, err = 0;
+            for (int64_t i = 0; i < n; i++) {
+                mx = fmax(mx, fabs(d0[i]));
+                err = fmax(err, fabs((double)d0[i] - d1[i]));
+            }
+            CHECK_MSG(err <= TOL_DEQUANT * mx, "%s %s dequantize n=%lld: max err %g (max %g)",
+                      sw_k_impl_name(impl), ref->name, (long long)n, err, mx);
+
+            /* activation quantization: the family's must dequantize to within a step of ref */
+            size_t ab = ref->act_type == SW_TYPE_F32 ? (size_t)n * 4 : sw_k_row_bytes(ref->act_type, n);
+            void *q0 = malloc(ab), *q1 = malloc(ab);
+            if (ref->quantize_act) {
+                ref->quantize_act(a, q0, n);
+                simd->quantize_act(a, q1, n);
+                const struct sw_k_type *at = sw_k_type_get_impl(ref->act_type, SW_K_IMPL_REF);
+                at->dequantize_row(q0, d0, n);
+                at->dequantize_row(q1, d1, n);
+                double amax = 0, aerr = 0;
+                for (int64_t i = 0; i < n; i++) {
+                    amax = fmax(amax, fabs(a[i]));
+                    aerr = fmax(aerr, fabs((double)d0[i] - d1[i]));
+                }
+                CHECK_MSG(aerr <= amax / 127.0 * 1.01, "%s %s activation quantize n=%lld: err %g",
+                          sw_k_impl_name(impl), ref->name, (long long)n, aerr);
+            } else {
+                memcpy(q0, a, ab);
+            }
+
+            /* dot product, on the reference's activations */
+            double mag = abs_dot(ref, n, w, a);
+            float r = ref->vec_dot(n, w, q0), s = simd->vec_dot(n, w, q0);
+            CHECK_MSG(fabs((double)r - s) <= TOL_DOT_REL * mag + 1e-6, "%s %s vec_dot n=%lld: %.9g vs ref %.9g",
+                      sw_k_impl_name(impl), ref->name, (long long)n, s, r);
+
+            /* row x tokens kernel, nt = 1..4 (same activations, shifted copies) */
+            const struct sw_k_type_impl *si_ = sw__k_impl_of(simd);
+            struct sw_k_act acts[SW_K_TILE_T];
+            float *sums = malloc((size_t)(n / 32 + 1) * 4 * SW_K_TILE_T);
+            void *qa[SW_K_TILE_T];
+            float refdot[SW_K_TILE_T];
+            for (int t = 0; t < SW_K_TILE_T; t++) {
+                qa[t] = malloc(ab);
+                float *at = malloc((size_t)n * 4);
+                fill(at, n, 1.0f + t);
+                if (ref->quantize_act) {
+                    if (ref->act_type == SW_TYPE_Q8_0)
+                        sw__k_quantize_q8_0_sums_ref(at, qa[t], sums + t * (n / 32 + 1), n);
+                    else
+                        ref->quantize_act(at, qa[t], n);
+                } else {
+                    memcpy(qa[t], at, ab);
+                }
+                acts[t].q = qa[t];
+                acts[t].sums = ref->act_type == SW_TYPE_Q8_0 ? sums + t * (n / 32 + 1) : NULL;
+                refdot[t] = ref->vec_dot(n, w, qa[t]);
+                free(at);
+            }
+            for (int nt = 1; nt <= SW_K_TILE_T; nt++) {
+                float out[SW_K_TILE_T];
+                si_->rowdot(n, w, acts, nt, out);
+                for (int t = 0; t < nt; t++)
+                    CHECK_MSG(fabs((double)out[t] - refdot[t]) <= TOL_DOT_REL * mag * (1 + t) + 1e-6,
+                              "%s %s rowdot n=%lld nt=%d t=%d: %.9g vs ref %.9g", sw_k_impl_name(impl), ref->name,
+                              (long long)n, nt, t, out[t], refdot[t]);
+            }
+            for (int t = 0; t < SW_K_TILE_T; t++) free(qa[t]);
+            free(sums);
+            free(q0);
+            free(q1);
+            free(w);
+            free(a);
+            free(d0);
+            free(d1);
+        }
+    }
+}
+
+static void test_avx2_vs_ref(void)
+{
+    check_family(SW_K_IMPL_AVX2);
+}
+
+static void test_avx512_vs_ref(void)
+{
+    check_family(SW_K_IMPL_AVX512);
+}
+
+static void test_vector_helpers(void)
+{
+    for (int n = 1; n < 300; n += 37) {
+        float x[300], y[300], y2[300];
+        sw_f16 h[300];
+        fill(x, n, 1.0f);
+        fill(y, n, 1.0f);
+        double s = 0, sa = 0, sh = 0;
+        for (int i = 0; i < n; i++) {
+            h[i] = sw_k_f32_to_f16(x[i]);
+            s += (double)x[i] * y[i];
+            sa += fabs((double)x[i] * y[i]);
+            sh += (double)sw_k_f16_to_f32(h[i]) * y[i];
+        }
+        CHECK_NEAR(sw_k_dot_f32(n, x, y), s, TOL_DOT_REL * sa + 1e-6);
+        CHECK_NEAR(sw_k_dot_f16_f32(n, h, y), sh, TOL_DOT_REL * sa + 1e-6);
+        memcpy(y2, y, sizeof(y));
+        sw_k_axpy_f32(n, 0.5f, x, y2);
+        for (int i = 0; i < n; i++) CHECK_NEAR(y2[i], y[i] + 0.5f * x[i], 1e-5);
+        memcpy(y2, y, sizeof(y));
+        sw_k_axpy_f16(n, -2.0f, h, y2);
+        for (int i = 0; i < n; i++) CHECK_NEAR(y2[i], y[i] - 2.0f * sw_k_f16_to_f32(h[i]), 1e-5);
+        memcpy(y2, y, sizeof(y));
+        sw_k_scale_f32(n, 3.0f, y2);
+        for (int i = 0; i < n; i++) CHECK_NEAR(y2[i], 3.0f * y[i], 1e-5);
+    }
+}
+
+/* ------------------------------------------------------------ thread pool */
+
+struct pool_probe {
+    _Atomic int hits[8];
+    _Atomic int bad_nth;
+    int want_nth;
+};
+
+static void probe_task(void *arg, int ith, int nth)
+{
+    struct pool_probe *p = arg;
+    if (nth != p->want_nth || ith < 0 || ith >= nth) atomic_fetch_add(&p->bad_nth, 1);
+    else atomic_fetch_add(&p->hits[ith], 1);
+}
+
+static void test_thread_pool(void)
+{
+    for (int nth = 1; nth <= 4; nth++) {
+        struct sw_k_pool *pool = NULL;
+        CHECK_EQ_INT(sw_k_pool_new(nth, &pool), 0);
+        CHECK_EQ_INT(sw_k_pool_n_threads(pool), nth);
+        struct pool_probe pr;
+        memset(&pr, 0, sizeof(pr));
+        pr.want_nth = nth;
+        const int rounds = 3000;
+        for (int r = 0; r < rounds; r++) sw_k_pool_run(pool, probe_task, &pr);
+        CHECK_EQ_INT(atomic_load(&pr.bad_nth), 0);
+        for (int i = 0; i < nth; i++) CHECK_EQ_INT(atomic_load(&pr.hits[i]), rounds);
+        /* a sleeping pool wakes up */
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        sw_k_pool_run(pool, probe_task, &pr);
+        for (int i = 0; i < nth; i++) CHECK_EQ_INT(atomic_load(&pr.hits[i]), rounds + 1);
+        sw_k_pool_free(pool);
+    }
+    sw_k_pool_free(NULL);
+    struct sw_k_pool *pool = (void *)1;
+    CHECK_EQ_INT(sw_k_pool_new(0, &pool), SW_EINVAL);
+    CHECK(pool == NULL);
+    /* split covers [0, n) exactly, aligned */
+    for (int nth = 1; nth <= 5; nth++) {
+        int64_t prev = 0;
+        for (int i = 0; i < nth; i++) {
+            int64_t b, e;
+            sw_k_split(1000, 16, i, nth, &b, &e);
+            CHECK_EQ_INT(b, prev);
+            CHECK(b % 16 == 0);
+            prev = e;
+        }
+        CHECK_EQ_INT(prev, 1000);
+    }
+}
+
+/* ------------------------------------------------------------ matmul */
+
+static void matmul_case(uint32_t type, int64_t rows, int64_t cols, int64_t n_tokens)
+{
+    const struct sw_k_type *t = sw_k_type_get(type);
+    const struct sw_k_type *ref = sw_k_type_get_impl(type, SW_K_IMPL_REF);
+    size_t rb = sw_k_row_bytes(type, cols);
+    uint8_t *w = malloc(rb * (size_t)rows);
+    for (int64_t r = 0; r < rows; r++) make_weights(type, cols, w + rb * r);
+    float *x = malloc((size_t)(cols * n_tokens) * 4);
+    fill(x, cols * n_tokens, 1.0f);
+    float *y1 = malloc((size_t)(rows * n_tokens) * 4), *yn = malloc((size_t)(rows * n_tokens) * 4);
+
+    CHECK_EQ_INT(sw_k_matmul(NULL, w, type, rows, cols, x, n_tokens, y1), 0);
+    /* reference: the reference activation quantizer and reference dot, row by row */
+    size_t ab = t->act_type == SW_TYPE_F32 ? (size_t)cols * 4 : sw_k_row_bytes(t->act_type, cols);
+    void *qa = malloc(ab);
+    float *wd = malloc((size_t)cols * 4);
+    int bad = 0;
+    for (int64_t tk = 0; tk < n_tokens; tk++) {
+        const float *xt = x + tk * cols;
+        if (ref->quantize_act) ref->quantize_act(xt, qa, cols);
+        else memcpy(qa, xt, ab);
+        for (int64_t r = 0; r < rows; r++) {
+            float want = ref->vec_dot(cols, w + rb * r, qa);
+            double mag = abs_dot(ref, cols, w + rb * r, xt);
+            /* the active family may quantize activations differently by one step */
+            double tol = TOL_MM_REL * mag + (ref->quantize_act ? mag / 127.0 : 0) + 1e-6;
+            float got = y1[tk * rows + r];
+            if (!(fabs((double)got - want) <= tol) && bad++ < 5)
+                SW_FAIL_AT("%s matmul rows=%lld cols=%lld t=%lld r=%lld: %.9g vs ref %.9g", t->name,
+                           (long long)rows, (long long)cols, (long long)tk, (long long)r, got, want);
+        }
+    }
+    CHECK_EQ_INT(bad, 0);
+    for (int nth = 2; nth <= 4; nth++) {
+        struct sw_k_pool *pool;
+        CHECK_EQ_INT(sw_k_pool_new(nth, &pool), 0);
+        memset(yn, 0, (size_t)(rows * n_tokens) * 4);
+        CHECK_EQ_INT(sw_k_matmul(pool, w, type, rows, cols, x, n_tokens, yn), 0);
+        CHECK_MSG(!memcmp(y1, yn, (size_t)(rows * n_tokens) * 4), "%s matmul %d threads != 1 thread (t=%lld)",
+                  t->name, nth, (long long)n_tokens);
+        sw_k_pool_free(pool);
+    }
+    free(qa);
+    free(wd);
+    free(w);
+    free(x);
+    free(y1);
+    free(yn);
+}
+
+static void test_matmul(void)
+{
+    static const uint32_t types[] = {SW_TYPE_F32, SW_TYPE_F16, SW_TYPE_BF16, SW_TYPE_Q8_0, SW_TYPE_Q4_0,
+                                     SW_TYPE_Q4_1, SW_TYPE_Q5_0, SW_TYPE_Q5_1, SW_TYPE_Q4_K, SW_TYPE_Q5_K,
+                                     SW_TYPE_Q6_K};
+    static const int64_t toks[] = {1, 2, 5, 9};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        const struct sw_k_type *t = sw_k_type_get(types[i]);
+        int64_t cols = t->block_size == 256 ? 512 : 96;
+        for (size_t k = 0; k < 4; k++) matmul_case(types[i], 67, cols, toks[k]);
+    }
+}
+
+static void test_matmul_multi(void)
+{
+    const int64_t cols = 512, nt = 3;
+    size_t rb0 = sw_k_row_bytes(SW_TYPE_Q4_0, cols), rb1 = sw_k_row_bytes(SW_TYPE_Q6_K, cols),
+           rb2 = sw_k_row_bytes(SW_TYPE_F16, cols);
+    uint8_t *w0 = malloc(rb0 * 40), *w1 = malloc(rb1 * 24), *w2 = malloc(rb2 * 8);
+    for (int r = 0; r < 40; r++) make_weights(SW_TYPE_Q4_0, cols, w0 + rb0 * r);
+    for (int r = 0; r < 24; r++) make_weights(SW_TYPE_Q6_K, cols, w1 + rb1 * r);
+    for (int r = 0; r < 8; r++) make_weights(SW_TYPE_F16, cols, w2 + rb2 * r);
+    float x[512 * 3], ya[40 * 3], yb[24 * 3], yc[8 * 3], za[40 * 3], zb[24 * 3], zc[8 * 3];
+    fill(x, cols * nt, 1.0f);
+    struct sw_k_mm_op ops[3] = {{w0, SW_TYPE_Q4_0, 40, ya}, {w1, SW_TYPE_Q6_K, 24, yb}, {w2, SW_TYPE_F16, 8, yc}};
+    struct sw_k_pool *pool;
+    CHECK_EQ_INT(sw_k_pool_new(3, &pool), 0);
+    CHECK_EQ_INT(sw_k_matmul_multi(pool, ops, 3, cols, x, nt), 0);
+    CHECK_EQ_INT(sw_k_matmul(NULL, w0, SW_TYPE_Q4_0, 40, cols, x, nt, za), 0);
+    CHECK_EQ_INT(sw_k_matmul(NULL, w1, SW_TYPE_Q6_K, 24, cols, x, nt, zb), 0);
+    CHECK_EQ_INT(sw_k_matmul(NULL, w2, SW_TYPE_F16, 8, cols, x, nt, zc), 0);
+    CHECK_EQ_MEM(ya, za, sizeof(ya));
+    CHECK_EQ_MEM(yb, zb, sizeof(yb));
+    CHECK_EQ_MEM(yc, zc, sizeof(yc));
+    CHECK_EQ_INT(sw_k_matmul(pool, w0, SW_TYPE_IQ2_XXS, 40, cols, x, nt, za), SW_EUNSUPPORTED);
+    CHECK_EQ_INT(sw_k_matmul(pool, w0, SW_TYPE_Q4_0, 40, 100, x, nt, za), SW_EINVAL);
+    sw_k_pool_free(pool);
+    free(w0);
+    free(w1);
+    free(w2);
+}
+
+static void test_get_rows(void)
+{
+    const int64_t cols = 256, rows = 5;
+    size_t rb = sw_k_row_bytes(SW_TYPE_Q4_K, cols);
+    uint8_t *w = malloc(rb * rows);
+    for (int r = 0; r < rows; r++) make_weights(SW_TYPE_Q4_K, cols, w + rb * r);
+    float out[3 * 256], want[256];
+    int32_t ids[3] = {4, 0, 4};
+    CHECK_EQ_INT(sw_k_get_rows(w, SW_TYPE_Q4_K, rows, cols, ids, 3, out), 0);
+    sw_k_type_get_impl(SW_TYPE_Q4_K, SW_K_IMPL_REF)->dequantize_row(w + 4 * rb, want, cols);
+    CHECK_EQ_MEM(out, want, sizeof(want));
+    CHECK_EQ_MEM(out + 512, want, sizeof(want));
+    int32_t badid[1] = {5};
+    CHECK_EQ_INT(sw_k_get_rows(w, SW_TYPE_Q4_K, rows, cols, badid, 1, out), SW_ERANGE);
+    badid[0] = -1;
+    CHECK_EQ_INT(sw_k_get_rows(w, SW_TYPE_Q4_K, rows, cols, badid, 1, out), SW_ERANGE);
+    free(w);
+}
+
+int main(void)
+{
+    fprintf(stderr, "kernels: active family %s\n", sw_k_impl_name(sw_k_impl_active()));
+    SW_RUN(test_f16_conversion);
+    SW_RUN(test_layouts_match_gguf_table);
+    SW_RUN(test_quantize_roundtrip);
+    SW_RUN(test_quantize_invariants);
+    SW_RUN(test_avx2_vs_ref);
+    SW_RUN(test_avx512_vs_ref);
+    SW_RUN(test_vector_helpers);
+    SW_RUN(test_thread_pool);
+    SW_RUN(test_matmul);
+    SW_RUN(test_matmul_multi);
+    SW_RUN(test_get_rows);
+    return SW_TEST_DONE();
+}
