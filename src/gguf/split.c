@@ -492,7 +492,19 @@ int sw_gguf_split(const char *model_path, const struct sw_split_opts *opts,
     m.alignment = sw_gguf_alignment(g0);
     m.source_size = s.total_size;
     for (uint32_t i = 0; i < s.n_parts; i++) src_files[i] = base_name(sw_gguf_path(s.parts[i]));
+    /* A previous split into more shards left shard-K files the new manifest does not list. */
+    struct sw_manifest *old = NULL;
+    if (sw_gguf_manifest_load(opts->out_dir, &old, NULL, 0) != 0) old = NULL;
     rc = sw__manifest_write(opts->out_dir, &m, src_files, s.n_parts, err, err_len);
+    for (uint32_t k = n; !rc && old && k < old->n_shards; k++) {
+        char name[64];
+        snprintf(name, sizeof name, SW_SHARD_FILE_FMT, k);
+        if (strcmp(old->shards[k].file, name)) continue; /* only our own naming */
+        char *p = sw_path_join(opts->out_dir, name);
+        if (p) unlink(p);
+        free(p);
+    }
+    sw_gguf_manifest_free(old);
     if (!rc && plans_out) memcpy(plans_out, plans, n * sizeof *plans);
 out:
     if (rc && written) {

@@ -340,6 +340,17 @@ static void test_failures_leave_nothing(void)
     so.n_shards = 1;
     CHECK_EQ_INT(sw_gguf_split(shard, &so, NULL, err, sizeof err), SW_EINVAL);
     CHECK(strstr(err, "already a shardswarm shard") != NULL);
+    /* Splitting again into fewer shards removes the shard files the new manifest drops. */
+    char s3[700];
+    snprintf(s3, sizeof s3, "%s/shard-2.gguf", out);
+    so.out_dir = out;
+    so.n_shards = 3;
+    CHECK_EQ_INT(sw_gguf_split(path, &so, NULL, err, sizeof err), 0);
+    CHECK(sw_path_exists(s3));
+    so.n_shards = 2;
+    CHECK_EQ_INT(sw_gguf_split(path, &so, NULL, err, sizeof err), 0);
+    CHECK(!sw_path_exists(s3));
+    CHECK_EQ_INT(count_files(out), 3);
     /* A fixed model id is written as given. */
     so.out_dir = out2;
     so.model_id = "0123456789abcdef0123456789abcdef01234567";
