@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -173,6 +174,88 @@ def run_transmission(c, procs):
     fetch_from(c, procs, "127.0.0.4:%d" % peer, "transmission")
 
 
+# ------------------------------------------------------------------ qBittorrent
+
+def start_qbittorrent(c, procs, tag, ip, save, torrent_args):
+    qb = hb.need_tool("qbittorrent-nox", "qbittorrent-nox")
+    prof = os.path.join(c.work, "qb-" + tag)
+    conf_dir = os.path.join(prof, "qBittorrent", "config")
+    os.makedirs(conf_dir)
+    port, web = harness.free_port(), harness.free_port()
+    # The keys that make qbittorrent-nox usable headless on loopback (see issue 5).
+    conf = "\n".join([
+        "[LegalNotice]", "Accepted=true", "",
+        "[BitTorrent]",
+        "Session\\Port=%d" % port, "Session\\InterfaceAddress=%s" % ip,
+        "Session\\DHTEnabled=false", "Session\\LSDEnabled=false", "Session\\PeXEnabled=false",
+        "Session\\BTProtocol=TCP", "Session\\Encryption=0", "Session\\GlobalMaxRatio=-1",
+        "Session\\DefaultSavePath=%s" % save, "Session\\AddTorrentPaused=false",
+        "Session\\MaxConnections=-1", "Session\\MaxConnectionsPerTorrent=-1", "",
+        "[Preferences]",
+        "Connection\\ResolvePeerCountries=false", "WebUI\\Port=%d" % web, "WebUI\\Address=127.0.0.1",
+        "WebUI\\LocalHostAuth=false", "WebUI\\CSRFProtection=false", "WebUI\\HostHeaderValidation=false",
+        "General\\Locale=en", "Downloads\\SavePath=%s" % save, "",
+    ])
+    with open(os.path.join(conf_dir, "qBittorrent.conf"), "w") as f:
+        f.write(conf)
+    p = procs.start("qbittorrent-" + tag, [qb, "--profile=%s" % prof, "--webui-port=%d" % web,
+                                            "--torrenting-port=%d" % port, "--save-path=%s" % save,
+                                            "--skip-dialog=true"] + torrent_args + [c.torrent])
+    hb.wait_port(web, timeout=60, proc=p)
+    return p, port, web
+
+
+def qb_api(web, path, form=None):
+    data = urllib.parse.urlencode(form).encode() if form is not None else None
+    req = urllib.request.Request("http://127.0.0.1:%d/api/v2/%s" % (web, path), data=data,
+                                 headers={"Referer": "http://127.0.0.1:%d" % web})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.read().decode()
+
+
+def qb_wait_state(web, ih, states, timeout):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            info = json.loads(qb_api(web, "torrents/info?hashes=" + ih))
+            if info:
+                last = info[0]
+                if last.get("state") in states:
+                    return last
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.5)
+    fail("qBittorrent torrent %s never reached %s; last: %r" % (ih, states, last))
+
+
+def run_qbittorrent(c, procs):
+    ih = hb.info_hash_of(open(c.torrent, "rb").read())
+    seeding = ("uploading", "stalledUP", "forcedUP", "queuedUP")
+    # 1. shardswarm seeds; qBittorrent (127.0.0.6) is told the peer through its Web API.
+    sp = harness.free_port()
+    s = procs.start("sw-seed", hb.sw_seed_args(c.torrent, c.split, sp))
+    hb.wait_port(sp, timeout=60, proc=s)
+    out1 = os.path.join(c.work, "qb-out")
+    q1, _, web1 = start_qbittorrent(c, procs, "leech", "127.0.0.6", out1, [])
+    qb_wait_state(web1, ih, ("downloading", "stalledDL", "metaDL", "checkingDL") + seeding, 60)
+    deadline = time.time() + TIMEOUT
+    while time.time() < deadline:
+        qb_api(web1, "torrents/addPeers", {"hashes": ih, "peers": "127.0.0.1:%d" % sp})
+        info = json.loads(qb_api(web1, "torrents/info?hashes=" + ih))
+        if info and info[0].get("progress", 0) >= 1.0:
+            break
+        time.sleep(2)
+    qb_wait_state(web1, ih, seeding, 30)
+    hb.check_outputs(out1, c.name, c.names, c.want, "shardswarm -> qBittorrent")
+    q1.stop()
+    s.stop()
+    # 2. qBittorrent seeds on 127.0.0.7 (no hash check); shardswarm dials it.
+    q2, qport, web2 = start_qbittorrent(c, procs, "seed", "127.0.0.7", c.seedroot, ["--skip-hash-check"])
+    qb_wait_state(web2, ih, seeding, 60)
+    fetch_from(c, procs, "127.0.0.7:%d" % qport, "qbittorrent")
+
+
 # ------------------------------------------------------------------ common
 
 def fetch_from(c, procs, peer, who):
@@ -187,7 +270,8 @@ def fetch_from(c, procs, peer, who):
     hb.check_outputs(out, c.name, c.names, c.want, "%s -> shardswarm" % who)
 
 
-RUNNERS = {"aria2": run_aria2, "libtorrent": run_libtorrent, "transmission": run_transmission}
+RUNNERS = {"aria2": run_aria2, "libtorrent": run_libtorrent, "transmission": run_transmission,
+           "qbittorrent": run_qbittorrent}
 
 
 def main():
@@ -196,7 +280,7 @@ def main():
         sys.exit(2)
     client = sys.argv[1]
     # Skip early (before shardswarm is even asked) when the client is missing.
-    tool = {"aria2": "aria2c", "transmission": "transmission-daemon"}.get(client)
+    tool = {"aria2": "aria2c", "transmission": "transmission-daemon", "qbittorrent": "qbittorrent-nox"}.get(client)
     if tool and not shutil.which(tool):
         harness.skip("%s not installed (scripts/install-deps installs it)" % tool)
     if client == "libtorrent":
