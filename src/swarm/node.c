@@ -704,6 +704,7 @@ static void load_now(struct sw_node *n)
     j.file = n->shard_file[n->shard];
     j.threads = n->cfg.threads;
     snprintf(j.path, sizeof j.path, "%s", sw_bt_torrent_file_path(n->t, (uint32_t)j.file));
+    j.req.data = &j;
     job_work(&j.req);
     char size[32];
     sw_fmt_bytes(n->shard_bytes[j.shard], size, sizeof size);

@@ -34,7 +34,8 @@ def stories(procs):
 def case_all_local():
     S.node_supported()
     models = [("stories260K", None)]
-    models.append(("synth", ["--preset", "tinyllama-1.1b", "--type", "Q8_0", "--layers", "4", "--seed", "7"]))
+    vocab = os.path.join(harness.SHARED, "vocab", "ggml-vocab-llama-spm.gguf")
+    models.append(("synth", ["--preset", "tiny", "--type", "Q8_0", "--seed", "7", "--vocab", vocab, "-t", "2"]))
     for label, synth in models:
         with harness.Procs() as procs:
             if synth is None:
