@@ -45,12 +45,34 @@ int sw_cmd_verify(int argc, char **argv)
         sw_gguf_manifest_free(m);
         return sw_cli_fail("verify", "out of memory");
     }
-    rc = sw_gguf_verify_dir(dir, checks, &n, err, sizeof err);
-    if (rc) {
+    /* Shards lie beside the manifest; each is reported as soon as it is checked (hashing
+     * a 12 GB shard takes a while). */
+    char *base = sw_is_dir(dir) ? strdup(dir) : NULL;
+    if (!base) {
+        const char *slash = strrchr(dir, '/');
+        base = slash ? strndup(dir, (size_t)(slash - dir)) : strdup(".");
+    }
+    if (!json)
+        printf("[VERIFY] %s: model %.16s…, %s, %u layers, %u shards\n", dir, m->model_id, m->arch,
+               m->n_layers, n);
+    for (uint32_t k = 0; k < n && base; k++) {
+        char *p = sw_path_join(base, m->shards[k].file);
+        if (!p) break;
+        sw_gguf_verify_shard(m, k, p, &checks[k]);
+        free(p);
+        if (!json) {
+            const struct sw_shard_check *c = &checks[k];
+            printf("  shard %-3u %-14s layers %3u-%-3u  %-10s %s\n", k, m->shards[k].file,
+                   m->shards[k].layer_first, m->shards[k].layer_last, sw_shard_state_name(c->state), c->detail);
+            fflush(stdout);
+        }
+    }
+    if (!base) {
         free(checks);
         sw_gguf_manifest_free(m);
-        return sw_cli_fail("verify", "%s", err);
+        return sw_cli_fail("verify", "out of memory");
     }
+    free(base);
     uint32_t n_ok = 0, n_missing = 0, n_size = 0, n_corrupt = 0;
     for (uint32_t k = 0; k < n; k++) {
         switch (checks[k].state) {
@@ -84,13 +106,6 @@ int sw_cmd_verify(int argc, char **argv)
         putchar('\n');
         json_decref(root);
     } else {
-        printf("[VERIFY] %s: model %.16s…, %s, %u layers, %u shards\n", dir, m->model_id, m->arch,
-               m->n_layers, n);
-        for (uint32_t k = 0; k < n; k++) {
-            const struct sw_shard_check *c = &checks[k];
-            printf("  shard %-3u %-14s layers %3u-%-3u  %-10s %s\n", k, m->shards[k].file,
-                   m->shards[k].layer_first, m->shards[k].layer_last, sw_shard_state_name(c->state), c->detail);
-        }
         if (n_ok == n)
             printf("  all %u shards ok\n", n);
         else

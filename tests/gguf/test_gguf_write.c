@@ -176,6 +176,28 @@ static void test_copy_identical(void)
     sw_gguf_close(g);
 }
 
+/* Version 2 has the same little-endian layout as version 3: such a file reads the same. */
+static void test_version2(void)
+{
+    char path[512], err[256];
+    snprintf(path, sizeof path, "%s/v2.gguf", tmp);
+    struct tg_opts o = { .n_layers = 1 };
+    CHECK_EQ_INT(tg_write_model(path, &o), 0);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    CHECK_EQ_INT(sw_file_read_all(path, 1 << 24, &data, &len), 0);
+    if (!data) return;
+    data[4] = 2;
+    struct sw_gguf *g = NULL;
+    CHECK_EQ_INT(sw_gguf_open_mem(data, len, &g, err, sizeof err), 0);
+    if (g) {
+        CHECK_EQ_INT(sw_gguf_version(g), 2);
+        CHECK(sw_gguf_tensor_find(g, "blk.0.attn_q.weight") != NULL);
+    }
+    sw_gguf_close(g);
+    free(data);
+}
+
 static void test_writer_refusals(void)
 {
     char path[512], tmpname[600];
@@ -267,6 +289,7 @@ int main(void)
     if (!tmp) SW_TEST_SKIP("no temporary folder");
     SW_RUN(test_roundtrip_alignments);
     SW_RUN(test_copy_identical);
+    SW_RUN(test_version2);
     SW_RUN(test_writer_refusals);
     SW_RUN(test_big_vocab_fast);
     char cmd[600];
