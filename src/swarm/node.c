@@ -960,7 +960,8 @@ static int model_setup(struct sw_node *n, char *err, size_t err_len)
         for (uint32_t s = 0; s < ns; s++) sw_bt_torrent_want_file(n->t, (uint32_t)n->shard_file[s], 1);
         uint32_t held = 0;
         for (uint32_t s = 0; s < ns; s++) held += sw_bt_torrent_file_complete(n->t, (uint32_t)n->shard_file[s]) ? 1 : 0;
-        sw_log(SW_LOG_INFO, "SHARD", "seeding all shards: %u of %u held, fetching the rest", held, ns);
+        if (held == ns) sw_log(SW_LOG_INFO, "SHARD", "seeding all %u shards", ns);
+        else sw_log(SW_LOG_INFO, "SHARD", "seeding all shards: %u of %u held, fetching the rest", held, ns);
     } else if (n->cfg.shard >= 0) {
         set_shard(n, n->cfg.shard, "startup");
     }

@@ -247,6 +247,37 @@ def case_corrupt():
         check("loaded before joining" not in o, "a corrupt shard is never loaded before joining")
 
 
+def case_netloss():
+    """A node that stops answering (SIGSTOP: its connections stay open, nothing flows) is
+    declared departed by keep-alive timeout within seconds; when it comes back (SIGCONT) it
+    still holds its shard and rejoins: ready again without a restart."""
+    S.node_supported()
+    with harness.Procs() as procs:
+        m = stories(procs)
+        sw = S.Swarm(procs, m)
+        sw.start("seeder", seed_all=True)
+        for k in range(N):
+            sw.start("n%d" % k, shard=k, cache_shards=[k])
+        sw.wait_api()
+        sw.wait_all_ready(timeout=30)
+        victim = sw.nodes["n2"]
+        victim.proc.signal(signal.SIGSTOP)
+        t0 = time.time()
+        others = ["seeder", "n0", "n1", "n3"]
+        sw.wait_all_ready(names=others, timeout=15, want=False)
+        t1 = time.time()
+        reasons = sw.nodes["n0"].status()["reasons"]
+        check(any(r.startswith("shard 2:") for r in reasons), "the reason names shard 2: %r" % reasons)
+        print("netloss: departure noticed %.2fs after the node went silent" % (t1 - t0), file=sys.stderr)
+        check(t1 - t0 < 8, "departure noticed within 8 s (took %.2fs)" % (t1 - t0))
+        victim.proc.signal(signal.SIGCONT)
+        t2 = time.time()
+        sw.wait_all_ready(timeout=20)
+        print("netloss: ready again %.2fs after the node came back" % (time.time() - t2), file=sys.stderr)
+        check("loaded before joining" in victim.proc.output(), "it kept its shard")
+        check(victim.proc.output().count("loaded") >= 1, "no reload needed")
+
+
 CASES = {k[5:]: v for k, v in globals().items() if k.startswith("case_")}
 
 if __name__ == "__main__":
