@@ -221,9 +221,10 @@ struct sw_shard_plan {
 #define SW_SHARD_FILE_FMT "shard-%u.gguf"
 #define SW_MANIFEST_FILE "model.json"
 
-/* Splits a model (or the first file of a llama.cpp split model: "-00001-of-0000N.gguf")
- * into out_dir/shard-K.gguf and out_dir/model.json. plans_out (n_shards entries, may be
- * NULL) receives the chosen layer ranges. */
+/* Splits a model (or a llama.cpp split model, named by any of its parts
+ * "<name>-0000K-of-0000N.gguf") into out_dir/shard-K.gguf and out_dir/model.json, balancing
+ * tensor bytes (docs/gguf.md). plans_out (n_shards entries, may be NULL) receives the chosen
+ * layer ranges. On failure err names the file and field, and no shard of this run is left. */
 int sw_gguf_split(const char *model_path, const struct sw_split_opts *opts,
                   struct sw_shard_plan *plans_out, char *err, size_t err_len);
 
@@ -265,8 +266,10 @@ struct sw_shard_check {
     char detail[256];
 };
 
-/* Checks every shard of out_dir/model.json. checks_out: array of at least *n_io entries;
- * *n_io receives the shard count. */
+/* Checks every shard of dir/model.json (dir may also name the JSON file; shards lie beside
+ * it). checks_out: array of at least *n_io entries; *n_io receives the shard count
+ * (SW_ERANGE when the array is too small). Returns 0 when the manifest was read, whatever
+ * the shards' states; an error (with err) when it could not be. */
 int sw_gguf_verify_dir(const char *dir, struct sw_shard_check *checks_out, uint32_t *n_io,
                        char *err, size_t err_len);
 /* Checks one shard file against its manifest entry (size, SHA-256, valid GGUF whose shard
