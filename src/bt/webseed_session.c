@@ -14,6 +14,10 @@ struct ws_entry {
     char *url;
     struct sw_bt_webseed *ws;
     struct sw_bt_ws_file *files;
+    /* Pieces the session asked for while the web seed was backed off or full: accepted
+     * (the session counts them in flight) and started when it can take them. */
+    uint32_t *queue;
+    uint32_t n_queue, cap_queue;
     struct ws_entry *next;
 };
 
@@ -21,7 +25,11 @@ struct sw_bt_ws_glue {
     struct sw_bt_net *net;
     struct sw_bt_session *s;
     struct ws_entry *entries;
+    uv_timer_t timer;        /* retries queued pieces when a back-off ends */
 };
+
+static void drain(struct ws_entry *e);
+static void on_timer(uv_timer_t *h);
 
 /* BEP 19 builds URLs differently for single- and multi-file torrents; the metainfo struct
  * lists files either way, so look at the raw info dict for "files" (BEP 3). */
@@ -44,6 +52,34 @@ static void on_piece(void *ud, struct sw_bt_webseed *ws, uint32_t piece, int err
     /* data (unverified) is borrowed by the core for the call: it verifies, then writes. */
     sw_bt_webseed_done(e->t, e->url, piece, data, err ? 0 : piece_len, err);
     free(data);
+    drain(e);
+}
+
+/* Starts queued pieces while the web seed takes them; arms the timer for a back-off. */
+static void drain(struct ws_entry *e)
+{
+    while (e->n_queue && sw__bt_webseed_can_fetch(e->ws)) {
+        uint32_t piece = e->queue[0];
+        memmove(e->queue, e->queue + 1, (e->n_queue - 1) * sizeof *e->queue);
+        e->n_queue--;
+        int rc = sw__bt_webseed_fetch(e->ws, piece);
+        if (rc != 0 && rc != SW_EEXIST) {
+            sw_bt_webseed_done(e->t, e->url, piece, NULL, 0, rc); /* may not free e */
+            return;
+        }
+    }
+    uint64_t wait = sw__bt_webseed_backoff_ms(e->ws);
+    if (e->n_queue && wait) {
+        uv_timer_t *tm = &e->g->timer;
+        if (!uv_is_active((uv_handle_t *)tm) || uv_timer_get_due_in(tm) > wait + 1)
+            uv_timer_start(tm, on_timer, wait + 1, 0);
+    }
+}
+
+static void on_timer(uv_timer_t *h)
+{
+    struct sw_bt_ws_glue *g = h->data;
+    for (struct ws_entry *e = g->entries; e; e = e->next) drain(e);
 }
 
 static struct ws_entry *entry_get(struct sw_bt_ws_glue *g, struct sw_bt_torrent *t, const char *url)
@@ -92,8 +128,24 @@ static int ops_fetch(void *ud, struct sw_bt_torrent *t, const char *url, uint32_
     struct ws_entry *e = entry_get(g, t, url);
     if (!e) return SW_EUNSUPPORTED;
     if (sw__bt_webseed_banned(e->ws)) return SW_EPERM;
-    return sw__bt_webseed_fetch(e->ws, piece); /* SW_EBUSY while backed off */
+    if (e->n_queue == 0 && sw__bt_webseed_can_fetch(e->ws)) return sw__bt_webseed_fetch(e->ws, piece);
+    /* Backed off or full: queue it rather than report a failure for a transient state. */
+    for (uint32_t i = 0; i < e->n_queue; i++)
+        if (e->queue[i] == piece) return SW_EEXIST;
+    if (e->n_queue == e->cap_queue) {
+        uint32_t cap = e->cap_queue ? e->cap_queue * 2 : 8;
+        if (cap > 4096) return SW_EBUSY;
+        uint32_t *q = realloc(e->queue, cap * sizeof *q);
+        if (!q) return SW_ENOMEM;
+        e->queue = q;
+        e->cap_queue = cap;
+    }
+    e->queue[e->n_queue++] = piece;
+    drain(e);
+    return 0;
 }
+
+static void glue_closed(uv_handle_t *h) { free(h->data); }
 
 static int ops_fetch_closed(void *ud, struct sw_bt_torrent *t, const char *url, uint32_t piece)
 {
@@ -106,9 +158,11 @@ struct sw_bt_ws_glue *sw__bt_ws_glue_new(struct sw_bt_net *net, struct sw_bt_ses
     if (!g) return NULL;
     g->net = net;
     g->s = s;
+    uv_timer_init(sw__bt_net_loop(net), &g->timer);
+    g->timer.data = g;
     struct sw_bt_webseed_ops ops = {.fetch = ops_fetch, .max_in_flight = 4, .ud = g};
     if (sw_bt_session_set_webseed(s, &ops) != 0) {
-        free(g);
+        uv_close((uv_handle_t *)&g->timer, glue_closed);
         return NULL;
     }
     return g;
@@ -124,8 +178,10 @@ void sw__bt_ws_glue_free(struct sw_bt_ws_glue *g)
         struct ws_entry *e = g->entries;
         g->entries = e->next;
         sw__bt_webseed_free(e->ws);
+        free(e->queue);
         free(e->url);
         free(e);
     }
-    free(g);
+    uv_timer_stop(&g->timer);
+    uv_close((uv_handle_t *)&g->timer, glue_closed); /* frees g */
 }
