@@ -367,8 +367,8 @@ def sw_ready_or_fail(what):
 
 
 def sw_torrent_create(split_dir, out_path, extra=()):
-    """`shardswarm torrent create DIR -o OUT`; falls back to finding DIR/model.torrent."""
-    r = harness.run([shardswarm(), "torrent", "create", split_dir, "--out", out_path] + list(extra), timeout=120)
+    """`shardswarm torrent create DIR -o OUT [extra]`."""
+    r = harness.run([shardswarm(), "torrent", "create", split_dir, "-o", out_path] + list(extra), timeout=120)
     if r.returncode != 0:
         fail("shardswarm torrent create %s failed (rc %d):\n%s%s" % (split_dir, r.returncode, r.stdout[-2000:],
                                                                      r.stderr[-2000:]))

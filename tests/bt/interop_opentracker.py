@@ -45,7 +45,7 @@ def test():
         sw_torrent = os.path.join(work, "sw.torrent")
         sw_ih = None
         if os.access(harness.BIN, os.X_OK):
-            r = harness.run([harness.BIN, "torrent", "create", split, "--out", sw_torrent, "--tracker", url],
+            r = harness.run([harness.BIN, "torrent", "create", split, "-o", sw_torrent, "--tracker", url],
                             timeout=120)
             if r.returncode == 0 and os.path.isfile(sw_torrent):
                 sw_ih = hb.info_hash_of(open(sw_torrent, "rb").read())
