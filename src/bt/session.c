@@ -457,7 +457,7 @@ static void peer_close(struct sw_bt_peer *p, int reason, const char *why)
     int was_active = p->state == P_ACTIVE;
     p->state = P_CLOSING;
     p->close_reason = reason;
-    LOGD("peer %s closed: %s", p->addr_str, why ? why : sw_strerror(reason));
+    LOGD("closing connection %s: %s", p->addr_str, why ? why : sw_strerror(reason));
     abort_requests(p);
     if (t && t->pk && p->counted) {
         if (p->have_all) sw_bt_picker_dec_all(t->pk, NULL);
@@ -701,12 +701,12 @@ static void final_done(uv_work_t *req, int status)
     struct final_job *j = req->data;
     struct sw_bt_torrent *t = j->t;
     t->jobs--;
-    if (!t->closing) {
+    {
         if (j->rc) {
             emit_simple(t, NULL, SW_BT_EV_ERROR, (int32_t)j->file, 0, j->rc, j->err);
         } else {
             emit_simple(t, NULL, SW_BT_EV_FILE_COMPLETE, (int32_t)j->file, 0, 0, sw_bt_storage_path(t->st, j->file));
-            check_complete(t);
+            if (!t->closing) check_complete(t);
         }
     }
     free(j);
