@@ -1,0 +1,399 @@
+/* synth.c — writes random-weight models of real architectures' shapes (TinyLlama-1.1B,
+ * Qwen2-0.5B, ...) with a real tokenizer copied from another GGUF: the benchmark and test
+ * models. Weights are generated row by row from a counter-based RNG (so the bytes do not
+ * depend on the thread count), quantized with the kernels' reference quantizers, and
+ * streamed through the GGUF writer: a 2 GB model never sits in memory.
+ * Not for: anything that must produce meaningful text. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "infer/infer.h"
+#include "infer/kernels.h"
+
+static const struct sw_synth_preset PRESETS[] = {
+    /* name             arch     embd layers head kv  ff    vocab   ctx    rope base  eps  tied vocab file */
+    { "tiny",           "llama",  256,  4,   4,  2,   768, 32000,  2048,  10000.0f, 1e-5f, 0, "ggml-vocab-llama-spm.gguf" },
+    { "qwen2-tiny",     "qwen2",  256,  2,   4,  2,   512, 50257,  4096, 1000000.0f, 1e-6f, 1, "ggml-vocab-gpt-2.gguf" },
+    { "llama-160m",     "llama",  768, 12,  12, 12,  3072, 32000,  2048,  10000.0f, 1e-6f, 0, "ggml-vocab-llama-spm.gguf" },
+    { "tinyllama-1.1b", "llama", 2048, 22,  32,  4,  5632, 32000,  2048,  10000.0f, 1e-5f, 0, "ggml-vocab-llama-spm.gguf" },
+    { "qwen2-0.5b",     "qwen2",  896, 24,  14,  2,  4864, 151936, 32768, 1000000.0f, 1e-6f, 1, "ggml-vocab-deepseek-llm.gguf" },
+    { NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL },
+};
+
+const struct sw_synth_preset *sw_synth_presets(void)
+{
+    return PRESETS;
+}
+
+const struct sw_synth_preset *sw_synth_preset_find(const char *name)
+{
+    for (const struct sw_synth_preset *p = PRESETS; name && p->name; p++)
+        if (!strcmp(p->name, name)) return p;
+    return NULL;
+}
+
+/* Weight types by name; Q4_K_M is llama.cpp's mix (Q4_K, with Q6_K for output.weight and
+ * for attn_v / ffn_down in the layers that matter most). file_type: llama.cpp's
+ * general.file_type numbering (informational). */
+static const struct {
+    const char *name;
+    uint32_t type;
+    uint32_t file_type;
+} TYPES[] = {
+    { "F32", SW_TYPE_F32, 0 },   { "F16", SW_TYPE_F16, 1 },   { "BF16", SW_TYPE_BF16, 32 },
+    { "Q8_0", SW_TYPE_Q8_0, 7 }, { "Q4_0", SW_TYPE_Q4_0, 2 }, { "Q4_K", SW_TYPE_Q4_K, 14 },
+    { "Q5_K", SW_TYPE_Q5_K, 16 }, { "Q6_K", SW_TYPE_Q6_K, 18 }, { "Q4_K_M", SW_TYPE_Q4_K, 15 },
+};
+
+int sw_synth_type_valid(const char *type)
+{
+    for (size_t i = 0; type && i < SW_ARRAY_LEN(TYPES); i++)
+        if (!strcmp(TYPES[i].name, type)) return 1;
+    return 0;
+}
+
+static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
+{
+    if (err && err_len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, err_len, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+/* ------------------------------------------------------------------ RNG */
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t name_seed(uint64_t seed, const char *name)
+{
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+    for (const char *p = name; *p; p++) h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
+    uint64_t s = h ^ seed;
+    return splitmix64(&s);
+}
+
+/* ------------------------------------------------------------------ tensors */
+
+enum init { INIT_UNIFORM, INIT_ONES };
+
+struct tdesc {
+    char name[64];
+    uint32_t type;
+    uint32_t n_dims;
+    int64_t ne[2]; /* cols, rows */
+    enum init init;
+    float std;
+};
+
+struct plan {
+    struct tdesc *t;
+    size_t n, cap;
+};
+
+static int plan_add(struct plan *p, const char *name, uint32_t type, uint32_t n_dims, int64_t cols,
+                    int64_t rows, enum init init, float std)
+{
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 64;
+        struct tdesc *t = realloc(p->t, cap * sizeof *t);
+        if (!t) return SW_ENOMEM;
+        p->t = t;
+        p->cap = cap;
+    }
+    struct tdesc *d = &p->t[p->n++];
+    snprintf(d->name, sizeof d->name, "%s", name);
+    /* K-quants need rows of 256: like llama.cpp, fall back when a row does not divide. */
+    const struct sw_type_info *ti = sw_gguf_type_info(type);
+    if (n_dims == 2 && ti && cols % ti->block_size) type = SW_TYPE_Q8_0;
+    if (n_dims == 2 && cols % 32) type = SW_TYPE_F16;
+    d->type = n_dims == 1 ? SW_TYPE_F32 : type;
+    d->n_dims = n_dims;
+    d->ne[0] = cols;
+    d->ne[1] = rows;
+    d->init = init;
+    d->std = std;
+    return 0;
+}
+
+/* llama.cpp's Q4_K_M gives more bits to the first and last eighth of the layers and to
+ * every third layer in between. */
+static int more_bits(uint32_t l, uint32_t n)
+{
+    return l < n / 8 || l >= 7 * n / 8 || (l >= n / 8 && (l - n / 8) % 3 == 2);
+}
+
+static int build_plan(const struct sw_synth_preset *ps, uint32_t n_layers, const char *tname,
+                      uint32_t base, struct plan *p)
+{
+    const int mix = !strcmp(tname, "Q4_K_M");
+    /* Like llama.cpp's quantizer: the output matrix gets Q6_K in the 4/5-bit types. */
+    const int q6_out = base == SW_TYPE_Q4_0 || base == SW_TYPE_Q4_K || base == SW_TYPE_Q5_K;
+    const int64_t E = ps->n_embd, hd = ps->n_embd / ps->n_head, qd = (int64_t)ps->n_head * hd,
+                  kvd = (int64_t)ps->n_head_kv * hd, F = ps->n_ff, V = ps->n_vocab;
+    const float s_e = 1.0f / sqrtf((float)E), s_f = 1.0f / sqrtf((float)F), s_q = 1.0f / sqrtf((float)qd);
+    int rc = 0;
+    char name[64];
+    rc |= plan_add(p, "token_embd.weight", base, 2, E, V, INIT_UNIFORM, ps->tied ? s_e : 0.5f);
+    rc |= plan_add(p, "output_norm.weight", SW_TYPE_F32, 1, E, 1, INIT_ONES, 0);
+    if (!ps->tied) rc |= plan_add(p, "output.weight", q6_out ? SW_TYPE_Q6_K : base, 2, E, V, INIT_UNIFORM, s_e);
+    for (uint32_t l = 0; l < n_layers && !rc; l++) {
+        uint32_t big = mix && more_bits(l, n_layers) ? SW_TYPE_Q6_K : base;
+#define N(s) (snprintf(name, sizeof name, "blk.%u." s, l), name)
+        rc |= plan_add(p, N("attn_norm.weight"), SW_TYPE_F32, 1, E, 1, INIT_ONES, 0);
+        rc |= plan_add(p, N("attn_q.weight"), base, 2, E, qd, INIT_UNIFORM, s_e);
+        rc |= plan_add(p, N("attn_k.weight"), base, 2, E, kvd, INIT_UNIFORM, s_e);
+        rc |= plan_add(p, N("attn_v.weight"), big, 2, E, kvd, INIT_UNIFORM, s_e);
+        if (!strcmp(ps->arch, "qwen2")) {
+            rc |= plan_add(p, N("attn_q.bias"), SW_TYPE_F32, 1, qd, 1, INIT_UNIFORM, 0.02f);
+            rc |= plan_add(p, N("attn_k.bias"), SW_TYPE_F32, 1, kvd, 1, INIT_UNIFORM, 0.02f);
+            rc |= plan_add(p, N("attn_v.bias"), SW_TYPE_F32, 1, kvd, 1, INIT_UNIFORM, 0.02f);
+        }
+        rc |= plan_add(p, N("attn_output.weight"), base, 2, qd, E, INIT_UNIFORM, s_q);
+        rc |= plan_add(p, N("ffn_norm.weight"), SW_TYPE_F32, 1, E, 1, INIT_ONES, 0);
+        rc |= plan_add(p, N("ffn_gate.weight"), base, 2, E, F, INIT_UNIFORM, s_e);
+        rc |= plan_add(p, N("ffn_up.weight"), base, 2, E, F, INIT_UNIFORM, s_e);
+        rc |= plan_add(p, N("ffn_down.weight"), big, 2, F, E, INIT_UNIFORM, s_f);
+#undef N
+    }
+    return rc ? SW_ENOMEM : 0;
+}
+
+/* ------------------------------------------------------------------ generation */
+
+/* Rows [row0, row0 + n_rows) of one tensor, generated and quantized by the pool. */
+struct gen_task {
+    const struct tdesc *d;
+    uint64_t tseed;
+    int64_t row0, n_rows;
+    size_t row_bytes;
+    uint8_t *dst;
+    float *tmp; /* n_threads x cols */
+    int rc;
+};
+
+static void gen_run(void *arg, int ith, int nth)
+{
+    struct gen_task *g = arg;
+    const struct tdesc *d = g->d;
+    const int64_t cols = d->ne[0];
+    float *row = g->tmp + (size_t)ith * cols;
+    /* uniform on [-a, a] has standard deviation a / sqrt(3) */
+    const float a = d->std * 1.7320508f;
+    int64_t b, e;
+    sw_k_split(g->n_rows, 1, ith, nth, &b, &e);
+    for (int64_t r = b; r < e; r++) {
+        uint64_t st = g->tseed ^ ((uint64_t)(g->row0 + r) * 0xD1B54A32D192ED03ull);
+        for (int64_t c = 0; c < cols; c++) {
+            if (d->init == INIT_ONES) {
+                row[c] = 1.0f;
+                continue;
+            }
+            uint64_t z = splitmix64(&st);
+            float u = (float)(z >> 40) * (1.0f / 16777216.0f); /* [0, 1) */
+            row[c] = (2.0f * u - 1.0f) * a;
+        }
+        int rc = sw_k_quantize_row(d->type, row, g->dst + (size_t)r * g->row_bytes, cols);
+        if (rc) g->rc = rc;
+    }
+}
+
+/* ------------------------------------------------------------------ vocabulary */
+
+/* Copies tokenizer.* from the vocab file; pads tokens/scores/types up to n_vocab. */
+static int copy_vocab(struct sw_gguf_writer *w, const struct sw_gguf *vg, uint32_t n_vocab,
+                      const char *vpath, char *err, size_t err_len)
+{
+    struct sw_gguf_arr toks;
+    if (sw_gguf_get_arr(vg, "tokenizer.ggml.tokens", &toks) || toks.elem_type != SW_GGUF_STRING)
+        return fail(err, err_len, SW_ECORRUPT, "%s: no tokenizer.ggml.tokens array", vpath);
+    if (toks.n > n_vocab)
+        return fail(err, err_len, SW_EINVAL, "%s has %llu tokens, more than the preset's vocabulary of %u",
+                    vpath, (unsigned long long)toks.n, n_vocab);
+    const int pad = toks.n < n_vocab;
+    int rc = 0;
+    for (uint64_t i = 0; i < sw_gguf_n_kv(vg) && !rc; i++) {
+        const struct sw_gguf_kv *kv = sw_gguf_kv_at(vg, i);
+        if (kv->key.len < 10 || memcmp(kv->key.ptr, "tokenizer.", 10)) continue;
+        if (pad && kv->type == SW_GGUF_ARRAY && kv->v.arr.n == toks.n) continue; /* rebuilt below */
+        rc = sw_gguf_writer_add_kv(w, kv);
+    }
+    if (rc || !pad) return rc;
+
+    /* Padding: "[PAD<i>]" tokens of type UNUSED with score 0. */
+    char **strs = calloc(n_vocab, sizeof *strs);
+    float *scores = calloc(n_vocab, sizeof *scores);
+    int32_t *types = calloc(n_vocab, sizeof *types);
+    struct sw_gguf_arr sc, ty;
+    int have_sc = sw_gguf_get_arr(vg, "tokenizer.ggml.scores", &sc) == 0 && sc.n == toks.n;
+    int have_ty = sw_gguf_get_arr(vg, "tokenizer.ggml.token_type", &ty) == 0 && ty.n == toks.n;
+    rc = strs && scores && types ? 0 : SW_ENOMEM;
+    for (uint32_t i = 0; i < n_vocab && !rc; i++) {
+        if (i < toks.n) {
+            struct sw_gguf_str s;
+            if ((rc = sw_gguf_arr_str(&toks, i, &s))) break;
+            strs[i] = strndup(s.ptr, (size_t)s.len);
+            float f = 0;
+            int64_t t = SW_TOKTYPE_NORMAL;
+            if (have_sc) sw_gguf_arr_f32(&sc, i, &f);
+            if (have_ty) sw_gguf_arr_i64(&ty, i, &t);
+            scores[i] = f;
+            types[i] = (int32_t)t;
+        } else {
+            char b[32];
+            snprintf(b, sizeof b, "[PAD%u]", i);
+            strs[i] = strdup(b);
+            types[i] = SW_TOKTYPE_UNUSED;
+        }
+        if (!strs[i]) rc = SW_ENOMEM;
+    }
+    if (!rc) rc = sw_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)strs, n_vocab);
+    if (!rc && have_sc) rc = sw_gguf_writer_set_arr(w, "tokenizer.ggml.scores", SW_GGUF_F32, scores, n_vocab);
+    if (!rc) rc = sw_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", SW_GGUF_I32, types, n_vocab);
+    for (uint32_t i = 0; strs && i < n_vocab; i++) free(strs[i]);
+    free(strs);
+    free(scores);
+    free(types);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ write */
+
+int sw_synth_write(const char *path, const struct sw_synth_opts *o, char *err, size_t err_len)
+{
+    if (err && err_len) err[0] = 0;
+    const struct sw_synth_preset *ps = sw_synth_preset_find(o->preset);
+    if (!ps) return fail(err, err_len, SW_EINVAL, "unknown preset '%s'", o->preset ? o->preset : "");
+    uint32_t base = 0, file_type = 0;
+    int found = 0;
+    for (size_t i = 0; o->type && i < SW_ARRAY_LEN(TYPES); i++)
+        if (!strcmp(TYPES[i].name, o->type)) {
+            base = TYPES[i].type;
+            file_type = TYPES[i].file_type;
+            found = 1;
+        }
+    if (!found) return fail(err, err_len, SW_EINVAL, "unknown weight type '%s'", o->type ? o->type : "");
+    if (!o->vocab_path) return fail(err, err_len, SW_EINVAL, "a vocabulary GGUF is required");
+    const uint32_t n_layers = o->n_layers ? o->n_layers : ps->n_layers;
+    if (n_layers > 1024) return fail(err, err_len, SW_EINVAL, "too many layers (%u)", n_layers);
+
+    struct sw_gguf *vg = NULL;
+    int rc = sw_gguf_open(o->vocab_path, &vg, err, err_len);
+    if (rc) return rc;
+    struct plan plan = { 0 };
+    struct sw_gguf_writer *w = NULL;
+    struct sw_k_pool *pool = NULL;
+    float *tmp = NULL;
+    uint8_t *buf = NULL;
+    if ((rc = build_plan(ps, n_layers, o->type, base, &plan))) goto out;
+    if ((rc = sw_gguf_writer_new(path, 32, &w))) {
+        fail(err, err_len, rc, "%s: cannot create: %s", path, sw_strerror(rc));
+        goto out;
+    }
+
+    /* Metadata: GGUF spec "General" and "LLM" keys. */
+    char key[128], name[96];
+    const char *a = ps->arch;
+    snprintf(name, sizeof name, "synth %s %s seed %llu", ps->name, o->type, (unsigned long long)o->seed);
+    rc |= sw_gguf_writer_set_str(w, "general.architecture", a);
+    rc |= sw_gguf_writer_set_str(w, "general.name", name);
+    rc |= sw_gguf_writer_set_u32(w, "general.file_type", file_type);
+    rc |= sw_gguf_writer_set_u32(w, "general.quantization_version", 2);
+#define AK(s) (snprintf(key, sizeof key, "%s.%s", a, s), key)
+    rc |= sw_gguf_writer_set_u32(w, AK("context_length"), ps->n_ctx);
+    rc |= sw_gguf_writer_set_u32(w, AK("embedding_length"), ps->n_embd);
+    rc |= sw_gguf_writer_set_u32(w, AK("block_count"), n_layers);
+    rc |= sw_gguf_writer_set_u32(w, AK("feed_forward_length"), ps->n_ff);
+    rc |= sw_gguf_writer_set_u32(w, AK("attention.head_count"), ps->n_head);
+    rc |= sw_gguf_writer_set_u32(w, AK("attention.head_count_kv"), ps->n_head_kv);
+    rc |= sw_gguf_writer_set_f32(w, AK("attention.layer_norm_rms_epsilon"), ps->rms_eps);
+    rc |= sw_gguf_writer_set_f32(w, AK("rope.freq_base"), ps->rope_freq_base);
+    rc |= sw_gguf_writer_set_u32(w, AK("rope.dimension_count"), ps->n_embd / ps->n_head);
+    rc |= sw_gguf_writer_set_u32(w, AK("vocab_size"), ps->n_vocab);
+#undef AK
+    rc |= sw_gguf_writer_set_str(w, "shardswarm.synth.preset", ps->name);
+    rc |= sw_gguf_writer_set_u64(w, "shardswarm.synth.seed", o->seed);
+    if (rc) {
+        rc = rc < 0 ? SW_ENOMEM : rc;
+        fail(err, err_len, rc, "cannot build the metadata");
+        goto out;
+    }
+    if ((rc = copy_vocab(w, vg, ps->n_vocab, o->vocab_path, err, err_len))) {
+        if (!err || !err[0]) fail(err, err_len, rc, "cannot copy the vocabulary: %s", sw_strerror(rc));
+        goto out;
+    }
+
+    uint64_t total = 0, done = 0;
+    int64_t max_cols = 0;
+    for (size_t i = 0; i < plan.n; i++) {
+        const struct tdesc *d = &plan.t[i];
+        if ((rc = sw_gguf_writer_add_tensor(w, d->name, d->type, d->n_dims, d->ne))) {
+            fail(err, err_len, rc, "cannot add tensor %s: %s", d->name, sw_strerror(rc));
+            goto out;
+        }
+        total += sw_k_row_bytes(d->type, d->ne[0]) * (uint64_t)(d->n_dims == 2 ? d->ne[1] : 1);
+        if (d->ne[0] > max_cols) max_cols = d->ne[0];
+    }
+    if ((rc = sw_gguf_writer_write_header(w))) {
+        fail(err, err_len, rc, "%s: cannot write the header: %s", path, sw_strerror(rc));
+        goto out;
+    }
+
+    int nt = o->n_threads ? (int)o->n_threads : sw_sys_ncpu();
+    if (nt < 1) nt = 1;
+    if ((rc = sw_k_pool_new(nt, &pool))) goto out;
+    const size_t chunk_bytes = 8u << 20;
+    tmp = malloc((size_t)nt * max_cols * sizeof *tmp);
+    buf = malloc(chunk_bytes + (size_t)max_cols * 4);
+    if (!tmp || !buf) {
+        rc = fail(err, err_len, SW_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < plan.n; i++) {
+        const struct tdesc *d = &plan.t[i];
+        const int64_t rows = d->n_dims == 2 ? d->ne[1] : 1;
+        const size_t rb = sw_k_row_bytes(d->type, d->ne[0]);
+        const int64_t per = SW_MAX((int64_t)1, (int64_t)(chunk_bytes / rb));
+        struct gen_task g = { d, name_seed(o->seed, d->name), 0, 0, rb, buf, tmp, 0 };
+        for (int64_t r = 0; r < rows; r += per) {
+            g.row0 = r;
+            g.n_rows = SW_MIN(per, rows - r);
+            sw_k_pool_run(pool, gen_run, &g);
+            if (g.rc) {
+                rc = fail(err, err_len, g.rc, "cannot quantize %s to %s: %s", d->name,
+                          sw_gguf_type_info(d->type)->name, sw_strerror(g.rc));
+                goto out;
+            }
+            if ((rc = sw_gguf_writer_write_data(w, buf, (uint64_t)g.n_rows * rb))) {
+                fail(err, err_len, rc, "%s: write failed: %s", path, sw_strerror(rc));
+                goto out;
+            }
+            done += (uint64_t)g.n_rows * rb;
+            if (o->progress) o->progress(o->progress_ud, done, total);
+        }
+    }
+    rc = sw_gguf_writer_finish(w);
+    w = NULL; /* finish frees */
+    if (rc) fail(err, err_len, rc, "%s: cannot finish the file: %s", path, sw_strerror(rc));
+out:
+    sw_gguf_writer_free(w);
+    sw_k_pool_free(pool);
+    free(tmp);
+    free(buf);
+    free(plan.t);
+    sw_gguf_close(vg);
+    return rc;
+}

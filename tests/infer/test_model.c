@@ -1,0 +1,457 @@
+/* test_model.c — the compute stage against a straightforward reference forward pass
+ * written here from dequantized f32 weights, pinned greedy tokens on stories260K, batching,
+ * sequences, layer ranges, the context limit and bad input. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "infer/infer.h"
+#include "infer/kernels.h"
+#include "test.h"
+
+static char model_path[4096];
+
+/* "Once upon a time" with BOS, in stories260K's SentencePiece vocabulary. */
+static const int32_t PROMPT[] = { 1, 403, 407, 261, 378 };
+
+/* The greedy continuation, computed by this stage and independently by a plain
+ * double-precision re-implementation of the llama forward pass (adjacent-pair RoPE, GQA
+ * 8/4, RMSNorm eps 1e-5) reading the same GGUF:
+ * ", there was a little girl named Lily. She loved to play outside in the park. One day,
+ * she saw a big, red ball." */
+static const int32_t GREEDY[] = {
+    432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267, 337,
+    410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426, 385, 328, 432, 358, 394,
+    261, 370, 432, 352, 266, 268, 388, 426,
+};
+
+static struct sw_stage *open_stage(int first, int last, uint32_t n_ctx, uint32_t threads,
+                                   uint32_t max_batch)
+{
+    struct sw_stage_opts o = { .layer_first = first, .layer_last = last, .n_ctx = n_ctx,
+                               .n_threads = threads, .max_batch = max_batch };
+    struct sw_stage *s = NULL;
+    char err[512];
+    int rc = sw_stage_open(model_path, &o, &s, err, sizeof err);
+    CHECK_MSG(rc == 0, "sw_stage_open: %s (%s)", sw_strerror(rc), err);
+    return s;
+}
+
+static int argmax(const float *x, uint32_t n)
+{
+    int best = 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (x[i] > x[best]) best = (int)i;
+    return best;
+}
+
+static double max_rel_diff(const float *a, const float *b, size_t n)
+{
+    double maxabs = 0, diff = 0;
+    for (size_t i = 0; i < n; i++) {
+        maxabs = fmax(maxabs, fabs((double)b[i]));
+        diff = fmax(diff, fabs((double)a[i] - (double)b[i]));
+    }
+    return maxabs > 0 ? diff / maxabs : diff;
+}
+
+/* ------------------------------------------------------------ reference forward */
+
+/* A plain forward pass: weights dequantized to f32 through the GGUF reader, doubles for
+ * every accumulation, f32 KV, rotations written from the definition. Slow and obvious. */
+struct ref {
+    struct sw_gguf *g;
+    uint32_t E, L, H, HK, hd, F, V, nrot;
+    float eps, base;
+    int neox;
+    float *kc, *vc; /* L x n_ctx x kv_dim */
+    uint32_t n_ctx;
+};
+
+static float *ref_tensor(struct ref *r, const char *name, int64_t *rows, int64_t *cols)
+{
+    const struct sw_gguf_tensor *t = sw_gguf_tensor_find(r->g, name);
+    if (!t) return NULL;
+    int64_t c = t->ne[0], n = t->ne[0] * t->ne[1];
+    float *f = malloc((size_t)n * sizeof *f);
+    if (sw_k_dequantize_row(t->type, t->data, f, n)) {
+        free(f);
+        return NULL;
+    }
+    if (rows) *rows = t->ne[1];
+    if (cols) *cols = c;
+    return f;
+}
+
+static void ref_mv(const float *W, int64_t rows, int64_t cols, const double *x, double *y)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        double acc = 0;
+        for (int64_t c = 0; c < cols; c++) acc += (double)W[r * cols + c] * x[c];
+        y[r] = acc;
+    }
+}
+
+static void ref_norm(const double *x, const float *w, double *y, uint32_t n, float eps)
+{
+    double ss = 0;
+    for (uint32_t i = 0; i < n; i++) ss += x[i] * x[i];
+    double s = 1.0 / sqrt(ss / n + eps);
+    for (uint32_t i = 0; i < n; i++) y[i] = x[i] * s * w[i];
+}
+
+static void ref_rope(struct ref *r, double *v, uint32_t n_heads, uint32_t p)
+{
+    for (uint32_t h = 0; h < n_heads; h++)
+        for (uint32_t i = 0; i < r->nrot / 2; i++) {
+            double th = p * pow(r->base, -2.0 * i / r->nrot);
+            uint32_t a = r->neox ? i : 2 * i, b = r->neox ? i + r->nrot / 2 : 2 * i + 1;
+            double x0 = v[h * r->hd + a], x1 = v[h * r->hd + b];
+            v[h * r->hd + a] = x0 * cos(th) - x1 * sin(th);
+            v[h * r->hd + b] = x0 * sin(th) + x1 * cos(th);
+        }
+}
+
+/* logits (V floats) for token tok at position p (positions must come in order). */
+static void ref_step(struct ref *r, int32_t tok, uint32_t p, float *logits)
+{
+    uint32_t E = r->E, qd = r->H * r->hd, kvd = r->HK * r->hd;
+    double *x = calloc(E, sizeof *x), *h = calloc(E, sizeof *h), *q = calloc(qd, sizeof *q),
+           *k = calloc(kvd, sizeof *k), *v = calloc(kvd, sizeof *v), *o = calloc(qd, sizeof *o),
+           *t = calloc(E, sizeof *t), *g = calloc(r->F, sizeof *g), *u = calloc(r->F, sizeof *u),
+           *sc = calloc(p + 1, sizeof *sc);
+    int64_t rows, cols;
+    float *emb = ref_tensor(r, "token_embd.weight", &rows, &cols);
+    for (uint32_t i = 0; i < E; i++) x[i] = emb[(int64_t)tok * cols + i];
+    free(emb);
+    char name[64];
+#define W(s) (snprintf(name, sizeof name, "blk.%u." s, l), ref_tensor(r, name, &rows, &cols))
+    for (uint32_t l = 0; l < r->L; l++) {
+        float *an = W("attn_norm.weight"), *wq = W("attn_q.weight"), *wk = W("attn_k.weight"),
+              *wv = W("attn_v.weight"), *wo = W("attn_output.weight"), *fn = W("ffn_norm.weight"),
+              *wg = W("ffn_gate.weight"), *wu = W("ffn_up.weight"), *wd = W("ffn_down.weight");
+        ref_norm(x, an, h, E, r->eps);
+        ref_mv(wq, qd, E, h, q);
+        ref_mv(wk, kvd, E, h, k);
+        ref_mv(wv, kvd, E, h, v);
+        ref_rope(r, q, r->H, p);
+        ref_rope(r, k, r->HK, p);
+        float *kc = r->kc + (size_t)l * r->n_ctx * kvd, *vc = r->vc + (size_t)l * r->n_ctx * kvd;
+        for (uint32_t i = 0; i < kvd; i++) {
+            kc[(size_t)p * kvd + i] = (float)k[i];
+            vc[(size_t)p * kvd + i] = (float)v[i];
+        }
+        for (uint32_t hh = 0; hh < r->H; hh++) {
+            uint32_t gi = hh / (r->H / r->HK);
+            double mx = -1e300, sum = 0;
+            for (uint32_t j = 0; j <= p; j++) {
+                double d = 0;
+                for (uint32_t e = 0; e < r->hd; e++) d += q[hh * r->hd + e] * kc[(size_t)j * kvd + gi * r->hd + e];
+                sc[j] = d / sqrt((double)r->hd);
+                if (sc[j] > mx) mx = sc[j];
+            }
+            for (uint32_t j = 0; j <= p; j++) sum += (sc[j] = exp(sc[j] - mx));
+            for (uint32_t e = 0; e < r->hd; e++) {
+                double acc = 0;
+                for (uint32_t j = 0; j <= p; j++) acc += sc[j] / sum * vc[(size_t)j * kvd + gi * r->hd + e];
+                o[hh * r->hd + e] = acc;
+            }
+        }
+        ref_mv(wo, E, qd, o, t);
+        for (uint32_t i = 0; i < E; i++) x[i] += t[i];
+        ref_norm(x, fn, h, E, r->eps);
+        ref_mv(wg, r->F, E, h, g);
+        ref_mv(wu, r->F, E, h, u);
+        for (uint32_t i = 0; i < r->F; i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
+        ref_mv(wd, E, r->F, g, t);
+        for (uint32_t i = 0; i < E; i++) x[i] += t[i];
+        free(an); free(wq); free(wk); free(wv); free(wo); free(fn); free(wg); free(wu); free(wd);
+    }
+#undef W
+    float *on = ref_tensor(r, "output_norm.weight", NULL, NULL);
+    float *out = ref_tensor(r, "output.weight", &rows, &cols);
+    if (!out) out = ref_tensor(r, "token_embd.weight", &rows, &cols);
+    ref_norm(x, on, h, E, r->eps);
+    double *lg = calloc(r->V, sizeof *lg);
+    ref_mv(out, r->V, E, h, lg);
+    for (uint32_t i = 0; i < r->V; i++) logits[i] = (float)lg[i];
+    free(lg); free(on); free(out);
+    free(x); free(h); free(q); free(k); free(v); free(o); free(t); free(g); free(u); free(sc);
+}
+
+static int ref_open(struct ref *r, const char *path, uint32_t n_ctx)
+{
+    memset(r, 0, sizeof *r);
+    char err[256];
+    if (sw_gguf_open(path, &r->g, err, sizeof err)) return -1;
+    sw_gguf_arch_u32(r->g, "embedding_length", &r->E);
+    sw_gguf_arch_u32(r->g, "block_count", &r->L);
+    sw_gguf_arch_u32(r->g, "attention.head_count", &r->H);
+    sw_gguf_arch_u32(r->g, "attention.head_count_kv", &r->HK);
+    sw_gguf_arch_u32(r->g, "feed_forward_length", &r->F);
+    r->hd = r->E / r->H;
+    r->nrot = r->hd;
+    sw_gguf_arch_u32(r->g, "rope.dimension_count", &r->nrot);
+    r->eps = 1e-5f;
+    sw_gguf_arch_f32(r->g, "attention.layer_norm_rms_epsilon", &r->eps);
+    r->base = 10000.0f;
+    sw_gguf_arch_f32(r->g, "rope.freq_base", &r->base);
+    r->neox = !strcmp(sw_gguf_arch(r->g), "qwen2");
+    r->V = (uint32_t)sw_gguf_tensor_find(r->g, "token_embd.weight")->ne[1];
+    r->n_ctx = n_ctx;
+    r->kc = calloc((size_t)r->L * n_ctx * r->HK * r->hd, sizeof(float));
+    r->vc = calloc((size_t)r->L * n_ctx * r->HK * r->hd, sizeof(float));
+    return 0;
+}
+
+static void ref_close(struct ref *r)
+{
+    free(r->kc);
+    free(r->vc);
+    sw_gguf_close(r->g);
+}
+
+/* ------------------------------------------------------------ tests */
+
+/* Greedy tokens token by token, the way generate runs. */
+static void greedy(struct sw_stage *s, uint64_t seq, int32_t *out, int n_gen)
+{
+    const struct sw_stage_info *in = sw_stage_info(s);
+    float *logits = malloc(in->n_vocab * sizeof *logits);
+    int rc = sw_stage_forward(s, seq, 0, SW_ARRAY_LEN(PROMPT), PROMPT, logits, 0);
+    CHECK_EQ_INT(rc, 0);
+    uint32_t pos = SW_ARRAY_LEN(PROMPT);
+    for (int i = 0; i < n_gen; i++) {
+        int32_t t = argmax(logits, in->n_vocab);
+        out[i] = t;
+        rc = sw_stage_forward(s, seq, pos++, 1, &t, logits, 0);
+        if (rc) {
+            CHECK_MSG(0, "forward at %u: %s", pos - 1, sw_stage_errmsg(s));
+            break;
+        }
+    }
+    free(logits);
+}
+
+static void test_info(void)
+{
+    struct sw_stage *s = open_stage(-1, -1, 0, 1, 0);
+    if (!s) return;
+    const struct sw_stage_info *in = sw_stage_info(s);
+    CHECK_EQ_STR(in->arch, "llama");
+    CHECK_EQ_INT(in->n_layers, 5);
+    CHECK_EQ_INT(in->layer_first, 0);
+    CHECK_EQ_INT(in->layer_last, 4);
+    CHECK_EQ_INT(in->n_embd, 64);
+    CHECK_EQ_INT(in->n_head, 8);
+    CHECK_EQ_INT(in->n_head_kv, 4);
+    CHECK_EQ_INT(in->head_dim, 8);
+    CHECK_EQ_INT(in->n_vocab, 512);
+    CHECK_EQ_INT(in->n_ctx, 2048);
+    CHECK_EQ_INT(in->rope_neox, 0);
+    CHECK(in->takes_tokens && in->gives_logits);
+    CHECK_NEAR(in->rms_eps, 1e-5, 1e-9);
+    CHECK_EQ_U64(in->kv_bytes_per_token, 5 * 2 * 32 * 2);
+    sw_stage_free(s);
+}
+
+static void test_greedy_pinned(void)
+{
+    for (uint32_t threads = 1; threads <= 2; threads++) {
+        struct sw_stage *s = open_stage(-1, -1, 0, threads, 0);
+        if (!s) return;
+        CHECK_EQ_INT(sw_stage_seq_new(s, 7), 0);
+        int32_t got[SW_ARRAY_LEN(GREEDY)];
+        greedy(s, 7, got, SW_ARRAY_LEN(GREEDY));
+        for (size_t i = 0; i < SW_ARRAY_LEN(GREEDY); i++)
+            CHECK_MSG(got[i] == GREEDY[i], "threads %u: token %zu: %d != %d", threads, i, got[i], GREEDY[i]);
+        sw_stage_free(s);
+    }
+}
+
+/* The stage's logits match the plain reference at every position of prompt + greedy. */
+static void test_reference_logits(void)
+{
+    struct ref r;
+    CHECK(ref_open(&r, model_path, 64) == 0);
+    struct sw_stage *s = open_stage(-1, -1, 64, 2, 0);
+    if (!s) return;
+    sw_stage_seq_new(s, 1);
+    int32_t toks[SW_ARRAY_LEN(PROMPT) + 12];
+    memcpy(toks, PROMPT, sizeof PROMPT);
+    memcpy(toks + SW_ARRAY_LEN(PROMPT), GREEDY, 12 * sizeof *toks);
+    float *a = malloc(r.V * sizeof *a), *b = malloc(r.V * sizeof *b);
+    double worst = 0;
+    for (uint32_t p = 0; p < SW_ARRAY_LEN(toks); p++) {
+        ref_step(&r, toks[p], p, a);
+        CHECK_EQ_INT(sw_stage_forward(s, 1, p, 1, &toks[p], b, 0), 0);
+        worst = fmax(worst, max_rel_diff(b, a, r.V));
+        CHECK_EQ_INT(argmax(a, r.V), argmax(b, r.V));
+    }
+    /* f16 KV cache and f32 accumulation vs doubles and an f32 cache: ~1e-3 relative. */
+    CHECK_MSG(worst < 5e-3, "logits differ from the reference by %.3g (relative to max |logit|)", worst);
+    fprintf(stderr, "  reference vs stage: max relative logit difference %.3g\n", worst);
+    free(a);
+    free(b);
+    sw_stage_free(s);
+    ref_close(&r);
+}
+
+/* One batched call gives the same logits as feeding tokens one by one, including when the
+ * batch is larger than the stage's step (max_batch 3). */
+static void test_batch_equals_incremental(void)
+{
+    struct sw_stage *s1 = open_stage(-1, -1, 0, 2, 0), *s2 = open_stage(-1, -1, 0, 2, 3);
+    if (!s1 || !s2) return;
+    sw_stage_seq_new(s1, 1);
+    sw_stage_seq_new(s2, 1);
+    int32_t toks[16];
+    memcpy(toks, PROMPT, sizeof PROMPT);
+    memcpy(toks + 5, GREEDY, 11 * sizeof *toks);
+    uint32_t V = sw_stage_info(s1)->n_vocab;
+    float *all = malloc(16 * V * sizeof *all), *one = malloc(V * sizeof *one),
+          *last = malloc(V * sizeof *last);
+    CHECK_EQ_INT(sw_stage_forward(s2, 1, 0, 16, toks, all, SW_STAGE_LOGITS_ALL), 0);
+    for (uint32_t p = 0; p < 16; p++) {
+        CHECK_EQ_INT(sw_stage_forward(s1, 1, p, 1, &toks[p], one, 0), 0);
+        double d = max_rel_diff(all + (size_t)p * V, one, V);
+        CHECK_MSG(d < 1e-4, "position %u: batched vs incremental differ by %.3g", p, d);
+    }
+    /* Last-token-only output equals the last row of LOGITS_ALL. */
+    CHECK_EQ_INT(sw_stage_forward(s2, 1, 0, 16, toks, last, 0), 0);
+    CHECK(max_rel_diff(last, all + 15 * (size_t)V, V) == 0);
+    uint32_t n = 0;
+    CHECK_EQ_INT(sw_stage_seq_len(s2, 1, &n), 0);
+    CHECK_EQ_INT(n, 16);
+    free(all);
+    free(one);
+    free(last);
+    sw_stage_free(s1);
+    sw_stage_free(s2);
+}
+
+/* Two sequences interleaved on one stage don't disturb each other; reset and rewinding
+ * (pos below the length) recompute the same logits. */
+static void test_sequences(void)
+{
+    struct sw_stage *s = open_stage(-1, -1, 0, 2, 0);
+    if (!s) return;
+    uint32_t V = sw_stage_info(s)->n_vocab;
+    float *a = malloc(V * sizeof *a), *b = malloc(V * sizeof *b), *c = malloc(V * sizeof *c);
+    CHECK_EQ_INT(sw_stage_seq_new(s, 100), 0);
+    CHECK_EQ_INT(sw_stage_seq_new(s, 200), 0);
+    CHECK_EQ_INT(sw_stage_seq_new(s, 100), SW_EEXIST);
+    CHECK_EQ_INT(sw_stage_n_seqs(s), 2);
+    static const int32_t other[] = { 1, 321, 331, 261 };
+    CHECK_EQ_INT(sw_stage_forward(s, 100, 0, 3, PROMPT, a, 0), 0);
+    CHECK_EQ_INT(sw_stage_forward(s, 200, 0, 4, other, b, 0), 0);
+    CHECK_EQ_INT(sw_stage_forward(s, 100, 3, 2, PROMPT + 3, a, 0), 0);
+    CHECK_EQ_INT(sw_stage_forward(s, 200, 0, 5, PROMPT, b, 0), 0); /* rewind to 0 */
+    CHECK(max_rel_diff(a, b, V) == 0);
+    CHECK_EQ_INT(sw_stage_seq_reset(s, 100), 0);
+    CHECK_EQ_INT(sw_stage_forward(s, 100, 0, 5, PROMPT, c, 0), 0);
+    CHECK(max_rel_diff(a, c, V) == 0);
+    CHECK_EQ_INT(sw_stage_forward(s, 100, 9, 1, PROMPT, c, 0), SW_EINVAL); /* past the end */
+    CHECK_EQ_INT(sw_stage_forward(s, 999, 0, 1, PROMPT, c, 0), SW_ENOTFOUND);
+    CHECK(sw_stage_kv_bytes(s) > 0);
+    sw_stage_seq_free(s, 100);
+    sw_stage_seq_free(s, 100); /* harmless */
+    CHECK_EQ_INT(sw_stage_n_seqs(s), 1);
+    CHECK_EQ_INT(sw_stage_seq_reset(s, 100), SW_ENOTFOUND);
+    sw_stage_seq_free(s, 200);
+    CHECK_EQ_U64(sw_stage_kv_bytes(s), 0);
+    free(a);
+    free(b);
+    free(c);
+    sw_stage_free(s);
+}
+
+/* Layers [0,1] then [2,4] in two stages over the same file equal the whole model exactly. */
+static void test_layer_ranges(void)
+{
+    struct sw_stage *whole = open_stage(-1, -1, 0, 2, 0), *s0 = open_stage(0, 1, 0, 2, 0),
+                    *s1 = open_stage(2, 4, 0, 2, 0);
+    if (!whole || !s0 || !s1) return;
+    CHECK(sw_stage_info(s0)->takes_tokens && !sw_stage_info(s0)->gives_logits);
+    CHECK(!sw_stage_info(s1)->takes_tokens && sw_stage_info(s1)->gives_logits);
+    CHECK_EQ_U64(sw_stage_out_floats(s0, 5, 0), 5 * 64);
+    uint32_t V = 512, E = 64;
+    float *h = malloc(5 * E * sizeof *h), *a = malloc(5 * V * sizeof *a), *b = malloc(5 * V * sizeof *b);
+    sw_stage_seq_new(whole, 1);
+    sw_stage_seq_new(s0, 1);
+    sw_stage_seq_new(s1, 1);
+    CHECK_EQ_INT(sw_stage_forward(whole, 1, 0, 5, PROMPT, a, SW_STAGE_LOGITS_ALL), 0);
+    CHECK_EQ_INT(sw_stage_forward(s0, 1, 0, 5, PROMPT, h, 0), 0);
+    CHECK_EQ_INT(sw_stage_forward(s1, 1, 0, 5, h, b, SW_STAGE_LOGITS_ALL), 0);
+    CHECK(max_rel_diff(a, b, 5 * V) == 0);
+    free(h);
+    free(a);
+    free(b);
+    sw_stage_free(whole);
+    sw_stage_free(s0);
+    sw_stage_free(s1);
+
+    struct sw_stage_opts o = { .layer_first = 3, .layer_last = 7 };
+    struct sw_stage *bad = NULL;
+    char err[256];
+    CHECK_EQ_INT(sw_stage_open(model_path, &o, &bad, err, sizeof err), SW_ERANGE);
+    CHECK(bad == NULL);
+    CHECK_MSG(strstr(err, "layer range") != NULL, "message: %s", err);
+}
+
+/* Exceeding the context is SW_ERANGE with a message, never a crash; nothing is cached. */
+static void test_context_limit(void)
+{
+    struct sw_stage *s = open_stage(-1, -1, 8, 1, 0);
+    if (!s) return;
+    CHECK_EQ_INT(sw_stage_info(s)->n_ctx, 8);
+    float *lg = malloc(512 * sizeof *lg);
+    int32_t toks[9] = { 1, 403, 407, 261, 378, 432, 383, 286, 261 };
+    sw_stage_seq_new(s, 1);
+    CHECK_EQ_INT(sw_stage_forward(s, 1, 0, 9, toks, lg, 0), SW_ERANGE);
+    CHECK_MSG(strstr(sw_stage_errmsg(s), "context") != NULL, "message: %s", sw_stage_errmsg(s));
+    CHECK_EQ_INT(sw_stage_forward(s, 1, 0, 8, toks, lg, 0), 0);
+    CHECK_EQ_INT(sw_stage_forward(s, 1, 8, 1, toks + 8, lg, 0), SW_ERANGE);
+    uint32_t n = 0;
+    sw_stage_seq_len(s, 1, &n);
+    CHECK_EQ_INT(n, 8);
+    int32_t bad = 512;
+    CHECK_EQ_INT(sw_stage_forward(s, 1, 0, 1, &bad, lg, 0), SW_ERANGE);
+    free(lg);
+    sw_stage_free(s);
+}
+
+static void test_bad_files(void)
+{
+    char err[512];
+    struct sw_stage *s = NULL;
+    CHECK(sw_stage_open("/nonexistent/model.gguf", NULL, &s, err, sizeof err) < 0);
+    CHECK(s == NULL);
+    /* A vocabulary-only GGUF has no architecture the stage computes. */
+    char vocab[4200];
+    snprintf(vocab, sizeof vocab, "%s/vocab/ggml-vocab-llama-spm.gguf", sw_test_shared_data());
+    int rc = sw_stage_open(vocab, NULL, &s, err, sizeof err);
+    CHECK_MSG(rc == SW_EUNSUPPORTED || rc == SW_ECORRUPT, "rc %d (%s)", rc, err);
+    CHECK(s == NULL);
+    struct sw_stage_opts o = { .layer_first = -1, .layer_last = -1, .backend = "cuda" };
+    CHECK_EQ_INT(sw_stage_open(model_path, &o, &s, err, sizeof err), SW_EUNSUPPORTED);
+    CHECK_MSG(strstr(err, "cuda") != NULL, "message: %s", err);
+}
+
+int main(void)
+{
+    const char *data = sw_test_shared_data();
+    if (!data) SW_TEST_SKIP("../shared/data is absent: stories260K.gguf needed");
+    snprintf(model_path, sizeof model_path, "%s/models/stories260K.gguf", data);
+    SW_RUN(test_info);
+    SW_RUN(test_greedy_pinned);
+    SW_RUN(test_reference_logits);
+    SW_RUN(test_batch_equals_incremental);
+    SW_RUN(test_sequences);
+    SW_RUN(test_layer_ranges);
+    SW_RUN(test_context_limit);
+    SW_RUN(test_bad_files);
+    return SW_TEST_DONE();
+}
