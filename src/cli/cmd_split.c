@@ -2,6 +2,7 @@
  * balance bytes, each a valid GGUF, plus DIR/model.json; prints the boundaries and imbalance. */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@ static void usage(FILE *f)
                "  --out DIR           output folder, created if absent (required)\n"
                "  --owner-pubkey HEX  owner's ed25519 public key (64 hex digits), recorded in the manifest\n"
                "  --model-id ID       value of shardswarm.model.id (default: SHA-256 of the source header)\n"
+               "  --dry-run           print the shard boundaries only; write nothing (--out not needed)\n"
                "  -q, --quiet         no progress bar and no summary\n"
                "Exit status: 0 ok, 1 bad input or write failure (nothing partial is left), 2 usage error.\n");
 }
@@ -49,6 +51,43 @@ static int is_hex(const char *s, size_t n)
     return 1;
 }
 
+static void print_imbalance(const struct sw_shard_plan *plans, uint32_t n)
+{
+    uint64_t max = 0, sum = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        sum += plans[k].n_bytes;
+        if (plans[k].n_bytes > max) max = plans[k].n_bytes;
+    }
+    double mean = (double)sum / n;
+    char b1[32], b2[32];
+    printf("  imbalance: largest shard %s of tensor data, %.1f%% above the mean %s\n",
+           sw_fmt_bytes(max, b1, sizeof b1), mean > 0 ? 100.0 * ((double)max - mean) / mean : 0.0,
+           sw_fmt_bytes((uint64_t)mean, b2, sizeof b2));
+}
+
+static int dry_run(const char *model, uint32_t n)
+{
+    struct sw_shard_plan *plans = calloc(n, sizeof *plans);
+    if (!plans) return sw_cli_fail("split", "out of memory");
+    char err[1024];
+    uint32_t n_layers = 0;
+    int rc = sw_gguf_split_plan(model, n, plans, &n_layers, err, sizeof err);
+    if (rc) {
+        free(plans);
+        return sw_cli_fail("split", "%s", err[0] ? err : sw_strerror(rc));
+    }
+    printf("[SPLIT] %s: %u layers -> %u shards (dry run: nothing written)\n", model, n_layers, n);
+    for (uint32_t k = 0; k < n; k++) {
+        char b[32];
+        printf("  shard %-3u layers %3u-%-3u (%3u)  %10s of tensor data\n", k, plans[k].layer_first,
+               plans[k].layer_last, plans[k].layer_last - plans[k].layer_first + 1,
+               sw_fmt_bytes(plans[k].n_bytes, b, sizeof b));
+    }
+    print_imbalance(plans, n);
+    free(plans);
+    return SW_EXIT_OK;
+}
+
 int sw_cmd_split(int argc, char **argv)
 {
     if (sw_cli_wants_help(argc, argv)) {
@@ -57,7 +96,7 @@ int sw_cmd_split(int argc, char **argv)
     }
     const char *model = NULL, *out = NULL, *owner = NULL, *model_id = NULL;
     uint32_t n = 0;
-    int quiet = 0, rc;
+    int quiet = 0, dry = 0, rc;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int has_val = i + 1 < argc;
@@ -75,6 +114,8 @@ int sw_cmd_split(int argc, char **argv)
             if (!has_val || !argv[i + 1][0] || strlen(argv[i + 1]) >= 80)
                 return sw_cli_usage_error("split", "--model-id expects a non-empty id of at most 79 characters");
             model_id = argv[++i];
+        } else if (!strcmp(a, "--dry-run")) {
+            dry = 1;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             quiet = 1;
         } else if (a[0] == '-' && a[1]) {
@@ -87,25 +128,32 @@ int sw_cmd_split(int argc, char **argv)
     }
     if (!model) return sw_cli_usage_error("split", "missing MODEL.gguf");
     if (!n) return sw_cli_usage_error("split", "missing --shards N");
+    if (dry) return dry_run(model, n);
     if (!out) return sw_cli_usage_error("split", "missing --out DIR");
 
     struct prog pr = { .started_ms = sw_time_ms(), .quiet = quiet };
     struct sw_split_opts o = { .n_shards = n, .out_dir = out, .owner_pubkey_hex = owner,
                                .progress = on_progress, .progress_ud = &pr, .model_id = model_id };
-    struct sw_shard_plan plans[4096];
+    struct sw_shard_plan *plans = calloc(n, sizeof *plans);
+    if (!plans) return sw_cli_fail("split", "out of memory");
     char err[1024];
     rc = sw_gguf_split(model, &o, plans, err, sizeof err);
-    if (rc) return sw_cli_fail("split", "%s", err[0] ? err : sw_strerror(rc));
-    if (quiet) return SW_EXIT_OK;
-
-    struct sw_manifest *m = NULL;
-    if (sw_gguf_manifest_load(out, &m, err, sizeof err)) return sw_cli_fail("split", "%s", err);
-    uint64_t max = 0, sum = 0;
-    for (uint32_t k = 0; k < n; k++) {
-        sum += plans[k].n_bytes;
-        if (plans[k].n_bytes > max) max = plans[k].n_bytes;
+    if (rc) {
+        free(plans);
+        return sw_cli_fail("split", "%s", err[0] ? err : sw_strerror(rc));
     }
-    char b1[32], b2[32], b3[32];
+    if (quiet) {
+        free(plans);
+        return SW_EXIT_OK;
+    }
+    struct sw_manifest *m = NULL;
+    if (sw_gguf_manifest_load(out, &m, err, sizeof err)) {
+        free(plans);
+        return sw_cli_fail("split", "%s", err);
+    }
+    uint64_t sum = 0;
+    for (uint32_t k = 0; k < n; k++) sum += plans[k].n_bytes;
+    char b1[32], b2[32];
     printf("[SPLIT] %s: %s, %u layers, %s -> %u shards in %s (%s)\n", model, m->arch[0] ? m->arch : "?",
            m->n_layers, sw_fmt_bytes(m->source_size, b1, sizeof b1), n, out,
            sw_fmt_duration_ms(sw_time_ms() - pr.started_ms, b2, sizeof b2));
@@ -116,11 +164,9 @@ int sw_cmd_split(int argc, char **argv)
                sw_fmt_bytes(s->size, b1, sizeof b1), sum ? 100.0 * (double)plans[k].n_bytes / (double)sum : 0.0,
                s->sha256_hex);
     }
-    double mean = (double)sum / n;
-    printf("  imbalance: largest shard %s of tensor data, %.1f%% above the mean %s\n",
-           sw_fmt_bytes(max, b1, sizeof b1), mean > 0 ? 100.0 * ((double)max - mean) / mean : 0.0,
-           sw_fmt_bytes((uint64_t)mean, b3, sizeof b3));
+    print_imbalance(plans, n);
     printf("  model id %s\n  manifest %s/%s\n", m->model_id, out, SW_MANIFEST_FILE);
     sw_gguf_manifest_free(m);
+    free(plans);
     return SW_EXIT_OK;
 }

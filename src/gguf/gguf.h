@@ -228,6 +228,11 @@ struct sw_shard_plan {
 int sw_gguf_split(const char *model_path, const struct sw_split_opts *opts,
                   struct sw_shard_plan *plans_out, char *err, size_t err_len);
 
+/* The plan split would use, without writing anything (n_shards entries in plans_out);
+ * *n_layers_out (may be NULL) receives the model's layer count. */
+int sw_gguf_split_plan(const char *model_path, uint32_t n_shards, struct sw_shard_plan *plans_out,
+                       uint32_t *n_layers_out, char *err, size_t err_len);
+
 /* The manifest DIR/model.json that split writes (format in docs/gguf.md). */
 struct sw_manifest_shard {
     uint32_t index;

@@ -17,7 +17,7 @@
 
 #define CAP_PARTS 9999u        /* llama.cpp numbers parts with 5 digits */
 #define CAP_SHARDS 4096u
-#define CAP_LAYERS 4096u      /* block_count beyond this is refused */
+#define CAP_LAYERS 1024u      /* block_count beyond this is refused (planner is O(N L^2)) */
 #define CHUNK_BYTES (16u << 20) /* data is streamed (and progress reported) in chunks */
 
 __attribute__((format(printf, 3, 4))) static int seterr(char *err, size_t err_len, const char *fmt, ...)
@@ -219,21 +219,69 @@ fail:
 
 /* ------------------------------------------------------------------ planning */
 
-struct cost { uint64_t max; double sumsq; };
-
-static int cost_better(struct cost a, struct cost b)
+/* Contiguous layer ranges for n shards: first the smallest possible largest shard M, then,
+ * among the plans whose shards all stay within M, the one with the least spread (sum of
+ * squared shard sizes). w[l]: bytes of layer l; first/last: bytes only the first/last shard
+ * holds; every shard also holds `shared`. Dynamic programming over (shard, last layer),
+ * O(n * L^2) per phase. */
+static uint64_t range_bytes(const uint64_t *pre, uint32_t a, uint32_t b, uint32_t k, uint32_t n,
+                            uint64_t first, uint64_t last, uint64_t shared)
 {
-    return a.max < b.max || (a.max == b.max && a.sumsq < b.sumsq);
+    return pre[b + 1] - pre[a] + shared + (k == 0 ? first : 0) + (k == n - 1 ? last : 0);
 }
 
-/* Contiguous layer ranges for n shards minimising the largest shard (then the spread).
- * w[l]: bytes of layer l; first/last: bytes only the first/last shard holds; every shard
- * also holds `shared`. Dynamic programming over (shard, last layer): O(n * L^2). */
+/* phase 0: dp = smallest max; phase 1: dp = smallest sum of squares with every shard <= cap. */
+static void plan_dp(const uint64_t *pre, uint32_t L, uint32_t n, uint64_t first, uint64_t last,
+                    uint64_t shared, int phase, uint64_t cap, double *dp, uint32_t *from)
+{
+    const double inf = 1e300;
+    for (uint32_t k = 0; k < n; k++) {
+        for (uint32_t b = 0; b < L; b++) {
+            double best = inf;
+            uint32_t arg = 0;
+            /* shard k covers a..b; shards 0..k-1 cover 0..a-1; n-1-k shards still follow */
+            if (b >= k && L - 1 - b >= n - 1 - k) {
+                uint32_t a_lo = k, a_hi = k == 0 ? 0 : b;
+                for (uint32_t a = a_lo; a <= a_hi; a++) {
+                    uint64_t bytes = range_bytes(pre, a, b, k, n, first, last, shared);
+                    if (bytes > cap) continue;
+                    double c = phase == 0 ? (double)bytes : (double)bytes * (double)bytes;
+                    if (k > 0) {
+                        double p = dp[(k - 1) * L + a - 1];
+                        if (p >= inf) continue;
+                        c = phase == 0 ? (c > p ? c : p) : c + p;
+                    }
+                    if (c < best) {
+                        best = c;
+                        arg = a;
+                    }
+                }
+            }
+            dp[k * L + b] = best;
+            from[k * L + b] = arg;
+        }
+    }
+}
+
+static void plan_walk(const uint64_t *pre, uint32_t L, uint32_t n, uint64_t first, uint64_t last,
+                      uint64_t shared, const uint32_t *from, struct sw_shard_plan *plans)
+{
+    uint32_t b = L - 1;
+    for (uint32_t k = n; k-- > 0;) {
+        uint32_t a = from[k * L + b];
+        plans[k].index = k;
+        plans[k].layer_first = a;
+        plans[k].layer_last = b;
+        plans[k].n_bytes = range_bytes(pre, a, b, k, n, first, last, shared);
+        if (a) b = a - 1;
+    }
+}
+
 static int plan_ranges(const uint64_t *w, uint32_t L, uint32_t n, uint64_t first, uint64_t last,
                        uint64_t shared, struct sw_shard_plan *plans)
 {
     uint64_t *pre = calloc((size_t)L + 1, sizeof *pre);
-    struct cost *dp = malloc((size_t)n * L * sizeof *dp);
+    double *dp = malloc((size_t)n * L * sizeof *dp);
     uint32_t *from = malloc((size_t)n * L * sizeof *from);
     if (!pre || !dp || !from) {
         free(pre);
@@ -242,42 +290,13 @@ static int plan_ranges(const uint64_t *w, uint32_t L, uint32_t n, uint64_t first
         return SW_ENOMEM;
     }
     for (uint32_t l = 0; l < L; l++) pre[l + 1] = pre[l] + w[l];
-    /* dp[k*L + b]: best cost for shards 0..k covering layers 0..b. */
-    for (uint32_t k = 0; k < n; k++) {
-        for (uint32_t b = 0; b < L; b++) {
-            struct cost best = { UINT64_MAX, 0 };
-            uint32_t arg = 0;
-            if (b < k || L - 1 - b < n - 1 - k) { dp[k * L + b] = best; continue; }
-            uint32_t a_lo = k, a_hi = b; /* shard k covers a..b, shards before cover 0..a-1 */
-            if (k == 0) a_hi = a_lo = 0;
-            for (uint32_t a = a_lo; a <= a_hi; a++) {
-                uint64_t bytes = pre[b + 1] - pre[a] + shared + (k == 0 ? first : 0) +
-                                 (k == n - 1 ? last : 0);
-                struct cost c = { bytes, (double)bytes * (double)bytes };
-                if (k > 0) {
-                    struct cost p = dp[(k - 1) * L + a - 1];
-                    if (p.max == UINT64_MAX) continue;
-                    c.max = SW_MAX(c.max, p.max);
-                    c.sumsq += p.sumsq;
-                }
-                if (cost_better(c, best)) {
-                    best = c;
-                    arg = a;
-                }
-            }
-            dp[k * L + b] = best;
-            from[k * L + b] = arg;
-        }
-    }
-    uint32_t b = L - 1;
-    for (uint32_t k = n; k-- > 0;) {
-        uint32_t a = from[k * L + b];
-        plans[k].index = k;
-        plans[k].layer_first = a;
-        plans[k].layer_last = b;
-        plans[k].n_bytes = pre[b + 1] - pre[a] + shared + (k == 0 ? first : 0) + (k == n - 1 ? last : 0);
-        if (a) b = a - 1;
-    }
+    plan_dp(pre, L, n, first, last, shared, 0, UINT64_MAX, dp, from);
+    plan_walk(pre, L, n, first, last, shared, from, plans);
+    uint64_t cap = 0;
+    for (uint32_t k = 0; k < n; k++) cap = SW_MAX(cap, plans[k].n_bytes);
+    /* Exact integers: the phase-1 plan always exists (the phase-0 plan satisfies the cap). */
+    plan_dp(pre, L, n, first, last, shared, 1, cap, dp, from);
+    plan_walk(pre, L, n, first, last, shared, from, plans);
     free(pre);
     free(dp);
     free(from);
@@ -416,6 +435,50 @@ static const char *base_name(const char *p)
     return s ? s + 1 : p;
 }
 
+/* Layer weights and the plan for n shards; w: L zeroed entries of scratch. */
+static int source_plan(const struct source *s, uint32_t n, uint64_t *w, struct sw_shard_plan *plans,
+                       const char *model_path, char *err, size_t err_len)
+{
+    uint32_t L = s->n_layers;
+    if (n > L) {
+        seterr(err, err_len, "%s: %u shards requested but the model has only %u layers", model_path, n, L);
+        return SW_EINVAL;
+    }
+    uint64_t first = 0, last = 0, shared = 0;
+    for (uint64_t i = 0; i < s->n_ts; i++) {
+        const struct src_tensor *st = &s->ts[i];
+        switch (st->place) {
+        case PLACE_LAYER: w[st->t->layer] += st->t->n_bytes; break;
+        case PLACE_FIRST:
+            first += st->t->n_bytes;
+            if (s->tied && n > 1 && name_is(st->t, "token_embd.weight")) last += st->t->n_bytes;
+            break;
+        case PLACE_LAST: last += st->t->n_bytes; break;
+        case PLACE_ALL: shared += st->t->n_bytes; break;
+        }
+    }
+    return plan_ranges(w, L, n, first, last, shared, plans);
+}
+
+int sw_gguf_split_plan(const char *model_path, uint32_t n_shards, struct sw_shard_plan *plans_out,
+                       uint32_t *n_layers_out, char *err, size_t err_len)
+{
+    if (err && err_len) err[0] = 0;
+    if (n_shards == 0 || n_shards > CAP_SHARDS) {
+        seterr(err, err_len, "shard count must be 1..%u", CAP_SHARDS);
+        return SW_EINVAL;
+    }
+    struct source s;
+    int rc = source_open(model_path, &s, err, err_len);
+    if (rc) return rc;
+    uint64_t *w = calloc(s.n_layers, sizeof *w);
+    rc = w ? source_plan(&s, n_shards, w, plans_out, model_path, err, err_len) : SW_ENOMEM;
+    if (!rc && n_layers_out) *n_layers_out = s.n_layers;
+    free(w);
+    source_free(&s);
+    return rc;
+}
+
 int sw_gguf_split(const char *model_path, const struct sw_split_opts *opts,
                   struct sw_shard_plan *plans_out, char *err, size_t err_len)
 {
@@ -439,25 +502,7 @@ int sw_gguf_split(const char *model_path, const struct sw_split_opts *opts,
         rc = SW_ENOMEM;
         goto out;
     }
-    if (n > L) {
-        seterr(err, err_len, "%s: %u shards requested but the model has only %u layers", model_path, n, L);
-        rc = SW_EINVAL;
-        goto out;
-    }
-    uint64_t first = 0, last = 0, shared = 0;
-    for (uint64_t i = 0; i < s.n_ts; i++) {
-        const struct src_tensor *st = &s.ts[i];
-        switch (st->place) {
-        case PLACE_LAYER: w[st->t->layer] += st->t->n_bytes; break;
-        case PLACE_FIRST:
-            first += st->t->n_bytes;
-            if (s.tied && n > 1 && name_is(st->t, "token_embd.weight")) last += st->t->n_bytes;
-            break;
-        case PLACE_LAST: last += st->t->n_bytes; break;
-        case PLACE_ALL: shared += st->t->n_bytes; break;
-        }
-    }
-    if ((rc = plan_ranges(w, L, n, first, last, shared, plans))) goto out;
+    if ((rc = source_plan(&s, n, w, plans, model_path, err, err_len))) goto out;
     if ((rc = sw_mkdir_p(opts->out_dir))) {
         seterr(err, err_len, "%s: cannot create the output folder: %s", opts->out_dir, sw_strerror(rc));
         goto out;

@@ -66,6 +66,11 @@ def main():
         sw("split", bad, "--shards", "2", "--out", out, rc=1)
         h.check(not os.path.exists(out) or not os.listdir(out), "no output after failures")
 
+        # split --dry-run: the plan, nothing written, --out not needed
+        r = sw("split", model, "--shards", "2", "--dry-run", rc=0)
+        h.check("dry run" in r.stdout and "imbalance" in r.stdout, r.stdout)
+        h.check(not os.path.exists(out), "dry run wrote nothing")
+
         # split: the real thing
         owner = "ab" * 32
         r = sw("split", model, "--shards", "2", "--out", out, "--owner-pubkey", owner, rc=0)

@@ -297,6 +297,12 @@ static void test_balance_optimal(void)
         CHECK_EQ_INT(sw_gguf_split(path, &so, plans, err, sizeof err), 0);
         uint64_t got = 0;
         for (uint32_t k = 0; k < n; k++) got = SW_MAX(got, plans[k].n_bytes);
+        /* The dry-run plan is the plan split used. */
+        struct sw_shard_plan dry[3];
+        uint32_t nl = 0;
+        CHECK_EQ_INT(sw_gguf_split_plan(path, n, dry, &nl, err, sizeof err), 0);
+        CHECK_EQ_INT(nl, 9);
+        CHECK_EQ_MEM(dry, plans, n * sizeof *dry);
         uint64_t best = UINT64_MAX;
         for (uint32_t a = 1; a < 9; a++) {
             for (uint32_t b = (n == 3 ? a + 1 : 9); b <= 9; b++) {
