@@ -1,14 +1,553 @@
-/* kernels_avx2.c — AVX2 + FMA + F16C kernels (compiled with those flags only; called only
- * after CPUID says the CPU has them). */
+/* kernels_avx2.c — AVX2 + FMA + F16C kernels. Compiled with those flags only for this
+ * file and called only after CPUID says the CPU has them (kernels.c). Each function has
+ * the shape and result of its reference in kernels_ref.c; tests/infer/test_kernels.c holds
+ * them to it. Integer dot products use maddubs (u8 x s8 -> s16 pairs) then madd -> s32:
+ * weights that are unsigned codes (Q4_0 nibbles, K-quant codes) go in the u8 operand,
+ * their offsets are taken back with the activation block sums.
+ * Not for: AVX-512 (kernels_avx512.c). */
+#include <immintrin.h>
+
 #include "infer/kernels_impl.h"
+
+#define AI static inline __attribute__((always_inline))
+
+AI float hsum_ps(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AI int hsum_epi32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+AI float h2f(sw_f16 h)
+{
+    return _cvtsh_ss(h);
+}
+
+/* 16 bytes of nibble pairs -> 32 bytes: low nibbles in 0..15, high nibbles in 16..31. */
+AI __m256i nibbles32(const uint8_t *p)
+{
+    __m128i x = _mm_loadu_si128((const __m128i *)p);
+    __m128i m = _mm_set1_epi8(0x0F);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(x, 4), m), _mm_and_si128(x, m));
+}
+
+/* sum of products of u8 x s8, as 8 floats (each the sum of 4 products). */
+AI __m256 dot_us8(__m256i u, __m256i s)
+{
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+}
+
+/* sum of products of s8 x s8 via the sign trick. */
+AI __m256 dot_ss8(__m256i x, __m256i y)
+{
+    return dot_us8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+}
+
+/* ------------------------------------------------------------ conversions */
+
+static void f16_to_f32_row_avx2(const sw_f16 *x, float *y, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+    for (; i < n; i++) y[i] = h2f(x[i]);
+}
+
+static void f32_to_f16_row_avx2(const float *x, sw_f16 *y, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) y[i] = sw_k_f32_to_f16(x[i]);
+}
+
+AI __m256 load_bf16x8(const sw_bf16 *p)
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+
+static void bf16_to_f32_row_avx2(const sw_bf16 *x, float *y, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, load_bf16x8(x + i));
+    for (; i < n; i++) y[i] = sw_k_bf16_to_f32(x[i]);
+}
+
+/* ------------------------------------------------------------ dequantize */
+
+static void dequant_f16_avx2(const void *src, float *dst, int64_t n)
+{
+    f16_to_f32_row_avx2(src, dst, n);
+}
+
+static void dequant_bf16_avx2(const void *src, float *dst, int64_t n)
+{
+    bf16_to_f32_row_avx2(src, dst, n);
+}
+
+static void dequant_q8_0_avx2(const void *src, float *y, int64_t n)
+{
+    const struct sw_block_q8_0 *b = src;
+    for (int64_t i = 0; i < n / SW_QK8_0; i++, b++, y += 32) {
+        __m256 d = _mm256_set1_ps(h2f(b->d));
+        for (int k = 0; k < 4; k++) {
+            __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b->qs + 8 * k)));
+            _mm256_storeu_ps(y + 8 * k, _mm256_mul_ps(d, _mm256_cvtepi32_ps(q)));
+        }
+    }
+}
+
+static void dequant_q4_0_avx2(const void *src, float *y, int64_t n)
+{
+    const struct sw_block_q4_0 *b = src;
+    for (int64_t i = 0; i < n / SW_QK4_0; i++, b++, y += 32) {
+        __m256 d = _mm256_set1_ps(h2f(b->d));
+        __m256i q = _mm256_sub_epi8(nibbles32(b->qs), _mm256_set1_epi8(8));
+        __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+        _mm256_storeu_ps(y + 0, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo))));
+        _mm256_storeu_ps(y + 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)))));
+        _mm256_storeu_ps(y + 16, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi))));
+        _mm256_storeu_ps(y + 24, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)))));
+    }
+}
+
+/* ------------------------------------------------------------ activation quantizers */
+
+/* Q8_0 exactly as the reference (d = amax/127, id = 1/d, round to nearest even); also
+ * writes {d, d*sum} pairs when ds is not NULL. */
+AI void quant_q8_0_body(const float *x, void *dst, float *ds, int64_t n)
+{
+    struct sw_block_q8_0 *b = dst;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t i = 0; i < n / SW_QK8_0; i++, b++, x += 32) {
+        __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8), v2 = _mm256_loadu_ps(x + 16),
+               v3 = _mm256_loadu_ps(x + 24);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float amax = _mm_cvtss_f32(m4);
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        b->d = (sw_f16)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        __m256 vid = _mm256_set1_ps(id);
+        const int rm = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, vid), rm));
+        __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, vid), rm));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, vid), rm));
+        __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, vid), rm));
+        if (ds) {
+            int s = hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
+            float df = h2f(b->d);
+            ds[2 * i] = df;
+            ds[2 * i + 1] = df * (float)s;
+        }
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+        _mm256_storeu_si256((__m256i *)b->qs, _mm256_permutevar8x32_epi32(p, perm));
+    }
+}
+
+static void quant_q8_0_avx2(const float *x, void *dst, int64_t n)
+{
+    quant_q8_0_body(x, dst, NULL, n);
+}
+
+static void quant_q8_0_sums_avx2(const float *x, void *dst, float *ds, int64_t n)
+{
+    quant_q8_0_body(x, dst, ds, n);
+}
+
+/* Q8_K exactly as the reference: id = 127/amax, round to nearest even, bsums per 16. */
+static void quant_q8_K_avx2(const float *x, void *dst, int64_t n)
+{
+    struct sw_block_q8_K *b = dst;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const int rm = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    for (int64_t i = 0; i < n / SW_QK_K; i++, b++, x += SW_QK_K) {
+        __m256 m = _mm256_setzero_ps();
+        for (int k = 0; k < 32; k++) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float amax = _mm_cvtss_f32(m4);
+        if (amax == 0.0f) {
+            memset(b, 0, sizeof(*b));
+            continue;
+        }
+        float id = 127.0f / amax;
+        __m256 vid = _mm256_set1_ps(id);
+        for (int k = 0; k < 8; k++) { /* 32 elements: two bsum groups */
+            const float *xk = x + 32 * k;
+            __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xk), vid), rm));
+            __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xk + 8), vid), rm));
+            __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xk + 16), vid), rm));
+            __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xk + 24), vid), rm));
+            b->bsums[2 * k] = (int16_t)hsum_epi32(_mm256_add_epi32(i0, i1));
+            b->bsums[2 * k + 1] = (int16_t)hsum_epi32(_mm256_add_epi32(i2, i3));
+            __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+            _mm256_storeu_si256((__m256i *)(b->qs + 32 * k), _mm256_permutevar8x32_epi32(p, perm));
+        }
+        b->d = 1.0f / id;
+    }
+}
+
+/* ------------------------------------------------------------ float weights */
+/* out[t] = sum_i w[i] * x_t[i]; w decoded 16 at a time and applied to NT tokens. */
+
+#define FLOAT_ROWDOT(NAME, WT, LOADW, CVT1)                                                         \
+    AI void NAME##_nt(int64_t n, const WT *w, const struct sw_k_act *a, const int NT, float *out)   \
+    {                                                                                               \
+        __m256 acc0[SW_K_TILE_T], acc1[SW_K_TILE_T];                                               \
+        const float *x[SW_K_TILE_T];                                                               \
+        for (int t = 0; t < NT; t++) {                                                             \
+            acc0[t] = _mm256_setzero_ps();                                                         \
+            acc1[t] = _mm256_setzero_ps();                                                         \
+            x[t] = a[t].q;                                                                         \
+        }                                                                                          \
+        int64_t i = 0;                                                                             \
+        for (; i + 16 <= n; i += 16) {                                                             \
+            __m256 w0 = LOADW(w + i), w1 = LOADW(w + i + 8);                                      \
+            for (int t = 0; t < NT; t++) {                                                         \
+                acc0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[t] + i), acc0[t]);                 \
+                acc1[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x[t] + i + 8), acc1[t]);             \
+            }                                                                                      \
+        }                                                                                          \
+        for (; i + 8 <= n; i += 8) {                                                               \
+            __m256 w0 = LOADW(w + i);                                                              \
+            for (int t = 0; t < NT; t++) acc0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[t] + i), acc0[t]); \
+        }                                                                                          \
+        for (int t = 0; t < NT; t++) {                                                             \
+            float s = hsum_ps(_mm256_add_ps(acc0[t], acc1[t]));                                    \
+            for (int64_t j = i; j < n; j++) s += CVT1(w[j]) * x[t][j];                             \
+            out[t] = s;                                                                            \
+        }                                                                                          \
+    }
+
+AI __m256 load_f32x8(const float *p)
+{
+    return _mm256_loadu_ps(p);
+}
+AI __m256 load_f16x8(const sw_f16 *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+AI float id_f32(float f)
+{
+    return f;
+}
+
+FLOAT_ROWDOT(f32, float, load_f32x8, id_f32)
+FLOAT_ROWDOT(f16, sw_f16, load_f16x8, h2f)
+FLOAT_ROWDOT(bf16, sw_bf16, load_bf16x8, sw_k_bf16_to_f32)
+
+/* Dispatch on nt so each instance has a constant token count (registers, full unroll). */
+#define ROWDOT_DISPATCH(NAME, WT)                                                                  \
+    static void rowdot_##NAME(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out) \
+    {                                                                                              \
+        switch (nt) {                                                                              \
+        case 1: NAME##_nt(n, (const WT *)w, a, 1, out); break;                                    \
+        case 2: NAME##_nt(n, (const WT *)w, a, 2, out); break;                                    \
+        case 3: NAME##_nt(n, (const WT *)w, a, 3, out); break;                                    \
+        default: NAME##_nt(n, (const WT *)w, a, 4, out); break;                                   \
+        }                                                                                          \
+    }                                                                                              \
+    static float vec_dot_##NAME(int64_t n, const void *w, const void *act)                        \
+    {                                                                                              \
+        struct sw_k_act a = {act, NULL};                                                           \
+        float out;                                                                                 \
+        NAME##_nt(n, (const WT *)w, &a, 1, &out);                                                  \
+        return out;                                                                                \
+    }
+
+ROWDOT_DISPATCH(f32, float)
+ROWDOT_DISPATCH(f16, sw_f16)
+ROWDOT_DISPATCH(bf16, sw_bf16)
+
+/* ------------------------------------------------------------ Q8_0 weights */
+
+AI void q8_0_nt(int64_t n, const struct sw_block_q8_0 *w, const struct sw_k_act *a, const int NT, float *out)
+{
+    __m256 acc[SW_K_TILE_T];
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    const int64_t nb = n / SW_QK8_0;
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)w[b].qs);
+        __m256i aq = _mm256_sign_epi8(q, q);
+        float dw = h2f(w[b].d);
+        for (int t = 0; t < NT; t++) {
+            const struct sw_block_q8_0 *y = (const struct sw_block_q8_0 *)a[t].q + b;
+            float da = a[t].sums ? a[t].sums[2 * b] : h2f(y->d);
+            __m256i s = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y->qs), q);
+            acc[t] = _mm256_fmadd_ps(dot_us8(aq, s), _mm256_set1_ps(dw * da), acc[t]);
+        }
+    }
+    for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]);
+}
+
+/* ------------------------------------------------------------ Q4_0 weights */
+
+/* With activation sums: dot(q - 8, a) = dot(q, a) - 8 * sum(a), q unsigned in maddubs. */
+AI void q4_0_nt(int64_t n, const struct sw_block_q4_0 *w, const struct sw_k_act *a, const int NT, float *out)
+{
+    __m256 acc[SW_K_TILE_T];
+    float corr[SW_K_TILE_T];
+    for (int t = 0; t < NT; t++) {
+        acc[t] = _mm256_setzero_ps();
+        corr[t] = 0;
+    }
+    const int64_t nb = n / SW_QK4_0;
+    if (a[0].sums) {
+        for (int64_t b = 0; b < nb; b++) {
+            __m256i u = nibbles32(w[b].qs);
+            float dw = h2f(w[b].d);
+            for (int t = 0; t < NT; t++) {
+                const struct sw_block_q8_0 *y = (const struct sw_block_q8_0 *)a[t].q + b;
+                const float *ds = a[t].sums + 2 * b;
+                acc[t] = _mm256_fmadd_ps(dot_us8(u, _mm256_loadu_si256((const __m256i *)y->qs)),
+                                         _mm256_set1_ps(dw * ds[0]), acc[t]);
+                corr[t] += dw * ds[1];
+            }
+        }
+        for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]) - 8.0f * corr[t];
+        return;
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i q = _mm256_sub_epi8(nibbles32(w[b].qs), _mm256_set1_epi8(8));
+        float dw = h2f(w[b].d);
+        for (int t = 0; t < NT; t++) {
+            const struct sw_block_q8_0 *y = (const struct sw_block_q8_0 *)a[t].q + b;
+            acc[t] = _mm256_fmadd_ps(dot_ss8(q, _mm256_loadu_si256((const __m256i *)y->qs)),
+                                     _mm256_set1_ps(dw * h2f(y->d)), acc[t]);
+        }
+    }
+    for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]);
+}
+
+/* ------------------------------------------------------------ K-quants */
+
+/* Q4_K: per super-block, int32 sums of sc_j * <q_j, a_j> over all 8 sub-blocks, then
+ * d*da*that - dmin*da*sum_j m_j * (bsums of sub-block j). */
+AI void q4_K_nt(int64_t n, const struct sw_block_q4_K *w, const struct sw_k_act *a, const int NT, float *out)
+{
+    __m256 acc[SW_K_TILE_T];
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t i = 0; i < n / SW_QK_K; i++) {
+        const struct sw_block_q4_K *x = &w[i];
+        uint8_t sc[8], mn[8], mins2[16];
+        for (int j = 0; j < 8; j++) {
+            sw__k_scale_min_k4(j, x->scales, &sc[j], &mn[j]);
+            mins2[2 * j] = mins2[2 * j + 1] = mn[j];
+        }
+        const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)mins2));
+        __m256i isum[SW_K_TILE_T];
+        for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
+        for (int g = 0; g < 4; g++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * g));
+            __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            __m256i s0 = _mm256_set1_epi16(sc[2 * g]), s1 = _mm256_set1_epi16(sc[2 * g + 1]);
+            for (int t = 0; t < NT; t++) {
+                const int8_t *qa = ((const struct sw_block_q8_K *)a[t].q)[i].qs + 64 * g;
+                __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)qa)), s0);
+                __m256i p1 =
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(qa + 32))), s1);
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(p0, p1));
+            }
+        }
+        float d = h2f(x->d), dmin = h2f(x->dmin);
+        for (int t = 0; t < NT; t++) {
+            const struct sw_block_q8_K *y = &((const struct sw_block_q8_K *)a[t].q)[i];
+            __m256i bs = _mm256_loadu_si256((const __m256i *)y->bsums);
+            __m256 mm = _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mins16));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * y->d), acc[t]);
+            acc[t] = _mm256_fnmadd_ps(mm, _mm256_set1_ps(dmin * y->d), acc[t]);
+        }
+    }
+    for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]);
+}
+
+/* Q5_K: Q4_K plus the 5th bit: bit 2g / 2g+1 of qh[l] for group g's low / high halves. */
+AI void q5_K_nt(int64_t n, const struct sw_block_q5_K *w, const struct sw_k_act *a, const int NT, float *out)
+{
+    __m256 acc[SW_K_TILE_T];
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    for (int64_t i = 0; i < n / SW_QK_K; i++) {
+        const struct sw_block_q5_K *x = &w[i];
+        uint8_t sc[8], mn[8], mins2[16];
+        for (int j = 0; j < 8; j++) {
+            sw__k_scale_min_k4(j, x->scales, &sc[j], &mn[j]);
+            mins2[2 * j] = mins2[2 * j + 1] = mn[j];
+        }
+        const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)mins2));
+        __m256i qh = _mm256_loadu_si256((const __m256i *)x->qh);
+        __m256i isum[SW_K_TILE_T];
+        for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
+        for (int g = 0; g < 4; g++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * g));
+            __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(qh, one), 4);
+            __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4);
+            qh = _mm256_srli_epi16(qh, 2);
+            __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
+            __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1);
+            __m256i s0 = _mm256_set1_epi16(sc[2 * g]), s1 = _mm256_set1_epi16(sc[2 * g + 1]);
+            for (int t = 0; t < NT; t++) {
+                const int8_t *qa = ((const struct sw_block_q8_K *)a[t].q)[i].qs + 64 * g;
+                __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)qa)), s0);
+                __m256i p1 =
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(qa + 32))), s1);
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(p0, p1));
+            }
+        }
+        float d = h2f(x->d), dmin = h2f(x->dmin);
+        for (int t = 0; t < NT; t++) {
+            const struct sw_block_q8_K *y = &((const struct sw_block_q8_K *)a[t].q)[i];
+            __m256i bs = _mm256_loadu_si256((const __m256i *)y->bsums);
+            __m256 mm = _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mins16));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * y->d), acc[t]);
+            acc[t] = _mm256_fnmadd_ps(mm, _mm256_set1_ps(dmin * y->d), acc[t]);
+        }
+    }
+    for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]);
+}
+
+/* Q6_K: codes 0..63 unsigned in maddubs, per-16 int8 scales via madd, and the -32 offset
+ * taken back as 32 * sum_j sc_j * bsums_j. */
+AI void q6_K_nt(int64_t n, const struct sw_block_q6_K *w, const struct sw_k_act *a, const int NT, float *out)
+{
+    __m256 acc[SW_K_TILE_T];
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
+    for (int64_t i = 0; i < n / SW_QK_K; i++) {
+        const struct sw_block_q6_K *x = &w[i];
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
+        __m256i isum[SW_K_TILE_T];
+        for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            __m256i ql0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
+            __m256i ql1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
+            q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+            for (int k = 0; k < 4; k++) {
+                const int8_t *s = x->scales + 8 * h + 2 * k;
+                __m256i sv = _mm256_set_m128i(_mm_set1_epi16(s[1]), _mm_set1_epi16(s[0]));
+                for (int t = 0; t < NT; t++) {
+                    const int8_t *qa = ((const struct sw_block_q8_K *)a[t].q)[i].qs + 128 * h + 32 * k;
+                    __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)qa));
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p, sv));
+                }
+            }
+        }
+        float d = h2f(x->d);
+        for (int t = 0; t < NT; t++) {
+            const struct sw_block_q8_K *y = &((const struct sw_block_q8_K *)a[t].q)[i];
+            __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), sc16);
+            __m256i tot = _mm256_sub_epi32(isum[t], _mm256_slli_epi32(off, 5));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), _mm256_set1_ps(d * y->d), acc[t]);
+        }
+    }
+    for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]);
+}
+
+ROWDOT_DISPATCH(q8_0, struct sw_block_q8_0)
+ROWDOT_DISPATCH(q4_0, struct sw_block_q4_0)
+ROWDOT_DISPATCH(q4_K, struct sw_block_q4_K)
+ROWDOT_DISPATCH(q5_K, struct sw_block_q5_K)
+ROWDOT_DISPATCH(q6_K, struct sw_block_q6_K)
+
+/* ------------------------------------------------------------ vector helpers */
+
+static float dot_f32_avx2(int64_t n, const float *x, const float *y)
+{
+    return vec_dot_f32(n, x, y);
+}
+
+static float dot_f16_f32_avx2(int64_t n, const sw_f16 *x, const float *y)
+{
+    return vec_dot_f16(n, x, y);
+}
+
+static void axpy_f32_avx2(int64_t n, float a, const float *x, float *y)
+{
+    __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+static void axpy_f16_avx2(int64_t n, float a, const sw_f16 *x, float *y)
+{
+    __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load_f16x8(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * h2f(x[i]);
+}
+
+static void scale_f32_avx2(int64_t n, float a, float *y)
+{
+    __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(va, _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] *= a;
+}
+
+/* ------------------------------------------------------------ tables */
+
+static void set_type(struct sw_k_type_impl *tab, int n_tab, int type, sw_k_dequant_fn dq, sw_k_quant_fn qa,
+                     sw_k_vec_dot_fn dot, sw_k_rowdot_fn row, int sums)
+{
+    if (type >= n_tab) return;
+    if (dq) tab[type].pub.dequantize_row = dq;
+    if (qa) tab[type].pub.quantize_act = qa;
+    if (dot) tab[type].pub.vec_dot = dot;
+    if (row) tab[type].rowdot = row;
+    tab[type].act_sums = sums;
+}
 
 void sw__k_fill_avx2(struct sw_k_type_impl *tab, int n_tab)
 {
-    (void)tab;
-    (void)n_tab;
+    set_type(tab, n_tab, SW_TYPE_F32, NULL, NULL, vec_dot_f32, rowdot_f32, 0);
+    set_type(tab, n_tab, SW_TYPE_F16, dequant_f16_avx2, NULL, vec_dot_f16, rowdot_f16, 0);
+    set_type(tab, n_tab, SW_TYPE_BF16, dequant_bf16_avx2, NULL, vec_dot_bf16, rowdot_bf16, 0);
+    set_type(tab, n_tab, SW_TYPE_Q8_0, dequant_q8_0_avx2, quant_q8_0_avx2, vec_dot_q8_0, rowdot_q8_0, 1);
+    set_type(tab, n_tab, SW_TYPE_Q4_0, dequant_q4_0_avx2, quant_q8_0_avx2, vec_dot_q4_0, rowdot_q4_0, 1);
+    set_type(tab, n_tab, SW_TYPE_Q4_K, NULL, quant_q8_K_avx2, vec_dot_q4_K, rowdot_q4_K, 0);
+    set_type(tab, n_tab, SW_TYPE_Q5_K, NULL, quant_q8_K_avx2, vec_dot_q5_K, rowdot_q5_K, 0);
+    set_type(tab, n_tab, SW_TYPE_Q6_K, NULL, quant_q8_K_avx2, vec_dot_q6_K, rowdot_q6_K, 0);
+    /* Q4_1/Q5_0/Q5_1 keep the reference dot, but their activations use the fast quantizer */
+    set_type(tab, n_tab, SW_TYPE_Q4_1, NULL, quant_q8_0_avx2, NULL, NULL, 0);
+    set_type(tab, n_tab, SW_TYPE_Q5_0, NULL, quant_q8_0_avx2, NULL, NULL, 0);
+    set_type(tab, n_tab, SW_TYPE_Q5_1, NULL, quant_q8_0_avx2, NULL, NULL, 0);
 }
 
 void sw__k_vec_ops_avx2(struct sw_k_vec_ops *ops)
 {
-    (void)ops;
+    ops->dot_f32 = dot_f32_avx2;
+    ops->dot_f16_f32 = dot_f16_f32_avx2;
+    ops->axpy_f32 = axpy_f32_avx2;
+    ops->axpy_f16 = axpy_f16_avx2;
+    ops->scale_f32 = scale_f32_avx2;
+    ops->f16_to_f32_row = f16_to_f32_row_avx2;
+    ops->f32_to_f16_row = f32_to_f16_row_avx2;
+    ops->bf16_to_f32_row = bf16_to_f32_row_avx2;
+    ops->quant_q8_0_sums = quant_q8_0_sums_avx2;
 }

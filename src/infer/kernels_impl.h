@@ -12,7 +12,7 @@
 /* Activations of one token as the matmul hands them to a row kernel. */
 struct sw_k_act {
     const void *q;     /* act_type blocks (or f32) of the token */
-    const float *sums; /* Q8_0 acts: d * sum(qs) per block (for offset weights); else NULL */
+    const float *sums; /* Q8_0 acts: per block {d, d * sum(qs)} as f32 pairs; else NULL */
 };
 
 /* out[t] = dot(w row, token t) for t < nt (1..SW_K_TILE_T): decodes w once for all nt. */
@@ -35,8 +35,8 @@ static inline const struct sw_k_type_impl *sw__k_impl_of(const struct sw_k_type 
     return (const struct sw_k_type_impl *)t; /* pub is the first member */
 }
 
-/* Q8_0 activation quantization that also writes d*sum(qs) per block into sums. */
-typedef void (*sw_k_quant_sums_fn)(const float *src, void *dst, float *sums, int64_t n);
+/* Q8_0 activation quantization that also writes {d, d*sum(qs)} per block into ds[2*b]. */
+typedef void (*sw_k_quant_sums_fn)(const float *src, void *dst, float *ds, int64_t n);
 
 /* Pool-owned scratch of at least n_bytes, 64-byte aligned, kept between calls; NULL when
  * out of memory. Valid until the next call or sw_k_pool_free. */
@@ -69,7 +69,7 @@ const struct sw_k_vec_ops *sw__k_vec_ops(void);
 
 /* Reference pieces other families reuse. */
 void sw__k_quantize_q8_0_ref(const float *src, void *dst, int64_t n);
-void sw__k_quantize_q8_0_sums_ref(const float *src, void *dst, float *sums, int64_t n);
+void sw__k_quantize_q8_0_sums_ref(const float *src, void *dst, float *ds, int64_t n);
 void sw__k_quantize_q8_K_ref(const float *src, void *dst, int64_t n);
 void sw__k_quantize_q4_0_ref(const float *src, void *dst, int64_t n);
 void sw__k_quantize_q4_K_ref(const float *src, void *dst, int64_t n);

@@ -16,7 +16,7 @@ struct act_buf {
     uint32_t type;    /* activation type (F32, Q8_0, Q8_K) */
     const void *q;    /* n_tokens rows */
     size_t stride;    /* bytes per token row */
-    const float *sums; /* Q8_0: n_tokens x (cols/32) block sums, else NULL */
+    const float *sums; /* Q8_0: n_tokens x (cols/32) {d, d*sum} pairs, else NULL */
     size_t sums_stride;
     sw_k_quant_fn quant; /* f32 -> type (when sums is NULL) */
 };
@@ -154,7 +154,7 @@ int sw_k_matmul_multi(struct sw_k_pool *pool, const struct sw_k_mm_op *ops, int 
                 bufs[found].stride = align64(rb);
                 scratch += bufs[found].stride * (size_t)n_tokens;
                 if (t->act_type == SW_TYPE_Q8_0) {
-                    bufs[found].sums_stride = align64((size_t)(cols / SW_QK8_0) * sizeof(float));
+                    bufs[found].sums_stride = align64((size_t)(cols / SW_QK8_0) * 2 * sizeof(float));
                     scratch += bufs[found].sums_stride * (size_t)n_tokens;
                 }
             }

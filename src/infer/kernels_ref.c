@@ -249,14 +249,15 @@ void sw__k_quantize_q8_0_ref(const float *x, void *dst, int64_t n)
     }
 }
 
-void sw__k_quantize_q8_0_sums_ref(const float *x, void *dst, float *sums, int64_t n)
+void sw__k_quantize_q8_0_sums_ref(const float *x, void *dst, float *ds, int64_t n)
 {
     sw__k_quantize_q8_0_ref(x, dst, n);
     const struct sw_block_q8_0 *b = dst;
     for (int64_t i = 0; i < n / SW_QK8_0; i++, b++) {
         int s = 0;
         for (int j = 0; j < SW_QK8_0; j++) s += b->qs[j];
-        sums[i] = H2F(b->d) * (float)s;
+        ds[2 * i] = H2F(b->d);
+        ds[2 * i + 1] = H2F(b->d) * (float)s;
     }
 }
 

@@ -289,7 +289,7 @@ static void check_family(enum sw_k_impl impl)
             /* row x tokens kernel, nt = 1..4 (same activations, shifted copies) */
             const struct sw_k_type_impl *si_ = sw__k_impl_of(simd);
             struct sw_k_act acts[SW_K_TILE_T];
-            float *sums = malloc((size_t)(n / 32 + 1) * 4 * SW_K_TILE_T);
+            float *sums = malloc((size_t)(2 * (n / 32) + 2) * 4 * SW_K_TILE_T);
             void *qa[SW_K_TILE_T];
             float refdot[SW_K_TILE_T];
             for (int t = 0; t < SW_K_TILE_T; t++) {
@@ -298,14 +298,14 @@ static void check_family(enum sw_k_impl impl)
                 fill(at, n, 1.0f + t);
                 if (ref->quantize_act) {
                     if (ref->act_type == SW_TYPE_Q8_0)
-                        sw__k_quantize_q8_0_sums_ref(at, qa[t], sums + t * (n / 32 + 1), n);
+                        sw__k_quantize_q8_0_sums_ref(at, qa[t], sums + t * (2 * (n / 32) + 2), n);
                     else
                         ref->quantize_act(at, qa[t], n);
                 } else {
                     memcpy(qa[t], at, ab);
                 }
                 acts[t].q = qa[t];
-                acts[t].sums = ref->act_type == SW_TYPE_Q8_0 ? sums + t * (n / 32 + 1) : NULL;
+                acts[t].sums = ref->act_type == SW_TYPE_Q8_0 ? sums + t * (2 * (n / 32) + 2) : NULL;
                 refdot[t] = ref->vec_dot(n, w, qa[t]);
                 free(at);
             }
