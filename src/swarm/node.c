@@ -83,6 +83,8 @@ struct job {
     int32_t file;
     char path[1024];
     int verify;           /* hash the pieces first (file copied in by hand) */
+    int measure_only;     /* time decode steps on `stage` (already loaded) */
+    int free_stage_after; /* the node let go of the stage while it was being measured */
     uint32_t threads;
     /* results */
     int rc;
@@ -146,6 +148,7 @@ struct sw_node {
     uint64_t watch_size, watch_mtime;
     int watch_tried;
     int32_t pre_final;               /* shard whose final-named file was whole before BT looked */
+    int measure_pending;
     double tps;
 
     /* timers and handles */
@@ -183,6 +186,7 @@ struct sw_node {
 };
 
 static void publish(struct sw_node *n, int changed);
+static void mark_dirty(struct sw_node *n);
 static void set_shard(struct sw_node *n, int32_t shard, const char *why);
 static void node_changed(struct sw_node *n);
 static void rebuild_json(struct sw_node *n);
@@ -201,6 +205,13 @@ static uint64_t wall_ms(void)
     uv_timeval64_t tv;
     if (uv_gettimeofday(&tv)) return 0;
     return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+/* Something the status depends on changed: recompute on this loop iteration (coalesced). */
+static void mark_dirty(struct sw_node *n)
+{
+    n->dirty = 1;
+    if (n->handles_open && !n->stopping) uv_async_send(&n->async);
 }
 
 /* ------------------------------------------------------------------ peers */
@@ -287,7 +298,7 @@ static int take_record(struct sw_node *n, struct peer *from, const uint8_t *wire
         if (vn && !vn->direct && n_conn_of(n, c.node_id)) sw_view_set_direct(n->view, c.node_id, 1, sw_time_ms());
         relay_record(n, c.node_id, from && from->has_id ? from->id : NULL, wire, len);
         if (!n_conn_of(n, c.node_id)) connect_to_record(n, &c);
-        n->dirty = 1;
+        mark_dirty(n);
     } else if (from && from->has_id) {
         sw_view_touch(n->view, from->id, sw_time_ms());
     }
@@ -351,7 +362,7 @@ static void on_ext_handshake(void *ud, struct sw_bt_peer *bp, const uint8_t *dic
                 sync_peer(n, p);
                 publish(n, 1); /* our neighbour list changed */
             }
-            n->dirty = 1;
+            mark_dirty(n);
         } else if (!memcmp(c.node_id, n->id.pk, SW_NODE_ID_LEN)) {
             sw_bt_peer_close(bp); /* connected to ourselves */
         }
@@ -455,7 +466,7 @@ static void on_ext_message(void *ud, struct sw_bt_peer *bp, const uint8_t *paylo
             char ids[16];
             sw_log(SW_LOG_INFO, "SWARM", "node %s is leaving", sw_node_id_short(p->id, ids, sizeof ids));
             sw_view_set_direct(n->view, p->id, 0, sw_time_ms());
-            n->dirty = 1;
+            mark_dirty(n);
         }
         break;
     case SW_MSG_PIPE:
@@ -484,7 +495,7 @@ static void on_ext_closed(void *ud, struct sw_bt_peer *bp, int reason)
                    sw_node_id_short(p->id, ids, sizeof ids), sw_strerror(reason));
             publish(n, 1);
         }
-        n->dirty = 1;
+        mark_dirty(n);
     }
     sw_bt_peer_set_userdata(bp, NULL);
     free(p);
@@ -551,7 +562,7 @@ static void publish(struct sw_node *n, int changed)
         sw_benc_str(&hv, n->wire.data, n->wire.len);
         if (sw_buf_ok(&hv)) sw_bt_session_set_handshake_extra(n->bt, SW_SWARM_HS_KEY, hv.data, hv.len);
         sw_buf_free(&hv);
-        n->dirty = 1;
+        mark_dirty(n);
     }
     relay_record(n, n->id.pk, NULL, n->wire.data, n->wire.len);
 }
@@ -603,6 +614,10 @@ static double measure_tps(struct sw_stage *st)
 static void job_work(uv_work_t *req)
 {
     struct job *j = req->data;
+    if (j->measure_only) {
+        j->tps = measure_tps(j->stage);
+        return;
+    }
     const struct sw_bt_metainfo *mi = j->node->mi;
     if (j->verify) {
         j->rc = verify_pieces(mi, (uint32_t)j->file, j->path, &j->bad_pieces, &j->n_pieces, j->msg, sizeof j->msg);
@@ -614,11 +629,28 @@ static void job_work(uv_work_t *req)
     so.n_threads = j->threads;
     char err[400] = "";
     j->rc = sw_stage_open(j->path, &so, &j->stage, err, sizeof err);
-    if (j->rc) {
-        snprintf(j->msg, sizeof j->msg, "%s", err[0] ? err : sw_strerror(j->rc));
-        return;
+    if (j->rc) snprintf(j->msg, sizeof j->msg, "%s", err[0] ? err : sw_strerror(j->rc));
+}
+
+static void job_done(uv_work_t *req, int status);
+
+/* Measures tokens/s on a worker after the shard is announced as loaded (it never delays
+ * readiness). */
+static void start_measure(struct sw_node *n)
+{
+    if (!n->stage || n->job) return;
+    struct job *j = calloc(1, sizeof *j);
+    if (!j) return;
+    j->node = n;
+    j->shard = n->shard;
+    j->measure_only = 1;
+    j->stage = n->stage;
+    j->req.data = j;
+    n->job = j;
+    if (uv_queue_work(n->loop, &j->req, job_work, job_done)) {
+        n->job = NULL;
+        free(j);
     }
-    j->tps = measure_tps(j->stage);
 }
 
 static void start_load(struct sw_node *n, int verify);
@@ -628,6 +660,20 @@ static void job_done(uv_work_t *req, int status)
     struct job *j = req->data;
     struct sw_node *n = j->node;
     n->job = NULL;
+    if (j->measure_only) {
+        if (j->free_stage_after) sw_stage_free(j->stage);
+        else if (!status && j->stage == n->stage && !n->stopping) {
+            n->tps = j->tps;
+            sw_log(SW_LOG_INFO, "SHARD", "shard %d: %.1f tokens/s measured (decode, %u threads)", (int)j->shard, j->tps,
+                   n->cfg.threads ? n->cfg.threads : (unsigned)sw_sys_ncpu());
+            publish(n, 1);
+        }
+        int again = n->job_stale && !n->stopping;
+        n->job_stale = 0;
+        free(j);
+        if (again) start_load(n, 1);
+        return;
+    }
     if (n->stopping || n->job_stale || status || j->shard != n->shard) {
         sw_stage_free(j->stage);
         int again = n->job_stale && !n->stopping;
@@ -655,18 +701,21 @@ static void job_done(uv_work_t *req, int status)
         free(j);
         return;
     }
-    if (j->verify && n->t && !sw_bt_torrent_file_complete(n->t, (uint32_t)j->file))
-        sw_bt_torrent_recheck_file(n->t, (uint32_t)j->file); /* the BT engine now seeds it */
     sw_stage_free(n->stage);
     n->stage = j->stage;
-    n->tps = j->tps;
+    n->tps = 0;
     n->phase = SW_PHASE_LOADED;
     const struct sw_stage_info *si = sw_stage_info(n->stage);
-    sw_log(SW_LOG_INFO, "SHARD", "shard %d loaded%s (layers %u\xe2\x80\x93%u, %s, %s, %.1f tokens/s)",
-           (int)j->shard, n->view ? "" : " before joining", si->layer_first, si->layer_last, size,
-           j->path, j->tps);
-    free(j);
+    sw_log(SW_LOG_INFO, "SHARD", "shard %d loaded (layers %u\xe2\x80\x93%u, %s, %s)", (int)j->shard, si->layer_first,
+           si->layer_last, size, j->path);
     publish(n, 1);
+    node_changed(n);
+    /* The BT engine rehashes a file that appeared by hand before it seeds it: after we
+     * announced, so it never delays readiness (blocking; see docs/swarm.md). */
+    if (j->verify && n->t && !sw_bt_torrent_file_complete(n->t, (uint32_t)j->file))
+        sw_bt_torrent_recheck_file(n->t, (uint32_t)j->file);
+    free(j);
+    start_measure(n);
 }
 
 static void start_load(struct sw_node *n, int verify)
@@ -714,11 +763,12 @@ static void load_now(struct sw_node *n)
         return;
     }
     n->stage = j.stage;
-    n->tps = j.tps;
+    n->tps = 0;
     n->phase = SW_PHASE_LOADED;
+    n->measure_pending = 1; /* on a worker once the loop runs */
     const struct sw_stage_info *si = sw_stage_info(n->stage);
-    sw_log(SW_LOG_INFO, "SHARD", "shard %d loaded before joining (layers %u\xe2\x80\x93%u, %s, %s, %.1f tokens/s)",
-           (int)j.shard, si->layer_first, si->layer_last, size, j.path, j.tps);
+    sw_log(SW_LOG_INFO, "SHARD", "shard %d loaded before joining (layers %u\xe2\x80\x93%u, %s, %s)",
+           (int)j.shard, si->layer_first, si->layer_last, size, j.path);
 }
 
 static int file_on_disk(struct sw_node *n, int32_t shard, uint64_t *size_out, uint64_t *mtime_out)
@@ -736,7 +786,12 @@ static void set_shard(struct sw_node *n, int32_t shard, const char *why)
 {
     if (shard == n->shard && n->phase != SW_PHASE_NONE) return;
     int32_t old = n->shard;
-    if (n->job) n->job_stale = 1;
+    if (n->job && !n->job->measure_only) n->job_stale = 1;
+    if (n->job && n->job->measure_only && n->job->stage == n->stage && n->stage) {
+        n->job->free_stage_after = 1; /* the worker still uses it: freed when it is done */
+        n->stage = NULL;
+        n->tps = 0;
+    }
     if (n->stage) {
         sw_stage_free(n->stage);
         n->stage = NULL;
@@ -1170,6 +1225,10 @@ static void on_tick(uv_timer_t *h)
         }
     }
     plan(n, now);
+    if (n->measure_pending && !n->job) {
+        n->measure_pending = 0;
+        start_measure(n);
+    }
     if (n->phase == SW_PHASE_FETCHING && now - n->last_json >= 1000) n->dirty = 1; /* progress */
     if (n->dirty) node_changed(n);
     else if (now - n->last_status >= (n->cfg.status_interval_ms ? n->cfg.status_interval_ms : 5000)) status_line(n, 1);
