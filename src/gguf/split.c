@@ -503,6 +503,11 @@ int sw_gguf_split(const char *model_path, const struct sw_split_opts *opts,
         goto out;
     }
     if ((rc = source_plan(&s, n, w, plans, model_path, err, err_len))) goto out;
+    if (sw_path_exists(opts->out_dir) && !sw_is_dir(opts->out_dir)) {
+        seterr(err, err_len, "%s: exists and is not a folder (--out names the folder for the shards)", opts->out_dir);
+        rc = SW_EEXIST;
+        goto out;
+    }
     if ((rc = sw_mkdir_p(opts->out_dir))) {
         seterr(err, err_len, "%s: cannot create the output folder: %s", opts->out_dir, sw_strerror(rc));
         goto out;
