@@ -53,6 +53,7 @@ struct sw_stage_opts {
 struct sw_stage_info {
     char arch[32];          /* general.architecture: "llama", "qwen2" */
     char backend[16];       /* "cpu" */
+    char kernels[16];       /* kernel family in use: "ref", "avx2", "avx512" */
     uint32_t n_layers;      /* layers in the whole model */
     uint32_t layer_first;   /* this stage's range, inclusive */
     uint32_t layer_last;
@@ -114,6 +115,36 @@ int sw_stage_forward(struct sw_stage *s, uint64_t seq, uint32_t pos, uint32_t n_
 
 /* Floats in one forward call's output (for sizing out). */
 size_t sw_stage_out_floats(const struct sw_stage *s, uint32_t n_tokens, unsigned flags);
+
+/* ---------------------------------------------------------------- chain */
+
+/* Several stages that together cover a whole model (the shards of `split`, or one whole
+ * GGUF), run one after another in this process: token ids in, logits out. Each file
+ * computes its own layer range (shardswarm.shard.* keys); the ranges must be contiguous
+ * from layer 0 to the last. The stages share one thread pool. */
+struct sw_chain;
+
+/* opts: n_ctx, n_threads, max_batch, max_seqs apply to every stage (layer_first/last and
+ * share_pool are ignored). Errors name the file: SW_ERANGE for a gap or overlap between
+ * the files' layer ranges, SW_EINVAL when they come from different models. */
+int sw_chain_open(const char *const *paths, uint32_t n_paths, const struct sw_stage_opts *opts,
+                  struct sw_chain **out, char *err, size_t err_len);
+void sw_chain_free(struct sw_chain *c); /* NULL harmless */
+uint32_t sw_chain_n_stages(const struct sw_chain *c);
+struct sw_stage *sw_chain_stage(const struct sw_chain *c, uint32_t i); /* borrowed */
+/* The first file's GGUF handle (metadata, tokenizer), borrowed: valid until chain_free. */
+struct sw_gguf *sw_chain_gguf(const struct sw_chain *c);
+uint32_t sw_chain_n_vocab(const struct sw_chain *c);
+uint32_t sw_chain_n_ctx(const struct sw_chain *c);
+const char *sw_chain_errmsg(const struct sw_chain *c);
+/* As the sw_stage_seq_* calls, on every stage. */
+int sw_chain_seq_new(struct sw_chain *c, uint64_t seq);
+int sw_chain_seq_reset(struct sw_chain *c, uint64_t seq);
+void sw_chain_seq_free(struct sw_chain *c, uint64_t seq);
+/* tokens[n_tokens] at positions pos.. through every stage; logits as in sw_stage_forward
+ * (n_vocab floats, or n_tokens x n_vocab with SW_STAGE_LOGITS_ALL). Same errors. */
+int sw_chain_forward(struct sw_chain *c, uint64_t seq, uint32_t pos, uint32_t n_tokens,
+                     const int32_t *tokens, float *logits, unsigned flags);
 
 /* ---------------------------------------------------------------- synth */
 

@@ -105,6 +105,7 @@ int sw_stage_open_gguf(struct sw_gguf *g, const struct sw_stage_opts *opts, stru
         s->n_threads = nt;
     }
     in->n_threads = (uint32_t)s->n_threads;
+    snprintf(in->kernels, sizeof in->kernels, "%s", sw_k_impl_name(sw_k_impl_active()));
     s->max_batch = o->max_batch ? o->max_batch : DEFAULT_MAX_BATCH;
     s->max_seqs = o->max_seqs ? o->max_seqs : DEFAULT_MAX_SEQS;
     s->q_dim = in->n_head * in->head_dim;
