@@ -154,6 +154,10 @@ static char *join_path(const struct sw_bdoc *d, const struct sw_bnode *list, cha
     uint32_t k = 0;
     for (const struct sw_bnode *c = sw_bnode_child(d, list); c; c = sw_bnode_next(d, c), k++) {
         if (c->type != SW_BSTR) { ERR("torrent: file path element is not a string"); goto bad; }
+        if (memchr(c->str, '/', c->str_len) || memchr(c->str, 0, c->str_len)) {
+            ERR("torrent: file path element contains '/' or NUL");
+            goto bad;
+        }
         if (k) sw_buf_append_byte(&b, '/');
         sw_buf_append(&b, c->str, c->str_len);
         if (b.len > SW_BT_MAX_PATH) { ERR("torrent: file path longer than %u bytes", SW_BT_MAX_PATH); goto bad; }

@@ -112,7 +112,7 @@ static void apply_wants(struct run *r)
 static void on_event(void *ud, const struct sw_bt_event *ev)
 {
     struct run *r = ud;
-    char b1[32], b2[32], b3[32];
+    char b1[32], b2[32], b3[32], b4[32];
     switch (ev->type) {
     case SW_BT_EV_LISTENING:
         sw_log(SW_LOG_INFO, "BT", "listening on %s:%u", ev->msg ? ev->msg : "0.0.0.0", ev->port);
@@ -132,7 +132,7 @@ static void on_event(void *ud, const struct sw_bt_event *ev)
             sw_log(SW_LOG_INFO, "BT", "progress %s %.1f%% %s/%s %s/s ETA %s peers %u", name, p->percent,
                    sw_fmt_bytes(p->bytes_done, b1, sizeof b1), sw_fmt_bytes(p->bytes_total, b2, sizeof b2),
                    sw_fmt_bytes((uint64_t)p->rate_bps, b3, sizeof b3),
-                   p->eta_s == UINT64_MAX ? "?" : sw_fmt_duration_ms(p->eta_s * 1000, b1, sizeof b1), p->n_peers);
+                   p->eta_s == UINT64_MAX ? "?" : sw_fmt_duration_ms(p->eta_s * 1000, b4, sizeof b4), p->n_peers);
         }
         break;
     }

@@ -346,11 +346,23 @@ def lt_args(mode, torrent, out_dir, port, peers=(), bind="127.0.0.1", extra=()):
     return a + list(extra)
 
 
+# VIA = "cli": the shardswarm binary (seed / fetch); "session": bench_bt_netprobe session,
+# i.e. the BitTorrent core's session (bt.h) plus bt-net's glue without the CLI on top.
+VIA = "cli"
+
+
 def sw_seed_args(torrent, shard_dir, port):
+    if VIA == "session":
+        return [netprobe(), "session", "--seed", "--bind", "0.0.0.0", "--listen", str(port), torrent, shard_dir]
     return [shardswarm(), "seed", torrent, "--dir", shard_dir, "--listen", str(port)]
 
 
 def sw_fetch_args(torrent, out_dir, peers=(), extra=()):
+    if VIA == "session":
+        a = [netprobe(), "session", "--bind", "0.0.0.0", "--timeout-s", "170", torrent, out_dir]
+        for p in peers:
+            a[2:2] = ["--peer", p]
+        return a
     a = [shardswarm(), "fetch", torrent, "--all", "--out", out_dir]
     for p in peers:
         a += ["--peer", p]
@@ -359,6 +371,9 @@ def sw_fetch_args(torrent, out_dir, peers=(), extra=()):
 
 def sw_ready_or_fail(what):
     """Fails with a clear message when `shardswarm <what>` is still the placeholder."""
+    if VIA == "session":
+        netprobe()
+        return
     r = harness.run([shardswarm(), what, "--help"], timeout=20)
     text = (r.stdout + r.stderr).lower()
     if "not implemented" in text:

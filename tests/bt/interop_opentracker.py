@@ -5,7 +5,8 @@ given to anyone, every client learns the others from opentracker.
 1. bench_bt_netprobe announces (src/bt/tracker.c): two announcers see each other, a hash
    that is not whitelisted gets opentracker's failure reason.
 2. aria2c seeds, libtorrent fetches (harness proof).
-3. shardswarm seeds, shardswarm fetches (the core session + src/bt/tracker_session.c).
+3. the core's session + our announcer (src/bt/tracker_session.c) seeds and fetches
+   (bench_bt_netprobe session), then the same with the shardswarm CLI (seed / fetch).
 Every result checked by SHA-256.
 """
 import os
@@ -86,10 +87,22 @@ def test():
             lt.stop()
             a.stop()
 
-        # 3. shardswarm seeds and fetches through the tracker alone.
+        # 3. The core's session with our announcer (bench_bt_netprobe session = sw_bt_session +
+        #    sw__bt_netglue), then the shardswarm CLI: seeder and leecher meet through the tracker.
         if not sw_ih:
             hb.fail("shardswarm torrent create --tracker did not produce a torrent: the tracker-only "
                     "shardswarm swarm cannot run")
+        swname, swfiles, _, _ = hb.torrent_layout(sw_torrent)
+        s = procs.start("session-seed", [probe, "session", "--seed", sw_torrent, split])
+        s.wait_for(r"seeding", timeout=60)
+        out = os.path.join(work, "session-out")
+        f = procs.start("session-fetch", [probe, "session", "--bind", "127.0.0.2", "--timeout-s", str(TIMEOUT),
+                                          sw_torrent, out])
+        rc = f.p.wait(timeout=TIMEOUT + 10)
+        check_eq(rc, 0, "session fetch via opentracker exit status; log:\n" + f.output()[-3000:])
+        hb.check_outputs(out, swname, [x for x in swfiles if x in names], want, "session -> session via opentracker")
+        s.stop()
+
         hb.sw_ready_or_fail("seed")
         sp = harness.free_port()
         s = procs.start("sw-seed", hb.sw_seed_args(sw_torrent, split, sp))
@@ -98,7 +111,6 @@ def test():
         f = procs.start("sw-fetch", hb.sw_fetch_args(sw_torrent, out))
         rc = f.p.wait(timeout=TIMEOUT)
         check_eq(rc, 0, "shardswarm fetch via opentracker exit status; log:\n" + f.output()[-3000:])
-        swname, swfiles, _, _ = hb.torrent_layout(sw_torrent)
         hb.check_outputs(out, swname, [x for x in swfiles if x in names], want, "shardswarm -> shardswarm via opentracker")
 
 

@@ -1,4 +1,4 @@
-"""interop_shardswarm.py CLIENT — shardswarm against another BitTorrent client on loopback,
+"""interop_shardswarm.py CLIENT [cli|session] — shardswarm against another BitTorrent client on loopback,
 both directions, with a shard torrent made by `shardswarm torrent create` over a split
 folder (synthetic shards + model.json, BEP 47 padded, v1 only):
 
@@ -8,6 +8,8 @@ folder (synthetic shards + model.json, BEP 47 padded, v1 only):
 CLIENT: aria2 (aria2c finds the seeder through a mini tracker: it cannot be given a peer),
 libtorrent (dials / is dialed directly), transmission (Transmission 3.00 never dials
 127.0.0.0/8 peers, so only direction 2 unless `shardswarm seed` can dial it with --peer).
+With "session" the shardswarm side is bench_bt_netprobe session (the core's sw_bt_session
+plus bt-net's glue, no CLI), which isolates the engine from the commands.
 Each client gets its own 127.0.0.x. Every result is checked by SHA-256; every process is
 stopped by PID (harness.Procs). Skips (77) when the client is not installed.
 """
@@ -275,10 +277,12 @@ RUNNERS = {"aria2": run_aria2, "libtorrent": run_libtorrent, "transmission": run
 
 
 def main():
-    if len(sys.argv) != 2 or sys.argv[1] not in RUNNERS:
-        print("usage: interop_shardswarm.py %s" % "|".join(RUNNERS), file=sys.stderr)
+    if len(sys.argv) not in (2, 3) or sys.argv[1] not in RUNNERS or \
+            (len(sys.argv) == 3 and sys.argv[2] not in ("cli", "session")):
+        print("usage: interop_shardswarm.py %s [cli|session]" % "|".join(RUNNERS), file=sys.stderr)
         sys.exit(2)
     client = sys.argv[1]
+    hb.VIA = sys.argv[2] if len(sys.argv) == 3 else "cli"
     # Skip early (before shardswarm is even asked) when the client is missing.
     tool = {"aria2": "aria2c", "transmission": "transmission-daemon", "qbittorrent": "qbittorrent-nox"}.get(client)
     if tool and not shutil.which(tool):

@@ -112,13 +112,22 @@ def test():
                            ["--max-errors", "1", "--in-flight", "1"])
         check(rc == 1 and "hash mismatch" in log, "corrupt piece detected:\n" + log)
 
-        # 9. shardswarm fetch from a web-seed-only torrent (the core's session + our fetcher).
+        # 9. The core's session with our glue (sw__bt_netglue) on a web-seed-only torrent:
+        #    the session's picker asks for whole pieces, verifies and stores them.
+        tw = os.path.join(work, "wsonly.torrent")
+        open(tw, "wb").write(hb.make_torrent(root, name, files, piece, pad=True, url_list=[base]))
+        out = os.path.join(work, "out-session")
+        r = harness.run([probe, "session", "--timeout-s", "90", tw, out], timeout=120)
+        check_eq(r.returncode, 0, "session + web seed glue: rc; output:\n%s%s" % (r.stdout, r.stderr[-3000:]))
+        check("complete" in r.stdout, "session reported completion: " + r.stdout)
+        for f in files:
+            check_eq(hb.sha256_file(os.path.join(out, f)), src_sha[f], "session web seed %s sha256" % f)
+
+        # 10. shardswarm fetch from a web-seed-only torrent (the CLI over the same path).
         sw = harness.BIN
         if not os.access(sw, os.X_OK):
             print("NOTE: shardswarm binary not built (%s): its web seed fetch not checked" % sw, file=sys.stderr)
             return
-        tw = os.path.join(work, "wsonly.torrent")
-        open(tw, "wb").write(hb.make_torrent(root, name, files, piece, pad=True, url_list=[base]))
         out = os.path.join(work, "out-sw")
         r = harness.run([sw, "fetch", tw, "--all", "--out", out], timeout=120)
         if r.returncode == 2 or "not implemented" in (r.stdout + r.stderr).lower():
