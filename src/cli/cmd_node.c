@@ -88,6 +88,12 @@ static void closed(uv_handle_t *h)
     (void)h;
 }
 
+static void close_any(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
 static void on_hard_stop(uv_timer_t *t)
 {
     uv_stop(t->loop);
@@ -221,7 +227,10 @@ int sw_cmd_node(int argc, char **argv)
     uv_signal_start(&c.sig_term, on_signal, SIGTERM);
     uv_run(&loop, UV_RUN_DEFAULT);
     sw_api_free(c.api); /* stops the API thread before the node goes */
+    /* the unref'd hard-stop timer, and whatever a hard stop left open */
+    uv_walk(&loop, close_any, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
     sw_node_free(c.node);
-    uv_loop_close(&loop);
+    if (uv_loop_close(&loop) == UV_EBUSY && getenv("SW_DEBUG_HANDLES")) uv_print_all_handles(&loop, stderr);
     return SW_EXIT_OK;
 }
