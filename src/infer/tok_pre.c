@@ -33,7 +33,7 @@ static const char *const r_default[] = {
 static const char *const n_gpt2[] = { "gpt-2", "gpt2", "mpt", "olmo", "jais", "trillion", "phi-2", NULL };
 static const char *const r_gpt2[] = { RE_GPT2, NULL };
 static const char *const n_llama3[] = { "llama-bpe", "llama3", "llama-v3", "dbrx", "smaug-bpe",
-                                        "falcon3", "pixtral", "chatglm-bpe", "exaone4", NULL };
+                                        "falcon3", "pixtral", NULL };
 static const char *const r_llama3[] = { RE_LLAMA3, NULL };
 static const char *const n_qwen2[] = { "qwen2", "qwen2.5", "qwen-2.5", "deepseek-r1-qwen", "stablelm2",
                                        "megrez", "hunyuan", NULL };
