@@ -96,9 +96,10 @@ int sw_cmd_status(int argc, char **argv)
                      (long long)json_integer_value(json_object_get(s, "layer_last")));
             const char *b = json_string_value(json_object_get(s, "best"));
             if (b) snprintf(best, sizeof best, "%.4s\xe2\x80\xa6", b);
-            printf("%-5lld %-9s %-7lld %-7lld %-8s ", (long long)json_integer_value(json_object_get(s, "shard")), layers,
+            /* "5f2a…" is 5 columns but 7 bytes: pad by columns, not bytes */
+            printf("%-5lld %-9s %-7lld %-7lld %s%*s ", (long long)json_integer_value(json_object_get(s, "shard")), layers,
                    (long long)json_integer_value(json_object_get(s, "loaded")),
-                   (long long)json_integer_value(json_object_get(s, "announced")), best);
+                   (long long)json_integer_value(json_object_get(s, "announced")), best, b ? 3 : 7, "");
             size_t j;
             json_t *n;
             int first = 1;
