@@ -472,6 +472,17 @@ ROWDOT_DISPATCH(q4_K, struct sw_block_q4_K)
 ROWDOT_DISPATCH(q5_K, struct sw_block_q5_K)
 ROWDOT_DISPATCH(q6_K, struct sw_block_q6_K)
 
+/* For the AVX-512 family, which takes these when activation sums are absent. */
+void sw__k_rowdot_q4_0_avx2(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out)
+{
+    rowdot_q4_0(n, w, a, nt, out);
+}
+
+void sw__k_rowdot_q8_0_avx2(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out)
+{
+    rowdot_q8_0(n, w, a, nt, out);
+}
+
 /* ------------------------------------------------------------ vector helpers */
 
 static float dot_f32_avx2(int64_t n, const float *x, const float *y)

@@ -1,14 +1,228 @@
-/* kernels_avx512.c — AVX-512 F/BW/VL + VNNI kernels (compiled with those flags only; called only
- * after CPUID says the CPU has them). */
+/* kernels_avx512.c — AVX-512 (F, BW, VL, DQ) + VNNI kernels for the types where they pay:
+ * F32/F16/BF16 weights as 4-row x 4-token register tiles (prompt processing is FMA
+ * bound), Q4_0 and Q8_0 weights with vpdpbusd over two 32-element blocks per register.
+ * Everything else comes from the AVX2 family (kernels.c fills this family from AVX2
+ * first). Compiled with these flags for this file only; used only when CPUID has them.
+ * Not for: CPUs without AVX-512 VNNI (they get kernels_avx2.c). */
+#include <immintrin.h>
+
 #include "infer/kernels_impl.h"
+
+#define AI static inline __attribute__((always_inline))
+
+AI float h2f(sw_f16 h)
+{
+    return _cvtsh_ss(h);
+}
+
+/* ------------------------------------------------------------ float weights */
+
+AI __m512 load16_f32(const float *p, __mmask16 m)
+{
+    return _mm512_maskz_loadu_ps(m, p);
+}
+AI __m512 load16_f16(const sw_f16 *p, __mmask16 m)
+{
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+}
+AI __m512 load16_bf16(const sw_bf16 *p, __mmask16 m)
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+
+/* out[t*ldo + r] = <w row r, x_t> for r < NR, t < NT; each w vector is decoded once and
+ * each x vector loaded once per 16 columns. ws: row stride in elements. */
+#define FLOAT_TILE(NAME, WT, LOADW)                                                                 \
+    AI void NAME##_tile_nt(int64_t n, const WT *w, size_t ws, const int NR, const struct sw_k_act *a, \
+                           const int NT, float *out, size_t ldo)                                     \
+    {                                                                                               \
+        __m512 acc[4][SW_K_TILE_T];                                                                 \
+        const float *x[SW_K_TILE_T];                                                               \
+        for (int t = 0; t < NT; t++) {                                                             \
+            x[t] = a[t].q;                                                                         \
+            for (int r = 0; r < NR; r++) acc[r][t] = _mm512_setzero_ps();                          \
+        }                                                                                          \
+        int64_t i = 0;                                                                             \
+        for (; i + 16 <= n; i += 16) {                                                             \
+            __m512 xv[SW_K_TILE_T];                                                                \
+            for (int t = 0; t < NT; t++) xv[t] = _mm512_loadu_ps(x[t] + i);                        \
+            for (int r = 0; r < NR; r++) {                                                         \
+                __m512 wv = LOADW(w + r * ws + i, 0xFFFF);                                         \
+                for (int t = 0; t < NT; t++) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);    \
+            }                                                                                      \
+        }                                                                                          \
+        if (i < n) {                                                                               \
+            __mmask16 m = (__mmask16)((1u << (n - i)) - 1);                                        \
+            __m512 xv[SW_K_TILE_T];                                                                \
+            for (int t = 0; t < NT; t++) xv[t] = load16_f32(x[t] + i, m);                          \
+            for (int r = 0; r < NR; r++) {                                                         \
+                __m512 wv = LOADW(w + r * ws + i, m);                                              \
+                for (int t = 0; t < NT; t++) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);    \
+            }                                                                                      \
+        }                                                                                          \
+        for (int t = 0; t < NT; t++)                                                               \
+            for (int r = 0; r < NR; r++) out[t * ldo + r] = _mm512_reduce_add_ps(acc[r][t]);       \
+    }                                                                                              \
+    static void tile_##NAME(int64_t n, const void *w, size_t w_stride, int nr, const struct sw_k_act *a, int nt, \
+                            float *out, size_t ldo)                                                \
+    {                                                                                              \
+        (void)nr; /* always 4 (tile_rows) */                                                       \
+        size_t ws = w_stride / sizeof(WT);                                                         \
+        switch (nt) {                                                                              \
+        case 1: NAME##_tile_nt(n, w, ws, 4, a, 1, out, ldo); break;                                \
+        case 2: NAME##_tile_nt(n, w, ws, 4, a, 2, out, ldo); break;                                \
+        case 3: NAME##_tile_nt(n, w, ws, 4, a, 3, out, ldo); break;                                \
+        default: NAME##_tile_nt(n, w, ws, 4, a, 4, out, ldo); break;                               \
+        }                                                                                          \
+    }                                                                                              \
+    static void rowdot_##NAME(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out) \
+    {                                                                                              \
+        switch (nt) {                                                                              \
+        case 1: NAME##_tile_nt(n, w, 0, 1, a, 1, out, 1); break;                                   \
+        case 2: NAME##_tile_nt(n, w, 0, 1, a, 2, out, 1); break;                                   \
+        case 3: NAME##_tile_nt(n, w, 0, 1, a, 3, out, 1); break;                                   \
+        default: NAME##_tile_nt(n, w, 0, 1, a, 4, out, 1); break;                                  \
+        }                                                                                          \
+    }                                                                                              \
+    static float vec_dot_##NAME(int64_t n, const void *w, const void *act)                        \
+    {                                                                                              \
+        struct sw_k_act a = {act, NULL};                                                           \
+        float out;                                                                                 \
+        NAME##_tile_nt(n, w, 0, 1, &a, 1, &out, 1);                                                \
+        return out;                                                                                \
+    }
+
+FLOAT_TILE(f32, float, load16_f32)
+FLOAT_TILE(f16, sw_f16, load16_f16)
+FLOAT_TILE(bf16, sw_bf16, load16_bf16)
+
+/* ------------------------------------------------------------ Q4_0 / Q8_0 weights */
+/* u = weight codes made unsigned (Q4_0: nibble = q + 8; Q8_0: q ^ 0x80 = q + 128), so
+ * <q, a> = vpdpbusd(u, a) - OFF * sum(a); the activation sums come with the matmul's
+ * {d, d*sum} pairs. Two blocks per 512-bit register. */
+
+AI __m256i nibbles32(const uint8_t *p)
+{
+    __m128i x = _mm_loadu_si128((const __m128i *)p);
+    __m128i m = _mm_set1_epi8(0x0F);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(x, 4), m), _mm_and_si128(x, m));
+}
+
+AI __m256i unsigned_q4_0(const struct sw_block_q4_0 *b)
+{
+    return nibbles32(b->qs);
+}
+AI __m256i unsigned_q8_0(const struct sw_block_q8_0 *b)
+{
+    return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)b->qs), _mm256_set1_epi8((char)0x80));
+}
+
+#define VNNI_ROWDOT(NAME, BT, UNSIGNED, OFF)                                                          \
+    AI void NAME##_nt(int64_t n, const BT *w, const struct sw_k_act *a, const int NT, float *out)     \
+    {                                                                                                 \
+        __m512 acc[SW_K_TILE_T];                                                                      \
+        __m128 corr[SW_K_TILE_T];                                                                     \
+        for (int t = 0; t < NT; t++) {                                                                \
+            acc[t] = _mm512_setzero_ps();                                                             \
+            corr[t] = _mm_setzero_ps();                                                               \
+        }                                                                                             \
+        const __m512i bcast = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);        \
+        const int64_t nb = n / 32;                                                                    \
+        int64_t b = 0;                                                                                \
+        for (; b + 2 <= nb; b += 2) {                                                                 \
+            __m512i u = _mm512_inserti64x4(_mm512_castsi256_si512(UNSIGNED(&w[b])), UNSIGNED(&w[b + 1]), 1); \
+            float d0 = h2f(w[b].d), d1 = h2f(w[b + 1].d);                                            \
+            __m128 dw = _mm_setr_ps(d0, d0, d1, d1);                                                  \
+            for (int t = 0; t < NT; t++) {                                                            \
+                const struct sw_block_q8_0 *y = (const struct sw_block_q8_0 *)a[t].q + b;            \
+                __m512i av = _mm512_inserti64x4(                                                      \
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)y[0].qs)),             \
+                    _mm256_loadu_si256((const __m256i *)y[1].qs), 1);                                 \
+                __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, av);                     \
+                /* {d_a0, s_a0, d_a1, s_a1} * {dw0, dw0, dw1, dw1} */                                \
+                __m128 ds = _mm_mul_ps(_mm_loadu_ps(a[t].sums + 2 * b), dw);                         \
+                __m512 sc = _mm512_permutexvar_ps(bcast, _mm512_castps128_ps512(ds));                 \
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sc, acc[t]);                        \
+                corr[t] = _mm_add_ps(corr[t], ds);                                                    \
+            }                                                                                         \
+        }                                                                                             \
+        for (int t = 0; t < NT; t++) {                                                                \
+            float s = _mm512_reduce_add_ps(acc[t]);                                                   \
+            float c[4];                                                                               \
+            _mm_storeu_ps(c, corr[t]);                                                                \
+            s -= (float)(OFF) * (c[1] + c[3]);                                                        \
+            for (int64_t k = b; k < nb; k++) { /* odd last block */                                  \
+                const struct sw_block_q8_0 *y = (const struct sw_block_q8_0 *)a[t].q + k;            \
+                __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), UNSIGNED(&w[k]),            \
+                                                  _mm256_loadu_si256((const __m256i *)y->qs));        \
+                __m256i d8 = dot;                                                                     \
+                __m128i d4 = _mm_add_epi32(_mm256_castsi256_si128(d8), _mm256_extracti128_si256(d8, 1)); \
+                d4 = _mm_add_epi32(d4, _mm_shuffle_epi32(d4, 0x4e));                                  \
+                d4 = _mm_add_epi32(d4, _mm_shuffle_epi32(d4, 0xb1));                                  \
+                float dwk = h2f(w[k].d);                                                              \
+                s += dwk * (a[t].sums[2 * k] * (float)_mm_cvtsi128_si32(d4) - (float)(OFF)*a[t].sums[2 * k + 1]); \
+            }                                                                                         \
+            out[t] = s;                                                                               \
+        }                                                                                             \
+    }                                                                                                 \
+    static void rowdot_##NAME(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out)  \
+    {                                                                                                 \
+        if (!a[0].sums) { /* only the matmul path has sums; keep the AVX2 kernel otherwise */        \
+            NAME##_fallback(n, w, a, nt, out);                                                        \
+            return;                                                                                   \
+        }                                                                                             \
+        switch (nt) {                                                                                 \
+        case 1: NAME##_nt(n, w, a, 1, out); break;                                                    \
+        case 2: NAME##_nt(n, w, a, 2, out); break;                                                    \
+        case 3: NAME##_nt(n, w, a, 3, out); break;                                                    \
+        default: NAME##_nt(n, w, a, 4, out); break;                                                   \
+        }                                                                                             \
+    }
+
+#define q4_0_fallback sw__k_rowdot_q4_0_avx2
+#define q8_0_fallback sw__k_rowdot_q8_0_avx2
+
+VNNI_ROWDOT(q4_0, struct sw_block_q4_0, unsigned_q4_0, 8)
+VNNI_ROWDOT(q8_0, struct sw_block_q8_0, unsigned_q8_0, 128)
+
+/* ------------------------------------------------------------ vector helpers */
+
+static float dot_f32_avx512(int64_t n, const float *x, const float *y)
+{
+    return vec_dot_f32(n, x, y);
+}
+
+static float dot_f16_f32_avx512(int64_t n, const sw_f16 *x, const float *y)
+{
+    return vec_dot_f16(n, x, y);
+}
+
+/* ------------------------------------------------------------ tables */
 
 void sw__k_fill_avx512(struct sw_k_type_impl *tab, int n_tab)
 {
-    (void)tab;
-    (void)n_tab;
+    if (SW_TYPE_BF16 >= n_tab) return;
+    struct {
+        int type;
+        sw_k_vec_dot_fn dot;
+        sw_k_rowdot_fn row;
+        sw_k_tile_fn tile;
+    } f[] = {{SW_TYPE_F32, vec_dot_f32, rowdot_f32, tile_f32},
+             {SW_TYPE_F16, vec_dot_f16, rowdot_f16, tile_f16},
+             {SW_TYPE_BF16, vec_dot_bf16, rowdot_bf16, tile_bf16}};
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+        tab[f[i].type].pub.vec_dot = f[i].dot;
+        tab[f[i].type].rowdot = f[i].row;
+        tab[f[i].type].tile = f[i].tile;
+        tab[f[i].type].tile_rows = 4;
+    }
+    /* vec_dot (no activation sums) stays AVX2 for Q4_0/Q8_0; the matmul row kernels use VNNI */
+    tab[SW_TYPE_Q4_0].rowdot = rowdot_q4_0;
+    tab[SW_TYPE_Q8_0].rowdot = rowdot_q8_0;
 }
 
 void sw__k_vec_ops_avx512(struct sw_k_vec_ops *ops)
 {
-    (void)ops;
+    ops->dot_f32 = dot_f32_avx512;
+    ops->dot_f16_f32 = dot_f16_f32_avx512;
 }
