@@ -73,6 +73,8 @@ struct peer {
     int has_id;
     uint8_t id[SW_NODE_ID_LEN];
     uint64_t ping_token, ping_sent_us;
+    uint8_t *pending_hs;             /* record from a handshake that came before the metadata */
+    size_t pending_len;
     struct peer *next;
 };
 
@@ -335,36 +337,53 @@ static void sync_peer(struct sw_node *n, struct peer *p)
     }
 }
 
+/* The signed record a peer put in its extended handshake: it names the node behind the
+ * connection. */
+static void take_handshake_record(struct sw_node *n, struct peer *p, const uint8_t *rec, size_t len)
+{
+    struct sw_cap c;
+    if (sw_cap_decode(rec, len, &c, NULL, 0) || memcmp(c.info_hash, n->info_hash, 20)) return;
+    if (!memcmp(c.node_id, n->id.pk, SW_NODE_ID_LEN)) {
+        sw_bt_peer_close(p->bt); /* connected to ourselves */
+        return;
+    }
+    int first = !p->has_id;
+    p->has_id = 1;
+    memcpy(p->id, c.node_id, SW_NODE_ID_LEN);
+    take_record(n, p, rec, len);
+    sw_view_set_direct(n->view, p->id, 1, sw_time_ms());
+    if (first) {
+        char a[64], ids[16];
+        sw_log(SW_LOG_INFO, "SWARM", "peer %s is node %s (shard %d, %s)", sw_bt_peer_addr(p->bt, a, sizeof a),
+               sw_node_id_short(c.node_id, ids, sizeof ids), (int)c.shard,
+               c.seed_all ? "seeding all" : sw_phase_name(c.phase));
+        sync_peer(n, p);
+        publish(n, 1); /* our neighbour list changed */
+    }
+    mark_dirty(n);
+}
+
 static void on_ext_handshake(void *ud, struct sw_bt_peer *bp, const uint8_t *dict, size_t len)
 {
     struct sw_node *n = ud;
     struct peer *p = sw_bt_peer_userdata(bp);
-    if (!p || !n->view) return;
+    if (!p || n->stopping) return;
     struct sw_bdoc d;
     struct sw_blimits lim = { 4096, 8 };
     if (sw_bdecode(dict, len, &lim, &d, NULL, NULL, 0)) return;
     const struct sw_bnode *rec = d.nodes[0].type == SW_BDICT
         ? sw_bdict_get_type(&d, &d.nodes[0], SW_SWARM_HS_KEY, SW_BSTR) : NULL;
-    if (rec) {
-        struct sw_cap c;
-        if (!sw_cap_decode(rec->str, rec->str_len, &c, NULL, 0) && !memcmp(c.info_hash, n->info_hash, 20) &&
-            memcmp(c.node_id, n->id.pk, SW_NODE_ID_LEN)) {
-            int first = !p->has_id;
-            p->has_id = 1;
-            memcpy(p->id, c.node_id, SW_NODE_ID_LEN);
-            take_record(n, p, rec->str, rec->str_len);
-            sw_view_set_direct(n->view, p->id, 1, sw_time_ms());
-            if (first) {
-                char a[64], ids[16];
-                sw_log(SW_LOG_INFO, "SWARM", "peer %s is node %s (shard %d, %s)",
-                       sw_bt_peer_addr(bp, a, sizeof a), sw_node_id_short(c.node_id, ids, sizeof ids),
-                       (int)c.shard, c.seed_all ? "seeding all" : sw_phase_name(c.phase));
-                sync_peer(n, p);
-                publish(n, 1); /* our neighbour list changed */
+    if (rec && rec->str_len <= SW_SWARM_MAX_RECORD) {
+        if (n->view) {
+            take_handshake_record(n, p, rec->str, rec->str_len);
+        } else { /* magnet: no model yet; keep the latest until the metadata arrives */
+            uint8_t *copy = malloc(rec->str_len);
+            if (copy) {
+                memcpy(copy, rec->str, rec->str_len);
+                free(p->pending_hs);
+                p->pending_hs = copy;
+                p->pending_len = rec->str_len;
             }
-            mark_dirty(n);
-        } else if (!memcmp(c.node_id, n->id.pk, SW_NODE_ID_LEN)) {
-            sw_bt_peer_close(bp); /* connected to ourselves */
         }
     }
     sw_bdoc_free(&d);
@@ -498,6 +517,7 @@ static void on_ext_closed(void *ud, struct sw_bt_peer *bp, int reason)
         mark_dirty(n);
     }
     sw_bt_peer_set_userdata(bp, NULL);
+    free(p->pending_hs);
     free(p);
 }
 
@@ -1027,6 +1047,14 @@ static int model_setup(struct sw_node *n, char *err, size_t err_len)
     if ((rc = sw_view_new(&vc, &n->view))) return rc;
     n->model_ready = 1;
     publish(n, 1);
+    for (struct peer *p = n->peers, *next; p; p = next) { /* handshakes that came first */
+        next = p->next;
+        if (!p->pending_hs) continue;
+        uint8_t *rec = p->pending_hs;
+        p->pending_hs = NULL;
+        take_handshake_record(n, p, rec, p->pending_len);
+        free(rec);
+    }
     return 0;
 }
 
@@ -1617,6 +1645,7 @@ void sw_node_free(struct sw_node *n)
     while (n->peers) {
         struct peer *p = n->peers;
         n->peers = p->next;
+        free(p->pending_hs);
         free(p);
     }
     sw_bt_metainfo_free(&n->mi_file);

@@ -247,6 +247,26 @@ def case_corrupt():
         check("loaded before joining" not in o, "a corrupt shard is never loaded before joining")
 
 
+def case_magnet():
+    """A node given only a magnet link gets the metadata from peers (BEP 9), then its shard."""
+    S.node_supported()
+    with harness.Procs() as procs:
+        m = stories(procs)
+        sw = S.Swarm(procs, m)
+        sw.start("seeder", seed_all=True)
+        for k in range(N - 1):
+            sw.start("n%d" % k, shard=k, cache_shards=[k])
+        sw.wait_api()
+        torrent, m.torrent = m.torrent, "magnet:?xt=urn:btih:" + m.info_hash
+        mag = sw.start("mag", shard=N - 1)
+        m.torrent = torrent
+        sw.wait_api(["mag"])
+        sw.wait_all_ready(timeout=30)
+        s = mag.status()
+        check(s["peers"] >= N, "the magnet node maps all its peers to nodes (peers=%r)" % s["peers"])
+        check("waiting for the model's metadata" in mag.proc.output(), "it said it waited for the metadata")
+
+
 def case_netloss():
     """A node that stops answering (SIGSTOP: its connections stay open, nothing flows) is
     declared departed by keep-alive timeout within seconds; when it comes back (SIGCONT) it
