@@ -156,6 +156,7 @@ struct sw_bt_session {
     int listening;
     uint16_t port;
     uv_timer_t timer;
+    uv_timer_t reaper;         /* frees closed torrents on the next loop turn */
     uint8_t peer_id[20];
     struct sw_bt_torrent **tor;
     uint32_t n_tor;
@@ -700,7 +701,6 @@ static void final_done(uv_work_t *req, int status)
 {
     struct final_job *j = req->data;
     struct sw_bt_torrent *t = j->t;
-    t->jobs--;
     {
         if (j->rc) {
             emit_simple(t, NULL, SW_BT_EV_ERROR, (int32_t)j->file, 0, j->rc, j->err);
@@ -711,6 +711,7 @@ static void final_done(uv_work_t *req, int status)
     }
     free(j);
     (void)status;
+    t->jobs--; /* only now: an event above may close the session, which must not free t yet */
     torrent_maybe_free(t);
 }
 
@@ -785,7 +786,6 @@ static void hash_done(uv_work_t *req, int status)
 {
     struct hash_job *j = req->data;
     struct sw_bt_torrent *t = j->t;
-    t->jobs--;
     (void)status;
     if (!t->closing) {
         t->hashing[j->piece] = 0;
@@ -821,6 +821,7 @@ static void hash_done(uv_work_t *req, int status)
         free(j->sender);
     }
     free(j);
+    t->jobs--;
     torrent_maybe_free(t);
 }
 
@@ -1531,6 +1532,9 @@ int sw_bt_session_new(uv_loop_t *loop, const struct sw_bt_session_opts *opts, st
     s->timer.data = s;
     s->handles++;
     uv_timer_start(&s->timer, on_tick, TICK_MS, TICK_MS);
+    uv_timer_init(loop, &s->reaper);
+    s->reaper.data = s;
+    s->handles++;
     if (!s->o.no_listen) {
         struct sockaddr_storage sa;
         if (uv_ip4_addr(s->listen_host, s->o.listen_port, (struct sockaddr_in *)&sa) &&
@@ -1609,6 +1613,13 @@ static void torrent_maybe_free(struct sw_bt_torrent *t)
     torrent_free(t);
 }
 
+static void on_reap(uv_timer_t *h)
+{
+    struct sw_bt_session *s = h->data;
+    for (uint32_t i = s->n_tor; i-- > 0;) torrent_maybe_free(s->tor[i]);
+    uv_close((uv_handle_t *)&s->reaper, on_handle_closed);
+}
+
 void sw_bt_session_close(struct sw_bt_session *s)
 {
     if (!s || s->closing) return;
@@ -1617,10 +1628,10 @@ void sw_bt_session_close(struct sw_bt_session *s)
     if (s->listening) uv_close((uv_handle_t *)&s->listener, on_handle_closed);
     uv_timer_stop(&s->timer);
     uv_close((uv_handle_t *)&s->timer, on_handle_closed);
-    for (uint32_t i = s->n_tor; i-- > 0;) {
-        s->tor[i]->closing = 1;
-        torrent_maybe_free(s->tor[i]);
-    }
+    for (uint32_t i = 0; i < s->n_tor; i++) s->tor[i]->closing = 1;
+    /* Torrents are freed on the next loop turn, never under a caller's feet (this may run
+     * inside one of our own event callbacks). */
+    uv_timer_start(&s->reaper, on_reap, 0, 0);
 }
 
 int sw_bt_session_closed(const struct sw_bt_session *s)

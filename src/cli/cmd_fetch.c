@@ -106,6 +106,11 @@ static void apply_wants(struct run *r)
             sw_bt_torrent_want_file(r->t, fi, 1);
         }
     }
+    struct sw_bt_progress pr;
+    char b1[32], b2[32];
+    if (sw_bt_torrent_progress(r->t, -1, &pr) == 0)
+        sw_log(SW_LOG_INFO, "BT", "on disk: %s of %s verified (%.1f%%)", sw_fmt_bytes(pr.bytes_done, b1, sizeof b1),
+               sw_fmt_bytes(pr.bytes_total, b2, sizeof b2), pr.percent);
     if (sw_bt_torrent_complete(r->t)) stop(r, SW_EXIT_OK, NULL);
 }
 
