@@ -155,7 +155,7 @@ struct sw_synth_preset {
     uint32_t n_embd, n_layers, n_head, n_head_kv, n_ff, n_vocab, n_ctx;
     float rope_freq_base, rms_eps;
     int tied;               /* no output.weight: logits from token_embd */
-    const char *vocab;      /* default vocab file name under <shared>/vocab/ */
+    const char *vocab;      /* default vocabulary file, relative to <shared data>/vocab/ */
 };
 
 /* NULL-terminated table of presets; sw_synth_preset_find returns NULL for an unknown name. */

@@ -15,6 +15,8 @@
 
 static const struct sw_synth_preset PRESETS[] = {
     /* name             arch     embd layers head kv  ff    vocab   ctx    rope base  eps  tied vocab file */
+    { "nano",           "llama",  256,  2,   4,  2,   512,   512,   512,  10000.0f, 1e-5f, 0, "../models/stories260K.gguf" },
+    { "qwen2-nano",     "qwen2",  256,  2,   4,  2,   512,   512,   512, 1000000.0f, 1e-6f, 1, "../models/stories260K.gguf" },
     { "tiny",           "llama",  256,  4,   4,  2,   768, 32000,  2048,  10000.0f, 1e-5f, 0, "ggml-vocab-llama-spm.gguf" },
     { "qwen2-tiny",     "qwen2",  256,  2,   4,  2,   512, 50257,  4096, 1000000.0f, 1e-6f, 1, "ggml-vocab-gpt-2.gguf" },
     { "llama-160m",     "llama",  768, 12,  12, 12,  3072, 32000,  2048,  10000.0f, 1e-6f, 0, "ggml-vocab-llama-spm.gguf" },

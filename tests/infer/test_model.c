@@ -1,8 +1,10 @@
 /* test_model.c — the compute stage against a straightforward reference forward pass
  * written here from dequantized f32 weights, pinned greedy tokens on stories260K, batching,
  * sequences, layer ranges, the context limit and bad input. */
+#include <ftw.h>
 #include <math.h>
 #include <stdint.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,6 +138,11 @@ static void ref_step(struct ref *r, int32_t tok, uint32_t p, float *logits)
         ref_mv(wq, qd, E, h, q);
         ref_mv(wk, kvd, E, h, k);
         ref_mv(wv, kvd, E, h, v);
+        float *bq = W("attn_q.bias"), *bk = W("attn_k.bias"), *bv = W("attn_v.bias");
+        for (uint32_t i = 0; bq && i < qd; i++) q[i] += bq[i];
+        for (uint32_t i = 0; bk && i < kvd; i++) k[i] += bk[i];
+        for (uint32_t i = 0; bv && i < kvd; i++) v[i] += bv[i];
+        free(bq); free(bk); free(bv);
         ref_rope(r, q, r->H, p);
         ref_rope(r, k, r->HK, p);
         float *kc = r->kc + (size_t)l * r->n_ctx * kvd, *vc = r->vc + (size_t)l * r->n_ctx * kvd;
@@ -272,12 +279,16 @@ static void test_greedy_pinned(void)
 }
 
 /* The stage's logits match the plain reference at every position of prompt + greedy. */
-static void test_reference_logits(void)
+static double compare_with_reference(const char *path)
 {
     struct ref r;
-    CHECK(ref_open(&r, model_path, 64) == 0);
-    struct sw_stage *s = open_stage(-1, -1, 64, 2, 0);
-    if (!s) return;
+    CHECK(ref_open(&r, path, 64) == 0);
+    struct sw_stage_opts o = { .layer_first = -1, .layer_last = -1, .n_ctx = 64, .n_threads = 2 };
+    struct sw_stage *s = NULL;
+    char err[512];
+    int rc = sw_stage_open(path, &o, &s, err, sizeof err);
+    CHECK_MSG(rc == 0, "%s: %s", path, err);
+    if (rc) return 1;
     sw_stage_seq_new(s, 1);
     int32_t toks[SW_ARRAY_LEN(PROMPT) + 12];
     memcpy(toks, PROMPT, sizeof PROMPT);
@@ -291,12 +302,19 @@ static void test_reference_logits(void)
         CHECK_EQ_INT(argmax(a, r.V), argmax(b, r.V));
     }
     /* f16 KV cache and f32 accumulation vs doubles and an f32 cache: ~1e-3 relative. */
-    CHECK_MSG(worst < 5e-3, "logits differ from the reference by %.3g (relative to max |logit|)", worst);
+    CHECK_MSG(worst < 5e-3, "%s: logits differ from the reference by %.3g (relative to max |logit|)",
+              path, worst);
     fprintf(stderr, "  reference vs stage: max relative logit difference %.3g\n", worst);
     free(a);
     free(b);
     sw_stage_free(s);
     ref_close(&r);
+    return worst;
+}
+
+static void test_reference_logits(void)
+{
+    compare_with_reference(model_path);
 }
 
 /* One batched call gives the same logits as feeding tokens one by one, including when the
@@ -440,6 +458,200 @@ static void test_bad_files(void)
     CHECK_MSG(strstr(err, "cuda") != NULL, "message: %s", err);
 }
 
+/* ------------------------------------------------------------ synth and split */
+
+static char tmp_dir[512];
+static char vocab_path[4200];
+
+static int synth(const char *out, const char *preset, const char *type, uint64_t seed, uint32_t threads)
+{
+    struct sw_synth_opts o = { .preset = preset, .type = type, .seed = seed, .vocab_path = vocab_path,
+                               .n_threads = threads };
+    char err[512];
+    int rc = sw_synth_write(out, &o, err, sizeof err);
+    CHECK_MSG(rc == 0, "synth %s %s: %s", preset, type, err);
+    return rc;
+}
+
+static void file_sha(const char *path, char hex[65])
+{
+    uint8_t h[32];
+    memset(h, 0, sizeof h);
+    CHECK_EQ_INT(sw_sha256_file(path, h), 0);
+    sw_hex_encode(h, 32, hex);
+}
+
+/* Same options -> same bytes, whatever the thread count; another seed -> other bytes. */
+static void test_synth_deterministic(void)
+{
+    char a[600], b[600], c[600], ha[65], hb[65], hc[65];
+    snprintf(a, sizeof a, "%s/det-a.gguf", tmp_dir);
+    snprintf(b, sizeof b, "%s/det-b.gguf", tmp_dir);
+    snprintf(c, sizeof c, "%s/det-c.gguf", tmp_dir);
+    if (synth(a, "nano", "Q4_K_M", 5, 1) || synth(b, "nano", "Q4_K_M", 5, 2) || synth(c, "nano", "Q4_K_M", 6, 2))
+        return;
+    file_sha(a, ha);
+    file_sha(b, hb);
+    file_sha(c, hc);
+    CHECK_EQ_STR(ha, hb);
+    CHECK(strcmp(ha, hc) != 0);
+    struct sw_gguf *g = NULL;
+    char err[256];
+    CHECK_EQ_INT(sw_gguf_open(a, &g, err, sizeof err), 0);
+    if (!g) return;
+    /* llama.cpp's Q4_K_M mix: Q6_K output, Q6_K attn_v/ffn_down in the favoured layers. */
+    CHECK_EQ_INT(sw_gguf_tensor_find(g, "output.weight")->type, SW_TYPE_Q6_K);
+    CHECK_EQ_INT(sw_gguf_tensor_find(g, "blk.0.attn_q.weight")->type, SW_TYPE_Q4_K);
+    CHECK_EQ_INT(sw_gguf_tensor_find(g, "blk.1.ffn_down.weight")->type, SW_TYPE_Q6_K);
+    CHECK_EQ_INT(sw_gguf_tensor_find(g, "output_norm.weight")->type, SW_TYPE_F32);
+    struct sw_gguf_arr toks;
+    CHECK_EQ_INT(sw_gguf_get_arr(g, "tokenizer.ggml.tokens", &toks), 0);
+    CHECK_EQ_U64(toks.n, 512);
+    sw_gguf_close(g);
+
+    struct sw_synth_opts bad = { .preset = "nano", .type = "Q3_K", .vocab_path = vocab_path };
+    CHECK_EQ_INT(sw_synth_write(c, &bad, err, sizeof err), SW_EINVAL);
+    bad.type = "F16";
+    bad.preset = "gpt-9";
+    CHECK_EQ_INT(sw_synth_write(c, &bad, err, sizeof err), SW_EINVAL);
+    CHECK(sw_synth_preset_find("tinyllama-1.1b") && sw_synth_preset_find("qwen2-0.5b") &&
+          sw_synth_preset_find("llama-160m") && sw_synth_preset_find("tiny"));
+    const struct sw_synth_preset *tl = sw_synth_preset_find("tinyllama-1.1b");
+    CHECK(tl->n_embd == 2048 && tl->n_layers == 22 && tl->n_head == 32 && tl->n_head_kv == 4 &&
+          tl->n_ff == 5632 && tl->n_vocab == 32000);
+}
+
+/* qwen2 (biases, NeoX RoPE, tied output) against the reference forward. */
+static void test_qwen2_reference(void)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/qwen2-nano-f32.gguf", tmp_dir);
+    if (synth(p, "qwen2-nano", "F32", 3, 2)) return;
+    struct sw_stage *s = NULL;
+    char err[512];
+    CHECK_EQ_INT(sw_stage_open(p, NULL, &s, err, sizeof err), 0);
+    if (!s) return;
+    CHECK_EQ_STR(sw_stage_info(s)->arch, "qwen2");
+    CHECK(sw_stage_info(s)->rope_neox && sw_stage_info(s)->tied_output);
+    CHECK_NEAR(sw_stage_info(s)->rope_freq_base, 1e6, 1);
+    sw_stage_free(s);
+    compare_with_reference(p);
+}
+
+/* Every weight type computes the same function as F32 up to its quantization error. */
+static void test_weight_types(void)
+{
+    static const struct { const char *type; double tol; } types[] = {
+        { "F16", 0.01 }, { "BF16", 0.05 }, { "Q8_0", 0.05 }, { "Q6_K", 0.08 }, { "Q5_K", 0.15 },
+        { "Q4_K", 0.3 }, { "Q4_K_M", 0.3 }, { "Q4_0", 0.3 },
+    };
+    char p[600];
+    float *ref = malloc(512 * sizeof *ref), *got = malloc(512 * sizeof *got);
+    snprintf(p, sizeof p, "%s/nano-F32.gguf", tmp_dir);
+    if (synth(p, "nano", "F32", 9, 2)) return;
+    struct sw_stage *s = NULL;
+    char err[512];
+    CHECK_EQ_INT(sw_stage_open(p, NULL, &s, err, sizeof err), 0);
+    if (!s) return;
+    sw_stage_seq_new(s, 1);
+    CHECK_EQ_INT(sw_stage_forward(s, 1, 0, SW_ARRAY_LEN(PROMPT), PROMPT, ref, 0), 0);
+    sw_stage_free(s);
+    for (size_t i = 0; i < SW_ARRAY_LEN(types); i++) {
+        snprintf(p, sizeof p, "%s/nano-%s.gguf", tmp_dir, types[i].type);
+        if (synth(p, "nano", types[i].type, 9, 2)) continue;
+        s = NULL;
+        int rc = sw_stage_open(p, NULL, &s, err, sizeof err);
+        CHECK_MSG(rc == 0, "%s: %s", types[i].type, err);
+        if (rc) continue;
+        sw_stage_seq_new(s, 1);
+        CHECK_EQ_INT(sw_stage_forward(s, 1, 0, SW_ARRAY_LEN(PROMPT), PROMPT, got, 0), 0);
+        int finite = 1;
+        for (int k = 0; k < 512; k++) finite &= isfinite(got[k]) != 0;
+        CHECK_MSG(finite, "%s: non-finite logits", types[i].type);
+        double d = max_rel_diff(got, ref, 512);
+        fprintf(stderr, "  %-6s vs F32: max relative logit difference %.4f\n", types[i].type, d);
+        CHECK_MSG(d < types[i].tol, "%s: logits differ from F32 by %.3g (tolerance %.3g)", types[i].type, d,
+                  types[i].tol);
+        sw_stage_free(s);
+    }
+    free(ref);
+    free(got);
+}
+
+/* The shards of `split`, run one after another, give the unsplit model's logits. */
+static void split_check(const char *model, uint32_t n_shards, const char *sub)
+{
+    char dir[600], err[512];
+    snprintf(dir, sizeof dir, "%s/%s", tmp_dir, sub);
+    struct sw_split_opts so = { .n_shards = n_shards, .out_dir = dir };
+    struct sw_shard_plan plans[8];
+    int rc = sw_gguf_split(model, &so, plans, err, sizeof err);
+    CHECK_MSG(rc == 0, "split %s: %s", model, err);
+    if (rc) return;
+    char paths[8][700];
+    const char *pp[8];
+    for (uint32_t i = 0; i < n_shards; i++) {
+        snprintf(paths[i], sizeof paths[i], "%s/shard-%u.gguf", dir, i);
+        pp[i] = paths[i];
+    }
+    struct sw_chain *whole = NULL, *parts = NULL;
+    struct sw_stage_opts o = { .n_threads = 2 };
+    CHECK_EQ_INT(sw_chain_open(&model, 1, &o, &whole, err, sizeof err), 0);
+    rc = sw_chain_open(pp, n_shards, &o, &parts, err, sizeof err);
+    CHECK_MSG(rc == 0, "chain over shards: %s", err);
+    if (!whole || !parts) goto out;
+    CHECK_EQ_INT(sw_chain_n_stages(parts), n_shards);
+    uint32_t V = sw_chain_n_vocab(whole);
+    CHECK_EQ_INT(sw_chain_n_vocab(parts), V);
+    int32_t toks[16];
+    memcpy(toks, PROMPT, sizeof PROMPT);
+    memcpy(toks + 5, GREEDY, 11 * sizeof *toks);
+    float *a = malloc(16 * (size_t)V * sizeof *a), *b = malloc(16 * (size_t)V * sizeof *b);
+    sw_chain_seq_new(whole, 1);
+    sw_chain_seq_new(parts, 1);
+    CHECK_EQ_INT(sw_chain_forward(whole, 1, 0, 10, toks, a, SW_STAGE_LOGITS_ALL), 0);
+    CHECK_EQ_INT(sw_chain_forward(parts, 1, 0, 10, toks, b, SW_STAGE_LOGITS_ALL), 0);
+    for (uint32_t p = 10; p < 16; p++) { /* then token by token */
+        CHECK_EQ_INT(sw_chain_forward(whole, 1, p, 1, toks + p, a + (size_t)p * V, 0), 0);
+        CHECK_EQ_INT(sw_chain_forward(parts, 1, p, 1, toks + p, b + (size_t)p * V, 0), 0);
+    }
+    double d = max_rel_diff(b, a, 16 * (size_t)V);
+    CHECK_MSG(d <= 1e-5, "%s in %u shards: logits differ by %.3g relative", model, n_shards, d);
+    free(a);
+    free(b);
+
+    /* Shards out of order, or one missing, are refused with a message. */
+    sw_chain_free(parts);
+    parts = NULL;
+    if (n_shards >= 3) {
+        const char *gap[2] = { pp[0], pp[2] };
+        CHECK_EQ_INT(sw_chain_open(gap, 2, &o, &parts, err, sizeof err), SW_ERANGE);
+        CHECK_MSG(strstr(err, "layer") != NULL, "message: %s", err);
+        const char *rev[2] = { pp[1], pp[0] };
+        CHECK_EQ_INT(sw_chain_open(rev, 2, &o, &parts, err, sizeof err), SW_ERANGE);
+    }
+out:
+    sw_chain_free(whole);
+    sw_chain_free(parts);
+}
+
+static void test_split_equals_whole(void)
+{
+    split_check(model_path, 3, "split-stories");
+    char p[600];
+    snprintf(p, sizeof p, "%s/qwen2-split.gguf", tmp_dir);
+    if (synth(p, "qwen2-nano", "Q8_0", 4, 2)) return;
+    split_check(p, 2, "split-qwen2"); /* tied embeddings: the last shard carries token_embd */
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
 int main(void)
 {
     const char *data = sw_test_shared_data();
@@ -453,5 +665,14 @@ int main(void)
     SW_RUN(test_layer_ranges);
     SW_RUN(test_context_limit);
     SW_RUN(test_bad_files);
+    const char *t = sw_test_tmpdir();
+    if (!t) SW_TEST_SKIP("no temporary folder");
+    snprintf(tmp_dir, sizeof tmp_dir, "%s", t);
+    snprintf(vocab_path, sizeof vocab_path, "%s", model_path); /* stories260K's 512 tokens */
+    SW_RUN(test_synth_deterministic);
+    SW_RUN(test_qwen2_reference);
+    SW_RUN(test_weight_types);
+    SW_RUN(test_split_equals_whole);
+    nftw(tmp_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     return SW_TEST_DONE();
 }
