@@ -1072,8 +1072,15 @@ static void status_line(struct sw_node *n, int force)
     if (n->cfg.seed_all) sw_buf_printf(&me, "seeding all shards");
     else if (n->shard < 0) sw_buf_printf(&me, n->auto_mode ? "shard auto: planning" : "no shard");
     else if (n->phase == SW_PHASE_FETCHING) {
-        unsigned pct = n->cap.bytes_total ? (unsigned)(n->cap.bytes_done * 100 / n->cap.bytes_total) : 0;
-        sw_buf_printf(&me, "shard %d fetching %u%%", (int)n->shard, pct);
+        struct sw_bt_progress pr = { 0 };
+        sw_bt_torrent_progress(n->t, n->shard_file[n->shard], &pr);
+        unsigned pct = pr.bytes_total ? (unsigned)(pr.bytes_done * 100 / pr.bytes_total) : 0;
+        char rate[32], eta[32];
+        sw_fmt_bytes((uint64_t)(pr.rate_bps > 0 ? pr.rate_bps : 0), rate, sizeof rate);
+        if (pr.eta_s != UINT64_MAX && pr.rate_bps > 0) sw_fmt_duration_ms(pr.eta_s * 1000, eta, sizeof eta);
+        else snprintf(eta, sizeof eta, "unknown");
+        sw_buf_printf(&me, "shard %d fetching %u%% at %s/s, ETA %s, %u peers with it", (int)n->shard, pct, rate, eta,
+                      pr.n_peers);
     } else sw_buf_printf(&me, "shard %d %s", (int)n->shard, sw_phase_name(n->phase));
     /* what counts as a change: phases per node and shard, readiness, discovery, peers */
     struct sw_buf sig = { 0 };
