@@ -273,6 +273,55 @@ ROWDOT_DISPATCH(f32, float)
 ROWDOT_DISPATCH(f16, sw_f16)
 ROWDOT_DISPATCH(bf16, sw_bf16)
 
+/* Two weight rows x NT tokens: each x vector is loaded once for both rows, each w vector
+ * once for all tokens (8 accumulators + 4 x + w fit the 16 ymm registers). */
+#define FLOAT_TILE2(NAME, WT, LOADW, CVT1)                                                          \
+    AI void NAME##_tile2_nt(int64_t n, const WT *w0p, const WT *w1p, const struct sw_k_act *a, const int NT, \
+                            float *out, size_t ldo)                                                 \
+    {                                                                                               \
+        __m256 acc0[SW_K_TILE_T], acc1[SW_K_TILE_T];                                               \
+        const float *x[SW_K_TILE_T];                                                               \
+        for (int t = 0; t < NT; t++) {                                                             \
+            acc0[t] = _mm256_setzero_ps();                                                         \
+            acc1[t] = _mm256_setzero_ps();                                                         \
+            x[t] = a[t].q;                                                                         \
+        }                                                                                          \
+        int64_t i = 0;                                                                             \
+        for (; i + 8 <= n; i += 8) {                                                               \
+            __m256 w0 = LOADW(w0p + i), w1 = LOADW(w1p + i);                                      \
+            for (int t = 0; t < NT; t++) {                                                         \
+                __m256 xv = _mm256_loadu_ps(x[t] + i);                                             \
+                acc0[t] = _mm256_fmadd_ps(w0, xv, acc0[t]);                                        \
+                acc1[t] = _mm256_fmadd_ps(w1, xv, acc1[t]);                                        \
+            }                                                                                      \
+        }                                                                                          \
+        for (int t = 0; t < NT; t++) {                                                             \
+            float s0 = hsum_ps(acc0[t]), s1 = hsum_ps(acc1[t]);                                    \
+            for (int64_t j = i; j < n; j++) {                                                      \
+                s0 += CVT1(w0p[j]) * x[t][j];                                                      \
+                s1 += CVT1(w1p[j]) * x[t][j];                                                      \
+            }                                                                                      \
+            out[t * ldo] = s0;                                                                     \
+            out[t * ldo + 1] = s1;                                                                 \
+        }                                                                                          \
+    }                                                                                              \
+    static void tile_##NAME(int64_t n, const void *w, size_t w_stride, int nr, const struct sw_k_act *a, int nt, \
+                            float *out, size_t ldo)                                                \
+    {                                                                                              \
+        (void)nr; /* always 2 (tile_rows) */                                                       \
+        const WT *w0 = w, *w1 = (const WT *)((const uint8_t *)w + w_stride);                       \
+        switch (nt) {                                                                              \
+        case 1: NAME##_tile2_nt(n, w0, w1, a, 1, out, ldo); break;                                 \
+        case 2: NAME##_tile2_nt(n, w0, w1, a, 2, out, ldo); break;                                 \
+        case 3: NAME##_tile2_nt(n, w0, w1, a, 3, out, ldo); break;                                 \
+        default: NAME##_tile2_nt(n, w0, w1, a, 4, out, ldo); break;                                \
+        }                                                                                          \
+    }
+
+FLOAT_TILE2(f32, float, load_f32x8, id_f32)
+FLOAT_TILE2(f16, sw_f16, load_f16x8, h2f)
+FLOAT_TILE2(bf16, sw_bf16, load_bf16x8, sw_k_bf16_to_f32)
+
 /* ------------------------------------------------------------ Q8_0 weights */
 
 AI void q8_0_nt(int64_t n, const struct sw_block_q8_0 *w, const struct sw_k_act *a, const int NT, float *out)
@@ -534,6 +583,13 @@ static void set_type(struct sw_k_type_impl *tab, int n_tab, int type, sw_k_dequa
     tab[type].act_sums = sums;
 }
 
+static void set_tile(struct sw_k_type_impl *tab, int n_tab, int type, sw_k_tile_fn tile, int rows)
+{
+    if (type >= n_tab) return;
+    tab[type].tile = tile;
+    tab[type].tile_rows = rows;
+}
+
 void sw__k_fill_avx2(struct sw_k_type_impl *tab, int n_tab)
 {
     set_type(tab, n_tab, SW_TYPE_F32, NULL, NULL, vec_dot_f32, rowdot_f32, 0);
@@ -544,6 +600,9 @@ void sw__k_fill_avx2(struct sw_k_type_impl *tab, int n_tab)
     set_type(tab, n_tab, SW_TYPE_Q4_K, NULL, quant_q8_K_avx2, vec_dot_q4_K, rowdot_q4_K, 0);
     set_type(tab, n_tab, SW_TYPE_Q5_K, NULL, quant_q8_K_avx2, vec_dot_q5_K, rowdot_q5_K, 0);
     set_type(tab, n_tab, SW_TYPE_Q6_K, NULL, quant_q8_K_avx2, vec_dot_q6_K, rowdot_q6_K, 0);
+    set_tile(tab, n_tab, SW_TYPE_F32, tile_f32, 2);
+    set_tile(tab, n_tab, SW_TYPE_F16, tile_f16, 2);
+    set_tile(tab, n_tab, SW_TYPE_BF16, tile_bf16, 2);
     /* Q4_1/Q5_0/Q5_1 keep the reference dot, but their activations use the fast quantizer */
     set_type(tab, n_tab, SW_TYPE_Q4_1, NULL, quant_q8_0_avx2, NULL, NULL, 0);
     set_type(tab, n_tab, SW_TYPE_Q5_0, NULL, quant_q8_0_avx2, NULL, NULL, 0);

@@ -55,7 +55,7 @@ static void run_rows(const struct mm_task *tk, int o, int64_t r0, int64_t r1)
         }
         float *y = op->y + t0 * rows;
         int64_t r = r0;
-        if (ti->tile) {
+        if (ti->tile && nt_all > 1) { /* matvec: one weight stream per thread reads best */
             int tr = ti->tile_rows;
             for (; r + tr <= r1; r += tr) ti->tile(cols, w + (size_t)r * rb, rb, tr, a, nt, y + r, (size_t)rows);
         }

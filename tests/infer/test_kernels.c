@@ -317,6 +317,27 @@ static void check_family(enum sw_k_impl impl)
                               "%s %s rowdot n=%lld nt=%d t=%d: %.9g vs ref %.9g", sw_k_impl_name(impl), ref->name,
                               (long long)n, nt, t, out[t], refdot[t]);
             }
+            /* register-tile kernel, when the family has one: tile_rows rows x nt tokens */
+            if (si_->tile) {
+                int tr = si_->tile_rows;
+                uint8_t *tw = malloc(wb * (size_t)tr);
+                for (int r = 0; r < tr; r++) make_weights(type, n, tw + wb * (size_t)r);
+                float tout[SW_K_TILE_T * 8];
+                for (int nt = 1; nt <= SW_K_TILE_T; nt++) {
+                    memset(tout, 0, sizeof(tout));
+                    si_->tile(n, tw, wb, tr, acts, nt, tout, 8);
+                    for (int r = 0; r < tr; r++) {
+                        double tmag = abs_dot(ref, n, tw + wb * (size_t)r, a) * (1 + nt);
+                        for (int t = 0; t < nt; t++) {
+                            float want = ref->vec_dot(n, tw + wb * (size_t)r, qa[t]);
+                            CHECK_MSG(fabs((double)tout[t * 8 + r] - want) <= TOL_DOT_REL * tmag * 4 + 1e-5,
+                                      "%s %s tile n=%lld nt=%d r=%d t=%d: %.9g vs ref %.9g", sw_k_impl_name(impl),
+                                      ref->name, (long long)n, nt, r, t, tout[t * 8 + r], want);
+                        }
+                    }
+                }
+                free(tw);
+            }
             for (int t = 0; t < SW_K_TILE_T; t++) free(qa[t]);
             free(sums);
             free(q0);
@@ -477,11 +498,11 @@ static void test_matmul(void)
     static const uint32_t types[] = {SW_TYPE_F32, SW_TYPE_F16, SW_TYPE_BF16, SW_TYPE_Q8_0, SW_TYPE_Q4_0,
                                      SW_TYPE_Q4_1, SW_TYPE_Q5_0, SW_TYPE_Q5_1, SW_TYPE_Q4_K, SW_TYPE_Q5_K,
                                      SW_TYPE_Q6_K};
-    static const int64_t toks[] = {1, 2, 5, 9};
+    static const int64_t toks[] = {1, 2, 3, 7, 9};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         const struct sw_k_type *t = sw_k_type_get(types[i]);
         int64_t cols = t->block_size == 256 ? 512 : 96;
-        for (size_t k = 0; k < 4; k++) matmul_case(types[i], 67, cols, toks[k]);
+        for (size_t k = 0; k < 5; k++) matmul_case(types[i], 67, cols, toks[k]);
     }
 }
 
