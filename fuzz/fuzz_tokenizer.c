@@ -14,7 +14,8 @@
 #include "infer/tok_impl.h"
 
 static const char *const pres[] = { "default", "gpt-2", "llama-bpe", "qwen2", "deepseek-llm", "deepseek-coder",
-                                    "falcon", "starcoder", "poro-chat", "viking" };
+                                    "falcon", "starcoder", "poro-chat", "viking", "tekken", "gpt-4o",
+                                    "deepseek-v3" };
 #define N_PRE (sizeof pres / sizeof pres[0])
 
 static struct sw_tok *tiny_spm, *tiny_bpe[N_PRE], *real_spm, *real_bpe;

@@ -403,7 +403,9 @@ static int build(const struct src *s, struct sw_tok **out, char *err, size_t err
         if (!s->pre || !*s->pre)
             sw_log(SW_LOG_WARN, "TOK", "tokenizer.ggml.pre missing: using the default pre-tokenizer; "
                                        "ids may differ from the model's own tokenizer");
-        const char *const *rx = sw__pre_lookup(pre, &t->ignore_merges);
+        int pre_bos = 0;
+        const char *const *rx = sw__pre_lookup(pre, &t->ignore_merges, &pre_bos);
+        if (s->add_bos < 0 && pre_bos) t->add_bos = 1;
         if (!rx) {
             set_err(err, err_len, "tokenizer.ggml.pre '%s' is not a supported pre-tokenizer", pre);
             rc = SW_EUNSUPPORTED;

@@ -12,7 +12,17 @@ struct sw__pre_def {
     const char *const *names; /* NULL-terminated aliases */
     const char *const *regexes;
     int ignore_merges;        /* a pre-token that is itself a token is emitted whole */
+    int add_bos;              /* BOS by default when the file does not say (llama.cpp) */
 };
+
+/* Mistral's Tekken and OpenAI's o200k split words at case changes (upper runs, then
+ * lower runs), which needs the letter sub-categories. */
+#define RE_TEKKEN "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+" \
+    "|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*" \
+    "|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+#define RE_O200K "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?" \
+    "|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?" \
+    "|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 
 /* GPT-2 (openai/gpt-2 encoder.py) */
 #define RE_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
@@ -30,10 +40,11 @@ static const char *const r_default[] = {
     "[0-9][0-9][0-9]",
     NULL,
 };
-static const char *const n_gpt2[] = { "gpt-2", "gpt2", "mpt", "olmo", "jais", "trillion", "phi-2", NULL };
+static const char *const n_gpt2[] = { "gpt-2", "gpt2", "mpt", "olmo", "jais", "trillion", "phi-2", "exaone4",
+                                      "gigachat", "mellum", NULL };
 static const char *const r_gpt2[] = { RE_GPT2, NULL };
 static const char *const n_llama3[] = { "llama-bpe", "llama3", "llama-v3", "dbrx", "smaug-bpe",
-                                        "falcon3", "pixtral", NULL };
+                                        "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", NULL };
 static const char *const r_llama3[] = { RE_LLAMA3, NULL };
 static const char *const n_qwen2[] = { "qwen2", "qwen2.5", "qwen-2.5", "deepseek-r1-qwen", "stablelm2",
                                        "megrez", "hunyuan", NULL };
@@ -83,30 +94,48 @@ static const char *const n_poro[] = { "poro-chat", "bloom", "gpt3-finnish", NULL
 static const char *const r_poro[] = { " ?[^(\\s|.,!?\u2026\u3002\uff0c\u3001\u0964\u06d4\u060c)]+", NULL };
 static const char *const n_viking[] = { "viking", NULL };
 static const char *const r_viking[] = { " ?[^(\\s|.,!?\u2026\u3002\uff0c\u3001\u0964\u06d4\u060c)]+", "\\p{N}", NULL };
-static const char *const n_chatglm4[] = { "chatglm4", "glm4", NULL };
+static const char *const n_chatglm4[] = { "chatglm4", "glm4", "chatglm-bpe", NULL };
 static const char *const r_chatglm4[] = { RE_LLAMA3, NULL };
 
+static const char *const n_tekken[] = { "tekken", NULL };
+static const char *const r_tekken[] = { RE_TEKKEN, NULL };
+static const char *const n_o200k[] = { "gpt-4o", "llama4", NULL };
+static const char *const r_o200k[] = { RE_O200K, NULL };
+static const char *const n_deepseek_v3[] = { "deepseek-v3", "hunyuan-dense", NULL };
+static const char *const r_deepseek_v3[] = {
+    /* deepseek-ai/DeepSeek-V3 tokenizer.json */
+    "\\p{N}{1,3}",
+    "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+",
+    "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+"
+    "| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+",
+    NULL,
+};
+
 static const struct sw__pre_def pre_defs[] = {
-    { n_default, r_default, 0 },
-    { n_gpt2, r_gpt2, 0 },
-    { n_llama3, r_llama3, 1 },
-    { n_qwen2, r_qwen2, 0 },
-    { n_deepseek_llm, r_deepseek_llm, 0 },
-    { n_deepseek_coder, r_deepseek_coder, 0 },
-    { n_falcon, r_falcon, 0 },
-    { n_starcoder, r_starcoder, 0 },
-    { n_poro, r_poro, 0 },
-    { n_viking, r_viking, 0 },
-    { n_chatglm4, r_chatglm4, 0 },
+    { n_default, r_default, 0, 0 },
+    { n_gpt2, r_gpt2, 0, 0 },
+    { n_llama3, r_llama3, 1, 1 },
+    { n_qwen2, r_qwen2, 0, 0 },
+    { n_deepseek_llm, r_deepseek_llm, 0, 0 },
+    { n_deepseek_coder, r_deepseek_coder, 0, 0 },
+    { n_falcon, r_falcon, 0, 0 },
+    { n_starcoder, r_starcoder, 0, 0 },
+    { n_poro, r_poro, 0, 0 },
+    { n_viking, r_viking, 0, 0 },
+    { n_chatglm4, r_chatglm4, 0, 0 },
+    { n_tekken, r_tekken, 1, 1 },
+    { n_o200k, r_o200k, 0, 0 },
+    { n_deepseek_v3, r_deepseek_v3, 0, 0 },
 };
 
 /* Finds the regex list for a pre-tokenizer name; NULL when unknown. */
-const char *const *sw__pre_lookup(const char *name, int *ignore_merges_out)
+const char *const *sw__pre_lookup(const char *name, int *ignore_merges_out, int *add_bos_out)
 {
     for (size_t i = 0; i < sizeof pre_defs / sizeof pre_defs[0]; i++)
         for (const char *const *n = pre_defs[i].names; *n; n++)
             if (!strcmp(*n, name)) {
                 if (ignore_merges_out) *ignore_merges_out = pre_defs[i].ignore_merges;
+                if (add_bos_out) *add_bos_out = pre_defs[i].add_bos;
                 return pre_defs[i].regexes;
             }
     return NULL;

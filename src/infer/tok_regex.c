@@ -119,9 +119,17 @@ static uint32_t next_cp(struct parser *ps)
     return cp;
 }
 
-/* \p{X} / \P{X}: X is a major category letter (L, M, N, P, S, Z, C). Returns the bit mask. */
+/* \p{X} / \P{X}: X is a major category (L M N P S Z C) or a general category (Lu, Nd,
+ * ...). Writes the bit mask over enum sw__gc. */
 static int parse_category(struct parser *ps, uint32_t *mask_out)
 {
+    static const char *const names[] = { "", "Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl",
+                                         "No", "Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Sm", "Sc", "Sk",
+                                         "So", "Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co", "Cn" };
+    static const struct { char c; uint32_t mask; } majors[] = {
+        { 'L', SW__GCM_L }, { 'M', SW__GCM_M }, { 'N', SW__GCM_N }, { 'P', SW__GCM_P },
+        { 'S', SW__GCM_S }, { 'Z', SW__GCM_Z }, { 'C', SW__GCM_C },
+    };
     if (ps->p >= ps->end || *ps->p != '{') { ps->err = "expected { after \\p"; return -1; }
     ps->p++;
     const uint8_t *name = ps->p;
@@ -129,11 +137,14 @@ static int parse_category(struct parser *ps, uint32_t *mask_out)
     if (ps->p >= ps->end) { ps->err = "unterminated \\p{"; return -1; }
     size_t len = (size_t)(ps->p - name);
     ps->p++;
-    static const char letters[] = "LMNPSZC";
-    const char *at = len == 1 ? strchr(letters, name[0]) : NULL;
-    if (!at || !name[0]) { ps->err = "unsupported Unicode category (only L M N P S Z C)"; return -1; }
-    *mask_out = 1u << (1 + (at - letters));
-    return 0;
+    if (len == 1)
+        for (size_t i = 0; i < SW_ARRAY_LEN(majors); i++)
+            if (name[0] == (uint8_t)majors[i].c) { *mask_out = majors[i].mask; return 0; }
+    if (len == 2)
+        for (uint32_t i = 1; i < SW_ARRAY_LEN(names); i++)
+            if (!memcmp(name, names[i], 2)) { *mask_out = 1u << i; return 0; }
+    ps->err = "unsupported Unicode category";
+    return -1;
 }
 
 /* One escape inside or outside a class. Writes either a single code point (*cp_out, returns
@@ -154,7 +165,7 @@ static int parse_escape(struct parser *ps, uint32_t *cp_out)
     case 'S': return add_item(ps, CI_NOTSPACE, 0, 0) ? -1 : 2;
     case 'd': return add_item(ps, CI_RANGE, '0', '9') ? -1 : 2;
     case 'w':
-        if (add_item(ps, CI_CAT, 0, 1u << SW__UCAT_L | 1u << SW__UCAT_N | 1u << SW__UCAT_M) ||
+        if (add_item(ps, CI_CAT, SW__GCM_L | SW__GCM_N | SW__GCM_M, 0) ||
             add_item(ps, CI_RANGE, '_', '_'))
             return -1;
         return 2;
@@ -539,11 +550,11 @@ static int class_has(const struct sw__re *re, const struct cls *c, uint32_t cp)
             }
             break;
         case CI_CAT:
-            if (cat < 0) cat = sw__ucat(cp);
+            if (cat < 0) cat = sw__gc(cp);
             in = (it->lo >> cat) & 1;
             break;
         case CI_NOTCAT:
-            if (cat < 0) cat = sw__ucat(cp);
+            if (cat < 0) cat = sw__gc(cp);
             in = !((it->lo >> cat) & 1);
             break;
         case CI_SPACE: in = sw__is_space(cp); break;

@@ -3,28 +3,29 @@
  * unicode_tables.c (scripts/gen_unicode_tables.py). */
 #include "tok_impl.h"
 
-int sw__ucat(uint32_t cp)
+int sw__gc(uint32_t cp)
 {
-    if (cp > 0x10FFFF) return SW__UCAT_C;
-    /* ASCII fast path: the common case in any text. */
-    if (cp < 0x80) {
-        if (cp < 0x20 || cp == 0x7F) return SW__UCAT_C;
-        if (cp == ' ') return SW__UCAT_Z;
-        if ((cp | 0x20) >= 'a' && (cp | 0x20) <= 'z') return SW__UCAT_L;
-        if (cp >= '0' && cp <= '9') return SW__UCAT_N;
-        if (cp == '$' || cp == '+' || cp == '<' || cp == '=' || cp == '>' || cp == '^' ||
-            cp == '`' || cp == '|' || cp == '~')
-            return SW__UCAT_S;
-        return SW__UCAT_P;
-    }
+    if (cp < 0x80) return sw__ucat_ascii[cp];
+    if (cp > 0x10FFFF) return SW__GC_CN;
     /* Last run whose first code point is <= cp. */
     size_t lo = 0, hi = sw__ucat_n_runs;
     while (hi - lo > 1) {
         size_t mid = (lo + hi) / 2;
-        if ((sw__ucat_runs[mid] >> 3) <= cp) lo = mid;
+        if ((sw__ucat_runs[mid] >> 5) <= cp) lo = mid;
         else hi = mid;
     }
-    return (int)(sw__ucat_runs[lo] & 7u);
+    return (int)(sw__ucat_runs[lo] & 31u);
+}
+
+int sw__ucat(uint32_t cp)
+{
+    static const uint8_t major[SW__GC_CN + 1] = {
+        SW__UCAT_C, SW__UCAT_L, SW__UCAT_L, SW__UCAT_L, SW__UCAT_L, SW__UCAT_L, SW__UCAT_M, SW__UCAT_M,
+        SW__UCAT_M, SW__UCAT_N, SW__UCAT_N, SW__UCAT_N, SW__UCAT_P, SW__UCAT_P, SW__UCAT_P, SW__UCAT_P,
+        SW__UCAT_P, SW__UCAT_P, SW__UCAT_P, SW__UCAT_S, SW__UCAT_S, SW__UCAT_S, SW__UCAT_S, SW__UCAT_Z,
+        SW__UCAT_Z, SW__UCAT_Z, SW__UCAT_C, SW__UCAT_C, SW__UCAT_C, SW__UCAT_C, SW__UCAT_C,
+    };
+    return major[sw__gc(cp)];
 }
 
 int sw__is_space(uint32_t cp)

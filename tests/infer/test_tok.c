@@ -244,7 +244,8 @@ static void test_bpe(void)
     sw_tok_free(t);
     /* every listed pre-tokenizer compiles */
     const char *pres[] = { "default", "gpt-2", "llama-bpe", "qwen2", "deepseek-llm", "deepseek-coder",
-                           "falcon", "starcoder", "refact", "mpt", "command-r", "poro-chat", "viking" };
+                           "falcon", "starcoder", "refact", "mpt", "command-r", "poro-chat", "viking", "tekken",
+                           "gpt-4o", "deepseek-v3", "chatglm-bpe" };
     for (size_t i = 0; i < SW_ARRAY_LEN(pres); i++) {
         t = bpe_vocab(pres[i]);
         CHECK_MSG(t != NULL, "pre-tokenizer %s", pres[i]);
@@ -294,11 +295,11 @@ static void check_split(const char *pattern, const char *text, const char *want)
 static void test_regex(void)
 {
     int im;
-    const char *gpt2 = sw__pre_lookup("gpt-2", &im)[0];
-    const char *llama3 = sw__pre_lookup("llama-bpe", &im)[0];
+    const char *gpt2 = sw__pre_lookup("gpt-2", &im, NULL)[0];
+    const char *llama3 = sw__pre_lookup("llama-bpe", &im, NULL)[0];
     CHECK_EQ_INT(im, 1);
-    const char *qwen2 = sw__pre_lookup("qwen2", &im)[0];
-    CHECK(sw__pre_lookup("no-such-pre", NULL) == NULL);
+    const char *qwen2 = sw__pre_lookup("qwen2", &im, NULL)[0];
+    CHECK(sw__pre_lookup("no-such-pre", NULL, NULL) == NULL);
     const char *s = "Hello world's 12345 \n\n  x";
     check_split(gpt2, s, "Hello| world|'s| 12345| \n\n | x");
     check_split(llama3, s, "Hello| world|'s| |123|45| \n\n| | x");
@@ -317,6 +318,15 @@ static void test_regex(void)
     check_split("a{2,3}?", "aaaaa", "aa|aa|a");
     check_split("(?=b)b|a(?!b)", "aab", "a|a|b");
     check_split("x*", "abc", "abc"); /* empty matches make no pieces */
+    check_split("\\p{Lu}+|\\p{Ll}+", "HELLOworld", "HELLO|world");
+    check_split("\\w+", "a_b1 \u00e9\u0301x", "a_b1| |\u00e9\u0301x");
+    /* tekken / o200k split camel case: upper runs, then lower runs */
+    const char *const *tek = sw__pre_lookup("tekken", NULL, NULL);
+    CHECK(tek != NULL);
+    if (tek) check_split(tek[0], "HTTPServer isOK 12", "HTTPServer| is|OK| |1|2");
+    const char *const *o200k = sw__pre_lookup("gpt-4o", NULL, NULL);
+    CHECK(o200k != NULL);
+    if (o200k) check_split(o200k[0], "I'M fine, 12345", "I'M| fine|,| |123|45");
     /* compile errors are reported, not crashes */
     struct sw__re *re = NULL;
     char err[256];
@@ -341,15 +351,23 @@ static void test_unicode(void)
     CHECK_EQ_INT(sw__ucat(0x0378), SW__UCAT_C);   /* unassigned */
     CHECK_EQ_INT(sw__ucat(0x110000), SW__UCAT_C);
     for (uint32_t c = 0; c < 0x80; c++) {
-        /* the ASCII fast path agrees with the generated table */
+        /* the ASCII table agrees with the runs */
         size_t lo = 0, hi = sw__ucat_n_runs;
         while (hi - lo > 1) {
             size_t mid = (lo + hi) / 2;
-            if ((sw__ucat_runs[mid] >> 3) <= c) lo = mid;
+            if ((sw__ucat_runs[mid] >> 5) <= c) lo = mid;
             else hi = mid;
         }
-        CHECK_MSG((int)(sw__ucat_runs[lo] & 7) == sw__ucat(c), "category of U+%04X", c);
+        CHECK_MSG((int)(sw__ucat_runs[lo] & 31) == sw__gc(c), "category of U+%04X", c);
     }
+    CHECK_EQ_INT(sw__gc('A'), SW__GC_LU);
+    CHECK_EQ_INT(sw__gc('a'), SW__GC_LL);
+    CHECK_EQ_INT(sw__gc(0x01C5), SW__GC_LT);  /* Dž */
+    CHECK_EQ_INT(sw__gc(0x02B0), SW__GC_LM);
+    CHECK_EQ_INT(sw__gc(0x4E00), SW__GC_LO);
+    CHECK_EQ_INT(sw__gc('_'), SW__GC_PC);
+    CHECK_EQ_INT(sw__gc('$'), SW__GC_SC);
+    CHECK_EQ_INT(sw__gc(0x0378), SW__GC_CN);
     CHECK(sw__is_space(0x3000) && sw__is_space(0x85) && sw__is_space('\v') && !sw__is_space(0x200B));
     uint32_t cp;
     CHECK_EQ_INT(sw__utf8_decode((const uint8_t *)"\xE2\x82", 2, &cp), 1);
