@@ -18,6 +18,8 @@ GC = ["", "Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Pc"
 GCI = {g: i for i, g in enumerate(GC) if g}
 
 cat = {}
+decomp = {}   # canonical decompositions (field 5 without a <tag>)
+lower = {}    # simple lowercase mappings (field 13)
 first_of_range = None
 with open(os.path.join(ucd, "UnicodeData.txt"), encoding="utf-8") as f:
     for line in f:
@@ -33,6 +35,10 @@ with open(os.path.join(ucd, "UnicodeData.txt"), encoding="utf-8") as f:
             first_of_range = None
             continue
         cat[cp] = GCI[gc]
+        if fields[5] and not fields[5].startswith("<"):
+            decomp[cp] = [int(x, 16) for x in fields[5].split()]
+        if fields[13]:
+            lower[cp] = int(fields[13], 16)
 
 white = set()
 with open(os.path.join(ucd, "PropList.txt"), encoding="utf-8") as f:
@@ -96,3 +102,27 @@ for a, b in wr:
     out.write("    { 0x%04x, 0x%04x },\n" % (a, b))
 out.write("};\n")
 out.write("const size_t sw__white_space_n = %d;\n" % len(wr))
+
+
+def nfd_first(cp):
+    while cp in decomp:
+        cp = decomp[cp][0]
+    return cp
+
+
+out.write("\n/* The first code point of each character's canonical decomposition (NFD), taken\n")
+out.write(" * recursively: the base letter without its accents. Hangul syllables are decomposed\n")
+out.write(" * arithmetically in code, not listed here. Pairs (cp, base), sorted by cp. */\n")
+out.write("const uint32_t sw__nfd_first[][2] = {\n")
+pairs = [(c, nfd_first(c)) for c in sorted(decomp) if nfd_first(c) != c]
+for i in range(0, len(pairs), 4):
+    out.write("    " + " ".join("{ 0x%05x, 0x%05x }," % pr for pr in pairs[i:i + 4]) + "\n")
+out.write("};\n")
+out.write("const size_t sw__nfd_first_n = %d;\n" % len(pairs))
+out.write("\n/* Simple lowercase mappings (UnicodeData.txt field 13). Pairs (cp, lower), sorted. */\n")
+out.write("const uint32_t sw__lower[][2] = {\n")
+lp = sorted(lower.items())
+for i in range(0, len(lp), 4):
+    out.write("    " + " ".join("{ 0x%05x, 0x%05x }," % pr for pr in lp[i:i + 4]) + "\n")
+out.write("};\n")
+out.write("const size_t sw__lower_n = %d;\n" % len(lp))

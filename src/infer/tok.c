@@ -3,7 +3,7 @@
  * GPT-2 byte-level BPE by merge rank (`gpt2`), and detokenization. The algorithms follow
  * the semantics of llama.cpp's tokenizers (llama-vocab.cpp) so that ids match the ones
  * llama.cpp and the Hugging Face tokenizers produce; the code is our own.
- * Not for: WordPiece/Unigram vocabularies (bert, t5), which are refused. */
+ * WordPiece (`bert`) is there for embedding vocabularies. Not for: Unigram (t5), RWKV. */
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -39,6 +39,7 @@ struct sw_tok {
 
     int32_t bos, eos, eot, unk, pad;
     int add_bos, add_eos, add_space_prefix, ignore_merges;
+    size_t max_token_len;   /* bytes (WordPiece's longest-match window) */
     int32_t byte_tok[256];  /* SPM byte-fallback token of each byte (-1 none) */
     int32_t *special;       /* control / user-defined / unknown tokens, longest first */
     uint32_t n_special;
@@ -203,8 +204,10 @@ static int build(const struct src *s, struct sw_tok **out, char *err, size_t err
     if (!s->model) { set_err(err, err_len, "tokenizer.ggml.model missing"); rc = SW_ENOTFOUND; goto fail; }
     if (!strcmp(s->model, "llama")) t->model = SW_TOK_MODEL_SPM;
     else if (!strcmp(s->model, "gpt2")) t->model = SW_TOK_MODEL_BPE;
+    else if (!strcmp(s->model, "bert")) t->model = SW_TOK_MODEL_WPM;
     else {
-        set_err(err, err_len, "tokenizer.ggml.model '%s' is not supported (only 'llama' and 'gpt2')", s->model);
+        set_err(err, err_len, "tokenizer.ggml.model '%s' is not supported (only 'llama', 'gpt2' and 'bert')",
+                s->model);
         rc = SW_EUNSUPPORTED;
         goto fail;
     }
@@ -240,6 +243,7 @@ static int build(const struct src *s, struct sw_tok **out, char *err, size_t err
         t->off[i] = o;
         if (s->lens[i]) memcpy(t->blob + o, s->texts[i], s->lens[i]);
         o += s->lens[i];
+        if (s->lens[i] > t->max_token_len) t->max_token_len = s->lens[i];
         t->blob[o++] = 0;
         if (s->scores) t->scores[i] = s->scores[i];
         int ty = s->types ? s->types[i] : SW_TOKTYPE_NORMAL;
@@ -316,10 +320,11 @@ static int build(const struct src *s, struct sw_tok **out, char *err, size_t err
     int32_t *ids[] = { &t->bos, &t->eos, &t->unk, &t->pad, &t->eot };
     for (size_t i = 0; i < SW_ARRAY_LEN(ids); i++)
         if (*ids[i] >= (int32_t)t->n_vocab || *ids[i] < -1) *ids[i] = -1;
-    int spm = t->model == SW_TOK_MODEL_SPM;
-    t->add_bos = s->add_bos >= 0 ? !!s->add_bos : spm;
-    t->add_eos = s->add_eos >= 0 ? !!s->add_eos : 0;
-    t->add_space_prefix = s->add_space_prefix >= 0 ? !!s->add_space_prefix : spm;
+    int spm = t->model == SW_TOK_MODEL_SPM, wpm = t->model == SW_TOK_MODEL_WPM;
+    /* WordPiece: BOS/EOS are [CLS]/[SEP], both added; every word gets a U+2581 prefix. */
+    t->add_bos = s->add_bos >= 0 ? !!s->add_bos : spm || wpm;
+    t->add_eos = s->add_eos >= 0 ? !!s->add_eos : wpm;
+    t->add_space_prefix = wpm ? 1 : s->add_space_prefix >= 0 ? !!s->add_space_prefix : spm;
 
     /* SPM byte fallback tokens "<0xXX>" */
     for (int b = 0; b < 256; b++) {
@@ -621,6 +626,14 @@ int sw_tok_from_gguf(const struct sw_gguf *g, struct sw_tok **out, char *err, si
         (rc = gguf_id(g, "tokenizer.ggml.padding_token_id", &s.pad, err, err_len)) ||
         (rc = gguf_id(g, "tokenizer.ggml.eot_token_id", &s.eot, err, err_len)))
         goto done;
+    if (!strcmp(model_s, "bert")) {
+        int32_t cls = -1, sep = -1;
+        if ((rc = gguf_id(g, "tokenizer.ggml.cls_token_id", &cls, err, err_len)) ||
+            (rc = gguf_id(g, "tokenizer.ggml.seperator_token_id", &sep, err, err_len)))
+            goto done;
+        if (s.bos < 0) s.bos = cls;
+        if (s.eos < 0) s.eos = sep;
+    }
     if (!strcmp(model_s, "llama")) {
         /* SentencePiece defaults when the keys are absent (llama.cpp does the same). */
         if (!sw_gguf_find(g, "tokenizer.ggml.bos_token_id")) s.bos = 1;
@@ -1046,6 +1059,78 @@ out:
     return rc;
 }
 
+/* CJK ideograph blocks that BERT treats as words of their own (BasicTokenizer). */
+static int is_cjk(uint32_t c)
+{
+    return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) || (c >= 0x20000 && c <= 0x2A6DF) ||
+           (c >= 0x2A700 && c <= 0x2B73F) || (c >= 0x2B740 && c <= 0x2B81F) || (c >= 0x2B920 && c <= 0x2CEAF) ||
+           (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
+}
+
+/* One WordPiece word (w already starts with U+2581): longest vocabulary match from the
+ * left, repeatedly; a word with any unmatched position becomes a single UNK. */
+static void wpm_word(struct session *s, const uint8_t *w, size_t n)
+{
+    const struct sw_tok *t = s->t;
+    size_t mark = s->out->n;
+    for (size_t i = 0; i < n;) {
+        size_t j = SW_MIN(n, i + t->max_token_len);
+        int32_t id = -1;
+        for (; j > i; j--)
+            if ((id = sw_tok_find(t, (const char *)w + i, j - i)) >= 0) break;
+        if (id < 0) {
+            s->out->n = mark;
+            break;
+        }
+        ivec_push(s->out, id);
+        i = j;
+    }
+    if (s->out->n == mark && t->unk >= 0) ivec_push(s->out, t->unk);
+}
+
+/* BERT's basic tokenizer: strip accents (first code point of the NFD form), lower-case,
+ * drop control characters, split on whitespace, and make every punctuation mark, ASCII
+ * symbol and CJK ideograph a word of its own; then WordPiece each word. */
+static int wpm_tokenize(struct session *s, const uint8_t *text, size_t len)
+{
+    size_t cap = len * 4 + 8;
+    if (cap > s->word_cap) {
+        uint8_t *nw = realloc(s->word, cap);
+        if (!nw) return SW_ENOMEM;
+        s->word = nw;
+        s->word_cap = cap;
+    }
+    uint8_t *w = s->word;
+    size_t wl = 0;
+#define WORD_START() (memcpy(w, "\xE2\x96\x81", 3), wl = 3)
+    WORD_START();
+    for (size_t p = 0; p <= len;) {
+        uint32_t cp = 0;
+        int end = p == len;
+        if (!end) p += sw__utf8_decode(text + p, len - p, &cp);
+        else p++;
+        if (!end) cp = sw__nfd_first_cp(cp);
+        int gc = end ? 0 : sw__gc(cp);
+        int space = !end && sw__is_space(cp);
+        int alone = !end && !space &&
+                    ((SW__GCM_P >> gc & 1) || (cp < 0x7F && (SW__GCM_S >> gc & 1)) || is_cjk(cp));
+        if (end || space || alone) {
+            if (wl > 3) wpm_word(s, w, wl);
+            WORD_START();
+            if (!alone) continue;
+        }
+        if (cp == 0 || cp == 0xFFFD || gc == SW__GC_CC || gc == SW__GC_CF || gc == SW__GC_CS || gc == SW__GC_CO)
+            continue;
+        wl += sw__utf8_encode(sw__tolower(cp), w + wl);
+        if (alone) {
+            wpm_word(s, w, wl);
+            WORD_START();
+        }
+    }
+#undef WORD_START
+    return s->out->oom ? SW_ENOMEM : 0;
+}
+
 int sw_tok_encode(const struct sw_tok *t, const char *text, size_t len, unsigned flags,
                   int32_t **ids_out, size_t *n_out)
 {
@@ -1093,7 +1178,9 @@ int sw_tok_encode(const struct sw_tok *t, const char *text, size_t len, unsigned
         for (size_t f = 0; f < frags.n; f++) {
             const struct frag *fr = &frags.v[f];
             if (fr->tok >= 0) { ivec_push(&out, fr->tok); continue; }
-            if ((rc = bpe_tokenize(&s, (const uint8_t *)text + fr->off, fr->len))) goto done;
+            rc = t->model == SW_TOK_MODEL_WPM ? wpm_tokenize(&s, (const uint8_t *)text + fr->off, fr->len)
+                                              : bpe_tokenize(&s, (const uint8_t *)text + fr->off, fr->len);
+            if (rc) goto done;
         }
     }
     if ((flags & SW_TOK_ADD_EOS) && t->add_eos && t->eos >= 0) ivec_push(&out, t->eos);
@@ -1153,7 +1240,7 @@ static void piece_append(const struct sw_tok *t, int32_t id, unsigned flags, str
     default:
         return; /* unused / undefined: nothing, like control tokens */
     }
-    if (t->model == SW_TOK_MODEL_SPM) {
+    if (t->model != SW_TOK_MODEL_BPE) {
         for (size_t i = 0; i < len;) {
             if (i + 3 <= len && !memcmp(s + i, "\xE2\x96\x81", 3)) {
                 sw_buf_append_byte(out, ' ');
@@ -1194,7 +1281,7 @@ int sw_tok_piece(const struct sw_tok *t, int32_t id, unsigned flags, char *out, 
 
 static int strips_prefix(const struct sw_tok *t, unsigned flags)
 {
-    return t->model == SW_TOK_MODEL_SPM && t->add_space_prefix && !(flags & SW_TOK_DECODE_NO_STRIP);
+    return t->model != SW_TOK_MODEL_BPE && t->add_space_prefix && !(flags & SW_TOK_DECODE_NO_STRIP);
 }
 
 int sw_tok_decode(const struct sw_tok *t, const int32_t *ids, size_t n, unsigned flags, struct sw_buf *out)

@@ -29,6 +29,7 @@ enum sw_tok_type {
 enum sw_tok_model {
     SW_TOK_MODEL_SPM = 1, /* tokenizer.ggml.model = "llama": SentencePiece BPE by score */
     SW_TOK_MODEL_BPE = 2, /* "gpt2": byte-level BPE by merge rank + pre-tokenizer regexes */
+    SW_TOK_MODEL_WPM = 3, /* "bert": WordPiece, greedy longest match (embedding models) */
 };
 
 /* Caps on what a tokenizer accepts from a file (bad input is data, not a crash). */
@@ -41,7 +42,7 @@ struct sw_tok; /* an immutable tokenizer: thread-safe for concurrent encode/deco
 /* A vocabulary described in memory (for tests, fuzzing, synthetic models). Every pointer
  * is borrowed for the call only: sw_tok_new copies what it keeps. */
 struct sw_tok_desc {
-    const char *model;             /* "llama" or "gpt2" */
+    const char *model;             /* "llama", "gpt2" or "bert" */
     const char *pre;               /* tokenizer.ggml.pre, NULL -> "default" */
     uint32_t n_tokens;
     const char *const *tokens;     /* n_tokens texts (NUL-terminated unless token_lens) */

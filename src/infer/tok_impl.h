@@ -35,7 +35,15 @@ extern const uint8_t sw__ucat_ascii[128];
 extern const uint32_t sw__white_space[][2];
 extern const size_t sw__white_space_n;
 
+extern const uint32_t sw__nfd_first[][2];
+extern const size_t sw__nfd_first_n;
+extern const uint32_t sw__lower[][2];
+extern const size_t sw__lower_n;
+
 int sw__gc(uint32_t cp);        /* enum sw__gc; Cn for cp > 0x10FFFF */
+/* First code point of cp's canonical decomposition (its base letter), or cp itself. */
+uint32_t sw__nfd_first_cp(uint32_t cp);
+uint32_t sw__tolower(uint32_t cp); /* simple lowercase mapping, or cp itself */
 int sw__ucat(uint32_t cp);      /* SW__UCAT_*; C for cp > 0x10FFFF */
 int sw__is_space(uint32_t cp);  /* PropList White_Space (regex \s) */
 /* Byte length of the UTF-8 sequence a lead byte announces (1 for continuation bytes and

@@ -28,6 +28,33 @@ int sw__ucat(uint32_t cp)
     return major[sw__gc(cp)];
 }
 
+static uint32_t pair_lookup(const uint32_t (*pairs)[2], size_t n, uint32_t cp)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (pairs[mid][0] == cp) return pairs[mid][1];
+        if (pairs[mid][0] < cp) lo = mid + 1;
+        else hi = mid;
+    }
+    return cp;
+}
+
+uint32_t sw__nfd_first_cp(uint32_t cp)
+{
+    if (cp < 0xC0) return cp;
+    /* Hangul syllables decompose arithmetically (Unicode 15.0, section 3.12): the first
+     * code point is the leading consonant. */
+    if (cp >= 0xAC00 && cp <= 0xD7A3) return 0x1100 + (cp - 0xAC00) / (21 * 28);
+    return pair_lookup(sw__nfd_first, sw__nfd_first_n, cp);
+}
+
+uint32_t sw__tolower(uint32_t cp)
+{
+    if (cp < 0x80) return cp >= 'A' && cp <= 'Z' ? cp + 32 : cp;
+    return pair_lookup(sw__lower, sw__lower_n, cp);
+}
+
 int sw__is_space(uint32_t cp)
 {
     if (cp < 0x80) return cp == ' ' || (cp >= 0x09 && cp <= 0x0D);

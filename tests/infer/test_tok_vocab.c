@@ -1,6 +1,7 @@
 /* test_tok_vocab.c — the tokenizer against llama.cpp's vocabulary fixtures
  * (../shared/data/vocab/ggml-vocab-NAME.gguf with .inp/.out): every input must give the
- * expected ids (no BOS, special tokens not parsed), detokenize back to itself, and a
+ * expected ids (no BOS, special tokens not parsed), detokenize back to itself (except
+ * WordPiece, which lower-cases), and a
  * 100 KB text must tokenize quickly. Built once per fixture with SW_TOK_FIXTURE="NAME". */
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,7 @@ int main(void)
     CHECK_MSG(n_inputs > 10, "only %zu inputs parsed from %s", n_inputs, pin);
 
     size_t line_no = 0, mismatches = 0, roundtrip_fail = 0;
+    int lossless = sw_tok_model_kind(t) != SW_TOK_MODEL_WPM;
     char *save = NULL;
     char *line = outp;
     for (size_t i = 0; i < n_inputs; i++, line_no++) {
@@ -118,7 +120,8 @@ int main(void)
         }
         struct sw_buf back = { 0 };
         rc = sw_tok_decode(t, ids, n, 0, &back);
-        if (rc || back.len != inputs[i].len || (back.len && memcmp(back.data, inputs[i].text, back.len))) {
+        /* WordPiece lower-cases and drops accents: it cannot round-trip */
+        if (lossless && (rc || back.len != inputs[i].len || (back.len && memcmp(back.data, inputs[i].text, back.len)))) {
             if (!roundtrip_fail) {
                 fprintf(stderr, "%s: round trip of input %zu: ", SW_TOK_FIXTURE, i);
                 print_escaped(inputs[i].text, inputs[i].len);
@@ -146,7 +149,7 @@ int main(void)
         }
         struct sw_buf back = { 0 };
         sw_tok_decode(t, ids, n, 0, &back);
-        CHECK_EQ_STR(sw_buf_cstr(&back), "Hello world");
+        CHECK_EQ_STR(sw_buf_cstr(&back), lossless ? "Hello world" : "hello world");
         sw_buf_free(&back);
         free(ids);
     }
