@@ -7,15 +7,22 @@
  *   bench_bt_netprobe parse FILE                          (a tracker response body)
  *   bench_bt_netprobe ranges TORRENT PIECE BASE_URL
  *   bench_bt_netprobe webseed [--in-flight N] [--max-errors N] [--timeout-s N] TORRENT URL OUTDIR
+ *   bench_bt_netprobe session [--seed] [--bind IP] [--listen PORT] [--peer IP:PORT]...
+ *                             [--timeout-s N] TORRENT DIR
+ *       the core's session (bt.h) with bt-net's glue (sw__bt_netglue_*): trackers from the
+ *       torrent, web seeds from its url-list, peers given; fetches every file into DIR
+ *       ("complete SECONDS" then exit 0) or, with --seed, serves DIR until SIGTERM.
  *
  * Exit 0 on success, 1 on failure (one "error ..." line), 2 on usage errors. */
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "bt/bt.h"
 #include "bt/bt_net.h"
 #include "util/util.h"
 
@@ -447,14 +454,168 @@ out:
     return rc;
 }
 
+/* ---------------------------------------------------------------- session */
+
+struct sess_run {
+    uv_loop_t *loop;
+    struct sw_bt_session *s;
+    int seed, done, failed;
+    uint64_t t0;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t deadline;
+};
+
+static void on_sess_event(void *ud, const struct sw_bt_event *ev)
+{
+    struct sess_run *r = ud;
+    switch (ev->type) {
+    case SW_BT_EV_LISTENING:
+        printf("listening on %u\n", (unsigned)ev->port);
+        break;
+    case SW_BT_EV_TORRENT_COMPLETE:
+        printf("complete %.3f\n", (double)(sw_time_ms() - r->t0) / 1000.0);
+        if (!r->seed) {
+            r->done = 1;
+            uv_stop(r->loop);
+        }
+        break;
+    case SW_BT_EV_PIECE_FAILED:
+        printf("piece-failed %u\n", ev->piece);
+        break;
+    case SW_BT_EV_ERROR:
+        printf("error %s: %s\n", sw_strerror(ev->err), ev->msg ? ev->msg : "");
+        break;
+    default:
+        break;
+    }
+    fflush(stdout);
+}
+
+static void on_sess_signal(uv_signal_t *h, int sig)
+{
+    struct sess_run *r = h->data;
+    r->done = 1;
+    uv_stop(r->loop);
+}
+
+static void on_sess_deadline(uv_timer_t *h)
+{
+    struct sess_run *r = h->data;
+    printf("error timeout\n");
+    r->failed = 1;
+    uv_stop(r->loop);
+}
+
+static int cmd_session(int argc, char **argv)
+{
+    struct sess_run r = {0};
+    const char *bind = "127.0.0.1";
+    uint64_t listen = 0, timeout_s = 600;
+    const char *peers[64];
+    int n_peers = 0, i = 1;
+    for (; i < argc && argv[i][0] == '-' && argv[i][1] == '-'; i++) {
+        if (!strcmp(argv[i], "--seed")) {
+            r.seed = 1;
+            continue;
+        }
+        if (i + 1 >= argc) return usage("flag without value");
+        if (!strcmp(argv[i], "--bind")) bind = argv[++i];
+        else if (!strcmp(argv[i], "--listen")) {
+            if (parse_u64(argv[i], argv[i + 1], 65535, &listen)) return 2;
+            i++;
+        } else if (!strcmp(argv[i], "--timeout-s")) {
+            if (parse_u64(argv[i], argv[i + 1], 86400, &timeout_s) || !timeout_s) return usage("--timeout-s: 1..86400");
+            i++;
+        } else if (!strcmp(argv[i], "--peer")) {
+            if (n_peers == (int)SW_ARRAY_LEN(peers)) return usage("--peer: at most 64");
+            peers[n_peers++] = argv[++i];
+        } else {
+            return usage("unknown flag");
+        }
+    }
+    if (argc - i != 2) return usage("session TORRENT DIR");
+    char err[256];
+    struct sw_bt_metainfo mi;
+    int rc = sw_bt_metainfo_load(argv[i], &mi, err, sizeof err);
+    if (rc) {
+        printf("error %s: %s\n", argv[i], err);
+        return 1;
+    }
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    r.loop = &loop;
+    struct sw_bt_session_opts so = {.listen_host = bind, .listen_port = (uint16_t)listen,
+                                    .on_event = on_sess_event, .ud = &r};
+    rc = sw_bt_session_new(&loop, &so, &r.s, err, sizeof err);
+    if (rc) {
+        printf("error session: %s\n", err);
+        sw_bt_metainfo_free(&mi);
+        return 1;
+    }
+    struct sw_bt_netglue *g = sw__bt_netglue_new(&loop, r.s);
+    struct sw_bt_torrent_opts to = {.dir = argv[i + 1], .want_all = 1, .seed_only = r.seed,
+                                    .trust_complete = r.seed};
+    struct sw_bt_torrent *t = NULL;
+    r.t0 = sw_time_ms();
+    rc = sw_bt_torrent_add(r.s, &mi, &to, &t, err, sizeof err);
+    if (rc) {
+        printf("error torrent: %s\n", err);
+        r.failed = 1;
+    } else {
+        sw__bt_netglue_add_torrent(g, t, NULL, 0);
+        for (int k = 0; k < n_peers; k++) {
+            char host[256];
+            const char *colon = strrchr(peers[k], ':');
+            if (!colon || colon == peers[k] || (size_t)(colon - peers[k]) >= sizeof host) return usage("--peer IP:PORT");
+            memcpy(host, peers[k], (size_t)(colon - peers[k]));
+            host[colon - peers[k]] = '\0';
+            sw_bt_torrent_add_peer(t, host, (uint16_t)atoi(colon + 1));
+        }
+        if (sw_bt_torrent_complete(t) && !r.seed) {
+            printf("complete 0\n");
+            r.done = 1;
+        }
+        if (r.seed) printf("seeding\n");
+        fflush(stdout);
+        uv_signal_init(&loop, &r.sigterm);
+        uv_signal_init(&loop, &r.sigint);
+        r.sigterm.data = r.sigint.data = &r;
+        uv_signal_start(&r.sigterm, on_sess_signal, SIGTERM);
+        uv_signal_start(&r.sigint, on_sess_signal, SIGINT);
+        uv_timer_init(&loop, &r.deadline);
+        r.deadline.data = &r;
+        if (!r.seed) uv_timer_start(&r.deadline, on_sess_deadline, timeout_s * 1000, 0);
+        if (!r.done) uv_run(&loop, UV_RUN_DEFAULT);
+        uv_close((uv_handle_t *)&r.sigterm, NULL);
+        uv_close((uv_handle_t *)&r.sigint, NULL);
+        uv_close((uv_handle_t *)&r.deadline, NULL);
+    }
+    sw__bt_netglue_close(g); /* event=stopped, bounded */
+    sw_bt_session_close(r.s);
+    uint64_t until = sw_time_ms() + 5000;
+    while (sw_time_ms() < until && uv_run(&loop, UV_RUN_ONCE)) {}
+    sw_bt_session_free(r.s);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    sw_bt_metainfo_free(&mi);
+    fflush(stdout);
+    return r.failed ? 1 : r.done || r.seed ? 0 : 1;
+}
+
+static void log_stderr(void *ud, enum sw_log_level level, const char *subsys, const char *msg)
+{
+    fprintf(stderr, "[%s] %s: %s\n", subsys, sw_log_level_name(level), msg);
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    if (getenv("SW_PROBE_DEBUG")) sw_log_set(NULL, NULL, SW_LOG_DEBUG);
+    /* SW_PROBE_DEBUG=1: every log line; otherwise INFO and above. */
+    sw_log_set(log_stderr, NULL, getenv("SW_PROBE_DEBUG") ? SW_LOG_DEBUG : SW_LOG_INFO);
     if (argc < 2) return usage("commands: announce, parse, ranges, webseed");
     if (!strcmp(argv[1], "announce")) return cmd_announce(argc - 1, argv + 1);
     if (!strcmp(argv[1], "parse")) return cmd_parse(argc - 1, argv + 1);
     if (!strcmp(argv[1], "ranges")) return cmd_ranges(argc - 1, argv + 1);
     if (!strcmp(argv[1], "webseed")) return cmd_webseed(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "session")) return cmd_session(argc - 1, argv + 1);
     return usage("unknown command");
 }
