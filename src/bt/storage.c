@@ -284,6 +284,10 @@ int sw_bt_storage_verify_write(struct sw_bt_storage *st, uint32_t piece, const u
             ERR("%s: write failed: %s", sf->part_path, rc == SW_ENOSPC ? "disk full" : sw_strerror(rc));
             return rc;
         }
+#ifdef SYNC_FILE_RANGE_WRITE
+        /* Start writeback now, so the fdatasync before the final rename finds little left. */
+        sync_file_range(fd, (off_t)sp[i].file_offset, sp[i].len, SYNC_FILE_RANGE_WRITE);
+#endif
     }
     return 0;
 }
