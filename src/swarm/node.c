@@ -32,6 +32,7 @@ int sw_node_send(struct sw_node *n, const uint8_t id[SW_NODE_ID_LEN], const void
 { (void)n; (void)id; (void)payload; (void)len; (void)priority; return SW_EUNSUPPORTED; }
 void sw_node_set_pipe_handler(struct sw_node *n, sw_node_pipe_fn fn, void *ud) { (void)n; (void)fn; (void)ud; }
 void sw_node_set_change_handler(struct sw_node *n, sw_node_change_fn fn, void *ud) { (void)n; (void)fn; (void)ud; }
+void sw_node_set_peer_handler(struct sw_node *n, sw_node_peer_fn fn, void *ud) { (void)n; (void)fn; (void)ud; }
 int sw_node_submit_load(struct sw_node *n, const uint8_t *wire, size_t len, char *reason, size_t reason_len)
 { (void)n; (void)wire; (void)len; (void)reason; (void)reason_len; return SW_EUNSUPPORTED; }
 char *sw_node_status_json(struct sw_node *n) { (void)n; return NULL; }
@@ -182,6 +183,8 @@ struct sw_node {
     void *pipe_ud;
     sw_node_change_fn change_fn;
     void *change_ud;
+    sw_node_peer_fn peer_fn;
+    void *peer_ud;
     void (*stop_done)(void *);
     void *stop_ud;
     int stopping;
@@ -359,6 +362,7 @@ static void take_handshake_record(struct sw_node *n, struct peer *p, const uint8
                c.seed_all ? "seeding all" : sw_phase_name(c.phase));
         sync_peer(n, p);
         publish(n, 1); /* our neighbour list changed */
+        if (n->peer_fn && n_conn_of(n, p->id) == 1) n->peer_fn(n->peer_ud, p->id, 1);
     }
     mark_dirty(n);
 }
@@ -505,6 +509,7 @@ static void on_ext_closed(void *ud, struct sw_bt_peer *bp, int reason)
     while (*pp && *pp != p) pp = &(*pp)->next;
     if (*pp) *pp = p->next;
     if (p->has_id && n->view && !n_conn_of(n, p->id)) {
+        if (n->peer_fn && !n->stopping) n->peer_fn(n->peer_ud, p->id, 0);
         const struct sw_view_node *vn = sw_view_find(n->view, p->id);
         int was_live = vn && vn->live;
         sw_view_set_direct(n->view, p->id, 0, sw_time_ms());
@@ -1426,8 +1431,8 @@ int sw_node_submit_load(struct sw_node *n, const uint8_t *wire, size_t len, char
     }
     q.next = n->loads;
     n->loads = &q;
+    uv_async_send(&n->async); /* under the lock: stop closes the handle only after setting stopping */
     pthread_mutex_unlock(&n->mu);
-    uv_async_send(&n->async);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_sec += 5;
@@ -1685,6 +1690,13 @@ void sw_node_set_pipe_handler(struct sw_node *n, sw_node_pipe_fn fn, void *ud)
     if (!n) return;
     n->pipe_fn = fn;
     n->pipe_ud = ud;
+}
+
+void sw_node_set_peer_handler(struct sw_node *n, sw_node_peer_fn fn, void *ud)
+{
+    if (!n) return;
+    n->peer_fn = fn;
+    n->peer_ud = ud;
 }
 
 void sw_node_set_change_handler(struct sw_node *n, sw_node_change_fn fn, void *ud)

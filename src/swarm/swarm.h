@@ -314,6 +314,10 @@ int sw_node_send(struct sw_node *n, const uint8_t id[SW_NODE_ID_LEN], const void
 typedef void (*sw_node_pipe_fn)(void *ud, const uint8_t from[SW_NODE_ID_LEN],
                                 const uint8_t *payload, size_t len);
 void sw_node_set_pipe_handler(struct sw_node *n, sw_node_pipe_fn fn, void *ud);
+/* Called when a node's direct connection comes up (up = 1: it can be sent to) or goes down
+ * (0: connection closed or BYE) — e.g. for pipeline failover. Loop thread. */
+typedef void (*sw_node_peer_fn)(void *ud, const uint8_t id[SW_NODE_ID_LEN], int up);
+void sw_node_set_peer_handler(struct sw_node *n, sw_node_peer_fn fn, void *ud);
 /* Called on every change of the view (records, departures, readiness). */
 typedef void (*sw_node_change_fn)(void *ud);
 void sw_node_set_change_handler(struct sw_node *n, sw_node_change_fn fn, void *ud);

@@ -1,0 +1,258 @@
+/* pipeline.h — pipeline inference sessions across the swarm (internal header of src/swarm;
+ * swarm.h is the subsystem's public face and should re-export the "entry" and "node glue"
+ * parts). Three layers:
+ *   1. the wire codec: bounds-checked, versioned binary messages carried as SW_MSG_PIPE
+ *      extension payloads (pipeline_wire.c);
+ *   2. the engine, struct sw_pipe: per node, the stage role (sessions that pass through
+ *      this node's compute stage) and the entry role (sessions this node opened). Bytes +
+ *      the current time in, messages / compute jobs / events out, next deadline out; no
+ *      sockets, no clocks, no threads inside (pipeline.c);
+ *   3. the node glue: a sw_pipe on a running sw_node, compute on libuv worker threads
+ *      (pipeline_node.c).
+ * Not for: tokenizing text (infer/tok.h), the peer wire (src/bt), HTTP (src/api). */
+#ifndef SW_PIPELINE_H
+#define SW_PIPELINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "swarm/swarm.h"
+#include "util/util.h"
+
+struct sw_stage;
+
+/* ================================================================ wire */
+
+#define SW_PIPE_VERSION 1
+#define SW_PIPE_MAX_STAGES 64          /* stages in a route */
+#define SW_PIPE_MAX_TOKENS 16384u      /* tokens in one TOKENS/HIDDEN message */
+#define SW_PIPE_MAX_EMBD 65536u        /* n_embd of a HIDDEN message */
+#define SW_PIPE_MAX_LOGITS (1u << 20)  /* logits carried by TOKEN_OUT (tests) */
+#define SW_PIPE_MAX_STOP 16u           /* stop token ids in OPEN */
+#define SW_PIPE_MAX_BLOB 65536u        /* sampler state bytes */
+#define SW_PIPE_MAX_TEXT 512u          /* ERROR text bytes */
+#define SW_PIPE_MAX_MSG (64u << 20)    /* whole message (the BT extension's cap) */
+
+enum sw_pipe_type {
+    SW_PIPE_OPEN = 1,      /* entry -> stage: session, route, sampling, dtype, limits */
+    SW_PIPE_OPEN_OK = 2,   /* stage -> entry: KV reserved, ready for input */
+    SW_PIPE_TOKENS = 3,    /* entry or last stage -> first stage: token ids at pos */
+    SW_PIPE_HIDDEN = 4,    /* stage k -> stage k+1: n_tokens x n_embd hidden states */
+    SW_PIPE_TOKEN_OUT = 5, /* last stage -> entry: the sampled token (+ sampler state) */
+    SW_PIPE_ERROR = 6,     /* any -> entry: code + text, for one session only */
+    SW_PIPE_CANCEL = 7,    /* entry -> stages: drop the session now (caller cancelled) */
+    SW_PIPE_CLOSE = 8,     /* entry -> stages: the session ended normally */
+    SW_PIPE_REPLAY = 9,    /* entry -> stages: new route after a failure; the stage whose
+                              downstream changed replays its kept outputs to it */
+};
+
+enum sw_pipe_dtype { SW_PIPE_F32 = 0, SW_PIPE_F16 = 1 };
+
+/* OPEN flags */
+#define SW_PIPE_OPEN_LOGITS 1u     /* last stage: TOKEN_OUT carries the logits (tests) */
+#define SW_PIPE_OPEN_IGNORE_EOS 2u /* last stage: do not stop at stop tokens */
+/* TOKENS flags */
+#define SW_PIPE_TOK_SHORTCUT 1u    /* sent by the last stage straight to the first */
+
+/* A decoded message. Pointers borrow from the bytes given to sw_pipe_msg_decode. Fields
+ * not used by a type are zero. */
+struct sw_pipe_msg {
+    uint8_t type;              /* enum sw_pipe_type */
+    uint64_t session;
+    uint8_t stage;             /* OPEN/OPEN_OK/ERROR: stage index (0xff: none) */
+    uint8_t flags;
+    /* OPEN / REPLAY */
+    uint8_t n_stages;
+    const uint8_t *route;      /* n_stages x SW_NODE_ID_LEN */
+    const uint8_t *entry;      /* OPEN: SW_NODE_ID_LEN */
+    uint8_t dtype;             /* OPEN, HIDDEN */
+    uint32_t n_ctx;            /* OPEN: positions the session may use */
+    uint32_t n_known;          /* OPEN: tokens whose successor is already known (last stage
+                                  samples after position q only when q+1 >= n_known) */
+    uint32_t max_pos;          /* OPEN: generation stops when the history reaches this */
+    uint32_t n_stop;
+    const uint8_t *stop;       /* n_stop big-endian int32 */
+    uint32_t blob_len;
+    const uint8_t *blob;       /* OPEN, TOKEN_OUT: sampler state (sw_sampler_save) */
+    /* TOKENS / HIDDEN / TOKEN_OUT */
+    uint32_t pos, n_tokens, n_embd;
+    const uint8_t *data;       /* TOKENS: n_tokens BE int32; HIDDEN: LE floats (dtype) */
+    size_t data_len;
+    int32_t token;             /* TOKEN_OUT */
+    uint32_t n_logits;
+    const uint8_t *logits;     /* TOKEN_OUT: n_logits LE f32 */
+    uint32_t compute_us;       /* TOKEN_OUT: the last stage's compute time for this step */
+    /* ERROR */
+    int32_t code;              /* negative sw_err */
+    uint16_t text_len;
+    const char *text;          /* not NUL-terminated */
+    /* REPLAY */
+    uint8_t replay_stage;      /* the stage (index) that must replay downstream */
+};
+
+/* Parses one SW_MSG_PIPE payload (kind byte 'S' first, then version, type). Every length
+ * is checked against what remains and against the caps above. Returns 0, SW_ECORRUPT
+ * (malformed: err names the field), SW_EUNSUPPORTED (another version or unknown type),
+ * SW_ETOOBIG (over a cap). */
+int sw_pipe_msg_decode(const uint8_t *p, size_t len, struct sw_pipe_msg *out, char *err,
+                       size_t err_len);
+/* Appends the encoding of m (the fields its type uses) to out. SW_EINVAL for values over
+ * the caps, SW_ENOMEM. */
+int sw_pipe_msg_encode(const struct sw_pipe_msg *m, struct sw_buf *out);
+
+/* IEEE half <-> single (round to nearest even; NaN/Inf kept). */
+uint16_t sw_pipe_f32_to_f16(float f);
+float sw_pipe_f16_to_f32(uint16_t h);
+/* Bytes of one token's hidden state on the wire. */
+size_t sw_pipe_dtype_size(uint8_t dtype);
+
+/* ================================================================ engine */
+
+struct sw_pipe;
+
+/* A compute job: one sw_stage_forward call. The host runs sw_pipe_job_run on a worker
+ * thread (it touches only the job and the stage, whose calls the stage serialises), then
+ * hands it back with sw_pipe_job_done on the engine's thread. */
+struct sw_pipe_job;
+void sw_pipe_job_run(struct sw_pipe_job *j);
+
+/* What an entry session reports. Called on the engine's thread. */
+struct sw_pipe_token_ev {
+    uint64_t session;
+    int32_t token;
+    uint32_t pos;              /* position of this token in the history */
+    uint32_t index;            /* 0 for the first generated token */
+    const float *logits;       /* n_logits floats when the session asked for them, else NULL */
+    uint32_t n_logits;
+    uint64_t ttft_us;          /* open -> first token */
+    uint64_t elapsed_us;       /* open -> this token */
+    double tokens_per_s;       /* generated tokens after the first / time since the first */
+    int last;                  /* 1: the session ends with this token (limit or stop token) */
+};
+
+struct sw_pipe_session_cb {
+    void (*on_token)(void *ud, const struct sw_pipe_token_ev *ev);
+    /* The session is over: rc 0 (finished: limit or stop token), SW_ECLOSED (cancelled),
+     * or a negative sw_err with a message (e.g. "shard 2: no live node has it loaded").
+     * No more callbacks follow for this session. */
+    void (*on_end)(void *ud, uint64_t session, int rc, const char *msg);
+    void *ud;
+};
+
+/* Opening a session from the entry. */
+struct sw_pipe_request {
+    const int32_t *prompt;     /* token ids (copied) */
+    uint32_t n_prompt;
+    uint32_t n_predict;        /* tokens to generate (>= 1) */
+    const uint8_t *sampler_blob; /* sw_sampler_save of a sampler that has accepted the
+                                  prompt (copied); the last stage loads it */
+    size_t sampler_blob_len;
+    const int32_t *stop;       /* stop token ids (EOS/EOT...), at most SW_PIPE_MAX_STOP */
+    uint32_t n_stop;
+    uint8_t dtype;             /* enum sw_pipe_dtype on the wire */
+    uint32_t chunk;            /* prefill tokens per message; 0: 64 */
+    uint32_t n_ctx;            /* 0: n_prompt + n_predict */
+    int want_logits;           /* TOKEN_OUT carries logits (tests; costs n_vocab x 4 bytes) */
+    int ignore_eos;
+    uint32_t deadline_ms;      /* no progress for this long: the route is rebuilt; 0: 10000 */
+};
+
+/* What the engine needs from its host (the node, or a test's in-memory network). */
+struct sw_pipe_host {
+    /* Sends one encoded message to node `to` (may be ourselves: the host must then feed it
+     * back through sw_pipe_receive later, not from inside this call). Returns 0 or a
+     * negative sw_err (SW_ENOTFOUND: not connected). Borrowed bytes. */
+    int (*send)(void *ud, const uint8_t to[SW_NODE_ID_LEN], const uint8_t *p, size_t len);
+    /* Queues a compute job (run sw_pipe_job_run off the engine thread, then
+     * sw_pipe_job_done). Returns 0 or a negative sw_err. */
+    int (*submit)(void *ud, struct sw_pipe_job *j);
+    /* Entry: the best live node with shard `shard` loaded, not among `exclude`. */
+    int (*pick)(void *ud, uint32_t shard, const uint8_t *exclude, size_t n_exclude,
+                uint8_t id_out[SW_NODE_ID_LEN]);
+    /* Entry: is node `id` live (connected or ourselves)? */
+    int (*is_live)(void *ud, const uint8_t id[SW_NODE_ID_LEN]);
+    /* Stage: the compute stage serving now (NULL: none). */
+    struct sw_stage *(*stage)(void *ud);
+    void *ud;
+};
+
+struct sw_pipe_config {
+    uint8_t self_id[SW_NODE_ID_LEN];
+    uint32_t n_shards;         /* entry: shards of the model (stages of a route) */
+    struct sw_pipe_host host;
+    /* stage limits */
+    uint32_t max_sessions;     /* sessions at this stage; 0: 32 */
+    uint64_t max_kv_bytes;     /* KV cache + kept outputs for all sessions; 0: unlimited */
+    uint32_t idle_ms;          /* a stage session idle this long is evicted; 0: 300000 */
+};
+
+int sw_pipe_new(const struct sw_pipe_config *cfg, struct sw_pipe **out);
+/* Frees every session (stage sequences included). Jobs still running must have been
+ * drained by the host first (sw_pipe_jobs_in_flight() == 0). NULL harmless. */
+void sw_pipe_free(struct sw_pipe *p);
+size_t sw_pipe_jobs_in_flight(const struct sw_pipe *p);
+
+/* Feeds one message received from node `from` (kind byte included, borrowed). Malformed
+ * input is dropped (and counted); a well-formed message about a bad session gets an ERROR
+ * for that session only. */
+void sw_pipe_receive(struct sw_pipe *p, const uint8_t from[SW_NODE_ID_LEN], const uint8_t *msg,
+                     size_t len, uint64_t now_us);
+/* A compute job finished (on the engine's thread). Takes the job back (freed here). */
+void sw_pipe_job_done(struct sw_pipe *p, struct sw_pipe_job *j, uint64_t now_us);
+/* The connection to node `id` is gone (or it left the view). Stage sessions upstream of
+ * it keep their outputs for a replay; entry sessions routed through it fail over. */
+void sw_pipe_peer_lost(struct sw_pipe *p, const uint8_t id[SW_NODE_ID_LEN], uint64_t now_us);
+/* Timers: eviction of idle stage sessions, entry deadlines. Returns the next deadline
+ * (absolute µs; UINT64_MAX when none). Every time given to the engine is a monotonic
+ * microsecond clock (sw_time_us in the node). */
+uint64_t sw_pipe_tick(struct sw_pipe *p, uint64_t now_us);
+
+/* Entry: opens a session (route chosen through host.pick). The session id is written to
+ * *session_out; callbacks follow. Returns 0 or a negative sw_err (SW_EINVAL bad request,
+ * SW_ENOTFOUND: some shard has no live loaded node — msg names it). */
+int sw_pipe_open(struct sw_pipe *p, const struct sw_pipe_request *req,
+                 const struct sw_pipe_session_cb *cb, uint64_t now_us, uint64_t *session_out,
+                 char *msg, size_t msg_len);
+/* Entry: cancels a session; on_end(SW_ECLOSED) follows at once. SW_ENOTFOUND unknown. */
+int sw_pipe_cancel(struct sw_pipe *p, uint64_t session, uint64_t now_us);
+
+struct sw_pipe_stats {
+    uint64_t msgs_in, malformed, errors_sent, sessions_opened, sessions_refused,
+        sessions_evicted, failovers, replays, jobs, tokens_computed;
+    uint32_t stage_sessions, entry_sessions;
+    uint64_t kept_bytes;
+};
+struct sw_pipe_stats sw_pipe_stats(const struct sw_pipe *p);
+
+/* ================================================================ node glue */
+
+struct sw_node;
+struct sw_pipe_node;
+
+struct sw_pipe_node_opts {
+    uint32_t max_sessions;     /* as sw_pipe_config */
+    uint64_t max_kv_bytes;
+    uint32_t idle_ms;
+};
+
+/* Attaches a pipeline engine to a node: SW_MSG_PIPE messages go to it, its messages go out
+ * with priority on the peer connections, compute runs on libuv worker threads, departures
+ * in the view trigger failover. Sets the node's pipe and change handlers (the change
+ * handler given to sw_pipe_node_attach's caller is chained: see chain_fn). opts may be NULL.
+ * Call on the node's loop thread after sw_node_new. */
+int sw_pipe_node_attach(struct sw_node *n, const struct sw_pipe_node_opts *opts,
+                        struct sw_pipe_node **out);
+/* Chains another change handler (the API's) after ours. */
+void sw_pipe_node_set_change_chain(struct sw_pipe_node *pn, void (*fn)(void *ud), void *ud);
+/* Stops timers; jobs in flight finish first (the loop must keep running until `done`). */
+void sw_pipe_node_detach(struct sw_pipe_node *pn, void (*done)(void *ud), void *ud);
+struct sw_pipe *sw_pipe_node_engine(struct sw_pipe_node *pn);
+
+/* The programmatic entry point (HTTP API, CLI): opens a session from this node as entry.
+ * Same contract as sw_pipe_open, on the loop thread. */
+int sw_pipe_node_open(struct sw_pipe_node *pn, const struct sw_pipe_request *req,
+                      const struct sw_pipe_session_cb *cb, uint64_t *session_out, char *msg,
+                      size_t msg_len);
+int sw_pipe_node_cancel(struct sw_pipe_node *pn, uint64_t session);
+
+#endif
