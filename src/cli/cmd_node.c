@@ -142,6 +142,8 @@ int sw_cmd_node(int argc, char **argv)
         else if (!strcmp(a, "--shard")) {
             NEED_VAL();
             if (!strcmp(argv[i], "auto")) cfg.shard = -2;
+            else if (argv[i][0] < '0' || argv[i][0] > '9')
+                return sw_cli_usage_error(cmd, "--shard expects a shard index or 'auto', got '%s'", argv[i]);
             else {
                 if ((rc = sw_cli_parse_u32(cmd, "--shard", argv[i], 0, SW_SWARM_MAX_SHARDS - 1, &u))) return rc;
                 cfg.shard = (int32_t)u;

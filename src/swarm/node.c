@@ -1484,14 +1484,7 @@ int sw_node_new(struct uv_loop_s *loop, const struct sw_node_config *cfg, struct
         n->n_bootstrap = cfg->n_bootstrap;
     }
     n->cfg.bootstrap = NULL;
-    int rc = sw_identity_load_or_create(cfg->cache_dir, &n->id, NULL, err, err_len);
-    if (rc) return rc;
-    sw_node_id_short(n->id.pk, n->id_short, sizeof n->id_short);
-    rc = sw_mkdir_p(n->shards_dir);
-    if (rc) {
-        snprintf(err, err_len, "%s: cannot create the shards folder (%s)", n->shards_dir, sw_strerror(rc));
-        return rc;
-    }
+    int rc;
     if (!strncmp(cfg->model, "magnet:", 7)) {
         n->is_magnet = 1;
         rc = sw_bt_magnet_parse(cfg->model, &n->magnet, err, err_len);
@@ -1501,6 +1494,15 @@ int sw_node_new(struct uv_loop_s *loop, const struct sw_node_config *cfg, struct
         rc = sw_bt_metainfo_load(cfg->model, &n->mi_file, err, err_len);
         if (rc) return rc;
         memcpy(n->info_hash, n->mi_file.info_hash, 20);
+    }
+    /* the model is usable: now the cache folder, our key and the shards folder */
+    rc = sw_identity_load_or_create(cfg->cache_dir, &n->id, NULL, err, err_len);
+    if (rc) return rc;
+    sw_node_id_short(n->id.pk, n->id_short, sizeof n->id_short);
+    rc = sw_mkdir_p(n->shards_dir);
+    if (rc) {
+        snprintf(err, err_len, "%s: cannot create the shards folder (%s)", n->shards_dir, sw_strerror(rc));
+        return rc;
     }
     return 0;
 }
