@@ -146,12 +146,19 @@ static int build_plan(const struct sw_synth_preset *ps, uint32_t n_layers, const
     const int q6_out = base == SW_TYPE_Q4_0 || base == SW_TYPE_Q4_K || base == SW_TYPE_Q5_K;
     const int64_t E = ps->n_embd, hd = ps->n_embd / ps->n_head, qd = (int64_t)ps->n_head * hd,
                   kvd = (int64_t)ps->n_head_kv * hd, F = ps->n_ff, V = ps->n_vocab;
-    const float s_e = 1.0f / sqrtf((float)E), s_f = 1.0f / sqrtf((float)F), s_q = 1.0f / sqrtf((float)qd);
+    /* Scales: inputs of every matrix have rms ~1 (RMSNorm), so std 1/sqrt(fan_in) keeps
+     * outputs ~1. The blocks' output projections are damped (0.5) and the embedding has
+     * std 0.5, so layers nudge the residual stream as in a trained model: undamped, a random
+     * deep network is chaotic (float rounding decides the greedy tokens); damped harder,
+     * the embedding dominates and greedy decoding falls into a 2-cycle. The output
+     * projection is wider (3/sqrt(E)) so logits have a trained model's spread. */
+    const float s_e = 1.0f / sqrtf((float)E), s_f = 0.5f / sqrtf((float)F), s_q = 0.5f / sqrtf((float)qd);
+    const float s_out = 3.0f / sqrtf((float)E);
     int rc = 0;
     char name[64];
-    rc |= plan_add(p, "token_embd.weight", base, 2, E, V, INIT_UNIFORM, ps->tied ? s_e : 0.5f);
+    rc |= plan_add(p, "token_embd.weight", base, 2, E, V, INIT_UNIFORM, ps->tied ? s_out : 0.5f);
     rc |= plan_add(p, "output_norm.weight", SW_TYPE_F32, 1, E, 1, INIT_ONES, 0);
-    if (!ps->tied) rc |= plan_add(p, "output.weight", q6_out ? SW_TYPE_Q6_K : base, 2, E, V, INIT_UNIFORM, s_e);
+    if (!ps->tied) rc |= plan_add(p, "output.weight", q6_out ? SW_TYPE_Q6_K : base, 2, E, V, INIT_UNIFORM, s_out);
     for (uint32_t l = 0; l < n_layers && !rc; l++) {
         uint32_t big = mix && more_bits(l, n_layers) ? SW_TYPE_Q6_K : base;
 #define N(s) (snprintf(name, sizeof name, "blk.%u." s, l), name)
