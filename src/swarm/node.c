@@ -33,6 +33,7 @@ int sw_node_send(struct sw_node *n, const uint8_t id[SW_NODE_ID_LEN], const void
 void sw_node_set_pipe_handler(struct sw_node *n, sw_node_pipe_fn fn, void *ud) { (void)n; (void)fn; (void)ud; }
 void sw_node_set_change_handler(struct sw_node *n, sw_node_change_fn fn, void *ud) { (void)n; (void)fn; (void)ud; }
 void sw_node_set_peer_handler(struct sw_node *n, sw_node_peer_fn fn, void *ud) { (void)n; (void)fn; (void)ud; }
+void sw_node_set_queue(struct sw_node *n, uint32_t queue) { (void)n; (void)queue; }
 int sw_node_submit_load(struct sw_node *n, const uint8_t *wire, size_t len, char *reason, size_t reason_len)
 { (void)n; (void)wire; (void)len; (void)reason; (void)reason_len; return SW_EUNSUPPORTED; }
 char *sw_node_status_json(struct sw_node *n) { (void)n; return NULL; }
@@ -152,6 +153,7 @@ struct sw_node {
     int watch_tried;
     int32_t pre_final;               /* shard whose final-named file was whole before BT looked */
     int measure_pending;
+    uint32_t queue;
     double tps;
 
     /* timers and handles */
@@ -564,7 +566,7 @@ static void publish(struct sw_node *n, int changed)
     c->mem_free = mem;
     c->threads = n->cfg.threads ? n->cfg.threads : (uint32_t)sw_sys_ncpu();
     c->tokens_per_s_milli = n->tps > 0 ? (uint32_t)SW_MIN(n->tps * 1000.0, 4e9) : 0;
-    c->queue = 0;
+    c->queue = n->queue;
     if (n->cfg.api_port)
         snprintf(c->api_addr, sizeof c->api_addr, "%.48s:%u", n->api_host ? n->api_host : "127.0.0.1",
                  n->cfg.api_port);
@@ -1692,6 +1694,13 @@ void sw_node_set_pipe_handler(struct sw_node *n, sw_node_pipe_fn fn, void *ud)
     if (!n) return;
     n->pipe_fn = fn;
     n->pipe_ud = ud;
+}
+
+void sw_node_set_queue(struct sw_node *n, uint32_t queue)
+{
+    if (!n || n->queue == queue) return;
+    n->queue = queue;
+    publish(n, 1);
 }
 
 void sw_node_set_peer_handler(struct sw_node *n, sw_node_peer_fn fn, void *ud)

@@ -310,6 +310,9 @@ const uint8_t *sw_node_id(const struct sw_node *n);
  * priority: jump ahead of queued piece data. SW_ENOTFOUND when not connected. */
 int sw_node_send(struct sw_node *n, const uint8_t id[SW_NODE_ID_LEN], const void *payload,
                  size_t len, int priority);
+/* Sessions waiting at this node (the record's `q`, a tie-break for the best node); the
+ * record is re-signed and pushed when the value changes. */
+void sw_node_set_queue(struct sw_node *n, uint32_t queue);
 /* Receives SW_MSG_PIPE payloads (kind byte included, borrowed for the call). */
 typedef void (*sw_node_pipe_fn)(void *ud, const uint8_t from[SW_NODE_ID_LEN],
                                 const uint8_t *payload, size_t len);

@@ -417,6 +417,49 @@ static void test_relay(void)
     sw_buf_free(&self.wire); sw_buf_free(&a.wire); sw_buf_free(&b.wire); sw_buf_free(&c.wire);
 }
 
+/* A line A - B - C: A's record reaches C only through B's relay; C counts A's shard, and
+ * readiness at C needs no direct connection to A. */
+static void test_relay_line(void)
+{
+    struct tnode a, b, c;
+    tnode_init(&a, 0, SW_PHASE_LOADED);
+    tnode_init(&b, 1, SW_PHASE_LOADED);
+    tnode_init(&c, 2, SW_PHASE_LOADED);
+    a.cap.n_neighbours = 1;
+    memcpy(a.cap.neighbours[0], b.id.pk, 8);
+    c.cap.n_neighbours = 1;
+    memcpy(c.cap.neighbours[0], b.id.pk, 8);
+    struct sw_view *vb = mkview(&b, 3), *vc = mkview(&c, 3);
+    const struct sw_buf *wa = tnode_sign(&a);
+    CHECK_EQ_INT(sw_view_receive(vb, wa->data, wa->len, 10, NULL), SW_VIEW_FRESH);
+    sw_view_set_direct(vb, a.id.pk, 1, 10);
+    /* B decides: relay A's record to C (C is not A's neighbour), not back to A */
+    CHECK_EQ_INT(sw_view_should_relay(vb, a.id.pk, a.id.pk, c.id.pk), 1);
+    CHECK_EQ_INT(sw_view_should_relay(vb, a.id.pk, a.id.pk, a.id.pk), 0);
+    size_t len = 0;
+    const uint8_t *relayed = sw_view_wire(vb, a.id.pk, &len);
+    CHECK_EQ_INT(sw_view_receive(vc, relayed, len, 11, NULL), SW_VIEW_FRESH);
+    const struct sw_buf *wb = tnode_sign(&b);
+    CHECK_EQ_INT(sw_view_receive(vc, wb->data, wb->len, 11, NULL), SW_VIEW_FRESH);
+    sw_view_set_direct(vc, b.id.pk, 1, 11);
+    CHECK_EQ_INT(sw_view_ready(vc), 1);
+    const struct sw_view_node *an = sw_view_find(vc, a.id.pk);
+    CHECK(an && an->live && !an->direct);
+    /* the same relayed bytes again (a second path): stale, not relayed again */
+    CHECK_EQ_INT(sw_view_receive(vc, relayed, len, 12, NULL), SW_VIEW_STALE);
+    /* A keeps refreshing through B; without refreshes it expires at C (relayed liveness) */
+    CHECK_EQ_INT(sw_view_expire(vc, 11 + 2999), 0);
+    sw_view_touch(vc, b.id.pk, 3500);
+    CHECK_EQ_INT(sw_view_expire(vc, 3500), 1);
+    CHECK_EQ_INT(sw_view_ready(vc), 0);
+    char r[256];
+    sw_view_shard_reason(vc, 0, r, sizeof r);
+    CHECK_EQ_STR(r, "shard 0: no node announced it");
+    sw_view_free(vb);
+    sw_view_free(vc);
+    sw_buf_free(&a.wire); sw_buf_free(&b.wire); sw_buf_free(&c.wire);
+}
+
 static void test_planner_pick(void)
 {
     /* empty swarm, 8 shards: 32 simultaneous joiners seeing nothing spread over shards */
@@ -684,6 +727,7 @@ int main(void)
     SW_RUN(test_reason_texts);
     SW_RUN(test_liveness);
     SW_RUN(test_relay);
+    SW_RUN(test_relay_line);
     SW_RUN(test_planner_pick);
     SW_RUN(test_planner_conflict);
     SW_RUN(test_planner_replace);
