@@ -794,8 +794,9 @@ static void load_now(struct sw_node *n)
     n->phase = SW_PHASE_LOADED;
     n->measure_pending = 1; /* on a worker once the loop runs */
     const struct sw_stage_info *si = sw_stage_info(n->stage);
-    sw_log(SW_LOG_INFO, "SHARD", "shard %d loaded before joining (layers %u\xe2\x80\x93%u, %s, %s)",
-           (int)j.shard, si->layer_first, si->layer_last, size, j.path);
+    sw_log(SW_LOG_INFO, "SHARD", "shard %d loaded %s (layers %u\xe2\x80\x93%u, %s, %s)", (int)j.shard,
+           n->is_magnet ? "as soon as the metadata arrived" : "before joining", si->layer_first, si->layer_last, size,
+           j.path);
 }
 
 static int file_on_disk(struct sw_node *n, int32_t shard, uint64_t *size_out, uint64_t *mtime_out)
