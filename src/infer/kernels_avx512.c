@@ -9,6 +9,10 @@
 #include "infer/kernels_impl.h"
 
 #define AI static inline __attribute__((always_inline))
+/* rows of the float register tile: 6 rows x 4 tokens = 24 accumulators of the 32 zmm */
+#ifndef SW_K_TILE_R
+#define SW_K_TILE_R 6
+#endif
 
 AI float h2f(sw_f16 h)
 {
@@ -36,7 +40,7 @@ AI __m512 load16_bf16(const sw_bf16 *p, __mmask16 m)
     AI void NAME##_tile_nt(int64_t n, const WT *w, size_t ws, const int NR, const struct sw_k_act *a, \
                            const int NT, float *out, size_t ldo)                                     \
     {                                                                                               \
-        __m512 acc[4][SW_K_TILE_T];                                                                 \
+        __m512 acc[SW_K_TILE_R][SW_K_TILE_T];                                                                 \
         const float *x[SW_K_TILE_T];                                                               \
         for (int t = 0; t < NT; t++) {                                                             \
             x[t] = a[t].q;                                                                         \
@@ -66,13 +70,13 @@ AI __m512 load16_bf16(const sw_bf16 *p, __mmask16 m)
     static void tile_##NAME(int64_t n, const void *w, size_t w_stride, int nr, const struct sw_k_act *a, int nt, \
                             float *out, size_t ldo)                                                \
     {                                                                                              \
-        (void)nr; /* always 4 (tile_rows) */                                                       \
+        (void)nr; /* always SW_K_TILE_R (tile_rows) */                                                       \
         size_t ws = w_stride / sizeof(WT);                                                         \
         switch (nt) {                                                                              \
-        case 1: NAME##_tile_nt(n, w, ws, 4, a, 1, out, ldo); break;                                \
-        case 2: NAME##_tile_nt(n, w, ws, 4, a, 2, out, ldo); break;                                \
-        case 3: NAME##_tile_nt(n, w, ws, 4, a, 3, out, ldo); break;                                \
-        default: NAME##_tile_nt(n, w, ws, 4, a, 4, out, ldo); break;                               \
+        case 1: NAME##_tile_nt(n, w, ws, SW_K_TILE_R, a, 1, out, ldo); break;                                \
+        case 2: NAME##_tile_nt(n, w, ws, SW_K_TILE_R, a, 2, out, ldo); break;                                \
+        case 3: NAME##_tile_nt(n, w, ws, SW_K_TILE_R, a, 3, out, ldo); break;                                \
+        default: NAME##_tile_nt(n, w, ws, SW_K_TILE_R, a, 4, out, ldo); break;                               \
         }                                                                                          \
     }                                                                                              \
     static void rowdot_##NAME(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out) \
@@ -214,7 +218,7 @@ void sw__k_fill_avx512(struct sw_k_type_impl *tab, int n_tab)
         tab[f[i].type].pub.vec_dot = f[i].dot;
         tab[f[i].type].rowdot = f[i].row;
         tab[f[i].type].tile = f[i].tile;
-        tab[f[i].type].tile_rows = 4;
+        tab[f[i].type].tile_rows = SW_K_TILE_R;
     }
     /* vec_dot (no activation sums) stays AVX2 for Q4_0/Q8_0; the matmul row kernels use VNNI */
     tab[SW_TYPE_Q4_0].rowdot = rowdot_q4_0;

@@ -25,10 +25,11 @@ struct mm_task {
     const struct sw_k_mm_op *ops;
     const struct sw_k_type_impl *ti[MAX_OPS];
     const struct act_buf *act[MAX_OPS];
-    int64_t row_start[MAX_OPS + 1]; /* prefix sums of rows over ops */
+    int64_t chunk[MAX_OPS];           /* rows per chunk of op o (a multiple of its tile rows) */
+    int64_t chunk_start[MAX_OPS + 1]; /* prefix sums of the ops' chunk counts */
     int n_ops;
-    int64_t cols, n_tokens, chunk;
-    _Atomic int64_t next; /* next chunk start in the concatenated row space */
+    int64_t cols, n_tokens;
+    _Atomic int64_t next; /* next chunk number over all ops */
     /* quantization phase */
     const float *x;
     struct act_buf *bufs;
@@ -72,19 +73,15 @@ static void mm_worker(void *arg, int ith, int nth)
     struct mm_task *tk = arg;
     (void)ith;
     (void)nth;
-    const int64_t total = tk->row_start[tk->n_ops];
+    const int64_t total = tk->chunk_start[tk->n_ops];
+    int o = 0;
     for (;;) {
-        int64_t s = atomic_fetch_add_explicit(&tk->next, tk->chunk, memory_order_relaxed);
-        if (s >= total) break;
-        int64_t e = s + tk->chunk < total ? s + tk->chunk : total;
-        /* the chunk may span ops */
-        for (int o = 0; o < tk->n_ops && s < e; o++) {
-            int64_t ob = tk->row_start[o], oe = tk->row_start[o + 1];
-            if (s >= oe) continue;
-            int64_t ce = e < oe ? e : oe;
-            run_rows(tk, o, s - ob, ce - ob);
-            s = ce;
-        }
+        int64_t c = atomic_fetch_add_explicit(&tk->next, 1, memory_order_relaxed);
+        if (c >= total) break;
+        while (c >= tk->chunk_start[o + 1]) o++; /* chunks are taken in increasing order */
+        int64_t r0 = (c - tk->chunk_start[o]) * tk->chunk[o];
+        int64_t r1 = r0 + tk->chunk[o] < tk->ops[o].rows ? r0 + tk->chunk[o] : tk->ops[o].rows;
+        run_rows(tk, o, r0, r1);
     }
 }
 
@@ -136,7 +133,11 @@ int sw_k_matmul_multi(struct sw_k_pool *pool, const struct sw_k_mm_op *ops, int 
         if (!t || !t->vec_dot) return SW_EUNSUPPORTED;
         if (cols % t->block_size || ops[o].rows < 0) return SW_EINVAL;
         tk.ti[o] = sw__k_impl_of(t);
-        tk.row_start[o + 1] = tk.row_start[o] + ops[o].rows;
+        /* chunks start on a tile boundary of their op, so only an op's last rows miss the tile */
+        int64_t ch = n_tokens == 1 ? CHUNK_ROWS_VEC : CHUNK_ROWS_MAT;
+        if (n_tokens > 1 && tk.ti[o]->tile) ch = (ch + tk.ti[o]->tile_rows - 1) / tk.ti[o]->tile_rows * tk.ti[o]->tile_rows;
+        tk.chunk[o] = ch;
+        tk.chunk_start[o + 1] = tk.chunk_start[o] + (ops[o].rows + ch - 1) / ch;
         int found = -1;
         for (int b = 0; b < n_bufs; b++)
             if (bufs[b].type == t->act_type) found = b;
@@ -187,7 +188,6 @@ int sw_k_matmul_multi(struct sw_k_pool *pool, const struct sw_k_mm_op *ops, int 
         else quant_worker(&tk, 0, 1);
     }
 
-    tk.chunk = n_tokens == 1 ? CHUNK_ROWS_VEC : CHUNK_ROWS_MAT;
     atomic_init(&tk.next, 0);
     sw_k_pool_run(pool, mm_worker, &tk);
     free(owned);
