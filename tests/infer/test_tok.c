@@ -257,6 +257,37 @@ static void test_bpe(void)
     }
 }
 
+/* ---------------------------------------------------------------- WordPiece */
+
+static void test_wpm(void)
+{
+    const char *toks[] = { "[PAD]", "[UNK]", "[CLS]", "[SEP]", SPACE "hello", SPACE "world", "s", SPACE "fu",
+                           "hrer", SPACE "!", SPACE "\xE4\xB8\xAD", SPACE "un", "able" };
+    int32_t types[] = { 3, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1 };
+    struct sw_tok_desc d = { 0 };
+    d.model = "bert";
+    d.n_tokens = SW_ARRAY_LEN(toks);
+    d.tokens = toks;
+    d.types = types;
+    d.bos_id = 2; d.eos_id = 3; d.unk_id = 1; d.pad_id = 0;
+    d.add_bos = d.add_eos = d.add_space_prefix = -1;
+    struct sw_tok *t = NULL;
+    char err[256] = "";
+    CHECK_EQ_INT(sw_tok_new(&d, &t, err, sizeof err), 0);
+    if (!t) return;
+    CHECK_EQ_INT(sw_tok_model_kind(t), SW_TOK_MODEL_WPM);
+    /* lower-cased, accents stripped (ü -> u), punctuation and CJK split off, [CLS]/[SEP] */
+    int32_t w1[] = { 2, 4, 5, 6, 9, 7, 8, 10, 3 };
+    CHECK(encode_eq(t, "Hello WORLDs! F\xC3\xBChrer\xE4\xB8\xAD", SW_TOK_ADD_BOS | SW_TOK_ADD_EOS, w1, 9));
+    /* a word with an unmatched part is one [UNK] */
+    int32_t w2[] = { 11, 12, 1, 4 };
+    CHECK(encode_eq(t, "unable unablex hello", 0, w2, 4));
+    struct sw_buf b = { 0 };
+    CHECK_EQ_STR(decode_str(t, "Hello world", SW_TOK_ADD_BOS, 0, &b), "hello world");
+    sw_buf_free(&b);
+    sw_tok_free(t);
+}
+
 /* ---------------------------------------------------------------- regex */
 
 /* Splits text with one pattern and compares the pieces, given as "a|b|c" (no '|' in
@@ -383,13 +414,13 @@ static void test_bad_vocab(void)
     char err[256] = "";
     const char *toks[] = { "a", "b" };
     struct sw_tok_desc d = { 0 };
-    d.model = "bert";
+    d.model = "t5";
     d.n_tokens = 2;
     d.tokens = toks;
     d.bos_id = d.eos_id = d.unk_id = d.pad_id = -1;
     d.add_bos = d.add_eos = d.add_space_prefix = -1;
     CHECK_EQ_INT(sw_tok_new(&d, &t, err, sizeof err), SW_EUNSUPPORTED);
-    CHECK(strstr(err, "bert") != NULL);
+    CHECK(strstr(err, "t5") != NULL);
     d.model = "gpt2";
     d.pre = "klingon";
     CHECK_EQ_INT(sw_tok_new(&d, &t, err, sizeof err), SW_EUNSUPPORTED);
@@ -417,6 +448,7 @@ int main(void)
     SW_RUN(test_spm);
     SW_RUN(test_stream);
     SW_RUN(test_bpe);
+    SW_RUN(test_wpm);
     SW_RUN(test_regex);
     SW_RUN(test_unicode);
     SW_RUN(test_bad_vocab);
