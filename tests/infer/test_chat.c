@@ -1,7 +1,9 @@
 /* test_chat.c — chat templates: detection from Jinja text, the exact prompt of a
  * two-message conversation for each family, stop strings and stop tokens. */
+#include <stdlib.h>
 #include <string.h>
 
+#include "gguf/gguf.h"
 #include "infer/tok.h"
 #include "test.h"
 
@@ -136,11 +138,52 @@ static void test_stop_tokens(void)
     sw_tok_free(t);
 }
 
+/* The Phi-3 fixture carries a real chat template: detection and stop tokens on it. */
+static void test_phi3_file(void)
+{
+    const char *data = sw_test_shared_data();
+    if (!data) { fprintf(stderr, "(shared data absent: skipped)\n"); return; }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/vocab/ggml-vocab-phi-3.gguf", data);
+    struct sw_gguf *g = NULL;
+    if (sw_gguf_open(path, &g, NULL, 0)) { fprintf(stderr, "(no %s: skipped)\n", path); return; }
+    struct sw_tok *t = NULL;
+    char err[256];
+    CHECK_EQ_INT(sw_tok_from_gguf(g, &t, err, sizeof err), 0);
+    sw_gguf_close(g);
+    if (!t) return;
+    CHECK(sw_tok_chat_template(t) != NULL);
+    enum sw_chat_tmpl tm = sw_chat_detect(sw_tok_chat_template(t));
+    CHECK_EQ_INT(tm, SW_CHAT_PHI3);
+    int32_t ids[8];
+    size_t n = sw_chat_stop_tokens(tm, t, ids, 8);
+    int has_end = 0, has_eos = 0;
+    for (size_t i = 0; i < n && i < 8; i++) {
+        has_end |= ids[i] == sw_tok_find(t, "<|end|>", 7);
+        has_eos |= ids[i] == sw_tok_eos(t);
+    }
+    CHECK(has_end && has_eos);
+    /* the formatted prompt tokenizes to its control tokens */
+    struct sw_buf b = { 0 };
+    const struct sw_chat_msg m = { "user", "Hi" };
+    CHECK_EQ_INT(sw_chat_format(tm, &m, 1, 1, &b), 0);
+    int32_t *tok = NULL;
+    size_t nt = 0;
+    CHECK_EQ_INT(sw_tok_encode(t, (const char *)b.data, b.len, SW_TOK_ADD_BOS | SW_TOK_PARSE_SPECIAL, &tok, &nt), 0);
+    CHECK(nt >= 4 && tok[0] == sw_tok_bos(t) && tok[1] == sw_tok_find(t, "<|user|>", 8));
+    /* Phi-3's special tokens eat the whitespace after them (rstrip), as in its HF tokenizer */
+    CHECK(nt >= 2 && tok[nt - 1] == sw_tok_find(t, "<|assistant|>", 13));
+    free(tok);
+    sw_buf_free(&b);
+    sw_tok_free(t);
+}
+
 int main(void)
 {
     SW_RUN(test_formats);
     SW_RUN(test_multi_turn);
     SW_RUN(test_detect);
     SW_RUN(test_stop_tokens);
+    SW_RUN(test_phi3_file);
     return SW_TEST_DONE();
 }
