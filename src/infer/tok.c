@@ -40,6 +40,8 @@ struct sw_tok {
     int32_t bos, eos, eot, unk, pad;
     int add_bos, add_eos, add_space_prefix, ignore_merges;
     size_t max_token_len;   /* bytes (WordPiece's longest-match window) */
+    int16_t cp_byte[0x144]; /* byte-level alphabet code point -> byte, -1 outside it */
+    uint8_t byte_utf8[256][3]; /* byte -> UTF-8 of its alphabet code point; [2] = length */
     int32_t byte_tok[256];  /* SPM byte-fallback token of each byte (-1 none) */
     int32_t *special;       /* control / user-defined / unknown tokens, longest first */
     uint32_t n_special;
@@ -325,6 +327,15 @@ static int build(const struct src *s, struct sw_tok **out, char *err, size_t err
     t->add_bos = s->add_bos >= 0 ? !!s->add_bos : spm || wpm;
     t->add_eos = s->add_eos >= 0 ? !!s->add_eos : wpm;
     t->add_space_prefix = wpm ? 1 : s->add_space_prefix >= 0 ? !!s->add_space_prefix : spm;
+
+    for (size_t c = 0; c < SW_ARRAY_LEN(t->cp_byte); c++) t->cp_byte[c] = -1;
+    for (int b = 0; b < 256; b++) {
+        uint32_t cp = byte_to_cp((uint8_t)b);
+        uint8_t u[4];
+        t->cp_byte[cp] = (int16_t)b;
+        t->byte_utf8[b][2] = (uint8_t)sw__utf8_encode(cp, u);
+        memcpy(t->byte_utf8[b], u, t->byte_utf8[b][2]);
+    }
 
     /* SPM byte fallback tokens "<0xXX>" */
     for (int b = 0; b < 256; b++) {
@@ -1045,7 +1056,11 @@ static int bpe_tokenize(struct session *s, const uint8_t *text, size_t len)
         for (size_t k = a; k < b; k++) {
             uint8_t u[4];
             size_t ul = sw__utf8_encode(cps[k], u);
-            for (size_t j = 0; j < ul; j++) wl += sw__utf8_encode(byte_to_cp(u[j]), s->word + wl);
+            for (size_t j = 0; j < ul; j++) {
+                const uint8_t *m = t->byte_utf8[u[j]];
+                memcpy(s->word + wl, m, m[2]);
+                wl += m[2];
+            }
         }
         if ((rc = bpe_word(s, s->word, wl))) goto out;
         a = b;
@@ -1255,12 +1270,7 @@ static void piece_append(const struct sw_tok *t, int32_t id, unsigned flags, str
     for (size_t i = 0; i < len;) {
         uint32_t cp;
         size_t cl = sw__utf8_decode((const uint8_t *)s + i, len - i, &cp);
-        int byte = -1;
-        if (cp < 0x100 && byte_to_cp((uint8_t)cp) == cp) byte = (int)cp;
-        else if (cp >= 0x100 && cp < 0x144) {
-            for (int b = 0; b < 256; b++)
-                if (byte_to_cp((uint8_t)b) == cp) { byte = b; break; }
-        }
+        int byte = cp < SW_ARRAY_LEN(t->cp_byte) ? t->cp_byte[cp] : -1;
         if (byte >= 0) sw_buf_append_byte(out, (uint8_t)byte);
         else sw_buf_append(out, s + i, cl); /* outside the alphabet: keep as is */
         i += cl;
