@@ -69,11 +69,17 @@ static int bind_matrix(struct loader *L, struct sw__w *w, const char *name, int6
                     "%s: tensor %s has shape [%lld, %lld], expected [%lld, %lld]", L->path, name,
                     (long long)t->ne[0], (long long)t->ne[1], (long long)cols, (long long)rows);
     const struct sw_k_type *kt = sw_k_type_get(t->type);
-    if (!kt || (need_dot && !kt->vec_dot))
+    if (!kt || (need_dot && !kt->vec_dot)) {
+        char list[256] = "";
+        for (uint32_t ty = 0; ty < SW_TYPE_COUNT_; ty++) {
+            const struct sw_k_type *k = sw_k_type_get(ty);
+            if (k && k->vec_dot && strlen(list) + strlen(k->name) + 3 < sizeof list)
+                snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", list[0] ? ", " : "", k->name);
+        }
         return fail(L->err, L->err_len, SW_EUNSUPPORTED,
                     "%s: tensor %s has type %s, which the inference kernels do not support "
-                    "(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)",
-                    L->path, name, type_name(t->type));
+                    "(supported: %s)", L->path, name, type_name(t->type), list);
+    }
     if (cols % kt->block_size)
         return fail(L->err, L->err_len, SW_ECORRUPT,
                     "%s: tensor %s: row length %lld is not a multiple of %s's block size %u",

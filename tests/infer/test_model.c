@@ -644,6 +644,77 @@ static void test_split_equals_whole(void)
     split_check(p, 2, "split-qwen2"); /* tied embeddings: the last shard carries token_embd */
 }
 
+/* A one-layer model written by hand: arch and the type of attn_q chosen by the caller. */
+static int write_mini(const char *path, const char *arch, uint32_t q_type)
+{
+    struct sw_gguf_writer *w = NULL;
+    if (sw_gguf_writer_new(path, 32, &w)) return -1;
+    char k[64];
+    sw_gguf_writer_set_str(w, "general.architecture", arch);
+#define AK(x) (snprintf(k, sizeof k, "%s." x, arch), k)
+    sw_gguf_writer_set_u32(w, AK("block_count"), 1);
+    sw_gguf_writer_set_u32(w, AK("embedding_length"), 256);
+    sw_gguf_writer_set_u32(w, AK("feed_forward_length"), 256);
+    sw_gguf_writer_set_u32(w, AK("attention.head_count"), 2);
+    sw_gguf_writer_set_u32(w, AK("context_length"), 32);
+#undef AK
+    struct { const char *name; uint32_t type; uint32_t nd; int64_t ne[2]; } t[] = {
+        { "token_embd.weight", SW_TYPE_F32, 2, { 256, 16 } }, { "output_norm.weight", SW_TYPE_F32, 1, { 256, 1 } },
+        { "blk.0.attn_norm.weight", SW_TYPE_F32, 1, { 256, 1 } }, { "blk.0.attn_q.weight", q_type, 2, { 256, 256 } },
+        { "blk.0.attn_k.weight", SW_TYPE_F32, 2, { 256, 256 } }, { "blk.0.attn_v.weight", SW_TYPE_F32, 2, { 256, 256 } },
+        { "blk.0.attn_output.weight", SW_TYPE_F32, 2, { 256, 256 } }, { "blk.0.ffn_norm.weight", SW_TYPE_F32, 1, { 256, 1 } },
+        { "blk.0.ffn_gate.weight", SW_TYPE_F32, 2, { 256, 256 } }, { "blk.0.ffn_up.weight", SW_TYPE_F32, 2, { 256, 256 } },
+        { "blk.0.ffn_down.weight", SW_TYPE_F32, 2, { 256, 256 } },
+    };
+    int rc = 0;
+    for (size_t i = 0; i < SW_ARRAY_LEN(t); i++) rc |= sw_gguf_writer_add_tensor(w, t[i].name, t[i].type, t[i].nd, t[i].ne);
+    rc |= sw_gguf_writer_write_header(w);
+    static uint8_t zeros[256 * 256 * 4];
+    for (size_t i = 0; i < SW_ARRAY_LEN(t) && !rc; i++) {
+        uint64_t n = 0;
+        sw_gguf_type_bytes(t[i].type, (uint64_t)t[i].ne[0] * (t[i].nd == 2 ? t[i].ne[1] : 1), &n);
+        rc |= sw_gguf_writer_write_data(w, zeros, n);
+    }
+    if (rc) {
+        sw_gguf_writer_free(w);
+        return -1;
+    }
+    return sw_gguf_writer_finish(w);
+}
+
+/* Unsupported architecture or tensor type: a clear error naming it; the file itself is fine. */
+static void test_unsupported(void)
+{
+    char p[600], err[512];
+    struct sw_stage *s = NULL;
+    snprintf(p, sizeof p, "%s/mini-ok.gguf", tmp_dir);
+    CHECK_EQ_INT(write_mini(p, "llama", SW_TYPE_F32), 0);
+    CHECK_EQ_INT(sw_stage_open(p, NULL, &s, err, sizeof err), 0);
+    sw_stage_free(s);
+    s = NULL;
+    snprintf(p, sizeof p, "%s/mini-q2k.gguf", tmp_dir);
+    CHECK_EQ_INT(write_mini(p, "llama", SW_TYPE_Q2_K), 0);
+    CHECK_EQ_INT(sw_stage_open(p, NULL, &s, err, sizeof err), SW_EUNSUPPORTED);
+    CHECK_MSG(strstr(err, "Q2_K") && strstr(err, "blk.0.attn_q.weight"), "message: %s", err);
+    snprintf(p, sizeof p, "%s/mini-iq2.gguf", tmp_dir);
+    CHECK_EQ_INT(write_mini(p, "llama", SW_TYPE_IQ2_XXS), 0);
+    CHECK_EQ_INT(sw_stage_open(p, NULL, &s, err, sizeof err), SW_EUNSUPPORTED);
+    CHECK_MSG(strstr(err, "IQ2_XXS") != NULL, "message: %s", err);
+    snprintf(p, sizeof p, "%s/mini-gpt2.gguf", tmp_dir);
+    CHECK_EQ_INT(write_mini(p, "gpt2", SW_TYPE_F32), 0);
+    CHECK_EQ_INT(sw_stage_open(p, NULL, &s, err, sizeof err), SW_EUNSUPPORTED);
+    CHECK_MSG(strstr(err, "gpt2") != NULL, "message: %s", err);
+    CHECK(s == NULL);
+    /* A tensor of the wrong shape is named too. */
+    struct sw_gguf *g = NULL;
+    CHECK_EQ_INT(sw_gguf_open(model_path, &g, err, sizeof err), 0);
+    struct sw_stage_opts o = { .layer_first = -1, .layer_last = -1, .n_ctx = 4 };
+    CHECK_EQ_INT(sw_stage_open_gguf(g, &o, &s, err, sizeof err), 0);
+    CHECK_EQ_INT(sw_stage_info(s)->n_ctx, 4);
+    sw_stage_free(s);
+    sw_gguf_close(g);
+}
+
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st;
@@ -673,6 +744,7 @@ int main(void)
     SW_RUN(test_qwen2_reference);
     SW_RUN(test_weight_types);
     SW_RUN(test_split_equals_whole);
+    SW_RUN(test_unsupported);
     nftw(tmp_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     return SW_TEST_DONE();
 }
