@@ -70,7 +70,7 @@ def main():
             # (b) cold start of 8 nodes holding their shards; the first is the others' bootstrap
             t0 = time.time()
             for i, k in layout:
-                n = sw.start("n%d" % i, shard=k, cache_shards=[k], extra=extra)
+                n = sw.start("r%d-n%d" % (rep, i), shard=k, cache_shards=[k], extra=extra)
                 if sw.boot is None:
                     sw.boot = n.port
             t_ready = wait_ready_all(list(sw.nodes.values()), t0)
@@ -79,11 +79,11 @@ def main():
             sw = S.Swarm(procs, m)
             n0 = None
             for i, k in layout[:-1]:
-                n = sw.start("c%d" % i, shard=k, cache_shards=[k], extra=extra)
+                n = sw.start("r%d-c%d" % (rep, i), shard=k, cache_shards=[k], extra=extra)
                 if sw.boot is None:
                     sw.boot = n.port
             i, k = layout[-1]
-            last = sw.start("c%d" % i, shard=k, extra=extra + ["--no-auto-fetch"])
+            last = sw.start("r%d-c%d" % (rep, i), shard=k, extra=extra + ["--no-auto-fetch"])
             sw.wait_api()
             # wait until everyone sees everyone (8 nodes discovered), then drop the file in
             deadline = time.time() + 30

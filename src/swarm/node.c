@@ -153,6 +153,7 @@ struct sw_node {
     int watch_tried;
     int32_t pre_final;               /* shard whose final-named file was whole before BT looked */
     int measure_pending;
+    int json_stale;
     uint32_t queue;
     double tps;
 
@@ -300,12 +301,13 @@ static int take_record(struct sw_node *n, struct peer *from, const uint8_t *wire
         sw_log(SW_LOG_DEBUG, "SWARM", "dropped a capability record from %s: %s", addr, sw_strerror(rc));
         return rc;
     }
-    if (rc == SW_VIEW_FRESH) {
+    if (rc == SW_VIEW_FRESH || rc == SW_VIEW_REFRESH) {
         const struct sw_view_node *vn = sw_view_find(n->view, c.node_id);
         if (vn && !vn->direct && n_conn_of(n, c.node_id)) sw_view_set_direct(n->view, c.node_id, 1, sw_time_ms());
         relay_record(n, c.node_id, from && from->has_id ? from->id : NULL, wire, len);
         if (!n_conn_of(n, c.node_id)) connect_to_record(n, &c);
-        mark_dirty(n);
+        if (rc == SW_VIEW_FRESH) mark_dirty(n);
+        else n->json_stale = 1; /* progress and counters: the JSON catches up within a second */
     } else if (from && from->has_id) {
         sw_view_touch(n->view, from->id, sw_time_ms());
     }
@@ -1272,7 +1274,10 @@ static void on_tick(uv_timer_t *h)
         n->measure_pending = 0;
         start_measure(n);
     }
-    if (n->phase == SW_PHASE_FETCHING && now - n->last_json >= 1000) n->dirty = 1; /* progress */
+    if ((n->phase == SW_PHASE_FETCHING || n->json_stale) && now - n->last_json >= 1000) {
+        n->json_stale = 0;
+        rebuild_json(n); /* progress numbers; the status line only changes on real events */
+    }
     if (n->dirty) node_changed(n);
     else if (now - n->last_status >= (n->cfg.status_interval_ms ? n->cfg.status_interval_ms : 5000)) status_line(n, 1);
 }

@@ -123,13 +123,14 @@ int sw_view_set_self(struct sw_view *v, const struct sw_cap *cap, const uint8_t 
                      size_t wire_len, uint64_t now_ms);
 
 enum sw_view_result {
-    SW_VIEW_FRESH = 1,     /* a newer record (or a new node): relay it, recompute */
+    SW_VIEW_FRESH = 1,     /* a new node, a revived one, or a changed shard/phase/role: relay, recompute */
+    SW_VIEW_REFRESH = 2,   /* newer seq, same shard/phase/role (a keep-alive, progress): relay */
     SW_VIEW_STALE = 0,     /* lower/equal seq: ignored */
 };
-/* Feeds a signed record from outside. Returns SW_VIEW_FRESH or SW_VIEW_STALE, or a negative
+/* Feeds a signed record from outside. Returns SW_VIEW_FRESH, _REFRESH or _STALE, or a negative
  * sw_err for records that were dropped and counted: SW_ECORRUPT (malformed), SW_EPERM
  * (unsigned / bad signature), SW_EINVAL (another model, or our own id), SW_ETOOBIG (view
- * full). cap_out (may be NULL) receives the decoded record on FRESH. */
+ * full). cap_out (may be NULL) receives the decoded record on FRESH and REFRESH. */
 int sw_view_receive(struct sw_view *v, const uint8_t *wire, size_t len, uint64_t now_ms,
                     struct sw_cap *cap_out);
 /* A direct connection to node id opened (connected = 1) or closed (0). A close marks the

@@ -120,9 +120,14 @@ int sw_view_receive(struct sw_view *v, const uint8_t *wire, size_t len, uint64_t
     if (!memcmp(c.node_id, v->cfg.self_id, SW_NODE_ID_LEN)) { v->st.stale++; return SW_VIEW_STALE; }
     if (c.shard >= (int32_t)v->cfg.n_shards) { v->st.malformed++; return SW_ECORRUPT; }
     struct entry *e = find(v, c.node_id);
+    int significant = 1;
     if (e) {
         uint64_t floor = e->n.live ? e->n.cap.seq : SW_MAX(e->n.cap.seq, e->departed_seq);
         if (c.seq <= floor) { v->st.stale++; return SW_VIEW_STALE; }
+        const struct sw_cap *o = &e->n.cap;
+        significant = !e->n.live || o->shard != c.shard || o->phase != c.phase || o->seed_all != c.seed_all ||
+                      o->movable != c.movable || strcmp(o->api_addr, c.api_addr) ||
+                      strcmp(o->listen_addr, c.listen_addr);
     } else {
         e = add(v);
         if (!e) { v->st.full++; return SW_ETOOBIG; }
@@ -138,7 +143,7 @@ int sw_view_receive(struct sw_view *v, const uint8_t *wire, size_t len, uint64_t
     e->n.last_seen_ms = now_ms;
     v->st.accepted++;
     if (cap_out) *cap_out = c;
-    return SW_VIEW_FRESH;
+    return significant ? SW_VIEW_FRESH : SW_VIEW_REFRESH;
 }
 
 void sw_view_set_direct(struct sw_view *v, const uint8_t id[SW_NODE_ID_LEN], int connected,

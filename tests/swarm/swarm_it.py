@@ -2,6 +2,7 @@
 make a split model with an owner key and a torrent, start a seeder and nodes on loopback,
 read their /swarm/status, wait for readiness. Every process goes through harness.Procs.
 """
+import atexit
 import json
 import os
 import shutil
@@ -38,6 +39,8 @@ class Model:
         self.root = root
         self.split = os.path.join(root, "split")
         os.makedirs(root, exist_ok=True)
+        if not os.environ.get("SW_KEEP_TMP"):
+            atexit.register(shutil.rmtree, root, True)  # at exit: the processes are stopped by then
         self.owner_key = os.path.join(root, "owner.key")
         r = harness.run([harness.BIN, "keygen", "-o", self.owner_key], check_rc=0)
         self.owner_pub = r.stdout.strip()

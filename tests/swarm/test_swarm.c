@@ -194,6 +194,9 @@ static void test_view_seq_and_counts(void)
     sw_buf_append(&keep, old.data, old.len);
     /* equal seq: stale */
     CHECK_EQ_INT(sw_view_receive(v, keep.data, keep.len, 11, NULL), SW_VIEW_STALE);
+    a.cap.bytes_done = 10; /* only progress: newer, but nothing readiness depends on */
+    a.cap.bytes_total = 100;
+    CHECK_EQ_INT(feed(v, &a, 11), SW_VIEW_REFRESH);
     a.cap.phase = SW_PHASE_LOADED;
     CHECK_EQ_INT(feed(v, &a, 12), SW_VIEW_FRESH);
     /* the older record again: lower seq, ignored */
@@ -217,7 +220,7 @@ static void test_view_seq_and_counts(void)
     tnode_init(&far, 5, SW_PHASE_LOADED);
     CHECK_EQ_INT(feed(v, &far, 18), SW_ECORRUPT);
     struct sw_view_stats st = sw_view_stats(v);
-    CHECK_EQ_U64(st.accepted, 2);
+    CHECK_EQ_U64(st.accepted, 3);
     CHECK_EQ_U64(st.malformed, 2);
     CHECK_EQ_U64(st.unsigned_or_bad_sig, 1);
     CHECK_EQ_U64(st.wrong_model, 1);
