@@ -151,9 +151,9 @@ void sw_k_scale_f32(int64_t n, float a, float *y);
 
 /* ------------------------------------------------------------ thread pool */
 
-/* A persistent pool of n_threads - 1 workers; the calling thread is thread 0. Dispatch
- * spins briefly, then sleeps on a futex, so ~150 dispatches per token cost a few µs each.
- * One pool is driven by one thread at a time (not reentrant). */
+/* A persistent pool of n_threads - 1 workers; the calling thread is thread 0. Workers
+ * spin briefly after a task, then sleep on a futex, so ~150 dispatches per token cost
+ * about a µs each. One pool is driven by one thread at a time (not reentrant). */
 struct sw_k_pool;
 
 /* fn(arg, ith, nth) runs once on every thread, ith in [0, nth). */
@@ -163,8 +163,10 @@ typedef void (*sw_k_task_fn)(void *arg, int ith, int nth);
 int sw_k_pool_new(int n_threads, struct sw_k_pool **out);
 void sw_k_pool_free(struct sw_k_pool *pool); /* NULL harmless; joins the workers */
 int sw_k_pool_n_threads(const struct sw_k_pool *pool);
-/* Runs fn on all threads and returns when every thread has finished. pool NULL = inline
- * with nth = 1. */
+/* Runs fn(arg, ith, nth) once for every ith in [0, nth) and returns when all are done.
+ * Part 0 runs on the caller; part i on worker i, or on the caller when that worker has not
+ * started it by the time the caller is free (so a descheduled worker costs nothing).
+ * Parts must not rely on which OS thread runs them. pool NULL = inline with nth = 1. */
 void sw_k_pool_run(struct sw_k_pool *pool, sw_k_task_fn fn, void *arg);
 /* Splits [0, n) into nth near-equal contiguous ranges, each a multiple of `align` except
  * the last: the slice of thread ith. */

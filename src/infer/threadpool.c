@@ -1,9 +1,10 @@
-/* threadpool.c — persistent worker threads for the kernels: one dispatch runs a task on
- * every thread (the caller is thread 0) and returns when all are done. Workers spin for a
+/* threadpool.c — persistent worker threads for the kernels: one dispatch runs a task's
+ * nth parts (fn(arg, ith, nth)) and returns when all are done. The caller runs part 0 and
+ * then any part whose worker has not claimed it yet, so a worker that is descheduled (a
+ * busy 2-core machine) never holds up a dispatch it has not started. Workers spin for a
  * short while after a task (the generation loop dispatches ~150 tasks per token), then
  * sleep on a futex so an idle pool costs no CPU.
  * Not for: general job queues (libuv's pool) or anything with more than one producer. */
-#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -31,16 +32,22 @@ struct sw_k_worker {
     struct sw_k_pool *pool;
     pthread_t thread;
     int ith;
+    /* Generation of the last dispatch whose part ith was claimed (by this worker or by
+     * the caller). Every part of every dispatch is claimed before it completes, so when
+     * dispatch g starts all claims hold g-1, and a claim is CAS(g-1 -> g): exactly one
+     * claimant wins, and a worker still holding an old g can never win a newer part. */
+    _Atomic uint32_t claim;
+    char pad[64];
 };
 
 struct sw_k_pool {
     int n_threads;
-    struct sw_k_worker *workers; /* n_threads - 1 */
+    struct sw_k_worker *workers; /* n_threads - 1; worker i runs part i + 1 */
     _Atomic uint32_t gen;        /* bumped for every dispatch (futex word) */
-    _Atomic int pending;         /* workers still running the current task */
+    _Atomic int parts_done;      /* parts 1..n-1 finished in the current dispatch */
     _Atomic int sleepers;        /* workers in (or entering) futex wait */
     _Atomic int stop;
-    sw_k_task_fn fn; /* written before gen is bumped (release), read after (acquire) */
+    sw_k_task_fn fn; /* written before gen is bumped; read only after a successful claim */
     void *arg;
     void *scratch; /* matmul activations (sw__k_pool_scratch) */
     size_t scratch_len;
@@ -51,6 +58,7 @@ static void gen_wait(struct sw_k_pool *p, uint32_t seen)
 #if defined(__linux__)
     syscall(SYS_futex, (uint32_t *)&p->gen, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
 #else
+    (void)p;
     (void)seen;
     struct timespec ts = {0, 50000};
     nanosleep(&ts, NULL);
@@ -64,6 +72,12 @@ static void gen_wake_all(struct sw_k_pool *p)
 #else
     (void)p;
 #endif
+}
+
+static int claim_part(struct sw_k_worker *w, uint32_t g)
+{
+    uint32_t expect = g - 1;
+    return atomic_compare_exchange_strong(&w->claim, &expect, g);
 }
 
 static void *worker_main(void *arg)
@@ -87,8 +101,9 @@ static void *worker_main(void *arg)
         }
         seen = g;
         if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
+        if (!claim_part(w, g)) continue; /* the caller ran our part already (or g is stale) */
         p->fn(p->arg, w->ith, p->n_threads);
-        atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel);
+        atomic_fetch_add_explicit(&p->parts_done, 1, memory_order_acq_rel);
     }
     return NULL;
 }
@@ -101,7 +116,7 @@ int sw_k_pool_new(int n_threads, struct sw_k_pool **out)
     if (!p) return SW_ENOMEM;
     p->n_threads = n_threads;
     atomic_init(&p->gen, 0);
-    atomic_init(&p->pending, 0);
+    atomic_init(&p->parts_done, 0);
     atomic_init(&p->sleepers, 0);
     atomic_init(&p->stop, 0);
     if (n_threads > 1) {
@@ -113,6 +128,9 @@ int sw_k_pool_new(int n_threads, struct sw_k_pool **out)
         for (int i = 0; i < n_threads - 1; i++) {
             p->workers[i].pool = p;
             p->workers[i].ith = i + 1;
+            atomic_init(&p->workers[i].claim, 0);
+        }
+        for (int i = 0; i < n_threads - 1; i++) {
             if (pthread_create(&p->workers[i].thread, NULL, worker_main, &p->workers[i])) {
                 p->n_threads = i + 1; /* the ones started so far, for shutdown */
                 sw_k_pool_free(p);
@@ -149,17 +167,36 @@ void sw_k_pool_run(struct sw_k_pool *p, sw_k_task_fn fn, void *arg)
         fn(arg, 0, 1);
         return;
     }
+    const int nth = p->n_threads;
     p->fn = fn;
     p->arg = arg;
-    atomic_store_explicit(&p->pending, p->n_threads - 1, memory_order_relaxed);
-    atomic_fetch_add(&p->gen, 1); /* seq_cst: ordered against the sleepers load below */
+    atomic_store_explicit(&p->parts_done, 0, memory_order_relaxed);
+    uint32_t g = atomic_fetch_add(&p->gen, 1) + 1; /* seq_cst: ordered against the sleepers load */
     if (atomic_load(&p->sleepers) > 0) gen_wake_all(p);
-    fn(arg, 0, p->n_threads);
-    int spins = 0;
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) {
-        if (++spins < 2000) CPU_RELAX();
-        else sched_yield(); /* a worker was descheduled: let it run */
+    fn(arg, 0, nth);
+    /* parts no worker has started yet: run them here rather than wait for their thread */
+    for (int i = 0; i < nth - 1; i++) {
+        if (!claim_part(&p->workers[i], g)) continue;
+        fn(arg, i + 1, nth);
+        atomic_fetch_add_explicit(&p->parts_done, 1, memory_order_relaxed);
     }
+    int spins = 0;
+    while (atomic_load_explicit(&p->parts_done, memory_order_acquire) < nth - 1) {
+        if (++spins < 2000) CPU_RELAX();
+        else sched_yield(); /* a worker that started its part was descheduled */
+    }
+}
+
+void *sw__k_pool_scratch(struct sw_k_pool *p, size_t n_bytes)
+{
+    if (n_bytes <= p->scratch_len) return p->scratch;
+    size_t want = n_bytes + n_bytes / 4 + 64;
+    void *b = NULL;
+    if (posix_memalign(&b, 64, want)) return NULL;
+    free(p->scratch);
+    p->scratch = b;
+    p->scratch_len = want;
+    return b;
 }
 
 void sw_k_split(int64_t n, int64_t align, int ith, int nth, int64_t *begin, int64_t *end)
@@ -173,16 +210,4 @@ void sw_k_split(int64_t n, int64_t align, int ith, int nth, int64_t *begin, int6
     e *= align;
     *begin = b < n ? b : n;
     *end = e < n ? e : n;
-}
-
-void *sw__k_pool_scratch(struct sw_k_pool *p, size_t n_bytes)
-{
-    if (n_bytes <= p->scratch_len) return p->scratch;
-    size_t want = n_bytes + n_bytes / 4 + 64;
-    void *b = NULL;
-    if (posix_memalign(&b, 64, want)) return NULL;
-    free(p->scratch);
-    p->scratch = b;
-    p->scratch_len = want;
-    return b;
 }

@@ -403,8 +403,43 @@ static void probe_task(void *arg, int ith, int nth)
     else atomic_fetch_add(&p->hits[ith], 1);
 }
 
+struct dyn_probe {
+    _Atomic int next;
+    _Atomic int hits[1000];
+};
+
+static void dyn_task(void *arg, int ith, int nth)
+{
+    struct dyn_probe *p = arg;
+    (void)ith;
+    (void)nth;
+    for (int i; (i = atomic_fetch_add(&p->next, 1)) < 1000;) atomic_fetch_add(&p->hits[i], 1);
+}
+
 static void test_thread_pool(void)
 {
+    /* shared-counter tasks: every unit done exactly once, whichever thread runs which part */
+    for (int nth = 1; nth <= 4; nth++) {
+        struct sw_k_pool *pool = NULL;
+        CHECK_EQ_INT(sw_k_pool_new(nth, &pool), 0);
+        static struct dyn_probe dp;
+        int bad = 0;
+        for (int r = 0; r < 300; r++) {
+            memset(&dp, 0, sizeof(dp));
+            sw_k_pool_run(pool, dyn_task, &dp);
+            for (int i = 0; i < 1000; i++) bad += atomic_load(&dp.hits[i]) != 1;
+            if (r % 100 == 0) { /* mix in static dispatches */
+                struct pool_probe pr;
+                memset(&pr, 0, sizeof(pr));
+                pr.want_nth = nth;
+                sw_k_pool_run(pool, probe_task, &pr);
+                for (int i = 0; i < nth; i++) bad += atomic_load(&pr.hits[i]) != 1;
+            }
+        }
+        CHECK_MSG(bad == 0, "shared-counter dispatch with %d threads: %d units wrong", nth, bad);
+        sw_k_pool_free(pool);
+    }
+
     for (int nth = 1; nth <= 4; nth++) {
         struct sw_k_pool *pool = NULL;
         CHECK_EQ_INT(sw_k_pool_new(nth, &pool), 0);
