@@ -267,6 +267,55 @@ def case_magnet():
         check("waiting for the model's metadata" in mag.proc.output(), "it said it waited for the metadata")
 
 
+def case_diagnose():
+    """`diagnose` explains a blocked swarm (exit 1, reason, exact fix, local file states) and
+    says READY (exit 0) once the fix is applied."""
+    S.node_supported()
+    with harness.Procs() as procs:
+        m = stories(procs)
+        sw = S.Swarm(procs, m)
+        sw.start("seeder", seed_all=True)
+        for k in range(N - 1):
+            sw.start("n%d" % k, shard=k, cache_shards=[k])
+        idle = sw.start("idle", shard=N - 1, extra=["--no-auto-fetch"])
+        sw.wait_api()
+        # a corrupt copy of shard 0 and a partial shard 1 in the idle node's folder
+        shards = os.path.join(idle.cache, "shards")
+        import shutil
+        shutil.copyfile(m.shard_path(0), os.path.join(shards, "shard-0.gguf"))
+        with open(os.path.join(shards, "shard-0.gguf"), "r+b") as f:
+            f.seek(1000)
+            f.write(b"\0garbage\0")
+        with open(m.shard_path(1), "rb") as f:
+            data = f.read()
+        with open(os.path.join(shards, "shard-1.gguf.part"), "wb") as f:
+            f.write(data[: len(data) // 3])
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            st = idle.status() or {}
+            if st.get("discovered") == N and st.get("peers", 0) >= N:
+                break
+            time.sleep(0.1)
+        args = [harness.BIN, "diagnose", "--model", m.torrent, "--cache", idle.cache, "--api", str(idle.api),
+                "--bootstrap", "127.0.0.1:%d" % sw.boot, "--owner-key", m.owner_key]
+        r = harness.run(args)
+        out = r.stdout
+        check(r.returncode == 1, "diagnose exits 1 while not ready (rc %d)\n%s%s" % (r.returncode, out, r.stderr))
+        check(re.search(r"shard 0\s+corrupt\s+\S+shard-0\.gguf", out), "corrupt file reported:\n" + out)
+        check(re.search(r"shard 1\s+partial", out), "partial file reported:\n" + out)
+        check(re.search(r"shard 3\s+missing\s+\S+shard-3\.gguf", out), "missing file with its path:\n" + out)
+        check("answered a DHT ping" in out, "DHT reachability:\n" + out)
+        check("shard %d: no node has it loaded" % (N - 1) in out, "blocking reason:\n" + out)
+        fix = re.search(r"fix: (shardswarm load-shard .*)", out)
+        check(fix, "an exact load-shard fix:\n" + out)
+        # apply the fix exactly as printed
+        r2 = harness.run([harness.BIN] + fix.group(1).split()[1:])
+        check(r2.returncode == 0, "the printed fix works: %s %s" % (r2.stdout, r2.stderr))
+        sw.wait_all_ready(timeout=30)
+        r = harness.run(args)
+        check(r.returncode == 0 and "READY" in r.stdout, "diagnose exits 0 when ready:\n" + r.stdout)
+
+
 def case_netloss():
     """A node that stops answering (SIGSTOP: its connections stay open, nothing flows) is
     declared departed by keep-alive timeout within seconds; when it comes back (SIGCONT) it
