@@ -535,6 +535,17 @@ static uint32_t ascii_other_case(uint32_t c)
     return c;
 }
 
+/* Simple case folding (CaseFolding.txt, status C and S) as far as it reaches ASCII
+ * letters, which is all the (?i:...) parts of the pre-tokenizer patterns contain:
+ * U+017F LATIN SMALL LETTER LONG S folds to 's' and U+212A KELVIN SIGN to 'k'. */
+static uint32_t fold_ascii(uint32_t c)
+{
+    if (c >= 'A' && c <= 'Z') return c + 32;
+    if (c == 0x017F) return 's';
+    if (c == 0x212A) return 'k';
+    return c;
+}
+
 static int class_has(const struct sw__re *re, const struct cls *c, uint32_t cp)
 {
     int in = 0;
@@ -545,8 +556,8 @@ static int class_has(const struct sw__re *re, const struct cls *c, uint32_t cp)
         case CI_RANGE:
             in = (cp >= it->lo && cp <= it->hi);
             if (!in && c->icase) {
-                uint32_t o = ascii_other_case(cp);
-                in = o != cp && o >= it->lo && o <= it->hi;
+                uint32_t f = fold_ascii(cp), o = ascii_other_case(f);
+                in = (f >= it->lo && f <= it->hi) || (o >= it->lo && o <= it->hi);
             }
             break;
         case CI_CAT:
@@ -616,8 +627,7 @@ static int run(const struct sw__re *re, const uint32_t *cps, size_t a, size_t b,
             int ok;
             switch (in->op) {
             case OP_CHAR:
-                ok = pos < b && (cps[pos] == in->x ||
-                                 (in->flag && ascii_other_case(cps[pos]) == in->x));
+                ok = pos < b && (cps[pos] == in->x || (in->flag && fold_ascii(cps[pos]) == fold_ascii(in->x)));
                 if (!ok) goto fail;
                 pc++;
                 pos++;
