@@ -18,6 +18,7 @@ static const char *usage_text =
     "  run --listen PORT [--bootstrap H:P ...] [--state FILE] [--announce HASH:PORT ...]\n"
     "                       run a long-lived DHT node (Ctrl-C stops it)\n"
     "  ping HOST:PORT       send a KRPC ping\n"
+    "  find-node ID         look up the nodes closest to ID (40 hex digits)\n"
     "  get-peers HASH       find peers of an info-hash (40 hex digits)\n"
     "  announce HASH PORT   announce that we serve HASH on TCP PORT (0: implied port)\n"
     "  put --key FILE [--salt S] [--seq N] VALUE   store a signed mutable item (BEP 44)\n"
@@ -179,6 +180,15 @@ static void on_event(void *ud, const struct sw_dht_event *ev)
             printf("peer %s%s\n", sw_dht_addr_str(&ev->addr, as, sizeof as), ev->is_self ? " (self)" : "");
         fflush(stdout);
         break;
+    case SW_DHT_EV_NODE:
+        if (ev->lookup_id != c->lookup) break;
+        hex(ev->id, 20, h);
+        if (o->json)
+            printf("{\"event\":\"node\",\"id\":\"%s\",\"addr\":\"%s\"}\n", h, sw_dht_addr_str(&ev->addr, as, sizeof as));
+        else
+            printf("node %s %s\n", h, sw_dht_addr_str(&ev->addr, as, sizeof as));
+        fflush(stdout);
+        break;
     case SW_DHT_EV_ITEM:
         if (ev->lookup_id != c->lookup) break;
         c->found_item = 1;
@@ -252,6 +262,7 @@ static int start_operation(struct ctx *c)
     const uint8_t *salt = (const uint8_t *)o->salt;
     size_t salt_len = o->salt ? strlen(o->salt) : 0;
     if (!strcmp(o->sub, "get-peers")) return sw_dht_get_peers(d, c->target, now, &c->lookup);
+    if (!strcmp(o->sub, "find-node")) return sw_dht_find_node(d, c->target, now, &c->lookup);
     if (!strcmp(o->sub, "announce")) {
         uint32_t port = (uint32_t)o->seq;
         return sw_dht_announce(d, c->target, (uint16_t)port, 0, now, &c->lookup);
@@ -311,6 +322,8 @@ static int run_node(struct opts *o, struct ctx *c)
     cfg.bind_host = o->bind;
     cfg.port = (uint16_t)o->port;
     cfg.state_path = o->state;
+    /* Short-lived tools join read-only (BEP 43) so they never linger in others' tables. */
+    cfg.dht.read_only = strcmp(o->sub, "run") != 0;
     uv_loop_init(&c->loop);
     int err = 0;
     c->u = sw_dht_uv_new(&c->loop, &cfg, &err);
@@ -367,7 +380,7 @@ static int parse(int argc, char **argv, struct opts *o)
     o->seq = -1;
     if (argc < 2) return sw_cli_usage_error("dht", "missing subcommand (run, ping, get-peers, announce, put, get, keygen)");
     o->sub = argv[1];
-    static const char *subs[] = { "run", "ping", "get-peers", "announce", "put", "get", "keygen" };
+    static const char *subs[] = { "run", "ping", "find-node", "get-peers", "announce", "put", "get", "keygen" };
     int known = 0;
     for (size_t i = 0; i < SW_ARRAY_LEN(subs); i++) known |= !strcmp(o->sub, subs[i]);
     if (!known) return sw_cli_usage_error("dht", "unknown subcommand '%s'", o->sub);
@@ -489,7 +502,7 @@ int sw_cmd_dht(int argc, char **argv)
         }
     } else {
         if (o.n_boot == 0) { rc = sw_cli_usage_error("dht", "%s needs --bootstrap HOST:PORT", o.sub); goto out; }
-        if (!strcmp(o.sub, "get-peers") || !strcmp(o.sub, "announce")) {
+        if (!strcmp(o.sub, "get-peers") || !strcmp(o.sub, "announce") || !strcmp(o.sub, "find-node")) {
             if ((rc = need_pos(&o, !strcmp(o.sub, "announce") ? 2 : 1, !strcmp(o.sub, "announce") ? "needs HASH PORT" : "needs HASH")))
                 goto out;
             if (strlen(o.pos[0]) != 40 || sw_hex_decode(o.pos[0], c->target, 20)) {
