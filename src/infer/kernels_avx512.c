@@ -10,9 +10,7 @@
 
 #define AI static inline __attribute__((always_inline))
 /* rows of the float register tile: 6 rows x 4 tokens = 24 accumulators of the 32 zmm */
-#ifndef SW_K_TILE_R
 #define SW_K_TILE_R 6
-#endif
 
 AI float h2f(sw_f16 h)
 {
@@ -34,65 +32,81 @@ AI __m512 load16_bf16(const sw_bf16 *p, __mmask16 m)
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
 }
 
-/* out[t*ldo + r] = <w row r, x_t> for r < NR, t < NT; each w vector is decoded once and
- * each x vector loaded once per 16 columns. ws: row stride in elements. */
-#define FLOAT_TILE(NAME, WT, LOADW)                                                                 \
-    AI void NAME##_tile_nt(int64_t n, const WT *w, size_t ws, const int NR, const struct sw_k_act *a, \
-                           const int NT, float *out, size_t ldo)                                     \
+/* The 6-row x 4-token register tile, written with named accumulators (24 + 4 x + 1 w of the
+ * 32 zmm): gcc keeps arrays of vectors this large in memory and stores them every
+ * iteration. Fewer than 4 tokens reuse token 0's pointer and drop the extra sums (only
+ * the last group of a prompt is short). out[t*ldo + r] for r < 6, t < nt. */
+#define TILE_DECL(r) __m512 a##r##0 = _mm512_setzero_ps(), a##r##1 = a##r##0, a##r##2 = a##r##0, a##r##3 = a##r##0;
+#define TILE_STEP(r, LOADW, m)                                                                      \
     {                                                                                               \
-        __m512 acc[SW_K_TILE_R][SW_K_TILE_T];                                                                 \
+        __m512 wv = LOADW(w + (r) * ws + i, m);                                                     \
+        a##r##0 = _mm512_fmadd_ps(wv, x0, a##r##0);                                                \
+        a##r##1 = _mm512_fmadd_ps(wv, x1, a##r##1);                                                \
+        a##r##2 = _mm512_fmadd_ps(wv, x2, a##r##2);                                                \
+        a##r##3 = _mm512_fmadd_ps(wv, x3, a##r##3);                                                \
+    }
+#define TILE_ALL(LOADW, m)                                                                          \
+    {                                                                                               \
+        __m512 x0 = _mm512_maskz_loadu_ps(m, xp0 + i), x1 = _mm512_maskz_loadu_ps(m, xp1 + i);      \
+        __m512 x2 = _mm512_maskz_loadu_ps(m, xp2 + i), x3 = _mm512_maskz_loadu_ps(m, xp3 + i);      \
+        TILE_STEP(0, LOADW, m) TILE_STEP(1, LOADW, m) TILE_STEP(2, LOADW, m)                        \
+        TILE_STEP(3, LOADW, m) TILE_STEP(4, LOADW, m) TILE_STEP(5, LOADW, m)                        \
+    }
+#define TILE_OUT(r)                                                                                 \
+    {                                                                                               \
+        float s_[4] = {_mm512_reduce_add_ps(a##r##0), _mm512_reduce_add_ps(a##r##1),               \
+                       _mm512_reduce_add_ps(a##r##2), _mm512_reduce_add_ps(a##r##3)};              \
+        for (int t = 0; t < nt; t++) out[t * ldo + (r)] = s_[t];                                    \
+    }
+
+/* out[t] = <w, x_t> for one row and NT tokens (row kernel and vec_dot). */
+#define FLOAT_TILE(NAME, WT, LOADW)                                                                 \
+    AI void NAME##_row_nt(int64_t n, const WT *w, const struct sw_k_act *a, const int NT, float *out) \
+    {                                                                                               \
+        __m512 acc[SW_K_TILE_T];                                                                    \
         const float *x[SW_K_TILE_T];                                                               \
         for (int t = 0; t < NT; t++) {                                                             \
             x[t] = a[t].q;                                                                         \
-            for (int r = 0; r < NR; r++) acc[r][t] = _mm512_setzero_ps();                          \
+            acc[t] = _mm512_setzero_ps();                                                          \
         }                                                                                          \
-        int64_t i = 0;                                                                             \
-        for (; i + 16 <= n; i += 16) {                                                             \
-            __m512 xv[SW_K_TILE_T];                                                                \
-            for (int t = 0; t < NT; t++) xv[t] = _mm512_loadu_ps(x[t] + i);                        \
-            for (int r = 0; r < NR; r++) {                                                         \
-                __m512 wv = LOADW(w + r * ws + i, 0xFFFF);                                         \
-                for (int t = 0; t < NT; t++) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);    \
-            }                                                                                      \
+        for (int64_t i = 0; i < n; i += 16) {                                                      \
+            __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);       \
+            __m512 wv = LOADW(w + i, m);                                                           \
+            for (int t = 0; t < NT; t++) acc[t] = _mm512_fmadd_ps(wv, load16_f32(x[t] + i, m), acc[t]); \
         }                                                                                          \
-        if (i < n) {                                                                               \
-            __mmask16 m = (__mmask16)((1u << (n - i)) - 1);                                        \
-            __m512 xv[SW_K_TILE_T];                                                                \
-            for (int t = 0; t < NT; t++) xv[t] = load16_f32(x[t] + i, m);                          \
-            for (int r = 0; r < NR; r++) {                                                         \
-                __m512 wv = LOADW(w + r * ws + i, m);                                              \
-                for (int t = 0; t < NT; t++) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);    \
-            }                                                                                      \
-        }                                                                                          \
-        for (int t = 0; t < NT; t++)                                                               \
-            for (int r = 0; r < NR; r++) out[t * ldo + r] = _mm512_reduce_add_ps(acc[r][t]);       \
+        for (int t = 0; t < NT; t++) out[t] = _mm512_reduce_add_ps(acc[t]);                        \
     }                                                                                              \
-    static void tile_##NAME(int64_t n, const void *w, size_t w_stride, int nr, const struct sw_k_act *a, int nt, \
+    static void tile_##NAME(int64_t n, const void *wv_, size_t w_stride, int nr, const struct sw_k_act *a, int nt, \
                             float *out, size_t ldo)                                                \
     {                                                                                              \
-        (void)nr; /* always SW_K_TILE_R (tile_rows) */                                                       \
-        size_t ws = w_stride / sizeof(WT);                                                         \
-        switch (nt) {                                                                              \
-        case 1: NAME##_tile_nt(n, w, ws, SW_K_TILE_R, a, 1, out, ldo); break;                                \
-        case 2: NAME##_tile_nt(n, w, ws, SW_K_TILE_R, a, 2, out, ldo); break;                                \
-        case 3: NAME##_tile_nt(n, w, ws, SW_K_TILE_R, a, 3, out, ldo); break;                                \
-        default: NAME##_tile_nt(n, w, ws, SW_K_TILE_R, a, 4, out, ldo); break;                               \
+        (void)nr; /* always SW_K_TILE_R (tile_rows) */                                             \
+        const WT *w = wv_;                                                                         \
+        const size_t ws = w_stride / sizeof(WT);                                                   \
+        const float *xp0 = a[0].q, *xp1 = nt > 1 ? a[1].q : xp0, *xp2 = nt > 2 ? a[2].q : xp0,      \
+                    *xp3 = nt > 3 ? a[3].q : xp0;                                                  \
+        TILE_DECL(0) TILE_DECL(1) TILE_DECL(2) TILE_DECL(3) TILE_DECL(4) TILE_DECL(5)              \
+        int64_t i = 0;                                                                             \
+        for (; i + 16 <= n; i += 16) TILE_ALL(LOADW, (__mmask16)0xFFFF)                            \
+        if (i < n) {                                                                               \
+            __mmask16 m = (__mmask16)((1u << (n - i)) - 1);                                        \
+            TILE_ALL(LOADW, m)                                                                     \
         }                                                                                          \
+        TILE_OUT(0) TILE_OUT(1) TILE_OUT(2) TILE_OUT(3) TILE_OUT(4) TILE_OUT(5)                    \
     }                                                                                              \
     static void rowdot_##NAME(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out) \
     {                                                                                              \
         switch (nt) {                                                                              \
-        case 1: NAME##_tile_nt(n, w, 0, 1, a, 1, out, 1); break;                                   \
-        case 2: NAME##_tile_nt(n, w, 0, 1, a, 2, out, 1); break;                                   \
-        case 3: NAME##_tile_nt(n, w, 0, 1, a, 3, out, 1); break;                                   \
-        default: NAME##_tile_nt(n, w, 0, 1, a, 4, out, 1); break;                                  \
+        case 1: NAME##_row_nt(n, w, a, 1, out); break;                                             \
+        case 2: NAME##_row_nt(n, w, a, 2, out); break;                                             \
+        case 3: NAME##_row_nt(n, w, a, 3, out); break;                                             \
+        default: NAME##_row_nt(n, w, a, 4, out); break;                                            \
         }                                                                                          \
     }                                                                                              \
     static float vec_dot_##NAME(int64_t n, const void *w, const void *act)                        \
     {                                                                                              \
         struct sw_k_act a = {act, NULL};                                                           \
         float out;                                                                                 \
-        NAME##_tile_nt(n, w, 0, 1, &a, 1, &out, 1);                                                \
+        NAME##_row_nt(n, w, &a, 1, &out);                                                          \
         return out;                                                                                \
     }
 
