@@ -381,6 +381,8 @@ struct sw_bt_progress {
     double upload_bps;
     uint64_t eta_s;            /* UINT64_MAX when unknown */
     uint32_t n_peers;          /* connected peers holding a piece of this file */
+    uint64_t uploaded;         /* torrent totals of payload bytes this session (for */
+    uint64_t downloaded;       /* tracker announces: BEP 3 uploaded/downloaded) */
 };
 
 struct sw_bt_event {

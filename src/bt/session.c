@@ -135,7 +135,7 @@ struct sw_bt_torrent {
     /* stats */
     uint64_t *file_verified;   /* bytes verified per file */
     uint64_t *file_hist;       /* RATE_WIN snapshots per file of file_verified */
-    uint64_t up_total, up_prev;
+    uint64_t up_total, up_prev, down_total;
     double up_rate;
     int complete_reported;
     int jobs;                  /* worker jobs in flight */
@@ -752,14 +752,16 @@ static void piece_verified(struct sw_bt_torrent *t, uint32_t piece)
         struct failed_piece *f = &t->failed[k];
         if (f->piece != piece) continue;
         uint32_t psz = sw_bt_piece_size(&t->mi, piece);
-        uint8_t *good = malloc(psz);
-        if (good && sw_bt_storage_read(t->st, piece, 0, psz, good)) {
+        uint8_t *scratch = malloc(psz);
+        /* read returns the map itself when it can (zero copy), else fills scratch */
+        const uint8_t *good = scratch ? sw_bt_storage_read(t->st, piece, 0, psz, scratch) : NULL;
+        if (good) {
             for (uint32_t b = 0; b < f->n_blocks; b++) {
                 uint32_t off = b * SW_BT_BLOCK, len = SW_MIN(SW_BT_BLOCK, psz - off);
                 if (f->sender[b] && memcmp(good + off, f->buf + off, len)) ban_peer_uid(t, f->sender[b], piece);
             }
         }
-        free(good);
+        free(scratch);
         free(f->buf);
         free(f->sender);
         t->failed[k] = t->failed[--t->n_failed];
@@ -1219,6 +1221,7 @@ static void on_piece_data(struct sw_bt_peer *p, const struct sw_bt_wire_ev *ev)
 {
     struct sw_bt_torrent *t = p->t;
     p->down_bytes += ev->frag_len;
+    t->down_total += ev->frag_len;
     p->last_data_ms = sw_time_ms();
     if (!t->has_meta || ev->index >= t->mi.n_pieces || t->hashing[ev->index] || sw_bt_picker_have(t->pk, ev->index)) {
         if (ev->last) remove_out(p, ev->index, ev->block_begin);
@@ -1417,6 +1420,8 @@ static void file_progress(struct sw_bt_torrent *t, uint32_t f, struct sw_bt_prog
     uint32_t span = (uint32_t)SW_MIN(t->s->ticks, (uint64_t)RATE_WIN);
     pr->rate_bps = span ? (double)(t->file_verified[f] - oldest) / span : 0;
     pr->upload_bps = t->up_rate;
+    pr->uploaded = t->up_total;
+    pr->downloaded = t->down_total;
     pr->eta_s = pr->rate_bps > 0 ? (uint64_t)((double)(bf->length - done) / pr->rate_bps) : (done == bf->length ? 0 : UINT64_MAX);
     for (struct sw_bt_peer *p = t->s->peers; p; p = p->next) {
         if (p->t != t || p->state != P_ACTIVE) continue;
@@ -1866,6 +1871,8 @@ int sw_bt_torrent_progress(const struct sw_bt_torrent *t, int32_t file, struct s
         out->n_peers = SW_MAX(out->n_peers, pr.n_peers);
     }
     out->upload_bps = t->up_rate;
+    out->uploaded = t->up_total;
+    out->downloaded = t->down_total;
     out->percent = out->bytes_total ? 100.0 * (double)out->bytes_done / (double)out->bytes_total : 100.0;
     out->eta_s = out->rate_bps > 0 ? (uint64_t)((double)(out->bytes_total - out->bytes_done) / out->rate_bps)
                                    : (out->bytes_done == out->bytes_total ? 0 : UINT64_MAX);
@@ -2163,6 +2170,7 @@ void sw_bt_webseed_done(struct sw_bt_torrent *t, const char *url, uint32_t piece
     struct assembly *a = assembly_get(t, piece);
     if (!a) return;
     memcpy(a->buf, data, len);
+    t->down_total += len;
     uint32_t nb = sw_bt_picker_blocks_in_piece(t->pk, piece);
     for (uint32_t b = 0; b < nb; b++) {
         sw_bt_picker_received(t->pk, piece, b * SW_BT_BLOCK);

@@ -210,7 +210,7 @@ static void on_dht_event(void *ud, const struct sw_dht_event *ev)
     struct run *r = ud;
     if (r->stopping) return;
     if (ev->type == SW_DHT_EV_READY) {
-        sw_log(SW_LOG_INFO, "BT", "DHT ready; looking up peers");
+        sw_log(SW_LOG_INFO, "BT", "DHT ready; %s", r->c->seed ? "announcing" : "announcing and looking up peers");
         dht_lookup(r);
     } else if (ev->type == SW_DHT_EV_PEER && !ev->is_self) {
         struct sockaddr_storage ss;

@@ -346,14 +346,28 @@ def lt_args(mode, torrent, out_dir, port, peers=(), bind="127.0.0.1", extra=()):
     return a + list(extra)
 
 
+class _ProbeArgs(list):
+    """An argument list whose positional tail stays last when flags are appended."""
+
+    def __init__(self, head, tail):
+        super().__init__(head + tail)
+        self.tail = tail
+
+    def __add__(self, more):
+        return list(self[:len(self) - len(self.tail)]) + list(more) + list(self.tail)
+
+
 # VIA = "cli": the shardswarm binary (seed / fetch); "session": bench_bt_netprobe session,
 # i.e. the BitTorrent core's session (bt.h) plus bt-net's glue without the CLI on top.
 VIA = "cli"
 
 
 def sw_seed_args(torrent, shard_dir, port):
+    """Flags go before TORRENT for the probe; callers may append "--peer H:P" (both accept it
+    anywhere for the CLI; the probe's parser takes flags first, so we put them first)."""
     if VIA == "session":
-        return [netprobe(), "session", "--seed", "--bind", "0.0.0.0", "--listen", str(port), torrent, shard_dir]
+        return _ProbeArgs([netprobe(), "session", "--seed", "--bind", "0.0.0.0", "--listen", str(port)],
+                          [torrent, shard_dir])
     return [shardswarm(), "seed", torrent, "--dir", shard_dir, "--listen", str(port)]
 
 
@@ -363,7 +377,7 @@ def sw_fetch_args(torrent, out_dir, peers=(), extra=()):
         for p in peers:
             a[2:2] = ["--peer", p]
         return a
-    a = [shardswarm(), "fetch", torrent, "--all", "--out", out_dir]
+    a = [shardswarm(), "fetch", torrent, "--all", "--out", out_dir, "--timeout", "170"]
     for p in peers:
         a += ["--peer", p]
     return a + list(extra)

@@ -7,7 +7,8 @@ folder (synthetic shards + model.json, BEP 47 padded, v1 only):
 
 CLIENT: aria2 (aria2c finds the seeder through a mini tracker: it cannot be given a peer),
 libtorrent (dials / is dialed directly), transmission (Transmission 3.00 never dials
-127.0.0.0/8 peers, so only direction 2 unless `shardswarm seed` can dial it with --peer).
+127.0.0.0/8 peers: shardswarm dials it, `seed --peer` in direction 1), qbittorrent (told the
+peer through its Web API).
 With "session" the shardswarm side is bench_bt_netprobe session (the core's sw_bt_session
 plus bt-net's glue, no CLI), which isolates the engine from the commands.
 Each client gets its own 127.0.0.x. Every result is checked by SHA-256; every process is
@@ -172,8 +173,40 @@ def run_transmission(c, procs):
         time.sleep(0.5)
     else:
         fail("transmission did not verify its seed: %r" % tt)
-    # 2. only: Transmission seeds on 127.0.0.4, shardswarm dials it (it would never dial us).
+    # 2. Transmission seeds on 127.0.0.4, shardswarm dials it (it would never dial us).
     fetch_from(c, procs, "127.0.0.4:%d" % peer, "transmission")
+    t.stop()
+
+    # 1. shardswarm seeds and dials a leeching Transmission (127.0.0.8): `seed --peer`.
+    cfg2 = os.path.join(c.work, "tr-config2")
+    os.makedirs(cfg2)
+    rpc2, peer2 = harness.free_port(), harness.free_port()
+    out = os.path.join(c.work, "tr-out")
+    settings.update({"bind-address-ipv4": "127.0.0.8", "peer-port": peer2, "rpc-port": rpc2, "download-dir": out})
+    with open(os.path.join(cfg2, "settings.json"), "w") as f:
+        json.dump(settings, f)
+    t2 = procs.start("transmission-leech", [td, "-f", "-g", cfg2, "--log-error"])
+    hb.wait_port(rpc2, timeout=30, proc=t2)
+    hb.wait_port(peer2, host="127.0.0.8", timeout=30, proc=t2)
+    session2 = [""]
+    r = rpc_transmission(rpc2, "torrent-add", {"metainfo": meta, "download-dir": out}, session2)
+    check_eq(r.get("result"), "success", "transmission torrent-add (leecher): %r" % r)
+    sp = harness.free_port()
+    s = procs.start("sw-seed", hb.sw_seed_args(c.torrent, c.split, sp) + ["--peer", "127.0.0.8:%d" % peer2])
+    deadline = time.time() + TIMEOUT
+    tt = None
+    while time.time() < deadline:
+        st = rpc_transmission(rpc2, "torrent-get", {"fields": ["percentDone", "status"]}, session2)
+        tt = st["arguments"]["torrents"][0]
+        if tt["percentDone"] >= 1.0:
+            break
+        if not s.alive():
+            fail("shardswarm seed exited:\n" + s.output()[-3000:])
+        time.sleep(0.5)
+    else:
+        fail("Transmission did not complete from shardswarm in %ds: %r\nshardswarm log:\n%s"
+             % (TIMEOUT, tt, s.output()[-3000:]))
+    hb.check_outputs(out, c.name, c.names, c.want, "shardswarm -> transmission")
 
 
 # ------------------------------------------------------------------ qBittorrent

@@ -4,7 +4,8 @@
 3. a leecher killed (SIGKILL) mid-download restarts and resumes (no final name before);
 4. a peer sending corrupt data is banned and the file is still correct;
 5. magnet-only fetch (metadata over BEP 9);
-6. bad input: unsafe paths refused by `torrent show`, usage errors exit 2."""
+6. bad input: unsafe paths refused by `torrent show`, usage errors exit 2;
+7. peers found through the DHT (`dht run` node, seeder and leecher with --bootstrap)."""
 import hashlib
 import os
 import re
@@ -80,6 +81,23 @@ def test():
         h.check("metadata received" in r.stderr, "metadata came over BEP 9")
         same_files(split, mdir, ["shard-0.gguf", "shard-1.gguf"])
         seed.stop()
+
+        # ---- 7. peers found on the DHT (src/dht): a DHT node, a seeder announcing, a
+        # leecher with only --bootstrap
+        dport = h.free_port(__import__("socket").SOCK_DGRAM)
+        dht = procs.start("dht", [h.BIN, "dht", "run", "--listen", str(dport), "--bind", "127.0.0.1"])
+        time.sleep(0.3)
+        if dht.alive():
+            boot = "127.0.0.1:%d" % dport
+            dseed = procs.start("seed-dht", [h.BIN, "seed", tor, "--dir", split, "--host", "127.0.0.1",
+                                             "--bootstrap", boot])
+            dseed.wait_for(r"DHT ready", timeout=20)
+            ddir = os.path.join(work, "dht")
+            r = h.run([h.BIN, "fetch", tor, "--out", ddir, "--bootstrap", boot, "--timeout", "60"], timeout=90)
+            h.check_eq(r.returncode, 0, "fetch through the DHT exit status\n" + r.stderr[-2000:])
+            same_files(split, ddir, ["shard-0.gguf", "shard-1.gguf"])
+            dseed.stop()
+            dht.stop()
 
         # ---- 2. 64 MiB synthetic split, seeder + 2 concurrent leechers
         big = os.path.join(work, "big")
