@@ -34,6 +34,13 @@ static int on_shard(const struct sw_view_node *n)
     return n->live && !n->cap.seed_all && n->cap.shard >= 0;
 }
 
+/* Actually getting or serving its shard: a node waiting for a command (--no-auto-fetch) or
+ * one that failed to load does not make its shard "served". */
+static int working(const struct sw_view_node *n)
+{
+    return on_shard(n) && n->cap.phase >= SW_PHASE_FETCHING && n->cap.phase <= SW_PHASE_LOADED;
+}
+
 int sw_plan_pick(const struct sw_view *v, const struct sw_plan_input *in)
 {
     if (!v) return SW_EINVAL;
@@ -47,7 +54,7 @@ int sw_plan_pick(const struct sw_view *v, const struct sw_plan_input *in)
         uint32_t loaded = 0, claims = 0;
         for (size_t i = 0; i < sw_view_count(v); i++) {
             const struct sw_view_node *n = sw_view_at(v, i);
-            if (n->self || !on_shard(n) || (uint32_t)n->cap.shard != s) continue;
+            if (n->self || !working(n) || (uint32_t)n->cap.shard != s) continue;
             if (n->cap.phase == SW_PHASE_LOADED) loaded++;
             else claims++;
         }
@@ -95,7 +102,7 @@ int sw_plan_review(const struct sw_view *v, const struct sw_plan_input *in)
         const struct sw_view_node *n = sw_view_at(v, i);
         if (!on_shard(n)) continue;
         uint32_t s = (uint32_t)n->cap.shard;
-        served[s] = 1;
+        if (working(n)) served[s] = 1;
         const struct sw_view_node *k = keeper[s];
         if (!k) { keeper[s] = n; continue; }
         int np = !n->cap.movable, kp = !k->cap.movable; /* pinned nodes keep their shard */

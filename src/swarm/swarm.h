@@ -201,7 +201,8 @@ struct sw_plan_input {
  * or SW_ENOTFOUND when none fits. */
 int sw_plan_pick(const struct sw_view *v, const struct sw_plan_input *in);
 /* Re-planning for an auto node holding or fetching a shard. When some shard has no live node
- * at all working on it (unserved) and this node is a spare — another node keeps its shard
+ * working on it (fetching, verifying, loading or loaded: a node waiting for LOAD_SHARD or
+ * one that failed does not count) — unserved — and this node is a spare — another node keeps its shard
  * (the keeper: a pinned node first, then a loaded one, then lowest sw_plan_hash) — movable
  * spares are matched to unserved shards in a deterministic order every node computes alike
  * (claimers before loaded spares). Returns the shard to move to, or -1 to stay. */

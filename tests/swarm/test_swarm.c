@@ -569,6 +569,20 @@ static void test_planner_replace(void)
     feed(vq, &n1, 6);
     CHECK_EQ_INT(sw_plan_review(vq, NULL), -1);
     sw_view_free(vq);
+    /* a node that failed to load (or waits for a command) does not serve its shard */
+    struct tnode f2;
+    tnode_init(&f2, 2, SW_PHASE_FAILED);
+    f2.cap.movable = 0;
+    struct sw_view *vf = mkview(&self, 3);
+    feed(vf, &other0, 7);
+    feed(vf, &n1, 7);
+    feed(vf, &f2, 7);
+    CHECK_EQ_INT(sw_plan_review(vf, NULL), 2);
+    f2.cap.phase = SW_PHASE_FETCHING;
+    feed(vf, &f2, 8);
+    CHECK_EQ_INT(sw_plan_review(vf, NULL), -1);
+    sw_view_free(vf);
+    sw_buf_free(&f2.wire);
     sw_buf_free(&self.wire); sw_buf_free(&other0.wire); sw_buf_free(&n1.wire); sw_buf_free(&n2.wire);
 }
 
