@@ -351,7 +351,10 @@ static int run_node(struct opts *o, struct ctx *c)
         for (int i = 0; i < o->n_announce; i++) {
             const char *s = o->announce[i];
             uint8_t ih[20];
-            sw_hex_decode(s, ih, 20); /* validated in parse */
+            char hx[41];
+            memcpy(hx, s, 40);
+            hx[40] = 0;
+            sw_hex_decode(hx, ih, 20); /* validated in parse */
             uint16_t port = (uint16_t)strtoul(s + 41, NULL, 10);
             sw_dht_announce(d, ih, port, 1, uv_now(&c->loop), NULL);
         }
@@ -435,7 +438,12 @@ static int parse(int argc, char **argv, struct opts *o)
             NEED_VAL();
             uint8_t ih[20];
             uint32_t port;
-            if (strlen(val) < 42 || val[40] != ':' || sw_hex_decode(val, ih, 20))
+            char hx[41];
+            if (strlen(val) >= 42) {
+                memcpy(hx, val, 40);
+                hx[40] = 0;
+            }
+            if (strlen(val) < 42 || val[40] != ':' || sw_hex_decode(hx, ih, 20))
                 return sw_cli_usage_error("dht", "--announce expects HASH:PORT (40 hex digits), got '%s'", val);
             int rc = sw_cli_parse_u32("dht", "--announce", val + 41, 0, 65535, &port);
             if (rc) return rc;
