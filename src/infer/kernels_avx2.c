@@ -4,7 +4,9 @@
  * them to it. Integer dot products use maddubs (u8 x s8 -> s16 pairs) then madd -> s32:
  * weights that are unsigned codes (Q4_0 nibbles, K-quant codes) go in the u8 operand,
  * their offsets are taken back with the activation block sums.
- * Not for: AVX-512 (kernels_avx512.c). */
+ * kernels_avx512.c includes this file with SW_K_X86_BODY_ONLY to compile the same kernels
+ * with AVX-512VL available (32 vector registers: no spills in the 4-token K-quant loops).
+ * Not for: AVX-512-only code (kernels_avx512.c). */
 #include <immintrin.h>
 
 #include "infer/kernels_impl.h"
@@ -521,16 +523,6 @@ ROWDOT_DISPATCH(q4_K, struct sw_block_q4_K)
 ROWDOT_DISPATCH(q5_K, struct sw_block_q5_K)
 ROWDOT_DISPATCH(q6_K, struct sw_block_q6_K)
 
-/* For the AVX-512 family, which takes these when activation sums are absent. */
-void sw__k_rowdot_q4_0_avx2(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out)
-{
-    rowdot_q4_0(n, w, a, nt, out);
-}
-
-void sw__k_rowdot_q8_0_avx2(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out)
-{
-    rowdot_q8_0(n, w, a, nt, out);
-}
 
 /* ------------------------------------------------------------ vector helpers */
 
@@ -590,7 +582,7 @@ static void set_tile(struct sw_k_type_impl *tab, int n_tab, int type, sw_k_tile_
     tab[type].tile_rows = rows;
 }
 
-void sw__k_fill_avx2(struct sw_k_type_impl *tab, int n_tab)
+static void fill_x86(struct sw_k_type_impl *tab, int n_tab)
 {
     set_type(tab, n_tab, SW_TYPE_F32, NULL, NULL, vec_dot_f32, rowdot_f32, 0);
     set_type(tab, n_tab, SW_TYPE_F16, dequant_f16_avx2, NULL, vec_dot_f16, rowdot_f16, 0);
@@ -609,7 +601,7 @@ void sw__k_fill_avx2(struct sw_k_type_impl *tab, int n_tab)
     set_type(tab, n_tab, SW_TYPE_Q5_1, NULL, quant_q8_0_avx2, NULL, NULL, 0);
 }
 
-void sw__k_vec_ops_avx2(struct sw_k_vec_ops *ops)
+static void vec_ops_x86(struct sw_k_vec_ops *ops)
 {
     ops->dot_f32 = dot_f32_avx2;
     ops->dot_f16_f32 = dot_f16_f32_avx2;
@@ -621,3 +613,15 @@ void sw__k_vec_ops_avx2(struct sw_k_vec_ops *ops)
     ops->bf16_to_f32_row = bf16_to_f32_row_avx2;
     ops->quant_q8_0_sums = quant_q8_0_sums_avx2;
 }
+
+#ifndef SW_K_X86_BODY_ONLY
+void sw__k_fill_avx2(struct sw_k_type_impl *tab, int n_tab)
+{
+    fill_x86(tab, n_tab);
+}
+
+void sw__k_vec_ops_avx2(struct sw_k_vec_ops *ops)
+{
+    vec_ops_x86(ops);
+}
+#endif

@@ -8,14 +8,14 @@
 
 #include "infer/kernels_impl.h"
 
-#define AI static inline __attribute__((always_inline))
+/* The AVX2 kernels, compiled again here where the EVEX encoding gives them 32 registers. */
+#define SW_K_X86_BODY_ONLY
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#include "kernels_avx2.c"
+#pragma GCC diagnostic pop
 /* rows of the float register tile: 6 rows x 4 tokens = 24 accumulators of the 32 zmm */
 #define SW_K_TILE_R 6
-
-AI float h2f(sw_f16 h)
-{
-    return _cvtsh_ss(h);
-}
 
 /* ------------------------------------------------------------ float weights */
 
@@ -61,7 +61,7 @@ AI __m512 load16_bf16(const sw_bf16 *p, __mmask16 m)
 
 /* out[t] = <w, x_t> for one row and NT tokens (row kernel and vec_dot). */
 #define FLOAT_TILE(NAME, WT, LOADW)                                                                 \
-    AI void NAME##_row_nt(int64_t n, const WT *w, const struct sw_k_act *a, const int NT, float *out) \
+    AI void z##NAME##_row_nt(int64_t n, const WT *w, const struct sw_k_act *a, const int NT, float *out) \
     {                                                                                               \
         __m512 acc[SW_K_TILE_T];                                                                    \
         const float *x[SW_K_TILE_T];                                                               \
@@ -76,7 +76,7 @@ AI __m512 load16_bf16(const sw_bf16 *p, __mmask16 m)
         }                                                                                          \
         for (int t = 0; t < NT; t++) out[t] = _mm512_reduce_add_ps(acc[t]);                        \
     }                                                                                              \
-    static void tile_##NAME(int64_t n, const void *wv_, size_t w_stride, int nr, const struct sw_k_act *a, int nt, \
+    static void ztile_##NAME(int64_t n, const void *wv_, size_t w_stride, int nr, const struct sw_k_act *a, int nt, \
                             float *out, size_t ldo)                                                \
     {                                                                                              \
         (void)nr; /* always SW_K_TILE_R (tile_rows) */                                             \
@@ -93,20 +93,20 @@ AI __m512 load16_bf16(const sw_bf16 *p, __mmask16 m)
         }                                                                                          \
         TILE_OUT(0) TILE_OUT(1) TILE_OUT(2) TILE_OUT(3) TILE_OUT(4) TILE_OUT(5)                    \
     }                                                                                              \
-    static void rowdot_##NAME(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out) \
+    static void zrowdot_##NAME(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out) \
     {                                                                                              \
         switch (nt) {                                                                              \
-        case 1: NAME##_row_nt(n, w, a, 1, out); break;                                             \
-        case 2: NAME##_row_nt(n, w, a, 2, out); break;                                             \
-        case 3: NAME##_row_nt(n, w, a, 3, out); break;                                             \
-        default: NAME##_row_nt(n, w, a, 4, out); break;                                            \
+        case 1: z##NAME##_row_nt(n, w, a, 1, out); break;                                             \
+        case 2: z##NAME##_row_nt(n, w, a, 2, out); break;                                             \
+        case 3: z##NAME##_row_nt(n, w, a, 3, out); break;                                             \
+        default: z##NAME##_row_nt(n, w, a, 4, out); break;                                            \
         }                                                                                          \
     }                                                                                              \
-    static float vec_dot_##NAME(int64_t n, const void *w, const void *act)                        \
+    static float zvec_dot_##NAME(int64_t n, const void *w, const void *act)                        \
     {                                                                                              \
         struct sw_k_act a = {act, NULL};                                                           \
         float out;                                                                                 \
-        NAME##_row_nt(n, w, &a, 1, &out);                                                          \
+        z##NAME##_row_nt(n, w, &a, 1, &out);                                                          \
         return out;                                                                                \
     }
 
@@ -119,13 +119,6 @@ FLOAT_TILE(bf16, sw_bf16, load16_bf16)
  * <q, a> = vpdpbusd(u, a) - OFF * sum(a); the activation sums come with the matmul's
  * {d, d*sum} pairs. Two blocks per 512-bit register. */
 
-AI __m256i nibbles32(const uint8_t *p)
-{
-    __m128i x = _mm_loadu_si128((const __m128i *)p);
-    __m128i m = _mm_set1_epi8(0x0F);
-    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(x, 4), m), _mm_and_si128(x, m));
-}
-
 AI __m256i unsigned_q4_0(const struct sw_block_q4_0 *b)
 {
     return nibbles32(b->qs);
@@ -136,7 +129,7 @@ AI __m256i unsigned_q8_0(const struct sw_block_q8_0 *b)
 }
 
 #define VNNI_ROWDOT(NAME, BT, UNSIGNED, OFF)                                                          \
-    AI void NAME##_nt(int64_t n, const BT *w, const struct sw_k_act *a, const int NT, float *out)     \
+    AI void z##NAME##_nt(int64_t n, const BT *w, const struct sw_k_act *a, const int NT, float *out)     \
     {                                                                                                 \
         __m512 acc[SW_K_TILE_T];                                                                      \
         __m128 corr[SW_K_TILE_T];                                                                     \
@@ -183,22 +176,22 @@ AI __m256i unsigned_q8_0(const struct sw_block_q8_0 *b)
             out[t] = s;                                                                               \
         }                                                                                             \
     }                                                                                                 \
-    static void rowdot_##NAME(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out)  \
+    static void zrowdot_##NAME(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out) \
     {                                                                                                 \
         if (!a[0].sums) { /* only the matmul path has sums; keep the AVX2 kernel otherwise */        \
             NAME##_fallback(n, w, a, nt, out);                                                        \
             return;                                                                                   \
         }                                                                                             \
         switch (nt) {                                                                                 \
-        case 1: NAME##_nt(n, w, a, 1, out); break;                                                    \
-        case 2: NAME##_nt(n, w, a, 2, out); break;                                                    \
-        case 3: NAME##_nt(n, w, a, 3, out); break;                                                    \
-        default: NAME##_nt(n, w, a, 4, out); break;                                                   \
+        case 1: z##NAME##_nt(n, w, a, 1, out); break;                                                    \
+        case 2: z##NAME##_nt(n, w, a, 2, out); break;                                                    \
+        case 3: z##NAME##_nt(n, w, a, 3, out); break;                                                    \
+        default: z##NAME##_nt(n, w, a, 4, out); break;                                                   \
         }                                                                                             \
     }
 
-#define q4_0_fallback sw__k_rowdot_q4_0_avx2
-#define q8_0_fallback sw__k_rowdot_q8_0_avx2
+#define q4_0_fallback rowdot_q4_0 /* the AVX2 kernel, compiled above */
+#define q8_0_fallback rowdot_q8_0
 
 VNNI_ROWDOT(q4_0, struct sw_block_q4_0, unsigned_q4_0, 8)
 VNNI_ROWDOT(q8_0, struct sw_block_q8_0, unsigned_q8_0, 128)
@@ -207,12 +200,12 @@ VNNI_ROWDOT(q8_0, struct sw_block_q8_0, unsigned_q8_0, 128)
 
 static float dot_f32_avx512(int64_t n, const float *x, const float *y)
 {
-    return vec_dot_f32(n, x, y);
+    return zvec_dot_f32(n, x, y);
 }
 
 static float dot_f16_f32_avx512(int64_t n, const sw_f16 *x, const float *y)
 {
-    return vec_dot_f16(n, x, y);
+    return zvec_dot_f16(n, x, y);
 }
 
 /* ------------------------------------------------------------ tables */
@@ -220,14 +213,15 @@ static float dot_f16_f32_avx512(int64_t n, const sw_f16 *x, const float *y)
 void sw__k_fill_avx512(struct sw_k_type_impl *tab, int n_tab)
 {
     if (SW_TYPE_BF16 >= n_tab) return;
+    fill_x86(tab, n_tab); /* this file's copies of the AVX2 kernels */
     struct {
         int type;
         sw_k_vec_dot_fn dot;
         sw_k_rowdot_fn row;
         sw_k_tile_fn tile;
-    } f[] = {{SW_TYPE_F32, vec_dot_f32, rowdot_f32, tile_f32},
-             {SW_TYPE_F16, vec_dot_f16, rowdot_f16, tile_f16},
-             {SW_TYPE_BF16, vec_dot_bf16, rowdot_bf16, tile_bf16}};
+    } f[] = {{SW_TYPE_F32, zvec_dot_f32, zrowdot_f32, ztile_f32},
+             {SW_TYPE_F16, zvec_dot_f16, zrowdot_f16, ztile_f16},
+             {SW_TYPE_BF16, zvec_dot_bf16, zrowdot_bf16, ztile_bf16}};
     for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
         tab[f[i].type].pub.vec_dot = f[i].dot;
         tab[f[i].type].rowdot = f[i].row;
@@ -235,12 +229,13 @@ void sw__k_fill_avx512(struct sw_k_type_impl *tab, int n_tab)
         tab[f[i].type].tile_rows = SW_K_TILE_R;
     }
     /* vec_dot (no activation sums) stays AVX2 for Q4_0/Q8_0; the matmul row kernels use VNNI */
-    tab[SW_TYPE_Q4_0].rowdot = rowdot_q4_0;
-    tab[SW_TYPE_Q8_0].rowdot = rowdot_q8_0;
+    tab[SW_TYPE_Q4_0].rowdot = zrowdot_q4_0;
+    tab[SW_TYPE_Q8_0].rowdot = zrowdot_q8_0;
 }
 
 void sw__k_vec_ops_avx512(struct sw_k_vec_ops *ops)
 {
+    vec_ops_x86(ops);
     ops->dot_f32 = dot_f32_avx512;
     ops->dot_f16_f32 = dot_f16_f32_avx512;
 }

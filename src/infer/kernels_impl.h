@@ -48,8 +48,6 @@ void *sw__k_pool_scratch(struct sw_k_pool *p, size_t n_bytes);
 void sw__k_fill_ref(struct sw_k_type_impl *tab, int n_tab);
 void sw__k_fill_avx2(struct sw_k_type_impl *tab, int n_tab);   /* kernels_avx2.c */
 void sw__k_fill_avx512(struct sw_k_type_impl *tab, int n_tab); /* kernels_avx512.c */
-void sw__k_rowdot_q4_0_avx2(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out);
-void sw__k_rowdot_q8_0_avx2(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out);
 
 struct sw_k_vec_ops {
     float (*dot_f32)(int64_t n, const float *x, const float *y);
