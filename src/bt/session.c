@@ -140,6 +140,7 @@ struct sw_bt_torrent {
     int complete_reported;
     int jobs;                  /* worker jobs in flight */
     int closing;
+    int in_ws_pump;
     int errored;
     uint8_t *file_error;       /* per file: stopped after a disk error */
 };
@@ -560,8 +561,34 @@ static void fill_requests(struct sw_bt_peer *p)
     }
 }
 
+/* Web seeds (BEP 19): keep whole pieces in flight per URL through the registered fetcher. */
+static void webseed_pump(struct sw_bt_torrent *t)
+{
+    struct sw_bt_session *s = t->s;
+    if (!s->has_ws || t->opts.seed_only || !t->has_meta || t->closing || t->in_ws_pump) return;
+    t->in_ws_pump = 1; /* a fetcher may complete synchronously: no recursion */
+    for (uint32_t w = 0; w < t->n_ws; w++) {
+        struct webseed *ws = &t->ws[w];
+        uint32_t maxf = s->wso.max_in_flight ? s->wso.max_in_flight : 4;
+        while (ws->failures < 3 && ws->in_flight < maxf && sw_bt_picker_left(t->pk)) {
+            struct sw_bt_block blk[1024];
+            uint32_t nb = sw_bt_picker_pick(t->pk, NULL, NULL, 1, NULL, NULL, blk, 1024);
+            if (!nb) break;
+            ws->in_flight++;
+            if (s->wso.fetch(s->wso.ud, t, ws->url, blk[0].piece) < 0) {
+                ws->in_flight--;
+                ws->failures++;
+                for (uint32_t i = 0; i < nb; i++) sw_bt_picker_abort(t->pk, blk[i].piece, blk[i].begin);
+                break;
+            }
+        }
+    }
+    t->in_ws_pump = 0;
+}
+
 static void update_interest_all(struct sw_bt_torrent *t)
 {
+    webseed_pump(t);
     for (struct sw_bt_peer *p = t->s->peers; p; p = p->next) {
         if (p->t != t || p->state != P_ACTIVE) continue;
         set_interest(p, peer_useful(p));
@@ -823,6 +850,7 @@ static void hash_done(uv_work_t *req, int status)
         free(j->sender);
     }
     free(j);
+    if (!t->closing) webseed_pump(t);
     t->jobs--;
     torrent_maybe_free(t);
 }
@@ -1470,24 +1498,7 @@ static void torrent_tick(struct sw_bt_torrent *t, uint64_t now)
     t->up_prev = t->up_total;
     if (s->ticks % CHOKE_ROUND_S == 0) choke_round(t, s->ticks % OPTIMISTIC_S == 0);
     if (!t->has_meta) return;
-    /* Web seeds: keep whole pieces in flight per URL. */
-    if (s->has_ws && !t->opts.seed_only)
-        for (uint32_t w = 0; w < t->n_ws; w++) {
-            struct webseed *ws = &t->ws[w];
-            uint32_t maxf = s->wso.max_in_flight ? s->wso.max_in_flight : 4;
-            while (ws->failures < 3 && ws->in_flight < maxf && sw_bt_picker_left(t->pk)) {
-                struct sw_bt_block blk[1024];
-                uint32_t nb = sw_bt_picker_pick(t->pk, NULL, NULL, 1, NULL, NULL, blk, 1024);
-                if (!nb) break;
-                ws->in_flight++;
-                if (s->wso.fetch(s->wso.ud, t, ws->url, blk[0].piece) < 0) {
-                    ws->in_flight--;
-                    ws->failures++;
-                    for (uint32_t i = 0; i < nb; i++) sw_bt_picker_abort(t->pk, blk[i].piece, blk[i].begin);
-                    break;
-                }
-            }
-        }
+    webseed_pump(t);
     for (uint32_t f = 0; f < t->mi.n_files; f++) {
         if (!t->want_file[f] || t->mi.files[f].pad) continue;
         struct sw_bt_event ev = { .type = SW_BT_EV_PROGRESS, .torrent = t, .file = (int32_t)f };
