@@ -31,7 +31,8 @@ static const char *usage_text =
     "  --bootstrap H:P      a node to join through (repeatable)\n"
     "  --timeout SECONDS    give up after this long (default 30)\n"
     "  --port PORT          local UDP port (default: any)\n"
-    "  --bind HOST          local address (default 0.0.0.0)\n"
+    "  --bind HOST          local address (default 0.0.0.0, or :: with --ipv6)\n"
+    "  --ipv6               run an IPv6 node (BEP 32); addresses as [::1]:PORT\n"
     "  --json               one JSON object per line instead of text\n"
     "  -v, --verbose        debug logging\n";
 
@@ -42,7 +43,7 @@ struct opts {
     uint32_t timeout_s;
     uint32_t port;
     const char *bind;
-    int json, verbose;
+    int json, verbose, ipv6;
     const char *state;
     const char *key_path;
     const char *salt;
@@ -324,6 +325,7 @@ static int run_node(struct opts *o, struct ctx *c)
     cfg.state_path = o->state;
     /* Short-lived tools join read-only (BEP 43) so they never linger in others' tables. */
     cfg.dht.read_only = strcmp(o->sub, "run") != 0;
+    cfg.dht.family = o->ipv6 ? 6 : 4;
     uv_loop_init(&c->loop);
     int err = 0;
     c->u = sw_dht_uv_new(&c->loop, &cfg, &err);
@@ -451,6 +453,8 @@ static int parse(int argc, char **argv, struct opts *o)
             o->announce[o->n_announce++] = val;
         } else if (!strcmp(a, "--immutable")) {
             o->immutable = 1;
+        } else if (!strcmp(a, "--ipv6")) {
+            o->ipv6 = 1;
         } else if (!strcmp(a, "--json")) {
             o->json = 1;
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {

@@ -177,8 +177,9 @@ struct sw_dht {
     uint64_t last_contact_ms;
     int ready;
     uint64_t next_tick, next_expire, next_deadline;
-    struct sw_dht_addr ext;
-    int has_ext;
+    struct sw_dht_addr ext, ext_cand;
+    int has_ext, ext_votes;
+    uint64_t last_now;
     struct sw_dht_stats st;
 };
 
@@ -1399,8 +1400,20 @@ static void handle_reply(struct sw_dht *d, const struct sw__krpc *m, const struc
     if (ok) {
         rt_heard(d, m->id, from, 1, now);
         if (m->ip && m->ip_len == (d->cfg.family == 6 ? 18u : 6u)) {
-            sw__uncompact_addr(m->ip, m->ip_len, &d->ext); /* BEP 42: how others see us */
-            d->has_ext = 1;
+            /* BEP 42 `ip`: how others see us. The first report is taken; a different
+             * address replaces it only after three replies in a row agree on it. */
+            struct sw_dht_addr seen;
+            sw__uncompact_addr(m->ip, m->ip_len, &seen);
+            if (!d->has_ext) {
+                d->ext = seen;
+                d->has_ext = 1;
+            } else if (!sw_dht_addr_eq(&seen, &d->ext)) {
+                if (sw_dht_addr_eq(&seen, &d->ext_cand)) d->ext_votes++;
+                else { d->ext_cand = seen; d->ext_votes = 1; }
+                if (d->ext_votes >= 3) { d->ext = seen; d->ext_votes = 0; }
+            } else {
+                d->ext_votes = 0;
+            }
         }
     }
     struct sw_dht_event ev;
@@ -1479,6 +1492,7 @@ static void handle_reply(struct sw_dht *d, const struct sw__krpc *m, const struc
 void sw_dht_input(struct sw_dht *d, const uint8_t *buf, size_t len, const struct sw_dht_addr *from,
                   uint64_t now)
 {
+    d->last_now = now;
     d->st.packets_in++;
     d->st.bytes_in += len;
     struct sw__krpc m;
@@ -1619,6 +1633,7 @@ static void maintenance(struct sw_dht *d, uint64_t now)
 
 uint64_t sw_dht_periodic(struct sw_dht *d, uint64_t now)
 {
+    d->last_now = now;
     timeouts(d, now);
     for (int i = 0; i < MAX_LOOKUPS; i++)
         if (d->lk[i]) lookup_step(d, d->lk[i], now);
@@ -1681,6 +1696,7 @@ struct sw_dht *sw_dht_new(const struct sw_dht_config *cfg, uint64_t now)
     d->next_tick = now + TICK_MS;
     d->next_expire = now + 60000u;
     d->next_deadline = d->next_tick;
+    d->last_now = now;
     if (sodium_init() < 0) sw_log(SW_LOG_WARN, "DHT", "libsodium could not initialise");
     return d;
 }
@@ -1905,8 +1921,7 @@ int sw_dht_put_mutable(struct sw_dht *d, const struct sw_dht_key *key, const uin
 void sw_dht_get_stats(const struct sw_dht *d, struct sw_dht_stats *out)
 {
     *out = d->st;
-    uint64_t now = d->next_tick > TICK_MS ? d->next_tick - TICK_MS : 0;
-    out->nodes = rt_count(d, &out->good_nodes, now);
+    out->nodes = rt_count(d, &out->good_nodes, d->last_now);
     out->buckets = (uint32_t)d->nb;
     out->stored_hashes = d->n_hashes;
     out->stored_peers = 0;

@@ -242,6 +242,8 @@ struct sw_dht_uv *sw_dht_uv_new(struct uv_loop_s *loop, const struct sw_dht_uv_c
  * are flushed automatically before the loop next polls. */
 struct sw_dht *sw_dht_uv_dht(struct sw_dht_uv *u);
 uint16_t sw_dht_uv_port(const struct sw_dht_uv *u);
+/* The clock the glue feeds the state machine (uv_now of the loop): pass it as now_ms. */
+uint64_t sw_dht_uv_now(const struct sw_dht_uv *u);
 /* Resolves "host:port" entries (asynchronously) and contacts each. Returns the count queued. */
 int sw_dht_uv_bootstrap(struct sw_dht_uv *u, const char *const *hostports, size_t n);
 /* Saves the state file (when configured), stops and closes the handles; memory is freed

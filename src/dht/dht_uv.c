@@ -227,6 +227,7 @@ struct sw_dht_uv *sw_dht_uv_new(uv_loop_t *loop, const struct sw_dht_uv_config *
 
 struct sw_dht *sw_dht_uv_dht(struct sw_dht_uv *u) { return u->d; }
 uint16_t sw_dht_uv_port(const struct sw_dht_uv *u) { return u->port; }
+uint64_t sw_dht_uv_now(const struct sw_dht_uv *u) { return uv_now(u->loop); }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {

@@ -650,6 +650,67 @@ static void test_network(void)
     net_free(net);
 }
 
+/* BEP 32: an IPv6 table answers with nodes6 (38 bytes each) and 18-byte peer values. */
+static void test_ipv6(void)
+{
+    struct sw_dht *d[3];
+    struct sw_dht_addr a[3];
+    uint32_t peers = 0;
+    for (int i = 0; i < 3; i++) {
+        struct sw_dht_config cfg = { 0 };
+        cfg.rng_seed = 70 + (uint64_t)i;
+        cfg.family = 6;
+        d[i] = sw_dht_new(&cfg, 1000);
+        char s[64];
+        snprintf(s, sizeof s, "[fd00::%d]:6881", i + 1);
+        CHECK_EQ_INT(sw_dht_addr_parse(s, &a[i]), 0);
+        CHECK_EQ_INT(a[i].family, 6);
+    }
+    char txt[64];
+    CHECK_EQ_STR(sw_dht_addr_str(&a[1], txt, sizeof txt), "[fd00::2]:6881");
+    /* an IPv4 contact is refused by an IPv6 table */
+    struct sw_dht_addr v4;
+    mkaddr(&v4, 1, 1);
+    CHECK_EQ_INT(sw_dht_add_contact(d[0], &v4, 1000), SW_EINVAL);
+    sw_dht_add_contact(d[1], &a[0], 1000);
+    sw_dht_add_contact(d[2], &a[0], 1000);
+    uint8_t buf[SW_DHT_MAX_PACKET];
+    int saw_nodes6 = 0;
+    uint64_t now = 1000;
+    uint8_t ih[20];
+    memset(ih, 0x66, 20);
+    for (int round = 0; round < 400; round++, now += 10) {
+        if (round == 100) sw_dht_announce(d[1], ih, 4242, 0, now, NULL);
+        if (round == 200) {
+            struct sw_dht_stats st;
+            sw_dht_get_stats(d[2], &st);
+            CHECK_MSG(st.nodes >= 2, "v6 node 2 knows %u", st.nodes);
+        }
+        for (int i = 0; i < 3; i++) {
+            struct sw_dht_addr to;
+            size_t n;
+            while ((n = sw_dht_pop_packet(d[i], &to, buf, sizeof buf)) > 0) {
+                struct sw__krpc m;
+                struct sw_bdoc doc;
+                if (sw__krpc_parse(buf, n, &m, &doc) == 0) {
+                    if (m.y == 'r' && m.nodes6) saw_nodes6 = 1;
+                    CHECK(m.nodes == NULL);
+                    sw_bdoc_free(&doc);
+                }
+                for (int j = 0; j < 3; j++)
+                    if (sw_dht_addr_eq(&to, &a[j])) sw_dht_input(d[j], buf, n, &a[i], now);
+            }
+            if (sw_dht_next_deadline(d[i]) <= now) sw_dht_periodic(d[i], now);
+        }
+    }
+    CHECK(saw_nodes6);
+    struct sw_dht_stats st;
+    sw_dht_get_stats(d[0], &st);
+    CHECK_EQ_INT(st.stored_peers, 1);
+    (void)peers;
+    for (int i = 0; i < 3; i++) sw_dht_free(d[i]);
+}
+
 int main(void)
 {
     sw_log_set(NULL, NULL, SW_LOG_ERROR);
@@ -662,6 +723,7 @@ int main(void)
     SW_RUN(test_bucket_split);
     SW_RUN(test_bep44_vectors);
     SW_RUN(test_bep44_store_rules);
+    SW_RUN(test_ipv6);
     SW_RUN(test_network);
     return SW_TEST_DONE();
 }

@@ -109,6 +109,24 @@ def test():
         old_id = re.search(r"id ([0-9a-f]{40})", b.output()).group(1)
         h.check(re.search(r"id %s" % old_id, b2.output()), "restart kept the node id")
 
+    # BEP 32: the same over IPv6 loopback, when the host has it
+    try:
+        import socket
+        s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s6.bind(("::1", 0))
+        p6 = s6.getsockname()[1]
+        s6.close()
+    except OSError:
+        p6 = None
+        print("note: no IPv6 loopback; BEP 32 part skipped", file=sys.stderr)
+    if p6:
+        with h.Procs() as procs:
+            v6 = procs.start("V6", [h.BIN, "dht", "run", "--ipv6", "--listen", p6, "--bind", "::1"])
+            v6.wait_for(r"listening udp %d" % p6, timeout=10)
+            boot6 = ["--ipv6", "--bootstrap", "[::1]:%d" % p6, "--timeout", "20"]
+            expect(dht("announce", ih, 6543, *boot6), 0, "announce over IPv6", r"stored [1-9]")
+            expect(dht("get-peers", ih, *boot6), 0, "get-peers over IPv6", r"^peer \[::1\]:6543$")
+
     # nothing answers: a bounded failure that says why
     r = expect(dht("get-peers", ih, "--bootstrap", "127.0.0.1:%d" % h.free_port(), "--timeout", "3"), 1,
                "unreachable bootstrap", r"never joined")
