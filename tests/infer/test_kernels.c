@@ -589,9 +589,29 @@ static void test_get_rows(void)
     free(w);
 }
 
-int main(void)
+/* The matmul (tiles, chunking, activation quantizers) runs on the process-wide family;
+ * run those tests again in a child for every other family this CPU has (SW_KERNELS). */
+static void test_matmul_other_families(const char *self)
+{
+    for (int f = 0; f < SW_K_IMPL_COUNT_; f++) {
+        if (f == (int)sw_k_impl_active() || !sw_k_impl_available((enum sw_k_impl)f)) continue;
+        char cmd[4096];
+        snprintf(cmd, sizeof cmd, "SW_KERNELS=%s '%s' --matmul-only", sw_k_impl_name((enum sw_k_impl)f), self);
+        int rc = system(cmd);
+        CHECK_MSG(rc == 0, "matmul tests with SW_KERNELS=%s failed (status %d)", sw_k_impl_name((enum sw_k_impl)f), rc);
+    }
+}
+
+int main(int argc, char **argv)
 {
     fprintf(stderr, "kernels: active family %s\n", sw_k_impl_name(sw_k_impl_active()));
+    if (argc > 1 && !strcmp(argv[1], "--matmul-only")) {
+        SW_RUN(test_matmul);
+        SW_RUN(test_matmul_multi);
+        SW_RUN(test_get_rows);
+        SW_RUN(test_vector_helpers);
+        return SW_TEST_DONE();
+    }
     SW_RUN(test_f16_conversion);
     SW_RUN(test_layouts_match_gguf_table);
     SW_RUN(test_quantize_roundtrip);
@@ -603,5 +623,6 @@ int main(void)
     SW_RUN(test_matmul);
     SW_RUN(test_matmul_multi);
     SW_RUN(test_get_rows);
+    if (argc > 0 && !getenv("SW_KERNELS")) test_matmul_other_families(argv[0]);
     return SW_TEST_DONE();
 }
