@@ -110,9 +110,12 @@ int sw_chat_format(enum sw_chat_tmpl t, const struct sw_chat_msg *msgs, size_t n
         if (add_gen) sw_buf_printf(b, "<|im_start|>assistant\n");
         break;
     case SW_CHAT_LLAMA3:
-        for (size_t i = 0; i < n; i++)
-            sw_buf_printf(b, "<|start_header_id|>%s<|end_header_id|>\n\n%s<|eot_id|>", msgs[i].role,
-                          msgs[i].content);
+        /* Meta's template trims each message */
+        for (size_t i = 0; i < n; i++) {
+            sw_buf_printf(b, "<|start_header_id|>%s<|end_header_id|>\n\n", msgs[i].role);
+            put_trimmed(b, msgs[i].content);
+            sw_buf_printf(b, "<|eot_id|>");
+        }
         if (add_gen) sw_buf_printf(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
         break;
     case SW_CHAT_PHI3:
@@ -134,12 +137,16 @@ int sw_chat_format(enum sw_chat_tmpl t, const struct sw_chat_msg *msgs, size_t n
                 in_turn = 1;
                 first = 0;
             }
+            /* Meta's template strips user and assistant texts */
             if (is_role(m, "system")) {
                 sw_buf_printf(b, "<<SYS>>\n%s\n<</SYS>>\n\n", m->content);
             } else if (is_role(m, "user")) {
-                sw_buf_printf(b, "%s [/INST]", m->content);
+                put_trimmed(b, m->content);
+                sw_buf_printf(b, " [/INST]");
             } else {
-                sw_buf_printf(b, " %s </s>", m->content);
+                sw_buf_printf(b, " ");
+                put_trimmed(b, m->content);
+                sw_buf_printf(b, " </s>");
                 in_turn = 0;
             }
         }

@@ -57,6 +57,14 @@ static void test_multi_turn(void)
     b.len = 0;
     CHECK_EQ_INT(sw_chat_format(SW_CHAT_GEMMA, m, 2, 0, &b), 0);
     CHECK_EQ_STR(sw_buf_cstr(&b), "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n");
+    /* Llama 2/3 and Gemma trim message texts, ChatML keeps them */
+    const struct sw_chat_msg pad = { "user", "  Hi\n" };
+    b.len = 0;
+    CHECK_EQ_INT(sw_chat_format(SW_CHAT_LLAMA3, &pad, 1, 0, &b), 0);
+    CHECK_EQ_STR(sw_buf_cstr(&b), "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>");
+    b.len = 0;
+    CHECK_EQ_INT(sw_chat_format(SW_CHAT_CHATML, &pad, 1, 0, &b), 0);
+    CHECK_EQ_STR(sw_buf_cstr(&b), "<|im_start|>user\n  Hi\n<|im_end|>\n");
     const struct sw_chat_msg bad = { NULL, "x" };
     CHECK_EQ_INT(sw_chat_format(SW_CHAT_CHATML, &bad, 1, 0, &b), SW_EINVAL);
     sw_buf_free(&b);
