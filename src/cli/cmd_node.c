@@ -25,8 +25,10 @@ static void usage(FILE *f)
             "  --cache DIR             node key, shards/ folder, resume and DHT state\n"
             "  --shard N|auto          the shard to hold (auto: the planner picks; default auto)\n"
             "  --bootstrap HOST:PORT   a node to join through (repeatable); its listen port\n"
-            "  --listen PORT           BitTorrent TCP and DHT UDP port (default: any free)\n"
-            "  --api PORT              serve /health and /swarm/status on 127.0.0.1:PORT\n"
+            "  --listen PORT           BitTorrent TCP and DHT UDP port (default 0: any free port,\n"
+            "                          printed in the 'listening on port' line)\n"
+            "  --api PORT              serve /health and /swarm/status on 127.0.0.1:PORT (0: any\n"
+            "                          free port, printed in the [API] line)\n"
             "  --api-host ADDR         address for the API (default 127.0.0.1)\n"
             "  --no-auto-fetch         do not download a missing shard; wait for LOAD_SHARD\n"
             "  --seed-all              hold and seed every shard (a seeder / bootstrap node)\n"
@@ -131,7 +133,7 @@ int sw_cmd_node(int argc, char **argv)
     const char *boot[MAX_BOOTSTRAP];
     size_t n_boot = 0;
     const char *log_format = "human";
-    int verbose = 0, rc;
+    int verbose = 0, rc, want_api = 0;
     uint32_t u;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -161,8 +163,9 @@ int sw_cmd_node(int argc, char **argv)
             cfg.listen_port = (uint16_t)u;
         } else if (!strcmp(a, "--api")) {
             NEED_VAL();
-            if ((rc = sw_cli_parse_u32(cmd, "--api", argv[i], 1, 65535, &u))) return rc;
+            if ((rc = sw_cli_parse_u32(cmd, "--api", argv[i], 0, 65535, &u))) return rc;
             cfg.api_port = (uint16_t)u;
+            want_api = 1;
         } else if (!strcmp(a, "--api-host")) { NEED_VAL(); cfg.api_host = argv[i]; }
         else if (!strcmp(a, "--no-auto-fetch")) cfg.no_auto_fetch = 1;
         else if (!strcmp(a, "--seed-all")) cfg.seed_all = 1;
@@ -206,7 +209,7 @@ int sw_cmd_node(int argc, char **argv)
         uv_loop_close(&loop);
         return ex;
     }
-    if (cfg.api_port) {
+    if (want_api) {
         struct sw_api_config ac = { cfg.api_host, cfg.api_port, 0 };
         if (sw_api_new(&ac, &c.api) || sw_api_route(c.api, "GET", "/swarm/status", status_handler, &c) ||
             sw_api_route(c.api, "POST", "/swarm/load-shard", load_handler, &c) ||
@@ -221,6 +224,7 @@ int sw_cmd_node(int argc, char **argv)
         }
         sw_log(SW_LOG_INFO, "API", "http://%s:%u/swarm/status", cfg.api_host ? cfg.api_host : "127.0.0.1",
                sw_api_port(c.api));
+        if (sw_api_port(c.api) != cfg.api_port) sw_node_set_api_addr(c.node, cfg.api_host, sw_api_port(c.api));
     }
     uv_signal_init(&loop, &c.sig_int);
     uv_signal_init(&loop, &c.sig_term);

@@ -34,6 +34,7 @@ void sw_node_set_pipe_handler(struct sw_node *n, sw_node_pipe_fn fn, void *ud) {
 void sw_node_set_change_handler(struct sw_node *n, sw_node_change_fn fn, void *ud) { (void)n; (void)fn; (void)ud; }
 void sw_node_set_peer_handler(struct sw_node *n, sw_node_peer_fn fn, void *ud) { (void)n; (void)fn; (void)ud; }
 void sw_node_set_queue(struct sw_node *n, uint32_t queue) { (void)n; (void)queue; }
+void sw_node_set_api_addr(struct sw_node *n, const char *host, uint16_t port) { (void)n; (void)host; (void)port; }
 int sw_node_submit_load(struct sw_node *n, const uint8_t *wire, size_t len, char *reason, size_t reason_len)
 { (void)n; (void)wire; (void)len; (void)reason; (void)reason_len; return SW_EUNSUPPORTED; }
 char *sw_node_status_json(struct sw_node *n) { (void)n; return NULL; }
@@ -1700,6 +1701,18 @@ void sw_node_set_pipe_handler(struct sw_node *n, sw_node_pipe_fn fn, void *ud)
     if (!n) return;
     n->pipe_fn = fn;
     n->pipe_ud = ud;
+}
+
+void sw_node_set_api_addr(struct sw_node *n, const char *host, uint16_t port)
+{
+    if (!n) return;
+    char *h = xstrdup(host ? host : "127.0.0.1");
+    if (!h) return;
+    free(n->api_host);
+    n->api_host = h;
+    n->cfg.api_port = port;
+    n->cap.api_addr[0] = 0;
+    publish(n, 1);
 }
 
 void sw_node_set_queue(struct sw_node *n, uint32_t queue)

@@ -312,6 +312,9 @@ const uint8_t *sw_node_id(const struct sw_node *n);
  * priority: jump ahead of queued piece data. SW_ENOTFOUND when not connected. */
 int sw_node_send(struct sw_node *n, const uint8_t id[SW_NODE_ID_LEN], const void *payload,
                  size_t len, int priority);
+/* The HTTP API's address for our record (when it was bound after the node started, e.g.
+ * on a port the kernel chose). port 0: none. */
+void sw_node_set_api_addr(struct sw_node *n, const char *host, uint16_t port);
 /* Sessions waiting at this node (the record's `q`, a tie-break for the best node); the
  * record is re-signed and pushed when the value changes. */
 void sw_node_set_queue(struct sw_node *n, uint32_t queue);

@@ -72,7 +72,16 @@ class Node:
     def __init__(self, proc, port, api, cache):
         self.proc, self.port, self.api, self.cache = proc, port, api, cache
 
+    def resolve(self, timeout=30):
+        """Reads the ports the node bound (it was started with --listen 0 --api 0)."""
+        if self.port is None:
+            self.port = int(self.proc.wait_for(r"listening on port (\d+)", timeout=timeout).group(1))
+        if self.api is None:
+            self.api = int(self.proc.wait_for(r"http://127\.0\.0\.1:(\d+)/swarm/status", timeout=timeout).group(1))
+
     def status(self, timeout=2):
+        if self.api is None:
+            self.resolve()
         try:
             with urllib.request.urlopen("http://127.0.0.1:%d/swarm/status" % self.api, timeout=timeout) as r:
                 return json.loads(r.read().decode())
@@ -98,11 +107,12 @@ class Swarm:
         self.nodes = {}
         self.boot = None
 
-    def start(self, name, shard=None, cache_shards=(), seed_all=False, extra=(), bootstrap=True):
-        port, api = harness.free_port(), harness.free_port()
+    def start(self, name, shard=None, cache_shards=(), seed_all=False, extra=(), bootstrap=True, wait=True):
+        # Ports 0: the node binds whatever the kernel gives and prints it (no race with other
+        # tests running at the same time, unlike picking a "free" port first).
         cache = self.model.cache(name, cache_shards if not seed_all else range(self.model.n))
-        args = [harness.BIN, "node", "--model", self.model.torrent, "--cache", cache, "--listen", port,
-                "--api", api, "--status-interval", "1000", "--threads", "1"]
+        args = [harness.BIN, "node", "--model", self.model.torrent, "--cache", cache, "--listen", 0,
+                "--api", 0, "--status-interval", "1000", "--threads", "1"]
         if seed_all:
             args.append("--seed-all")
         elif shard is not None:
@@ -111,10 +121,13 @@ class Swarm:
             args += ["--bootstrap", "127.0.0.1:%d" % self.boot]
         args += list(extra)
         p = self.procs.start(name, args)
-        n = Node(p, port, api, cache)
+        n = Node(p, None, None, cache)
+        if wait:  # else: n.resolve() later (bench: spawn many at once)
+            n.resolve()
         self.nodes[name] = n
         if seed_all and self.boot is None:
-            self.boot = port
+            n.resolve()
+            self.boot = n.port
         return n
 
     def wait_api(self, names=None, timeout=20):
