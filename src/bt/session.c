@@ -474,7 +474,8 @@ static void peer_close(struct sw_bt_peer *p, int reason, const char *why)
     if (p->prev) p->prev->next = p->next;
     else s->peers = p->next;
     if (p->next) p->next->prev = p->prev;
-    p->next = p->prev = NULL;
+    /* p->next stays: a loop over the peers that closed p can still step past it (p is freed
+     * only in the close callback, on a later loop turn). */
     uv_close((uv_handle_t *)&p->tcp, on_closed);
 }
 
@@ -1420,6 +1421,9 @@ static void on_incoming(uv_stream_t *server, int status)
     struct sw_bt_peer *p = peer_new(s, NULL, 0);
     if (!p) return;
     if (uv_accept(server, (uv_stream_t *)&p->tcp)) { peer_close(p, SW_EIO, "accept failed"); return; }
+    uint32_t total = 0;
+    for (struct sw_bt_peer *q = s->peers; q; q = q->next) total++;
+    if (total > 4 * s->o.max_peers * (s->n_tor ? s->n_tor : 1) + 16) { peer_close(p, SW_EBUSY, "too many connections"); return; }
     int len = sizeof p->addr;
     uv_tcp_getpeername(&p->tcp, (struct sockaddr *)&p->addr, &len);
     fmt_addr((struct sockaddr *)&p->addr, p->addr_str, sizeof p->addr_str);
@@ -1513,6 +1517,11 @@ static void on_tick(uv_timer_t *tm)
     struct sw_bt_session *s = tm->data;
     uint64_t now = sw_time_ms();
     s->ticks++;
+    /* Incoming connections that never completed a handshake belong to no torrent yet. */
+    for (struct sw_bt_peer *p = s->peers, *nx; p; p = nx) {
+        nx = p->next;
+        if (!p->t && now - p->connected_ms > 30000) peer_close(p, SW_ETIMEDOUT, "no handshake");
+    }
     for (uint32_t i = 0; i < s->n_tor; i++)
         if (!s->tor[i]->closing) torrent_tick(s->tor[i], now);
 }

@@ -193,7 +193,7 @@ def run_transmission(c, procs):
     check_eq(r.get("result"), "success", "transmission torrent-add (leecher): %r" % r)
     sp = harness.free_port()
     s = procs.start("sw-seed", hb.sw_seed_args(c.torrent, c.split, sp) + ["--peer", "127.0.0.8:%d" % peer2])
-    deadline = time.time() + TIMEOUT
+    deadline = time.time() + int(os.environ.get('TR_T', TIMEOUT))
     tt = None
     while time.time() < deadline:
         st = rpc_transmission(rpc2, "torrent-get", {"fields": ["percentDone", "status"]}, session2)

@@ -5,7 +5,8 @@
 4. a peer sending corrupt data is banned and the file is still correct;
 5. magnet-only fetch (metadata over BEP 9);
 6. bad input: unsafe paths refused by `torrent show`, usage errors exit 2;
-7. peers found through the DHT (`dht run` node, seeder and leecher with --bootstrap)."""
+7. peers found through the DHT (`dht run` node, seeder and leecher with --bootstrap);
+8. a full disk (2 MiB tmpfs, private mount namespace, root only) fails clearly, no final file."""
 import hashlib
 import os
 import re
@@ -152,6 +153,19 @@ def test():
         h.check(bad.served > 0, "the corrupt peer was asked for data")
         same_files(big, cdir, ["shard-0.gguf", "shard-1.gguf"])
         bad.close()
+
+        # ---- 8. disk full: a 2 MiB tmpfs in a private mount namespace (root only)
+        if h.run(["unshare", "-m", "true"]).returncode == 0:
+            fdir = os.path.join(work, "full")
+            os.makedirs(fdir, exist_ok=True)
+            script = ('mount -t tmpfs -o size=2m none "$1" || exit 77; "$2" fetch "$3" --out "$1" --file 1 '
+                      '--peer 127.0.0.1:"$4" --timeout 60; rc=$?; echo "LS:$(ls "$1" | tr "\\n" " ")"; exit $rc')
+            r = h.run(["unshare", "-m", "sh", "-c", script, "sh", fdir, h.BIN, btor, str(port)], timeout=90)
+            if r.returncode != 77:
+                h.check_eq(r.returncode, 1, "fetch into a full disk fails\n" + r.stderr[-1500:])
+                h.check("disk full" in r.stderr, "the error says the disk is full: " + r.stderr[-800:])
+                listing = r.stdout.split("LS:")[-1].split()
+                h.check("shard-1.gguf" not in listing, "no file claims to be complete: %r" % listing)
 
         # ---- 6. bad input
         r = h.run([h.BIN, "fetch", btor, "--peer", "nonsense"])
