@@ -54,6 +54,13 @@ static double time_mm(struct sw_k_pool *pool, uint8_t *const *w, int n_copies, u
     return t[reps / 2];
 }
 
+static void noop_task(void *arg, int ith, int nth)
+{
+    (void)arg;
+    (void)ith;
+    (void)nth;
+}
+
 int main(int argc, char **argv)
 {
     int n_threads = 2, reps = 9;
@@ -90,6 +97,12 @@ int main(int argc, char **argv)
 
     printf("kernels: family %s, %d threads, median of %d, %s time\n", sw_k_impl_name(sw_k_impl_active()), n_threads,
            reps, g_clock == CLOCK_MONOTONIC ? "wall" : "cpu");
+    {
+        const int n_disp = 20000;
+        double t0 = now_s();
+        for (int i = 0; i < n_disp; i++) sw_k_pool_run(pool, noop_task, NULL);
+        printf("pool dispatch (empty task): %.2f us\n", (now_s() - t0) / n_disp * 1e6);
+    }
     printf("%-5s %-10s %9s %9s %10s %12s\n", "type", "rows x cols", "MB", "1 tok GB/s", "1 tok GF/s",
            "GF/s (n_tok)");
     for (int ti = 0; ti < n_types; ti++) {
