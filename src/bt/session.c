@@ -1502,6 +1502,7 @@ static void torrent_tick(struct sw_bt_torrent *t, uint64_t now)
     t->up_prev = t->up_total;
     if (s->ticks % CHOKE_ROUND_S == 0) choke_round(t, s->ticks % OPTIMISTIC_S == 0);
     if (!t->has_meta) return;
+    check_complete(t);
     webseed_pump(t);
     for (uint32_t f = 0; f < t->mi.n_files; f++) {
         if (!t->want_file[f] || t->mi.files[f].pad) continue;
@@ -1818,7 +1819,7 @@ int sw_bt_torrent_want_file(struct sw_bt_torrent *t, uint32_t file, int want)
     if (file >= t->mi.n_files) return SW_ERANGE;
     const struct sw_bt_file *bf = &t->mi.files[file];
     t->want_file[file] = (uint8_t)!!want;
-    if (want) t->complete_reported = 0;
+    if (want && !bf->pad && !sw_bt_storage_file_complete(t->st, file)) t->complete_reported = 0;
     sw_bt_storage_want_file(t->st, file, want);
     if (!bf->pad && bf->length)
         for (uint32_t q = bf->first_piece; q <= bf->last_piece; q++) {
@@ -1837,7 +1838,8 @@ int sw_bt_torrent_want_file(struct sw_bt_torrent *t, uint32_t file, int want)
         start_finalize(t, file);
     }
     update_interest_all(t);
-    if (want) check_complete(t);
+    /* No TORRENT_COMPLETE from here: the caller may be wanting several files in a row
+     * (the next tick reports it; sw_bt_torrent_complete answers at once). */
     return 0;
 }
 
