@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gguf/gguf.h"
 #include "infer/tok.h"
 #include "infer/tok_impl.h"
 #include "test.h"
@@ -443,6 +444,173 @@ static void test_bad_vocab(void)
     sw_tok_free(NULL);
 }
 
+/* ---------------------------------------------------------------- GGUF metadata */
+
+/* A minimal GGUF v3 writer for metadata-only files (no tensors). */
+struct mini {
+    struct sw_buf kv;
+    uint64_t n_kv;
+};
+
+static void put_le(struct sw_buf *b, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++) sw_buf_append_byte(b, (uint8_t)(v >> (8 * i)));
+}
+static void put_str(struct sw_buf *b, const char *s)
+{
+    put_le(b, strlen(s), 8);
+    sw_buf_append(b, s, strlen(s));
+}
+static void kv_str(struct mini *m, const char *k, const char *v)
+{
+    put_str(&m->kv, k);
+    put_le(&m->kv, SW_GGUF_STRING, 4);
+    put_str(&m->kv, v);
+    m->n_kv++;
+}
+static void kv_u32(struct mini *m, const char *k, uint32_t v)
+{
+    put_str(&m->kv, k);
+    put_le(&m->kv, SW_GGUF_U32, 4);
+    put_le(&m->kv, v, 4);
+    m->n_kv++;
+}
+static void kv_strs(struct mini *m, const char *k, const char *const *v, size_t n)
+{
+    put_str(&m->kv, k);
+    put_le(&m->kv, SW_GGUF_ARRAY, 4);
+    put_le(&m->kv, SW_GGUF_STRING, 4);
+    put_le(&m->kv, n, 8);
+    for (size_t i = 0; i < n; i++) put_str(&m->kv, v[i]);
+    m->n_kv++;
+}
+static void kv_f32s(struct mini *m, const char *k, const float *v, size_t n)
+{
+    put_str(&m->kv, k);
+    put_le(&m->kv, SW_GGUF_ARRAY, 4);
+    put_le(&m->kv, SW_GGUF_F32, 4);
+    put_le(&m->kv, n, 8);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], 4);
+        put_le(&m->kv, u, 4);
+    }
+    m->n_kv++;
+}
+static void kv_i32s(struct mini *m, const char *k, const int32_t *v, size_t n)
+{
+    put_str(&m->kv, k);
+    put_le(&m->kv, SW_GGUF_ARRAY, 4);
+    put_le(&m->kv, SW_GGUF_I32, 4);
+    put_le(&m->kv, n, 8);
+    for (size_t i = 0; i < n; i++) put_le(&m->kv, (uint32_t)v[i], 4);
+    m->n_kv++;
+}
+
+/* Builds the file and the tokenizer; returns sw_tok_from_gguf's code (err filled). */
+static int from_mini(struct mini *m, struct sw_tok **t, char *err, size_t err_len)
+{
+    struct sw_buf f = { 0 };
+    sw_buf_append(&f, "GGUF", 4);
+    put_le(&f, 3, 4);
+    put_le(&f, 0, 8);
+    put_le(&f, m->n_kv, 8);
+    sw_buf_append(&f, m->kv.data, m->kv.len);
+    struct sw_gguf *g = NULL;
+    *t = NULL;
+    int rc = sw_gguf_open_mem(f.data, f.len, &g, err, err_len);
+    CHECK_MSG(rc == 0, "mini gguf: %s", err);
+    if (!rc) {
+        rc = sw_tok_from_gguf(g, t, err, err_len);
+        sw_gguf_close(g);
+    }
+    sw_buf_free(&f);
+    sw_buf_free(&m->kv);
+    m->n_kv = 0;
+    return rc;
+}
+
+static void test_gguf_metadata(void)
+{
+    static const char *const toks[] = { "<unk>", "<s>", "</s>", "\xE2\x96\x81" "a", "a" };
+    static const float sc[] = { 0, 0, 0, -1, -2 };
+    static const int32_t ty[] = { 2, 3, 3, 1, 1 };
+    struct mini m = { { 0 }, 0 };
+    struct sw_tok *t = NULL;
+    char err[512];
+
+    /* a good one */
+    kv_str(&m, "tokenizer.ggml.model", "llama");
+    kv_strs(&m, "tokenizer.ggml.tokens", toks, 5);
+    kv_f32s(&m, "tokenizer.ggml.scores", sc, 5);
+    kv_i32s(&m, "tokenizer.ggml.token_type", ty, 5);
+    kv_u32(&m, "tokenizer.ggml.bos_token_id", 1);
+    kv_u32(&m, "tokenizer.ggml.eos_token_id", 99); /* out of range: dropped */
+    kv_str(&m, "tokenizer.chat_template", "{{ '<|im_start|>' }}");
+    CHECK_EQ_INT(from_mini(&m, &t, err, sizeof err), 0);
+    if (t) {
+        CHECK_EQ_INT(sw_tok_n_vocab(t), 5);
+        CHECK_EQ_INT(sw_tok_bos(t), 1);
+        CHECK_EQ_INT(sw_tok_eos(t), -1);
+        CHECK_EQ_INT(sw_tok_unk(t), 0); /* SPM default */
+        CHECK_EQ_STR(sw_tok_chat_template(t), "{{ '<|im_start|>' }}");
+        int32_t want[] = { 1, 3 };
+        CHECK(encode_eq(t, "a", SW_TOK_ADD_BOS, want, 2));
+        sw_tok_free(t);
+    }
+
+    /* no tokenizer at all */
+    kv_u32(&m, "general.alignment", 32);
+    CHECK_EQ_INT(from_mini(&m, &t, err, sizeof err), SW_ENOTFOUND);
+    CHECK(strstr(err, "tokenizer.ggml.model") != NULL);
+
+    /* unsupported model */
+    kv_str(&m, "tokenizer.ggml.model", "rwkv");
+    kv_strs(&m, "tokenizer.ggml.tokens", toks, 5);
+    CHECK_EQ_INT(from_mini(&m, &t, err, sizeof err), SW_EUNSUPPORTED);
+    CHECK(strstr(err, "rwkv") != NULL);
+
+    /* scores of the wrong length */
+    kv_str(&m, "tokenizer.ggml.model", "llama");
+    kv_strs(&m, "tokenizer.ggml.tokens", toks, 5);
+    kv_f32s(&m, "tokenizer.ggml.scores", sc, 4);
+    CHECK_EQ_INT(from_mini(&m, &t, err, sizeof err), SW_ECORRUPT);
+    CHECK(strstr(err, "tokenizer.ggml.scores") != NULL);
+
+    /* token types of the wrong length */
+    kv_str(&m, "tokenizer.ggml.model", "llama");
+    kv_strs(&m, "tokenizer.ggml.tokens", toks, 5);
+    kv_i32s(&m, "tokenizer.ggml.token_type", ty, 3);
+    CHECK_EQ_INT(from_mini(&m, &t, err, sizeof err), SW_ECORRUPT);
+    CHECK(strstr(err, "tokenizer.ggml.token_type") != NULL);
+
+    /* tokens that are not strings */
+    kv_str(&m, "tokenizer.ggml.model", "llama");
+    kv_f32s(&m, "tokenizer.ggml.tokens", sc, 5);
+    CHECK_EQ_INT(from_mini(&m, &t, err, sizeof err), SW_ECORRUPT);
+    CHECK(strstr(err, "tokenizer.ggml.tokens") != NULL);
+
+    /* gpt2 without merges, and with an unknown pre-tokenizer */
+    kv_str(&m, "tokenizer.ggml.model", "gpt2");
+    kv_strs(&m, "tokenizer.ggml.tokens", toks, 5);
+    CHECK_EQ_INT(from_mini(&m, &t, err, sizeof err), SW_ENOTFOUND);
+    CHECK(strstr(err, "tokenizer.ggml.merges") != NULL);
+    static const char *const merges[] = { "a a", "bad-merge-without-space" };
+    kv_str(&m, "tokenizer.ggml.model", "gpt2");
+    kv_str(&m, "tokenizer.ggml.pre", "no-such-pre");
+    kv_strs(&m, "tokenizer.ggml.tokens", toks, 5);
+    kv_strs(&m, "tokenizer.ggml.merges", merges, 2);
+    CHECK_EQ_INT(from_mini(&m, &t, err, sizeof err), SW_EUNSUPPORTED);
+    CHECK(strstr(err, "no-such-pre") != NULL);
+    /* a malformed merge is ignored, like llama.cpp */
+    kv_str(&m, "tokenizer.ggml.model", "gpt2");
+    kv_str(&m, "tokenizer.ggml.pre", "gpt-2");
+    kv_strs(&m, "tokenizer.ggml.tokens", toks, 5);
+    kv_strs(&m, "tokenizer.ggml.merges", merges, 2);
+    CHECK_EQ_INT(from_mini(&m, &t, err, sizeof err), 0);
+    sw_tok_free(t);
+}
+
 int main(void)
 {
     SW_RUN(test_spm);
@@ -452,5 +620,6 @@ int main(void)
     SW_RUN(test_regex);
     SW_RUN(test_unicode);
     SW_RUN(test_bad_vocab);
+    SW_RUN(test_gguf_metadata);
     return SW_TEST_DONE();
 }
