@@ -460,6 +460,9 @@ int sw_bt_torrent_add_peer(struct sw_bt_torrent *t, const char *host, uint16_t p
 /* Same, for a sockaddr (struct sockaddr_in / sockaddr_in6). */
 int sw_bt_torrent_add_peer_addr(struct sw_bt_torrent *t, const void *sockaddr);
 uint32_t sw_bt_torrent_n_peers(const struct sw_bt_torrent *t);
+/* Connected peers (handshake done) of t, up to max, into out (borrowed pointers, valid
+ * until their on_peer_closed / SW_BT_EV_PEER_CLOSED). Returns how many were written. */
+uint32_t sw_bt_torrent_peers(const struct sw_bt_torrent *t, struct sw_bt_peer **out, uint32_t max);
 
 /* ---------------------------------------------------------------- extension hook (BEP 10)
  *

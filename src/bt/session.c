@@ -1913,6 +1913,14 @@ uint32_t sw_bt_torrent_n_peers(const struct sw_bt_torrent *t)
     return n;
 }
 
+uint32_t sw_bt_torrent_peers(const struct sw_bt_torrent *t, struct sw_bt_peer **out, uint32_t max)
+{
+    uint32_t n = 0;
+    for (struct sw_bt_peer *p = t->s->peers; p && n < max; p = p->next)
+        if (p->t == t && p->state == P_ACTIVE) out[n++] = p;
+    return n;
+}
+
 static struct sw_bt_peer *find_by_addr(struct sw_bt_torrent *t, const char *addr_str)
 {
     for (struct sw_bt_peer *p = t->s->peers; p; p = p->next) {
