@@ -69,7 +69,18 @@ AI __m512 load16_bf16(const sw_bf16 *p, __mmask16 m)
             x[t] = a[t].q;                                                                         \
             acc[t] = _mm512_setzero_ps();                                                          \
         }                                                                                          \
-        for (int64_t i = 0; i < n; i += 16) {                                                      \
+        int64_t i = 0;                                                                             \
+        if (NT == 1) { /* matvec: four independent FMA chains */                                   \
+            __m512 c1 = _mm512_setzero_ps(), c2 = c1, c3 = c1;                                     \
+            for (; i + 64 <= n; i += 64) {                                                         \
+                acc[0] = _mm512_fmadd_ps(LOADW(w + i, 0xFFFF), _mm512_loadu_ps(x[0] + i), acc[0]); \
+                c1 = _mm512_fmadd_ps(LOADW(w + i + 16, 0xFFFF), _mm512_loadu_ps(x[0] + i + 16), c1); \
+                c2 = _mm512_fmadd_ps(LOADW(w + i + 32, 0xFFFF), _mm512_loadu_ps(x[0] + i + 32), c2); \
+                c3 = _mm512_fmadd_ps(LOADW(w + i + 48, 0xFFFF), _mm512_loadu_ps(x[0] + i + 48), c3); \
+            }                                                                                      \
+            acc[0] = _mm512_add_ps(_mm512_add_ps(acc[0], c1), _mm512_add_ps(c2, c3));              \
+        }                                                                                          \
+        for (; i < n; i += 16) {                                                                   \
             __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);       \
             __m512 wv = LOADW(w + i, m);                                                           \
             for (int t = 0; t < NT; t++) acc[t] = _mm512_fmadd_ps(wv, load16_f32(x[t] + i, m), acc[t]); \
