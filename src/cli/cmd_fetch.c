@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "bt/bt.h"
+#include "bt/bt_net.h"
 #include "cli.h"
 #include "dht/dht.h"
 
@@ -43,6 +44,8 @@ struct run {
     struct sw_bt_session *s;
     struct sw_bt_torrent *t;
     struct sw_dht_uv *dht;
+    struct sw_bt_netglue *net;  /* HTTP trackers + web seeds (bt_net.h) */
+    const struct sw_bt_magnet *mag;
     uv_signal_t sigint, sigterm;
     uv_timer_t timeout, dht_timer;
     int stopping;
@@ -72,6 +75,7 @@ static void stop(struct run *r, int code, const char *fmt, ...)
     uv_timer_stop(&r->timeout);
     uv_timer_stop(&r->dht_timer);
     if (r->dht) { sw_dht_uv_close(r->dht); r->dht = NULL; }
+    if (r->net) { sw__bt_netglue_close(r->net); r->net = NULL; }
     if (r->s) sw_bt_session_close(r->s);
 }
 
@@ -124,6 +128,8 @@ static void on_event(void *ud, const struct sw_bt_event *ev)
         break;
     case SW_BT_EV_METADATA:
         sw_log(SW_LOG_INFO, "BT", "metadata received: %s", ev->msg ? ev->msg : "");
+        if (r->net && r->mag)
+            sw__bt_netglue_add_torrent(r->net, r->t, (const char *const *)r->mag->trackers, r->mag->n_trackers);
         apply_wants(r);
         break;
     case SW_BT_EV_PROGRESS: {
@@ -272,6 +278,11 @@ int sw__bt_run(struct sw__bt_run_cfg *c)
 
     struct sw_bt_session_opts so = { .listen_host = c->listen_host, .listen_port = c->listen_port, .on_event = on_event, .ud = r };
     rc = sw_bt_session_new(&r->loop, &so, &r->s, err, sizeof err);
+    if (!rc) {
+        r->net = sw__bt_netglue_new(&r->loop, r->s);
+        if (!r->net) sw_log(SW_LOG_WARN, "BT", "HTTP trackers and web seeds unavailable (libcurl did not start)");
+    }
+    if (is_magnet) r->mag = &mag;
     if (rc) {
         stop(r, SW_EXIT_FAIL, "%s", err);
     } else {
@@ -286,6 +297,9 @@ int sw__bt_run(struct sw__bt_run_cfg *c)
             char hex[41];
             sw_hex_encode(sw_bt_torrent_info_hash(r->t), 20, hex);
             sw_log(SW_LOG_INFO, "BT", "model id (info-hash) %s", hex);
+            if (r->net)
+                sw__bt_netglue_add_torrent(r->net, r->t, is_magnet ? (const char *const *)mag.trackers : NULL,
+                                           is_magnet ? mag.n_trackers : 0);
             if (c->seed) {
                 const struct sw_bt_metainfo *m = sw_bt_torrent_metainfo(r->t);
                 uint32_t held = 0, total = 0;
