@@ -742,8 +742,20 @@ static void job_done(uv_work_t *req, int status)
     node_changed(n);
     /* The BT engine rehashes a file that appeared by hand before it seeds it: after we
      * announced, so it never delays readiness (blocking; see docs/swarm.md). */
-    if (j->verify && n->t && !sw_bt_torrent_file_complete(n->t, (uint32_t)j->file))
+    if (j->verify && n->t && !sw_bt_torrent_file_complete(n->t, (uint32_t)j->file)) {
+        uint64_t t0 = sw_time_ms();
         sw_bt_torrent_recheck_file(n->t, (uint32_t)j->file);
+        uint64_t blocked = sw_time_ms() - t0;
+        if (blocked > 500) {
+            /* We could not read while hashing: our silence, not theirs. Refresh the peers we
+             * are connected to, and tell them at once that we are alive. */
+            for (struct peer *p = n->peers; p; p = p->next)
+                if (p->has_id) sw_view_touch(n->view, p->id, sw_time_ms());
+            publish(n, 0);
+            sw_log(SW_LOG_INFO, "SHARD", "the BitTorrent engine re-hashed shard %d in %llu ms before seeding it",
+                   (int)j->shard, (unsigned long long)blocked);
+        }
+    }
     free(j);
     start_measure(n);
 }
