@@ -95,8 +95,8 @@ int sw_stage_seq_reset(struct sw_stage *s, uint64_t seq);
 void sw_stage_seq_free(struct sw_stage *s, uint64_t seq);
 /* Tokens held in the sequence's cache (the next position). */
 int sw_stage_seq_len(struct sw_stage *s, uint64_t seq, uint32_t *n_out);
-uint32_t sw_stage_n_seqs(const struct sw_stage *s);
-uint64_t sw_stage_kv_bytes(const struct sw_stage *s); /* KV memory allocated, all sequences */
+uint32_t sw_stage_n_seqs(struct sw_stage *s);
+uint64_t sw_stage_kv_bytes(struct sw_stage *s); /* KV memory allocated, all sequences */
 
 /* forward flags */
 #define SW_STAGE_LOGITS_ALL 1u /* last stage: logits for every token, not just the last */

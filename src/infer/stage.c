@@ -261,14 +261,20 @@ int sw_stage_seq_len(struct sw_stage *s, uint64_t id, uint32_t *n_out)
     return rc;
 }
 
-uint32_t sw_stage_n_seqs(const struct sw_stage *s)
+uint32_t sw_stage_n_seqs(struct sw_stage *s)
 {
-    return s->n_live;
+    pthread_mutex_lock(&s->lock);
+    uint32_t n = s->n_live;
+    pthread_mutex_unlock(&s->lock);
+    return n;
 }
 
-uint64_t sw_stage_kv_bytes(const struct sw_stage *s)
+uint64_t sw_stage_kv_bytes(struct sw_stage *s)
 {
-    return s->kv_bytes;
+    pthread_mutex_lock(&s->lock);
+    uint64_t n = s->kv_bytes;
+    pthread_mutex_unlock(&s->lock);
+    return n;
 }
 
 /* ------------------------------------------------------------------ parallel row ops */
