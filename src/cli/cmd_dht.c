@@ -77,7 +77,7 @@ static void hex(const uint8_t *p, size_t n, char *out) { sw_hex_encode(p, n, out
 struct ctx {
     struct opts *o;
     uv_loop_t loop;
-    uv_timer_t deadline;
+    uv_timer_t deadline, status;
     uv_signal_t sigint, sigterm;
     struct sw_dht_uv *u;
     int phase; /* 0 waiting for ready, 1 operation running, 2 finished */
@@ -99,6 +99,8 @@ static void finish(struct ctx *c, int rc)
     c->phase = 2;
     c->rc = rc;
     uv_timer_stop(&c->deadline);
+    uv_timer_stop(&c->status);
+    uv_close((uv_handle_t *)&c->status, NULL);
     uv_signal_stop(&c->sigint);
     uv_signal_stop(&c->sigterm);
     sw_dht_uv_close(c->u);
@@ -282,13 +284,15 @@ static int start_operation(struct ctx *c)
             return sw_dht_get_item(d, NULL, c->key.pk, salt, salt_len, now, &c->lookup);
         }
         int64_t seq = o->seq >= 0 ? o->seq : (c->found_item ? c->found_seq + 1 : 1);
+        /* read-modify-write: storers refuse it (301) if someone else put in between */
+        int64_t cas = o->seq < 0 && c->found_item ? c->found_seq : -1;
         c->phase = 3;
         char h[41];
         sw_dht_mutable_target(c->key.pk, salt, salt_len, c->target);
         hex(c->target, 20, h);
         if (o->json) printf("{\"event\":\"put\",\"target\":\"%s\",\"seq\":%lld}\n", h, (long long)seq);
         else printf("put target %s seq %lld\n", h, (long long)seq);
-        return sw_dht_put_mutable(d, &c->key, salt, salt_len, c->value, c->value_len, seq, -1, 0, now, &c->lookup);
+        return sw_dht_put_mutable(d, &c->key, salt, salt_len, c->value, c->value_len, seq, cas, 0, now, &c->lookup);
     }
     return SW_EINVAL;
 }
@@ -299,6 +303,27 @@ static void on_deadline(uv_timer_t *t)
     fprintf(stderr, "shardswarm dht %s: timed out after %us%s\n", c->o->sub, c->o->timeout_s,
             c->phase == 0 ? " (never joined the DHT: check --bootstrap)" : "");
     finish(c, SW_EXIT_FAIL);
+}
+
+/* `dht run`: one status line a minute, for people watching a node by hand. */
+static void on_status(uv_timer_t *t)
+{
+    struct ctx *c = t->data;
+    struct sw_dht_stats st;
+    sw_dht_get_stats(sw_dht_uv_dht(c->u), &st);
+    if (c->o->json)
+        printf("{\"event\":\"status\",\"nodes\":%u,\"good\":%u,\"buckets\":%u,\"hashes\":%u,\"peers\":%u,"
+               "\"items\":%u,\"queries_in\":%llu,\"malformed\":%llu,\"rate_limited\":%llu}\n",
+               st.nodes, st.good_nodes, st.buckets, st.stored_hashes, st.stored_peers, st.stored_items,
+               (unsigned long long)st.queries_in, (unsigned long long)st.malformed,
+               (unsigned long long)st.rate_limited);
+    else
+        printf("status nodes %u good %u buckets %u hashes %u peers %u items %u queries_in %llu malformed %llu "
+               "rate_limited %llu\n",
+               st.nodes, st.good_nodes, st.buckets, st.stored_hashes, st.stored_peers, st.stored_items,
+               (unsigned long long)st.queries_in, (unsigned long long)st.malformed,
+               (unsigned long long)st.rate_limited);
+    fflush(stdout);
 }
 
 static void on_signal(uv_signal_t *s, int sig)
@@ -335,7 +360,8 @@ static int run_node(struct opts *o, struct ctx *c)
     }
     c->started_ms = uv_now(&c->loop);
     uv_timer_init(&c->loop, &c->deadline);
-    c->deadline.data = c;
+    uv_timer_init(&c->loop, &c->status);
+    c->deadline.data = c->status.data = c;
     uv_signal_init(&c->loop, &c->sigint);
     uv_signal_init(&c->loop, &c->sigterm);
     c->sigint.data = c->sigterm.data = c;
@@ -350,6 +376,7 @@ static int run_node(struct opts *o, struct ctx *c)
         if (o->json) printf("{\"event\":\"listening\",\"port\":%u,\"id\":\"%s\"}\n", sw_dht_uv_port(c->u), h);
         else printf("listening udp %u id %s\n", sw_dht_uv_port(c->u), h);
         fflush(stdout);
+        uv_timer_start(&c->status, on_status, 60000, 60000);
         for (int i = 0; i < o->n_announce; i++) {
             const char *s = o->announce[i];
             uint8_t ih[20];
