@@ -274,6 +274,7 @@ void sw_bt_picker_free(struct sw_bt_picker *pk);
 void sw_bt_picker_set_wanted(struct sw_bt_picker *pk, uint32_t piece, int wanted);
 int sw_bt_picker_wanted(const struct sw_bt_picker *pk, uint32_t piece);
 void sw_bt_picker_set_have(struct sw_bt_picker *pk, uint32_t piece); /* verified and stored */
+void sw_bt_picker_clear_have(struct sw_bt_picker *pk, uint32_t piece); /* lost (recheck failed) */
 int sw_bt_picker_have(const struct sw_bt_picker *pk, uint32_t piece);
 /* Availability: a peer has/lost pieces. */
 void sw_bt_picker_inc(struct sw_bt_picker *pk, uint32_t piece);

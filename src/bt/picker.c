@@ -130,6 +130,14 @@ void sw_bt_picker_set_have(struct sw_bt_picker *pk, uint32_t piece)
     if (pk->blocks[piece]) drop_partial(pk, piece);
 }
 
+void sw_bt_picker_clear_have(struct sw_bt_picker *pk, uint32_t piece)
+{
+    if (piece >= pk->n_pieces || !pk->have[piece]) return;
+    pk->have[piece] = 0;
+    if (pk->wanted[piece]) pk->n_left++;
+    pk->endgame = 0;
+}
+
 int sw_bt_picker_have(const struct sw_bt_picker *pk, uint32_t piece)
 {
     return piece < pk->n_pieces && pk->have[piece];

@@ -1851,11 +1851,16 @@ int sw_bt_torrent_recheck_file(struct sw_bt_torrent *t, uint32_t file)
     int rc = sw_bt_storage_check_file(t->st, file, err, sizeof err);
     if (rc < 0) return rc;
     const struct sw_bt_file *bf = &t->mi.files[file];
-    for (uint32_t q = bf->first_piece; bf->length && q <= bf->last_piece; q++)
+    for (uint32_t q = bf->first_piece; bf->length && q <= bf->last_piece; q++) {
         if (sw_bt_storage_has_piece(t->st, q) && !sw_bt_picker_have(t->pk, q)) {
             sw_bt_picker_set_have(t->pk, q);
             broadcast_have(t, q);
+        } else if (!sw_bt_storage_has_piece(t->st, q) && sw_bt_picker_have(t->pk, q)) {
+            sw_bt_picker_clear_have(t->pk, q); /* corrupted on disk: fetch it again */
+            sw_bt_picker_reset_piece(t->pk, q);
+            t->complete_reported = 0;
         }
+    }
     if (!was_complete && sw_bt_storage_file_complete(t->st, file)) {
         emit_simple(t, NULL, SW_BT_EV_FILE_COMPLETE, (int32_t)file, 0, 0, sw_bt_storage_path(t->st, file));
         check_complete(t);

@@ -443,6 +443,7 @@ int sw_bt_storage_check_file(struct sw_bt_storage *st, uint32_t fi, char *err, s
         int ok = read_piece_disk(st, p, buf) == 0 && piece_ok(mi, p, buf);
         bytes[p - bf->first_piece] = (uint8_t)ok;
         if (ok && !sw__bit_get(st->have, p)) { sw__bit_set(st->have, p); fresh++; }
+        if (!ok) sw__bit_clear(st->have, p); /* what is on disk now decides */
     }
     free(buf);
     recount(st, fi);
@@ -456,6 +457,7 @@ int sw_bt_storage_check_file(struct sw_bt_storage *st, uint32_t fi, char *err, s
         }
     } else if (is_final) {
         /* Under its final name but not complete: it must not claim to be a finished shard. */
+        __atomic_store_n(&sf->complete, 0, __ATOMIC_RELEASE);
         if (sf->fd >= 0) { unmap_file(sf); close(sf->fd); sf->fd = -1; }
         if (rename(sf->path, sf->part_path) == 0)
             sw_log(SW_LOG_WARN, "BT", "%s: %u of %u pieces fail their hash; renamed to %s and fetching the rest",

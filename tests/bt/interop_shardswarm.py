@@ -191,9 +191,18 @@ def run_transmission(c, procs):
     session2 = [""]
     r = rpc_transmission(rpc2, "torrent-add", {"metainfo": meta, "download-dir": out}, session2)
     check_eq(r.get("result"), "success", "transmission torrent-add (leecher): %r" % r)
+    # A handshake for a torrent Transmission has not finished adding is reset, and the
+    # seeder dials a --peer once: wait until it is downloading.
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        st = rpc_transmission(rpc2, "torrent-get", {"fields": ["status"]}, session2)["arguments"]["torrents"]
+        if st and st[0]["status"] == 4:
+            break
+        time.sleep(0.3)
+    time.sleep(1)
     sp = harness.free_port()
     s = procs.start("sw-seed", hb.sw_seed_args(c.torrent, c.split, sp) + ["--peer", "127.0.0.8:%d" % peer2])
-    deadline = time.time() + int(os.environ.get('TR_T', TIMEOUT))
+    deadline = time.time() + TIMEOUT
     tt = None
     while time.time() < deadline:
         st = rpc_transmission(rpc2, "torrent-get", {"fields": ["percentDone", "status"]}, session2)

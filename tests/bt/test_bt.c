@@ -525,6 +525,30 @@ static void test_storage(void)
     const uint8_t *r3 = sw_bt_storage_read(st, 3, 0, 32768, scratch);
     CHECK(r3 == scratch);
     CHECK_EQ_INT(r3[32767], 0);
+    /* A complete, seeded file corrupted on disk: a recheck drops the bad piece, takes the
+     * final name away, and keeps the good piece. */
+    char *f1 = sw_path_join(src, "shard-1.gguf");
+    int fd1 = open(f1, O_RDWR);
+    uint8_t bad = 0xa5, orig = 0;
+    CHECK(pread(fd1, &orig, 1, 40000) == 1);
+    CHECK(pwrite(fd1, &bad, 1, 40000) == 1);
+    CHECK(sw_bt_storage_file_complete(st, 2));
+    CHECK(sw_bt_storage_check_file(st, 2, err, sizeof err) >= 0);
+    CHECK(sw_bt_storage_has_piece(st, 4));
+    CHECK(!sw_bt_storage_has_piece(st, 5));
+    CHECK(!sw_bt_storage_file_complete(st, 2));
+    CHECK(!exists(src, "shard-1.gguf") && exists(src, "shard-1.gguf.part"));
+    /* repair it (as a download would) and recheck: complete again under the final name */
+    char *p1 = sw_path_join(src, "shard-1.gguf.part");
+    int fdp = open(p1, O_RDWR);
+    CHECK(pwrite(fdp, &orig, 1, 40000) == 1);
+    close(fdp);
+    close(fd1);
+    CHECK_EQ_INT(sw_bt_storage_check_file(st, 2, err, sizeof err), 1);
+    CHECK(sw_bt_storage_file_complete(st, 2));
+    CHECK(exists(src, "shard-1.gguf"));
+    free(p1);
+    free(f1);
     sw_bt_storage_close(st);
     /* A final-named file with a bad piece is not complete: renamed back to .part. */
     char *f2 = sw_path_join(src, "shard-2.gguf");
