@@ -4,6 +4,9 @@
  * on worker threads, and progress events. The loop is the caller's; no thread of our own.
  * Not for: parsing (wire.c, metainfo.c), block choice (picker.c), files (storage.c). */
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -509,6 +512,14 @@ static void tune_socket(struct sw_bt_peer *p)
     uv_send_buffer_size((uv_handle_t *)&p->tcp, &sz);
     sz = SOCK_BUF;
     uv_recv_buffer_size((uv_handle_t *)&p->tcp, &sz);
+#ifdef TCP_NOTSENT_LOWAT
+    /* Keep little unsent data in the kernel: the socket turns writable again when less than
+     * this is queued, so a priority message is not stuck behind megabytes of piece data
+     * already handed to the kernel, while the pipe stays full. */
+    uv_os_fd_t fd;
+    int lowat = (int)SW_BT_SEND_CHUNK;
+    if (uv_fileno((uv_handle_t *)&p->tcp, &fd) == 0) setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
+#endif
 }
 
 /* ------------------------------------------------------------------ interest and requests */
