@@ -12,6 +12,22 @@ static inline int clampi(int v, int lo, int hi)
     return v < lo ? lo : v > hi ? hi : v;
 }
 
+/* Candidate inverse scales tried per sub-block: nmax +- 1 in steps of 0.25 (9 candidates;
+ * ggml tries 21 in steps of 0.1 — on random synth weights the difference is noise, the
+ * time is not: 1.1B weights). */
+#define SEARCH_STEPS 4
+#define SEARCH_DELTA 0.25f
+
+/* Round to nearest, ties to even, for |x| < 2^22: adding 1.5 * 2^23 leaves the rounded
+ * integer in the low mantissa bits (lrintf is a library call in the search loops). */
+static inline int nearest_int(float x)
+{
+    float v = x + 12582912.0f;
+    int32_t i;
+    memcpy(&i, &v, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
 /* Q4_0: d = m / -8 where m is the value of largest magnitude (keeps its sign on the -8
  * end), q = clamp(round(x/d) + 8, 0, 15). */
 void sw__k_quantize_q4_0_ref(const float *x, void *dst, int64_t n)
@@ -39,12 +55,13 @@ void sw__k_quantize_q4_0_ref(const float *x, void *dst, int64_t n)
  * least squares for each; writes the best q into L. Returns scale, *min_out = min. */
 static float fit_scale_min(int n, int nmax, const float *x, const float *w, uint8_t *L, float *min_out)
 {
-    float lo = x[0], hi = x[0], sw = 0, swx = 0;
+    float lo = x[0], hi = x[0], sw = 0, swx = 0, swx2 = 0;
     for (int i = 0; i < n; i++) {
         lo = fminf(lo, x[i]);
         hi = fmaxf(hi, x[i]);
         sw += w[i];
         swx += w[i] * x[i];
+        swx2 += w[i] * x[i] * x[i];
     }
     if (lo > 0) lo = 0;
     if (hi <= lo) {
@@ -54,17 +71,17 @@ static float fit_scale_min(int n, int nmax, const float *x, const float *w, uint
     }
     float best_scale = (hi - lo) / nmax, best_min = -lo, best_err = 0;
     for (int i = 0; i < n; i++) {
-        int q = clampi((int)lrintf((x[i] - lo) / best_scale), 0, nmax);
+        int q = clampi(nearest_int((x[i] - lo) / best_scale), 0, nmax);
         L[i] = (uint8_t)q;
         float e = best_scale * q + lo - x[i];
         best_err += w[i] * e * e;
     }
     uint8_t Laux[32];
-    for (int k = -9; k <= 9; k++) {
-        float iscale = (0.1f * k + nmax) / (hi - lo);
+    for (int k = -SEARCH_STEPS; k <= SEARCH_STEPS; k++) {
+        float iscale = (SEARCH_DELTA * k + nmax) / (hi - lo);
         float sl = 0, sl2 = 0, sxl = 0;
         for (int i = 0; i < n; i++) {
-            int q = clampi((int)lrintf(iscale * (x[i] - lo)), 0, nmax);
+            int q = clampi(nearest_int(iscale * (x[i] - lo)), 0, nmax);
             Laux[i] = (uint8_t)q;
             sl += w[i] * q;
             sl2 += w[i] * q * q;
@@ -79,11 +96,8 @@ static float fit_scale_min(int n, int nmax, const float *x, const float *w, uint
             scale = sl2 > 0 ? sxl / sl2 : 0;
         }
         if (scale <= 0) continue;
-        float err = 0;
-        for (int i = 0; i < n; i++) {
-            float e = scale * Laux[i] + mn - x[i];
-            err += w[i] * e * e;
-        }
+        /* weighted squared error from the sums: sum w (scale*q + mn - x)^2 */
+        float err = scale * scale * sl2 + 2 * scale * mn * sl - 2 * scale * sxl + mn * mn * sw - 2 * mn * swx + swx2;
         if (err < best_err) {
             best_err = err;
             best_scale = scale;
@@ -131,8 +145,8 @@ static void quantize_k4(const float *x, int nmax, uint16_t *d_out, uint16_t *dmi
     float inv_sc = max_sc > 0 ? 63.0f / max_sc : 0, inv_mn = max_mn > 0 ? 63.0f / max_mn : 0;
     uint8_t ls[8], lm[8];
     for (int j = 0; j < 8; j++) {
-        ls[j] = (uint8_t)clampi((int)lrintf(inv_sc * sc[j]), 0, 63);
-        lm[j] = (uint8_t)clampi((int)lrintf(inv_mn * mn[j]), 0, 63);
+        ls[j] = (uint8_t)clampi(nearest_int(inv_sc * sc[j]), 0, 63);
+        lm[j] = (uint8_t)clampi(nearest_int(inv_mn * mn[j]), 0, 63);
     }
     *d_out = sw_k_f32_to_f16(max_sc / 63.0f);
     *dmin_out = sw_k_f32_to_f16(max_mn / 63.0f);
@@ -142,7 +156,7 @@ static void quantize_k4(const float *x, int nmax, uint16_t *d_out, uint16_t *dmi
     for (int j = 0; j < 8; j++) {
         float ds = d * ls[j], dm = dmin * lm[j];
         for (int l = 0; l < 32; l++)
-            q[32 * j + l] = ds > 0 ? (uint8_t)clampi((int)lrintf((x[32 * j + l] + dm) / ds), 0, nmax) : 0;
+            q[32 * j + l] = ds > 0 ? (uint8_t)clampi(nearest_int((x[32 * j + l] + dm) / ds), 0, nmax) : 0;
     }
 }
 
@@ -190,22 +204,19 @@ static float fit_scale_sym(int n, int nmax, const float *x, const float *w, uint
         return 0;
     }
     float best_scale = 0, best_err = INFINITY;
-    for (int k = -9; k <= 9; k++) {
-        float iscale = -(nmax + 0.1f * k) / mx;
+    for (int k = -SEARCH_STEPS; k <= SEARCH_STEPS; k++) {
+        float iscale = -(nmax + SEARCH_DELTA * k) / mx;
         float sxl = 0, sl2 = 0;
         uint8_t Laux[16];
         for (int i = 0; i < n; i++) {
-            int q = clampi((int)lrintf(iscale * x[i]), -nmax, nmax - 1);
+            int q = clampi(nearest_int(iscale * x[i]), -nmax, nmax - 1);
             Laux[i] = (uint8_t)(q + nmax);
             sxl += w[i] * x[i] * q;
             sl2 += w[i] * q * q;
         }
         if (sl2 <= 0) continue;
-        float scale = sxl / sl2, err = 0;
-        for (int i = 0; i < n; i++) {
-            float e = scale * (Laux[i] - nmax) - x[i];
-            err += w[i] * e * e;
-        }
+        /* with the least-squares scale sxl/sl2 the error is swx2 - sxl^2/sl2: maximise sxl^2/sl2 */
+        float scale = sxl / sl2, err = -sxl * sxl / sl2;
         if (err < best_err) {
             best_err = err;
             best_scale = scale;
@@ -238,11 +249,11 @@ void sw__k_quantize_q6_K_ref(const float *x, void *dst, int64_t n)
             b->d = sw_k_f32_to_f16(1.0f / iscale);
             float d = sw_k_f16_to_f32(b->d);
             for (int j = 0; j < 16; j++) {
-                int s = clampi((int)lrintf(iscale * sc[j]), -128, 127);
+                int s = clampi(nearest_int(iscale * sc[j]), -128, 127);
                 b->scales[j] = (int8_t)s;
                 float ds = d * s;
                 for (int l = 0; l < 16; l++) {
-                    int q = ds != 0 ? clampi((int)lrintf(x[16 * j + l] / ds), -32, 31) : 0;
+                    int q = ds != 0 ? clampi(nearest_int(x[16 * j + l] / ds), -32, 31) : 0;
                     L[16 * j + l] = (uint8_t)(q + 32);
                 }
             }

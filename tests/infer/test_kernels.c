@@ -175,6 +175,7 @@ static void roundtrip(uint32_t type, double tol)
         x2 += (double)x[i] * x[i];
     }
     double rel = sqrt(e2 / x2);
+    fprintf(stderr, "  %-4s round-trip rms error %.4f (bound %.3f)\n", sw_k_type_get_impl(type, SW_K_IMPL_REF)->name, rel, tol);
     CHECK_MSG(rel <= tol, "%s round trip: rms error %.5f > %.5f", t->name, rel, tol);
     /* zeros stay zeros */
     memset(x, 0, n * 4);
