@@ -126,3 +126,38 @@ const char *sw_node_id_hex(const uint8_t id[SW_NODE_ID_LEN], char *out)
     sw_hex_encode(id, SW_NODE_ID_LEN, out);
     return out;
 }
+
+/* Connection binding: the peer signs our random challenge (with the model's info-hash and a
+ * context string, so the signature is good for nothing else). */
+static size_t auth_msg(const uint8_t info_hash[20], const uint8_t challenge[32], uint8_t *out)
+{
+    size_t k = sizeof SW_SWARM_AUTH_CTX - 1;
+    memcpy(out, SW_SWARM_AUTH_CTX, k);
+    memcpy(out + k, info_hash, 20);
+    memcpy(out + k + 20, challenge, 32);
+    return k + 52;
+}
+
+void sw_swarm_auth_sign(const struct sw_identity *id, const uint8_t info_hash[20],
+                        const uint8_t challenge[32], uint8_t proof_out[96])
+{
+    uint8_t msg[128];
+    size_t n = auth_msg(info_hash, challenge, msg);
+    memcpy(proof_out, id->pk, 32);
+    if (sodium_ready()) {
+        memset(proof_out + 32, 0, 64);
+        return;
+    }
+    crypto_sign_detached(proof_out + 32, NULL, msg, n, id->sk);
+}
+
+int sw_swarm_auth_verify(const uint8_t proof[96], const uint8_t info_hash[20],
+                         const uint8_t challenge[32], uint8_t id_out[SW_NODE_ID_LEN])
+{
+    if (sodium_ready()) return SW_EUNSUPPORTED;
+    uint8_t msg[128];
+    size_t n = auth_msg(info_hash, challenge, msg);
+    if (crypto_sign_verify_detached(proof + 32, msg, n, proof)) return SW_EPERM;
+    memcpy(id_out, proof, SW_NODE_ID_LEN);
+    return 0;
+}

@@ -78,6 +78,9 @@ struct peer {
     uint64_t ping_token, ping_sent_us;
     uint8_t *pending_hs;             /* record from a handshake that came before the metadata */
     size_t pending_len;
+    int challenged, claimed;         /* HELLO sent; a handshake record named claim_id */
+    uint8_t challenge[32];
+    uint8_t claim_id[SW_NODE_ID_LEN];
     struct peer *next;
 };
 
@@ -345,8 +348,26 @@ static void sync_peer(struct sw_node *n, struct peer *p)
     }
 }
 
-/* The signed record a peer put in its extended handshake: it names the node behind the
- * connection. */
+/* The peer proved it holds the key of node `id`: the connection now stands for that node. */
+static void authenticated(struct sw_node *n, struct peer *p, const uint8_t id[SW_NODE_ID_LEN])
+{
+    p->has_id = 1;
+    memcpy(p->id, id, SW_NODE_ID_LEN);
+    if (!n->view) return; /* magnet: mapped now, announced once the model is known */
+    sw_view_set_direct(n->view, p->id, 1, sw_time_ms());
+    const struct sw_view_node *vn = sw_view_find(n->view, id);
+    char a[64], ids[16];
+    sw_log(SW_LOG_INFO, "SWARM", "peer %s is node %s (shard %d, %s)", sw_bt_peer_addr(p->bt, a, sizeof a),
+           sw_node_id_short(id, ids, sizeof ids), vn ? (int)vn->cap.shard : -1,
+           !vn ? "?" : vn->cap.seed_all ? "seeding all" : sw_phase_name(vn->cap.phase));
+    sync_peer(n, p);
+    publish(n, 1); /* our neighbour list changed */
+    if (n->peer_fn && n_conn_of(n, p->id) == 1) n->peer_fn(n->peer_ud, p->id, 1);
+    mark_dirty(n);
+}
+
+/* The signed record a peer put in its extended handshake names the node it claims to be;
+ * the claim is believed once the peer signs our challenge with that node's key. */
 static void take_handshake_record(struct sw_node *n, struct peer *p, const uint8_t *rec, size_t len)
 {
     struct sw_cap c;
@@ -355,21 +376,19 @@ static void take_handshake_record(struct sw_node *n, struct peer *p, const uint8
         sw_bt_peer_close(p->bt); /* connected to ourselves */
         return;
     }
-    int first = !p->has_id;
-    p->has_id = 1;
-    memcpy(p->id, c.node_id, SW_NODE_ID_LEN);
-    take_record(n, p, rec, len);
-    sw_view_set_direct(n->view, p->id, 1, sw_time_ms());
-    if (first) {
-        char a[64], ids[16];
-        sw_log(SW_LOG_INFO, "SWARM", "peer %s is node %s (shard %d, %s)", sw_bt_peer_addr(p->bt, a, sizeof a),
-               sw_node_id_short(c.node_id, ids, sizeof ids), (int)c.shard,
-               c.seed_all ? "seeding all" : sw_phase_name(c.phase));
-        sync_peer(n, p);
-        publish(n, 1); /* our neighbour list changed */
-        if (n->peer_fn && n_conn_of(n, p->id) == 1) n->peer_fn(n->peer_ud, p->id, 1);
+    if (p->has_id && memcmp(p->id, c.node_id, SW_NODE_ID_LEN)) return; /* not the proven node */
+    take_record(n, p, rec, len); /* signed facts: good whoever carried them */
+    if (p->has_id) {
+        sw_view_set_direct(n->view, p->id, 1, sw_time_ms());
+        return;
     }
-    mark_dirty(n);
+    p->claimed = 1;
+    memcpy(p->claim_id, c.node_id, SW_NODE_ID_LEN);
+    if (!p->challenged) {
+        sw_random_bytes(p->challenge, sizeof p->challenge);
+        p->challenged = 1;
+        send_kind(p, SW_MSG_HELLO, p->challenge, sizeof p->challenge);
+    }
 }
 
 static void on_ext_handshake(void *ud, struct sw_bt_peer *bp, const uint8_t *dict, size_t len)
@@ -500,6 +519,35 @@ static void on_ext_message(void *ud, struct sw_bt_peer *bp, const uint8_t *paylo
     case SW_MSG_PIPE:
         if (n->pipe_fn && p->has_id) n->pipe_fn(n->pipe_ud, p->id, payload, len);
         break;
+    case SW_MSG_HELLO:
+        if (blen == 32) {
+            uint8_t proof[96];
+            sw_swarm_auth_sign(&n->id, n->info_hash, body, proof);
+            send_kind(p, SW_MSG_PROOF, proof, sizeof proof);
+        }
+        break;
+    case SW_MSG_PROOF: {
+        uint8_t id[SW_NODE_ID_LEN];
+        if (blen != 96 || !p->challenged || p->has_id) break;
+        char a[64];
+        if (sw_swarm_auth_verify(body, n->info_hash, p->challenge, id)) {
+            sw_log(SW_LOG_WARN, "SWARM", "peer %s failed to prove its node id (bad signature); closing",
+                   sw_bt_peer_addr(bp, a, sizeof a));
+            sw_bt_peer_close(bp);
+            break;
+        }
+        if (p->claimed && memcmp(id, p->claim_id, SW_NODE_ID_LEN)) {
+            sw_log(SW_LOG_WARN, "SWARM", "peer %s presented another node's record; closing", sw_bt_peer_addr(bp, a, sizeof a));
+            sw_bt_peer_close(bp);
+            break;
+        }
+        if (!memcmp(id, n->id.pk, SW_NODE_ID_LEN)) {
+            sw_bt_peer_close(bp);
+            break;
+        }
+        authenticated(n, p, id);
+        break;
+    }
     default:
         break; /* unknown kinds are ignored: newer peers may speak more */
     }
@@ -1072,6 +1120,11 @@ static int model_setup(struct sw_node *n, char *err, size_t err_len)
     publish(n, 1);
     for (struct peer *p = n->peers, *next; p; p = next) { /* handshakes that came first */
         next = p->next;
+        if (p->has_id) { /* proven while we waited for the metadata */
+            uint8_t id[SW_NODE_ID_LEN];
+            memcpy(id, p->id, SW_NODE_ID_LEN);
+            authenticated(n, p, id);
+        }
         if (!p->pending_hs) continue;
         uint8_t *rec = p->pending_hs;
         p->pending_hs = NULL;

@@ -259,7 +259,18 @@ enum sw_msg_kind {
     SW_MSG_PONG = 'Q',     /* body: the PING's token */
     SW_MSG_BYE = 'B',      /* body: empty; the sender is leaving (SIGINT) */
     SW_MSG_PIPE = 'S',     /* body: pipeline session traffic (src/swarm/pipeline*.c) */
+    SW_MSG_HELLO = 'H',    /* body: 32-byte challenge: "prove you hold the key of your record" */
+    SW_MSG_PROOF = 'V',    /* body: node id (32) || ed25519 sig (64) over SW_SWARM_AUTH_CTX ||
+                            * info-hash || challenge; binds the connection to that node id */
 };
+#define SW_SWARM_AUTH_CTX "shardswarm-auth-v1"
+
+/* The PROOF for a challenge (body of SW_MSG_PROOF, 96 bytes). */
+void sw_swarm_auth_sign(const struct sw_identity *id, const uint8_t info_hash[20],
+                        const uint8_t challenge[32], uint8_t proof_out[96]);
+/* 0 when proof answers challenge for info_hash (id_out: the proven node id), else SW_EPERM. */
+int sw_swarm_auth_verify(const uint8_t proof[96], const uint8_t info_hash[20],
+                         const uint8_t challenge[32], uint8_t id_out[SW_NODE_ID_LEN]);
 
 /* ------------------------------------------------------------ shard files */
 

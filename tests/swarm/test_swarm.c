@@ -85,6 +85,28 @@ static void test_identity(void)
     CHECK_EQ_STR(sw_node_id_short(id, s, sizeof s), "5f2a\xe2\x80\xa6");
 }
 
+/* Connection binding: a peer proves the node id of its record by signing our challenge. */
+static void test_auth(void)
+{
+    struct sw_identity a, b;
+    sw_identity_generate(&a);
+    sw_identity_generate(&b);
+    uint8_t ch[32], ch2[32], proof[96], id[32];
+    sw_random_bytes(ch, 32);
+    memcpy(ch2, ch, 32);
+    ch2[0] ^= 1;
+    sw_swarm_auth_sign(&a, IH, ch, proof);
+    CHECK_EQ_INT(sw_swarm_auth_verify(proof, IH, ch, id), 0);
+    CHECK_EQ_MEM(id, a.pk, 32);
+    CHECK_EQ_INT(sw_swarm_auth_verify(proof, IH, ch2, id), SW_EPERM);  /* another challenge */
+    uint8_t ih2[20];
+    memcpy(ih2, IH, 20);
+    ih2[5] ^= 1;
+    CHECK_EQ_INT(sw_swarm_auth_verify(proof, ih2, ch, id), SW_EPERM);  /* another model */
+    memcpy(proof, b.pk, 32);                                           /* claims b's id */
+    CHECK_EQ_INT(sw_swarm_auth_verify(proof, IH, ch, id), SW_EPERM);
+}
+
 static void test_record_roundtrip(void)
 {
     struct tnode t;
@@ -735,6 +757,7 @@ int main(void)
 {
     if (sodium_init() < 0) return 1;
     SW_RUN(test_identity);
+    SW_RUN(test_auth);
     SW_RUN(test_record_roundtrip);
     SW_RUN(test_record_noncanonical);
     SW_RUN(test_view_seq_and_counts);

@@ -316,6 +316,122 @@ def case_diagnose():
         check(r.returncode == 0 and "READY" in r.stdout, "diagnose exits 0 when ready:\n" + r.stdout)
 
 
+def _bdecode(b, i=0):
+    c = b[i:i + 1]
+    if c == b"i":
+        j = b.index(b"e", i)
+        return int(b[i + 1:j]), j + 1
+    if c in (b"l", b"d"):
+        i += 1
+        out = [] if c == b"l" else {}
+        while b[i:i + 1] != b"e":
+            if c == b"l":
+                v, i = _bdecode(b, i)
+                out.append(v)
+            else:
+                k, i = _bdecode(b, i)
+                v, i = _bdecode(b, i)
+                out[k] = v
+        return out, i + 1
+    j = b.index(b":", i)
+    n = int(b[i:j])
+    return b[j + 1:j + 1 + n], j + 1 + n
+
+
+def _bencode(v):
+    if isinstance(v, int):
+        return b"i%de" % v
+    if isinstance(v, bytes):
+        return b"%d:%s" % (len(v), v)
+    if isinstance(v, dict):
+        return b"d" + b"".join(_bencode(k) + _bencode(v[k]) for k in sorted(v)) + b"e"
+    raise TypeError(v)
+
+
+class _Wire:
+    """A bare BitTorrent peer speaking just enough BEP 3 + BEP 10 for the test."""
+
+    def __init__(self, port, info_hash):
+        import socket
+        import struct
+        self.struct = struct
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        reserved = bytearray(8)
+        reserved[5] |= 0x10  # BEP 10
+        self.s.sendall(b"\x13BitTorrent protocol" + bytes(reserved) + bytes.fromhex(info_hash) + b"-XX0001-" + os.urandom(12))
+        self.buf = b""
+        self._need(68)
+        self.buf = self.buf[68:]
+
+    def _need(self, n):
+        while len(self.buf) < n:
+            d = self.s.recv(65536)
+            if not d:
+                raise EOFError("closed")
+            self.buf += d
+
+    def send_ext(self, ext_id, payload):
+        self.s.sendall(self.struct.pack(">IBB", len(payload) + 2, 20, ext_id) + payload)
+
+    def next_ext(self, timeout=5):
+        """The next extended message as (ext_id, payload); other messages are skipped."""
+        self.s.settimeout(timeout)
+        while True:
+            self._need(4)
+            (n,) = self.struct.unpack(">I", self.buf[:4])
+            self._need(4 + n)
+            msg, self.buf = self.buf[4:4 + n], self.buf[4 + n:]
+            if n >= 2 and msg[0] == 20:
+                return msg[1], msg[2:]
+
+
+def case_impersonate():
+    """A peer that replays another node's handshake record cannot prove that node's key: it is
+    refused and disconnected; the node keeps its true view."""
+    S.node_supported()
+    with harness.Procs() as procs:
+        m = stories(procs)
+        sw = S.Swarm(procs, m)
+        a = sw.start("a", shard=0, cache_shards=[0])
+        sw.boot = a.port
+        b = sw.start("b", shard=1, cache_shards=[1])
+        sw.wait_api()
+        # 1. read b's handshake record as any peer can
+        wb = _Wire(b.port, m.info_hash)
+        wb.send_ext(0, _bencode({b"m": {b"sw_swarm": 3}}))
+        while True:
+            eid, payload = wb.next_ext()
+            if eid == 0:
+                hs, _ = _bdecode(payload)
+                if b"sw_cap" in hs:
+                    break
+        b_record = hs[b"sw_cap"]
+        # 2. present it to a as if we were b
+        wa = _Wire(a.port, m.info_hash)
+        wa.send_ext(0, _bencode({b"m": {b"sw_swarm": 7}, b"sw_cap": b_record}))
+        a_ext, challenge = None, None
+        deadline = time.time() + 5
+        while time.time() < deadline and challenge is None:
+            eid, payload = wa.next_ext()
+            if eid == 0:
+                a_ext = _bdecode(payload)[0].get(b"m", {}).get(b"sw_swarm")
+            elif eid == 7 and payload[:1] == b"H":
+                challenge = payload[1:]
+        check(challenge is not None and len(challenge) == 32 and a_ext, "a challenged the claimed identity")
+        b_id = bytes.fromhex(b.status()["node_id"])
+        wa.send_ext(a_ext, b"V" + b_id + bytes(64))  # cannot sign: forged proof
+        a.proc.wait_for(r"failed to prove its node id \(bad signature\); closing", timeout=5)
+        closed = False
+        try:
+            while True:
+                wa.next_ext(timeout=3)
+        except (EOFError, OSError):
+            closed = True
+        check(closed, "the impostor's connection was closed")
+        st = a.status()
+        check(st["peers"] == 1, "a still counts exactly one proven peer (b), has %r" % st["peers"])
+
+
 def case_netloss():
     """A node that stops answering (SIGSTOP: its connections stay open, nothing flows) is
     declared departed by keep-alive timeout within seconds; when it comes back (SIGCONT) it
