@@ -577,6 +577,8 @@ struct sess_ctx {
     int ext_ok;
     int saw_extra_key;
     int echo;
+    int measure;
+    uint64_t lat_sum, lat_max, lat_n;
     struct sw_bt_peer *ext_peer;
 };
 
@@ -607,6 +609,15 @@ static void x_message(void *ud, struct sw_bt_peer *p, const uint8_t *payload, si
 {
     struct sess_ctx *c = ud;
     if (c->echo) { sw_bt_peer_send_ext(p, payload, len); c->ext_msgs++; return; }
+    if (c->measure && len == 8) {
+        uint64_t sent;
+        memcpy(&sent, payload, 8);
+        uint64_t d = sw_time_us() - sent;
+        c->lat_sum += d;
+        c->lat_n++;
+        if (d > c->lat_max) c->lat_max = d;
+        return;
+    }
     c->ext_msgs++;
     c->ext_bytes += len;
     int ok = 1;
@@ -733,6 +744,68 @@ static void test_sessions(int magnet)
 
 static void test_session_transfer(void) { test_sessions(0); }
 
+/* Priority: extension messages from a seeder to a leecher while the seeder streams piece
+ * data to that leecher (32 MiB) arrive without waiting for the bulk transfer. */
+static void test_priority_under_load(void)
+{
+    char src[512], dst[512], err[256] = "";
+    snprintf(src, sizeof src, "%s/pl-src", tmp);
+    snprintf(dst, sizeof dst, "%s/pl-dst", tmp);
+    sw_mkdir_p(src);
+    write_file(src, "shard-0.gguf", 32u << 20, 9);
+    struct sw_bt_create_file files[1] = { { "shard-0.gguf", 0, 0, 0, 1, NULL } };
+    struct sw_bt_create_opts co = { .dir = src, .name = "pl", .files = files, .n_files = 1, .architecture = "llama", .n_layers = 2 };
+    struct sw_bt_metainfo mi;
+    CHECK_EQ_INT(sw_bt_metainfo_create(&co, &mi, err, sizeof err), 0);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct sess_ctx cs = { 0 }, cl = { 0 };
+    struct sw_bt_session *seed, *leech;
+    struct sw_bt_session_opts os = { .listen_host = "127.0.0.1", .on_event = on_ev, .ud = &cs };
+    struct sw_bt_session_opts ol = { .listen_host = "127.0.0.1", .on_event = on_ev, .ud = &cl };
+    CHECK_EQ_INT(sw_bt_session_new(&loop, &os, &seed, err, sizeof err), 0);
+    CHECK_EQ_INT(sw_bt_session_new(&loop, &ol, &leech, err, sizeof err), 0);
+    struct sw_bt_ext_ops xs = { .name = "sw_test", .on_peer_connected = x_connected, .on_handshake = x_handshake,
+                                .on_message = x_message, .on_peer_closed = x_closed, .ud = &cs };
+    struct sw_bt_ext_ops xl = xs;
+    xl.ud = &cl;
+    sw_bt_session_register_ext(seed, &xs);
+    sw_bt_session_register_ext(leech, &xl);
+    cl.measure = 1;
+    struct sw_bt_torrent *ts, *tl;
+    struct sw_bt_torrent_opts tos = { .dir = src, .trust_complete = 1, .seed_only = 1 };
+    struct sw_bt_torrent_opts tol = { .dir = dst, .want_all = 1 };
+    CHECK_EQ_INT(sw_bt_torrent_add(seed, &mi, &tos, &ts, err, sizeof err), 0);
+    CHECK_EQ_INT(sw_bt_torrent_add(leech, &mi, &tol, &tl, err, sizeof err), 0);
+    CHECK_EQ_INT(sw_bt_session_connect(tl, "127.0.0.1", cs.port, NULL), 0);
+    uint64_t end = sw_time_ms() + 20000, last = 0;
+    uint64_t sent = 0;
+    while (!cl.complete && sw_time_ms() < end) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        uint64_t now = sw_time_us();
+        if (cs.ext_peer && now - last > 1000) {
+            last = now;
+            if (sw_bt_peer_send_ext(cs.ext_peer, &now, 8) == 0) sent++;
+        }
+    }
+    CHECK(cl.complete);
+    end = sw_time_ms() + 2000;
+    while (cl.lat_n < sent && sw_time_ms() < end) uv_run(&loop, UV_RUN_NOWAIT);
+    CHECK_EQ_U64(cl.lat_n, sent);
+    if (cl.lat_n)
+        fprintf(stderr, "priority messages during a 32 MiB transfer: %llu sent, mean %.0f us, max %llu us\n",
+                (unsigned long long)cl.lat_n, (double)cl.lat_sum / (double)cl.lat_n, (unsigned long long)cl.lat_max);
+    sw_bt_session_close(seed);
+    sw_bt_session_close(leech);
+    end = sw_time_ms() + 5000;
+    while ((!sw_bt_session_closed(seed) || !sw_bt_session_closed(leech)) && sw_time_ms() < end) uv_run(&loop, UV_RUN_NOWAIT);
+    sw_bt_session_free(seed);
+    sw_bt_session_free(leech);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_EQ_INT(uv_loop_close(&loop), 0);
+    sw_bt_metainfo_free(&mi);
+}
+
 /* Web seeds: a fake fetcher (what bt-net's webseed.c does over HTTP) reads whole pieces from
  * the source folder and hands them back through sw_bt_webseed_done. */
 struct ws_ctx {
@@ -810,5 +883,6 @@ int main(void)
     SW_RUN(test_session_transfer);
     SW_RUN(test_session_magnet);
     SW_RUN(test_session_webseed);
+    SW_RUN(test_priority_under_load);
     return SW_TEST_DONE();
 }
