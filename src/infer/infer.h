@@ -47,6 +47,8 @@ struct sw_stage_opts {
     const struct sw_stage *share_pool; /* non-NULL: run on that stage's thread pool (it
                               must outlive this stage, and the two must not run at once) */
     const char *backend;   /* NULL or "cpu" */
+    int no_prefault;       /* 0: bring the stage's weights into memory at open (page
+                              tables populated), so the first request pays no page faults */
 };
 
 /* What a stage computes, filled at open. */

@@ -52,6 +52,12 @@ struct loader {
     size_t err_len;
 };
 
+static void span(struct sw__model *m, const struct sw_gguf_tensor *t)
+{
+    if (!m->map_lo || t->data < m->map_lo) m->map_lo = t->data;
+    if (t->data + t->n_bytes > m->map_hi) m->map_hi = t->data + t->n_bytes;
+}
+
 static const struct sw_gguf_tensor *find(struct loader *L, const char *name)
 {
     return sw_gguf_tensor_find(L->g, name);
@@ -88,6 +94,7 @@ static int bind_matrix(struct loader *L, struct sw__w *w, const char *name, int6
     if (!row_bytes || t->n_bytes < (uint64_t)row_bytes * (uint64_t)rows)
         return fail(L->err, L->err_len, SW_ECORRUPT, "%s: tensor %s: %llu bytes are too few",
                     L->path, name, (unsigned long long)t->n_bytes);
+    span(L->m, t);
     w->data = t->data;
     w->type = t->type;
     w->rows = rows;
@@ -113,6 +120,7 @@ static int bind_vector(struct loader *L, const float **out, const char *name, in
                     "%s: tensor %s has %lld elements, expected a vector of %lld", L->path, name,
                     (long long)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]), (long long)n);
     L->m->info.weight_bytes += t->n_bytes;
+    span(L->m, t);
     if (t->type == SW_TYPE_F32) {
         if (t->n_bytes < (uint64_t)n * 4)
             return fail(L->err, L->err_len, SW_ECORRUPT, "%s: tensor %s is truncated", L->path, name);

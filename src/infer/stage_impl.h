@@ -34,6 +34,7 @@ struct sw__model {
     struct sw__layer *layers;/* index l - layer_first (owned array) */
     float **owned;           /* small tensors converted to f32 (norms/biases not in F32) */
     uint32_t n_owned;
+    const uint8_t *map_lo, *map_hi; /* span of the mapped tensor bytes this stage reads */
 };
 
 /* Reads hyper-parameters and binds every tensor of the stage's layer range, checking
