@@ -4,7 +4,8 @@
  * BPE one under every pre-tokenizer), plus llama.cpp's llama-spm and gpt-2 fixtures when
  * the shared data folder is found ($SW_SHARED_DATA, else next to the source tree).
  * Mode byte 0xFF instead feeds the rest to the sampler-state parser, which reads bytes a
- * remote peer sends. */
+ * remote peer sends; 0xFE treats the rest as a GGUF file whose tokenizer.* metadata is
+ * loaded and used (whatever the reader accepts must not crash the tokenizer). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,6 +166,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t len = size - 1;
     if (mode == 0xFF) {
         fuzz_sampler(data + 1, len);
+        return 0;
+    }
+    if (mode == 0xFE) {
+        struct sw_gguf *g = NULL;
+        struct sw_tok *gt = NULL;
+        if (sw_gguf_open_mem(data + 1, len, &g, NULL, 0) == 0) {
+            if (sw_tok_from_gguf(g, &gt, NULL, 0) == 0) {
+                sw_gguf_close(g); /* the tokenizer must not borrow from the file */
+                g = NULL;
+                static const char sample[] = "Hello <s>world</s> \xC3\xA9\xE4\xB8\xAD 123 <|im_end|>\n\t x";
+                int32_t *ids = NULL;
+                size_t n = 0;
+                if (sw_tok_encode(gt, sample, sizeof sample - 1, SW_TOK_ADD_BOS | SW_TOK_PARSE_SPECIAL, &ids, &n))
+                    abort();
+                struct sw_buf out = { 0 };
+                sw_tok_decode(gt, ids, n, SW_TOK_DECODE_SPECIAL, &out);
+                for (uint32_t id = 0; id < sw_tok_n_vocab(gt) && id < 64; id++) {
+                    char piece[64];
+                    (void)sw_tok_piece(gt, (int32_t)id, SW_TOK_DECODE_SPECIAL, piece, sizeof piece);
+                }
+                (void)sw_chat_detect(sw_tok_chat_template(gt));
+                sw_buf_free(&out);
+                free(ids);
+                sw_tok_free(gt);
+            }
+            sw_gguf_close(g);
+        }
         return 0;
     }
     unsigned flags = (mode & 1 ? SW_TOK_ADD_BOS : 0) | (mode & 2 ? SW_TOK_PARSE_SPECIAL : 0) |
