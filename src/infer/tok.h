@@ -1,5 +1,5 @@
 /* tok.h — text in and out of a model: the tokenizer built from GGUF `tokenizer.*` metadata
- * (SentencePiece-style `llama` and GPT-2 byte-level BPE `gpt2`), the sampler that turns
+ * (SentencePiece-style `llama`, GPT-2 byte-level BPE `gpt2`, WordPiece `bert`), the sampler that turns
  * logits into a token, and the chat templates that turn messages into a prompt.
  * Not for: the forward pass (infer.h) or moving anything across the network.
  * Included by infer.h; see docs/tokenizer.md for the algorithms and their sources. */
@@ -60,7 +60,7 @@ struct sw_tok_desc {
 
 /* Builds a tokenizer from a GGUF file's tokenizer.* keys. The tokenizer copies what it
  * needs: it does not borrow from g (g may be closed afterwards). Errors: SW_ENOTFOUND
- * (no tokenizer.ggml.model / tokens), SW_EUNSUPPORTED (model other than llama/gpt2, or an
+ * (no tokenizer.ggml.model / tokens), SW_EUNSUPPORTED (model other than llama/gpt2/bert, or an
  * unknown tokenizer.ggml.pre — the message names it), SW_ECORRUPT (arrays of the wrong
  * type or length, ids out of range), SW_ETOOBIG, SW_ENOMEM. err gets a message naming the
  * key. *out is NULL on failure. */
