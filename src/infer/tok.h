@@ -1,6 +1,7 @@
 /* tok.h — text in and out of a model: the tokenizer built from GGUF `tokenizer.*` metadata
- * (SentencePiece-style `llama`, GPT-2 byte-level BPE `gpt2`, WordPiece `bert`), the sampler that turns
- * logits into a token, and the chat templates that turn messages into a prompt.
+ * (SentencePiece-style `llama`, GPT-2 byte-level BPE `gpt2`, WordPiece `bert`), the
+ * sampler that turns logits into a token, and the chat templates that turn messages into
+ * a prompt.
  * Not for: the forward pass (infer.h) or moving anything across the network.
  * Included by infer.h; see docs/tokenizer.md for the algorithms and their sources. */
 #ifndef SW_TOK_H
