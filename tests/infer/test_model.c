@@ -351,6 +351,32 @@ static void test_batch_equals_incremental(void)
     sw_stage_free(s2);
 }
 
+/* A long sequence: the KV cache grows past its first steps (256, 512 positions) while
+ * keeping its contents, fed in pieces or at once. */
+static void test_long_sequence(void)
+{
+    struct sw_stage *s = open_stage(-1, -1, 0, 2, 0);
+    if (!s) return;
+    enum { N = 700 };
+    int32_t *toks = malloc(N * sizeof *toks);
+    for (int i = 0; i < N; i++) toks[i] = i == 0 ? 1 : GREEDY[i % SW_ARRAY_LEN(GREEDY)];
+    float *a = malloc(512 * sizeof *a), *b = malloc(512 * sizeof *b);
+    sw_stage_seq_new(s, 1);
+    sw_stage_seq_new(s, 2);
+    CHECK_EQ_INT(sw_stage_forward(s, 1, 0, N, toks, a, 0), 0);
+    CHECK_EQ_INT(sw_stage_forward(s, 2, 0, 200, toks, b, 0), 0);
+    CHECK_EQ_INT(sw_stage_forward(s, 2, 200, 300, toks + 200, b, 0), 0);
+    for (int i = 500; i < N; i++) CHECK_EQ_INT(sw_stage_forward(s, 2, (uint32_t)i, 1, toks + i, b, 0), 0);
+    double d = max_rel_diff(b, a, 512);
+    CHECK_MSG(d < 1e-3, "700 tokens at once vs in pieces: %.3g", d);
+    /* 700 at once: 768 positions; 200, 500, 501..: 256, 512, then doubled to 1024 */
+    CHECK_EQ_U64(sw_stage_kv_bytes(s), (768ull + 1024) * sw_stage_info(s)->kv_bytes_per_token);
+    free(toks);
+    free(a);
+    free(b);
+    sw_stage_free(s);
+}
+
 /* Two sequences interleaved on one stage don't disturb each other; reset and rewinding
  * (pos below the length) recompute the same logits. */
 static void test_sequences(void)
@@ -734,6 +760,7 @@ int main(void)
     SW_RUN(test_reference_logits);
     SW_RUN(test_batch_equals_incremental);
     SW_RUN(test_sequences);
+    SW_RUN(test_long_sequence);
     SW_RUN(test_layer_ranges);
     SW_RUN(test_context_limit);
     SW_RUN(test_bad_files);
