@@ -138,7 +138,10 @@ static void on_event(void *ud, const struct sw_bt_event *ev)
         const char *name = path && strrchr(path, '/') ? strrchr(path, '/') + 1 : path ? path : "?";
         const struct sw_bt_progress *p = &ev->progress;
         if (r->tty) {
-            sw_cli_progress(name, p->bytes_done, p->bytes_total, r->started_ms);
+            /* One bar for everything wanted (a bar per file would overwrite each other). */
+            struct sw_bt_progress all;
+            if (sw_bt_torrent_progress(ev->torrent, -1, &all) == 0 && all.bytes_done < all.bytes_total)
+                sw_cli_progress("fetch", all.bytes_done, all.bytes_total, r->started_ms);
         } else {
             sw_log(SW_LOG_INFO, "BT", "progress %s %.1f%% %s/%s %s/s ETA %s peers %u", name, p->percent,
                    sw_fmt_bytes(p->bytes_done, b1, sizeof b1), sw_fmt_bytes(p->bytes_total, b2, sizeof b2),
