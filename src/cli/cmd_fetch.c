@@ -155,6 +155,9 @@ static void on_event(void *ud, const struct sw_bt_event *ev)
         break;
     case SW_BT_EV_TORRENT_COMPLETE:
         if (!r->c->seed) {
+            struct sw_bt_progress all;
+            if (r->tty && sw_bt_torrent_progress(ev->torrent, -1, &all) == 0)
+                sw_cli_progress("fetch", all.bytes_total, all.bytes_total, r->started_ms);
             uint64_t el = sw_time_ms() - r->started_ms;
             sw_log(SW_LOG_INFO, "BT", "download complete in %s", sw_fmt_duration_ms(el, b1, sizeof b1));
             stop(r, SW_EXIT_OK, NULL);
