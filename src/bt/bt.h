@@ -451,7 +451,7 @@ int sw_bt_torrent_want_file(struct sw_bt_torrent *t, uint32_t file, int want);
  * Returns the number of newly held pieces or < 0. Blocking: hashes the file. */
 int sw_bt_torrent_recheck_file(struct sw_bt_torrent *t, uint32_t file);
 int sw_bt_torrent_file_complete(const struct sw_bt_torrent *t, uint32_t file);
-/* 1 when every wanted file is complete (and the metadata known). */
+/* 1 when at least one file is wanted and every wanted file is complete. */
 int sw_bt_torrent_complete(const struct sw_bt_torrent *t);
 int sw_bt_torrent_progress(const struct sw_bt_torrent *t, int32_t file, struct sw_bt_progress *out);
 const char *sw_bt_torrent_file_path(const struct sw_bt_torrent *t, uint32_t file);

@@ -637,8 +637,10 @@ static uint32_t n_unchoked(struct sw_bt_torrent *t)
 static int cmp_rate(const void *a, const void *b)
 {
     const struct sw_bt_peer *const *x = a, *const *y = b;
-    double rx = (*x)->t->complete_reported ? (*x)->up_rate : (*x)->down_rate;
-    double ry = (*y)->t->complete_reported ? (*y)->up_rate : (*y)->down_rate;
+    const struct sw_bt_torrent *t = (*x)->t;
+    int seeding = t->complete_reported || t->opts.seed_only || (t->pk && sw_bt_picker_left(t->pk) == 0);
+    double rx = seeding ? (*x)->up_rate : (*x)->down_rate;
+    double ry = seeding ? (*y)->up_rate : (*y)->down_rate;
     return rx < ry ? 1 : rx > ry ? -1 : 0;
 }
 
@@ -718,9 +720,13 @@ static void ban_peer_uid(struct sw_bt_torrent *t, uint32_t uid, uint32_t piece)
 static int all_wanted_complete(struct sw_bt_torrent *t)
 {
     if (!t->has_meta) return 0;
-    for (uint32_t i = 0; i < t->mi.n_files; i++)
-        if (t->want_file[i] && !t->mi.files[i].pad && !sw_bt_storage_file_complete(t->st, i)) return 0;
-    return 1;
+    uint32_t wanted = 0;
+    for (uint32_t i = 0; i < t->mi.n_files; i++) {
+        if (!t->want_file[i] || t->mi.files[i].pad) continue;
+        wanted++;
+        if (!sw_bt_storage_file_complete(t->st, i)) return 0;
+    }
+    return wanted > 0; /* nothing wanted is not "complete" */
 }
 
 static void check_complete(struct sw_bt_torrent *t)
