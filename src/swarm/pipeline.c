@@ -238,6 +238,11 @@ void sw_pipe_free(struct sw_pipe *p)
 
 size_t sw_pipe_jobs_in_flight(const struct sw_pipe *p) { return p ? p->jobs : 0; }
 
+void sw_pipe_set_n_shards(struct sw_pipe *p, uint32_t n_shards)
+{
+    if (p) p->cfg.n_shards = n_shards;
+}
+
 struct sw_pipe_stats sw_pipe_stats(const struct sw_pipe *p)
 {
     struct sw_pipe_stats s = p->st;
@@ -785,8 +790,10 @@ static int e_open_route(struct sw_pipe *p, struct esess *e, char *msg, size_t ms
             return SW_ENOTFOUND;
         }
     }
-    do sw_random_bytes(&e->wire, sizeof e->wire);
-    while (!e->wire || es_by_wire(p, e->wire));
+    uint64_t w;
+    do sw_random_bytes(&w, sizeof w);
+    while (!w || w == e->wire || es_by_wire(p, w));
+    e->wire = w;
     e->state = E_OPENING;
     e->pending = 0;
     e->failing = -1;
@@ -1103,6 +1110,10 @@ uint64_t sw_pipe_tick(struct sw_pipe *p, uint64_t now_us)
     uint64_t idle = (uint64_t)p->cfg.idle_ms * 1000;
     for (struct ssess *s = p->ss, *nx; s; s = nx) {
         nx = s->next;
+        if (p->cfg.host.is_live && !p->cfg.host.is_live(p->cfg.host.ud, s->entry)) {
+            ssess_close(p, s); /* the entry left: nobody reads this session's tokens */
+            continue;
+        }
         if (s->busy || s->qh) continue;
         if (now_us - s->last_us >= idle) {
             p->st.sessions_evicted++;

@@ -191,6 +191,8 @@ int sw_pipe_new(const struct sw_pipe_config *cfg, struct sw_pipe **out);
  * drained by the host first (sw_pipe_jobs_in_flight() == 0). NULL harmless. */
 void sw_pipe_free(struct sw_pipe *p);
 size_t sw_pipe_jobs_in_flight(const struct sw_pipe *p);
+/* Entry: the model's shard count, once known (a magnet resolves late). */
+void sw_pipe_set_n_shards(struct sw_pipe *p, uint32_t n_shards);
 
 /* Feeds one message received from node `from` (kind byte included, borrowed). Malformed
  * input is dropped (and counted); a well-formed message about a bad session gets an ERROR

@@ -804,9 +804,18 @@ static void test_cancel_and_evict(void)
     free(prompt);
 }
 
+/* SW_PIPE_TEST=name runs only that model test (debugging). */
+static int want(const char *name)
+{
+    const char *w = getenv("SW_PIPE_TEST");
+    return !w || !*w || !strcmp(w, name);
+}
+#define RUN_IF(fn) \
+    do { if (want(#fn)) SW_RUN(fn); } while (0)
+
 int main(void)
 {
-    sw_log_set(NULL, NULL, SW_LOG_ERROR);
+    if (!getenv("SW_PIPE_DEBUG")) sw_log_set(NULL, NULL, SW_LOG_ERROR);
     SW_RUN(test_f16);
     SW_RUN(test_wire);
     g_have_model = setup_model();
@@ -814,12 +823,12 @@ int main(void)
         if (sw_test_failures) return SW_TEST_DONE();
         SW_TEST_SKIP("../shared/data/models/stories260K.gguf is absent: model tests skipped (wire tests passed)");
     }
-    SW_RUN(test_equal_single_process);
-    SW_RUN(test_concurrent);
-    SW_RUN(test_refusal);
-    SW_RUN(test_bad_input);
-    SW_RUN(test_failover);
-    SW_RUN(test_cancel_and_evict);
+    RUN_IF(test_equal_single_process);
+    RUN_IF(test_concurrent);
+    RUN_IF(test_refusal);
+    RUN_IF(test_bad_input);
+    RUN_IF(test_failover);
+    RUN_IF(test_cancel_and_evict);
     teardown_model();
     return SW_TEST_DONE();
 }

@@ -1,0 +1,281 @@
+/* pipeline_node.c — a pipeline engine (pipeline.c) on a running node: SW_MSG_PIPE payloads
+ * in through the node's pipe handler, out with priority through sw_node_send, compute jobs
+ * on libuv worker threads (never on the loop), routes from the swarm view (live, loaded,
+ * directly connected nodes), failover when the view loses a node, a timer for deadlines.
+ * Not for: the protocol's decisions (pipeline.c). */
+#include "swarm/pipeline.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "infer/infer.h"
+
+#define TICK_MS 100
+
+struct selfmsg {
+    struct selfmsg *next;
+    size_t len;
+    uint8_t data[];
+};
+
+struct work {
+    uv_work_t req;
+    struct sw_pipe_node *pn;
+    struct sw_pipe_job *j;
+};
+
+struct sw_pipe_node {
+    struct sw_node *node;
+    uv_loop_t *loop;
+    struct sw_pipe *pipe;
+    uv_timer_t tick;
+    uv_timer_t self_timer;     /* delivers messages to ourselves on the next loop turn */
+    struct selfmsg *qh, *qt;
+    int handles_open;
+    size_t works;
+    int detaching;
+    void (*done)(void *);
+    void *done_ud;
+    void (*chain_fn)(void *);
+    void *chain_ud;
+};
+
+/* ------------------------------------------------------------------ host callbacks */
+
+static void on_self_timer(uv_timer_t *t);
+
+static int h_send(void *ud, const uint8_t to[SW_NODE_ID_LEN], const uint8_t *p, size_t len)
+{
+    struct sw_pipe_node *pn = ud;
+    if (!memcmp(to, sw_node_id(pn->node), SW_NODE_ID_LEN)) {
+        struct selfmsg *m = malloc(sizeof *m + len);
+        if (!m) return SW_ENOMEM;
+        m->next = NULL;
+        m->len = len;
+        memcpy(m->data, p, len);
+        if (pn->qt) pn->qt->next = m;
+        else pn->qh = m;
+        pn->qt = m;
+        if (pn->handles_open && !pn->detaching) uv_timer_start(&pn->self_timer, on_self_timer, 0, 0);
+        return 0;
+    }
+    return sw_node_send(pn->node, to, p, len, 1);
+}
+
+static void work_cb(uv_work_t *req)
+{
+    struct work *w = req->data;
+    sw_pipe_job_run(w->j);
+}
+
+static void finish_detach(struct sw_pipe_node *pn);
+
+static void after_work_cb(uv_work_t *req, int status)
+{
+    (void)status;
+    struct work *w = req->data;
+    struct sw_pipe_node *pn = w->pn;
+    pn->works--;
+    sw_pipe_job_done(pn->pipe, w->j, sw_time_us());
+    free(w);
+    if (pn->detaching) finish_detach(pn);
+}
+
+static int h_submit(void *ud, struct sw_pipe_job *j)
+{
+    struct sw_pipe_node *pn = ud;
+    struct work *w = calloc(1, sizeof *w);
+    if (!w) return SW_ENOMEM;
+    w->pn = pn;
+    w->j = j;
+    w->req.data = w;
+    int rc = uv_queue_work(pn->loop, &w->req, work_cb, after_work_cb);
+    if (rc) {
+        free(w);
+        return SW_EIO;
+    }
+    pn->works++;
+    return 0;
+}
+
+static int usable(const struct sw_view_node *vn)
+{
+    return vn && vn->live && (vn->self || vn->direct);
+}
+
+/* The best live loaded node for a shard that we can reach directly: ourselves first, then
+ * the lowest round trip, the shortest queue, the highest tokens/s, the lowest id. */
+static int h_pick(void *ud, uint32_t shard, const uint8_t *exclude, size_t n_exclude, uint8_t id_out[SW_NODE_ID_LEN])
+{
+    struct sw_pipe_node *pn = ud;
+    const struct sw_view *v = sw_node_view(pn->node);
+    if (!v) return SW_ENOTFOUND;
+    const struct sw_view_node *best = NULL;
+    for (size_t i = 0; i < sw_view_count(v); i++) {
+        const struct sw_view_node *vn = sw_view_at(v, i);
+        if (!usable(vn) || vn->cap.shard != (int32_t)shard || vn->cap.phase != SW_PHASE_LOADED) continue;
+        int ex = 0;
+        for (size_t k = 0; k < n_exclude && !ex; k++) ex = !memcmp(exclude + k * SW_NODE_ID_LEN, vn->cap.node_id, SW_NODE_ID_LEN);
+        if (ex) continue;
+        if (!best) {
+            best = vn;
+            continue;
+        }
+        uint64_t ra = vn->self ? 0 : vn->rtt_us ? vn->rtt_us : UINT32_MAX;
+        uint64_t rb = best->self ? 0 : best->rtt_us ? best->rtt_us : UINT32_MAX;
+        int better = ra != rb ? ra < rb
+                   : vn->cap.queue != best->cap.queue ? vn->cap.queue < best->cap.queue
+                   : vn->cap.tokens_per_s_milli != best->cap.tokens_per_s_milli
+                       ? vn->cap.tokens_per_s_milli > best->cap.tokens_per_s_milli
+                       : memcmp(vn->cap.node_id, best->cap.node_id, SW_NODE_ID_LEN) < 0;
+        if (better) best = vn;
+    }
+    if (!best) return SW_ENOTFOUND;
+    memcpy(id_out, best->cap.node_id, SW_NODE_ID_LEN);
+    return 0;
+}
+
+static int h_live(void *ud, const uint8_t id[SW_NODE_ID_LEN])
+{
+    struct sw_pipe_node *pn = ud;
+    if (!memcmp(id, sw_node_id(pn->node), SW_NODE_ID_LEN)) return 1;
+    const struct sw_view *v = sw_node_view(pn->node);
+    return v && usable(sw_view_find(v, id));
+}
+
+static struct sw_stage *h_stage(void *ud) { return sw_node_stage(((struct sw_pipe_node *)ud)->node); }
+
+/* ------------------------------------------------------------------ loop glue */
+
+static void on_pipe_msg(void *ud, const uint8_t from[SW_NODE_ID_LEN], const uint8_t *payload, size_t len)
+{
+    struct sw_pipe_node *pn = ud;
+    if (pn->detaching) return;
+    sw_pipe_receive(pn->pipe, from, payload, len, sw_time_us());
+}
+
+static void on_self_timer(uv_timer_t *t)
+{
+    struct sw_pipe_node *pn = t->data;
+    /* only what is queued now: messages queued while delivering wait for the next turn */
+    struct selfmsg *m = pn->qh;
+    pn->qh = pn->qt = NULL;
+    while (m) {
+        struct selfmsg *nx = m->next;
+        if (!pn->detaching) sw_pipe_receive(pn->pipe, sw_node_id(pn->node), m->data, m->len, sw_time_us());
+        free(m);
+        m = nx;
+    }
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct sw_pipe_node *pn = t->data;
+    if (!pn->detaching) sw_pipe_tick(pn->pipe, sw_time_us());
+}
+
+static void on_change(void *ud)
+{
+    struct sw_pipe_node *pn = ud;
+    if (!pn->detaching) sw_pipe_tick(pn->pipe, sw_time_us()); /* departures fail over at once */
+    if (pn->chain_fn) pn->chain_fn(pn->chain_ud);
+}
+
+int sw_pipe_node_attach(struct sw_node *n, const struct sw_pipe_node_opts *opts, struct sw_pipe_node **out)
+{
+    if (!n || !out || !sw_node_loop(n)) return SW_EINVAL;
+    struct sw_pipe_node *pn = calloc(1, sizeof *pn);
+    if (!pn) return SW_ENOMEM;
+    pn->node = n;
+    pn->loop = sw_node_loop(n);
+    struct sw_pipe_config cfg = { 0 };
+    memcpy(cfg.self_id, sw_node_id(n), SW_NODE_ID_LEN);
+    const struct sw_view *v = sw_node_view(n);
+    cfg.n_shards = v ? sw_view_n_shards(v) : 0;
+    cfg.host = (struct sw_pipe_host){ h_send, h_submit, h_pick, h_live, h_stage, pn };
+    if (opts) {
+        cfg.max_sessions = opts->max_sessions;
+        cfg.max_kv_bytes = opts->max_kv_bytes;
+        cfg.idle_ms = opts->idle_ms;
+    }
+    int rc = sw_pipe_new(&cfg, &pn->pipe);
+    if (rc) {
+        free(pn);
+        return rc;
+    }
+    uv_timer_init(pn->loop, &pn->tick);
+    uv_timer_init(pn->loop, &pn->self_timer);
+    pn->tick.data = pn->self_timer.data = pn;
+    pn->handles_open = 2;
+    uv_timer_start(&pn->tick, on_tick, TICK_MS, TICK_MS);
+    sw_node_set_pipe_handler(n, on_pipe_msg, pn);
+    sw_node_set_change_handler(n, on_change, pn);
+    *out = pn;
+    return 0;
+}
+
+void sw_pipe_node_set_change_chain(struct sw_pipe_node *pn, void (*fn)(void *ud), void *ud)
+{
+    if (!pn) return;
+    pn->chain_fn = fn;
+    pn->chain_ud = ud;
+}
+
+struct sw_pipe *sw_pipe_node_engine(struct sw_pipe_node *pn) { return pn ? pn->pipe : NULL; }
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct sw_pipe_node *pn = h->data;
+    pn->handles_open--;
+    finish_detach(pn);
+}
+
+static void finish_detach(struct sw_pipe_node *pn)
+{
+    if (pn->handles_open || pn->works) return;
+    while (pn->qh) {
+        struct selfmsg *m = pn->qh;
+        pn->qh = m->next;
+        free(m);
+    }
+    sw_pipe_free(pn->pipe);
+    void (*done)(void *) = pn->done;
+    void *ud = pn->done_ud;
+    free(pn);
+    if (done) done(ud);
+}
+
+void sw_pipe_node_detach(struct sw_pipe_node *pn, void (*done)(void *ud), void *ud)
+{
+    if (!pn || pn->detaching) return;
+    pn->detaching = 1;
+    pn->done = done;
+    pn->done_ud = ud;
+    sw_node_set_pipe_handler(pn->node, NULL, NULL);
+    sw_node_set_change_handler(pn->node, pn->chain_fn, pn->chain_ud);
+    uv_timer_stop(&pn->tick);
+    uv_timer_stop(&pn->self_timer);
+    uv_close((uv_handle_t *)&pn->tick, on_handle_closed);
+    uv_close((uv_handle_t *)&pn->self_timer, on_handle_closed);
+}
+
+int sw_pipe_node_open(struct sw_pipe_node *pn, const struct sw_pipe_request *req, const struct sw_pipe_session_cb *cb,
+                      uint64_t *session_out, char *msg, size_t msg_len)
+{
+    if (!pn || pn->detaching) return SW_ESTATE;
+    const struct sw_view *v = sw_node_view(pn->node);
+    if (!v) {
+        if (msg && msg_len) snprintf(msg, msg_len, "the node has not resolved its model yet");
+        return SW_ESTATE;
+    }
+    sw_pipe_set_n_shards(pn->pipe, sw_view_n_shards(v));
+    return sw_pipe_open(pn->pipe, req, cb, sw_time_us(), session_out, msg, msg_len);
+}
+
+int sw_pipe_node_cancel(struct sw_pipe_node *pn, uint64_t session)
+{
+    if (!pn) return SW_EINVAL;
+    return sw_pipe_cancel(pn->pipe, session, sw_time_us());
+}
