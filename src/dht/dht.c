@@ -29,6 +29,7 @@
 #define TICK_MS 5000u
 #define SOFT_TIMEOUT_MS 1000u              /* a slow query stops holding an alpha slot */
 #define LOOKUP_MAX_MS 60000u
+#define BOOT_WAIT_MS 15000u                /* a lookup started before bootstrap waits this long */
 #define PING_AGAIN_MS 60000u
 #define TOKEN_LEN 8
 #define MAX_VALUES_OUT 50                  /* peers per get_peers reply (fits one datagram) */
@@ -1260,6 +1261,17 @@ static void send_store(struct sw_dht *d, struct lookup *l, struct cand *c, uint6
  * when the lookup finished (and was freed). */
 static int lookup_step(struct sw_dht *d, struct lookup *l, uint64_t now)
 {
+    if (l->phase == 0 && l->n == 0) {
+        /* Started before the table had nodes: seed it as soon as the bootstrap brings some,
+         * and wait for that up to BOOT_WAIT_MS when contacts are configured. */
+        struct rnode *cl[LOOKUP_CAND / 2];
+        int n = rt_closest(d, l->target, cl, LOOKUP_CAND / 2, 0);
+        for (int i = 0; i < n; i++) lookup_add(d, l, cl[i]->id, &cl[i]->addr, 1);
+        if (l->n == 0 && d->n_contacts > 0 && now - l->start_ms < BOOT_WAIT_MS) {
+            note_deadline(d, now + 250);
+            return 0;
+        }
+    }
     if (l->phase == 0) {
         int inflight = 0, active = 0, live = 0;
         for (int i = 0; i < l->n; i++) {
@@ -1651,6 +1663,7 @@ uint64_t sw_dht_periodic(struct sw_dht *d, uint64_t now)
             if (l->c[j].state == C_SENT && !l->c[j].slow && l->c[j].sent_ms + SOFT_TIMEOUT_MS < next)
                 next = l->c[j].sent_ms + SOFT_TIMEOUT_MS;
         if (l->start_ms + LOOKUP_MAX_MS < next) next = l->start_ms + LOOKUP_MAX_MS;
+        if (l->n == 0 && now + 250 < next) next = now + 250;
     }
     if (next <= now) next = now + 1;
     d->next_deadline = next;

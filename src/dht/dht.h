@@ -137,7 +137,8 @@ int sw_dht_add_contact(struct sw_dht *d, const struct sw_dht_addr *addr, uint64_
 int sw_dht_ping(struct sw_dht *d, const struct sw_dht_addr *addr, uint64_t now_ms);
 
 /* Lookups. Each returns 0 and a lookup id (> 0) via id_out (may be NULL); events carry it,
- * and SW_DHT_EV_DONE ends it. SW_EBUSY when too many lookups run (cap 64). */
+ * and SW_DHT_EV_DONE ends it. SW_EBUSY when too many lookups run (cap 64). A lookup
+ * started before the routing table has nodes waits up to 15 s for the bootstrap. */
 int sw_dht_find_node(struct sw_dht *d, const uint8_t target[SW_DHT_ID_LEN], uint64_t now_ms,
                      uint32_t *id_out);
 int sw_dht_get_peers(struct sw_dht *d, const uint8_t info_hash[SW_DHT_ID_LEN], uint64_t now_ms,

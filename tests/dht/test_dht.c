@@ -650,6 +650,54 @@ static void test_network(void)
     net_free(net);
 }
 
+static uint32_t early_peers, early_done;
+static struct sw_dht_addr early_addr;
+static void early_event(void *ud, const struct sw_dht_event *ev)
+{
+    (void)ud;
+    if (ev->type == SW_DHT_EV_PEER && !ev->is_self) {
+        early_peers++;
+        early_addr = ev->addr;
+    }
+    if (ev->type == SW_DHT_EV_DONE) early_done++;
+}
+
+/* A lookup started right after add_contact, before any reply, waits for the bootstrap. */
+static void test_lookup_before_bootstrap(void)
+{
+    struct sw_dht_config cfg = { 0 };
+    struct sw_dht *d[2];
+    struct sw_dht_addr a[2];
+    for (int i = 0; i < 2; i++) {
+        cfg.rng_seed = 90 + (uint64_t)i;
+        cfg.on_event = i == 1 ? early_event : NULL;
+        d[i] = sw_dht_new(&cfg, 1000);
+        mkaddr(&a[i], 200 + (uint32_t)i, 6881);
+    }
+    uint8_t ih[20];
+    memset(ih, 0x77, 20);
+    sw_dht_announce(d[0], ih, 5000, 0, 1000, NULL); /* d[0] knows no one: stores locally */
+    sw_dht_add_contact(d[1], &a[0], 1000);
+    CHECK_EQ_INT(sw_dht_get_peers(d[1], ih, 1000, NULL), 0);
+    uint8_t buf[SW_DHT_MAX_PACKET];
+    for (uint64_t now = 1000; now < 20000 && !early_done; now += 50) {
+        for (int i = 0; i < 2; i++) {
+            struct sw_dht_addr to;
+            size_t n;
+            if (sw_dht_next_deadline(d[i]) <= now) sw_dht_periodic(d[i], now);
+            while ((n = sw_dht_pop_packet(d[i], &to, buf, sizeof buf)) > 0)
+                sw_dht_input(d[1 - i], buf, n, &a[i], now + 10);
+        }
+    }
+    CHECK_EQ_INT(early_done, 1);
+    /* d[0] learned its address from d[1]'s reply (BEP 42 `ip`) and lists itself */
+    CHECK_EQ_INT(early_peers, 1);
+    struct sw_dht_addr want = a[0];
+    want.port = 5000;
+    CHECK(sw_dht_addr_eq(&early_addr, &want));
+    for (int i = 0; i < 2; i++) sw_dht_free(d[i]);
+}
+
 /* BEP 32: an IPv6 table answers with nodes6 (38 bytes each) and 18-byte peer values. */
 static void test_ipv6(void)
 {
@@ -723,6 +771,7 @@ int main(void)
     SW_RUN(test_bucket_split);
     SW_RUN(test_bep44_vectors);
     SW_RUN(test_bep44_store_rules);
+    SW_RUN(test_lookup_before_bootstrap);
     SW_RUN(test_ipv6);
     SW_RUN(test_network);
     return SW_TEST_DONE();
