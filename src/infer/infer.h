@@ -115,6 +115,22 @@ uint64_t sw_stage_kv_bytes(struct sw_stage *s); /* KV memory allocated, all sequ
 int sw_stage_forward(struct sw_stage *s, uint64_t seq, uint32_t pos, uint32_t n_tokens,
                      const void *in, float *out, unsigned flags);
 
+/* Several sequences in one pass over the weights: decoding N sessions together costs
+ * little more than one while generation is memory-bound. Each entry is checked and run as
+ * sw_stage_forward would (its result in rc; a failing entry does not stop the others); the
+ * entries' tokens are packed into steps of max_batch. Entries must name different
+ * sequences. Returns 0 when every entry succeeded, else the first failing entry's code.
+ * May allocate when more sequences than ever before want logits in one step. */
+struct sw_stage_batch {
+    uint64_t seq;
+    uint32_t pos, n_tokens;
+    const void *in;   /* as sw_stage_forward */
+    float *out;       /* as sw_stage_forward */
+    unsigned flags;   /* SW_STAGE_LOGITS_ALL */
+    int rc;           /* out: this entry's result */
+};
+int sw_stage_forward_batch(struct sw_stage *s, struct sw_stage_batch *entries, uint32_t n);
+
 /* Floats in one forward call's output (for sizing out). */
 size_t sw_stage_out_floats(const struct sw_stage *s, uint32_t n_tokens, unsigned flags);
 

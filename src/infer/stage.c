@@ -40,6 +40,10 @@ struct sw_stage {
     float *up;     /* B x n_ff */
     float *rope;   /* B x n_rot: cos[n_rot/2] then sin[n_rot/2] per token */
     float *scores; /* n_threads x n_ctx: attention weights per thread */
+    struct sw__kv **tok_kv; /* B: the sequence of each token of a step */
+    uint32_t *tok_pos;      /* B: its position */
+    float *logits;          /* gathered last-token logits of a multi-sequence step (grown) */
+    size_t logits_cap;      /* floats */
     char errmsg[256];
 };
 
@@ -145,6 +149,9 @@ int sw_stage_open_gguf(struct sw_gguf *g, const struct sw_stage_opts *opts, stru
     s->up = scratch(B * in->n_ff, &oom);
     s->rope = scratch(B * in->n_rot, &oom);
     s->scores = scratch((size_t)s->n_threads * in->n_ctx, &oom);
+    s->tok_kv = calloc(B, sizeof *s->tok_kv);
+    s->tok_pos = calloc(B, sizeof *s->tok_pos);
+    if (!s->tok_kv || !s->tok_pos) oom = 1;
     if (oom) {
         if (err && err_len) snprintf(err, err_len, "out of memory for the stage's scratch buffers");
         sw_stage_free(s);
@@ -195,6 +202,9 @@ void sw_stage_free(struct sw_stage *s)
     free(s->up);
     free(s->rope);
     free(s->scores);
+    free(s->tok_kv);
+    free(s->tok_pos);
+    free(s->logits);
     sw__model_release(&s->m);
     pthread_mutex_destroy(&s->lock);
     free(s);
@@ -353,14 +363,14 @@ static void swiglu_run(void *arg, int ith, int nth)
 
 struct attn_task {
     struct sw_stage *s;
-    const sw_f16 *kc, *vc; /* this layer's cache, positions x kv_dim */
-    uint32_t pos, n_tokens;
+    uint32_t li;       /* layer index within the stage */
+    uint32_t n_tokens;
 };
 
-/* For each token t (at position pos+t) and head h:
- *   s[p] = q_t,h . k_p,g / sqrt(head_dim)   for p <= pos+t (causal), g = h / (n_head/n_kv)
+/* For each token t (of sequence tok_kv[t], at position P = tok_pos[t]) and head h:
+ *   s[p] = q_t,h . k_p,g / sqrt(head_dim)   for p <= P (causal), g = h / (n_head/n_kv)
  *   att_t,h = sum_p softmax(s)[p] v_p,g
- * (t, h) pairs are dealt round-robin to the threads. */
+ * over that sequence's cache. (t, h) pairs are dealt round-robin to the threads. */
 static void attn_run(void *arg, int ith, int nth)
 {
     const struct attn_task *a = arg;
@@ -373,9 +383,9 @@ static void attn_run(void *arg, int ith, int nth)
     const uint32_t total = a->n_tokens * in->n_head;
     for (uint32_t i = (uint32_t)ith; i < total; i += (uint32_t)nth) {
         const uint32_t t = i / in->n_head, h = i % in->n_head, g = h / group;
-        const uint32_t n = a->pos + t + 1;
+        const uint32_t n = s->tok_pos[t] + 1;
         const float *q = s->q + t * qd + h * hd;
-        const sw_f16 *kp = a->kc + g * hd;
+        const sw_f16 *kp = s->tok_kv[t]->k[a->li] + g * hd;
         float mx = -INFINITY;
         for (uint32_t p = 0; p < n; p++) {
             float v = sw_k_dot_f16_f32(hd, kp + (size_t)p * kvd, q) * scale;
@@ -391,20 +401,20 @@ static void attn_run(void *arg, int ith, int nth)
         const float inv = 1.0f / sum;
         float *o = s->att + t * qd + h * hd;
         memset(o, 0, hd * sizeof *o);
-        const sw_f16 *vp = a->vc + g * hd;
+        const sw_f16 *vp = s->tok_kv[t]->v[a->li] + g * hd;
         for (uint32_t p = 0; p < n; p++) sw_k_axpy_f16(hd, sc[p] * inv, vp + (size_t)p * kvd, o);
     }
 }
 
 /* ------------------------------------------------------------------ RoPE */
 
-/* cos/sin of theta_i(p) = p * inv_freq[i] for the chunk's positions. */
-static void rope_tables(struct sw_stage *s, uint32_t pos, uint32_t n_tokens)
+/* cos/sin of theta_i(p) = p * inv_freq[i] for the step's token positions. */
+static void rope_tables(struct sw_stage *s, uint32_t n_tokens)
 {
     const uint32_t half = s->m.info.n_rot / 2;
     for (uint32_t t = 0; t < n_tokens; t++) {
         float *c = s->rope + (size_t)t * s->m.info.n_rot, *sn = c + half;
-        const float p = (float)(pos + t);
+        const float p = (float)s->tok_pos[t];
         for (uint32_t i = 0; i < half; i++) {
             float theta = p * s->m.rope_inv_freq[i];
             c[i] = cosf(theta);
@@ -460,22 +470,40 @@ static int mm(struct sw_stage *s, const struct sw__w *w, const float *x, int64_t
     return 0;
 }
 
-/* One step of at most max_batch tokens at positions pos.. of kv (which has room). */
-static int forward_step(struct sw_stage *s, struct sw__kv *kv, uint32_t pos, uint32_t T,
-                        const void *in, float *out, int logits_all, int want_logits)
+/* A run of consecutive tokens of one sequence within a step. */
+struct seg {
+    struct sw__kv *kv;
+    uint32_t pos, n;   /* positions pos .. pos+n-1 */
+    const void *in;    /* its first token's input */
+    float *out;        /* hidden: n x n_embd; logits: n x n_vocab (all) or n_vocab (last) */
+    int all;           /* logits for every token */
+    int want_logits;   /* the sequence's last token is in this run */
+};
+
+/* One step: at most max_batch tokens of one or more sequences (each with room in its
+ * cache), all through the stage's layers in one pass over the weights. */
+static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg)
 {
     const struct sw_stage_info *info = &s->m.info;
     const int64_t E = info->n_embd, qd = s->q_dim, kvd = s->kv_dim, F = info->n_ff;
     int rc;
-
-    if (info->takes_tokens) {
-        rc = sw_k_get_rows(s->m.tok_embd.data, s->m.tok_embd.type, s->m.tok_embd.rows, E,
-                           (const int32_t *)in, T, s->x);
-        if (rc) return set_err(s, rc, "token embedding lookup failed: %s", sw_strerror(rc));
-    } else {
-        memcpy(s->x, in, (size_t)T * E * sizeof(float));
+    uint32_t T = 0;
+    for (uint32_t i = 0; i < n_seg; i++) {
+        float *x = s->x + (size_t)T * E;
+        if (info->takes_tokens) {
+            rc = sw_k_get_rows(s->m.tok_embd.data, s->m.tok_embd.type, s->m.tok_embd.rows, E,
+                               (const int32_t *)sg[i].in, sg[i].n, x);
+            if (rc) return set_err(s, rc, "token embedding lookup failed: %s", sw_strerror(rc));
+        } else {
+            memcpy(x, sg[i].in, (size_t)sg[i].n * E * sizeof(float));
+        }
+        for (uint32_t j = 0; j < sg[i].n; j++) {
+            s->tok_kv[T + j] = sg[i].kv;
+            s->tok_pos[T + j] = sg[i].pos + j;
+        }
+        T += sg[i].n;
     }
-    rope_tables(s, pos, T);
+    rope_tables(s, T);
 
     for (uint32_t l = info->layer_first; l <= info->layer_last; l++) {
         const uint32_t li = l - info->layer_first;
@@ -493,16 +521,16 @@ static int forward_step(struct sw_stage *s, struct sw__kv *kv, uint32_t pos, uin
         add_bias(s->q, ly->bq, T, qd);
         add_bias(s->k, ly->bk, T, kvd);
         add_bias(s->v, ly->bv, T, kvd);
-        sw_f16 *kc = kv->k[li], *vc = kv->v[li];
         for (uint32_t t = 0; t < T; t++) {
             const float *cs = s->rope + (size_t)t * info->n_rot;
+            const size_t at = (size_t)s->tok_pos[t] * kvd;
             rope_apply(s, s->q + t * qd, info->n_head, cs);
             rope_apply(s, s->k + t * kvd, info->n_head_kv, cs);
-            sw_k_f32_to_f16_row(s->k + t * kvd, kc + (size_t)(pos + t) * kvd, kvd);
-            sw_k_f32_to_f16_row(s->v + t * kvd, vc + (size_t)(pos + t) * kvd, kvd);
+            sw_k_f32_to_f16_row(s->k + t * kvd, s->tok_kv[t]->k[li] + at, kvd);
+            sw_k_f32_to_f16_row(s->v + t * kvd, s->tok_kv[t]->v[li] + at, kvd);
         }
-        struct attn_task at = { s, kc, vc, pos, T };
-        sw_k_pool_run(s->pool, attn_run, &at);
+        struct attn_task atk = { s, li, T };
+        sw_k_pool_run(s->pool, attn_run, &atk);
         if ((rc = mm(s, &ly->wo, s->att, T, s->xn))) return rc;
         add_into(s->x, s->xn, (int64_t)T * E);
 
@@ -514,87 +542,170 @@ static int forward_step(struct sw_stage *s, struct sw__kv *kv, uint32_t pos, uin
         };
         rc = sw_k_matmul_multi(s->pool, gu, 2, E, s->xn, T);
         if (rc) return set_err(s, rc, "gate/up matmul of layer %u failed: %s", l, sw_strerror(rc));
-        struct swiglu_task sg = { s->gate, s->up, (int64_t)T * F };
-        sw_k_pool_run(s->pool, swiglu_run, &sg);
+        struct swiglu_task sw = { s->gate, s->up, (int64_t)T * F };
+        sw_k_pool_run(s->pool, swiglu_run, &sw);
         if ((rc = mm(s, &ly->w_down, s->gate, T, s->xn))) return rc;
         add_into(s->x, s->xn, (int64_t)T * E);
     }
 
     if (!info->gives_logits) {
-        memcpy(out, s->x, (size_t)T * E * sizeof(float));
+        for (uint32_t i = 0, t = 0; i < n_seg; t += sg[i].n, i++)
+            memcpy(sg[i].out, s->x + (size_t)t * E, (size_t)sg[i].n * E * sizeof(float));
         return 0;
     }
-    if (logits_all) {
-        rmsnorm(s, s->x, s->m.output_norm, s->xn, T);
-        return mm(s, &s->m.output, s->xn, T, out);
+    /* Logits: runs that want every token's go straight to their output; the last tokens of
+     * the others are gathered into one matmul (one pass over the output matrix). */
+    const size_t V = info->n_vocab;
+    uint32_t n_last = 0;
+    for (uint32_t i = 0, t = 0; i < n_seg; t += sg[i].n, i++) {
+        if (!sg[i].all) continue;
+        rmsnorm(s, s->x + (size_t)t * E, s->m.output_norm, s->xn, sg[i].n);
+        if ((rc = mm(s, &s->m.output, s->xn, sg[i].n, sg[i].out))) return rc;
     }
-    if (!want_logits) return 0;
-    const float *last = s->x + (size_t)(T - 1) * E;
-    rmsnorm_row(last, s->m.output_norm, s->xn, E, info->rms_eps);
-    return mm(s, &s->m.output, s->xn, 1, out);
+    for (uint32_t i = 0, t = 0; i < n_seg; t += sg[i].n, i++) { /* xn is free now */
+        if (!sg[i].all && sg[i].want_logits) {
+            rmsnorm_row(s->x + (size_t)(t + sg[i].n - 1) * E, s->m.output_norm,
+                        s->xn + (size_t)n_last * E, E, info->rms_eps);
+            n_last++;
+        }
+    }
+    if (n_last == 0) return 0;
+    float *dst = NULL;
+    if (n_last == 1) {
+        for (uint32_t i = 0; i < n_seg && !dst; i++)
+            if (!sg[i].all && sg[i].want_logits) dst = sg[i].out;
+        return mm(s, &s->m.output, s->xn, 1, dst);
+    }
+    if (n_last * V > s->logits_cap) { /* grows once to the widest batch seen */
+        float *p = realloc(s->logits, n_last * V * sizeof *p);
+        if (!p) return set_err(s, SW_ENOMEM, "out of memory for %u rows of logits", n_last);
+        s->logits = p;
+        s->logits_cap = n_last * V;
+    }
+    if ((rc = mm(s, &s->m.output, s->xn, n_last, s->logits))) return rc;
+    for (uint32_t i = 0, j = 0; i < n_seg; i++)
+        if (!sg[i].all && sg[i].want_logits) memcpy(sg[i].out, s->logits + (size_t)j++ * V, V * sizeof(float));
+    return 0;
+}
+
+/* Checks one entry and makes room in its cache; cuts the cache back to pos. */
+static int prepare(struct sw_stage *s, struct sw_stage_batch *b, struct sw__kv **kv_out)
+{
+    const struct sw_stage_info *info = &s->m.info;
+    const uint32_t nl = info->layer_last - info->layer_first + 1;
+    struct sw__kv *kv = seq_find(s, b->seq);
+    if (!kv) return set_err(s, SW_ENOTFOUND, "no sequence %llu", (unsigned long long)b->seq);
+    if (b->n_tokens == 0 || !b->in || !b->out)
+        return set_err(s, SW_EINVAL, "forward needs at least one token and in/out buffers");
+    if (b->pos > kv->n_past)
+        return set_err(s, SW_EINVAL, "position %u is past the end of sequence %llu (%u tokens cached)",
+                       b->pos, (unsigned long long)b->seq, kv->n_past);
+    if ((uint64_t)b->pos + b->n_tokens > info->n_ctx)
+        return set_err(s, SW_ERANGE, "context length exceeded: %u cached + %u new tokens > context limit %u",
+                       b->pos, b->n_tokens, info->n_ctx);
+    if (info->takes_tokens) {
+        const int32_t *ids = b->in;
+        for (uint32_t i = 0; i < b->n_tokens; i++)
+            if (ids[i] < 0 || (uint32_t)ids[i] >= info->n_vocab)
+                return set_err(s, SW_ERANGE, "token id %d at index %u is outside the vocabulary (%u)",
+                               ids[i], i, info->n_vocab);
+    }
+    uint64_t grown = 0;
+    int rc = sw__kv_reserve(kv, nl, s->kv_dim, b->pos + b->n_tokens, info->n_ctx, &grown);
+    s->kv_bytes += grown;
+    if (rc)
+        return set_err(s, rc, "cannot grow the KV cache to %u positions: %s", b->pos + b->n_tokens,
+                       sw_strerror(rc));
+    kv->n_past = b->pos; /* cut back: positions >= pos are recomputed */
+    *kv_out = kv;
+    return 0;
+}
+
+#define MAX_SEGS 64u
+
+int sw_stage_forward_batch(struct sw_stage *s, struct sw_stage_batch *b, uint32_t n)
+{
+    pthread_mutex_lock(&s->lock);
+    s->errmsg[0] = 0;
+    const struct sw_stage_info *info = &s->m.info;
+    int first_rc = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        b[i].rc = 0;
+        for (uint32_t j = 0; j < i; j++)
+            if (b[j].seq == b[i].seq)
+                b[i].rc = set_err(s, SW_EINVAL, "sequence %llu appears twice in one batch",
+                                  (unsigned long long)b[i].seq);
+    }
+    /* Small batches (every generation step) use the stack: no allocation per token. */
+    struct sw__kv *kvs_local[MAX_SEGS];
+    uint32_t done_local[MAX_SEGS];
+    struct sw__kv **kvs = kvs_local;
+    uint32_t *done = done_local;
+    memset(kvs_local, 0, sizeof kvs_local);
+    memset(done_local, 0, sizeof done_local);
+    if (n > MAX_SEGS) {
+        kvs = calloc(n, sizeof *kvs);
+        done = calloc(n, sizeof *done);
+        if (!kvs || !done) {
+            first_rc = set_err(s, SW_ENOMEM, "out of memory");
+            for (uint32_t i = 0; i < n; i++) b[i].rc = first_rc;
+            goto out;
+        }
+    }
+    for (uint32_t i = 0; i < n; i++)
+        if (!b[i].rc) b[i].rc = prepare(s, &b[i], &kvs[i]);
+
+    /* Steps: fill up to max_batch tokens from the entries in order; an entry longer than
+     * what is left of a step continues in the next. */
+    uint32_t next = 0;
+    for (;;) {
+        struct seg sg[MAX_SEGS];
+        uint32_t n_seg = 0, room = s->max_batch;
+        for (uint32_t i = next; i < n && room && n_seg < MAX_SEGS; i++) {
+            if (b[i].rc || done[i] == b[i].n_tokens) continue;
+            const uint32_t k = SW_MIN(room, b[i].n_tokens - done[i]);
+            const int all = (b[i].flags & SW_STAGE_LOGITS_ALL) != 0;
+            struct seg *g = &sg[n_seg++];
+            g->kv = kvs[i];
+            g->pos = b[i].pos + done[i];
+            g->n = k;
+            g->in = info->takes_tokens ? (const void *)((const int32_t *)b[i].in + done[i])
+                                       : (const void *)((const float *)b[i].in + (size_t)done[i] * info->n_embd);
+            g->out = !info->gives_logits ? b[i].out + (size_t)done[i] * info->n_embd
+                     : all               ? b[i].out + (size_t)done[i] * info->n_vocab
+                                         : b[i].out;
+            g->all = all;
+            g->want_logits = done[i] + k == b[i].n_tokens;
+            room -= k;
+        }
+        if (n_seg == 0) break;
+        int rc = forward_step(s, sg, n_seg);
+        /* Advance every entry of the step (on failure, mark them failed). */
+        for (uint32_t i = next, used = 0; i < n && used < n_seg; i++) {
+            if (b[i].rc || done[i] == b[i].n_tokens) continue;
+            const uint32_t k = sg[used++].n;
+            if (rc) {
+                b[i].rc = rc;
+                continue;
+            }
+            done[i] += k;
+            kvs[i]->n_past = b[i].pos + done[i];
+        }
+        while (next < n && (b[next].rc || done[next] == b[next].n_tokens)) next++;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        if (b[i].rc && !first_rc) first_rc = b[i].rc;
+out:
+    if (kvs != kvs_local) free(kvs);
+    if (done != done_local) free(done);
+    pthread_mutex_unlock(&s->lock);
+    return first_rc;
 }
 
 int sw_stage_forward(struct sw_stage *s, uint64_t seq, uint32_t pos, uint32_t n_tokens,
                      const void *in, float *out, unsigned flags)
 {
-    pthread_mutex_lock(&s->lock);
-    s->errmsg[0] = 0;
-    const struct sw_stage_info *info = &s->m.info;
-    const uint32_t nl = info->layer_last - info->layer_first + 1;
-    int rc = 0;
-    struct sw__kv *kv = seq_find(s, seq);
-    if (!kv) {
-        rc = set_err(s, SW_ENOTFOUND, "no sequence %llu", (unsigned long long)seq);
-        goto done;
-    }
-    if (n_tokens == 0 || !in || !out) {
-        rc = set_err(s, SW_EINVAL, "forward needs at least one token and in/out buffers");
-        goto done;
-    }
-    if (pos > kv->n_past) {
-        rc = set_err(s, SW_EINVAL, "position %u is past the sequence's end (%u tokens cached)", pos,
-                     kv->n_past);
-        goto done;
-    }
-    if ((uint64_t)pos + n_tokens > info->n_ctx) {
-        rc = set_err(s, SW_ERANGE,
-                     "context length exceeded: %u cached + %u new tokens > context limit %u",
-                     pos, n_tokens, info->n_ctx);
-        goto done;
-    }
-    if (info->takes_tokens) {
-        const int32_t *ids = in;
-        for (uint32_t i = 0; i < n_tokens; i++)
-            if (ids[i] < 0 || (uint32_t)ids[i] >= info->n_vocab) {
-                rc = set_err(s, SW_ERANGE, "token id %d at index %u is outside the vocabulary (%u)",
-                             ids[i], i, info->n_vocab);
-                goto done;
-            }
-    }
-    uint64_t grown = 0;
-    rc = sw__kv_reserve(kv, nl, s->kv_dim, pos + n_tokens, info->n_ctx, &grown);
-    s->kv_bytes += grown;
-    if (rc) {
-        rc = set_err(s, rc, "cannot grow the KV cache to %u positions: %s", pos + n_tokens, sw_strerror(rc));
-        goto done;
-    }
-    kv->n_past = pos; /* cut back: positions >= pos are recomputed */
-    const int all = (flags & SW_STAGE_LOGITS_ALL) != 0;
-    for (uint32_t done_n = 0; done_n < n_tokens;) {
-        uint32_t T = SW_MIN(s->max_batch, n_tokens - done_n);
-        const void *step_in = info->takes_tokens
-                                  ? (const void *)((const int32_t *)in + done_n)
-                                  : (const void *)((const float *)in + (size_t)done_n * info->n_embd);
-        float *step_out = out;
-        if (!info->gives_logits) step_out = out + (size_t)done_n * info->n_embd;
-        else if (all) step_out = out + (size_t)done_n * info->n_vocab;
-        int last_step = done_n + T == n_tokens;
-        rc = forward_step(s, kv, pos + done_n, T, step_in, step_out, all, last_step);
-        if (rc) goto done;
-        done_n += T;
-        kv->n_past = pos + done_n;
-    }
-done:
-    pthread_mutex_unlock(&s->lock);
-    return rc;
+    struct sw_stage_batch b = { .seq = seq, .pos = pos, .n_tokens = n_tokens, .in = in, .out = out,
+                                .flags = flags };
+    return sw_stage_forward_batch(s, &b, 1);
 }

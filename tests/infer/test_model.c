@@ -377,6 +377,61 @@ static void test_long_sequence(void)
     sw_stage_free(s);
 }
 
+/* Several sequences in one forward_batch call == each on its own (within the kernels'
+ * summation-order noise), also when they span several steps; bad entries fail alone. */
+static void test_forward_batch(void)
+{
+    for (uint32_t mb = 0; mb <= 4; mb += 4) { /* default step, and steps of 4 tokens */
+        struct sw_stage *s = open_stage(-1, -1, 0, 2, mb), *r = open_stage(-1, -1, 0, 2, 0);
+        if (!s || !r) return;
+        const uint32_t V = 512;
+        static const int32_t p1[] = { 1, 403, 407, 261, 378 }, p2[] = { 1, 321, 331 },
+                             p3[] = { 1, 432, 383, 286, 261, 376, 298 };
+        float *got = malloc(3 * 7 * V * sizeof *got), *want = malloc(7 * V * sizeof *want);
+        for (uint64_t q = 1; q <= 3; q++) {
+            sw_stage_seq_new(s, q);
+            sw_stage_seq_new(r, q);
+        }
+        /* sequence 2 already holds 2 tokens: continue it at position 2 */
+        CHECK_EQ_INT(sw_stage_forward(s, 2, 0, 2, p2, got, 0), 0);
+        CHECK_EQ_INT(sw_stage_forward(r, 2, 0, 2, p2, want, 0), 0);
+        struct sw_stage_batch b[4] = {
+            { .seq = 1, .pos = 0, .n_tokens = 5, .in = p1, .out = got },
+            { .seq = 2, .pos = 2, .n_tokens = 1, .in = p2 + 2, .out = got + V },
+            { .seq = 3, .pos = 0, .n_tokens = 7, .in = p3, .out = got + 2 * V, .flags = SW_STAGE_LOGITS_ALL },
+            { .seq = 99, .pos = 0, .n_tokens = 1, .in = p1, .out = got }, /* unknown: fails alone */
+        };
+        CHECK_EQ_INT(sw_stage_forward_batch(s, b, 4), SW_ENOTFOUND);
+        CHECK_EQ_INT(b[0].rc, 0);
+        CHECK_EQ_INT(b[1].rc, 0);
+        CHECK_EQ_INT(b[2].rc, 0);
+        CHECK_EQ_INT(b[3].rc, SW_ENOTFOUND);
+        CHECK_EQ_INT(sw_stage_forward(r, 1, 0, 5, p1, want, 0), 0);
+        CHECK_MSG(max_rel_diff(got, want, V) < 1e-3, "batch %u: seq 1 differs", mb);
+        CHECK_EQ_INT(sw_stage_forward(r, 2, 2, 1, p2 + 2, want, 0), 0);
+        CHECK_MSG(max_rel_diff(got + V, want, V) < 1e-3, "batch %u: seq 2 differs", mb);
+        CHECK_EQ_INT(sw_stage_forward(r, 3, 0, 7, p3, want, SW_STAGE_LOGITS_ALL), 0);
+        CHECK_MSG(max_rel_diff(got + 2 * V, want, 7 * V) < 1e-3, "batch %u: seq 3 differs", mb);
+        uint32_t n = 0;
+        sw_stage_seq_len(s, 3, &n);
+        CHECK_EQ_INT(n, 7);
+        sw_stage_seq_len(s, 2, &n);
+        CHECK_EQ_INT(n, 3);
+        /* the same sequence twice in one batch is refused */
+        struct sw_stage_batch d[2] = {
+            { .seq = 1, .pos = 5, .n_tokens = 1, .in = p1, .out = got },
+            { .seq = 1, .pos = 5, .n_tokens = 1, .in = p1, .out = want },
+        };
+        CHECK_EQ_INT(sw_stage_forward_batch(s, d, 2), SW_EINVAL);
+        CHECK_EQ_INT(d[0].rc, 0);
+        CHECK_EQ_INT(d[1].rc, SW_EINVAL);
+        free(got);
+        free(want);
+        sw_stage_free(s);
+        sw_stage_free(r);
+    }
+}
+
 /* Two sequences interleaved on one stage don't disturb each other; reset and rewinding
  * (pos below the length) recompute the same logits. */
 static void test_sequences(void)
@@ -761,6 +816,7 @@ int main(void)
     SW_RUN(test_batch_equals_incremental);
     SW_RUN(test_sequences);
     SW_RUN(test_long_sequence);
+    SW_RUN(test_forward_batch);
     SW_RUN(test_layer_ranges);
     SW_RUN(test_context_limit);
     SW_RUN(test_bad_files);
