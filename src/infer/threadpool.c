@@ -90,7 +90,10 @@ static void *worker_main(void *arg)
         int spins = 0;
         while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen) {
             if (++spins < SPIN_BEFORE_SLEEP) {
-                CPU_RELAX();
+                /* on an oversubscribed machine let a runnable thread (often the caller,
+                 * preparing the next dispatch) have this core now and then */
+                if (!(spins & 255)) sched_yield();
+                else CPU_RELAX();
                 continue;
             }
             atomic_fetch_add(&p->sleepers, 1);
