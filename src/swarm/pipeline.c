@@ -595,6 +595,9 @@ static void stage_open(struct sw_pipe *p, const uint8_t *from, const struct sw_p
     s->next = p->ss;
     p->ss = s;
     p->st.sessions_opened++;
+    char eid[16];
+    sw_log(SW_LOG_INFO, "PIPE", "session %016llx: stage %u of %u opened for entry %s (context %u)",
+           (unsigned long long)s->id, s->idx, s->n_stages, short_id(s->entry, eid, sizeof eid), s->n_ctx);
     struct sw_pipe_msg ok = { .type = SW_PIPE_OPEN_OK, .session = m->session, .stage = m->stage };
     send_msg(p, from, &ok);
 }

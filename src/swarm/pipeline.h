@@ -235,6 +235,8 @@ struct sw_pipe_node_opts {
     uint32_t max_sessions;     /* as sw_pipe_config */
     uint64_t max_kv_bytes;
     uint32_t idle_ms;
+    uint32_t step_delay_us;    /* testing only: each compute step also sleeps this long on
+                                  its worker (a slow stage, so tests can kill it mid-way) */
 };
 
 /* Attaches a pipeline engine to a node: SW_MSG_PIPE messages go to it, its messages go out

@@ -22,6 +22,7 @@ struct selfmsg {
 
 struct work {
     uv_work_t req;
+    uint32_t delay_us;
     struct sw_pipe_node *pn;
     struct sw_pipe_job *j;
 };
@@ -40,6 +41,7 @@ struct sw_pipe_node {
     void *done_ud;
     void (*chain_fn)(void *);
     void *chain_ud;
+    uint32_t step_delay_us;
 };
 
 /* ------------------------------------------------------------------ host callbacks */
@@ -68,6 +70,7 @@ static void work_cb(uv_work_t *req)
 {
     struct work *w = req->data;
     sw_pipe_job_run(w->j);
+    if (w->delay_us) sw_sleep_ms((w->delay_us + 999) / 1000);
 }
 
 static void finish_detach(struct sw_pipe_node *pn);
@@ -90,6 +93,7 @@ static int h_submit(void *ud, struct sw_pipe_job *j)
     if (!w) return SW_ENOMEM;
     w->pn = pn;
     w->j = j;
+    w->delay_us = pn->step_delay_us;
     w->req.data = w;
     int rc = uv_queue_work(pn->loop, &w->req, work_cb, after_work_cb);
     if (rc) {
@@ -199,6 +203,7 @@ int sw_pipe_node_attach(struct sw_node *n, const struct sw_pipe_node_opts *opts,
         cfg.max_sessions = opts->max_sessions;
         cfg.max_kv_bytes = opts->max_kv_bytes;
         cfg.idle_ms = opts->idle_ms;
+        pn->step_delay_us = opts->step_delay_us;
     }
     int rc = sw_pipe_new(&cfg, &pn->pipe);
     if (rc) {

@@ -1,0 +1,494 @@
+/* cmd_generate_swarm.c — `shardswarm generate --swarm`: joins a swarm as a light client
+ * (a node holding no shard), waits until every shard has a live loaded node it reaches,
+ * opens a pipeline session along the best route and streams the tokens as they come, with
+ * time to first token and tokens/s. Failover inside the swarm is invisible here.
+ * Not for: single-process generation (cmd_generate.c). */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "cli/cli.h"
+#include "cli/generate_swarm.h"
+#include "infer/infer.h"
+#include "swarm/pipeline.h"
+#include "swarm/swarm.h"
+
+#define MAX_BOOT 16
+#define MAX_PROMPT_FILE (64u << 20)
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: shardswarm generate --swarm --bootstrap HOST:PORT --model TORRENT|MAGNET\n"
+            "                           (-p PROMPT | -f FILE | --prompt-ids \"I ...\" | --prompt-len N) [options]\n\n"
+            "Joins the swarm as a light client (no shard) and generates across it.\n\n"
+            "  --bootstrap HOST:PORT   a node of the swarm (repeatable; required)\n"
+            "  --model TORRENT|MAGNET  the model's torrent (or -m)\n"
+            "  --tokenizer FILE        a GGUF whose tokenizer to use (any shard of the model, or\n"
+            "                          the model); needed for -p/-f and for text output\n"
+            "  --cache DIR             node key and state (default: a fresh temporary folder)\n"
+            "  --listen PORT           our BitTorrent/DHT port (default: any)\n"
+            "  -p, --prompt TEXT       -f, --file FILE   --prompt-ids \"I ...\"   --prompt-len N\n"
+            "  -n, --n-predict N       tokens to generate (default 128)\n"
+            "  --temp T  --top-k K  --top-p P  --min-p P  --repeat-penalty R  --repeat-last-n N\n"
+            "  --seed S                sampling seed (default: random, printed)\n"
+            "  --wire f32|f16          hidden states on the wire (default f32)\n"
+            "  --chunk N               prompt tokens per message (default 64; 0 = whole prompt)\n"
+            "  --ctx N                 context positions to reserve (default prompt + n)\n"
+            "  --no-bos  --no-echo  --ignore-eos  --ids (print token ids)\n"
+            "  --logits-out FILE       the logits of every step (f32, n_vocab per token)\n"
+            "  --json-timings          one JSON line of timings on stderr at the end\n"
+            "  --wait SECONDS          how long to wait for a complete route (default 60)\n"
+            "  --deadline-ms MS        no progress this long: rebuild the route (default 10000)\n"
+            "  --log-format human|json   -v, --verbose\n");
+}
+
+struct gs_args {
+    const char *boot[MAX_BOOT];
+    uint32_t n_boot;
+    const char *model, *tokenizer, *cache, *prompt, *prompt_file, *prompt_ids, *logits_out, *log_format;
+    uint32_t listen, n_predict, prompt_len, chunk, ctx, wait_s, deadline_ms;
+    int no_bos, no_echo, ignore_eos, print_ids, json, seed_set, verbose, f16;
+    struct sw_sampler_params sp;
+};
+
+struct gs {
+    struct gs_args a;
+    uv_loop_t loop;
+    struct sw_node *node;
+    struct sw_pipe_node *pn;
+    uv_timer_t timer;
+    uv_signal_t sig;
+    int handles;
+    struct sw_tok *tok;
+    struct sw_tok_stream ts;
+    struct sw_buf text;
+    int32_t *ids;
+    size_t n_prompt;
+    uint8_t *blob;
+    size_t blob_len;
+    int32_t stop[SW_PIPE_MAX_STOP];
+    uint32_t n_stop;
+    FILE *lf;
+    uint64_t t_start, t_open, deadline;
+    int opened, ended, stopping;
+    uint64_t session;
+    uint32_t n_gen;
+    uint64_t ttft_us, elapsed_us;
+    double tps;
+    int status;
+    char msg[600];
+};
+
+static int parse_ids(const char *s, int32_t **ids_out, size_t *n_out)
+{
+    size_t cap = 16, n = 0;
+    int32_t *ids = malloc(cap * sizeof *ids);
+    if (!ids) return SW_ENOMEM;
+    while (*s) {
+        while (*s == ' ' || *s == ',' || *s == '\t' || *s == '\n') s++;
+        if (!*s) break;
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 0 || v > INT32_MAX) {
+            free(ids);
+            return SW_EINVAL;
+        }
+        if (n == cap) {
+            int32_t *p = realloc(ids, (cap *= 2) * sizeof *ids);
+            if (!p) {
+                free(ids);
+                return SW_ENOMEM;
+            }
+            ids = p;
+        }
+        ids[n++] = (int32_t)v;
+        s = end;
+    }
+    *ids_out = ids;
+    *n_out = n;
+    return 0;
+}
+
+static int parse_args(const char *cmd, int argc, char **argv, struct gs_args *a)
+{
+    int rc;
+    sw_sampler_params_default(&a->sp);
+    a->n_predict = 128;
+    a->chunk = 64;
+    a->wait_s = 60;
+    a->log_format = "human";
+    for (int i = 1; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--swarm")) continue;
+        if (!strcmp(f, "--no-bos")) { a->no_bos = 1; continue; }
+        if (!strcmp(f, "--no-echo")) { a->no_echo = 1; continue; }
+        if (!strcmp(f, "--ignore-eos")) { a->ignore_eos = 1; continue; }
+        if (!strcmp(f, "--ids")) { a->print_ids = 1; continue; }
+        if (!strcmp(f, "--json-timings")) { a->json = 1; continue; }
+        if (!strcmp(f, "-v") || !strcmp(f, "--verbose")) { a->verbose = 1; continue; }
+        if (i + 1 >= argc) return sw_cli_usage_error(cmd, "%s: unknown flag or missing value", f);
+        const char *v = argv[++i];
+        if (!strcmp(f, "--bootstrap")) {
+            char host[256];
+            uint16_t port;
+            if ((rc = sw_cli_parse_hostport(cmd, "--bootstrap", v, host, &port))) return rc;
+            if (a->n_boot == MAX_BOOT) return sw_cli_usage_error(cmd, "--bootstrap given more than %d times", MAX_BOOT);
+            a->boot[a->n_boot++] = v;
+        } else if (!strcmp(f, "--model") || !strcmp(f, "-m")) a->model = v;
+        else if (!strcmp(f, "--tokenizer")) a->tokenizer = v;
+        else if (!strcmp(f, "--cache")) a->cache = v;
+        else if (!strcmp(f, "-p") || !strcmp(f, "--prompt")) a->prompt = v;
+        else if (!strcmp(f, "-f") || !strcmp(f, "--file")) a->prompt_file = v;
+        else if (!strcmp(f, "--prompt-ids")) a->prompt_ids = v;
+        else if (!strcmp(f, "--logits-out")) a->logits_out = v;
+        else if (!strcmp(f, "--log-format")) a->log_format = v;
+        else if (!strcmp(f, "--wire")) {
+            if (!strcmp(v, "f32")) a->f16 = 0;
+            else if (!strcmp(v, "f16")) a->f16 = 1;
+            else return sw_cli_usage_error(cmd, "--wire must be f32 or f16, got '%s'", v);
+        } else if (!strcmp(f, "--listen")) {
+            if ((rc = sw_cli_parse_u32(cmd, f, v, 0, 65535, &a->listen))) return rc;
+        } else if (!strcmp(f, "-n") || !strcmp(f, "--n-predict")) {
+            if ((rc = sw_cli_parse_u32(cmd, f, v, 1, 1u << 20, &a->n_predict))) return rc;
+        } else if (!strcmp(f, "--prompt-len")) {
+            if ((rc = sw_cli_parse_u32(cmd, f, v, 1, 1u << 20, &a->prompt_len))) return rc;
+        } else if (!strcmp(f, "--chunk")) {
+            if ((rc = sw_cli_parse_u32(cmd, f, v, 0, SW_PIPE_MAX_TOKENS, &a->chunk))) return rc;
+        } else if (!strcmp(f, "--ctx")) {
+            if ((rc = sw_cli_parse_u32(cmd, f, v, 1, 1u << 24, &a->ctx))) return rc;
+        } else if (!strcmp(f, "--wait")) {
+            if ((rc = sw_cli_parse_u32(cmd, f, v, 1, 86400, &a->wait_s))) return rc;
+        } else if (!strcmp(f, "--deadline-ms")) {
+            if ((rc = sw_cli_parse_u32(cmd, f, v, 100, 3600000, &a->deadline_ms))) return rc;
+        } else if (!strcmp(f, "--temp")) {
+            if ((rc = sw_cli_parse_f32(cmd, f, v, 0, 100, &a->sp.temperature))) return rc;
+        } else if (!strcmp(f, "--top-k")) {
+            if ((rc = sw_cli_parse_u32(cmd, f, v, 0, 1u << 24, &a->sp.top_k))) return rc;
+        } else if (!strcmp(f, "--top-p")) {
+            if ((rc = sw_cli_parse_f32(cmd, f, v, 0, 1, &a->sp.top_p))) return rc;
+        } else if (!strcmp(f, "--min-p")) {
+            if ((rc = sw_cli_parse_f32(cmd, f, v, 0, 1, &a->sp.min_p))) return rc;
+        } else if (!strcmp(f, "--repeat-penalty")) {
+            if ((rc = sw_cli_parse_f32(cmd, f, v, 0, 100, &a->sp.repeat_penalty))) return rc;
+        } else if (!strcmp(f, "--repeat-last-n")) {
+            if ((rc = sw_cli_parse_u32(cmd, f, v, 0, SW_SAMPLER_MAX_WINDOW, &a->sp.repeat_last_n))) return rc;
+        } else if (!strcmp(f, "--seed")) {
+            if ((rc = sw_cli_parse_u64(cmd, f, v, 0, UINT64_MAX, &a->sp.seed))) return rc;
+            a->seed_set = 1;
+        } else {
+            return sw_cli_usage_error(cmd, "unknown flag %s", f);
+        }
+    }
+    if (!a->n_boot) return sw_cli_usage_error(cmd, "--bootstrap HOST:PORT is required");
+    if (!a->model) return sw_cli_usage_error(cmd, "--model TORRENT|MAGNET is required");
+    int n_src = !!a->prompt + !!a->prompt_file + !!a->prompt_ids + !!a->prompt_len;
+    if (n_src == 0) return sw_cli_usage_error(cmd, "a prompt is required (-p, -f, --prompt-ids or --prompt-len)");
+    if (n_src > 1) return sw_cli_usage_error(cmd, "give only one of -p, -f, --prompt-ids, --prompt-len");
+    if ((a->prompt || a->prompt_file) && !a->tokenizer)
+        return sw_cli_usage_error(cmd, "-p/-f need --tokenizer FILE (a shard of the model); or use --prompt-ids");
+    if (strcmp(a->log_format, "human") && strcmp(a->log_format, "json"))
+        return sw_cli_usage_error(cmd, "--log-format must be 'human' or 'json', got '%s'", a->log_format);
+    if (!a->seed_set) {
+        uint64_t s;
+        sw_random_bytes(&s, sizeof s);
+        a->sp.seed = s & 0xffffffffu;
+    }
+    return 0;
+}
+
+static void print_text(struct sw_buf *b)
+{
+    if (b->len) {
+        fwrite(b->data, 1, b->len, stdout);
+        fflush(stdout);
+    }
+    b->len = 0;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct gs *g = h->data;
+    g->handles--;
+}
+
+static void after_detach(void *ud)
+{
+    struct gs *g = ud;
+    g->pn = NULL;
+    sw_node_stop(g->node, NULL, NULL);
+}
+
+static void finish(struct gs *g)
+{
+    if (g->stopping) return;
+    g->stopping = 1;
+    uv_timer_stop(&g->timer);
+    uv_close((uv_handle_t *)&g->timer, on_closed);
+    uv_signal_stop(&g->sig);
+    uv_close((uv_handle_t *)&g->sig, on_closed);
+    if (g->pn) sw_pipe_node_detach(g->pn, after_detach, g);
+    else sw_node_stop(g->node, NULL, NULL);
+}
+
+static void on_token(void *ud, const struct sw_pipe_token_ev *ev)
+{
+    struct gs *g = ud;
+    g->n_gen++;
+    g->ttft_us = ev->ttft_us;
+    g->elapsed_us = ev->elapsed_us;
+    g->tps = ev->tokens_per_s;
+    if (g->lf && ev->logits) fwrite(ev->logits, sizeof(float), ev->n_logits, g->lf);
+    if (g->a.print_ids) {
+        printf("%s%d", ev->index ? " " : "", ev->token);
+        fflush(stdout);
+    } else if (g->tok) {
+        sw_tok_stream_push(&g->ts, ev->token, &g->text);
+        print_text(&g->text);
+    }
+}
+
+static void on_end(void *ud, uint64_t session, int rc, const char *msg)
+{
+    (void)session;
+    struct gs *g = ud;
+    g->ended = 1;
+    g->status = rc;
+    snprintf(g->msg, sizeof g->msg, "%s", msg ? msg : "");
+    finish(g);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct gs *g = t->data;
+    if (g->opened || g->stopping) return;
+    if (!g->pn && sw_pipe_node_attach(g->node, NULL, &g->pn)) {
+        snprintf(g->msg, sizeof g->msg, "cannot attach the pipeline engine");
+        g->status = SW_ENOMEM;
+        finish(g);
+        return;
+    }
+    struct sw_pipe_request req = { .prompt = g->ids, .n_prompt = (uint32_t)g->n_prompt, .n_predict = g->a.n_predict,
+                                   .sampler_blob = g->blob, .sampler_blob_len = g->blob_len, .stop = g->stop,
+                                   .n_stop = g->n_stop, .dtype = g->a.f16 ? SW_PIPE_F16 : SW_PIPE_F32,
+                                   .chunk = g->a.chunk ? g->a.chunk : SW_PIPE_MAX_TOKENS, .n_ctx = g->a.ctx,
+                                   .want_logits = g->lf != NULL, .ignore_eos = g->a.ignore_eos,
+                                   .deadline_ms = g->a.deadline_ms };
+    struct sw_pipe_session_cb cb = { on_token, on_end, g };
+    char msg[512] = "";
+    int rc = sw_pipe_node_open(g->pn, &req, &cb, &g->session, msg, sizeof msg);
+    if (!rc) {
+        g->opened = 1;
+        g->t_open = sw_time_ms();
+        sw_log(SW_LOG_INFO, "GEN", "route complete after %" PRIu64 " ms: session opened", g->t_open - g->t_start);
+        return;
+    }
+    if ((rc == SW_ENOTFOUND || rc == SW_ESTATE) && sw_time_ms() < g->deadline) {
+        snprintf(g->msg, sizeof g->msg, "%s", msg);
+        return; /* the swarm is still forming: try again */
+    }
+    snprintf(g->msg, sizeof g->msg, "%s%s", rc == SW_ENOTFOUND ? "no complete route: " : "", msg[0] ? msg : sw_strerror(rc));
+    g->status = rc;
+    finish(g);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    (void)signum;
+    struct gs *g = s->data;
+    if (g->opened && !g->ended && g->pn) {
+        sw_pipe_node_cancel(g->pn, g->session); /* on_end follows */
+        return;
+    }
+    g->status = SW_ECLOSED;
+    snprintf(g->msg, sizeof g->msg, "interrupted");
+    finish(g);
+}
+
+static void close_any(uv_handle_t *h, void *ud)
+{
+    (void)ud;
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+int sw_cli_generate_swarm(int argc, char **argv)
+{
+    const char *cmd = "generate --swarm";
+    if (sw_cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return SW_EXIT_OK;
+    }
+    struct gs *g = calloc(1, sizeof *g);
+    if (!g) return sw_cli_fail(cmd, "out of memory");
+    int rc = parse_args(cmd, argc, argv, &g->a);
+    if (rc) {
+        free(g);
+        return rc;
+    }
+    struct gs_args *a = &g->a;
+    sw_cli_log_setup(a->log_format, a->verbose);
+    signal(SIGPIPE, SIG_IGN);
+    sw_buf_init(&g->text);
+    int status = SW_EXIT_FAIL;
+    char err[1024] = "", tmpdir[256] = "";
+
+    /* tokenizer (optional) and the prompt */
+    if (a->tokenizer) {
+        struct sw_gguf *gg = NULL;
+        rc = sw_gguf_open(a->tokenizer, &gg, err, sizeof err);
+        if (!rc) rc = sw_tok_from_gguf(gg, &g->tok, err, sizeof err);
+        sw_gguf_close(gg);
+        if (rc) {
+            status = sw_cli_fail(cmd, "%s: tokenizer: %s", a->tokenizer, err[0] ? err : sw_strerror(rc));
+            goto out;
+        }
+    }
+    uint32_t n_vocab = g->tok ? sw_tok_n_vocab(g->tok) : 0;
+    if (a->prompt_ids) {
+        if (parse_ids(a->prompt_ids, &g->ids, &g->n_prompt) || !g->n_prompt) {
+            status = sw_cli_usage_error(cmd, "--prompt-ids expects token ids separated by spaces");
+            goto out;
+        }
+    } else if (a->prompt_len) {
+        uint32_t nv = n_vocab ? n_vocab : 256;
+        g->ids = malloc(a->prompt_len * sizeof *g->ids);
+        if (!g->ids) goto out;
+        uint64_t x = 12345; /* the same synthetic prompt as `generate --prompt-len` */
+        for (uint32_t i = 0; i < a->prompt_len; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            g->ids[i] = (int32_t)((x >> 33) % (nv > 300 ? nv - 300 : nv)) + (nv > 300 ? 259 : 0);
+        }
+        int32_t bos = g->tok ? sw_tok_bos(g->tok) : -1;
+        if (bos >= 0 && !a->no_bos) g->ids[0] = bos;
+        g->n_prompt = a->prompt_len;
+    } else {
+        uint8_t *text = NULL;
+        size_t len = 0;
+        if (a->prompt_file && (rc = sw_file_read_all(a->prompt_file, MAX_PROMPT_FILE, &text, &len))) {
+            status = sw_cli_fail(cmd, "%s: %s", a->prompt_file, sw_strerror(rc));
+            goto out;
+        }
+        const char *p = text ? (const char *)text : a->prompt;
+        if (!text) len = strlen(p);
+        rc = sw_tok_encode(g->tok, p, len, SW_TOK_PARSE_SPECIAL | (a->no_bos ? 0 : SW_TOK_ADD_BOS), &g->ids, &g->n_prompt);
+        free(text);
+        if (rc || !g->n_prompt) {
+            status = sw_cli_fail(cmd, "cannot tokenize the prompt: %s", rc ? sw_strerror(rc) : "empty");
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < g->n_prompt; i++)
+        if (g->ids[i] < 0 || (n_vocab && (uint32_t)g->ids[i] >= n_vocab)) {
+            status = sw_cli_fail(cmd, "prompt token id %d is outside the vocabulary (%u)", g->ids[i], n_vocab);
+            goto out;
+        }
+    if (g->tok) {
+        int32_t e = sw_tok_eos(g->tok), t = sw_tok_eot(g->tok);
+        if (e >= 0) g->stop[g->n_stop++] = e;
+        if (t >= 0 && t != e) g->stop[g->n_stop++] = t;
+    }
+    /* the sampler state that travels to the last stage: params, seed, the prompt window */
+    {
+        uint32_t nv = n_vocab;
+        for (size_t i = 0; !nv && i < g->n_prompt; i++) nv = SW_MAX(nv, (uint32_t)g->ids[i] + 1);
+        struct sw_sampler *smp = NULL;
+        if (sw_sampler_new(&a->sp, nv ? nv : 1, &smp)) {
+            status = sw_cli_usage_error(cmd, "bad sampling parameters");
+            goto out;
+        }
+        sw_sampler_accept(smp, g->ids, g->n_prompt);
+        struct sw_buf b;
+        sw_buf_init(&b);
+        sw_sampler_save(smp, &b);
+        sw_sampler_free(smp);
+        g->blob = b.data;
+        g->blob_len = b.len;
+    }
+    if (a->sp.temperature > 0 && !a->seed_set) fprintf(stderr, "[GEN] seed %" PRIu64 "\n", a->sp.seed);
+    if (a->logits_out && !(g->lf = fopen(a->logits_out, "wb"))) {
+        status = sw_cli_fail(cmd, "%s: cannot create", a->logits_out);
+        goto out;
+    }
+    if (!a->cache) {
+        snprintf(tmpdir, sizeof tmpdir, "/tmp/sw-client-XXXXXX");
+        if (!mkdtemp(tmpdir)) {
+            status = sw_cli_fail(cmd, "cannot create a temporary cache folder");
+            goto out;
+        }
+    }
+
+    /* a node holding no shard: it only joins, watches the view and carries sessions */
+    struct sw_node_config cfg = { 0 };
+    cfg.model = a->model;
+    cfg.cache_dir = a->cache ? a->cache : tmpdir;
+    cfg.shard = -1;
+    cfg.no_auto_fetch = 1;
+    cfg.listen_port = (uint16_t)a->listen;
+    cfg.bootstrap = a->boot;
+    cfg.n_bootstrap = a->n_boot;
+    cfg.status_interval_ms = 3600000;
+    uv_loop_init(&g->loop);
+    rc = sw_node_new(&g->loop, &cfg, &g->node, err, sizeof err);
+    if (!rc) rc = sw_node_start(g->node, err, sizeof err);
+    if (rc) {
+        status = sw_cli_fail(cmd, "%s", err[0] ? err : sw_strerror(rc));
+        if (g->node) {
+            sw_node_stop(g->node, NULL, NULL);
+            uv_run(&g->loop, UV_RUN_DEFAULT);
+            sw_node_free(g->node);
+            g->node = NULL;
+        }
+        uv_loop_close(&g->loop);
+        goto out;
+    }
+    if (!a->no_echo && !a->print_ids && g->tok) {
+        sw_tok_decode(g->tok, g->ids, g->n_prompt, 0, &g->text);
+        print_text(&g->text);
+    }
+    if (g->tok) sw_tok_stream_init(&g->ts, g->tok, 0, 0);
+    g->t_start = sw_time_ms();
+    g->deadline = g->t_start + (uint64_t)a->wait_s * 1000;
+    uv_timer_init(&g->loop, &g->timer);
+    uv_signal_init(&g->loop, &g->sig);
+    g->timer.data = g->sig.data = g;
+    g->handles = 2;
+    uv_timer_start(&g->timer, on_timer, 50, 50);
+    uv_signal_start(&g->sig, on_signal, SIGINT);
+    uv_run(&g->loop, UV_RUN_DEFAULT);
+    uv_walk(&g->loop, close_any, NULL);
+    uv_run(&g->loop, UV_RUN_DEFAULT);
+    sw_node_free(g->node);
+    g->node = NULL;
+    uv_loop_close(&g->loop);
+
+    if (g->tok && !a->print_ids) {
+        sw_tok_stream_flush(&g->ts, &g->text);
+        print_text(&g->text);
+    }
+    if (g->n_gen || g->ended) printf("\n");
+    fflush(stdout);
+    if (g->status && !(g->status == SW_ECLOSED && g->n_gen)) {
+        status = sw_cli_fail(cmd, "%s", g->msg[0] ? g->msg : sw_strerror(g->status));
+    } else {
+        double ttft_ms = g->ttft_us / 1e3;
+        fprintf(stderr, "[GEN] prompt: %zu tokens; generated %u tokens; first token after %.1f ms; %.2f tok/s\n",
+                g->n_prompt, g->n_gen, ttft_ms, g->tps);
+        if (a->json)
+            fprintf(stderr,
+                    "{\"prompt_tokens\":%zu,\"gen_tokens\":%u,\"ttft_ms\":%.3f,\"gen_tps\":%.3f,\"total_ms\":%.3f,"
+                    "\"route_ms\":%" PRIu64 "}\n",
+                    g->n_prompt, g->n_gen, ttft_ms, g->tps, g->elapsed_us / 1e3, g->t_open ? g->t_open - g->t_start : 0);
+        status = SW_EXIT_OK;
+    }
+out:
+    if (g->lf && fclose(g->lf) != 0 && status == SW_EXIT_OK) status = sw_cli_fail(cmd, "%s: write failed", a->logits_out);
+    sw_buf_free(&g->text);
+    sw_tok_free(g->tok);
+    free(g->ids);
+    free(g->blob);
+    free(g);
+    return status;
+}
