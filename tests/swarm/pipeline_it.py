@@ -94,12 +94,12 @@ def wait_exit(p, timeout=120):
 
 
 def client_ids(p):
+    """The ids the client printed on stdout. Its log lines share the file and may cut the
+    ids line anywhere, so every "[TAG] ..." line and the JSON timings line are removed."""
     out = p.output()
-    # stdout and stderr share the log: the ids are the one line of integers
-    for line in out.splitlines():
-        if re.fullmatch(r"\d+( \d+)*", line.strip()):
-            return line.split()
-    return []
+    out = re.sub(r"\[[A-Z]+\][^\n]*(\n|$)", "", out)
+    out = re.sub(r"\{[^\n]*\}(\n|$)", "", out)
+    return re.findall(r"\d+", out)
 
 
 def read_f32(path):
