@@ -432,6 +432,33 @@ def case_impersonate():
         check(st["peers"] == 1, "a still counts exactly one proven peer (b), has %r" % st["peers"])
 
 
+def case_restart():
+    """kill -9 a node, start it again on the same cache: it loads its shard before joining
+    (resume data from its first run), its new records outrank the dead ones, and every node
+    is ready again."""
+    S.node_supported()
+    with harness.Procs() as procs:
+        m = stories(procs)
+        sw = S.Swarm(procs, m)
+        sw.start("seeder", seed_all=True)
+        for k in range(N):
+            sw.start("n%d" % k, shard=k, cache_shards=[k])
+        sw.wait_api()
+        sw.wait_all_ready(timeout=30)
+        old = sw.nodes["n1"]
+        old_id = old.status()["node_id"]
+        old.proc.kill9()
+        others = ["seeder", "n0", "n2", "n3"]
+        sw.wait_all_ready(names=others, timeout=10, want=False)
+        t0 = time.time()
+        new = sw.start("n1", shard=1)  # same cache folder, no copy: the file is already there
+        sw.wait_api(["n1"])
+        sw.wait_all_ready(timeout=20)
+        print("restart: ready again %.2fs after the restart" % (time.time() - t0), file=sys.stderr)
+        check(new.status()["node_id"] == old_id, "same node id after the restart (key kept in the cache)")
+        check("shard 1 loaded before joining" in new.proc.output(), "loaded before joining:\n" + new.proc.output()[-1500:])
+
+
 def case_netloss():
     """A node that stops answering (SIGSTOP: its connections stay open, nothing flows) is
     declared departed by keep-alive timeout within seconds; when it comes back (SIGCONT) it
