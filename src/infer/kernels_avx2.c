@@ -395,18 +395,17 @@ AI void q4_K_nt(int64_t n, const struct sw_block_q4_K *w, const struct sw_k_act 
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int64_t i = 0; i < n / SW_QK_K; i++) {
         const struct sw_block_q4_K *x = &w[i];
-        uint8_t sc[8], mn[8], mins2[16];
-        for (int j = 0; j < 8; j++) {
-            sw__k_scale_min_k4(j, x->scales, &sc[j], &mn[j]);
-            mins2[2 * j] = mins2[2 * j + 1] = mn[j];
-        }
-        const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)mins2));
+        uint64_t sc, mn;
+        sw__k_scales_min_k4_u64(x->scales, &sc, &mn);
+        const __m128i mv = _mm_cvtsi64_si128((long long)mn);
+        const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv)); /* m0 m0 m1 m1 .. */
         __m256i isum[SW_K_TILE_T];
         for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
         for (int g = 0; g < 4; g++) {
             __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * g));
             __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            __m256i s0 = _mm256_set1_epi16(sc[2 * g]), s1 = _mm256_set1_epi16(sc[2 * g + 1]);
+            __m256i s0 = _mm256_set1_epi16((short)((sc >> (16 * g)) & 0xFF));
+            __m256i s1 = _mm256_set1_epi16((short)((sc >> (16 * g + 8)) & 0xFF));
             for (int t = 0; t < NT; t++) {
                 const int8_t *qa = ((const struct sw_block_q8_K *)a[t].q)[i].qs + 64 * g;
                 __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)qa)), s0);
@@ -435,12 +434,10 @@ AI void q5_K_nt(int64_t n, const struct sw_block_q5_K *w, const struct sw_k_act 
     const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
     for (int64_t i = 0; i < n / SW_QK_K; i++) {
         const struct sw_block_q5_K *x = &w[i];
-        uint8_t sc[8], mn[8], mins2[16];
-        for (int j = 0; j < 8; j++) {
-            sw__k_scale_min_k4(j, x->scales, &sc[j], &mn[j]);
-            mins2[2 * j] = mins2[2 * j + 1] = mn[j];
-        }
-        const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)mins2));
+        uint64_t sc, mn;
+        sw__k_scales_min_k4_u64(x->scales, &sc, &mn);
+        const __m128i mv = _mm_cvtsi64_si128((long long)mn);
+        const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv)); /* m0 m0 m1 m1 .. */
         __m256i qh = _mm256_loadu_si256((const __m256i *)x->qh);
         __m256i isum[SW_K_TILE_T];
         for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
@@ -451,7 +448,8 @@ AI void q5_K_nt(int64_t n, const struct sw_block_q5_K *w, const struct sw_k_act 
             qh = _mm256_srli_epi16(qh, 2);
             __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
             __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1);
-            __m256i s0 = _mm256_set1_epi16(sc[2 * g]), s1 = _mm256_set1_epi16(sc[2 * g + 1]);
+            __m256i s0 = _mm256_set1_epi16((short)((sc >> (16 * g)) & 0xFF));
+            __m256i s1 = _mm256_set1_epi16((short)((sc >> (16 * g + 8)) & 0xFF));
             for (int t = 0; t < NT; t++) {
                 const int8_t *qa = ((const struct sw_block_q8_K *)a[t].q)[i].qs + 64 * g;
                 __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)qa)), s0);

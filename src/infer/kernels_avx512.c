@@ -207,6 +207,117 @@ AI __m256i unsigned_q8_0(const struct sw_block_q8_0 *b)
 VNNI_ROWDOT(q4_0, struct sw_block_q4_0, unsigned_q4_0, 8)
 VNNI_ROWDOT(q8_0, struct sw_block_q8_0, unsigned_q8_0, 128)
 
+/* ------------------------------------------------------------ K-quants with VNNI */
+/* Q4_K: one zmm holds a 64-element group (sub-block 2g's codes in bytes 0-31, 2g+1's in
+ * 32-63), which matches 64 contiguous Q8_K activation bytes; vpdpbusd gives 16 int32 lanes
+ * (8 per sub-block), vpmulld applies the 6-bit sub-scales, the mins come from bsums. */
+AI void zq4_K_nt(int64_t n, const struct sw_block_q4_K *w, const struct sw_k_act *a, const int NT, float *out)
+{
+    __m512 acc[SW_K_TILE_T];
+    __m256 accm[SW_K_TILE_T];
+    for (int t = 0; t < NT; t++) {
+        acc[t] = _mm512_setzero_ps();
+        accm[t] = _mm256_setzero_ps();
+    }
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t i = 0; i < n / SW_QK_K; i++) {
+        const struct sw_block_q4_K *x = &w[i];
+        uint64_t sc64, mn64;
+        sw__k_scales_min_k4_u64(x->scales, &sc64, &mn64);
+        const __m128i mv = _mm_cvtsi64_si128((long long)mn64);
+        const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv)); /* m0 m0 m1 m1 .. */
+        const __m512i sc32 = _mm512_castsi256_si512(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc64)));
+        __m512i u[4], sv[4];
+        for (int g = 0; g < 4; g++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * g));
+            __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            u[g] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+            /* lanes 0-7: scale 2g, lanes 8-15: scale 2g+1 */
+            const __m512i idx = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(2 * g)),
+                                                   _mm256_set1_epi32(2 * g + 1), 1);
+            sv[g] = _mm512_permutexvar_epi32(idx, sc32);
+        }
+        float d = h2f(x->d), dmin = h2f(x->dmin);
+        for (int t = 0; t < NT; t++) {
+            const struct sw_block_q8_K *y = &((const struct sw_block_q8_K *)a[t].q)[i];
+            __m512i isum = _mm512_setzero_si512();
+            for (int g = 0; g < 4; g++) {
+                __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[g],
+                                                  _mm512_loadu_si512((const void *)(y->qs + 64 * g)));
+                isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(dot, sv[g]));
+            }
+            __m256 mm = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), mins16));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * y->d), acc[t]);
+            accm[t] = _mm256_fmadd_ps(mm, _mm256_set1_ps(dmin * y->d), accm[t]);
+        }
+    }
+    for (int t = 0; t < NT; t++) out[t] = _mm512_reduce_add_ps(acc[t]) - hsum_ps(accm[t]);
+}
+
+/* Q6_K: per 128-element half, ql[64h..64h+63] is one zmm whose low nibbles are elements
+ * 0-63 and high nibbles 64-127 (with qh bits 2k..2k+1 on top); vpdpbusd lanes hold 4
+ * elements each, so lanes 4m..4m+3 share int8 scale m; the -32 offset comes from bsums. */
+AI void zq6_K_nt(int64_t n, const struct sw_block_q6_K *w, const struct sw_k_act *a, const int NT, float *out)
+{
+    __m512 acc[SW_K_TILE_T];
+    for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x03);
+    /* byte index patterns: scale 4m+k repeated over 4 lanes' worth (4 int32) */
+    const __m128i rep0 = _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    for (int64_t i = 0; i < n / SW_QK_K; i++) {
+        const struct sw_block_q6_K *x = &w[i];
+        const __m128i sc8 = _mm_loadu_si128((const __m128i *)x->scales);
+        const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
+        __m512i u[4], sv[4];
+        for (int h = 0; h < 2; h++) {
+            __m512i ql = _mm512_loadu_si512((const void *)(x->ql + 64 * h));
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
+            __m512i hA = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+            __m512i hB = _mm512_srli_epi16(hA, 4);
+            u[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_slli_epi16(_mm512_and_si512(hA, m2), 4));
+            u[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                           _mm512_slli_epi16(_mm512_and_si512(hB, m2), 4));
+        }
+        for (int m = 0; m < 4; m++) /* zmm m covers scales 4m..4m+3 */
+            sv[m] = _mm512_cvtepi8_epi32(_mm_shuffle_epi8(sc8, _mm_add_epi8(rep0, _mm_set1_epi8((char)(4 * m)))));
+        float d = h2f(x->d);
+        for (int t = 0; t < NT; t++) {
+            const struct sw_block_q8_K *y = &((const struct sw_block_q8_K *)a[t].q)[i];
+            __m512i isum = _mm512_setzero_si512();
+            for (int m = 0; m < 4; m++) {
+                __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[m],
+                                                  _mm512_loadu_si512((const void *)(y->qs + 64 * m)));
+                isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(dot, sv[m]));
+            }
+            __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), sc16);
+            isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(_mm256_slli_epi32(off, 5)));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * y->d), acc[t]);
+        }
+    }
+    for (int t = 0; t < NT; t++) out[t] = _mm512_reduce_add_ps(acc[t]);
+}
+
+#define ZK_DISPATCH(NAME, BT)                                                                      \
+    static void zrowdot_##NAME(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out) \
+    {                                                                                              \
+        switch (nt) {                                                                              \
+        case 1: z##NAME##_nt(n, (const BT *)w, a, 1, out); break;                                 \
+        case 2: z##NAME##_nt(n, (const BT *)w, a, 2, out); break;                                 \
+        case 3: z##NAME##_nt(n, (const BT *)w, a, 3, out); break;                                 \
+        default: z##NAME##_nt(n, (const BT *)w, a, 4, out); break;                                \
+        }                                                                                          \
+    }                                                                                              \
+    static float zvec_dot_##NAME(int64_t n, const void *w, const void *act)                       \
+    {                                                                                              \
+        struct sw_k_act a = {act, NULL};                                                           \
+        float out;                                                                                 \
+        z##NAME##_nt(n, (const BT *)w, &a, 1, &out);                                               \
+        return out;                                                                                \
+    }
+
+ZK_DISPATCH(q4_K, struct sw_block_q4_K)
+ZK_DISPATCH(q6_K, struct sw_block_q6_K)
+
 /* ------------------------------------------------------------ vector helpers */
 
 static float dot_f32_avx512(int64_t n, const float *x, const float *y)
@@ -242,6 +353,10 @@ void sw__k_fill_avx512(struct sw_k_type_impl *tab, int n_tab)
     /* vec_dot (no activation sums) stays AVX2 for Q4_0/Q8_0; the matmul row kernels use VNNI */
     tab[SW_TYPE_Q4_0].rowdot = zrowdot_q4_0;
     tab[SW_TYPE_Q8_0].rowdot = zrowdot_q8_0;
+    tab[SW_TYPE_Q4_K].rowdot = zrowdot_q4_K;
+    tab[SW_TYPE_Q4_K].pub.vec_dot = zvec_dot_q4_K;
+    tab[SW_TYPE_Q6_K].rowdot = zrowdot_q6_K;
+    tab[SW_TYPE_Q6_K].pub.vec_dot = zvec_dot_q6_K;
 }
 
 void sw__k_vec_ops_avx512(struct sw_k_vec_ops *ops)

@@ -88,4 +88,19 @@ static inline void sw__k_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint
     }
 }
 
+/* All 8 scales and 8 mins of a Q4_K/Q5_K block as bytes of two 64-bit words (byte j =
+ * sub-block j), computed with 32-bit integer ops: no byte stores for SIMD code to reload. */
+static inline void sw__k_scales_min_k4_u64(const uint8_t *q, uint64_t *sc, uint64_t *mn)
+{
+    uint32_t u0, u1, u2;
+    memcpy(&u0, q, 4);
+    memcpy(&u1, q + 4, 4);
+    memcpy(&u2, q + 8, 4);
+    uint32_t s_lo = u0 & 0x3f3f3f3fu, m_lo = u1 & 0x3f3f3f3fu;
+    uint32_t s_hi = (u2 & 0x0f0f0f0fu) | ((u0 & 0xc0c0c0c0u) >> 2);
+    uint32_t m_hi = ((u2 >> 4) & 0x0f0f0f0fu) | ((u1 & 0xc0c0c0c0u) >> 2);
+    *sc = (uint64_t)s_hi << 32 | s_lo;
+    *mn = (uint64_t)m_hi << 32 | m_lo;
+}
+
 #endif
