@@ -40,6 +40,7 @@ static void usage(FILE *f)
             "  --ctx N                 context positions to reserve (default prompt + n)\n"
             "  --no-bos  --no-echo  --ignore-eos  --ids (print token ids)\n"
             "  --logits-out FILE       the logits of every step (f32, n_vocab per token)\n"
+            "  --token-times FILE      one line per token: index, microseconds since the session opened\n"
             "  --json-timings          one JSON line of timings on stderr at the end\n"
             "  --wait SECONDS          how long to wait for a complete route (default 60)\n"
             "  --deadline-ms MS        no progress this long: rebuild the route (default 10000)\n"
@@ -49,7 +50,7 @@ static void usage(FILE *f)
 struct gs_args {
     const char *boot[MAX_BOOT];
     uint32_t n_boot;
-    const char *model, *tokenizer, *cache, *prompt, *prompt_file, *prompt_ids, *logits_out, *log_format;
+    const char *model, *tokenizer, *cache, *prompt, *prompt_file, *prompt_ids, *logits_out, *token_times, *log_format;
     uint32_t listen, n_predict, prompt_len, chunk, ctx, wait_s, deadline_ms;
     int no_bos, no_echo, ignore_eos, print_ids, json, seed_set, verbose, f16;
     struct sw_sampler_params sp;
@@ -72,7 +73,7 @@ struct gs {
     size_t blob_len;
     int32_t stop[SW_PIPE_MAX_STOP];
     uint32_t n_stop;
-    FILE *lf;
+    FILE *lf, *tf;
     uint64_t t_start, t_open, deadline;
     int opened, ended, stopping;
     uint64_t session;
@@ -145,6 +146,7 @@ static int parse_args(const char *cmd, int argc, char **argv, struct gs_args *a)
         else if (!strcmp(f, "-f") || !strcmp(f, "--file")) a->prompt_file = v;
         else if (!strcmp(f, "--prompt-ids")) a->prompt_ids = v;
         else if (!strcmp(f, "--logits-out")) a->logits_out = v;
+        else if (!strcmp(f, "--token-times")) a->token_times = v;
         else if (!strcmp(f, "--log-format")) a->log_format = v;
         else if (!strcmp(f, "--wire")) {
             if (!strcmp(v, "f32")) a->f16 = 0;
@@ -242,6 +244,7 @@ static void on_token(void *ud, const struct sw_pipe_token_ev *ev)
     g->elapsed_us = ev->elapsed_us;
     g->tps = ev->tokens_per_s;
     if (g->lf && ev->logits) fwrite(ev->logits, sizeof(float), ev->n_logits, g->lf);
+    if (g->tf) fprintf(g->tf, "%u %" PRIu64 "\n", ev->index, ev->elapsed_us);
     if (g->a.print_ids) {
         printf("%s%d", ev->index ? " " : "", ev->token);
         fflush(stdout);
@@ -412,6 +415,10 @@ int sw_cli_generate_swarm(int argc, char **argv)
         status = sw_cli_fail(cmd, "%s: cannot create", a->logits_out);
         goto out;
     }
+    if (a->token_times && !(g->tf = fopen(a->token_times, "w"))) {
+        status = sw_cli_fail(cmd, "%s: cannot create", a->token_times);
+        goto out;
+    }
     if (!a->cache) {
         snprintf(tmpdir, sizeof tmpdir, "/tmp/sw-client-XXXXXX");
         if (!mkdtemp(tmpdir)) {
@@ -485,6 +492,7 @@ int sw_cli_generate_swarm(int argc, char **argv)
     }
 out:
     if (g->lf && fclose(g->lf) != 0 && status == SW_EXIT_OK) status = sw_cli_fail(cmd, "%s: write failed", a->logits_out);
+    if (g->tf && fclose(g->tf) != 0 && status == SW_EXIT_OK) status = sw_cli_fail(cmd, "%s: write failed", a->token_times);
     sw_buf_free(&g->text);
     sw_tok_free(g->tok);
     free(g->ids);

@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""pipeline_bench.py — pipeline inference across node processes on 127.0.0.1 (issue 7, item 6).
+
+Model: `synth --preset tinyllama-1.1b --type Q4_0` (BUILD/bench-models, shared with
+10_infer.sh), split into 2 and 4 shards; nodes are `sw_pipe_node node` (a real sw_node
+with the pipeline attached), the client is `sw_pipe_node generate` (= generate --swarm).
+All nodes share this machine's cores: with T threads in total each of n nodes gets T/n.
+
+  (a) single-session generation tok/s, swarm / single-process `generate` with T threads
+  (b) added latency per hop (µs): on stories260K (compute ~ nothing), per-token time of a
+      4-stage swarm minus single-process, divided by the hops of one token (n stages:
+      n-1 stage->stage hops + last->first)
+  (c) total tok/s with 4 concurrent sessions vs 1
+  (d) time to first token for a 512-token prompt, chunked (64) vs whole
+  (e) recovery: a replica of a middle shard; the active node is killed mid-generation;
+      the longest gap between two tokens minus the median gap
+
+Environment: SW_BENCH_THREADS (default: all CPUs), SW_BENCH_PIPE_MODEL (a GGUF to use
+instead of tinyllama, e.g. for a quick run), SW_BENCH_GEN (default 64).
+"""
+import json
+import os
+import re
+import statistics
+import sys
+import time
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(here, "..", "tests", "swarm"))
+sys.path.insert(0, os.path.join(here, "..", "tests", "integration"))
+import harness  # noqa: E402
+import swarm_it as S  # noqa: E402
+
+BIN = harness.BIN
+BUILD = S.BUILD
+HELPER = os.path.join(BUILD, "sw_pipe_node")
+THREADS = int(os.environ.get("SW_BENCH_THREADS") or os.cpu_count() or 2)
+N_GEN = int(os.environ.get("SW_BENCH_GEN") or 64)
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+def tinyllama():
+    m = os.environ.get("SW_BENCH_PIPE_MODEL")
+    if m:
+        return m
+    d = os.path.join(BUILD, "bench-models")
+    os.makedirs(d, exist_ok=True)
+    m = os.path.join(d, "tinyllama-1.1b-Q4_0.gguf")
+    if not os.path.exists(m):
+        vocab = os.path.join(harness.SHARED, "vocab", "ggml-vocab-llama-spm.gguf")
+        log("generating %s (once) ..." % m)
+        harness.run([BIN, "synth", "--preset", "tinyllama-1.1b", "--type", "Q4_0", "--seed", "1", "--vocab", vocab,
+                     "-o", m], timeout=1800, check_rc=0)
+    return m
+
+
+def single(model, threads, prompt_len=32, n=N_GEN):
+    r = harness.run([BIN, "generate", "-m", model, "--prompt-len", str(prompt_len), "-n", str(n), "--temp", "0",
+                     "--ignore-eos", "--ids", "-t", str(threads), "--json-timings"], timeout=900, check_rc=0)
+    return json.loads(r.stderr.strip().splitlines()[-1])
+
+
+class Swarm:
+    def __init__(self, procs, model_path, n_shards, threads_each, replicas=(), extra=()):
+        self.m = S.Model(harness.tmpdir("sw-pbench-"), n_shards, source=model_path)
+        self.procs = procs
+        self.nodes = {}
+        boot = None
+        names = [("n%d" % k, k) for k in range(n_shards)] + [("r%d" % k, k) for k in replicas]
+        for name, k in names:
+            cache = self.m.cache(name, [k])
+            args = [HELPER, "node", "--model", self.m.torrent, "--cache", cache, "--listen", "0", "--shard", str(k),
+                    "--threads", str(threads_each)] + list(extra)
+            if boot:
+                args += ["--bootstrap", "127.0.0.1:%d" % boot]
+            p = procs.start(name, args)
+            port = int(p.wait_for(r"listening on port (\d+)", timeout=120).group(1))
+            boot = boot or port
+            self.nodes[name] = p
+        for p in self.nodes.values():
+            p.wait_for(r"shard \d+ loaded", timeout=300)
+        self.boot = boot
+
+    def client(self, name, prompt_len=32, n=N_GEN, extra=()):
+        args = [HELPER, "generate", "--swarm", "--bootstrap", "127.0.0.1:%d" % self.boot, "--model", self.m.torrent,
+                "--prompt-len", str(prompt_len), "-n", str(n), "--temp", "0", "--ignore-eos", "--ids", "--wait", "120",
+                "--json-timings"] + list(extra)
+        return self.procs.start(name, args)
+
+
+def wait(p, timeout=900):
+    deadline = time.time() + timeout
+    while p.alive() and time.time() < deadline:
+        time.sleep(0.02)
+    if p.alive():
+        harness.fail("%s did not finish" % p.name)
+    out = p.output()
+    js = [l for l in out.splitlines() if l.startswith("{\"prompt_tokens\"")]
+    if p.p.returncode != 0 or not js:
+        harness.fail("%s failed:\n%s" % (p.name, out[-3000:]))
+    return json.loads(js[-1])
+
+
+def bench_a_c(model):
+    res = {}
+    for n_shards in (2, 4):
+        each = max(1, THREADS // n_shards)
+        with harness.Procs() as procs:
+            sw = Swarm(procs, model, n_shards, each)
+            wait(sw.client("warm", n=4))
+            one = wait(sw.client("one"))
+            base = single(model, each * n_shards)
+            ratio = one["gen_tps"] / base["gen_tps"] if base["gen_tps"] else 0
+            log("(a) %d shards x %d threads: swarm %.2f tok/s, single-process (%d threads) %.2f tok/s, ratio %.3f"
+                % (n_shards, each, one["gen_tps"], each * n_shards, base["gen_tps"], ratio))
+            cs = [sw.client("c%d" % i) for i in range(4)]
+            t0 = time.time()
+            rs = [wait(c) for c in cs]
+            wall = time.time() - t0
+            total = sum(r["gen_tokens"] for r in rs) / wall
+            per = sum(r["gen_tps"] for r in rs)
+            log("(c) %d shards: 4 concurrent sessions %.2f tok/s in total (sum of per-session rates %.2f; "
+                "wall-clock incl. connect %.2f), 1 session %.2f tok/s -> x%.2f"
+                % (n_shards, per, per, total, one["gen_tps"], per / one["gen_tps"] if one["gen_tps"] else 0))
+            res[n_shards] = (ratio, per / one["gen_tps"] if one["gen_tps"] else 0)
+    return res
+
+
+def bench_b():
+    model = harness.shared_model()
+    with harness.Procs() as procs:
+        sw = Swarm(procs, model, 4, 1)
+        wait(sw.client("warm", n=8))
+        rs = [wait(sw.client("hop%d" % i, n=200)) for i in range(3)]
+        tps = statistics.median(r["gen_tps"] for r in rs)
+    base = statistics.median(single(model, 1, n=200)["gen_tps"] for _ in range(3))
+    per_tok_swarm = 1e6 / tps
+    per_tok_single = 1e6 / base
+    hop = (per_tok_swarm - per_tok_single) / 4
+    log("(b) stories260K, 4 stages: %.1f µs/token across the swarm vs %.1f µs single-process -> %.1f µs per hop "
+        "(4 hops per token)" % (per_tok_swarm, per_tok_single, hop))
+    return hop
+
+
+def bench_d(model):
+    with harness.Procs() as procs:
+        sw = Swarm(procs, model, 4, max(1, THREADS // 4))
+        wait(sw.client("warm", n=2))
+        chunked = wait(sw.client("chunked", prompt_len=512, n=1, extra=["--chunk", "64"]))
+        whole = wait(sw.client("whole", prompt_len=512, n=1, extra=["--chunk", "0"]))
+    log("(d) 512-token prompt over 4 stages: first token after %.0f ms chunked (64) vs %.0f ms whole"
+        % (chunked["ttft_ms"], whole["ttft_ms"]))
+    return chunked["ttft_ms"], whole["ttft_ms"]
+
+
+def bench_e(model):
+    with harness.Procs() as procs:
+        sw = Swarm(procs, model, 4, max(1, THREADS // 5), replicas=[2])
+        wait(sw.client("warm", n=2))
+        tt = os.path.join(harness.tmpdir("sw-pbench-tt-"), "times")
+        c = sw.client("kill", n=max(N_GEN, 96), extra=["--token-times", tt])
+        victim = None
+        deadline = time.time() + 300
+        while victim is None and time.time() < deadline:
+            for name in ("n2", "r2"):
+                if len(re.findall(r"stage 2 of 4 opened", sw.nodes[name].output())) >= 2:  # warm-up + this one
+                    victim = name
+            time.sleep(0.01)
+        while time.time() < deadline:
+            try:
+                if sum(1 for _ in open(tt)) >= 20:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.01)
+        sw.nodes[victim].kill9()
+        wait(c)
+        ts = [int(l.split()[1]) for l in open(tt)]
+    gaps = [b - a for a, b in zip(ts, ts[1:])]
+    rec = (max(gaps) - statistics.median(gaps)) / 1e3
+    log("(e) killed the active shard-2 node after 20 tokens: longest gap %.1f ms (median %.1f ms) -> recovery %.1f ms"
+        % (max(gaps) / 1e3, statistics.median(gaps) / 1e3, rec))
+    return rec
+
+
+def main():
+    if not os.path.exists(HELPER):
+        log("sw_pipe_node not built (%s); skipping" % HELPER)
+        return
+    if not harness.shared_model():
+        return
+    model = tinyllama()
+    log("pipeline bench: %s, %d threads in total, %d tokens per session" % (os.path.basename(model), THREADS, N_GEN))
+    bench_a_c(model)
+    bench_b()
+    bench_d(model)
+    bench_e(model)
+
+
+if __name__ == "__main__":
+    main()
