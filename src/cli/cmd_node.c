@@ -231,12 +231,20 @@ int sw_cmd_node(int argc, char **argv)
     c.sig_int.data = c.sig_term.data = &c;
     uv_signal_start(&c.sig_int, on_signal, SIGINT);
     uv_signal_start(&c.sig_term, on_signal, SIGTERM);
+    /* the node's own handles keep the loop running; if it stops by itself, the loop ends */
+    uv_unref((uv_handle_t *)&c.sig_int);
+    uv_unref((uv_handle_t *)&c.sig_term);
     uv_run(&loop, UV_RUN_DEFAULT);
     sw_api_free(c.api); /* stops the API thread before the node goes */
     /* the unref'd hard-stop timer, and whatever a hard stop left open */
+    if (!c.stopping) { /* the node stopped by itself: our signal handles are still open */
+        uv_signal_stop(&c.sig_int);
+        uv_signal_stop(&c.sig_term);
+    }
     uv_walk(&loop, close_any, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
+    int failed = sw_node_failed(c.node);
     sw_node_free(c.node);
     if (uv_loop_close(&loop) == UV_EBUSY && getenv("SW_DEBUG_HANDLES")) uv_print_all_handles(&loop, stderr);
-    return SW_EXIT_OK;
+    return failed ? SW_EXIT_FAIL : SW_EXIT_OK;
 }

@@ -39,6 +39,7 @@ int sw_node_submit_load(struct sw_node *n, const uint8_t *wire, size_t len, char
 { (void)n; (void)wire; (void)len; (void)reason; (void)reason_len; return SW_EUNSUPPORTED; }
 char *sw_node_status_json(struct sw_node *n) { (void)n; return NULL; }
 struct sw_stage *sw_node_stage(struct sw_node *n) { (void)n; return NULL; }
+int sw_node_failed(const struct sw_node *n) { (void)n; return 1; }
 #else
 #include <arpa/inet.h>
 #include <errno.h>
@@ -158,6 +159,7 @@ struct sw_node {
     int32_t pre_final;               /* shard whose final-named file was whole before BT looked */
     int measure_pending;
     int json_stale;
+    int failed;                      /* gave up (bad metadata): the CLI exits 1 */
     uint32_t queue;
     double tps;
 
@@ -1277,17 +1279,43 @@ static void on_async(uv_async_t *h)
     if (n->dirty) node_changed(n);
 }
 
+/* Dials the --bootstrap nodes again (BitTorrent) and re-contacts them on the DHT. */
+static void redial_bootstrap(struct sw_node *n)
+{
+    for (size_t i = 0; i < n->n_bootstrap; i++) {
+        char host[256];
+        const char *c = strrchr(n->bootstrap[i], ':');
+        if (!c || (size_t)(c - n->bootstrap[i]) >= sizeof host) continue;
+        memcpy(host, n->bootstrap[i], (size_t)(c - n->bootstrap[i]));
+        host[c - n->bootstrap[i]] = 0;
+        if (n->t) sw_bt_torrent_add_peer(n->t, host, (uint16_t)atoi(c + 1));
+    }
+    if (n->dht && n->n_bootstrap) sw_dht_uv_bootstrap(n->dht, (const char *const *)n->bootstrap, n->n_bootstrap);
+}
+
 static void on_tick(uv_timer_t *h)
 {
     struct sw_node *n = h->data;
     if (n->stopping) return;
     uint64_t now = sw_time_ms();
     if (!n->model_ready) {
-        char err[256];
+        char err[512] = "";
         int rc = model_setup(n, err, sizeof err);
-        if (rc == SW_EAGAIN) return;
-        if (rc) {
-            sw_log(SW_LOG_ERROR, "NODE", "%s", err);
+        if (rc && rc != SW_EAGAIN) {
+            sw_log(SW_LOG_ERROR, "NODE", "%s", err[0] ? err : sw_strerror(rc));
+            n->failed = 1;
+            sw_node_stop(n, NULL, NULL);
+            return;
+        }
+        if (rc == SW_EAGAIN) { /* magnet: keep looking for peers that have the metadata */
+            if (now - n->last_rejoin >= REJOIN_MS) {
+                n->last_rejoin = now;
+                redial_bootstrap(n);
+            }
+            if (n->dht && now - n->last_getpeers >= 3000) {
+                n->last_getpeers = now;
+                sw_dht_get_peers(sw_dht_uv_dht(n->dht), n->info_hash, now, NULL);
+            }
             return;
         }
     }
@@ -1322,18 +1350,7 @@ static void on_tick(uv_timer_t *h)
             const struct sw_view_node *vn = sw_view_at(n->view, i);
             if (!vn->self && !vn->direct && !n_conn_of(n, vn->cap.node_id)) connect_to_record(n, &vn->cap);
         }
-        if (!n_swarm_peers(n)) {
-            for (size_t i = 0; i < n->n_bootstrap; i++) {
-                char host[256];
-                const char *c = strrchr(n->bootstrap[i], ':');
-                if (!c || (size_t)(c - n->bootstrap[i]) >= sizeof host) continue;
-                memcpy(host, n->bootstrap[i], (size_t)(c - n->bootstrap[i]));
-                host[c - n->bootstrap[i]] = 0;
-                sw_bt_torrent_add_peer(n->t, host, (uint16_t)atoi(c + 1));
-            }
-            if (n->dht && n->n_bootstrap)
-                sw_dht_uv_bootstrap(n->dht, (const char *const *)n->bootstrap, n->n_bootstrap);
-        }
+        if (!n_swarm_peers(n)) redial_bootstrap(n);
     }
     plan(n, now);
     if (n->measure_pending && !n->job) {
@@ -1760,6 +1777,7 @@ struct uv_loop_s *sw_node_loop(struct sw_node *n) { return n ? n->loop : NULL; }
 const struct sw_view *sw_node_view(const struct sw_node *n) { return n ? n->view : NULL; }
 const uint8_t *sw_node_id(const struct sw_node *n) { return n ? n->id.pk : NULL; }
 struct sw_stage *sw_node_stage(struct sw_node *n) { return n ? n->stage : NULL; }
+int sw_node_failed(const struct sw_node *n) { return n ? n->failed : 0; }
 
 void sw_node_set_pipe_handler(struct sw_node *n, sw_node_pipe_fn fn, void *ud)
 {

@@ -314,6 +314,9 @@ int sw_node_start(struct sw_node *n, char *err, size_t err_len);
  * NULL) is called once everything is closed. */
 void sw_node_stop(struct sw_node *n, void (*done)(void *ud), void *ud);
 void sw_node_free(struct sw_node *n);
+/* True when the node stopped itself on a fatal error (e.g. unusable metadata from a magnet);
+ * the reason was logged. */
+int sw_node_failed(const struct sw_node *n);
 
 /* For the pipeline sessions (issue 7) and the API: */
 struct uv_loop_s *sw_node_loop(struct sw_node *n);
