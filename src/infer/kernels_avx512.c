@@ -254,6 +254,56 @@ AI void zq4_K_nt(int64_t n, const struct sw_block_q4_K *w, const struct sw_k_act
     for (int t = 0; t < NT; t++) out[t] = _mm512_reduce_add_ps(acc[t]) - hsum_ps(accm[t]);
 }
 
+/* Q5_K: as Q4_K with the 5th bit from qh (codes 0..31). */
+AI void zq5_K_nt(int64_t n, const struct sw_block_q5_K *w, const struct sw_k_act *a, const int NT, float *out)
+{
+    __m512 acc[SW_K_TILE_T];
+    __m256 accm[SW_K_TILE_T];
+    for (int t = 0; t < NT; t++) {
+        acc[t] = _mm512_setzero_ps();
+        accm[t] = _mm256_setzero_ps();
+    }
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    for (int64_t i = 0; i < n / SW_QK_K; i++) {
+        const struct sw_block_q5_K *x = &w[i];
+        uint64_t sc64, mn64;
+        sw__k_scales_min_k4_u64(x->scales, &sc64, &mn64);
+        const __m128i mv = _mm_cvtsi64_si128((long long)mn64);
+        const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv)); /* m0 m0 m1 m1 .. */
+        const __m512i sc32 = _mm512_castsi256_si512(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc64)));
+        __m512i u[4], sv[4];
+        __m256i qh = _mm256_loadu_si256((const __m256i *)x->qh);
+        for (int g = 0; g < 4; g++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * g));
+            /* 5th bit: bit 2g of qh[l] for the low half, 2g+1 for the high half */
+            __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(qh, one), 4);
+            __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4);
+            qh = _mm256_srli_epi16(qh, 2);
+            __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
+            __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1);
+            u[g] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+            /* lanes 0-7: scale 2g, lanes 8-15: scale 2g+1 */
+            const __m512i idx = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(2 * g)),
+                                                   _mm256_set1_epi32(2 * g + 1), 1);
+            sv[g] = _mm512_permutexvar_epi32(idx, sc32);
+        }
+        float d = h2f(x->d), dmin = h2f(x->dmin);
+        for (int t = 0; t < NT; t++) {
+            const struct sw_block_q8_K *y = &((const struct sw_block_q8_K *)a[t].q)[i];
+            __m512i isum = _mm512_setzero_si512();
+            for (int g = 0; g < 4; g++) {
+                __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[g],
+                                                  _mm512_loadu_si512((const void *)(y->qs + 64 * g)));
+                isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(dot, sv[g]));
+            }
+            __m256 mm = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), mins16));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * y->d), acc[t]);
+            accm[t] = _mm256_fmadd_ps(mm, _mm256_set1_ps(dmin * y->d), accm[t]);
+        }
+    }
+    for (int t = 0; t < NT; t++) out[t] = _mm512_reduce_add_ps(acc[t]) - hsum_ps(accm[t]);
+}
+
 /* Q6_K: per 128-element half, ql[64h..64h+63] is one zmm whose low nibbles are elements
  * 0-63 and high nibbles 64-127 (with qh bits 2k..2k+1 on top); vpdpbusd lanes hold 4
  * elements each, so lanes 4m..4m+3 share int8 scale m; the -32 offset comes from bsums. */
@@ -316,6 +366,7 @@ AI void zq6_K_nt(int64_t n, const struct sw_block_q6_K *w, const struct sw_k_act
     }
 
 ZK_DISPATCH(q4_K, struct sw_block_q4_K)
+ZK_DISPATCH(q5_K, struct sw_block_q5_K)
 ZK_DISPATCH(q6_K, struct sw_block_q6_K)
 
 /* ------------------------------------------------------------ vector helpers */
@@ -355,6 +406,8 @@ void sw__k_fill_avx512(struct sw_k_type_impl *tab, int n_tab)
     tab[SW_TYPE_Q8_0].rowdot = zrowdot_q8_0;
     tab[SW_TYPE_Q4_K].rowdot = zrowdot_q4_K;
     tab[SW_TYPE_Q4_K].pub.vec_dot = zvec_dot_q4_K;
+    tab[SW_TYPE_Q5_K].rowdot = zrowdot_q5_K;
+    tab[SW_TYPE_Q5_K].pub.vec_dot = zvec_dot_q5_K;
     tab[SW_TYPE_Q6_K].rowdot = zrowdot_q6_K;
     tab[SW_TYPE_Q6_K].pub.vec_dot = zvec_dot_q6_K;
 }
