@@ -1,6 +1,8 @@
-/* kv.c — a sequence's f16 key/value cache: per layer, K and V as positions x kv_dim.
- * Grows geometrically (in steps of at least KV_STEP positions) up to the context limit, so
- * a short chat costs little memory and a long one never reallocates per token.
+/* kv.c — a sequence's f16 key/value cache. Per layer and KV head, keys are stored
+ * position-major (cap x head_dim) and values transposed (head_dim x cap), so attention is
+ * two matrix products over contiguous rows: scores = K·q and out = Vᵀ·p. The cache grows
+ * geometrically (in steps of at least KV_STEP positions) up to the context limit, so a
+ * short chat costs little memory and a long one never reallocates per token.
  * Not for: attention itself (stage.c). */
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +11,7 @@
 
 #define KV_STEP 256u
 
-int sw__kv_reserve(struct sw__kv *kv, uint32_t n_layers, uint32_t kv_dim, uint32_t need,
+int sw__kv_reserve(struct sw__kv *kv, uint32_t n_layers, uint32_t n_kv, uint32_t hd, uint32_t need,
                    uint32_t n_ctx, uint64_t *grown_bytes)
 {
     *grown_bytes = 0;
@@ -28,18 +30,46 @@ int sw__kv_reserve(struct sw__kv *kv, uint32_t n_layers, uint32_t kv_dim, uint32
             return SW_ENOMEM;
         }
     }
-    size_t bytes = (size_t)cap * kv_dim * sizeof(sw_f16);
-    /* Grow layer by layer; a failure leaves the already-grown layers larger, which is
-     * harmless: cap only advances when every layer has the room. */
-    for (uint32_t l = 0; l < n_layers; l++) {
-        sw_f16 *k = realloc(kv->k[l], bytes);
-        if (!k) return SW_ENOMEM;
-        kv->k[l] = k;
-        sw_f16 *v = realloc(kv->v[l], bytes);
-        if (!v) return SW_ENOMEM;
-        kv->v[l] = v;
+    const size_t old = kv->cap, elems = (size_t)cap * n_kv * hd;
+    /* New arrays for every layer first, so a failure leaves the cache as it was. The value
+     * arrays start zeroed: attention multiplies whole rows of cap positions by weights that
+     * are 0 past the sequence, and 0 x (uninitialised NaN) would not be 0. */
+    sw_f16 **nk = calloc(n_layers, sizeof *nk), **nv = calloc(n_layers, sizeof *nv);
+    int oom = !nk || !nv;
+    for (uint32_t l = 0; l < n_layers && !oom; l++) {
+        nk[l] = malloc(elems * sizeof(sw_f16));
+        nv[l] = calloc(elems, sizeof(sw_f16));
+        oom = !nk[l] || !nv[l];
     }
-    *grown_bytes = (uint64_t)(cap - kv->cap) * kv_dim * sizeof(sw_f16) * 2 * n_layers;
+    if (oom) {
+        for (uint32_t l = 0; nk && nv && l < n_layers; l++) {
+            free(nk[l]);
+            free(nv[l]);
+        }
+        free(nk);
+        free(nv);
+        return SW_ENOMEM;
+    }
+    for (uint32_t l = 0; l < n_layers; l++) {
+        if (old) {
+            for (uint32_t g = 0; g < n_kv; g++) {
+                /* K: rows of head_dim, the old cap rows move to the new head's block */
+                memcpy(nk[l] + (size_t)g * cap * hd, kv->k[l] + (size_t)g * old * hd,
+                       old * hd * sizeof(sw_f16));
+                /* Vᵀ: head_dim rows of cap positions; the old row prefix moves over */
+                for (uint32_t d = 0; d < hd; d++)
+                    memcpy(nv[l] + ((size_t)g * hd + d) * cap, kv->v[l] + ((size_t)g * hd + d) * old,
+                           old * sizeof(sw_f16));
+            }
+        }
+        free(kv->k[l]);
+        free(kv->v[l]);
+        kv->k[l] = nk[l];
+        kv->v[l] = nv[l];
+    }
+    free(nk);
+    free(nv);
+    *grown_bytes = (uint64_t)(cap - old) * n_kv * hd * sizeof(sw_f16) * 2 * n_layers;
     kv->cap = (uint32_t)cap;
     return 0;
 }

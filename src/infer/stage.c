@@ -39,7 +39,10 @@ struct sw_stage {
     float *gate;   /* B x n_ff */
     float *up;     /* B x n_ff */
     float *rope;   /* B x n_rot: cos[n_rot/2] then sin[n_rot/2] per token */
-    float *scores; /* n_threads x n_ctx: attention weights per thread */
+    float *att_scratch;     /* n_threads x att_per_thread floats (see attn_run) */
+    size_t att_per_thread;
+    uint32_t att_tb;        /* tokens per attention block */
+    uint32_t att_chunks;    /* tasks per KV head (its query heads split this many ways) */
     struct sw__kv **tok_kv; /* B: the sequence of each token of a step */
     uint32_t *tok_pos;      /* B: its position */
     float *logits;          /* gathered last-token logits of a multi-sequence step (grown) */
@@ -148,7 +151,16 @@ int sw_stage_open_gguf(struct sw_gguf *g, const struct sw_stage_opts *opts, stru
     s->gate = scratch(B * in->n_ff, &oom);
     s->up = scratch(B * in->n_ff, &oom);
     s->rope = scratch(B * in->n_rot, &oom);
-    s->scores = scratch((size_t)s->n_threads * in->n_ctx, &oom);
+    /* Attention scratch per thread, for a block of att_tb tokens x the query heads of one
+     * KV head: queries, scores (n_ctx each), probabilities (n_ctx each), outputs. */
+    const uint32_t group = in->n_head / in->n_head_kv;
+    uint64_t tb = (1u << 18) / ((uint64_t)group * in->n_ctx);
+    s->att_tb = (uint32_t)SW_MAX((uint64_t)1, SW_MIN(tb, (uint64_t)s->max_batch));
+    const size_t rows = (size_t)s->att_tb * group;
+    s->att_per_thread = rows * (2 * (size_t)in->head_dim + 2 * (size_t)in->n_ctx) + 16;
+    s->att_scratch = scratch((size_t)s->n_threads * s->att_per_thread, &oom);
+    uint32_t chunks = ((uint32_t)s->n_threads + in->n_head_kv - 1) / in->n_head_kv;
+    s->att_chunks = SW_MAX(1u, SW_MIN(chunks, group));
     s->tok_kv = calloc(B, sizeof *s->tok_kv);
     s->tok_pos = calloc(B, sizeof *s->tok_pos);
     if (!s->tok_kv || !s->tok_pos) oom = 1;
@@ -201,7 +213,7 @@ void sw_stage_free(struct sw_stage *s)
     free(s->gate);
     free(s->up);
     free(s->rope);
-    free(s->scores);
+    free(s->att_scratch);
     free(s->tok_kv);
     free(s->tok_pos);
     free(s->logits);
@@ -361,48 +373,84 @@ static void swiglu_run(void *arg, int ith, int nth)
 
 /* ------------------------------------------------------------------ attention */
 
+/* A run of consecutive tokens of one sequence within a step. */
+struct seg {
+    struct sw__kv *kv;
+    uint32_t pos, n;   /* positions pos .. pos+n-1 */
+    const void *in;    /* its first token's input */
+    float *out;        /* hidden: n x n_embd; logits: n x n_vocab (all) or n_vocab (last) */
+    int all;           /* logits for every token */
+    int want_logits;   /* the sequence's last token is in this run */
+};
+
 struct attn_task {
     struct sw_stage *s;
     uint32_t li;       /* layer index within the stage */
-    uint32_t n_tokens;
+    const struct seg *sg;
+    uint32_t n_seg;
 };
 
-/* For each token t (of sequence tok_kv[t], at position P = tok_pos[t]) and head h:
- *   s[p] = q_t,h . k_p,g / sqrt(head_dim)   for p <= P (causal), g = h / (n_head/n_kv)
- *   att_t,h = sum_p softmax(s)[p] v_p,g
- * over that sequence's cache. (t, h) pairs are dealt round-robin to the threads. */
+/* Attention of one step, as two matrix products per KV head g and block of tokens, over
+ * that sequence's cache (the kernels' F16 matmul, single-threaded inside the task):
+ *   S = K_g · Q        S[t,h][p] = q_t,h · k_p / sqrt(head_dim),  p < P_max
+ *   P = softmax(S)     row (t,h) over p <= P_t (causal: P_t = position of token t), 0 after
+ *   O = Vᵀ_g · P       O[t,h][d] = sum_p P[t,h][p] v_p[d]
+ * where h runs over the query heads that share KV head g (grouped-query attention). The
+ * value product runs over the cache's whole capacity (its unused entries are 0 or stale
+ * finite values, weighted 0). Tasks are (KV head, slice of its query heads), dealt
+ * round-robin to the threads. */
 static void attn_run(void *arg, int ith, int nth)
 {
     const struct attn_task *a = arg;
     struct sw_stage *s = a->s;
     const struct sw_stage_info *in = &s->m.info;
-    const int64_t hd = in->head_dim, qd = s->q_dim, kvd = s->kv_dim;
-    const uint32_t group = in->n_head / in->n_head_kv;
+    const int64_t hd = in->head_dim, qd = s->q_dim;
+    const uint32_t group = in->n_head / in->n_head_kv, chunks = s->att_chunks;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *sc = s->scores + (size_t)ith * in->n_ctx;
-    const uint32_t total = a->n_tokens * in->n_head;
-    for (uint32_t i = (uint32_t)ith; i < total; i += (uint32_t)nth) {
-        const uint32_t t = i / in->n_head, h = i % in->n_head, g = h / group;
-        const uint32_t n = s->tok_pos[t] + 1;
-        const float *q = s->q + t * qd + h * hd;
-        const sw_f16 *kp = s->tok_kv[t]->k[a->li] + g * hd;
-        float mx = -INFINITY;
-        for (uint32_t p = 0; p < n; p++) {
-            float v = sw_k_dot_f16_f32(hd, kp + (size_t)p * kvd, q) * scale;
-            sc[p] = v;
-            if (v > mx) mx = v;
+    float *qb = s->att_scratch + (size_t)ith * s->att_per_thread;
+    float *ob = qb + (size_t)s->att_tb * group * hd;
+    float *sb = ob + (size_t)s->att_tb * group * hd;
+    float *pb = sb + (size_t)s->att_tb * group * in->n_ctx;
+    const uint32_t n_tasks = in->n_head_kv * chunks;
+    for (uint32_t task = (uint32_t)ith; task < n_tasks; task += (uint32_t)nth) {
+        const uint32_t g = task / chunks, c = task % chunks;
+        const uint32_t h0 = g * group + c * group / chunks, h1 = g * group + (c + 1) * group / chunks;
+        const uint32_t hc = h1 - h0;
+        uint32_t t0 = 0; /* first token of the segment within the step */
+        for (uint32_t si = 0; si < a->n_seg; t0 += a->sg[si].n, si++) {
+            const struct seg *sg = &a->sg[si];
+            const uint32_t cap = sg->kv->cap;
+            const sw_f16 *kg = sg->kv->k[a->li] + (size_t)g * cap * hd;
+            const sw_f16 *vg = sg->kv->v[a->li] + (size_t)g * hd * cap;
+            for (uint32_t b0 = 0; b0 < sg->n; b0 += s->att_tb) {
+                const uint32_t nb = SW_MIN(s->att_tb, sg->n - b0);
+                const uint32_t n_max = sg->pos + b0 + nb; /* keys 0 .. n_max-1 */
+                const int64_t rows = (int64_t)nb * hc;
+                for (uint32_t i = 0; i < nb; i++)
+                    memcpy(qb + (size_t)i * hc * hd, s->q + (size_t)(t0 + b0 + i) * qd + (size_t)h0 * hd,
+                           (size_t)hc * hd * sizeof(float));
+                sw_k_matmul(NULL, kg, SW_TYPE_F16, n_max, hd, qb, rows, sb);
+                for (int64_t r = 0; r < rows; r++) {
+                    const uint32_t lim = sg->pos + b0 + (uint32_t)(r / hc) + 1;
+                    const float *srow = sb + (size_t)r * n_max;
+                    float *prow = pb + (size_t)r * cap;
+                    float mx = -INFINITY;
+                    for (uint32_t p = 0; p < lim; p++) mx = fmaxf(mx, srow[p] * scale);
+                    float sum = 0;
+                    for (uint32_t p = 0; p < lim; p++) {
+                        const float e = expf(srow[p] * scale - mx);
+                        prow[p] = e;
+                        sum += e;
+                    }
+                    sw_k_scale_f32(lim, 1.0f / sum, prow);
+                    memset(prow + lim, 0, (size_t)(cap - lim) * sizeof *prow);
+                }
+                sw_k_matmul(NULL, vg, SW_TYPE_F16, hd, cap, pb, rows, ob);
+                for (uint32_t i = 0; i < nb; i++)
+                    memcpy(s->att + (size_t)(t0 + b0 + i) * qd + (size_t)h0 * hd, ob + (size_t)i * hc * hd,
+                           (size_t)hc * hd * sizeof(float));
+            }
         }
-        float sum = 0;
-        for (uint32_t p = 0; p < n; p++) {
-            float e = expf(sc[p] - mx);
-            sc[p] = e;
-            sum += e;
-        }
-        const float inv = 1.0f / sum;
-        float *o = s->att + t * qd + h * hd;
-        memset(o, 0, hd * sizeof *o);
-        const sw_f16 *vp = s->tok_kv[t]->v[a->li] + g * hd;
-        for (uint32_t p = 0; p < n; p++) sw_k_axpy_f16(hd, sc[p] * inv, vp + (size_t)p * kvd, o);
     }
 }
 
@@ -470,16 +518,6 @@ static int mm(struct sw_stage *s, const struct sw__w *w, const float *x, int64_t
     return 0;
 }
 
-/* A run of consecutive tokens of one sequence within a step. */
-struct seg {
-    struct sw__kv *kv;
-    uint32_t pos, n;   /* positions pos .. pos+n-1 */
-    const void *in;    /* its first token's input */
-    float *out;        /* hidden: n x n_embd; logits: n x n_vocab (all) or n_vocab (last) */
-    int all;           /* logits for every token */
-    int want_logits;   /* the sequence's last token is in this run */
-};
-
 /* One step: at most max_batch tokens of one or more sequences (each with room in its
  * cache), all through the stage's layers in one pass over the weights. */
 static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg)
@@ -521,15 +559,21 @@ static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg
         add_bias(s->q, ly->bq, T, qd);
         add_bias(s->k, ly->bk, T, kvd);
         add_bias(s->v, ly->bv, T, kvd);
+        const int64_t hd = info->head_dim;
         for (uint32_t t = 0; t < T; t++) {
             const float *cs = s->rope + (size_t)t * info->n_rot;
-            const size_t at = (size_t)s->tok_pos[t] * kvd;
+            const struct sw__kv *kv = s->tok_kv[t];
+            const size_t p = s->tok_pos[t], cap = kv->cap;
             rope_apply(s, s->q + t * qd, info->n_head, cs);
             rope_apply(s, s->k + t * kvd, info->n_head_kv, cs);
-            sw_k_f32_to_f16_row(s->k + t * kvd, s->tok_kv[t]->k[li] + at, kvd);
-            sw_k_f32_to_f16_row(s->v + t * kvd, s->tok_kv[t]->v[li] + at, kvd);
+            for (uint32_t g = 0; g < info->n_head_kv; g++) {
+                sw_k_f32_to_f16_row(s->k + t * kvd + g * hd, kv->k[li] + (g * cap + p) * hd, hd);
+                sw_f16 *vt = kv->v[li] + (size_t)g * hd * cap + p;
+                const float *v = s->v + t * kvd + g * hd;
+                for (int64_t d = 0; d < hd; d++) vt[(size_t)d * cap] = sw_k_f32_to_f16(v[d]);
+            }
         }
-        struct attn_task atk = { s, li, T };
+        struct attn_task atk = { s, li, sg, n_seg };
         sw_k_pool_run(s->pool, attn_run, &atk);
         if ((rc = mm(s, &ly->wo, s->att, T, s->xn))) return rc;
         add_into(s->x, s->xn, (int64_t)T * E);
@@ -611,7 +655,8 @@ static int prepare(struct sw_stage *s, struct sw_stage_batch *b, struct sw__kv *
                                ids[i], i, info->n_vocab);
     }
     uint64_t grown = 0;
-    int rc = sw__kv_reserve(kv, nl, s->kv_dim, b->pos + b->n_tokens, info->n_ctx, &grown);
+    int rc = sw__kv_reserve(kv, nl, info->n_head_kv, info->head_dim, b->pos + b->n_tokens, info->n_ctx,
+                            &grown);
     s->kv_bytes += grown;
     if (rc)
         return set_err(s, rc, "cannot grow the KV cache to %u positions: %s", b->pos + b->n_tokens,

@@ -43,8 +43,12 @@ int sw__model_load(struct sw__model *m, struct sw_gguf *g, const struct sw_stage
                    char *err, size_t err_len);
 void sw__model_release(struct sw__model *m);
 
-/* One sequence's KV cache: for each of the stage's layers, K and V as cap x kv_dim f16
- * (position-major). Grows in steps up to n_ctx; never shrinks until freed. */
+/* One sequence's KV cache, f16, for each of the stage's layers:
+ *   k[l]: [n_head_kv][cap][head_dim]   key of KV head g at position p: k[l] + (g*cap + p)*hd
+ *   v[l]: [n_head_kv][head_dim][cap]   values transposed: v[l] + (g*hd + d)*cap + p
+ * Value entries past the filled positions are 0 or stale finite values, never garbage.
+ * Grows in steps up to n_ctx (re-laid out: the strides depend on cap); never shrinks until
+ * freed. */
 struct sw__kv {
     uint64_t id;
     int live;
@@ -55,7 +59,7 @@ struct sw__kv {
 
 /* Makes room for `need` positions (need <= n_ctx). Returns 0 or SW_ENOMEM (cache intact).
  * *grown_bytes receives the bytes added. */
-int sw__kv_reserve(struct sw__kv *kv, uint32_t n_layers, uint32_t kv_dim, uint32_t need,
+int sw__kv_reserve(struct sw__kv *kv, uint32_t n_layers, uint32_t n_kv, uint32_t hd, uint32_t need,
                    uint32_t n_ctx, uint64_t *grown_bytes);
 /* Frees the arrays; returns the bytes released. */
 uint64_t sw__kv_release(struct sw__kv *kv, uint32_t n_layers, uint32_t kv_dim);
