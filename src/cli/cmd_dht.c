@@ -388,6 +388,7 @@ static int run_node(struct opts *o, struct ctx *c)
             sw_dht_announce(d, ih, port, 1, uv_now(&c->loop), NULL);
         }
     } else {
+        sw_log(SW_LOG_DEBUG, "DHT", "read-only node on udp %u id %s", sw_dht_uv_port(c->u), h);
         uv_timer_start(&c->deadline, on_deadline, (uint64_t)o->timeout_s * 1000u, 0);
     }
     if (!strcmp(o->sub, "ping")) {

@@ -1174,6 +1174,13 @@ static void lookup_finish(struct sw_dht *d, struct lookup *l, uint64_t now)
         refresh_thin_buckets(d, now);
         return;
     }
+    if (sw_log_enabled(SW_LOG_DEBUG)) {
+        char hx[41];
+        sw_hex_encode(l->target, SW_DHT_ID_LEN, hx);
+        sw_log(SW_LOG_DEBUG, "DHT", "lookup %u (kind %d%s) for %s done: %u queries, %u replies, %u stored, %llu ms",
+               l->id, (int)l->kind, l->internal ? ", internal" : "", hx, l->n_queries, l->n_replies, l->n_stored,
+               (unsigned long long)(now - l->start_ms));
+    }
     if (!l->internal) {
         struct sw_dht_event ev;
         memset(&ev, 0, sizeof ev);
@@ -1358,6 +1365,14 @@ static void self_lookup(struct sw_dht *d, uint64_t now, const struct sw__krpc *s
         if (!l) return;
         l->is_self_lookup = 1;
     }
+    if (seed_from && seed_from->id) {
+        /* the contact just answered find_node(our id): no need to ask it again */
+        struct cand *c = lookup_cand(l, seed_from->id);
+        if (c && c->state == C_NEW) {
+            c->state = C_REPLIED;
+            l->n_replies++;
+        }
+    }
     if (seed_from && seed_from->nodes) {
         for (size_t o = 0; o + 26 <= seed_from->nodes_len; o += 26) {
             struct sw_dht_addr a;
@@ -1528,6 +1543,12 @@ static void timeouts(struct sw_dht *d, uint64_t now)
         struct pending q = *p;
         pend_release(d, s);
         d->st.timeouts++;
+        if (sw_log_enabled(SW_LOG_DEBUG)) {
+            char as[64];
+            static const char *names[] = { "?", "ping", "ping", "bootstrap find_node", "lookup", "store" };
+            sw_log(SW_LOG_DEBUG, "DHT", "%s query to %s timed out", names[q.type < 6 ? q.type : 0],
+                   sw_dht_addr_str(&q.addr, as, sizeof as));
+        }
         int has_id = 0;
         for (int i = 0; i < SW_DHT_ID_LEN; i++) has_id |= q.node_id[i];
         if (has_id && q.type != P_STORE) rt_failed(d, q.node_id);

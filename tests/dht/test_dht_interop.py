@@ -92,7 +92,12 @@ def expanded_secret(seed):
 
 
 def sw(args, timeout=60, check_rc=0):
-    r = h.run([h.BIN, "dht"] + args, timeout=timeout)
+    t0 = time.time()
+    verbose = os.environ.get("SW_TEST_VERBOSE") and args[0] != "keygen"
+    r = h.run([h.BIN, "dht"] + args + (["-v"] if verbose else []), timeout=timeout)
+    if verbose:
+        print("%.1fs shardswarm dht %s -> %d\n%s" % (time.time() - t0, " ".join(args[:2]), r.returncode,
+                                                     r.stderr), file=sys.stderr)
     if check_rc is not None and r.returncode != check_rc:
         h.fail("shardswarm dht %s exited %d\nstdout:\n%s\nstderr:\n%s" % (
             " ".join(args), r.returncode, r.stdout[-3000:], r.stderr[-3000:]))
