@@ -186,7 +186,8 @@ int sw_k_matmul(struct sw_k_pool *pool, const void *w, uint32_t type, int64_t ro
 
 /* Several weights applied to the same x in one dispatch (Q/K/V, gate/up): x is quantized
  * once per distinct activation type. Every op has the same cols; y of op i is
- * n_tokens x ops[i].rows. */
+ * n_tokens x ops[i].rows. 1 <= n_ops <= SW_K_MAX_MM_OPS (else SW_EINVAL). */
+#define SW_K_MAX_MM_OPS 8
 struct sw_k_mm_op {
     const void *w;  /* borrowed */
     uint32_t type;

@@ -7,7 +7,7 @@
 
 #include "infer/kernels_impl.h"
 
-#define MAX_OPS 8
+#define MAX_OPS SW_K_MAX_MM_OPS
 /* Rows per work chunk: large enough to amortise the atomic, small enough to balance. */
 #define CHUNK_ROWS_VEC 32
 #define CHUNK_ROWS_MAT 16
