@@ -373,11 +373,11 @@ def sw_seed_args(torrent, shard_dir, port):
 
 def sw_fetch_args(torrent, out_dir, peers=(), extra=()):
     if VIA == "session":
-        a = [netprobe(), "session", "--bind", "0.0.0.0", "--timeout-s", "170", torrent, out_dir]
+        a = [netprobe(), "session", "--bind", "0.0.0.0", "--timeout-s", "85", torrent, out_dir]
         for p in peers:
             a[2:2] = ["--peer", p]
         return a
-    a = [shardswarm(), "fetch", torrent, "--all", "--out", out_dir, "--timeout", "170"]
+    a = [shardswarm(), "fetch", torrent, "--all", "--out", out_dir, "--timeout", "85"]
     for p in peers:
         a += ["--peer", p]
     return a + list(extra)

@@ -27,7 +27,7 @@ import helpers_bt as hb  # noqa: E402
 from helpers_bt import harness  # noqa: E402
 from harness import check, check_eq, fail  # noqa: E402
 
-TIMEOUT = 180
+TIMEOUT = 90
 
 
 def pad_files(root, name, torrent):
