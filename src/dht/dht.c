@@ -237,6 +237,15 @@ static int ip_eq(const struct sw_dht_addr *a, const struct sw_dht_addr *b)
     return a->family == b->family && !memcmp(a->ip, b->ip, a->family == 6 ? 16 : 4);
 }
 
+/* Callers may mix clocks of the same base (uv_now, sw_time_ms) that are read at slightly
+ * different moments; time never runs backwards inside the state machine. */
+static uint64_t clock_in(struct sw_dht *d, uint64_t now)
+{
+    if (now < d->last_now) return d->last_now;
+    d->last_now = now;
+    return now;
+}
+
 static void note_deadline(struct sw_dht *d, uint64_t t)
 {
     if (t < d->next_deadline) d->next_deadline = t;
@@ -1519,7 +1528,7 @@ static void handle_reply(struct sw_dht *d, const struct sw__krpc *m, const struc
 void sw_dht_input(struct sw_dht *d, const uint8_t *buf, size_t len, const struct sw_dht_addr *from,
                   uint64_t now)
 {
-    d->last_now = now;
+    now = clock_in(d, now);
     d->st.packets_in++;
     d->st.bytes_in += len;
     struct sw__krpc m;
@@ -1666,7 +1675,7 @@ static void maintenance(struct sw_dht *d, uint64_t now)
 
 uint64_t sw_dht_periodic(struct sw_dht *d, uint64_t now)
 {
-    d->last_now = now;
+    now = clock_in(d, now);
     timeouts(d, now);
     for (int i = 0; i < MAX_LOOKUPS; i++)
         if (d->lk[i]) lookup_step(d, d->lk[i], now);
@@ -1758,6 +1767,7 @@ void sw_dht_get_id(const struct sw_dht *d, uint8_t id_out[SW_DHT_ID_LEN]) { memc
 
 int sw_dht_add_contact(struct sw_dht *d, const struct sw_dht_addr *addr, uint64_t now)
 {
+    now = clock_in(d, now);
     if (!addr || addr->family != d->cfg.family || addr->port == 0) return SW_EINVAL;
     int known = 0;
     for (int i = 0; i < d->n_contacts; i++) known |= sw_dht_addr_eq(&d->contacts[i], addr);
@@ -1768,12 +1778,14 @@ int sw_dht_add_contact(struct sw_dht *d, const struct sw_dht_addr *addr, uint64_
 
 int sw_dht_ping(struct sw_dht *d, const struct sw_dht_addr *addr, uint64_t now)
 {
+    now = clock_in(d, now);
     if (!addr || addr->port == 0) return SW_EINVAL;
     return send_ping(d, addr, P_PING_USER, NULL, now);
 }
 
 int sw_dht_find_node(struct sw_dht *d, const uint8_t target[SW_DHT_ID_LEN], uint64_t now, uint32_t *id_out)
 {
+    now = clock_in(d, now);
     struct lookup *l = lookup_new(d, SW_DHT_FIND_NODE, target, 0, now);
     if (!l) return SW_EBUSY;
     return lookup_start(d, l, now, id_out);
@@ -1795,6 +1807,7 @@ static void local_peers(struct sw_dht *d, struct lookup *l, uint64_t now)
 
 int sw_dht_get_peers(struct sw_dht *d, const uint8_t ih[SW_DHT_ID_LEN], uint64_t now, uint32_t *id_out)
 {
+    now = clock_in(d, now);
     struct lookup *l = lookup_new(d, SW_DHT_GET_PEERS, ih, 0, now);
     if (!l) return SW_EBUSY;
     local_peers(d, l, now);
@@ -1804,6 +1817,7 @@ int sw_dht_get_peers(struct sw_dht *d, const uint8_t ih[SW_DHT_ID_LEN], uint64_t
 int sw_dht_announce(struct sw_dht *d, const uint8_t ih[SW_DHT_ID_LEN], uint16_t port, int persistent,
                     uint64_t now, uint32_t *id_out)
 {
+    now = clock_in(d, now);
     struct own_announce *a = NULL;
     for (uint32_t i = 0; i < d->n_own; i++)
         if (!memcmp(d->own[i].ih, ih, SW_DHT_ID_LEN)) a = &d->own[i];
@@ -1838,6 +1852,7 @@ void sw_dht_unannounce(struct sw_dht *d, const uint8_t ih[SW_DHT_ID_LEN])
 int sw_dht_get_item(struct sw_dht *d, const uint8_t target_in[SW_DHT_ID_LEN], const uint8_t *pk,
                     const uint8_t *salt, size_t salt_len, uint64_t now, uint32_t *id_out)
 {
+    now = clock_in(d, now);
     uint8_t target[SW_DHT_ID_LEN];
     if (salt_len > SW_DHT_MAX_SALT) return SW_ETOOBIG;
     if (pk) sw_dht_mutable_target(pk, salt, salt_len, target);
@@ -1903,6 +1918,7 @@ static int put_common(struct sw_dht *d, struct lookup *l, int persistent, uint64
 
 int sw_dht_put_immutable(struct sw_dht *d, const uint8_t *v, size_t v_len, uint64_t now, uint32_t *id_out)
 {
+    now = clock_in(d, now);
     if (!v || !v_len) return SW_EINVAL;
     if (v_len > SW_DHT_MAX_VALUE) return SW_ETOOBIG;
     struct sw_bdoc doc;
@@ -1926,6 +1942,7 @@ int sw_dht_put_mutable(struct sw_dht *d, const struct sw_dht_key *key, const uin
                        const uint8_t *v, size_t v_len, int64_t seq, int64_t cas, int persistent, uint64_t now,
                        uint32_t *id_out)
 {
+    now = clock_in(d, now);
     if (!key || !v || !v_len || seq < 0) return SW_EINVAL;
     if (v_len > SW_DHT_MAX_VALUE || salt_len > SW_DHT_MAX_SALT) return SW_ETOOBIG;
     struct sw_bdoc doc;

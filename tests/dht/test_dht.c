@@ -698,6 +698,28 @@ static void test_lookup_before_bootstrap(void)
     for (int i = 0; i < 2; i++) sw_dht_free(d[i]);
 }
 
+/* A caller whose clock reads a little ahead of the loop's (sw_time_ms vs a cached uv_now):
+ * time must not run backwards inside, or `now - start` wraps and lookups end at once. */
+static void test_clock_skew(void)
+{
+    struct sw_dht_config cfg = { 0 };
+    cfg.rng_seed = 95;
+    cfg.on_event = early_event;
+    struct sw_dht *d = sw_dht_new(&cfg, 10000);
+    struct sw_dht_addr silent;
+    mkaddr(&silent, 250, 6881);
+    sw_dht_add_contact(d, &silent, 10000);
+    uint8_t ih[20];
+    memset(ih, 0x12, 20);
+    early_done = 0;
+    sw_dht_get_peers(d, ih, 10500, NULL); /* the caller's clock */
+    sw_dht_periodic(d, 10010);             /* the loop's, read earlier */
+    CHECK_EQ_INT(early_done, 0);
+    sw_dht_periodic(d, 10000 + 16000);     /* the bootstrap wait (15 s) is over */
+    CHECK_EQ_INT(early_done, 1);
+    sw_dht_free(d);
+}
+
 /* BEP 32: an IPv6 table answers with nodes6 (38 bytes each) and 18-byte peer values. */
 static void test_ipv6(void)
 {
@@ -772,6 +794,7 @@ int main(void)
     SW_RUN(test_bep44_vectors);
     SW_RUN(test_bep44_store_rules);
     SW_RUN(test_lookup_before_bootstrap);
+    SW_RUN(test_clock_skew);
     SW_RUN(test_ipv6);
     SW_RUN(test_network);
     return SW_TEST_DONE();
