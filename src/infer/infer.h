@@ -10,13 +10,8 @@
 #include <stdint.h>
 
 #include "gguf/gguf.h"
+#include "infer/tok.h" /* tokenizer, sampler, chat templates */
 #include "util/util.h"
-
-#if defined(__has_include)
-#if __has_include("infer/tok.h")
-#include "infer/tok.h"
-#endif
-#endif
 
 /* ---------------------------------------------------------------- stage */
 
