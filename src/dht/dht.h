@@ -100,7 +100,7 @@ struct sw_dht_config {
     uint32_t max_items;            /* BEP 44 items stored (0: 1000) */
     uint32_t peer_ttl_ms;          /* stored peer lifetime (0: 30 min) */
     uint32_t item_ttl_ms;          /* BEP 44 item lifetime (0: 2 h) */
-    uint32_t rate_qps;             /* queries per second per source IP (0: 50) */
+    uint32_t rate_qps;             /* queries per second per source IP (0: 50); loopback exempt */
     uint32_t rate_burst;           /* bucket depth (0: 100) */
     uint32_t query_timeout_ms;     /* (0: 2000) */
     uint32_t reannounce_ms;        /* persistent announcements/puts (0: 15 min) */

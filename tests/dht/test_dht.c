@@ -177,6 +177,12 @@ static void test_rate_limit(void)
     for (int i = 0; i < 20; i++) sw_dht_input(d, (const uint8_t *)ping, strlen(ping), &from, 2000);
     sw_dht_get_stats(d, &st);
     CHECK_EQ_U64(st.rate_limited, 90);
+    /* loopback is exempt */
+    struct sw_dht_addr lo;
+    CHECK_EQ_INT(sw_dht_addr_parse("127.0.0.1:7000", &lo), 0);
+    for (int i = 0; i < 100; i++) sw_dht_input(d, (const uint8_t *)ping, strlen(ping), &lo, 3000);
+    sw_dht_get_stats(d, &st);
+    CHECK_EQ_U64(st.rate_limited, 90);
     sw_dht_free(d);
 }
 
