@@ -191,7 +191,8 @@ static int read_hparams(struct loader *L, const struct arch_desc *ad, const stru
     if ((rc = get_u32(L, "context_length", &in->n_ctx_train, 1, 0))) return rc;
     if (in->n_layers == 0 || in->n_layers > 4096 || in->n_embd == 0 || in->n_embd > 65536 ||
         in->n_ff == 0 || in->n_ff > 1u << 20 || in->n_head == 0 || in->n_head > 1024 ||
-        in->n_head_kv == 0 || in->n_head % in->n_head_kv || in->n_ctx_train == 0)
+        in->n_head_kv == 0 || in->n_head % in->n_head_kv || in->n_ctx_train == 0 ||
+        in->n_ctx_train > (1u << 24))
         return fail(L->err, L->err_len, SW_ECORRUPT,
                     "%s: implausible hyper-parameters (layers %u, embd %u, ff %u, heads %u/%u, ctx %u)",
                     L->path, in->n_layers, in->n_embd, in->n_ff, in->n_head, in->n_head_kv,
