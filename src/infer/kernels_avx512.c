@@ -134,12 +134,30 @@ AI __m256i unsigned_q4_0(const struct sw_block_q4_0 *b)
 {
     return nibbles32(b->qs);
 }
+/* Two consecutive blocks as one zmm of 64 unsigned codes in element order. Q4_0: both
+ * blocks' nibble bytes in one ymm, split into low/high nibbles ([lo_b lo_b1 | hi_b hi_b1]
+ * as zmm lanes), then lanes reordered to [lo_b hi_b lo_b1 hi_b1]. */
+AI __m512i unsigned2_q4_0(const struct sw_block_q4_0 *b)
+{
+    __m256i x = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)b[0].qs)),
+                                        _mm_loadu_si128((const __m128i *)b[1].qs), 1);
+    const __m256i m = _mm256_set1_epi8(0x0F);
+    __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(x, m)),
+                                   _mm256_and_si256(_mm256_srli_epi16(x, 4), m), 1);
+    return _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
+}
+AI __m512i unsigned2_q8_0(const struct sw_block_q8_0 *b)
+{
+    __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[0].qs)),
+                                   _mm256_loadu_si256((const __m256i *)b[1].qs), 1);
+    return _mm512_xor_si512(z, _mm512_set1_epi8((char)0x80));
+}
 AI __m256i unsigned_q8_0(const struct sw_block_q8_0 *b)
 {
     return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)b->qs), _mm256_set1_epi8((char)0x80));
 }
 
-#define VNNI_ROWDOT(NAME, BT, UNSIGNED, OFF)                                                          \
+#define VNNI_ROWDOT(NAME, BT, UNSIGNED, UNSIGNED2, OFF)                                                        \
     AI void z##NAME##_nt(int64_t n, const BT *w, const struct sw_k_act *a, const int NT, float *out)     \
     {                                                                                                 \
         __m512 acc[SW_K_TILE_T];                                                                      \
@@ -152,7 +170,7 @@ AI __m256i unsigned_q8_0(const struct sw_block_q8_0 *b)
         const int64_t nb = n / 32;                                                                    \
         int64_t b = 0;                                                                                \
         for (; b + 2 <= nb; b += 2) {                                                                 \
-            __m512i u = _mm512_inserti64x4(_mm512_castsi256_si512(UNSIGNED(&w[b])), UNSIGNED(&w[b + 1]), 1); \
+            __m512i u = UNSIGNED2(&w[b]);                                                           \
             float d0 = h2f(w[b].d), d1 = h2f(w[b + 1].d);                                            \
             __m128 dw = _mm_setr_ps(d0, d0, d1, d1);                                                  \
             for (int t = 0; t < NT; t++) {                                                            \
@@ -204,8 +222,8 @@ AI __m256i unsigned_q8_0(const struct sw_block_q8_0 *b)
 #define q4_0_fallback rowdot_q4_0 /* the AVX2 kernel, compiled above */
 #define q8_0_fallback rowdot_q8_0
 
-VNNI_ROWDOT(q4_0, struct sw_block_q4_0, unsigned_q4_0, 8)
-VNNI_ROWDOT(q8_0, struct sw_block_q8_0, unsigned_q8_0, 128)
+VNNI_ROWDOT(q4_0, struct sw_block_q4_0, unsigned_q4_0, unsigned2_q4_0, 8)
+VNNI_ROWDOT(q8_0, struct sw_block_q8_0, unsigned_q8_0, unsigned2_q8_0, 128)
 
 /* ------------------------------------------------------------ K-quants with VNNI */
 /* Q4_K: one zmm holds a 64-element group (sub-block 2g's codes in bytes 0-31, 2g+1's in
