@@ -355,6 +355,7 @@ static int run_node(struct opts *o, struct ctx *c)
     int err = 0;
     c->u = sw_dht_uv_new(&c->loop, &cfg, &err);
     if (!c->u) {
+        uv_run(&c->loop, UV_RUN_DEFAULT); /* lets the half-opened handles close */
         uv_loop_close(&c->loop);
         return sw_cli_fail("dht", "cannot start the DHT on port %u: %s", o->port, sw_strerror(err));
     }

@@ -236,7 +236,8 @@ struct sw_dht_uv_config {
 };
 
 /* Creates the DHT on an existing loop and binds its UDP socket. *err_out gets a negative
- * sw_err (SW_EIO when the bind fails). */
+ * sw_err (SW_EIO when the bind fails); after a failure the handles it opened are being
+ * closed, so run the loop before uv_loop_close. */
 struct sw_dht_uv *sw_dht_uv_new(struct uv_loop_s *loop, const struct sw_dht_uv_config *cfg,
                                 int *err_out);
 /* The state machine inside, for the sw_dht_* calls above; outgoing packets and the timer
