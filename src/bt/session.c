@@ -1336,15 +1336,29 @@ static void on_wire_event(void *ud, const struct sw_bt_wire_ev *ev)
     case SW_BT_BITFIELD:
     case SW_BT_HAVE_ALL:
     case SW_BT_HAVE_NONE:
-        if (p->counted || p->bits || p->have_all) { peer_close(p, SW_ECORRUPT, "second bitfield"); return; }
         if ((ev->id != SW_BT_BITFIELD) && !p->fast) { peer_close(p, SW_ECORRUPT, "have_all/none without the fast extension"); return; }
-        if (ev->id == SW_BT_HAVE_ALL) p->have_all = 1;
-        else if (ev->id == SW_BT_BITFIELD) {
-            if (t->has_meta && ev->payload_len != bits_bytes(t)) { peer_close(p, SW_ECORRUPT, "bitfield of the wrong length"); return; }
-            p->bits = malloc(ev->payload_len ? ev->payload_len : 1);
-            if (!p->bits) return;
-            memcpy(p->bits, ev->payload, ev->payload_len);
-            p->bits_len = ev->payload_len;
+        if (ev->id == SW_BT_BITFIELD && t->has_meta && ev->payload_len != bits_bytes(t)) {
+            peer_close(p, SW_ECORRUPT, "bitfield of the wrong length");
+            return;
+        }
+        /* BEP 3/6 want this first, but some clients send HAVEs (or have_none) before a
+         * bitfield: the latest full statement replaces what we knew, merged with HAVEs. */
+        if (p->counted && t->pk) {
+            if (p->have_all) sw_bt_picker_dec_all(t->pk, NULL);
+            else if (p->bits) sw_bt_picker_dec_all(t->pk, p->bits);
+            p->counted = 0;
+        }
+        if (ev->id == SW_BT_HAVE_ALL) {
+            p->have_all = 1;
+        } else if (ev->id == SW_BT_BITFIELD && !p->have_all) {
+            if (p->bits_len < ev->payload_len) {
+                uint8_t *nb = realloc(p->bits, ev->payload_len);
+                if (!nb) return;
+                memset(nb + p->bits_len, 0, ev->payload_len - p->bits_len);
+                p->bits = nb;
+                p->bits_len = ev->payload_len;
+            }
+            for (size_t i = 0; i < ev->payload_len; i++) p->bits[i] |= ev->payload[i];
         }
         apply_bits(p);
         if (p->state == P_ACTIVE && t->has_meta) {
