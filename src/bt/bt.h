@@ -366,7 +366,7 @@ enum sw_bt_event_type {
     SW_BT_EV_PIECE_VERIFIED,
     SW_BT_EV_PIECE_FAILED,     /* hash mismatch; peer = a sender (banned) */
     SW_BT_EV_FILE_COMPLETE,    /* file verified and renamed to its final name */
-    SW_BT_EV_TORRENT_COMPLETE, /* every wanted file complete */
+    SW_BT_EV_TORRENT_COMPLETE, /* every wanted file complete (at least one wanted) */
     SW_BT_EV_METADATA,         /* a magnet's info dict arrived and verified */
     SW_BT_EV_PEER_CONNECTED,   /* BitTorrent handshake done */
     SW_BT_EV_PEER_CLOSED,
@@ -413,6 +413,9 @@ struct sw_bt_session_opts {
     void *ud;
 };
 
+/* Starts listening (unless no_listen) and the 1 s timer on loop. When listening fails the
+ * error is returned AND *out is set to a session already closing: run the loop and free it
+ * as after sw_bt_session_close. */
 int sw_bt_session_new(struct uv_loop_s *loop, const struct sw_bt_session_opts *opts,
                       struct sw_bt_session **out, char *err, size_t err_len);
 /* Closes every connection and torrent (resume data flushed). Call, then run the loop
