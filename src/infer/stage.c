@@ -73,7 +73,9 @@ static void prefault(const uint8_t *lo, const uint8_t *hi)
     if (pg <= 0) pg = 4096;
     uintptr_t a = (uintptr_t)lo & ~(uintptr_t)(pg - 1);
     size_t len = (size_t)((uintptr_t)hi - a);
+#ifdef MADV_WILLNEED
     madvise((void *)a, len, MADV_WILLNEED);
+#endif
 #ifdef MADV_POPULATE_READ
     if (madvise((void *)a, len, MADV_POPULATE_READ) == 0) return;
 #endif

@@ -726,19 +726,33 @@ static void test_split_equals_whole(void)
     split_check(p, 2, "split-qwen2"); /* tied embeddings: the last shard carries token_embd */
 }
 
-/* A one-layer model written by hand: arch and the type of attn_q chosen by the caller. */
-static int write_mini(const char *path, const char *arch, uint32_t q_type)
+/* Hyper-parameters of the hand-written model (a key is left out when its value is 0). */
+struct mini_hp {
+    uint32_t blocks, embd, ff, heads, heads_kv, ctx, rope_dim;
+    const char *scaling;
+};
+static const struct mini_hp MINI_OK = { 1, 256, 256, 2, 0, 32, 0, NULL };
+
+/* A one-layer model written by hand: arch, hyper-parameters and the type of attn_q chosen by
+ * the caller; tensors are shaped for 256 x 256 whatever the metadata says. */
+static int write_mini_hp(const char *path, const char *arch, uint32_t q_type, const struct mini_hp *hp)
 {
     struct sw_gguf_writer *w = NULL;
     if (sw_gguf_writer_new(path, 32, &w)) return -1;
     char k[64];
     sw_gguf_writer_set_str(w, "general.architecture", arch);
 #define AK(x) (snprintf(k, sizeof k, "%s." x, arch), k)
-    sw_gguf_writer_set_u32(w, AK("block_count"), 1);
-    sw_gguf_writer_set_u32(w, AK("embedding_length"), 256);
-    sw_gguf_writer_set_u32(w, AK("feed_forward_length"), 256);
-    sw_gguf_writer_set_u32(w, AK("attention.head_count"), 2);
-    sw_gguf_writer_set_u32(w, AK("context_length"), 32);
+    if (hp->blocks) sw_gguf_writer_set_u32(w, AK("block_count"), hp->blocks);
+    if (hp->embd) sw_gguf_writer_set_u32(w, AK("embedding_length"), hp->embd);
+    if (hp->ff) sw_gguf_writer_set_u32(w, AK("feed_forward_length"), hp->ff);
+    if (hp->heads) sw_gguf_writer_set_u32(w, AK("attention.head_count"), hp->heads);
+    if (hp->heads_kv) sw_gguf_writer_set_u32(w, AK("attention.head_count_kv"), hp->heads_kv);
+    if (hp->ctx) sw_gguf_writer_set_u32(w, AK("context_length"), hp->ctx);
+    if (hp->rope_dim) sw_gguf_writer_set_u32(w, AK("rope.dimension_count"), hp->rope_dim);
+    if (hp->scaling) {
+        sw_gguf_writer_set_str(w, AK("rope.scaling.type"), hp->scaling);
+        sw_gguf_writer_set_f32(w, AK("rope.scaling.factor"), 4.0f);
+    }
 #undef AK
     struct { const char *name; uint32_t type; uint32_t nd; int64_t ne[2]; } t[] = {
         { "token_embd.weight", SW_TYPE_F32, 2, { 256, 16 } }, { "output_norm.weight", SW_TYPE_F32, 1, { 256, 1 } },
@@ -762,6 +776,48 @@ static int write_mini(const char *path, const char *arch, uint32_t q_type)
         return -1;
     }
     return sw_gguf_writer_finish(w);
+}
+
+static int write_mini(const char *path, const char *arch, uint32_t q_type)
+{
+    return write_mini_hp(path, arch, q_type, &MINI_OK);
+}
+
+/* Bad hyper-parameters in the metadata: an error naming the problem, never a crash. */
+static void test_bad_metadata(void)
+{
+    static const struct { struct mini_hp hp; int rc; const char *what; } cases[] = {
+        { { 0, 256, 256, 2, 0, 32, 0, NULL }, SW_ECORRUPT, "block_count" },
+        { { 1, 0, 256, 2, 0, 32, 0, NULL }, SW_ECORRUPT, "embedding_length" },
+        { { 1, 256, 256, 0, 0, 32, 0, NULL }, SW_ECORRUPT, "head_count" },
+        { { 1, 256, 256, 2, 3, 32, 0, NULL }, SW_ECORRUPT, "heads" },        /* 2 % 3 */
+        { { 1, 256, 256, 2, 0, 0, 0, NULL }, SW_ECORRUPT, "context_length" },
+        { { 1, 256, 256, 2, 0, 32, 7, NULL }, SW_ECORRUPT, "dimension_count" },
+        { { 1, 256, 256, 2, 0, 32, 0, "yarn" }, SW_EUNSUPPORTED, "yarn" },
+        { { 1, 512, 256, 2, 0, 32, 0, NULL }, SW_ECORRUPT, "shape" },        /* tensors are 256 wide */
+        { { 2, 256, 256, 2, 0, 32, 0, NULL }, SW_ECORRUPT, "blk.1" },        /* layer 1 missing */
+        { { 1, 256, 256, 2, 0, 1u << 30, 0, NULL }, SW_ECORRUPT, "implausible" },
+    };
+    char p[600], err[512];
+    snprintf(p, sizeof p, "%s/mini-bad.gguf", tmp_dir);
+    for (size_t i = 0; i < SW_ARRAY_LEN(cases); i++) {
+        CHECK_EQ_INT(write_mini_hp(p, "llama", SW_TYPE_F32, &cases[i].hp), 0);
+        struct sw_stage *s = NULL;
+        err[0] = 0;
+        int rc = sw_stage_open(p, NULL, &s, err, sizeof err);
+        CHECK_MSG(rc == cases[i].rc, "case %zu: rc %d, expected %d (%s)", i, rc, cases[i].rc, err);
+        CHECK_MSG(strstr(err, cases[i].what) != NULL, "case %zu: message lacks '%s': %s", i, cases[i].what, err);
+        CHECK(s == NULL);
+        sw_stage_free(s);
+    }
+    /* linear scaling is taken: positions divided by the factor */
+    struct mini_hp lin = MINI_OK;
+    lin.scaling = "linear";
+    CHECK_EQ_INT(write_mini_hp(p, "llama", SW_TYPE_F32, &lin), 0);
+    struct sw_stage *s = NULL;
+    CHECK_EQ_INT(sw_stage_open(p, NULL, &s, err, sizeof err), 0);
+    if (s) CHECK_NEAR(sw_stage_info(s)->rope_freq_scale, 0.25, 1e-7);
+    sw_stage_free(s);
 }
 
 /* Unsupported architecture or tensor type: a clear error naming it; the file itself is fine. */
@@ -829,6 +885,7 @@ int main(void)
     SW_RUN(test_weight_types);
     SW_RUN(test_split_equals_whole);
     SW_RUN(test_unsupported);
+    SW_RUN(test_bad_metadata);
     nftw(tmp_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     return SW_TEST_DONE();
 }
