@@ -1188,10 +1188,22 @@ static void on_handshake(struct sw_bt_peer *p, const struct sw_bt_wire_ev *ev)
     }
     struct sw_bt_torrent *t = p->t;
     uint32_t n = 0;
-    for (struct sw_bt_peer *q = s->peers; q; q = q->next) {
+    for (struct sw_bt_peer *q = s->peers, *nx; q; q = nx) {
+        nx = q->next;
         if (q == p || q->t != t || q->state != P_ACTIVE) continue;
         n++;
-        if (q->got_id && !memcmp(q->peer_id, ev->peer_id, 20)) { peer_close(p, SW_EEXIST, "already connected"); return; }
+        if (!q->got_id || memcmp(q->peer_id, ev->peer_id, 20)) continue;
+        /* Two connections to one peer (both dialled each other, e.g. after PEX). Both
+         * ends must keep the same one: the one opened by the smaller peer id. */
+        int keep_new = 0;
+        if (p->outgoing != q->outgoing) {
+            const uint8_t *init_p = p->outgoing ? s->peer_id : ev->peer_id;
+            const uint8_t *init_q = q->outgoing ? s->peer_id : q->peer_id;
+            keep_new = memcmp(init_p, init_q, 20) < 0;
+        }
+        if (!keep_new) { peer_close(p, SW_EEXIST, "already connected"); return; }
+        peer_close(q, SW_EEXIST, "duplicate connection");
+        n--;
     }
     if (n >= s->o.max_peers) { peer_close(p, SW_EBUSY, "too many peers"); return; }
     p->ext = (ev->reserved[5] & 0x10) != 0;  /* BEP 10 */
