@@ -15,8 +15,10 @@ Each client gets its own 127.0.0.x. Every result is checked by SHA-256; every pr
 stopped by PID (harness.Procs). Skips (77) when the client is not installed.
 """
 import json
+import re
 import os
 import shutil
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -70,20 +72,7 @@ def run_aria2(c, procs):
     hb.need_tool("aria2c", "aria2")
     tracker = hb.MiniTracker()
     try:
-        # 1. shardswarm seeds on 127.0.0.1; aria2c (127.0.0.2) learns it from the tracker.
-        sp = harness.free_port()
-        s = procs.start("sw-seed", hb.sw_seed_args(c.torrent, c.split, sp))
-        hb.wait_port(sp, timeout=60, proc=s)
-        tracker.static.append(("127.0.0.1", sp))
-        out1 = os.path.join(c.work, "aria2-out")
-        a = procs.start("aria2-fetch", hb.aria2_args(c.torrent, out1, harness.free_port(), tracker=tracker.url,
-                                                     ip="127.0.0.2"))
-        rc = a.p.wait(timeout=TIMEOUT)
-        check_eq(rc, 0, "aria2c download from shardswarm: exit status; aria2c log:\n%s\nshardswarm log:\n%s"
-                 % (a.output()[-2500:], s.output()[-2500:]))
-        hb.check_outputs(out1, c.name, c.names, c.want, "shardswarm -> aria2c")
-        s.stop()
-
+        # Direction 2 first: a failure of direction 1 must not hide its result.
         # 2. aria2c seeds (127.0.0.3), shardswarm dials it.
         pad_files(c.seedroot, c.name, c.torrent)
         pa = harness.free_port()
@@ -91,6 +80,28 @@ def run_aria2(c, procs):
                                                      ip="127.0.0.3"))
         a2.wait_for(r"SEED|Seeding|seeding", timeout=60)
         fetch_from(c, procs, "127.0.0.1:%d" % pa, "aria2c")
+        a2.stop()
+        # 1. shardswarm seeds on 127.0.0.1; aria2c (127.0.0.2) learns it from the tracker.
+        sp = harness.free_port()
+        # Debug logging: the reasons connections close are logged at DEBUG.
+        args = hb.sw_seed_args(c.torrent, c.split, sp)
+        s = procs.start("sw-seed", args if hb.VIA == "session" else args + ["-v"], env={"SW_PROBE_DEBUG": "1"})
+        hb.wait_port(sp, timeout=60, proc=s)
+        tracker.static.append(("127.0.0.1", sp))
+        out1 = os.path.join(c.work, "aria2-out")
+        a = procs.start("aria2-fetch", hb.aria2_args(c.torrent, out1, harness.free_port(), tracker=tracker.url,
+                                                     ip="127.0.0.2"))
+        try:
+            rc = a.p.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            closes = sorted(set(re.sub(r"\d+", "N", l.split(": ", 2)[-1])
+                                for l in s.output().splitlines() if "closing" in l))
+            fail("aria2c did not finish downloading from shardswarm in %ds; why shardswarm closed its "
+                 "connections: %s" % (TIMEOUT, "; ".join(closes)[-1500:] or "(nothing logged)"))
+        check_eq(rc, 0, "aria2c download from shardswarm: exit status; aria2c log:\n%s\nshardswarm log:\n%s"
+                 % (a.output()[-2500:], s.output()[-2500:]))
+        hb.check_outputs(out1, c.name, c.names, c.want, "shardswarm -> aria2c")
+
     finally:
         tracker.close()
 
