@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli/generate_swarm.h"
 #include "infer/infer.h"
 
 #define MAX_MODELS 64
@@ -40,7 +41,8 @@ static void usage(FILE *f)
             "  --ids                 print the generated token ids (one line) instead of text\n"
             "  --logits-out FILE     write the logits of every step (f32 little-endian, n_vocab\n"
             "                        floats per step: the prompt's last token, then each token fed)\n"
-            "  --json-timings        print one JSON line of timings on stderr at the end\n");
+            "  --json-timings        print one JSON line of timings on stderr at the end\n"
+            "  --swarm ...           run across a swarm instead (see generate --swarm --help)\n");
 }
 
 struct gen_args {
@@ -199,6 +201,11 @@ static void print_text(struct sw_buf *b)
 int sw_cmd_generate(int argc, char **argv)
 {
     const char *cmd = "generate";
+    /* --swarm: a light client that runs the model across a swarm (cmd_generate_swarm.c). */
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--")) break;
+        if (!strcmp(argv[i], "--swarm")) return sw_cli_generate_swarm(argc, argv);
+    }
     if (sw_cli_wants_help(argc, argv)) {
         usage(stdout);
         return SW_EXIT_OK;
