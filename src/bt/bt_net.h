@@ -213,7 +213,8 @@ struct sw_bt_webseed *sw__bt_webseed_new(struct sw_bt_net *net, const char *url,
                                          const struct sw_bt_ws_layout *layout,
                                          const struct sw_bt_webseed_config *cfg,
                                          sw_bt_webseed_cb cb, void *ud);
-/* Cancels every fetch in flight (no callbacks). NULL harmless. */
+/* Cancels every fetch in flight (no callbacks). The memory is released when the loop runs
+ * (a libuv handle closes). NULL harmless. */
 void sw__bt_webseed_free(struct sw_bt_webseed *ws);
 const char *sw__bt_webseed_url(const struct sw_bt_webseed *ws);
 /* True when a new fetch may start now: fewer than max_in_flight in flight, not backed off,
