@@ -6,7 +6,8 @@
 5. magnet-only fetch (metadata over BEP 9);
 6. bad input: unsafe paths refused by `torrent show`, usage errors exit 2;
 7. peers found through the DHT (`dht run` node, seeder and leecher with --bootstrap);
-8. a full disk (2 MiB tmpfs, private mount namespace, root only) fails clearly, no final file."""
+8. a full disk (2 MiB tmpfs, private mount namespace, root only) fails clearly, no final file;
+9. PEX: a leecher learns a seeder's address from another leecher (BEP 11) and connects."""
 import hashlib
 import os
 import re
@@ -141,6 +142,22 @@ def test():
         # --verify of a complete folder rehashes and exits 0
         r = h.run(fetch_args(btor, kdir, [port], ["--verify"]), timeout=60, check_rc=0)
         h.check("(100.0%)" in r.stderr, "--verify finds everything verified")
+
+        # ---- 9. PEX (BEP 11): B knows only A; A's peer (a slow Python seeder) reaches B
+        # through ut_pex and B connects to it
+        slow = btpeer.Seeder(t, "good", rate=4 << 20)
+        aport = h.free_port()
+        pa = procs.start("pex-a", fetch_args(btor, os.path.join(work, "pex-a"), [slow.port],
+                                             ["--listen", str(aport), "--host", "127.0.0.1", "--file", "1"]))
+        pa.wait_for(r"listening on", timeout=20)
+        pb = procs.start("pex-b", fetch_args(btor, os.path.join(work, "pex-b"), [aport], ["--file", "1", "-v"]))
+        pb.p.wait(timeout=120)
+        h.check_eq(pb.p.returncode, 0, "PEX leecher exit status\n" + pb.output()[-1500:])
+        h.check(("peer 127.0.0.1:%d connected" % slow.port) in pb.output(),
+                "B connected to the seeder it learnt through PEX:\n" + pb.output()[-1500:])
+        same_files(big, os.path.join(work, "pex-b"), ["shard-1.gguf"])
+        pa.p.wait(timeout=60)
+        slow.close()
 
         # ---- 4. a corrupt peer is banned, the result is still correct
         bad = btpeer.Seeder(t, "corrupt")
