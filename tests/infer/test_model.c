@@ -68,6 +68,8 @@ struct ref {
     uint32_t E, L, H, HK, hd, F, V, nrot;
     float eps, base;
     int neox;
+    float linear;   /* rope.scaling.factor when the type is linear, else 1 */
+    float *freqs;   /* rope_freqs.weight (nrot/2) or NULL */
     float *kc, *vc; /* L x n_ctx x kv_dim */
     uint32_t n_ctx;
 };
@@ -108,7 +110,7 @@ static void ref_rope(struct ref *r, double *v, uint32_t n_heads, uint32_t p)
 {
     for (uint32_t h = 0; h < n_heads; h++)
         for (uint32_t i = 0; i < r->nrot / 2; i++) {
-            double th = p * pow(r->base, -2.0 * i / r->nrot);
+            double th = p * pow(r->base, -2.0 * i / r->nrot) / r->linear / (r->freqs ? r->freqs[i] : 1.0);
             uint32_t a = r->neox ? i : 2 * i, b = r->neox ? i + r->nrot / 2 : 2 * i + 1;
             double x0 = v[h * r->hd + a], x1 = v[h * r->hd + b];
             v[h * r->hd + a] = x0 * cos(th) - x1 * sin(th);
@@ -206,6 +208,12 @@ static int ref_open(struct ref *r, const char *path, uint32_t n_ctx)
     r->base = 10000.0f;
     sw_gguf_arch_f32(r->g, "rope.freq_base", &r->base);
     r->neox = !strcmp(sw_gguf_arch(r->g), "qwen2");
+    char key[96], type[32] = "";
+    snprintf(key, sizeof key, "%s.rope.scaling.type", sw_gguf_arch(r->g));
+    r->linear = 1;
+    if (sw_gguf_get_cstr(r->g, key, type, sizeof type) && !strcmp(type, "linear"))
+        sw_gguf_arch_f32(r->g, "rope.scaling.factor", &r->linear);
+    r->freqs = ref_tensor(r, "rope_freqs.weight", NULL, NULL);
     r->V = (uint32_t)sw_gguf_tensor_find(r->g, "token_embd.weight")->ne[1];
     r->n_ctx = n_ctx;
     r->kc = calloc((size_t)r->L * n_ctx * r->HK * r->hd, sizeof(float));
@@ -215,6 +223,7 @@ static int ref_open(struct ref *r, const char *path, uint32_t n_ctx)
 
 static void ref_close(struct ref *r)
 {
+    free(r->freqs);
     free(r->kc);
     free(r->vc);
     sw_gguf_close(r->g);
@@ -620,6 +629,59 @@ static void test_qwen2_reference(void)
     compare_with_reference(p);
 }
 
+/* Copies a model adding linear RoPE scaling and a llama3-style rope_freqs tensor. */
+static int add_rope_extras(const char *src, const char *dst, float factor)
+{
+    struct sw_gguf *g = NULL;
+    char err[256];
+    if (sw_gguf_open(src, &g, err, sizeof err)) return -1;
+    struct sw_gguf_writer *w = NULL;
+    int rc = sw_gguf_writer_new(dst, 32, &w);
+    for (uint64_t i = 0; !rc && i < sw_gguf_n_kv(g); i++) rc = sw_gguf_writer_add_kv(w, sw_gguf_kv_at(g, i));
+    char key[96];
+    const char *a = sw_gguf_arch(g);
+    uint32_t nrot = 0;
+    sw_gguf_arch_u32(g, "rope.dimension_count", &nrot);
+    snprintf(key, sizeof key, "%s.rope.scaling.type", a);
+    if (!rc) rc = sw_gguf_writer_set_str(w, key, "linear");
+    snprintf(key, sizeof key, "%s.rope.scaling.factor", a);
+    if (!rc) rc = sw_gguf_writer_set_f32(w, key, factor);
+    float ff[512];
+    for (uint32_t i = 0; i < nrot / 2 && i < 512; i++) ff[i] = 1.0f + 7.0f * (float)i / (float)(nrot / 2); /* 1 .. 8 */
+    int64_t ne_ff[1] = { nrot / 2 };
+    if (!rc) rc = sw_gguf_writer_add_tensor(w, "rope_freqs.weight", SW_TYPE_F32, 1, ne_ff);
+    for (uint64_t i = 0; !rc && i < sw_gguf_n_tensors(g); i++) {
+        const struct sw_gguf_tensor *t = sw_gguf_tensor_at(g, i);
+        char name[80];
+        snprintf(name, sizeof name, "%.*s", (int)t->name.len, t->name.ptr);
+        rc = sw_gguf_writer_add_tensor(w, name, t->type, t->n_dims, t->ne);
+    }
+    if (!rc) rc = sw_gguf_writer_write_header(w);
+    if (!rc) rc = sw_gguf_writer_write_data(w, ff, (uint64_t)(nrot / 2) * sizeof(float));
+    for (uint64_t i = 0; !rc && i < sw_gguf_n_tensors(g); i++)
+        rc = sw_gguf_writer_write_data(w, sw_gguf_tensor_at(g, i)->data, sw_gguf_tensor_at(g, i)->n_bytes);
+    if (!rc) rc = sw_gguf_writer_finish(w);
+    else sw_gguf_writer_free(w);
+    sw_gguf_close(g);
+    return rc;
+}
+
+/* Linear RoPE scaling and per-frequency factors (llama 3.1 style) against the reference. */
+static void test_rope_scaling_reference(void)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/stories-rope-extras.gguf", tmp_dir);
+    CHECK_EQ_INT(add_rope_extras(model_path, p, 4.0f), 0);
+    struct sw_stage *s = NULL;
+    char err[512];
+    CHECK_EQ_INT(sw_stage_open(p, NULL, &s, err, sizeof err), 0);
+    if (!s) return;
+    CHECK(sw_stage_info(s)->has_rope_freqs);
+    CHECK_NEAR(sw_stage_info(s)->rope_freq_scale, 0.25, 1e-7);
+    sw_stage_free(s);
+    compare_with_reference(p);
+}
+
 /* Every weight type computes the same function as F32 up to its quantization error. */
 static void test_weight_types(void)
 {
@@ -882,6 +944,7 @@ int main(void)
     snprintf(vocab_path, sizeof vocab_path, "%s", model_path); /* stories260K's 512 tokens */
     SW_RUN(test_synth_deterministic);
     SW_RUN(test_qwen2_reference);
+    SW_RUN(test_rope_scaling_reference);
     SW_RUN(test_weight_types);
     SW_RUN(test_split_equals_whole);
     SW_RUN(test_unsupported);
