@@ -137,7 +137,7 @@ size_t sw_stage_out_floats(const struct sw_stage *s, uint32_t n_tokens, unsigned
  * from layer 0 to the last. The stages share one thread pool. */
 struct sw_chain;
 
-/* opts: n_ctx, n_threads, max_batch, max_seqs apply to every stage (layer_first/last and
+/* opts: n_ctx, n_threads, max_batch, max_seqs, no_prefault apply to every stage (layer_first/last and
  * share_pool are ignored). Errors name the file: SW_ERANGE for a gap or overlap between
  * the files' layer ranges, SW_EINVAL when they come from different models. */
 int sw_chain_open(const char *const *paths, uint32_t n_paths, const struct sw_stage_opts *opts,
