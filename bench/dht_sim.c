@@ -32,7 +32,7 @@ struct measure {
     int kind;          /* 0 find_node, 1 get_peers */
     int done, success;
     uint32_t hops, queries;
-    uint64_t found_ms;
+    uint64_t found_ms, done_ms;
 };
 
 struct sim {
@@ -184,6 +184,7 @@ static void on_event(void *ud, const struct sw_dht_event *ev)
         m->success = ev->found_ms > 0;
         m->hops = ev->found_hops;
         m->found_ms = ev->found_ms;
+        m->done_ms = ev->elapsed_ms;
         break;
     }
 }
@@ -255,7 +256,7 @@ struct row {
     const char *name;
     int n, ok;
     double success;
-    uint64_t hops_med, hops_p99, ms_med, ms_p99;
+    uint64_t hops_med, hops_p99, ms_med, ms_p99, done_med;
     double queries;
 };
 
@@ -267,10 +268,12 @@ static struct row summarize(struct sim *s, int from, int to, int kind, const cha
     int cnt = 0;
     uint64_t *hops = calloc((size_t)(to - from) + 1, sizeof *hops);
     uint64_t *ms = calloc((size_t)(to - from) + 1, sizeof *ms);
+    uint64_t *done = calloc((size_t)(to - from) + 1, sizeof *done);
     double q = 0;
     for (int i = from; i < to; i++) {
         struct measure *m = &s->m[i];
         if (m->kind != kind) continue;
+        done[cnt] = m->done_ms;
         cnt++;
         q += m->queries;
         if (m->success) {
@@ -290,8 +293,13 @@ static struct row summarize(struct sim *s, int from, int to, int kind, const cha
         r.ms_med = ms[r.ok / 2];
         r.ms_p99 = ms[(size_t)((r.ok - 1) * 0.99)];
     }
+    if (cnt) {
+        qsort(done, (size_t)cnt, sizeof *done, cmp_u64);
+        r.done_med = done[cnt / 2];
+    }
     free(hops);
     free(ms);
+    free(done);
     return r;
 }
 
@@ -425,21 +433,23 @@ int main(int argc, char **argv)
         printf("{\"nodes\":%d,\"loss_pct\":%.1f,\"churn_pct\":%.0f,\"rows\":[", nodes, loss * 100, churn * 100);
         for (int i = 0; i < 4; i++)
             printf("%s{\"lookup\":\"%s\",\"n\":%d,\"success_pct\":%.2f,\"hops_median\":%llu,\"hops_p99\":%llu,"
-                   "\"ms_median\":%llu,\"ms_p99\":%llu,\"queries_per_lookup\":%.1f}",
+                   "\"ms_median\":%llu,\"ms_p99\":%llu,\"done_ms_median\":%llu,\"queries_per_lookup\":%.1f}",
                    i ? "," : "", rows[i].name, rows[i].n, rows[i].success, (unsigned long long)rows[i].hops_med,
                    (unsigned long long)rows[i].hops_p99, (unsigned long long)rows[i].ms_med,
-                   (unsigned long long)rows[i].ms_p99, rows[i].queries);
+                   (unsigned long long)rows[i].ms_p99, (unsigned long long)rows[i].done_med, rows[i].queries);
         printf("],\"packets\":%llu,\"wall_ms\":%llu,\"peak_rss\":\"%s\"}\n", (unsigned long long)s.packets,
                (unsigned long long)wall, rss);
     } else {
         printf("dht_sim: %d nodes (+%d joined, %d left under churn), %.0f%% loss, %d lookups of each kind per phase\n",
                nodes, n_new, killed, loss * 100, lookups);
-        printf("%-16s %6s %9s %9s %9s %10s %10s %12s\n", "lookup", "n", "success", "hops_med", "hops_p99",
-               "time_med", "time_p99", "queries/lkp");
+        printf("%-16s %6s %9s %9s %9s %10s %10s %10s %12s\n", "lookup", "n", "success", "hops_med", "hops_p99",
+               "time_med", "time_p99", "done_med", "queries/lkp");
         for (int i = 0; i < 4; i++)
-            printf("%-16s %6d %8.2f%% %9llu %9llu %8llums %8llums %12.1f\n", rows[i].name, rows[i].n, rows[i].success,
-                   (unsigned long long)rows[i].hops_med, (unsigned long long)rows[i].hops_p99,
-                   (unsigned long long)rows[i].ms_med, (unsigned long long)rows[i].ms_p99, rows[i].queries);
+            printf("%-16s %6d %8.2f%% %9llu %9llu %8llums %8llums %8llums %12.1f\n", rows[i].name, rows[i].n,
+                   rows[i].success, (unsigned long long)rows[i].hops_med, (unsigned long long)rows[i].hops_p99,
+                   (unsigned long long)rows[i].ms_med, (unsigned long long)rows[i].ms_p99,
+                   (unsigned long long)rows[i].done_med, rows[i].queries);
+        printf("(time: start to first result; done: start to the end of the lookup)\n");
         printf("simulated %.0f s (network formed after %.0f s), %llu datagrams (%llu lost), wall %.1f s, peak RSS %s\n",
                (double)(s.now - 1000000) / 1000.0, (double)(t_joined - 1000000) / 1000.0,
                (unsigned long long)s.packets, (unsigned long long)s.dropped, (double)wall / 1000.0, rss);
