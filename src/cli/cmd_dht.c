@@ -64,7 +64,7 @@ static void json_str(FILE *f, const uint8_t *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         unsigned c = s[i];
         if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20 || c >= 0x7f) fprintf(f, "\\u%04x", c);
+        else if (c < 0x20 || c == 0x7f) fprintf(f, "\\u%04x", c);
         else fputc((int)c, f);
     }
     fputc('"', f);
@@ -109,27 +109,33 @@ static void finish(struct ctx *c, int rc)
     uv_close((uv_handle_t *)&c->sigterm, NULL);
 }
 
+/* Text output stays one line per value: control bytes print as \xNN. */
+static void text_str(FILE *f, const uint8_t *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < 0x20 || s[i] == 0x7f || s[i] == '\\') fprintf(f, "\\x%02x", s[i]);
+        else fputc(s[i], f);
+    }
+}
+
 static void print_value(struct ctx *c, const uint8_t *v, size_t n)
 {
     /* A bencoded string prints as its text; anything else as raw bencode. */
     struct sw_bdoc doc;
     const uint8_t *s = v;
     size_t sl = n;
-    int is_str = 0;
     if (sw_bdecode(v, n, NULL, &doc, NULL, NULL, 0) == 0) {
         if (doc.nodes[0].type == SW_BSTR) {
             s = doc.nodes[0].str;
             sl = doc.nodes[0].str_len;
-            is_str = 1;
         }
         if (c->o->json) json_str(stdout, s, sl);
-        else fwrite(s, 1, sl, stdout);
+        else text_str(stdout, s, sl);
         sw_bdoc_free(&doc);
     } else {
         if (c->o->json) json_str(stdout, v, n);
-        else fwrite(v, 1, n, stdout);
+        else text_str(stdout, v, n);
     }
-    (void)is_str;
 }
 
 static int start_operation(struct ctx *c);

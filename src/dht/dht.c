@@ -659,8 +659,7 @@ static void enc_nodes(struct sw_dht *d, struct sw_buf *b, const uint8_t *target)
 
 /* ------------------------------------------------------------------ tokens */
 
-static void make_token(const struct sw_dht *d, const uint8_t secret[20], const struct sw_dht_addr *a,
-                       uint8_t out[TOKEN_LEN])
+static void make_token(const uint8_t secret[20], const struct sw_dht_addr *a, uint8_t out[TOKEN_LEN])
 {
     /* BEP 5: a token is tied to the requester's IP and a secret that rotates. */
     uint8_t buf[20 + 16], h[20];
@@ -669,16 +668,15 @@ static void make_token(const struct sw_dht *d, const uint8_t secret[20], const s
     memcpy(buf + 20, a->ip, iplen);
     sw_sha1(buf, 20 + iplen, h);
     memcpy(out, h, TOKEN_LEN);
-    (void)d;
 }
 
 static int token_ok(const struct sw_dht *d, const struct sw_dht_addr *a, const uint8_t *tok, size_t len)
 {
     uint8_t t[TOKEN_LEN];
     if (len != TOKEN_LEN) return 0;
-    make_token(d, d->secret, a, t);
+    make_token(d->secret, a, t);
     if (!memcmp(t, tok, TOKEN_LEN)) return 1;
-    make_token(d, d->prev_secret, a, t); /* the previous secret is still accepted */
+    make_token(d->prev_secret, a, t); /* the previous secret is still accepted */
     return !memcmp(t, tok, TOKEN_LEN);
 }
 
@@ -854,11 +852,9 @@ static int rate_ok(struct sw_dht *d, const struct sw_dht_addr *a, uint64_t now)
     /* Loopback cannot be spoofed from outside (the kernel drops such packets), and many
      * local nodes share 127.0.0.1 in tests and single-host swarms: not limited. */
     if (is_loopback(a)) return 1;
-    uint8_t h[4] = { 0 };
     size_t iplen = a->family == 6 ? 16 : 4;
     uint32_t x = 2166136261u; /* FNV-1a over the IP */
     for (size_t i = 0; i < iplen; i++) x = (x ^ a->ip[i]) * 16777619u;
-    (void)h;
     if (!d->rate && !(d->rate = calloc(RATE_SLOTS, sizeof *d->rate))) return 1;
     struct rate *r = &d->rate[x % RATE_SLOTS];
     uint32_t burst = d->cfg.rate_burst * 1000u;
@@ -916,7 +912,7 @@ static void handle_query(struct sw_dht *d, const struct sw__krpc *m, const struc
         if (!m->info_hash) { send_error(d, from, m, 203, "Protocol Error: info_hash missing"); return; }
         reply_begin(d, &b, from);
         enc_nodes(d, &b, m->info_hash);
-        make_token(d, d->secret, from, tok);
+        make_token(d->secret, from, tok);
         benc_key(&b, "token");
         sw_benc_str(&b, tok, TOKEN_LEN);
         struct phash *h = hash_find(d, m->info_hash);
@@ -982,7 +978,7 @@ static void handle_query(struct sw_dht *d, const struct sw__krpc *m, const struc
             benc_key(&b, "sig");
             sw_benc_str(&b, it->sig, 64);
         }
-        make_token(d, d->secret, from, tok);
+        make_token(d->secret, from, tok);
         benc_key(&b, "token");
         sw_benc_str(&b, tok, TOKEN_LEN);
         if (send_v) {
