@@ -181,6 +181,7 @@ struct sw_dht {
     struct sw_dht_addr ext, ext_cand;
     int has_ext, ext_votes;
     uint64_t last_now;
+    uint32_t timeout_override_ms; /* set around one send: a shorter timeout for a retry */
     struct sw_dht_stats st;
 };
 
@@ -390,7 +391,7 @@ static int pend_alloc(struct sw_dht *d, int type, const struct sw_dht_addr *to, 
     p->lookup_id = lookup_id;
     if (node_id) memcpy(p->node_id, node_id, SW_DHT_ID_LEN);
     else memset(p->node_id, 0, SW_DHT_ID_LEN);
-    p->deadline = now + d->cfg.query_timeout_ms;
+    p->deadline = now + (d->timeout_override_ms ? d->timeout_override_ms : d->cfg.query_timeout_ms);
     note_deadline(d, p->deadline);
     sw_put_be16(tid, (uint16_t)slot);
     sw_put_be16(tid + 2, p->gen);
@@ -1308,7 +1309,12 @@ static int lookup_step(struct sw_dht *d, struct lookup *l, uint64_t now)
             live++;
             if (c->state == C_NEW && inflight < SW_DHT_ALPHA) {
                 int type = P_LOOKUP;
-                if (send_search_query(d, type, &c->addr, l->id, c->id, l->kind, l->target, now) == 0) {
+                /* the retry of a query that timed out gets half the time: a node that
+                 * lost one datagram answers fast the second time, a dead one costs less */
+                if (c->tries) d->timeout_override_ms = d->cfg.query_timeout_ms / 2;
+                int sent = send_search_query(d, type, &c->addr, l->id, c->id, l->kind, l->target, now);
+                d->timeout_override_ms = 0;
+                if (sent == 0) {
                     c->state = C_SENT;
                     c->sent_ms = now;
                     c->tries++;
