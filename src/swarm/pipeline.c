@@ -782,9 +782,20 @@ static int e_pick(struct sw_pipe *p, struct esess *e, uint32_t shard, uint8_t ou
 
 /* Opens the whole route (first open, a refusal, or a stall): a fresh wire id, OPEN to every
  * stage; the tokens follow once every stage said OPEN_OK. */
-static int e_open_route(struct sw_pipe *p, struct esess *e, char *msg, size_t msg_len)
+static int e_open_route(struct sw_pipe *p, struct esess *e, int avoid_old, char *msg, size_t msg_len)
 {
     for (uint32_t k = 0; k < e->n_stages; k++) {
+        if (avoid_old) {
+            /* after a stall: another node for this shard if there is one (it may be the
+             * culprit), else the same one again */
+            uint8_t old[SW_NODE_ID_LEN];
+            memcpy(old, e->route[k], SW_NODE_ID_LEN);
+            uint32_t n_before = e->n_excl;
+            exclude(e, k, old);
+            int rc = e_pick(p, e, k, e->route[k]);
+            e->n_excl = n_before;
+            if (!rc) continue;
+        }
         if (e_pick(p, e, k, e->route[k])) {
             if (e->why[0])
                 snprintf(msg, msg_len, "shard %u: no live loaded node accepted the session (%.400s)", k, e->why);
@@ -820,7 +831,7 @@ static void e_send_tokens(struct sw_pipe *p, struct esess *e, uint32_t from, uin
     }
 }
 
-static void e_reopen(struct sw_pipe *p, struct esess *e, uint64_t now_us, const char *why)
+static void e_reopen(struct sw_pipe *p, struct esess *e, uint64_t now_us, int avoid_old, const char *why)
 {
     if (++e->reopens > MAX_REOPENS) {
         e_fail(p, e, SW_ETIMEDOUT, "the route failed %u times; last: %s", e->reopens - 1, why);
@@ -830,7 +841,7 @@ static void e_reopen(struct sw_pipe *p, struct esess *e, uint64_t now_us, const 
     e_send_all(p, e, SW_PIPE_CANCEL);
     char msg[512];
     p->st.failovers++;
-    if (e_open_route(p, e, msg, sizeof msg)) {
+    if (e_open_route(p, e, avoid_old, msg, sizeof msg)) {
         e_fail(p, e, SW_ENOTFOUND, "%s", msg);
         return;
     }
@@ -843,7 +854,7 @@ static void e_failover(struct sw_pipe *p, struct esess *e, uint32_t k, uint64_t 
     char ids[16];
     exclude(e, k, e->route[k]);
     if (e->state == E_OPENING || e->failing >= 0) { /* not settled yet: start over */
-        e_reopen(p, e, now_us, why);
+        e_reopen(p, e, now_us, 0, why);
         return;
     }
     uint8_t r[SW_NODE_ID_LEN];
@@ -914,7 +925,7 @@ static void entry_error(struct sw_pipe *p, const uint8_t *from, const struct sw_
         p->st.sessions_refused++;
         exclude(e, (uint32_t)k, from);
         if (e->state == E_OPENING) {
-            e_reopen(p, e, now_us, text);
+            e_reopen(p, e, now_us, 0, text);
             return;
         }
         /* a refused replica: another one, or fail */
@@ -1022,7 +1033,7 @@ int sw_pipe_open(struct sw_pipe *p, const struct sw_pipe_request *req, const str
     e->t_open = e->last_progress = now_us;
     do sw_random_bytes(&e->handle, sizeof e->handle);
     while (!e->handle || es_by_handle(p, e->handle));
-    int rc = e_open_route(p, e, msg, msg_len);
+    int rc = e_open_route(p, e, 0, msg, msg_len);
     if (rc) {
         esess_free(e);
         return rc;
@@ -1141,7 +1152,7 @@ uint64_t sw_pipe_tick(struct sw_pipe *p, uint64_t now_us)
         if (now_us - e->last_progress >= e->deadline_us) {
             char why[96];
             snprintf(why, sizeof why, "no progress for %llu ms", (unsigned long long)(e->deadline_us / 1000));
-            e_reopen(p, e, now_us, why);
+            e_reopen(p, e, now_us, 1, why);
             continue;
         }
         next = SW_MIN(next, e->last_progress + e->deadline_us);

@@ -144,6 +144,7 @@ struct tnode {
     struct sw_stage *stage; /* borrowed from the net */
     int shard;              /* -1: client */
     int down;
+    int frozen;             /* stalled: live in the view, but nothing in or out */
 };
 
 struct net {
@@ -154,6 +155,7 @@ struct net {
     uint64_t now;
     uint64_t n_msgs;
     /* hooks */
+    int freeze_node;        /* freeze this node when ... */
     int kill_node;          /* kill this node when ... */
     uint32_t kill_after;    /* ... this many tokens were received by any session */
     uint32_t tokens_seen;
@@ -172,6 +174,7 @@ static int h_send(void *ud, const uint8_t to[SW_NODE_ID_LEN], const uint8_t *p, 
     struct net *net = t->net;
     int k = node_of(net, to);
     if (k < 0 || net->nodes[k].down) return SW_ENOTFOUND;
+    if (t->frozen || net->nodes[k].frozen) return 0; /* swallowed */
     struct qmsg *m = calloc(1, sizeof *m);
     m->from = t->idx;
     m->to = k;
@@ -421,6 +424,10 @@ static void cb_token(void *ud, const struct sw_pipe_token_ev *ev)
     g->tps = ev->tokens_per_s;
     if (g->net) {
         g->net->tokens_seen++;
+        if (g->net->freeze_node >= 0 && g->net->tokens_seen == g->net->kill_after) {
+            g->net->nodes[g->net->freeze_node].frozen = 1;
+            g->net->freeze_node = -1;
+        }
         if (g->net->kill_node >= 0 && g->net->tokens_seen == g->net->kill_after) {
             int k = g->net->kill_node;
             g->net->kill_node = -1;
@@ -464,6 +471,7 @@ static struct tnode *make_net(struct net *net, int replicas, uint64_t max_kv_fir
 {
     memset(net, 0, sizeof *net);
     net->kill_node = -1;
+    net->freeze_node = -1;
     struct tnode *entry = net_add(net, -1, NULL, N_SHARDS, 0);
     for (int k = 0; k < N_SHARDS; k++) net_add(net, k, g_stages[k], N_SHARDS, k == 0 ? max_kv_first : 0);
     if (replicas)
@@ -584,6 +592,7 @@ static void test_refusal(void)
     /* a shard with no node at all */
     memset(&net, 0, sizeof net);
     net.kill_node = -1;
+    net.freeze_node = -1;
     entry = net_add(&net, -1, NULL, N_SHARDS, 0);
     for (int k = 0; k < N_SHARDS; k++)
         if (k != 2) net_add(&net, k, g_stages[k], N_SHARDS, 0);
@@ -750,6 +759,41 @@ static void test_failover(void)
     failover_case(1, 1, "stage killed after the first token");
 }
 
+/* A stage that stalls without its connection dropping: the entry's deadline passes, the
+ * route is rebuilt through other nodes, and the tokens are still those of single-process. */
+static void test_stall(void)
+{
+    uint32_t n_prompt;
+    int32_t *prompt = encode("Once upon a time", &n_prompt);
+    struct sw_sampler_params sp;
+    sw_sampler_params_default(&sp);
+    sp.temperature = 0.7f;
+    sp.seed = 99;
+    int32_t ref[80];
+    reference(prompt, n_prompt, &sp, 80, ref, NULL);
+    struct net net;
+    struct tnode *entry = make_net(&net, 1, 0);
+    net.freeze_node = 2; /* shard 1's first node */
+    net.kill_after = 30;
+    struct got g;
+    memset(&g, 0, sizeof g);
+    uint64_t sid;
+    char msg[256];
+    CHECK_EQ_INT(open_session(&net, entry, prompt, n_prompt, &sp, 80, SW_PIPE_F32, 0, &g, &sid, msg, sizeof msg), 0);
+    net_run(&net, 10000000);
+    CHECK_MSG(!g.ended && g.n == 30, "stalled at %u tokens (ended %d)", g.n, g.ended);
+    uint64_t next = sw_pipe_tick(entry->pipe, net.now);
+    CHECK(next != UINT64_MAX && next > net.now);
+    net.now = next;
+    sw_pipe_tick(entry->pipe, net.now); /* the deadline: a new route */
+    net_run(&net, 10000000);
+    CHECK_MSG(g.ended && g.rc == 0 && g.n == 80, "after the stall: %u tokens rc %d %s", g.n, g.rc, g.msg);
+    CHECK_MSG(!memcmp(g.toks, ref, sizeof ref), "tokens differ after the stall");
+    CHECK_EQ_INT(sw_pipe_stats(net.nodes[6].pipe).sessions_opened, 1); /* the replica of shard 1 */
+    net_free(&net);
+    free(prompt);
+}
+
 static void test_cancel_and_evict(void)
 {
     uint32_t n_prompt;
@@ -828,6 +872,7 @@ int main(void)
     RUN_IF(test_refusal);
     RUN_IF(test_bad_input);
     RUN_IF(test_failover);
+    RUN_IF(test_stall);
     RUN_IF(test_cancel_and_evict);
     teardown_model();
     return SW_TEST_DONE();
