@@ -494,6 +494,7 @@ static int refuse(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_m
 {
     p->st.sessions_refused++;
     char ids[16];
+    sw_log(SW_LOG_INFO, "PIPE", "session %016llx: refused stage %u: %s", (unsigned long long)m->session, m->stage, why);
     send_error(p, from, m->session, m->stage, code, "stage %u (node %s) refused the session: %s", m->stage,
                short_id(p->cfg.self_id, ids, sizeof ids), why);
     return code;

@@ -195,6 +195,9 @@ def case_refusal():
         rc = wait_exit(c)
         check(rc == 0, "client failed:\n%s" % c.output()[-3000:])
         check(client_ids(c) == ref, "tokens differ")
+        refused = "refused stage 1" in nodes["n1"].proc.output()
+        print("refusal: with a replica: %s" % ("n1 refused, the replica served" if refused else
+                                                  "the replica was picked first (no refusal needed)"), file=sys.stderr)
         procs.stop_all()
     with harness.Procs() as procs:
         nodes, boot = start_swarm(procs, m, extra_for={"n1": ["--max-kv-kb", "1"]})
