@@ -704,6 +704,88 @@ static void test_lookup_before_bootstrap(void)
     for (int i = 0; i < 2; i++) sw_dht_free(d[i]);
 }
 
+/* Drains d's queue; returns the number of queries of `method` sent to `to`, and answers
+ * them as node `id` when answer is set. */
+static int answer_queries(struct sw_dht *d, const struct sw_dht_addr *to, const char *id, enum sw__krpc_method method,
+                          int answer, uint64_t now, int *pings_out)
+{
+    uint8_t buf[SW_DHT_MAX_PACKET];
+    struct sw_dht_addr dst;
+    size_t n;
+    int count = 0;
+    while ((n = sw_dht_pop_packet(d, &dst, buf, sizeof buf)) > 0) {
+        struct sw__krpc m;
+        struct sw_bdoc doc;
+        if (!sw_dht_addr_eq(&dst, to) || sw__krpc_parse(buf, n, &m, &doc)) continue;
+        if (pings_out && m.y == 'q' && m.method == SW__Q_PING) (*pings_out)++;
+        if (m.y == 'q' && m.method == method) {
+            count++;
+            if (answer) {
+                char rep[128];
+                int rn = snprintf(rep, sizeof rep, "d1:rd2:id20:%se1:t4:", id);
+                memcpy(rep + rn, m.t, 4);
+                rn += 4;
+                rn += snprintf(rep + rn, sizeof rep - (size_t)rn, "1:y1:re");
+                sw_bdoc_free(&doc);
+                sw_dht_input(d, (const uint8_t *)rep, (size_t)rn, to, now);
+                continue;
+            }
+        }
+        sw_bdoc_free(&doc);
+    }
+    return count;
+}
+
+/* BEP 5 node states: good while heard from within 15 minutes, then questionable and
+ * pinged, bad after failing queries twice in a row, and then no longer handed out. */
+static void test_node_states(void)
+{
+    struct sw_dht_config cfg = { 0 };
+    cfg.rng_seed = 97;
+    uint64_t t = 50000;
+    struct sw_dht *d = sw_dht_new(&cfg, t);
+    struct sw_dht_addr b;
+    mkaddr(&b, 77, 6881);
+    const char *bid = "BBBBBBBBBBBBBBBBBBBB";
+    sw_dht_add_contact(d, &b, t);
+    CHECK_EQ_INT(answer_queries(d, &b, bid, SW__Q_FIND_NODE, 1, t + 5, NULL), 1);
+    answer_queries(d, &b, bid, SW__Q_FIND_NODE, 1, t + 6, NULL); /* the self-lookup, if any */
+    struct sw_dht_stats st;
+    sw_dht_get_stats(d, &st);
+    CHECK_EQ_INT(st.nodes, 1);
+    CHECK_EQ_INT(st.good_nodes, 1);
+    /* it answers everything for 10 minutes: good, and never pinged */
+    uint64_t now = t + 5000;
+    int pings = 0;
+    for (; now <= t + 10 * 60000; now += 1000) {
+        sw_dht_periodic(d, now);
+        answer_queries(d, &b, bid, SW__Q_FIND_NODE, 1, now, &pings);
+    }
+    CHECK_EQ_INT(pings, 0);
+    sw_dht_get_stats(d, &st);
+    CHECK_EQ_INT(st.good_nodes, 1);
+    /* then silence: still good 14 minutes later (BEP 5: 15 minutes) */
+    for (; now <= t + 24 * 60000; now += 1000) {
+        sw_dht_periodic(d, now);
+        answer_queries(d, &b, bid, SW__Q_FIND_NODE, 0, now, &pings);
+    }
+    sw_dht_get_stats(d, &st);
+    CHECK_EQ_INT(st.good_nodes, 1);
+    CHECK_EQ_INT(pings, 0);
+    /* past 15 minutes it is questionable: pinged, fails twice in a row, bad */
+    for (; now <= t + 30 * 60000; now += 1000) {
+        sw_dht_periodic(d, now);
+        answer_queries(d, &b, bid, SW__Q_FIND_NODE, 0, now, &pings);
+    }
+    CHECK_MSG(pings >= 1, "pings %d", pings);
+    sw_dht_get_stats(d, &st);
+    CHECK_EQ_INT(st.good_nodes, 0);
+    uint8_t ids[4][20];
+    uint8_t target[20] = { 0 };
+    CHECK_EQ_U64(sw_dht_get_nodes(d, target, ids, NULL, 4), 0); /* bad: not handed out */
+    sw_dht_free(d);
+}
+
 /* A caller whose clock reads a little ahead of the loop's (sw_time_ms vs a cached uv_now):
  * time must not run backwards inside, or `now - start` wraps and lookups end at once. */
 static void test_clock_skew(void)
@@ -800,6 +882,7 @@ int main(void)
     SW_RUN(test_bep44_vectors);
     SW_RUN(test_bep44_store_rules);
     SW_RUN(test_lookup_before_bootstrap);
+    SW_RUN(test_node_states);
     SW_RUN(test_clock_skew);
     SW_RUN(test_ipv6);
     SW_RUN(test_network);
