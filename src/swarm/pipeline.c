@@ -318,6 +318,13 @@ static void job_free(struct sw_pipe_job *j)
 static void kick(struct sw_pipe *p, struct ssess *s)
 {
     if (s->busy || s->dead || !s->qh) return;
+    if (p->cfg.host.stage && p->cfg.host.stage(p->cfg.host.ud) != s->st) {
+        /* the node swapped its compute stage (another shard): this session's KV is gone */
+        send_error(p, s->entry, s->id, s->idx, SW_ESTATE, "stage %u: the node no longer serves this shard", s->idx);
+        s->st = NULL; /* never touch the old stage again */
+        ssess_close(p, s);
+        return;
+    }
     uint32_t pos = s->qh->pos, n = 0;
     size_t len = 0;
     for (struct chunk *c = s->qh; c && n + c->n <= MERGE_MAX && c->dtype == s->qh->dtype; c = c->next) {
@@ -935,6 +942,11 @@ static void entry_error(struct sw_pipe *p, const uint8_t *from, const struct sw_
         e_failover(p, e, (uint32_t)k, now_us, text);
         return;
     }
+    if (m->code == SW_ESTATE && e->state == E_RUNNING && e->failing < 0) {
+        /* the node dropped its stage (it switched shards): like a lost node */
+        e_failover(p, e, (uint32_t)k, now_us, text);
+        return;
+    }
     e_fail(p, e, m->code, "%s", text);
 }
 
@@ -1117,6 +1129,18 @@ void sw_pipe_peer_lost(struct sw_pipe *p, const uint8_t id[SW_NODE_ID_LEN], uint
             break; /* e may be gone; one failover per event and session */
         }
     }
+}
+
+size_t sw_pipe_drop_stage(struct sw_pipe *p, const char *reason)
+{
+    size_t n = 0;
+    while (p && p->ss) {
+        struct ssess *s = p->ss;
+        send_error(p, s->entry, s->id, s->idx, SW_ESTATE, "stage %u: %s", s->idx, reason ? reason : "the stage closed");
+        ssess_close(p, s);
+        n++;
+    }
+    return n;
 }
 
 uint64_t sw_pipe_tick(struct sw_pipe *p, uint64_t now_us)

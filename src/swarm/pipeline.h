@@ -204,6 +204,10 @@ void sw_pipe_job_done(struct sw_pipe *p, struct sw_pipe_job *j, uint64_t now_us)
 /* The connection to node `id` is gone (or it left the view). Stage sessions upstream of
  * it keep their outputs for a replay; entry sessions routed through it fail over. */
 void sw_pipe_peer_lost(struct sw_pipe *p, const uint8_t id[SW_NODE_ID_LEN], uint64_t now_us);
+/* Stage: fails every stage session (ERROR with `reason` to their entries) and releases
+ * their KV sequences; compute jobs already running finish (sw_pipe_jobs_in_flight). A
+ * node calls it before it frees or swaps its compute stage. Returns how many. */
+size_t sw_pipe_drop_stage(struct sw_pipe *p, const char *reason);
 /* Timers: eviction of idle stage sessions, entry deadlines. Returns the next deadline
  * (absolute µs; UINT64_MAX when none). Every time given to the engine is a monotonic
  * microsecond clock (sw_time_us in the node). */
@@ -251,6 +255,10 @@ void sw_pipe_node_set_change_chain(struct sw_pipe_node *pn, void (*fn)(void *ud)
 /* Stops timers; jobs in flight finish first (the loop must keep running until `done`). */
 void sw_pipe_node_detach(struct sw_pipe_node *pn, void (*done)(void *ud), void *ud);
 struct sw_pipe *sw_pipe_node_engine(struct sw_pipe_node *pn);
+/* Before the node frees or swaps its compute stage (LOAD_SHARD to another shard): fails
+ * the sessions on it, and calls `done` (on the loop) once no compute job runs on it any
+ * more; only then may the stage be freed. */
+void sw_pipe_node_release_stage(struct sw_pipe_node *pn, const char *reason, void (*done)(void *ud), void *ud);
 
 /* The programmatic entry point (HTTP API, CLI): opens a session from this node as entry.
  * Same contract as sw_pipe_open, on the loop thread. */

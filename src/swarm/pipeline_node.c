@@ -42,6 +42,8 @@ struct sw_pipe_node {
     void (*chain_fn)(void *);
     void *chain_ud;
     uint32_t step_delay_us;
+    void (*released)(void *);  /* sw_pipe_node_release_stage's callback, once works == 0 */
+    void *released_ud;
 };
 
 /* ------------------------------------------------------------------ host callbacks */
@@ -83,6 +85,11 @@ static void after_work_cb(uv_work_t *req, int status)
     pn->works--;
     sw_pipe_job_done(pn->pipe, w->j, sw_time_us());
     free(w);
+    if (!pn->works && pn->released) {
+        void (*fn)(void *) = pn->released;
+        pn->released = NULL;
+        fn(pn->released_ud);
+    }
     if (pn->detaching) finish_detach(pn);
 }
 
@@ -229,6 +236,22 @@ void sw_pipe_node_set_change_chain(struct sw_pipe_node *pn, void (*fn)(void *ud)
 }
 
 struct sw_pipe *sw_pipe_node_engine(struct sw_pipe_node *pn) { return pn ? pn->pipe : NULL; }
+
+void sw_pipe_node_release_stage(struct sw_pipe_node *pn, const char *reason, void (*done)(void *ud), void *ud)
+{
+    if (!pn) {
+        if (done) done(ud);
+        return;
+    }
+    size_t n = sw_pipe_drop_stage(pn->pipe, reason ? reason : "the node is changing its shard");
+    if (n) sw_log(SW_LOG_INFO, "PIPE", "released the compute stage: %zu sessions failed", n);
+    if (!pn->works) {
+        if (done) done(ud);
+        return;
+    }
+    pn->released = done;
+    pn->released_ud = ud;
+}
 
 static void on_handle_closed(uv_handle_t *h)
 {

@@ -155,6 +155,7 @@ struct net {
     uint64_t now;
     uint64_t n_msgs;
     /* hooks */
+    int drop_node;          /* drop the stage of this node when ... */
     int freeze_node;        /* freeze this node when ... */
     int kill_node;          /* kill this node when ... */
     uint32_t kill_after;    /* ... this many tokens were received by any session */
@@ -424,6 +425,11 @@ static void cb_token(void *ud, const struct sw_pipe_token_ev *ev)
     g->tps = ev->tokens_per_s;
     if (g->net) {
         g->net->tokens_seen++;
+        if (g->net->drop_node >= 0 && g->net->tokens_seen == g->net->kill_after) {
+            struct tnode *t = &g->net->nodes[g->net->drop_node];
+            g->net->drop_node = -1;
+            CHECK_EQ_INT(sw_pipe_drop_stage(t->pipe, "switching to another shard"), 1);
+        }
         if (g->net->freeze_node >= 0 && g->net->tokens_seen == g->net->kill_after) {
             g->net->nodes[g->net->freeze_node].frozen = 1;
             g->net->freeze_node = -1;
@@ -472,6 +478,7 @@ static struct tnode *make_net(struct net *net, int replicas, uint64_t max_kv_fir
     memset(net, 0, sizeof *net);
     net->kill_node = -1;
     net->freeze_node = -1;
+    net->drop_node = -1;
     struct tnode *entry = net_add(net, -1, NULL, N_SHARDS, 0);
     for (int k = 0; k < N_SHARDS; k++) net_add(net, k, g_stages[k], N_SHARDS, k == 0 ? max_kv_first : 0);
     if (replicas)
@@ -593,6 +600,7 @@ static void test_refusal(void)
     memset(&net, 0, sizeof net);
     net.kill_node = -1;
     net.freeze_node = -1;
+    net.drop_node = -1;
     entry = net_add(&net, -1, NULL, N_SHARDS, 0);
     for (int k = 0; k < N_SHARDS; k++)
         if (k != 2) net_add(&net, k, g_stages[k], N_SHARDS, 0);
@@ -794,6 +802,34 @@ static void test_stall(void)
     free(prompt);
 }
 
+/* A node that gives up its stage (LOAD_SHARD to another shard) mid-session: the entry
+ * fails over to a replica as for a lost node. */
+static void test_drop_stage(void)
+{
+    uint32_t n_prompt;
+    int32_t *prompt = encode("Once upon a time", &n_prompt);
+    struct sw_sampler_params sp;
+    sw_sampler_params_default(&sp);
+    sp.temperature = 0;
+    int32_t ref[60];
+    reference(prompt, n_prompt, &sp, 60, ref, NULL);
+    struct net net;
+    struct tnode *entry = make_net(&net, 1, 0);
+    net.drop_node = 3; /* shard 2's first node */
+    net.kill_after = 20;
+    struct got g;
+    memset(&g, 0, sizeof g);
+    uint64_t sid;
+    char msg[256];
+    CHECK_EQ_INT(open_session(&net, entry, prompt, n_prompt, &sp, 60, SW_PIPE_F32, 0, &g, &sid, msg, sizeof msg), 0);
+    net_run(&net, 10000000);
+    CHECK_MSG(g.ended && g.rc == 0 && g.n == 60, "after the drop: %u tokens rc %d %s", g.n, g.rc, g.msg);
+    CHECK_MSG(!memcmp(g.toks, ref, sizeof ref), "tokens differ after the stage was dropped");
+    CHECK_EQ_INT(sw_pipe_stats(net.nodes[7].pipe).sessions_opened, 1); /* shard 2's replica */
+    net_free(&net);
+    free(prompt);
+}
+
 static void test_cancel_and_evict(void)
 {
     uint32_t n_prompt;
@@ -873,6 +909,7 @@ int main(void)
     RUN_IF(test_bad_input);
     RUN_IF(test_failover);
     RUN_IF(test_stall);
+    RUN_IF(test_drop_stage);
     RUN_IF(test_cancel_and_evict);
     teardown_model();
     return SW_TEST_DONE();
