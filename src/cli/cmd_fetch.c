@@ -47,7 +47,7 @@ struct run {
     struct sw_bt_netglue *net;  /* HTTP trackers + web seeds (bt_net.h) */
     const struct sw_bt_magnet *mag;
     uv_signal_t sigint, sigterm;
-    uv_timer_t timeout, dht_timer;
+    uv_timer_t timeout, dht_timer, status_timer;
     int stopping;
     int exit_code;
     char why[512];
@@ -74,6 +74,7 @@ static void stop(struct run *r, int code, const char *fmt, ...)
     uv_signal_stop(&r->sigterm);
     uv_timer_stop(&r->timeout);
     uv_timer_stop(&r->dht_timer);
+    uv_timer_stop(&r->status_timer);
     if (r->dht) { sw_dht_uv_close(r->dht); r->dht = NULL; }
     if (r->net) { sw__bt_netglue_close(r->net); r->net = NULL; }
     if (r->s) sw_bt_session_close(r->s);
@@ -244,7 +245,19 @@ static void on_dht_event(void *ud, const struct sw_dht_event *ev)
 
 static void on_dht_timer(uv_timer_t *h)
 {
-    dht_lookup(h->data);
+    struct run *r = h->data;
+    dht_lookup(r);
+}
+
+/* Seeders: a status line every 10 s (peers, uploaded, rate). */
+static void on_status_timer(uv_timer_t *h)
+{
+    struct run *r = h->data;
+    struct sw_bt_progress p;
+    char b1[32], b2[32];
+    if (r->stopping || sw_bt_torrent_progress(r->t, -1, &p)) return;
+    sw_log(SW_LOG_INFO, "BT", "seeding: %u peers, %s uploaded, %s/s", sw_bt_torrent_n_peers(r->t),
+           sw_fmt_bytes(p.uploaded, b1, sizeof b1), sw_fmt_bytes((uint64_t)p.upload_bps, b2, sizeof b2));
 }
 
 static void close_cb(uv_handle_t *h)
@@ -277,7 +290,8 @@ int sw__bt_run(struct sw__bt_run_cfg *c)
     uv_signal_init(&r->loop, &r->sigterm);
     uv_timer_init(&r->loop, &r->timeout);
     uv_timer_init(&r->loop, &r->dht_timer);
-    r->sigint.data = r->sigterm.data = r->timeout.data = r->dht_timer.data = r;
+    uv_timer_init(&r->loop, &r->status_timer);
+    r->sigint.data = r->sigterm.data = r->timeout.data = r->dht_timer.data = r->status_timer.data = r;
     uv_signal_start(&r->sigint, on_signal, SIGINT);
     uv_signal_start(&r->sigterm, on_signal, SIGTERM);
     signal(SIGPIPE, SIG_IGN);
@@ -315,6 +329,7 @@ int sw__bt_run(struct sw__bt_run_cfg *c)
                     held += sw_bt_torrent_file_complete(r->t, i);
                 }
                 sw_log(SW_LOG_INFO, "BT", "seeding %u of %u file(s) from %s", held, total, c->dir);
+                uv_timer_start(&r->status_timer, on_status_timer, 10000, 10000);
             }
             apply_wants(r);
             for (uint32_t i = 0; i < c->n_peers && !r->stopping; i++) {
@@ -348,6 +363,7 @@ int sw__bt_run(struct sw__bt_run_cfg *c)
     uv_close((uv_handle_t *)&r->sigterm, close_cb);
     uv_close((uv_handle_t *)&r->timeout, close_cb);
     uv_close((uv_handle_t *)&r->dht_timer, close_cb);
+    uv_close((uv_handle_t *)&r->status_timer, close_cb);
     while (uv_run(&r->loop, UV_RUN_DEFAULT) != 0) {}
     sw_bt_session_free(r->s);
     uv_loop_close(&r->loop);
