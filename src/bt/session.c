@@ -126,6 +126,9 @@ struct sw_bt_torrent {
     struct assembly *as;       /* per piece */
     uint8_t *hashing;          /* per piece: a verify job is running */
     struct failed_piece failed[MAX_FAILED];
+    uint8_t **pool;            /* spare piece buffers (piece_length bytes): no page faults
+                                * on fresh memory for every piece */
+    uint32_t n_pool, cap_pool;
     uint32_t n_failed;
     /* magnet metadata */
     uint8_t *meta;
@@ -695,6 +698,26 @@ struct final_job {
     char err[256];
 };
 
+/* Piece buffers are recycled: a fresh malloc of a piece-sized buffer costs page faults on
+ * every piece (measured: the largest kernel cost of the receive path). */
+static uint8_t *buf_get(struct sw_bt_torrent *t)
+{
+    if (t->n_pool) return t->pool[--t->n_pool];
+    return malloc(t->mi.piece_length);
+}
+
+static void buf_put(struct sw_bt_torrent *t, uint8_t *b)
+{
+    if (!b) return;
+    if (!t->cap_pool) {
+        uint32_t cap = (uint32_t)SW_MAX((uint64_t)4, (UINT64_C(64) << 20) / t->mi.piece_length);
+        t->pool = calloc(cap, sizeof *t->pool);
+        if (t->pool) t->cap_pool = cap;
+    }
+    if (t->n_pool < t->cap_pool) t->pool[t->n_pool++] = b;
+    else free(b);
+}
+
 static void torrent_maybe_free(struct sw_bt_torrent *t);
 
 static void hash_work(uv_work_t *req)
@@ -807,7 +830,7 @@ static void piece_verified(struct sw_bt_torrent *t, uint32_t piece)
             }
         }
         free(scratch);
-        free(f->buf);
+        buf_put(t, f->buf);
         free(f->sender);
         t->failed[k] = t->failed[--t->n_failed];
         break;
@@ -838,7 +861,7 @@ static void hash_done(uv_work_t *req, int status)
         t->hashing[j->piece] = 0;
         if (j->rc == 0) {
             piece_verified(t, j->piece);
-            free(j->buf);
+            buf_put(t, j->buf);
             free(j->sender);
         } else if (j->rc == SW_ECORRUPT) {
             sw_bt_picker_reset_piece(t->pk, j->piece);
@@ -848,23 +871,23 @@ static void hash_done(uv_work_t *req, int status)
             emit_simple(t, NULL, SW_BT_EV_PIECE_FAILED, -1, j->piece, SW_ECORRUPT, "hash mismatch");
             if (single && first) {
                 ban_peer_uid(t, first, j->piece);
-                free(j->buf);
+                buf_put(t, j->buf);
                 free(j->sender);
             } else if (t->n_failed < MAX_FAILED) {
                 t->failed[t->n_failed++] = (struct failed_piece){ j->piece, j->buf, j->sender, nb };
             } else {
-                free(j->buf);
+                buf_put(t, j->buf);
                 free(j->sender);
             }
             update_interest_all(t);
         } else {
             sw_bt_picker_reset_piece(t->pk, j->piece);
             disk_error(t, j->piece, j->rc, j->err);
-            free(j->buf);
+            buf_put(t, j->buf);
             free(j->sender);
         }
     } else {
-        free(j->buf);
+        buf_put(t, j->buf);
         free(j->sender);
     }
     free(j);
@@ -894,7 +917,7 @@ static struct assembly *assembly_get(struct sw_bt_torrent *t, uint32_t piece)
 {
     struct assembly *a = &t->as[piece];
     if (!a->buf) {
-        a->buf = malloc(sw_bt_piece_size(&t->mi, piece));
+        a->buf = buf_get(t);
         a->sender = calloc(sw_bt_picker_blocks_in_piece(t->pk, piece), sizeof *a->sender);
         if (!a->buf || !a->sender) {
             free(a->buf);
@@ -1653,6 +1676,8 @@ static void torrent_free(struct sw_bt_torrent *t)
 {
     if (t->as)
         for (uint32_t i = 0; i < t->mi.n_pieces; i++) { free(t->as[i].buf); free(t->as[i].sender); }
+    for (uint32_t i = 0; i < t->n_pool; i++) free(t->pool[i]);
+    free(t->pool);
     for (uint32_t k = 0; k < t->n_failed; k++) { free(t->failed[k].buf); free(t->failed[k].sender); }
     free(t->as);
     free(t->hashing);
