@@ -521,6 +521,7 @@ static void test_equal_single_process(void)
     net_free(&net);
 
     /* f16 on the wire: runs to the end; the first tokens agree */
+    free(g.logits);
     entry = make_net(&net, 0, 0);
     memset(&g, 0, sizeof g);
     CHECK_EQ_INT(open_session(&net, entry, prompt, n_prompt, &sp, 40, SW_PIPE_F16, 0, &g, &sid, msg, sizeof msg), 0);
@@ -528,7 +529,6 @@ static void test_equal_single_process(void)
     CHECK_MSG(g.ended && g.rc == 0 && g.n == 40, "f16 session: %u tokens rc %d %s", g.n, g.rc, g.msg);
     CHECK_EQ_INT(g.toks[0], ref[0]);
     net_free(&net);
-    free(g.logits);
     free(ref_lg);
     free(prompt);
 }
