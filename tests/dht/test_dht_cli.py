@@ -75,6 +75,9 @@ def test():
         h.check(any(p["addr"] == "127.0.0.1:7777" for p in peers), "announced peer not found: %s" % r.stdout)
         # the node that announced at start (--announce) is found too, with its given port
         expect(dht("get-peers", ih2, *boot), 0, "get-peers of --announce", r"^peer 127\.0\.0\.1:9999$")
+        # a bootstrap node given by name is resolved (asynchronously, on the loop)
+        expect(dht("get-peers", ih2, "--bootstrap", "localhost:%d" % pc, "--timeout", "20"), 0,
+               "bootstrap by name", r"^peer 127\.0\.0\.1:9999$")
         # find-node reaches all three nodes
         r = expect(dht("find-node", ih, *boot), 0, "find-node")
         ports = set(int(p) for p in re.findall(r"^node [0-9a-f]{40} 127\.0\.0\.1:(\d+)$", r.stdout, re.M))
