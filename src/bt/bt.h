@@ -346,6 +346,9 @@ int sw_bt_storage_finalize_file(struct sw_bt_storage *st, uint32_t file, char *e
  * scratch (caller-provided, >= len bytes) when the range crosses files. */
 const uint8_t *sw_bt_storage_read(struct sw_bt_storage *st, uint32_t piece, uint32_t off,
                                   uint32_t len, uint8_t *scratch);
+/* Hints the kernel to read a held piece ahead (madvise WILLNEED on the map): called when a
+ * peer starts requesting it, so uploads of cold files don't fault page by page. */
+void sw_bt_storage_prefetch(struct sw_bt_storage *st, uint32_t piece);
 /* (Re)checks file i on disk: hashes its pieces from "<path>" (or ".part"), updates held
  * pieces, renames when complete. Returns the number of newly held pieces, or < 0. This is
  * what the node calls when a shard file appears in the folder. Blocking (hashing). */

@@ -1270,6 +1270,7 @@ static void on_request(struct sw_bt_peer *p, const struct sw_bt_wire_ev *ev)
     }
     p->in[(p->in_head + p->n_in) % p->cap_in] = (struct inreq){ ev->index, ev->begin, ev->length };
     p->n_in++;
+    if (ev->begin == 0) sw_bt_storage_prefetch(t->st, ev->index); /* a new piece: read ahead */
 }
 
 static void on_cancel(struct sw_bt_peer *p, const struct sw_bt_wire_ev *ev)

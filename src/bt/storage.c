@@ -368,6 +368,22 @@ const uint8_t *sw_bt_storage_read(struct sw_bt_storage *st, uint32_t piece, uint
     return scratch;
 }
 
+void sw_bt_storage_prefetch(struct sw_bt_storage *st, uint32_t piece)
+{
+    const struct sw_bt_metainfo *mi = st->mi;
+    if (piece >= mi->n_pieces) return;
+    struct sw_bt_span sp[8];
+    uint32_t n = sw_bt_piece_spans(mi, piece, 0, sw_bt_piece_size(mi, piece), sp, 8);
+    long pg = sysconf(_SC_PAGESIZE);
+    for (uint32_t i = 0; i < n; i++) {
+        struct sfile *sf = &st->f[sp[i].file];
+        if (mi->files[sp[i].file].pad || !sf->map) continue;
+        uint64_t start = sp[i].file_offset & ~(uint64_t)(pg - 1);
+        uint64_t end = SW_MIN(sp[i].file_offset + sp[i].len, (uint64_t)sf->map_len);
+        madvise((void *)(sf->map + start), end - start, MADV_WILLNEED);
+    }
+}
+
 /* Reads a whole piece from whatever is on disk now (final or .part files). */
 static int read_piece_disk(struct sw_bt_storage *st, uint32_t piece, uint8_t *buf)
 {
