@@ -115,6 +115,7 @@ void sw_bt_picker_set_wanted(struct sw_bt_picker *pk, uint32_t piece, int wanted
     if (pk->wanted[piece] == wanted) return;
     pk->wanted[piece] = (uint8_t)wanted;
     if (!pk->have[piece]) pk->n_left += wanted ? 1 : (uint32_t)-1;
+    if (wanted && !pk->have[piece]) pk->endgame = 0; /* new work: not the end any more */
 }
 
 int sw_bt_picker_wanted(const struct sw_bt_picker *pk, uint32_t piece)
