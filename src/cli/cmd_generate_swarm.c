@@ -75,8 +75,8 @@ struct gs {
     uint32_t n_stop;
     FILE *lf, *tf;
     uint64_t t_start, t_open, deadline;
-    int opened, ended, stopping;
-    uint64_t session;
+    int opened, ended, stopping, trying;
+    uint64_t session, ticket;
     uint32_t n_gen;
     uint64_t ttft_us, elapsed_us;
     double tps;
@@ -256,18 +256,36 @@ static void on_token(void *ud, const struct sw_pipe_token_ev *ev)
 
 static void on_end(void *ud, uint64_t session, int rc, const char *msg)
 {
-    (void)session;
     struct gs *g = ud;
+    g->trying = 0;
+    if (!session && (rc == SW_ENOTFOUND || rc == SW_ESTATE) && sw_time_ms() < g->deadline && !g->stopping) {
+        snprintf(g->msg, sizeof g->msg, "%s", msg ? msg : ""); /* the swarm is still forming: the timer retries */
+        return;
+    }
     g->ended = 1;
     g->status = rc;
-    snprintf(g->msg, sizeof g->msg, "%s", msg ? msg : "");
+    if (!session && rc == SW_ENOTFOUND)
+        snprintf(g->msg, sizeof g->msg, "no complete route: %s", msg ? msg : "");
+    else
+        snprintf(g->msg, sizeof g->msg, "%s", msg ? msg : "");
     finish(g);
+}
+
+/* The first token of a session means it opened (the open itself is asynchronous). */
+static void on_token_first(void *ud, const struct sw_pipe_token_ev *ev)
+{
+    struct gs *g = ud;
+    if (!g->opened) {
+        g->opened = 1;
+        g->session = ev->session;
+    }
+    on_token(ud, ev);
 }
 
 static void on_timer(uv_timer_t *t)
 {
     struct gs *g = t->data;
-    if (g->opened || g->stopping) return;
+    if (g->opened || g->trying || g->stopping || g->ended) return;
     if (!g->pn && sw_pipe_node_attach(g->node, NULL, &g->pn)) {
         snprintf(g->msg, sizeof g->msg, "cannot attach the pipeline engine");
         g->status = SW_ENOMEM;
@@ -280,30 +298,25 @@ static void on_timer(uv_timer_t *t)
                                    .chunk = g->a.chunk ? g->a.chunk : SW_PIPE_MAX_TOKENS, .n_ctx = g->a.ctx,
                                    .want_logits = g->lf != NULL, .ignore_eos = g->a.ignore_eos,
                                    .deadline_ms = g->a.deadline_ms };
-    struct sw_pipe_session_cb cb = { on_token, on_end, g };
-    char msg[512] = "";
-    int rc = sw_pipe_node_open(g->pn, &req, &cb, &g->session, msg, sizeof msg);
-    if (!rc) {
-        g->opened = 1;
-        g->t_open = sw_time_ms();
-        sw_log(SW_LOG_INFO, "GEN", "route complete after %" PRIu64 " ms: session opened", g->t_open - g->t_start);
+    struct sw_pipe_session_cb cb = { on_token_first, on_end, g };
+    /* the thread-safe entry point (what the HTTP API uses), here from the loop thread */
+    int rc = sw_pipe_node_open_async(g->pn, &req, &cb, &g->ticket);
+    if (rc) {
+        snprintf(g->msg, sizeof g->msg, "cannot open a session: %s", sw_strerror(rc));
+        g->status = rc;
+        finish(g);
         return;
     }
-    if ((rc == SW_ENOTFOUND || rc == SW_ESTATE) && sw_time_ms() < g->deadline) {
-        snprintf(g->msg, sizeof g->msg, "%s", msg);
-        return; /* the swarm is still forming: try again */
-    }
-    snprintf(g->msg, sizeof g->msg, "%s%s", rc == SW_ENOTFOUND ? "no complete route: " : "", msg[0] ? msg : sw_strerror(rc));
-    g->status = rc;
-    finish(g);
+    g->trying = 1;
+    g->t_open = sw_time_ms(); /* the last attempt is the one that opens */
 }
 
 static void on_signal(uv_signal_t *s, int signum)
 {
     (void)signum;
     struct gs *g = s->data;
-    if (g->opened && !g->ended && g->pn) {
-        sw_pipe_node_cancel(g->pn, g->session); /* on_end follows */
+    if ((g->opened || g->trying) && !g->ended && g->pn) {
+        sw_pipe_node_cancel_async(g->pn, g->ticket); /* on_end(SW_ECLOSED) follows */
         return;
     }
     g->status = SW_ECLOSED;
@@ -488,6 +501,7 @@ int sw_cli_generate_swarm(int argc, char **argv)
                     "{\"prompt_tokens\":%zu,\"gen_tokens\":%u,\"ttft_ms\":%.3f,\"gen_tps\":%.3f,\"total_ms\":%.3f,"
                     "\"route_ms\":%" PRIu64 "}\n",
                     g->n_prompt, g->n_gen, ttft_ms, g->tps, g->elapsed_us / 1e3, g->t_open ? g->t_open - g->t_start : 0);
+        (void)g->session;
         status = SW_EXIT_OK;
     }
 out:

@@ -267,4 +267,13 @@ int sw_pipe_node_open(struct sw_pipe_node *pn, const struct sw_pipe_request *req
                       size_t msg_len);
 int sw_pipe_node_cancel(struct sw_pipe_node *pn, uint64_t session);
 
+/* The same from ANY thread (the HTTP API's): the request is copied and handed to the loop
+ * thread; callbacks then run on the loop thread. A failed open is reported through on_end
+ * (session 0). *ticket_out names the request for sw_pipe_node_cancel_async. Returns 0
+ * (queued), SW_ENOMEM, SW_EINVAL, SW_ESTATE (detaching). */
+int sw_pipe_node_open_async(struct sw_pipe_node *pn, const struct sw_pipe_request *req,
+                            const struct sw_pipe_session_cb *cb, uint64_t *ticket_out);
+/* Cancels what a ticket opened (or will open), from any thread: on_end(SW_ECLOSED). */
+int sw_pipe_node_cancel_async(struct sw_pipe_node *pn, uint64_t ticket);
+
 #endif

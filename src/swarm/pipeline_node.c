@@ -5,6 +5,7 @@
  * Not for: the protocol's decisions (pipeline.c). */
 #include "swarm/pipeline.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,20 @@ struct work {
     struct sw_pipe_job *j;
 };
 
+/* A request from another thread (open or cancel), and the session it became. */
+struct areq {
+    struct areq *next;
+    int cancel;
+    uint64_t ticket;
+    struct sw_pipe_request req;     /* pointers below are owned copies */
+    int32_t *prompt, *stop;
+    uint8_t *blob;
+    struct sw_pipe_session_cb user;
+    struct sw_pipe_node *pn;
+    uint64_t session;               /* once opened */
+    int open, cancelled;
+};
+
 struct sw_pipe_node {
     struct sw_node *node;
     uv_loop_t *loop;
@@ -44,11 +59,19 @@ struct sw_pipe_node {
     uint32_t step_delay_us;
     void (*released)(void *);  /* sw_pipe_node_release_stage's callback, once works == 0 */
     void *released_ud;
+    /* requests from other threads */
+    uv_async_t async;
+    pthread_mutex_t mu;
+    struct areq *inbox;        /* under mu */
+    struct areq *live;         /* loop thread: tickets with an open (or opening) session */
+    uint64_t next_ticket;      /* under mu */
 };
 
 /* ------------------------------------------------------------------ host callbacks */
 
 static void on_self_timer(uv_timer_t *t);
+static void on_async(uv_async_t *h);
+static void areq_free(struct areq *a);
 
 static int h_send(void *ud, const uint8_t to[SW_NODE_ID_LEN], const uint8_t *p, size_t len)
 {
@@ -194,6 +217,145 @@ static void on_change(void *ud)
     if (pn->chain_fn) pn->chain_fn(pn->chain_ud);
 }
 
+/* ------------------------------------------------------------------ other threads */
+
+static void areq_free(struct areq *a)
+{
+    if (!a) return;
+    free(a->prompt);
+    free(a->stop);
+    free(a->blob);
+    free(a);
+}
+
+static void live_unlink(struct sw_pipe_node *pn, struct areq *a)
+{
+    for (struct areq **pp = &pn->live; *pp; pp = &(*pp)->next)
+        if (*pp == a) {
+            *pp = a->next;
+            return;
+        }
+}
+
+static void a_on_token(void *ud, const struct sw_pipe_token_ev *ev)
+{
+    struct areq *a = ud;
+    if (a->user.on_token) a->user.on_token(a->user.ud, ev);
+}
+
+static void a_on_end(void *ud, uint64_t session, int rc, const char *msg)
+{
+    struct areq *a = ud;
+    live_unlink(a->pn, a);
+    if (a->user.on_end) a->user.on_end(a->user.ud, session, rc, msg);
+    areq_free(a);
+}
+
+static void on_async(uv_async_t *h)
+{
+    struct sw_pipe_node *pn = h->data;
+    pthread_mutex_lock(&pn->mu);
+    struct areq *in = pn->inbox, *rev = NULL;
+    pn->inbox = NULL;
+    pthread_mutex_unlock(&pn->mu);
+    while (in) { /* the inbox is LIFO: restore the order of arrival */
+        struct areq *nx = in->next;
+        in->next = rev;
+        rev = in;
+        in = nx;
+    }
+    while (rev) {
+        struct areq *a = rev;
+        rev = a->next;
+        a->next = NULL;
+        if (a->cancel) {
+            struct areq *t = NULL;
+            for (struct areq *x = pn->live; x; x = x->next)
+                if (x->ticket == a->ticket) t = x;
+            if (t && t->open) sw_pipe_cancel(pn->pipe, t->session, sw_time_us()); /* t freed in a_on_end */
+            else if (t) t->cancelled = 1;
+            areq_free(a);
+            continue;
+        }
+        if (pn->detaching) {
+            if (a->user.on_end) a->user.on_end(a->user.ud, 0, SW_ESTATE, "the node is stopping");
+            areq_free(a);
+            continue;
+        }
+        a->next = pn->live;
+        pn->live = a;
+        struct sw_pipe_session_cb cb = { a_on_token, a_on_end, a };
+        char msg[512] = "";
+        int rc = sw_pipe_node_open(pn, &a->req, &cb, &a->session, msg, sizeof msg);
+        if (rc) {
+            live_unlink(pn, a);
+            if (a->user.on_end) a->user.on_end(a->user.ud, 0, rc, msg[0] ? msg : sw_strerror(rc));
+            areq_free(a);
+            continue;
+        }
+        a->open = 1;
+        if (a->cancelled) sw_pipe_cancel(pn->pipe, a->session, sw_time_us());
+    }
+}
+
+static int post(struct sw_pipe_node *pn, struct areq *a)
+{
+    pthread_mutex_lock(&pn->mu);
+    int ok = !pn->detaching;
+    if (ok) {
+        a->next = pn->inbox;
+        pn->inbox = a;
+        uv_async_send(&pn->async);
+    }
+    pthread_mutex_unlock(&pn->mu);
+    return ok ? 0 : SW_ESTATE;
+}
+
+int sw_pipe_node_open_async(struct sw_pipe_node *pn, const struct sw_pipe_request *req,
+                            const struct sw_pipe_session_cb *cb, uint64_t *ticket_out)
+{
+    if (!pn || !req || !req->prompt || !req->n_prompt || !req->sampler_blob || !req->sampler_blob_len ||
+        req->n_stop > SW_PIPE_MAX_STOP || req->sampler_blob_len > SW_PIPE_MAX_BLOB)
+        return SW_EINVAL;
+    struct areq *a = calloc(1, sizeof *a);
+    if (!a) return SW_ENOMEM;
+    a->req = *req;
+    a->prompt = malloc((size_t)req->n_prompt * sizeof *a->prompt);
+    a->blob = malloc(req->sampler_blob_len);
+    a->stop = malloc((req->n_stop ? req->n_stop : 1) * sizeof *a->stop);
+    if (!a->prompt || !a->blob || !a->stop) {
+        areq_free(a);
+        return SW_ENOMEM;
+    }
+    memcpy(a->prompt, req->prompt, (size_t)req->n_prompt * sizeof *a->prompt);
+    memcpy(a->blob, req->sampler_blob, req->sampler_blob_len);
+    if (req->n_stop) memcpy(a->stop, req->stop, req->n_stop * sizeof *a->stop);
+    a->req.prompt = a->prompt;
+    a->req.sampler_blob = a->blob;
+    a->req.stop = a->stop;
+    if (cb) a->user = *cb;
+    a->pn = pn;
+    pthread_mutex_lock(&pn->mu);
+    a->ticket = ++pn->next_ticket;
+    pthread_mutex_unlock(&pn->mu);
+    if (ticket_out) *ticket_out = a->ticket;
+    int rc = post(pn, a);
+    if (rc) areq_free(a);
+    return rc;
+}
+
+int sw_pipe_node_cancel_async(struct sw_pipe_node *pn, uint64_t ticket)
+{
+    if (!pn) return SW_EINVAL;
+    struct areq *a = calloc(1, sizeof *a);
+    if (!a) return SW_ENOMEM;
+    a->cancel = 1;
+    a->ticket = ticket;
+    int rc = post(pn, a);
+    if (rc) areq_free(a);
+    return rc;
+}
+
 int sw_pipe_node_attach(struct sw_node *n, const struct sw_pipe_node_opts *opts, struct sw_pipe_node **out)
 {
     if (!n || !out || !sw_node_loop(n)) return SW_EINVAL;
@@ -219,8 +381,10 @@ int sw_pipe_node_attach(struct sw_node *n, const struct sw_pipe_node_opts *opts,
     }
     uv_timer_init(pn->loop, &pn->tick);
     uv_timer_init(pn->loop, &pn->self_timer);
-    pn->tick.data = pn->self_timer.data = pn;
-    pn->handles_open = 2;
+    pthread_mutex_init(&pn->mu, NULL);
+    uv_async_init(pn->loop, &pn->async, on_async);
+    pn->tick.data = pn->self_timer.data = pn->async.data = pn;
+    pn->handles_open = 3;
     uv_timer_start(&pn->tick, on_tick, TICK_MS, TICK_MS);
     sw_node_set_pipe_handler(n, on_pipe_msg, pn);
     sw_node_set_change_handler(n, on_change, pn);
@@ -268,7 +432,24 @@ static void finish_detach(struct sw_pipe_node *pn)
         pn->qh = m->next;
         free(m);
     }
-    sw_pipe_free(pn->pipe);
+    for (struct areq *a = pn->live; a; a = a->next) /* sessions still open: tell their owners */
+        if (a->user.on_end) a->user.on_end(a->user.ud, a->session, SW_ECLOSED, "the node is stopping");
+    sw_pipe_free(pn->pipe); /* no callbacks from here on */
+    pthread_mutex_lock(&pn->mu);
+    struct areq *in = pn->inbox;
+    pn->inbox = NULL;
+    pthread_mutex_unlock(&pn->mu);
+    while (in) {
+        struct areq *nx = in->next;
+        areq_free(in);
+        in = nx;
+    }
+    while (pn->live) {
+        struct areq *nx = pn->live->next;
+        areq_free(pn->live);
+        pn->live = nx;
+    }
+    pthread_mutex_destroy(&pn->mu);
     void (*done)(void *) = pn->done;
     void *ud = pn->done_ud;
     free(pn);
@@ -278,7 +459,9 @@ static void finish_detach(struct sw_pipe_node *pn)
 void sw_pipe_node_detach(struct sw_pipe_node *pn, void (*done)(void *ud), void *ud)
 {
     if (!pn || pn->detaching) return;
+    pthread_mutex_lock(&pn->mu);
     pn->detaching = 1;
+    pthread_mutex_unlock(&pn->mu);
     pn->done = done;
     pn->done_ud = ud;
     sw_node_set_pipe_handler(pn->node, NULL, NULL);
@@ -287,6 +470,7 @@ void sw_pipe_node_detach(struct sw_pipe_node *pn, void (*done)(void *ud), void *
     uv_timer_stop(&pn->self_timer);
     uv_close((uv_handle_t *)&pn->tick, on_handle_closed);
     uv_close((uv_handle_t *)&pn->self_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&pn->async, on_handle_closed);
 }
 
 int sw_pipe_node_open(struct sw_pipe_node *pn, const struct sw_pipe_request *req, const struct sw_pipe_session_cb *cb,

@@ -11,11 +11,13 @@ Cases (issue 7, item 5):
   kill        a replica of shard 2; kill -9 of the node serving shard 2 mid-generation:
               the same 200 tokens, exit 0, no error
   concurrent  8 clients at once with different prompts: each equals single-process output
+  cancel      SIGINT to the client mid-generation: a clean stop with a prefix of the tokens
   refusal     shard 1's first node has no room for KV: the session goes through its replica;
               without a replica the client fails with a message naming shard 1
 """
 import os
 import re
+import signal
 import struct
 import sys
 import time
@@ -209,8 +211,29 @@ def case_refusal():
         print("refusal: %s" % [l for l in out.splitlines() if "shard 1" in l][-1], file=sys.stderr)
 
 
+def case_cancel():
+    """Ctrl-C in the client cancels the session (through the thread-safe entry point):
+    the client stops at once with the tokens so far, a prefix of the reference."""
+    S.node_supported()
+    with harness.Procs() as procs:
+        m = stories()
+        nodes, boot = start_swarm(procs, m, first_extra=["--step-delay-us", "5000"])
+        ref = reference(PROMPT, N_GEN)
+        c = client(procs, m, boot, "client", PROMPT, N_GEN)
+        deadline = time.time() + 60
+        while len(client_ids(c)) < 20 and time.time() < deadline and c.alive():
+            time.sleep(0.01)
+        c.signal(signal.SIGINT)
+        rc = wait_exit(c, 30)
+        got = client_ids(c)
+        check(rc == 0, "client rc %s after SIGINT:\n%s" % (rc, c.output()[-2000:]))
+        check(20 <= len(got) < N_GEN and got == ref[:len(got)], "cancelled output: %d tokens" % len(got))
+        print("cancel: stopped after %d tokens" % len(got), file=sys.stderr)
+
+
 if __name__ == "__main__":
-    cases = {"equal": case_equal, "kill": case_kill, "concurrent": case_concurrent, "refusal": case_refusal}
+    cases = {"equal": case_equal, "kill": case_kill, "concurrent": case_concurrent, "refusal": case_refusal,
+             "cancel": case_cancel}
     if len(sys.argv) != 2 or sys.argv[1] not in cases:
         print("usage: pipeline_it.py %s" % "|".join(cases), file=sys.stderr)
         sys.exit(2)
