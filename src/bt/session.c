@@ -30,6 +30,7 @@ enum { EXT_PEX = 1, EXT_METADATA = 2, EXT_CUSTOM = 3 };
 #define CHOKE_ROUND_S 10
 #define OPTIMISTIC_S 30
 #define SNUB_MS 30000
+#define REQ_TIMEOUT_MS 60000
 #define IDLE_MS 180000
 #define KEEPALIVE_MS 90000
 #define PEX_FIRST_MS 2000
@@ -1552,6 +1553,18 @@ static void torrent_tick(struct sw_bt_torrent *t, uint64_t now)
                 sw_bt_wire_put_req(&p->ctrl, SW_BT_CANCEL, p->out[i].piece, p->out[i].begin, p->out[i].len);
             abort_requests(p);
             p->last_data_ms = now;
+        }
+        /* A single request left unanswered (dropped by the peer) must not hold its block
+         * forever while the peer keeps sending others. */
+        for (uint32_t i = 0; i < p->n_out;) {
+            struct outreq *o = &p->out[i];
+            if (now - o->sent_ms > REQ_TIMEOUT_MS) {
+                sw_bt_wire_put_req(&p->ctrl, SW_BT_CANCEL, o->piece, o->begin, o->len);
+                if (t->pk) sw_bt_picker_abort(t->pk, o->piece, o->begin);
+                p->out[i] = p->out[--p->n_out];
+            } else {
+                i++;
+            }
         }
         if (now - p->last_send_ms > KEEPALIVE_MS) sw_bt_wire_put_keepalive(&p->ctrl);
         if (p->ext_pex && p->next_pex_ms && now >= p->next_pex_ms) {
