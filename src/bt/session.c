@@ -557,13 +557,18 @@ static void fill_requests(struct sw_bt_peer *p)
     struct sw_bt_torrent *t = p->t;
     if (p->state != P_ACTIVE || !t || !t->has_meta || !t->pk || t->opts.seed_only || !p->am_interested) return;
     if (p->peer_choking && !p->allowed) return;
-    uint32_t max = SW_MIN(p->s->o.max_requests, p->reqq ? p->reqq : 250);
+    uint32_t cap = SW_MIN(p->s->o.max_requests, p->reqq ? p->reqq : 250);
+    /* Queue depth follows the peer's rate (~2 s of data, at least 32 blocks): a fast peer
+     * gets the full pipeline, a slow one does not hold blocks others could fetch sooner. */
+    uint64_t by_rate = (uint64_t)(p->down_rate * 2.0) / SW_BT_BLOCK;
+    uint32_t max = (uint32_t)SW_MIN((uint64_t)cap, SW_MAX(by_rate, (uint64_t)32));
+    if (p->down_rate == 0 && sw_time_ms() - p->connected_ms < 3000) max = SW_MIN(cap, 64u);
     if (p->n_out >= max) return;
-    if (p->cap_out < max) {
-        struct outreq *no = realloc(p->out, max * sizeof *no);
+    if (p->cap_out < cap) {
+        struct outreq *no = realloc(p->out, cap * sizeof *no);
         if (!no) return;
         p->out = no;
-        p->cap_out = max;
+        p->cap_out = cap;
     }
     struct sw_bt_block blk[256];
     uint32_t want = SW_MIN(max - p->n_out, (uint32_t)SW_ARRAY_LEN(blk));
