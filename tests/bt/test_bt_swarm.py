@@ -61,6 +61,14 @@ def test():
         r = h.run([h.BIN, "torrent", "show", tor, "--json"], check_rc=0)
         h.check(('"info_hash":"%s"' % ih) in r.stdout, "show --json prints the info-hash")
         h.check('"pad":true' in r.stdout or r.stdout.count('"path"') == 2, "pad file between shards (or aligned)")
+        # the owner key (from `keygen`) lands in the info dict: another info-hash
+        key = os.path.join(work, "owner.key")
+        pub = h.run([h.BIN, "keygen", "-o", key], check_rc=0).stdout.strip()
+        otor = os.path.join(work, "owned.torrent")
+        r = h.run([h.BIN, "torrent", "create", split, "--owner-key", key, "-o", otor], timeout=60, check_rc=0)
+        h.check(ih not in r.stdout, "the owner key changes the info-hash")
+        r = h.run([h.BIN, "torrent", "show", otor, "--json"], check_rc=0)
+        h.check(('"owner":"%s"' % pub) in r.stdout, "show --json prints the owner key")
         seed, port = start_seeder(procs, "seed-real", tor, split)
         outs = [os.path.join(work, "real-%d" % i) for i in range(2)]
         ls = [procs.start("leech-real-%d" % i, fetch_args(tor, outs[i], [port])) for i in range(2)]
