@@ -595,7 +595,9 @@ static int cmd_session(int argc, char **argv)
     uint64_t until = sw_time_ms() + 5000;
     while (sw_time_ms() < until && uv_run(&loop, UV_RUN_ONCE)) {}
     sw_bt_session_free(r.s);
-    uv_run(&loop, UV_RUN_NOWAIT);
+    until = sw_time_ms() + 5000;
+    while (uv_loop_alive(&loop) && sw_time_ms() < until) uv_run(&loop, UV_RUN_NOWAIT);
+    if (uv_loop_close(&loop) != 0) fprintf(stderr, "bench_bt_netprobe: libuv handles left open at exit\n");
     sw_bt_metainfo_free(&mi);
     fflush(stdout);
     return r.failed ? 1 : r.done || r.seed ? 0 : 1;
