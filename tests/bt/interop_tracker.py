@@ -160,6 +160,25 @@ def test():
         check("url=%s/ok" % base in out, "answered by tier 1: " + out)
         check_eq([s[0] for s in SEEN[n0:]], ["/500", "/ok"], "tried in order")
 
+        # Bad input is data: every truncation and a sweep of byte flips of valid responses
+        # parse to "ok" or a clean error, never a crash (the parser takes (ptr, len)).
+        work = harness.tmpdir("sw-trk-parse-")
+        samples = [RESPONSES[k](None) for k in ("/ok", "/dict", "/six", "/fail", "/warn")]
+        n = 0
+        for si, body in enumerate(samples):
+            cases = [body[:k] for k in range(0, len(body), max(1, len(body) // 40))]
+            cases += [body[:k] + bytes([body[k] ^ 0x5A]) + body[k + 1:] for k in range(0, len(body), max(1, len(body) // 25))]
+            for ci, c in enumerate(cases):
+                f = os.path.join(work, "r%d_%d" % (si, ci))
+                with open(f, "wb") as fh:
+                    fh.write(c)
+                r = harness.run([probe, "parse", f], timeout=10)
+                check(r.returncode in (0, 1), "parse of a mangled response (%r) exited %d: %s" % (c[:80], r.returncode,
+                                                                                                 r.stderr[-500:]))
+                check(r.stdout.startswith(("ok ", "error ", "failure ")), "parse output: %r" % r.stdout[:200])
+                n += 1
+        check(n > 100, "mangled responses tried: %d" % n)
+
         # Only HTTP(S) URLs are used.
         rc, out, err = announce(probe, ["udp://127.0.0.1:1/announce"])
         check(rc == 1 and "cannot start" in out, "udp-only tracker list: " + out)
