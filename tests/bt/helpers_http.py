@@ -9,6 +9,7 @@ prints "listening on PORT" once ready. MODE:
     short      206 headers but the body stops halfway (Content-Length says the full size)
     flaky      every 3rd request gets 503 with "Retry-After: 1"
     corrupt    206 with the right length but one byte flipped (a bad web seed)
+    badrange   206 whose Content-Range starts one byte after the range asked for
 Requests are logged (method, path, range, status) to stdout, one line each.
 """
 import argparse
@@ -92,7 +93,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(length))
         if status == 206:
-            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end, size))
+            shift = 1 if mode == "badrange" else 0
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (start + shift, end + shift, size))
         self.end_headers()
         self._log(status, rng)
         if head or length == 0:
@@ -192,7 +194,7 @@ def main():
     ap.add_argument("--root", required=True)
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--bind", default="127.0.0.1")
-    ap.add_argument("--mode", default="normal", choices=["normal", "norange", "short", "flaky", "corrupt"])
+    ap.add_argument("--mode", default="normal", choices=["normal", "norange", "short", "flaky", "corrupt", "badrange"])
     a = ap.parse_args()
     if not os.path.isdir(a.root):
         print("helpers_http: --root: not a folder: %s" % a.root, file=sys.stderr)

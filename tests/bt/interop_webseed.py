@@ -112,6 +112,12 @@ def test():
                            ["--max-errors", "1", "--in-flight", "1"])
         check(rc == 1 and "hash mismatch" in log, "corrupt piece detected:\n" + log)
 
+        # 8b. A Content-Range that does not match the request: malformed, nothing delivered.
+        p6 = start_http(procs, root, "badrange", "http-badrange")
+        rc, log = probe_ws(probe, tp, "http://127.0.0.1:%d/" % p6, os.path.join(work, "out-br"),
+                           ["--max-errors", "1", "--in-flight", "1"])
+        check(rc == 1 and "err=-4 " in log, "Content-Range mismatch reported as malformed:\n" + log)
+
         # 9. The core's session with our glue (sw__bt_netglue) on a web-seed-only torrent:
         #    the session's picker asks for whole pieces, verifies and stores them.
         tw = os.path.join(work, "wsonly.torrent")
