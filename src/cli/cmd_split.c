@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "gguf/gguf.h"
+#include "swarm/swarm.h"
 
 static void usage(FILE *f)
 {
@@ -17,10 +18,14 @@ static void usage(FILE *f)
                "file with the full metadata and tokenizer; the first holds token_embd, the last\n"
                "output_norm and output (or token_embd again when the output is tied). Boundaries\n"
                "balance shard bytes. MODEL may be any part of a llama.cpp split model\n"
-               "(<name>-00001-of-0000N.gguf): all parts are read.\n\n"
+               "(<name>-00001-of-0000N.gguf): all parts are read. Then writes DIR/model.torrent: the\n"
+               "model's torrent, whose info-hash is the model id (as `torrent create DIR`).\n\n"
                "  --shards N          number of shards, 1..number of layers (required)\n"
                "  --out DIR           output folder, created if absent (required)\n"
-               "  --owner-pubkey HEX  owner's ed25519 public key (64 hex digits), recorded in the manifest\n"
+               "  --owner-key FILE    owner key (from `keygen`): its public half goes into the manifest\n"
+               "                      and the torrent's info dict (LOAD_SHARD must be signed by it)\n"
+               "  --owner-pubkey HEX  the same from a 64-hex-digit public key\n"
+               "  --no-torrent        do not write DIR/model.torrent (see `shardswarm torrent create`)\n"
                "  --model-id ID       value of shardswarm.model.id (default: SHA-256 of the source header)\n"
                "  --dry-run           print the shard boundaries only; write nothing (--out not needed)\n"
                "  -q, --quiet         no progress bar and no summary\n"
@@ -88,15 +93,29 @@ static int dry_run(const char *model, uint32_t n)
     return SW_EXIT_OK;
 }
 
+/* One model = one torrent: the same path as `shardswarm torrent create DIR` (the owner key,
+ * if any, is already in the manifest, which the torrent takes it from). */
+static int make_torrent(const char *dir, int quiet)
+{
+    char *args[] = { "torrent", "create", (char *)dir, NULL };
+    if (!quiet) printf("[SPLIT] writing the model torrent\n");
+    fflush(stdout);
+    int rc = sw_cmd_torrent(3, args);
+    if (rc) fprintf(stderr, "shardswarm split: the shards are complete, but the torrent was not written; "
+                            "run `shardswarm torrent create %s`\n", dir);
+    return rc;
+}
+
 int sw_cmd_split(int argc, char **argv)
 {
     if (sw_cli_wants_help(argc, argv)) {
         usage(stdout);
         return SW_EXIT_OK;
     }
-    const char *model = NULL, *out = NULL, *owner = NULL, *model_id = NULL;
+    const char *model = NULL, *out = NULL, *owner = NULL, *model_id = NULL, *owner_key = NULL;
     uint32_t n = 0;
-    int quiet = 0, dry = 0, rc;
+    int quiet = 0, dry = 0, torrent = 1, rc;
+    char owner_hex[65];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int has_val = i + 1 < argc;
@@ -110,6 +129,11 @@ int sw_cmd_split(int argc, char **argv)
             if (!has_val || !is_hex(argv[i + 1], 64))
                 return sw_cli_usage_error("split", "--owner-pubkey expects 64 hex digits (an ed25519 public key)");
             owner = argv[++i];
+        } else if (!strcmp(a, "--owner-key")) {
+            if (!has_val || !argv[i + 1][0]) return sw_cli_usage_error("split", "--owner-key needs a key file (from `shardswarm keygen`)");
+            owner_key = argv[++i];
+        } else if (!strcmp(a, "--no-torrent")) {
+            torrent = 0;
         } else if (!strcmp(a, "--model-id")) {
             if (!has_val || !argv[i + 1][0] || strlen(argv[i + 1]) >= 80)
                 return sw_cli_usage_error("split", "--model-id expects a non-empty id of at most 79 characters");
@@ -130,6 +154,14 @@ int sw_cmd_split(int argc, char **argv)
     if (!n) return sw_cli_usage_error("split", "missing --shards N");
     if (dry) return dry_run(model, n);
     if (!out) return sw_cli_usage_error("split", "missing --out DIR");
+    if (owner_key) {
+        if (owner) return sw_cli_usage_error("split", "give --owner-key or --owner-pubkey, not both");
+        struct sw_identity id;
+        char kerr[512];
+        if (sw_identity_load(owner_key, &id, kerr, sizeof kerr)) return sw_cli_fail("split", "%s", kerr);
+        sw_hex_encode(id.pk, 32, owner_hex);
+        owner = owner_hex;
+    }
 
     struct prog pr = { .started_ms = sw_time_ms(), .quiet = quiet };
     struct sw_split_opts o = { .n_shards = n, .out_dir = out, .owner_pubkey_hex = owner,
@@ -144,7 +176,7 @@ int sw_cmd_split(int argc, char **argv)
     }
     if (quiet) {
         free(plans);
-        return SW_EXIT_OK;
+        return torrent ? make_torrent(out, quiet) : SW_EXIT_OK;
     }
     struct sw_manifest *m = NULL;
     if (sw_gguf_manifest_load(out, &m, err, sizeof err)) {
@@ -168,5 +200,5 @@ int sw_cmd_split(int argc, char **argv)
     printf("  model id %s\n  manifest %s/%s\n", m->model_id, out, SW_MANIFEST_FILE);
     sw_gguf_manifest_free(m);
     free(plans);
-    return SW_EXIT_OK;
+    return torrent ? make_torrent(out, quiet) : SW_EXIT_OK;
 }

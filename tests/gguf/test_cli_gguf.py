@@ -79,7 +79,10 @@ def main():
         h.check_eq(m["n_shards"], 2, "manifest shard count")
         h.check_eq(m["n_layers"], n_layers, "manifest layers")
         h.check_eq(m["owner_pubkey"], owner, "owner key recorded")
-        h.check_eq(sorted(os.listdir(out)), ["model.json", "shard-0.gguf", "shard-1.gguf"], "files")
+        h.check_eq(sorted(os.listdir(out)), ["model.json", "model.torrent", "shard-0.gguf", "shard-1.gguf"], "files")
+        # one model = one torrent: its shardswarm dictionary carries the owner key
+        t = sw("torrent", "show", os.path.join(out, "model.torrent"), rc=0).stdout
+        h.check("owner " + owner in t, "torrent names the owner key:\n" + t)
         seen = set()
         first = 0
         for s in m["shards"]:
