@@ -1,5 +1,7 @@
-/* cmd_node.c — `shardswarm node`: runs a swarm node (src/swarm) on one libuv loop, with the
- * local HTTP API (src/api) when --api is given. Ctrl-C tells peers and exits. */
+/* cmd_node.c — `shardswarm node`: runs a swarm node (src/swarm) on one libuv loop with the
+ * pipeline engine attached (it serves pipeline sessions on its shard: docs/pipeline.md), and
+ * the local HTTP API (src/api) when --api is given. Ctrl-C hands the sessions on its stage
+ * over (their entries fail over to a replica), tells peers and exits 0. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +11,7 @@
 
 #include "api/api.h"
 #include "cli.h"
+#include "swarm/pipeline.h"
 #include "swarm/swarm.h"
 
 #define MAX_BOOTSTRAP 64
@@ -33,7 +36,17 @@ static void usage(FILE *f)
             "  --no-auto-fetch         do not download a missing shard; wait for LOAD_SHARD\n"
             "  --seed-all              hold and seed every shard (a seeder / bootstrap node)\n"
             "  --verify                rehash the local shard at start\n"
+            "  --client                hold no shard (shard -1, no fetching): a light node that only\n"
+            "                          joins the swarm and opens sessions as an entry\n"
             "  --threads N             compute threads (default: all CPUs)\n"
+            "Pipeline sessions (this node's stage):\n"
+            "  --max-sessions N        sessions at this stage at once (default 32)\n"
+            "  --max-kv-mb N           memory for KV caches + kept outputs of all sessions, MiB\n"
+            "                          (default: unlimited); a session that does not fit is refused\n"
+            "  --max-kv-kb N           the same in KiB\n"
+            "  --session-idle S        evict a stage session idle this many seconds (default 300)\n"
+            "  --step-delay-us N       TESTING ONLY: every compute step also sleeps N µs (a slow\n"
+            "                          stage, so tests can kill it mid-generation)\n"
             "  --status-interval MS    [STATUS] line period (default 5000; also on each change)\n"
             "  --log-format human|json\n"
             "  -v, --verbose\n"
@@ -42,10 +55,12 @@ static void usage(FILE *f)
 
 struct ctx {
     struct sw_node *node;
+    struct sw_pipe_node *pipe;
     struct sw_api *api;
     uv_signal_t sig_int, sig_term;
     uv_timer_t hard_stop;
     int stopping;
+    int detaching;         /* sw_pipe_node_detach called */
 };
 
 static void status_handler(void *ud, const struct sw_api_request *req, struct sw_api_response *resp)
@@ -101,6 +116,41 @@ static void on_hard_stop(uv_timer_t *t)
     uv_stop(t->loop);
 }
 
+/* The pipeline engine is gone (every compute job finished): now the node itself leaves. */
+static void after_detach(void *ud)
+{
+    struct ctx *c = ud;
+    c->pipe = NULL;
+    sw_node_stop(c->node, NULL, NULL);
+}
+
+/* Leaving: the sessions on our stage get an ERROR at once (their entries fail over to a
+ * replica instead of waiting for our connection to drop), compute jobs finish, the engine
+ * detaches, then the node sends BYE to every peer and closes its handles. */
+static void leave(struct ctx *c)
+{
+    if (c->pipe && !c->detaching) {
+        c->detaching = 1;
+        sw_pipe_node_release_stage(c->pipe, "the node is leaving", NULL, NULL);
+        sw_pipe_node_detach(c->pipe, after_detach, c);
+    } else {
+        sw_node_stop(c->node, NULL, NULL);
+    }
+}
+
+/* Chained after the pipeline's change handler: a node that stopped itself on a fatal error
+ * (e.g. unusable metadata from a magnet) must not be kept alive by the engine's timers. */
+static void on_node_change(void *ud)
+{
+    struct ctx *c = ud;
+    if (sw_node_failed(c->node) && c->pipe && !c->stopping) {
+        c->stopping = c->detaching = 1;
+        sw_pipe_node_detach(c->pipe, after_detach, c);
+        uv_signal_stop(&c->sig_int);
+        uv_signal_stop(&c->sig_term);
+    }
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
     struct ctx *c = s->data;
@@ -109,8 +159,8 @@ static void on_signal(uv_signal_t *s, int signum)
         return;
     }
     c->stopping = 1;
-    sw_log(SW_LOG_INFO, "NODE", "signal %d: telling peers and leaving", signum);
-    sw_node_stop(c->node, NULL, NULL);
+    sw_log(SW_LOG_INFO, "NODE", "signal %d: handing over sessions, telling peers and leaving", signum);
+    leave(c);
     uv_signal_stop(&c->sig_int);
     uv_signal_stop(&c->sig_term);
     uv_close((uv_handle_t *)&c->sig_int, closed);
@@ -133,7 +183,8 @@ int sw_cmd_node(int argc, char **argv)
     const char *boot[MAX_BOOTSTRAP];
     size_t n_boot = 0;
     const char *log_format = "human";
-    int verbose = 0, rc, want_api = 0;
+    int verbose = 0, rc, want_api = 0, client = 0, shard_given = 0;
+    struct sw_pipe_node_opts po = { 0 };
     uint32_t u;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -143,6 +194,7 @@ int sw_cmd_node(int argc, char **argv)
         else if (!strcmp(a, "--cache")) { NEED_VAL(); cfg.cache_dir = argv[i]; }
         else if (!strcmp(a, "--shard")) {
             NEED_VAL();
+            shard_given = 1;
             if (!strcmp(argv[i], "auto")) cfg.shard = -2;
             else if (argv[i][0] < '0' || argv[i][0] > '9')
                 return sw_cli_usage_error(cmd, "--shard expects a shard index or 'auto', got '%s'", argv[i]);
@@ -170,6 +222,23 @@ int sw_cmd_node(int argc, char **argv)
         else if (!strcmp(a, "--no-auto-fetch")) cfg.no_auto_fetch = 1;
         else if (!strcmp(a, "--seed-all")) cfg.seed_all = 1;
         else if (!strcmp(a, "--verify")) cfg.verify = 1;
+        else if (!strcmp(a, "--client")) client = 1;
+        else if (!strcmp(a, "--max-sessions")) {
+            NEED_VAL();
+            if ((rc = sw_cli_parse_u32(cmd, "--max-sessions", argv[i], 1, 65536, &po.max_sessions))) return rc;
+        } else if (!strcmp(a, "--max-kv-mb") || !strcmp(a, "--max-kv-kb")) {
+            NEED_VAL();
+            int mb = !strcmp(a, "--max-kv-mb");
+            if ((rc = sw_cli_parse_u32(cmd, a, argv[i], 1, mb ? 16u << 20 : UINT32_MAX, &u))) return rc;
+            po.max_kv_bytes = (uint64_t)u << (mb ? 20 : 10);
+        } else if (!strcmp(a, "--session-idle")) {
+            NEED_VAL();
+            if ((rc = sw_cli_parse_u32(cmd, "--session-idle", argv[i], 1, 86400 * 7, &u))) return rc;
+            po.idle_ms = u * 1000;
+        } else if (!strcmp(a, "--step-delay-us")) {
+            NEED_VAL();
+            if ((rc = sw_cli_parse_u32(cmd, "--step-delay-us", argv[i], 0, 10000000, &po.step_delay_us))) return rc;
+        }
         else if (!strcmp(a, "--threads")) {
             NEED_VAL();
             if ((rc = sw_cli_parse_u32(cmd, "--threads", argv[i], 1, 1024, &u))) return rc;
@@ -186,7 +255,13 @@ int sw_cmd_node(int argc, char **argv)
     if (!cfg.model) return sw_cli_usage_error(cmd, "--model TORRENT|MAGNET is required");
     if (!cfg.cache_dir) return sw_cli_usage_error(cmd, "--cache DIR is required");
     if (cfg.seed_all && cfg.shard >= 0) return sw_cli_usage_error(cmd, "--seed-all and --shard N exclude each other");
+    if (client && cfg.seed_all) return sw_cli_usage_error(cmd, "--client and --seed-all exclude each other");
+    if (client && shard_given) return sw_cli_usage_error(cmd, "--client holds no shard: drop --shard");
     if (cfg.seed_all) cfg.shard = -1;
+    if (client) {
+        cfg.shard = -1;
+        cfg.no_auto_fetch = 1;
+    }
     if (sw_cli_log_setup(log_format, verbose))
         return sw_cli_usage_error(cmd, "--log-format must be 'human' or 'json', got '%s'", log_format);
     cfg.bootstrap = boot;
@@ -209,13 +284,24 @@ int sw_cmd_node(int argc, char **argv)
         uv_loop_close(&loop);
         return ex;
     }
+    /* the pipeline engine: serves sessions on our stage, and opens them as an entry */
+    if ((rc = sw_pipe_node_attach(c.node, &po, &c.pipe))) {
+        int ex = sw_cli_fail(cmd, "cannot attach the pipeline engine: %s", sw_strerror(rc));
+        sw_node_stop(c.node, NULL, NULL);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        sw_node_free(c.node);
+        uv_loop_close(&loop);
+        return ex;
+    }
+    sw_pipe_node_set_change_chain(c.pipe, on_node_change, &c);
     if (want_api) {
         struct sw_api_config ac = { cfg.api_host, cfg.api_port, 0 };
         if (sw_api_new(&ac, &c.api) || sw_api_route(c.api, "GET", "/swarm/status", status_handler, &c) ||
             sw_api_route(c.api, "POST", "/swarm/load-shard", load_handler, &c) ||
             sw_api_start(c.api, err, sizeof err)) {
             sw_log(SW_LOG_ERROR, "API", "%s", err[0] ? err : "cannot start the HTTP API");
-            sw_node_stop(c.node, NULL, NULL);
+            c.stopping = 1;
+            leave(&c);
             uv_run(&loop, UV_RUN_DEFAULT);
             sw_api_free(c.api);
             sw_node_free(c.node);
@@ -235,6 +321,10 @@ int sw_cmd_node(int argc, char **argv)
     uv_unref((uv_handle_t *)&c.sig_int);
     uv_unref((uv_handle_t *)&c.sig_term);
     uv_run(&loop, UV_RUN_DEFAULT);
+    if (c.pipe && !c.detaching) { /* the loop was stopped (second signal) or ran dry */
+        c.detaching = 1;
+        sw_pipe_node_detach(c.pipe, after_detach, &c);
+    }
     sw_api_free(c.api); /* stops the API thread before the node goes */
     /* the unref'd hard-stop timer, and whatever a hard stop left open */
     if (!c.stopping) { /* the node stopped by itself: our signal handles are still open */

@@ -65,6 +65,7 @@ struct sw_pipe_node {
     struct areq *inbox;        /* under mu */
     struct areq *live;         /* loop thread: tickets with an open (or opening) session */
     uint64_t next_ticket;      /* under mu */
+    uint32_t queue;            /* stage sessions last advertised as the record's `q` */
 };
 
 /* ------------------------------------------------------------------ host callbacks */
@@ -72,6 +73,17 @@ struct sw_pipe_node {
 static void on_self_timer(uv_timer_t *t);
 static void on_async(uv_async_t *h);
 static void areq_free(struct areq *a);
+
+/* The sessions this node's stage carries are its queue in the capability record (`q`):
+ * entries choosing among replicas prefer the less busy one. Re-signed only on change. */
+static void update_queue(struct sw_pipe_node *pn)
+{
+    if (pn->detaching) return;
+    uint32_t q = sw_pipe_stats(pn->pipe).stage_sessions;
+    if (q == pn->queue) return;
+    pn->queue = q;
+    sw_node_set_queue(pn->node, q);
+}
 
 static int h_send(void *ud, const uint8_t to[SW_NODE_ID_LEN], const uint8_t *p, size_t len)
 {
@@ -108,6 +120,7 @@ static void after_work_cb(uv_work_t *req, int status)
     pn->works--;
     sw_pipe_job_done(pn->pipe, w->j, sw_time_us());
     free(w);
+    update_queue(pn);
     if (!pn->works && pn->released) {
         void (*fn)(void *) = pn->released;
         pn->released = NULL;
@@ -188,6 +201,7 @@ static void on_pipe_msg(void *ud, const uint8_t from[SW_NODE_ID_LEN], const uint
     struct sw_pipe_node *pn = ud;
     if (pn->detaching) return;
     sw_pipe_receive(pn->pipe, from, payload, len, sw_time_us());
+    update_queue(pn);
 }
 
 static void on_self_timer(uv_timer_t *t)
@@ -202,12 +216,14 @@ static void on_self_timer(uv_timer_t *t)
         free(m);
         m = nx;
     }
+    update_queue(pn);
 }
 
 static void on_tick(uv_timer_t *t)
 {
     struct sw_pipe_node *pn = t->data;
     if (!pn->detaching) sw_pipe_tick(pn->pipe, sw_time_us());
+    update_queue(pn);
 }
 
 static void on_change(void *ud)
@@ -409,6 +425,7 @@ void sw_pipe_node_release_stage(struct sw_pipe_node *pn, const char *reason, voi
     }
     size_t n = sw_pipe_drop_stage(pn->pipe, reason ? reason : "the node is changing its shard");
     if (n) sw_log(SW_LOG_INFO, "PIPE", "released the compute stage: %zu sessions failed", n);
+    update_queue(pn);
     if (!pn->works) {
         if (done) done(ud);
         return;

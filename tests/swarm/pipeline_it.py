@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """pipeline_it.py CASE — pipeline sessions across real node processes on 127.0.0.1.
 
-Nodes are `sw_pipe_node node` (a real sw_node with the pipeline engine attached) and the
-client is `sw_pipe_node generate` (= `shardswarm generate --swarm`, a light client with no
-shard). The reference is the single-process `shardswarm generate` on the whole model.
+Nodes are `shardswarm node` processes (the pipeline engine is attached to every node) and
+the client is `shardswarm generate --swarm` (a light client with no shard). The reference
+is the single-process `shardswarm generate` on the whole model.
 
 Cases (issue 7, item 5):
   equal       4 nodes on a 4-way split of stories260K: 200 greedy tokens identical to
@@ -31,13 +31,6 @@ N_GEN = 200
 PROMPT = "1 403 407 261 378 285 266 350 432 306 286"  # BOS + a story opening (stories260K has 512 tokens)
 
 
-def helper():
-    p = os.path.join(S.BUILD, "sw_pipe_node")
-    if not os.path.exists(p):
-        harness.skip("sw_pipe_node not built (%s)" % p)
-    return p
-
-
 class PNode:
     def __init__(self, proc, port):
         self.proc, self.port = proc, port
@@ -45,8 +38,9 @@ class PNode:
 
 def start_node(procs, model, name, shard, boot=None, extra=()):
     cache = model.cache(name, [shard] if shard >= 0 else [])
-    args = [helper(), "node", "--model", model.torrent, "--cache", cache, "--listen", "0", "--shard", str(shard),
-            "--threads", "1"] + list(extra)
+    args = [harness.BIN, "node", "--model", model.torrent, "--cache", cache, "--listen", "0", "--threads", "1"]
+    args += ["--shard", str(shard)] if shard >= 0 else ["--client"]
+    args += list(extra)
     if boot:
         args += ["--bootstrap", "127.0.0.1:%d" % boot]
     p = procs.start(name, args)
@@ -80,7 +74,7 @@ def reference(prompt, n, logits_path=None):
 
 
 def client(procs, model, boot, name, prompt, n, extra=()):
-    args = [helper(), "generate", "--swarm", "--bootstrap", "127.0.0.1:%d" % boot, "--model", model.torrent,
+    args = [harness.BIN, "generate", "--swarm", "--bootstrap", "127.0.0.1:%d" % boot, "--model", model.torrent,
             "--prompt-ids", prompt, "-n", str(n), "--temp", "0", "--ids", "--ignore-eos", "--wait", "60",
             "--json-timings"] + list(extra)
     return procs.start(name, args)
