@@ -89,6 +89,8 @@ struct sw_bt_peer {
     uint64_t meta_req_ms;
     int optimistic;
     int ext_connected_called;
+    int first_read_seen;
+    struct sw__mse *mse;       /* incoming encrypted (MSE) handshake in progress */
     void *userdata;
     int close_reason;
 };
@@ -440,6 +442,7 @@ static void on_closed(uv_handle_t *h)
     struct sw_bt_peer *p = h->data;
     struct sw_bt_session *s = p->s;
     sw_bt_wire_free(&p->wire);
+    sw__mse_free(p->mse);
     sw_buf_free(&p->ctrl);
     sw_buf_free(&p->prio);
     free(p->bits);
@@ -1445,6 +1448,20 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init((char *)p->s->rbuf, READ_BUF);
 }
 
+/* MSE: which of our torrents has SHA1("req2", info_hash) == req2. */
+static const uint8_t *mse_lookup(void *ud, const uint8_t req2[20])
+{
+    struct sw_bt_session *s = ud;
+    for (uint32_t i = 0; i < s->n_tor; i++) {
+        uint8_t h[20], buf[24];
+        memcpy(buf, "req2", 4);
+        memcpy(buf + 4, s->tor[i]->info_hash, 20);
+        sw_sha1(buf, 24, h);
+        if (!memcmp(h, req2, 20) && !s->tor[i]->closing) return s->tor[i]->info_hash;
+    }
+    return NULL;
+}
+
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 {
     struct sw_bt_peer *p = st->data;
@@ -1454,7 +1471,35 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     }
     if (n == 0 || p->state == P_CLOSING) return;
     p->last_recv_ms = sw_time_ms();
-    int rc = sw_bt_wire_feed(&p->wire, (const uint8_t *)buf->base, (size_t)n, on_wire_event, p);
+    const uint8_t *data = (const uint8_t *)buf->base;
+    size_t len = (size_t)n;
+    struct sw_buf plain = { 0 };
+    if (!p->first_read_seen) {
+        p->first_read_seen = 1;
+        /* A plaintext handshake starts with 19; anything else from a dialling peer is taken
+         * as an MSE handshake (clients that prefer encryption try it first). */
+        if (!p->outgoing && data[0] != 19) {
+            p->mse = sw__mse_new();
+            if (!p->mse) { peer_close(p, SW_ENOMEM, "out of memory"); return; }
+        }
+    }
+    if (p->mse) {
+        int mrc = sw__mse_feed(p->mse, data, len, &p->ctrl, &plain, mse_lookup, p->s);
+        if (mrc < 0) {
+            sw_buf_free(&plain);
+            peer_close(p, mrc, mrc == SW_EUNSUPPORTED ? "encrypted handshake: RC4-only stream not supported"
+                                                      : "encrypted handshake failed");
+            return;
+        }
+        flush(p);
+        if (mrc == 0 || p->state == P_CLOSING) { sw_buf_free(&plain); return; }
+        sw__mse_free(p->mse);
+        p->mse = NULL;
+        data = plain.data;
+        len = plain.len;
+    }
+    int rc = len ? sw_bt_wire_feed(&p->wire, data, len, on_wire_event, p) : 0;
+    sw_buf_free(&plain);
     if (rc && p->state != P_CLOSING) {
         LOGI("closing %s: %s", p->addr_str, p->wire.err);
         peer_close(p, rc, p->wire.err);
