@@ -32,6 +32,7 @@ int sw_node_send(struct sw_node *n, const uint8_t id[SW_NODE_ID_LEN], const void
 { (void)n; (void)id; (void)payload; (void)len; (void)priority; return SW_EUNSUPPORTED; }
 void sw_node_set_pipe_handler(struct sw_node *n, sw_node_pipe_fn fn, void *ud) { (void)n; (void)fn; (void)ud; }
 void sw_node_set_change_handler(struct sw_node *n, sw_node_change_fn fn, void *ud) { (void)n; (void)fn; (void)ud; }
+void sw_node_set_stage_release(struct sw_node *n, sw_node_release_fn fn, void *ud) { (void)n; (void)fn; (void)ud; }
 void sw_node_set_peer_handler(struct sw_node *n, sw_node_peer_fn fn, void *ud) { (void)n; (void)fn; (void)ud; }
 void sw_node_set_queue(struct sw_node *n, uint32_t queue) { (void)n; (void)queue; }
 void sw_node_set_api_addr(struct sw_node *n, const char *host, uint16_t port) { (void)n; (void)host; (void)port; }
@@ -93,7 +94,7 @@ struct job {
     char path[1024];
     int verify;           /* hash the pieces first (file copied in by hand) */
     int measure_only;     /* time decode steps on `stage` (already loaded) */
-    int free_stage_after; /* the node let go of the stage while it was being measured */
+    struct retired *retired; /* the node let go of the stage while it was being measured */
     uint32_t threads;
     /* results */
     int rc;
@@ -101,6 +102,13 @@ struct job {
     struct sw_stage *stage;
     double tps;
     char msg[1600];
+};
+
+/* A compute stage the node let go of (another shard, a reload, stopping). Pipeline jobs or
+ * the tokens/s measurement may still run on it: it is freed when the last user is done. */
+struct retired {
+    struct sw_stage *st;
+    int refs;
 };
 
 struct load_req {            /* a LOAD_SHARD handed over from another thread (the API) */
@@ -194,6 +202,8 @@ struct sw_node {
     void *change_ud;
     sw_node_peer_fn peer_fn;
     void *peer_ud;
+    sw_node_release_fn release_fn;   /* the pipeline: let go of the stage before it is freed */
+    void *release_ud;
     void (*stop_done)(void *);
     void *stop_ud;
     int stopping;
@@ -660,6 +670,38 @@ static int verify_pieces(const struct sw_bt_metainfo *mi, uint32_t file, const c
     return rc == SW_ERANGE ? SW_ECORRUPT : rc;
 }
 
+static void retired_unref(void *ud)
+{
+    struct retired *r = ud;
+    if (--r->refs > 0) return;
+    sw_stage_free(r->st);
+    free(r);
+}
+
+/* Lets go of the compute stage: from now on sw_node_stage() is NULL (no new pipeline job
+ * picks it up); the pipeline fails the sessions on it (their entries fail over) and the
+ * stage is freed once no pipeline job and no measurement runs on it any more. */
+static void retire_stage(struct sw_node *n, const char *reason)
+{
+    if (!n->stage) return;
+    struct sw_stage *st = n->stage;
+    n->stage = NULL;
+    n->tps = 0;
+    struct retired *r = calloc(1, sizeof *r);
+    if (!r) { /* cannot track its users: leaking it is safe, freeing it is not */
+        sw_log(SW_LOG_ERROR, "SHARD", "out of memory while releasing the compute stage (kept allocated)");
+        return;
+    }
+    r->st = st;
+    r->refs = 1;
+    if (n->job && n->job->measure_only && n->job->stage == st) {
+        n->job->retired = r; /* the worker still measures it */
+        r->refs++;
+    }
+    if (n->release_fn) n->release_fn(n->release_ud, reason, retired_unref, r);
+    else retired_unref(r);
+}
+
 static double measure_tps(struct sw_stage *st)
 {
     const struct sw_stage_info *si = sw_stage_info(st);
@@ -741,7 +783,7 @@ static void job_done(uv_work_t *req, int status)
     struct sw_node *n = j->node;
     n->job = NULL;
     if (j->measure_only) {
-        if (j->free_stage_after) sw_stage_free(j->stage);
+        if (j->retired) retired_unref(j->retired);
         else if (!status && j->stage == n->stage && !n->stopping) {
             n->tps = j->tps;
             sw_log(SW_LOG_INFO, "SHARD", "shard %d: %.1f tokens/s measured (decode, %u threads)", (int)j->shard, j->tps,
@@ -781,7 +823,7 @@ static void job_done(uv_work_t *req, int status)
         free(j);
         return;
     }
-    sw_stage_free(n->stage);
+    retire_stage(n, "the node reloaded its shard");
     n->stage = j->stage;
     n->tps = 0;
     n->phase = SW_PHASE_LOADED;
@@ -880,15 +922,14 @@ static void set_shard(struct sw_node *n, int32_t shard, const char *why)
     if (shard == n->shard && n->phase != SW_PHASE_NONE) return;
     int32_t old = n->shard;
     if (n->job && !n->job->measure_only) n->job_stale = 1;
-    if (n->job && n->job->measure_only && n->job->stage == n->stage && n->stage) {
-        n->job->free_stage_after = 1; /* the worker still uses it: freed when it is done */
-        n->stage = NULL;
-        n->tps = 0;
-    }
     if (n->stage) {
-        sw_stage_free(n->stage);
-        n->stage = NULL;
-        n->tps = 0;
+        char reason[160];
+        if (shard >= 0)
+            snprintf(reason, sizeof reason, "the node switched from shard %d to shard %d (%s)", (int)old, (int)shard,
+                     why ? why : "?");
+        else
+            snprintf(reason, sizeof reason, "the node dropped shard %d (%s)", (int)old, why ? why : "?");
+        retire_stage(n, reason);
     }
     if (old >= 0 && old != shard && n->t && !n->cfg.seed_all)
         sw_bt_torrent_want_file(n->t, (uint32_t)n->shard_file[old], 0); /* held pieces stay seeded */
@@ -1304,6 +1345,7 @@ static void on_tick(uv_timer_t *h)
         if (rc && rc != SW_EAGAIN) {
             sw_log(SW_LOG_ERROR, "NODE", "%s", err[0] ? err : sw_strerror(rc));
             n->failed = 1;
+            if (n->change_fn) n->change_fn(n->change_ud); /* the host sees sw_node_failed() */
             sw_node_stop(n, NULL, NULL);
             return;
         }
@@ -1720,6 +1762,7 @@ void sw_node_stop(struct sw_node *n, void (*done)(void *ud), void *ud)
     pthread_cond_broadcast(&n->cv);
     pthread_mutex_unlock(&n->mu);
     drain_loads(n);
+    retire_stage(n, "the node is stopping"); /* freed once the pipeline's jobs are done */
     n->stop_done = done;
     n->stop_ud = ud;
     if (n->handles_open) {
@@ -1810,6 +1853,13 @@ void sw_node_set_peer_handler(struct sw_node *n, sw_node_peer_fn fn, void *ud)
     if (!n) return;
     n->peer_fn = fn;
     n->peer_ud = ud;
+}
+
+void sw_node_set_stage_release(struct sw_node *n, sw_node_release_fn fn, void *ud)
+{
+    if (!n) return;
+    n->release_fn = fn;
+    n->release_ud = ud;
 }
 
 void sw_node_set_change_handler(struct sw_node *n, sw_node_change_fn fn, void *ud)

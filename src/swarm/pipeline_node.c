@@ -21,6 +21,12 @@ struct selfmsg {
     uint8_t data[];
 };
 
+struct rel {
+    struct rel *next;
+    void (*fn)(void *);
+    void *ud;
+};
+
 struct work {
     uv_work_t req;
     uint32_t delay_us;
@@ -57,8 +63,7 @@ struct sw_pipe_node {
     void (*chain_fn)(void *);
     void *chain_ud;
     uint32_t step_delay_us;
-    void (*released)(void *);  /* sw_pipe_node_release_stage's callback, once works == 0 */
-    void *released_ud;
+    struct rel *rels;          /* sw_pipe_node_release_stage callbacks waiting for works == 0 */
     /* requests from other threads */
     uv_async_t async;
     pthread_mutex_t mu;
@@ -111,6 +116,18 @@ static void work_cb(uv_work_t *req)
 }
 
 static void finish_detach(struct sw_pipe_node *pn);
+static void on_stage_release(void *ud, const char *reason, void (*done)(void *), void *done_ud);
+
+/* No compute job runs any more: the stages given up so far may be freed (in order). */
+static void run_released(struct sw_pipe_node *pn)
+{
+    while (pn->rels) {
+        struct rel *r = pn->rels;
+        pn->rels = r->next;
+        if (r->fn) r->fn(r->ud);
+        free(r);
+    }
+}
 
 static void after_work_cb(uv_work_t *req, int status)
 {
@@ -121,11 +138,7 @@ static void after_work_cb(uv_work_t *req, int status)
     sw_pipe_job_done(pn->pipe, w->j, sw_time_us());
     free(w);
     update_queue(pn);
-    if (!pn->works && pn->released) {
-        void (*fn)(void *) = pn->released;
-        pn->released = NULL;
-        fn(pn->released_ud);
-    }
+    if (!pn->works) run_released(pn);
     if (pn->detaching) finish_detach(pn);
 }
 
@@ -404,6 +417,7 @@ int sw_pipe_node_attach(struct sw_node *n, const struct sw_pipe_node_opts *opts,
     uv_timer_start(&pn->tick, on_tick, TICK_MS, TICK_MS);
     sw_node_set_pipe_handler(n, on_pipe_msg, pn);
     sw_node_set_change_handler(n, on_change, pn);
+    sw_node_set_stage_release(n, on_stage_release, pn);
     *out = pn;
     return 0;
 }
@@ -430,8 +444,22 @@ void sw_pipe_node_release_stage(struct sw_pipe_node *pn, const char *reason, voi
         if (done) done(ud);
         return;
     }
-    pn->released = done;
-    pn->released_ud = ud;
+    /* jobs still run (on this stage or the previous one): done waits for all of them */
+    struct rel *r = calloc(1, sizeof *r), **pp = &pn->rels;
+    if (!r) { /* cannot wait: never free a stage a job may use (leak instead) */
+        sw_log(SW_LOG_ERROR, "PIPE", "out of memory while releasing the compute stage");
+        return;
+    }
+    r->fn = done;
+    r->ud = ud;
+    while (*pp) pp = &(*pp)->next;
+    *pp = r;
+}
+
+/* The node's hook (sw_node_set_stage_release): it is about to free or swap its stage. */
+static void on_stage_release(void *ud, const char *reason, void (*done)(void *), void *done_ud)
+{
+    sw_pipe_node_release_stage(ud, reason, done, done_ud);
 }
 
 static void on_handle_closed(uv_handle_t *h)
@@ -444,6 +472,9 @@ static void on_handle_closed(uv_handle_t *h)
 static void finish_detach(struct sw_pipe_node *pn)
 {
     if (pn->handles_open || pn->works) return;
+    /* no job of ours runs any more: a stage the node gives up from now on is freed at once */
+    sw_node_set_stage_release(pn->node, NULL, NULL);
+    run_released(pn);
     while (pn->qh) {
         struct selfmsg *m = pn->qh;
         pn->qh = m->next;

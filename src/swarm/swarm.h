@@ -340,6 +340,13 @@ void sw_node_set_pipe_handler(struct sw_node *n, sw_node_pipe_fn fn, void *ud);
  * (0: connection closed or BYE) — e.g. for pipeline failover. Loop thread. */
 typedef void (*sw_node_peer_fn)(void *ud, const uint8_t id[SW_NODE_ID_LEN], int up);
 void sw_node_set_peer_handler(struct sw_node *n, sw_node_peer_fn fn, void *ud);
+/* Before the node frees or swaps its compute stage (LOAD_SHARD or re-planning to another
+ * shard, a reload, stopping) it calls fn(ud, reason, done, done_ud) and frees the stage only
+ * in done(done_ud), which fn must call exactly once, possibly at once: when no compute job
+ * (a pipeline session's step) runs on the stage any more. sw_node_stage() is NULL from the
+ * call on. sw_pipe_node_attach registers the pipeline here. Loop thread. */
+typedef void (*sw_node_release_fn)(void *ud, const char *reason, void (*done)(void *done_ud), void *done_ud);
+void sw_node_set_stage_release(struct sw_node *n, sw_node_release_fn fn, void *ud);
 /* Called on every change of the view (records, departures, readiness). */
 typedef void (*sw_node_change_fn)(void *ud);
 void sw_node_set_change_handler(struct sw_node *n, sw_node_change_fn fn, void *ud);

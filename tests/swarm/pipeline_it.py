@@ -14,6 +14,12 @@ Cases (issue 7, item 5):
   cancel      SIGINT to the client mid-generation: a clean stop with a prefix of the tokens
   refusal     shard 1's first node has no room for KV: the session goes through its replica;
               without a replica the client fails with a message naming shard 1
+  leave       a replica of shard 2; SIGTERM to the node serving shard 2 mid-generation: it
+              hands the session over (ERROR to the entry, which fails over) and exits 0;
+              the client gets the same 200 tokens
+  swap        a replica of shard 2; an owner-signed LOAD_SHARD moves the node serving shard 2
+              to shard 3 mid-generation: the node releases its stage (freed only once no
+              pipeline job runs on it), the session fails over, the same 200 tokens
 """
 import os
 import re
@@ -32,32 +38,36 @@ PROMPT = "1 403 407 261 378 285 266 350 432 306 286"  # BOS + a story opening (s
 
 
 class PNode:
-    def __init__(self, proc, port):
-        self.proc, self.port = proc, port
+    def __init__(self, proc, port, api=None):
+        self.proc, self.port, self.api = proc, port, api
 
 
-def start_node(procs, model, name, shard, boot=None, extra=()):
+def start_node(procs, model, name, shard, boot=None, extra=(), api=False):
     cache = model.cache(name, [shard] if shard >= 0 else [])
     args = [harness.BIN, "node", "--model", model.torrent, "--cache", cache, "--listen", "0", "--threads", "1"]
     args += ["--shard", str(shard)] if shard >= 0 else ["--client"]
     args += list(extra)
+    if api:
+        args += ["--api", "0"]
     if boot:
         args += ["--bootstrap", "127.0.0.1:%d" % boot]
     p = procs.start(name, args)
     port = int(p.wait_for(r"listening on port (\d+)", timeout=30).group(1))
-    return PNode(p, port)
+    a = int(p.wait_for(r"http://127\.0\.0\.1:(\d+)/swarm/status", timeout=30).group(1)) if api else None
+    return PNode(p, port, a)
 
 
-def start_swarm(procs, model, replicas=(), extra_for=None, first_extra=()):
+def start_swarm(procs, model, replicas=(), extra_for=None, first_extra=(), api=False):
     nodes = {}
     extra_for = extra_for or {}
-    nodes["n0"] = start_node(procs, model, "n0", 0, extra=list(first_extra) + list(extra_for.get("n0", ())))
+    nodes["n0"] = start_node(procs, model, "n0", 0, extra=list(first_extra) + list(extra_for.get("n0", ())), api=api)
     boot = nodes["n0"].port
     for k in range(1, N):
-        nodes["n%d" % k] = start_node(procs, model, "n%d" % k, k, boot, list(first_extra) + list(extra_for.get("n%d" % k, ())))
+        nodes["n%d" % k] = start_node(procs, model, "n%d" % k, k, boot, list(first_extra) + list(extra_for.get("n%d" % k, ())),
+                                      api=api)
     for k in replicas:
         name = "r%d" % k
-        nodes[name] = start_node(procs, model, name, k, boot, list(first_extra) + list(extra_for.get(name, ())))
+        nodes[name] = start_node(procs, model, name, k, boot, list(first_extra) + list(extra_for.get(name, ())), api=api)
     # every node loaded (the client waits for a complete route itself)
     for name, n in nodes.items():
         n.proc.wait_for(r"shard \d+ loaded", timeout=60)
@@ -225,9 +235,83 @@ def case_cancel():
         print("cancel: stopped after %d tokens" % len(got), file=sys.stderr)
 
 
+def takeover(action, after):
+    """A replica of shard 2; `action(nodes, victim, model)` hits the node serving shard 2
+    after 40 tokens; the client must still get the reference's 200 tokens with exit 0;
+    then `after(nodes, victim)` checks the victim (processes still running)."""
+    S.node_supported()
+    with harness.Procs() as procs:
+        m = stories()
+        nodes, boot = start_swarm(procs, m, replicas=[2], first_extra=["--step-delay-us", "5000"], api=True)
+        ref = reference(PROMPT, N_GEN)
+        c = client(procs, m, boot, "client", PROMPT, N_GEN)
+        victim = None
+        deadline = time.time() + 60
+        while victim is None and time.time() < deadline:
+            for name in ("n2", "r2"):
+                if re.search(r"stage 2 of 4 opened", nodes[name].proc.output()):
+                    victim = name
+            time.sleep(0.02)
+        check(victim is not None, "no shard-2 node opened the session:\n%s" % c.output()[-2000:])
+        deadline = time.time() + 60
+        while len(client_ids(c)) < 40 and time.time() < deadline and c.alive():
+            time.sleep(0.01)
+        n_before = len(client_ids(c))
+        check(c.alive() and n_before < N_GEN, "generation ended before the %s (%d tokens)" % (action.__name__, n_before))
+        t0 = time.time()
+        action(nodes, victim, m)
+        rc = wait_exit(c)
+        check(rc == 0, "client failed (rc %s):\n%s" % (rc, c.output()[-3000:]))
+        got = client_ids(c)
+        check(got == ref, "tokens differ after the %s:\n ref %s\n got %s" % (action.__name__, ref[:40], got[:40]))
+        survivor = "r2" if victim == "n2" else "n2"
+        check(re.search(r"stage 2 of 4 opened", nodes[survivor].proc.output()) is not None, "the replica never took over")
+        print("%s: %s hit after %d tokens; %d identical tokens; finished %.2fs later" %
+              (action.__name__, victim, n_before, len(got), time.time() - t0), file=sys.stderr)
+        after(nodes, victim)
+
+
+def leave(nodes, victim, model):
+    nodes[victim].proc.signal(signal.SIGTERM)
+
+
+def swap(nodes, victim, model):
+    st = S.Node(nodes[victim].proc, nodes[victim].port, nodes[victim].api, None).status()
+    check(st is not None, "no status from %s" % victim)
+    r = harness.run([harness.BIN, "load-shard", "--api", str(nodes[victim].api), "--node", st["node_id"], "--shard", "3",
+                     "--key", model.owner_key])
+    check(r.returncode == 0, "LOAD_SHARD refused: %s %s" % (r.stdout, r.stderr))
+
+
+def left_cleanly(nodes, victim):
+    p = nodes[victim].proc
+    deadline = time.time() + 10
+    while p.alive() and time.time() < deadline:
+        time.sleep(0.02)
+    check(not p.alive(), "%s did not exit within 10 s of SIGTERM" % victim)
+    check(p.p.returncode == 0, "%s exited with %s:\n%s" % (victim, p.p.returncode, p.output()[-2000:]))
+    check("released the compute stage" in p.output(), "%s did not hand its session over" % victim)
+
+
+def swapped_cleanly(nodes, victim):
+    p = nodes[victim].proc
+    p.wait_for(r"switching from shard 2 to shard 3", timeout=10)
+    p.wait_for(r"released the compute stage", timeout=10)
+    p.wait_for(r"shard 3 loaded", timeout=30)  # fetched from n3, loaded: the old stage is long gone
+    check(p.alive(), "%s died after LOAD_SHARD:\n%s" % (victim, p.output()[-3000:]))
+
+
+def case_leave():
+    takeover(leave, left_cleanly)
+
+
+def case_swap():
+    takeover(swap, swapped_cleanly)
+
+
 if __name__ == "__main__":
     cases = {"equal": case_equal, "kill": case_kill, "concurrent": case_concurrent, "refusal": case_refusal,
-             "cancel": case_cancel}
+             "cancel": case_cancel, "leave": case_leave, "swap": case_swap}
     if len(sys.argv) != 2 or sys.argv[1] not in cases:
         print("usage: pipeline_it.py %s" % "|".join(cases), file=sys.stderr)
         sys.exit(2)
