@@ -13,7 +13,6 @@
 #include "cli/cli.h"
 #include "cli/generate_swarm.h"
 #include "infer/infer.h"
-#include "swarm/pipeline.h"
 #include "swarm/swarm.h"
 
 #define MAX_BOOT 16

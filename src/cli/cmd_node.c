@@ -11,7 +11,6 @@
 
 #include "api/api.h"
 #include "cli.h"
-#include "swarm/pipeline.h"
 #include "swarm/swarm.h"
 
 #define MAX_BOOTSTRAP 64

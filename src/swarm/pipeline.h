@@ -1,6 +1,6 @@
 /* pipeline.h — pipeline inference sessions across the swarm (internal header of src/swarm;
- * swarm.h is the subsystem's public face and should re-export the "entry" and "node glue"
- * parts). Three layers:
+ * swarm.h, the subsystem's public face, holds the "entry" and "node glue" parts: requests,
+ * callbacks, sw_pipe_node_*). Three layers:
  *   1. the wire codec: bounds-checked, versioned binary messages carried as SW_MSG_PIPE
  *      extension payloads (pipeline_wire.c);
  *   2. the engine, struct sw_pipe: per node, the stage role (sessions that pass through
@@ -25,11 +25,8 @@ struct sw_stage;
 
 #define SW_PIPE_VERSION 1
 #define SW_PIPE_MAX_STAGES 64          /* stages in a route */
-#define SW_PIPE_MAX_TOKENS 16384u      /* tokens in one TOKENS/HIDDEN message */
 #define SW_PIPE_MAX_EMBD 65536u        /* n_embd of a HIDDEN message */
 #define SW_PIPE_MAX_LOGITS (1u << 20)  /* logits carried by TOKEN_OUT (tests) */
-#define SW_PIPE_MAX_STOP 16u           /* stop token ids in OPEN */
-#define SW_PIPE_MAX_BLOB 65536u        /* sampler state bytes */
 #define SW_PIPE_MAX_TEXT 512u          /* ERROR text bytes */
 #define SW_PIPE_MAX_MSG (64u << 20)    /* whole message (the BT extension's cap) */
 
@@ -45,8 +42,6 @@ enum sw_pipe_type {
     SW_PIPE_REPLAY = 9,    /* entry -> stages: new route after a failure; the stage whose
                               downstream changed replays its kept outputs to it */
 };
-
-enum sw_pipe_dtype { SW_PIPE_F32 = 0, SW_PIPE_F16 = 1 };
 
 /* OPEN flags */
 #define SW_PIPE_OPEN_LOGITS 1u     /* last stage: TOKEN_OUT carries the logits (tests) */
@@ -116,46 +111,6 @@ struct sw_pipe;
 struct sw_pipe_job;
 void sw_pipe_job_run(struct sw_pipe_job *j);
 
-/* What an entry session reports. Called on the engine's thread. */
-struct sw_pipe_token_ev {
-    uint64_t session;
-    int32_t token;
-    uint32_t pos;              /* position of this token in the history */
-    uint32_t index;            /* 0 for the first generated token */
-    const float *logits;       /* n_logits floats when the session asked for them, else NULL */
-    uint32_t n_logits;
-    uint64_t ttft_us;          /* open -> first token */
-    uint64_t elapsed_us;       /* open -> this token */
-    double tokens_per_s;       /* generated tokens after the first / time since the first */
-    int last;                  /* 1: the session ends with this token (limit or stop token) */
-};
-
-struct sw_pipe_session_cb {
-    void (*on_token)(void *ud, const struct sw_pipe_token_ev *ev);
-    /* The session is over: rc 0 (finished: limit or stop token), SW_ECLOSED (cancelled),
-     * or a negative sw_err with a message (e.g. "shard 2: no live node has it loaded").
-     * No more callbacks follow for this session. */
-    void (*on_end)(void *ud, uint64_t session, int rc, const char *msg);
-    void *ud;
-};
-
-/* Opening a session from the entry. */
-struct sw_pipe_request {
-    const int32_t *prompt;     /* token ids (copied) */
-    uint32_t n_prompt;
-    uint32_t n_predict;        /* tokens to generate (>= 1) */
-    const uint8_t *sampler_blob; /* sw_sampler_save of a sampler that has accepted the
-                                  prompt (copied); the last stage loads it */
-    size_t sampler_blob_len;
-    const int32_t *stop;       /* stop token ids (EOS/EOT...), at most SW_PIPE_MAX_STOP */
-    uint32_t n_stop;
-    uint8_t dtype;             /* enum sw_pipe_dtype on the wire */
-    uint32_t chunk;            /* prefill tokens per message; 0: 64 */
-    uint32_t n_ctx;            /* 0: n_prompt + n_predict */
-    int want_logits;           /* TOKEN_OUT carries logits (tests; costs n_vocab x 4 bytes) */
-    int ignore_eos;
-    uint32_t deadline_ms;      /* no progress for this long: the route is rebuilt; 0: 10000 */
-};
 
 /* What the engine needs from its host (the node, or a test's in-memory network). */
 struct sw_pipe_host {
@@ -232,48 +187,8 @@ struct sw_pipe_stats sw_pipe_stats(const struct sw_pipe *p);
 
 /* ================================================================ node glue */
 
-struct sw_node;
-struct sw_pipe_node;
-
-struct sw_pipe_node_opts {
-    uint32_t max_sessions;     /* as sw_pipe_config */
-    uint64_t max_kv_bytes;
-    uint32_t idle_ms;
-    uint32_t step_delay_us;    /* testing only: each compute step also sleeps this long on
-                                  its worker (a slow stage, so tests can kill it mid-way) */
-};
-
-/* Attaches a pipeline engine to a node: SW_MSG_PIPE messages go to it, its messages go out
- * with priority on the peer connections, compute runs on libuv worker threads, departures
- * in the view trigger failover. Sets the node's pipe and change handlers (the change
- * handler given to sw_pipe_node_attach's caller is chained: see chain_fn). opts may be NULL.
- * Call on the node's loop thread after sw_node_new. */
-int sw_pipe_node_attach(struct sw_node *n, const struct sw_pipe_node_opts *opts,
-                        struct sw_pipe_node **out);
-/* Chains another change handler (the API's) after ours. */
-void sw_pipe_node_set_change_chain(struct sw_pipe_node *pn, void (*fn)(void *ud), void *ud);
-/* Stops timers; jobs in flight finish first (the loop must keep running until `done`). */
-void sw_pipe_node_detach(struct sw_pipe_node *pn, void (*done)(void *ud), void *ud);
+/* The node glue's public half (struct sw_pipe_node, attach/detach/open/cancel, the async
+ * entry, release_stage) is in swarm.h. Internal: */
 struct sw_pipe *sw_pipe_node_engine(struct sw_pipe_node *pn);
-/* Before the node frees or swaps its compute stage (LOAD_SHARD to another shard): fails
- * the sessions on it, and calls `done` (on the loop) once no compute job runs on it any
- * more; only then may the stage be freed. */
-void sw_pipe_node_release_stage(struct sw_pipe_node *pn, const char *reason, void (*done)(void *ud), void *ud);
-
-/* The programmatic entry point (HTTP API, CLI): opens a session from this node as entry.
- * Same contract as sw_pipe_open, on the loop thread. */
-int sw_pipe_node_open(struct sw_pipe_node *pn, const struct sw_pipe_request *req,
-                      const struct sw_pipe_session_cb *cb, uint64_t *session_out, char *msg,
-                      size_t msg_len);
-int sw_pipe_node_cancel(struct sw_pipe_node *pn, uint64_t session);
-
-/* The same from ANY thread (the HTTP API's): the request is copied and handed to the loop
- * thread; callbacks then run on the loop thread. A failed open is reported through on_end
- * (session 0). *ticket_out names the request for sw_pipe_node_cancel_async. Returns 0
- * (queued), SW_ENOMEM, SW_EINVAL, SW_ESTATE (detaching). */
-int sw_pipe_node_open_async(struct sw_pipe_node *pn, const struct sw_pipe_request *req,
-                            const struct sw_pipe_session_cb *cb, uint64_t *ticket_out);
-/* Cancels what a ticket opened (or will open), from any thread: on_end(SW_ECLOSED). */
-int sw_pipe_node_cancel_async(struct sw_pipe_node *pn, uint64_t ticket);
 
 #endif

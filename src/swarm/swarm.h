@@ -359,4 +359,113 @@ char *sw_node_status_json(struct sw_node *n);
 /* The loaded compute stage, or NULL (struct sw_stage from infer.h). */
 struct sw_stage *sw_node_stage(struct sw_node *n);
 
+
+/* ------------------------------------------------------- pipeline sessions */
+
+/* Pipeline inference across the swarm (issue 7; docs/pipeline.md): an entry node opens a
+ * session along a route (the best live loaded node per shard), hidden states go stage to
+ * stage, the last stage samples. The engine and its wire codec are internal
+ * (pipeline.h); this is what a host (the CLI, the HTTP API) uses. */
+
+#define SW_PIPE_MAX_TOKENS 16384u      /* tokens in one TOKENS/HIDDEN message (prefill chunk) */
+#define SW_PIPE_MAX_STOP 16u           /* stop token ids of a session */
+#define SW_PIPE_MAX_BLOB 65536u        /* sampler state bytes */
+
+enum sw_pipe_dtype { SW_PIPE_F32 = 0, SW_PIPE_F16 = 1 }; /* hidden states on the wire */
+
+/* What an entry session reports (on the node's loop thread). */
+struct sw_pipe_token_ev {
+    uint64_t session;
+    int32_t token;
+    uint32_t pos;              /* position of this token in the history */
+    uint32_t index;            /* 0 for the first generated token */
+    const float *logits;       /* n_logits floats when the session asked for them, else NULL */
+    uint32_t n_logits;
+    uint64_t ttft_us;          /* open -> first token */
+    uint64_t elapsed_us;       /* open -> this token */
+    double tokens_per_s;       /* generated tokens after the first / time since the first */
+    int last;                  /* 1: the session ends with this token (limit or stop token) */
+};
+
+struct sw_pipe_session_cb {
+    void (*on_token)(void *ud, const struct sw_pipe_token_ev *ev);
+    /* The session is over: rc 0 (finished: limit or stop token), SW_ECLOSED (cancelled),
+     * or a negative sw_err with a message (e.g. "shard 2: no live node has it loaded").
+     * No more callbacks follow for this session. */
+    void (*on_end)(void *ud, uint64_t session, int rc, const char *msg);
+    void *ud;
+};
+
+/* Opening a session from the entry. */
+struct sw_pipe_request {
+    const int32_t *prompt;     /* token ids (copied) */
+    uint32_t n_prompt;
+    uint32_t n_predict;        /* tokens to generate (>= 1) */
+    const uint8_t *sampler_blob; /* sw_sampler_save of a sampler that has accepted the
+                                  prompt (copied); the last stage loads it */
+    size_t sampler_blob_len;
+    const int32_t *stop;       /* stop token ids (EOS/EOT...), at most SW_PIPE_MAX_STOP */
+    uint32_t n_stop;
+    uint8_t dtype;             /* enum sw_pipe_dtype on the wire */
+    uint32_t chunk;            /* prefill tokens per message; 0: 64 */
+    uint32_t n_ctx;            /* 0: n_prompt + n_predict */
+    int want_logits;           /* TOKEN_OUT carries logits (tests; costs n_vocab x 4 bytes) */
+    int ignore_eos;
+    uint32_t deadline_ms;      /* no progress for this long: the route is rebuilt; 0: 10000 */
+};
+
+/* ------------------------------------------------- pipeline on a node */
+
+struct sw_pipe_node;
+
+struct sw_pipe_node_opts {
+    uint32_t max_sessions;     /* sessions at this node's stage; 0: 32 */
+    uint64_t max_kv_bytes;     /* KV cache + kept outputs of all stage sessions; 0: unlimited
+                                  (a session that does not fit is refused: the entry tries a
+                                  replica) */
+    uint32_t idle_ms;          /* a stage session idle this long is evicted; 0: 300000 */
+    uint32_t step_delay_us;    /* testing only: each compute step also sleeps this long on
+                                  its worker (a slow stage, so tests can kill it mid-way) */
+};
+
+/* Attaches a pipeline engine to a node: SW_MSG_PIPE messages go to it, its messages go out
+ * with priority on the peer connections, compute runs on libuv worker threads, departures
+ * in the view trigger failover, the node's stage sessions become its record's queue (`q`).
+ * Takes the node's pipe, change and stage-release handlers (another change handler goes
+ * through sw_pipe_node_set_change_chain). opts may be NULL. Call on the node's loop thread
+ * after sw_node_new (`shardswarm node` does it after sw_node_start). */
+int sw_pipe_node_attach(struct sw_node *n, const struct sw_pipe_node_opts *opts,
+                        struct sw_pipe_node **out);
+/* Chains another change handler (the API's) after ours. */
+void sw_pipe_node_set_change_chain(struct sw_pipe_node *pn, void (*fn)(void *ud), void *ud);
+/* Stops timers; jobs in flight finish first (the loop must keep running until `done`);
+ * then the engine is freed (entry sessions still open end with SW_ECLOSED). Detach before
+ * sw_node_stop. */
+void sw_pipe_node_detach(struct sw_pipe_node *pn, void (*done)(void *ud), void *ud);
+/* Fails the sessions on this node's stage (ERROR with `reason` to their entries, which fail
+ * over to a replica) and calls `done` (on the loop, possibly at once) once no compute job
+ * runs any more; only then may the stage be freed. The node calls it through its
+ * stage-release hook; `shardswarm node` also calls it when leaving. */
+void sw_pipe_node_release_stage(struct sw_pipe_node *pn, const char *reason, void (*done)(void *ud), void *ud);
+
+/* The programmatic entry point (HTTP API, CLI): opens a session from this node as entry,
+ * on the loop thread. The route is chosen at once (the best live, loaded, directly
+ * connected node per shard); *session_out names the session; callbacks follow. Returns 0,
+ * SW_EINVAL (bad request), SW_ENOTFOUND (some shard has no live loaded node: msg names
+ * it), SW_ESTATE (model not resolved yet, or detaching). sw_pipe_node_cancel: on_end
+ * (SW_ECLOSED) follows at once; SW_ENOTFOUND for an unknown session. */
+int sw_pipe_node_open(struct sw_pipe_node *pn, const struct sw_pipe_request *req,
+                      const struct sw_pipe_session_cb *cb, uint64_t *session_out, char *msg,
+                      size_t msg_len);
+int sw_pipe_node_cancel(struct sw_pipe_node *pn, uint64_t session);
+
+/* The same from ANY thread (the HTTP API's): the request is copied and handed to the loop
+ * thread; callbacks then run on the loop thread. A failed open is reported through on_end
+ * (session 0). *ticket_out names the request for sw_pipe_node_cancel_async. Returns 0
+ * (queued), SW_ENOMEM, SW_EINVAL, SW_ESTATE (detaching). */
+int sw_pipe_node_open_async(struct sw_pipe_node *pn, const struct sw_pipe_request *req,
+                            const struct sw_pipe_session_cb *cb, uint64_t *ticket_out);
+/* Cancels what a ticket opened (or will open), from any thread: on_end(SW_ECLOSED). */
+int sw_pipe_node_cancel_async(struct sw_pipe_node *pn, uint64_t ticket);
+
 #endif
