@@ -2,8 +2,8 @@
 """pipeline_bench.py — pipeline inference across node processes on 127.0.0.1 (issue 7, item 6).
 
 Model: `synth --preset tinyllama-1.1b --type Q4_0` (BUILD/bench-models, shared with
-10_infer.sh), split into 2 and 4 shards; nodes are `sw_pipe_node node` (a real sw_node
-with the pipeline attached), the client is `sw_pipe_node generate` (= generate --swarm).
+10_infer.sh), split into 2 and 4 shards; nodes are `shardswarm node` processes, the client
+is `shardswarm generate --swarm` (a light client holding no shard).
 All nodes share this machine's cores: with T threads in total each of n nodes gets T/n.
 
   (a) single-session generation tok/s, swarm / single-process `generate` with T threads
@@ -33,7 +33,6 @@ import swarm_it as S  # noqa: E402
 
 BIN = harness.BIN
 BUILD = S.BUILD
-HELPER = os.path.join(BUILD, "sw_pipe_node")
 THREADS = int(os.environ.get("SW_BENCH_THREADS") or os.cpu_count() or 2)
 N_GEN = int(os.environ.get("SW_BENCH_GEN") or 64)
 
@@ -72,7 +71,7 @@ class Swarm:
         names = [("n%d" % k, k) for k in range(n_shards)] + [("r%d" % k, k) for k in replicas]
         for name, k in names:
             cache = self.m.cache(name, [k])
-            args = [HELPER, "node", "--model", self.m.torrent, "--cache", cache, "--listen", "0", "--shard", str(k),
+            args = [BIN, "node", "--model", self.m.torrent, "--cache", cache, "--listen", "0", "--shard", str(k),
                     "--threads", str(threads_each)] + list(extra)
             if boot:
                 args += ["--bootstrap", "127.0.0.1:%d" % boot]
@@ -85,7 +84,7 @@ class Swarm:
         self.boot = boot
 
     def client(self, name, prompt_len=32, n=N_GEN, extra=()):
-        args = [HELPER, "generate", "--swarm", "--bootstrap", "127.0.0.1:%d" % self.boot, "--model", self.m.torrent,
+        args = [BIN, "generate", "--swarm", "--bootstrap", "127.0.0.1:%d" % self.boot, "--model", self.m.torrent,
                 "--prompt-len", str(prompt_len), "-n", str(n), "--temp", "0", "--ignore-eos", "--ids", "--wait", "120",
                 "--json-timings"] + list(extra)
         return self.procs.start(name, args)
@@ -200,8 +199,8 @@ def bench_e(model):
 
 
 def main():
-    if not os.path.exists(HELPER):
-        log("sw_pipe_node not built (%s); skipping" % HELPER)
+    if not os.path.exists(BIN):
+        log("shardswarm not built (%s); skipping" % BIN)
         return
     try:
         harness.shared_model()
