@@ -3,6 +3,7 @@
  * opens a pipeline session along the best route and streams the tokens as they come, with
  * time to first token and tokens/s. Failover inside the swarm is invisible here.
  * Not for: single-process generation (cmd_generate.c). */
+#include <dirent.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -11,7 +12,9 @@
 #include <uv.h>
 
 #include "cli/cli.h"
+#include "bt/bt.h"
 #include "cli/generate_swarm.h"
+#include "gguf/gguf.h"
 #include "infer/infer.h"
 #include "swarm/swarm.h"
 
@@ -27,7 +30,8 @@ static void usage(FILE *f)
             "  --bootstrap HOST:PORT   a node of the swarm (repeatable; required)\n"
             "  --model TORRENT|MAGNET  the model's torrent (or -m)\n"
             "  --tokenizer FILE        a GGUF whose tokenizer to use (any shard of the model, or\n"
-            "                          the model); needed for -p/-f and for text output\n"
+            "                          the model); needed for -p/-f and for text output. Without\n"
+            "                          it, a shard of the model found in --cache DIR/shards is used\n"
             "  --cache DIR             node key and state (default: a fresh temporary folder)\n"
             "  --listen PORT           our BitTorrent/DHT port (default: any)\n"
             "  -p, --prompt TEXT       -f, --file FILE   --prompt-ids \"I ...\"   --prompt-len N\n"
@@ -189,8 +193,9 @@ static int parse_args(const char *cmd, int argc, char **argv, struct gs_args *a)
     int n_src = !!a->prompt + !!a->prompt_file + !!a->prompt_ids + !!a->prompt_len;
     if (n_src == 0) return sw_cli_usage_error(cmd, "a prompt is required (-p, -f, --prompt-ids or --prompt-len)");
     if (n_src > 1) return sw_cli_usage_error(cmd, "give only one of -p, -f, --prompt-ids, --prompt-len");
-    if ((a->prompt || a->prompt_file) && !a->tokenizer)
-        return sw_cli_usage_error(cmd, "-p/-f need --tokenizer FILE (a shard of the model); or use --prompt-ids");
+    if ((a->prompt || a->prompt_file) && !a->tokenizer && !a->cache)
+        return sw_cli_usage_error(cmd, "-p/-f need a tokenizer: pass --tokenizer FILE (any shard of the model), or "
+                                       "--cache DIR of a node that holds a shard, or give --prompt-ids");
     if (strcmp(a->log_format, "human") && strcmp(a->log_format, "json"))
         return sw_cli_usage_error(cmd, "--log-format must be 'human' or 'json', got '%s'", a->log_format);
     if (!a->seed_set) {
@@ -199,6 +204,81 @@ static int parse_args(const char *cmd, int argc, char **argv, struct gs_args *a)
         a->sp.seed = s & 0xffffffffu;
     }
     return 0;
+}
+
+/* The GGUF bytes before the tensor data (header, metadata with the tokenizer, tensor
+ * infos) verify against the torrent's piece hashes (SHA-1, BEP 3): a shard still being
+ * downloaded (preallocated, zeros) or a foreign file is never trusted. Pieces shared with
+ * another file are skipped (split pads shards to piece boundaries, BEP 47). */
+static int header_verifies(const struct sw_bt_metainfo *mi, const struct sw_bt_file *f, const struct sw_gguf *g)
+{
+    const uint8_t *bytes = sw_gguf_bytes(g);
+    uint64_t end = f->offset + SW_MIN(sw_gguf_header_size(g), f->length);
+    if (!bytes || !mi->piece_length) return 0;
+    for (uint64_t p = f->offset / mi->piece_length; p < mi->n_pieces && p * mi->piece_length < end; p++) {
+        uint64_t start = p * mi->piece_length;
+        uint64_t len = SW_MIN((uint64_t)mi->piece_length, mi->total_length - start);
+        if (start < f->offset || start + len > f->offset + f->length) continue;
+        uint8_t h[20];
+        sw_sha1(bytes + (start - f->offset), (size_t)len, h);
+        if (memcmp(h, mi->piece_hashes + p * 20, 20)) return 0;
+    }
+    return 1;
+}
+
+static int try_tokenizer(const char *path, const struct sw_bt_metainfo *mi, const struct sw_bt_file *f,
+                         struct sw_tok **out)
+{
+    struct sw_gguf *g = NULL;
+    char err[512];
+    int rc = sw_gguf_open(path, &g, err, sizeof err);
+    if (!rc && mi && !header_verifies(mi, f, g)) rc = SW_ECORRUPT;
+    if (!rc) rc = sw_tok_from_gguf(g, out, err, sizeof err);
+    sw_gguf_close(g);
+    return rc;
+}
+
+/* No --tokenizer: every shard carries the model's tokenizer in its metadata, so a shard of
+ * this model in DIR/shards (a node's cache, or one the user copied there) serves. With a
+ * .torrent the files it names are tried, complete in size and with a header that verifies
+ * against the piece hashes; with a magnet (names unknown before the metadata) any *.gguf in
+ * the folder that opens. Writes the file used into path_out. */
+static int find_tokenizer(const struct gs_args *a, struct sw_tok **out, char *path_out, size_t path_len)
+{
+    char *dir = sw_path_join(a->cache, "shards");
+    if (!dir) return SW_ENOMEM;
+    int rc = SW_ENOTFOUND;
+    struct sw_bt_metainfo mi = { 0 };
+    char err[512];
+    if (strncmp(a->model, "magnet:", 7) && !sw_bt_metainfo_load(a->model, &mi, err, sizeof err)) {
+        for (uint32_t i = 0; i < mi.n_files && rc; i++) {
+            const struct sw_bt_file *f = &mi.files[i];
+            char *path = f->pad ? NULL : sw_path_join(dir, f->path);
+            uint64_t size = 0;
+            if (path && !sw_file_size(path, &size) && size == f->length && !try_tokenizer(path, &mi, f, out)) {
+                snprintf(path_out, path_len, "%s", path);
+                rc = 0;
+            }
+            free(path);
+        }
+    } else {
+        DIR *d = opendir(dir);
+        struct dirent *e;
+        while (d && rc && (e = readdir(d))) {
+            size_t l = strlen(e->d_name);
+            if (l < 6 || strcmp(e->d_name + l - 5, ".gguf")) continue;
+            char *path = sw_path_join(dir, e->d_name);
+            if (path && !try_tokenizer(path, NULL, NULL, out)) {
+                snprintf(path_out, path_len, "%s", path);
+                rc = 0;
+            }
+            free(path);
+        }
+        if (d) closedir(d);
+    }
+    sw_bt_metainfo_free(&mi);
+    free(dir);
+    return rc;
 }
 
 static void print_text(struct sw_buf *b)
@@ -360,6 +440,20 @@ int sw_cli_generate_swarm(int argc, char **argv)
             status = sw_cli_fail(cmd, "%s: tokenizer: %s", a->tokenizer, err[0] ? err : sw_strerror(rc));
             goto out;
         }
+    } else if (a->cache && (a->prompt || a->prompt_file || !a->print_ids)) {
+        char found[1024] = "";
+        rc = find_tokenizer(a, &g->tok, found, sizeof found);
+        if (!rc) {
+            sw_log(SW_LOG_INFO, "GEN", "tokenizer from %s", found);
+        } else if (a->prompt || a->prompt_file) {
+            status = sw_cli_fail(cmd, "-p/-f need a tokenizer and no shard of the model was found in %s/shards: "
+                                      "pass --tokenizer FILE (any shard of the model) or give --prompt-ids", a->cache);
+            goto out;
+        }
+    }
+    if (!g->tok && !a->print_ids) {
+        sw_log(SW_LOG_INFO, "GEN", "no tokenizer (--tokenizer FILE, or a shard in --cache DIR/shards): printing token ids");
+        a->print_ids = 1;
     }
     uint32_t n_vocab = g->tok ? sw_tok_n_vocab(g->tok) : 0;
     if (a->prompt_ids) {

@@ -17,6 +17,9 @@ Cases (issue 7, item 5):
   leave       a replica of shard 2; SIGTERM to the node serving shard 2 mid-generation: it
               hands the session over (ERROR to the entry, which fails over) and exits 0;
               the client gets the same 200 tokens
+  text        a text prompt with no --tokenizer: the client finds a shard of the model in
+              --cache DIR/shards and uses its tokenizer (same ids as single-process); with
+              neither, a clear error naming --tokenizer / --prompt-ids
   swap        a replica of shard 2; an owner-signed LOAD_SHARD moves the node serving shard 2
               to shard 3 mid-generation: the node releases its stage (freed only once no
               pipeline job runs on it), the session fails over, the same 200 tokens
@@ -301,6 +304,42 @@ def swapped_cleanly(nodes, victim):
     check(p.alive(), "%s died after LOAD_SHARD:\n%s" % (victim, p.output()[-3000:]))
 
 
+def case_text():
+    S.node_supported()
+    text = "Once upon a time, there was a little girl"
+    with harness.Procs() as procs:
+        m = stories()
+        nodes, boot = start_swarm(procs, m)
+        r = harness.run([harness.BIN, "generate", "-m", harness.shared_model(), "-p", text, "-n", "30", "--temp", "0",
+                         "--ids", "--ignore-eos", "-t", "1"], timeout=120, check_rc=0)
+        ref = r.stdout.split()
+        cache = m.cache("client-cache", [3])  # a node's cache holding shard 3
+        c = client_text(procs, m, boot, "client", text, ["--cache", cache])
+        rc = wait_exit(c)
+        check(rc == 0, "client failed (rc %s):\n%s" % (rc, c.output()[-3000:]))
+        check("tokenizer from" in c.output() and "shard-3.gguf" in c.output(), "tokenizer not taken from the cache")
+        got = client_ids(c)
+        check(got == ref, "tokens differ:\n ref %s\n got %s" % (ref, got))
+        # neither --tokenizer nor --cache: usage error naming the ways out
+        c = client_text(procs, m, boot, "client2", text, [])
+        rc = wait_exit(c)
+        check(rc == 2 and "--tokenizer" in c.output() and "--prompt-ids" in c.output(), "usage error: rc %s %s" %
+              (rc, c.output()[-500:]))
+        # a cache with no shard: exit 1 naming the folder
+        empty = m.cache("empty-cache", [])
+        c = client_text(procs, m, boot, "client3", text, ["--cache", empty])
+        rc = wait_exit(c)
+        check(rc == 1 and "empty-cache/shards" in c.output() and "--tokenizer" in c.output(),
+              "missing tokenizer: rc %s %s" % (rc, c.output()[-500:]))
+        print("text: %d tokens identical with the tokenizer of a cached shard" % len(got), file=sys.stderr)
+
+
+def client_text(procs, model, boot, name, text, extra):
+    args = [harness.BIN, "generate", "--swarm", "--bootstrap", "127.0.0.1:%d" % boot, "--model", model.torrent,
+            "-p", text, "-n", "30", "--temp", "0", "--ids", "--ignore-eos", "--wait", "60"] + list(extra)
+    return procs.start(name, args)
+
+
 def case_leave():
     takeover(leave, left_cleanly)
 
@@ -311,7 +350,7 @@ def case_swap():
 
 if __name__ == "__main__":
     cases = {"equal": case_equal, "kill": case_kill, "concurrent": case_concurrent, "refusal": case_refusal,
-             "cancel": case_cancel, "leave": case_leave, "swap": case_swap}
+             "cancel": case_cancel, "leave": case_leave, "swap": case_swap, "text": case_text}
     if len(sys.argv) != 2 or sys.argv[1] not in cases:
         print("usage: pipeline_it.py %s" % "|".join(cases), file=sys.stderr)
         sys.exit(2)
