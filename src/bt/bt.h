@@ -207,7 +207,7 @@ struct sw_bt_wire_ev {
 typedef void (*sw_bt_wire_cb)(void *ud, const struct sw_bt_wire_ev *ev);
 
 struct sw_bt_wire_limits {
-    uint32_t max_msg;        /* non-piece, non-extension messages; 0: 1 MiB (+ bitfield) */
+    uint32_t max_msg;        /* non-piece, non-extension messages (bitfield too); 0: 1 MiB */
     uint32_t max_block;      /* PIECE payload; 0: 128 KiB */
     uint32_t max_ext;        /* default cap for EXTENDED messages; 0: 1 MiB */
     uint32_t max_ext_big;    /* cap for the ext ids flagged big (shardswarm): 0: 64 MiB */
@@ -487,7 +487,9 @@ uint32_t sw_bt_torrent_peers(const struct sw_bt_torrent *t, struct sw_bt_peer **
  *   - sw_bt_peer_send_ext sends a message with PRIORITY: it is written at once when the
  *     socket can take it (uv_try_write), otherwise it goes into a high-priority queue that
  *     is flushed before any piece data; piece data is written in chunks of at most
- *     SW_BT_SEND_CHUNK bytes so a priority message waits at most one chunk;
+ *     SW_BT_SEND_CHUNK bytes so a priority message waits at most one chunk (the kernel
+ *     keeps at most about as much unsent, TCP_NOTSENT_LOWAT); on the receiving side TCP
+ *     still delivers in order, so piece data already in flight arrives first;
  *   - incoming messages for the extension may be up to max_msg_len (default 64 MiB)
  *     while standard messages stay capped at 1 MiB;
  *   - sw_bt_session_connect opens a connection to host:port on demand; on_peer_connected
