@@ -4,6 +4,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <strings.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include "infer/kernels_impl.h"
 
@@ -17,11 +20,24 @@ static struct {
     struct sw_k_vec_ops ops[SW_K_IMPL_COUNT_];
 } g_k = {.once = PTHREAD_ONCE_INIT};
 
+/* F16C straight from CPUID (leaf 1, ECX bit 29): clang does not accept "f16c" in
+ * __builtin_cpu_supports. AVX state support by the OS is implied by the avx2 check. */
+static int cpu_has_f16c(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    return (c >> 29) & 1u;
+#else
+    return 0;
+#endif
+}
+
 static int cpu_has_avx2(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
 #else
     return 0;
 #endif
