@@ -110,7 +110,7 @@ struct failed_piece {
 struct webseed {
     char *url;
     uint32_t in_flight;
-    uint32_t failures;
+    uint32_t failures; /* consecutive: reset by every piece it delivers */
 };
 
 struct sw_bt_torrent {
@@ -2336,6 +2336,7 @@ void sw_bt_webseed_done(struct sw_bt_torrent *t, const char *url, uint32_t piece
     }
     struct assembly *a = assembly_get(t, piece);
     if (!a) return;
+    if (ws) ws->failures = 0; /* a seed is given up after 3 failures in a row, not in total */
     memcpy(a->buf, data, len);
     t->down_total += len;
     uint32_t nb = sw_bt_picker_blocks_in_piece(t->pk, piece);
