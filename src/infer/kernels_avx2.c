@@ -11,6 +11,9 @@
 
 #include "infer/kernels_impl.h"
 
+/* The rounding immediate must be a constant expression (clang insists). */
+#define SW_K_ROUND_NEAREST (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+
 #define AI static inline __attribute__((always_inline))
 
 AI float hsum_ps(__m256 v)
@@ -142,11 +145,10 @@ AI void quant_q8_0_body(const float *x, void *dst, float *ds, int64_t n)
         float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         b->d = (sw_f16)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
         __m256 vid = _mm256_set1_ps(id);
-        const int rm = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-        __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, vid), rm));
-        __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, vid), rm));
-        __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, vid), rm));
-        __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, vid), rm));
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, vid), SW_K_ROUND_NEAREST));
+        __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, vid), SW_K_ROUND_NEAREST));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, vid), SW_K_ROUND_NEAREST));
+        __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, vid), SW_K_ROUND_NEAREST));
         if (ds) {
             int s = hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
             float df = h2f(b->d);
@@ -174,7 +176,6 @@ static void quant_q8_K_avx2(const float *x, void *dst, int64_t n)
     struct sw_block_q8_K *b = dst;
     const __m256 sign = _mm256_set1_ps(-0.0f);
     const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    const int rm = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
     for (int64_t i = 0; i < n / SW_QK_K; i++, b++, x += SW_QK_K) {
         __m256 m = _mm256_setzero_ps();
         for (int k = 0; k < 32; k++) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)));
@@ -190,10 +191,10 @@ static void quant_q8_K_avx2(const float *x, void *dst, int64_t n)
         __m256 vid = _mm256_set1_ps(id);
         for (int k = 0; k < 8; k++) { /* 32 elements: two bsum groups */
             const float *xk = x + 32 * k;
-            __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xk), vid), rm));
-            __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xk + 8), vid), rm));
-            __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xk + 16), vid), rm));
-            __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xk + 24), vid), rm));
+            __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xk), vid), SW_K_ROUND_NEAREST));
+            __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xk + 8), vid), SW_K_ROUND_NEAREST));
+            __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xk + 16), vid), SW_K_ROUND_NEAREST));
+            __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xk + 24), vid), SW_K_ROUND_NEAREST));
             b->bsums[2 * k] = (int16_t)hsum_epi32(_mm256_add_epi32(i0, i1));
             b->bsums[2 * k + 1] = (int16_t)hsum_epi32(_mm256_add_epi32(i2, i3));
             __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
