@@ -15,17 +15,6 @@
 #define MANIFEST_FORMAT "shardswarm-model"
 #define MANIFEST_VERSION 1
 
-__attribute__((format(printf, 3, 4))) static int seterr(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return 0;
-}
-
 /* ------------------------------------------------------------------ write */
 
 int sw__manifest_write(const char *dir, const struct sw_manifest *m, const char **source_files,
@@ -75,9 +64,9 @@ int sw__manifest_write(const char *dir, const struct sw_manifest *m, const char 
     text = t2;
     text[n] = '\n';
     rc = sw_file_write_atomic(path, text, n + 1);
-    if (rc) seterr(err, err_len, "%s: cannot write: %s", path, sw_strerror(rc));
+    if (rc) sw_errf(err, err_len, 0, "%s: cannot write: %s", path, sw_strerror(rc));
 out:
-    if (rc == SW_ENOMEM) seterr(err, err_len, "out of memory writing the manifest");
+    if (rc == SW_ENOMEM) sw_errf(err, err_len, 0, "out of memory writing the manifest");
     json_decref(root);
     json_decref(shards);
     json_decref(src);
@@ -94,7 +83,7 @@ static int get_uint(json_t *o, const char *key, uint64_t max, uint64_t *out, con
 {
     json_t *v = json_object_get(o, key);
     if (!v || !json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max) {
-        seterr(err, err_len, "%s: %s\"%s\": expected an integer in 0..%llu", path, ctx, key,
+        sw_errf(err, err_len, 0, "%s: %s\"%s\": expected an integer in 0..%llu", path, ctx, key,
                (unsigned long long)max);
         return SW_ECORRUPT;
     }
@@ -109,7 +98,7 @@ static int get_str(json_t *o, const char *key, int required, char *buf, size_t b
     buf[0] = 0;
     if (!v && !required) return 0;
     if (!v || !json_is_string(v) || json_string_length(v) >= buf_len) {
-        seterr(err, err_len, "%s: %s\"%s\": expected a string of at most %zu bytes", path, ctx, key, buf_len - 1);
+        sw_errf(err, err_len, 0, "%s: %s\"%s\": expected a string of at most %zu bytes", path, ctx, key, buf_len - 1);
         return SW_ECORRUPT;
     }
     memcpy(buf, json_string_value(v), json_string_length(v) + 1);
@@ -146,30 +135,30 @@ int sw_gguf_manifest_load(const char *path, struct sw_manifest **out, char *err,
     int rc = sw_file_read_all(file, CAP_MANIFEST_BYTES, &data, &len);
     if (rc) {
         if (rc == SW_ENOTFOUND)
-            seterr(err, err_len, "%s: no manifest (run `shardswarm split` to make one)", file);
+            sw_errf(err, err_len, 0, "%s: no manifest (run `shardswarm split` to make one)", file);
         else if (rc == SW_ETOOBIG)
-            seterr(err, err_len, "%s: larger than %u bytes", file, CAP_MANIFEST_BYTES);
-        else seterr(err, err_len, "%s: cannot read: %s", file, sw_strerror(rc));
+            sw_errf(err, err_len, 0, "%s: larger than %u bytes", file, CAP_MANIFEST_BYTES);
+        else sw_errf(err, err_len, 0, "%s: cannot read: %s", file, sw_strerror(rc));
         goto out;
     }
     json_error_t je;
     root = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, &je);
     if (!root || !json_is_object(root)) {
-        seterr(err, err_len, "%s: not valid JSON (line %d column %d: %s)", file, root ? 1 : je.line,
+        sw_errf(err, err_len, 0, "%s: not valid JSON (line %d column %d: %s)", file, root ? 1 : je.line,
                root ? 1 : je.column, root ? "expected an object" : je.text);
         rc = SW_ECORRUPT;
         goto out;
     }
     json_t *fmt = json_object_get(root, "format");
     if (!json_is_string(fmt) || strcmp(json_string_value(fmt), MANIFEST_FORMAT)) {
-        seterr(err, err_len, "%s: \"format\": expected \"%s\"", file, MANIFEST_FORMAT);
+        sw_errf(err, err_len, 0, "%s: \"format\": expected \"%s\"", file, MANIFEST_FORMAT);
         rc = SW_ECORRUPT;
         goto out;
     }
     uint64_t v;
     if ((rc = get_uint(root, "version", 1000, &v, file, "", err, err_len))) goto out;
     if (v != MANIFEST_VERSION) {
-        seterr(err, err_len, "%s: \"version\" %llu is not supported (expected %d)", file,
+        sw_errf(err, err_len, 0, "%s: \"version\" %llu is not supported (expected %d)", file,
                (unsigned long long)v, MANIFEST_VERSION);
         rc = SW_EUNSUPPORTED;
         goto out;
@@ -191,14 +180,14 @@ int sw_gguf_manifest_load(const char *path, struct sw_manifest **out, char *err,
         goto out;
     json_t *shards = json_object_get(root, "shards");
     if (!json_is_array(shards) || json_array_size(shards) == 0 || json_array_size(shards) > CAP_SHARDS) {
-        seterr(err, err_len, "%s: \"shards\": expected an array of 1..%u shards", file, CAP_SHARDS);
+        sw_errf(err, err_len, 0, "%s: \"shards\": expected an array of 1..%u shards", file, CAP_SHARDS);
         rc = SW_ECORRUPT;
         goto out;
     }
     m->n_shards = (uint32_t)json_array_size(shards);
     if ((rc = get_uint(root, "n_shards", CAP_SHARDS, &v, file, "", err, err_len))) goto out;
     if (v != m->n_shards) {
-        seterr(err, err_len, "%s: \"n_shards\" is %llu but \"shards\" lists %u", file, (unsigned long long)v,
+        sw_errf(err, err_len, 0, "%s: \"n_shards\" is %llu but \"shards\" lists %u", file, (unsigned long long)v,
                m->n_shards);
         rc = SW_ECORRUPT;
         goto out;
@@ -212,7 +201,7 @@ int sw_gguf_manifest_load(const char *path, struct sw_manifest **out, char *err,
         char ctx[48];
         snprintf(ctx, sizeof ctx, "shards[%u].", i);
         if (!json_is_object(o)) {
-            seterr(err, err_len, "%s: shards[%u]: expected an object", file, i);
+            sw_errf(err, err_len, 0, "%s: shards[%u]: expected an object", file, i);
             rc = SW_ECORRUPT;
             goto out;
         }
@@ -233,23 +222,23 @@ int sw_gguf_manifest_load(const char *path, struct sw_manifest **out, char *err,
         if ((rc = get_str(o, "file", 1, s->file, sizeof s->file, file, ctx, err, err_len))) goto out;
         if ((rc = get_str(o, "sha256", 1, s->sha256_hex, sizeof s->sha256_hex, file, ctx, err, err_len))) goto out;
         if (s->index != i) {
-            seterr(err, err_len, "%s: shards[%u].\"index\" is %u, expected %u", file, i, s->index, i);
+            sw_errf(err, err_len, 0, "%s: shards[%u].\"index\" is %u, expected %u", file, i, s->index, i);
             rc = SW_ECORRUPT;
             goto out;
         }
         if (!safe_file_name(s->file)) {
-            seterr(err, err_len, "%s: shards[%u].\"file\" \"%s\" is not a plain file name", file, i, s->file);
+            sw_errf(err, err_len, 0, "%s: shards[%u].\"file\" \"%s\" is not a plain file name", file, i, s->file);
             rc = SW_ECORRUPT;
             goto out;
         }
         if (!is_hex(s->sha256_hex, 64)) {
-            seterr(err, err_len, "%s: shards[%u].\"sha256\": expected 64 lower-case hex digits", file, i);
+            sw_errf(err, err_len, 0, "%s: shards[%u].\"sha256\": expected 64 lower-case hex digits", file, i);
             rc = SW_ECORRUPT;
             goto out;
         }
         /* Layer ranges are contiguous, in order, and cover 0..n_layers-1. */
         if (s->layer_first != next_layer || s->layer_last < s->layer_first || s->layer_last >= m->n_layers) {
-            seterr(err, err_len, "%s: shards[%u] layers %u..%u: expected a range starting at %u within 0..%u",
+            sw_errf(err, err_len, 0, "%s: shards[%u] layers %u..%u: expected a range starting at %u within 0..%u",
                    file, i, s->layer_first, s->layer_last, next_layer, m->n_layers ? m->n_layers - 1 : 0);
             rc = SW_ECORRUPT;
             goto out;
@@ -257,7 +246,7 @@ int sw_gguf_manifest_load(const char *path, struct sw_manifest **out, char *err,
         next_layer = s->layer_last + 1;
     }
     if (next_layer != m->n_layers) {
-        seterr(err, err_len, "%s: the shards cover layers 0..%u but the model has %u", file, next_layer - 1,
+        sw_errf(err, err_len, 0, "%s: the shards cover layers 0..%u but the model has %u", file, next_layer - 1,
                m->n_layers);
         rc = SW_ECORRUPT;
         goto out;
@@ -364,7 +353,7 @@ int sw_gguf_verify_dir(const char *dir, struct sw_shard_check *checks_out, uint3
     int rc = sw_gguf_manifest_load(dir, &m, err, err_len);
     if (rc) return rc;
     if (*n_io < m->n_shards) {
-        seterr(err, err_len, "room for %u shard checks, the manifest lists %u", *n_io, m->n_shards);
+        sw_errf(err, err_len, 0, "room for %u shard checks, the manifest lists %u", *n_io, m->n_shards);
         *n_io = m->n_shards;
         sw_gguf_manifest_free(m);
         return SW_ERANGE;

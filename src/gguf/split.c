@@ -20,17 +20,6 @@
 #define CAP_LAYERS 1024u      /* block_count beyond this is refused (planner is O(N L^2)) */
 #define CHUNK_BYTES (16u << 20) /* data is streamed (and progress reported) in chunks */
 
-__attribute__((format(printf, 3, 4))) static int seterr(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return 0;
-}
-
 /* ------------------------------------------------------------------ source model */
 
 struct src_tensor {
@@ -102,7 +91,7 @@ static int source_open(const char *path, struct source *s, char *err, size_t err
     int is_split = split_name(path, &plen, &no, &count);
     if (!is_split) count = 1;
     if (count > CAP_PARTS) {
-        seterr(err, err_len, "%s: %u parts exceed the limit of %u", path, count, CAP_PARTS);
+        sw_errf(err, err_len, 0, "%s: %u parts exceed the limit of %u", path, count, CAP_PARTS);
         return SW_ETOOBIG;
     }
     s->parts = calloc(count, sizeof *s->parts);
@@ -126,7 +115,7 @@ static int source_open(const char *path, struct source *s, char *err, size_t err
         int has_no = sw_gguf_get_u32(g, "split.no", &k_no) == 0;
         int has_count = sw_gguf_get_u32(g, "split.count", &k_count) == 0;
         if (!is_split && has_count && k_count > 1) {
-            seterr(err, err_len,
+            sw_errf(err, err_len, 0,
                    "%s: split.count is %u: this is one part of a llama.cpp split model; pass the "
                    "first part, named <model>-00001-of-%05u.gguf",
                    path, k_count, k_count);
@@ -134,7 +123,7 @@ static int source_open(const char *path, struct source *s, char *err, size_t err
             goto fail;
         }
         if (is_split && ((has_count && k_count != count) || (has_no && k_no != i))) {
-            seterr(err, err_len, "%s: split.no %u / split.count %u do not match the file name (part %u of %u)",
+            sw_errf(err, err_len, 0, "%s: split.no %u / split.count %u do not match the file name (part %u of %u)",
                    sw_gguf_path(g), k_no, k_count, i + 1, count);
             rc = SW_ECORRUPT;
             goto fail;
@@ -142,14 +131,14 @@ static int source_open(const char *path, struct source *s, char *err, size_t err
     }
     struct sw_gguf *g0 = s->parts[0];
     if (sw_gguf_find(g0, SW_KEY_SHARD_INDEX)) {
-        seterr(err, err_len, "%s: already a shardswarm shard (has %s); split the original model instead",
+        sw_errf(err, err_len, 0, "%s: already a shardswarm shard (has %s); split the original model instead",
                path, SW_KEY_SHARD_INDEX);
         rc = SW_EINVAL;
         goto fail;
     }
     for (uint32_t i = 1; i < count; i++) {
         if (sw_gguf_alignment(s->parts[i]) != sw_gguf_alignment(g0)) {
-            seterr(err, err_len, "%s: general.alignment %llu differs from the first part's %llu",
+            sw_errf(err, err_len, 0, "%s: general.alignment %llu differs from the first part's %llu",
                    sw_gguf_path(s->parts[i]), (unsigned long long)sw_gguf_alignment(s->parts[i]),
                    (unsigned long long)sw_gguf_alignment(g0));
             rc = SW_EUNSUPPORTED;
@@ -170,7 +159,7 @@ static int source_open(const char *path, struct source *s, char *err, size_t err
                 char name[128];
                 snprintf(name, sizeof name, "%.*s", (int)t->name.len, t->name.ptr);
                 if (sw_gguf_tensor_find(s->parts[j], name)) {
-                    seterr(err, err_len, "%s: tensor \"%s\" is also in %s", sw_gguf_path(g), name,
+                    sw_errf(err, err_len, 0, "%s: tensor \"%s\" is also in %s", sw_gguf_path(g), name,
                            sw_gguf_path(s->parts[j]));
                     rc = SW_ECORRUPT;
                     goto fail;
@@ -180,7 +169,7 @@ static int source_open(const char *path, struct source *s, char *err, size_t err
             s->ts[s->n_ts].place = tensor_place(t);
             s->n_ts++;
             if (t->layer >= (int)CAP_LAYERS) {
-                seterr(err, err_len, "%s: tensor \"%.*s\" has layer %d, beyond the limit of %u layers",
+                sw_errf(err, err_len, 0, "%s: tensor \"%.*s\" has layer %d, beyond the limit of %u layers",
                        sw_gguf_path(g), (int)SW_MIN(t->name.len, 80), t->name.ptr, t->layer, CAP_LAYERS);
                 rc = SW_ETOOBIG;
                 goto fail;
@@ -194,19 +183,19 @@ static int source_open(const char *path, struct source *s, char *err, size_t err
     s->n_layers = sw_gguf_n_layers(g0);
     if (!s->n_layers) {
         if (max_layer < 0) {
-            seterr(err, err_len, "%s: no %s.block_count and no \"blk.N.\" tensors: nothing to split by layer",
+            sw_errf(err, err_len, 0, "%s: no %s.block_count and no \"blk.N.\" tensors: nothing to split by layer",
                    path, sw_gguf_arch(g0)[0] ? sw_gguf_arch(g0) : "<arch>");
             rc = SW_EUNSUPPORTED;
             goto fail;
         }
         s->n_layers = (uint32_t)max_layer + 1;
     } else if (s->n_layers > CAP_LAYERS) {
-        seterr(err, err_len, "%s: %s.block_count %u exceeds the limit of %u layers", path,
+        sw_errf(err, err_len, 0, "%s: %s.block_count %u exceeds the limit of %u layers", path,
                sw_gguf_arch(g0), s->n_layers, CAP_LAYERS);
         rc = SW_ETOOBIG;
         goto fail;
     } else if (max_layer >= (int)s->n_layers) {
-        seterr(err, err_len, "%s: tensor of layer %d but %s.block_count is %u", path, max_layer,
+        sw_errf(err, err_len, 0, "%s: tensor of layer %d but %s.block_count is %u", path, max_layer,
                sw_gguf_arch(g0), s->n_layers);
         rc = SW_ECORRUPT;
         goto fail;
@@ -367,7 +356,7 @@ static int write_shard(const struct source *s, const struct sw_shard_plan *p, ui
     struct sw_gguf_writer *w = NULL;
     int rc = sw_gguf_writer_new(path, sw_gguf_alignment(g0), &w);
     if (rc) {
-        seterr(err, err_len, "%s: cannot create: %s", path, sw_strerror(rc));
+        sw_errf(err, err_len, 0, "%s: cannot create: %s", path, sw_strerror(rc));
         return rc;
     }
     /* Full metadata (hyper-parameters, tokenizer) in every shard, without the keys of the
@@ -410,12 +399,12 @@ static int write_shard(const struct source *s, const struct sw_shard_plan *p, ui
     uint64_t size = 0;
     if (rc) {
         sw_gguf_writer_free(w);
-        seterr(err, err_len, "%s: writing failed: %s", path, sw_strerror(rc));
+        sw_errf(err, err_len, 0, "%s: writing failed: %s", path, sw_strerror(rc));
         return rc;
     }
     rc = sw_gguf_writer_finish_ex(w, sha, &size);
     if (rc) {
-        seterr(err, err_len, "%s: cannot complete the file: %s", path, sw_strerror(rc));
+        sw_errf(err, err_len, 0, "%s: cannot complete the file: %s", path, sw_strerror(rc));
         return rc;
     }
     ms->index = p->index;
@@ -441,7 +430,7 @@ static int source_plan(const struct source *s, uint32_t n, uint64_t *w, struct s
 {
     uint32_t L = s->n_layers;
     if (n > L) {
-        seterr(err, err_len, "%s: %u shards requested but the model has only %u layers", model_path, n, L);
+        sw_errf(err, err_len, 0, "%s: %u shards requested but the model has only %u layers", model_path, n, L);
         return SW_EINVAL;
     }
     uint64_t first = 0, last = 0, shared = 0;
@@ -465,7 +454,7 @@ int sw_gguf_split_plan(const char *model_path, uint32_t n_shards, struct sw_shar
 {
     if (err && err_len) err[0] = 0;
     if (n_shards == 0 || n_shards > CAP_SHARDS) {
-        seterr(err, err_len, "shard count must be 1..%u", CAP_SHARDS);
+        sw_errf(err, err_len, 0, "shard count must be 1..%u", CAP_SHARDS);
         return SW_EINVAL;
     }
     struct source s;
@@ -484,7 +473,7 @@ int sw_gguf_split(const char *model_path, const struct sw_split_opts *opts,
 {
     if (err && err_len) err[0] = 0;
     if (!opts || !opts->out_dir || opts->n_shards == 0 || opts->n_shards > CAP_SHARDS) {
-        seterr(err, err_len, "shard count must be 1..%u", CAP_SHARDS);
+        sw_errf(err, err_len, 0, "shard count must be 1..%u", CAP_SHARDS);
         return SW_EINVAL;
     }
     struct source s;
@@ -504,12 +493,12 @@ int sw_gguf_split(const char *model_path, const struct sw_split_opts *opts,
     }
     if ((rc = source_plan(&s, n, w, plans, model_path, err, err_len))) goto out;
     if (sw_path_exists(opts->out_dir) && !sw_is_dir(opts->out_dir)) {
-        seterr(err, err_len, "%s: exists and is not a folder (--out names the folder for the shards)", opts->out_dir);
+        sw_errf(err, err_len, 0, "%s: exists and is not a folder (--out names the folder for the shards)", opts->out_dir);
         rc = SW_EEXIST;
         goto out;
     }
     if ((rc = sw_mkdir_p(opts->out_dir))) {
-        seterr(err, err_len, "%s: cannot create the output folder: %s", opts->out_dir, sw_strerror(rc));
+        sw_errf(err, err_len, 0, "%s: cannot create the output folder: %s", opts->out_dir, sw_strerror(rc));
         goto out;
     }
     char model_id[80];

@@ -10,19 +10,6 @@
 
 #include "infer/stage_impl.h"
 
-static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 /* Architectures this stage computes. Both are the llama block (RMSNorm, RoPE, GQA, SwiGLU);
  * qwen2 adds q/k/v biases and rotates NeoX pairs. */
 struct arch_desc {
@@ -69,9 +56,9 @@ static int bind_matrix(struct loader *L, struct sw__w *w, const char *name, int6
 {
     const struct sw_gguf_tensor *t = find(L, name);
     if (!t)
-        return fail(L->err, L->err_len, SW_ECORRUPT, "%s: tensor %s is missing", L->path, name);
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: tensor %s is missing", L->path, name);
     if (t->n_dims != 2 || t->ne[0] != cols || t->ne[1] != rows)
-        return fail(L->err, L->err_len, SW_ECORRUPT,
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT,
                     "%s: tensor %s has shape [%lld, %lld], expected [%lld, %lld]", L->path, name,
                     (long long)t->ne[0], (long long)t->ne[1], (long long)cols, (long long)rows);
     const struct sw_k_type *kt = sw_k_type_get(t->type);
@@ -82,17 +69,17 @@ static int bind_matrix(struct loader *L, struct sw__w *w, const char *name, int6
             if (k && k->vec_dot && strlen(list) + strlen(k->name) + 3 < sizeof list)
                 snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", list[0] ? ", " : "", k->name);
         }
-        return fail(L->err, L->err_len, SW_EUNSUPPORTED,
+        return sw_errf(L->err, L->err_len, SW_EUNSUPPORTED,
                     "%s: tensor %s has type %s, which the inference kernels do not support "
                     "(supported: %s)", L->path, name, type_name(t->type), list);
     }
     if (cols % kt->block_size)
-        return fail(L->err, L->err_len, SW_ECORRUPT,
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT,
                     "%s: tensor %s: row length %lld is not a multiple of %s's block size %u",
                     L->path, name, (long long)cols, kt->name, kt->block_size);
     size_t row_bytes = sw_k_row_bytes(t->type, cols);
     if (!row_bytes || t->n_bytes < (uint64_t)row_bytes * (uint64_t)rows)
-        return fail(L->err, L->err_len, SW_ECORRUPT, "%s: tensor %s: %llu bytes are too few",
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: tensor %s: %llu bytes are too few",
                     L->path, name, (unsigned long long)t->n_bytes);
     span(L->m, t);
     w->data = t->data;
@@ -113,31 +100,31 @@ static int bind_vector(struct loader *L, const float **out, const char *name, in
     const struct sw_gguf_tensor *t = find(L, name);
     if (!t) {
         if (optional) return 0;
-        return fail(L->err, L->err_len, SW_ECORRUPT, "%s: tensor %s is missing", L->path, name);
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: tensor %s is missing", L->path, name);
     }
     if (t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1)
-        return fail(L->err, L->err_len, SW_ECORRUPT,
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT,
                     "%s: tensor %s has %lld elements, expected a vector of %lld", L->path, name,
                     (long long)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]), (long long)n);
     L->m->info.weight_bytes += t->n_bytes;
     span(L->m, t);
     if (t->type == SW_TYPE_F32) {
         if (t->n_bytes < (uint64_t)n * 4)
-            return fail(L->err, L->err_len, SW_ECORRUPT, "%s: tensor %s is truncated", L->path, name);
+            return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: tensor %s is truncated", L->path, name);
         *out = (const float *)(const void *)t->data;
         return 0;
     }
     if (t->type != SW_TYPE_F16 && t->type != SW_TYPE_BF16)
-        return fail(L->err, L->err_len, SW_EUNSUPPORTED,
+        return sw_errf(L->err, L->err_len, SW_EUNSUPPORTED,
                     "%s: tensor %s has type %s; vectors must be F32, F16 or BF16", L->path, name,
                     type_name(t->type));
     if (t->n_bytes < (uint64_t)n * 2)
-        return fail(L->err, L->err_len, SW_ECORRUPT, "%s: tensor %s is truncated", L->path, name);
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: tensor %s is truncated", L->path, name);
     float **owned = realloc(L->m->owned, (L->m->n_owned + 1) * sizeof *owned);
-    if (!owned) return fail(L->err, L->err_len, SW_ENOMEM, "out of memory");
+    if (!owned) return sw_errf(L->err, L->err_len, SW_ENOMEM, "out of memory");
     L->m->owned = owned;
     float *f = malloc((size_t)n * sizeof *f);
-    if (!f) return fail(L->err, L->err_len, SW_ENOMEM, "out of memory");
+    if (!f) return sw_errf(L->err, L->err_len, SW_ENOMEM, "out of memory");
     owned[L->m->n_owned++] = f;
     if (t->type == SW_TYPE_F16) sw_k_f16_to_f32_row((const sw_f16 *)(const void *)t->data, f, n);
     else sw_k_bf16_to_f32_row((const sw_bf16 *)(const void *)t->data, f, n);
@@ -150,13 +137,13 @@ static int get_u32(struct loader *L, const char *suffix, uint32_t *out, int requ
     int rc = sw_gguf_arch_u32(L->g, suffix, out);
     if (rc == SW_ENOTFOUND) {
         if (required)
-            return fail(L->err, L->err_len, SW_ECORRUPT, "%s: metadata key %s.%s is missing",
+            return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: metadata key %s.%s is missing",
                         L->path, L->m->info.arch, suffix);
         *out = dflt;
         return 0;
     }
     if (rc)
-        return fail(L->err, L->err_len, SW_ECORRUPT, "%s: metadata key %s.%s has a bad type",
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: metadata key %s.%s has a bad type",
                     L->path, L->m->info.arch, suffix);
     return 0;
 }
@@ -169,7 +156,7 @@ static int get_f32(struct loader *L, const char *suffix, float *out, float dflt)
         return 0;
     }
     if (rc)
-        return fail(L->err, L->err_len, SW_ECORRUPT, "%s: metadata key %s.%s has a bad type",
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: metadata key %s.%s has a bad type",
                     L->path, L->m->info.arch, suffix);
     return 0;
 }
@@ -193,7 +180,7 @@ static int read_hparams(struct loader *L, const struct arch_desc *ad, const stru
         in->n_ff == 0 || in->n_ff > 1u << 20 || in->n_head == 0 || in->n_head > 1024 ||
         in->n_head_kv == 0 || in->n_head % in->n_head_kv || in->n_ctx_train == 0 ||
         in->n_ctx_train > (1u << 24))
-        return fail(L->err, L->err_len, SW_ECORRUPT,
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT,
                     "%s: implausible hyper-parameters (layers %u, embd %u, ff %u, heads %u/%u, ctx %u)",
                     L->path, in->n_layers, in->n_embd, in->n_ff, in->n_head, in->n_head_kv,
                     in->n_ctx_train);
@@ -201,17 +188,17 @@ static int read_hparams(struct loader *L, const struct arch_desc *ad, const stru
     if ((rc = get_u32(L, "attention.key_length", &key_len, 0, in->n_embd / in->n_head))) return rc;
     if ((rc = get_u32(L, "attention.value_length", &val_len, 0, key_len))) return rc;
     if (key_len != val_len || key_len == 0 || key_len % 2 || key_len > 1024)
-        return fail(L->err, L->err_len, SW_EUNSUPPORTED,
+        return sw_errf(L->err, L->err_len, SW_EUNSUPPORTED,
                     "%s: head size %u (key) / %u (value) is not supported", L->path, key_len, val_len);
     in->head_dim = key_len;
     if ((rc = get_u32(L, "rope.dimension_count", &in->n_rot, 0, in->head_dim))) return rc;
     if (in->n_rot == 0 || in->n_rot > in->head_dim || in->n_rot % 2)
-        return fail(L->err, L->err_len, SW_ECORRUPT, "%s: %s.rope.dimension_count %u is invalid",
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: %s.rope.dimension_count %u is invalid",
                     L->path, in->arch, in->n_rot);
     if ((rc = get_f32(L, "attention.layer_norm_rms_epsilon", &in->rms_eps, 1e-5f))) return rc;
     if ((rc = get_f32(L, "rope.freq_base", &in->rope_freq_base, 10000.0f))) return rc;
     if (!(in->rms_eps > 0) || !(in->rope_freq_base > 0))
-        return fail(L->err, L->err_len, SW_ECORRUPT, "%s: bad rms epsilon or rope.freq_base", L->path);
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: bad rms epsilon or rope.freq_base", L->path);
 
     /* RoPE frequency scaling. Only "linear" (positions divided by the factor) and "none"
      * change nothing else; YaRN-style scaling needs extra terms we do not implement. */
@@ -222,7 +209,7 @@ static int read_hparams(struct loader *L, const struct arch_desc *ad, const stru
     if ((rc = get_f32(L, "rope.scaling.factor", &factor, 0))) return rc;
     if (factor == 0 && (rc = get_f32(L, "rope.scale_linear", &factor, 0))) return rc;
     if (stype[0] && strcmp(stype, "linear") && strcmp(stype, "none"))
-        return fail(L->err, L->err_len, SW_EUNSUPPORTED,
+        return sw_errf(L->err, L->err_len, SW_EUNSUPPORTED,
                     "%s: rope scaling type '%s' is not supported (linear and none are)", L->path, stype);
     in->rope_freq_scale = 1.0f;
     if (strcmp(stype, "none") && factor > 0) in->rope_freq_scale = 1.0f / factor;
@@ -247,7 +234,7 @@ int sw__model_load(struct sw__model *m, struct sw_gguf *g, const struct sw_stage
     for (size_t i = 0; i < SW_ARRAY_LEN(ARCHS); i++)
         if (!strcmp(arch, ARCHS[i].name)) ad = &ARCHS[i];
     if (!ad)
-        return fail(err, err_len, SW_EUNSUPPORTED,
+        return sw_errf(err, err_len, SW_EUNSUPPORTED,
                     "%s: architecture '%s' is not supported (supported: llama, qwen2)", L.path,
                     arch[0] ? arch : "(general.architecture missing)");
     snprintf(in->arch, sizeof in->arch, "%s", arch);
@@ -262,7 +249,7 @@ int sw__model_load(struct sw__model *m, struct sw_gguf *g, const struct sw_stage
                    : sharded          ? (int64_t)si.layer_last
                                       : (int64_t)in->n_layers - 1;
     if (first > last || last >= in->n_layers)
-        return fail(err, err_len, SW_ERANGE, "%s: layer range [%lld, %lld] is outside the model's %u layers",
+        return sw_errf(err, err_len, SW_ERANGE, "%s: layer range [%lld, %lld] is outside the model's %u layers",
                     L.path, (long long)first, (long long)last, in->n_layers);
     in->layer_first = (uint32_t)first;
     in->layer_last = (uint32_t)last;
@@ -306,13 +293,13 @@ int sw__model_load(struct sw__model *m, struct sw_gguf *g, const struct sw_stage
     if ((rc = bind_vector(&L, &rope_ff, "rope_freqs.weight", in->n_rot / 2, 1))) return rc;
     in->has_rope_freqs = rope_ff != NULL;
     m->rope_inv_freq = malloc((in->n_rot / 2) * sizeof *m->rope_inv_freq);
-    if (!m->rope_inv_freq) return fail(err, err_len, SW_ENOMEM, "out of memory");
+    if (!m->rope_inv_freq) return sw_errf(err, err_len, SW_ENOMEM, "out of memory");
     for (uint32_t i = 0; i < in->n_rot / 2; i++) {
         /* theta_i(p) = p * freq_scale * base^(-2i/n_rot) / factor_i */
         double f = pow((double)in->rope_freq_base, -2.0 * i / in->n_rot) * in->rope_freq_scale;
         if (rope_ff) {
             if (!(rope_ff[i] > 0))
-                return fail(err, err_len, SW_ECORRUPT, "%s: rope_freqs.weight[%u] is not positive",
+                return sw_errf(err, err_len, SW_ECORRUPT, "%s: rope_freqs.weight[%u] is not positive",
                             L.path, i);
             f /= rope_ff[i];
         }
@@ -321,7 +308,7 @@ int sw__model_load(struct sw__model *m, struct sw_gguf *g, const struct sw_stage
 
     uint32_t n = in->layer_last - in->layer_first + 1;
     m->layers = calloc(n, sizeof *m->layers);
-    if (!m->layers) return fail(err, err_len, SW_ENOMEM, "out of memory");
+    if (!m->layers) return sw_errf(err, err_len, SW_ENOMEM, "out of memory");
     char name[NAME_LEN];
 #define BLK(suffix) (snprintf(name, sizeof name, "blk.%u." suffix, l), name)
     for (uint32_t l = in->layer_first; l <= in->layer_last; l++) {

@@ -21,25 +21,12 @@ struct sw_chain {
     char errmsg[256];
 };
 
-static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 int sw_chain_open(const char *const *paths, uint32_t n_paths, const struct sw_stage_opts *opts,
                   struct sw_chain **out, char *err, size_t err_len)
 {
     *out = NULL;
     if (n_paths == 0 || n_paths > MAX_STAGES)
-        return fail(err, err_len, SW_EINVAL, "a chain needs 1 to %u model files", MAX_STAGES);
+        return sw_errf(err, err_len, SW_EINVAL, "a chain needs 1 to %u model files", MAX_STAGES);
     struct sw_chain *c = calloc(1, sizeof *c);
     if (!c || !(c->st = calloc(n_paths, sizeof *c->st))) {
         free(c);
@@ -71,19 +58,19 @@ int sw_chain_open(const char *const *paths, uint32_t n_paths, const struct sw_st
         c->n = i + 1;
         const struct sw_stage_info *in = sw_stage_info(c->st[i]);
         if (i == 0 && !in->takes_tokens) {
-            rc = fail(err, err_len, SW_ERANGE, "%s starts at layer %u: the first file must hold layer 0 "
+            rc = sw_errf(err, err_len, SW_ERANGE, "%s starts at layer %u: the first file must hold layer 0 "
                       "and token_embd", paths[i], in->layer_first);
             goto fail;
         }
         if (i > 0) {
             const struct sw_stage_info *prev = sw_stage_info(c->st[i - 1]);
             if (strcmp(prev->arch, in->arch) || prev->n_layers != in->n_layers || prev->n_embd != in->n_embd) {
-                rc = fail(err, err_len, SW_EINVAL, "%s is not a shard of the same model as %s", paths[i],
+                rc = sw_errf(err, err_len, SW_EINVAL, "%s is not a shard of the same model as %s", paths[i],
                           paths[0]);
                 goto fail;
             }
             if (in->layer_first != prev->layer_last + 1) {
-                rc = fail(err, err_len, SW_ERANGE,
+                rc = sw_errf(err, err_len, SW_ERANGE,
                           "%s holds layers %u-%u but the previous file ends at layer %u: give the "
                           "shards in order, without gaps", paths[i], in->layer_first, in->layer_last,
                           prev->layer_last);
@@ -93,7 +80,7 @@ int sw_chain_open(const char *const *paths, uint32_t n_paths, const struct sw_st
             if (sw_gguf_open(paths[i], &gi, sub, sizeof sub) == 0) {
                 if (id0[0] && sw_gguf_shard_info(gi, &si) == 0 && strcmp(si.model_id, id0)) {
                     sw_gguf_close(gi);
-                    rc = fail(err, err_len, SW_EINVAL, "%s belongs to model %s, not %s", paths[i],
+                    rc = sw_errf(err, err_len, SW_EINVAL, "%s belongs to model %s, not %s", paths[i],
                               si.model_id, id0);
                     goto fail;
                 }
@@ -101,12 +88,12 @@ int sw_chain_open(const char *const *paths, uint32_t n_paths, const struct sw_st
             }
         }
         if (i + 1 == n_paths && !in->gives_logits) {
-            rc = fail(err, err_len, SW_ERANGE, "%s ends at layer %u of %u: the last file must hold "
+            rc = sw_errf(err, err_len, SW_ERANGE, "%s ends at layer %u of %u: the last file must hold "
                       "the last layer and the output", paths[i], in->layer_last, in->n_layers);
             goto fail;
         }
         if (i + 1 < n_paths && in->gives_logits) {
-            rc = fail(err, err_len, SW_ERANGE, "%s already ends the model: too many files", paths[i]);
+            rc = sw_errf(err, err_len, SW_ERANGE, "%s already ends the model: too many files", paths[i]);
             goto fail;
         }
     }

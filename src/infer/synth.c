@@ -57,19 +57,6 @@ int sw_synth_type_valid(const char *type)
     return 0;
 }
 
-static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 /* ------------------------------------------------------------------ RNG */
 
 static uint64_t splitmix64(uint64_t *s)
@@ -228,9 +215,9 @@ static int copy_vocab(struct sw_gguf_writer *w, const struct sw_gguf *vg, uint32
 {
     struct sw_gguf_arr toks;
     if (sw_gguf_get_arr(vg, "tokenizer.ggml.tokens", &toks) || toks.elem_type != SW_GGUF_STRING)
-        return fail(err, err_len, SW_ECORRUPT, "%s: no tokenizer.ggml.tokens array", vpath);
+        return sw_errf(err, err_len, SW_ECORRUPT, "%s: no tokenizer.ggml.tokens array", vpath);
     if (toks.n > n_vocab)
-        return fail(err, err_len, SW_EINVAL, "%s has %llu tokens, more than the preset's vocabulary of %u",
+        return sw_errf(err, err_len, SW_EINVAL, "%s has %llu tokens, more than the preset's vocabulary of %u",
                     vpath, (unsigned long long)toks.n, n_vocab);
     const int pad = toks.n < n_vocab;
     int rc = 0;
@@ -285,7 +272,7 @@ int sw_synth_write(const char *path, const struct sw_synth_opts *o, char *err, s
 {
     if (err && err_len) err[0] = 0;
     const struct sw_synth_preset *ps = sw_synth_preset_find(o->preset);
-    if (!ps) return fail(err, err_len, SW_EINVAL, "unknown preset '%s'", o->preset ? o->preset : "");
+    if (!ps) return sw_errf(err, err_len, SW_EINVAL, "unknown preset '%s'", o->preset ? o->preset : "");
     uint32_t base = 0, file_type = 0;
     int found = 0;
     for (size_t i = 0; o->type && i < SW_ARRAY_LEN(TYPES); i++)
@@ -294,10 +281,10 @@ int sw_synth_write(const char *path, const struct sw_synth_opts *o, char *err, s
             file_type = TYPES[i].file_type;
             found = 1;
         }
-    if (!found) return fail(err, err_len, SW_EINVAL, "unknown weight type '%s'", o->type ? o->type : "");
-    if (!o->vocab_path) return fail(err, err_len, SW_EINVAL, "a vocabulary GGUF is required");
+    if (!found) return sw_errf(err, err_len, SW_EINVAL, "unknown weight type '%s'", o->type ? o->type : "");
+    if (!o->vocab_path) return sw_errf(err, err_len, SW_EINVAL, "a vocabulary GGUF is required");
     const uint32_t n_layers = o->n_layers ? o->n_layers : ps->n_layers;
-    if (n_layers > 1024) return fail(err, err_len, SW_EINVAL, "too many layers (%u)", n_layers);
+    if (n_layers > 1024) return sw_errf(err, err_len, SW_EINVAL, "too many layers (%u)", n_layers);
 
     struct sw_gguf *vg = NULL;
     int rc = sw_gguf_open(o->vocab_path, &vg, err, err_len);
@@ -309,7 +296,7 @@ int sw_synth_write(const char *path, const struct sw_synth_opts *o, char *err, s
     uint8_t *buf = NULL;
     if ((rc = build_plan(ps, n_layers, o->type, base, &plan))) goto out;
     if ((rc = sw_gguf_writer_new(path, 32, &w))) {
-        fail(err, err_len, rc, "%s: cannot create: %s", path, sw_strerror(rc));
+        sw_errf(err, err_len, rc, "%s: cannot create: %s", path, sw_strerror(rc));
         goto out;
     }
 
@@ -337,11 +324,11 @@ int sw_synth_write(const char *path, const struct sw_synth_opts *o, char *err, s
     rc |= sw_gguf_writer_set_u64(w, "shardswarm.synth.seed", o->seed);
     if (rc) {
         rc = rc < 0 ? SW_ENOMEM : rc;
-        fail(err, err_len, rc, "cannot build the metadata");
+        sw_errf(err, err_len, rc, "cannot build the metadata");
         goto out;
     }
     if ((rc = copy_vocab(w, vg, ps->n_vocab, o->vocab_path, err, err_len))) {
-        if (!err || !err[0]) fail(err, err_len, rc, "cannot copy the vocabulary: %s", sw_strerror(rc));
+        if (!err || !err[0]) sw_errf(err, err_len, rc, "cannot copy the vocabulary: %s", sw_strerror(rc));
         goto out;
     }
 
@@ -350,14 +337,14 @@ int sw_synth_write(const char *path, const struct sw_synth_opts *o, char *err, s
     for (size_t i = 0; i < plan.n; i++) {
         const struct tdesc *d = &plan.t[i];
         if ((rc = sw_gguf_writer_add_tensor(w, d->name, d->type, d->n_dims, d->ne))) {
-            fail(err, err_len, rc, "cannot add tensor %s: %s", d->name, sw_strerror(rc));
+            sw_errf(err, err_len, rc, "cannot add tensor %s: %s", d->name, sw_strerror(rc));
             goto out;
         }
         total += sw_k_row_bytes(d->type, d->ne[0]) * (uint64_t)(d->n_dims == 2 ? d->ne[1] : 1);
         if (d->ne[0] > max_cols) max_cols = d->ne[0];
     }
     if ((rc = sw_gguf_writer_write_header(w))) {
-        fail(err, err_len, rc, "%s: cannot write the header: %s", path, sw_strerror(rc));
+        sw_errf(err, err_len, rc, "%s: cannot write the header: %s", path, sw_strerror(rc));
         goto out;
     }
 
@@ -368,7 +355,7 @@ int sw_synth_write(const char *path, const struct sw_synth_opts *o, char *err, s
     tmp = malloc((size_t)nt * max_cols * sizeof *tmp);
     buf = malloc(chunk_bytes + (size_t)max_cols * 4);
     if (!tmp || !buf) {
-        rc = fail(err, err_len, SW_ENOMEM, "out of memory");
+        rc = sw_errf(err, err_len, SW_ENOMEM, "out of memory");
         goto out;
     }
     for (size_t i = 0; i < plan.n; i++) {
@@ -382,12 +369,12 @@ int sw_synth_write(const char *path, const struct sw_synth_opts *o, char *err, s
             g.n_rows = SW_MIN(per, rows - r);
             sw_k_pool_run(pool, gen_run, &g);
             if (g.rc) {
-                rc = fail(err, err_len, g.rc, "cannot quantize %s to %s: %s", d->name,
+                rc = sw_errf(err, err_len, g.rc, "cannot quantize %s to %s: %s", d->name,
                           sw_gguf_type_info(d->type)->name, sw_strerror(g.rc));
                 goto out;
             }
             if ((rc = sw_gguf_writer_write_data(w, buf, (uint64_t)g.n_rows * rb))) {
-                fail(err, err_len, rc, "%s: write failed: %s", path, sw_strerror(rc));
+                sw_errf(err, err_len, rc, "%s: write failed: %s", path, sw_strerror(rc));
                 goto out;
             }
             done += (uint64_t)g.n_rows * rb;
@@ -396,7 +383,7 @@ int sw_synth_write(const char *path, const struct sw_synth_opts *o, char *err, s
     }
     rc = sw_gguf_writer_finish(w);
     w = NULL; /* finish frees */
-    if (rc) fail(err, err_len, rc, "%s: cannot finish the file: %s", path, sw_strerror(rc));
+    if (rc) sw_errf(err, err_len, rc, "%s: cannot finish the file: %s", path, sw_strerror(rc));
 out:
     sw_gguf_writer_free(w);
     sw_k_pool_free(pool);

@@ -140,16 +140,6 @@ struct src {
     const char *name;         /* general.name, for per-model token attributes */
 };
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || !err_len) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 void sw_tok_free(struct sw_tok *t)
 {
     if (!t) return;
@@ -203,19 +193,19 @@ static int build(const struct src *s, struct sw_tok **out, char *err, size_t err
     if (!t) return SW_ENOMEM;
     int rc = SW_ENOMEM;
 
-    if (!s->model) { set_err(err, err_len, "tokenizer.ggml.model missing"); rc = SW_ENOTFOUND; goto fail; }
+    if (!s->model) { sw_errf(err, err_len, 0, "tokenizer.ggml.model missing"); rc = SW_ENOTFOUND; goto fail; }
     if (!strcmp(s->model, "llama")) t->model = SW_TOK_MODEL_SPM;
     else if (!strcmp(s->model, "gpt2")) t->model = SW_TOK_MODEL_BPE;
     else if (!strcmp(s->model, "bert")) t->model = SW_TOK_MODEL_WPM;
     else {
-        set_err(err, err_len, "tokenizer.ggml.model '%s' is not supported (only 'llama', 'gpt2' and 'bert')",
+        sw_errf(err, err_len, 0, "tokenizer.ggml.model '%s' is not supported (only 'llama', 'gpt2' and 'bert')",
                 s->model);
         rc = SW_EUNSUPPORTED;
         goto fail;
     }
-    if (s->n_tokens == 0) { set_err(err, err_len, "tokenizer.ggml.tokens is empty"); rc = SW_ECORRUPT; goto fail; }
+    if (s->n_tokens == 0) { sw_errf(err, err_len, 0, "tokenizer.ggml.tokens is empty"); rc = SW_ECORRUPT; goto fail; }
     if (s->n_tokens > SW_TOK_MAX_VOCAB) {
-        set_err(err, err_len, "tokenizer.ggml.tokens: %u tokens exceed the cap of %u", s->n_tokens, SW_TOK_MAX_VOCAB);
+        sw_errf(err, err_len, 0, "tokenizer.ggml.tokens: %u tokens exceed the cap of %u", s->n_tokens, SW_TOK_MAX_VOCAB);
         rc = SW_ETOOBIG;
         goto fail;
     }
@@ -225,7 +215,7 @@ static int build(const struct src *s, struct sw_tok **out, char *err, size_t err
     size_t total = 0;
     for (uint32_t i = 0; i < s->n_tokens; i++) {
         if (s->lens[i] > SW_TOK_MAX_TOKEN_BYTES) {
-            set_err(err, err_len, "tokenizer.ggml.tokens[%u]: %u bytes exceed the cap of %u", i, s->lens[i],
+            sw_errf(err, err_len, 0, "tokenizer.ggml.tokens[%u]: %u bytes exceed the cap of %u", i, s->lens[i],
                     SW_TOK_MAX_TOKEN_BYTES);
             rc = SW_ETOOBIG;
             goto fail;
@@ -270,7 +260,7 @@ static int build(const struct src *s, struct sw_tok **out, char *err, size_t err
     /* merges */
     if (t->model == SW_TOK_MODEL_BPE) {
         if (s->n_merges > SW_TOK_MAX_MERGES) {
-            set_err(err, err_len, "tokenizer.ggml.merges: %u merges exceed the cap of %u", s->n_merges, SW_TOK_MAX_MERGES);
+            sw_errf(err, err_len, 0, "tokenizer.ggml.merges: %u merges exceed the cap of %u", s->n_merges, SW_TOK_MAX_MERGES);
             rc = SW_ETOOBIG;
             goto fail;
         }
@@ -423,7 +413,7 @@ static int build(const struct src *s, struct sw_tok **out, char *err, size_t err
         const char *const *rx = sw__pre_lookup(pre, &t->ignore_merges, &pre_bos);
         if (s->add_bos < 0 && pre_bos) t->add_bos = 1;
         if (!rx) {
-            set_err(err, err_len, "tokenizer.ggml.pre '%s' is not a supported pre-tokenizer", pre);
+            sw_errf(err, err_len, 0, "tokenizer.ggml.pre '%s' is not a supported pre-tokenizer", pre);
             rc = SW_EUNSUPPORTED;
             goto fail;
         }
@@ -431,7 +421,7 @@ static int build(const struct src *s, struct sw_tok **out, char *err, size_t err
             if (t->n_re >= MAX_PRE_REGEX) { rc = SW_EINVAL; goto fail; }
             char rerr[256];
             rc = sw__re_compile(*rx, &t->re[t->n_re], rerr, sizeof rerr);
-            if (rc) { set_err(err, err_len, "pre-tokenizer '%s': %s", pre, rerr); goto fail; }
+            if (rc) { sw_errf(err, err_len, 0, "pre-tokenizer '%s': %s", pre, rerr); goto fail; }
             t->n_re++;
         }
     }
@@ -445,7 +435,7 @@ static int build(const struct src *s, struct sw_tok **out, char *err, size_t err
     *out = t;
     return 0;
 fail:
-    if (rc == SW_ENOMEM) set_err(err, err_len, "out of memory building the tokenizer");
+    if (rc == SW_ENOMEM) sw_errf(err, err_len, 0, "out of memory building the tokenizer");
     sw_tok_free(t);
     return rc;
 }
@@ -453,9 +443,9 @@ fail:
 int sw_tok_new(const struct sw_tok_desc *d, struct sw_tok **out, char *err, size_t err_len)
 {
     *out = NULL;
-    if (!d || !d->tokens || !d->n_tokens) { set_err(err, err_len, "no tokens"); return SW_EINVAL; }
+    if (!d || !d->tokens || !d->n_tokens) { sw_errf(err, err_len, 0, "no tokens"); return SW_EINVAL; }
     if (d->n_tokens > SW_TOK_MAX_VOCAB || d->n_merges > SW_TOK_MAX_MERGES) {
-        set_err(err, err_len, "vocabulary too large");
+        sw_errf(err, err_len, 0, "vocabulary too large");
         return SW_ETOOBIG;
     }
     struct src s = { 0 };
@@ -505,7 +495,7 @@ static int gguf_id(const struct sw_gguf *g, const char *key, int32_t *out, char 
     int64_t v;
     int rc = sw_gguf_get_i64(g, key, &v);
     if (rc == SW_ENOTFOUND) { *out = -1; return 0; }
-    if (rc) { set_err(err, err_len, "%s: not an integer", key); return SW_ECORRUPT; }
+    if (rc) { sw_errf(err, err_len, 0, "%s: not an integer", key); return SW_ECORRUPT; }
     *out = v < 0 || v > INT32_MAX ? -1 : (int32_t)v;
     return 0;
 }
@@ -525,22 +515,22 @@ int sw_tok_from_gguf(const struct sw_gguf *g, struct sw_tok **out, char *err, si
     struct sw_gguf_arr toks, scores, types, merges;
     char model_s[64], pre_s[64];
     if (sw_gguf_get_str(g, "tokenizer.ggml.model", &model)) {
-        set_err(err, err_len, "tokenizer.ggml.model: missing (the file has no tokenizer)");
+        sw_errf(err, err_len, 0, "tokenizer.ggml.model: missing (the file has no tokenizer)");
         return SW_ENOTFOUND;
     }
     snprintf(model_s, sizeof model_s, "%.*s", (int)SW_MIN(model.len, 63), model.ptr);
     int have_pre = sw_gguf_get_str(g, "tokenizer.ggml.pre", &pre) == 0;
     if (have_pre) snprintf(pre_s, sizeof pre_s, "%.*s", (int)SW_MIN(pre.len, 63), pre.ptr);
     if (sw_gguf_get_arr(g, "tokenizer.ggml.tokens", &toks)) {
-        set_err(err, err_len, "tokenizer.ggml.tokens: missing");
+        sw_errf(err, err_len, 0, "tokenizer.ggml.tokens: missing");
         return SW_ENOTFOUND;
     }
     if (toks.elem_type != SW_GGUF_STRING) {
-        set_err(err, err_len, "tokenizer.ggml.tokens: not an array of strings");
+        sw_errf(err, err_len, 0, "tokenizer.ggml.tokens: not an array of strings");
         return SW_ECORRUPT;
     }
     if (toks.n == 0 || toks.n > SW_TOK_MAX_VOCAB) {
-        set_err(err, err_len, "tokenizer.ggml.tokens: %llu tokens (must be 1..%u)", (unsigned long long)toks.n,
+        sw_errf(err, err_len, 0, "tokenizer.ggml.tokens: %llu tokens (must be 1..%u)", (unsigned long long)toks.n,
                 SW_TOK_MAX_VOCAB);
         return toks.n ? SW_ETOOBIG : SW_ECORRUPT;
     }
@@ -549,26 +539,26 @@ int sw_tok_from_gguf(const struct sw_gguf *g, struct sw_tok **out, char *err, si
     int have_types = sw_gguf_get_arr(g, "tokenizer.ggml.token_type", &types) == 0;
     int have_merges = sw_gguf_get_arr(g, "tokenizer.ggml.merges", &merges) == 0;
     if (have_scores && (scores.n != n || scores.elem_type != SW_GGUF_F32)) {
-        set_err(err, err_len, "tokenizer.ggml.scores: %llu values of type %u for %u tokens (want f32 each)",
+        sw_errf(err, err_len, 0, "tokenizer.ggml.scores: %llu values of type %u for %u tokens (want f32 each)",
                 (unsigned long long)scores.n, scores.elem_type, n);
         return SW_ECORRUPT;
     }
     if (have_types && types.n != n) {
-        set_err(err, err_len, "tokenizer.ggml.token_type: %llu values for %u tokens", (unsigned long long)types.n, n);
+        sw_errf(err, err_len, 0, "tokenizer.ggml.token_type: %llu values for %u tokens", (unsigned long long)types.n, n);
         return SW_ECORRUPT;
     }
     if (have_merges && merges.elem_type != SW_GGUF_STRING) {
-        set_err(err, err_len, "tokenizer.ggml.merges: not an array of strings");
+        sw_errf(err, err_len, 0, "tokenizer.ggml.merges: not an array of strings");
         return SW_ECORRUPT;
     }
     if (have_merges && merges.n > SW_TOK_MAX_MERGES) {
-        set_err(err, err_len, "tokenizer.ggml.merges: %llu merges exceed the cap of %u",
+        sw_errf(err, err_len, 0, "tokenizer.ggml.merges: %llu merges exceed the cap of %u",
                 (unsigned long long)merges.n, SW_TOK_MAX_MERGES);
         return SW_ETOOBIG;
     }
     uint32_t n_merges = have_merges ? (uint32_t)merges.n : 0;
     if (!strcmp(model_s, "gpt2") && !have_merges) {
-        set_err(err, err_len, "tokenizer.ggml.merges: missing (required for a gpt2 tokenizer)");
+        sw_errf(err, err_len, 0, "tokenizer.ggml.merges: missing (required for a gpt2 tokenizer)");
         return SW_ENOTFOUND;
     }
 
@@ -583,12 +573,12 @@ int sw_tok_from_gguf(const struct sw_gguf *g, struct sw_tok **out, char *err, si
     for (uint32_t i = 0; i < n; i++) {
         struct sw_gguf_str s;
         if (sw_gguf_arr_str(&toks, i, &s)) {
-            set_err(err, err_len, "tokenizer.ggml.tokens[%u]: unreadable", i);
+            sw_errf(err, err_len, 0, "tokenizer.ggml.tokens[%u]: unreadable", i);
             rc = SW_ECORRUPT;
             goto done;
         }
         if (s.len > SW_TOK_MAX_TOKEN_BYTES) {
-            set_err(err, err_len, "tokenizer.ggml.tokens[%u]: %llu bytes exceed the cap of %u", i,
+            sw_errf(err, err_len, 0, "tokenizer.ggml.tokens[%u]: %llu bytes exceed the cap of %u", i,
                     (unsigned long long)s.len, SW_TOK_MAX_TOKEN_BYTES);
             rc = SW_ETOOBIG;
             goto done;
@@ -596,14 +586,14 @@ int sw_tok_from_gguf(const struct sw_gguf *g, struct sw_tok **out, char *err, si
         texts[i] = s.ptr;
         lens[i] = (uint32_t)s.len;
         if (sc && sw_gguf_arr_f32(&scores, i, &sc[i])) {
-            set_err(err, err_len, "tokenizer.ggml.scores[%u]: unreadable", i);
+            sw_errf(err, err_len, 0, "tokenizer.ggml.scores[%u]: unreadable", i);
             rc = SW_ECORRUPT;
             goto done;
         }
         if (ty) {
             int64_t v;
             if (sw_gguf_arr_i64(&types, i, &v)) {
-                set_err(err, err_len, "tokenizer.ggml.token_type[%u]: not an integer", i);
+                sw_errf(err, err_len, 0, "tokenizer.ggml.token_type[%u]: not an integer", i);
                 rc = SW_ECORRUPT;
                 goto done;
             }
@@ -613,7 +603,7 @@ int sw_tok_from_gguf(const struct sw_gguf *g, struct sw_tok **out, char *err, si
     for (uint32_t i = 0; i < n_merges; i++) {
         struct sw_gguf_str s;
         if (sw_gguf_arr_str(&merges, i, &s)) {
-            set_err(err, err_len, "tokenizer.ggml.merges[%u]: unreadable", i);
+            sw_errf(err, err_len, 0, "tokenizer.ggml.merges[%u]: unreadable", i);
             rc = SW_ECORRUPT;
             goto done;
         }
@@ -657,7 +647,7 @@ int sw_tok_from_gguf(const struct sw_gguf *g, struct sw_tok **out, char *err, si
     if (s.add_space_prefix < 0) gguf_flag(g, "tokenizer.ggml.add_prefix_space", &s.add_space_prefix);
     if (sw_gguf_get_str(g, "tokenizer.chat_template", &tmpl) == 0) {
         if (tmpl.len > (16u << 20)) {
-            set_err(err, err_len, "tokenizer.chat_template: %llu bytes is too large", (unsigned long long)tmpl.len);
+            sw_errf(err, err_len, 0, "tokenizer.chat_template: %llu bytes is too large", (unsigned long long)tmpl.len);
             rc = SW_ETOOBIG;
             goto done;
         }
@@ -670,7 +660,7 @@ int sw_tok_from_gguf(const struct sw_gguf *g, struct sw_tok **out, char *err, si
     s.name = name_s;
     rc = build(&s, out, err, err_len);
 done:
-    if (rc == SW_ENOMEM && err && err_len && !*err) set_err(err, err_len, "out of memory reading the tokenizer");
+    if (rc == SW_ENOMEM && err && err_len && !*err) sw_errf(err, err_len, 0, "out of memory reading the tokenizer");
     free(texts);
     free(lens);
     free(sc);

@@ -29,6 +29,17 @@ const char *sw_strerror(int err)
     }
 }
 
+int sw_errf(char *err, size_t err_len, int code, const char *fmt, ...)
+{
+    if (err && err_len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, err_len, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
 static void log_default(void *ud, enum sw_log_level level, const char *subsys, const char *msg)
 {
     (void)ud;

@@ -36,6 +36,11 @@ enum sw_err {
 /* Static text for an sw_err code; never NULL. */
 const char *sw_strerror(int err);
 
+/* Formats a message into the caller's error buffer (if err and err_len) and returns code:
+ * `return sw_errf(err, err_len, SW_ECORRUPT, "%s: field x at byte %zu", path, off);` */
+int sw_errf(char *err, size_t err_len, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* --------------------------------------------------------------- logging */
 
 enum sw_log_level { SW_LOG_DEBUG = 0, SW_LOG_INFO = 1, SW_LOG_WARN = 2, SW_LOG_ERROR = 3 };
