@@ -13,30 +13,8 @@
 #include "bt/bt.h"
 #include "bt/bt_net.h"
 #include "cli.h"
+#include "cli/bt_run.h"
 #include "dht/dht.h"
-
-#define MAX_LIST 64
-
-/* Shared with cmd_seed.c (not CLI API: cli.h is not ours to extend). */
-struct sw__bt_run_cfg {
-    const char *cmd;
-    const char *src;            /* .torrent path or magnet link */
-    const char *dir;
-    int seed;                   /* serve until stopped, fetch nothing */
-    int all;
-    uint32_t sel[MAX_LIST];     /* --file N: shard index (or file index without shardswarm dict) */
-    uint32_t n_sel;
-    const char *peers[MAX_LIST];
-    uint32_t n_peers;
-    const char *boot[MAX_LIST];
-    uint32_t n_boot;
-    int verify;
-    uint32_t timeout_s;
-    uint16_t listen_port;
-    const char *listen_host;
-    int verbose;
-};
-int sw__bt_run(struct sw__bt_run_cfg *c);
 
 struct run {
     struct sw__bt_run_cfg *c;
@@ -399,7 +377,6 @@ static void usage(FILE *f)
                "Exit status: 0 complete, 1 failed (timeout, disk full, bad torrent), 2 usage error.\n");
 }
 
-int sw__bt_parse_common(struct sw__bt_run_cfg *c, int argc, char **argv, int *i_io);
 
 /* Options shared by fetch and seed. Returns 1 when argv[*i] was consumed, 0 when not
  * ours, or SW_EXIT_USAGE (2) after printing a usage error (negated: -2). */
@@ -423,10 +400,10 @@ int sw__bt_parse_common(struct sw__bt_run_cfg *c, int argc, char **argv, int *i_
     if (!strcmp(a, "--peer") || !strcmp(a, "--bootstrap")) {
         if (sw_cli_parse_hostport(cmd, a, v, host, &port)) return -SW_EXIT_USAGE;
         if (!strcmp(a, "--peer")) {
-            if (c->n_peers >= MAX_LIST) { sw_cli_usage_error(cmd, "--peer: at most %d", MAX_LIST); return -SW_EXIT_USAGE; }
+            if (c->n_peers >= SW_BT_RUN_MAX_LIST) { sw_cli_usage_error(cmd, "--peer: at most %d", SW_BT_RUN_MAX_LIST); return -SW_EXIT_USAGE; }
             c->peers[c->n_peers++] = v;
         } else {
-            if (c->n_boot >= MAX_LIST) { sw_cli_usage_error(cmd, "--bootstrap: at most %d", MAX_LIST); return -SW_EXIT_USAGE; }
+            if (c->n_boot >= SW_BT_RUN_MAX_LIST) { sw_cli_usage_error(cmd, "--bootstrap: at most %d", SW_BT_RUN_MAX_LIST); return -SW_EXIT_USAGE; }
             c->boot[c->n_boot++] = v;
         }
     } else if (!strcmp(a, "--listen")) {
@@ -465,7 +442,7 @@ int sw_cmd_fetch(int argc, char **argv)
             const char *v = argv[++i];
             if (!strcmp(a, "--out")) c.dir = v;
             else {
-                if (c.n_sel >= MAX_LIST) return sw_cli_usage_error(c.cmd, "--file: at most %d", MAX_LIST);
+                if (c.n_sel >= SW_BT_RUN_MAX_LIST) return sw_cli_usage_error(c.cmd, "--file: at most %d", SW_BT_RUN_MAX_LIST);
                 int prc = sw_cli_parse_u32(c.cmd, "--file", v, 0, 100000, &c.sel[c.n_sel]);
                 if (prc) return prc;
                 c.n_sel++;

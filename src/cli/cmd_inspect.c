@@ -69,17 +69,6 @@ static void print_scalar(uint32_t type, const uint8_t *p)
     }
 }
 
-static unsigned elem_size(uint32_t t)
-{
-    switch (t) {
-    case SW_GGUF_U8: case SW_GGUF_I8: case SW_GGUF_BOOL: return 1;
-    case SW_GGUF_U16: case SW_GGUF_I16: return 2;
-    case SW_GGUF_U32: case SW_GGUF_I32: case SW_GGUF_F32: return 4;
-    case SW_GGUF_U64: case SW_GGUF_I64: case SW_GGUF_F64: return 8;
-    default: return 0;
-    }
-}
-
 static void print_array(const struct sw_gguf_arr *a, int depth)
 {
     printf("[%s × %" PRIu64 "]", sw_gguf_vtype_name(a->elem_type), a->n);
@@ -87,7 +76,7 @@ static void print_array(const struct sw_gguf_arr *a, int depth)
     uint64_t show = a->n < SHOW_ITEMS ? a->n : SHOW_ITEMS;
     for (uint64_t i = 0; i < show; i++) {
         fputs(i ? ", " : " ", stdout);
-        unsigned es = elem_size(a->elem_type);
+        unsigned es = sw_gguf_vtype_size(a->elem_type);
         if (es) {
             uint8_t b[8] = { 0 };
             memcpy(b, a->data + i * es, es);
@@ -237,7 +226,7 @@ static json_t *jint_u(uint64_t v)
 static json_t *jscalar(uint32_t type, const uint8_t *p)
 {
     uint64_t u = 0;
-    for (unsigned i = 0; i < elem_size(type); i++) u |= (uint64_t)p[i] << (8 * i);
+    for (unsigned i = 0; i < sw_gguf_vtype_size(type); i++) u |= (uint64_t)p[i] << (8 * i);
     switch (type) {
     case SW_GGUF_U8: case SW_GGUF_U16: case SW_GGUF_U32: case SW_GGUF_U64: return jint_u(u);
     case SW_GGUF_I8: return json_integer((int8_t)u);
@@ -266,7 +255,7 @@ static json_t *jelems(const struct sw_gguf_arr *a, uint64_t count, int depth)
 {
     json_t *arr = json_array();
     for (uint64_t i = 0; i < count; i++) {
-        unsigned es = elem_size(a->elem_type);
+        unsigned es = sw_gguf_vtype_size(a->elem_type);
         if (es) {
             json_array_append_new(arr, jscalar(a->elem_type, a->data + i * es));
         } else if (a->elem_type == SW_GGUF_STRING) {

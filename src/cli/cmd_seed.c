@@ -5,28 +5,8 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli/bt_run.h"
 
-#define MAX_LIST 64
-struct sw__bt_run_cfg {
-    const char *cmd;
-    const char *src;
-    const char *dir;
-    int seed;
-    int all;
-    uint32_t sel[MAX_LIST];
-    uint32_t n_sel;
-    const char *peers[MAX_LIST];
-    uint32_t n_peers;
-    const char *boot[MAX_LIST];
-    uint32_t n_boot;
-    int verify;
-    uint32_t timeout_s;
-    uint16_t listen_port;
-    const char *listen_host;
-    int verbose;
-};
-int sw__bt_run(struct sw__bt_run_cfg *c);
-int sw__bt_parse_common(struct sw__bt_run_cfg *c, int argc, char **argv, int *i_io);
 
 static void usage(FILE *f)
 {

@@ -39,6 +39,8 @@ int sw_gguf_type_bytes(uint32_t type, uint64_t n_elems, uint64_t *bytes_out);
 
 /* "u32", "string", "array", ...; "?" for an unknown number. */
 const char *sw_gguf_vtype_name(uint32_t vtype);
+/* Bytes of one scalar of value type t (0 for STRING, ARRAY and unknown types). */
+uint32_t sw_gguf_vtype_size(uint32_t t);
 
 enum sw_gguf_vtype {
     SW_GGUF_U8 = 0, SW_GGUF_I8 = 1, SW_GGUF_U16 = 2, SW_GGUF_I16 = 3, SW_GGUF_U32 = 4,

@@ -156,7 +156,7 @@ static int pool_reserve(struct sw_gguf *g, uint64_t n, uint64_t *idx_out)
 
 /* ------------------------------------------------------------------ values */
 
-static uint32_t scalar_size(uint32_t t)
+uint32_t sw_gguf_vtype_size(uint32_t t)
 {
     switch (t) {
     case SW_GGUF_U8: case SW_GGUF_I8: case SW_GGUF_BOOL: return 1;
@@ -189,7 +189,7 @@ static int parse_array(struct cur *c, unsigned depth, struct sw_gguf_arr *a, uin
     if ((rc = rd_u64(c, "array count", &a->n))) return rc;
     a->data = c->p + c->pos;
     a->offs = NULL;
-    uint32_t es = scalar_size(a->elem_type);
+    uint32_t es = sw_gguf_vtype_size(a->elem_type);
     if (es) {
         if (a->n > left(c) / es)
             return fail(c, SW_ECORRUPT, "array count", at,
@@ -258,7 +258,7 @@ static int parse_value(struct cur *c, struct sw_gguf_kv *kv, uint64_t *offs_idx)
     uint64_t at = c->pos;
     int rc;
     *offs_idx = UINT64_MAX;
-    uint32_t es = scalar_size(kv->type);
+    uint32_t es = sw_gguf_vtype_size(kv->type);
     if (es) {
         if ((rc = need(c, es, "value"))) return rc;
         const uint8_t *p = c->p + c->pos;

@@ -202,21 +202,10 @@ int sw_gguf_writer_set_str(struct sw_gguf_writer *w, const char *key, const char
     return rc;
 }
 
-static unsigned elem_size(uint32_t t)
-{
-    switch (t) {
-    case SW_GGUF_U8: case SW_GGUF_I8: case SW_GGUF_BOOL: return 1;
-    case SW_GGUF_U16: case SW_GGUF_I16: return 2;
-    case SW_GGUF_U32: case SW_GGUF_I32: case SW_GGUF_F32: return 4;
-    case SW_GGUF_U64: case SW_GGUF_I64: case SW_GGUF_F64: return 8;
-    default: return 0;
-    }
-}
-
 int sw_gguf_writer_set_arr(struct sw_gguf_writer *w, const char *key, uint32_t elem_type,
                            const void *data, uint64_t count)
 {
-    unsigned es = elem_size(elem_type);
+    unsigned es = sw_gguf_vtype_size(elem_type);
     if (!es) return SW_EINVAL; /* strings: set_arr_str; nested: add_kv */
     if (count > (SIZE_MAX - 12) / es) return SW_ETOOBIG;
     size_t n = 12 + (size_t)count * es;
@@ -254,7 +243,7 @@ int sw_gguf_writer_set_arr_str(struct sw_gguf_writer *w, const char *key,
 int sw_gguf_writer_add_kv(struct sw_gguf_writer *w, const struct sw_gguf_kv *kv)
 {
     uint8_t b[8];
-    unsigned es = elem_size(kv->type);
+    unsigned es = sw_gguf_vtype_size(kv->type);
     if (es) {
         uint64_t bits = kv->v.u64;
         if (kv->type == SW_GGUF_F32) {
