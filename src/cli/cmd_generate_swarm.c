@@ -337,8 +337,13 @@ static void on_end(void *ud, uint64_t session, int rc, const char *msg)
 {
     struct gs *g = ud;
     g->trying = 0;
-    if (!session && (rc == SW_ENOTFOUND || rc == SW_ESTATE) && sw_time_ms() < g->deadline && !g->stopping) {
-        snprintf(g->msg, sizeof g->msg, "%s", msg ? msg : ""); /* the swarm is still forming: the timer retries */
+    /* The swarm is still forming (no complete route yet), or a stage dropped out before the
+     * first token while connections settle (two nodes dialling each other at once): nothing
+     * was printed yet, so the timer simply opens again, until --wait runs out. */
+    if ((!session || !g->n_gen) && (rc == SW_ENOTFOUND || rc == SW_ESTATE) && sw_time_ms() < g->deadline &&
+        !g->stopping) {
+        snprintf(g->msg, sizeof g->msg, "%s", msg ? msg : "");
+        if (session) sw_log(SW_LOG_INFO, "GEN", "session failed before its first token (%s); opening again", msg ? msg : "");
         return;
     }
     g->ended = 1;

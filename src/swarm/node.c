@@ -111,6 +111,24 @@ struct retired {
     int refs;
 };
 
+/* A node whose authenticated connection the BitTorrent session replaced by another one to
+ * the same peer: extension messages for it wait (bounded) until the new connection proves
+ * the node id, instead of being lost. */
+#define HOLD_MS 3000
+#define HOLD_MAX_BYTES (16u << 20)
+struct held_msg {
+    struct held_msg *next;
+    size_t len;
+    uint8_t data[];
+};
+struct hold {
+    struct hold *next;
+    uint8_t id[SW_NODE_ID_LEN];
+    uint64_t since_ms;
+    size_t bytes;
+    struct held_msg *qh, *qt;
+};
+
 struct load_req {            /* a LOAD_SHARD handed over from another thread (the API) */
     uint8_t *wire;
     size_t len;
@@ -152,6 +170,7 @@ struct sw_node {
     struct sw_view *view;
     struct sw_cmd_guard *guard;
     struct peer *peers;
+    struct hold *holds;              /* nodes whose connection is being replaced */
 
     /* own state */
     struct sw_cap cap;
@@ -268,14 +287,87 @@ static int send_kind(struct peer *p, uint8_t kind, const uint8_t *body, size_t l
     return sw_bt_peer_send_ext2(p->bt, &kind, 1, body, len);
 }
 
+static struct hold *hold_find(struct sw_node *n, const uint8_t id[SW_NODE_ID_LEN])
+{
+    for (struct hold *h = n->holds; h; h = h->next)
+        if (!memcmp(h->id, id, SW_NODE_ID_LEN)) return h;
+    return NULL;
+}
+
+static void hold_free(struct hold *h)
+{
+    while (h->qh) {
+        struct held_msg *m = h->qh;
+        h->qh = m->next;
+        free(m);
+    }
+    free(h);
+}
+
+static void hold_unlink(struct sw_node *n, struct hold *h)
+{
+    for (struct hold **pp = &n->holds; *pp; pp = &(*pp)->next)
+        if (*pp == h) {
+            *pp = h->next;
+            return;
+        }
+}
+
+static void hold_begin(struct sw_node *n, const uint8_t id[SW_NODE_ID_LEN])
+{
+    struct hold *h = hold_find(n, id);
+    if (!h) {
+        if (!(h = calloc(1, sizeof *h))) return;
+        memcpy(h->id, id, SW_NODE_ID_LEN);
+        h->next = n->holds;
+        n->holds = h;
+    }
+    h->since_ms = sw_time_ms();
+}
+
+/* The new connection proved the id: what waited goes out on it, in order. */
+static void hold_flush(struct sw_node *n, struct peer *p)
+{
+    struct hold *h = hold_find(n, p->id);
+    if (!h) return;
+    hold_unlink(n, h);
+    for (struct held_msg *m = h->qh; m; m = m->next) sw_bt_peer_send_ext(p->bt, m->data, m->len);
+    hold_free(h);
+}
+
+static void depart_direct(struct sw_node *n, const uint8_t id[SW_NODE_ID_LEN], const char *why);
+
+/* A replacement that never proved the id within HOLD_MS: the node is gone after all. */
+static void hold_expire(struct sw_node *n, uint64_t now_ms)
+{
+    for (struct hold *h = n->holds, *nx; h; h = nx) {
+        nx = h->next;
+        if (now_ms - h->since_ms < HOLD_MS) continue;
+        hold_unlink(n, h);
+        if (!n_conn_of(n, h->id)) depart_direct(n, h->id, "its replacement connection never proved the node id");
+        hold_free(h);
+    }
+}
+
 int sw_node_send(struct sw_node *n, const uint8_t id[SW_NODE_ID_LEN], const void *payload,
                  size_t len, int priority)
 {
     (void)priority; /* every extension message is sent with priority by the BT session */
     if (!n || !payload || !len) return SW_EINVAL;
     struct peer *p = peer_by_id(n, id);
-    if (!p) return SW_ENOTFOUND;
-    return sw_bt_peer_send_ext(p->bt, payload, len);
+    if (p) return sw_bt_peer_send_ext(p->bt, payload, len);
+    struct hold *h = hold_find(n, id);
+    if (!h || sw_time_ms() - h->since_ms >= HOLD_MS || h->bytes + len > HOLD_MAX_BYTES) return SW_ENOTFOUND;
+    struct held_msg *m = malloc(sizeof *m + len);
+    if (!m) return SW_ENOMEM;
+    m->next = NULL;
+    m->len = len;
+    memcpy(m->data, payload, len);
+    if (h->qt) h->qt->next = m;
+    else h->qh = m;
+    h->qt = m;
+    h->bytes += len;
+    return 0;
 }
 
 /* Sends a record to every direct peer the gossip rule allows. from: NULL for our own. */
@@ -373,6 +465,7 @@ static void authenticated(struct sw_node *n, struct peer *p, const uint8_t id[SW
            sw_node_id_short(id, ids, sizeof ids), vn ? (int)vn->cap.shard : -1,
            !vn ? "?" : vn->cap.seed_all ? "seeding all" : sw_phase_name(vn->cap.phase));
     sync_peer(n, p);
+    hold_flush(n, p);
     publish(n, 1); /* our neighbour list changed */
     if (n->peer_fn && n_conn_of(n, p->id) == 1) n->peer_fn(n->peer_ud, p->id, 1);
     mark_dirty(n);
@@ -565,6 +658,21 @@ static void on_ext_message(void *ud, struct sw_bt_peer *bp, const uint8_t *paylo
     }
 }
 
+/* The last direct connection to a node is gone: it departed (sw_view_set_direct). */
+static void depart_direct(struct sw_node *n, const uint8_t id[SW_NODE_ID_LEN], const char *why)
+{
+    if (n->peer_fn && !n->stopping) n->peer_fn(n->peer_ud, id, 0);
+    const struct sw_view_node *vn = sw_view_find(n->view, id);
+    int was_live = vn && vn->live;
+    sw_view_set_direct(n->view, id, 0, sw_time_ms());
+    if (was_live && !n->stopping) {
+        char ids[16];
+        sw_log(SW_LOG_INFO, "SWARM", "node %s departed (%s)", sw_node_id_short(id, ids, sizeof ids), why);
+        publish(n, 1);
+    }
+    mark_dirty(n);
+}
+
 static void on_ext_closed(void *ud, struct sw_bt_peer *bp, int reason)
 {
     struct sw_node *n = ud;
@@ -573,18 +681,17 @@ static void on_ext_closed(void *ud, struct sw_bt_peer *bp, int reason)
     struct peer **pp = &n->peers;
     while (*pp && *pp != p) pp = &(*pp)->next;
     if (*pp) *pp = p->next;
-    if (p->has_id && n->view && !n_conn_of(n, p->id)) {
-        if (n->peer_fn && !n->stopping) n->peer_fn(n->peer_ud, p->id, 0);
-        const struct sw_view_node *vn = sw_view_find(n->view, p->id);
-        int was_live = vn && vn->live;
-        sw_view_set_direct(n->view, p->id, 0, sw_time_ms());
-        if (was_live && !n->stopping) {
-            char ids[16];
-            sw_log(SW_LOG_INFO, "SWARM", "node %s departed (connection closed: %s)",
-                   sw_node_id_short(p->id, ids, sizeof ids), sw_strerror(reason));
-            publish(n, 1);
-        }
-        mark_dirty(n);
+    if (p->has_id && n->view && !n_conn_of(n, p->id) && reason == SW_EEXIST && !n->stopping) {
+        /* The BitTorrent session replaced this connection by another one to the same peer
+         * (both dialled each other; both ends keep the same one). The node has not left:
+         * keep it live and direct; the new connection proves the id again within a few
+         * round trips, and if it never does the keep-alive expiry notices. Pipeline
+         * messages sent meanwhile are held for it (held_*). */
+        hold_begin(n, p->id);
+    } else if (p->has_id && n->view && !n_conn_of(n, p->id)) {
+        char why[96];
+        snprintf(why, sizeof why, "connection closed: %s", sw_strerror(reason));
+        depart_direct(n, p->id, why);
     }
     sw_bt_peer_set_userdata(bp, NULL);
     free(p->pending_hs);
@@ -1339,6 +1446,7 @@ static void on_tick(uv_timer_t *h)
     struct sw_node *n = h->data;
     if (n->stopping) return;
     uint64_t now = sw_time_ms();
+    hold_expire(n, now);
     if (!n->model_ready) {
         char err[512] = "";
         int rc = model_setup(n, err, sizeof err);
@@ -1787,6 +1895,11 @@ void sw_node_free(struct sw_node *n)
 {
     if (!n) return;
     sw_stage_free(n->stage);
+    while (n->holds) {
+        struct hold *h = n->holds;
+        n->holds = h->next;
+        hold_free(h);
+    }
     sw_bt_session_free(n->bt);
     sw_view_free(n->view);
     sw_cmd_guard_free(n->guard);

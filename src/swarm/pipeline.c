@@ -20,6 +20,13 @@
 #define DEFAULT_DEADLINE_MS 10000u
 #define MAX_REOPENS 3
 #define MAX_EXCLUDE 64
+/* Batched decode: a session's step of at most BATCH_STEP_MAX tokens (a decode step, or the
+ * tail of a prompt) waits while a job runs at its stage, and then goes with the other steps
+ * that waited meanwhile: up to BATCH_MAX sessions and BATCH_TOKENS tokens in one pass over
+ * the weights. Longer steps (prefill chunks) are submitted alone at once, as before. */
+#define BATCH_MAX 8u
+#define BATCH_STEP_MAX 4u
+#define BATCH_TOKENS 32u
 
 /* ------------------------------------------------------------------ types */
 
@@ -31,22 +38,30 @@ struct chunk {
     size_t len;
 };
 
-struct sw_pipe_job {
-    /* set by the engine */
-    struct sw_stage *st;
+/* One session's step inside a compute job. */
+struct jent {
     uint64_t session;       /* wire id */
     uint32_t pos, n;
-    int takes_tokens, gives_logits;
-    uint32_t n_embd;
     uint8_t in_dtype;
     uint8_t *in;            /* owned: tokens (int32) or hidden (wire bytes) */
     size_t in_len;
     float *out;             /* owned */
     size_t out_floats;
+    int rc;                 /* set by sw_pipe_job_run */
+    char msg[160];
+};
+
+/* A compute job: one session's step, or the decode steps of several sessions that
+ * coincide at this stage, run as one sw_stage_forward_batch (BATCH_MAX entries at most). */
+struct sw_pipe_job {
+    /* set by the engine */
+    struct sw_stage *st;
+    int takes_tokens, gives_logits;
+    uint32_t n_embd;
+    uint32_t n_ent;
+    struct jent ent[BATCH_MAX];
     /* set by sw_pipe_job_run */
-    int rc;
     uint64_t compute_us;
-    char msg[200];
 };
 
 /* A session as seen by one stage. */
@@ -850,7 +865,9 @@ static void e_reopen(struct sw_pipe *p, struct esess *e, uint64_t now_us, int av
     char msg[512];
     p->st.failovers++;
     if (e_open_route(p, e, avoid_old, msg, sizeof msg)) {
-        e_fail(p, e, SW_ENOTFOUND, "%s", msg);
+        /* SW_EBUSY: nodes of the shard exist but every one refused (KV memory, session
+         * limit); SW_ENOTFOUND: no live loaded node at all */
+        e_fail(p, e, e->why[0] ? SW_EBUSY : SW_ENOTFOUND, "%s", msg);
         return;
     }
     e->last_progress = now_us;

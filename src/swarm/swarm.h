@@ -133,9 +133,9 @@ enum sw_view_result {
  * full). cap_out (may be NULL) receives the decoded record on FRESH and REFRESH. */
 int sw_view_receive(struct sw_view *v, const uint8_t *wire, size_t len, uint64_t now_ms,
                     struct sw_cap *cap_out);
-/* A direct connection to node id opened (connected = 1) or closed (0). A close marks the
- * node departed at once: only a record with a higher seq (relayed by someone who still
- * reaches it) brings it back. rtt_us: latest round trip (0 keeps the old value). */
+/* A direct connection to node id, which proved its id, opened (connected = 1: the node is
+ * live) or closed (0). A close marks the node departed at once: only a record with a higher
+ * seq (relayed by someone who still reaches it) or a new proven connection brings it back. */
 void sw_view_set_direct(struct sw_view *v, const uint8_t id[SW_NODE_ID_LEN], int connected,
                         uint64_t now_ms);
 void sw_view_set_rtt(struct sw_view *v, const uint8_t id[SW_NODE_ID_LEN], uint32_t rtt_us);

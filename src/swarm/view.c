@@ -153,7 +153,9 @@ void sw_view_set_direct(struct sw_view *v, const uint8_t id[SW_NODE_ID_LEN], int
     if (!e || e->n.self) return;
     e->n.direct = connected ? 1 : 0;
     if (connected) {
+        /* the node just proved its id on a fresh connection: alive, whatever we thought */
         e->n.last_seen_ms = now_ms;
+        e->n.live = 1;
         return;
     }
     e->n.rtt_us = 0;
