@@ -294,86 +294,115 @@ static struct esess *es_by_handle(struct sw_pipe *p, uint64_t id)
 
 /* ------------------------------------------------------------------ compute job */
 
+/* Hidden states in f16 on the wire become f32 for the stage (owned by *conv). */
+static const void *job_input(const struct sw_pipe_job *j, struct jent *e, float **conv)
+{
+    *conv = NULL;
+    if (j->takes_tokens || e->in_dtype != SW_PIPE_F16) return e->in;
+    size_t nf = (size_t)e->n * j->n_embd;
+    float *f = malloc(nf * sizeof *f + 1);
+    if (!f) return NULL;
+    for (size_t i = 0; i < nf; i++) {
+        uint16_t h;
+        memcpy(&h, e->in + 2 * i, 2);
+        f[i] = sw_pipe_f16_to_f32(h);
+    }
+    *conv = f;
+    return f;
+}
+
 void sw_pipe_job_run(struct sw_pipe_job *j)
 {
     uint64_t t0 = sw_time_us();
-    const void *in = j->in;
-    float *conv = NULL;
-    if (!j->takes_tokens && j->in_dtype == SW_PIPE_F16) {
-        size_t nf = (size_t)j->n * j->n_embd;
-        conv = malloc(nf * sizeof *conv + 1);
-        if (!conv) {
-            j->rc = SW_ENOMEM;
-            snprintf(j->msg, sizeof j->msg, "out of memory converting hidden states");
-            return;
+    struct sw_stage_batch b[BATCH_MAX];
+    float *conv[BATCH_MAX];
+    uint32_t nb = 0;
+    int idx[BATCH_MAX];
+    for (uint32_t i = 0; i < j->n_ent; i++) {
+        struct jent *e = &j->ent[i];
+        const void *in = job_input(j, e, &conv[i]);
+        if (!in) {
+            e->rc = SW_ENOMEM;
+            snprintf(e->msg, sizeof e->msg, "out of memory converting hidden states");
+            continue;
         }
-        for (size_t i = 0; i < nf; i++) {
-            uint16_t h;
-            memcpy(&h, j->in + 2 * i, 2);
-            conv[i] = sw_pipe_f16_to_f32(h);
-        }
-        in = conv;
+        b[nb] = (struct sw_stage_batch){ .seq = e->session, .pos = e->pos, .n_tokens = e->n, .in = in, .out = e->out };
+        idx[nb++] = (int)i;
     }
-    j->rc = sw_stage_forward(j->st, j->session, j->pos, j->n, in, j->out, 0);
-    if (j->rc) snprintf(j->msg, sizeof j->msg, "%s", sw_stage_errmsg(j->st));
-    free(conv);
+    if (nb == 1) { /* the plain call: one session's step, exactly as without batching */
+        struct jent *e = &j->ent[idx[0]];
+        e->rc = sw_stage_forward(j->st, e->session, e->pos, e->n, b[0].in, e->out, 0);
+        if (e->rc) snprintf(e->msg, sizeof e->msg, "%s", sw_stage_errmsg(j->st));
+    } else if (nb) {
+        /* each entry is checked and run alone; one failing fails only its session. The stage
+         * keeps one message (the last failure's): entries that failed get it when it is the
+         * only failure, else their code's text. */
+        sw_stage_forward_batch(j->st, b, nb);
+        uint32_t n_bad = 0;
+        for (uint32_t k = 0; k < nb; k++) n_bad += b[k].rc != 0;
+        for (uint32_t k = 0; k < nb; k++) {
+            struct jent *e = &j->ent[idx[k]];
+            e->rc = b[k].rc;
+            if (e->rc) snprintf(e->msg, sizeof e->msg, "%s", n_bad == 1 ? sw_stage_errmsg(j->st) : sw_strerror(e->rc));
+        }
+    }
+    for (uint32_t i = 0; i < j->n_ent; i++) free(conv[i]);
     j->compute_us = sw_time_us() - t0;
 }
 
 static void job_free(struct sw_pipe_job *j)
 {
     if (!j) return;
-    free(j->in);
-    free(j->out);
+    for (uint32_t i = 0; i < j->n_ent; i++) {
+        free(j->ent[i].in);
+        free(j->ent[i].out);
+    }
     free(j);
 }
 
-/* Starts the next compute step of a stage session when none is running: every queued,
- * contiguous input up to MERGE_MAX tokens in one step. */
-static void kick(struct sw_pipe *p, struct ssess *s)
+/* The next step of a session: every queued, contiguous input up to MERGE_MAX tokens (one
+ * chunk bigger than that alone). Returns its token count, *len its bytes. */
+static uint32_t next_step(const struct ssess *s, size_t *len_out)
 {
-    if (s->busy || s->dead || !s->qh) return;
-    if (p->cfg.host.stage && p->cfg.host.stage(p->cfg.host.ud) != s->st) {
-        /* the node swapped its compute stage (another shard): this session's KV is gone */
-        send_error(p, s->entry, s->id, s->idx, SW_ESTATE, "stage %u: the node no longer serves this shard", s->idx);
-        s->st = NULL; /* never touch the old stage again */
-        ssess_close(p, s);
-        return;
-    }
     uint32_t pos = s->qh->pos, n = 0;
     size_t len = 0;
-    for (struct chunk *c = s->qh; c && n + c->n <= MERGE_MAX && c->dtype == s->qh->dtype; c = c->next) {
+    for (const struct chunk *c = s->qh; c && n + c->n <= MERGE_MAX && c->dtype == s->qh->dtype; c = c->next) {
         if (c->pos != pos + n) break;
         n += c->n;
         len += c->len;
     }
-    if (!n) { /* one chunk bigger than MERGE_MAX */
+    if (!n) {
         n = s->qh->n;
         len = s->qh->len;
     }
-    struct sw_pipe_job *j = calloc(1, sizeof *j);
-    if (!j) return;
-    j->st = s->st;
-    j->session = s->id;
-    j->pos = pos;
-    j->n = n;
-    j->takes_tokens = s->takes_tokens;
-    j->gives_logits = s->gives_logits;
-    j->n_embd = s->n_embd;
-    j->in_dtype = s->qh->dtype;
-    j->out_floats = sw_stage_out_floats(s->st, n, 0);
-    j->in = malloc(len ? len : 1);
-    j->out = malloc(j->out_floats * sizeof(float) + 1);
-    if (!j->in || !j->out) {
-        job_free(j);
-        return;
+    *len_out = len;
+    return n;
+}
+
+/* Moves a session's next step (n tokens, len bytes) from its queue into entry e. */
+static int take_step(struct ssess *s, struct jent *e, uint32_t n, size_t len)
+{
+    memset(e, 0, sizeof *e);
+    e->session = s->id;
+    e->pos = s->qh->pos;
+    e->n = n;
+    e->in_dtype = s->qh->dtype;
+    e->out_floats = sw_stage_out_floats(s->st, n, 0);
+    e->in = malloc(len ? len : 1);
+    e->out = malloc(e->out_floats * sizeof(float) + 1);
+    if (!e->in || !e->out) {
+        free(e->in);
+        free(e->out);
+        e->in = NULL;
+        e->out = NULL;
+        return SW_ENOMEM;
     }
-    j->in_len = len;
+    e->in_len = len;
     size_t off = 0;
     uint32_t taken = 0;
     while (taken < n) {
         struct chunk *c = s->qh;
-        memcpy(j->in + off, c->data, c->len);
+        memcpy(e->in + off, c->data, c->len);
         off += c->len;
         taken += c->n;
         s->qh = c->next;
@@ -381,16 +410,102 @@ static void kick(struct sw_pipe *p, struct ssess *s)
         free(c);
     }
     if (!s->qh) s->qt = NULL;
+    return 0;
+}
+
+/* Is a compute job running (or queued) on stage st? */
+static int stage_busy(const struct sw_pipe *p, const struct sw_stage *st)
+{
+    for (const struct ssess *x = p->ss; x; x = x->next)
+        if (x->busy && x->st == st) return 1;
+    for (const struct ssess *x = p->dead; x; x = x->next)
+        if (x->busy && x->st == st) return 1;
+    return 0;
+}
+
+static uint32_t batch_limit(const struct sw_pipe *p)
+{
+    return p->cfg.batch_max ? SW_MIN(p->cfg.batch_max, BATCH_MAX) : BATCH_MAX;
+}
+
+/* Starts the next compute step of a stage session when none is running. A short step (a
+ * decode) waits while another job runs at the stage, then leaves together with the short
+ * steps of the other sessions waiting there (sw_stage_forward_batch). Returns 1 when it
+ * closed a session (the caller's list walk must restart), else 0. */
+static int kick(struct sw_pipe *p, struct ssess *s)
+{
+    if (s->busy || s->dead || !s->qh) return 0;
+    if (p->cfg.host.stage && p->cfg.host.stage(p->cfg.host.ud) != s->st) {
+        /* the node swapped its compute stage (another shard): this session's KV is gone */
+        send_error(p, s->entry, s->id, s->idx, SW_ESTATE, "stage %u: the node no longer serves this shard", s->idx);
+        s->st = NULL; /* never touch the old stage again */
+        ssess_close(p, s);
+        return 1;
+    }
+    size_t len;
+    uint32_t n = next_step(s, &len);
+    uint32_t limit = batch_limit(p);
+    int batchable = limit > 1 && n <= BATCH_STEP_MAX;
+    if (batchable && stage_busy(p, s->st)) return 0; /* goes with the next batch */
+    struct sw_pipe_job *j = calloc(1, sizeof *j);
+    if (!j) return 0;
+    j->st = s->st;
+    j->takes_tokens = s->takes_tokens;
+    j->gives_logits = s->gives_logits;
+    j->n_embd = s->n_embd;
+    struct ssess *members[BATCH_MAX];
+    if (take_step(s, &j->ent[0], n, len)) {
+        free(j);
+        return 0;
+    }
+    members[0] = s;
+    j->n_ent = 1;
+    uint32_t tokens = n;
+    if (batchable) {
+        for (struct ssess *x = p->ss; x && j->n_ent < limit; x = x->next) {
+            if (x == s || x->busy || x->dead || !x->qh || x->st != s->st) continue;
+            size_t xl;
+            uint32_t xn = next_step(x, &xl);
+            if (xn > BATCH_STEP_MAX || tokens + xn > BATCH_TOKENS) continue;
+            if (take_step(x, &j->ent[j->n_ent], xn, xl)) break;
+            members[j->n_ent++] = x;
+            tokens += xn;
+        }
+    }
     int rc = p->cfg.host.submit(p->cfg.host.ud, j);
     if (rc) {
-        send_error(p, s->entry, s->id, s->idx, rc, "stage %u: cannot queue compute: %s", s->idx, sw_strerror(rc));
+        for (uint32_t i = 0; i < j->n_ent; i++)
+            send_error(p, members[i]->entry, members[i]->id, members[i]->idx, rc, "stage %u: cannot queue compute: %s",
+                       members[i]->idx, sw_strerror(rc));
+        uint32_t n_ent = j->n_ent;
         job_free(j);
-        ssess_close(p, s);
-        return;
+        for (uint32_t i = 0; i < n_ent; i++) ssess_close(p, members[i]);
+        return 1;
     }
-    s->busy = 1;
+    for (uint32_t i = 0; i < j->n_ent; i++) members[i]->busy = 1;
     p->jobs++;
     p->st.jobs++;
+    if (j->n_ent > 1) {
+        p->st.batched_jobs++;
+        p->st.batched_entries += j->n_ent;
+    }
+    return 0;
+}
+
+/* Kicks every session with input waiting (after a job ended: the decode steps that waited
+ * for the stage go now, as one batch). */
+static void kick_waiting(struct sw_pipe *p)
+{
+    for (int again = 1; again;) {
+        again = 0;
+        for (struct ssess *x = p->ss; x; x = x->next) {
+            if (x->busy || x->dead || !x->qh) continue;
+            if (kick(p, x)) {
+                again = 1; /* the list changed */
+                break;
+            }
+        }
+    }
 }
 
 static int is_stop(const int32_t *stop, uint32_t n_stop, int32_t t)
@@ -414,35 +529,33 @@ static void send_kept(struct sw_pipe *p, struct ssess *s, size_t from, size_t to
     }
 }
 
-void sw_pipe_job_done(struct sw_pipe *p, struct sw_pipe_job *j, uint64_t now_us)
+/* One entry of a finished job: keep and send its outputs, or sample at the last stage. */
+static void entry_done(struct sw_pipe *p, const struct sw_pipe_job *j, const struct jent *e, uint64_t now_us)
 {
-    if (p->jobs) p->jobs--;
-    struct ssess *s = ss_find(p, j->session);
+    struct ssess *s = ss_find(p, e->session);
     if (!s) { /* closed while computing: release it now */
         for (struct ssess **pp = &p->dead; *pp; pp = &(*pp)->next) {
-            if ((*pp)->id != j->session) continue;
+            if ((*pp)->id != e->session) continue;
             struct ssess *d = *pp;
             *pp = d->next;
             d->busy = 0;
             ssess_release(p, d);
             break;
         }
-        job_free(j);
         return;
     }
     s->busy = 0;
     s->last_us = now_us;
-    if (j->rc) {
-        send_error(p, s->entry, s->id, s->idx, j->rc, "stage %u: compute failed at positions %u..%u: %s",
-                   s->idx, j->pos, j->pos + j->n - 1, j->msg[0] ? j->msg : sw_strerror(j->rc));
-        job_free(j);
+    if (e->rc) {
+        send_error(p, s->entry, s->id, s->idx, e->rc, "stage %u: compute failed at positions %u..%u: %s",
+                   s->idx, e->pos, e->pos + e->n - 1, e->msg[0] ? e->msg : sw_strerror(e->rc));
         ssess_close(p, s);
         return;
     }
-    p->st.tokens_computed += j->n;
+    p->st.tokens_computed += e->n;
     if (!s->gives_logits) {
         /* keep the outputs (failover replays them), in the wire dtype, then send */
-        size_t need_rows = (size_t)j->pos + j->n;
+        size_t need_rows = (size_t)e->pos + e->n;
         if (need_rows > s->kept_cap_rows) {
             size_t cap = SW_MAX(need_rows, s->kept_cap_rows * 2);
             cap = SW_MIN(cap, (size_t)s->n_ctx);
@@ -450,64 +563,85 @@ void sw_pipe_job_done(struct sw_pipe *p, struct sw_pipe_job *j, uint64_t now_us)
             uint8_t *k = realloc(s->kept, cap * s->row_bytes);
             if (!k) {
                 send_error(p, s->entry, s->id, s->idx, SW_ENOMEM, "stage %u: out of memory keeping outputs", s->idx);
-                job_free(j);
                 ssess_close(p, s);
                 return;
             }
             s->kept = k;
             s->kept_cap_rows = cap;
         }
-        uint8_t *dst = s->kept + (size_t)j->pos * s->row_bytes;
-        size_t nf = (size_t)j->n * s->n_embd;
+        uint8_t *dst = s->kept + (size_t)e->pos * s->row_bytes;
+        size_t nf = (size_t)e->n * s->n_embd;
         if (s->dtype == SW_PIPE_F32) {
-            memcpy(dst, j->out, nf * 4);
+            memcpy(dst, e->out, nf * 4);
         } else {
             for (size_t i = 0; i < nf; i++) {
-                uint16_t h = sw_pipe_f32_to_f16(j->out[i]);
+                uint16_t h = sw_pipe_f32_to_f16(e->out[i]);
                 memcpy(dst + 2 * i, &h, 2);
             }
         }
         if (need_rows > s->kept_rows) s->kept_rows = need_rows;
-        send_kept(p, s, j->pos, need_rows);
-    } else {
-        uint32_t q = j->pos + j->n - 1; /* the last position computed */
-        if (q + 1 >= s->n_known && q + 1 < s->max_pos) {
-            /* the logits of position q pick the token of position q+1 */
-            int32_t t = sw_sampler_sample(s->smp, j->out);
-            if (t < 0) {
-                send_error(p, s->entry, s->id, s->idx, SW_EINVAL, "stage %u: sampling failed at position %u: every logit is NaN or -inf",
-                           s->idx, q + 1);
-                job_free(j);
-                ssess_close(p, s);
-                return;
-            }
-            s->n_known = q + 2;
-            int last = s->n_known >= s->max_pos ||
-                       (!(s->flags & SW_PIPE_OPEN_IGNORE_EOS) && is_stop(s->stop, s->n_stop, t));
-            struct sw_buf blob;
-            sw_buf_init(&blob);
-            sw_sampler_save(s->smp, &blob);
-            struct sw_pipe_msg m = { .type = SW_PIPE_TOKEN_OUT, .session = s->id, .pos = q + 1, .token = t,
-                                     .compute_us = (uint32_t)SW_MIN(j->compute_us, UINT32_MAX),
-                                     .blob = blob.data, .blob_len = (uint32_t)blob.len };
-            if (s->flags & SW_PIPE_OPEN_LOGITS) {
-                m.n_logits = s->n_vocab;
-                m.logits = (const uint8_t *)j->out;
-            }
-            send_msg(p, s->entry, &m);
-            sw_buf_free(&blob);
-            if (!last) {
-                /* straight to the first stage: saves the hop through the entry */
-                int32_t be;
-                sw_put_be32((uint8_t *)&be, (uint32_t)t);
-                struct sw_pipe_msg tm = { .type = SW_PIPE_TOKENS, .session = s->id, .flags = SW_PIPE_TOK_SHORTCUT,
-                                          .pos = q + 1, .n_tokens = 1, .data = (const uint8_t *)&be, .data_len = 4 };
-                send_msg(p, s->route[0], &tm);
-            }
-        }
+        send_kept(p, s, e->pos, need_rows);
+        return;
     }
+    uint32_t q = e->pos + e->n - 1; /* the last position computed */
+    if (q + 1 < s->n_known || q + 1 >= s->max_pos) return;
+    /* the logits of position q pick the token of position q+1 */
+    int32_t t = sw_sampler_sample(s->smp, e->out);
+    if (t < 0) {
+        send_error(p, s->entry, s->id, s->idx, SW_EINVAL, "stage %u: sampling failed at position %u: every logit is NaN or -inf",
+                   s->idx, q + 1);
+        ssess_close(p, s);
+        return;
+    }
+    s->n_known = q + 2;
+    int last = s->n_known >= s->max_pos ||
+               (!(s->flags & SW_PIPE_OPEN_IGNORE_EOS) && is_stop(s->stop, s->n_stop, t));
+    struct sw_buf blob;
+    sw_buf_init(&blob);
+    sw_sampler_save(s->smp, &blob);
+    struct sw_pipe_msg m = { .type = SW_PIPE_TOKEN_OUT, .session = s->id, .pos = q + 1, .token = t,
+                             .compute_us = (uint32_t)SW_MIN(j->compute_us, UINT32_MAX),
+                             .blob = blob.data, .blob_len = (uint32_t)blob.len };
+    if (s->flags & SW_PIPE_OPEN_LOGITS) {
+        m.n_logits = s->n_vocab;
+        m.logits = (const uint8_t *)e->out;
+    }
+    send_msg(p, s->entry, &m);
+    sw_buf_free(&blob);
+    if (!last) {
+        /* straight to the first stage: saves the hop through the entry */
+        int32_t be;
+        sw_put_be32((uint8_t *)&be, (uint32_t)t);
+        struct sw_pipe_msg tm = { .type = SW_PIPE_TOKENS, .session = s->id, .flags = SW_PIPE_TOK_SHORTCUT,
+                                  .pos = q + 1, .n_tokens = 1, .data = (const uint8_t *)&be, .data_len = 4 };
+        send_msg(p, s->route[0], &tm);
+    }
+}
+
+/* Moves a live session to the end of the list: the sessions that waited longest are
+ * kicked (and batched) first. */
+static void to_tail(struct sw_pipe *p, uint64_t id)
+{
+    struct ssess **pp = &p->ss, *s = NULL;
+    for (; *pp; pp = &(*pp)->next)
+        if ((*pp)->id == id) {
+            s = *pp;
+            *pp = s->next;
+            break;
+        }
+    if (!s) return;
+    while (*pp) pp = &(*pp)->next;
+    s->next = NULL;
+    *pp = s;
+}
+
+void sw_pipe_job_done(struct sw_pipe *p, struct sw_pipe_job *j, uint64_t now_us)
+{
+    if (p->jobs) p->jobs--;
+    for (uint32_t i = 0; i < j->n_ent; i++) entry_done(p, j, &j->ent[i], now_us);
+    for (uint32_t i = 0; i < j->n_ent; i++) to_tail(p, j->ent[i].session);
     job_free(j);
-    kick(p, s);
+    kick_waiting(p);
 }
 
 /* ------------------------------------------------------------------ stage role */

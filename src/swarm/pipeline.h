@@ -105,9 +105,11 @@ size_t sw_pipe_dtype_size(uint8_t dtype);
 
 struct sw_pipe;
 
-/* A compute job: one sw_stage_forward call. The host runs sw_pipe_job_run on a worker
- * thread (it touches only the job and the stage, whose calls the stage serialises), then
- * hands it back with sw_pipe_job_done on the engine's thread. */
+/* A compute job: one sw_stage_forward call, or one sw_stage_forward_batch over the short
+ * (decode) steps of several sessions that waited at this stage while it was busy. The host
+ * runs sw_pipe_job_run on a worker thread (it touches only the job and the stage, whose
+ * calls the stage serialises), then hands it back with sw_pipe_job_done on the engine's
+ * thread. */
 struct sw_pipe_job;
 void sw_pipe_job_run(struct sw_pipe_job *j);
 
@@ -139,6 +141,8 @@ struct sw_pipe_config {
     uint32_t max_sessions;     /* sessions at this stage; 0: 32 */
     uint64_t max_kv_bytes;     /* KV cache + kept outputs for all sessions; 0: unlimited */
     uint32_t idle_ms;          /* a stage session idle this long is evicted; 0: 300000 */
+    uint32_t batch_max;        /* decode steps of different sessions run as one batched
+                                  forward, at most this many; 0: 8 (the most); 1: never */
 };
 
 int sw_pipe_new(const struct sw_pipe_config *cfg, struct sw_pipe **out);
@@ -179,7 +183,9 @@ int sw_pipe_cancel(struct sw_pipe *p, uint64_t session, uint64_t now_us);
 
 struct sw_pipe_stats {
     uint64_t msgs_in, malformed, errors_sent, sessions_opened, sessions_refused,
-        sessions_evicted, failovers, replays, jobs, tokens_computed;
+        sessions_evicted, failovers, replays, jobs, tokens_computed,
+        batched_jobs,          /* jobs that ran several sessions' steps in one pass */
+        batched_entries;       /* the session steps those jobs held */
     uint32_t stage_sessions, entry_sessions;
     uint64_t kept_bytes;
 };
