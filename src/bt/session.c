@@ -38,6 +38,8 @@ enum { EXT_PEX = 1, EXT_METADATA = 2, EXT_CUSTOM = 3 };
 #define RATE_WIN 5
 #define MAX_BANS 1024
 #define MAX_FAILED 8
+#define FRESH_CHECK_MS 100   /* initial seeding: how long "a fresh piece is left" is cached */
+#define REJECTED_CLEAR_S 3   /* pieces a peer refused are retried from it after this long */
 
 enum pstate { P_CONNECTING, P_HANDSHAKE, P_ACTIVE, P_CLOSING };
 
@@ -77,6 +79,9 @@ struct sw_bt_peer {
     int counted;               /* bits added to the picker's availability */
     uint32_t n_have;
     uint8_t *allowed;          /* BEP 6 allowed-fast pieces from the peer (bitfield) */
+    uint8_t *rejected;         /* pieces the peer rejected lately (bitfield): asked elsewhere */
+    uint8_t *mask;             /* scratch: bits & ~rejected for the picker */
+    int any_rejected;
     struct outreq *out;
     uint32_t n_out, cap_out;
     struct inreq *in;
@@ -128,6 +133,9 @@ struct sw_bt_torrent {
     uint32_t *want_pending;    /* wishes made before the metadata arrived */
     struct assembly *as;       /* per piece */
     uint8_t *hashing;          /* per piece: a verify job is running */
+    uint32_t *served_to;       /* per piece: uid of the first peer we uploaded it to (0: none) */
+    uint64_t fresh_ms;         /* when fresh_any was computed */
+    int fresh_any;             /* a held piece that left us never and no peer has */
     struct failed_piece failed[MAX_FAILED];
     uint8_t **pool;            /* spare piece buffers (piece_length bytes): no page faults
                                 * on fresh memory for every piece */
@@ -447,6 +455,8 @@ static void on_closed(uv_handle_t *h)
     sw_buf_free(&p->prio);
     free(p->bits);
     free(p->allowed);
+    free(p->rejected);
+    free(p->mask);
     free(p->out);
     free(p->in);
     free(p);
@@ -471,6 +481,9 @@ static void peer_close(struct sw_bt_peer *p, int reason, const char *why)
     p->close_reason = reason;
     LOGD("closing connection %s: %s", p->addr_str, why ? why : sw_strerror(reason));
     abort_requests(p);
+    if (t && t->served_to)
+        for (uint32_t i = 0; i < t->mi.n_pieces; i++)
+            if (t->served_to[i] == p->uid) t->served_to[i] = 0; /* it may not have arrived */
     if (t && t->pk && p->counted) {
         if (p->have_all) sw_bt_picker_dec_all(t->pk, NULL);
         else if (p->bits) sw_bt_picker_dec_all(t->pk, p->bits);
@@ -577,6 +590,14 @@ static void fill_requests(struct sw_bt_peer *p)
     uint32_t want = SW_MIN(max - p->n_out, (uint32_t)SW_ARRAY_LEN(blk));
     const uint8_t *bits = p->have_all ? NULL : p->bits;
     if (!p->have_all && !p->bits) return;
+    if (p->any_rejected && p->rejected) {
+        uint32_t nb = bits_bytes(t);
+        if (!p->mask) p->mask = malloc(nb);
+        if (p->mask) {
+            for (uint32_t i = 0; i < nb; i++) p->mask[i] = (uint8_t)((bits ? bits[i] : 0xff) & ~p->rejected[i]);
+            bits = p->mask;
+        }
+    }
     uint32_t n = sw_bt_picker_pick(t->pk, bits, p->peer_choking ? p->allowed : NULL, 0, is_dup, p, blk, want);
     uint64_t now = sw_time_ms();
     for (uint32_t i = 0; i < n; i++) {
@@ -1254,6 +1275,25 @@ static void on_handshake(struct sw_bt_peer *p, const struct sw_bt_wire_ev *ev)
     flush(p);
 }
 
+/* True while we hold every wanted piece, at least two peers want data from us and some
+ * piece we hold has never been uploaded by us and is held by no peer (cached for
+ * FRESH_CHECK_MS: requests arrive by the thousand per second). */
+static int initial_seeding(struct sw_bt_torrent *t)
+{
+    if (!t->pk || !t->served_to || sw_bt_picker_left(t->pk)) return 0;
+    uint64_t now = sw_time_ms();
+    if (t->fresh_ms && now - t->fresh_ms < FRESH_CHECK_MS) return t->fresh_any;
+    t->fresh_ms = now;
+    t->fresh_any = 0;
+    uint32_t n_int = 0;
+    for (struct sw_bt_peer *q = t->s->peers; q && n_int < 2; q = q->next)
+        n_int += q->t == t && q->state == P_ACTIVE && q->peer_interested;
+    if (n_int < 2) return 0;
+    for (uint32_t i = 0; i < t->mi.n_pieces && !t->fresh_any; i++)
+        t->fresh_any = !t->served_to[i] && sw_bt_picker_have(t->pk, i) && !sw_bt_picker_availability(t->pk, i);
+    return t->fresh_any;
+}
+
 static void on_request(struct sw_bt_peer *p, const struct sw_bt_wire_ev *ev)
 {
     struct sw_bt_torrent *t = p->t;
@@ -1263,10 +1303,19 @@ static void on_request(struct sw_bt_peer *p, const struct sw_bt_wire_ev *ev)
         return;
     }
     int ok = !p->am_choking && sw_bt_storage_has_piece(t->st, ev->index) && p->n_in < p->s->o.max_peer_queue;
+    if (ok && p->fast && initial_seeding(t)) {
+        /* Initial seeding (BEP 16 in spirit, without hiding pieces): while some piece has
+         * never left us and no peer has it, our upload goes only to such pieces; a piece
+         * already sent to another peer (or held by one) is rejected (BEP 6), and the
+         * requester fetches it from the peers that have it. */
+        uint32_t to = t->served_to[ev->index];
+        if ((to && to != p->uid) || (!to && sw_bt_picker_availability(t->pk, ev->index) > 0)) ok = 0;
+    }
     if (!ok) {
         if (p->fast) sw_bt_wire_put_req(&p->ctrl, SW_BT_REJECT, ev->index, ev->begin, ev->length); /* BEP 6 */
         return;
     }
+    if (!t->served_to[ev->index]) t->served_to[ev->index] = p->uid;
     if (p->n_in == p->cap_in) {
         uint32_t nc = p->cap_in ? p->cap_in * 2 : 64;
         struct inreq *ni = malloc(nc * sizeof *ni);
@@ -1419,7 +1468,14 @@ static void on_wire_event(void *ud, const struct sw_bt_wire_ev *ev)
         break;
     case SW_BT_REJECT:
         if (!p->fast) { peer_close(p, SW_ECORRUPT, "reject without the fast extension"); return; }
-        if (remove_out(p, ev->index, ev->begin) && t->pk) sw_bt_picker_abort(t->pk, ev->index, ev->begin);
+        if (remove_out(p, ev->index, ev->begin) && t->pk) {
+            sw_bt_picker_abort(t->pk, ev->index, ev->begin);
+            /* Do not ask this peer for the piece again for a while (an initial seeder
+             * rejects pieces others can give us): the picker offers it elsewhere. */
+            if (!p->rejected) p->rejected = calloc(bits_bytes(t), 1);
+            if (p->rejected) { sw__bit_set(p->rejected, ev->index); p->any_rejected = 1; }
+            fill_requests(p);
+        }
         break;
     case SW_BT_ALLOWED_FAST:
         /* BEP 6: we may request this piece even while choked. */
@@ -1616,6 +1672,10 @@ static void torrent_tick(struct sw_bt_torrent *t, uint64_t now)
                 i++;
             }
         }
+        if (p->any_rejected && s->ticks % REJECTED_CLEAR_S == 0) {
+            memset(p->rejected, 0, bits_bytes(t));
+            p->any_rejected = 0;
+        }
         if (now - p->last_send_ms > KEEPALIVE_MS) sw_bt_wire_put_keepalive(&p->ctrl);
         if (p->ext_pex && p->next_pex_ms && now >= p->next_pex_ms) {
             send_pex(p);
@@ -1738,6 +1798,9 @@ const uint8_t *sw_bt_session_peer_id(const struct sw_bt_session *s)
 
 static void torrent_free(struct sw_bt_torrent *t)
 {
+    if (t->has_meta && t->up_total)
+        LOGI("%s: uploaded %llu bytes (%.2fx the torrent)", t->hex, (unsigned long long)t->up_total,
+             (double)t->up_total / (double)t->mi.total_length);
     if (t->as)
         for (uint32_t i = 0; i < t->mi.n_pieces; i++) { free(t->as[i].buf); free(t->as[i].sender); }
     for (uint32_t i = 0; i < t->n_pool; i++) free(t->pool[i]);
@@ -1745,6 +1808,7 @@ static void torrent_free(struct sw_bt_torrent *t)
     for (uint32_t k = 0; k < t->n_failed; k++) { free(t->failed[k].buf); free(t->failed[k].sender); }
     free(t->as);
     free(t->hashing);
+    free(t->served_to);
     sw_bt_storage_close(t->st);
     sw_bt_picker_free(t->pk);
     sw_bt_metainfo_free(&t->mi);
@@ -1825,8 +1889,10 @@ static int torrent_init_meta(struct sw_bt_torrent *t, char *err, size_t err_len)
     t->file_hist = calloc((size_t)mi->n_files * RATE_WIN, sizeof *t->file_hist);
     t->as = calloc(mi->n_pieces, sizeof *t->as);
     t->hashing = calloc(mi->n_pieces, 1);
+    t->served_to = calloc(mi->n_pieces, sizeof *t->served_to);
     t->pk = sw_bt_picker_new(mi->n_pieces, mi->piece_length, mi->total_length);
-    if (!t->want_file || !t->file_error || !t->file_verified || !t->file_hist || !t->as || !t->hashing || !t->pk)
+    if (!t->want_file || !t->file_error || !t->file_verified || !t->file_hist || !t->as || !t->hashing ||
+        !t->served_to || !t->pk)
         return SW_ENOMEM;
     struct sw_bt_storage_opts so = { .dir = t->dir, .verify_all = t->opts.verify_all, .trust_complete = t->opts.trust_complete };
     int rc = sw_bt_storage_open(mi, &so, &t->st, err, err_len);
