@@ -7,7 +7,8 @@ is the single-process `shardswarm generate` on the whole model.
 
 Cases (issue 7, item 5):
   equal       4 nodes on a 4-way split of stories260K: 200 greedy tokens identical to
-              `shardswarm generate`, logits within 1e-4 (f32 on the wire)
+              `shardswarm generate`, logits within 1e-4 (f32 on the wire); a
+              `node --client` joins and sees the swarm ready
   kill        a replica of shard 2; kill -9 of the node serving shard 2 mid-generation:
               the same 200 tokens, exit 0, no error
   concurrent  8 clients at once with different prompts: each equals single-process output
@@ -126,6 +127,9 @@ def case_equal():
     with harness.Procs() as procs:
         m = stories()
         nodes, boot = start_swarm(procs, m)
+        # a `node --client` (no shard, no fetching) joins and sees the swarm ready
+        light = start_node(procs, m, "light", -1, boot)
+        light.proc.wait_for(r"\[READY\] swarm ready", timeout=30)
         d = harness.tmpdir("sw-pipe-lg-")
         ref_lg, got_lg = os.path.join(d, "ref.f32"), os.path.join(d, "got.f32")
         ref = reference(PROMPT, N_GEN, ref_lg)
