@@ -323,7 +323,10 @@ static void on_token(void *ud, const struct sw_pipe_token_ev *ev)
     g->elapsed_us = ev->elapsed_us;
     g->tps = ev->tokens_per_s;
     if (g->lf && ev->logits) fwrite(ev->logits, sizeof(float), ev->n_logits, g->lf);
-    if (g->tf) fprintf(g->tf, "%u %" PRIu64 "\n", ev->index, ev->elapsed_us);
+    if (g->tf) { /* flushed per token: benches watch the file to act mid-generation */
+        fprintf(g->tf, "%u %" PRIu64 "\n", ev->index, ev->elapsed_us);
+        fflush(g->tf);
+    }
     if (g->a.print_ids) {
         printf("%s%d", ev->index ? " " : "", ev->token);
         fflush(stdout);
