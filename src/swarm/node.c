@@ -1577,6 +1577,7 @@ static void rebuild_json(struct sw_node *n)
         json_object_set_new(self, "auto", json_boolean(n->auto_mode));
         json_object_set_new(self, "seed_all", json_boolean(n->cfg.seed_all));
         json_object_set_new(self, "tokens_per_s", json_real(n->tps));
+        json_object_set_new(self, "queue", json_integer(n->queue)); /* pipeline sessions on our stage */
         if (n->shard >= 0)
             json_object_set_new(self, "path", json_string(sw_bt_torrent_file_path(n->t, (uint32_t)n->shard_file[n->shard])));
         json_object_set_new(root, "self", self);

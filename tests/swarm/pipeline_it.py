@@ -283,8 +283,14 @@ def leave(nodes, victim, model):
 
 
 def swap(nodes, victim, model):
-    st = S.Node(nodes[victim].proc, nodes[victim].port, nodes[victim].api, None).status()
-    check(st is not None, "no status from %s" % victim)
+    node = S.Node(nodes[victim].proc, nodes[victim].port, nodes[victim].api, None)
+    # the session on its stage is advertised as its queue (record `q`, /swarm/status self.queue)
+    deadline = time.time() + 3
+    st = node.status()
+    while (st is None or st["self"].get("queue", 0) < 1) and time.time() < deadline:
+        time.sleep(0.05)
+        st = node.status()
+    check(st is not None and st["self"].get("queue", 0) >= 1, "queue not advertised: %r" % (st or {}).get("self"))
     r = harness.run([harness.BIN, "load-shard", "--api", str(nodes[victim].api), "--node", st["node_id"], "--shard", "3",
                      "--key", model.owner_key])
     check(r.returncode == 0, "LOAD_SHARD refused: %s %s" % (r.stdout, r.stderr))
