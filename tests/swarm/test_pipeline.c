@@ -3,6 +3,7 @@
  * in-memory network: equality with single-process generation (200 greedy tokens, logits
  * within 1e-4), 8 concurrent sessions, batched decode, refusal, bad input for one session only, failover of
  * a killed stage (first, middle, last) with identical tokens, cancellation, eviction. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1023,6 +1024,183 @@ static void test_cancel_and_evict(void)
     free(prompt);
 }
 
+/* ================================================================ bench (not a test)
+ * SW_PIPE_BENCH=DIR test_pipeline: DIR holds shard-0.gguf .. shard-K-1.gguf (`shardswarm
+ * split`). One worker thread per stage node (its stage computes with one thread), the
+ * engines on this thread: total tokens/s of 1, 4 and 8 concurrent greedy sessions with
+ * batched decode off (batch_max 1: the engine's behaviour before batching) and on, and
+ * whether every session's tokens are the same both ways. */
+
+struct bworker {
+    pthread_t th;
+    struct qjob *h, *t;
+    int stop;
+};
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv_work, cv_done;
+    struct bworker w[MAX_NODES];
+    struct qjob *dh, *dt;
+} g_b = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, { { 0 } }, NULL, NULL };
+
+static void *bench_worker(void *arg)
+{
+    struct bworker *w = arg;
+    pthread_mutex_lock(&g_b.mu);
+    for (;;) {
+        while (!w->h && !w->stop) pthread_cond_wait(&g_b.cv_work, &g_b.mu);
+        if (!w->h) break;
+        struct qjob *q = w->h;
+        w->h = q->next;
+        if (!w->h) w->t = NULL;
+        pthread_mutex_unlock(&g_b.mu);
+        sw_pipe_job_run(q->j);
+        pthread_mutex_lock(&g_b.mu);
+        q->next = NULL;
+        if (g_b.dt) g_b.dt->next = q;
+        else g_b.dh = q;
+        g_b.dt = q;
+        pthread_cond_signal(&g_b.cv_done);
+    }
+    pthread_mutex_unlock(&g_b.mu);
+    return NULL;
+}
+
+static int h_submit_bench(void *ud, struct sw_pipe_job *j)
+{
+    struct tnode *t = ud;
+    struct qjob *q = calloc(1, sizeof *q);
+    q->node = t->idx;
+    q->j = j;
+    pthread_mutex_lock(&g_b.mu);
+    struct bworker *w = &g_b.w[t->idx];
+    if (w->t) w->t->next = q;
+    else w->h = q;
+    w->t = q;
+    pthread_cond_broadcast(&g_b.cv_work);
+    pthread_mutex_unlock(&g_b.mu);
+    return 0;
+}
+
+/* Runs until every session ended: messages on this thread, jobs on the workers. */
+static void bench_run(struct net *net, struct got *g, int n)
+{
+    for (;;) {
+        int open = 0;
+        for (int i = 0; i < n; i++) open += !g[i].ended;
+        if (!open) return;
+        net_run(net, UINT64_MAX); /* messages only: h_submit_bench queues no job here */
+        pthread_mutex_lock(&g_b.mu);
+        if (!g_b.dh) {
+            size_t inflight = 0;
+            for (int k = 0; k < net->n; k++) inflight += sw_pipe_jobs_in_flight(net->nodes[k].pipe);
+            if (!inflight) { /* nothing can come back: a bug, not a wait */
+                pthread_mutex_unlock(&g_b.mu);
+                for (int i = 0; i < n; i++)
+                    if (!g[i].ended) fprintf(stderr, "bench: stalled: session %d open with %u tokens\n", i, g[i].n);
+                return;
+            }
+        }
+        while (!g_b.dh) pthread_cond_wait(&g_b.cv_done, &g_b.mu);
+        struct qjob *q = g_b.dh;
+        g_b.dh = g_b.dt = NULL;
+        pthread_mutex_unlock(&g_b.mu);
+        while (q) {
+            struct qjob *nx = q->next;
+            sw_pipe_job_done(net->nodes[q->node].pipe, q->j, net->now);
+            free(q);
+            q = nx;
+        }
+    }
+}
+
+static int bench(const char *dir)
+{
+    struct sw_stage *st[8];
+    int n_st = 0;
+    char path[700], err[512];
+    struct sw_stage_opts o = { .layer_first = -1, .layer_last = -1, .n_threads = 1, .max_seqs = 64, .n_ctx = 512 };
+    for (; n_st < 8; n_st++) {
+        snprintf(path, sizeof path, "%s/shard-%d.gguf", dir, n_st);
+        if (!sw_path_exists(path)) break;
+        if (sw_stage_open(path, &o, &st[n_st], err, sizeof err)) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+    }
+    if (!n_st) {
+        fprintf(stderr, "no %s/shard-0.gguf\n", dir);
+        return 1;
+    }
+    g_vocab = sw_stage_info(st[n_st - 1])->n_vocab;
+    enum { NG = 64, NP = 8 };
+    static const int counts[] = { 1, 4, 8 };
+    struct sw_sampler_params sp;
+    sw_sampler_params_default(&sp);
+    sp.temperature = 0;
+    static struct got g[2][8];
+    printf("%s: %d stages, one thread each; %d-token prompts, %d tokens per session\n", dir, n_st, NP, NG);
+    for (size_t c = 0; c < SW_ARRAY_LEN(counts); c++) {
+        int ns = counts[c];
+        double tps[2];
+        uint64_t bj = 0, be = 0;
+        for (int batched = 0; batched <= 1; batched++) {
+            struct net net;
+            memset(&net, 0, sizeof net);
+            net.kill_node = net.freeze_node = net.drop_node = -1;
+            struct tnode *entry = net_add(&net, -1, NULL, (uint32_t)n_st, 0);
+            for (int k = 0; k < n_st; k++) {
+                struct tnode *t = net_add(&net, k, st[k], (uint32_t)n_st, 0);
+                struct sw_pipe_config cfg = { .n_shards = (uint32_t)n_st, .idle_ms = 60000, .batch_max = batched ? 0 : 1 };
+                memcpy(cfg.self_id, t->id, SW_NODE_ID_LEN);
+                cfg.host = (struct sw_pipe_host){ h_send, h_submit_bench, h_pick, h_live, h_stage, t };
+                sw_pipe_free(t->pipe);
+                sw_pipe_new(&cfg, &t->pipe);
+                g_b.w[t->idx].stop = 0;
+                pthread_create(&g_b.w[t->idx].th, NULL, bench_worker, &g_b.w[t->idx]);
+            }
+            uint64_t t0 = sw_time_us();
+            for (int i = 0; i < ns; i++) {
+                int32_t prompt[NP];
+                for (int k = 0; k < NP; k++) prompt[k] = (int32_t)(1 + (uint32_t)(i * 131 + k * 977) % (g_vocab - 1));
+                memset(&g[batched][i], 0, sizeof g[batched][i]);
+                uint64_t sid;
+                char msg[256];
+                if (open_session(&net, entry, prompt, NP, &sp, NG, SW_PIPE_F32, 0, &g[batched][i], &sid, msg, sizeof msg)) {
+                    fprintf(stderr, "open: %s\n", msg);
+                    return 1;
+                }
+            }
+            bench_run(&net, g[batched], ns);
+            double secs = (double)(sw_time_us() - t0) / 1e6;
+            uint64_t toks = 0;
+            for (int i = 0; i < ns; i++) {
+                if (g[batched][i].rc) fprintf(stderr, "session %d: %s\n", i, g[batched][i].msg);
+                toks += g[batched][i].n;
+            }
+            tps[batched] = (double)toks / secs;
+            for (int k = 1; k <= n_st; k++) {
+                bj += sw_pipe_stats(net.nodes[k].pipe).batched_jobs;
+                be += sw_pipe_stats(net.nodes[k].pipe).batched_entries;
+            }
+            pthread_mutex_lock(&g_b.mu);
+            for (int k = 1; k <= n_st; k++) g_b.w[k].stop = 1;
+            pthread_cond_broadcast(&g_b.cv_work);
+            pthread_mutex_unlock(&g_b.mu);
+            for (int k = 1; k <= n_st; k++) pthread_join(g_b.w[k].th, NULL);
+            net_free(&net);
+        }
+        int same = 1;
+        for (int i = 0; i < ns; i++)
+            same &= g[0][i].n == g[1][i].n && !memcmp(g[0][i].toks, g[1][i].toks, g[0][i].n * sizeof(int32_t));
+        printf("%d sessions: %.1f tok/s unbatched, %.1f tok/s batched (x%.2f; %llu batched jobs, %.2f sessions each); "
+               "tokens %s\n", ns, tps[0], tps[1], tps[1] / tps[0], (unsigned long long)bj,
+               bj ? (double)be / (double)bj : 0.0, same ? "identical" : "DIFFER");
+    }
+    for (int k = 0; k < n_st; k++) sw_stage_free(st[k]);
+    return 0;
+}
+
 /* SW_PIPE_TEST=name runs only that model test (debugging). */
 static int want(const char *name)
 {
@@ -1035,6 +1213,7 @@ static int want(const char *name)
 int main(void)
 {
     if (!getenv("SW_PIPE_DEBUG")) sw_log_set(NULL, NULL, SW_LOG_ERROR);
+    if (getenv("SW_PIPE_BENCH")) return bench(getenv("SW_PIPE_BENCH"));
     SW_RUN(test_f16);
     SW_RUN(test_wire);
     g_have_model = setup_model();
