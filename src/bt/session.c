@@ -136,6 +136,7 @@ struct sw_bt_torrent {
     uint32_t *served_to;       /* per piece: uid of the first peer we uploaded it to (0: none) */
     uint64_t fresh_ms;         /* when fresh_any was computed */
     int fresh_any;             /* a held piece that left us never and no peer has */
+    int fresh_done;            /* logged that no such piece is left */
     struct failed_piece failed[MAX_FAILED];
     uint8_t **pool;            /* spare piece buffers (piece_length bytes): no page faults
                                 * on fresh memory for every piece */
@@ -1291,6 +1292,10 @@ static int initial_seeding(struct sw_bt_torrent *t)
     if (n_int < 2) return 0;
     for (uint32_t i = 0; i < t->mi.n_pieces && !t->fresh_any; i++)
         t->fresh_any = !t->served_to[i] && sw_bt_picker_have(t->pk, i) && !sw_bt_picker_availability(t->pk, i);
+    if (!t->fresh_any && !t->fresh_done) {
+        t->fresh_done = 1;
+        LOGI("%s: every piece has left us once (%llu bytes uploaded)", t->hex, (unsigned long long)t->up_total);
+    }
     return t->fresh_any;
 }
 
