@@ -460,6 +460,16 @@ int sw_bt_torrent_file_complete(const struct sw_bt_torrent *t, uint32_t file);
 /* 1 when at least one file is wanted and every wanted file is complete. */
 int sw_bt_torrent_complete(const struct sw_bt_torrent *t);
 int sw_bt_torrent_progress(const struct sw_bt_torrent *t, int32_t file, struct sw_bt_progress *out);
+/* Read-only counters of one torrent this session (tests, logs). */
+struct sw_bt_torrent_stats {
+    uint64_t uploaded;            /* payload bytes sent */
+    uint32_t pieces_sent_once;    /* pieces we accepted a request for at least once */
+    uint64_t dup_before_all_sent; /* bytes accepted for a piece already sent to another peer
+                                   * while some piece had never left us (initial seeding
+                                   * keeps this 0 for a seed with >= 2 fast peers) */
+    uint32_t webseeds_banned;     /* URLs banned for pieces failing their SHA-1 check */
+};
+void sw_bt_torrent_stats(const struct sw_bt_torrent *t, struct sw_bt_torrent_stats *out);
 const char *sw_bt_torrent_file_path(const struct sw_bt_torrent *t, uint32_t file);
 /* Connects to a peer (IPv4/IPv6 literal or host name). Peers from the DHT, a tracker, PEX
  * or --peer all come here; duplicates and banned addresses are ignored. */
@@ -550,6 +560,9 @@ struct sw_bt_webseed_ops {
     /* Start fetching `piece` from `url`; returns 0 when started (then exactly one
      * sw_bt_webseed_done follows, possibly with an error), < 0 when it cannot. */
     int (*fetch)(void *ud, struct sw_bt_torrent *t, const char *url, uint32_t piece);
+    /* Optional: url delivered 3 pieces that failed their SHA-1 check; the session asks it
+     * for nothing more (the fetcher may drop its connections). */
+    void (*banned)(void *ud, struct sw_bt_torrent *t, const char *url);
     uint32_t max_in_flight;    /* pieces per URL; 0: 4 */
     void *ud;
 };

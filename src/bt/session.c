@@ -40,6 +40,7 @@ enum { EXT_PEX = 1, EXT_METADATA = 2, EXT_CUSTOM = 3 };
 #define MAX_FAILED 8
 #define FRESH_CHECK_MS 100   /* initial seeding: how long "a fresh piece is left" is cached */
 #define REJECTED_CLEAR_S 3   /* pieces a peer refused are retried from it after this long */
+#define WS_MAX_BAD 3         /* a web seed is banned after this many pieces failing SHA-1 */
 
 enum pstate { P_CONNECTING, P_HANDSHAKE, P_ACTIVE, P_CLOSING };
 
@@ -103,6 +104,7 @@ struct sw_bt_peer {
 struct assembly {
     uint8_t *buf;
     uint32_t *sender;          /* uid per block, for smart banning */
+    uint32_t ws;               /* web seed index + 1 that delivered the piece (0: peers) */
 };
 
 struct failed_piece {
@@ -116,6 +118,8 @@ struct webseed {
     char *url;
     uint32_t in_flight;
     uint32_t failures; /* consecutive: reset by every piece it delivers */
+    uint32_t bad;      /* pieces it delivered that failed their SHA-1 check */
+    int banned;        /* WS_MAX_BAD bad pieces: never asked again this session */
 };
 
 struct sw_bt_torrent {
@@ -137,6 +141,11 @@ struct sw_bt_torrent {
     uint64_t fresh_ms;         /* when fresh_any was computed */
     int fresh_any;             /* a held piece that left us never and no peer has */
     int fresh_done;            /* logged that no such piece is left */
+    uint8_t *sent_once;        /* per piece (bitfield): a request for it was accepted once */
+    uint32_t n_sent_once;
+    uint64_t dup_early;        /* bytes accepted for a piece already sent to another peer
+                                * while some piece had never left us (sw_bt_torrent_stats) */
+    uint32_t ws_banned;
     struct failed_piece failed[MAX_FAILED];
     uint8_t **pool;            /* spare piece buffers (piece_length bytes): no page faults
                                 * on fresh memory for every piece */
@@ -616,7 +625,7 @@ static void webseed_pump(struct sw_bt_torrent *t)
     for (uint32_t w = 0; w < t->n_ws; w++) {
         struct webseed *ws = &t->ws[w];
         uint32_t maxf = s->wso.max_in_flight ? s->wso.max_in_flight : 4;
-        while (ws->failures < 3 && ws->in_flight < maxf && sw_bt_picker_left(t->pk)) {
+        while (!ws->banned && ws->failures < 3 && ws->in_flight < maxf && sw_bt_picker_left(t->pk)) {
             struct sw_bt_block blk[1024];
             uint32_t nb = sw_bt_picker_pick(t->pk, NULL, NULL, 1, NULL, NULL, blk, 1024);
             if (!nb) break;
@@ -717,6 +726,7 @@ struct hash_job {
     uint32_t piece;
     uint8_t *buf;
     uint32_t *sender;
+    uint32_t ws;               /* assembly.ws */
     int rc;
     char err[256];
 };
@@ -883,6 +893,18 @@ static void disk_error(struct sw_bt_torrent *t, uint32_t piece, int rc, const ch
     t->errored = 1;
 }
 
+static void webseed_bad_piece(struct sw_bt_torrent *t, struct webseed *ws, uint32_t piece)
+{
+    ws->bad++;
+    LOGW("web seed %s: piece %u failed its SHA-1 check (%u bad)", ws->url, piece, ws->bad);
+    if (ws->bad >= WS_MAX_BAD && !ws->banned) {
+        ws->banned = 1;
+        t->ws_banned++;
+        LOGW("web seed %s banned: %u pieces failed their SHA-1 check", ws->url, ws->bad);
+        if (t->s->wso.banned) t->s->wso.banned(t->s->wso.ud, t, ws->url);
+    }
+}
+
 static void hash_done(uv_work_t *req, int status)
 {
     struct hash_job *j = req->data;
@@ -902,6 +924,12 @@ static void hash_done(uv_work_t *req, int status)
             emit_simple(t, NULL, SW_BT_EV_PIECE_FAILED, -1, j->piece, SW_ECORRUPT, "hash mismatch");
             if (single && first) {
                 ban_peer_uid(t, first, j->piece);
+                buf_put(t, j->buf);
+                free(j->sender);
+            } else if (single && j->ws && j->ws <= t->n_ws) {
+                /* A whole piece from one web seed: count it against that URL; the piece
+                 * is picked again (from peers or other web seeds). */
+                webseed_bad_piece(t, &t->ws[j->ws - 1], j->piece);
                 buf_put(t, j->buf);
                 free(j->sender);
             } else if (t->n_failed < MAX_FAILED) {
@@ -936,8 +964,10 @@ static void submit_piece(struct sw_bt_torrent *t, uint32_t piece)
     j->piece = piece;
     j->buf = a->buf;
     j->sender = a->sender;
+    j->ws = a->ws;
     a->buf = NULL;
     a->sender = NULL;
+    a->ws = 0;
     j->req.data = j;
     t->hashing[piece] = 1;
     t->jobs++;
@@ -1320,6 +1350,14 @@ static void on_request(struct sw_bt_peer *p, const struct sw_bt_wire_ev *ev)
         if (p->fast) sw_bt_wire_put_req(&p->ctrl, SW_BT_REJECT, ev->index, ev->begin, ev->length); /* BEP 6 */
         return;
     }
+    /* Counters for sw_bt_torrent_stats: a second copy of a piece (to another peer) accepted
+     * while some piece has never left us is what initial seeding avoids. */
+    if (!sw__bit_get(t->sent_once, ev->index)) {
+        sw__bit_set(t->sent_once, ev->index);
+        t->n_sent_once++;
+    } else if (t->served_to[ev->index] != p->uid && t->n_sent_once < t->mi.n_pieces) {
+        t->dup_early += ev->length;
+    }
     if (!t->served_to[ev->index]) t->served_to[ev->index] = p->uid;
     if (p->n_in == p->cap_in) {
         uint32_t nc = p->cap_in ? p->cap_in * 2 : 64;
@@ -1424,6 +1462,7 @@ static void on_wire_event(void *ud, const struct sw_bt_wire_ev *ev)
         break;
     case SW_BT_INTERESTED:
         p->peer_interested = 1;
+        if (t) t->fresh_ms = 0; /* initial_seeding() counts interested peers: recompute */
         if (p->am_choking && n_unchoked(t) < s->o.max_unchoked) set_choke(p, 0); /* a free slot: at once */
         break;
     case SW_BT_NOT_INTERESTED:
@@ -1814,6 +1853,7 @@ static void torrent_free(struct sw_bt_torrent *t)
     free(t->as);
     free(t->hashing);
     free(t->served_to);
+    free(t->sent_once);
     sw_bt_storage_close(t->st);
     sw_bt_picker_free(t->pk);
     sw_bt_metainfo_free(&t->mi);
@@ -1895,9 +1935,10 @@ static int torrent_init_meta(struct sw_bt_torrent *t, char *err, size_t err_len)
     t->as = calloc(mi->n_pieces, sizeof *t->as);
     t->hashing = calloc(mi->n_pieces, 1);
     t->served_to = calloc(mi->n_pieces, sizeof *t->served_to);
+    t->sent_once = calloc(bits_bytes(t), 1);
     t->pk = sw_bt_picker_new(mi->n_pieces, mi->piece_length, mi->total_length);
     if (!t->want_file || !t->file_error || !t->file_verified || !t->file_hist || !t->as || !t->hashing ||
-        !t->served_to || !t->pk)
+        !t->served_to || !t->sent_once || !t->pk)
         return SW_ENOMEM;
     struct sw_bt_storage_opts so = { .dir = t->dir, .verify_all = t->opts.verify_all, .trust_complete = t->opts.trust_complete };
     int rc = sw_bt_storage_open(mi, &so, &t->st, err, err_len);
@@ -2383,6 +2424,16 @@ void sw_bt_peer_close(struct sw_bt_peer *p)
 
 /* ------------------------------------------------------------------ web seeds */
 
+void sw_bt_torrent_stats(const struct sw_bt_torrent *t, struct sw_bt_torrent_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!t) return;
+    out->uploaded = t->up_total;
+    out->pieces_sent_once = t->n_sent_once;
+    out->dup_before_all_sent = t->dup_early;
+    out->webseeds_banned = t->ws_banned;
+}
+
 int sw_bt_session_set_webseed(struct sw_bt_session *s, const struct sw_bt_webseed_ops *ops)
 {
     if (!ops || !ops->fetch) return SW_EINVAL;
@@ -2395,8 +2446,9 @@ void sw_bt_webseed_done(struct sw_bt_torrent *t, const char *url, uint32_t piece
                         int status)
 {
     struct webseed *ws = NULL;
+    uint32_t wsi = 0;
     for (uint32_t i = 0; i < t->n_ws; i++)
-        if (!strcmp(t->ws[i].url, url)) ws = &t->ws[i];
+        if (!strcmp(t->ws[i].url, url)) ws = &t->ws[i], wsi = i + 1;
     if (ws && ws->in_flight) ws->in_flight--;
     if (t->closing || !t->has_meta || piece >= t->mi.n_pieces) return;
     if (status < 0 || !data || len != sw_bt_piece_size(&t->mi, piece) || t->hashing[piece] ||
@@ -2415,5 +2467,6 @@ void sw_bt_webseed_done(struct sw_bt_torrent *t, const char *url, uint32_t piece
         sw_bt_picker_received(t->pk, piece, b * SW_BT_BLOCK);
         a->sender[b] = 0; /* 0 = web seed */
     }
+    a->ws = wsi; /* a SHA-1 failure counts against this URL (hash_done) */
     if (sw_bt_picker_piece_full(t->pk, piece)) submit_piece(t, piece);
 }

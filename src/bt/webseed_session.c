@@ -145,6 +145,24 @@ static int ops_fetch(void *ud, struct sw_bt_torrent *t, const char *url, uint32_
     return 0;
 }
 
+/* sw_bt_webseed_ops.banned: the core saw too many pieces from url fail SHA-1. */
+static void ops_banned(void *ud, struct sw_bt_torrent *t, const char *url)
+{
+    struct sw_bt_ws_glue *g = ud;
+    for (struct ws_entry *e = g->entries; e; e = e->next)
+        if (e->t == t && !strcmp(e->url, url)) {
+            sw__bt_webseed_ban(e->ws);
+            /* Queued pieces will never start: hand them back so the session re-picks them
+             * (sw_bt_webseed_done only resets the picker here; it fetches nothing). */
+            uint32_t n = e->n_queue, *q = e->queue;
+            e->queue = NULL;
+            e->n_queue = e->cap_queue = 0;
+            for (uint32_t i = 0; i < n; i++) sw_bt_webseed_done(t, url, q[i], NULL, 0, SW_EPERM);
+            free(q);
+            return;
+        }
+}
+
 static void glue_closed(uv_handle_t *h) { free(h->data); }
 
 static int ops_fetch_closed(void *ud, struct sw_bt_torrent *t, const char *url, uint32_t piece)
@@ -160,7 +178,7 @@ struct sw_bt_ws_glue *sw__bt_ws_glue_new(struct sw_bt_net *net, struct sw_bt_ses
     g->s = s;
     uv_timer_init(sw__bt_net_loop(net), &g->timer);
     g->timer.data = g;
-    struct sw_bt_webseed_ops ops = {.fetch = ops_fetch, .max_in_flight = 4, .ud = g};
+    struct sw_bt_webseed_ops ops = {.fetch = ops_fetch, .banned = ops_banned, .max_in_flight = 4, .ud = g};
     if (sw_bt_session_set_webseed(s, &ops) != 0) {
         uv_close((uv_handle_t *)&g->timer, glue_closed);
         return NULL;

@@ -2,7 +2,8 @@
  * file boundaries, stable info-hash, unsafe paths), magnet links, the peer wire decoder fed
  * whole / byte by byte / in random chunks, malformed and oversized messages, the picker,
  * storage (bad piece never written, resume, rename only when complete), and two sessions on
- * one loop: a transfer plus the extension hook (handshake keys, priority messages). */
+ * one loop: a transfer plus the extension hook (handshake keys, priority messages), web
+ * seeds (one bad piece; a corrupt one banned) and initial seeding to three leechers. */
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -887,6 +888,92 @@ static void test_priority_under_load(void)
     sw_bt_metainfo_free(&mi);
 }
 
+/* Initial seeding: one seed and three leechers on one loop (4 MiB, 256 pieces of 16 KiB,
+ * the leechers connected to each other too). While some piece has never left the seed it
+ * uploads no second copy of any piece (it rejects those requests, BEP 6, and the leechers
+ * fetch them from each other); every leecher completes with the right bytes. */
+static void test_initial_seeding(void)
+{
+    enum { NL = 3 };
+    char src[512], dst[NL][512], err[256] = "";
+    snprintf(src, sizeof src, "%s/is-src", tmp);
+    sw_mkdir_p(src);
+    write_file(src, "blob.bin", 4u << 20, 7);
+    struct sw_bt_create_file files[1] = { { "blob.bin", 0, -1, 0, 0, NULL } };
+    struct sw_bt_create_opts co = { .dir = src, .name = "is", .files = files, .n_files = 1, .piece_length = 16384 };
+    struct sw_bt_metainfo mi;
+    int rc = sw_bt_metainfo_create(&co, &mi, err, sizeof err);
+    CHECK_MSG(rc == 0, "create: %d %s", rc, err);
+    if (rc) return;
+    CHECK_EQ_INT((int)mi.n_pieces, 256);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct sess_ctx cs = { 0 }, cl[NL];
+    memset(cl, 0, sizeof cl);
+    struct sw_bt_session *seed, *ls[NL];
+    struct sw_bt_torrent *ts, *tl[NL];
+    struct sw_bt_session_opts os = { .listen_host = "127.0.0.1", .on_event = on_ev, .ud = &cs };
+    CHECK_EQ_INT(sw_bt_session_new(&loop, &os, &seed, err, sizeof err), 0);
+    struct sw_bt_torrent_opts tos = { .dir = src, .trust_complete = 1, .seed_only = 1 };
+    CHECK_EQ_INT(sw_bt_torrent_add(seed, &mi, &tos, &ts, err, sizeof err), 0);
+    for (int i = 0; i < NL; i++) {
+        snprintf(dst[i], sizeof dst[i], "%s/is-dst%d", tmp, i);
+        struct sw_bt_session_opts ol = { .listen_host = "127.0.0.1", .on_event = on_ev, .ud = &cl[i] };
+        CHECK_EQ_INT(sw_bt_session_new(&loop, &ol, &ls[i], err, sizeof err), 0);
+        struct sw_bt_torrent_opts tol = { .dir = dst[i], .want_all = 1 };
+        CHECK_EQ_INT(sw_bt_torrent_add(ls[i], &mi, &tol, &tl[i], err, sizeof err), 0);
+    }
+    for (int i = 0; i < NL; i++) {
+        CHECK_EQ_INT(sw_bt_torrent_add_peer(tl[i], "127.0.0.1", cs.port), 0);
+        for (int k = 0; k < i; k++) CHECK_EQ_INT(sw_bt_torrent_add_peer(tl[i], "127.0.0.1", cl[k].port), 0);
+    }
+    int all = 0;
+    uint64_t t0 = sw_time_ms(), end = t0 + 30000;
+    while (!all && sw_time_ms() < end) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        usleep(100);
+        all = 1;
+        for (int i = 0; i < NL; i++) all &= cl[i].complete;
+    }
+    CHECK_MSG(all, "leechers did not complete (%d %d %d)", cl[0].complete, cl[1].complete, cl[2].complete);
+    struct sw_bt_torrent_stats st;
+    sw_bt_torrent_stats(ts, &st);
+    fprintf(stderr, "initial seeding: 3 leechers done in %llu ms; seed uploaded %llu bytes (%.2fx), "
+            "%u pieces sent once, %llu bytes of second copies before all sent once\n",
+            (unsigned long long)(sw_time_ms() - t0), (unsigned long long)st.uploaded,
+            (double)st.uploaded / (double)mi.total_length, st.pieces_sent_once,
+            (unsigned long long)st.dup_before_all_sent);
+    CHECK_EQ_INT((int)st.pieces_sent_once, 256);
+    CHECK_EQ_U64(st.dup_before_all_sent, 0);
+    CHECK(st.uploaded >= mi.total_length);
+    char *a = sw_path_join(src, "blob.bin");
+    uint8_t ha[32] = { 0 };
+    sw_sha256_file(a, ha);
+    free(a);
+    for (int i = 0; i < NL; i++) {
+        char *b = sw_path_join(dst[i], "blob.bin");
+        uint8_t hb[32] = { 1 };
+        sw_sha256_file(b, hb);
+        CHECK_MSG(!memcmp(ha, hb, 32), "leecher %d: blob.bin differs", i);
+        free(b);
+    }
+    sw_bt_session_close(seed);
+    for (int i = 0; i < NL; i++) sw_bt_session_close(ls[i]);
+    int closed = 0;
+    end = sw_time_ms() + 5000;
+    while (!closed && sw_time_ms() < end) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        closed = sw_bt_session_closed(seed);
+        for (int i = 0; i < NL; i++) closed &= sw_bt_session_closed(ls[i]);
+    }
+    CHECK(closed);
+    sw_bt_session_free(seed);
+    for (int i = 0; i < NL; i++) sw_bt_session_free(ls[i]);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_EQ_INT(uv_loop_close(&loop), 0);
+    sw_bt_metainfo_free(&mi);
+}
+
 /* Web seeds: a fake fetcher (what bt-net's webseed.c does over HTTP) reads whole pieces from
  * the source folder and hands them back through sw_bt_webseed_done. */
 struct ws_ctx {
@@ -931,6 +1018,9 @@ static void test_session_webseed(void)
     CHECK(sw_bt_torrent_file_complete(t, 2));
     CHECK(!sw_bt_torrent_file_complete(t, 0));
     CHECK(w.calls >= 3); /* 2 pieces + the one refused */
+    struct sw_bt_torrent_stats st;
+    sw_bt_torrent_stats(t, &st);
+    CHECK_EQ_INT((int)st.webseeds_banned, 0); /* one bad piece does not ban a web seed */
     CHECK(!exists(dst, "shard-0.gguf") && !exists(dst, "shard-0.gguf.part"));
     char *a = sw_path_join(src, "shard-1.gguf"), *b = sw_path_join(dst, "shard-1.gguf");
     uint8_t ha[32] = { 0 }, hb[32] = { 1 };
@@ -949,6 +1039,90 @@ static void test_session_webseed(void)
 }
 static void test_session_magnet(void) { test_sessions(1); }
 
+/* A web seed that serves only corrupt data is banned after 3 pieces fail their SHA-1
+ * check (the session asks it for nothing more and tells the fetcher); the pieces are
+ * picked again and the download completes from the good web seed. */
+struct wsb_ctx {
+    const char *src;
+    const struct sw_bt_metainfo *mi;
+    int bad_calls, good_calls, banned, fetch_after_ban;
+};
+
+static int wsb_fetch(void *ud, struct sw_bt_torrent *t, const char *url, uint32_t piece)
+{
+    struct wsb_ctx *w = ud;
+    int bad = strstr(url, "/bad/") != NULL;
+    if (bad) w->bad_calls++, w->fetch_after_ban += w->banned;
+    else w->good_calls++;
+    uint8_t *d = piece_data(w->src, w->mi, piece);
+    if (bad) d[piece % 100] ^= 0x5a;
+    sw_bt_webseed_done(t, url, piece, d, sw_bt_piece_size(w->mi, piece), 0);
+    free(d);
+    return 0;
+}
+
+static void wsb_banned(void *ud, struct sw_bt_torrent *t, const char *url)
+{
+    struct wsb_ctx *w = ud;
+    (void)t;
+    CHECK_MSG(strstr(url, "/bad/") != NULL, "good web seed %s banned", url);
+    w->banned++;
+}
+
+static void test_session_webseed_ban(void)
+{
+    char src[512], dst[512], err[256] = "";
+    snprintf(src, sizeof src, "%s/wsb-src", tmp);
+    snprintf(dst, sizeof dst, "%s/wsb-dst", tmp);
+    struct sw_bt_metainfo mi;
+    make_torrent(src, &mi, 16384);
+    /* The corrupt URL first: the session fills web seeds in url-list order. */
+    const char *bad_url = "http://127.0.0.1:3/bad/";
+    CHECK_EQ_INT(sw__strv_add(&mi.web_seeds, &mi.n_web_seeds, bad_url, strlen(bad_url)), 0);
+    CHECK_EQ_INT((int)mi.n_web_seeds, 2);
+    char *tmpu = mi.web_seeds[0];
+    mi.web_seeds[0] = mi.web_seeds[1];
+    mi.web_seeds[1] = tmpu;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct sess_ctx cl = { 0 };
+    struct sw_bt_session *s;
+    struct sw_bt_session_opts o = { .no_listen = 1, .on_event = on_ev, .ud = &cl };
+    CHECK_EQ_INT(sw_bt_session_new(&loop, &o, &s, err, sizeof err), 0);
+    struct wsb_ctx w = { src, &mi, 0, 0, 0, 0 };
+    struct sw_bt_webseed_ops ops = { .fetch = wsb_fetch, .banned = wsb_banned, .ud = &w };
+    CHECK_EQ_INT(sw_bt_session_set_webseed(s, &ops), 0);
+    struct sw_bt_torrent *t;
+    struct sw_bt_torrent_opts to = { .dir = dst, .want_all = 1 };
+    CHECK_EQ_INT(sw_bt_torrent_add(s, &mi, &to, &t, err, sizeof err), 0);
+    run_until(&loop, &cl.complete, 10000);
+    CHECK_MSG(cl.complete, "download did not complete past a corrupt web seed");
+    struct sw_bt_torrent_stats st;
+    sw_bt_torrent_stats(t, &st);
+    CHECK_EQ_INT((int)st.webseeds_banned, 1);
+    CHECK_EQ_INT(w.banned, 1);
+    CHECK_MSG(w.bad_calls >= 3, "corrupt web seed asked %d times", w.bad_calls);
+    CHECK_EQ_INT(w.fetch_after_ban, 0);
+    CHECK(w.good_calls >= 1);
+    static const char *names[] = { "shard-0.gguf", "shard-1.gguf", "shard-2.gguf" };
+    for (int i = 0; i < 3; i++) {
+        char *a = sw_path_join(src, names[i]), *b = sw_path_join(dst, names[i]);
+        uint8_t ha[32] = { 0 }, hb[32] = { 1 };
+        sw_sha256_file(a, ha);
+        sw_sha256_file(b, hb);
+        CHECK_MSG(!memcmp(ha, hb, 32), "%s differs", names[i]);
+        free(a);
+        free(b);
+    }
+    sw_bt_session_close(s);
+    uint64_t end = sw_time_ms() + 5000;
+    while (!sw_bt_session_closed(s) && sw_time_ms() < end) uv_run(&loop, UV_RUN_NOWAIT);
+    sw_bt_session_free(s);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_EQ_INT(uv_loop_close(&loop), 0);
+    sw_bt_metainfo_free(&mi);
+}
+
 int main(void)
 {
     tmp = sw_test_tmpdir();
@@ -965,6 +1139,8 @@ int main(void)
     SW_RUN(test_session_transfer);
     SW_RUN(test_session_magnet);
     SW_RUN(test_session_webseed);
+    SW_RUN(test_session_webseed_ban);
     SW_RUN(test_priority_under_load);
+    SW_RUN(test_initial_seeding);
     return SW_TEST_DONE();
 }
