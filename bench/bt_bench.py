@@ -117,6 +117,10 @@ def bench_a(work, procs):
     rows = []
     nbytes = SIZE_MB << 20
     for client in CLIENTS:
+        # Every client starts with nothing dirty in the page cache: the data just written by
+        # make_data (or the previous client's download) is flushed first, so no client pays
+        # for another's writeback.
+        os.sync()
         out = os.path.join(work, "out-" + client)
         secs, note = None, ""
         if client == "shardswarm":
