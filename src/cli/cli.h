@@ -3,6 +3,7 @@
 #ifndef SW_CLI_H
 #define SW_CLI_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "util/util.h"
@@ -49,6 +50,9 @@ int sw_cli_parse_u64(const char *cmd, const char *flag, const char *s, uint64_t 
                      uint64_t *out);
 int sw_cli_parse_f32(const char *cmd, const char *flag, const char *s, float min, float max,
                      float *out);
+/* Token ids separated by spaces, commas or newlines (each 0..INT32_MAX) into a malloc'd
+ * array the caller frees. SW_EINVAL on anything else, SW_ENOMEM. */
+int sw_cli_parse_ids(const char *s, int32_t **ids_out, size_t *n_out);
 /* "host:port" (IPv4 literal or name; port 1..65535). host_out holds >= 256 bytes. */
 int sw_cli_parse_hostport(const char *cmd, const char *flag, const char *s, char *host_out,
                           uint16_t *port_out);

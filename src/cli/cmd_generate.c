@@ -54,36 +54,6 @@ struct gen_args {
     struct sw_sampler_params sp;
 };
 
-static int parse_ids(const char *s, int32_t **ids_out, size_t *n_out)
-{
-    size_t cap = 16, n = 0;
-    int32_t *ids = malloc(cap * sizeof *ids);
-    if (!ids) return SW_ENOMEM;
-    while (*s) {
-        while (*s == ' ' || *s == ',' || *s == '\t' || *s == '\n') s++;
-        if (!*s) break;
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s || v < 0 || v > INT32_MAX) {
-            free(ids);
-            return SW_EINVAL;
-        }
-        if (n == cap) {
-            int32_t *p = realloc(ids, (cap *= 2) * sizeof *ids);
-            if (!p) {
-                free(ids);
-                return SW_ENOMEM;
-            }
-            ids = p;
-        }
-        ids[n++] = (int32_t)v;
-        s = end;
-    }
-    *ids_out = ids;
-    *n_out = n;
-    return 0;
-}
-
 static int parse_args(const char *cmd, int argc, char **argv, struct gen_args *a)
 {
     int rc;
@@ -153,7 +123,7 @@ static int prompt_tokens(const char *cmd, const struct gen_args *a, const struct
     *ids = NULL;
     *n = 0;
     if (a->prompt_ids) {
-        if (parse_ids(a->prompt_ids, ids, n) || *n == 0)
+        if (sw_cli_parse_ids(a->prompt_ids, ids, n) || *n == 0)
             return sw_cli_usage_error(cmd, "--prompt-ids expects token ids separated by spaces");
         return 0;
     }

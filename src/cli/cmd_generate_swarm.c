@@ -87,36 +87,6 @@ struct gs {
     char msg[600];
 };
 
-static int parse_ids(const char *s, int32_t **ids_out, size_t *n_out)
-{
-    size_t cap = 16, n = 0;
-    int32_t *ids = malloc(cap * sizeof *ids);
-    if (!ids) return SW_ENOMEM;
-    while (*s) {
-        while (*s == ' ' || *s == ',' || *s == '\t' || *s == '\n') s++;
-        if (!*s) break;
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s || v < 0 || v > INT32_MAX) {
-            free(ids);
-            return SW_EINVAL;
-        }
-        if (n == cap) {
-            int32_t *p = realloc(ids, (cap *= 2) * sizeof *ids);
-            if (!p) {
-                free(ids);
-                return SW_ENOMEM;
-            }
-            ids = p;
-        }
-        ids[n++] = (int32_t)v;
-        s = end;
-    }
-    *ids_out = ids;
-    *n_out = n;
-    return 0;
-}
-
 static int parse_args(const char *cmd, int argc, char **argv, struct gs_args *a)
 {
     int rc;
@@ -465,7 +435,7 @@ int sw_cli_generate_swarm(int argc, char **argv)
     }
     uint32_t n_vocab = g->tok ? sw_tok_n_vocab(g->tok) : 0;
     if (a->prompt_ids) {
-        if (parse_ids(a->prompt_ids, &g->ids, &g->n_prompt) || !g->n_prompt) {
+        if (sw_cli_parse_ids(a->prompt_ids, &g->ids, &g->n_prompt) || !g->n_prompt) {
             status = sw_cli_usage_error(cmd, "--prompt-ids expects token ids separated by spaces");
             goto out;
         }

@@ -141,6 +141,36 @@ int sw_cli_parse_f32(const char *cmd, const char *flag, const char *s, float min
     return 0;
 }
 
+int sw_cli_parse_ids(const char *s, int32_t **ids_out, size_t *n_out)
+{
+    size_t cap = 16, n = 0;
+    int32_t *ids = malloc(cap * sizeof *ids);
+    if (!ids) return SW_ENOMEM;
+    while (*s) {
+        while (*s == ' ' || *s == ',' || *s == '\t' || *s == '\n') s++;
+        if (!*s) break;
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 0 || v > INT32_MAX) {
+            free(ids);
+            return SW_EINVAL;
+        }
+        if (n == cap) {
+            int32_t *p = realloc(ids, (cap *= 2) * sizeof *ids);
+            if (!p) {
+                free(ids);
+                return SW_ENOMEM;
+            }
+            ids = p;
+        }
+        ids[n++] = (int32_t)v;
+        s = end;
+    }
+    *ids_out = ids;
+    *n_out = n;
+    return 0;
+}
+
 int sw_cli_parse_hostport(const char *cmd, const char *flag, const char *s, char *host_out,
                           uint16_t *port_out)
 {
