@@ -14,6 +14,7 @@
 #include "infer/infer.h"
 
 #define TICK_MS 100
+#define INLINE_MAX_US 1000u /* default: steps up to 1 ms run on the loop thread */
 
 struct selfmsg {
     struct selfmsg *next;
@@ -30,8 +31,10 @@ struct rel {
 struct work {
     uv_work_t req;
     uint32_t delay_us;
+    uint64_t run_us;           /* how long sw_pipe_job_run took */
     struct sw_pipe_node *pn;
     struct sw_pipe_job *j;
+    struct work *next;         /* ran inline: waiting for on_idle */
 };
 
 /* A request from another thread (open or cancel), and the session it became. */
@@ -63,6 +66,14 @@ struct sw_pipe_node {
     void (*chain_fn)(void *);
     void *chain_ud;
     uint32_t step_delay_us;
+    /* Short steps run inline on the loop thread (no hand-off to a libuv worker and back,
+     * ~2 thread wake-ups per hop): while the last job on the worker path took at most
+     * inline_max_us, a job runs at once inside h_submit and finishes (sends) on the next
+     * loop turn through an idle handle. */
+    uv_idle_t idle;
+    struct work *dh, *dt;      /* inline jobs run, waiting for on_idle */
+    uint64_t inline_max_us;
+    uint64_t last_run_us;      /* duration of the last job (either path); 0: none yet */
     struct rel *rels;          /* sw_pipe_node_release_stage callbacks waiting for works == 0 */
     /* requests from other threads */
     uv_async_t async;
@@ -111,7 +122,9 @@ static int h_send(void *ud, const uint8_t to[SW_NODE_ID_LEN], const uint8_t *p, 
 static void work_cb(uv_work_t *req)
 {
     struct work *w = req->data;
+    uint64_t t0 = sw_time_us();
     sw_pipe_job_run(w->j);
+    w->run_us = sw_time_us() - t0;
     if (w->delay_us) sw_sleep_ms((w->delay_us + 999) / 1000);
 }
 
@@ -129,17 +142,36 @@ static void run_released(struct sw_pipe_node *pn)
     }
 }
 
-static void after_work_cb(uv_work_t *req, int status)
+static void work_finished(struct work *w)
 {
-    (void)status;
-    struct work *w = req->data;
     struct sw_pipe_node *pn = w->pn;
     pn->works--;
+    pn->last_run_us = w->run_us ? w->run_us : 1;
     sw_pipe_job_done(pn->pipe, w->j, sw_time_us());
     free(w);
     update_queue(pn);
     if (!pn->works) run_released(pn);
     if (pn->detaching) finish_detach(pn);
+}
+
+static void after_work_cb(uv_work_t *req, int status)
+{
+    (void)status;
+    work_finished(req->data);
+}
+
+static void on_idle(uv_idle_t *h)
+{
+    struct sw_pipe_node *pn = h->data;
+    /* only the jobs run so far: one finishing may kick (and run) the next */
+    struct work *w = pn->dh;
+    pn->dh = pn->dt = NULL;
+    uv_idle_stop(&pn->idle);
+    while (w) {
+        struct work *nx = w->next;
+        work_finished(w); /* may free pn (detach): nothing touches pn after the last */
+        w = nx;
+    }
 }
 
 static int h_submit(void *ud, struct sw_pipe_job *j)
@@ -151,6 +183,19 @@ static int h_submit(void *ud, struct sw_pipe_job *j)
     w->j = j;
     w->delay_us = pn->step_delay_us;
     w->req.data = w;
+    if (!w->delay_us && pn->last_run_us && pn->last_run_us <= pn->inline_max_us && pn->handles_open && !pn->detaching) {
+        /* a short step: run it here; the engine sees it finish on the next loop turn
+         * (sw_pipe_job_done must not run inside its own submit) */
+        uint64_t t0 = sw_time_us();
+        sw_pipe_job_run(j);
+        w->run_us = sw_time_us() - t0;
+        if (pn->dt) pn->dt->next = w;
+        else pn->dh = w;
+        pn->dt = w;
+        uv_idle_start(&pn->idle, on_idle);
+        pn->works++;
+        return 0;
+    }
     int rc = uv_queue_work(pn->loop, &w->req, work_cb, after_work_cb);
     if (rc) {
         free(w);
@@ -410,10 +455,13 @@ int sw_pipe_node_attach(struct sw_node *n, const struct sw_pipe_node_opts *opts,
     }
     uv_timer_init(pn->loop, &pn->tick);
     uv_timer_init(pn->loop, &pn->self_timer);
+    uv_idle_init(pn->loop, &pn->idle);
+    pn->idle.data = pn;
+    pn->inline_max_us = INLINE_MAX_US;
     pthread_mutex_init(&pn->mu, NULL);
     uv_async_init(pn->loop, &pn->async, on_async);
     pn->tick.data = pn->self_timer.data = pn->async.data = pn;
-    pn->handles_open = 3;
+    pn->handles_open = 4;
     uv_timer_start(&pn->tick, on_tick, TICK_MS, TICK_MS);
     sw_node_set_pipe_handler(n, on_pipe_msg, pn);
     sw_node_set_change_handler(n, on_change, pn);
@@ -460,6 +508,21 @@ void sw_pipe_node_release_stage(struct sw_pipe_node *pn, const char *reason, voi
 static void on_stage_release(void *ud, const char *reason, void (*done)(void *), void *done_ud)
 {
     sw_pipe_node_release_stage(ud, reason, done, done_ud);
+}
+
+/* The idle handle closed: the inline jobs still waiting for it finish now (their stage
+ * sessions learn the results; the pipe is still alive), then detaching goes on. */
+static void on_idle_closed(uv_handle_t *h)
+{
+    struct sw_pipe_node *pn = h->data;
+    while (pn->dh) {
+        struct work *w = pn->dh;
+        pn->dh = w->next;
+        if (!pn->dh) pn->dt = NULL;
+        work_finished(w); /* handles_open still counts the idle handle: pn stays */
+    }
+    pn->handles_open--;
+    finish_detach(pn);
 }
 
 static void on_handle_closed(uv_handle_t *h)
@@ -519,6 +582,8 @@ void sw_pipe_node_detach(struct sw_pipe_node *pn, void (*done)(void *ud), void *
     uv_close((uv_handle_t *)&pn->tick, on_handle_closed);
     uv_close((uv_handle_t *)&pn->self_timer, on_handle_closed);
     uv_close((uv_handle_t *)&pn->async, on_handle_closed);
+    uv_idle_stop(&pn->idle);
+    uv_close((uv_handle_t *)&pn->idle, on_idle_closed);
 }
 
 int sw_pipe_node_open(struct sw_pipe_node *pn, const struct sw_pipe_request *req, const struct sw_pipe_session_cb *cb,
