@@ -7,6 +7,7 @@ is `shardswarm generate --swarm` (a light client holding no shard).
 All nodes share this machine's cores: with T threads in total each of n nodes gets T/n.
 
   (a) single-session generation tok/s, swarm / single-process `generate` with T threads
+      (median of 3 runs each, alternating)
   (b) added latency per hop (µs): on stories260K (compute ~ nothing), per-token time of a
       4-stage swarm minus single-process, divided by the hops of one token (n stages:
       n-1 stage->stage hops + last->first)
@@ -110,11 +111,19 @@ def bench_a_c(model):
         with harness.Procs() as procs:
             sw = Swarm(procs, model, n_shards, each)
             wait(sw.client("warm", n=4))
-            one = wait(sw.client("one"))
-            base = single(model, each * n_shards)
+            # this machine's speed drifts by several % from minute to minute (shared cores):
+            # swarm and single-process alternate, 3 runs each, and the medians are compared
+            ones, bases = [], []
+            for r in range(3):
+                ones.append(wait(sw.client("one%d" % r))["gen_tps"])
+                bases.append(single(model, each * n_shards)["gen_tps"])
+            one = {"gen_tps": statistics.median(ones)}
+            base = {"gen_tps": statistics.median(bases)}
             ratio = one["gen_tps"] / base["gen_tps"] if base["gen_tps"] else 0
-            log("(a) %d shards x %d threads: swarm %.2f tok/s, single-process (%d threads) %.2f tok/s, ratio %.3f"
-                % (n_shards, each, one["gen_tps"], each * n_shards, base["gen_tps"], ratio))
+            log("(a) %d shards x %d threads: swarm %.2f tok/s, single-process (%d threads) %.2f tok/s, ratio %.3f "
+                "(medians of 3 alternating runs: swarm %s, single %s)"
+                % (n_shards, each, one["gen_tps"], each * n_shards, base["gen_tps"], ratio,
+                   " ".join("%.1f" % x for x in ones), " ".join("%.1f" % x for x in bases)))
             cs = [sw.client("c%d" % i) for i in range(4)]
             t0 = time.time()
             rs = [wait(c) for c in cs]
