@@ -1,6 +1,6 @@
 /* pipeline_node.c — a pipeline engine (pipeline.c) on a running node: SW_MSG_PIPE payloads
  * in through the node's pipe handler, out with priority through sw_node_send, compute jobs
- * on libuv worker threads (never on the loop), routes from the swarm view (live, loaded,
+ * on libuv worker threads (short ones, ≤ INLINE_MAX_US last time, inline on the loop), routes from the swarm view (live, loaded,
  * directly connected nodes), failover when the view loses a node, a timer for deadlines.
  * Not for: the protocol's decisions (pipeline.c). */
 #include "swarm/pipeline.h"
