@@ -720,6 +720,21 @@ static void run_until(uv_loop_t *loop, int *flag, int ms)
     while (!*flag && sw_time_ms() < end) uv_run(loop, UV_RUN_NOWAIT), usleep(200);
 }
 
+/* The three shard files of a fake split are identical in src and dst (SHA-256). */
+static void check_same_shards(const char *src, const char *dst)
+{
+    static const char *names[] = { "shard-0.gguf", "shard-1.gguf", "shard-2.gguf" };
+    for (int i = 0; i < 3; i++) {
+        char *a = sw_path_join(src, names[i]), *b = sw_path_join(dst, names[i]);
+        uint8_t ha[32] = { 0 }, hb[32] = { 1 };
+        sw_sha256_file(a, ha);
+        sw_sha256_file(b, hb);
+        CHECK_MSG(!memcmp(ha, hb, 32), "%s differs", names[i]);
+        free(a);
+        free(b);
+    }
+}
+
 static void test_sessions(int magnet)
 {
     char src[512], dst[512], err[256] = "";
@@ -762,16 +777,7 @@ static void test_sessions(int magnet)
     run_until(&loop, &cl.complete, 10000);
     CHECK_MSG(cl.complete, "leecher did not complete");
     if (magnet) CHECK(cl.metadata);
-    static const char *names[] = { "shard-0.gguf", "shard-1.gguf", "shard-2.gguf" };
-    for (int i = 0; i < 3; i++) {
-        char *a = sw_path_join(src, names[i]), *b = sw_path_join(dst, names[i]);
-        uint8_t ha[32] = { 0 }, hb[32] = { 1 };
-        sw_sha256_file(a, ha);
-        sw_sha256_file(b, hb);
-        CHECK_MSG(!memcmp(ha, hb, 32), "%s differs", names[i]);
-        free(a);
-        free(b);
-    }
+    check_same_shards(src, dst);
     /* The extension hook: both sides connected, saw each other's handshake (with the
      * seeder's extra key), and a 3 MiB priority message crosses intact. */
     CHECK(cs.ext_connected >= 1 && cl.ext_connected >= 1);
@@ -1104,16 +1110,7 @@ static void test_session_webseed_ban(void)
     CHECK_MSG(w.bad_calls >= 3, "corrupt web seed asked %d times", w.bad_calls);
     CHECK_EQ_INT(w.fetch_after_ban, 0);
     CHECK(w.good_calls >= 1);
-    static const char *names[] = { "shard-0.gguf", "shard-1.gguf", "shard-2.gguf" };
-    for (int i = 0; i < 3; i++) {
-        char *a = sw_path_join(src, names[i]), *b = sw_path_join(dst, names[i]);
-        uint8_t ha[32] = { 0 }, hb[32] = { 1 };
-        sw_sha256_file(a, ha);
-        sw_sha256_file(b, hb);
-        CHECK_MSG(!memcmp(ha, hb, 32), "%s differs", names[i]);
-        free(a);
-        free(b);
-    }
+    check_same_shards(src, dst);
     sw_bt_session_close(s);
     uint64_t end = sw_time_ms() + 5000;
     while (!sw_bt_session_closed(s) && sw_time_ms() < end) uv_run(&loop, UV_RUN_NOWAIT);

@@ -31,6 +31,17 @@ def stories(procs):
     return S.Model(harness.tmpdir("sw-swarm-"), N, source=harness.shared_model())
 
 
+
+def all_local_swarm(procs, m):
+    """A seeder and N nodes that each hold their shard; returns once every node is ready."""
+    sw = S.Swarm(procs, m)
+    sw.start("seeder", seed_all=True)
+    for k in range(N):
+        sw.start("n%d" % k, shard=k, cache_shards=[k])
+    sw.wait_api()
+    sw.wait_all_ready(timeout=30)
+    return sw
+
 def case_all_local():
     S.node_supported()
     models = [("stories260K", None)]
@@ -127,12 +138,7 @@ def case_kill_replace():
     S.node_supported()
     with harness.Procs() as procs:
         m = stories(procs)
-        sw = S.Swarm(procs, m)
-        sw.start("seeder", seed_all=True)
-        for k in range(N):
-            sw.start("n%d" % k, shard=k, cache_shards=[k])
-        sw.wait_api()
-        sw.wait_all_ready(timeout=30)
+        sw = all_local_swarm(procs, m)
         spare = sw.start("spare", shard="auto")
         sw.wait_api(["spare"])
         deadline = time.time() + 30
@@ -439,12 +445,7 @@ def case_restart():
     S.node_supported()
     with harness.Procs() as procs:
         m = stories(procs)
-        sw = S.Swarm(procs, m)
-        sw.start("seeder", seed_all=True)
-        for k in range(N):
-            sw.start("n%d" % k, shard=k, cache_shards=[k])
-        sw.wait_api()
-        sw.wait_all_ready(timeout=30)
+        sw = all_local_swarm(procs, m)
         old = sw.nodes["n1"]
         old_id = old.status()["node_id"]
         old.proc.kill9()
@@ -466,12 +467,7 @@ def case_netloss():
     S.node_supported()
     with harness.Procs() as procs:
         m = stories(procs)
-        sw = S.Swarm(procs, m)
-        sw.start("seeder", seed_all=True)
-        for k in range(N):
-            sw.start("n%d" % k, shard=k, cache_shards=[k])
-        sw.wait_api()
-        sw.wait_all_ready(timeout=30)
+        sw = all_local_swarm(procs, m)
         victim = sw.nodes["n2"]
         victim.proc.signal(signal.SIGSTOP)
         t0 = time.time()
