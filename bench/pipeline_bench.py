@@ -4,10 +4,14 @@
 Model: `synth --preset tinyllama-1.1b --type Q4_0` (BUILD/bench-models, shared with
 10_infer.sh), split into 2 and 4 shards; nodes are `shardswarm node` processes, the client
 is `shardswarm generate --swarm` (a light client holding no shard).
-All nodes share this machine's cores: with T threads in total each of n nodes gets T/n.
+All nodes share this machine's T cores, two ways:
+  shared  (the nodes' default): every node has T threads and the machine core lease
+          (`--machine-cores T`) lets at most T compute at once: a stage computes with the
+          cores no other stage holds, and halves its share when another stage waits
+  split   (`--machine-cores off`): each of n nodes has T/n threads (at least 1), always
 
   (a) single-session generation tok/s, swarm / single-process `generate` with T threads
-      (median of 3 runs each, alternating)
+      (median of 3 runs each, alternating), shared and split
   (b) added latency per hop (µs): on stories260K (compute ~ nothing), per-token time of a
       4-stage swarm minus single-process, divided by the hops of one token (n stages:
       n-1 stage->stage hops + last->first)
@@ -64,8 +68,13 @@ def single(model, threads, prompt_len=32, n=N_GEN):
 
 
 class Swarm:
-    def __init__(self, procs, model_path, n_shards, threads_each, replicas=(), extra=()):
+    def __init__(self, procs, model_path, n_shards, threads_each, replicas=(), extra=(), shared=False):
         self.m = S.Model(harness.tmpdir("sw-pbench-"), n_shards, source=model_path)
+        if shared:  # T threads each, at most T computing at once (a lease folder of this run)
+            threads_each = THREADS
+            extra = list(extra) + ["--machine-cores", str(THREADS), "--cores-dir", harness.tmpdir("sw-pbench-cores-")]
+        else:
+            extra = list(extra) + ["--machine-cores", "off"]
         self.procs = procs
         self.nodes = {}
         boot = None
@@ -104,25 +113,26 @@ def wait(p, timeout=900):
     return json.loads(js[-1])
 
 
-def bench_a_c(model):
+def bench_a_c(model, shared):
     res = {}
+    how = "shared" if shared else "split"
     for n_shards in (2, 4):
-        each = max(1, THREADS // n_shards)
+        each = THREADS if shared else max(1, THREADS // n_shards)
         with harness.Procs() as procs:
-            sw = Swarm(procs, model, n_shards, each)
+            sw = Swarm(procs, model, n_shards, each, shared=shared)
             wait(sw.client("warm", n=4))
             # this machine's speed drifts by several % from minute to minute (shared cores):
             # swarm and single-process alternate, 3 runs each, and the medians are compared
             ones, bases = [], []
             for r in range(3):
                 ones.append(wait(sw.client("one%d" % r))["gen_tps"])
-                bases.append(single(model, each * n_shards)["gen_tps"])
+                bases.append(single(model, THREADS if shared else each * n_shards)["gen_tps"])
             one = {"gen_tps": statistics.median(ones)}
             base = {"gen_tps": statistics.median(bases)}
             ratio = one["gen_tps"] / base["gen_tps"] if base["gen_tps"] else 0
-            log("(a) %d shards x %d threads: swarm %.2f tok/s, single-process (%d threads) %.2f tok/s, ratio %.3f "
+            log("(a) %s, %d shards x %d threads: swarm %.2f tok/s, single-process (%d threads) %.2f tok/s, ratio %.3f "
                 "(medians of 3 alternating runs: swarm %s, single %s)"
-                % (n_shards, each, one["gen_tps"], each * n_shards, base["gen_tps"], ratio,
+                % (how, n_shards, each, one["gen_tps"], THREADS if shared else each * n_shards, base["gen_tps"], ratio,
                    " ".join("%.1f" % x for x in ones), " ".join("%.1f" % x for x in bases)))
             cs = [sw.client("c%d" % i) for i in range(4)]
             t0 = time.time()
@@ -130,9 +140,9 @@ def bench_a_c(model):
             wall = time.time() - t0
             total = sum(r["gen_tokens"] for r in rs) / wall
             per = sum(r["gen_tps"] for r in rs)
-            log("(c) %d shards: 4 concurrent sessions %.2f tok/s in total (sum of per-session rates %.2f; "
+            log("(c) %s, %d shards: 4 concurrent sessions %.2f tok/s in total (sum of per-session rates %.2f; "
                 "wall-clock incl. connect %.2f), 1 session %.2f tok/s -> x%.2f"
-                % (n_shards, per, per, total, one["gen_tps"], per / one["gen_tps"] if one["gen_tps"] else 0))
+                % (how, n_shards, per, per, total, one["gen_tps"], per / one["gen_tps"] if one["gen_tps"] else 0))
             res[n_shards] = (ratio, per / one["gen_tps"] if one["gen_tps"] else 0)
     return res
 
@@ -155,7 +165,7 @@ def bench_b():
 
 def bench_d(model):
     with harness.Procs() as procs:
-        sw = Swarm(procs, model, 4, max(1, THREADS // 4))
+        sw = Swarm(procs, model, 4, THREADS, shared=True)
         wait(sw.client("warm", n=2))
         chunked = wait(sw.client("chunked", prompt_len=512, n=1, extra=["--chunk", "64"]))
         whole = wait(sw.client("whole", prompt_len=512, n=1, extra=["--chunk", "0"]))
@@ -170,7 +180,7 @@ def bench_e(model):
     small = os.path.getsize(model) < (64 << 20)
     extra = ["--step-delay-us", "3000"] if small else []
     with harness.Procs() as procs:
-        sw = Swarm(procs, model, 4, max(1, THREADS // 5), replicas=[2], extra=extra)
+        sw = Swarm(procs, model, 4, THREADS, replicas=[2], extra=extra, shared=True)
         wait(sw.client("warm", n=2))
         before = {k: len(re.findall(r"stage 2 of 4 opened", sw.nodes[k].output())) for k in ("n2", "r2")}
         tt = os.path.join(harness.tmpdir("sw-pbench-tt-"), "times")
@@ -221,7 +231,8 @@ def main():
         return
     model = tinyllama()
     log("pipeline bench: %s, %d threads in total, %d tokens per session" % (os.path.basename(model), THREADS, N_GEN))
-    bench_a_c(model)
+    bench_a_c(model, shared=True)
+    bench_a_c(model, shared=False)
     bench_b()
     bench_d(model)
     bench_e(model)

@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "api/api.h"
+#include "infer/infer.h"
 #include "cli.h"
 #include "swarm/swarm.h"
 
@@ -38,6 +39,11 @@ static void usage(FILE *f)
             "  --client                hold no shard (shard -1, no fetching): a light node that only\n"
             "                          joins the swarm and opens sessions as an entry\n"
             "  --threads N             compute threads (default: all CPUs)\n"
+            "  --machine-cores N|off   cores that all shardswarm nodes of this machine share (default:\n"
+            "                          the CPUs online): a step computes with as many of its threads as\n"
+            "                          cores are free then, at least 1 (lock files per core, per user);\n"
+            "                          off: always --threads\n"
+            "  --cores-dir DIR         folder of those lock files (default /dev/shm/shardswarm-cores-UID)\n"
             "Pipeline sessions (this node's stage):\n"
             "  --max-sessions N        sessions at this stage at once (default 32)\n"
             "  --max-kv-mb N           memory for KV caches + kept outputs of all sessions, MiB\n"
@@ -242,6 +248,17 @@ int sw_cmd_node(int argc, char **argv)
             NEED_VAL();
             if ((rc = sw_cli_parse_u32(cmd, "--threads", argv[i], 1, 1024, &u))) return rc;
             cfg.threads = u;
+        } else if (!strcmp(a, "--machine-cores")) {
+            NEED_VAL();
+            if (!strcmp(argv[i], "off")) cfg.no_core_lease = 1;
+            else if ((rc = sw_cli_parse_u32(cmd, "--machine-cores", argv[i], 1, SW_CORES_MAX, &u))) return rc;
+            else {
+                cfg.machine_cores = u;
+                cfg.no_core_lease = 0;
+            }
+        } else if (!strcmp(a, "--cores-dir")) {
+            NEED_VAL();
+            cfg.cores_dir = argv[i];
         } else if (!strcmp(a, "--status-interval")) {
             NEED_VAL();
             if ((rc = sw_cli_parse_u32(cmd, "--status-interval", argv[i], 100, 3600000, &u))) return rc;

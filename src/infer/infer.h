@@ -42,9 +42,33 @@ struct sw_stage_opts {
     const struct sw_stage *share_pool; /* non-NULL: run on that stage's thread pool (it
                               must outlive this stage, and the two must not run at once) */
     const char *backend;   /* NULL or "cpu" */
+    uint32_t machine_cores; /* 0: compute with n_threads always. N: share this machine's N
+                              cores with the other processes' stages (sw_cores below): each
+                              forward computes with as many of its threads as cores are free
+                              then, at least 1 (waiting for one when all are taken) */
+    const char *cores_dir; /* the lease's folder; NULL: the default (see sw_cores_open) */
     int no_prefault;       /* 0: bring the stage's weights into memory at open (page
                               tables populated), so the first request pays no page faults */
 };
+
+/* ---- machine core lease: processes on one machine (several nodes) share its cores ----
+ * One lock file per core in a per-user folder (DIR, else /dev/shm, $TMPDIR or /tmp, +
+ * "/shardswarm-cores-<uid>"); a claim flock(2)s free ones, so the kernel drops the claims
+ * of a process that dies. A lease is used by one thread at a time (a stage, under its lock);
+ * two leases in one process exclude each other like two processes do. */
+#define SW_CORES_MAX 1024u
+struct sw_cores;
+int sw_cores_open(unsigned budget, const char *dir, struct sw_cores **out, char *err, size_t err_len);
+void sw_cores_close(struct sw_cores *c); /* NULL harmless; drops what it holds */
+/* Takes up to `want` free cores (at least 1, waiting for one when none is free) and
+ * returns how many. c NULL: returns want. Release before claiming again. */
+unsigned sw_cores_claim(struct sw_cores *c, unsigned want);
+/* Between two parts of a claimed computation: halves what is held when another lease waits
+ * for a core, else takes free cores up to `want`. Returns the cores held now (>= 1). */
+unsigned sw_cores_rebalance(struct sw_cores *c, unsigned want);
+void sw_cores_release(struct sw_cores *c);
+unsigned sw_cores_budget(const struct sw_cores *c);
+void sw_cores_waited(const struct sw_cores *c, uint64_t *waits, uint64_t *wait_us); /* totals */
 
 /* What a stage computes, filled at open. */
 struct sw_stage_info {

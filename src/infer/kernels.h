@@ -163,7 +163,12 @@ typedef void (*sw_k_task_fn)(void *arg, int ith, int nth);
 int sw_k_pool_new(int n_threads, struct sw_k_pool **out);
 void sw_k_pool_free(struct sw_k_pool *pool); /* NULL harmless; joins the workers */
 int sw_k_pool_n_threads(const struct sw_k_pool *pool);
-/* Runs fn(arg, ith, nth) once for every ith in [0, nth) and returns when all are done.
+/* The parts of the following dispatches: n in [1, n_threads] (clamped). The workers
+ * beyond it park (no spinning, not woken by dispatches) until it grows again. Called by
+ * the pool's driving thread between dispatches. Start: n_threads. */
+void sw_k_pool_set_active(struct sw_k_pool *pool, int n);
+int sw_k_pool_active(const struct sw_k_pool *pool);
+/* Runs fn(arg, ith, nth) once for every ith in [0, nth), nth = the active count, and returns when all are done.
  * Part 0 runs on the caller; part i on worker i, or on the caller when that worker has not
  * started it by the time the caller is free (so a descheduled worker costs nothing).
  * Parts must not rely on which OS thread runs them. pool NULL = inline with nth = 1. */

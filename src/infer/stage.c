@@ -23,6 +23,8 @@ struct sw_stage {
     struct sw__model m;
     struct sw_k_pool *pool;
     int owns_pool;
+    struct sw_cores *cores; /* machine core lease (opts.machine_cores), or NULL */
+    uint64_t cores_checked_us; /* last sw_cores_rebalance */
     int n_threads;
     pthread_mutex_t lock;
     struct sw__kv *seqs; /* max_seqs slots */
@@ -133,6 +135,12 @@ int sw_stage_open_gguf(struct sw_gguf *g, const struct sw_stage_opts *opts, stru
         }
         s->owns_pool = 1;
         s->n_threads = nt;
+        if (o->machine_cores) {
+            char ce[256] = "";
+            int crc = sw_cores_open(o->machine_cores, o->cores_dir, &s->cores, ce, sizeof ce);
+            if (crc) /* computing on is better than refusing: only co-located nodes lose */
+                sw_log(SW_LOG_WARN, "INFER", "no core sharing with other processes: %s", ce);
+        }
     }
     in->n_threads = (uint32_t)s->n_threads;
     snprintf(in->kernels, sizeof in->kernels, "%s", sw_k_impl_name(sw_k_impl_active()));
@@ -206,6 +214,7 @@ void sw_stage_free(struct sw_stage *s)
             if (s->seqs[i].live || s->seqs[i].k) sw__kv_release(&s->seqs[i], nl, s->kv_dim);
     free(s->seqs);
     if (s->owns_pool) sw_k_pool_free(s->pool);
+    sw_cores_close(s->cores);
     free(s->x);
     free(s->xn);
     free(s->q);
@@ -522,6 +531,10 @@ static int mm(struct sw_stage *s, const struct sw__w *w, const float *x, int64_t
 
 /* One step: at most max_batch tokens of one or more sequences (each with room in its
  * cache), all through the stage's layers in one pass over the weights. */
+/* How often a long forward looks at the core lease (a flock probe, ~1 µs): often enough
+ * that a waiting node gets a core within a fraction of a layer of a big model. */
+#define CORES_CHECK_US 300u
+
 static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg)
 {
     const struct sw_stage_info *info = &s->m.info;
@@ -548,6 +561,13 @@ static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg
     for (uint32_t l = info->layer_first; l <= info->layer_last; l++) {
         const uint32_t li = l - info->layer_first;
         const struct sw__layer *ly = &s->m.layers[li];
+        if (s->cores) { /* another node of this machine waits for a core, or cores freed up */
+            uint64_t now = sw_time_us();
+            if (now - s->cores_checked_us >= CORES_CHECK_US) {
+                s->cores_checked_us = now;
+                sw_k_pool_set_active(s->pool, (int)sw_cores_rebalance(s->cores, (unsigned)s->n_threads));
+            }
+        }
 
         /* attention block: x += Wo · attn(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x)) */
         rmsnorm(s, s->x, ly->attn_norm, s->xn, T);
@@ -701,6 +721,10 @@ int sw_stage_forward_batch(struct sw_stage *s, struct sw_stage_batch *b, uint32_
     }
     for (uint32_t i = 0; i < n; i++)
         if (!b[i].rc) b[i].rc = prepare(s, &b[i], &kvs[i]);
+    if (s->cores) { /* compute with the machine's free cores (other nodes' stages hold the rest) */
+        sw_k_pool_set_active(s->pool, (int)sw_cores_claim(s->cores, (unsigned)s->n_threads));
+        s->cores_checked_us = sw_time_us();
+    }
 
     /* Steps: fill up to max_batch tokens from the entries in order; an entry longer than
      * what is left of a step continues in the next. */
@@ -739,6 +763,10 @@ int sw_stage_forward_batch(struct sw_stage *s, struct sw_stage_batch *b, uint32_
             kvs[i]->n_past = b[i].pos + done[i];
         }
         while (next < n && (b[next].rc || done[next] == b[next].n_tokens)) next++;
+    }
+    if (s->cores) { /* the cores go back: our workers park now rather than spin on them */
+        sw_cores_release(s->cores);
+        sw_k_pool_set_active(s->pool, 1);
     }
     for (uint32_t i = 0; i < n; i++)
         if (b[i].rc && !first_rc) first_rc = b[i].rc;

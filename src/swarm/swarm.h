@@ -302,6 +302,10 @@ struct sw_node_config {
     size_t n_bootstrap;
     uint32_t status_interval_ms; /* 0: 5000 */
     uint32_t threads;           /* compute threads; 0: all CPUs */
+    uint32_t machine_cores;     /* cores this machine's nodes share (the core lease in
+                                   infer.h); 0: the CPUs online */
+    int no_core_lease;          /* compute with `threads` always, whatever other nodes do */
+    const char *cores_dir;      /* the lease's folder; NULL: the default */
     int verify;                 /* rehash the local shard at start */
 };
 

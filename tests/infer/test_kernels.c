@@ -4,6 +4,9 @@
 #include <stdatomic.h>
 #include <time.h>
 
+#include <pthread.h>
+
+#include "infer/infer.h"
 #include "infer/kernels_impl.h"
 #include "test.h"
 
@@ -595,6 +598,119 @@ static void test_matmul_other_families(const char *self)
     }
 }
 
+/* Fewer parts than threads (the cores a machine lease gives): every dispatch runs exactly
+ * the active count of parts, with nth = that count, across many changes of it, and a pool
+ * whose workers are parked still stops. */
+static void test_thread_pool_active(void)
+{
+    for (int n = 1; n <= 4; n++) {
+        struct sw_k_pool *pool = NULL;
+        CHECK_EQ_INT(sw_k_pool_new(n, &pool), 0);
+        CHECK_EQ_INT(sw_k_pool_active(pool), n);
+        int bad = 0;
+        static struct dyn_probe dp;
+        for (int r = 0; r < 2000; r++) {
+            int act = 1 + (r * 7 + r / 13) % n;
+            sw_k_pool_set_active(pool, act);
+            if (sw_k_pool_active(pool) != act) bad++;
+            struct pool_probe pr;
+            memset(&pr, 0, sizeof(pr));
+            pr.want_nth = act;
+            sw_k_pool_run(pool, probe_task, &pr);
+            if (atomic_load(&pr.bad_nth)) bad++;
+            for (int i = 0; i < 8; i++) bad += atomic_load(&pr.hits[i]) != (i < act);
+            if (r % 50 == 0) {
+                memset(&dp, 0, sizeof(dp));
+                sw_k_pool_run(pool, dyn_task, &dp);
+                for (int i = 0; i < 1000; i++) bad += atomic_load(&dp.hits[i]) != 1;
+            }
+            if (r % 500 == 0) { /* workers asleep or parked, then woken */
+                struct timespec ts = {0, 2 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+            }
+        }
+        CHECK_MSG(bad == 0, "pool of %d with a changing active count: %d dispatches wrong", n, bad);
+        sw_k_pool_set_active(pool, 0); /* clamped */
+        CHECK_EQ_INT(sw_k_pool_active(pool), 1);
+        sw_k_pool_set_active(pool, 99);
+        CHECK_EQ_INT(sw_k_pool_active(pool), n);
+        sw_k_pool_set_active(pool, 1);
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        sw_k_pool_free(pool); /* joins parked workers */
+    }
+}
+
+/* The machine core lease: two leases (as two nodes would) share a budget of 2; a claim
+ * never exceeds what is free, rebalance halves for a waiter and grows back, and a waiting
+ * claim gets a core as soon as one is released. */
+struct lease_waiter {
+    struct sw_cores *c;
+    _Atomic int got;
+};
+
+static void *lease_wait_main(void *arg)
+{
+    struct lease_waiter *w = arg;
+    atomic_store(&w->got, (int)sw_cores_claim(w->c, 2));
+    return NULL;
+}
+
+static void test_core_lease(void)
+{
+    char dir[] = "/tmp/sw-test-cores-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    struct sw_cores *a = NULL, *b = NULL;
+    char err[256] = "";
+    CHECK_EQ_INT(sw_cores_open(0, dir, &a, err, sizeof err), SW_EINVAL);
+    CHECK(strstr(err, "core budget") != NULL);
+    CHECK_EQ_INT(sw_cores_open(2, dir, &a, err, sizeof err), 0);
+    CHECK_EQ_INT(sw_cores_open(2, dir, &b, err, sizeof err), 0);
+    CHECK_EQ_INT(sw_cores_budget(a), 2);
+    CHECK_EQ_INT(sw_cores_claim(a, 4), 2); /* capped at the budget */
+    sw_cores_release(a);
+    CHECK_EQ_INT(sw_cores_claim(a, 1), 1);
+    CHECK_EQ_INT(sw_cores_claim(b, 2), 1); /* only one is free */
+    CHECK_EQ_INT(sw_cores_rebalance(b, 2), 1);
+    sw_cores_release(a);
+    CHECK_EQ_INT(sw_cores_rebalance(b, 2), 2); /* grows back when the other lets go */
+    /* a waiter: b holds both; a third lease blocks in claim until b halves for it */
+    struct sw_cores *w = NULL;
+    CHECK_EQ_INT(sw_cores_open(2, dir, &w, err, sizeof err), 0);
+    struct lease_waiter lw = { .c = w };
+    atomic_init(&lw.got, 0);
+    pthread_t t;
+    CHECK_EQ_INT(pthread_create(&t, NULL, lease_wait_main, &lw), 0);
+    unsigned held = 2;
+    for (int i = 0; i < 2000 && held > 1; i++) { /* the waiter announces itself, then b halves */
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+        held = sw_cores_rebalance(b, 2);
+    }
+    CHECK_EQ_INT(held, 1);
+    for (int i = 0; i < 2000 && !atomic_load(&lw.got); i++) {
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    pthread_join(t, NULL);
+    CHECK_EQ_INT(atomic_load(&lw.got), 1);
+    uint64_t waits, us;
+    sw_cores_waited(w, &waits, &us);
+    CHECK_EQ_U64(waits, 1);
+    sw_cores_close(w); /* closing drops its claim */
+    CHECK_EQ_INT(sw_cores_rebalance(b, 2), 2);
+    sw_cores_release(b);
+    sw_cores_close(a);
+    sw_cores_close(b);
+    CHECK_EQ_INT(sw_cores_claim(NULL, 3), 3); /* no lease: what was asked */
+    /* a folder that is not ours / not a folder is refused with its name */
+    CHECK_EQ_INT(sw_cores_open(2, "/dev/null", &a, err, sizeof err) < 0, 1);
+    CHECK(strstr(err, "/dev/null") != NULL);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK_EQ_INT(system(cmd), 0);
+}
+
 int main(int argc, char **argv)
 {
     fprintf(stderr, "kernels: active family %s\n", sw_k_impl_name(sw_k_impl_active()));
@@ -613,6 +729,8 @@ int main(int argc, char **argv)
     SW_RUN(test_avx512_vs_ref);
     SW_RUN(test_vector_helpers);
     SW_RUN(test_thread_pool);
+    SW_RUN(test_thread_pool_active);
+    SW_RUN(test_core_lease);
     SW_RUN(test_matmul);
     SW_RUN(test_matmul_multi);
     SW_RUN(test_get_rows);
