@@ -1,7 +1,9 @@
 /* cmd_generate_swarm.c — `shardswarm generate --swarm`: joins a swarm as a light client
  * (a node holding no shard), waits until every shard has a live loaded node it reaches,
  * opens a pipeline session along the best route and streams the tokens as they come, with
- * time to first token and tokens/s. Failover inside the swarm is invisible here.
+ * time to first token and tokens/s. Failover inside the swarm is invisible here. The
+ * tokenizer comes from --tokenizer, else a shard in --cache DIR/shards, else the swarm (a
+ * loaded node's shard header, verified against the torrent's piece hashes).
  * Not for: single-process generation (cmd_generate.c). */
 #include <dirent.h>
 #include <inttypes.h>
@@ -30,8 +32,9 @@ static void usage(FILE *f)
             "  --bootstrap HOST:PORT   a node of the swarm (repeatable; required)\n"
             "  --model TORRENT|MAGNET  the model's torrent (or -m)\n"
             "  --tokenizer FILE        a GGUF whose tokenizer to use (any shard of the model, or\n"
-            "                          the model); needed for -p/-f and for text output. Without\n"
-            "                          it, a shard of the model found in --cache DIR/shards is used\n"
+            "                          the model). Without it: a shard of the model found in\n"
+            "                          --cache DIR/shards, else the header of a loaded node's shard\n"
+            "                          fetched from the swarm and checked against the torrent\n"
             "  --cache DIR             node key and state (default: a fresh temporary folder)\n"
             "  --listen PORT           our BitTorrent/DHT port (default: any)\n"
             "  -p, --prompt TEXT       -f, --file FILE   --prompt-ids \"I ...\"   --prompt-len N\n"
@@ -41,7 +44,8 @@ static void usage(FILE *f)
             "  --wire f32|f16          hidden states on the wire (default f32)\n"
             "  --chunk N               prompt tokens per message (default 64; 0 = whole prompt)\n"
             "  --ctx N                 context positions to reserve (default prompt + n)\n"
-            "  --no-bos  --no-echo  --ignore-eos  --ids (print token ids)\n"
+            "  --no-bos  --no-echo  --ignore-eos  --ids (print token ids; no tokenizer needed\n"
+            "                          with --prompt-ids)\n"
             "  --logits-out FILE       the logits of every step (f32, n_vocab per token)\n"
             "  --token-times FILE      one line per token: index, microseconds since the session opened\n"
             "  --json-timings          one JSON line of timings on stderr at the end\n"
@@ -79,6 +83,13 @@ struct gs {
     FILE *lf, *tf;
     uint64_t t_start, t_open, deadline;
     int opened, ended, stopping, trying;
+    int need_tok;              /* 1: the prompt needs the swarm's tokenizer; 2: only the output */
+    int fetching, prepared;    /* the tokenizer fetch is running; the prompt is ready */
+    uint64_t fetch_id;
+    uint8_t *prompt_text;      /* -f: the file's bytes */
+    size_t prompt_text_len;
+    int fatal;                 /* an exit status already reported */
+    uint64_t tok_fetch_us;     /* the swarm's tokenizer: start of the fetch -> verified */
     uint64_t session, ticket;
     uint32_t n_gen;
     uint64_t ttft_us, elapsed_us;
@@ -163,9 +174,6 @@ static int parse_args(const char *cmd, int argc, char **argv, struct gs_args *a)
     int n_src = !!a->prompt + !!a->prompt_file + !!a->prompt_ids + !!a->prompt_len;
     if (n_src == 0) return sw_cli_usage_error(cmd, "a prompt is required (-p, -f, --prompt-ids or --prompt-len)");
     if (n_src > 1) return sw_cli_usage_error(cmd, "give only one of -p, -f, --prompt-ids, --prompt-len");
-    if ((a->prompt || a->prompt_file) && !a->tokenizer && !a->cache)
-        return sw_cli_usage_error(cmd, "-p/-f need a tokenizer: pass --tokenizer FILE (any shard of the model), or "
-                                       "--cache DIR of a node that holds a shard, or give --prompt-ids");
     if (strcmp(a->log_format, "human") && strcmp(a->log_format, "json"))
         return sw_cli_usage_error(cmd, "--log-format must be 'human' or 'json', got '%s'", a->log_format);
     if (!a->seed_set) {
@@ -177,32 +185,22 @@ static int parse_args(const char *cmd, int argc, char **argv, struct gs_args *a)
 }
 
 /* The GGUF bytes before the tensor data (header, metadata with the tokenizer, tensor
- * infos) verify against the torrent's piece hashes (SHA-1, BEP 3): a shard still being
- * downloaded (preallocated, zeros) or a foreign file is never trusted. Pieces shared with
- * another file are skipped (split pads shards to piece boundaries, BEP 47). */
-static int header_verifies(const struct sw_bt_metainfo *mi, const struct sw_bt_file *f, const struct sw_gguf *g)
+ * infos), in whole pieces, verify against the torrent's piece hashes (SHA-1, BEP 3;
+ * sw_shard_header_verify): a shard still being downloaded (preallocated, zeros) or a
+ * foreign file is never trusted. */
+static int header_verifies(const struct sw_bt_metainfo *mi, uint32_t file, const struct sw_gguf *g)
 {
-    const uint8_t *bytes = sw_gguf_bytes(g);
-    uint64_t end = f->offset + SW_MIN(sw_gguf_header_size(g), f->length);
-    if (!bytes || !mi->piece_length) return 0;
-    for (uint64_t p = f->offset / mi->piece_length; p < mi->n_pieces && p * mi->piece_length < end; p++) {
-        uint64_t start = p * mi->piece_length;
-        uint64_t len = SW_MIN((uint64_t)mi->piece_length, mi->total_length - start);
-        if (start < f->offset || start + len > f->offset + f->length) continue;
-        uint8_t h[20];
-        sw_sha1(bytes + (start - f->offset), (size_t)len, h);
-        if (memcmp(h, mi->piece_hashes + p * 20, 20)) return 0;
-    }
-    return 1;
+    uint64_t span = sw_shard_header_span(mi, file, sw_gguf_header_size(g));
+    return span && span <= sw_gguf_file_size(g) &&
+           !sw_shard_header_verify(mi, file, sw_gguf_bytes(g), (size_t)span, NULL, NULL, 0);
 }
 
-static int try_tokenizer(const char *path, const struct sw_bt_metainfo *mi, const struct sw_bt_file *f,
-                         struct sw_tok **out)
+static int try_tokenizer(const char *path, const struct sw_bt_metainfo *mi, uint32_t file, struct sw_tok **out)
 {
     struct sw_gguf *g = NULL;
     char err[512];
     int rc = sw_gguf_open(path, &g, err, sizeof err);
-    if (!rc && mi && !header_verifies(mi, f, g)) rc = SW_ECORRUPT;
+    if (!rc && mi && !header_verifies(mi, file, g)) rc = SW_ECORRUPT;
     if (!rc) rc = sw_tok_from_gguf(g, out, err, sizeof err);
     sw_gguf_close(g);
     return rc;
@@ -225,7 +223,7 @@ static int find_tokenizer(const struct gs_args *a, struct sw_tok **out, char *pa
             const struct sw_bt_file *f = &mi.files[i];
             char *path = f->pad ? NULL : sw_path_join(dir, f->path);
             uint64_t size = 0;
-            if (path && !sw_file_size(path, &size) && size == f->length && !try_tokenizer(path, &mi, f, out)) {
+            if (path && !sw_file_size(path, &size) && size == f->length && !try_tokenizer(path, &mi, i, out)) {
                 snprintf(path_out, path_len, "%s", path);
                 rc = 0;
             }
@@ -238,7 +236,7 @@ static int find_tokenizer(const struct gs_args *a, struct sw_tok **out, char *pa
             size_t l = strlen(e->d_name);
             if (l < 6 || strcmp(e->d_name + l - 5, ".gguf")) continue;
             char *path = sw_path_join(dir, e->d_name);
-            if (path && !try_tokenizer(path, NULL, NULL, out)) {
+            if (path && !try_tokenizer(path, NULL, 0, out)) {
                 snprintf(path_out, path_len, "%s", path);
                 rc = 0;
             }
@@ -258,6 +256,74 @@ static void print_text(struct sw_buf *b)
         fflush(stdout);
     }
     b->len = 0;
+}
+
+/* The prompt's ids, the stop tokens and the sampler state that travels to the last stage;
+ * with a tokenizer, the prompt is echoed as text. Returns an exit status (reported). */
+static int prepare(struct gs *g)
+{
+    const char *cmd = "generate --swarm";
+    struct gs_args *a = &g->a;
+    int rc;
+    if (!g->tok && !a->print_ids) {
+        sw_log(SW_LOG_INFO, "GEN", "no tokenizer: printing token ids");
+        a->print_ids = 1;
+    }
+    uint32_t n_vocab = g->tok ? sw_tok_n_vocab(g->tok) : 0;
+    if (a->prompt_len) {
+        uint32_t nv = n_vocab ? n_vocab : 256;
+        g->ids = malloc(a->prompt_len * sizeof *g->ids);
+        if (!g->ids) return sw_cli_fail(cmd, "out of memory");
+        uint64_t x = 12345; /* the same synthetic prompt as `generate --prompt-len` */
+        for (uint32_t i = 0; i < a->prompt_len; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            g->ids[i] = (int32_t)((x >> 33) % (nv > 300 ? nv - 300 : nv)) + (nv > 300 ? 259 : 0);
+        }
+        int32_t bos = g->tok ? sw_tok_bos(g->tok) : -1;
+        if (bos >= 0 && !a->no_bos) g->ids[0] = bos;
+        g->n_prompt = a->prompt_len;
+    } else if (!a->prompt_ids) {
+        const char *p = g->prompt_text ? (const char *)g->prompt_text : a->prompt;
+        size_t len = g->prompt_text ? g->prompt_text_len : strlen(p);
+        if (!g->tok) return sw_cli_fail(cmd, "-p/-f need a tokenizer");
+        rc = sw_tok_encode(g->tok, p, len, SW_TOK_PARSE_SPECIAL | (a->no_bos ? 0 : SW_TOK_ADD_BOS), &g->ids, &g->n_prompt);
+        if (rc || !g->n_prompt) return sw_cli_fail(cmd, "cannot tokenize the prompt: %s", rc ? sw_strerror(rc) : "empty");
+    }
+    for (size_t i = 0; i < g->n_prompt; i++)
+        if (g->ids[i] < 0 || (n_vocab && (uint32_t)g->ids[i] >= n_vocab))
+            return sw_cli_fail(cmd, "prompt token id %d is outside the vocabulary (%u)", g->ids[i], n_vocab);
+    if (g->tok) {
+        int32_t e = sw_tok_eos(g->tok), t = sw_tok_eot(g->tok);
+        if (e >= 0) g->stop[g->n_stop++] = e;
+        if (t >= 0 && t != e) g->stop[g->n_stop++] = t;
+    }
+    /* the sampler state that travels to the last stage: params, seed, the prompt window */
+    uint32_t nv = n_vocab;
+    for (size_t i = 0; !nv && i < g->n_prompt; i++) nv = SW_MAX(nv, (uint32_t)g->ids[i] + 1);
+    struct sw_sampler *smp = NULL;
+    if (sw_sampler_new(&a->sp, nv ? nv : 1, &smp)) return sw_cli_usage_error(cmd, "bad sampling parameters");
+    sw_sampler_accept(smp, g->ids, g->n_prompt);
+    struct sw_buf b;
+    sw_buf_init(&b);
+    sw_sampler_save(smp, &b);
+    sw_sampler_free(smp);
+    if (!sw_buf_ok(&b)) {
+        sw_buf_free(&b);
+        return sw_cli_fail(cmd, "out of memory");
+    }
+    g->blob = b.data;
+    g->blob_len = b.len;
+    if (g->tok) sw_tok_stream_init(&g->ts, g->tok, 0, 0);
+    g->prepared = 1;
+    return SW_EXIT_OK;
+}
+
+static void echo_prompt(struct gs *g)
+{
+    if (!g->a.no_echo && !g->a.print_ids && g->tok) {
+        sw_tok_decode(g->tok, g->ids, g->n_prompt, 0, &g->text);
+        print_text(&g->text);
+    }
 }
 
 static void on_closed(uv_handle_t *h)
@@ -281,6 +347,7 @@ static void finish(struct gs *g)
     uv_close((uv_handle_t *)&g->timer, on_closed);
     uv_signal_stop(&g->sig);
     uv_close((uv_handle_t *)&g->sig, on_closed);
+    if (g->pn && g->fetching) sw_pipe_node_fetch_cancel(g->pn, g->fetch_id); /* on_header(SW_ECLOSED) */
     if (g->pn) sw_pipe_node_detach(g->pn, after_detach, g);
     else sw_node_stop(g->node, NULL, NULL);
 }
@@ -339,14 +406,72 @@ static void on_token_first(void *ud, const struct sw_pipe_token_ev *ev)
     on_token(ud, ev);
 }
 
+/* The tokenizer from the swarm: a loaded node's shard header, every piece verified. */
+static void on_header(void *ud, int rc, struct sw_shard_header *h, const char *msg)
+{
+    struct gs *g = ud;
+    g->fetching = 0;
+    if (g->stopping) {
+        sw_shard_header_free(h);
+        return;
+    }
+    char err[512] = "";
+    if (!rc) {
+        rc = sw_tok_from_gguf(h->gguf, &g->tok, err, sizeof err);
+        if (rc) {
+            /* the bytes are the torrent's own: another node would send the same */
+            g->fatal = sw_cli_fail("generate --swarm", "the model's tokenizer (shard %d's header from the swarm): %s",
+                                   (int)h->shard, err[0] ? err : sw_strerror(rc));
+            sw_shard_header_free(h);
+            finish(g);
+            return;
+        }
+        char ids[16];
+        sw_log(SW_LOG_INFO, "GEN", "tokenizer from node %s (shard %d, %zu bytes, verified: %u piece%s; %.1f ms, %u node%s asked)",
+               sw_node_id_short(h->node, ids, sizeof ids), (int)h->shard, h->len, h->n_pieces,
+               h->n_pieces == 1 ? "" : "s", h->elapsed_us / 1e3, h->n_asked, h->n_asked == 1 ? "" : "s");
+        g->tok_fetch_us = h->elapsed_us;
+        sw_shard_header_free(h);
+    } else if (g->need_tok == 1) {
+        g->fatal = sw_cli_fail("generate --swarm",
+                               "-p/-f need the model's tokenizer and none came from the swarm: %s. Pass --tokenizer "
+                               "FILE (any shard of the model), --cache DIR holding a shard, or give --prompt-ids",
+                               msg ? msg : sw_strerror(rc));
+        finish(g);
+        return;
+    } else {
+        sw_log(SW_LOG_WARN, "GEN", "no tokenizer from the swarm (%s): printing token ids", msg ? msg : sw_strerror(rc));
+    }
+    int st = prepare(g);
+    if (st != SW_EXIT_OK) {
+        g->fatal = st;
+        finish(g);
+        return;
+    }
+    echo_prompt(g);
+}
+
 static void on_timer(uv_timer_t *t)
 {
     struct gs *g = t->data;
-    if (g->opened || g->trying || g->stopping || g->ended) return;
+    if (g->opened || g->trying || g->stopping || g->ended || g->fetching) return;
     if (!g->pn && sw_pipe_node_attach(g->node, NULL, &g->pn)) {
         snprintf(g->msg, sizeof g->msg, "cannot attach the pipeline engine");
         g->status = SW_ENOMEM;
         finish(g);
+        return;
+    }
+    if (!g->prepared) {
+        uint64_t now = sw_time_ms();
+        uint32_t wait_ms = g->deadline > now ? (uint32_t)SW_MIN(g->deadline - now, (uint64_t)UINT32_MAX) : 1;
+        int rc = sw_pipe_node_fetch_header(g->pn, wait_ms, on_header, g, &g->fetch_id);
+        if (rc) {
+            snprintf(g->msg, sizeof g->msg, "cannot fetch the tokenizer: %s", sw_strerror(rc));
+            g->status = rc;
+            finish(g);
+            return;
+        }
+        g->fetching = 1;
         return;
     }
     struct sw_pipe_request req = { .prompt = g->ids, .n_prompt = (uint32_t)g->n_prompt, .n_predict = g->a.n_predict,
@@ -408,7 +533,7 @@ int sw_cli_generate_swarm(int argc, char **argv)
     int status = SW_EXIT_FAIL;
     char err[1024] = "", tmpdir[256] = "";
 
-    /* tokenizer (optional) and the prompt */
+    /* tokenizer: --tokenizer, else a shard in --cache, else (in the loop) the swarm */
     if (a->tokenizer) {
         struct sw_gguf *gg = NULL;
         rc = sw_gguf_open(a->tokenizer, &gg, err, sizeof err);
@@ -420,80 +545,21 @@ int sw_cli_generate_swarm(int argc, char **argv)
         }
     } else if (a->cache && (a->prompt || a->prompt_file || !a->print_ids)) {
         char found[1024] = "";
-        rc = find_tokenizer(a, &g->tok, found, sizeof found);
-        if (!rc) {
-            sw_log(SW_LOG_INFO, "GEN", "tokenizer from %s", found);
-        } else if (a->prompt || a->prompt_file) {
-            status = sw_cli_fail(cmd, "-p/-f need a tokenizer and no shard of the model was found in %s/shards: "
-                                      "pass --tokenizer FILE (any shard of the model) or give --prompt-ids", a->cache);
-            goto out;
-        }
+        if (!find_tokenizer(a, &g->tok, found, sizeof found)) sw_log(SW_LOG_INFO, "GEN", "tokenizer from %s", found);
     }
-    if (!g->tok && !a->print_ids) {
-        sw_log(SW_LOG_INFO, "GEN", "no tokenizer (--tokenizer FILE, or a shard in --cache DIR/shards): printing token ids");
-        a->print_ids = 1;
+    if (!g->tok && (a->prompt || a->prompt_file)) g->need_tok = 1;         /* text in: required */
+    else if (!g->tok && !a->print_ids && !a->prompt_len) g->need_tok = 2;  /* text out: wanted */
+    /* usage and file errors before joining */
+    if (a->prompt_ids && (sw_cli_parse_ids(a->prompt_ids, &g->ids, &g->n_prompt) || !g->n_prompt)) {
+        status = sw_cli_usage_error(cmd, "--prompt-ids expects token ids separated by spaces");
+        goto out;
     }
-    uint32_t n_vocab = g->tok ? sw_tok_n_vocab(g->tok) : 0;
-    if (a->prompt_ids) {
-        if (sw_cli_parse_ids(a->prompt_ids, &g->ids, &g->n_prompt) || !g->n_prompt) {
-            status = sw_cli_usage_error(cmd, "--prompt-ids expects token ids separated by spaces");
-            goto out;
-        }
-    } else if (a->prompt_len) {
-        uint32_t nv = n_vocab ? n_vocab : 256;
-        g->ids = malloc(a->prompt_len * sizeof *g->ids);
-        if (!g->ids) goto out;
-        uint64_t x = 12345; /* the same synthetic prompt as `generate --prompt-len` */
-        for (uint32_t i = 0; i < a->prompt_len; i++) {
-            x = x * 6364136223846793005ull + 1442695040888963407ull;
-            g->ids[i] = (int32_t)((x >> 33) % (nv > 300 ? nv - 300 : nv)) + (nv > 300 ? 259 : 0);
-        }
-        int32_t bos = g->tok ? sw_tok_bos(g->tok) : -1;
-        if (bos >= 0 && !a->no_bos) g->ids[0] = bos;
-        g->n_prompt = a->prompt_len;
-    } else {
-        uint8_t *text = NULL;
-        size_t len = 0;
-        if (a->prompt_file && (rc = sw_file_read_all(a->prompt_file, MAX_PROMPT_FILE, &text, &len))) {
-            status = sw_cli_fail(cmd, "%s: %s", a->prompt_file, sw_strerror(rc));
-            goto out;
-        }
-        const char *p = text ? (const char *)text : a->prompt;
-        if (!text) len = strlen(p);
-        rc = sw_tok_encode(g->tok, p, len, SW_TOK_PARSE_SPECIAL | (a->no_bos ? 0 : SW_TOK_ADD_BOS), &g->ids, &g->n_prompt);
-        free(text);
-        if (rc || !g->n_prompt) {
-            status = sw_cli_fail(cmd, "cannot tokenize the prompt: %s", rc ? sw_strerror(rc) : "empty");
-            goto out;
-        }
+    if (a->prompt_file && (rc = sw_file_read_all(a->prompt_file, MAX_PROMPT_FILE, &g->prompt_text, &g->prompt_text_len))) {
+        status = sw_cli_fail(cmd, "%s: %s", a->prompt_file, sw_strerror(rc));
+        goto out;
     }
-    for (size_t i = 0; i < g->n_prompt; i++)
-        if (g->ids[i] < 0 || (n_vocab && (uint32_t)g->ids[i] >= n_vocab)) {
-            status = sw_cli_fail(cmd, "prompt token id %d is outside the vocabulary (%u)", g->ids[i], n_vocab);
-            goto out;
-        }
-    if (g->tok) {
-        int32_t e = sw_tok_eos(g->tok), t = sw_tok_eot(g->tok);
-        if (e >= 0) g->stop[g->n_stop++] = e;
-        if (t >= 0 && t != e) g->stop[g->n_stop++] = t;
-    }
-    /* the sampler state that travels to the last stage: params, seed, the prompt window */
-    {
-        uint32_t nv = n_vocab;
-        for (size_t i = 0; !nv && i < g->n_prompt; i++) nv = SW_MAX(nv, (uint32_t)g->ids[i] + 1);
-        struct sw_sampler *smp = NULL;
-        if (sw_sampler_new(&a->sp, nv ? nv : 1, &smp)) {
-            status = sw_cli_usage_error(cmd, "bad sampling parameters");
-            goto out;
-        }
-        sw_sampler_accept(smp, g->ids, g->n_prompt);
-        struct sw_buf b;
-        sw_buf_init(&b);
-        sw_sampler_save(smp, &b);
-        sw_sampler_free(smp);
-        g->blob = b.data;
-        g->blob_len = b.len;
-    }
+    if (!g->need_tok && (status = prepare(g)) != SW_EXIT_OK) goto out;
+    status = SW_EXIT_FAIL;
     if (a->sp.temperature > 0 && !a->seed_set) fprintf(stderr, "[GEN] seed %" PRIu64 "\n", a->sp.seed);
     if (a->logits_out && !(g->lf = fopen(a->logits_out, "wb"))) {
         status = sw_cli_fail(cmd, "%s: cannot create", a->logits_out);
@@ -535,11 +601,7 @@ int sw_cli_generate_swarm(int argc, char **argv)
         uv_loop_close(&g->loop);
         goto out;
     }
-    if (!a->no_echo && !a->print_ids && g->tok) {
-        sw_tok_decode(g->tok, g->ids, g->n_prompt, 0, &g->text);
-        print_text(&g->text);
-    }
-    if (g->tok) sw_tok_stream_init(&g->ts, g->tok, 0, 0);
+    if (g->prepared) echo_prompt(g);
     g->t_start = sw_time_ms();
     g->deadline = g->t_start + (uint64_t)a->wait_s * 1000;
     uv_timer_init(&g->loop, &g->timer);
@@ -555,13 +617,15 @@ int sw_cli_generate_swarm(int argc, char **argv)
     g->node = NULL;
     uv_loop_close(&g->loop);
 
-    if (g->tok && !a->print_ids) {
+    if (g->tok && g->prepared && !a->print_ids) {
         sw_tok_stream_flush(&g->ts, &g->text);
         print_text(&g->text);
     }
     if (g->n_gen || g->ended) printf("\n");
     fflush(stdout);
-    if (g->status && !(g->status == SW_ECLOSED && g->n_gen)) {
+    if (g->fatal) {
+        status = g->fatal;
+    } else if (g->status && !(g->status == SW_ECLOSED && g->n_gen)) {
         status = sw_cli_fail(cmd, "%s", g->msg[0] ? g->msg : sw_strerror(g->status));
     } else {
         double ttft_ms = g->ttft_us / 1e3;
@@ -570,8 +634,9 @@ int sw_cli_generate_swarm(int argc, char **argv)
         if (a->json)
             fprintf(stderr,
                     "{\"prompt_tokens\":%zu,\"gen_tokens\":%u,\"ttft_ms\":%.3f,\"gen_tps\":%.3f,\"total_ms\":%.3f,"
-                    "\"route_ms\":%" PRIu64 "}\n",
-                    g->n_prompt, g->n_gen, ttft_ms, g->tps, g->elapsed_us / 1e3, g->t_open ? g->t_open - g->t_start : 0);
+                    "\"route_ms\":%" PRIu64 ",\"tokenizer_ms\":%.3f}\n",
+                    g->n_prompt, g->n_gen, ttft_ms, g->tps, g->elapsed_us / 1e3, g->t_open ? g->t_open - g->t_start : 0,
+                    g->tok_fetch_us / 1e3);
         (void)g->session;
         status = SW_EXIT_OK;
     }
@@ -582,6 +647,7 @@ out:
     sw_tok_free(g->tok);
     free(g->ids);
     free(g->blob);
+    free(g->prompt_text);
     free(g);
     return status;
 }

@@ -41,6 +41,9 @@ int sw_node_submit_load(struct sw_node *n, const uint8_t *wire, size_t len, char
 char *sw_node_status_json(struct sw_node *n) { (void)n; return NULL; }
 struct sw_stage *sw_node_stage(struct sw_node *n) { (void)n; return NULL; }
 int sw_node_failed(const struct sw_node *n) { (void)n; return 1; }
+const struct sw_bt_metainfo *sw_node_metainfo(const struct sw_node *n) { (void)n; return NULL; }
+int sw_node_shard_file(struct sw_node *n, int32_t *shard_out, uint32_t *file_out, const char **path_out)
+{ (void)n; (void)shard_out; (void)file_out; (void)path_out; return SW_ENOTFOUND; }
 #else
 #include <arpa/inet.h>
 #include <errno.h>
@@ -856,12 +859,12 @@ static void job_work(uv_work_t *req)
     so.layer_first = -1;
     so.layer_last = -1;
     so.n_threads = j->threads;
-    char err[400] = "";
-    j->rc = sw_stage_open(j->path, &so, &j->stage, err, sizeof err);
-    if (j->rc) snprintf(j->msg, sizeof j->msg, "%s", err[0] ? err : sw_strerror(j->rc));
     const struct sw_node_config *nc = &j->node->cfg;
     so.machine_cores = nc->no_core_lease ? 0 : nc->machine_cores ? nc->machine_cores : (uint32_t)sw_sys_ncpu();
     so.cores_dir = nc->cores_dir;
+    char err[400] = "";
+    j->rc = sw_stage_open(j->path, &so, &j->stage, err, sizeof err);
+    if (j->rc) snprintf(j->msg, sizeof j->msg, "%s", err[0] ? err : sw_strerror(j->rc));
 }
 
 static void job_done(uv_work_t *req, int status);
@@ -1938,6 +1941,18 @@ const struct sw_view *sw_node_view(const struct sw_node *n) { return n ? n->view
 const uint8_t *sw_node_id(const struct sw_node *n) { return n ? n->id.pk : NULL; }
 struct sw_stage *sw_node_stage(struct sw_node *n) { return n ? n->stage : NULL; }
 int sw_node_failed(const struct sw_node *n) { return n ? n->failed : 0; }
+const struct sw_bt_metainfo *sw_node_metainfo(const struct sw_node *n) { return n && n->model_ready ? n->mi : NULL; }
+
+int sw_node_shard_file(struct sw_node *n, int32_t *shard_out, uint32_t *file_out, const char **path_out)
+{
+    if (!n || !n->model_ready || !n->stage || n->phase != SW_PHASE_LOADED || n->shard < 0) return SW_ENOTFOUND;
+    const char *path = sw_bt_torrent_file_path(n->t, (uint32_t)n->shard_file[n->shard]);
+    if (!path) return SW_ENOTFOUND;
+    if (shard_out) *shard_out = n->shard;
+    if (file_out) *file_out = (uint32_t)n->shard_file[n->shard];
+    if (path_out) *path_out = path;
+    return 0;
+}
 
 void sw_node_set_pipe_handler(struct sw_node *n, sw_node_pipe_fn fn, void *ud)
 {

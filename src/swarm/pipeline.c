@@ -127,6 +127,7 @@ struct sw_pipe {
     uint64_t reserved;
     struct sw_pipe_stats st;
     struct sw_buf out;       /* encode scratch */
+    struct sw_pipe_hdr *hdr; /* shard headers for light clients (pipeline_header.c) */
 };
 
 /* ------------------------------------------------------------------ helpers */
@@ -173,6 +174,10 @@ int sw_pipe_new(const struct sw_pipe_config *cfg, struct sw_pipe **out)
     if (!p->cfg.max_sessions) p->cfg.max_sessions = 32;
     if (!p->cfg.idle_ms) p->cfg.idle_ms = 300000;
     sw_buf_init(&p->out);
+    if (!(p->hdr = sw__pipe_hdr_new(&p->cfg.host, p->cfg.self_id))) {
+        free(p);
+        return SW_ENOMEM;
+    }
     *out = p;
     return 0;
 }
@@ -231,6 +236,8 @@ static void esess_unlink(struct sw_pipe *p, struct esess *e)
 void sw_pipe_free(struct sw_pipe *p)
 {
     if (!p) return;
+    sw__pipe_hdr_free(p->hdr); /* pending fetches end (SW_ECLOSED) while the engine is whole */
+    p->hdr = NULL;
     while (p->ss) {
         struct ssess *s = p->ss;
         p->ss = s->next;
@@ -268,6 +275,7 @@ struct sw_pipe_stats sw_pipe_stats(const struct sw_pipe *p)
         s.kept_bytes += x->kept_rows * x->row_bytes;
     }
     for (struct esess *e = p->es; e; e = e->next) s.entry_sessions++;
+    sw__pipe_hdr_stats(p->hdr, &s);
     return s;
 }
 
@@ -1232,6 +1240,7 @@ void sw_pipe_receive(struct sw_pipe *p, const uint8_t from[SW_NODE_ID_LEN], cons
         sw_log(SW_LOG_DEBUG, "PIPE", "dropped a message from %s: %s", short_id(from, ids, sizeof ids), err);
         return;
     }
+    if (sw__pipe_hdr_receive(p->hdr, from, &m, now_us)) return;
     switch (m.type) {
     case SW_PIPE_OPEN:
         stage_open(p, from, &m, now_us);
@@ -1333,5 +1342,24 @@ uint64_t sw_pipe_tick(struct sw_pipe *p, uint64_t now_us)
         }
         next = SW_MIN(next, e->last_progress + e->deadline_us);
     }
+    next = SW_MIN(next, sw__pipe_hdr_tick(p->hdr, now_us));
     return next;
+}
+
+void sw_pipe_set_header_source(struct sw_pipe *p, sw_pipe_header_src_fn fn, void *ud)
+{
+    if (p) sw__pipe_hdr_set_source(p->hdr, fn, ud);
+}
+
+int sw_pipe_fetch_header(struct sw_pipe *p, const struct sw_pipe_fetch_ops *ops, uint32_t max_len,
+                         uint32_t wait_ms, uint32_t reply_ms, uint64_t now_us, uint64_t *id_out)
+{
+    if (!p) return SW_EINVAL;
+    return sw__pipe_hdr_fetch(p->hdr, ops, max_len, wait_ms, reply_ms, now_us, id_out);
+}
+
+int sw_pipe_fetch_cancel(struct sw_pipe *p, uint64_t id)
+{
+    if (!p) return SW_EINVAL;
+    return sw__pipe_hdr_cancel(p->hdr, id);
 }

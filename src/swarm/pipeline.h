@@ -29,6 +29,7 @@ struct sw_stage;
 #define SW_PIPE_MAX_LOGITS (1u << 20)  /* logits carried by TOKEN_OUT (tests) */
 #define SW_PIPE_MAX_TEXT 512u          /* ERROR text bytes */
 #define SW_PIPE_MAX_MSG (64u << 20)    /* whole message (the BT extension's cap) */
+#define SW_PIPE_MAX_HEADER (SW_PIPE_MAX_MSG - 64u) /* shard header bytes in one HEADER */
 
 enum sw_pipe_type {
     SW_PIPE_OPEN = 1,      /* entry -> stage: session, route, sampling, dtype, limits */
@@ -41,6 +42,11 @@ enum sw_pipe_type {
     SW_PIPE_CLOSE = 8,     /* entry -> stages: the session ended normally */
     SW_PIPE_REPLAY = 9,    /* entry -> stages: new route after a failure; the stage whose
                               downstream changed replays its kept outputs to it */
+    SW_PIPE_HEADER_GET = 10, /* light client -> a loaded node: "the GGUF header of your
+                                shard file" (session = a request id, not a session) */
+    SW_PIPE_HEADER = 11,   /* node -> client: torrent file index + bytes [0, L) of that file,
+                              L = the GGUF header rounded up to whole pieces (an ERROR with
+                              the request id when the node cannot) */
 };
 
 /* OPEN flags */
@@ -83,6 +89,10 @@ struct sw_pipe_msg {
     const char *text;          /* not NUL-terminated */
     /* REPLAY */
     uint8_t replay_stage;      /* the stage (index) that must replay downstream */
+    /* HEADER_GET: the most header bytes the asker takes (1..SW_PIPE_MAX_HEADER).
+     * HEADER: the torrent file index; the bytes are data/data_len (1..SW_PIPE_MAX_HEADER). */
+    uint32_t max_len;
+    uint32_t file;
 };
 
 /* Parses one SW_MSG_PIPE payload (kind byte 'S' first, then version, type). Every length
@@ -185,16 +195,70 @@ struct sw_pipe_stats {
     uint64_t msgs_in, malformed, errors_sent, sessions_opened, sessions_refused,
         sessions_evicted, failovers, replays, jobs, tokens_computed,
         batched_jobs,          /* jobs that ran several sessions' steps in one pass */
-        batched_entries;       /* the session steps those jobs held */
+        batched_entries,       /* the session steps those jobs held */
+        headers_served, header_bytes_sent, headers_refused, /* HEADER_GET answered / refused */
+        header_replies_rejected; /* fetches: HEADER replies that failed the check */
     uint32_t stage_sessions, entry_sessions;
     uint64_t kept_bytes;
 };
 struct sw_pipe_stats sw_pipe_stats(const struct sw_pipe *p);
+
+/* ============================================== shard headers (light clients) */
+
+/* Serving: fills `out` with the header bytes of this node's shard file (at most max_len) and
+ * *file_out with its torrent file index; or returns a negative sw_err with a reason in err
+ * (SW_ENOTFOUND: no shard loaded; SW_ETOOBIG: the header is over max_len). */
+typedef int (*sw_pipe_header_src_fn)(void *ud, uint32_t max_len, struct sw_buf *out, uint32_t *file_out,
+                                     char *err, size_t err_len);
+/* Without a source, HEADER_GET is answered with an ERROR (SW_EUNSUPPORTED). */
+void sw_pipe_set_header_source(struct sw_pipe *p, sw_pipe_header_src_fn fn, void *ud);
+/* The node glue's source: ud is the struct sw_node (its loaded, verified shard file). */
+int sw_pipe_node_header_source(void *ud, uint32_t max_len, struct sw_buf *out, uint32_t *file_out, char *err,
+                               size_t err_len);
+
+/* Fetching: a fetch asks one node at a time for its shard header until a reply passes
+ * `check`, trying the next node after an ERROR, a reply that fails the check, a lost
+ * connection or reply_ms without an answer; when every candidate was tried it waits a
+ * second and starts a new round; wait_ms after the start it gives up. */
+struct sw_pipe_fetch_ops {
+    /* The next node to ask, not among tried (n_tried ids): 0, or SW_ENOTFOUND (none now:
+     * asked again at the next sw_pipe_tick). */
+    int (*next)(void *ud, const uint8_t *tried, size_t n_tried, uint8_t id_out[SW_NODE_ID_LEN]);
+    /* A HEADER reply (bytes borrowed for the call): 0 accepts it (the fetch ends with
+     * done(0)); a negative sw_err with a reason in why rejects it (the next node is asked). */
+    int (*check)(void *ud, const uint8_t from[SW_NODE_ID_LEN], uint32_t file, const uint8_t *bytes, size_t len,
+                 char *why, size_t why_len);
+    /* The end, exactly once: 0 after an accepted reply, else SW_ETIMEDOUT (msg: every node
+     * tried and why), SW_ECLOSED (cancelled, or the engine freed). The fetch is gone after. */
+    void (*done)(void *ud, int rc, const char *msg);
+    void *ud;
+};
+/* Starts a fetch (the first request goes out at once when a node is there). max_len: the
+ * most bytes taken per reply (0: SW_PIPE_MAX_HEADER); wait_ms 0: 60 s; reply_ms 0: 10 s. */
+int sw_pipe_fetch_header(struct sw_pipe *p, const struct sw_pipe_fetch_ops *ops, uint32_t max_len,
+                         uint32_t wait_ms, uint32_t reply_ms, uint64_t now_us, uint64_t *id_out);
+/* done(SW_ECLOSED) follows at once; SW_ENOTFOUND for an unknown id. */
+int sw_pipe_fetch_cancel(struct sw_pipe *p, uint64_t id);
+
+/* Internal to src/swarm: the engine's header part (pipeline_header.c), driven by pipeline.c.
+ * receive returns 1 when the message was the header part's (HEADER_GET, HEADER, or an
+ * ERROR answering one of its requests). */
+struct sw_pipe_hdr;
+struct sw_pipe_hdr *sw__pipe_hdr_new(const struct sw_pipe_host *host, const uint8_t self[SW_NODE_ID_LEN]);
+void sw__pipe_hdr_free(struct sw_pipe_hdr *h);
+int sw__pipe_hdr_receive(struct sw_pipe_hdr *h, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us);
+uint64_t sw__pipe_hdr_tick(struct sw_pipe_hdr *h, uint64_t now_us);
+void sw__pipe_hdr_stats(const struct sw_pipe_hdr *h, struct sw_pipe_stats *st);
+void sw__pipe_hdr_set_source(struct sw_pipe_hdr *h, sw_pipe_header_src_fn fn, void *ud);
+int sw__pipe_hdr_fetch(struct sw_pipe_hdr *h, const struct sw_pipe_fetch_ops *ops, uint32_t max_len, uint32_t wait_ms,
+                       uint32_t reply_ms, uint64_t now_us, uint64_t *id_out);
+int sw__pipe_hdr_cancel(struct sw_pipe_hdr *h, uint64_t id);
 
 /* ================================================================ node glue */
 
 /* The node glue's public half (struct sw_pipe_node, attach/detach/open/cancel, the async
  * entry, release_stage) is in swarm.h. Internal: */
 struct sw_pipe *sw_pipe_node_engine(struct sw_pipe_node *pn);
+struct sw_node *sw_pipe_node_node(struct sw_pipe_node *pn);
 
 #endif

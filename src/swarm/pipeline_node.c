@@ -453,6 +453,7 @@ int sw_pipe_node_attach(struct sw_node *n, const struct sw_pipe_node_opts *opts,
         free(pn);
         return rc;
     }
+    sw_pipe_set_header_source(pn->pipe, sw_pipe_node_header_source, n); /* pipeline_header.c */
     uv_timer_init(pn->loop, &pn->tick);
     uv_timer_init(pn->loop, &pn->self_timer);
     uv_idle_init(pn->loop, &pn->idle);
@@ -478,6 +479,7 @@ void sw_pipe_node_set_change_chain(struct sw_pipe_node *pn, void (*fn)(void *ud)
 }
 
 struct sw_pipe *sw_pipe_node_engine(struct sw_pipe_node *pn) { return pn ? pn->pipe : NULL; }
+struct sw_node *sw_pipe_node_node(struct sw_pipe_node *pn) { return pn ? pn->node : NULL; }
 
 void sw_pipe_node_release_stage(struct sw_pipe_node *pn, const char *reason, void (*done)(void *ud), void *ud)
 {

@@ -160,6 +160,22 @@ int sw_pipe_msg_encode(const struct sw_pipe_msg *m, struct sw_buf *out)
         put8(out, m->n_stages);
         sw_buf_append(out, m->route, (size_t)m->n_stages * SW_NODE_ID_LEN);
         break;
+    case SW_PIPE_HEADER_GET:
+        if (!m->max_len || m->max_len > SW_PIPE_MAX_HEADER) {
+            out->len = start;
+            return SW_EINVAL;
+        }
+        put32(out, m->max_len);
+        break;
+    case SW_PIPE_HEADER:
+        if (!m->data_len || m->data_len > SW_PIPE_MAX_HEADER || !m->data) {
+            out->len = start;
+            return SW_EINVAL;
+        }
+        put32(out, m->file);
+        put32(out, (uint32_t)m->data_len);
+        sw_buf_append(out, m->data, m->data_len);
+        break;
     default:
         out->len = start;
         return SW_EINVAL;
@@ -330,6 +346,23 @@ int sw_pipe_msg_decode(const uint8_t *p, size_t len, struct sw_pipe_msg *m, char
             BAD(SW_ECORRUPT, "REPLAY: %u stages (1..%u)", m->n_stages, SW_PIPE_MAX_STAGES);
         m->route = gbytes(&r, (size_t)m->n_stages * SW_NODE_ID_LEN, "route");
         break;
+    case SW_PIPE_HEADER_GET:
+        m->max_len = g32(&r, "max_len");
+        if (r.field) break;
+        if (!m->max_len) BAD(SW_ECORRUPT, "HEADER_GET: max_len 0");
+        if (m->max_len > SW_PIPE_MAX_HEADER)
+            BAD(SW_ETOOBIG, "HEADER_GET: max_len %u (cap %u)", m->max_len, SW_PIPE_MAX_HEADER);
+        break;
+    case SW_PIPE_HEADER: {
+        m->file = g32(&r, "file");
+        uint32_t n = g32(&r, "n_bytes");
+        if (r.field) break;
+        if (!n) BAD(SW_ECORRUPT, "HEADER: no bytes");
+        if (n > SW_PIPE_MAX_HEADER) BAD(SW_ETOOBIG, "HEADER: %u bytes (cap %u)", n, SW_PIPE_MAX_HEADER);
+        m->data_len = n;
+        m->data = gbytes(&r, n, "bytes");
+        break;
+    }
     default:
         BAD(SW_EUNSUPPORTED, "unknown pipeline message type %u", m->type);
     }

@@ -362,6 +362,13 @@ int sw_node_submit_load(struct sw_node *n, const uint8_t *wire, size_t len, char
 char *sw_node_status_json(struct sw_node *n);
 /* The loaded compute stage, or NULL (struct sw_stage from infer.h). */
 struct sw_stage *sw_node_stage(struct sw_node *n);
+/* The torrent's metainfo once the model is resolved (at once from a .torrent; after the
+ * metadata exchange from a magnet), else NULL. Borrowed: valid while the node lives. */
+const struct sw_bt_metainfo *sw_node_metainfo(const struct sw_node *n);
+/* The shard file this node serves: loaded (its stage is up, so the file was verified) —
+ * shard index, torrent file index, path (borrowed until the shard changes; each out may be
+ * NULL). SW_ENOTFOUND when no shard is loaded. Loop thread. */
+int sw_node_shard_file(struct sw_node *n, int32_t *shard_out, uint32_t *file_out, const char **path_out);
 
 
 /* ------------------------------------------------------- pipeline sessions */
@@ -471,5 +478,62 @@ int sw_pipe_node_open_async(struct sw_pipe_node *pn, const struct sw_pipe_reques
                             const struct sw_pipe_session_cb *cb, uint64_t *ticket_out);
 /* Cancels what a ticket opened (or will open), from any thread: on_end(SW_ECLOSED). */
 int sw_pipe_node_cancel_async(struct sw_pipe_node *pn, uint64_t ticket);
+
+/* ------------------------------------ shard headers: the tokenizer for light clients */
+
+/* Every shard is a GGUF carrying the model's whole metadata (tokenizer, chat template). A
+ * node that holds no shard asks a live loaded node for the first bytes of its shard file
+ * (HEADER_GET / HEADER, docs/pipeline.md "Light clients") and trusts them only after every
+ * piece they cover matches the torrent's SHA-1 piece hashes (BEP 3). */
+
+struct sw_gguf;
+
+/* A verified shard header. */
+struct sw_shard_header {
+    uint8_t node[SW_NODE_ID_LEN]; /* the node that sent it */
+    int32_t shard;                /* the file's shard index (-1: not a shard file) */
+    uint32_t file;                /* index in the torrent's file list */
+    uint8_t *bytes;               /* bytes [0, len) of that file, every piece verified, then
+                                     the GGUF tensor count cleared (so the metadata opens
+                                     without the tensor data); owned */
+    size_t len;
+    uint32_t n_pieces;            /* pieces verified */
+    struct sw_gguf *gguf;         /* the metadata over `bytes` (no tensors): sw_tok_from_gguf,
+                                     sw_gguf_find("tokenizer.chat_template"), ... */
+    uint64_t elapsed_us;          /* from the start of the fetch to the verified reply */
+    uint32_t n_asked;             /* nodes asked (1: the first answer passed) */
+};
+void sw_shard_header_free(struct sw_shard_header *h); /* NULL harmless; closes gguf */
+
+/* The bytes a node sends for torrent file `file` whose GGUF header (header, metadata,
+ * tensor infos) is header_size bytes: rounded up to whole pieces of the torrent (so every
+ * piece can be checked), at most the file's length. 0 for a bad file index. */
+uint64_t sw_shard_header_span(const struct sw_bt_metainfo *mi, uint32_t file, uint64_t header_size);
+/* Checks bytes [0, len) of torrent file `file` against the piece hashes. len must end on a
+ * piece boundary or at the end of the file. A piece that runs into BEP 47 pad files is
+ * completed with their zeros; one that holds bytes of another real file cannot be checked
+ * from these bytes and fails. Returns 0 (*n_pieces_out checked, may be NULL), SW_ECORRUPT
+ * (piece k differs: msg names it), SW_ERANGE (a length that is not whole pieces, or past the
+ * file), SW_EUNSUPPORTED (a piece shared with another file), SW_EINVAL (bad file index). */
+int sw_shard_header_verify(const struct sw_bt_metainfo *mi, uint32_t file, const uint8_t *bytes, size_t len,
+                           uint32_t *n_pieces_out, char *msg, size_t msg_len);
+/* Opens the metadata of GGUF header bytes (a whole shard need not be there): clears the
+ * tensor count in `bytes` (GGUF v2/v3 header, offset 8), then sw_gguf_open_mem; *out
+ * borrows bytes. SW_ECORRUPT when the metadata runs past len (err says where). */
+int sw_shard_header_open(uint8_t *bytes, size_t len, struct sw_gguf **out, char *err, size_t err_len);
+
+/* The end of a fetch (loop thread): rc 0 with h (ownership passes to the callee), or
+ * SW_ETIMEDOUT (no verified header within wait_ms: msg lists each node asked and what was
+ * wrong, or says that no live node has a shard loaded), SW_ECLOSED (cancelled, or the
+ * node stopping), with h NULL. */
+typedef void (*sw_shard_header_fn)(void *ud, int rc, struct sw_shard_header *h, const char *msg);
+/* Fetches a verified shard header from the swarm: asks the live, directly connected nodes
+ * with a shard loaded, nearest first, one at a time; a reply that does not verify, an
+ * error, a lost connection or 10 s of silence moves on to the next node. Waits (up to
+ * wait_ms; 0: 60 s) while the model is not resolved or no such node is there yet. Loop
+ * thread; *id_out (may be NULL) names the fetch for sw_pipe_node_fetch_cancel. */
+int sw_pipe_node_fetch_header(struct sw_pipe_node *pn, uint32_t wait_ms, sw_shard_header_fn fn, void *ud,
+                              uint64_t *id_out);
+int sw_pipe_node_fetch_cancel(struct sw_pipe_node *pn, uint64_t id);
 
 #endif
