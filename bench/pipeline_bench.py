@@ -16,7 +16,9 @@ All nodes share this machine's T cores, two ways:
       4-stage swarm minus single-process, divided by the hops of one token (n stages:
       n-1 stage->stage hops + last->first)
   (c) total tok/s with 4 concurrent sessions vs 1
-  (d) time to first token for a 512-token prompt, chunked (64) vs whole
+  (d) time to first token for a 512-token prompt, chunked (64) vs whole, shared and split
+      (chunks let stages work at once: that pays where the stages have cores of their own,
+      as in split, not where one stage alone can use every core, as in shared)
   (e) recovery: a replica of a middle shard; the active node is killed mid-generation;
       the longest gap between two tokens minus the median gap
 
@@ -163,14 +165,14 @@ def bench_b():
     return hop
 
 
-def bench_d(model):
+def bench_d(model, shared):
     with harness.Procs() as procs:
-        sw = Swarm(procs, model, 4, THREADS, shared=True)
+        sw = Swarm(procs, model, 4, THREADS if shared else max(1, THREADS // 4), shared=shared)
         wait(sw.client("warm", n=2))
         chunked = wait(sw.client("chunked", prompt_len=512, n=1, extra=["--chunk", "64"]))
         whole = wait(sw.client("whole", prompt_len=512, n=1, extra=["--chunk", "0"]))
-    log("(d) 512-token prompt over 4 stages: first token after %.0f ms chunked (64) vs %.0f ms whole"
-        % (chunked["ttft_ms"], whole["ttft_ms"]))
+    log("(d) %s, 512-token prompt over 4 stages: first token after %.0f ms chunked (64) vs %.0f ms whole"
+        % ("shared" if shared else "split", chunked["ttft_ms"], whole["ttft_ms"]))
     return chunked["ttft_ms"], whole["ttft_ms"]
 
 
@@ -234,7 +236,8 @@ def main():
     bench_a_c(model, shared=True)
     bench_a_c(model, shared=False)
     bench_b()
-    bench_d(model)
+    bench_d(model, shared=True)
+    bench_d(model, shared=False)
     bench_e(model)
 
 

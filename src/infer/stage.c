@@ -532,8 +532,19 @@ static int mm(struct sw_stage *s, const struct sw__w *w, const float *x, int64_t
 /* One step: at most max_batch tokens of one or more sequences (each with room in its
  * cache), all through the stage's layers in one pass over the weights. */
 /* How often a long forward looks at the core lease (a flock probe, ~1 µs): often enough
- * that a waiting node gets a core within a fraction of a layer of a big model. */
-#define CORES_CHECK_US 300u
+ * that a waiting node gets a core within a matmul or two. */
+#define CORES_CHECK_US 200u
+
+/* Between two matmuls of a forward holding a core lease: give half the cores to a node that
+ * waits for one, or take back cores that came free (at most every CORES_CHECK_US). */
+static void cores_tick(struct sw_stage *s)
+{
+    if (!s->cores) return;
+    uint64_t now = sw_time_us();
+    if (now - s->cores_checked_us < CORES_CHECK_US) return;
+    s->cores_checked_us = now;
+    sw_k_pool_set_active(s->pool, (int)sw_cores_rebalance(s->cores, (unsigned)s->n_threads));
+}
 
 static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg)
 {
@@ -561,13 +572,7 @@ static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg
     for (uint32_t l = info->layer_first; l <= info->layer_last; l++) {
         const uint32_t li = l - info->layer_first;
         const struct sw__layer *ly = &s->m.layers[li];
-        if (s->cores) { /* another node of this machine waits for a core, or cores freed up */
-            uint64_t now = sw_time_us();
-            if (now - s->cores_checked_us >= CORES_CHECK_US) {
-                s->cores_checked_us = now;
-                sw_k_pool_set_active(s->pool, (int)sw_cores_rebalance(s->cores, (unsigned)s->n_threads));
-            }
-        }
+        cores_tick(s);
 
         /* attention block: x += Wo · attn(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x)) */
         rmsnorm(s, s->x, ly->attn_norm, s->xn, T);
@@ -597,11 +602,13 @@ static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg
         }
         struct attn_task atk = { s, li, sg, n_seg };
         sw_k_pool_run(s->pool, attn_run, &atk);
+        cores_tick(s);
         if ((rc = mm(s, &ly->wo, s->att, T, s->xn))) return rc;
         add_into(s->x, s->xn, (int64_t)T * E);
 
         /* feed-forward block: x += Wdown · (silu(Wgate·n(x)) * Wup·n(x)) */
         rmsnorm(s, s->x, ly->ffn_norm, s->xn, T);
+        cores_tick(s);
         struct sw_k_mm_op gu[2] = {
             { ly->w_gate.data, ly->w_gate.type, ly->w_gate.rows, s->gate },
             { ly->w_up.data, ly->w_up.type, ly->w_up.rows, s->up },
@@ -610,6 +617,7 @@ static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg
         if (rc) return set_err(s, rc, "gate/up matmul of layer %u failed: %s", l, sw_strerror(rc));
         struct swiglu_task sw = { s->gate, s->up, (int64_t)T * F };
         sw_k_pool_run(s->pool, swiglu_run, &sw);
+        cores_tick(s);
         if ((rc = mm(s, &ly->w_down, s->gate, T, s->xn))) return rc;
         add_into(s->x, s->xn, (int64_t)T * E);
     }
@@ -619,6 +627,7 @@ static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg
             memcpy(sg[i].out, s->x + (size_t)t * E, (size_t)sg[i].n * E * sizeof(float));
         return 0;
     }
+    cores_tick(s);
     /* Logits: runs that want every token's go straight to their output; the last tokens of
      * the others are gathered into one matmul (one pass over the output matrix). */
     const size_t V = info->n_vocab;
