@@ -10,6 +10,7 @@
  * Not for: cores of other machines, or scheduling inside one process (one stage's pool). */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +28,8 @@ struct sw_cores {
     int wait_fd;     /* "waiting": shared-locked by leases that wait for a core */
     unsigned *held;  /* indices held by the current claim */
     unsigned n_held;
-    uint64_t waits, wait_us;
+    _Atomic uint64_t waits, wait_us; /* read by other threads (status) */
+    char dir[512];
 };
 
 /* The folder: DIR if given, else /dev/shm (a tmpfs every Linux has) or $TMPDIR or /tmp,
@@ -71,6 +73,7 @@ int sw_cores_open(unsigned budget, const char *dir, struct sw_cores **out, char 
     struct sw_cores *c = calloc(1, sizeof *c);
     if (!c) return SW_ENOMEM;
     c->n = budget;
+    snprintf(c->dir, sizeof c->dir, "%s", d);
     c->start = (unsigned)getpid() % budget;
     c->fd = malloc(budget * sizeof *c->fd);
     c->held = malloc(budget * sizeof *c->held);
@@ -161,8 +164,8 @@ unsigned sw_cores_claim(struct sw_cores *c, unsigned want)
             take_free(c, want);
         }
         if (announced) lock_fd(c->wait_fd, LOCK_UN);
-        c->waits++;
-        c->wait_us += sw_time_us() - t0;
+        atomic_fetch_add_explicit(&c->waits, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&c->wait_us, sw_time_us() - t0, memory_order_relaxed);
     }
     return c->n_held;
 }
@@ -198,6 +201,11 @@ unsigned sw_cores_budget(const struct sw_cores *c)
 
 void sw_cores_waited(const struct sw_cores *c, uint64_t *waits, uint64_t *wait_us)
 {
-    *waits = c ? c->waits : 0;
-    *wait_us = c ? c->wait_us : 0;
+    *waits = c ? atomic_load_explicit(&c->waits, memory_order_relaxed) : 0;
+    *wait_us = c ? atomic_load_explicit(&c->wait_us, memory_order_relaxed) : 0;
+}
+
+const char *sw_cores_dir(const struct sw_cores *c)
+{
+    return c ? c->dir : NULL;
 }

@@ -68,7 +68,9 @@ unsigned sw_cores_claim(struct sw_cores *c, unsigned want);
 unsigned sw_cores_rebalance(struct sw_cores *c, unsigned want);
 void sw_cores_release(struct sw_cores *c);
 unsigned sw_cores_budget(const struct sw_cores *c);
-void sw_cores_waited(const struct sw_cores *c, uint64_t *waits, uint64_t *wait_us); /* totals */
+/* Totals of the claims that had to wait, and for how long; any thread may read them. */
+void sw_cores_waited(const struct sw_cores *c, uint64_t *waits, uint64_t *wait_us);
+const char *sw_cores_dir(const struct sw_cores *c); /* the lease's folder */
 
 /* What a stage computes, filled at open. */
 struct sw_stage_info {
@@ -104,6 +106,8 @@ int sw_stage_open_gguf(struct sw_gguf *g, const struct sw_stage_opts *opts,
 void sw_stage_free(struct sw_stage *s); /* NULL harmless; frees every sequence */
 
 const struct sw_stage_info *sw_stage_info(const struct sw_stage *s);
+/* The stage's machine core lease (opts.machine_cores), or NULL: for status and logs. */
+const struct sw_cores *sw_stage_cores(const struct sw_stage *s);
 /* The message of the last failed call on this stage ("" when none). Valid until the next
  * call on the stage. */
 const char *sw_stage_errmsg(const struct sw_stage *s);

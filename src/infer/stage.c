@@ -140,6 +140,9 @@ int sw_stage_open_gguf(struct sw_gguf *g, const struct sw_stage_opts *opts, stru
             int crc = sw_cores_open(o->machine_cores, o->cores_dir, &s->cores, ce, sizeof ce);
             if (crc) /* computing on is better than refusing: only co-located nodes lose */
                 sw_log(SW_LOG_WARN, "INFER", "no core sharing with other processes: %s", ce);
+            else
+                sw_log(SW_LOG_INFO, "INFER", "up to %d threads on the %u cores this machine's nodes share (lease %s)",
+                       nt, o->machine_cores, sw_cores_dir(s->cores));
         }
     }
     in->n_threads = (uint32_t)s->n_threads;
@@ -784,6 +787,11 @@ out:
     if (done != done_local) free(done);
     pthread_mutex_unlock(&s->lock);
     return first_rc;
+}
+
+const struct sw_cores *sw_stage_cores(const struct sw_stage *s)
+{
+    return s ? s->cores : NULL;
 }
 
 int sw_stage_forward(struct sw_stage *s, uint64_t seq, uint32_t pos, uint32_t n_tokens,

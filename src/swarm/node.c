@@ -1584,6 +1584,17 @@ static void rebuild_json(struct sw_node *n)
         json_object_set_new(self, "seed_all", json_boolean(n->cfg.seed_all));
         json_object_set_new(self, "tokens_per_s", json_real(n->tps));
         json_object_set_new(self, "queue", json_integer(n->queue)); /* pipeline sessions on our stage */
+        const struct sw_cores *cl = n->stage ? sw_stage_cores(n->stage) : NULL;
+        if (cl) { /* the cores this machine's nodes share (infer.h: core lease) */
+            uint64_t waits, wait_us;
+            sw_cores_waited(cl, &waits, &wait_us);
+            json_t *co = json_object();
+            json_object_set_new(co, "budget", json_integer(sw_cores_budget(cl)));
+            json_object_set_new(co, "dir", json_string(sw_cores_dir(cl)));
+            json_object_set_new(co, "waits", json_integer((json_int_t)waits));
+            json_object_set_new(co, "wait_ms", json_real((double)wait_us / 1000.0));
+            json_object_set_new(self, "core_lease", co);
+        }
         if (n->shard >= 0)
             json_object_set_new(self, "path", json_string(sw_bt_torrent_file_path(n->t, (uint32_t)n->shard_file[n->shard])));
         json_object_set_new(root, "self", self);
