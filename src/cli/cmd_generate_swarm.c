@@ -427,9 +427,12 @@ static void on_header(void *ud, int rc, struct sw_shard_header *h, const char *m
             return;
         }
         char ids[16];
-        sw_log(SW_LOG_INFO, "GEN", "tokenizer from node %s (shard %d, %zu bytes, verified: %u piece%s; %.1f ms, %u node%s asked)",
+        sw_log(SW_LOG_INFO, "GEN",
+               "tokenizer from node %s (shard %d, %zu bytes, verified: %u piece%s; %.1f ms after asking, %.1f ms "
+               "after start, %u node%s asked)",
                sw_node_id_short(h->node, ids, sizeof ids), (int)h->shard, h->len, h->n_pieces,
-               h->n_pieces == 1 ? "" : "s", h->elapsed_us / 1e3, h->n_asked, h->n_asked == 1 ? "" : "s");
+               h->n_pieces == 1 ? "" : "s", h->reply_us / 1e3, h->elapsed_us / 1e3, h->n_asked,
+               h->n_asked == 1 ? "" : "s");
         g->tok_fetch_us = h->elapsed_us;
         sw_shard_header_free(h);
     } else if (g->need_tok == 1) {

@@ -447,9 +447,13 @@ int sw_pipe_node_header_source(void *ud, uint32_t max_len, struct sw_buf *out, u
         sw_gguf_close(g);
         return SW_ETOOBIG;
     }
+    size_t at = out->len;
     sw_buf_append(out, sw_gguf_bytes(g), (size_t)span);
     sw_gguf_close(g);
     if (!sw_buf_ok(out)) return SW_ENOMEM;
+    /* Testing only (tests/swarm/light_client_it.py): a node that lies about its header. */
+    const char *forge = getenv("SW_TEST_FORGE_HEADER");
+    if (forge && *forge == '1') out->data[at + (size_t)SW_MIN(hs / 2, span - 1)] ^= 0x01;
     *file_out = file;
     return 0;
 }
@@ -460,7 +464,7 @@ struct nfetch {
     struct sw_node *node;
     sw_shard_header_fn fn;
     void *ud;
-    uint64_t t0_us;
+    uint64_t t0_us, asked_us;
     uint32_t n_asked;
     struct sw_shard_header *got;
 };
@@ -486,6 +490,7 @@ static int nf_next(void *ud, const uint8_t *tried, size_t n_tried, uint8_t id_ou
     if (!best) return SW_ENOTFOUND;
     memcpy(id_out, best->cap.node_id, SW_NODE_ID_LEN);
     nf->n_asked++;
+    nf->asked_us = sw_time_us();
     return 0;
 }
 
@@ -521,7 +526,9 @@ static int nf_check(void *ud, const uint8_t from[SW_NODE_ID_LEN], uint32_t file,
     h->file = file;
     h->shard = mi->files[file].shard_index;
     h->n_pieces = n_pieces;
-    h->elapsed_us = sw_time_us() - nf->t0_us;
+    uint64_t now = sw_time_us();
+    h->elapsed_us = now - nf->t0_us;
+    h->reply_us = now - nf->asked_us;
     h->n_asked = nf->n_asked;
     nf->got = h;
     return 0;

@@ -500,7 +500,9 @@ struct sw_shard_header {
     uint32_t n_pieces;            /* pieces verified */
     struct sw_gguf *gguf;         /* the metadata over `bytes` (no tensors): sw_tok_from_gguf,
                                      sw_gguf_find("tokenizer.chat_template"), ... */
-    uint64_t elapsed_us;          /* from the start of the fetch to the verified reply */
+    uint64_t elapsed_us;          /* from the start of the fetch to the verified reply (with
+                                     any wait for the metadata or for a loaded node) */
+    uint64_t reply_us;            /* from asking the node that answered to its verified reply */
     uint32_t n_asked;             /* nodes asked (1: the first answer passed) */
 };
 void sw_shard_header_free(struct sw_shard_header *h); /* NULL harmless; closes gguf */
