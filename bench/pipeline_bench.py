@@ -233,12 +233,24 @@ def main():
         return
     model = tinyllama()
     log("pipeline bench: %s, %d threads in total, %d tokens per session" % (os.path.basename(model), THREADS, N_GEN))
-    bench_a_c(model, shared=True)
-    bench_a_c(model, shared=False)
-    bench_b()
-    bench_d(model, shared=True)
-    bench_d(model, shared=False)
-    bench_e(model)
+    sh = bench_a_c(model, shared=True)
+    sp = bench_a_c(model, shared=False)
+    hop = bench_b()
+    dsh = bench_d(model, shared=True)
+    dsp = bench_d(model, shared=False)
+    rec = bench_e(model)
+    log("")
+    log("| pipeline (%s, %d threads in total) | shared cores (default) | split (--machine-cores off) | goal |"
+        % (os.path.basename(model), THREADS))
+    log("|---|---|---|---|")
+    for n in (2, 4):
+        log("| (a) 1 session, swarm / single-process, %d shards | %.3f | %.3f | >= 0.95 |" % (n, sh[n][0], sp[n][0]))
+    for n in (2, 4):
+        log("| (c) 4 sessions / 1 session, total tok/s, %d shards | x%.2f | x%.2f | |" % (n, sh[n][1], sp[n][1]))
+    log("| (b) added latency per hop (stories260K, 4 stages) | %.1f us | | <= 50 us |" % hop)
+    log("| (d) first token, 512-token prompt, 4 stages: chunked / whole | %.0f / %.0f ms | %.0f / %.0f ms | |"
+        % (dsh + dsp))
+    log("| (e) recovery after kill -9 of a stage | %.0f ms | | |" % rec)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ struct sw_cores {
     int wait_fd;     /* "waiting": shared-locked by leases that wait for a core */
     unsigned *held;  /* indices held by the current claim */
     unsigned n_held;
+    int broken;      /* a lock failed for another reason than contention: no lease */
     _Atomic uint64_t waits, wait_us; /* read by other threads (status) */
     char dir[512];
 };
@@ -134,17 +135,27 @@ static int is_held(const struct sw_cores *c, unsigned i)
     return 0;
 }
 
-/* Takes free cores (non-blocking) until `want` are held. */
+/* Takes free cores (non-blocking) until `want` are held. A lock that fails for another
+ * reason than "held by someone" (EWOULDBLOCK) marks the lease broken: compute unleased. */
 static void take_free(struct sw_cores *c, unsigned want)
 {
     for (unsigned k = 0; k < c->n && c->n_held < want; k++) {
         unsigned i = (c->start + k) % c->n;
-        if (!is_held(c, i) && !lock_fd(c->fd[i], LOCK_EX | LOCK_NB)) c->held[c->n_held++] = i;
+        if (is_held(c, i)) continue;
+        if (!lock_fd(c->fd[i], LOCK_EX | LOCK_NB)) c->held[c->n_held++] = i;
+        else if (errno != EWOULDBLOCK && !c->broken) {
+            c->broken = 1;
+            sw_log(SW_LOG_WARN, "INFER", "%s: core lease lock failed (%s): computing without it", c->dir,
+                   strerror(errno));
+        }
     }
 }
 
 /* Poll period of a waiting lease: short next to a step (ms), long next to a flock (~1 µs). */
 #define WAIT_POLL_NS 40000L
+/* A wait longer than any step: a holder that is stopped (SIGSTOP, a debugger) must not stall
+ * this node; past it the step computes on one thread without a claim. */
+#define WAIT_MAX_US 2000000u
 
 unsigned sw_cores_claim(struct sw_cores *c, unsigned want)
 {
@@ -152,18 +163,31 @@ unsigned sw_cores_claim(struct sw_cores *c, unsigned want)
     if (want < 1) want = 1;
     if (want > c->n) want = c->n;
     c->n_held = 0;
+    if (c->broken) return want;
     take_free(c, want);
+    if (c->broken) {
+        sw_cores_release(c);
+        return want;
+    }
     if (!c->n_held) {
         /* every core computes for someone: say so (the holders give up half of theirs at
          * their next layer) and poll for any core that frees */
         uint64_t t0 = sw_time_us();
         int announced = !lock_fd(c->wait_fd, LOCK_SH);
-        while (!c->n_held) {
+        int overdue = 0;
+        while (!c->n_held && !c->broken && !overdue) {
             struct timespec ts = { 0, WAIT_POLL_NS };
             nanosleep(&ts, NULL);
             take_free(c, want);
+            overdue = sw_time_us() - t0 > WAIT_MAX_US;
         }
         if (announced) lock_fd(c->wait_fd, LOCK_UN);
+        if (!c->n_held) { /* broken, or every holder stuck: no claim */
+            if (c->broken) return want;
+            sw_log(SW_LOG_WARN, "INFER", "%s: no core came free in %u ms; computing on one thread anyway", c->dir,
+                   WAIT_MAX_US / 1000);
+            return 1;
+        }
         atomic_fetch_add_explicit(&c->waits, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&c->wait_us, sw_time_us() - t0, memory_order_relaxed);
     }
@@ -173,7 +197,10 @@ unsigned sw_cores_claim(struct sw_cores *c, unsigned want)
 unsigned sw_cores_rebalance(struct sw_cores *c, unsigned want)
 {
     if (!c) return want ? want : 1;
+    if (want < 1) want = 1;
     if (want > c->n) want = c->n;
+    if (c->broken) return want; /* as claim: unleased */
+    if (!c->n_held) return 1;   /* a step that gave up waiting computes on one thread */
     /* someone waits when the exclusive probe of "waiting" fails */
     int waiting = 0;
     if (!lock_fd(c->wait_fd, LOCK_EX | LOCK_NB)) lock_fd(c->wait_fd, LOCK_UN);

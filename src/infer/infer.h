@@ -61,7 +61,9 @@ struct sw_cores;
 int sw_cores_open(unsigned budget, const char *dir, struct sw_cores **out, char *err, size_t err_len);
 void sw_cores_close(struct sw_cores *c); /* NULL harmless; drops what it holds */
 /* Takes up to `want` free cores (at least 1, waiting for one when none is free) and
- * returns how many. c NULL: returns want. Release before claiming again. */
+ * returns how many to compute with. c NULL: returns want. Release before claiming again.
+ * A wait is bounded (2 s: a holder may be stopped): past it, returns 1 holding nothing.
+ * A lock that fails for another reason than contention disables the lease (want). */
 unsigned sw_cores_claim(struct sw_cores *c, unsigned want);
 /* Between two parts of a claimed computation: halves what is held when another lease waits
  * for a core, else takes free cores up to `want`. Returns the cores held now (>= 1). */

@@ -698,6 +698,20 @@ static void test_core_lease(void)
     sw_cores_waited(w, &waits, &us);
     CHECK_EQ_U64(waits, 1);
     sw_cores_close(w); /* closing drops its claim */
+    /* a holder that never lets go (a stopped process): the wait ends after 2 s with one
+     * unclaimed thread, and rebalance keeps it at one */
+    CHECK_EQ_INT(sw_cores_rebalance(b, 2), 2);
+    {
+        struct sw_cores *x = NULL;
+        CHECK_EQ_INT(sw_cores_open(2, dir, &x, err, sizeof err), 0);
+        uint64_t t0 = sw_time_us();
+        CHECK_EQ_INT(sw_cores_claim(x, 2), 1);
+        uint64_t took = sw_time_us() - t0;
+        CHECK_MSG(took >= 1900000 && took < 10000000, "overdue wait took %llu us", (unsigned long long)took);
+        CHECK_EQ_INT(sw_cores_rebalance(x, 2), 1);
+        sw_cores_release(x);
+        sw_cores_close(x);
+    }
     CHECK_EQ_INT(sw_cores_rebalance(b, 2), 2);
     sw_cores_release(b);
     sw_cores_close(a);
