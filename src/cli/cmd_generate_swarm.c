@@ -467,6 +467,7 @@ static void on_timer(uv_timer_t *t)
     if (!g->prepared) {
         uint64_t now = sw_time_ms();
         uint32_t wait_ms = g->deadline > now ? (uint32_t)SW_MIN(g->deadline - now, (uint64_t)UINT32_MAX) : 1;
+        if (g->need_tok == 2) wait_ms = SW_MIN(wait_ms, 10000u); /* only for text output: ids after 10 s */
         int rc = sw_pipe_node_fetch_header(g->pn, wait_ms, on_header, g, &g->fetch_id);
         if (rc) {
             snprintf(g->msg, sizeof g->msg, "cannot fetch the tokenizer: %s", sw_strerror(rc));
