@@ -132,7 +132,7 @@ def case_forged():
         m = S.Model(harness.tmpdir("sw-light-"), N, source=harness.shared_model())
         boot, ids = start_swarm(procs, m, env=forge)
         # every loaded node lies: no text, exit 1, the reason named
-        r = light_client(m, boot, extra=["-p", PROMPT], wait=5)
+        r = light_client(m, boot, extra=["-p", PROMPT], wait=8)
         check(r.returncode == 1, "forged headers: rc %s\n%s" % (r.returncode, r.stderr[-3000:]))
         check(r.stdout.strip() == "", "text printed from forged headers: %r" % r.stdout[:300])
         check("does not match the torrent's SHA-1" in r.stderr and "need the model's tokenizer" in r.stderr,
