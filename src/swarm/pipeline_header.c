@@ -95,15 +95,23 @@ void sw__pipe_hdr_stats(const struct sw_pipe_hdr *h, struct sw_pipe_stats *st)
 static void why_add(struct fetch *f, const uint8_t *node, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void why_add(struct fetch *f, const uint8_t *node, const char *fmt, ...)
 {
-    size_t l = strlen(f->why);
-    if (l + 8 >= sizeof f->why) return;
-    char ids[16];
-    int k = snprintf(f->why + l, sizeof f->why - l, "%snode %s: ", l ? "; " : "", sw_node_id_short(node, ids, sizeof ids));
-    if (k < 0 || (size_t)k >= sizeof f->why - l) return;
+    /* Whole entries only (never a cut UTF-8 sequence), each once: rounds repeat them. */
+    char entry[480], ids[16];
+    int k = snprintf(entry, sizeof entry, "node %s: ", sw_node_id_short(node, ids, sizeof ids));
+    if (k < 0 || (size_t)k >= sizeof entry) return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(f->why + l + (size_t)k, sizeof f->why - l - (size_t)k, fmt, ap);
+    int m = vsnprintf(entry + k, sizeof entry - (size_t)k, fmt, ap);
     va_end(ap);
+    if (m < 0 || (size_t)(k + m) >= sizeof entry || strstr(f->why, entry)) return;
+    size_t l = strlen(f->why), el = (size_t)(k + m);
+    const char *more = "; \xe2\x80\xa6"; /* "; …" */
+    if (l && l >= 5 && !strcmp(f->why + l - 5, more)) return; /* already full */
+    if (l + 2 + el + 6 < sizeof f->why) {
+        snprintf(f->why + l, sizeof f->why - l, "%s%s", l ? "; " : "", entry);
+    } else if (l + 6 < sizeof f->why) {
+        memcpy(f->why + l, more, 6);
+    }
 }
 
 static int send_m(struct sw_pipe_hdr *h, const uint8_t *to, const struct sw_pipe_msg *m)
