@@ -239,7 +239,7 @@ def case_metrics():
             r1 = value(f, "shardswarm_records_total", result="accepted")
             check(r1 > r0, "%s: records accepted did not grow when the client joined (%s -> %s)" % (name, r0, r1))
             check(value(f, "shardswarm_swarm_ready") == 1, "%s: still ready" % name)
-            print("%s: cpu %.2f -> %.2f s, records accepted %d -> %d, %d families" % (
+            print("%s: cpu %.4f -> %.4f s, records accepted %d -> %d, %d families" % (
                 name, cpu0, cpu1, r0, r1, len(f)), file=sys.stderr)
 
 

@@ -1,4 +1,4 @@
-/* test_node_web.c — the Prometheus text that src/cli/node_web.c builds from a status JSON
+/* test_metrics.c — the Prometheus text that src/cli/node_web.c builds from a status JSON
  * document: label escaping, families only for figures the status has, the phase state set,
  * units (ms -> seconds), every sample after its family's # TYPE. The embedded dashboard table
  * is stubbed here (web_it.py serves the real one). */
