@@ -1,8 +1,14 @@
 /* api.c — libmicrohttpd server with a fixed routing table, and a libcurl client. The
- * server runs MHD's own polling thread; handlers must be thread-safe (the node hands them
- * snapshots, see sw_node_status_json). Not for: JSON about the swarm (src/swarm). */
+ * server runs one thread per connection (MHD_USE_THREAD_PER_CONNECTION): a handler may wait
+ * for a generation without holding up the other clients; handlers must be thread-safe (the
+ * node hands them snapshots, see sw_node_status_json). Stream routes answer with a body
+ * read from a callback while it is sent (MHD_create_response_from_callback).
+ * Not for: JSON about the swarm (src/swarm). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,12 +20,17 @@
 #include "api/api.h"
 
 #define MAX_ROUTES 64
+#define MAX_ON_FREE 16
+#define STREAM_WAIT_MS 100      /* a stream's read waits this long before we look at the client */
+#define THREAD_STACK (512u << 10)
 
 struct route {
     char method[8];
     char path[128];
     sw_api_handler_fn fn;
     void *ud;
+    int stream;
+    size_t max_body;
 };
 
 struct sw_api {
@@ -29,11 +40,45 @@ struct sw_api {
     struct route routes[MAX_ROUTES];
     size_t n_routes;
     uint16_t port;
+    _Atomic int stopping;       /* set before MHD_stop_daemon: waiting handlers give up */
+    struct { void (*fn)(void *); void *ud; } on_free[MAX_ON_FREE];
+    size_t n_on_free;
+};
+
+struct sw_api_call {
+    struct sw_api *api;
+    struct MHD_Connection *c;
 };
 
 struct conn {               /* per-request state while a body arrives */
     struct sw_buf body;
     int too_big;
+    size_t max_body;
+    int oai;                /* an OpenAI-style route: errors as {"error":{...}} objects */
+};
+
+/* Errors on the /v1 paths in the OpenAI error format (clients parse error.message). */
+static void route_error(struct conn *st, struct sw_api_response *resp, int status, const char *msg)
+{
+    if (!st->oai) {
+        sw_api_error(resp, status, msg);
+        return;
+    }
+    struct sw_api_oai_error e = { 0 };
+    e.status = status;
+    e.type = status == 404 || status == 405 || status == 413 ? "invalid_request_error" : "server_error";
+    e.code = status == 404 ? "unknown_url" : NULL;
+    snprintf(e.message, sizeof e.message, "%s", msg);
+    sw_api_oai_error_resp(&e, resp);
+}
+
+/* A streamed response in flight: what the route's reader gave and MHD has not taken yet. */
+struct sresp {
+    struct sw_api_call call;
+    struct sw_api_stream s;
+    struct sw_buf pending;
+    size_t off;
+    int ended;              /* the reader said: the end */
 };
 
 void sw_api_error(struct sw_api_response *resp, int status, const char *msg)
@@ -71,7 +116,8 @@ int sw_api_new(const struct sw_api_config *cfg, struct sw_api **out)
     return 0;
 }
 
-int sw_api_route(struct sw_api *a, const char *method, const char *path, sw_api_handler_fn fn, void *ud)
+static int add_route(struct sw_api *a, const char *method, const char *path, sw_api_handler_fn fn, void *ud,
+                     int stream, size_t max_body)
 {
     if (!a || !method || !path || !fn || a->d) return SW_EINVAL;
     if (a->n_routes == MAX_ROUTES) return SW_ETOOBIG;
@@ -81,7 +127,114 @@ int sw_api_route(struct sw_api *a, const char *method, const char *path, sw_api_
     snprintf(r->path, sizeof r->path, "%s", path);
     r->fn = fn;
     r->ud = ud;
+    r->stream = stream;
+    r->max_body = max_body;
     return 0;
+}
+
+int sw_api_route(struct sw_api *a, const char *method, const char *path, sw_api_handler_fn fn, void *ud)
+{
+    return add_route(a, method, path, fn, ud, 0, 0);
+}
+
+int sw_api_route_stream(struct sw_api *a, const char *method, const char *path, size_t max_body,
+                        sw_api_handler_fn fn, void *ud)
+{
+    return add_route(a, method, path, fn, ud, 1, max_body);
+}
+
+int sw_api_on_free(struct sw_api *a, void (*fn)(void *ud), void *ud)
+{
+    if (!a || !fn) return SW_EINVAL;
+    if (a->n_on_free == MAX_ON_FREE) return SW_ETOOBIG;
+    a->on_free[a->n_on_free].fn = fn;
+    a->on_free[a->n_on_free].ud = ud;
+    a->n_on_free++;
+    return 0;
+}
+
+int sw_api_call_gone(const struct sw_api_call *c)
+{
+    if (!c) return 0;
+    if (c->api && c->api->stopping) return 1;
+    if (!c->c) return 0;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c->c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return 0;
+    /* the peer closed (FIN: POLLRDHUP) or the socket failed; a waiting request reads nothing
+     * more, so readable data with a hang-up is a close too */
+    struct pollfd p = { .fd = ci->connect_fd, .events = POLLIN | POLLRDHUP };
+    if (poll(&p, 1, 0) <= 0) return 0;
+    return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+
+static struct route *find_route(struct sw_api *a, const char *url, const char *method, int *path_known)
+{
+    for (size_t i = 0; i < a->n_routes; i++) {
+        struct route *r = &a->routes[i];
+        if (strcmp(r->path, url)) continue;
+        if (path_known) *path_known = 1;
+        if (strcmp(r->method, method)) continue;
+        return r;
+    }
+    return NULL;
+}
+
+/* MHD_ContentReaderCallback, on the connection's thread: hands MHD what the route's reader
+ * produced; waits in the reader (bounded) while nothing is there, and gives up when the
+ * client has gone. */
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct sresp *sr = cls;
+    (void)pos;
+    while (sr->off == sr->pending.len) {
+        if (sr->ended) return MHD_CONTENT_READER_END_OF_STREAM;
+        sr->pending.len = 0;
+        sr->off = 0;
+        int rc = sr->s.read(sr->s.ud, &sr->pending, STREAM_WAIT_MS);
+        if (rc < 0 || !sw_buf_ok(&sr->pending)) return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (rc == 1) sr->ended = 1;
+        if (sr->pending.len == 0 && !sr->ended && sw_api_call_gone(&sr->call))
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    size_t n = SW_MIN(max, sr->pending.len - sr->off);
+    memcpy(buf, sr->pending.data + sr->off, n);
+    sr->off += n;
+    return (ssize_t)n;
+}
+
+/* MHD_ContentReaderFreeCallback: the response is over (sent, or the connection closed). */
+static void stream_free(void *cls)
+{
+    struct sresp *sr = cls;
+    int completed = sr->ended && sr->off == sr->pending.len;
+    if (sr->s.done) sr->s.done(sr->s.ud, completed);
+    sw_buf_free(&sr->pending);
+    free(sr);
+}
+
+static enum MHD_Result send_stream(struct sw_api *a, struct MHD_Connection *c, struct sw_api_response *r)
+{
+    free(r->body);
+    r->body = NULL;
+    struct sresp *sr = calloc(1, sizeof *sr);
+    if (!sr) {
+        if (r->stream.done) r->stream.done(r->stream.ud, 0);
+        return MHD_NO;
+    }
+    sr->call.api = a;
+    sr->call.c = c;
+    sr->s = r->stream;
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 << 10, stream_read, sr,
+                                                                  stream_free);
+    if (!resp) {
+        stream_free(sr);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", r->content_type ? r->content_type : "application/json");
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)(r->status ? r->status : 200), resp);
+    MHD_destroy_response(resp); /* stream_free runs when the connection lets go of it */
+    return ret;
 }
 
 static enum MHD_Result send_resp(struct MHD_Connection *c, struct sw_api_response *r)
@@ -110,36 +263,53 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!st) {
         st = calloc(1, sizeof *st);
         if (!st) return MHD_NO;
+        st->max_body = a->cfg.max_body;
+        st->oai = !strncmp(url, "/v1/", 4);
+        struct route *r = find_route(a, url, method, NULL);
+        if (r && r->stream) {
+            if (r->max_body) st->max_body = r->max_body;
+            /* a generation may take longer than the idle timeout before its first byte */
+            MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+        }
         *con_cls = st;
         return MHD_YES;
     }
     if (*upload_size) {
-        if (st->body.len + *upload_size > a->cfg.max_body) st->too_big = 1;
-        else sw_buf_append(&st->body, upload_data, *upload_size);
+        /* over the cap: the rest is read and dropped, then 413 (closing early would make
+         * clients still sending see a reset instead of the answer) */
+        if (st->body.len + *upload_size > st->max_body) {
+            st->too_big = 1;
+            sw_buf_free(&st->body);
+        } else if (!st->too_big) {
+            sw_buf_append(&st->body, upload_data, *upload_size);
+        }
         *upload_size = 0;
         return MHD_YES;
     }
     struct sw_api_response resp = { 0 };
     if (st->too_big) {
-        sw_api_error(&resp, 413, "request body too large");
+        char m[96];
+        snprintf(m, sizeof m, "request body too large (over %zu bytes)", st->max_body);
+        route_error(st, &resp, 413, m);
         return send_resp(c, &resp);
     }
     int path_known = 0;
-    for (size_t i = 0; i < a->n_routes; i++) {
-        struct route *r = &a->routes[i];
-        if (strcmp(r->path, url)) continue;
-        path_known = 1;
-        if (strcmp(r->method, method)) continue;
-        struct sw_api_request req = { method, url, NULL, 0 };
+    struct route *r = find_route(a, url, method, &path_known);
+    if (r) {
+        struct sw_api_call call = { a, c };
+        struct sw_api_request req = { method, url, NULL, 0, &call };
         const char *b = sw_buf_cstr(&st->body);
         req.body = (const uint8_t *)(b ? b : "");
         req.body_len = st->body.len;
         r->fn(r->ud, &req, &resp);
+        if (r->stream && resp.stream.read) return send_stream(a, c, &resp);
+        if (resp.stream.done) resp.stream.done(resp.stream.ud, 0); /* a plain route cannot stream */
         if (!resp.body && !resp.status) sw_api_error(&resp, 500, "handler gave no response");
         return send_resp(c, &resp);
     }
-    if (path_known) sw_api_error(&resp, 405, "method not allowed");
-    else sw_api_error(&resp, 404, "no such endpoint");
+    char m[200];
+    snprintf(m, sizeof m, "%s %.120s: %s", method, url, path_known ? "method not allowed" : "no such endpoint");
+    route_error(st, &resp, path_known ? 405 : 404, m);
     return send_resp(c, &resp);
 }
 
@@ -166,10 +336,11 @@ int sw_api_start(struct sw_api *a, char *err, size_t err_len)
         if (err_len) snprintf(err, err_len, "API host '%s' is not an IPv4 address", a->host);
         return SW_EINVAL;
     }
-    a->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, a->cfg.port, NULL, NULL,
-                            on_request, a, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sin,
+    a->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG,
+                            a->cfg.port, NULL, NULL, on_request, a, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sin,
                             MHD_OPTION_NOTIFY_COMPLETED, on_done, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
-                            (unsigned)30, MHD_OPTION_CONNECTION_LIMIT, (unsigned)256, MHD_OPTION_END);
+                            (unsigned)30, MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
+                            MHD_OPTION_THREAD_STACK_SIZE, (size_t)THREAD_STACK, MHD_OPTION_END);
     if (!a->d) {
         if (err_len) snprintf(err, err_len, "cannot serve HTTP on %s:%u (port in use?)", a->host, a->cfg.port);
         return SW_EIO;
@@ -184,7 +355,12 @@ uint16_t sw_api_port(const struct sw_api *a) { return a ? a->port : 0; }
 void sw_api_free(struct sw_api *a)
 {
     if (!a) return;
+    a->stopping = 1; /* waiting handlers and streams see their call "gone" */
     if (a->d) MHD_stop_daemon(a->d);
+    while (a->n_on_free) {
+        a->n_on_free--;
+        a->on_free[a->n_on_free].fn(a->on_free[a->n_on_free].ud);
+    }
     free(a);
 }
 

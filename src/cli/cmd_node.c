@@ -13,6 +13,7 @@
 #include "infer/infer.h"
 #include "cli.h"
 #include "node_web.h"
+#include "node_openai.h"
 #include "swarm/swarm.h"
 
 #define MAX_BOOTSTRAP 64
@@ -31,7 +32,8 @@ static void usage(FILE *f)
             "  --bootstrap HOST:PORT   a node to join through (repeatable); its listen port\n"
             "  --listen PORT           BitTorrent TCP and DHT UDP port (default 0: any free port,\n"
             "                          printed in the 'listening on port' line)\n"
-            "  --api PORT              HTTP API + dashboard (docs/api.md) on 127.0.0.1:PORT (0: any\n"
+            "  --api PORT              HTTP API (/v1 OpenAI-compatible) + dashboard (docs/api.md) on\n"
+            "                          127.0.0.1:PORT (0: any\n"
             "                          free port, printed in the [API] line)\n"
             "  --api-host ADDR         address for the API (default 127.0.0.1)\n"
             "  --no-auto-fetch         do not download a missing shard; wait for LOAD_SHARD\n"
@@ -316,6 +318,7 @@ int sw_cmd_node(int argc, char **argv)
         if (sw_api_new(&ac, &c.api) || sw_api_route(c.api, "GET", "/swarm/status", status_handler, &c) ||
             sw_api_route(c.api, "POST", "/swarm/load-shard", load_handler, &c) ||
             sw_cli_node_web_attach(c.api, c.node) || /* /metrics and the dashboard (node_web.c) */
+            sw_cli_node_openai_attach(c.api, c.node, &c.pipe) || /* the OpenAI /v1 API (node_openai.c) */
             sw_api_start(c.api, err, sizeof err)) {
             sw_log(SW_LOG_ERROR, "API", "%s", err[0] ? err : "cannot start the HTTP API");
             c.stopping = 1;
