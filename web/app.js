@@ -8,6 +8,7 @@
 (function () {
   const POLL_MS = 1000;
   const PHASES = ['none', 'waiting', 'fetching', 'verifying', 'loading', 'loaded', 'failed'];
+  let lastReasons = null;
 
   /* ------------------------------------------------------------ DOM helpers */
 
@@ -95,7 +96,13 @@
     const reasons = Array.isArray(st.reasons) ? st.reasons : [];
     const box = document.getElementById('reasons-box');
     box.hidden = ready || reasons.length === 0;
-    replaceChildren(document.getElementById('reasons'), reasons.map(r => el('li', null, str(r))));
+    /* the list is a live region: rebuild it only when the reasons change, so a screen reader
+       announces a change, not every poll */
+    const key = JSON.stringify(reasons.map(str));
+    if (key !== lastReasons) {
+      lastReasons = key;
+      replaceChildren(document.getElementById('reasons'), reasons.map(r => el('li', null, str(r))));
+    }
   }
 
   function renderSelf(st, byId) {
@@ -231,7 +238,8 @@
 
   function setConn(ok, msg) {
     const c = document.getElementById('conn');
-    c.textContent = ok ? 'Live: updated every second' : 'Node unreachable: ' + msg + ' (retrying)';
+    const text = ok ? 'Live: updated every second' : 'Node unreachable: ' + msg + ' (retrying)';
+    if (c.textContent !== text) c.textContent = text; /* a status region: only changes */
     c.className = ok ? '' : 'down';
   }
 
