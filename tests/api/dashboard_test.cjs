@@ -35,6 +35,9 @@ function evilStatus() {
     progress: 0.5, rate_bps: 1000, eta_ms: 50000, layer_first: 0, layer_last: 0, mem_free: 1, threads: 1,
     tokens_per_s: 0, queue: 0, api: EVIL_IMG, listen: EVIL_SCRIPT, seq: 1, age_ms: 0,
   };
+  const fetching = Object.assign({}, node, { id: 'cd'.repeat(32), short: 'cdcd…', phase: 'fetching', api: '',
+                                             listen: '', bytes_done: 400000, bytes_total: 1000000, progress: 0.4,
+                                             rate_bps: 2500000, eta_ms: 130000 });
   return {
     node_id: EVIL_SCRIPT, info_hash: EVIL_IMG, model_ready: true, listen_port: 1, dht_port: 1,
     n_shards: 1, ready: false, discovered: 1, peers: 1,
@@ -42,7 +45,7 @@ function evilStatus() {
     reasons: ['shard 0: ' + EVIL_IMG + EVIL_SCRIPT],
     shards: [{ shard: 0, layer_first: 0, layer_last: 0, bytes: 10, ready: false, announced: 1, loaded: 0,
                seeders: 0, best: EVIL_SCRIPT, reason: EVIL_IMG, nodes: [node] }],
-    nodes: [node],
+    nodes: [node, fetching],
     stats: { records_accepted: 1 }, dht: { nodes: 0, good_nodes: 0, packets_in: 0 },
   };
 }
@@ -72,7 +75,7 @@ async function main() {
       await page.route('**/swarm/status', route => route.fulfill({
         status: 200, contentType: 'application/json', body: JSON.stringify(evilStatus()) }));
       await page.goto(URL_, { timeout: STEP_MS });
-      await page.waitForFunction(() => document.querySelectorAll('#nodes tbody tr').length === 1, null,
+      await page.waitForFunction(() => document.querySelectorAll('#nodes tbody tr').length === 2, null,
                                  { timeout: STEP_MS });
       const r = await page.evaluate(() => ({
         pwned: window.__pwned,
@@ -82,6 +85,9 @@ async function main() {
         reasons: document.getElementById('reasons').textContent,
         shards: document.querySelector('#shards tbody').textContent,
         self: document.getElementById('self').textContent,
+        progress: Array.from(document.querySelectorAll('#nodes tbody tr')).map(tr => tr.textContent)
+          .find(t => t.includes('cdcd')),
+        bar: (document.querySelector('#nodes progress[aria-label="shard file 40.0%"]') || {}).value,
       }));
       check(r.pwned === undefined, 'markup from the status ran: __pwned=' + r.pwned);
       check(r.imgs === 0, r.imgs + ' <img> elements injected');
@@ -90,8 +96,11 @@ async function main() {
       check(r.reasons.includes(EVIL_IMG + EVIL_SCRIPT), 'reason shown as text: ' + r.reasons);
       check(r.shards.includes(EVIL_IMG), 'shard reason shown as text: ' + r.shards);
       check(r.self.includes(EVIL_IMG), 'self path shown as text: ' + r.self);
+      // a fetching node: a progress bar with percent, rate and ETA
+      check(r.progress && r.progress.includes('40.0% of 1.0 MB · 2.5 MB/s · ETA 2m10s'), 'fetching row: ' + r.progress);
+      check(Math.abs(r.bar - 0.4) < 1e-9, 'progress bar value ' + r.bar);
       await page.close();
-      console.log('escaping: markup in node strings rendered as text');
+      console.log('escaping: markup in node strings rendered as text; progress/rate/ETA of a fetching node');
     }
     // 2. the live dashboard of the real swarm
     const page = await browser.newPage();
