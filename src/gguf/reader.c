@@ -218,7 +218,7 @@ static int parse_array(struct cur *c, unsigned depth, struct sw_gguf_arr *a, uin
     uint64_t start = c->pos;
     if (a->elem_type == SW_GGUF_STRING) {
         /* The hot loop for vocabularies: 150k strings, one bounds check each. */
-        uint64_t *offs = c->g->pool + base;
+        uint64_t *offs = a->n ? c->g->pool + base : NULL; /* an empty array may have no pool */
         const uint8_t *p = c->p;
         uint64_t pos = c->pos, end = c->len;
         for (uint64_t i = 0; i < a->n; i++) {
@@ -425,7 +425,7 @@ static int parse(struct cur *c)
     /* The pool no longer moves: turn pool indices into pointers. */
     for (uint64_t i = 0; i < g->n_kv; i++)
         if (g->kvs[i].type == SW_GGUF_ARRAY && kv_offs[i] != UINT64_MAX)
-            g->kvs[i].v.arr.offs = g->pool + kv_offs[i];
+            g->kvs[i].v.arr.offs = g->pool ? g->pool + kv_offs[i] : NULL; /* no pool: only empty arrays */
 
     /* GGUF: general.alignment (u32, a power of two) sets the data alignment; default 32. */
     c->item = NULL;

@@ -341,7 +341,7 @@ static int build(const struct src *s, struct sw_tok **out, char *err, size_t err
     /* end-of-turn / end-of-generation tokens */
     static const char *const eog_names[] = { "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>",
                                              "<|endoftext|>", "<|eom_id|>", "<EOT>", "<|end_of_text|>",
-                                             "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>" };
+                                             ("<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>") };
     if (t->eot < 0) {
         for (size_t i = 0; i < 4 && t->eot < 0; i++) {
             int32_t id = sw_tok_find(t, eog_names[i], strlen(eog_names[i]));
