@@ -1,7 +1,7 @@
 // dashboard_test.cjs — the node dashboard in a real browser (Debian's chromium through
 // playwright-core), driven by web_it.py browser, which starts a 2-node swarm and passes:
 //   SW_DASHBOARD_URL  http://127.0.0.1:PORT/ of node a (shard 0)
-//   SW_NPM_DIR        the folder where playwright-core is installed (<build>/npm)
+//   SW_NPM_DIR        the folder where playwright-core is installed (<build>/npm/playwright)
 //   SW_CHROMIUM       the browser binary
 // Protocol on stdio: prints "KILL" when the swarm should lose the node of shard 1; web_it.py
 // kills it by PID and answers "KILLED". Exit 0 pass, 1 fail, 77 browser unavailable.

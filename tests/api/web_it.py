@@ -17,7 +17,8 @@ Cases:
              both nodes, no console errors; node-supplied strings holding markup render as
              text; then this script kills the node of shard 1 (by PID) and the dashboard shows
              "not ready" with a reason naming shard 1. Skips (77) when chromium, node/npm or
-             the npm registry (to install playwright-core into <build>/npm) are unavailable.
+             the npm registry (to install playwright-core into <build>/npm/playwright) are
+             unavailable.
 """
 import json
 import math
@@ -276,14 +277,16 @@ def case_assets():
 
 
 def playwright_dir():
-    """<build>/npm with playwright-core installed (npm install when missing), or skip."""
+    """<build>/npm/playwright with playwright-core installed (npm install when missing), or skip."""
     chromium = "/usr/bin/chromium"
     if not os.path.exists(chromium):
         harness.skip("Debian's chromium is not installed (%s): apt-get install chromium" % chromium)
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
         harness.skip("node/npm not installed (apt-get install nodejs npm)")
-    d = os.path.join(S.BUILD, "npm")
+    # a prefix of its own under <build>/npm: other tests install other packages into <build>/npm
+    # and two npm installs into one prefix at once (ctest -j) can lose one of them
+    d = os.path.join(S.BUILD, "npm", "playwright")
     if not os.path.exists(os.path.join(d, "node_modules", "playwright-core", "package.json")):
         os.makedirs(d, exist_ok=True)
         try:
