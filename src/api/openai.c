@@ -698,9 +698,8 @@ static int job_pump(struct job *j, struct sw_buf *delta, uint32_t wait_ms)
     sw_buf_free(&piece);
     if (!j->finish && rc && rc != SW_ECLOSED && (ended || rc == SW_ENOMEM)) {
         j->failed = 1;
-        err_set(&j->err, map_status(rc), "server_error",
-                map_status(rc) == 503 ? "swarm_not_ready" : NULL, NULL, "the generation failed: %s",
-                msg[0] ? msg : sw_strerror(rc));
+        err_set(&j->err, map_status(rc), "server_error", map_status(rc) == 503 ? "swarm_not_ready" : NULL, NULL,
+                "%s%s", map_status(rc) == 503 ? "" : "the generation failed: ", msg[0] ? msg : sw_strerror(rc));
         return 1;
     }
     if (!j->finish && ended) {

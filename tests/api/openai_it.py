@@ -1,0 +1,507 @@
+#!/usr/bin/env python3
+"""openai_it.py CASE — the OpenAI-compatible API of `shardswarm node --api` on a 2-node swarm
+of a split stories260K (real processes on 127.0.0.1, ports from the kernel). The reference
+is single-process `shardswarm generate -m stories260K.gguf` (greedy).
+
+Cases:
+  completions  GET /v1/models; POST /v1/completions greedy, 40 tokens, text == generate's;
+               the same streamed (SSE deltas concatenated ==, [DONE], usage chunk); a stop
+               string cuts the text before it and never leaks; token-id prompt == text prompt
+  chat         /v1/chat/completions: stories260K has no chat template -> the ChatML fallback;
+               content == /v1/completions of the ChatML-formatted prompt; streamed: role
+               chunk first, deltas ==, finish chunk, include_usage, [DONE]
+  concurrent   4 requests at once (2 streamed, 2 not), each == the reference
+  errors       bad JSON, n=2, wrong field types, logprobs, echo, multiple prompts, unknown
+               model, unknown route, oversized body (413), context exceeded: each the right
+               status and an OpenAI error object naming the field; the node stays healthy
+  notready     a swarm missing shard 1: 503 naming shard 1 (and no tokenizer on a client)
+  disconnect   a client drops mid-stream: the node stays healthy and serves the next request
+               with the reference text
+  client       a `node --client --api` (no shard) is the entry: tokenizer from the swarm,
+               same text as the reference
+  nodejs       the official OpenAI Node client (openai@4, npm into <build>/npm): chat (stream
+               and not) and completions
+"""
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "swarm"))
+import swarm_it as S  # noqa: E402
+from swarm_it import check, harness  # noqa: E402
+
+PROMPT = "Once upon a time"
+N_GEN = 40
+CHATML = "<|im_start|>user\nTell me a story.<|im_end|>\n<|im_start|>assistant\n"
+
+
+def reference(prompt=PROMPT, n=N_GEN):
+    """The completion text of single-process generate (prompt echo and the final newline cut)."""
+    r = harness.run([harness.BIN, "generate", "-m", harness.shared_model(), "-p", prompt, "-n", str(n), "--temp", "0",
+                     "-t", "1", "--no-echo"], timeout=120, check_rc=0)
+    check(r.stdout.endswith("\n"), "generate output: %r" % r.stdout[-100:])
+    return r.stdout[:-1]
+
+
+def start_node(procs, model, name, shard=None, boot=None, api=False, client=False, wait_loaded=True):
+    cache = model.cache(name, [shard] if shard is not None else [])
+    args = [harness.BIN, "node", "--model", model.torrent, "--cache", cache, "--listen", "0", "--threads", "1",
+            "--status-interval", "1000"]
+    if client:
+        args.append("--client")
+    else:
+        args += ["--shard", str(shard)]
+    if api:
+        args += ["--api", "0"]
+    if boot:
+        args += ["--bootstrap", "127.0.0.1:%d" % boot]
+    p = procs.start(name, args)
+    port = int(p.wait_for(r"listening on port (\d+)", timeout=30).group(1))
+    api_port = int(p.wait_for(r"http://127\.0\.0\.1:(\d+)/swarm/status", timeout=30).group(1)) if api else None
+    if wait_loaded and shard is not None:
+        p.wait_for(r"shard %d loaded" % shard, timeout=60)
+    return p, port, api_port
+
+
+def request(port, method, path, body=None, timeout=60, raw=None, headers=None):
+    """(status, parsed JSON or text)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    h = {"Content-Type": "application/json"}
+    h.update(headers or {})
+    c.request(method, path, body=data, headers=h)
+    r = c.getresponse()
+    text = r.read().decode("utf-8")
+    c.close()
+    try:
+        return r.status, json.loads(text)
+    except ValueError:
+        return r.status, text
+
+
+def stream(port, path, body, timeout=60):
+    """POST with stream: the parsed chunks (JSON), and whether [DONE] ended it; checks the framing."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c.request("POST", path, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    if r.status != 200:
+        harness.fail("stream %s: status %d: %s" % (path, r.status, r.read()[:500]))
+    check(r.getheader("Content-Type", "").startswith("text/event-stream"), "content type %r" % r.getheader("Content-Type"))
+    raw = r.read()
+    c.close()
+    text = raw.decode("utf-8")  # every chunk valid UTF-8
+    events = text.split("\n\n")
+    check(events[-1] == "", "the stream ends with a blank line: %r" % text[-80:])
+    chunks, done = [], False
+    for ev in events[:-1]:
+        check(ev.startswith("data: "), "an SSE event without 'data: ': %r" % ev[:100])
+        payload = ev[6:]
+        if payload == "[DONE]":
+            done = True
+            continue
+        check(not done, "data after [DONE]")
+        chunks.append(json.loads(payload))
+    check(done, "no [DONE] at the end of the stream: %r" % text[-300:])
+    return chunks, done
+
+
+def wait_ready(port, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            st, s = request(port, "GET", "/swarm/status", timeout=5)
+            if st == 200 and s.get("ready"):
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    harness.fail("the swarm is not ready within %ss" % timeout)
+
+
+def wait_generation(port, timeout=30):
+    """Until /v1/completions answers 200 (the tokenizer came, the route is there)."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        st, r = request(port, "POST", "/v1/completions", {"prompt": PROMPT, "max_tokens": 1, "temperature": 0})
+        if st == 200:
+            return
+        last = (st, r)
+        time.sleep(0.2)
+    harness.fail("no generation within %ss: %r" % (timeout, last))
+
+
+class Swarm2:
+    """n0 (shard 0) with --api, n1 (shard 1); extra nodes on demand."""
+
+    def __init__(self, procs, shard1=True, api_on=0):
+        S.node_supported()
+        self.procs = procs
+        self.m = S.Model(harness.tmpdir("sw-oai-"), 2, source=harness.shared_model())
+        self.p0, self.boot, self.api0 = start_node(procs, self.m, "n0", 0, api=(api_on == 0))
+        self.api = self.api0
+        if shard1:
+            self.p1, _, self.api1 = start_node(procs, self.m, "n1", 1, self.boot, api=(api_on == 1))
+            if api_on == 1:
+                self.api = self.api1
+
+
+def ok_completion(r, text=None):
+    check(r["object"] == "text_completion", "object %r" % r.get("object"))
+    check(r["id"].startswith("cmpl-") and isinstance(r["created"], int) and r["model"], "id/created/model %r" % r)
+    ch = r["choices"]
+    check(len(ch) == 1 and ch[0]["index"] == 0 and ch[0]["logprobs"] is None, "choices %r" % ch)
+    check(ch[0]["finish_reason"] in ("stop", "length"), "finish_reason %r" % ch[0]["finish_reason"])
+    u = r["usage"]
+    check(u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"], "usage %r" % u)
+    if text is not None:
+        check(ch[0]["text"] == text, "text differs from single-process generate:\n ref %r\n got %r" % (text, ch[0]["text"]))
+    return ch[0]["text"]
+
+
+def case_completions():
+    ref = reference()
+    with harness.Procs() as procs:
+        sw = Swarm2(procs)
+        wait_ready(sw.api)
+        st, models = request(sw.api, "GET", "/v1/models")
+        check(st == 200 and models["object"] == "list" and len(models["data"]) == 1, "models %r" % models)
+        mdl = models["data"][0]
+        check(mdl["object"] == "model" and mdl["owned_by"] == "shardswarm" and mdl["id"] and isinstance(mdl["created"], int),
+              "model object %r" % mdl)
+        wait_generation(sw.api)
+        t0 = time.time()
+        st, r = request(sw.api, "POST", "/v1/completions",
+                        {"model": mdl["id"], "prompt": PROMPT, "max_tokens": N_GEN, "temperature": 0})
+        t_whole = time.time() - t0
+        check(st == 200, "completions: %d %r" % (st, r))
+        ok_completion(r, ref)
+        check(r["model"] == mdl["id"], "model %r" % r["model"])
+        check(r["usage"]["completion_tokens"] <= N_GEN and r["usage"]["prompt_tokens"] == 5, "usage %r" % r["usage"])
+        fin = r["choices"][0]["finish_reason"]
+        check(fin == ("length" if r["usage"]["completion_tokens"] == N_GEN else "stop"), "finish %r" % fin)
+        # the same as token ids ([1, ...] with BOS, as `tokenize` gives)
+        ids = [int(x) for x in harness.run([harness.BIN, "tokenize", "-m", harness.shared_model(), PROMPT],
+                                          check_rc=0).stdout.split() if x.lstrip("-").isdigit()]
+        st, r2 = request(sw.api, "POST", "/v1/completions", {"prompt": ids, "max_tokens": N_GEN, "temperature": 0})
+        check(st == 200, "ids prompt: %d %r" % (st, r2))
+        ok_completion(r2, ref)
+        # streamed
+        t0 = time.time()
+        chunks, done = stream(sw.api, "/v1/completions", {"prompt": PROMPT, "max_tokens": N_GEN, "temperature": 0,
+                                                          "stream": True, "stream_options": {"include_usage": True}})
+        t_stream = time.time() - t0
+        check(done, "no [DONE]")
+        texts = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+        check(texts == ref, "streamed text differs:\n ref %r\n got %r" % (ref, texts))
+        check(all(c["object"] == "text_completion" and c["id"] == chunks[0]["id"] for c in chunks), "chunk ids/objects")
+        fins = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+        check(fins[-1] in ("stop", "length") and all(f is None for f in fins[:-1]), "finish reasons %r" % fins)
+        check(chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == r["usage"]["completion_tokens"],
+              "usage chunk %r" % chunks[-1])
+        check(len(chunks) > 10, "the text came in pieces (%d chunks)" % len(chunks))
+        # a stop string: the text before it, nothing of it
+        word = ref.split()[3]
+        cut = ref.index(word)
+        st, r3 = request(sw.api, "POST", "/v1/completions",
+                         {"prompt": PROMPT, "max_tokens": N_GEN, "temperature": 0, "stop": [word, "zzzz"]})
+        check(st == 200, "stop: %d %r" % (st, r3))
+        ok_completion(r3, ref[:cut])
+        check(r3["choices"][0]["finish_reason"] == "stop", "stop finish %r" % r3["choices"][0])
+        chunks, done = stream(sw.api, "/v1/completions", {"prompt": PROMPT, "max_tokens": N_GEN, "temperature": 0,
+                                                          "stop": word, "stream": True})
+        texts = "".join(c["choices"][0]["text"] for c in chunks)
+        check(texts == ref[:cut] and done, "streamed with stop %r: %r" % (word, texts))
+        # sampling with a seed is repeatable
+        body = {"prompt": PROMPT, "max_tokens": 20, "temperature": 0.9, "top_k": 40, "seed": 7}
+        a = request(sw.api, "POST", "/v1/completions", body)[1]
+        b = request(sw.api, "POST", "/v1/completions", body)[1]
+        check(a["choices"][0]["text"] == b["choices"][0]["text"], "seeded sampling differs: %r / %r" % (a, b))
+        print("completions: %d chars identical to generate (whole %.0f ms, streamed %.0f ms); stop %r cut at %d"
+              % (len(ref), t_whole * 1e3, t_stream * 1e3, word, cut), file=sys.stderr)
+
+
+def case_chat():
+    with harness.Procs() as procs:
+        sw = Swarm2(procs)
+        wait_ready(sw.api)
+        wait_generation(sw.api)
+        msgs = [{"role": "user", "content": [{"type": "text", "text": "Tell me a story."}]}]
+        st, r = request(sw.api, "POST", "/v1/chat/completions", {"messages": msgs, "max_tokens": 30, "temperature": 0})
+        check(st == 200, "chat: %d %r" % (st, r))
+        check(r["object"] == "chat.completion" and r["id"].startswith("chatcmpl-"), "object %r" % r)
+        ch = r["choices"][0]
+        check(ch["message"]["role"] == "assistant" and isinstance(ch["message"]["content"], str), "message %r" % ch)
+        check(ch["finish_reason"] in ("stop", "length"), "finish %r" % ch)
+        # no chat template in stories260K: the documented ChatML fallback, i.e. the same as
+        # completing the ChatML text
+        st, c = request(sw.api, "POST", "/v1/completions", {"prompt": CHATML, "max_tokens": 30, "temperature": 0})
+        check(st == 200, "completions of ChatML: %d %r" % (st, c))
+        check(ch["message"]["content"] == c["choices"][0]["text"],
+              "chat != completions of the ChatML prompt:\n %r\n %r" % (ch["message"]["content"], c["choices"][0]["text"]))
+        check(r["usage"] == c["usage"], "usage %r vs %r" % (r["usage"], c["usage"]))
+        chunks, done = stream(sw.api, "/v1/chat/completions",
+                              {"messages": [{"role": "system", "content": "x"}, {"role": "user", "content": "Tell me a story."}][1:],
+                               "max_tokens": 30, "temperature": 0, "stream": True,
+                               "stream_options": {"include_usage": True}})
+        check(done, "no [DONE]")
+        check(all(k["object"] == "chat.completion.chunk" for k in chunks), "chunk objects")
+        check(chunks[0]["choices"][0]["delta"].get("role") == "assistant", "first delta %r" % chunks[0])
+        body = [k for k in chunks if k["choices"]]
+        text = "".join(k["choices"][0]["delta"].get("content", "") for k in body)
+        check(text == ch["message"]["content"], "streamed chat differs:\n %r\n %r" % (text, ch["message"]["content"]))
+        check(body[-1]["choices"][0]["finish_reason"] == ch["finish_reason"] and body[-1]["choices"][0]["delta"] == {},
+              "final chunk %r" % body[-1])
+        check(all(k["choices"][0]["finish_reason"] is None for k in body[:-1]), "early finish reasons")
+        check(chunks[-1]["choices"] == [] and chunks[-1]["usage"] == r["usage"], "usage chunk %r" % chunks[-1])
+        check(all("usage" in k and k["usage"] is None for k in chunks[:-1]), "usage: null on every other chunk")
+        print("chat: ChatML fallback, %d chars, == completions of the ChatML text, streamed ==" % len(text), file=sys.stderr)
+
+
+def case_concurrent():
+    ref = reference()
+    with harness.Procs() as procs:
+        sw = Swarm2(procs)
+        wait_ready(sw.api)
+        wait_generation(sw.api)
+        results = [None] * 4
+
+        def one(i):
+            try:
+                body = {"prompt": PROMPT, "max_tokens": N_GEN, "temperature": 0}
+                if i % 2:
+                    body["stream"] = True
+                    chunks, done = stream(sw.api, "/v1/completions", body)
+                    results[i] = "".join(c["choices"][0]["text"] for c in chunks) if done else None
+                else:
+                    st, r = request(sw.api, "POST", "/v1/completions", body)
+                    results[i] = r["choices"][0]["text"] if st == 200 else ("HTTP %d %r" % (st, r))
+            except Exception as e:  # reported below
+                results[i] = "exception %r" % e
+
+        t0 = time.time()
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(120)
+        dt = time.time() - t0
+        for i, r in enumerate(results):
+            check(r == ref, "request %d differs:\n ref %r\n got %r" % (i, ref, r))
+        print("concurrent: 4 requests identical to generate in %.0f ms" % (dt * 1e3), file=sys.stderr)
+
+
+def expect_error(port, path, body, status, param, raw=None, what=None):
+    st, r = request(port, "POST", path, body, raw=raw)
+    check(st == status, "%s: status %d (want %d): %r" % (what or body, st, status, r))
+    check(isinstance(r, dict) and isinstance(r.get("error"), dict), "%s: not an error object: %r" % (what or body, r))
+    e = r["error"]
+    check(set(e) >= {"message", "type", "param", "code"} and e["message"], "%s: error fields %r" % (what or body, e))
+    if param is not None:
+        check(e["param"] == param, "%s: param %r (want %r)" % (what or body, e["param"], param))
+    return e
+
+
+def case_errors():
+    with harness.Procs() as procs:
+        sw = Swarm2(procs)
+        wait_ready(sw.api)
+        wait_generation(sw.api)
+        C, CH = "/v1/completions", "/v1/chat/completions"
+        expect_error(sw.api, C, None, 400, None, raw=b"{not json", what="bad JSON")
+        expect_error(sw.api, C, None, 400, None, raw=b"[1,2]", what="not an object")
+        expect_error(sw.api, C, None, 400, None, raw=b"[" * 5000, what="deep nesting")
+        expect_error(sw.api, C, {"prompt": PROMPT, "n": 2}, 400, "n")
+        expect_error(sw.api, C, {"prompt": [PROMPT, PROMPT]}, 400, "prompt")
+        expect_error(sw.api, C, {}, 400, "prompt")
+        expect_error(sw.api, C, {"prompt": 5}, 400, "prompt")
+        expect_error(sw.api, C, {"prompt": PROMPT, "max_tokens": "ten"}, 400, "max_tokens")
+        expect_error(sw.api, C, {"prompt": PROMPT, "temperature": "hot"}, 400, "temperature")
+        expect_error(sw.api, C, {"prompt": PROMPT, "temperature": 3}, 400, "temperature")
+        expect_error(sw.api, C, {"prompt": PROMPT, "stream": "yes"}, 400, "stream")
+        expect_error(sw.api, C, {"prompt": PROMPT, "stop": [1]}, 400, "stop")
+        expect_error(sw.api, C, {"prompt": PROMPT, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop")
+        expect_error(sw.api, C, {"prompt": PROMPT, "logprobs": 2}, 400, "logprobs")
+        expect_error(sw.api, C, {"prompt": PROMPT, "echo": True}, 400, "echo")
+        expect_error(sw.api, C, {"prompt": PROMPT, "stream_options": {"include_usage": True}}, 400, "stream_options")
+        expect_error(sw.api, C, {"prompt": [1, 999999]}, 400, "prompt")
+        expect_error(sw.api, C, {"prompt": PROMPT, "max_tokens": 5000}, 400, "max_tokens")
+        e = expect_error(sw.api, C, {"prompt": PROMPT, "model": "gpt-4"}, 404, "model")
+        check(e["code"] == "model_not_found", "code %r" % e)
+        expect_error(sw.api, CH, {"messages": []}, 400, "messages")
+        expect_error(sw.api, CH, {"messages": [{"role": "tool", "content": "x"}]}, 400, "messages[0].role")
+        expect_error(sw.api, CH, {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+                     400, "messages[0].content[0].type")
+        expect_error(sw.api, CH, {"messages": [{"role": "user", "content": 7}]}, 400, "messages[0].content")
+        expect_error(sw.api, CH, {"messages": [{"role": "user", "content": "x"}], "logprobs": True}, 400, "logprobs")
+        expect_error(sw.api, CH, {"messages": [{"role": "user", "content": "x"}],
+                                  "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools")
+        big = json.dumps({"prompt": "a" * (1100 * 1024)}).encode()
+        expect_error(sw.api, C, None, 413, None, raw=big, what="a 1.1 MiB body")
+        st, r = request(sw.api, "GET", "/v1/nothing")
+        check(st == 404 and r["error"]["message"], "unknown route: %d %r" % (st, r))
+        st, r = request(sw.api, "GET", "/v1/completions")
+        check(st == 405 and isinstance(r.get("error"), dict), "GET on a POST route: %d %r" % (st, r))
+        # still healthy, still generating
+        check(sw.p0.alive() and request(sw.api, "GET", "/health")[0] == 200, "the node is not healthy after bad input")
+        st, r = request(sw.api, "POST", C, {"prompt": PROMPT, "max_tokens": 3, "temperature": 0})
+        check(st == 200, "a good request after the bad ones: %d %r" % (st, r))
+        print("errors: every bad request answered with its status and an error naming the field", file=sys.stderr)
+
+
+def case_notready():
+    with harness.Procs() as procs:
+        sw = Swarm2(procs, shard1=False)  # shard 1 has no node
+        deadline = time.time() + 30
+        e = None
+        while time.time() < deadline:  # the tokenizer comes from our own shard at once
+            st, r = request(sw.api, "POST", "/v1/completions", {"prompt": PROMPT, "max_tokens": 5})
+            if st == 503 and "shard 1" in r["error"]["message"]:
+                e = r["error"]
+                break
+            time.sleep(0.2)
+        check(e is not None, "no 503 naming shard 1: %d %r" % (st, r))
+        st, r = request(sw.api, "POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
+                                                                  "stream": True})
+        check(st == 503 and "shard 1" in r["error"]["message"], "streamed: %d %r" % (st, r))
+        # a light client with no loaded node anywhere to give it a tokenizer: 503 "no tokenizer"
+        pc, _, apic = start_node(procs, sw.m, "c0", client=True, boot=None, api=True)
+        st, r = request(apic, "POST", "/v1/completions", {"prompt": PROMPT})
+        check(st == 503 and r["error"]["message"], "client without tokenizer: %d %r" % (st, r))
+        check(sw.p0.alive(), "node died")
+        print("notready: 503 %r" % e["message"], file=sys.stderr)
+
+
+def case_disconnect():
+    ref = reference()
+    with harness.Procs() as procs:
+        sw = Swarm2(procs)
+        wait_ready(sw.api)
+        wait_generation(sw.api)
+        for k in range(3):
+            s = socket.create_connection(("127.0.0.1", sw.api), timeout=10)
+            body = json.dumps({"prompt": PROMPT, "max_tokens": 2000, "temperature": 0.8, "stream": True,
+                               "stop": [], "seed": k}).encode()
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            got = b""
+            while got.count(b"data: ") < 3:
+                d = s.recv(4096)
+                check(d, "the stream ended early: %r" % got[:500])
+                got += d
+            s.close()  # mid-stream
+        time.sleep(0.5)
+        check(sw.p0.alive() and sw.p1.alive(), "a node died after a client left mid-stream")
+        st, r = request(sw.api, "POST", "/v1/completions", {"prompt": PROMPT, "max_tokens": N_GEN, "temperature": 0})
+        check(st == 200, "after disconnects: %d %r" % (st, r))
+        ok_completion(r, ref)
+        # the node cancelled the sessions: its stage has none left after a moment
+        deadline = time.time() + 10
+        q = None
+        while time.time() < deadline:
+            q = request(sw.api, "GET", "/swarm/status")[1]["self"].get("queue")
+            if q == 0:
+                break
+            time.sleep(0.2)
+        check(q == 0, "sessions left at the stage after the clients left: %r" % q)
+        print("disconnect: 3 streams dropped mid-way, node healthy, next request identical", file=sys.stderr)
+
+
+def case_client():
+    ref = reference()
+    with harness.Procs() as procs:
+        sw = Swarm2(procs, api_on=None)
+        pc, _, apic = start_node(procs, sw.m, "c0", client=True, boot=sw.boot, api=True)
+        wait_ready(apic)
+        wait_generation(apic)
+        st, r = request(apic, "POST", "/v1/completions", {"prompt": PROMPT, "max_tokens": N_GEN, "temperature": 0})
+        check(st == 200, "client entry: %d %r" % (st, r))
+        ok_completion(r, ref)
+        chunks, done = stream(apic, "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}],
+                                                             "max_tokens": 10, "stream": True})
+        check(done and chunks, "client chat stream")
+        check("tokenizer from node" in pc.output(), "the client's log does not say where the tokenizer came from")
+        print("client: a --client --api entry (tokenizer from the swarm) gives the reference text", file=sys.stderr)
+
+
+NODE_JS = r"""
+const OpenAI = require(process.env.OPENAI_MODULE);
+const client = new OpenAI({ baseURL: process.env.BASE_URL, apiKey: "x" });
+(async () => {
+  const models = await client.models.list();
+  const id = models.data[0].id;
+  const c = await client.completions.create({ model: id, prompt: "Once upon a time", max_tokens: 40, temperature: 0 });
+  const chat = await client.chat.completions.create({ model: id, messages: [{ role: "user", content: "Tell me a story." }],
+                                                      max_tokens: 30, temperature: 0 });
+  const s = await client.chat.completions.create({ model: id, messages: [{ role: "user", content: "Tell me a story." }],
+                                                   max_tokens: 30, temperature: 0, stream: true,
+                                                   stream_options: { include_usage: true } });
+  let text = "", role = null, finish = null, usage = null;
+  for await (const chunk of s) {
+    if (chunk.usage) usage = chunk.usage;
+    for (const ch of chunk.choices) {
+      if (ch.delta.role) role = ch.delta.role;
+      if (ch.delta.content) text += ch.delta.content;
+      if (ch.finish_reason) finish = ch.finish_reason;
+    }
+  }
+  let err = null;
+  try { await client.completions.create({ model: id, prompt: "x", n: 2 }); } catch (e) { err = { status: e.status, param: e.param }; }
+  console.log(JSON.stringify({ id, completion: c.choices[0].text, completion_usage: c.usage,
+                               chat: chat.choices[0].message.content, chat_finish: chat.choices[0].finish_reason,
+                               stream_text: text, stream_role: role, stream_finish: finish, stream_usage: usage, err }));
+})().catch((e) => { console.error("FAILED", e); process.exit(1); });
+"""
+
+
+def openai_module():
+    build = os.environ.get("SW_BUILD_DIR") or os.path.dirname(harness.BIN)
+    prefix = os.path.join(build, "npm")
+    mod = os.path.join(prefix, "node_modules", "openai")
+    if not os.path.exists(os.path.join(mod, "package.json")):
+        if not shutil.which("npm") or not shutil.which("node"):
+            harness.skip("node/npm not installed: the official OpenAI client test is skipped")
+        r = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", prefix, "openai@4"],
+                           capture_output=True, text=True, timeout=240)
+        if r.returncode != 0 or not os.path.exists(os.path.join(mod, "package.json")):
+            harness.skip("npm install openai@4 failed (registry unreachable?): %s" % r.stderr.strip()[-400:])
+    return mod
+
+
+def case_nodejs():
+    mod = openai_module()
+    ref = reference()
+    with harness.Procs() as procs:
+        sw = Swarm2(procs)
+        wait_ready(sw.api)
+        wait_generation(sw.api)
+        st, chat_ref = request(sw.api, "POST", "/v1/completions", {"prompt": CHATML, "max_tokens": 30, "temperature": 0})
+        chat_text = chat_ref["choices"][0]["text"]
+        env = dict(os.environ, OPENAI_MODULE=mod, BASE_URL="http://127.0.0.1:%d/v1" % sw.api)
+        r = subprocess.run(["node", "-e", NODE_JS], capture_output=True, text=True, timeout=120, env=env)
+        check(r.returncode == 0, "the node script failed:\n%s\n%s" % (r.stdout[-2000:], r.stderr[-3000:]))
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        check(out["completion"] == ref, "completions.create: %r != %r" % (out["completion"], ref))
+        check(out["completion_usage"]["prompt_tokens"] == 5, "usage %r" % out["completion_usage"])
+        check(out["chat"] == chat_text, "chat.completions.create: %r != %r" % (out["chat"], chat_text))
+        check(out["stream_text"] == chat_text and out["stream_role"] == "assistant" and out["stream_finish"]
+              in ("stop", "length"), "stream: %r" % out)
+        check(out["stream_usage"] and out["stream_usage"]["completion_tokens"] > 0, "stream usage %r" % out)
+        check(out["err"] == {"status": 400, "param": "n"}, "error from the client: %r" % out["err"])
+        print("nodejs: openai@4 models/completions/chat (stream and not) all as expected", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    cases = {"completions": case_completions, "chat": case_chat, "concurrent": case_concurrent, "errors": case_errors,
+             "notready": case_notready, "disconnect": case_disconnect, "client": case_client, "nodejs": case_nodejs}
+    if len(sys.argv) != 2 or sys.argv[1] not in cases:
+        print("usage: openai_it.py %s" % "|".join(cases), file=sys.stderr)
+        sys.exit(2)
+    harness.main(cases[sys.argv[1]])
