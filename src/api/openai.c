@@ -517,7 +517,7 @@ int sw_api_oai_parse(int chat, const uint8_t *body, size_t len, struct sw_api_oa
         return err_set(err, 413, "invalid_request_error", NULL, NULL, "the body is over %u bytes", SW_API_OAI_MAX_BODY);
     if (!json_depth_ok(body, len)) return BAD(err, NULL, "the JSON body nests deeper than %d levels", MAX_DEPTH);
     json_error_t je;
-    json_t *o = json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *o = json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     if (!o) return BAD(err, NULL, "the body is not valid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
     int rc = json_is_object(o) ? parse_fields(chat, o, out, err) : BAD(err, NULL, "the body must be a JSON object");
     json_decref(o);
