@@ -35,6 +35,8 @@ void sw_node_set_change_handler(struct sw_node *n, sw_node_change_fn fn, void *u
 void sw_node_set_stage_release(struct sw_node *n, sw_node_release_fn fn, void *ud) { (void)n; (void)fn; (void)ud; }
 void sw_node_set_peer_handler(struct sw_node *n, sw_node_peer_fn fn, void *ud) { (void)n; (void)fn; (void)ud; }
 void sw_node_set_queue(struct sw_node *n, uint32_t queue) { (void)n; (void)queue; }
+void sw_node_set_status_extra(struct sw_node *n, void (*fn)(void *ud, struct json_t *root), void *ud)
+{ (void)n; (void)fn; (void)ud; }
 void sw_node_set_api_addr(struct sw_node *n, const char *host, uint16_t port) { (void)n; (void)host; (void)port; }
 int sw_node_submit_load(struct sw_node *n, const uint8_t *wire, size_t len, char *reason, size_t reason_len)
 { (void)n; (void)wire; (void)len; (void)reason; (void)reason_len; return SW_EUNSUPPORTED; }
@@ -201,6 +203,8 @@ struct sw_node {
     int handles_open;
     uint64_t started_ms, first_peer_ms, last_refresh, last_ping, last_poll, last_rejoin,
         last_status, last_getpeers, last_json;
+    void (*status_extra)(void *ud, struct json_t *root); /* adds to the status JSON (loop thread) */
+    void *status_extra_ud;
     int replan_target;
     uint64_t replan_since;
 
@@ -1513,9 +1517,9 @@ static void on_tick(uv_timer_t *h)
         n->measure_pending = 0;
         start_measure(n);
     }
-    if ((n->phase == SW_PHASE_FETCHING || n->json_stale) && now - n->last_json >= 1000) {
+    if (now - n->last_json >= 1000) {
         n->json_stale = 0;
-        rebuild_json(n); /* progress numbers; the status line only changes on real events */
+        rebuild_json(n); /* progress numbers and counters; the status line only changes on real events */
     }
     if (n->dirty) node_changed(n);
     else if (now - n->last_status >= (n->cfg.status_interval_ms ? n->cfg.status_interval_ms : 5000)) status_line(n, 1);
@@ -1654,6 +1658,17 @@ static void rebuild_json(struct sw_node *n)
         json_object_set_new(d, "packets_in", json_integer((json_int_t)ds.packets_in));
         json_object_set_new(root, "dht", d);
     }
+    struct sw_bt_progress bp;
+    if (n->t && !sw_bt_torrent_progress(n->t, -1, &bp)) { /* this session's BitTorrent totals */
+        json_t *b = json_object();
+        json_object_set_new(b, "downloaded_bytes", json_integer((json_int_t)bp.downloaded));
+        json_object_set_new(b, "uploaded_bytes", json_integer((json_int_t)bp.uploaded));
+        json_object_set_new(b, "download_bps", json_real(bp.rate_bps));
+        json_object_set_new(b, "upload_bps", json_real(bp.upload_bps));
+        json_object_set_new(b, "peers", json_integer(sw_bt_torrent_n_peers(n->t)));
+        json_object_set_new(root, "bt", b);
+    }
+    if (n->status_extra) n->status_extra(n->status_extra_ud, root); /* e.g. "pipeline" */
     char *text = json_dumps(root, JSON_COMPACT);
     json_decref(root);
     if (!text) return;
@@ -1982,6 +1997,13 @@ void sw_node_set_api_addr(struct sw_node *n, const char *host, uint16_t port)
     n->cfg.api_port = port;
     n->cap.api_addr[0] = 0;
     publish(n, 1);
+}
+
+void sw_node_set_status_extra(struct sw_node *n, void (*fn)(void *ud, struct json_t *root), void *ud)
+{
+    if (!n) return;
+    n->status_extra = fn;
+    n->status_extra_ud = ud;
 }
 
 void sw_node_set_queue(struct sw_node *n, uint32_t queue)

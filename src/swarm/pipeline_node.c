@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <jansson.h>
 #include <uv.h>
 
 #include "infer/infer.h"
@@ -74,6 +75,7 @@ struct sw_pipe_node {
     struct work *dh, *dt;      /* inline jobs run, waiting for on_idle */
     uint64_t inline_max_us;
     uint64_t last_run_us;      /* duration of the last job (either path); 0: none yet */
+    uint64_t steps, compute_us; /* compute jobs finished, and their run time in all */
     struct rel *rels;          /* sw_pipe_node_release_stage callbacks waiting for works == 0 */
     /* requests from other threads */
     uv_async_t async;
@@ -147,6 +149,8 @@ static void work_finished(struct work *w)
     struct sw_pipe_node *pn = w->pn;
     pn->works--;
     pn->last_run_us = w->run_us ? w->run_us : 1;
+    pn->steps++;
+    pn->compute_us += w->run_us;
     sw_pipe_job_done(pn->pipe, w->j, sw_time_us());
     free(w);
     update_queue(pn);
@@ -203,6 +207,31 @@ static int h_submit(void *ud, struct sw_pipe_job *j)
     }
     pn->works++;
     return 0;
+}
+
+/* The status JSON's "pipeline" section (node loop thread, like every engine call). */
+static void status_extra(void *ud, struct json_t *root)
+{
+    struct sw_pipe_node *pn = ud;
+    struct sw_pipe_stats st = sw_pipe_stats(pn->pipe);
+    json_t *o = json_object();
+    json_object_set_new(o, "stage_sessions", json_integer(st.stage_sessions));
+    json_object_set_new(o, "entry_sessions", json_integer(st.entry_sessions));
+    json_object_set_new(o, "sessions_opened", json_integer((json_int_t)st.sessions_opened));
+    json_object_set_new(o, "sessions_refused", json_integer((json_int_t)st.sessions_refused));
+    json_object_set_new(o, "sessions_evicted", json_integer((json_int_t)st.sessions_evicted));
+    json_object_set_new(o, "failovers", json_integer((json_int_t)st.failovers));
+    json_object_set_new(o, "replays", json_integer((json_int_t)st.replays));
+    json_object_set_new(o, "compute_steps", json_integer((json_int_t)pn->steps));
+    json_object_set_new(o, "compute_seconds", json_real((double)pn->compute_us / 1e6));
+    json_object_set_new(o, "batched_steps", json_integer((json_int_t)st.batched_jobs));
+    json_object_set_new(o, "tokens_computed", json_integer((json_int_t)st.tokens_computed));
+    json_object_set_new(o, "kept_bytes", json_integer((json_int_t)st.kept_bytes));
+    json_object_set_new(o, "messages_in", json_integer((json_int_t)st.msgs_in));
+    json_object_set_new(o, "messages_malformed", json_integer((json_int_t)st.malformed));
+    json_object_set_new(o, "errors_sent", json_integer((json_int_t)st.errors_sent));
+    json_object_set_new(o, "headers_served", json_integer((json_int_t)st.headers_served));
+    json_object_set_new(root, "pipeline", o);
 }
 
 static int usable(const struct sw_view_node *vn)
@@ -466,6 +495,7 @@ int sw_pipe_node_attach(struct sw_node *n, const struct sw_pipe_node_opts *opts,
     uv_timer_start(&pn->tick, on_tick, TICK_MS, TICK_MS);
     sw_node_set_pipe_handler(n, on_pipe_msg, pn);
     sw_node_set_change_handler(n, on_change, pn);
+    sw_node_set_status_extra(n, status_extra, pn);
     sw_node_set_stage_release(n, on_stage_release, pn);
     *out = pn;
     return 0;
@@ -578,6 +608,7 @@ void sw_pipe_node_detach(struct sw_pipe_node *pn, void (*done)(void *ud), void *
     pn->done = done;
     pn->done_ud = ud;
     sw_node_set_pipe_handler(pn->node, NULL, NULL);
+    sw_node_set_status_extra(pn->node, NULL, NULL);
     sw_node_set_change_handler(pn->node, pn->chain_fn, pn->chain_ud);
     uv_timer_stop(&pn->tick);
     uv_timer_stop(&pn->self_timer);

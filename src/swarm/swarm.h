@@ -336,6 +336,10 @@ void sw_node_set_api_addr(struct sw_node *n, const char *host, uint16_t port);
 /* Sessions waiting at this node (the record's `q`, a tie-break for the best node); the
  * record is re-signed and pushed when the value changes. */
 void sw_node_set_queue(struct sw_node *n, uint32_t queue);
+/* Called on the loop thread each time the status JSON is rebuilt (about every second and on
+ * changes) with its root object (a jansson json_t), to add sections such as "pipeline". */
+struct json_t;
+void sw_node_set_status_extra(struct sw_node *n, void (*fn)(void *ud, struct json_t *root), void *ud);
 /* Receives SW_MSG_PIPE payloads (kind byte included, borrowed for the call). */
 typedef void (*sw_node_pipe_fn)(void *ud, const uint8_t from[SW_NODE_ID_LEN],
                                 const uint8_t *payload, size_t len);

@@ -3,13 +3,15 @@
 
 Four `shardswarm node` processes on a 4-way split of stories260K, each with 2 threads and
 `--machine-cores 2 --cores-dir D` (a folder of this test): 4 concurrent sessions, each
-equal to single-process generation; the lock files are in D; /swarm/status shows the lease.
+equal to single-process generation; the lock files are in D; /swarm/status shows the lease
+and the "pipeline" counters of every stage.
 Then the flag's errors: `--machine-cores 0` is a usage error naming the flag, and a lease
 folder that cannot be made is a warning (the node computes on with its own threads).
 """
 import json
 import os
 import sys
+import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -44,9 +46,17 @@ def main():
                                "-n", "40", "--temp", "0", "--ids", "--ignore-eos", "-t", "1"], timeout=60, check_rc=0)
             got = P.client_ids(c)
             check(got == ref.stdout.split(), "session %d differs:\n ref %s\n got %s" % (i, ref.stdout.split(), got))
+        time.sleep(1.2)  # the status JSON is rebuilt about every second
         for name, n in nodes.items():
-            cl = status(n.api)["self"].get("core_lease")
+            st = status(n.api)
+            cl = st["self"].get("core_lease")
             check(cl and cl["budget"] == 2 and cl["dir"] == d and cl["waits"] >= 0, "%s core_lease: %s" % (name, cl))
+            pl = st.get("pipeline") or {}
+            # every stage saw the 4 sessions and computed their 4 x (prompt + 40) positions
+            check(pl.get("sessions_opened", 0) >= 4 and pl.get("compute_steps", 0) > 0 and
+                  pl.get("tokens_computed", 0) >= 4 * 40 and pl.get("compute_seconds", -1) >= 0,
+                  "%s pipeline counters: %s" % (name, pl))
+            check("bt" in st and st["bt"]["uploaded_bytes"] >= 0, "%s bt section: %s" % (name, st.get("bt")))
         # flag errors
         r = harness.run([harness.BIN, "node", "--model", m.torrent, "--cache", d, "--machine-cores", "0"], timeout=30)
         check(r.returncode == 2 and "--machine-cores" in r.stderr, "--machine-cores 0: rc %s %s" % (r.returncode, r.stderr))
