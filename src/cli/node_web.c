@@ -2,8 +2,7 @@
  * (web/, embedded at build time) on a node's HTTP API. Every figure comes from the node's
  * status snapshot (sw_node_status_json: rebuilt on the loop thread, copied under a lock), the
  * same document /swarm/status serves, plus this process's own RSS/CPU/start time; so these
- * handlers touch nothing of the node's loop. Not for: figures the status does not carry yet
- * (pipeline and BitTorrent byte counters: docs/api.md "Dashboard and metrics" lists them). */
+ * handlers touch nothing of the node's loop. Not for: figures the status does not carry. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -335,6 +334,42 @@ int sw_cli_metrics_text(const char *status_json, struct sw_buf *b)
         one(b, dht, "nodes", 1, "shardswarm_dht_nodes", "gauge", "Nodes in the DHT routing table.");
         one(b, dht, "good_nodes", 1, "shardswarm_dht_good_nodes", "gauge", "Good nodes (BEP 5) in the DHT routing table.");
         one(b, dht, "packets_in", 1, "shardswarm_dht_packets_received_total", "counter", "DHT (KRPC) packets received.");
+    }
+    const json_t *bt = json_object_get(root, "bt");
+    if (json_is_object(bt)) {
+        one(b, bt, "downloaded_bytes", 1, "shardswarm_bt_downloaded_bytes_total", "counter",
+            "BitTorrent payload bytes received this session (all files).");
+        one(b, bt, "uploaded_bytes", 1, "shardswarm_bt_uploaded_bytes_total", "counter",
+            "BitTorrent payload bytes sent to peers this session.");
+        one(b, bt, "download_bps", 1, "shardswarm_bt_download_rate_bytes_per_second", "gauge",
+            "BitTorrent download rate (5 s window).");
+        one(b, bt, "upload_bps", 1, "shardswarm_bt_upload_rate_bytes_per_second", "gauge",
+            "BitTorrent upload rate.");
+        one(b, bt, "peers", 1, "shardswarm_bt_peers", "gauge", "Connected BitTorrent peers.");
+    }
+    const json_t *pl = json_object_get(root, "pipeline");
+    if (json_is_object(pl)) {
+        static const struct {
+            const char *key, *name, *type, *help;
+        } pm[] = {
+            { "entry_sessions", "shardswarm_entry_sessions", "gauge", "Sessions this node opened as an entry, open now." },
+            { "sessions_opened", "shardswarm_stage_sessions_opened_total", "counter", "Sessions opened on this node's stage." },
+            { "sessions_refused", "shardswarm_stage_sessions_refused_total", "counter",
+              "Sessions this stage refused (limits: --max-sessions, --max-kv-mb)." },
+            { "sessions_evicted", "shardswarm_stage_sessions_evicted_total", "counter", "Idle sessions evicted from this stage." },
+            { "failovers", "shardswarm_failovers_total", "counter", "Sessions moved to a replica after a stage failed." },
+            { "replays", "shardswarm_replays_total", "counter", "Replays of kept inputs to a replica (failover)." },
+            { "compute_steps", "shardswarm_compute_steps_total", "counter", "Compute steps run by this node's stage." },
+            { "compute_seconds", "shardswarm_compute_seconds_total", "counter", "Run time of this stage's compute steps." },
+            { "batched_steps", "shardswarm_compute_batched_steps_total", "counter",
+              "Compute steps that carried several sessions at once." },
+            { "tokens_computed", "shardswarm_stage_tokens_total", "counter",
+              "Token positions this stage computed (prompt and generated)." },
+            { "kept_bytes", "shardswarm_stage_kept_bytes", "gauge", "Inputs kept for failover replays, bytes." },
+            { "messages_malformed", "shardswarm_pipeline_messages_malformed_total", "counter",
+              "Pipeline messages refused as malformed." },
+        };
+        for (size_t k = 0; k < sizeof pm / sizeof pm[0]; k++) one(b, pl, pm[k].key, 1, pm[k].name, pm[k].type, pm[k].help);
     }
     json_decref(root);
     process_metrics(b);
