@@ -240,6 +240,12 @@ def case_metrics():
             r1 = value(f, "shardswarm_records_total", result="accepted")
             check(r1 > r0, "%s: records accepted did not grow when the client joined (%s -> %s)" % (name, r0, r1))
             check(value(f, "shardswarm_swarm_ready") == 1, "%s: still ready" % name)
+            # both stages computed the session: pipeline counters from the status "pipeline"
+            s0 = value(before[name], "shardswarm_compute_steps_total")
+            s1 = value(f, "shardswarm_compute_steps_total")
+            check(s1 > s0, "%s: compute steps did not grow across a generation (%s -> %s)" % (name, s0, s1))
+            check(value(f, "shardswarm_stage_sessions_opened_total") >= 1, "%s: no session opened" % name)
+            check(value(f, "shardswarm_bt_peers") is not None, "%s: no BitTorrent figures" % name)
             print("%s: cpu %.4f -> %.4f s, records accepted %d -> %d, %d families" % (
                 name, cpu0, cpu1, r0, r1, len(f)), file=sys.stderr)
 
