@@ -498,9 +498,63 @@ def case_nodejs():
         print("nodejs: openai@4 models/completions/chat (stream and not) all as expected", file=sys.stderr)
 
 
+def case_measure():
+    """Not a test (not registered): time to first byte and tokens/s through the API (streamed,
+    per request, from the client's side) vs `generate --swarm` (its own --json-timings) on
+    the same 2-node swarm, medians of 5 alternating runs. `python3 openai_it.py measure`."""
+    n = int(os.environ.get("SW_MEASURE_TOKENS", "200"))
+    with harness.Procs() as procs:
+        sw = Swarm2(procs)
+        wait_ready(sw.api)
+        wait_generation(sw.api)
+        api_ttfb, api_tps, api_total, gen_ttft, gen_tps = [], [], [], [], []
+        for _ in range(5):
+            c = http.client.HTTPConnection("127.0.0.1", sw.api, timeout=60)
+            body = json.dumps({"prompt": PROMPT, "max_tokens": n, "temperature": 0, "stream": True,
+                               "stream_options": {"include_usage": True}}).encode()
+            t0 = time.perf_counter()
+            c.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            first = last = None
+            usage = None
+            buf = b""
+            while True:
+                d = r.read1(65536)
+                if not d:
+                    break
+                now = time.perf_counter()
+                buf += d
+                while b"\n\n" in buf:
+                    ev, buf = buf.split(b"\n\n", 1)
+                    if ev == b"data: [DONE]":
+                        continue
+                    ch = json.loads(ev[6:])
+                    if ch.get("usage"):
+                        usage = ch["usage"]
+                    if ch["choices"] and ch["choices"][0]["text"]:
+                        first = first or now
+                        last = now
+            c.close()
+            k = usage["completion_tokens"]
+            api_ttfb.append((first - t0) * 1e3)
+            api_tps.append((k - 1) / (last - first) if last > first else 0)
+            api_total.append((time.perf_counter() - t0) * 1e3)
+            g = harness.run([harness.BIN, "generate", "--swarm", "--bootstrap", "127.0.0.1:%d" % sw.boot, "--model",
+                             sw.m.torrent, "--tokenizer", harness.shared_model(), "-p", PROMPT, "-n", str(n), "--temp",
+                             "0", "--json-timings"], timeout=120, check_rc=0)
+            js = json.loads([ln for ln in g.stderr.splitlines() if ln.startswith("{")][-1])
+            gen_ttft.append(js["ttft_ms"])
+            gen_tps.append(js["gen_tps"])
+        med = lambda x: sorted(x)[len(x) // 2]  # noqa: E731
+        print("measure (%d tokens asked, %d generated): API streamed: first byte %.2f ms, %.0f tok/s, whole %.1f ms; "
+              "generate --swarm: first token %.2f ms, %.0f tok/s" % (n, k, med(api_ttfb), med(api_tps), med(api_total),
+                                                                      med(gen_ttft), med(gen_tps)), file=sys.stderr)
+
+
 if __name__ == "__main__":
     cases = {"completions": case_completions, "chat": case_chat, "concurrent": case_concurrent, "errors": case_errors,
-             "notready": case_notready, "disconnect": case_disconnect, "client": case_client, "nodejs": case_nodejs}
+             "notready": case_notready, "disconnect": case_disconnect, "client": case_client, "nodejs": case_nodejs,
+             "measure": case_measure}
     if len(sys.argv) != 2 or sys.argv[1] not in cases:
         print("usage: openai_it.py %s" % "|".join(cases), file=sys.stderr)
         sys.exit(2)
