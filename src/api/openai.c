@@ -56,6 +56,7 @@ static int utf8_seq(const uint8_t *p, size_t n)
 int sw_api_utf8_sanitize(const void *src, size_t n, struct sw_buf *out)
 {
     const uint8_t *p = src;
+    if (!n) return sw_buf_ok(out) ? 0 : SW_ENOMEM;
     size_t i = 0, run = 0; /* run: start of the current stretch of valid bytes */
     while (i < n) {
         int k = utf8_seq(p + i, n - i);

@@ -163,7 +163,7 @@ static const char *feed(const char *const *stops, size_t n_stops, const char *co
         /* everything released so far is valid UTF-8 on its own */
         struct sw_buf chk = { 0 };
         sw_api_utf8_sanitize(out.data + before, out.len - before, &chk);
-        CHECK_MSG(chk.len == out.len - before && !memcmp(chk.data ? (void *)chk.data : "", out.data + before, chk.len),
+        CHECK_MSG(chk.len == out.len - before && (!chk.len || !memcmp(chk.data, out.data + before, chk.len)),
                   "piece %zu released invalid UTF-8", i);
         sw_buf_free(&chk);
     }
