@@ -122,6 +122,13 @@
       add('Core lease', num(cl.budget) + ' cores shared · ' + num(cl.waits) + ' waits · ' +
           num(cl.wait_ms).toFixed(1) + ' ms waited');
     }
+    const pl = st.pipeline;
+    if (pl && typeof pl === 'object') {
+      add('Pipeline', num(pl.sessions_opened) + ' sessions opened · ' + num(pl.sessions_refused) + ' refused · ' +
+          num(pl.failovers) + ' failovers · ' + num(pl.entry_sessions) + ' open as entry');
+      add('Compute', num(pl.compute_steps) + ' steps (' + num(pl.batched_steps) + ' batched) · ' +
+          num(pl.compute_seconds).toFixed(2) + ' s · ' + num(pl.tokens_computed) + ' token positions');
+    }
     if (self.path !== undefined) add('Shard file', el('span', { cls: 'mono' }, str(self.path)));
     replaceChildren(document.getElementById('self'), rows);
   }
@@ -218,6 +225,11 @@
           num(s.records_wrong_model) + ' wrong model');
       add('Departures', String(num(s.departures)));
     }
+    const b = st.bt;
+    if (b && typeof b === 'object')
+      add('BitTorrent', fmtBytes(num(b.downloaded_bytes)) + ' down · ' + fmtBytes(num(b.uploaded_bytes)) + ' up · ' +
+          fmtBytes(num(b.download_bps)) + '/s in · ' + fmtBytes(num(b.upload_bps)) + '/s out · ' +
+          num(b.peers) + ' peers');
     replaceChildren(document.getElementById('net'), rows);
   }
 
