@@ -3,6 +3,7 @@
  * SSE framing, and whole HTTP exchanges against a fake backend (completions, chat, streams,
  * a client leaving mid-stream, errors), on a real server on 127.0.0.1. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -245,19 +246,19 @@ static void test_sse(void)
  * emits a fixed token list from a thread, like the node's loop would. */
 struct fake {
     pthread_mutex_t mu;
-    int open_rc;
-    int n_open, n_cancel;
+    _Atomic int open_rc;
+    _Atomic int n_open, n_cancel, n_done;
     const int32_t *script;   /* tokens to emit; an id of 999 is end-of-generation */
     size_t n_script;
-    uint32_t delay_ms;
-    int last_max;
+    _Atomic uint32_t delay_ms;
+    _Atomic int last_max;
 };
 
 struct run {
     struct fake *f;
     struct sw_api_oai_events ev;
     uint32_t max;
-    volatile int cancelled;
+    _Atomic int cancelled;
 };
 
 static void *run_gen(void *arg)
@@ -269,7 +270,9 @@ static void *run_gen(void *arg)
         r->ev.on_token(r->ev.ud, r->f->script[i], r->f->script[i] == 999);
         if (r->f->script[i] == 999) break;
     }
-    r->ev.on_end(r->ev.ud, r->cancelled ? SW_ECLOSED : 0, r->cancelled ? "cancelled" : NULL);
+    int c = r->cancelled;
+    r->ev.on_end(r->ev.ud, c ? SW_ECLOSED : 0, c ? "cancelled" : NULL);
+    r->f->n_done++;
     return NULL;
 }
 
@@ -493,7 +496,8 @@ static void test_http(void)
     CHECK_EQ_INT(status, 200);
     free(body);
     sw_api_free(a);
-    usleep(300000); /* the generator threads see their cancel and end */
+    for (int i = 0; i < 200 && f.n_done < f.n_open; i++) usleep(10000); /* the generator threads end */
+    CHECK_EQ_INT(f.n_done, f.n_open);
     for (size_t i = 0; i < n_runs; i++) free(runs[i]);
     pthread_mutex_destroy(&f.mu);
 }
