@@ -24,6 +24,7 @@
 #define MAX_ON_FREE 16
 #define STREAM_WAIT_MS 100      /* a stream's read waits this long before we look at the client */
 #define THREAD_STACK (512u << 10)
+#define IDLE_TIMEOUT_S 30       /* an idle connection is closed after this long */
 
 struct route {
     char method[8];
@@ -56,6 +57,7 @@ struct conn {               /* per-request state while a body arrives */
     int too_big;
     size_t max_body;
     int oai;                /* an OpenAI-style route: errors as {"error":{...}} objects */
+    int no_timeout;         /* the idle timeout is off while this request runs */
 };
 
 /* Errors on the /v1 paths in the OpenAI error format (clients parse error.message). */
@@ -269,8 +271,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         struct route *r = find_route(a, url, method, NULL);
         if (r && r->stream) {
             if (r->max_body) st->max_body = r->max_body;
-            /* a generation may take longer than the idle timeout before its first byte */
+            /* a generation may take longer than the idle timeout before its first byte;
+             * the timeout comes back when the request is over (on_done) */
             MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+            st->no_timeout = 1;
         }
         *con_cls = st;
         return MHD_YES;
@@ -316,10 +320,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 static void on_done(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode tc)
 {
-    (void)cls;
-    (void)c;
-    (void)tc;
+    struct sw_api *a = cls;
     struct conn *st = *con_cls;
+    /* a kept-alive connection idles under the usual timeout again */
+    if (st && st->no_timeout && tc == MHD_REQUEST_TERMINATED_COMPLETED_OK && !a->stopping)
+        MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S);
     if (st) {
         sw_buf_free(&st->body);
         free(st);
@@ -350,8 +355,8 @@ int sw_api_start(struct sw_api *a, char *err, size_t err_len)
     }
     a->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG,
                             a->cfg.port, NULL, NULL, on_request, a, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sin,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_done, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
-                            (unsigned)30, MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_done, a, MHD_OPTION_CONNECTION_TIMEOUT,
+                            (unsigned)IDLE_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
                             MHD_OPTION_THREAD_STACK_SIZE, (size_t)THREAD_STACK, MHD_OPTION_EXTERNAL_LOGGER,
                             mhd_log, NULL, MHD_OPTION_END);
     if (!a->d) {
