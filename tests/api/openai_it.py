@@ -479,6 +479,7 @@ def openai_module():
 
 
 def case_nodejs():
+    harness.shared_model()  # skips first when the shared data is absent
     mod = openai_module()
     ref = reference()
     with harness.Procs() as procs:
