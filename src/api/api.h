@@ -196,7 +196,8 @@ void sw_api_oai_error_resp(const struct sw_api_oai_error *e, struct sw_api_respo
  * tokens is held until complete; invalid bytes become U+FFFD) and nothing that could be the
  * start of a stop string (held until it cannot be; a whole stop string ends the text). */
 struct sw_api_oai_text {
-    const char *const *stop; /* borrowed */
+    const char *const *stop; /* borrowed; valid UTF-8 (as JSON strings are), so a match starts
+                                on a character boundary */
     size_t n_stop;
     struct sw_buf held;
     int stopped;             /* a stop string matched: nothing more is released */
