@@ -6,7 +6,8 @@ is single-process `shardswarm generate -m stories260K.gguf` (greedy).
 Cases:
   completions  GET /v1/models; POST /v1/completions greedy, 40 tokens, text == generate's;
                the same streamed (SSE deltas concatenated ==, [DONE], usage chunk); a stop
-               string cuts the text before it and never leaks; token-id prompt == text prompt
+               string cuts the text before it and never leaks; token-id prompt == text prompt;
+               temperature 0.8 with seed 7 == `generate --temp 0.8 --seed 7`
   chat         /v1/chat/completions: stories260K has no chat template -> the ChatML fallback;
                content == /v1/completions of the ChatML-formatted prompt; streamed: role
                chunk first, deltas ==, finish chunk, include_usage, [DONE]
@@ -219,11 +220,17 @@ def case_completions():
                                                           "stop": word, "stream": True})
         texts = "".join(c["choices"][0]["text"] for c in chunks)
         check(texts == ref[:cut] and done, "streamed with stop %r: %r" % (word, texts))
-        # sampling with a seed is repeatable
-        body = {"prompt": PROMPT, "max_tokens": 20, "temperature": 0.9, "top_k": 40, "seed": 7}
+        # sampling with a seed: the same text as single-process generate with that seed and those
+        # parameters (generate's defaults top_k 40, top_p 0.95, min_p 0.05 given explicitly)
+        body = {"prompt": PROMPT, "max_tokens": N_GEN, "temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05,
+                "seed": 7}
         a = request(sw.api, "POST", "/v1/completions", body)[1]
         b = request(sw.api, "POST", "/v1/completions", body)[1]
         check(a["choices"][0]["text"] == b["choices"][0]["text"], "seeded sampling differs: %r / %r" % (a, b))
+        g = harness.run([harness.BIN, "generate", "-m", harness.shared_model(), "-p", PROMPT, "-n", str(N_GEN), "--temp",
+                         "0.8", "--seed", "7", "-t", "1", "--no-echo"], timeout=120, check_rc=0).stdout[:-1]
+        check(a["choices"][0]["text"] == g, "seeded sampling != generate --seed 7:\n gen %r\n api %r" %
+              (g, a["choices"][0]["text"]))
         print("completions: %d chars identical to generate (whole %.0f ms, streamed %.0f ms); stop %r cut at %d"
               % (len(ref), t_whole * 1e3, t_stream * 1e3, word, cut), file=sys.stderr)
 
