@@ -556,6 +556,24 @@ def case_measure():
             js = json.loads([ln for ln in g.stderr.splitlines() if ln.startswith("{")][-1])
             gen_ttft.append(js["ttft_ms"])
             gen_tps.append(js["gen_tps"])
+        # 4 at once (not streamed): total generated tokens / wall time, vs one alone
+        def whole(out, i):
+            st, r = request(sw.api, "POST", "/v1/completions", {"prompt": PROMPT, "max_tokens": n, "temperature": 0})
+            out[i] = r["usage"]["completion_tokens"] if st == 200 else 0
+        conc = []
+        for k_par in (1, 4, 1, 4, 1, 4):
+            out = [0] * k_par
+            ts = [threading.Thread(target=whole, args=(out, i)) for i in range(k_par)]
+            t0 = time.perf_counter()
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(60)
+            conc.append((k_par, sum(out) / (time.perf_counter() - t0)))
+        one = sorted(v for k_, v in conc if k_ == 1)[1]
+        four = sorted(v for k_, v in conc if k_ == 4)[1]
+        print("measure: whole responses, total tok/s: 1 request %.0f, 4 at once %.0f (x%.2f)" % (one, four, four / one),
+              file=sys.stderr)
         med = lambda x: sorted(x)[len(x) // 2]  # noqa: E731
         print("measure (%d tokens asked, %d generated): API streamed: first byte %.2f ms, %.0f tok/s, whole %.1f ms; "
               "generate --swarm: first token %.2f ms, %.0f tok/s" % (n, k, med(api_ttfb), med(api_tps), med(api_total),
