@@ -79,7 +79,7 @@ static void filter(const uint8_t *p, size_t n)
         if (i == len || body[i] == 0x1E) {
             size_t before = out.len;
             stopped = sw_api_oai_text_push(&t, body + s, i - s, &out) == 1;
-            check_utf8(out.data + before, out.len - before); /* every release is whole characters */
+            if (out.data) check_utf8(out.data + before, out.len - before); /* every release is whole characters */
             s = i + 1;
         }
     }
