@@ -584,7 +584,4 @@ if __name__ == "__main__":
     cases = {"completions": case_completions, "chat": case_chat, "concurrent": case_concurrent, "errors": case_errors,
              "notready": case_notready, "disconnect": case_disconnect, "client": case_client, "nodejs": case_nodejs,
              "measure": case_measure}
-    if len(sys.argv) != 2 or sys.argv[1] not in cases:
-        print("usage: openai_it.py %s" % "|".join(cases), file=sys.stderr)
-        sys.exit(2)
-    harness.main(cases[sys.argv[1]])
+    harness.main_cases(cases)

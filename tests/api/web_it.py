@@ -341,7 +341,4 @@ def case_browser():
 
 if __name__ == "__main__":
     cases = {"metrics": case_metrics, "assets": case_assets, "browser": case_browser}
-    if len(sys.argv) != 2 or sys.argv[1] not in cases:
-        print("usage: web_it.py %s" % "|".join(cases), file=sys.stderr)
-        sys.exit(2)
-    harness.main(cases[sys.argv[1]])
+    harness.main_cases(cases)

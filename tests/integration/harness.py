@@ -187,6 +187,14 @@ class Procs:
         return False
 
 
+def main_cases(cases):
+    """`script.py CASE`: runs cases[CASE] through main(); a usage error (exit 2) names them."""
+    if len(sys.argv) != 2 or sys.argv[1] not in cases:
+        print("usage: %s {%s}" % (os.path.basename(sys.argv[0]), "|".join(sorted(cases))), file=sys.stderr)
+        sys.exit(2)
+    main(cases[sys.argv[1]])
+
+
 def main(test_fn):
     """Runs test_fn(); prints PASS or the failure; exits 0/1 (77 from skip())."""
     try:

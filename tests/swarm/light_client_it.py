@@ -153,7 +153,4 @@ def case_forged():
 
 if __name__ == "__main__":
     cases = {"text": case_text, "magnet": case_magnet, "forged": case_forged}
-    if len(sys.argv) != 2 or sys.argv[1] not in cases:
-        print("usage: light_client_it.py %s" % "|".join(cases), file=sys.stderr)
-        sys.exit(2)
-    harness.main(cases[sys.argv[1]])
+    harness.main_cases(cases)

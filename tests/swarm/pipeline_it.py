@@ -358,7 +358,4 @@ def case_swap():
 if __name__ == "__main__":
     cases = {"equal": case_equal, "kill": case_kill, "concurrent": case_concurrent, "refusal": case_refusal,
              "cancel": case_cancel, "leave": case_leave, "swap": case_swap, "text": case_text}
-    if len(sys.argv) != 2 or sys.argv[1] not in cases:
-        print("usage: pipeline_it.py %s" % "|".join(cases), file=sys.stderr)
-        sys.exit(2)
-    harness.main(cases[sys.argv[1]])
+    harness.main_cases(cases)

@@ -489,7 +489,4 @@ def case_netloss():
 CASES = {k[5:]: v for k, v in globals().items() if k.startswith("case_")}
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or sys.argv[1] not in CASES:
-        print("usage: test_swarm_nodes.py {%s}" % "|".join(sorted(CASES)), file=sys.stderr)
-        sys.exit(2)
-    harness.main(CASES[sys.argv[1]])
+    harness.main_cases(CASES)
