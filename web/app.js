@@ -255,11 +255,21 @@
     c.className = ok ? '' : 'down';
   }
 
+  /* A node started with an API key (--api-key-file) wants it on /swarm/status too: the page
+     takes it from the address's fragment (#key=...), which browsers never send to a server. */
+  function apiKey() {
+    const m = /(?:^|[#&])key=([^&]*)/.exec(window.location.hash || '');
+    return m ? decodeURIComponent(m[1]) : '';
+  }
+
   let timer = null;
   async function poll() {
     timer = null;
     try {
-      const r = await fetch('/swarm/status', { cache: 'no-store' });
+      const key = apiKey();
+      const r = await fetch('/swarm/status', { cache: 'no-store',
+                                                headers: key ? { Authorization: 'Bearer ' + key } : {} });
+      if (r.status === 401) throw new Error('this node wants its API key: open this page as …/#key=YOUR_KEY');
       if (!r.ok) throw new Error('HTTP ' + r.status);
       render(await r.json());
       setConn(true);

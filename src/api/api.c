@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -33,11 +34,13 @@ struct route {
     void *ud;
     int stream;
     size_t max_body;
+    int open;               /* reachable without the API key (sw_api_open) */
 };
 
 struct sw_api {
     struct sw_api_config cfg;
     char host[64];
+    char key[SW_API_KEY_MAX + 1]; /* cfg.api_key points here when set */
     struct MHD_Daemon *d;
     struct route routes[MAX_ROUTES];
     size_t n_routes;
@@ -58,6 +61,7 @@ struct conn {               /* per-request state while a body arrives */
     size_t max_body;
     int oai;                /* an OpenAI-style route: errors as {"error":{...}} objects */
     int no_timeout;         /* the idle timeout is off while this request runs */
+    int unauth;             /* an API key is set and the request lacks it: 401 at the end */
 };
 
 /* Errors on the /v1 paths in the OpenAI error format (clients parse error.message). */
@@ -69,8 +73,9 @@ static void route_error(struct conn *st, struct sw_api_response *resp, int statu
     }
     struct sw_api_oai_error e = { 0 };
     e.status = status;
-    e.type = status == 404 || status == 405 || status == 413 ? "invalid_request_error" : "server_error";
-    e.code = status == 404 ? "unknown_url" : NULL;
+    e.type = status == 401 || status == 404 || status == 405 || status == 413 ? "invalid_request_error"
+                                                                             : "server_error";
+    e.code = status == 404 ? "unknown_url" : status == 401 ? "invalid_api_key" : NULL;
     snprintf(e.message, sizeof e.message, "%s", msg);
     sw_api_oai_error_resp(&e, resp);
 }
@@ -105,6 +110,29 @@ static void health(void *ud, const struct sw_api_request *req, struct sw_api_res
     resp->body = strdup(buf);
 }
 
+int sw_api_key_check(const char *key)
+{
+    size_t n = key ? strlen(key) : 0;
+    if (n < 1 || n > SW_API_KEY_MAX) return SW_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (key[i] <= ' ' || key[i] > '~') return SW_EINVAL;
+    return 0;
+}
+
+/* "Authorization: Bearer <key>" (RFC 6750; the scheme is case-insensitive), compared in
+ * time that does not depend on where the two differ. */
+static int auth_ok(const struct sw_api *a, struct MHD_Connection *c)
+{
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncasecmp(h, "Bearer ", 7)) return 0;
+    h += 7;
+    while (*h == ' ') h++;
+    size_t n = strlen(h), k = strlen(a->key);
+    unsigned char diff = n != k;
+    for (size_t i = 0; i < k; i++) diff |= (unsigned char)(a->key[i] ^ (i < n ? h[i] : 0));
+    return !diff;
+}
+
 int sw_api_new(const struct sw_api_config *cfg, struct sw_api **out)
 {
     if (!out) return SW_EINVAL;
@@ -114,7 +142,17 @@ int sw_api_new(const struct sw_api_config *cfg, struct sw_api **out)
     snprintf(a->host, sizeof a->host, "%s", cfg && cfg->host ? cfg->host : "127.0.0.1");
     a->cfg.host = a->host;
     if (!a->cfg.max_body) a->cfg.max_body = 64 << 10;
+    a->cfg.api_key = NULL;
+    if (cfg && cfg->api_key) {
+        if (sw_api_key_check(cfg->api_key)) {
+            free(a);
+            return SW_EINVAL;
+        }
+        snprintf(a->key, sizeof a->key, "%s", cfg->api_key);
+        a->cfg.api_key = a->key;
+    }
     sw_api_route(a, "GET", "/health", health, NULL);
+    sw_api_open(a, "/health");
     *out = a;
     return 0;
 }
@@ -168,6 +206,26 @@ int sw_api_call_gone(const struct sw_api_call *c)
     struct pollfd p = { .fd = ci->connect_fd, .events = POLLIN | POLLRDHUP };
     if (poll(&p, 1, 0) <= 0) return 0;
     return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+
+/* A path whose routes need no key (/health, static assets). */
+static int path_open(const struct sw_api *a, const char *url)
+{
+    for (size_t i = 0; i < a->n_routes; i++)
+        if (a->routes[i].open && !strcmp(a->routes[i].path, url)) return 1;
+    return 0;
+}
+
+int sw_api_open(struct sw_api *a, const char *path)
+{
+    if (!a || !path || a->d) return SW_EINVAL;
+    int n = 0;
+    for (size_t i = 0; i < a->n_routes; i++)
+        if (!strcmp(a->routes[i].path, path)) {
+            a->routes[i].open = 1;
+            n++;
+        }
+    return n ? 0 : SW_ENOTFOUND;
 }
 
 static struct route *find_route(struct sw_api *a, const char *url, const char *method, int *path_known)
@@ -251,6 +309,7 @@ static enum MHD_Result send_resp(struct MHD_Connection *c, struct sw_api_respons
     }
     MHD_add_response_header(resp, "Content-Type", r->content_type ? r->content_type : "application/json");
     MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (r->www_authenticate) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"shardswarm\"");
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)(r->status ? r->status : 200), resp);
     MHD_destroy_response(resp);
     return ret;
@@ -268,7 +327,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!st) return MHD_NO;
         st->max_body = a->cfg.max_body;
         st->oai = !strncmp(url, "/v1/", 4);
-        struct route *r = find_route(a, url, method, NULL);
+        st->unauth = a->cfg.api_key && !path_open(a, url) && !auth_ok(a, c);
+        struct route *r = st->unauth ? NULL : find_route(a, url, method, NULL);
         if (r && r->stream) {
             if (r->max_body) st->max_body = r->max_body;
             /* a generation may take longer than the idle timeout before its first byte;
@@ -282,7 +342,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (*upload_size) {
         /* over the cap: the rest is read and dropped, then 413 (closing early would make
          * clients still sending see a reset instead of the answer) */
-        if (st->body.len + *upload_size > st->max_body) {
+        if (st->unauth) { /* dropped unread: nothing of it is used */
+        } else if (st->body.len + *upload_size > st->max_body) {
             st->too_big = 1;
             sw_buf_free(&st->body);
         } else if (!st->too_big) {
@@ -292,6 +353,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     struct sw_api_response resp = { 0 };
+    if (st->unauth) {
+        route_error(st, &resp, 401, "missing or wrong API key: send the header 'Authorization: Bearer <key>' "
+                                    "(shardswarm commands send $SHARDSWARM_API_KEY)");
+        resp.www_authenticate = 1;
+        return send_resp(c, &resp);
+    }
     if (st->too_big) {
         char m[96];
         snprintf(m, sizeof m, "request body too large (over %zu bytes)", st->max_body);
@@ -433,10 +500,20 @@ int sw_api_fetch(const char *method, const char *url, const void *body, size_t b
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)body_len);
     }
+    /* a node started with an API key: the CLI commands send $SHARDSWARM_API_KEY */
+    struct curl_slist *hdrs = NULL;
+    const char *key = getenv("SHARDSWARM_API_KEY");
+    if (key && !sw_api_key_check(key)) {
+        char h[SW_API_KEY_MAX + 32];
+        snprintf(h, sizeof h, "Authorization: Bearer %s", key);
+        hdrs = curl_slist_append(NULL, h);
+        if (hdrs) curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    }
     CURLcode rc = curl_easy_perform(c);
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(c);
+    curl_slist_free_all(hdrs);
     if (rc != CURLE_OK) {
         if (err_len) snprintf(err, err_len, "%s: %s", url, cerr[0] ? cerr : curl_easy_strerror(rc));
         sw_buf_free(&b);

@@ -45,6 +45,7 @@ struct sw_api_response {
     size_t body_len;         /* 0 with body set: strlen(body) */
     struct sw_api_stream stream; /* stream routes: read set -> the body is streamed (chunked
                                     for HTTP/1.1) and body is ignored */
+    int www_authenticate;    /* add "WWW-Authenticate: Bearer" (a 401) */
 };
 
 /* Handlers run on the connection's own thread (one thread per connection): they must only
@@ -57,7 +58,13 @@ struct sw_api_config {
     const char *host;        /* NULL: "127.0.0.1" (local only by default) */
     uint16_t port;           /* 0: any free port (see sw_api_port) */
     size_t max_body;         /* 0: 64 KiB; larger requests get 413 */
+    const char *api_key;     /* NULL: open. Else every route but the open ones (/health,
+                                sw_api_open) wants the header "Authorization: Bearer
+                                <api_key>" (401 otherwise); copied */
 };
+#define SW_API_KEY_MAX 256u  /* bytes of an API key (printable ASCII, no spaces) */
+/* 0 when key is usable as an API key (1..SW_API_KEY_MAX printable ASCII, no space). */
+int sw_api_key_check(const char *key);
 
 int sw_api_new(const struct sw_api_config *cfg, struct sw_api **out);
 /* Adds a route (exact path match; method "GET"/"POST"/...). Before sw_api_start only.
@@ -74,6 +81,9 @@ int sw_api_call_gone(const struct sw_api_call *c);
 /* fn(ud) runs in sw_api_free once the server stopped (no handler runs any more), last
  * registered first. For state the routes' handlers share. At most 16. */
 int sw_api_on_free(struct sw_api *a, void (*fn)(void *ud), void *ud);
+/* Lets the routes of path be reached without the API key (pages that carry no data, such
+ * as the dashboard's static files). Before sw_api_start, after the routes. */
+int sw_api_open(struct sw_api *a, const char *path);
 /* Binds and starts serving. SW_EIO with a message when the port cannot be bound. */
 int sw_api_start(struct sw_api *a, char *err, size_t err_len);
 uint16_t sw_api_port(const struct sw_api *a);
@@ -220,7 +230,8 @@ int sw_api_sse_data(struct sw_buf *out, const char *line, size_t len);
 /* "http://127.0.0.1:8080", "127.0.0.1:8080" or "8080" -> base URL without trailing '/'
  * (out holds >= 256 bytes). SW_EINVAL when unusable. */
 int sw_api_base_url(const char *s, char *out, size_t out_len);
-/* One request (body NULL for GET). *resp_out is malloc'd and NUL-terminated (caller frees);
+/* One request (body NULL for GET), with "Authorization: Bearer $SHARDSWARM_API_KEY" when
+ * that variable holds a usable key. *resp_out is malloc'd and NUL-terminated (caller frees);
  * *status_out the HTTP status. SW_EIO with a message in err when the node is unreachable. */
 int sw_api_fetch(const char *method, const char *url, const void *body, size_t body_len,
                  uint32_t timeout_ms, char **resp_out, size_t *resp_len_out, int *status_out,

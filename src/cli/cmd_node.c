@@ -35,6 +35,9 @@ static void usage(FILE *f)
             "  --api PORT              HTTP API (/v1 OpenAI-compatible) + dashboard (docs/api.md) on\n"
             "                          127.0.0.1:PORT (0: any free port, printed in the [API] line)\n"
             "  --api-host ADDR         address for the API (default 127.0.0.1)\n"
+            "  --api-key-file FILE     every API route but /health wants 'Authorization: Bearer KEY'\n"
+            "                          (KEY: the file's first line); also $SHARDSWARM_API_KEY, which the\n"
+            "                          status/diagnose/load-shard commands send too\n"
             "  --no-auto-fetch         do not download a missing shard; wait for LOAD_SHARD\n"
             "  --seed-all              hold and seed every shard (a seeder / bootstrap node)\n"
             "  --verify                rehash the local shard at start\n"
@@ -69,6 +72,45 @@ struct ctx {
     int stopping;
     int detaching;         /* sw_pipe_node_detach called */
 };
+
+/* The API key: --api-key-file (first line, surrounding blanks dropped), else
+ * $SHARDSWARM_API_KEY, else none. Returns 0 or an exit status after a message. */
+static int read_api_key(const char *cmd, const char *file, char *out, size_t out_len)
+{
+    out[0] = 0;
+    if (file) {
+        uint8_t *data = NULL;
+        size_t len = 0;
+        int rc = sw_file_read_all(file, 64 << 10, &data, &len);
+        if (rc) return sw_cli_fail(cmd, "%s: cannot read the API key: %s", file, sw_strerror(rc));
+        size_t b = 0, e = 0;
+        while (b < len && (data[b] == ' ' || data[b] == '\t')) b++;
+        e = b;
+        while (e < len && data[e] != '\n' && data[e] != '\r') e++;
+        while (e > b && (data[e - 1] == ' ' || data[e - 1] == '\t')) e--;
+        if (e - b >= out_len) {
+            free(data);
+            return sw_cli_fail(cmd, "%s: the API key is over %u bytes", file, SW_API_KEY_MAX);
+        }
+        memcpy(out, data + b, e - b);
+        out[e - b] = 0;
+        free(data);
+        if (sw_api_key_check(out)) {
+            out[0] = 0;
+            return sw_cli_fail(cmd, "%s: the API key must be 1..%u printable ASCII characters without spaces", file,
+                               SW_API_KEY_MAX);
+        }
+        return 0;
+    }
+    const char *env = getenv("SHARDSWARM_API_KEY");
+    if (env && *env) {
+        if (sw_api_key_check(env))
+            return sw_cli_fail(cmd, "$SHARDSWARM_API_KEY must be 1..%u printable ASCII characters without spaces",
+                               SW_API_KEY_MAX);
+        snprintf(out, out_len, "%s", env);
+    }
+    return 0;
+}
 
 static void status_handler(void *ud, const struct sw_api_request *req, struct sw_api_response *resp)
 {
@@ -191,6 +233,8 @@ int sw_cmd_node(int argc, char **argv)
     size_t n_boot = 0;
     const char *log_format = "human";
     int verbose = 0, rc, want_api = 0, client = 0, shard_given = 0;
+    const char *api_key_file = NULL;
+    char api_key[SW_API_KEY_MAX + 1] = "";
     struct sw_pipe_node_opts po = { 0 };
     uint32_t u;
     for (int i = 1; i < argc; i++) {
@@ -226,6 +270,7 @@ int sw_cmd_node(int argc, char **argv)
             cfg.api_port = (uint16_t)u;
             want_api = 1;
         } else if (!strcmp(a, "--api-host")) { NEED_VAL(); cfg.api_host = argv[i]; }
+        else if (!strcmp(a, "--api-key-file")) { NEED_VAL(); api_key_file = argv[i]; }
         else if (!strcmp(a, "--no-auto-fetch")) cfg.no_auto_fetch = 1;
         else if (!strcmp(a, "--seed-all")) cfg.seed_all = 1;
         else if (!strcmp(a, "--verify")) cfg.verify = 1;
@@ -271,6 +316,8 @@ int sw_cmd_node(int argc, char **argv)
 #undef NEED_VAL
     }
     if (!cfg.model) return sw_cli_usage_error(cmd, "--model TORRENT|MAGNET is required");
+    if (api_key_file && !want_api) return sw_cli_usage_error(cmd, "--api-key-file needs --api PORT");
+    if ((rc = read_api_key(cmd, api_key_file, api_key, sizeof api_key))) return rc;
     if (!cfg.cache_dir) return sw_cli_usage_error(cmd, "--cache DIR is required");
     if (cfg.seed_all && cfg.shard >= 0) return sw_cli_usage_error(cmd, "--seed-all and --shard N exclude each other");
     if (client && cfg.seed_all) return sw_cli_usage_error(cmd, "--client and --seed-all exclude each other");
@@ -313,7 +360,11 @@ int sw_cmd_node(int argc, char **argv)
     }
     sw_pipe_node_set_change_chain(c.pipe, on_node_change, &c);
     if (want_api) {
-        struct sw_api_config ac = { cfg.api_host, cfg.api_port, 0 };
+        struct sw_api_config ac = { cfg.api_host, cfg.api_port, 0, api_key[0] ? api_key : NULL };
+        if (!api_key[0] && cfg.api_host && strcmp(cfg.api_host, "127.0.0.1") && strcmp(cfg.api_host, "::1") &&
+            strcmp(cfg.api_host, "localhost"))
+            sw_log(SW_LOG_WARN, "API", "the API on %s has no key: anyone who reaches it can generate and read the "
+                                       "status (--api-key-file FILE or $SHARDSWARM_API_KEY)", cfg.api_host);
         if (sw_api_new(&ac, &c.api) || sw_api_route(c.api, "GET", "/swarm/status", status_handler, &c) ||
             sw_api_route(c.api, "POST", "/swarm/load-shard", load_handler, &c) ||
             sw_cli_node_web_attach(c.api, c.node) || /* /metrics and the dashboard (node_web.c) */

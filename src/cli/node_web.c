@@ -416,7 +416,11 @@ int sw_cli_node_web_attach(struct sw_api *api, struct sw_node *node)
     int rc = sw_api_route(api, "GET", "/metrics", metrics_handler, node);
     for (const struct sw_web_asset *a = sw_web_assets; !rc && a->url; a++) {
         rc = sw_api_route(api, "GET", a->url, asset_handler, (void *)a);
-        if (!rc && !strcmp(a->url, "/")) rc = sw_api_route(api, "GET", "/dashboard", asset_handler, (void *)a);
+        if (!rc) rc = sw_api_open(api, a->url); /* static files carry no data: no key needed */
+        if (!rc && !strcmp(a->url, "/")) {
+            rc = sw_api_route(api, "GET", "/dashboard", asset_handler, (void *)a);
+            if (!rc) rc = sw_api_open(api, "/dashboard");
+        }
     }
     return rc;
 }

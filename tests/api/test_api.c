@@ -27,7 +27,7 @@ static void forbidden(void *ud, const struct sw_api_request *req, struct sw_api_
 static void test_server(void)
 {
     struct sw_api *a = NULL;
-    struct sw_api_config cfg = { NULL, 0, 1024 };
+    struct sw_api_config cfg = { NULL, 0, 1024, NULL };
     CHECK_EQ_INT(sw_api_new(&cfg, &a), 0);
     int calls = 0;
     CHECK_EQ_INT(sw_api_route(a, "POST", "/echo", echo, &calls), 0);
@@ -93,7 +93,7 @@ static void test_base_url(void)
     CHECK_EQ_INT(sw_api_base_url("0", out, sizeof out), SW_EINVAL);
     CHECK_EQ_INT(sw_api_base_url("", out, sizeof out), SW_EINVAL);
     struct sw_api *a = NULL;
-    struct sw_api_config bad = { "not-an-ip", 0, 0 };
+    struct sw_api_config bad = { "not-an-ip", 0, 0, NULL };
     CHECK_EQ_INT(sw_api_new(&bad, &a), 0);
     char err[256];
     CHECK_EQ_INT(sw_api_start(a, err, sizeof err), SW_EINVAL);
@@ -101,9 +101,52 @@ static void test_base_url(void)
     sw_api_free(a);
 }
 
+/* An API key: every route but /health wants "Authorization: Bearer KEY" (sw_api_fetch
+ * sends $SHARDSWARM_API_KEY); a wrong or missing key gets 401 and the handler never runs. */
+static void test_api_key(void)
+{
+    CHECK_EQ_INT(sw_api_key_check("s3cret-KEY_1"), 0);
+    CHECK_EQ_INT(sw_api_key_check(""), SW_EINVAL);
+    CHECK_EQ_INT(sw_api_key_check("with space"), SW_EINVAL);
+    CHECK_EQ_INT(sw_api_key_check("tab\there"), SW_EINVAL);
+    struct sw_api *a = NULL;
+    struct sw_api_config badkey = { NULL, 0, 0, "a b" };
+    CHECK_EQ_INT(sw_api_new(&badkey, &a), SW_EINVAL);
+    struct sw_api_config cfg = { NULL, 0, 1024, "s3cret-KEY_1" };
+    CHECK_EQ_INT(sw_api_new(&cfg, &a), 0);
+    int calls = 0;
+    CHECK_EQ_INT(sw_api_route(a, "POST", "/echo", echo, &calls), 0);
+    char err[256], base[256], url[300];
+    CHECK_EQ_INT(sw_api_start(a, err, sizeof err), 0);
+    snprintf(url, sizeof url, "%u", sw_api_port(a));
+    CHECK_EQ_INT(sw_api_base_url(url, base, sizeof base), 0);
+    char *body = NULL;
+    int status = 0;
+    unsetenv("SHARDSWARM_API_KEY");
+    snprintf(url, sizeof url, "%s/health", base); /* open */
+    CHECK_EQ_INT(sw_api_fetch("GET", url, NULL, 0, 3000, &body, NULL, &status, err, sizeof err), 0);
+    CHECK_EQ_INT(status, 200);
+    free(body);
+    snprintf(url, sizeof url, "%s/echo", base);
+    const char *keys[] = { NULL, "wrong", "s3cret-KEY_", "s3cret-KEY_12", "s3cret-KEY_1" };
+    const int want[] = { 401, 401, 401, 401, 200 };
+    for (int i = 0; i < 5; i++) {
+        if (keys[i]) setenv("SHARDSWARM_API_KEY", keys[i], 1);
+        else unsetenv("SHARDSWARM_API_KEY");
+        CHECK_EQ_INT(sw_api_fetch("POST", url, "hi", 2, 3000, &body, NULL, &status, err, sizeof err), 0);
+        CHECK_MSG(status == want[i], "key %s: status %d", keys[i] ? keys[i] : "(none)", status);
+        if (want[i] == 401) CHECK(body && strstr(body, "Authorization: Bearer"));
+        free(body);
+    }
+    CHECK_EQ_INT(calls, 1); /* only the request with the right key reached the handler */
+    unsetenv("SHARDSWARM_API_KEY");
+    sw_api_free(a);
+}
+
 int main(void)
 {
     SW_RUN(test_server);
+    SW_RUN(test_api_key);
     SW_RUN(test_base_url);
     return SW_TEST_DONE();
 }
