@@ -7,7 +7,7 @@
 
 (function () {
   const POLL_MS = 1000;
-  const PHASES = ['none', 'waiting', 'fetching', 'verifying', 'loading', 'loaded', 'failed'];
+  const PHASES = ['none', 'waiting', 'fetching', 'verifying', 'loading', 'loaded', 'failed', 'drained'];
   let lastReasons = null;
 
   /* ------------------------------------------------------------ DOM helpers */

@@ -367,6 +367,7 @@ int sw_cmd_node(int argc, char **argv)
                                        "status (--api-key-file FILE or $SHARDSWARM_API_KEY)", cfg.api_host);
         if (sw_api_new(&ac, &c.api) || sw_api_route(c.api, "GET", "/swarm/status", status_handler, &c) ||
             sw_api_route(c.api, "POST", "/swarm/load-shard", load_handler, &c) ||
+            sw_api_route(c.api, "POST", "/swarm/drain", load_handler, &c) || /* any owner command (DRAIN) */
             sw_cli_node_web_attach(c.api, c.node) || /* /metrics and the dashboard (node_web.c) */
             sw_cli_node_openai_attach(c.api, c.node, &c.pipe) || /* the OpenAI /v1 API (node_openai.c) */
             sw_api_start(c.api, err, sizeof err)) {

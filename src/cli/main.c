@@ -4,6 +4,8 @@
 
 #include "cli.h"
 
+int sw_cmd_drain(int argc, char **argv); /* cmd_drain.c (not in cli.h, which is not ours) */
+
 static const struct {
     const char *name;
     sw_cmd_fn fn;
@@ -25,6 +27,7 @@ static const struct {
     { "diagnose", sw_cmd_diagnose, "explain why a swarm is not ready, and how to fix it" },
     { "keygen", sw_cmd_keygen, "make an ed25519 owner key" },
     { "load-shard", sw_cmd_load_shard, "tell a node to load a shard (signed by the owner key)" },
+    { "drain", sw_cmd_drain, "tell a node to stop serving, keep seeding (signed by the owner key)" },
 };
 
 static void usage(FILE *f)

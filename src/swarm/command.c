@@ -1,5 +1,6 @@
-/* command.c — LOAD_SHARD: commands signed by the model owner's ed25519 key (named in the
- * torrent's info dict), checked for owner, signature, model, target, freshness and replay.
+/* command.c — owner commands (LOAD_SHARD, DRAIN): signed by the model owner's ed25519 key
+ * (named in the torrent's info dict), checked for owner, signature, model, target, freshness
+ * and replay. One format for both; the signed `t` says which.
  * Not for: carrying a command out (node.c). Format: swarm.h / docs/swarm.md. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,14 +13,22 @@
 #define MAX_CMD 1024
 #define MAX_NONCES 4096
 
+static const char *const type_names[SW_CMD_COUNT_] = { "load_shard", "drain" };
+
+const char *sw_cmd_type_name(enum sw_cmd_type t)
+{
+    return (unsigned)t < SW_CMD_COUNT_ ? type_names[t] : "unknown";
+}
+
+/* Keys in sorted order (BEP 3 dictionaries); DRAIN has no "sh". */
 static void encode_cmd(const struct sw_load_cmd *c, struct sw_buf *b)
 {
     sw_benc_dict(b);
     sw_benc_cstr(b, "h"); sw_benc_str(b, c->info_hash, 20);
     sw_benc_cstr(b, "n"); sw_benc_str(b, c->nonce, 16);
     sw_benc_cstr(b, "o"); sw_benc_str(b, c->owner, 32);
-    sw_benc_cstr(b, "sh"); sw_benc_int(b, c->shard);
-    sw_benc_cstr(b, "t"); sw_benc_cstr(b, "load_shard");
+    if (c->type == SW_CMD_LOAD_SHARD) { sw_benc_cstr(b, "sh"); sw_benc_int(b, c->shard); }
+    sw_benc_cstr(b, "t"); sw_benc_cstr(b, type_names[c->type]);
     sw_benc_cstr(b, "to"); sw_benc_str(b, c->target, SW_NODE_ID_LEN);
     sw_benc_cstr(b, "ts"); sw_benc_int(b, (int64_t)c->ts_s);
     sw_benc_end(b);
@@ -27,7 +36,7 @@ static void encode_cmd(const struct sw_load_cmd *c, struct sw_buf *b)
 
 int sw_load_cmd_sign(struct sw_load_cmd *cmd, const struct sw_identity *owner, struct sw_buf *out)
 {
-    if (!cmd || !owner || !out) return SW_EINVAL;
+    if (!cmd || !owner || !out || cmd->type >= SW_CMD_COUNT_) return SW_EINVAL;
     if (sodium_init() < 0) return SW_EUNSUPPORTED;
     sw_random_bytes(cmd->nonce, sizeof cmd->nonce);
     memcpy(cmd->owner, owner->pk, 32);
@@ -75,7 +84,21 @@ static int parse(const uint8_t *p, size_t len, struct sw_load_cmd *out, const ui
     const struct sw_bnode *d = &cd.nodes[0], *n;
     memset(out, 0, sizeof *out);
     if (d->type != SW_BDICT) goto bad;
-    if (!(n = sw_bdict_get_type(&cd, d, "t", SW_BSTR)) || !sw_bstr_eq(n, "load_shard")) goto bad;
+    if (!(n = sw_bdict_get_type(&cd, d, "t", SW_BSTR))) goto bad;
+    if (sw_bstr_eq(n, "load_shard")) out->type = SW_CMD_LOAD_SHARD;
+    else if (sw_bstr_eq(n, "drain")) out->type = SW_CMD_DRAIN;
+    else {
+        if (err_len) {
+            char t[40];
+            size_t k = 0;
+            for (size_t i = 0; i < n->str_len && k + 1 < sizeof t; i++) /* printable, capped */
+                t[k++] = n->str[i] >= 0x20 && n->str[i] < 0x7f ? (char)n->str[i] : '?';
+            t[k] = 0;
+            snprintf(err, err_len, "unknown command type '%s%s' (known: load_shard, drain)", t,
+                     n->str_len >= sizeof t ? "…" : "");
+        }
+        goto done;
+    }
     if (!(n = sw_bdict_get_type(&cd, d, "h", SW_BSTR)) || n->str_len != 20) goto bad;
     memcpy(out->info_hash, n->str, 20);
     if (!(n = sw_bdict_get_type(&cd, d, "n", SW_BSTR)) || n->str_len != 16) goto bad;
@@ -84,8 +107,10 @@ static int parse(const uint8_t *p, size_t len, struct sw_load_cmd *out, const ui
     memcpy(out->owner, n->str, 32);
     if (!(n = sw_bdict_get_type(&cd, d, "to", SW_BSTR)) || n->str_len != SW_NODE_ID_LEN) goto bad;
     memcpy(out->target, n->str, SW_NODE_ID_LEN);
-    if (!(n = sw_bdict_get_type(&cd, d, "sh", SW_BINT)) || n->ival < 0 || n->ival >= SW_SWARM_MAX_SHARDS) goto bad;
-    out->shard = (uint32_t)n->ival;
+    if (out->type == SW_CMD_LOAD_SHARD) { /* DRAIN: "sh" absent or ignored */
+        if (!(n = sw_bdict_get_type(&cd, d, "sh", SW_BINT)) || n->ival < 0 || n->ival >= SW_SWARM_MAX_SHARDS) goto bad;
+        out->shard = (uint32_t)n->ival;
+    }
     if (!(n = sw_bdict_get_type(&cd, d, "ts", SW_BINT)) || n->ival < 0) goto bad;
     out->ts_s = (uint64_t)n->ival;
     *cmd_bytes = c->str;

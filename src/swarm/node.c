@@ -182,6 +182,7 @@ struct sw_node {
     struct sw_buf wire;
     int32_t shard;                   /* -1 none */
     int auto_mode, forced_fetch;
+    int drained;                     /* the owner's DRAIN: no stage, no auto load until LOAD_SHARD */
     enum sw_phase phase;
     struct sw_stage *stage;
     struct job *job;                 /* verify/load in flight */
@@ -545,7 +546,43 @@ static void forward_load(struct sw_node *n, struct peer *from, const struct sw_l
         if (p != from && p->has_id) send_kind(p, SW_MSG_LOAD, wire, len);
 }
 
-/* LOAD_SHARD from a peer (from != NULL) or the API. */
+#define DRAIN_REASON "the node is draining (owner's command)"
+
+static void retire_stage(struct sw_node *n, const char *reason);
+
+/* DRAIN: stop serving like leaving (the sessions on the stage get ERROR DRAIN_REASON and
+ * their entries fail over at once; the stage is freed through the release hook only when no
+ * step runs on it), but stay in the swarm: the shard file stays on disk and seeded, the
+ * record says "drained", and nothing loads or fetches on its own until a LOAD_SHARD. */
+static void drain(struct sw_node *n, const char *src, char *reason, size_t reason_len)
+{
+    if (n->drained) {
+        sw_log(SW_LOG_INFO, "SHARD", "DRAIN from %s: already drained; nothing to do", src);
+        snprintf(reason, reason_len, "already drained (no-op)");
+        return;
+    }
+    n->drained = 1;
+    n->auto_mode = 0;   /* the owner decided: no re-planning */
+    n->forced_fetch = 0;
+    n->replan_target = -1;
+    if (n->job && !n->job->measure_only) n->job_stale = 1; /* a load in flight is dropped */
+    int had_stage = n->stage != NULL;
+    retire_stage(n, DRAIN_REASON);
+    if (n->shard >= 0 && n->t && !n->cfg.seed_all &&
+        !sw_bt_torrent_file_complete(n->t, (uint32_t)n->shard_file[n->shard]))
+        sw_bt_torrent_want_file(n->t, (uint32_t)n->shard_file[n->shard], 0); /* held pieces stay seeded */
+    n->phase = SW_PHASE_DRAINED;
+    if (n->shard >= 0)
+        sw_log(SW_LOG_INFO, "SHARD", "shard %d drained by the owner's command (from %s); %s; the file stays and is seeded",
+               (int)n->shard, src, had_stage ? "sessions handed over" : "it was not loaded");
+    else
+        sw_log(SW_LOG_INFO, "SHARD", "drained by the owner's command (from %s); no shard was held", src);
+    snprintf(reason, reason_len, "accepted: draining%s", had_stage ? " (sessions handed over)" : "");
+    publish(n, 1);
+    node_changed(n);
+}
+
+/* An owner command (LOAD_SHARD or DRAIN) from a peer (from != NULL) or the API. */
 static int take_load(struct sw_node *n, struct peer *from, const uint8_t *wire, size_t len,
                      char *reason, size_t reason_len)
 {
@@ -561,6 +598,7 @@ static int take_load(struct sw_node *n, struct peer *from, const uint8_t *wire, 
         char a[64];
         snprintf(src, sizeof src, "peer %s", sw_bt_peer_addr(from->bt, a, sizeof a));
     }
+    const char *name = rc == SW_ECORRUPT ? "command" : c.type == SW_CMD_DRAIN ? "DRAIN" : "LOAD_SHARD";
     if (rc == SW_ENOTFOUND) {
         rc = sw_cmd_guard_check_relay(n->guard, wire, len, sw_wall_time_s(), &c, why, sizeof why);
         if (!rc) {
@@ -570,9 +608,14 @@ static int take_load(struct sw_node *n, struct peer *from, const uint8_t *wire, 
         }
     }
     if (rc) {
-        sw_log(SW_LOG_WARN, "SWARM", "refused LOAD_SHARD from %s: %s", src, why[0] ? why : sw_strerror(rc));
+        sw_log(SW_LOG_WARN, "SWARM", "refused %s from %s: %s", name, src, why[0] ? why : sw_strerror(rc));
         snprintf(reason, reason_len, "%s", why[0] ? why : sw_strerror(rc));
         return rc == SW_ECORRUPT ? SW_ECORRUPT : SW_EPERM;
+    }
+    if (c.type == SW_CMD_DRAIN) {
+        sw_log(SW_LOG_INFO, "SWARM", "accepted DRAIN from %s (signed by the model owner)", src);
+        drain(n, src, reason, reason_len);
+        return 0;
     }
     if (c.shard >= n->n_shards) {
         sw_log(SW_LOG_WARN, "SWARM", "refused LOAD_SHARD from %s: shard %u does not exist (model has %u)",
@@ -583,9 +626,13 @@ static int take_load(struct sw_node *n, struct peer *from, const uint8_t *wire, 
     sw_log(SW_LOG_INFO, "SWARM", "accepted LOAD_SHARD from %s: load shard %u (signed by the model owner)",
            src, c.shard);
     snprintf(reason, reason_len, "accepted: loading shard %u", c.shard);
+    int was_drained = n->drained;
+    n->drained = 0; /* a LOAD_SHARD brings a drained node back */
     n->forced_fetch = 1;
     n->auto_mode = 0; /* the owner decided */
-    if ((int32_t)c.shard != n->shard || n->phase == SW_PHASE_WAITING || n->phase == SW_PHASE_FAILED) {
+    if ((int32_t)c.shard != n->shard || was_drained || n->phase == SW_PHASE_WAITING || n->phase == SW_PHASE_FAILED) {
+        if (was_drained)
+            sw_log(SW_LOG_INFO, "SHARD", "leaving the drained state: the owner asks for shard %u", c.shard);
         if ((int32_t)c.shard == n->shard) n->shard = -1; /* re-enter the same shard: fetch now */
         set_shard(n, (int32_t)c.shard, "LOAD_SHARD");
     }
@@ -907,15 +954,15 @@ static void job_done(uv_work_t *req, int status)
                    n->cfg.threads ? n->cfg.threads : (unsigned)sw_sys_ncpu());
             publish(n, 1);
         }
-        int again = n->job_stale && !n->stopping;
+        int again = n->job_stale && !n->stopping && !n->drained;
         n->job_stale = 0;
         free(j);
         if (again) start_load(n, 1);
         return;
     }
-    if (n->stopping || n->job_stale || status || j->shard != n->shard) {
+    if (n->stopping || n->job_stale || status || j->shard != n->shard || n->drained) {
         sw_stage_free(j->stage);
-        int again = n->job_stale && !n->stopping;
+        int again = n->job_stale && !n->stopping && !n->drained;
         n->job_stale = 0;
         free(j);
         if (again) start_load(n, 1);
@@ -971,7 +1018,7 @@ static void job_done(uv_work_t *req, int status)
 
 static void start_load(struct sw_node *n, int verify)
 {
-    if (n->shard < 0) return;
+    if (n->shard < 0 || n->drained) return; /* drained: only a LOAD_SHARD loads again */
     if (n->job) {
         n->job_stale = 1;
         return;
@@ -1111,7 +1158,7 @@ static void set_shard(struct sw_node *n, int32_t shard, const char *why)
 /* The folder watch: a shard file that appears (or changes) is verified and loaded. */
 static void check_folder(struct sw_node *n)
 {
-    if (n->shard < 0 || !n->t || n->job || n->phase == SW_PHASE_LOADED || n->phase == SW_PHASE_LOADING ||
+    if (n->shard < 0 || !n->t || n->job || n->drained || n->phase == SW_PHASE_LOADED || n->phase == SW_PHASE_LOADING ||
         n->phase == SW_PHASE_VERIFYING)
         return;
     uint32_t file = (uint32_t)n->shard_file[n->shard];
@@ -1147,7 +1194,7 @@ static void on_bt_event(void *ud, const struct sw_bt_event *ev)
     switch (ev->type) {
     case SW_BT_EV_FILE_COMPLETE:
         if (n->shard >= 0 && n->shard_file && ev->file == n->shard_file[n->shard] && !n->job &&
-            n->phase != SW_PHASE_LOADED) {
+            n->phase != SW_PHASE_LOADED && !n->drained) {
             sw_log(SW_LOG_INFO, "SHARD", "shard %d downloaded and verified (%s)", (int)n->shard,
                    sw_bt_torrent_file_path(n->t, (uint32_t)ev->file));
             start_load(n, 0);
@@ -1369,7 +1416,7 @@ static void node_changed(struct sw_node *n)
 
 static void plan(struct sw_node *n, uint64_t now)
 {
-    if (!n->view || !n->auto_mode || n->cfg.seed_all) return;
+    if (!n->view || !n->auto_mode || n->cfg.seed_all || n->drained) return;
     struct sw_plan_input in = { n->shard_bytes, 0 };
     uint64_t mem = 0;
     if (!sw_sys_mem_available(&mem)) in.mem_budget = mem + (n->stage ? n->shard_bytes[n->shard] : 0);

@@ -9,7 +9,7 @@
 #include "swarm/swarm.h"
 
 static const char *phase_names[SW_PHASE_COUNT_] = {
-    "none", "waiting", "fetching", "verifying", "loading", "loaded", "failed",
+    "none", "waiting", "fetching", "verifying", "loading", "loaded", "failed", "drained",
 };
 
 const char *sw_phase_name(enum sw_phase p)

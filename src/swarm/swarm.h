@@ -53,6 +53,8 @@ enum sw_phase {
     SW_PHASE_LOADING = 4,   /* opening the compute stage */
     SW_PHASE_LOADED = 5,    /* serving */
     SW_PHASE_FAILED = 6,    /* could not load (detail in the node's log) */
+    SW_PHASE_DRAINED = 7,   /* stopped serving on the owner's DRAIN: keeps and seeds the file,
+                               takes no shard on its own until a LOAD_SHARD */
     SW_PHASE_COUNT_
 };
 const char *sw_phase_name(enum sw_phase p); /* "loaded", "fetching", ... */
@@ -208,23 +210,34 @@ int sw_plan_pick(const struct sw_view *v, const struct sw_plan_input *in);
  * (claimers before loaded spares). Returns the shard to move to, or -1 to stay. */
 int sw_plan_review(const struct sw_view *v, const struct sw_plan_input *in);
 
-/* ------------------------------------------------------------ LOAD_SHARD */
+/* ------------------------------------------------- owner commands: LOAD_SHARD, DRAIN */
 
-/* A command from the model owner: "node `target`, load shard `shard`". Wire form:
- * d1:c<cmd>1:s64:<sig>e, cmd = d1:h20:<info-hash>1:n16:<nonce>1:o32:<owner pk>
- * 2:shi<shard>e1:t10:load_shard2:to32:<target>2:tsi<unix s>ee; sig by the owner over <cmd>. */
+/* A command from the model owner: "node `target`, load shard `shard`" (LOAD_SHARD) or
+ * "node `target`, stop serving: hand your sessions over, unload, keep seeding" (DRAIN).
+ * Wire form: d1:c<cmd>1:s64:<sig>e, cmd = d1:h20:<info-hash>1:n16:<nonce>1:o32:<owner pk>
+ * [2:shi<shard>e]1:t<type>2:to32:<target>2:tsi<unix s>ee; sig by the owner over <cmd>.
+ * type is "load_shard" (sh required) or "drain" (no sh; ignored when present). */
+enum sw_cmd_type {
+    SW_CMD_LOAD_SHARD = 0,
+    SW_CMD_DRAIN = 1,
+    SW_CMD_COUNT_
+};
+const char *sw_cmd_type_name(enum sw_cmd_type t); /* "load_shard", "drain" */
+
 struct sw_load_cmd {
+    uint8_t type;           /* enum sw_cmd_type (0: LOAD_SHARD, so old callers are unchanged) */
     uint8_t info_hash[20];
     uint8_t nonce[16];
     uint8_t owner[32];
-    uint32_t shard;
+    uint32_t shard;         /* LOAD_SHARD only (0 for DRAIN) */
     uint8_t target[SW_NODE_ID_LEN];
     uint64_t ts_s;          /* wall clock, seconds */
 };
 
 /* Fills nonce (random) and owner from `owner`, signs, appends the wire form. */
 int sw_load_cmd_sign(struct sw_load_cmd *cmd, const struct sw_identity *owner, struct sw_buf *out);
-/* Parses (no trust decision). SW_ECORRUPT malformed; SW_EPERM no/short signature. */
+/* Parses (no trust decision). SW_ECORRUPT malformed (an unknown type is named in err);
+ * SW_EPERM no/short signature. */
 int sw_load_cmd_decode(const uint8_t *p, size_t len, struct sw_load_cmd *out, char *err,
                        size_t err_len);
 
@@ -254,7 +267,8 @@ int sw_cmd_guard_check_relay(const struct sw_cmd_guard *g, const uint8_t *p, siz
 /* Every payload on the SW_SWARM_EXT_NAME extension starts with one kind byte. */
 enum sw_msg_kind {
     SW_MSG_CAP = 'C',      /* body: a signed record (own or relayed) */
-    SW_MSG_LOAD = 'L',     /* body: a signed LOAD_SHARD command (flooded toward its target) */
+    SW_MSG_LOAD = 'L',     /* body: a signed owner command, LOAD_SHARD or DRAIN (flooded toward
+                            * its target) */
     SW_MSG_PING = 'P',     /* body: 8-byte token; answered with PONG (keep-alive + RTT) */
     SW_MSG_PONG = 'Q',     /* body: the PING's token */
     SW_MSG_BYE = 'B',      /* body: empty; the sender is leaving (SIGINT) */
@@ -358,8 +372,11 @@ void sw_node_set_stage_release(struct sw_node *n, sw_node_release_fn fn, void *u
 /* Called on every change of the view (records, departures, readiness). */
 typedef void (*sw_node_change_fn)(void *ud);
 void sw_node_set_change_handler(struct sw_node *n, sw_node_change_fn fn, void *ud);
-/* Hands a signed LOAD_SHARD to the node (from the API): applied or forwarded. 0 accepted
- * (or forwarded), SW_EPERM refused (reason written). */
+/* Hands a signed owner command (LOAD_SHARD or DRAIN) to the node (from the API): applied or
+ * forwarded. 0 accepted (or forwarded, or a no-op such as draining a drained node; reason
+ * says which), SW_EPERM refused, SW_ECORRUPT malformed (reason written). A DRAIN fails the
+ * sessions on the stage (their entries fail over), releases the stage through the
+ * stage-release hook, keeps the file seeded and sets phase "drained" until a LOAD_SHARD. */
 int sw_node_submit_load(struct sw_node *n, const uint8_t *wire, size_t len, char *reason,
                         size_t reason_len);
 /* The status as JSON text (what /swarm/status serves); malloc'd, caller frees. */

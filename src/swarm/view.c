@@ -354,6 +354,9 @@ static void describe(const struct sw_view_node *n, char *out, size_t len)
     case SW_PHASE_VERIFYING: snprintf(out, len, "node %s%s verifying its file", id, who); break;
     case SW_PHASE_LOADING: snprintf(out, len, "node %s%s loading it", id, who); break;
     case SW_PHASE_FAILED: snprintf(out, len, "node %s%s failed to load it (see its log)", id, who); break;
+    case SW_PHASE_DRAINED:
+        snprintf(out, len, "node %s%s is drained by the owner (keeps the file; a LOAD_SHARD brings it back)", id, who);
+        break;
     default: snprintf(out, len, "node %s%s %s", id, who, sw_phase_name(n->cap.phase)); break;
     }
 }
