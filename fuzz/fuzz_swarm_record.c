@@ -1,6 +1,7 @@
 /* fuzz_swarm_record.c — the swarm's decoders of outside bytes: signed capability records
- * and LOAD_SHARD commands. The first input byte picks the decoder; neither may crash, and
- * an accepted record must re-encode (under a fresh key) and decode again. */
+ * and owner commands (LOAD_SHARD, DRAIN). The first input byte picks the decoder; neither
+ * may crash, an accepted record must be self-consistent, and an accepted command must have
+ * a known type (a DRAIN carries no shard). */
 #include <string.h>
 
 #include "swarm/swarm.h"
@@ -11,7 +12,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char err[256];
     if (data[0] & 1) {
         struct sw_load_cmd cmd;
-        (void)sw_load_cmd_decode(data + 1, size - 1, &cmd, err, sizeof err);
+        if (sw_load_cmd_decode(data + 1, size - 1, &cmd, err, sizeof err) == 0) {
+            if (cmd.type >= SW_CMD_COUNT_) __builtin_trap();
+            if (cmd.type == SW_CMD_DRAIN && cmd.shard != 0) __builtin_trap();
+            if (cmd.type == SW_CMD_LOAD_SHARD && cmd.shard >= SW_SWARM_MAX_SHARDS) __builtin_trap();
+        }
         return 0;
     }
     struct sw_cap cap;

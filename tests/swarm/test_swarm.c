@@ -1,6 +1,6 @@
 /* test_swarm.c — the heart of issue 6, without sockets: identities, signed capability
  * records, the swarm view (liveness, gossip relay), readiness and its reasons, the planner
- * and LOAD_SHARD checks. */
+ * and owner-command (LOAD_SHARD, DRAIN) checks. */
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -703,6 +703,188 @@ static void test_load_shard(void)
     for (size_t i = 0; i < SW_ARRAY_LEN(bufs); i++) sw_buf_free(bufs[i]);
 }
 
+/* Signs an arbitrary command body `c` as the owner would (to build bodies sw_load_cmd_sign
+ * never writes: unknown types, a LOAD_SHARD without its shard). */
+static void sign_raw(const struct sw_buf *c, const struct sw_identity *owner, struct sw_buf *out)
+{
+    uint8_t sig[crypto_sign_BYTES];
+    crypto_sign_detached(sig, NULL, c->data, c->len, owner->sk);
+    sw_benc_dict(out);
+    sw_benc_cstr(out, "c"); sw_benc_str(out, c->data, c->len);
+    sw_benc_cstr(out, "s"); sw_benc_str(out, sig, sizeof sig);
+    sw_benc_end(out);
+}
+
+/* A command body with keys in sorted order; shard < 0: no "sh". */
+static void raw_body(struct sw_buf *b, const uint8_t *owner_pk, const uint8_t *target, const char *type,
+                     int64_t shard, uint64_t ts, uint8_t nonce_byte)
+{
+    uint8_t nonce[16];
+    memset(nonce, nonce_byte, sizeof nonce);
+    sw_benc_dict(b);
+    sw_benc_cstr(b, "h"); sw_benc_str(b, IH, 20);
+    sw_benc_cstr(b, "n"); sw_benc_str(b, nonce, 16);
+    sw_benc_cstr(b, "o"); sw_benc_str(b, owner_pk, 32);
+    if (shard >= 0) { sw_benc_cstr(b, "sh"); sw_benc_int(b, shard); }
+    sw_benc_cstr(b, "t"); sw_benc_cstr(b, type);
+    sw_benc_cstr(b, "to"); sw_benc_str(b, target, 32);
+    sw_benc_cstr(b, "ts"); sw_benc_int(b, (int64_t)ts);
+    sw_benc_end(b);
+}
+
+/* DRAIN: the LOAD_SHARD format with t=drain and no shard; the same guard and checks. */
+static void test_drain_cmd(void)
+{
+    struct sw_identity owner, foreign, node, other;
+    sw_identity_generate(&owner);
+    sw_identity_generate(&foreign);
+    sw_identity_generate(&node);
+    sw_identity_generate(&other);
+    CHECK_EQ_STR(sw_cmd_type_name(SW_CMD_DRAIN), "drain");
+    CHECK_EQ_STR(sw_cmd_type_name(SW_CMD_LOAD_SHARD), "load_shard");
+    CHECK_EQ_STR(sw_phase_name(SW_PHASE_DRAINED), "drained");
+    struct sw_cmd_guard_config gc = { 0 };
+    gc.owner_pk = owner.pk;
+    memcpy(gc.self_id, node.pk, 32);
+    memcpy(gc.info_hash, IH, 20);
+    struct sw_cmd_guard *g = NULL;
+    CHECK_EQ_INT(sw_cmd_guard_new(&gc, &g), 0);
+    uint64_t now = 1700000000;
+    char why[256];
+    struct sw_load_cmd c = { 0 }, got;
+    c.type = SW_CMD_DRAIN;
+    memcpy(c.info_hash, IH, 20);
+    memcpy(c.target, node.pk, 32);
+    c.shard = 5; /* not written for a DRAIN */
+    c.ts_s = now;
+    struct sw_buf w = { 0 };
+    CHECK_EQ_INT(sw_load_cmd_sign(&c, &owner, &w), 0);
+    CHECK(memmem(w.data, w.len, "1:t5:drain", 10) != NULL);
+    CHECK(memmem(w.data, w.len, "2:sh", 4) == NULL);
+    memset(&got, 0xee, sizeof got);
+    CHECK_EQ_INT(sw_load_cmd_decode(w.data, w.len, &got, why, sizeof why), 0);
+    CHECK_EQ_INT(got.type, SW_CMD_DRAIN);
+    CHECK_EQ_INT(got.shard, 0);
+    CHECK_EQ_MEM(got.target, node.pk, 32);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, w.data, w.len, now + 1, &got, why, sizeof why), 0);
+    CHECK_EQ_INT(got.type, SW_CMD_DRAIN);
+    /* replayed */
+    CHECK_EQ_INT(sw_cmd_guard_check(g, w.data, w.len, now + 2, &got, why, sizeof why), SW_EPERM);
+    CHECK(strstr(why, "replayed") != NULL);
+    /* a foreign key */
+    struct sw_buf f = { 0 };
+    CHECK_EQ_INT(sw_load_cmd_sign(&c, &foreign, &f), 0);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, f.data, f.len, now, &got, why, sizeof why), SW_EPERM);
+    CHECK(strstr(why, "foreign key") != NULL);
+    /* forged: claims the owner's key, signed by another */
+    struct sw_buf fo = { 0 };
+    sw_load_cmd_sign(&c, &foreign, &fo);
+    uint8_t *o = memmem(fo.data, fo.len, foreign.pk, 32);
+    CHECK(o != NULL);
+    if (o) memcpy(o, owner.pk, 32);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, fo.data, fo.len, now, &got, why, sizeof why), SW_EPERM);
+    CHECK_EQ_STR(why, "bad signature");
+    /* a signed DRAIN cannot be turned into a LOAD_SHARD (or back): the type is signed */
+    struct sw_buf ty = { 0 };
+    struct sw_load_cmd c2 = c;
+    sw_load_cmd_sign(&c2, &owner, &ty);
+    uint8_t *tp = memmem(ty.data, ty.len, "5:drain", 7);
+    CHECK(tp != NULL);
+    if (tp) memcpy(tp, "5:drail", 7);
+    CHECK(sw_cmd_guard_check(g, ty.data, ty.len, now, &got, why, sizeof why) < 0);
+    /* addressed to another node: forwarded (relay check passes), not applied */
+    struct sw_load_cmd t2 = c;
+    memcpy(t2.target, other.pk, 32);
+    struct sw_buf w2 = { 0 };
+    sw_load_cmd_sign(&t2, &owner, &w2);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, w2.data, w2.len, now, &got, why, sizeof why), SW_ENOTFOUND);
+    CHECK(strstr(why, "not this node") != NULL);
+    CHECK_EQ_INT(sw_cmd_guard_check_relay(g, w2.data, w2.len, now, &got, why, sizeof why), 0);
+    CHECK_EQ_INT(got.type, SW_CMD_DRAIN);
+    /* stale and from the future */
+    struct sw_load_cmd t3 = c;
+    t3.ts_s = now - 3600;
+    struct sw_buf w3 = { 0 };
+    sw_load_cmd_sign(&t3, &owner, &w3);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, w3.data, w3.len, now, &got, why, sizeof why), SW_EPERM);
+    CHECK(strstr(why, "too old") != NULL);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, w3.data, w3.len, now - 7200, &got, why, sizeof why), SW_EPERM);
+    CHECK(strstr(why, "future") != NULL);
+    /* unknown type, signed by the owner: refused, naming it */
+    struct sw_buf rb = { 0 }, rw = { 0 };
+    raw_body(&rb, owner.pk, node.pk, "reboot", -1, now, 0x41);
+    sign_raw(&rb, &owner, &rw);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, rw.data, rw.len, now, &got, why, sizeof why), SW_ECORRUPT);
+    CHECK(strstr(why, "unknown command type 'reboot'") != NULL);
+    CHECK_EQ_INT(sw_load_cmd_decode(rw.data, rw.len, &got, why, sizeof why), SW_ECORRUPT);
+    /* an unprintable, long type name is shown escaped and cut */
+    struct sw_buf lb = { 0 }, lw = { 0 };
+    raw_body(&lb, owner.pk, node.pk, "x\x01yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy", -1, now, 0x42);
+    sign_raw(&lb, &owner, &lw);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, lw.data, lw.len, now, &got, why, sizeof why), SW_ECORRUPT);
+    CHECK(strstr(why, "unknown command type 'x?yyy") != NULL);
+    /* a LOAD_SHARD without its shard is malformed; a DRAIN with one is accepted (ignored) */
+    struct sw_buf nb = { 0 }, nw = { 0 }, db = { 0 }, dw = { 0 };
+    raw_body(&nb, owner.pk, node.pk, "load_shard", -1, now, 0x43);
+    sign_raw(&nb, &owner, &nw);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, nw.data, nw.len, now, &got, why, sizeof why), SW_ECORRUPT);
+    raw_body(&db, owner.pk, node.pk, "drain", 2, now, 0x44);
+    sign_raw(&db, &owner, &dw);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, dw.data, dw.len, now, &got, why, sizeof why), 0);
+    CHECK_EQ_INT(got.type, SW_CMD_DRAIN);
+    CHECK_EQ_INT(got.shard, 0);
+    /* a LOAD_SHARD still decodes as one; nonces are shared across types */
+    struct sw_load_cmd ls = c;
+    ls.type = SW_CMD_LOAD_SHARD;
+    ls.shard = 2;
+    struct sw_buf lsw = { 0 };
+    CHECK_EQ_INT(sw_load_cmd_sign(&ls, &owner, &lsw), 0);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, lsw.data, lsw.len, now, &got, why, sizeof why), 0);
+    CHECK_EQ_INT(got.type, SW_CMD_LOAD_SHARD);
+    CHECK_EQ_INT(got.shard, 2);
+    /* a bad type refuses to sign */
+    struct sw_load_cmd bad = c;
+    bad.type = SW_CMD_COUNT_;
+    struct sw_buf bw = { 0 };
+    CHECK_EQ_INT(sw_load_cmd_sign(&bad, &owner, &bw), SW_EINVAL);
+    for (size_t cut = 0; cut < w.len; cut += 3)
+        CHECK(sw_cmd_guard_check(g, w.data, cut, now, &got, NULL, 0) < 0);
+    sw_cmd_guard_free(g);
+    struct sw_buf *bufs[] = { &w, &f, &fo, &ty, &w2, &w3, &rb, &rw, &lb, &lw, &nb, &nw, &db, &dw, &lsw, &bw };
+    for (size_t i = 0; i < SW_ARRAY_LEN(bufs); i++) sw_buf_free(bufs[i]);
+}
+
+/* A drained node: in the record, not loaded, and named in the readiness reason. */
+static void test_drained_phase(void)
+{
+    struct tnode self, l, d;
+    tnode_init(&self, -1, SW_PHASE_NONE);
+    tnode_init(&l, 0, SW_PHASE_LOADED);
+    tnode_init(&d, 1, SW_PHASE_DRAINED);
+    const struct sw_buf *dw = tnode_sign(&d);
+    struct sw_cap back;
+    char err[128];
+    CHECK_EQ_INT(sw_cap_decode(dw->data, dw->len, &back, err, sizeof err), 0);
+    CHECK_EQ_INT(back.phase, SW_PHASE_DRAINED);
+    struct sw_view *v = mkview(&self, 2);
+    feed(v, &l, 1);
+    feed(v, &d, 1);
+    CHECK_EQ_INT(sw_view_ready(v), 0);
+    struct sw_shard_view sv;
+    CHECK_EQ_INT(sw_view_shard(v, 1, &sv), 0);
+    CHECK_EQ_INT(sv.n_loaded, 0);
+    CHECK_EQ_INT(sv.n_announced, 1);
+    char r[512], id[16];
+    CHECK_EQ_INT(sw_view_shard_reason(v, 1, r, sizeof r), 1);
+    CHECK(strncmp(r, "shard 1: no node has it loaded; node ", 37) == 0);
+    CHECK(strstr(r, sw_node_id_short(d.id.pk, id, sizeof id)) != NULL);
+    CHECK(strstr(r, "drained by the owner") != NULL);
+    /* a drained node is not "working on" its shard: an auto spare is matched to it */
+    CHECK_EQ_INT(sw_plan_pick(v, NULL), 1);
+    sw_view_free(v);
+    sw_buf_free(&self.wire); sw_buf_free(&l.wire); sw_buf_free(&d.wire);
+}
+
 /* Every single-byte corruption of a signed record or command is rejected, never crashes,
  * and never yields an accepted record with other contents (a cheap stand-in for the fuzz
  * target). */
@@ -772,6 +954,8 @@ int main(void)
     SW_RUN(test_planner_conflict);
     SW_RUN(test_planner_replace);
     SW_RUN(test_load_shard);
+    SW_RUN(test_drain_cmd);
+    SW_RUN(test_drained_phase);
     SW_RUN(test_mutation_sweep);
     return SW_TEST_DONE();
 }
