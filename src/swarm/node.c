@@ -591,7 +591,7 @@ static int take_load(struct sw_node *n, struct peer *from, const uint8_t *wire, 
         snprintf(reason, reason_len, "the node has not resolved its model yet");
         return SW_ESTATE;
     }
-    struct sw_load_cmd c;
+    struct sw_load_cmd c = { 0 };
     int rc = sw_cmd_guard_check(n->guard, wire, len, sw_wall_time_s(), &c, why, sizeof why);
     char src[80] = "the local API";
     if (from) {
