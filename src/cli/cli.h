@@ -29,6 +29,7 @@ int sw_cmd_status(int argc, char **argv);
 int sw_cmd_diagnose(int argc, char **argv);
 int sw_cmd_keygen(int argc, char **argv);
 int sw_cmd_load_shard(int argc, char **argv);
+int sw_cmd_drain(int argc, char **argv);
 
 /* Prints "shardswarm CMD: <message>" and a hint to --help on stderr; returns SW_EXIT_USAGE. */
 int sw_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

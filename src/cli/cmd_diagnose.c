@@ -253,6 +253,10 @@ int sw_cmd_diagnose(int argc, char **argv)
                 if (!strcmp(ph, "waiting")) {
                     printf("    fix: shardswarm load-shard --api %s --node %s --shard %u --key %s\n", api, id, k, okey ? okey : "OWNER.key");
                     fixed = 1;
+                } else if (!strcmp(ph, "drained")) {
+                    printf("    fix: node %.8s was drained by the owner; bring it back: shardswarm load-shard --api %s "
+                           "--node %s --shard %u --key %s\n", id, api, id, k, okey ? okey : "OWNER.key");
+                    fixed = 1;
                 } else if (!strcmp(ph, "fetching")) {
                     if (json_integer_value(json_object_get(n, "rate_bps")) > 0) printf("    fix: none needed, wait for the download\n");
                     else printf("    fix: no peer serves shard %u: start a seeder (`shardswarm node --model %s --cache DIR --seed-all`) or copy shard-%u.gguf into that node's shards folder\n",

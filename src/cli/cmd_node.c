@@ -127,7 +127,7 @@ static void load_handler(void *ud, const struct sw_api_request *req, struct sw_a
     size_t hl = req->body_len;
     while (hl && (req->body[hl - 1] == '\n' || req->body[hl - 1] == '\r' || req->body[hl - 1] == ' ')) hl--;
     if (hl == 0 || hl % 2 || hl > 8192) {
-        sw_api_error(resp, 400, "body must be the hex-encoded signed LOAD_SHARD command");
+        sw_api_error(resp, 400, "body must be the hex-encoded signed owner command (LOAD_SHARD or DRAIN)");
         return;
     }
     uint8_t wire[4096];

@@ -4,7 +4,6 @@
 
 #include "cli.h"
 
-int sw_cmd_drain(int argc, char **argv); /* cmd_drain.c (not in cli.h, which is not ours) */
 
 static const struct {
     const char *name;
