@@ -58,14 +58,7 @@ def case_drain():
         api = {k: S.Node(v.proc, v.port, v.api, None) for k, v in nodes.items()}
         ref = P.reference(P.PROMPT, P.N_GEN)
         c = P.client(procs, m, boot, "client", P.PROMPT, P.N_GEN)
-        victim = None
-        deadline = time.time() + 60
-        while victim is None and time.time() < deadline:
-            for name in ("n2", "r2"):
-                if re.search(r"stage 2 of 4 opened", nodes[name].proc.output()):
-                    victim = name
-            time.sleep(0.02)
-        check(victim is not None, "no shard-2 node opened the session:\n%s" % c.output()[-2000:])
+        victim = P.serving_shard2(nodes, c)
         survivor = "r2" if victim == "n2" else "n2"
         deadline = time.time() + 60
         while len(P.client_ids(c)) < 40 and time.time() < deadline and c.alive():

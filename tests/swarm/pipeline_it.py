@@ -118,6 +118,17 @@ def read_f32(path):
     return struct.unpack("<%df" % (len(b) // 4), b)
 
 
+def serving_shard2(nodes, c, timeout=60):
+    """Which of n2 / r2 (a replica of shard 2) opened the client's session: its name."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for name in ("n2", "r2"):
+            if re.search(r"stage 2 of 4 opened", nodes[name].proc.output()):
+                return name
+        time.sleep(0.02)
+    fail("no shard-2 node opened the session:\n%s" % c.output()[-2000:])
+
+
 def stories():
     return S.Model(harness.tmpdir("sw-pipe-"), N, source=harness.shared_model())
 
@@ -155,14 +166,7 @@ def case_kill():
         ref = reference(PROMPT, N_GEN)
         c = client(procs, m, boot, "client", PROMPT, N_GEN)
         # which shard-2 node serves the session?
-        victim = None
-        deadline = time.time() + 60
-        while victim is None and time.time() < deadline:
-            for name in ("n2", "r2"):
-                if re.search(r"stage 2 of 4 opened", nodes[name].proc.output()):
-                    victim = name
-            time.sleep(0.02)
-        check(victim is not None, "no shard-2 node opened the session:\n%s" % c.output()[-2000:])
+        victim = serving_shard2(nodes, c)
         # let some tokens through, then kill -9
         deadline = time.time() + 60
         while len(" ".join(client_ids(c)).split()) < 40 and time.time() < deadline and c.alive():
@@ -252,14 +256,7 @@ def takeover(action, after):
         nodes, boot = start_swarm(procs, m, replicas=[2], first_extra=["--step-delay-us", "5000"], api=True)
         ref = reference(PROMPT, N_GEN)
         c = client(procs, m, boot, "client", PROMPT, N_GEN)
-        victim = None
-        deadline = time.time() + 60
-        while victim is None and time.time() < deadline:
-            for name in ("n2", "r2"):
-                if re.search(r"stage 2 of 4 opened", nodes[name].proc.output()):
-                    victim = name
-            time.sleep(0.02)
-        check(victim is not None, "no shard-2 node opened the session:\n%s" % c.output()[-2000:])
+        victim = serving_shard2(nodes, c)
         deadline = time.time() + 60
         while len(client_ids(c)) < 40 and time.time() < deadline and c.alive():
             time.sleep(0.01)
