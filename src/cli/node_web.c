@@ -366,6 +366,9 @@ int sw_cli_metrics_text(const char *status_json, struct sw_buf *b)
             { "tokens_computed", "shardswarm_stage_tokens_total", "counter",
               "Token positions this stage computed (prompt and generated)." },
             { "kept_bytes", "shardswarm_stage_kept_bytes", "gauge", "Inputs kept for failover replays, bytes." },
+            { "kv_bytes", "shardswarm_stage_kv_bytes", "gauge", "KV-cache memory of this stage's sessions, bytes." },
+            { "tokens_generated", "shardswarm_entry_tokens_total", "counter",
+              "Tokens delivered to the sessions this node opened as the entry (its API or clients)." },
             { "messages_malformed", "shardswarm_pipeline_messages_malformed_total", "counter",
               "Pipeline messages refused as malformed." },
         };

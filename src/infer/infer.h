@@ -123,7 +123,7 @@ void sw_stage_seq_free(struct sw_stage *s, uint64_t seq);
 /* Tokens held in the sequence's cache (the next position). */
 int sw_stage_seq_len(struct sw_stage *s, uint64_t seq, uint32_t *n_out);
 uint32_t sw_stage_n_seqs(struct sw_stage *s);
-uint64_t sw_stage_kv_bytes(struct sw_stage *s); /* KV memory allocated, all sequences */
+uint64_t sw_stage_kv_bytes(struct sw_stage *s); /* KV memory allocated, all sequences; any thread, lock-free */
 
 /* forward flags */
 #define SW_STAGE_LOGITS_ALL 1u /* last stage: logits for every token, not just the last */

@@ -5,6 +5,7 @@
  * Not for: the kernels' inner loops (kernels*.c), the model file (model.c, src/gguf). */
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <stdarg.h>
@@ -29,7 +30,7 @@ struct sw_stage {
     pthread_mutex_t lock;
     struct sw__kv *seqs; /* max_seqs slots */
     uint32_t max_seqs, n_live;
-    uint64_t kv_bytes;
+    _Atomic uint64_t kv_bytes; /* written under the lock; read without it (status) */
     uint32_t max_batch;
     uint32_t q_dim, kv_dim;
     /* scratch, B = max_batch rows each */
@@ -329,10 +330,7 @@ uint32_t sw_stage_n_seqs(struct sw_stage *s)
 
 uint64_t sw_stage_kv_bytes(struct sw_stage *s)
 {
-    pthread_mutex_lock(&s->lock);
-    uint64_t n = s->kv_bytes;
-    pthread_mutex_unlock(&s->lock);
-    return n;
+    return atomic_load_explicit(&s->kv_bytes, memory_order_relaxed); /* no lock: a step may hold it */
 }
 
 /* ------------------------------------------------------------------ parallel row ops */

@@ -1147,6 +1147,7 @@ static void entry_token(struct sw_pipe *p, const uint8_t *from, const struct sw_
     }
     if (e->n_gen > 1 && now_us > e->t_first) ev.tokens_per_s = (e->n_gen - 1) * 1e6 / (double)(now_us - e->t_first);
     uint64_t h = e->handle;
+    p->st.tokens_generated++;
     if (e->cb.on_token) e->cb.on_token(e->cb.ud, &ev);
     free(lg);
     e = es_by_handle(p, h); /* the callback may have cancelled */

@@ -197,7 +197,8 @@ struct sw_pipe_stats {
         batched_jobs,          /* jobs that ran several sessions' steps in one pass */
         batched_entries,       /* the session steps those jobs held */
         headers_served, header_bytes_sent, headers_refused, /* HEADER_GET answered / refused */
-        header_replies_rejected; /* fetches: HEADER replies that failed the check */
+        header_replies_rejected, /* fetches: HEADER replies that failed the check */
+        tokens_generated;      /* tokens delivered to sessions this node opened as the entry */
     uint32_t stage_sessions, entry_sessions;
     uint64_t kept_bytes;
 };

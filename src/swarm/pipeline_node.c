@@ -227,6 +227,9 @@ static void status_extra(void *ud, struct json_t *root)
     json_object_set_new(o, "batched_steps", json_integer((json_int_t)st.batched_jobs));
     json_object_set_new(o, "tokens_computed", json_integer((json_int_t)st.tokens_computed));
     json_object_set_new(o, "kept_bytes", json_integer((json_int_t)st.kept_bytes));
+    struct sw_stage *stage = sw_node_stage(pn->node);
+    if (stage) json_object_set_new(o, "kv_bytes", json_integer((json_int_t)sw_stage_kv_bytes(stage)));
+    json_object_set_new(o, "tokens_generated", json_integer((json_int_t)st.tokens_generated));
     json_object_set_new(o, "messages_in", json_integer((json_int_t)st.msgs_in));
     json_object_set_new(o, "messages_malformed", json_integer((json_int_t)st.malformed));
     json_object_set_new(o, "errors_sent", json_integer((json_int_t)st.errors_sent));

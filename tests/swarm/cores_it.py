@@ -54,7 +54,8 @@ def main():
             pl = st.get("pipeline") or {}
             # every stage saw the 4 sessions and computed their 4 x (prompt + 40) positions
             check(pl.get("sessions_opened", 0) >= 4 and pl.get("compute_steps", 0) > 0 and
-                  pl.get("tokens_computed", 0) >= 4 * 40 and pl.get("compute_seconds", -1) >= 0,
+                  pl.get("tokens_computed", 0) >= 4 * 40 and pl.get("compute_seconds", -1) >= 0 and
+                  pl.get("kv_bytes", -1) >= 0 and pl.get("tokens_generated", -1) == 0,
                   "%s pipeline counters: %s" % (name, pl))
             check("bt" in st and st["bt"]["uploaded_bytes"] >= 0, "%s bt section: %s" % (name, st.get("bt")))
         # flag errors
