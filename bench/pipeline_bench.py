@@ -11,7 +11,7 @@ All nodes share this machine's T cores, two ways:
   split   (`--machine-cores off`): each of n nodes has T/n threads (at least 1), always
 
   (a) single-session generation tok/s, swarm / single-process `generate` with T threads
-      (median of 3 runs each, alternating), shared and split
+      (median of 5 runs each, alternating), shared and split
   (b) added latency per hop (µs): on stories260K (compute ~ nothing), per-token time of a
       4-stage swarm minus single-process, divided by the hops of one token (n stages:
       n-1 stage->stage hops + last->first)
@@ -42,6 +42,7 @@ BIN = harness.BIN
 BUILD = S.BUILD
 THREADS = int(os.environ.get("SW_BENCH_THREADS") or os.cpu_count() or 2)
 N_GEN = int(os.environ.get("SW_BENCH_GEN") or 64)
+A_RUNS = 5  # (a): swarm and single-process alternate this many times (the machine drifts)
 
 
 def log(*a):
@@ -126,16 +127,16 @@ def bench_a_c(model, shared):
             # this machine's speed drifts by several % from minute to minute (shared cores):
             # swarm and single-process alternate, 3 runs each, and the medians are compared
             ones, bases = [], []
-            for r in range(3):
+            for r in range(A_RUNS):
                 ones.append(wait(sw.client("one%d" % r))["gen_tps"])
                 bases.append(single(model, THREADS if shared else each * n_shards)["gen_tps"])
             one = {"gen_tps": statistics.median(ones)}
             base = {"gen_tps": statistics.median(bases)}
             ratio = one["gen_tps"] / base["gen_tps"] if base["gen_tps"] else 0
             log("(a) %s, %d shards x %d threads: swarm %.2f tok/s, single-process (%d threads) %.2f tok/s, ratio %.3f "
-                "(medians of 3 alternating runs: swarm %s, single %s)"
+                "(medians of %d alternating runs: swarm %s, single %s)"
                 % (how, n_shards, each, one["gen_tps"], THREADS if shared else each * n_shards, base["gen_tps"], ratio,
-                   " ".join("%.1f" % x for x in ones), " ".join("%.1f" % x for x in bases)))
+                   A_RUNS, " ".join("%.1f" % x for x in ones), " ".join("%.1f" % x for x in bases)))
             cs = [sw.client("c%d" % i) for i in range(4)]
             t0 = time.time()
             rs = [wait(c) for c in cs]
@@ -149,10 +150,10 @@ def bench_a_c(model, shared):
     return res
 
 
-def bench_b():
+def bench_b(shared):
     model = harness.shared_model()
     with harness.Procs() as procs:
-        sw = Swarm(procs, model, 4, 1)
+        sw = Swarm(procs, model, 4, 1, shared=shared)
         wait(sw.client("warm", n=8))
         rs = [wait(sw.client("hop%d" % i, n=200)) for i in range(3)]
         tps = statistics.median(r["gen_tps"] for r in rs)
@@ -160,8 +161,8 @@ def bench_b():
     per_tok_swarm = 1e6 / tps
     per_tok_single = 1e6 / base
     hop = (per_tok_swarm - per_tok_single) / 4
-    log("(b) stories260K, 4 stages: %.1f µs/token across the swarm vs %.1f µs single-process -> %.1f µs per hop "
-        "(4 hops per token)" % (per_tok_swarm, per_tok_single, hop))
+    log("(b) %s, stories260K, 4 stages: %.1f µs/token across the swarm vs %.1f µs single-process -> %.1f µs per hop "
+        "(4 hops per token)" % ("shared" if shared else "split", per_tok_swarm, per_tok_single, hop))
     return hop
 
 
@@ -235,7 +236,8 @@ def main():
     log("pipeline bench: %s, %d threads in total, %d tokens per session" % (os.path.basename(model), THREADS, N_GEN))
     sh = bench_a_c(model, shared=True)
     sp = bench_a_c(model, shared=False)
-    hop = bench_b()
+    hop_sh = bench_b(shared=True)
+    hop_sp = bench_b(shared=False)
     dsh = bench_d(model, shared=True)
     dsp = bench_d(model, shared=False)
     rec = bench_e(model)
@@ -247,7 +249,7 @@ def main():
         log("| (a) 1 session, swarm / single-process, %d shards | %.3f | %.3f | >= 0.95 |" % (n, sh[n][0], sp[n][0]))
     for n in (2, 4):
         log("| (c) 4 sessions / 1 session, total tok/s, %d shards | x%.2f | x%.2f | |" % (n, sh[n][1], sp[n][1]))
-    log("| (b) added latency per hop (stories260K, 4 stages) | %.1f us | | <= 50 us |" % hop)
+    log("| (b) added latency per hop (stories260K, 4 stages) | %.1f us | %.1f us | <= 50 us |" % (hop_sh, hop_sp))
     log("| (d) first token, 512-token prompt, 4 stages: chunked / whole | %.0f / %.0f ms | %.0f / %.0f ms | |"
         % (dsh + dsp))
     log("| (e) recovery after kill -9 of a stage | %.0f ms | | |" % rec)
