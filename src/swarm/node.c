@@ -550,6 +550,50 @@ static void forward_load(struct sw_node *n, struct peer *from, const struct sw_l
 
 static void retire_stage(struct sw_node *n, const char *reason);
 
+/* The drained state survives a restart: <cache>/drained holds "<info-hash hex> <shard>\n"
+ * while the owner's DRAIN stands (written at DRAIN, removed at the next LOAD_SHARD). */
+static void drained_mark(struct sw_node *n, int on)
+{
+    char *path = sw_path_join(n->cache_dir, "drained");
+    if (!path) return;
+    if (on) {
+        char line[80];
+        char ih[41];
+        sw_hex_encode(n->info_hash, 20, ih);
+        int len = snprintf(line, sizeof line, "%s %d\n", ih, (int)n->shard);
+        if (sw_file_write_atomic(path, line, (size_t)len))
+            sw_log(SW_LOG_WARN, "SHARD", "%s: cannot record the drained state (a restart would load again)", path);
+    } else if (unlink(path) && errno != ENOENT) {
+        sw_log(SW_LOG_WARN, "SHARD", "%s: cannot remove: %s", path, strerror(errno));
+    }
+    free(path);
+}
+
+/* At start: 1 (and *shard_out, -1 for none) when <cache>/drained names this model. */
+static int drained_marked(struct sw_node *n, int32_t *shard_out)
+{
+    char *path = sw_path_join(n->cache_dir, "drained");
+    uint8_t *data = NULL;
+    size_t len = 0;
+    int on = 0;
+    if (path && !sw_file_read_all(path, 256, &data, &len)) {
+        char ih[41], buf[257];
+        sw_hex_encode(n->info_hash, 20, ih);
+        memcpy(buf, data, len);
+        buf[len] = 0;
+        int shard = -1;
+        if (len > 41 && !memcmp(buf, ih, 40) && buf[40] == ' ' && sscanf(buf + 41, "%d", &shard) == 1) {
+            on = 1;
+            *shard_out = shard >= 0 && (uint32_t)shard < n->n_shards ? shard : -1;
+        } else {
+            sw_log(SW_LOG_WARN, "SHARD", "%s: not a drained marker of this model; ignored", path);
+        }
+    }
+    free(data);
+    free(path);
+    return on;
+}
+
 /* DRAIN: stop serving like leaving (the sessions on the stage get ERROR DRAIN_REASON and
  * their entries fail over at once; the stage is freed through the release hook only when no
  * step runs on it), but stay in the swarm: the shard file stays on disk and seeded, the
@@ -572,6 +616,7 @@ static void drain(struct sw_node *n, const char *src, char *reason, size_t reaso
         !sw_bt_torrent_file_complete(n->t, (uint32_t)n->shard_file[n->shard]))
         sw_bt_torrent_want_file(n->t, (uint32_t)n->shard_file[n->shard], 0); /* held pieces stay seeded */
     n->phase = SW_PHASE_DRAINED;
+    drained_mark(n, 1);
     if (n->shard >= 0)
         sw_log(SW_LOG_INFO, "SHARD", "shard %d drained by the owner's command (from %s); %s; the file stays and is seeded",
                (int)n->shard, src, had_stage ? "sessions handed over" : "it was not loaded");
@@ -628,6 +673,7 @@ static int take_load(struct sw_node *n, struct peer *from, const uint8_t *wire, 
     snprintf(reason, reason_len, "accepted: loading shard %u", c.shard);
     int was_drained = n->drained;
     n->drained = 0; /* a LOAD_SHARD brings a drained node back */
+    if (was_drained) drained_mark(n, 0);
     n->forced_fetch = 1;
     n->auto_mode = 0; /* the owner decided */
     if ((int32_t)c.shard != n->shard || was_drained || n->phase == SW_PHASE_WAITING || n->phase == SW_PHASE_FAILED) {
@@ -1309,7 +1355,16 @@ static int model_setup(struct sw_node *n, char *err, size_t err_len)
     sw_log(SW_LOG_INFO, "NODE", "model %s: %u shards, %s, owner key %s", mi->info_hash_hex, ns,
            mi->architecture[0] ? mi->architecture : "?", n->has_owner ? mi->owner_key_hex : "(none: LOAD_SHARD disabled)");
     /* Startup shard check: loads before joining when the file is complete and verified. */
-    if (n->cfg.seed_all) {
+    int32_t dshard = -1;
+    if (!n->cfg.seed_all && drained_marked(n, &dshard)) {
+        /* the owner's DRAIN stands across the restart: hold (and seed) the file, load nothing */
+        n->drained = 1;
+        n->auto_mode = 0;
+        n->shard = dshard;
+        n->phase = SW_PHASE_DRAINED;
+        sw_log(SW_LOG_INFO, "SHARD", "drained by the owner's command before this start (%s/drained): shard %d is "
+               "not loaded (its file stays and is seeded); a LOAD_SHARD brings the node back", n->cache_dir, (int)dshard);
+    } else if (n->cfg.seed_all) {
         for (uint32_t s = 0; s < ns; s++) sw_bt_torrent_want_file(n->t, (uint32_t)n->shard_file[s], 1);
         uint32_t held = 0;
         for (uint32_t s = 0; s < ns; s++) held += sw_bt_torrent_file_complete(n->t, (uint32_t)n->shard_file[s]) ? 1 : 0;

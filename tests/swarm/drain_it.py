@@ -131,18 +131,33 @@ def case_drain():
         check(len(api["n0"].status()["reasons"]) == 1, "other shards block: %r" % api["n0"].status()["reasons"])
         print("drain: both shard-2 nodes drained: %s" % reason, file=sys.stderr)
 
+        # 4b. the drained state survives a restart: the replica, stopped and started again on
+        # the same cache, comes back drained (not loading its shard) and the swarm stays not ready
+        nodes[survivor].proc.stop()
+        check(os.path.exists(os.path.join(m.root, survivor, "drained")), "no drained marker in the replica's cache")
+        again = P.start_node(procs, m, survivor + "b", 2, boot, ["--cache", os.path.join(m.root, survivor)],
+                             api=True)
+        again.proc.wait_for(r"drained by the owner's command before this start", timeout=30)
+        st2 = wait_until("the restarted replica drained", lambda: (lambda x: x if x and x["self"]["phase"] == "drained"
+                                                                   else None)(S.Node(again.proc, again.port, again.api,
+                                                                                      None).status()))
+        check(st2["node_id"] == sid and st2["self"]["shard"] == 2, "restarted replica: %r" % st2["self"])
+        check(not re.search(r"\[SHARD\] shard 2 loaded", again.proc.output()), "the restarted replica loaded its shard")
+        check(not api["n0"].ready(), "the swarm is ready although both shard-2 nodes are drained")
+
         # 5. LOAD_SHARD of shard 2 to a drained node brings the swarm back
         r = harness.run([harness.BIN, "load-shard", "--api", str(nodes["n0"].api), "--node", vid, "--shard", "2",
                          "--key", m.owner_key], timeout=30)
         check(r.returncode == 0, "LOAD_SHARD refused: %s %s" % (r.stdout, r.stderr))
         vp.wait_for(r"leaving the drained state", timeout=15)
+        check(not os.path.exists(os.path.join(m.root, victim, "drained")), "the drained marker outlived LOAD_SHARD")
         wait_until("the swarm ready again", lambda: api["n0"].ready() and api[victim].status()["self"]["phase"] == "loaded")
         ref2 = P.reference(P.PROMPT, 20)
         c2 = P.client(procs, m, boot, "client2", P.PROMPT, 20)
         rc = P.wait_exit(c2)
         check(rc == 0 and P.client_ids(c2) == ref2, "generation after reloading: rc %s\n%s" % (rc, c2.output()[-2000:]))
-        check(nodes[survivor].proc.alive() and api[survivor].status()["self"]["phase"] == "drained",
-              "the other drained node did not stay drained")
+        check(again.proc.alive() and S.Node(again.proc, again.port, again.api, None).status()["self"]["phase"] == "drained",
+              "the other drained node (restarted) did not stay drained")
         print("drain: LOAD_SHARD brought %s back; swarm ready; 20 tokens identical" % victim, file=sys.stderr)
 
 
