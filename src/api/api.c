@@ -35,6 +35,7 @@ struct route {
     int stream;
     size_t max_body;
     int open;               /* reachable without the API key (sw_api_open) */
+    int prefix;             /* path is a prefix: matches path + anything (sw_api_route_prefix) */
 };
 
 struct sw_api {
@@ -178,6 +179,15 @@ int sw_api_route(struct sw_api *a, const char *method, const char *path, sw_api_
     return add_route(a, method, path, fn, ud, 0, 0);
 }
 
+int sw_api_route_prefix(struct sw_api *a, const char *method, const char *prefix, sw_api_handler_fn fn, void *ud)
+{
+    size_t n = prefix ? strlen(prefix) : 0;
+    if (!n || prefix[n - 1] != '/') return SW_EINVAL; /* "/v1/models/": a whole path segment */
+    int rc = add_route(a, method, prefix, fn, ud, 0, 0);
+    if (!rc) a->routes[a->n_routes - 1].prefix = 1;
+    return rc;
+}
+
 int sw_api_route_stream(struct sw_api *a, const char *method, const char *path, size_t max_body,
                         sw_api_handler_fn fn, void *ud)
 {
@@ -228,15 +238,23 @@ int sw_api_open(struct sw_api *a, const char *path)
     return n ? 0 : SW_ENOTFOUND;
 }
 
+static int route_matches(const struct route *r, const char *url)
+{
+    if (!r->prefix) return !strcmp(r->path, url);
+    size_t n = strlen(r->path);
+    return !strncmp(r->path, url, n) && url[n]; /* something after the prefix */
+}
+
 static struct route *find_route(struct sw_api *a, const char *url, const char *method, int *path_known)
 {
-    for (size_t i = 0; i < a->n_routes; i++) {
-        struct route *r = &a->routes[i];
-        if (strcmp(r->path, url)) continue;
-        if (path_known) *path_known = 1;
-        if (strcmp(r->method, method)) continue;
-        return r;
-    }
+    for (int pass = 0; pass < 2; pass++) /* exact paths first, then prefixes */
+        for (size_t i = 0; i < a->n_routes; i++) {
+            struct route *r = &a->routes[i];
+            if (r->prefix != pass || !route_matches(r, url)) continue;
+            if (path_known) *path_known = 1;
+            if (strcmp(r->method, method)) continue;
+            return r;
+        }
     return NULL;
 }
 

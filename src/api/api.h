@@ -81,6 +81,9 @@ int sw_api_call_gone(const struct sw_api_call *c);
 /* fn(ud) runs in sw_api_free once the server stopped (no handler runs any more), last
  * registered first. For state the routes' handlers share. At most 16. */
 int sw_api_on_free(struct sw_api *a, void (*fn)(void *ud), void *ud);
+/* A route for every path under prefix (which ends in '/', e.g. "/v1/models/"): the handler
+ * reads the rest from req->path. Exact routes win over prefixes. Before sw_api_start only. */
+int sw_api_route_prefix(struct sw_api *a, const char *method, const char *prefix, sw_api_handler_fn fn, void *ud);
 /* Lets the routes of path be reached without the API key (pages that carry no data, such
  * as the dashboard's static files). Before sw_api_start, after the routes. */
 int sw_api_open(struct sw_api *a, const char *path);

@@ -863,6 +863,31 @@ static void h_models(void *ud, const struct sw_api_request *req, struct sw_api_r
     if (!resp->body) sw_api_error(resp, 500, "out of memory");
 }
 
+/* GET /v1/models/{model}: the model object, or 404 model_not_found naming what this node
+ * serves. */
+static void h_model_one(void *ud, const struct sw_api_request *req, struct sw_api_response *resp)
+{
+    struct oai *o = ud;
+    const char *id = req->path + strlen("/v1/models/");
+    struct sw_api_oai_model m;
+    struct sw_api_oai_error e = { 0 };
+    if (model_of(o, &m, &e)) {
+        sw_api_oai_error_resp(&e, resp);
+        return;
+    }
+    if (strcmp(id, m.id)) {
+        err_set(&e, 404, "invalid_request_error", "model_not_found", "model",
+                "The model '%.100s' does not exist: this node serves '%s'", id, m.id);
+        sw_api_oai_error_resp(&e, resp);
+        return;
+    }
+    json_t *r = json_pack("{s:s,s:s,s:I,s:s}", "id", m.id, "object", "model", "created", (json_int_t)m.created,
+                          "owned_by", "shardswarm");
+    resp->body = r ? json_dumps(r, JSON_COMPACT) : NULL;
+    json_decref(r);
+    if (!resp->body) sw_api_error(resp, 500, "out of memory");
+}
+
 /* Parse, check against the model, tokenize and open the generation. 0 or an error in e. */
 static int job_start(struct job *j, const struct sw_api_request *req, struct sw_api_oai_error *e)
 {
@@ -1057,6 +1082,7 @@ int sw_api_openai_attach(struct sw_api *a, const struct sw_api_oai_backend *be)
         return rc;
     }
     if ((rc = sw_api_route(a, "GET", "/v1/models", h_models, o)) ||
+        (rc = sw_api_route_prefix(a, "GET", "/v1/models/", h_model_one, o)) ||
         (rc = sw_api_route_stream(a, "POST", "/v1/completions", SW_API_OAI_MAX_BODY, h_completions, o)) ||
         (rc = sw_api_route_stream(a, "POST", "/v1/chat/completions", SW_API_OAI_MAX_BODY, h_chat, o)))
         return rc;

@@ -4,7 +4,7 @@ of a split stories260K (real processes on 127.0.0.1, ports from the kernel). The
 is single-process `shardswarm generate -m stories260K.gguf` (greedy).
 
 Cases:
-  completions  GET /v1/models; POST /v1/completions greedy, 40 tokens, text == generate's;
+  completions  GET /v1/models and /v1/models/{id}; POST /v1/completions greedy, 40 tokens, text == generate's;
                the same streamed (SSE deltas concatenated ==, [DONE], usage chunk); a stop
                string cuts the text before it and never leaks; token-id prompt == text prompt;
                temperature 0.8 with seed 7 == `generate --temp 0.8 --seed 7`
@@ -177,6 +177,11 @@ def case_completions():
         mdl = models["data"][0]
         check(mdl["object"] == "model" and mdl["owned_by"] == "shardswarm" and mdl["id"] and isinstance(mdl["created"], int),
               "model object %r" % mdl)
+        st, one = request(sw.api, "GET", "/v1/models/" + mdl["id"])  # models.retrieve
+        check(st == 200 and one == mdl, "GET /v1/models/{id}: %d %r" % (st, one))
+        st, nf = request(sw.api, "GET", "/v1/models/no-such-model")
+        check(st == 404 and nf["error"]["code"] == "model_not_found" and mdl["id"] in nf["error"]["message"],
+              "GET /v1/models/{unknown}: %d %r" % (st, nf))
         wait_generation(sw.api)
         t0 = time.time()
         st, r = request(sw.api, "POST", "/v1/completions",
@@ -444,6 +449,8 @@ const client = new OpenAI({ baseURL: process.env.BASE_URL, apiKey: "x" });
 (async () => {
   const models = await client.models.list();
   const id = models.data[0].id;
+  const one = await client.models.retrieve(id);
+  if (one.id !== id || one.object !== "model") throw new Error("models.retrieve: " + JSON.stringify(one));
   const c = await client.completions.create({ model: id, prompt: "Once upon a time", max_tokens: 40, temperature: 0 });
   const chat = await client.chat.completions.create({ model: id, messages: [{ role: "user", content: "Tell me a story." }],
                                                       max_tokens: 30, temperature: 0 });

@@ -143,8 +143,44 @@ static void test_api_key(void)
     sw_api_free(a);
 }
 
+static void echo_path(void *ud, const struct sw_api_request *req, struct sw_api_response *resp)
+{
+    (void)ud;
+    char buf[300];
+    snprintf(buf, sizeof buf, "{\"path\":\"%.200s\"}", req->path);
+    resp->body = strdup(buf);
+}
+
+/* Prefix routes: every path under "/items/" (not "/items/" itself), exact routes first. */
+static void test_prefix_route(void)
+{
+    struct sw_api *a = NULL;
+    struct sw_api_config cfg = { NULL, 0, 1024, NULL };
+    CHECK_EQ_INT(sw_api_new(&cfg, &a), 0);
+    CHECK_EQ_INT(sw_api_route_prefix(a, "GET", "/items", echo_path, NULL), SW_EINVAL); /* no trailing '/' */
+    CHECK_EQ_INT(sw_api_route_prefix(a, "GET", "/items/", echo_path, NULL), 0);
+    CHECK_EQ_INT(sw_api_route(a, "GET", "/items/special", forbidden, NULL), 0);
+    char err[256], base[256], url[300];
+    CHECK_EQ_INT(sw_api_start(a, err, sizeof err), 0);
+    snprintf(url, sizeof url, "%u", sw_api_port(a));
+    CHECK_EQ_INT(sw_api_base_url(url, base, sizeof base), 0);
+    const char *paths[] = { "/items/a", "/items/a/b", "/items/special", "/items/", "/itemsx" };
+    const int want[] = { 200, 200, 403, 404, 404 };
+    for (int i = 0; i < 5; i++) {
+        char *body = NULL;
+        int status = 0;
+        snprintf(url, sizeof url, "%s%s", base, paths[i]);
+        CHECK_EQ_INT(sw_api_fetch("GET", url, NULL, 0, 3000, &body, NULL, &status, err, sizeof err), 0);
+        CHECK_MSG(status == want[i], "%s: status %d", paths[i], status);
+        if (want[i] == 200) CHECK(body && strstr(body, paths[i]));
+        free(body);
+    }
+    sw_api_free(a);
+}
+
 int main(void)
 {
+    SW_RUN(test_prefix_route);
     SW_RUN(test_server);
     SW_RUN(test_api_key);
     SW_RUN(test_base_url);
