@@ -127,7 +127,9 @@
       add('Pipeline', num(pl.sessions_opened) + ' sessions opened · ' + num(pl.sessions_refused) + ' refused · ' +
           num(pl.failovers) + ' failovers · ' + num(pl.entry_sessions) + ' open as entry');
       add('Compute', num(pl.compute_steps) + ' steps (' + num(pl.batched_steps) + ' batched) · ' +
-          num(pl.compute_seconds).toFixed(2) + ' s · ' + num(pl.tokens_computed) + ' token positions');
+          num(pl.compute_seconds).toFixed(2) + ' s · ' + num(pl.tokens_computed) + ' token positions' +
+          (pl.kv_bytes !== undefined ? ' · KV cache ' + fmtBytes(pl.kv_bytes) : ''));
+      if (num(pl.tokens_generated) > 0) add('As entry', num(pl.tokens_generated) + ' tokens delivered');
     }
     if (self.path !== undefined) add('Shard file', el('span', { cls: 'mono' }, str(self.path)));
     replaceChildren(document.getElementById('self'), rows);
