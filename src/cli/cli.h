@@ -51,6 +51,12 @@ int sw_cli_parse_u64(const char *cmd, const char *flag, const char *s, uint64_t 
                      uint64_t *out);
 int sw_cli_parse_f32(const char *cmd, const char *flag, const char *s, float min, float max,
                      float *out);
+/* The sampler flags of generate, generate --swarm and chat: --temp, --top-k, --top-p,
+ * --min-p, --repeat-penalty, --repeat-last-n, --seed (sets *seed_set). Returns 1 when flag
+ * is one of them (*rc: 0, or SW_EXIT_USAGE after a message naming it), 0 when it is not. */
+struct sw_sampler_params;
+int sw_cli_sampler_flag(const char *cmd, const char *flag, const char *v, struct sw_sampler_params *sp,
+                        int *seed_set, int *rc);
 /* Token ids separated by spaces, commas or newlines (each 0..INT32_MAX) into a malloc'd
  * array the caller frees. SW_EINVAL on anything else, SW_ENOMEM. */
 int sw_cli_parse_ids(const char *s, int32_t **ids_out, size_t *n_out);

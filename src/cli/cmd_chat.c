@@ -23,7 +23,7 @@ static void usage(FILE *f)
             "  --template NAME       chatml llama2 llama3 mistral phi3 gemma zephyr\n"
             "                        (default: detected from tokenizer.chat_template)\n"
             "  -n, --n-predict N     most tokens per reply (default 512)\n"
-            "  --temp T --top-k K --top-p P --min-p P --repeat-penalty R --seed S\n"
+            "  --temp T --top-k K --top-p P --min-p P --repeat-penalty R --repeat-last-n N --seed S\n"
             "                        sampling, as for generate (--temp 0: greedy)\n"
             "  -t, --threads N       compute threads (default: all CPUs)\n"
             "  -c, --ctx N           context limit (default: the model's)\n");
@@ -94,19 +94,8 @@ int sw_cmd_chat(int argc, char **argv)
             if ((rc = sw_cli_parse_u32(cmd, f, v, 1, 256, &threads))) return rc;
         } else if (!strcmp(f, "-c") || !strcmp(f, "--ctx")) {
             if ((rc = sw_cli_parse_u32(cmd, f, v, 1, 1u << 24, &ctx))) return rc;
-        } else if (!strcmp(f, "--temp")) {
-            if ((rc = sw_cli_parse_f32(cmd, f, v, 0, 100, &sp.temperature))) return rc;
-        } else if (!strcmp(f, "--top-k")) {
-            if ((rc = sw_cli_parse_u32(cmd, f, v, 0, 1u << 24, &sp.top_k))) return rc;
-        } else if (!strcmp(f, "--top-p")) {
-            if ((rc = sw_cli_parse_f32(cmd, f, v, 0, 1, &sp.top_p))) return rc;
-        } else if (!strcmp(f, "--min-p")) {
-            if ((rc = sw_cli_parse_f32(cmd, f, v, 0, 1, &sp.min_p))) return rc;
-        } else if (!strcmp(f, "--repeat-penalty")) {
-            if ((rc = sw_cli_parse_f32(cmd, f, v, 0.01f, 100, &sp.repeat_penalty))) return rc;
-        } else if (!strcmp(f, "--seed")) {
-            if ((rc = sw_cli_parse_u64(cmd, f, v, 0, UINT64_MAX, &sp.seed))) return rc;
-            seed_set = 1;
+        } else if (sw_cli_sampler_flag(cmd, f, v, &sp, &seed_set, &rc)) {
+            if (rc) return rc;
         } else return sw_cli_usage_error(cmd, "unknown option '%s'", f);
     }
     if (!n_models) return sw_cli_usage_error(cmd, "-m MODEL is required");

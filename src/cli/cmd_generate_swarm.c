@@ -150,21 +150,8 @@ static int parse_args(const char *cmd, int argc, char **argv, struct gs_args *a)
             if ((rc = sw_cli_parse_u32(cmd, f, v, 1, 86400, &a->wait_s))) return rc;
         } else if (!strcmp(f, "--deadline-ms")) {
             if ((rc = sw_cli_parse_u32(cmd, f, v, 100, 3600000, &a->deadline_ms))) return rc;
-        } else if (!strcmp(f, "--temp")) {
-            if ((rc = sw_cli_parse_f32(cmd, f, v, 0, 100, &a->sp.temperature))) return rc;
-        } else if (!strcmp(f, "--top-k")) {
-            if ((rc = sw_cli_parse_u32(cmd, f, v, 0, 1u << 24, &a->sp.top_k))) return rc;
-        } else if (!strcmp(f, "--top-p")) {
-            if ((rc = sw_cli_parse_f32(cmd, f, v, 0, 1, &a->sp.top_p))) return rc;
-        } else if (!strcmp(f, "--min-p")) {
-            if ((rc = sw_cli_parse_f32(cmd, f, v, 0, 1, &a->sp.min_p))) return rc;
-        } else if (!strcmp(f, "--repeat-penalty")) {
-            if ((rc = sw_cli_parse_f32(cmd, f, v, 0, 100, &a->sp.repeat_penalty))) return rc;
-        } else if (!strcmp(f, "--repeat-last-n")) {
-            if ((rc = sw_cli_parse_u32(cmd, f, v, 0, SW_SAMPLER_MAX_WINDOW, &a->sp.repeat_last_n))) return rc;
-        } else if (!strcmp(f, "--seed")) {
-            if ((rc = sw_cli_parse_u64(cmd, f, v, 0, UINT64_MAX, &a->sp.seed))) return rc;
-            a->seed_set = 1;
+        } else if (sw_cli_sampler_flag(cmd, f, v, &a->sp, &a->seed_set, &rc)) {
+            if (rc) return rc;
         } else {
             return sw_cli_usage_error(cmd, "unknown flag %s", f);
         }

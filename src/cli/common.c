@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "infer/tok.h"
 
 int sw_cli_usage_error(const char *cmd, const char *fmt, ...)
 {
@@ -207,4 +208,23 @@ void sw_cli_progress(const char *label, uint64_t done, uint64_t total, uint64_t 
             "##############################", width - fill, "", frac * 100.0, rbuf, ebuf);
     if (done >= total) fputc('\n', stderr);
     fflush(stderr);
+}
+
+int sw_cli_sampler_flag(const char *cmd, const char *f, const char *v, struct sw_sampler_params *sp,
+                        int *seed_set, int *rc)
+{
+    *rc = 0;
+    if (!strcmp(f, "--temp")) *rc = sw_cli_parse_f32(cmd, f, v, 0, 100, &sp->temperature);
+    else if (!strcmp(f, "--top-k")) *rc = sw_cli_parse_u32(cmd, f, v, 0, 1u << 24, &sp->top_k);
+    else if (!strcmp(f, "--top-p")) *rc = sw_cli_parse_f32(cmd, f, v, 0, 1, &sp->top_p);
+    else if (!strcmp(f, "--min-p")) *rc = sw_cli_parse_f32(cmd, f, v, 0, 1, &sp->min_p);
+    /* the sampler divides by it: 0 is refused here, not later by a stage */
+    else if (!strcmp(f, "--repeat-penalty")) *rc = sw_cli_parse_f32(cmd, f, v, 0.01f, 100, &sp->repeat_penalty);
+    else if (!strcmp(f, "--repeat-last-n"))
+        *rc = sw_cli_parse_u32(cmd, f, v, 0, SW_SAMPLER_MAX_WINDOW, &sp->repeat_last_n);
+    else if (!strcmp(f, "--seed")) {
+        *rc = sw_cli_parse_u64(cmd, f, v, 0, UINT64_MAX, &sp->seed);
+        if (!*rc) *seed_set = 1;
+    } else return 0;
+    return 1;
 }
