@@ -27,6 +27,7 @@ struct sw_stage {
     struct sw_cores *cores; /* machine core lease (opts.machine_cores), or NULL */
     uint64_t cores_checked_us; /* last sw_cores_rebalance */
     uint32_t us_per_token_x16; /* the last leased-stage step's time per token x16; 0: none yet */
+    int leased;                /* the forward running now holds cores of the lease */
     int n_threads;
     pthread_mutex_t lock;
     struct sw__kv *seqs; /* max_seqs slots */
@@ -543,7 +544,7 @@ static int mm(struct sw_stage *s, const struct sw__w *w, const float *x, int64_t
  * waits for one, or take back cores that came free (at most every CORES_CHECK_US). */
 static void cores_tick(struct sw_stage *s)
 {
-    if (!s->cores) return;
+    if (!s->leased) return; /* no lease, or a short step computing unclaimed */
     uint64_t now = sw_time_us();
     if (now - s->cores_checked_us < CORES_CHECK_US) return;
     s->cores_checked_us = now;
@@ -741,6 +742,7 @@ int sw_stage_forward_batch(struct sw_stage *s, struct sw_stage_batch *b, uint32_
     for (uint32_t i = 0; i < n; i++)
         if (!b[i].rc) n_tok += b[i].n_tokens;
     const int leased = s->cores && !(s->us_per_token_x16 && s->us_per_token_x16 * n_tok < 16u * SHORT_STEP_US);
+    s->leased = leased;
     const uint64_t t_start = sw_time_us();
     if (leased) { /* compute with the machine's free cores (other nodes' stages hold the rest) */
         sw_k_pool_set_active(s->pool, (int)sw_cores_claim(s->cores, (unsigned)s->n_threads));
@@ -785,6 +787,7 @@ int sw_stage_forward_batch(struct sw_stage *s, struct sw_stage_batch *b, uint32_
         }
         while (next < n && (b[next].rc || done[next] == b[next].n_tokens)) next++;
     }
+    s->leased = 0;
     if (leased) { /* the cores go back: our workers park now rather than spin on them */
         sw_cores_release(s->cores);
         sw_k_pool_set_active(s->pool, 1);
