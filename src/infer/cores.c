@@ -65,11 +65,15 @@ int sw_cores_open(unsigned budget, const char *dir, struct sw_cores **out, char 
 {
     char e[256] = "", d[512];
     *out = NULL;
+    if (!err || !err_len) { /* the caller does not want the message */
+        err = e;
+        err_len = sizeof e;
+    }
     if (budget < 1 || budget > SW_CORES_MAX) {
-        snprintf(err ? err : e, err ? err_len : sizeof e, "core budget %u out of range 1..%u", budget, SW_CORES_MAX);
+        snprintf(err, err_len, "core budget %u out of range 1..%u", budget, SW_CORES_MAX);
         return SW_EINVAL;
     }
-    int rc = lease_dir(dir, d, sizeof d, err ? err : e, err ? err_len : sizeof e);
+    int rc = lease_dir(dir, d, sizeof d, err, err_len);
     if (rc) return rc;
     struct sw_cores *c = calloc(1, sizeof *c);
     if (!c) return SW_ENOMEM;
@@ -89,7 +93,7 @@ int sw_cores_open(unsigned budget, const char *dir, struct sw_cores **out, char 
     snprintf(wpath, sizeof wpath, "%s/waiting", d);
     c->wait_fd = open(wpath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (c->wait_fd < 0) {
-        snprintf(err ? err : e, err ? err_len : sizeof e, "%s: %s", wpath, strerror(errno));
+        snprintf(err, err_len, "%s: %s", wpath, strerror(errno));
         c->n = 0;
         sw_cores_close(c);
         return SW_EIO;
@@ -99,7 +103,7 @@ int sw_cores_open(unsigned budget, const char *dir, struct sw_cores **out, char 
         snprintf(path, sizeof path, "%s/core-%u", d, i);
         c->fd[i] = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (c->fd[i] < 0) {
-            snprintf(err ? err : e, err ? err_len : sizeof e, "%s: %s", path, strerror(errno));
+            snprintf(err, err_len, "%s: %s", path, strerror(errno));
             c->n = i;
             sw_cores_close(c);
             return SW_EIO;
