@@ -21,6 +21,7 @@ static const struct sw_synth_preset PRESETS[] = {
     { "qwen2-tiny",     "qwen2",  256,  2,   4,  2,   512, 50257,  4096, 1000000.0f, 1e-6f, 1, "ggml-vocab-gpt-2.gguf" },
     { "llama-160m",     "llama",  768, 12,  12, 12,  3072, 32000,  2048,  10000.0f, 1e-6f, 0, "ggml-vocab-llama-spm.gguf" },
     { "tinyllama-1.1b", "llama", 2048, 22,  32,  4,  5632, 32000,  2048,  10000.0f, 1e-5f, 0, "ggml-vocab-llama-spm.gguf" },
+    { "llama2-7b",      "llama", 4096, 32,  32, 32, 11008, 32000,  4096,  10000.0f, 1e-5f, 0, "ggml-vocab-llama-spm.gguf" },
     { "qwen2-0.5b",     "qwen2",  896, 24,  14,  2,  4864, 151936, 32768, 1000000.0f, 1e-6f, 1, "ggml-vocab-deepseek-llm.gguf" },
     { NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL },
 };
