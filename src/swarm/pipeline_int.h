@@ -1,0 +1,169 @@
+/* pipeline_int.h — the pipeline engine's internal types and the calls its files share
+ * (pipeline.c: lifecycle and dispatch; pipeline_stage.c: compute jobs, batching and the
+ * stage role; pipeline_entry.c: the entry role). Not a public face: pipeline.h is. */
+#ifndef SW_PIPELINE_INT_H
+#define SW_PIPELINE_INT_H
+
+#include <string.h>
+
+#include "swarm/pipeline.h"
+
+#define DEFAULT_CHUNK 64u
+#define MERGE_MAX 256u            /* queued inputs merged into one compute step, tokens */
+#define REPLAY_CHUNK 256u         /* tokens per replayed message */
+#define DEFAULT_DEADLINE_MS 10000u
+#define MAX_REOPENS 3
+#define MAX_EXCLUDE 64
+/* Batched decode: a session's step of at most BATCH_STEP_MAX tokens (a decode step, or the
+ * tail of a prompt) waits while a job runs at its stage, and then goes with the other steps
+ * that waited meanwhile: up to BATCH_MAX sessions and BATCH_TOKENS tokens in one pass over
+ * the weights. Longer steps (prefill chunks) are submitted alone at once, as before. */
+#define BATCH_MAX 8u
+#define BATCH_STEP_MAX 4u
+#define BATCH_TOKENS 32u
+
+/* ------------------------------------------------------------------ types */
+
+struct chunk {
+    struct chunk *next;
+    uint32_t pos, n;
+    uint8_t dtype;          /* hidden input: wire dtype */
+    uint8_t *data;          /* TOKENS: host-order int32; HIDDEN: wire bytes */
+    size_t len;
+};
+
+/* One session's step inside a compute job. */
+struct jent {
+    uint64_t session;       /* wire id */
+    uint32_t pos, n;
+    uint8_t in_dtype;
+    uint8_t *in;            /* owned: tokens (int32) or hidden (wire bytes) */
+    size_t in_len;
+    float *out;             /* owned */
+    size_t out_floats;
+    int rc;                 /* set by sw_pipe_job_run */
+    char msg[160];
+};
+
+/* A compute job: one session's step, or the decode steps of several sessions that
+ * coincide at this stage, run as one sw_stage_forward_batch (BATCH_MAX entries at most). */
+struct sw_pipe_job {
+    /* set by the engine */
+    struct sw_stage *st;
+    int takes_tokens, gives_logits;
+    uint32_t n_embd;
+    uint32_t n_ent;
+    struct jent ent[BATCH_MAX];
+    /* set by sw_pipe_job_run */
+    uint64_t compute_us;
+};
+
+/* A session as seen by one stage. */
+struct ssess {
+    struct ssess *next;
+    uint64_t id;
+    struct sw_stage *st;
+    uint8_t idx, n_stages, dtype, flags;
+    uint8_t route[SW_PIPE_MAX_STAGES][SW_NODE_ID_LEN];
+    uint8_t entry[SW_NODE_ID_LEN];
+    uint32_t n_ctx, n_known, max_pos, n_stop;
+    int32_t stop[SW_PIPE_MAX_STOP];
+    struct sw_sampler *smp;  /* last stage */
+    uint32_t n_embd, n_vocab;
+    int takes_tokens, gives_logits;
+    uint32_t accepted;       /* positions queued or computed */
+    struct chunk *qh, *qt;
+    int busy, dead;
+    uint8_t *kept;           /* outputs sent downstream, wire bytes, row i = position i */
+    size_t kept_rows, kept_cap_rows, row_bytes;
+    uint64_t reserved;       /* bytes counted against max_kv_bytes */
+    uint64_t last_us;
+};
+
+enum { E_OPENING = 1, E_RUNNING = 2 };
+
+/* A session opened here (entry). */
+struct esess {
+    struct esess *next;
+    uint64_t handle;         /* the caller's id (stable) */
+    uint64_t wire;           /* the id on the wire (changes on a full reopen) */
+    struct sw_pipe_session_cb cb;
+    int state;
+    uint32_t n_stages;
+    uint8_t route[SW_PIPE_MAX_STAGES][SW_NODE_ID_LEN];
+    uint64_t pending;        /* stages whose OPEN_OK is awaited (bit per stage) */
+    int failing;             /* stage being replaced (-1: none) */
+    int topup;               /* after a failover: also send each token to the first stage */
+    int32_t *hist;           /* prompt + generated */
+    uint32_t n_hist, n_prompt, max_pos;
+    uint8_t *blob;           /* latest sampler state */
+    size_t blob_len;
+    int32_t stop[SW_PIPE_MAX_STOP];
+    uint32_t n_stop;
+    uint8_t dtype, flags;
+    uint32_t chunk, n_ctx;
+    uint64_t deadline_us;
+    uint32_t reopens;
+    uint8_t excl[MAX_EXCLUDE][SW_NODE_ID_LEN];
+    uint32_t excl_shard[MAX_EXCLUDE];
+    uint32_t n_excl;
+    char why[SW_PIPE_MAX_TEXT + 1]; /* the last refusal, for the final error */
+    uint64_t t_open, t_first, t_last, last_progress;
+    uint32_t n_gen;
+};
+
+struct sw_pipe {
+    struct sw_pipe_config cfg;
+    struct ssess *ss;
+    struct ssess *dead;      /* closed while a job ran: released when it comes back */
+    struct esess *es;
+    size_t jobs;
+    uint64_t reserved;
+    struct sw_pipe_stats st;
+    struct sw_buf out;       /* encode scratch */
+    struct sw_pipe_hdr *hdr; /* shard headers for light clients (pipeline_header.c) */
+};
+
+/* ------------------------------------------------------------------ shared calls */
+
+static inline int sw__pipe_id_eq(const uint8_t *a, const uint8_t *b) { return !memcmp(a, b, SW_NODE_ID_LEN); }
+
+static inline int sw__pipe_is_stop(const int32_t *stop, uint32_t n_stop, int32_t t)
+{
+    for (uint32_t i = 0; i < n_stop; i++)
+        if (stop[i] == t) return 1;
+    return 0;
+}
+
+/* pipeline.c */
+const char *sw__pipe_short_id(const uint8_t *id, char *buf, size_t len);
+/* Encodes m into the engine's scratch and sends it (borrowed). 0 or a negative sw_err. */
+int sw__pipe_send(struct sw_pipe *p, const uint8_t *to, const struct sw_pipe_msg *m);
+/* An ERROR for one session to its entry (`to`). */
+void sw__pipe_send_error(struct sw_pipe *p, const uint8_t *to, uint64_t session, uint8_t stage, int code,
+                         const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+struct ssess *sw__pipe_ss_find(struct sw_pipe *p, uint64_t id);
+struct esess *sw__pipe_es_by_wire(struct sw_pipe *p, uint64_t id);
+struct esess *sw__pipe_es_by_handle(struct sw_pipe *p, uint64_t id);
+/* Frees a stage session (already unlinked). */
+void sw__pipe_ssess_release(struct sw_pipe *p, struct ssess *s);
+/* Unlinks and frees, or parks it on p->dead while a job is in flight (freed by job_done). */
+void sw__pipe_ssess_close(struct sw_pipe *p, struct ssess *s);
+void sw__pipe_esess_free(struct esess *e);
+void sw__pipe_esess_unlink(struct sw_pipe *p, struct esess *e);
+
+/* pipeline_stage.c: the stage role */
+void sw__pipe_stage_open(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us);
+void sw__pipe_stage_input(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us);
+void sw__pipe_stage_replay(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m);
+
+/* pipeline_entry.c: the entry role */
+void sw__pipe_entry_open_ok(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us);
+void sw__pipe_entry_error(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us);
+void sw__pipe_entry_token(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us);
+/* Stage k of the route is gone: a replica takes its place (or the session fails). */
+void sw__pipe_e_failover(struct sw_pipe *p, struct esess *e, uint32_t k, uint64_t now_us, const char *why);
+/* Opens a whole new route (avoid_old: other nodes than the current ones where possible). */
+void sw__pipe_e_reopen(struct sw_pipe *p, struct esess *e, uint64_t now_us, int avoid_old, const char *why);
+
+#endif

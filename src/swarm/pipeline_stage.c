@@ -1,0 +1,576 @@
+/* pipeline_stage.c — the engine's stage role: sessions that pass through this node's
+ * compute stage (KV sequence, ordered input queue, kept outputs for failover, sampling at
+ * the last stage) and the compute jobs that run their steps, batched across sessions.
+ * Not for: the entry role (pipeline_entry.c), running the jobs (the host's threads). */
+#include "swarm/pipeline_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "infer/infer.h"
+
+/* ------------------------------------------------------------------ compute job */
+
+/* Hidden states in f16 on the wire become f32 for the stage (owned by *conv). */
+static const void *job_input(const struct sw_pipe_job *j, struct jent *e, float **conv)
+{
+    *conv = NULL;
+    if (j->takes_tokens || e->in_dtype != SW_PIPE_F16) return e->in;
+    size_t nf = (size_t)e->n * j->n_embd;
+    float *f = malloc(nf * sizeof *f + 1);
+    if (!f) return NULL;
+    for (size_t i = 0; i < nf; i++) {
+        uint16_t h;
+        memcpy(&h, e->in + 2 * i, 2);
+        f[i] = sw_pipe_f16_to_f32(h);
+    }
+    *conv = f;
+    return f;
+}
+
+void sw_pipe_job_run(struct sw_pipe_job *j)
+{
+    uint64_t t0 = sw_time_us();
+    struct sw_stage_batch b[BATCH_MAX];
+    float *conv[BATCH_MAX];
+    uint32_t nb = 0;
+    int idx[BATCH_MAX];
+    for (uint32_t i = 0; i < j->n_ent; i++) {
+        struct jent *e = &j->ent[i];
+        const void *in = job_input(j, e, &conv[i]);
+        if (!in) {
+            e->rc = SW_ENOMEM;
+            snprintf(e->msg, sizeof e->msg, "out of memory converting hidden states");
+            continue;
+        }
+        b[nb] = (struct sw_stage_batch){ .seq = e->session, .pos = e->pos, .n_tokens = e->n, .in = in, .out = e->out };
+        idx[nb++] = (int)i;
+    }
+    if (nb == 1) { /* the plain call: one session's step, exactly as without batching */
+        struct jent *e = &j->ent[idx[0]];
+        e->rc = sw_stage_forward(j->st, e->session, e->pos, e->n, b[0].in, e->out, 0);
+        if (e->rc) snprintf(e->msg, sizeof e->msg, "%s", sw_stage_errmsg(j->st));
+    } else if (nb) {
+        /* each entry is checked and run alone; one failing fails only its session. The stage
+         * keeps one message (the last failure's): entries that failed get it when it is the
+         * only failure, else their code's text. */
+        sw_stage_forward_batch(j->st, b, nb);
+        uint32_t n_bad = 0;
+        for (uint32_t k = 0; k < nb; k++) n_bad += b[k].rc != 0;
+        for (uint32_t k = 0; k < nb; k++) {
+            struct jent *e = &j->ent[idx[k]];
+            e->rc = b[k].rc;
+            if (e->rc) snprintf(e->msg, sizeof e->msg, "%s", n_bad == 1 ? sw_stage_errmsg(j->st) : sw_strerror(e->rc));
+        }
+    }
+    for (uint32_t i = 0; i < j->n_ent; i++) free(conv[i]);
+    j->compute_us = sw_time_us() - t0;
+}
+
+static void job_free(struct sw_pipe_job *j)
+{
+    if (!j) return;
+    for (uint32_t i = 0; i < j->n_ent; i++) {
+        free(j->ent[i].in);
+        free(j->ent[i].out);
+    }
+    free(j);
+}
+
+/* The next step of a session: every queued, contiguous input up to MERGE_MAX tokens (one
+ * chunk bigger than that alone). Returns its token count, *len its bytes. */
+static uint32_t next_step(const struct ssess *s, size_t *len_out)
+{
+    uint32_t pos = s->qh->pos, n = 0;
+    size_t len = 0;
+    for (const struct chunk *c = s->qh; c && n + c->n <= MERGE_MAX && c->dtype == s->qh->dtype; c = c->next) {
+        if (c->pos != pos + n) break;
+        n += c->n;
+        len += c->len;
+    }
+    if (!n) {
+        n = s->qh->n;
+        len = s->qh->len;
+    }
+    *len_out = len;
+    return n;
+}
+
+/* Moves a session's next step (n tokens, len bytes) from its queue into entry e. */
+static int take_step(struct ssess *s, struct jent *e, uint32_t n, size_t len)
+{
+    memset(e, 0, sizeof *e);
+    e->session = s->id;
+    e->pos = s->qh->pos;
+    e->n = n;
+    e->in_dtype = s->qh->dtype;
+    e->out_floats = sw_stage_out_floats(s->st, n, 0);
+    e->in = malloc(len ? len : 1);
+    e->out = malloc(e->out_floats * sizeof(float) + 1);
+    if (!e->in || !e->out) {
+        free(e->in);
+        free(e->out);
+        e->in = NULL;
+        e->out = NULL;
+        return SW_ENOMEM;
+    }
+    e->in_len = len;
+    size_t off = 0;
+    uint32_t taken = 0;
+    while (taken < n) {
+        struct chunk *c = s->qh;
+        memcpy(e->in + off, c->data, c->len);
+        off += c->len;
+        taken += c->n;
+        s->qh = c->next;
+        free(c->data);
+        free(c);
+    }
+    if (!s->qh) s->qt = NULL;
+    return 0;
+}
+
+/* Is a compute job running (or queued) on stage st? */
+static int stage_busy(const struct sw_pipe *p, const struct sw_stage *st)
+{
+    for (const struct ssess *x = p->ss; x; x = x->next)
+        if (x->busy && x->st == st) return 1;
+    for (const struct ssess *x = p->dead; x; x = x->next)
+        if (x->busy && x->st == st) return 1;
+    return 0;
+}
+
+static uint32_t batch_limit(const struct sw_pipe *p)
+{
+    return p->cfg.batch_max ? SW_MIN(p->cfg.batch_max, BATCH_MAX) : BATCH_MAX;
+}
+
+/* Starts the next compute step of a stage session when none is running. A short step (a
+ * decode) waits while another job runs at the stage, then leaves together with the short
+ * steps of the other sessions waiting there (sw_stage_forward_batch). Returns 1 when it
+ * closed a session (the caller's list walk must restart), else 0. */
+static int kick(struct sw_pipe *p, struct ssess *s)
+{
+    if (s->busy || s->dead || !s->qh) return 0;
+    if (p->cfg.host.stage && p->cfg.host.stage(p->cfg.host.ud) != s->st) {
+        /* the node swapped its compute stage (another shard): this session's KV is gone */
+        sw__pipe_send_error(p, s->entry, s->id, s->idx, SW_ESTATE, "stage %u: the node no longer serves this shard", s->idx);
+        s->st = NULL; /* never touch the old stage again */
+        sw__pipe_ssess_close(p, s);
+        return 1;
+    }
+    size_t len;
+    uint32_t n = next_step(s, &len);
+    uint32_t limit = batch_limit(p);
+    int batchable = limit > 1 && n <= BATCH_STEP_MAX;
+    if (batchable && stage_busy(p, s->st)) return 0; /* goes with the next batch */
+    struct sw_pipe_job *j = calloc(1, sizeof *j);
+    if (!j) return 0;
+    j->st = s->st;
+    j->takes_tokens = s->takes_tokens;
+    j->gives_logits = s->gives_logits;
+    j->n_embd = s->n_embd;
+    struct ssess *members[BATCH_MAX];
+    if (take_step(s, &j->ent[0], n, len)) {
+        free(j);
+        return 0;
+    }
+    members[0] = s;
+    j->n_ent = 1;
+    uint32_t tokens = n;
+    if (batchable) {
+        for (struct ssess *x = p->ss; x && j->n_ent < limit; x = x->next) {
+            if (x == s || x->busy || x->dead || !x->qh || x->st != s->st) continue;
+            size_t xl;
+            uint32_t xn = next_step(x, &xl);
+            if (xn > BATCH_STEP_MAX || tokens + xn > BATCH_TOKENS) continue;
+            if (take_step(x, &j->ent[j->n_ent], xn, xl)) break;
+            members[j->n_ent++] = x;
+            tokens += xn;
+        }
+    }
+    int rc = p->cfg.host.submit(p->cfg.host.ud, j);
+    if (rc) {
+        for (uint32_t i = 0; i < j->n_ent; i++)
+            sw__pipe_send_error(p, members[i]->entry, members[i]->id, members[i]->idx, rc, "stage %u: cannot queue compute: %s",
+                       members[i]->idx, sw_strerror(rc));
+        uint32_t n_ent = j->n_ent;
+        job_free(j);
+        for (uint32_t i = 0; i < n_ent; i++) sw__pipe_ssess_close(p, members[i]);
+        return 1;
+    }
+    for (uint32_t i = 0; i < j->n_ent; i++) members[i]->busy = 1;
+    p->jobs++;
+    p->st.jobs++;
+    if (j->n_ent > 1) {
+        p->st.batched_jobs++;
+        p->st.batched_entries += j->n_ent;
+    }
+    return 0;
+}
+
+/* Kicks every session with input waiting (after a job ended: the decode steps that waited
+ * for the stage go now, as one batch). */
+static void kick_waiting(struct sw_pipe *p)
+{
+    for (int again = 1; again;) {
+        again = 0;
+        for (struct ssess *x = p->ss; x; x = x->next) {
+            if (x->busy || x->dead || !x->qh) continue;
+            if (kick(p, x)) {
+                again = 1; /* the list changed */
+                break;
+            }
+        }
+    }
+}
+
+/* Sends kept rows [from, to) downstream in messages of at most REPLAY_CHUNK tokens. */
+static void send_kept(struct sw_pipe *p, struct ssess *s, size_t from, size_t to)
+{
+    const uint8_t *down = s->route[s->idx + 1];
+    while (from < to) {
+        uint32_t n = (uint32_t)SW_MIN(to - from, (size_t)REPLAY_CHUNK);
+        struct sw_pipe_msg m = { .type = SW_PIPE_HIDDEN, .session = s->id, .dtype = s->dtype,
+                                 .pos = (uint32_t)from, .n_tokens = n, .n_embd = s->n_embd,
+                                 .data = s->kept + from * s->row_bytes, .data_len = (size_t)n * s->row_bytes };
+        sw__pipe_send(p, down, &m); /* a failure leaves the rows kept: the entry re-routes */
+        from += n;
+    }
+}
+
+/* One entry of a finished job: keep and send its outputs, or sample at the last stage. */
+static void entry_done(struct sw_pipe *p, const struct sw_pipe_job *j, const struct jent *e, uint64_t now_us)
+{
+    struct ssess *s = sw__pipe_ss_find(p, e->session);
+    if (!s) { /* closed while computing: release it now */
+        for (struct ssess **pp = &p->dead; *pp; pp = &(*pp)->next) {
+            if ((*pp)->id != e->session) continue;
+            struct ssess *d = *pp;
+            *pp = d->next;
+            d->busy = 0;
+            sw__pipe_ssess_release(p, d);
+            break;
+        }
+        return;
+    }
+    s->busy = 0;
+    s->last_us = now_us;
+    if (e->rc) {
+        sw__pipe_send_error(p, s->entry, s->id, s->idx, e->rc, "stage %u: compute failed at positions %u..%u: %s",
+                   s->idx, e->pos, e->pos + e->n - 1, e->msg[0] ? e->msg : sw_strerror(e->rc));
+        sw__pipe_ssess_close(p, s);
+        return;
+    }
+    p->st.tokens_computed += e->n;
+    if (!s->gives_logits) {
+        /* keep the outputs (failover replays them), in the wire dtype, then send */
+        size_t need_rows = (size_t)e->pos + e->n;
+        if (need_rows > s->kept_cap_rows) {
+            size_t cap = SW_MAX(need_rows, s->kept_cap_rows * 2);
+            cap = SW_MIN(cap, (size_t)s->n_ctx);
+            if (cap < need_rows) cap = need_rows;
+            uint8_t *k = realloc(s->kept, cap * s->row_bytes);
+            if (!k) {
+                sw__pipe_send_error(p, s->entry, s->id, s->idx, SW_ENOMEM, "stage %u: out of memory keeping outputs", s->idx);
+                sw__pipe_ssess_close(p, s);
+                return;
+            }
+            s->kept = k;
+            s->kept_cap_rows = cap;
+        }
+        uint8_t *dst = s->kept + (size_t)e->pos * s->row_bytes;
+        size_t nf = (size_t)e->n * s->n_embd;
+        if (s->dtype == SW_PIPE_F32) {
+            memcpy(dst, e->out, nf * 4);
+        } else {
+            for (size_t i = 0; i < nf; i++) {
+                uint16_t h = sw_pipe_f32_to_f16(e->out[i]);
+                memcpy(dst + 2 * i, &h, 2);
+            }
+        }
+        if (need_rows > s->kept_rows) s->kept_rows = need_rows;
+        send_kept(p, s, e->pos, need_rows);
+        return;
+    }
+    uint32_t q = e->pos + e->n - 1; /* the last position computed */
+    if (q + 1 < s->n_known || q + 1 >= s->max_pos) return;
+    /* the logits of position q pick the token of position q+1 */
+    int32_t t = sw_sampler_sample(s->smp, e->out);
+    if (t < 0) {
+        sw__pipe_send_error(p, s->entry, s->id, s->idx, SW_EINVAL, "stage %u: sampling failed at position %u: every logit is NaN or -inf",
+                   s->idx, q + 1);
+        sw__pipe_ssess_close(p, s);
+        return;
+    }
+    s->n_known = q + 2;
+    int last = s->n_known >= s->max_pos ||
+               (!(s->flags & SW_PIPE_OPEN_IGNORE_EOS) && sw__pipe_is_stop(s->stop, s->n_stop, t));
+    struct sw_buf blob;
+    sw_buf_init(&blob);
+    sw_sampler_save(s->smp, &blob);
+    struct sw_pipe_msg m = { .type = SW_PIPE_TOKEN_OUT, .session = s->id, .pos = q + 1, .token = t,
+                             .compute_us = (uint32_t)SW_MIN(j->compute_us, UINT32_MAX),
+                             .blob = blob.data, .blob_len = (uint32_t)blob.len };
+    if (s->flags & SW_PIPE_OPEN_LOGITS) {
+        m.n_logits = s->n_vocab;
+        m.logits = (const uint8_t *)e->out;
+    }
+    sw__pipe_send(p, s->entry, &m);
+    sw_buf_free(&blob);
+    if (!last) {
+        /* straight to the first stage: saves the hop through the entry */
+        int32_t be;
+        sw_put_be32((uint8_t *)&be, (uint32_t)t);
+        struct sw_pipe_msg tm = { .type = SW_PIPE_TOKENS, .session = s->id, .flags = SW_PIPE_TOK_SHORTCUT,
+                                  .pos = q + 1, .n_tokens = 1, .data = (const uint8_t *)&be, .data_len = 4 };
+        sw__pipe_send(p, s->route[0], &tm);
+    }
+}
+
+/* Moves a live session to the end of the list: the sessions that waited longest are
+ * kicked (and batched) first. */
+static void to_tail(struct sw_pipe *p, uint64_t id)
+{
+    struct ssess **pp = &p->ss, *s = NULL;
+    for (; *pp; pp = &(*pp)->next)
+        if ((*pp)->id == id) {
+            s = *pp;
+            *pp = s->next;
+            break;
+        }
+    if (!s) return;
+    while (*pp) pp = &(*pp)->next;
+    s->next = NULL;
+    *pp = s;
+}
+
+void sw_pipe_job_done(struct sw_pipe *p, struct sw_pipe_job *j, uint64_t now_us)
+{
+    if (p->jobs) p->jobs--;
+    for (uint32_t i = 0; i < j->n_ent; i++) entry_done(p, j, &j->ent[i], now_us);
+    for (uint32_t i = 0; i < j->n_ent; i++) to_tail(p, j->ent[i].session);
+    job_free(j);
+    kick_waiting(p);
+}
+
+/* ------------------------------------------------------------------ stage role */
+
+static int refuse(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m, int code, const char *why)
+{
+    p->st.sessions_refused++;
+    char ids[16];
+    sw_log(SW_LOG_INFO, "PIPE", "session %016llx: refused stage %u: %s", (unsigned long long)m->session, m->stage, why);
+    sw__pipe_send_error(p, from, m->session, m->stage, code, "stage %u (node %s) refused the session: %s", m->stage,
+               sw__pipe_short_id(p->cfg.self_id, ids, sizeof ids), why);
+    return code;
+}
+
+void sw__pipe_stage_open(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us)
+{
+    struct ssess *old = sw__pipe_ss_find(p, m->session);
+    if (old) {
+        if (old->idx == m->stage && sw__pipe_id_eq(old->entry, m->entry)) { /* repeated OPEN */
+            struct sw_pipe_msg ok = { .type = SW_PIPE_OPEN_OK, .session = m->session, .stage = m->stage };
+            sw__pipe_send(p, from, &ok);
+        } else {
+            refuse(p, from, m, SW_EEXIST, "session id already in use");
+        }
+        return;
+    }
+    struct sw_stage *st = p->cfg.host.stage ? p->cfg.host.stage(p->cfg.host.ud) : NULL;
+    if (!st) {
+        refuse(p, from, m, SW_ESTATE, "no shard loaded");
+        return;
+    }
+    const struct sw_stage_info *si = sw_stage_info(st);
+    char why[200];
+    if (!sw__pipe_id_eq(m->route + (size_t)m->stage * SW_NODE_ID_LEN, p->cfg.self_id)) {
+        refuse(p, from, m, SW_EINVAL, "the route names another node for this stage");
+        return;
+    }
+    int first = m->stage == 0, last = m->stage + 1 == m->n_stages;
+    if (si->takes_tokens != first || si->gives_logits != last) {
+        snprintf(why, sizeof why, "this node computes layers %u..%u of %u, which is not stage %u of %u",
+                 si->layer_first, si->layer_last, si->n_layers, m->stage, m->n_stages);
+        refuse(p, from, m, SW_EINVAL, why);
+        return;
+    }
+    if (m->n_ctx > si->n_ctx) {
+        snprintf(why, sizeof why, "context of %u positions asked, this stage allows %u", m->n_ctx, si->n_ctx);
+        refuse(p, from, m, SW_ERANGE, why);
+        return;
+    }
+    uint32_t n_live = 0;
+    for (struct ssess *s = p->ss; s; s = s->next) n_live++;
+    if (n_live >= p->cfg.max_sessions) {
+        snprintf(why, sizeof why, "busy: %u sessions (the limit)", n_live);
+        refuse(p, from, m, SW_EBUSY, why);
+        return;
+    }
+    size_t row_bytes = (size_t)si->n_embd * sw_pipe_dtype_size(m->dtype);
+    uint64_t need = si->kv_bytes_per_token * m->n_ctx + (last ? 0 : (uint64_t)row_bytes * m->n_ctx);
+    if (p->cfg.max_kv_bytes && p->reserved + need > p->cfg.max_kv_bytes) {
+        char a[32], b[32];
+        snprintf(why, sizeof why, "out of memory for the KV cache: needs %s, %s left", sw_fmt_bytes(need, a, sizeof a),
+                 sw_fmt_bytes(p->cfg.max_kv_bytes - SW_MIN(p->cfg.max_kv_bytes, p->reserved), b, sizeof b));
+        refuse(p, from, m, SW_ENOMEM, why);
+        return;
+    }
+    struct ssess *s = calloc(1, sizeof *s);
+    if (!s) {
+        refuse(p, from, m, SW_ENOMEM, "out of memory");
+        return;
+    }
+    s->id = m->session;
+    s->st = st;
+    s->idx = m->stage;
+    s->n_stages = m->n_stages;
+    s->dtype = m->dtype;
+    s->flags = m->flags;
+    memcpy(s->route, m->route, (size_t)m->n_stages * SW_NODE_ID_LEN);
+    memcpy(s->entry, m->entry, SW_NODE_ID_LEN);
+    s->n_ctx = m->n_ctx;
+    s->n_known = m->n_known;
+    s->max_pos = m->max_pos;
+    s->n_stop = m->n_stop;
+    for (uint32_t i = 0; i < m->n_stop; i++) s->stop[i] = (int32_t)sw_get_be32(m->stop + 4 * i);
+    s->n_embd = si->n_embd;
+    s->n_vocab = si->n_vocab;
+    s->takes_tokens = first;
+    s->gives_logits = last;
+    s->row_bytes = row_bytes;
+    s->last_us = now_us;
+    if (last) {
+        int rc = sw_sampler_load(m->blob, m->blob_len, si->n_vocab, &s->smp);
+        if (rc) {
+            free(s);
+            refuse(p, from, m, rc, "bad sampler state");
+            return;
+        }
+    }
+    int rc = sw_stage_seq_new(st, s->id);
+    if (rc) {
+        sw_sampler_free(s->smp);
+        free(s);
+        refuse(p, from, m, rc == SW_EBUSY ? SW_EBUSY : rc,
+               rc == SW_EBUSY ? "busy: the stage's sequence slots are full" : sw_stage_errmsg(st));
+        return;
+    }
+    s->reserved = need;
+    p->reserved += need;
+    s->next = p->ss;
+    p->ss = s;
+    p->st.sessions_opened++;
+    char eid[16];
+    sw_log(SW_LOG_INFO, "PIPE", "session %016llx: stage %u of %u opened for entry %s (context %u)",
+           (unsigned long long)s->id, s->idx, s->n_stages, sw__pipe_short_id(s->entry, eid, sizeof eid), s->n_ctx);
+    struct sw_pipe_msg ok = { .type = SW_PIPE_OPEN_OK, .session = m->session, .stage = m->stage };
+    sw__pipe_send(p, from, &ok);
+}
+
+/* TOKENS or HIDDEN at a stage. */
+void sw__pipe_stage_input(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us)
+{
+    struct ssess *s = sw__pipe_ss_find(p, m->session);
+    if (!s) {
+        char ids[16];
+        sw__pipe_send_error(p, from, m->session, 0xff, SW_ENOTFOUND, "unknown session %016llx at node %s",
+                   (unsigned long long)m->session, sw__pipe_short_id(p->cfg.self_id, ids, sizeof ids));
+        return;
+    }
+    int is_tokens = m->type == SW_PIPE_TOKENS;
+    if (is_tokens != s->takes_tokens) {
+        sw__pipe_send_error(p, s->entry, s->id, s->idx, SW_EINVAL, "stage %u expects %s, got %s", s->idx,
+                   s->takes_tokens ? "token ids" : "hidden states", is_tokens ? "token ids" : "hidden states");
+        sw__pipe_ssess_close(p, s);
+        return;
+    }
+    size_t unit = is_tokens ? 4 : s->row_bytes;
+    if (!is_tokens) {
+        size_t want = (size_t)m->n_tokens * s->n_embd * sw_pipe_dtype_size(m->dtype);
+        if (!m->n_tokens || m->n_embd != s->n_embd || m->dtype != s->dtype || m->data_len != want) {
+            sw__pipe_send_error(p, s->entry, s->id, s->idx, SW_EINVAL,
+                       "stage %u: hidden states of the wrong size (%u tokens x %u x dtype %u in %zu bytes; "
+                       "expected n_embd %u, dtype %u)", s->idx, m->n_tokens, m->n_embd, m->dtype, m->data_len,
+                       s->n_embd, s->dtype);
+            sw__pipe_ssess_close(p, s);
+            return;
+        }
+    }
+    uint32_t pos = m->pos, n = m->n_tokens;
+    const uint8_t *data = m->data;
+    if ((uint64_t)pos + n <= s->accepted) return; /* already have these (a replay or a top-up) */
+    if (pos < s->accepted) {                      /* overlap: keep the new part */
+        uint32_t skip = s->accepted - pos;
+        pos += skip;
+        n -= skip;
+        data += (size_t)skip * unit;
+    }
+    if (pos > s->accepted) {
+        sw__pipe_send_error(p, s->entry, s->id, s->idx, SW_ERANGE, "stage %u: position %u out of order (expected %u)", s->idx,
+                   pos, s->accepted);
+        sw__pipe_ssess_close(p, s);
+        return;
+    }
+    if ((uint64_t)pos + n > s->n_ctx) {
+        sw__pipe_send_error(p, s->entry, s->id, s->idx, SW_ERANGE, "stage %u: positions up to %u exceed the session's context of %u",
+                   s->idx, pos + n, s->n_ctx);
+        sw__pipe_ssess_close(p, s);
+        return;
+    }
+    struct chunk *c = calloc(1, sizeof *c);
+    size_t len = (size_t)n * unit;
+    if (c) c->data = malloc(len ? len : 1);
+    if (!c || !c->data) {
+        if (c) free(c);
+        sw__pipe_send_error(p, s->entry, s->id, s->idx, SW_ENOMEM, "stage %u: out of memory", s->idx);
+        sw__pipe_ssess_close(p, s);
+        return;
+    }
+    c->pos = pos;
+    c->n = n;
+    c->dtype = m->dtype;
+    c->len = len;
+    if (is_tokens) {
+        int32_t *ids = (int32_t *)c->data;
+        for (uint32_t i = 0; i < n; i++) {
+            ids[i] = (int32_t)sw_get_be32(data + 4 * i);
+            if (ids[i] < 0 || (uint32_t)ids[i] >= s->n_vocab) {
+                sw__pipe_send_error(p, s->entry, s->id, s->idx, SW_ERANGE, "stage %u: token id %d at position %u is outside the vocabulary (%u)",
+                           s->idx, ids[i], pos + i, s->n_vocab);
+                free(c->data);
+                free(c);
+                sw__pipe_ssess_close(p, s);
+                return;
+            }
+        }
+    } else {
+        memcpy(c->data, data, len);
+    }
+    if (s->qt) s->qt->next = c;
+    else s->qh = c;
+    s->qt = c;
+    s->accepted = pos + n;
+    s->last_us = now_us;
+    kick(p, s);
+}
+
+void sw__pipe_stage_replay(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m)
+{
+    struct ssess *s = sw__pipe_ss_find(p, m->session);
+    if (!s || !sw__pipe_id_eq(from, s->entry) || m->n_stages != s->n_stages) return;
+    if (!sw__pipe_id_eq(m->route + (size_t)s->idx * SW_NODE_ID_LEN, p->cfg.self_id)) {
+        sw__pipe_ssess_close(p, s); /* we were replaced */
+        return;
+    }
+    memcpy(s->route, m->route, (size_t)m->n_stages * SW_NODE_ID_LEN);
+    if (m->replay_stage == s->idx && !s->gives_logits) {
+        p->st.replays++;
+        char ids[16];
+        sw_log(SW_LOG_INFO, "PIPE", "session %016llx: replaying %zu positions to the new stage %u (node %s)",
+               (unsigned long long)s->id, s->kept_rows, s->idx + 1, sw__pipe_short_id(s->route[s->idx + 1], ids, sizeof ids));
+        send_kept(p, s, 0, s->kept_rows);
+    }
+}
