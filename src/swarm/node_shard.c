@@ -1,0 +1,413 @@
+/* node_shard.c — the node's shard work: verify/load/measure jobs on libuv workers, taking a
+ * shard (set_shard), the shards-folder watch, and the planner that picks or moves a shard.
+ * Not for: fetching itself (the BitTorrent session). */
+#include "swarm/node_int.h"
+
+/* ------------------------------------------------------------------ shard work */
+
+/* Hashes the pieces of one file against the torrent (worker thread). */
+static int verify_pieces(const struct sw_bt_metainfo *mi, uint32_t file, const char *path,
+                         uint32_t *bad_out, uint32_t *n_out, char *msg, size_t msg_len)
+{
+    uint32_t good = 0, total = 0;
+    int rc = sw_shard_file_check(mi, file, path, &good, &total, msg, msg_len);
+    *bad_out = total - good;
+    *n_out = total;
+    return rc == SW_ERANGE ? SW_ECORRUPT : rc;
+}
+
+static void retired_unref(void *ud)
+{
+    struct retired *r = ud;
+    if (--r->refs > 0) return;
+    sw_stage_free(r->st);
+    free(r);
+}
+
+/* Lets go of the compute stage: from now on sw_node_stage() is NULL (no new pipeline job
+ * picks it up); the pipeline fails the sessions on it (their entries fail over) and the
+ * stage is freed once no pipeline job and no measurement runs on it any more. */
+void sw__node_retire_stage(struct sw_node *n, const char *reason)
+{
+    if (!n->stage) return;
+    struct sw_stage *st = n->stage;
+    n->stage = NULL;
+    n->tps = 0;
+    struct retired *r = calloc(1, sizeof *r);
+    if (!r) { /* cannot track its users: leaking it is safe, freeing it is not */
+        sw_log(SW_LOG_ERROR, "SHARD", "out of memory while releasing the compute stage (kept allocated)");
+        return;
+    }
+    r->st = st;
+    r->refs = 1;
+    if (n->job && n->job->measure_only && n->job->stage == st) {
+        n->job->retired = r; /* the worker still measures it */
+        r->refs++;
+    }
+    if (n->release_fn) n->release_fn(n->release_ud, reason, retired_unref, r);
+    else retired_unref(r);
+}
+
+static double measure_tps(struct sw_stage *st)
+{
+    const struct sw_stage_info *si = sw_stage_info(st);
+    uint32_t n_tok = 8;
+    size_t in_floats = si->takes_tokens ? 0 : (size_t)n_tok * si->n_embd;
+    void *in = si->takes_tokens ? calloc(n_tok, sizeof(int32_t)) : calloc(in_floats ? in_floats : 1, sizeof(float));
+    float *out = malloc(sw_stage_out_floats(st, n_tok, 0) * sizeof(float) + 16);
+    double tps = 0;
+    uint64_t seq = 0x5357000000000001ull;
+    if (in && out && !sw_stage_seq_new(st, seq)) {
+        if (si->takes_tokens)
+            for (uint32_t i = 0; i < n_tok; i++) ((int32_t *)in)[i] = (int32_t)(i % (si->n_vocab ? si->n_vocab : 1));
+        /* prefill n_tok-1 tokens, then time single-token decode steps */
+        if (!sw_stage_forward(st, seq, 0, n_tok - 4, in, out, 0)) {
+            uint64_t t0 = sw_time_us();
+            int ok = 1;
+            for (uint32_t i = n_tok - 4; i < n_tok && ok; i++) {
+                const void *one = si->takes_tokens ? (const void *)((int32_t *)in + i)
+                                                   : (const void *)((float *)in + (size_t)i * si->n_embd);
+                ok = !sw_stage_forward(st, seq, i, 1, one, out, 0);
+            }
+            uint64_t dt = sw_time_us() - t0;
+            if (ok && dt) tps = 4.0 * 1e6 / (double)dt;
+        }
+        sw_stage_seq_free(st, seq);
+    }
+    free(in);
+    free(out);
+    return tps;
+}
+
+static void job_work(uv_work_t *req)
+{
+    struct job *j = req->data;
+    if (j->measure_only) {
+        j->tps = measure_tps(j->stage);
+        return;
+    }
+    const struct sw_bt_metainfo *mi = j->node->mi;
+    if (j->verify) {
+        j->rc = verify_pieces(mi, (uint32_t)j->file, j->path, &j->bad_pieces, &j->n_pieces, j->msg, sizeof j->msg);
+        if (j->rc) return;
+    }
+    struct sw_stage_opts so = { 0 };
+    so.layer_first = -1;
+    so.layer_last = -1;
+    so.n_threads = j->threads;
+    const struct sw_node_config *nc = &j->node->cfg;
+    so.machine_cores = nc->no_core_lease ? 0 : nc->machine_cores ? nc->machine_cores : (uint32_t)sw_sys_ncpu();
+    so.cores_dir = nc->cores_dir;
+    char err[400] = "";
+    j->rc = sw_stage_open(j->path, &so, &j->stage, err, sizeof err);
+    if (j->rc) snprintf(j->msg, sizeof j->msg, "%s", err[0] ? err : sw_strerror(j->rc));
+}
+
+static void job_done(uv_work_t *req, int status);
+
+/* Measures tokens/s on a worker after the shard is announced as loaded (it never delays
+ * readiness). */
+void sw__node_start_measure(struct sw_node *n)
+{
+    if (!n->stage || n->job) return;
+    struct job *j = calloc(1, sizeof *j);
+    if (!j) return;
+    j->node = n;
+    j->shard = n->shard;
+    j->measure_only = 1;
+    j->stage = n->stage;
+    j->req.data = j;
+    n->job = j;
+    if (uv_queue_work(n->loop, &j->req, job_work, job_done)) {
+        n->job = NULL;
+        free(j);
+    }
+}
+
+
+static void job_done(uv_work_t *req, int status)
+{
+    struct job *j = req->data;
+    struct sw_node *n = j->node;
+    n->job = NULL;
+    if (j->measure_only) {
+        if (j->retired) retired_unref(j->retired);
+        else if (!status && j->stage == n->stage && !n->stopping) {
+            n->tps = j->tps;
+            sw_log(SW_LOG_INFO, "SHARD", "shard %d: %.1f tokens/s measured (decode, %u threads)", (int)j->shard, j->tps,
+                   n->cfg.threads ? n->cfg.threads : (unsigned)sw_sys_ncpu());
+            sw__node_publish(n, 1);
+        }
+        int again = n->job_stale && !n->stopping && !n->drained;
+        n->job_stale = 0;
+        free(j);
+        if (again) sw__node_start_load(n, 1);
+        return;
+    }
+    if (n->stopping || n->job_stale || status || j->shard != n->shard || n->drained) {
+        sw_stage_free(j->stage);
+        int again = n->job_stale && !n->stopping && !n->drained;
+        n->job_stale = 0;
+        free(j);
+        if (again) sw__node_start_load(n, 1);
+        return;
+    }
+    char size[32];
+    sw_fmt_bytes(n->shard_bytes[j->shard], size, sizeof size);
+    if (j->rc == SW_ECORRUPT && j->verify) {
+        sw_log(SW_LOG_WARN, "SHARD", "shard %d at %s is corrupt (%s); not loading it, re-fetching from the swarm",
+               (int)j->shard, j->path, j->msg);
+        n->phase = n->cfg.no_auto_fetch && !n->forced_fetch ? SW_PHASE_WAITING : SW_PHASE_FETCHING;
+        if (n->t) sw_bt_torrent_recheck_file(n->t, (uint32_t)j->file); /* keep the good pieces */
+        if (n->phase == SW_PHASE_FETCHING && n->t) sw_bt_torrent_want_file(n->t, (uint32_t)j->file, 1);
+        sw__node_publish(n, 1);
+        free(j);
+        return;
+    }
+    if (j->rc) {
+        sw_log(SW_LOG_ERROR, "SHARD", "shard %d at %s could not be loaded: %s", (int)j->shard, j->path, j->msg);
+        n->phase = SW_PHASE_FAILED;
+        sw__node_publish(n, 1);
+        free(j);
+        return;
+    }
+    sw__node_retire_stage(n, "the node reloaded its shard");
+    n->stage = j->stage;
+    n->tps = 0;
+    n->phase = SW_PHASE_LOADED;
+    const struct sw_stage_info *si = sw_stage_info(n->stage);
+    sw_log(SW_LOG_INFO, "SHARD", "shard %d loaded (layers %u\xe2\x80\x93%u, %s, %s)", (int)j->shard, si->layer_first,
+           si->layer_last, size, j->path);
+    sw__node_publish(n, 1);
+    sw__node_changed(n);
+    /* The BT engine rehashes a file that appeared by hand before it seeds it: after we
+     * announced, so it never delays readiness (blocking; see docs/swarm.md). */
+    if (j->verify && n->t && !sw_bt_torrent_file_complete(n->t, (uint32_t)j->file)) {
+        uint64_t t0 = sw_time_ms();
+        sw_bt_torrent_recheck_file(n->t, (uint32_t)j->file);
+        uint64_t blocked = sw_time_ms() - t0;
+        if (blocked > 500) {
+            /* We could not read while hashing: our silence, not theirs. Refresh the peers we
+             * are connected to, and tell them at once that we are alive. */
+            for (struct peer *p = n->peers; p; p = p->next)
+                if (p->has_id) sw_view_touch(n->view, p->id, sw_time_ms());
+            sw__node_publish(n, 0);
+            sw_log(SW_LOG_INFO, "SHARD", "the BitTorrent engine re-hashed shard %d in %llu ms before seeding it",
+                   (int)j->shard, (unsigned long long)blocked);
+        }
+    }
+    free(j);
+    sw__node_start_measure(n);
+}
+
+void sw__node_start_load(struct sw_node *n, int verify)
+{
+    if (n->shard < 0 || n->drained) return; /* drained: only a LOAD_SHARD loads again */
+    if (n->job) {
+        n->job_stale = 1;
+        return;
+    }
+    struct job *j = calloc(1, sizeof *j);
+    if (!j) return;
+    j->node = n;
+    j->shard = n->shard;
+    j->file = n->shard_file[n->shard];
+    j->verify = verify;
+    j->threads = n->cfg.threads;
+    snprintf(j->path, sizeof j->path, "%s", sw_bt_torrent_file_path(n->t, (uint32_t)j->file));
+    j->req.data = j;
+    n->job = j;
+    n->phase = verify ? SW_PHASE_VERIFYING : SW_PHASE_LOADING;
+    if (uv_queue_work(n->loop, &j->req, job_work, job_done)) {
+        n->job = NULL;
+        free(j);
+        n->phase = SW_PHASE_FAILED;
+    }
+    sw__node_publish(n, 1);
+}
+
+/* Synchronous load before joining the network (startup). */
+static void load_now(struct sw_node *n)
+{
+    struct job j = { 0 };
+    j.node = n;
+    j.shard = n->shard;
+    j.file = n->shard_file[n->shard];
+    j.threads = n->cfg.threads;
+    snprintf(j.path, sizeof j.path, "%s", sw_bt_torrent_file_path(n->t, (uint32_t)j.file));
+    j.req.data = &j;
+    job_work(&j.req);
+    char size[32];
+    sw_fmt_bytes(n->shard_bytes[j.shard], size, sizeof size);
+    if (j.rc) {
+        sw_log(SW_LOG_ERROR, "SHARD", "shard %d at %s could not be loaded: %s", (int)j.shard, j.path, j.msg);
+        n->phase = SW_PHASE_FAILED;
+        return;
+    }
+    n->stage = j.stage;
+    n->tps = 0;
+    n->phase = SW_PHASE_LOADED;
+    n->measure_pending = 1; /* on a worker once the loop runs */
+    const struct sw_stage_info *si = sw_stage_info(n->stage);
+    sw_log(SW_LOG_INFO, "SHARD", "shard %d loaded %s (layers %u\xe2\x80\x93%u, %s, %s)", (int)j.shard,
+           n->is_magnet ? "as soon as the metadata arrived" : "before joining", si->layer_first, si->layer_last, size,
+           j.path);
+}
+
+static int file_on_disk(struct sw_node *n, int32_t shard, uint64_t *size_out, uint64_t *mtime_out)
+{
+    const char *path = sw_bt_torrent_file_path(n->t, (uint32_t)n->shard_file[shard]);
+    struct stat st;
+    if (!path || stat(path, &st)) return 0;
+    *size_out = (uint64_t)st.st_size;
+    *mtime_out = (uint64_t)st.st_mtim.tv_sec * 1000000000ull + (uint64_t)st.st_mtim.tv_nsec;
+    return 1;
+}
+
+/* Takes shard `shard` (-1: none): unloads the old one, then loads, fetches or waits. */
+void sw__node_set_shard(struct sw_node *n, int32_t shard, const char *why)
+{
+    if (shard == n->shard && n->phase != SW_PHASE_NONE) return;
+    int32_t old = n->shard;
+    if (n->job && !n->job->measure_only) n->job_stale = 1;
+    if (n->stage) {
+        char reason[160];
+        if (shard >= 0)
+            snprintf(reason, sizeof reason, "the node switched from shard %d to shard %d (%s)", (int)old, (int)shard,
+                     why ? why : "?");
+        else
+            snprintf(reason, sizeof reason, "the node dropped shard %d (%s)", (int)old, why ? why : "?");
+        sw__node_retire_stage(n, reason);
+    }
+    if (old >= 0 && old != shard && n->t && !n->cfg.seed_all)
+        sw_bt_torrent_want_file(n->t, (uint32_t)n->shard_file[old], 0); /* held pieces stay seeded */
+    n->shard = shard;
+    n->watch_tried = 0;
+    if (shard < 0) {
+        n->phase = SW_PHASE_NONE;
+        sw__node_publish(n, 1);
+        return;
+    }
+    char size[32];
+    sw_fmt_bytes(n->shard_bytes[shard], size, sizeof size);
+    if (old >= 0 && old != shard)
+        sw_log(SW_LOG_INFO, "SHARD", "switching from shard %d to shard %d (%s)", (int)old, (int)shard, why);
+    else if (why && strcmp(why, "startup"))
+        sw_log(SW_LOG_INFO, "SHARD", "taking shard %d (%s, %s)", (int)shard, why, size);
+    uint32_t file = (uint32_t)n->shard_file[shard];
+    const char *path = sw_bt_torrent_file_path(n->t, file);
+    if (sw_bt_torrent_file_complete(n->t, file)) {
+        if (!n->view) load_now(n);
+        else sw__node_start_load(n, 0);
+        sw__node_publish(n, 1);
+        return;
+    }
+    uint64_t sz = 0, mt = 0;
+    int present = file_on_disk(n, shard, &sz, &mt);
+    if (n->pre_final == shard) {
+        struct sw_bt_progress pr = { 0 };
+        sw_bt_torrent_progress(n->t, (int32_t)file, &pr);
+        sw_log(SW_LOG_WARN, "SHARD", "shard %d at %s is corrupt (%.0f%% of it verifies, the rest fails its hash); "
+               "it will not be loaded; %s", (int)shard, path, pr.percent,
+               n->cfg.no_auto_fetch && !n->forced_fetch ? "waiting for a LOAD_SHARD command or a good copy"
+                                                        : "re-fetching the bad pieces from the swarm");
+        n->pre_final = -1;
+    } else if (present && sz == n->shard_bytes[shard])
+        sw_log(SW_LOG_WARN, "SHARD", "shard %d at %s is corrupt (pieces fail their hash); it will not be loaded; %s",
+               (int)shard, path, n->cfg.no_auto_fetch && !n->forced_fetch ? "waiting for a LOAD_SHARD command or a good copy"
+                                                                         : "re-fetching from the swarm");
+    else if (present)
+        sw_log(SW_LOG_INFO, "SHARD", "shard %d at %s is partial (%llu of %llu bytes); %s", (int)shard, path,
+               (unsigned long long)sz, (unsigned long long)n->shard_bytes[shard],
+               n->cfg.no_auto_fetch && !n->forced_fetch ? "waiting for a LOAD_SHARD command" : "fetching the rest from the swarm");
+    else if (n->cfg.no_auto_fetch && !n->forced_fetch)
+        sw_log(SW_LOG_INFO, "SHARD", "shard %d not found at %s; waiting for a LOAD_SHARD command (--no-auto-fetch) or a copy in the folder",
+               (int)shard, path);
+    else
+        sw_log(SW_LOG_INFO, "SHARD", "shard %d not found at %s; fetching from the swarm (%s)", (int)shard, path, size);
+    if (present) {
+        n->watch_size = sz;
+        n->watch_mtime = mt;
+        n->watch_tried = 1; /* judged just now; look again when it changes */
+    }
+    if (n->cfg.no_auto_fetch && !n->forced_fetch) {
+        n->phase = SW_PHASE_WAITING;
+    } else {
+        n->phase = SW_PHASE_FETCHING;
+        sw_bt_torrent_want_file(n->t, file, 1);
+    }
+    sw__node_publish(n, 1);
+}
+
+/* The folder watch: a shard file that appears (or changes) is verified and loaded. */
+void sw__node_check_folder(struct sw_node *n)
+{
+    if (n->shard < 0 || !n->t || n->job || n->drained || n->phase == SW_PHASE_LOADED || n->phase == SW_PHASE_LOADING ||
+        n->phase == SW_PHASE_VERIFYING)
+        return;
+    uint32_t file = (uint32_t)n->shard_file[n->shard];
+    if (sw_bt_torrent_file_complete(n->t, file)) { /* the download finished */
+        sw__node_start_load(n, 0);
+        return;
+    }
+    uint64_t sz, mt;
+    if (!file_on_disk(n, n->shard, &sz, &mt) || sz != n->shard_bytes[n->shard]) return;
+    if (n->watch_tried && sz == n->watch_size && mt == n->watch_mtime) return;
+    n->watch_size = sz;
+    n->watch_mtime = mt;
+    n->watch_tried = 1;
+    sw_log(SW_LOG_INFO, "SHARD", "shard %d appeared at %s; verifying", (int)n->shard,
+           sw_bt_torrent_file_path(n->t, file));
+    sw__node_start_load(n, 1);
+}
+
+void sw__node_on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+    struct sw_node *n = h->data;
+    (void)filename;
+    (void)events;
+    if (!status && !n->stopping) sw__node_check_folder(n);
+}
+
+/* ------------------------------------------------------------------ planner */
+
+void sw__node_plan(struct sw_node *n, uint64_t now)
+{
+    if (!n->view || !n->auto_mode || n->cfg.seed_all || n->drained) return;
+    struct sw_plan_input in = { n->shard_bytes, 0 };
+    uint64_t mem = 0;
+    if (!sw_sys_mem_available(&mem)) in.mem_budget = mem + (n->stage ? n->shard_bytes[n->shard] : 0);
+    if (n->shard < 0) {
+        int settled = n->first_peer_ms ? now - n->first_peer_ms >= AUTO_SETTLE_MS : now - n->started_ms >= AUTO_ALONE_MS;
+        if (!settled) return;
+        int s = sw_plan_pick(n->view, &in);
+        if (s < 0) {
+            if (now - n->last_status >= 5000)
+                sw_log(SW_LOG_WARN, "SHARD", "--shard auto: no shard fits in %llu bytes of free memory",
+                       (unsigned long long)in.mem_budget);
+            return;
+        }
+        struct sw_shard_view sv;
+        sw_view_shard(n->view, (uint32_t)s, &sv);
+        sw_log(SW_LOG_INFO, "SHARD", "--shard auto: taking shard %d (%u loaded replicas, %u nodes on it)", s, sv.n_loaded,
+               sv.n_announced);
+        sw__node_set_shard(n, s, "planner");
+        return;
+    }
+    if (n->job) return;
+    int t = sw_plan_review(n->view, &in);
+    if (t < 0) {
+        n->replan_target = -1;
+        return;
+    }
+    if (t != n->replan_target) {
+        n->replan_target = t;
+        n->replan_since = now;
+        return;
+    }
+    if (now - n->replan_since < REPLAN_GRACE_MS) return;
+    sw_log(SW_LOG_INFO, "SHARD", "re-planning: shard %d has no node working on it and shard %d has another replica; moving",
+           t, (int)n->shard);
+    n->replan_target = -1;
+    sw__node_set_shard(n, t, "planner: replacing a missing shard");
+}
