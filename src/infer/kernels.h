@@ -71,6 +71,24 @@ struct sw_block_q6_K { uint8_t ql[SW_QK_K / 2]; uint8_t qh[SW_QK_K / 4]; int8_t 
 /* Q8_K: the activation type of K-quant weights. d is f32; bsums[j] = sum of qs[16j..16j+15]. */
 struct sw_block_q8_K { float d; int8_t qs[SW_QK_K]; int16_t bsums[SW_QK_K / 16]; };
 
+/* Q2_K: 16 sub-blocks of 16; x = d*(sc&15)*q - dmin*(sc>>4), q 2-bit. Element 128h + 32k + l
+ * is bits 2k..2k+1 of qs[32h + l]; element e's sub-block (and scales byte) is e/16. */
+struct sw_block_q2_K { uint8_t scales[SW_QK_K / 16]; uint8_t qs[SW_QK_K / 4]; sw_f16 d; sw_f16 dmin; };
+/* Q3_K: 16 sub-blocks of 16; x = d*(s-32)*(q - 4), q = 2 low bits (as Q2_K's qs) | bit
+ * 4h+k of hmask[l] << 2 for element 128h + 32k + l; s 6-bit, packed in scales[12]. */
+struct sw_block_q3_K { uint8_t hmask[SW_QK_K / 8]; uint8_t qs[SW_QK_K / 4]; uint8_t scales[12]; sw_f16 d; };
+/* IQ4_NL: as Q4_0's layout, but x = d * sw__k_iq4nl_values[nibble] (a non-linear grid). */
+#define SW_QK4_NL 32
+struct sw_block_iq4_nl { sw_f16 d; uint8_t qs[SW_QK4_NL / 2]; };
+/* IQ4_XS: 8 sub-blocks of 32; x = d*(ls-32)*iq4nl_values[nibble], ls 6-bit: low 4 bits in
+ * scales_l (sub-block 2i low nibble, 2i+1 high), high 2 bits at bit 2j of scales_h (LE);
+ * nibbles as IQ4_NL per 16 bytes of qs. */
+struct sw_block_iq4_xs { sw_f16 d; uint16_t scales_h; uint8_t scales_l[SW_QK_K / 64]; uint8_t qs[SW_QK_K / 2]; };
+/* MXFP4 (OCP microscaling): e is an E8M0 exponent, element values are FP4 E2M1; nibbles as
+ * Q4_0. x = 2^(e-127) * e2m1[nibble] = 2^(e-128) * sw__k_mxfp4_values[nibble] (doubled). */
+#define SW_QK_MXFP4 32
+struct sw_block_mxfp4 { uint8_t e; uint8_t qs[SW_QK_MXFP4 / 2]; };
+
 static_assert(sizeof(struct sw_block_q4_0) == 2 + 16, "Q4_0 block is 18 bytes");
 static_assert(sizeof(struct sw_block_q4_1) == 4 + 16, "Q4_1 block is 20 bytes");
 static_assert(sizeof(struct sw_block_q5_0) == 2 + 4 + 16, "Q5_0 block is 22 bytes");
@@ -80,6 +98,11 @@ static_assert(sizeof(struct sw_block_q4_K) == 4 + 12 + 128, "Q4_K block is 144 b
 static_assert(sizeof(struct sw_block_q5_K) == 4 + 12 + 32 + 128, "Q5_K block is 176 bytes");
 static_assert(sizeof(struct sw_block_q6_K) == 128 + 64 + 16 + 2, "Q6_K block is 210 bytes");
 static_assert(sizeof(struct sw_block_q8_K) == 4 + 256 + 32, "Q8_K block is 292 bytes");
+static_assert(sizeof(struct sw_block_q2_K) == 16 + 64 + 2 + 2, "Q2_K block is 84 bytes");
+static_assert(sizeof(struct sw_block_q3_K) == 32 + 64 + 12 + 2, "Q3_K block is 110 bytes");
+static_assert(sizeof(struct sw_block_iq4_nl) == 2 + 16, "IQ4_NL block is 18 bytes");
+static_assert(sizeof(struct sw_block_iq4_xs) == 2 + 2 + 4 + 128, "IQ4_XS block is 136 bytes");
+static_assert(sizeof(struct sw_block_mxfp4) == 1 + 16, "MXFP4 block is 17 bytes");
 
 /* ------------------------------------------------------------ per-type kernels */
 
@@ -107,7 +130,7 @@ struct sw_k_type {
                                F32 (F32/F16/BF16 weights), Q8_0 or Q8_K */
     sw_k_dequant_fn dequantize_row;
     sw_k_quant_fn quantize_act; /* f32 -> act_type (NULL when act_type is F32: use as is) */
-    sw_k_vec_dot_fn vec_dot;    /* NULL when the type is dequantize-only (Q4_1/Q5_0/Q5_1) */
+    sw_k_vec_dot_fn vec_dot;    /* NULL when the type is dequantize-only (Q8_K) */
 };
 
 /* The table for a weight type with the implementation chosen at first use: AVX-512 if the
@@ -132,8 +155,8 @@ size_t sw_k_row_bytes(uint32_t type, int64_t n);
  * SW_EUNSUPPORTED (type) or SW_EINVAL (n not a block multiple). */
 int sw_k_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n);
 
-/* Reference quantizers (what `synth` writes): F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K,
- * Q8_K. Deterministic and close to ggml's rounding (round-to-nearest with ggml's scale
+/* Reference quantizers (what `synth` writes): F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+ * Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, MXFP4, Q8_K. Deterministic and close to ggml's rounding (round-to-nearest with ggml's scale
  * choices; K-quants search scale/min like ggml's make_qkx/make_qx). Writes
  * sw_k_row_bytes(type, n) bytes. Returns 0, SW_EUNSUPPORTED or SW_EINVAL. */
 int sw_k_quantize_row(uint32_t type, const float *src, void *dst, int64_t n);

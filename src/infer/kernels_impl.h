@@ -67,6 +67,49 @@ void sw__k_vec_ops_avx512(struct sw_k_vec_ops *ops);
 /* The vector ops of the active family (sw_k_impl_active). */
 const struct sw_k_vec_ops *sw__k_vec_ops(void);
 
+/* The low-bit types' reference kernels (kernels_ref_low.c): fills their table entries. */
+void sw__k_fill_ref_low(struct sw_k_type_impl *tab, int n_tab);
+/* SIMD kernels for Q4_1/Q5_0/Q5_1 and the low-bit types (kernels_avx2_low.c, and compiled
+ * again with AVX-512 in kernels_avx512_low.c). Called after the family's main fill. */
+void sw__k_fill_avx2_low(struct sw_k_type_impl *tab, int n_tab);
+void sw__k_fill_avx512_low(struct sw_k_type_impl *tab, int n_tab);
+/* One table entry (what sw__k_fill_ref and sw__k_fill_ref_low use). */
+void sw__k_set_ref(struct sw_k_type_impl *tab, int n_tab, uint32_t type, const char *name, uint32_t bs,
+                   uint32_t ts, uint32_t act, sw_k_dequant_fn dq, sw_k_quant_fn qa, sw_k_vec_dot_fn dot,
+                   sw_k_rowdot_fn rowdot);
+
+/* The 16 values of the IQ4_NL / IQ4_XS grid, and the FP4 E2M1 values times 2 (MXFP4):
+ * where they come from is in docs/kernels.md ("Lookup tables"). */
+extern const int8_t sw__k_iq4nl_values[16];
+extern const int8_t sw__k_mxfp4_values[16];
+
+/* MXFP4 block scale: 2^(e-128), i.e. half the E8M0 value 2^(e-127) (the table is doubled).
+ * Exact for every e (2^-128 is a float subnormal); e = 255 gives 2^127 as ggml reads it
+ * (OCP reserves 0xFF for NaN; the quantizer never writes it). */
+static inline float sw__k_e8m0_half(uint8_t e)
+{
+    uint32_t bits = e >= 2 ? (uint32_t)(e - 1) << 23 : 0x00200000u << e;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* Q3_K: the 16 six-bit scales (0..63, biased by 32) from the packed 12 bytes: scale j has
+ * its low 4 bits in nibble j/8 of byte j%8 and its high 2 bits at bits 2*(j/4) of byte
+ * 8 + j%4. */
+static inline int sw__k_q3_K_scale(const uint8_t *s, int j)
+{
+    int lo = (s[j % 8] >> (4 * (j / 8))) & 0xF;
+    int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+    return lo | hi << 4;
+}
+
+/* IQ4_XS sub-block ib's 6-bit scale (0..63, biased by 32). */
+static inline int sw__k_iq4_xs_scale(const struct sw_block_iq4_xs *b, int ib)
+{
+    return ((b->scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b->scales_h >> (2 * ib)) & 3) << 4);
+}
+
 /* Reference pieces other families reuse. */
 void sw__k_quantize_q8_0_ref(const float *src, void *dst, int64_t n);
 void sw__k_quantize_q8_0_sums_ref(const float *src, void *dst, float *ds, int64_t n);
@@ -75,6 +118,14 @@ void sw__k_quantize_q4_0_ref(const float *src, void *dst, int64_t n);
 void sw__k_quantize_q4_K_ref(const float *src, void *dst, int64_t n);
 void sw__k_quantize_q5_K_ref(const float *src, void *dst, int64_t n);
 void sw__k_quantize_q6_K_ref(const float *src, void *dst, int64_t n);
+void sw__k_quantize_q4_1_ref(const float *src, void *dst, int64_t n);
+void sw__k_quantize_q5_0_ref(const float *src, void *dst, int64_t n);
+void sw__k_quantize_q5_1_ref(const float *src, void *dst, int64_t n);
+void sw__k_quantize_q2_K_ref(const float *src, void *dst, int64_t n);
+void sw__k_quantize_q3_K_ref(const float *src, void *dst, int64_t n);
+void sw__k_quantize_iq4_nl_ref(const float *src, void *dst, int64_t n);
+void sw__k_quantize_iq4_xs_ref(const float *src, void *dst, int64_t n);
+void sw__k_quantize_mxfp4_ref(const float *src, void *dst, int64_t n);
 
 /* Q4_K/Q5_K 6-bit scale j (0..7) and min j from the packed 12 bytes. */
 static inline void sw__k_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)

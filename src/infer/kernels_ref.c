@@ -492,9 +492,9 @@ REF_ROWDOT(rowdot_q6_K, vec_dot_q6_K_q8_K)
 
 /* ------------------------------------------------------------ table */
 
-static void set(struct sw_k_type_impl *tab, int n_tab, uint32_t type, const char *name, uint32_t bs,
-                uint32_t ts, uint32_t act, sw_k_dequant_fn dq, sw_k_quant_fn qa, sw_k_vec_dot_fn dot,
-                sw_k_rowdot_fn rowdot)
+void sw__k_set_ref(struct sw_k_type_impl *tab, int n_tab, uint32_t type, const char *name, uint32_t bs,
+                   uint32_t ts, uint32_t act, sw_k_dequant_fn dq, sw_k_quant_fn qa, sw_k_vec_dot_fn dot,
+                   sw_k_rowdot_fn rowdot)
 {
     if ((int)type >= n_tab) return;
     struct sw_k_type_impl *e = &tab[type];
@@ -509,6 +509,8 @@ static void set(struct sw_k_type_impl *tab, int n_tab, uint32_t type, const char
     e->pub.vec_dot = dot;
     e->rowdot = rowdot;
 }
+
+#define set sw__k_set_ref
 
 void sw__k_fill_ref(struct sw_k_type_impl *tab, int n_tab)
 {
@@ -536,7 +538,10 @@ void sw__k_fill_ref(struct sw_k_type_impl *tab, int n_tab)
     /* Q8_K is an activation type: dequantizable (tests), not a weight type for matmul. */
     set(tab, n_tab, SW_TYPE_Q8_K, "Q8_K", SW_QK_K, sizeof(struct sw_block_q8_K), SW_TYPE_Q8_K, dequant_q8_K,
         NULL, NULL, NULL);
+    sw__k_fill_ref_low(tab, n_tab); /* Q2_K, Q3_K, IQ4_NL, IQ4_XS, MXFP4 */
 }
+
+#undef set
 
 /* ------------------------------------------------------------ vector helpers */
 

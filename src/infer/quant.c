@@ -1,4 +1,6 @@
 /* quant.c — reference weight quantizers (what `synth` writes) and sw_k_quantize_row.
+ * Every type with kernels has one: Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, the K-quants Q2_K..Q6_K,
+ * IQ4_NL/IQ4_XS, MXFP4.
  * Scales are chosen as ggml does in spirit: symmetric max-based for Q4_0/Q8_0, and for
  * K-quants a small search over candidate scales with a least-squares refit per sub-block,
  * then 6/8-bit quantization of the sub-block scales against a super-block scale.
@@ -269,6 +271,307 @@ void sw__k_quantize_q6_K_ref(const float *x, void *dst, int64_t n)
     }
 }
 
+/* ------------------------------------------------------------ Q4_1, Q5_0, Q5_1 */
+
+/* Q4_1 / Q5_1: x ~= d*q + m with m = min, d = (max - min) / nmax, round to nearest. */
+static float fit_min_max(const float *x, int nmax, float *m_out)
+{
+    float lo = x[0], hi = x[0];
+    for (int j = 1; j < 32; j++) {
+        lo = fminf(lo, x[j]);
+        hi = fmaxf(hi, x[j]);
+    }
+    *m_out = lo;
+    return (hi - lo) / (float)nmax;
+}
+
+void sw__k_quantize_q4_1_ref(const float *x, void *dst, int64_t n)
+{
+    struct sw_block_q4_1 *b = dst;
+    for (int64_t i = 0; i < n / SW_QK4_1; i++, b++, x += SW_QK4_1) {
+        float m, d = fit_min_max(x, 15, &m);
+        b->d = sw_k_f32_to_f16(d);
+        b->m = sw_k_f32_to_f16(m);
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (int j = 0; j < 16; j++) {
+            int q0 = clampi(nearest_int((x[j] - m) * id), 0, 15);
+            int q1 = clampi(nearest_int((x[j + 16] - m) * id), 0, 15);
+            b->qs[j] = (uint8_t)(q0 | (q1 << 4));
+        }
+    }
+}
+
+/* 32 five-bit codes -> 16 nibble bytes + the 32-bit qh word (bit j = bit 4 of code j). */
+static void pack_q5(const int *q, uint8_t *qs, uint8_t *qh)
+{
+    uint32_t h = 0;
+    for (int j = 0; j < 16; j++) {
+        qs[j] = (uint8_t)((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
+        h |= (uint32_t)(q[j] >> 4) << j | (uint32_t)(q[j + 16] >> 4) << (j + 16);
+    }
+    for (int k = 0; k < 4; k++) qh[k] = (uint8_t)(h >> (8 * k)); /* little-endian */
+}
+
+/* Q5_0: as Q4_0 with 5 bits: d = m / -16, q = clamp(round(x/d) + 16, 0, 31). */
+void sw__k_quantize_q5_0_ref(const float *x, void *dst, int64_t n)
+{
+    struct sw_block_q5_0 *b = dst;
+    for (int64_t i = 0; i < n / SW_QK5_0; i++, b++, x += SW_QK5_0) {
+        float amax = 0.0f, mx = 0.0f;
+        for (int j = 0; j < 32; j++)
+            if (fabsf(x[j]) > amax) {
+                amax = fabsf(x[j]);
+                mx = x[j];
+            }
+        float d = mx / -16.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        b->d = sw_k_f32_to_f16(d);
+        int q[32];
+        for (int j = 0; j < 32; j++) q[j] = clampi((int)(x[j] * id + 16.5f), 0, 31);
+        pack_q5(q, b->qs, b->qh);
+    }
+}
+
+void sw__k_quantize_q5_1_ref(const float *x, void *dst, int64_t n)
+{
+    struct sw_block_q5_1 *b = dst;
+    for (int64_t i = 0; i < n / SW_QK5_1; i++, b++, x += SW_QK5_1) {
+        float m, d = fit_min_max(x, 31, &m);
+        b->d = sw_k_f32_to_f16(d);
+        b->m = sw_k_f32_to_f16(m);
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        int q[32];
+        for (int j = 0; j < 32; j++) q[j] = clampi(nearest_int((x[j] - m) * id), 0, 31);
+        pack_q5(q, b->qs, b->qh);
+    }
+}
+
+/* ------------------------------------------------------------ Q2_K, Q3_K */
+
+/* Q2_K: 16 sub-blocks of 16 fitted with q in [0, 3] and a min (fit_scale_min), then the
+ * sub-scales and mins quantized to 4 bits against d = max/15 and dmin = max/15, and the
+ * codes chosen again with the stored scales. */
+void sw__k_quantize_q2_K_ref(const float *x, void *dst, int64_t n)
+{
+    struct sw_block_q2_K *b = dst;
+    for (int64_t i = 0; i < n / SW_QK_K; i++, b++, x += SW_QK_K) {
+        float sc[16], mn[16], w[16], max_sc = 0, max_mn = 0;
+        uint8_t L[16];
+        for (int j = 0; j < 16; j++) {
+            const float *xs = x + 16 * j;
+            float sum2 = 0;
+            for (int l = 0; l < 16; l++) sum2 += xs[l] * xs[l];
+            float av = sqrtf(sum2 / 16);
+            for (int l = 0; l < 16; l++) w[l] = av + fabsf(xs[l]);
+            sc[j] = fit_scale_min(16, 3, xs, w, L, &mn[j]);
+            max_sc = fmaxf(max_sc, sc[j]);
+            max_mn = fmaxf(max_mn, mn[j]);
+        }
+        memset(b, 0, sizeof(*b));
+        float inv_sc = max_sc > 0 ? 15.0f / max_sc : 0, inv_mn = max_mn > 0 ? 15.0f / max_mn : 0;
+        b->d = sw_k_f32_to_f16(max_sc / 15.0f);
+        b->dmin = sw_k_f32_to_f16(max_mn / 15.0f);
+        float d = sw_k_f16_to_f32(b->d), dmin = sw_k_f16_to_f32(b->dmin);
+        for (int j = 0; j < 16; j++) {
+            int ls = clampi(nearest_int(inv_sc * sc[j]), 0, 15), lm = clampi(nearest_int(inv_mn * mn[j]), 0, 15);
+            b->scales[j] = (uint8_t)(ls | lm << 4);
+            float ds = d * ls, dm = dmin * lm;
+            for (int l = 0; l < 16; l++) {
+                int e = 16 * j + l; /* element 128h + 32k + l' -> bits 2k of qs[32h + l'] */
+                int q = ds > 0 ? clampi(nearest_int((x[e] + dm) / ds), 0, 3) : 0;
+                b->qs[32 * (e / 128) + e % 32] |= (uint8_t)(q << (2 * ((e % 128) / 32)));
+            }
+        }
+    }
+}
+
+/* Q3_K: 16 sub-blocks of 16 fitted symmetrically with q in [-4, 3] (fit_scale_sym), 6-bit
+ * signed sub-scales against d = max / -32, codes chosen again with the stored scales. */
+void sw__k_quantize_q3_K_ref(const float *x, void *dst, int64_t n)
+{
+    struct sw_block_q3_K *b = dst;
+    for (int64_t i = 0; i < n / SW_QK_K; i++, b++, x += SW_QK_K) {
+        float sc[16], w[16], amax_sc = 0, max_sc = 0;
+        uint8_t L[16];
+        for (int j = 0; j < 16; j++) {
+            for (int l = 0; l < 16; l++) w[l] = x[16 * j + l] * x[16 * j + l] + 1e-12f;
+            sc[j] = fit_scale_sym(16, 4, x + 16 * j, w, L);
+            if (fabsf(sc[j]) > amax_sc) {
+                amax_sc = fabsf(sc[j]);
+                max_sc = sc[j];
+            }
+        }
+        memset(b, 0, sizeof(*b));
+        float iscale = amax_sc > 0 ? -32.0f / max_sc : 0;
+        b->d = sw_k_f32_to_f16(amax_sc > 0 ? 1.0f / iscale : 0);
+        float d = sw_k_f16_to_f32(b->d);
+        for (int j = 0; j < 16; j++) {
+            int ls = clampi(nearest_int(iscale * sc[j]), -32, 31);
+            int v = ls + 32; /* low 4 bits: nibble j/8 of byte j%8; high 2: bits 2(j/4) of byte 8+j%4 */
+            b->scales[j % 8] |= (uint8_t)((v & 0xF) << (4 * (j / 8)));
+            b->scales[8 + j % 4] |= (uint8_t)((v >> 4) << (2 * (j / 4)));
+            float ds = d * ls;
+            for (int l = 0; l < 16; l++) {
+                int e = 16 * j + l;
+                int q = ds != 0 ? clampi(nearest_int(x[e] / ds), -4, 3) : 0;
+                int c = q + 4; /* low 2 bits -> qs, bit 2 (q >= 0) -> hmask */
+                int h = e / 128, k = (e % 128) / 32, ll = e % 32;
+                b->qs[32 * h + ll] |= (uint8_t)((c & 3) << (2 * k));
+                b->hmask[ll] |= (uint8_t)((c >> 2) << (4 * h + k));
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------ IQ4_NL, IQ4_XS */
+
+/* Index of the grid value nearest to v (grid sorted ascending): binary search over the
+ * midpoints between neighbours. */
+static inline int iq4_nearest(float v)
+{
+    static const float mid[15] = {-115.5f, -93.5f, -74.0f, -57.0f, -42.0f, -28.5f, -16.0f, -4.5f,
+                                  7.0f,    19.0f,  31.5f,  45.5f,  61.0f,  79.0f,  101.0f};
+    int idx = 0;
+    for (int step = 8; step; step >>= 1)
+        if (v > mid[idx + step - 1]) idx += step;
+    return idx;
+}
+
+/* Fits 32 values as scale * grid[L]: candidate inverse scales -(127 + 8k) / m (m the value
+ * of largest magnitude, so it lands near the grid's -127 end), k = -3..3, each refitted by
+ * weighted least squares; keeps the best. Returns the scale (0 for an all-zero input). */
+static float fit_iq4(const float *x, uint8_t *L)
+{
+    float amax = 0, mx = 0, w[32];
+    for (int j = 0; j < 32; j++)
+        if (fabsf(x[j]) > amax) {
+            amax = fabsf(x[j]);
+            mx = x[j];
+        }
+    if (amax == 0) {
+        memset(L, 8, 32); /* grid value 1, times scale 0 */
+        return 0;
+    }
+    float sum2 = 0;
+    for (int j = 0; j < 32; j++) sum2 += x[j] * x[j];
+    float av = sqrtf(sum2 / 32);
+    for (int j = 0; j < 32; j++) w[j] = av + fabsf(x[j]);
+    float best = -1, best_scale = 0;
+    uint8_t Laux[32];
+    for (int k = -3; k <= 3; k++) {
+        float iscale = -(127.0f + 8.0f * k) / mx, sxl = 0, sl2 = 0;
+        for (int j = 0; j < 32; j++) {
+            int q = iq4_nearest(iscale * x[j]);
+            float v = sw__k_iq4nl_values[q];
+            Laux[j] = (uint8_t)q;
+            sxl += w[j] * x[j] * v;
+            sl2 += w[j] * v * v;
+        }
+        /* error with the least-squares scale sxl/sl2 is sum w x^2 - sxl^2/sl2 */
+        if (sl2 > 0 && sxl * sxl / sl2 > best) {
+            best = sxl * sxl / sl2;
+            best_scale = sxl / sl2;
+            memcpy(L, Laux, 32);
+        }
+    }
+    return best_scale;
+}
+
+static void pack_nibbles32(const uint8_t *L, uint8_t *qs)
+{
+    for (int j = 0; j < 16; j++) qs[j] = (uint8_t)(L[j] | L[j + 16] << 4);
+}
+
+/* Codes of 32 values for a stored scale ds (grid value 1 -> 0 when ds is 0). */
+static void assign_iq4(const float *x, float ds, uint8_t *L)
+{
+    float id = ds != 0 ? 1.0f / ds : 0;
+    for (int j = 0; j < 32; j++) L[j] = (uint8_t)(ds != 0 ? iq4_nearest(x[j] * id) : 8);
+}
+
+void sw__k_quantize_iq4_nl_ref(const float *x, void *dst, int64_t n)
+{
+    struct sw_block_iq4_nl *b = dst;
+    uint8_t L[32];
+    for (int64_t i = 0; i < n / SW_QK4_NL; i++, b++, x += SW_QK4_NL) {
+        b->d = sw_k_f32_to_f16(fit_iq4(x, L));
+        assign_iq4(x, sw_k_f16_to_f32(b->d), L);
+        pack_nibbles32(L, b->qs);
+    }
+}
+
+/* IQ4_XS: each sub-block of 32 fitted as IQ4_NL, the 8 sub-scales quantized to 6 bits
+ * (ls - 32 in [-32, 31]) against d = max / -32, codes chosen again with the stored scales. */
+void sw__k_quantize_iq4_xs_ref(const float *x, void *dst, int64_t n)
+{
+    struct sw_block_iq4_xs *b = dst;
+    uint8_t L[32];
+    for (int64_t i = 0; i < n / SW_QK_K; i++, b++, x += SW_QK_K) {
+        float sc[8], amax_sc = 0, max_sc = 0;
+        for (int ib = 0; ib < 8; ib++) {
+            sc[ib] = fit_iq4(x + 32 * ib, L);
+            if (fabsf(sc[ib]) > amax_sc) {
+                amax_sc = fabsf(sc[ib]);
+                max_sc = sc[ib];
+            }
+        }
+        memset(b, 0, sizeof(*b));
+        float iscale = amax_sc > 0 ? -32.0f / max_sc : 0;
+        b->d = sw_k_f32_to_f16(amax_sc > 0 ? 1.0f / iscale : 0);
+        float d = sw_k_f16_to_f32(b->d);
+        uint16_t sh = 0;
+        for (int ib = 0; ib < 8; ib++) {
+            int ls = clampi(nearest_int(iscale * sc[ib]), -32, 31), v = ls + 32;
+            b->scales_l[ib / 2] |= (uint8_t)((v & 0xF) << (4 * (ib % 2)));
+            sh |= (uint16_t)((v >> 4) << (2 * ib));
+            assign_iq4(x + 32 * ib, d * ls, L);
+            pack_nibbles32(L, b->qs + 16 * ib);
+        }
+        b->scales_h = sh;
+    }
+}
+
+/* ------------------------------------------------------------ MXFP4 */
+
+/* Code (0..15) of the doubled E2M1 value nearest to v: magnitude by the midpoints of
+ * 0, 1, 2, 3, 4, 6, 8, 12, sign in bit 3 (never -0). */
+static inline int mxfp4_nearest(float v)
+{
+    static const float mid[7] = {0.5f, 1.5f, 2.5f, 3.5f, 5.0f, 7.0f, 10.0f};
+    float a = fabsf(v);
+    int m = 0;
+    while (m < 7 && a > mid[m]) m++;
+    return m && v < 0 ? m | 8 : m;
+}
+
+/* MXFP4: the OCP choice of shared exponent, floor(log2(amax)) - 2 (emax of E2M1), and the
+ * one above it (no clipping of the largest values); keeps the one with less squared error. */
+void sw__k_quantize_mxfp4_ref(const float *x, void *dst, int64_t n)
+{
+    struct sw_block_mxfp4 *b = dst;
+    for (int64_t i = 0; i < n / SW_QK_MXFP4; i++, b++, x += SW_QK_MXFP4) {
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
+        memset(b, 0, sizeof(*b));
+        if (amax == 0 || !isfinite(amax)) continue;
+        int e0 = clampi((int)floorf(log2f(amax)) - 2 + 127, 0, 253);
+        float best = INFINITY;
+        for (int e = e0; e <= e0 + 1; e++) {
+            float d = sw__k_e8m0_half((uint8_t)e), err = 0; /* 1/d overflows for e = 0: divide */
+            uint8_t L[32];
+            for (int j = 0; j < 32; j++) {
+                L[j] = (uint8_t)mxfp4_nearest(x[j] / d);
+                float r = x[j] - d * (float)sw__k_mxfp4_values[L[j]];
+                err += r * r;
+            }
+            if (err < best) {
+                best = err;
+                b->e = (uint8_t)e;
+                pack_nibbles32(L, b->qs);
+            }
+        }
+    }
+}
+
 int sw_k_quantize_row(uint32_t type, const float *src, void *dst, int64_t n)
 {
     const struct sw_k_type *t = sw_k_type_get_impl(type, SW_K_IMPL_REF);
@@ -284,6 +587,14 @@ int sw_k_quantize_row(uint32_t type, const float *src, void *dst, int64_t n)
         return 0;
     case SW_TYPE_Q8_0: sw__k_quantize_q8_0_ref(src, dst, n); return 0;
     case SW_TYPE_Q4_0: sw__k_quantize_q4_0_ref(src, dst, n); return 0;
+    case SW_TYPE_Q4_1: sw__k_quantize_q4_1_ref(src, dst, n); return 0;
+    case SW_TYPE_Q5_0: sw__k_quantize_q5_0_ref(src, dst, n); return 0;
+    case SW_TYPE_Q5_1: sw__k_quantize_q5_1_ref(src, dst, n); return 0;
+    case SW_TYPE_Q2_K: sw__k_quantize_q2_K_ref(src, dst, n); return 0;
+    case SW_TYPE_Q3_K: sw__k_quantize_q3_K_ref(src, dst, n); return 0;
+    case SW_TYPE_IQ4_NL: sw__k_quantize_iq4_nl_ref(src, dst, n); return 0;
+    case SW_TYPE_IQ4_XS: sw__k_quantize_iq4_xs_ref(src, dst, n); return 0;
+    case SW_TYPE_MXFP4: sw__k_quantize_mxfp4_ref(src, dst, n); return 0;
     case SW_TYPE_Q4_K: sw__k_quantize_q4_K_ref(src, dst, n); return 0;
     case SW_TYPE_Q5_K: sw__k_quantize_q5_K_ref(src, dst, n); return 0;
     case SW_TYPE_Q6_K: sw__k_quantize_q6_K_ref(src, dst, n); return 0;

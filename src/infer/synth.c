@@ -49,6 +49,9 @@ static const struct {
     { "F32", SW_TYPE_F32, 0 },   { "F16", SW_TYPE_F16, 1 },   { "BF16", SW_TYPE_BF16, 32 },
     { "Q8_0", SW_TYPE_Q8_0, 7 }, { "Q4_0", SW_TYPE_Q4_0, 2 }, { "Q4_K", SW_TYPE_Q4_K, 14 },
     { "Q5_K", SW_TYPE_Q5_K, 16 }, { "Q6_K", SW_TYPE_Q6_K, 18 }, { "Q4_K_M", SW_TYPE_Q4_K, 15 },
+    { "Q4_1", SW_TYPE_Q4_1, 3 }, { "Q5_0", SW_TYPE_Q5_0, 8 }, { "Q5_1", SW_TYPE_Q5_1, 9 },
+    { "Q2_K", SW_TYPE_Q2_K, 10 }, { "Q3_K", SW_TYPE_Q3_K, 12 }, { "IQ4_NL", SW_TYPE_IQ4_NL, 25 },
+    { "IQ4_XS", SW_TYPE_IQ4_XS, 30 }, { "MXFP4", SW_TYPE_MXFP4, 38 },
 };
 
 int sw_synth_type_valid(const char *type)
@@ -131,7 +134,10 @@ static int build_plan(const struct sw_synth_preset *ps, uint32_t n_layers, const
 {
     const int mix = !strcmp(tname, "Q4_K_M");
     /* Like llama.cpp's quantizer: the output matrix gets Q6_K in the 4/5-bit types. */
-    const int q6_out = base == SW_TYPE_Q4_0 || base == SW_TYPE_Q4_K || base == SW_TYPE_Q5_K;
+    const int q6_out = base == SW_TYPE_Q4_0 || base == SW_TYPE_Q4_1 || base == SW_TYPE_Q5_0 ||
+                       base == SW_TYPE_Q5_1 || base == SW_TYPE_Q4_K || base == SW_TYPE_Q5_K ||
+                       base == SW_TYPE_Q2_K || base == SW_TYPE_Q3_K || base == SW_TYPE_IQ4_NL ||
+                       base == SW_TYPE_IQ4_XS;
     const int64_t E = ps->n_embd, hd = ps->n_embd / ps->n_head, qd = (int64_t)ps->n_head * hd,
                   kvd = (int64_t)ps->n_head_kv * hd, F = ps->n_ff, V = ps->n_vocab;
     /* Scales: inputs of every matrix have rms ~1 (RMSNorm), so std 1/sqrt(fan_in) keeps

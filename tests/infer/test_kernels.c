@@ -14,12 +14,21 @@
 #define TOL_DOT_REL 2e-5   /* SIMD dot vs reference, relative to sum |w_i a_i| */
 #define TOL_DEQUANT 1e-6   /* SIMD dequantize vs reference, relative to max |x| */
 #define TOL_MM_REL 2e-5    /* matmul vs per-row reference dots */
+#define TOL_VS_F32 0.01    /* quantized matmul vs f32 matmul on the dequantized weights */
 /* quantize -> dequantize RMS error / RMS(x) for Gaussian data */
 #define TOL_RT_Q8_0 0.01
 #define TOL_RT_Q4_0 0.12
 #define TOL_RT_Q4_K 0.10
 #define TOL_RT_Q5_K 0.05
 #define TOL_RT_Q6_K 0.03
+#define TOL_RT_Q4_1 0.09
+#define TOL_RT_Q5_0 0.05
+#define TOL_RT_Q5_1 0.05
+#define TOL_RT_Q2_K 0.30
+#define TOL_RT_Q3_K 0.18
+#define TOL_RT_IQ4_NL 0.09
+#define TOL_RT_IQ4_XS 0.09
+#define TOL_RT_MXFP4 0.13
 #define TOL_RT_Q8_K 0.01
 #define TOL_RT_F16 0.001
 #define TOL_RT_BF16 0.005
@@ -44,9 +53,10 @@ static void fill(float *x, int64_t n, float scale)
     if (n > 7) x[n / 3] = 4.5f * scale; /* an outlier per vector */
 }
 
-static const uint32_t k_types[] = {SW_TYPE_F32, SW_TYPE_F16, SW_TYPE_BF16, SW_TYPE_Q8_0, SW_TYPE_Q4_0,
-                                   SW_TYPE_Q4_1, SW_TYPE_Q5_0, SW_TYPE_Q5_1, SW_TYPE_Q4_K, SW_TYPE_Q5_K,
-                                   SW_TYPE_Q6_K};
+static const uint32_t k_types[] = {SW_TYPE_F32,  SW_TYPE_F16,  SW_TYPE_BF16,   SW_TYPE_Q8_0,   SW_TYPE_Q4_0,
+                                   SW_TYPE_Q4_1, SW_TYPE_Q5_0, SW_TYPE_Q5_1,   SW_TYPE_Q4_K,   SW_TYPE_Q5_K,
+                                   SW_TYPE_Q6_K, SW_TYPE_Q2_K, SW_TYPE_Q3_K,   SW_TYPE_IQ4_NL, SW_TYPE_IQ4_XS,
+                                   SW_TYPE_MXFP4};
 #define N_K_TYPES (int)(sizeof(k_types) / sizeof(k_types[0]))
 
 /* Sizes to test for a block size. */
@@ -178,7 +188,7 @@ static void roundtrip(uint32_t type, double tol)
         x2 += (double)x[i] * x[i];
     }
     double rel = sqrt(e2 / x2);
-    fprintf(stderr, "  %-4s round-trip rms error %.4f (bound %.3f)\n", sw_k_type_get_impl(type, SW_K_IMPL_REF)->name, rel, tol);
+    fprintf(stderr, "  %-6s round-trip rms error %.4f (bound %.3f)\n", sw_k_type_get_impl(type, SW_K_IMPL_REF)->name, rel, tol);
     CHECK_MSG(rel <= tol, "%s round trip: rms error %.5f > %.5f", t->name, rel, tol);
     /* zeros stay zeros */
     memset(x, 0, n * 4);
@@ -201,6 +211,14 @@ static void test_quantize_roundtrip(void)
     roundtrip(SW_TYPE_Q4_K, TOL_RT_Q4_K);
     roundtrip(SW_TYPE_Q5_K, TOL_RT_Q5_K);
     roundtrip(SW_TYPE_Q6_K, TOL_RT_Q6_K);
+    roundtrip(SW_TYPE_Q4_1, TOL_RT_Q4_1);
+    roundtrip(SW_TYPE_Q5_0, TOL_RT_Q5_0);
+    roundtrip(SW_TYPE_Q5_1, TOL_RT_Q5_1);
+    roundtrip(SW_TYPE_Q2_K, TOL_RT_Q2_K);
+    roundtrip(SW_TYPE_Q3_K, TOL_RT_Q3_K);
+    roundtrip(SW_TYPE_IQ4_NL, TOL_RT_IQ4_NL);
+    roundtrip(SW_TYPE_IQ4_XS, TOL_RT_IQ4_XS);
+    roundtrip(SW_TYPE_MXFP4, TOL_RT_MXFP4);
     roundtrip(SW_TYPE_Q8_K, TOL_RT_Q8_K);
 }
 
@@ -526,15 +544,48 @@ static void matmul_case(uint32_t type, int64_t rows, int64_t cols, int64_t n_tok
 
 static void test_matmul(void)
 {
-    static const uint32_t types[] = {SW_TYPE_F32, SW_TYPE_F16, SW_TYPE_BF16, SW_TYPE_Q8_0, SW_TYPE_Q4_0,
-                                     SW_TYPE_Q4_1, SW_TYPE_Q5_0, SW_TYPE_Q5_1, SW_TYPE_Q4_K, SW_TYPE_Q5_K,
-                                     SW_TYPE_Q6_K};
     static const int64_t toks[] = {1, 2, 3, 7, 9};
-    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
-        const struct sw_k_type *t = sw_k_type_get(types[i]);
+    for (int i = 0; i < N_K_TYPES; i++) {
+        const struct sw_k_type *t = sw_k_type_get(k_types[i]);
         int64_t cols = t->block_size == 256 ? 512 : 96;
-        for (size_t k = 0; k < 5; k++) matmul_case(types[i], 67, cols, toks[k]);
+        for (size_t k = 0; k < 5; k++) matmul_case(k_types[i], 67, cols, toks[k]);
     }
+}
+
+/* Each quantized type's matmul (the active family) against an f32 matmul over the same
+ * weights dequantized: they differ only by the activations' 8-bit quantization, which
+ * bounds the error by TOL_VS_F32 of sum |w_i x_i| per output. */
+static void test_matvec_vs_f32(void)
+{
+    const int64_t rows = 37, cols = 1024, nt = 3;
+    float *x = malloc((size_t)(cols * nt) * 4), *wd = malloc((size_t)(rows * cols) * 4);
+    float *yq = malloc((size_t)(rows * nt) * 4), *yf = malloc((size_t)(rows * nt) * 4);
+    fill(x, cols * nt, 1.0f);
+    for (int i = 0; i < N_K_TYPES; i++) {
+        uint32_t type = k_types[i];
+        const struct sw_k_type *t = sw_k_type_get(type);
+        size_t rb = sw_k_row_bytes(type, cols);
+        uint8_t *w = malloc(rb * (size_t)rows);
+        for (int64_t r = 0; r < rows; r++) make_weights(type, cols, w + rb * (size_t)r);
+        CHECK_EQ_INT(sw_k_dequantize_row(type, w, wd, rows * cols), 0);
+        CHECK_EQ_INT(sw_k_matmul(NULL, w, type, rows, cols, x, nt, yq), 0);
+        CHECK_EQ_INT(sw_k_matmul(NULL, wd, SW_TYPE_F32, rows, cols, x, nt, yf), 0);
+        double worst = 0;
+        for (int64_t tk = 0; tk < nt; tk++)
+            for (int64_t r = 0; r < rows; r++) {
+                double mag = 0;
+                for (int64_t c = 0; c < cols; c++) mag += fabs((double)wd[r * cols + c] * x[tk * cols + c]);
+                double e = fabs((double)yq[tk * rows + r] - yf[tk * rows + r]) / (mag + 1e-30);
+                if (e > worst) worst = e;
+            }
+        CHECK_MSG(worst <= TOL_VS_F32, "%s matmul vs f32 on dequantized weights: error %.3g of sum|w x| > %.3g",
+                  t->name, worst, TOL_VS_F32);
+        free(w);
+    }
+    free(x);
+    free(wd);
+    free(yq);
+    free(yf);
 }
 
 static void test_matmul_multi(void)
@@ -730,6 +781,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "kernels: active family %s\n", sw_k_impl_name(sw_k_impl_active()));
     if (argc > 1 && !strcmp(argv[1], "--matmul-only")) {
         SW_RUN(test_matmul);
+        SW_RUN(test_matvec_vs_f32);
         SW_RUN(test_matmul_multi);
         SW_RUN(test_get_rows);
         SW_RUN(test_vector_helpers);
@@ -746,6 +798,7 @@ int main(int argc, char **argv)
     SW_RUN(test_thread_pool_active);
     SW_RUN(test_core_lease);
     SW_RUN(test_matmul);
+    SW_RUN(test_matvec_vs_f32);
     SW_RUN(test_matmul_multi);
     SW_RUN(test_get_rows);
     if (argc > 0 && !getenv("SW_KERNELS")) test_matmul_other_families(argv[0]);

@@ -600,7 +600,7 @@ static void test_synth_deterministic(void)
     CHECK_EQ_U64(toks.n, 512);
     sw_gguf_close(g);
 
-    struct sw_synth_opts bad = { .preset = "nano", .type = "Q3_K", .vocab_path = vocab_path };
+    struct sw_synth_opts bad = { .preset = "nano", .type = "IQ2_XXS", .vocab_path = vocab_path };
     CHECK_EQ_INT(sw_synth_write(c, &bad, err, sizeof err), SW_EINVAL);
     bad.type = "F16";
     bad.preset = "gpt-9";
@@ -687,7 +687,9 @@ static void test_weight_types(void)
 {
     static const struct { const char *type; double tol; } types[] = {
         { "F16", 0.01 }, { "BF16", 0.05 }, { "Q8_0", 0.05 }, { "Q6_K", 0.08 }, { "Q5_K", 0.15 },
-        { "Q4_K", 0.3 }, { "Q4_K_M", 0.3 }, { "Q4_0", 0.3 },
+        { "Q4_K", 0.3 }, { "Q4_K_M", 0.3 }, { "Q4_0", 0.3 }, { "Q4_1", 0.3 }, { "Q5_0", 0.15 },
+        { "Q5_1", 0.15 }, { "IQ4_NL", 0.3 }, { "IQ4_XS", 0.3 }, { "MXFP4", 0.5 }, { "Q3_K", 0.6 },
+        { "Q2_K", 1.0 },
     };
     char p[600];
     float *ref = malloc(512 * sizeof *ref), *got = malloc(512 * sizeof *got);
@@ -892,10 +894,10 @@ static void test_unsupported(void)
     CHECK_EQ_INT(sw_stage_open(p, NULL, &s, err, sizeof err), 0);
     sw_stage_free(s);
     s = NULL;
-    snprintf(p, sizeof p, "%s/mini-q2k.gguf", tmp_dir);
-    CHECK_EQ_INT(write_mini(p, "llama", SW_TYPE_Q2_K), 0);
+    snprintf(p, sizeof p, "%s/mini-tq1.gguf", tmp_dir);
+    CHECK_EQ_INT(write_mini(p, "llama", SW_TYPE_TQ1_0), 0);
     CHECK_EQ_INT(sw_stage_open(p, NULL, &s, err, sizeof err), SW_EUNSUPPORTED);
-    CHECK_MSG(strstr(err, "Q2_K") && strstr(err, "blk.0.attn_q.weight"), "message: %s", err);
+    CHECK_MSG(strstr(err, "TQ1_0") && strstr(err, "blk.0.attn_q.weight"), "message: %s", err);
     snprintf(p, sizeof p, "%s/mini-iq2.gguf", tmp_dir);
     CHECK_EQ_INT(write_mini(p, "llama", SW_TYPE_IQ2_XXS), 0);
     CHECK_EQ_INT(sw_stage_open(p, NULL, &s, err, sizeof err), SW_EUNSUPPORTED);
