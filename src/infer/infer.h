@@ -76,7 +76,7 @@ const char *sw_cores_dir(const struct sw_cores *c); /* the lease's folder */
 
 /* What a stage computes, filled at open. */
 struct sw_stage_info {
-    char arch[32];          /* general.architecture: "llama", "qwen2" */
+    char arch[32];          /* general.architecture: "llama", "qwen2", "qwen3moe", ... */
     char backend[16];       /* "cpu" */
     char kernels[16];       /* kernel family in use: "ref", "avx2", "avx512" */
     uint32_t n_layers;      /* layers in the whole model */
@@ -94,6 +94,8 @@ struct sw_stage_info {
     uint32_t n_threads;
     uint64_t weight_bytes;  /* tensor bytes this stage maps */
     uint64_t kv_bytes_per_token; /* f16 K+V for this stage's layers */
+    uint32_t n_expert, n_expert_used; /* mixture of experts: experts per layer, used per
+                                         token; 0: dense */
 };
 
 /* Opens a stage over a model file (whole GGUF or a shard). On error returns a negative

@@ -1,7 +1,8 @@
-/* model.c — reads a llama-family model's hyper-parameters from GGUF metadata and binds
- * the tensors of one layer range to the mmap (borrowed, never copied), checking every
- * name, shape and type so the forward pass can trust them.
- * Not for: computing (stage.c) or parsing the file (src/gguf). */
+/* model.c — loads one layer range of a model: finds its architecture's row (arch.c), which
+ * reads the hyper-parameters and binds each layer's tensors to the mmap (borrowed, never
+ * copied) through the checked binders here, so the forward pass can trust every name,
+ * shape and type.
+ * Not for: what an architecture is (arch.c), computing (stage.c), parsing (src/gguf). */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,34 +11,11 @@
 
 #include "infer/stage_impl.h"
 
-/* Architectures this stage computes. Both are the llama block (RMSNorm, RoPE, GQA, SwiGLU);
- * qwen2 adds q/k/v biases and rotates NeoX pairs. */
-struct arch_desc {
-    const char *name;
-    int rope_neox;
-    int qkv_bias;
-};
-static const struct arch_desc ARCHS[] = {
-    { "llama", 0, 0 },
-    { "qwen2", 1, 1 },
-};
-
 static const char *type_name(uint32_t type)
 {
     const struct sw_type_info *ti = sw_gguf_type_info(type);
     return ti ? ti->name : "unknown";
 }
-
-/* Keeps the tensor names the model refers to alive for messages. */
-#define NAME_LEN 64
-
-struct loader {
-    struct sw__model *m;
-    struct sw_gguf *g;
-    const char *path;
-    char *err;
-    size_t err_len;
-};
 
 static void span(struct sw__model *m, const struct sw_gguf_tensor *t)
 {
@@ -45,22 +23,15 @@ static void span(struct sw__model *m, const struct sw_gguf_tensor *t)
     if (t->data + t->n_bytes > m->map_hi) m->map_hi = t->data + t->n_bytes;
 }
 
-static const struct sw_gguf_tensor *find(struct loader *L, const char *name)
+static const struct sw_gguf_tensor *find(struct sw__loader *L, const char *name)
 {
     return sw_gguf_tensor_find(L->g, name);
 }
 
-/* Binds a matrix of shape [cols, rows] (GGUF ne order) that the matmul must support. */
-static int bind_matrix(struct loader *L, struct sw__w *w, const char *name, int64_t cols,
-                       int64_t rows, int need_dot)
+/* The matmul's type check, shared by matrices and expert stacks. */
+static int check_type(struct sw__loader *L, const struct sw_gguf_tensor *t, const char *name,
+                      int64_t cols, int need_dot, const struct sw_k_type **kt_out)
 {
-    const struct sw_gguf_tensor *t = find(L, name);
-    if (!t)
-        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: tensor %s is missing", L->path, name);
-    if (t->n_dims != 2 || t->ne[0] != cols || t->ne[1] != rows)
-        return sw_errf(L->err, L->err_len, SW_ECORRUPT,
-                    "%s: tensor %s has shape [%lld, %lld], expected [%lld, %lld]", L->path, name,
-                    (long long)t->ne[0], (long long)t->ne[1], (long long)cols, (long long)rows);
     const struct sw_k_type *kt = sw_k_type_get(t->type);
     if (!kt || (need_dot && !kt->vec_dot)) {
         char list[256] = "";
@@ -77,6 +48,24 @@ static int bind_matrix(struct loader *L, struct sw__w *w, const char *name, int6
         return sw_errf(L->err, L->err_len, SW_ECORRUPT,
                     "%s: tensor %s: row length %lld is not a multiple of %s's block size %u",
                     L->path, name, (long long)cols, kt->name, kt->block_size);
+    *kt_out = kt;
+    return 0;
+}
+
+/* Binds a matrix of shape [cols, rows] (GGUF ne order) that the matmul must support. */
+int sw__bind_matrix(struct sw__loader *L, struct sw__w *w, const char *name, int64_t cols,
+                    int64_t rows, int need_dot)
+{
+    const struct sw_gguf_tensor *t = find(L, name);
+    if (!t)
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: tensor %s is missing", L->path, name);
+    if (t->n_dims != 2 || t->ne[0] != cols || t->ne[1] != rows)
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT,
+                    "%s: tensor %s has shape [%lld, %lld], expected [%lld, %lld]", L->path, name,
+                    (long long)t->ne[0], (long long)t->ne[1], (long long)cols, (long long)rows);
+    const struct sw_k_type *kt = NULL;
+    int rc = check_type(L, t, name, cols, need_dot, &kt);
+    if (rc) return rc;
     size_t row_bytes = sw_k_row_bytes(t->type, cols);
     if (!row_bytes || t->n_bytes < (uint64_t)row_bytes * (uint64_t)rows)
         return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: tensor %s: %llu bytes are too few",
@@ -93,8 +82,8 @@ static int bind_matrix(struct loader *L, struct sw__w *w, const char *name, int6
 
 /* Binds a 1-D f32 vector of n elements; other float types are converted into an owned
  * copy (these tensors are tiny). optional: absent -> *out = NULL, 0. */
-static int bind_vector(struct loader *L, const float **out, const char *name, int64_t n,
-                       int optional)
+int sw__bind_vector(struct sw__loader *L, const float **out, const char *name, int64_t n,
+                    int optional)
 {
     *out = NULL;
     const struct sw_gguf_tensor *t = find(L, name);
@@ -132,7 +121,7 @@ static int bind_vector(struct loader *L, const float **out, const char *name, in
     return 0;
 }
 
-static int get_u32(struct loader *L, const char *suffix, uint32_t *out, int required, uint32_t dflt)
+int sw__get_u32(struct sw__loader *L, const char *suffix, uint32_t *out, int required, uint32_t dflt)
 {
     int rc = sw_gguf_arch_u32(L->g, suffix, out);
     if (rc == SW_ENOTFOUND) {
@@ -148,7 +137,7 @@ static int get_u32(struct loader *L, const char *suffix, uint32_t *out, int requ
     return 0;
 }
 
-static int get_f32(struct loader *L, const char *suffix, float *out, float dflt)
+int sw__get_f32(struct sw__loader *L, const char *suffix, float *out, float dflt)
 {
     int rc = sw_gguf_arch_f32(L->g, suffix, out);
     if (rc == SW_ENOTFOUND) {
@@ -161,61 +150,39 @@ static int get_f32(struct loader *L, const char *suffix, float *out, float dflt)
     return 0;
 }
 
-/* Hyper-parameters. GGUF spec, "LLM" keys: <arch>.context_length, .embedding_length,
- * .block_count, .feed_forward_length, .attention.head_count(_kv),
- * .attention.layer_norm_rms_epsilon, .rope.dimension_count, .rope.freq_base,
- * .rope.scaling.type/.factor (and the older .rope.scale_linear). */
-static int read_hparams(struct loader *L, const struct arch_desc *ad, const struct sw_stage_opts *o)
+/* Binds an expert stack [cols, rows, n_expert] (GGUF ne order: expert e's matrix is the
+ * e-th slab). A stack whose expert count disagrees with <arch>.expert_count is refused. */
+int sw__bind_experts(struct sw__loader *L, struct sw__wx *w, const char *name, int64_t cols,
+                     int64_t rows, int64_t n_expert)
 {
-    struct sw_stage_info *in = &L->m->info;
-    int rc;
-    in->rope_neox = ad->rope_neox;
-    if ((rc = get_u32(L, "block_count", &in->n_layers, 1, 0))) return rc;
-    if ((rc = get_u32(L, "embedding_length", &in->n_embd, 1, 0))) return rc;
-    if ((rc = get_u32(L, "feed_forward_length", &in->n_ff, 1, 0))) return rc;
-    if ((rc = get_u32(L, "attention.head_count", &in->n_head, 1, 0))) return rc;
-    if ((rc = get_u32(L, "attention.head_count_kv", &in->n_head_kv, 0, in->n_head))) return rc;
-    if ((rc = get_u32(L, "context_length", &in->n_ctx_train, 1, 0))) return rc;
-    if (in->n_layers == 0 || in->n_layers > 4096 || in->n_embd == 0 || in->n_embd > 65536 ||
-        in->n_ff == 0 || in->n_ff > 1u << 20 || in->n_head == 0 || in->n_head > 1024 ||
-        in->n_head_kv == 0 || in->n_head % in->n_head_kv || in->n_ctx_train == 0 ||
-        in->n_ctx_train > (1u << 24))
+    const struct sw_gguf_tensor *t = find(L, name);
+    if (!t)
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: expert tensor %s is missing", L->path, name);
+    if (t->n_dims != 3 || t->ne[0] != cols || t->ne[1] != rows)
         return sw_errf(L->err, L->err_len, SW_ECORRUPT,
-                    "%s: implausible hyper-parameters (layers %u, embd %u, ff %u, heads %u/%u, ctx %u)",
-                    L->path, in->n_layers, in->n_embd, in->n_ff, in->n_head, in->n_head_kv,
-                    in->n_ctx_train);
-    uint32_t key_len = 0, val_len = 0;
-    if ((rc = get_u32(L, "attention.key_length", &key_len, 0, in->n_embd / in->n_head))) return rc;
-    if ((rc = get_u32(L, "attention.value_length", &val_len, 0, key_len))) return rc;
-    if (key_len != val_len || key_len == 0 || key_len % 2 || key_len > 1024)
-        return sw_errf(L->err, L->err_len, SW_EUNSUPPORTED,
-                    "%s: head size %u (key) / %u (value) is not supported", L->path, key_len, val_len);
-    in->head_dim = key_len;
-    if ((rc = get_u32(L, "rope.dimension_count", &in->n_rot, 0, in->head_dim))) return rc;
-    if (in->n_rot == 0 || in->n_rot > in->head_dim || in->n_rot % 2)
-        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: %s.rope.dimension_count %u is invalid",
-                    L->path, in->arch, in->n_rot);
-    if ((rc = get_f32(L, "attention.layer_norm_rms_epsilon", &in->rms_eps, 1e-5f))) return rc;
-    if ((rc = get_f32(L, "rope.freq_base", &in->rope_freq_base, 10000.0f))) return rc;
-    if (!(in->rms_eps > 0) || !(in->rope_freq_base > 0))
-        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: bad rms epsilon or rope.freq_base", L->path);
-
-    /* RoPE frequency scaling. Only "linear" (positions divided by the factor) and "none"
-     * change nothing else; YaRN-style scaling needs extra terms we do not implement. */
-    float factor = 0;
-    char key[96], stype[32] = "";
-    snprintf(key, sizeof key, "%s.rope.scaling.type", in->arch);
-    sw_gguf_get_cstr(L->g, key, stype, sizeof stype);
-    if ((rc = get_f32(L, "rope.scaling.factor", &factor, 0))) return rc;
-    if (factor == 0 && (rc = get_f32(L, "rope.scale_linear", &factor, 0))) return rc;
-    if (stype[0] && strcmp(stype, "linear") && strcmp(stype, "none"))
-        return sw_errf(L->err, L->err_len, SW_EUNSUPPORTED,
-                    "%s: rope scaling type '%s' is not supported (linear and none are)", L->path, stype);
-    in->rope_freq_scale = 1.0f;
-    if (strcmp(stype, "none") && factor > 0) in->rope_freq_scale = 1.0f / factor;
-
-    in->n_ctx = in->n_ctx_train;
-    if (o->n_ctx && o->n_ctx < in->n_ctx) in->n_ctx = o->n_ctx;
+                    "%s: tensor %s has shape [%lld, %lld, %lld], expected [%lld, %lld, %lld]", L->path,
+                    name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)cols,
+                    (long long)rows, (long long)n_expert);
+    if (t->ne[2] != n_expert)
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT,
+                    "%s: tensor %s holds %lld experts, but %s.expert_count is %lld", L->path, name,
+                    (long long)t->ne[2], L->m->info.arch, (long long)n_expert);
+    const struct sw_k_type *kt = NULL;
+    int rc = check_type(L, t, name, cols, 1, &kt);
+    if (rc) return rc;
+    size_t row_bytes = sw_k_row_bytes(t->type, cols);
+    if (!row_bytes || t->n_bytes < (uint64_t)row_bytes * (uint64_t)rows * (uint64_t)n_expert)
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: tensor %s: %llu bytes are too few",
+                    L->path, name, (unsigned long long)t->n_bytes);
+    span(L->m, t);
+    w->data = t->data;
+    w->type = t->type;
+    w->rows = rows;
+    w->cols = cols;
+    w->n_expert = n_expert;
+    w->stride = row_bytes * (size_t)rows;
+    w->name = NULL;
+    L->m->info.weight_bytes += t->n_bytes;
     return 0;
 }
 
@@ -224,21 +191,20 @@ int sw__model_load(struct sw__model *m, struct sw_gguf *g, const struct sw_stage
 {
     memset(m, 0, sizeof *m);
     m->g = g;
-    struct loader L = { m, g, sw_gguf_path(g), err, err_len };
+    struct sw__loader L = { m, g, sw_gguf_path(g), err, err_len };
     if (!L.path) L.path = "(model)";
     struct sw_stage_info *in = &m->info;
     snprintf(in->backend, sizeof in->backend, "cpu");
 
     const char *arch = sw_gguf_arch(g);
-    const struct arch_desc *ad = NULL;
-    for (size_t i = 0; i < SW_ARRAY_LEN(ARCHS); i++)
-        if (!strcmp(arch, ARCHS[i].name)) ad = &ARCHS[i];
+    const struct sw__arch *ad = sw__arch_find(arch);
     if (!ad)
         return sw_errf(err, err_len, SW_EUNSUPPORTED,
-                    "%s: architecture '%s' is not supported (supported: llama, qwen2)", L.path,
-                    arch[0] ? arch : "(general.architecture missing)");
+                    "%s: architecture '%s' is not supported (supported: %s)", L.path,
+                    arch[0] ? arch : "(general.architecture missing)", sw__arch_names());
     snprintf(in->arch, sizeof in->arch, "%s", arch);
-    int rc = read_hparams(&L, ad, o);
+    m->arch = ad;
+    int rc = sw__arch_hparams(&L, ad, o);
     if (rc) return rc;
 
     /* Layer range: the caller's, else the shard's, else the whole model. */
@@ -256,8 +222,7 @@ int sw__model_load(struct sw__model *m, struct sw_gguf *g, const struct sw_stage
     in->takes_tokens = first == 0;
     in->gives_logits = last == in->n_layers - 1;
 
-    const int64_t E = in->n_embd, qd = (int64_t)in->n_head * in->head_dim,
-                  kvd = (int64_t)in->n_head_kv * in->head_dim, F = in->n_ff;
+    const int64_t E = in->n_embd, kvd = (int64_t)in->n_head_kv * in->head_dim;
 
     /* Vocabulary size: the embedding's rows, else the tokenizer's list. */
     const struct sw_gguf_tensor *te = sw_gguf_tensor_find(g, "token_embd.weight");
@@ -269,19 +234,19 @@ int sw__model_load(struct sw__model *m, struct sw_gguf *g, const struct sw_stage
         if (sw_gguf_get_arr(g, "tokenizer.ggml.tokens", &toks) == 0) in->n_vocab = (uint32_t)toks.n;
     }
     if (in->takes_tokens) {
-        if ((rc = bind_matrix(&L, &m->tok_embd, "token_embd.weight", E, in->n_vocab, 0))) return rc;
+        if ((rc = sw__bind_matrix(&L, &m->tok_embd, "token_embd.weight", E, in->n_vocab, 0))) return rc;
         m->tok_embd.name = "token_embd.weight";
     }
     if (in->gives_logits) {
-        if ((rc = bind_vector(&L, &m->output_norm, "output_norm.weight", E, 0))) return rc;
+        if ((rc = sw__bind_vector(&L, &m->output_norm, "output_norm.weight", E, 0))) return rc;
         if (to) {
-            if ((rc = bind_matrix(&L, &m->output, "output.weight", E, in->n_vocab, 1))) return rc;
+            if ((rc = sw__bind_matrix(&L, &m->output, "output.weight", E, in->n_vocab, 1))) return rc;
             m->output.name = "output.weight";
         } else {
             /* Tied embeddings: the output projection is token_embd (split puts it in the
              * last shard too). */
             uint64_t before = in->weight_bytes;
-            if ((rc = bind_matrix(&L, &m->output, "token_embd.weight", E, in->n_vocab, 1))) return rc;
+            if ((rc = sw__bind_matrix(&L, &m->output, "token_embd.weight", E, in->n_vocab, 1))) return rc;
             if (in->takes_tokens) in->weight_bytes = before; /* same bytes counted once */
             m->output.name = "token_embd.weight";
             in->tied_output = 1;
@@ -290,7 +255,7 @@ int sw__model_load(struct sw__model *m, struct sw_gguf *g, const struct sw_stage
 
     /* llama3-style per-frequency factors (rope_freqs.weight, n_rot/2 floats). */
     const float *rope_ff = NULL;
-    if ((rc = bind_vector(&L, &rope_ff, "rope_freqs.weight", in->n_rot / 2, 1))) return rc;
+    if ((rc = sw__bind_vector(&L, &rope_ff, "rope_freqs.weight", in->n_rot / 2, 1))) return rc;
     in->has_rope_freqs = rope_ff != NULL;
     m->rope_inv_freq = malloc((in->n_rot / 2) * sizeof *m->rope_inv_freq);
     if (!m->rope_inv_freq) return sw_errf(err, err_len, SW_ENOMEM, "out of memory");
@@ -309,26 +274,8 @@ int sw__model_load(struct sw__model *m, struct sw_gguf *g, const struct sw_stage
     uint32_t n = in->layer_last - in->layer_first + 1;
     m->layers = calloc(n, sizeof *m->layers);
     if (!m->layers) return sw_errf(err, err_len, SW_ENOMEM, "out of memory");
-    char name[NAME_LEN];
-#define BLK(suffix) (snprintf(name, sizeof name, "blk.%u." suffix, l), name)
-    for (uint32_t l = in->layer_first; l <= in->layer_last; l++) {
-        struct sw__layer *ly = &m->layers[l - in->layer_first];
-        if ((rc = bind_vector(&L, &ly->attn_norm, BLK("attn_norm.weight"), E, 0))) return rc;
-        if ((rc = bind_vector(&L, &ly->ffn_norm, BLK("ffn_norm.weight"), E, 0))) return rc;
-        if ((rc = bind_matrix(&L, &ly->wq, BLK("attn_q.weight"), E, qd, 1))) return rc;
-        if ((rc = bind_matrix(&L, &ly->wk, BLK("attn_k.weight"), E, kvd, 1))) return rc;
-        if ((rc = bind_matrix(&L, &ly->wv, BLK("attn_v.weight"), E, kvd, 1))) return rc;
-        if ((rc = bind_matrix(&L, &ly->wo, BLK("attn_output.weight"), qd, E, 1))) return rc;
-        if ((rc = bind_matrix(&L, &ly->w_gate, BLK("ffn_gate.weight"), E, F, 1))) return rc;
-        if ((rc = bind_matrix(&L, &ly->w_up, BLK("ffn_up.weight"), E, F, 1))) return rc;
-        if ((rc = bind_matrix(&L, &ly->w_down, BLK("ffn_down.weight"), F, E, 1))) return rc;
-        /* qwen2 always has q/k/v biases; llama may (some fine-tunes): take them if present. */
-        int opt = !ad->qkv_bias;
-        if ((rc = bind_vector(&L, &ly->bq, BLK("attn_q.bias"), qd, opt))) return rc;
-        if ((rc = bind_vector(&L, &ly->bk, BLK("attn_k.bias"), kvd, opt))) return rc;
-        if ((rc = bind_vector(&L, &ly->bv, BLK("attn_v.bias"), kvd, opt))) return rc;
-    }
-#undef BLK
+    for (uint32_t l = in->layer_first; l <= in->layer_last; l++)
+        if ((rc = ad->bind_layer(&L, &m->layers[l - in->layer_first], l))) return rc;
     in->kv_bytes_per_token = (uint64_t)n * 2 * (uint64_t)kvd * sizeof(sw_f16);
     return 0;
 }
@@ -339,6 +286,7 @@ void sw__model_release(struct sw__model *m)
     for (uint32_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->layers);
+    free(m->ld);
     free(m->rope_inv_freq);
     if (m->owns_g) sw_gguf_close(m->g);
     memset(m, 0, sizeof *m);

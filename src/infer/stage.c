@@ -1,5 +1,6 @@
-/* stage.c — the CPU compute stage: sequences, and the forward pass of a llama-family block
- * range (RMSNorm, RoPE, grouped-query attention over an f16 KV cache, SwiGLU) on the
+/* stage.c — the CPU compute stage: sequences, and the forward pass of a block range as one
+ * fixed recipe (RMSNorm, RoPE, grouped-query attention over an f16 KV cache, then a dense
+ * SwiGLU or mixture-of-experts FFN) reading the architecture's features (arch.c), on the
  * kernels' thread pool. Every buffer is allocated at open; forward allocates nothing except
  * when a sequence's KV cache grows.
  * Not for: the kernels' inner loops (kernels*.c), the model file (model.c, src/gguf). */
@@ -41,8 +42,17 @@ struct sw_stage {
     float *q;      /* B x q_dim */
     float *k, *v;  /* B x kv_dim */
     float *att;    /* B x q_dim: attention output */
-    float *gate;   /* B x n_ff */
-    float *up;     /* B x n_ff */
+    float *gate;   /* B x ff_max (the widest dense, expert or shared-expert FFN) */
+    float *up;     /* B x ff_max */
+    float *ffo;    /* B x n_embd: FFN output */
+    /* mixture of experts (NULL when dense) */
+    float *router;     /* B x n_expert: router logits, then probabilities */
+    uint32_t *sel;     /* B x n_expert_used: chosen experts per token */
+    float *sel_w;      /* B x n_expert_used: their weights */
+    float *moe_x;      /* B x n_embd: the rows routed to one expert, gathered */
+    float *moe_y;      /* B x n_embd: that expert's (or the shared expert's) output */
+    uint32_t *ex_tok;  /* B: tokens routed to the expert at hand */
+    float *ex_w;       /* B: their weights */
     float *rope;   /* B x n_rot: cos[n_rot/2] then sin[n_rot/2] per token */
     float *att_scratch;     /* n_threads x att_per_thread floats (see attn_run) */
     size_t att_per_thread;
@@ -164,8 +174,22 @@ int sw_stage_open_gguf(struct sw_gguf *g, const struct sw_stage_opts *opts, stru
     s->k = scratch(B * s->kv_dim, &oom);
     s->v = scratch(B * s->kv_dim, &oom);
     s->att = scratch(B * s->q_dim, &oom);
-    s->gate = scratch(B * in->n_ff, &oom);
-    s->up = scratch(B * in->n_ff, &oom);
+    const struct sw__hparams *hp = &s->m.hp;
+    size_t ff_max = SW_MAX(hp->n_ff_exp, hp->n_ff_shexp);
+    for (uint32_t l = in->layer_first; l <= in->layer_last; l++) ff_max = SW_MAX(ff_max, s->m.ld[l].n_ff);
+    s->gate = scratch(B * ff_max, &oom);
+    s->up = scratch(B * ff_max, &oom);
+    s->ffo = scratch(B * in->n_embd, &oom);
+    if (hp->moe) {
+        s->router = scratch(B * hp->n_expert, &oom);
+        s->sel = calloc(B * hp->n_expert_used, sizeof *s->sel);
+        s->sel_w = scratch(B * hp->n_expert_used, &oom);
+        s->moe_x = scratch(B * in->n_embd, &oom);
+        s->moe_y = scratch(B * in->n_embd, &oom);
+        s->ex_tok = calloc(B, sizeof *s->ex_tok);
+        s->ex_w = scratch(B, &oom);
+        if (!s->sel || !s->ex_tok) oom = 1;
+    }
     s->rope = scratch(B * in->n_rot, &oom);
     /* Attention scratch per thread, for a block of att_tb tokens x the query heads of one
      * KV head: queries, scores (n_ctx each), probabilities (n_ctx each), outputs. */
@@ -229,6 +253,14 @@ void sw_stage_free(struct sw_stage *s)
     free(s->att);
     free(s->gate);
     free(s->up);
+    free(s->ffo);
+    free(s->router);
+    free(s->sel);
+    free(s->sel_w);
+    free(s->moe_x);
+    free(s->moe_y);
+    free(s->ex_tok);
+    free(s->ex_w);
     free(s->rope);
     free(s->att_scratch);
     free(s->tok_kv);
@@ -551,10 +583,161 @@ static void cores_tick(struct sw_stage *s)
     sw_k_pool_set_active(s->pool, (int)sw_cores_rebalance(s->cores, (unsigned)s->n_threads));
 }
 
+/* attn hook, grouped-query attention: xn (T x n_embd, normed) in, Wo · attn out in xn.
+ *   q, k, v = Wq·xn (+bq), Wk·xn (+bk), Wv·xn (+bv); q, k per-head RMSNorm (qk_norm);
+ *   rope(q), rope(k); k, v into the cache; softmax(q·k/sqrt(hd)) · v. */
+static int attn_gqa(struct sw_stage *s, const struct sw__layer *ly, uint32_t l, const struct seg *sg,
+                    uint32_t n_seg, uint32_t T)
+{
+    const struct sw_stage_info *info = &s->m.info;
+    const int64_t E = info->n_embd, qd = s->q_dim, kvd = s->kv_dim, hd = info->head_dim;
+    const uint32_t li = l - info->layer_first;
+    struct sw_k_mm_op qkv[3] = {
+        { ly->wq.data, ly->wq.type, ly->wq.rows, s->q },
+        { ly->wk.data, ly->wk.type, ly->wk.rows, s->k },
+        { ly->wv.data, ly->wv.type, ly->wv.rows, s->v },
+    };
+    int rc = sw_k_matmul_multi(s->pool, qkv, 3, E, s->xn, T);
+    if (rc) return set_err(s, rc, "q/k/v matmul of layer %u failed: %s", l, sw_strerror(rc));
+    add_bias(s->q, ly->bq, T, qd);
+    add_bias(s->k, ly->bk, T, kvd);
+    add_bias(s->v, ly->bv, T, kvd);
+    for (uint32_t t = 0; t < T; t++) {
+        const float *cs = s->rope + (size_t)t * info->n_rot;
+        const struct sw__kv *kv = s->tok_kv[t];
+        const size_t p = s->tok_pos[t], cap = kv->cap;
+        if (ly->q_norm) {
+            for (uint32_t h = 0; h < info->n_head; h++)
+                rmsnorm_row(s->q + t * qd + h * hd, ly->q_norm, s->q + t * qd + h * hd, hd, info->rms_eps);
+            for (uint32_t h = 0; h < info->n_head_kv; h++)
+                rmsnorm_row(s->k + t * kvd + h * hd, ly->k_norm, s->k + t * kvd + h * hd, hd, info->rms_eps);
+        }
+        rope_apply(s, s->q + t * qd, info->n_head, cs);
+        rope_apply(s, s->k + t * kvd, info->n_head_kv, cs);
+        for (uint32_t g = 0; g < info->n_head_kv; g++) {
+            sw_k_f32_to_f16_row(s->k + t * kvd + g * hd, kv->k[li] + (g * cap + p) * hd, hd);
+            sw_f16 *vt = kv->v[li] + (size_t)g * hd * cap + p;
+            const float *v = s->v + t * kvd + g * hd;
+            for (int64_t d = 0; d < hd; d++) vt[(size_t)d * cap] = sw_k_f32_to_f16(v[d]);
+        }
+    }
+    struct attn_task atk = { s, li, sg, n_seg };
+    sw_k_pool_run(s->pool, attn_run, &atk);
+    cores_tick(s);
+    return mm(s, &ly->wo, s->att, T, s->xn);
+}
+
+/* ffn hook, dense SwiGLU: out (T x n_embd) = Wdown · (silu(Wgate·in) * Wup·in). Also one
+ * expert (weights offset into the stack) and the shared expert. */
+static int ffn_dense(struct sw_stage *s, const struct sw__w *wg, const struct sw__w *wu,
+                     const struct sw__w *wd, uint32_t l, const float *in, uint32_t T, float *out)
+{
+    const int64_t E = s->m.info.n_embd, F = wg->rows;
+    struct sw_k_mm_op gu[2] = {
+        { wg->data, wg->type, wg->rows, s->gate },
+        { wu->data, wu->type, wu->rows, s->up },
+    };
+    int rc = sw_k_matmul_multi(s->pool, gu, 2, E, in, T);
+    if (rc) return set_err(s, rc, "gate/up matmul of layer %u failed: %s", l, sw_strerror(rc));
+    struct swiglu_task sw = { s->gate, s->up, (int64_t)T * F };
+    sw_k_pool_run(s->pool, swiglu_run, &sw);
+    cores_tick(s);
+    return mm(s, wd, s->gate, T, out);
+}
+
+/* Expert e's matrix of a stack, as a plain weight. */
+static struct sw__w expert_w(const struct sw__wx *x, uint32_t e)
+{
+    struct sw__w w = { (const uint8_t *)x->data + (size_t)e * x->stride, x->type, x->rows, x->cols, x->name };
+    return w;
+}
+
+/* Router of one token (llama.cpp's build_moe_ffn with softmax gating): p = softmax(logits)
+ * over all experts; the k largest (the lower index first on ties), weights p[chosen],
+ * renormalised to sum 1 when the architecture says so, times expert_weights_scale. */
+static void route(const struct sw__hparams *hp, float *logits, uint32_t *sel, float *w)
+{
+    const uint32_t n = hp->n_expert, k = hp->n_expert_used;
+    float mx = -INFINITY;
+    for (uint32_t e = 0; e < n; e++) mx = fmaxf(mx, logits[e]);
+    double sum = 0;
+    for (uint32_t e = 0; e < n; e++) sum += (logits[e] = expf(logits[e] - mx));
+    for (uint32_t e = 0; e < n; e++) logits[e] = (float)(logits[e] / sum);
+    for (uint32_t j = 0; j < k; j++) {
+        uint32_t best = UINT32_MAX;
+        for (uint32_t e = 0; e < n; e++) {
+            int taken = 0;
+            for (uint32_t i = 0; i < j && !taken; i++) taken = sel[i] == e;
+            if (!taken && (best == UINT32_MAX || logits[e] > logits[best])) best = e;
+        }
+        sel[j] = best;
+        w[j] = logits[best];
+    }
+    if (hp->moe_norm_w) {
+        float ws = 0;
+        for (uint32_t j = 0; j < k; j++) ws += w[j];
+        ws = fmaxf(ws, 6.103515625e-5f); /* as llama.cpp: no division by ~0 */
+        for (uint32_t j = 0; j < k; j++) w[j] /= ws;
+    }
+    if (hp->expert_weights_scale != 0 && hp->expert_weights_scale != 1)
+        for (uint32_t j = 0; j < k; j++) w[j] *= hp->expert_weights_scale;
+}
+
+/* ffn hook, mixture of experts: xn (T x n_embd, normed) in, ffo out.
+ *   ffo[t] = sum_{e chosen for t} w_t,e · expert_e(xn[t])  (+ sigmoid(g·xn[t]) · shared(xn[t]))
+ * Tokens are grouped by expert: each chosen expert's rows are read once per step, and
+ * experts nobody chose are not touched (a decode step reads only k experts). */
+static int ffn_moe(struct sw_stage *s, const struct sw__layer *ly, uint32_t l, uint32_t T)
+{
+    const struct sw__hparams *hp = &s->m.hp;
+    const int64_t E = s->m.info.n_embd;
+    const uint32_t k = hp->n_expert_used;
+    int rc = mm(s, &ly->gate_inp, s->xn, T, s->router);
+    if (rc) return rc;
+    for (uint32_t t = 0; t < T; t++)
+        route(hp, s->router + (size_t)t * hp->n_expert, s->sel + (size_t)t * k, s->sel_w + (size_t)t * k);
+    memset(s->ffo, 0, (size_t)T * E * sizeof *s->ffo);
+    for (uint32_t e = 0; e < hp->n_expert; e++) {
+        uint32_t n = 0;
+        for (uint32_t t = 0; t < T; t++)
+            for (uint32_t j = 0; j < k; j++)
+                if (s->sel[(size_t)t * k + j] == e) {
+                    s->ex_tok[n] = t;
+                    s->ex_w[n] = s->sel_w[(size_t)t * k + j];
+                    memcpy(s->moe_x + (size_t)n * E, s->xn + (size_t)t * E, (size_t)E * sizeof(float));
+                    n++;
+                }
+        if (!n) continue;
+        const struct sw__w wg = expert_w(&ly->gate_exps, e), wu = expert_w(&ly->up_exps, e),
+                           wd = expert_w(&ly->down_exps, e);
+        if ((rc = ffn_dense(s, &wg, &wu, &wd, l, s->moe_x, n, s->moe_y))) return rc;
+        for (uint32_t i = 0; i < n; i++) {
+            float *o = s->ffo + (size_t)s->ex_tok[i] * E;
+            const float *y = s->moe_y + (size_t)i * E, w = s->ex_w[i];
+            for (int64_t d = 0; d < E; d++) o[d] += w * y[d];
+        }
+    }
+    if (!hp->n_ff_shexp) return 0;
+    /* qwen2moe's shared expert, scaled by sigmoid(ffn_gate_inp_shexp · xn[t]). */
+    if ((rc = ffn_dense(s, &ly->gate_sh, &ly->up_sh, &ly->down_sh, l, s->xn, T, s->moe_y))) return rc;
+    for (uint32_t t = 0; t < T; t++) {
+        float g = 1;
+        if (ly->gate_inp_sh) {
+            double dot = 0;
+            for (int64_t d = 0; d < E; d++) dot += (double)ly->gate_inp_sh[d] * s->xn[(size_t)t * E + d];
+            g = (float)(1.0 / (1.0 + exp(-dot)));
+        }
+        float *o = s->ffo + (size_t)t * E;
+        const float *y = s->moe_y + (size_t)t * E;
+        for (int64_t d = 0; d < E; d++) o[d] += g * y[d];
+    }
+    return 0;
+}
+
 static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg)
 {
     const struct sw_stage_info *info = &s->m.info;
-    const int64_t E = info->n_embd, qd = s->q_dim, kvd = s->kv_dim, F = info->n_ff;
+    const int64_t E = info->n_embd;
     int rc;
     uint32_t T = 0;
     for (uint32_t i = 0; i < n_seg; i++) {
@@ -574,57 +757,23 @@ static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg
     }
     rope_tables(s, T);
 
+    /* The block, one recipe for every architecture:
+     *   x += attn(norm(x))      GQA (+ biases, + per-head q/k norm)
+     *   x += ffn(norm(x))       dense SwiGLU, or a mixture of experts */
     for (uint32_t l = info->layer_first; l <= info->layer_last; l++) {
         const uint32_t li = l - info->layer_first;
         const struct sw__layer *ly = &s->m.layers[li];
         cores_tick(s);
-
-        /* attention block: x += Wo · attn(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x)) */
         rmsnorm(s, s->x, ly->attn_norm, s->xn, T);
-        struct sw_k_mm_op qkv[3] = {
-            { ly->wq.data, ly->wq.type, ly->wq.rows, s->q },
-            { ly->wk.data, ly->wk.type, ly->wk.rows, s->k },
-            { ly->wv.data, ly->wv.type, ly->wv.rows, s->v },
-        };
-        rc = sw_k_matmul_multi(s->pool, qkv, 3, E, s->xn, T);
-        if (rc) return set_err(s, rc, "q/k/v matmul of layer %u failed: %s", l, sw_strerror(rc));
-        add_bias(s->q, ly->bq, T, qd);
-        add_bias(s->k, ly->bk, T, kvd);
-        add_bias(s->v, ly->bv, T, kvd);
-        const int64_t hd = info->head_dim;
-        for (uint32_t t = 0; t < T; t++) {
-            const float *cs = s->rope + (size_t)t * info->n_rot;
-            const struct sw__kv *kv = s->tok_kv[t];
-            const size_t p = s->tok_pos[t], cap = kv->cap;
-            rope_apply(s, s->q + t * qd, info->n_head, cs);
-            rope_apply(s, s->k + t * kvd, info->n_head_kv, cs);
-            for (uint32_t g = 0; g < info->n_head_kv; g++) {
-                sw_k_f32_to_f16_row(s->k + t * kvd + g * hd, kv->k[li] + (g * cap + p) * hd, hd);
-                sw_f16 *vt = kv->v[li] + (size_t)g * hd * cap + p;
-                const float *v = s->v + t * kvd + g * hd;
-                for (int64_t d = 0; d < hd; d++) vt[(size_t)d * cap] = sw_k_f32_to_f16(v[d]);
-            }
-        }
-        struct attn_task atk = { s, li, sg, n_seg };
-        sw_k_pool_run(s->pool, attn_run, &atk);
-        cores_tick(s);
-        if ((rc = mm(s, &ly->wo, s->att, T, s->xn))) return rc;
+        if ((rc = attn_gqa(s, ly, l, sg, n_seg, T))) return rc;
         add_into(s->x, s->xn, (int64_t)T * E);
 
-        /* feed-forward block: x += Wdown · (silu(Wgate·n(x)) * Wup·n(x)) */
         rmsnorm(s, s->x, ly->ffn_norm, s->xn, T);
         cores_tick(s);
-        struct sw_k_mm_op gu[2] = {
-            { ly->w_gate.data, ly->w_gate.type, ly->w_gate.rows, s->gate },
-            { ly->w_up.data, ly->w_up.type, ly->w_up.rows, s->up },
-        };
-        rc = sw_k_matmul_multi(s->pool, gu, 2, E, s->xn, T);
-        if (rc) return set_err(s, rc, "gate/up matmul of layer %u failed: %s", l, sw_strerror(rc));
-        struct swiglu_task sw = { s->gate, s->up, (int64_t)T * F };
-        sw_k_pool_run(s->pool, swiglu_run, &sw);
-        cores_tick(s);
-        if ((rc = mm(s, &ly->w_down, s->gate, T, s->xn))) return rc;
-        add_into(s->x, s->xn, (int64_t)T * E);
+        rc = s->m.ld[l].is_moe ? ffn_moe(s, ly, l, T)
+                               : ffn_dense(s, &ly->w_gate, &ly->w_up, &ly->w_down, l, s->xn, T, s->ffo);
+        if (rc) return rc;
+        add_into(s->x, s->ffo, (int64_t)T * E);
     }
 
     if (!info->gives_logits) {

@@ -9,6 +9,8 @@
 #include "infer/infer.h"
 #include "infer/kernels.h"
 
+struct sw__arch;
+
 /* One weight matrix: rows x cols of `type`, borrowed from the map. */
 struct sw__w {
     const void *data;
@@ -17,16 +19,60 @@ struct sw__w {
     const char *name; /* for messages (static storage in the model) */
 };
 
+/* A stack of n_expert matrices (a 3-D GGUF tensor [cols, rows, n_expert]): expert e's
+ * rows x cols matrix starts at data + e * stride. Borrowed from the map. */
+struct sw__wx {
+    const void *data;
+    uint32_t type;
+    int64_t rows, cols, n_expert;
+    size_t stride; /* bytes per expert */
+    const char *name;
+};
+
+/* Every feature an architecture may switch on, read once at load (arch.c). The block is a
+ * fixed recipe over these fields (stage.c forward_step):
+ *   x += attn(norm(x))            attn: GQA (+ biases, + per-head q/k RMSNorm)
+ *   x += ffn(norm(x))             ffn: dense SwiGLU, or MoE (+ a gated shared expert) */
+enum sw__gating { SW__GATING_SOFTMAX = 0 };
+struct sw__hparams {
+    int rope_neox;        /* 1: rotate pairs (i, i + n_rot/2); 0: (2i, 2i+1) */
+    int qkv_bias;         /* 1: q/k/v biases required; 0: bound when present */
+    int qk_norm;          /* per-head RMSNorm of q and k before RoPE (attn_{q,k}_norm) */
+    int moe;              /* the architecture's FFN is a mixture of experts */
+    uint32_t n_expert, n_expert_used; /* 0: dense */
+    uint32_t n_ff_exp;    /* width of one expert's FFN */
+    uint32_t n_ff_shexp;  /* width of the shared expert; 0: none */
+    int shexp_gate;       /* shared expert scaled by sigmoid(ffn_gate_inp_shexp · x) */
+    enum sw__gating gating;
+    int moe_norm_w;       /* the top-k weights are renormalised to sum 1 */
+    float expert_weights_scale; /* multiplies the weights; 0 or 1: none */
+};
+
+/* What one layer holds, indexed by absolute layer (a stage computes any range). */
+struct sw__layer_desc {
+    int is_moe;
+    uint32_t n_ff;        /* dense FFN width (0 in an MoE layer) */
+};
+
 struct sw__layer {
     const float *attn_norm, *ffn_norm;  /* n_embd, f32 */
-    const float *bq, *bk, *bv;          /* qwen2 biases, NULL when absent */
-    struct sw__w wq, wk, wv, wo, w_gate, w_up, w_down;
+    const float *bq, *bk, *bv;          /* q/k/v biases, NULL when absent */
+    const float *q_norm, *k_norm;       /* head_dim, qk_norm only */
+    struct sw__w wq, wk, wv, wo;
+    struct sw__w w_gate, w_up, w_down;  /* dense FFN */
+    struct sw__w gate_inp;              /* MoE router: n_expert rows */
+    struct sw__wx gate_exps, up_exps, down_exps;
+    struct sw__w gate_sh, up_sh, down_sh; /* shared expert (n_ff_shexp) */
+    const float *gate_inp_sh;           /* n_embd: its sigmoid gate, or NULL */
 };
 
 struct sw__model {
     struct sw_gguf *g;
     int owns_g;
     struct sw_stage_info info;
+    struct sw__hparams hp;
+    struct sw__layer_desc *ld; /* n_layers entries, absolute layer index (owned) */
+    const struct sw__arch *arch;
     struct sw__w tok_embd;   /* first stage, or tied last stage */
     struct sw__w output;     /* last stage: output.weight or token_embd */
     const float *output_norm;
@@ -36,6 +82,44 @@ struct sw__model {
     uint32_t n_owned;
     const uint8_t *map_lo, *map_hi; /* span of the mapped tensor bytes this stage reads */
 };
+
+/* ---- loading (model.c: generic binding; arch.c: the architectures) ---- */
+
+struct sw__loader {
+    struct sw__model *m;
+    struct sw_gguf *g;
+    const char *path;
+    char *err;
+    size_t err_len;
+};
+
+/* Binds a matrix [cols, rows] (GGUF ne order); need_dot: the matmul must support its type. */
+int sw__bind_matrix(struct sw__loader *L, struct sw__w *w, const char *name, int64_t cols,
+                    int64_t rows, int need_dot);
+/* Binds a 3-D expert stack [cols, rows, n_expert]. */
+int sw__bind_experts(struct sw__loader *L, struct sw__wx *w, const char *name, int64_t cols,
+                     int64_t rows, int64_t n_expert);
+/* Binds a vector of n floats (F32 borrowed; F16/BF16 converted into an owned copy).
+ * optional: absent -> *out = NULL, 0. */
+int sw__bind_vector(struct sw__loader *L, const float **out, const char *name, int64_t n,
+                    int optional);
+/* "<arch>.<suffix>" keys: absent -> dflt (or an error naming the key when required). */
+int sw__get_u32(struct sw__loader *L, const char *suffix, uint32_t *out, int required, uint32_t dflt);
+int sw__get_f32(struct sw__loader *L, const char *suffix, float *out, float dflt);
+
+/* One row per architecture (arch.c): its name, the features it always has (`base`, also
+ * what synth writes), a reader of its GGUF keys and a binder of one layer's tensors. */
+struct sw__arch {
+    const char *name;
+    struct sw__hparams base;
+    int (*hparams)(struct sw__loader *L, struct sw__hparams *hp);
+    int (*bind_layer)(struct sw__loader *L, struct sw__layer *ly, uint32_t layer);
+};
+const struct sw__arch *sw__arch_find(const char *name);
+/* "llama, qwen2, ..." for messages. */
+const char *sw__arch_names(void);
+/* The common hyper-parameters into m->info, then the row's own (hp, per-layer ld). */
+int sw__arch_hparams(struct sw__loader *L, const struct sw__arch *a, const struct sw_stage_opts *o);
 
 /* Reads hyper-parameters and binds every tensor of the stage's layer range, checking
  * names, shapes and types. g is borrowed (the caller decides who closes it). */

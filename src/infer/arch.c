@@ -1,0 +1,243 @@
+/* arch.c — the architectures this stage computes, as data: one row each, with the features
+ * it always has, a reader of its GGUF keys (names as llama.cpp's converters write them) and
+ * a binder of one layer's tensors. The block itself is a fixed recipe in stage.c that reads
+ * these fields; synth.c writes models from the same rows.
+ * Not for: generic tensor binding (model.c) or computing (stage.c). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "infer/stage_impl.h"
+
+/* ------------------------------------------------------------------ common keys */
+
+/* GGUF spec, "LLM" keys: <arch>.context_length, .embedding_length, .block_count,
+ * .feed_forward_length, .attention.head_count(_kv), .attention.key_length/value_length,
+ * .attention.layer_norm_rms_epsilon, .rope.dimension_count, .rope.freq_base,
+ * .rope.scaling.type/.factor (and the older .rope.scale_linear). ff_required: a dense
+ * architecture needs feed_forward_length; an MoE one may omit it. */
+static int common_hparams(struct sw__loader *L, int ff_required, const struct sw_stage_opts *o)
+{
+    struct sw_stage_info *in = &L->m->info;
+    int rc;
+    if ((rc = sw__get_u32(L, "block_count", &in->n_layers, 1, 0))) return rc;
+    if ((rc = sw__get_u32(L, "embedding_length", &in->n_embd, 1, 0))) return rc;
+    if ((rc = sw__get_u32(L, "feed_forward_length", &in->n_ff, ff_required, 0))) return rc;
+    if ((rc = sw__get_u32(L, "attention.head_count", &in->n_head, 1, 0))) return rc;
+    if ((rc = sw__get_u32(L, "attention.head_count_kv", &in->n_head_kv, 0, in->n_head))) return rc;
+    if ((rc = sw__get_u32(L, "context_length", &in->n_ctx_train, 1, 0))) return rc;
+    if (in->n_layers == 0 || in->n_layers > 4096 || in->n_embd == 0 || in->n_embd > 65536 ||
+        (ff_required && in->n_ff == 0) || in->n_ff > 1u << 20 || in->n_head == 0 || in->n_head > 1024 ||
+        in->n_head_kv == 0 || in->n_head % in->n_head_kv || in->n_ctx_train == 0 ||
+        in->n_ctx_train > (1u << 24))
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT,
+                    "%s: implausible hyper-parameters (layers %u, embd %u, ff %u, heads %u/%u, ctx %u)",
+                    L->path, in->n_layers, in->n_embd, in->n_ff, in->n_head, in->n_head_kv,
+                    in->n_ctx_train);
+    /* The head size is attention.key_length where given (qwen3: 128 with n_embd/n_head 64). */
+    uint32_t key_len = 0, val_len = 0;
+    if ((rc = sw__get_u32(L, "attention.key_length", &key_len, 0, in->n_embd / in->n_head))) return rc;
+    if ((rc = sw__get_u32(L, "attention.value_length", &val_len, 0, key_len))) return rc;
+    if (key_len != val_len || key_len == 0 || key_len % 2 || key_len > 1024)
+        return sw_errf(L->err, L->err_len, SW_EUNSUPPORTED,
+                    "%s: head size %u (key) / %u (value) is not supported", L->path, key_len, val_len);
+    in->head_dim = key_len;
+    if ((rc = sw__get_u32(L, "rope.dimension_count", &in->n_rot, 0, in->head_dim))) return rc;
+    if (in->n_rot == 0 || in->n_rot > in->head_dim || in->n_rot % 2)
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: %s.rope.dimension_count %u is invalid",
+                    L->path, in->arch, in->n_rot);
+    if ((rc = sw__get_f32(L, "attention.layer_norm_rms_epsilon", &in->rms_eps, 1e-5f))) return rc;
+    if ((rc = sw__get_f32(L, "rope.freq_base", &in->rope_freq_base, 10000.0f))) return rc;
+    if (!(in->rms_eps > 0) || !(in->rope_freq_base > 0))
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: bad rms epsilon or rope.freq_base", L->path);
+
+    /* RoPE frequency scaling. Only "linear" (positions divided by the factor) and "none"
+     * change nothing else; YaRN-style scaling needs extra terms we do not implement. */
+    float factor = 0;
+    char key[96], stype[32] = "";
+    snprintf(key, sizeof key, "%s.rope.scaling.type", in->arch);
+    sw_gguf_get_cstr(L->g, key, stype, sizeof stype);
+    if ((rc = sw__get_f32(L, "rope.scaling.factor", &factor, 0))) return rc;
+    if (factor == 0 && (rc = sw__get_f32(L, "rope.scale_linear", &factor, 0))) return rc;
+    if (stype[0] && strcmp(stype, "linear") && strcmp(stype, "none"))
+        return sw_errf(L->err, L->err_len, SW_EUNSUPPORTED,
+                    "%s: %s = '%s' is not supported (linear and none are)", L->path, key, stype);
+    in->rope_freq_scale = 1.0f;
+    if (strcmp(stype, "none") && factor > 0) in->rope_freq_scale = 1.0f / factor;
+
+    in->n_ctx = in->n_ctx_train;
+    if (o->n_ctx && o->n_ctx < in->n_ctx) in->n_ctx = o->n_ctx;
+    return 0;
+}
+
+/* MoE keys: <arch>.expert_count, .expert_used_count, .expert_feed_forward_length,
+ * .expert_shared_feed_forward_length, .expert_weights_scale. required: the architecture is
+ * MoE by name (qwen2moe, qwen3moe); else (llama) experts are there when expert_count > 0. */
+static int moe_hparams(struct sw__loader *L, struct sw__hparams *hp, int required)
+{
+    const struct sw_stage_info *in = &L->m->info;
+    int rc;
+    if ((rc = sw__get_u32(L, "expert_count", &hp->n_expert, required, 0))) return rc;
+    if (!required && hp->n_expert == 0) return 0;
+    hp->moe = 1;
+    if ((rc = sw__get_u32(L, "expert_used_count", &hp->n_expert_used, 1, 0))) return rc;
+    if (hp->n_expert < 1 || hp->n_expert > 4096)
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: %s.expert_count %u is not in 1..4096",
+                       L->path, in->arch, hp->n_expert);
+    if (hp->n_expert_used < 1 || hp->n_expert_used > hp->n_expert)
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT,
+                       "%s: %s.expert_used_count %u is not in 1..expert_count (%u)", L->path, in->arch,
+                       hp->n_expert_used, hp->n_expert);
+    /* llama.cpp: the expert width defaults to feed_forward_length / expert_used_count
+     * (Mixtral's llama rows use feed_forward_length itself). */
+    uint32_t dflt = hp->n_ff_exp ? hp->n_ff_exp : in->n_ff / hp->n_expert_used;
+    if ((rc = sw__get_u32(L, "expert_feed_forward_length", &hp->n_ff_exp, 0, dflt))) return rc;
+    if (hp->n_ff_exp == 0 || hp->n_ff_exp > 1u << 20)
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT,
+                       "%s: expert feed-forward length %u is implausible (%s.expert_feed_forward_length)",
+                       L->path, hp->n_ff_exp, in->arch);
+    if (hp->n_ff_shexp) { /* the row has a shared expert: its width, default feed_forward_length */
+        if ((rc = sw__get_u32(L, "expert_shared_feed_forward_length", &hp->n_ff_shexp, 0, in->n_ff))) return rc;
+        if (hp->n_ff_shexp == 0 || hp->n_ff_shexp > 1u << 20)
+            return sw_errf(L->err, L->err_len, SW_ECORRUPT,
+                           "%s: %s.expert_shared_feed_forward_length %u is implausible", L->path,
+                           in->arch, hp->n_ff_shexp);
+    }
+    if ((rc = sw__get_f32(L, "expert_weights_scale", &hp->expert_weights_scale, 0))) return rc;
+    if (!isfinite(hp->expert_weights_scale) || hp->expert_weights_scale < 0)
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: %s.expert_weights_scale %g is invalid",
+                       L->path, in->arch, hp->expert_weights_scale);
+    /* Gating other than softmax (DeepSeek V3's sigmoid, ...) changes the router's math. */
+    uint32_t gating = 0;
+    if ((rc = sw__get_u32(L, "expert_gating_func", &gating, 0, 1))) return rc;
+    if (gating != 1) /* llama.cpp: 1 softmax, 2 sigmoid */
+        return sw_errf(L->err, L->err_len, SW_EUNSUPPORTED,
+                       "%s: %s.expert_gating_func %u is not supported (1, softmax, is)", L->path,
+                       in->arch, gating);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ rows */
+
+static int hp_llama(struct sw__loader *L, struct sw__hparams *hp)
+{
+    /* Mixtral is the llama architecture with llama.expert_count > 0; its experts are as
+     * wide as feed_forward_length, and the top-k weights are renormalised. */
+    hp->n_ff_exp = L->m->info.n_ff;
+    return moe_hparams(L, hp, 0);
+}
+
+static int hp_plain(struct sw__loader *L, struct sw__hparams *hp)
+{
+    (void)L;
+    (void)hp;
+    return 0;
+}
+
+static int hp_moe(struct sw__loader *L, struct sw__hparams *hp)
+{
+    return moe_hparams(L, hp, 1);
+}
+
+/* The llama-family layer: the tensors the features call for, checked by name and shape.
+ * Expert stacks are [n_embd, n_ff_exp, n_expert] (down: [n_ff_exp, n_embd, n_expert]). */
+static int bind_llama_family(struct sw__loader *L, struct sw__layer *ly, uint32_t l)
+{
+    const struct sw__model *m = L->m;
+    const struct sw_stage_info *in = &m->info;
+    const struct sw__hparams *hp = &m->hp;
+    const int64_t E = in->n_embd, qd = (int64_t)in->n_head * in->head_dim,
+                  kvd = (int64_t)in->n_head_kv * in->head_dim, hd = in->head_dim;
+    char name[64];
+    int rc;
+#define BLK(suffix) (snprintf(name, sizeof name, "blk.%u." suffix, l), name)
+    if ((rc = sw__bind_vector(L, &ly->attn_norm, BLK("attn_norm.weight"), E, 0))) return rc;
+    if ((rc = sw__bind_vector(L, &ly->ffn_norm, BLK("ffn_norm.weight"), E, 0))) return rc;
+    if ((rc = sw__bind_matrix(L, &ly->wq, BLK("attn_q.weight"), E, qd, 1))) return rc;
+    if ((rc = sw__bind_matrix(L, &ly->wk, BLK("attn_k.weight"), E, kvd, 1))) return rc;
+    if ((rc = sw__bind_matrix(L, &ly->wv, BLK("attn_v.weight"), E, kvd, 1))) return rc;
+    if ((rc = sw__bind_matrix(L, &ly->wo, BLK("attn_output.weight"), qd, E, 1))) return rc;
+    /* Biases: required where the row says so (qwen2); else taken when present. */
+    const int opt = !hp->qkv_bias;
+    if ((rc = sw__bind_vector(L, &ly->bq, BLK("attn_q.bias"), qd, opt))) return rc;
+    if ((rc = sw__bind_vector(L, &ly->bk, BLK("attn_k.bias"), kvd, opt))) return rc;
+    if ((rc = sw__bind_vector(L, &ly->bv, BLK("attn_v.bias"), kvd, opt))) return rc;
+    if (hp->qk_norm) {
+        if ((rc = sw__bind_vector(L, &ly->q_norm, BLK("attn_q_norm.weight"), hd, 0))) return rc;
+        if ((rc = sw__bind_vector(L, &ly->k_norm, BLK("attn_k_norm.weight"), hd, 0))) return rc;
+    }
+    if (!m->ld[l].is_moe) {
+        const int64_t F = m->ld[l].n_ff;
+        if ((rc = sw__bind_matrix(L, &ly->w_gate, BLK("ffn_gate.weight"), E, F, 1))) return rc;
+        if ((rc = sw__bind_matrix(L, &ly->w_up, BLK("ffn_up.weight"), E, F, 1))) return rc;
+        if ((rc = sw__bind_matrix(L, &ly->w_down, BLK("ffn_down.weight"), F, E, 1))) return rc;
+        return 0;
+    }
+    const int64_t X = hp->n_expert, FX = hp->n_ff_exp;
+    if ((rc = sw__bind_matrix(L, &ly->gate_inp, BLK("ffn_gate_inp.weight"), E, X, 1))) return rc;
+    if ((rc = sw__bind_experts(L, &ly->gate_exps, BLK("ffn_gate_exps.weight"), E, FX, X))) return rc;
+    if ((rc = sw__bind_experts(L, &ly->up_exps, BLK("ffn_up_exps.weight"), E, FX, X))) return rc;
+    if ((rc = sw__bind_experts(L, &ly->down_exps, BLK("ffn_down_exps.weight"), FX, E, X))) return rc;
+    if (hp->n_ff_shexp) {
+        const int64_t FS = hp->n_ff_shexp;
+        if ((rc = sw__bind_matrix(L, &ly->gate_sh, BLK("ffn_gate_shexp.weight"), E, FS, 1))) return rc;
+        if ((rc = sw__bind_matrix(L, &ly->up_sh, BLK("ffn_up_shexp.weight"), E, FS, 1))) return rc;
+        if ((rc = sw__bind_matrix(L, &ly->down_sh, BLK("ffn_down_shexp.weight"), FS, E, 1))) return rc;
+        if (hp->shexp_gate &&
+            (rc = sw__bind_vector(L, &ly->gate_inp_sh, BLK("ffn_gate_inp_shexp.weight"), E, 0)))
+            return rc;
+    }
+#undef BLK
+    return 0;
+}
+
+/*   name        base features                                                hparams   bind
+ * llama:    RMSNorm, RoPE (adjacent pairs), GQA, SwiGLU; Mixtral's MoE when expert_count > 0.
+ * qwen2:    NeoX RoPE, q/k/v biases.
+ * qwen2moe: qwen2 with softmax top-k experts (weights not renormalised) plus a shared
+ *           expert scaled by a sigmoid gate.
+ * qwen3:    NeoX RoPE, per-head q/k RMSNorm, head size from attention.key_length.
+ * qwen3moe: qwen3 with softmax top-k experts, renormalised. */
+static const struct sw__arch ARCHS[] = {
+    { "llama", { .moe_norm_w = 1 }, hp_llama, bind_llama_family },
+    { "qwen2", { .rope_neox = 1, .qkv_bias = 1 }, hp_plain, bind_llama_family },
+    { "qwen2moe", { .rope_neox = 1, .moe = 1, .n_ff_shexp = 1, .shexp_gate = 1 }, hp_moe, bind_llama_family },
+    { "qwen3", { .rope_neox = 1, .qk_norm = 1 }, hp_plain, bind_llama_family },
+    { "qwen3moe", { .rope_neox = 1, .qk_norm = 1, .moe = 1, .moe_norm_w = 1 }, hp_moe, bind_llama_family },
+};
+
+const struct sw__arch *sw__arch_find(const char *name)
+{
+    for (size_t i = 0; name && i < SW_ARRAY_LEN(ARCHS); i++)
+        if (!strcmp(name, ARCHS[i].name)) return &ARCHS[i];
+    return NULL;
+}
+
+const char *sw__arch_names(void)
+{
+    return "llama, qwen2, qwen2moe, qwen3, qwen3moe";
+}
+
+int sw__arch_hparams(struct sw__loader *L, const struct sw__arch *a, const struct sw_stage_opts *o)
+{
+    struct sw__model *m = L->m;
+    m->hp = a->base;
+    m->hp.n_expert = 0;
+    int rc = common_hparams(L, !a->base.moe, o);
+    if (rc) return rc;
+    m->info.rope_neox = m->hp.rope_neox;
+    if ((rc = a->hparams(L, &m->hp))) return rc;
+    if (!m->hp.moe && m->info.n_ff == 0)
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: metadata key %s.feed_forward_length is missing",
+                       L->path, m->info.arch);
+    m->ld = calloc(m->info.n_layers, sizeof *m->ld);
+    if (!m->ld) return sw_errf(L->err, L->err_len, SW_ENOMEM, "out of memory");
+    for (uint32_t l = 0; l < m->info.n_layers; l++) {
+        m->ld[l].is_moe = m->hp.moe;
+        m->ld[l].n_ff = m->hp.moe ? 0 : m->info.n_ff;
+    }
+    m->info.n_expert = m->hp.n_expert;
+    m->info.n_expert_used = m->hp.n_expert_used;
+    return 0;
+}
