@@ -14,5 +14,5 @@ threads=${SW_BENCH_THREADS:-2}
 "$bin" -t "$threads" -n 128 || exit 1
 if grep -q avx512_vnni /proc/cpuinfo 2>/dev/null; then
   echo
-  SW_KERNELS=avx2 "$bin" -t "$threads" -n 128 Q4_0 Q4_K Q6_K Q8_0 F16
+  SW_KERNELS=avx2 "$bin" -t "$threads" -n 128 Q4_0 Q4_K Q6_K Q8_0 F16 Q2_K Q3_K IQ4_XS IQ4_NL MXFP4
 fi

@@ -65,14 +65,14 @@ int main(int argc, char **argv)
 {
     int n_threads = 2, reps = 9;
     int64_t n_tok = 128;
-    const char *types[16];
+    const char *types[24];
     int n_types = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-t") && i + 1 < argc) n_threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-r") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) n_tok = atoll(argv[++i]);
         else if (!strcmp(argv[i], "-c")) g_clock = CLOCK_PROCESS_CPUTIME_ID;
-        else if (argv[i][0] != '-' && n_types < 16) types[n_types++] = argv[i];
+        else if (argv[i][0] != '-' && n_types < 24) types[n_types++] = argv[i];
         else {
             fprintf(stderr, "usage: bench_kernels [-t THREADS] [-r REPEATS] [-n TOKENS] [-c] [TYPE...]\n");
             return 2;
@@ -82,9 +82,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_kernels: -t, -r and -n must be >= 1\n");
         return 2;
     }
-    static const char *def_types[] = {"Q4_0", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "F16", "BF16", "F32"};
+    static const char *def_types[] = {"Q4_0", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "F16",    "BF16",   "F32",
+                                      "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "IQ4_NL", "IQ4_XS", "MXFP4"};
     if (!n_types) {
-        n_types = 8;
+        n_types = 16;
         memcpy(types, def_types, sizeof(def_types));
     }
 
@@ -103,7 +104,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < n_disp; i++) sw_k_pool_run(pool, noop_task, NULL);
         printf("pool dispatch (empty task): %.2f us\n", (now_s() - t0) / n_disp * 1e6);
     }
-    printf("%-5s %-10s %9s %9s %10s %12s\n", "type", "rows x cols", "MB", "1 tok GB/s", "1 tok GF/s",
+    printf("%-6s %-10s %9s %9s %10s %12s\n", "type", "rows x cols", "MB", "1 tok GB/s", "1 tok GF/s",
            "GF/s (n_tok)");
     for (int ti = 0; ti < n_types; ti++) {
         uint32_t type = SW_TYPE_COUNT_;
@@ -142,7 +143,7 @@ int main(int argc, char **argv)
             double tn = time_mm(pool, copies, 1, type, rows, cols, x, n_tok, y, reps);
             for (int c = 1; c < n_copies; c++) free(copies[c]);
             free(copies);
-            printf("%-5s %5lldx%-5lld %8.1f %9.1f %10.1f %12.1f\n", types[ti], (long long)rows, (long long)cols,
+            printf("%-6s %5lldx%-5lld %8.1f %9.1f %10.1f %12.1f\n", types[ti], (long long)rows, (long long)cols,
                    bytes / 1e6, bytes / t1 / 1e9, flop / t1 / 1e9, flop * n_tok / tn / 1e9);
             fflush(stdout);
             free(w);

@@ -67,6 +67,7 @@ static void k_init(void)
     }
     if (g_k.available[SW_K_IMPL_AVX2]) {
         sw__k_fill_avx2(g_k.tab[SW_K_IMPL_AVX2], N_TYPES);
+        sw__k_fill_avx2_low(g_k.tab[SW_K_IMPL_AVX2], N_TYPES);
         sw__k_vec_ops_avx2(&g_k.ops[SW_K_IMPL_AVX2]);
     }
     if (g_k.available[SW_K_IMPL_AVX512]) {
@@ -74,6 +75,7 @@ static void k_init(void)
         sw__k_fill_avx2(g_k.tab[SW_K_IMPL_AVX512], N_TYPES);
         sw__k_vec_ops_avx2(&g_k.ops[SW_K_IMPL_AVX512]);
         sw__k_fill_avx512(g_k.tab[SW_K_IMPL_AVX512], N_TYPES);
+        sw__k_fill_avx512_low(g_k.tab[SW_K_IMPL_AVX512], N_TYPES);
         sw__k_vec_ops_avx512(&g_k.ops[SW_K_IMPL_AVX512]);
     }
 

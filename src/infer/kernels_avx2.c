@@ -10,52 +10,7 @@
 #include <immintrin.h>
 
 #include "infer/kernels_impl.h"
-
-/* The rounding immediate must be a constant expression (clang insists). */
-#define SW_K_ROUND_NEAREST (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-
-#define AI static inline __attribute__((always_inline))
-
-AI float hsum_ps(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-AI int hsum_epi32(__m256i v)
-{
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
-}
-
-AI float h2f(sw_f16 h)
-{
-    return _cvtsh_ss(h);
-}
-
-/* 16 bytes of nibble pairs -> 32 bytes: low nibbles in 0..15, high nibbles in 16..31. */
-AI __m256i nibbles32(const uint8_t *p)
-{
-    __m128i x = _mm_loadu_si128((const __m128i *)p);
-    __m128i m = _mm_set1_epi8(0x0F);
-    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(x, 4), m), _mm_and_si128(x, m));
-}
-
-/* sum of products of u8 x s8, as 8 floats (each the sum of 4 products). */
-AI __m256 dot_us8(__m256i u, __m256i s)
-{
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
-}
-
-/* sum of products of s8 x s8 via the sign trick. */
-AI __m256 dot_ss8(__m256i x, __m256i y)
-{
-    return dot_us8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
-}
+#include "infer/kernels_x86.h"
 
 /* ------------------------------------------------------------ conversions */
 
@@ -252,25 +207,6 @@ AI float id_f32(float f)
 FLOAT_ROWDOT(f32, float, load_f32x8, id_f32)
 FLOAT_ROWDOT(f16, sw_f16, load_f16x8, h2f)
 FLOAT_ROWDOT(bf16, sw_bf16, load_bf16x8, sw_k_bf16_to_f32)
-
-/* Dispatch on nt so each instance has a constant token count (registers, full unroll). */
-#define ROWDOT_DISPATCH(NAME, WT)                                                                  \
-    static void rowdot_##NAME(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out) \
-    {                                                                                              \
-        switch (nt) {                                                                              \
-        case 1: NAME##_nt(n, (const WT *)w, a, 1, out); break;                                    \
-        case 2: NAME##_nt(n, (const WT *)w, a, 2, out); break;                                    \
-        case 3: NAME##_nt(n, (const WT *)w, a, 3, out); break;                                    \
-        default: NAME##_nt(n, (const WT *)w, a, 4, out); break;                                   \
-        }                                                                                          \
-    }                                                                                              \
-    static float vec_dot_##NAME(int64_t n, const void *w, const void *act)                        \
-    {                                                                                              \
-        struct sw_k_act a = {act, NULL};                                                           \
-        float out;                                                                                 \
-        NAME##_nt(n, (const WT *)w, &a, 1, &out);                                                  \
-        return out;                                                                                \
-    }
 
 ROWDOT_DISPATCH(f32, float)
 ROWDOT_DISPATCH(f16, sw_f16)

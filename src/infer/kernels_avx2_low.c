@@ -1,0 +1,322 @@
+/* kernels_avx2_low.c — AVX2 kernels for Q4_1, Q5_0, Q5_1 and the low-bit types Q2_K,
+ * Q3_K, IQ4_NL, IQ4_XS, MXFP4: one "row x up to 4 tokens" kernel per type, each with the
+ * shape and result of its reference (kernels_ref.c, kernels_ref_low.c); test_kernels holds
+ * them to it. Unsigned codes (Q4_1/Q5_x, Q2_K, Q3_K) go into maddubs' u8 operand with their
+ * offsets taken back from activation sums; table types (IQ4, MXFP4) look their values up
+ * with pshufb and use the sign trick (|v| x sign(a, v)), since the values are signed.
+ * kernels_avx512_low.c includes this file with SW_K_X86_BODY_ONLY to compile the same
+ * kernels with EVEX encoding. Not for: the other types (kernels_avx2.c). */
+#include "infer/kernels_x86.h"
+
+/* ------------------------------------------------------------ shared pieces */
+
+/* Sum of the 32 int8 activations of a Q8_0 block times its scale: the matmul hands these
+ * over ({d, d*sum} pairs); vec_dot has none and computes them. */
+AI float q8_0_dsum(const struct sw_k_act *a, int64_t b)
+{
+    if (a->sums) return a->sums[2 * b + 1];
+    const struct sw_block_q8_0 *y = (const struct sw_block_q8_0 *)a->q + b;
+    __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), _mm256_loadu_si256((const __m256i *)y->qs)),
+                                  _mm256_set1_epi16(1));
+    return h2f(y->d) * (float)hsum_epi32(s);
+}
+
+AI float q8_0_d(const struct sw_k_act *a, int64_t b)
+{
+    return a->sums ? a->sums[2 * b] : h2f(((const struct sw_block_q8_0 *)a->q + b)->d);
+}
+
+/* Bit j of a 32-bit word -> byte j as 0x10 (the 5th bit of Q5_0/Q5_1 code j). */
+AI __m256i q5_high_bits(const uint8_t *qh)
+{
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    /* byte j takes word byte j/8, then tests its bit j%8 */
+    const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3,
+                                          3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), shuf);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+/* Sub-block scale pairs of the 16-per-scale K-quants: sc16 holds 16 int16 scales (lane 0:
+ * scales 0-7, lane 1: 8-15). The result has scale 2p in every int16 of lane 0 and 2p+1 in
+ * lane 1 — what madd needs after maddubs of 32 elements spanning sub-blocks 2p, 2p+1. */
+AI __m256i scale_pair(__m256i sc16, int p)
+{
+    /* dword p of the 8 holds scales 2p (low half) and 2p+1 (high half) */
+    __m256i d = _mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(p));
+    const __m256i sel = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2,
+                                         3, 2, 3, 2, 3, 2, 3);
+    return _mm256_shuffle_epi8(d, sel);
+}
+
+/* The 16 Q3_K scales (biased by 32, 0..63) as bytes, from the packed 12 (bit layout in
+ * sw__k_q3_K_scale), with 32-bit integer ops. */
+AI __m128i q3_K_scales(const uint8_t *s)
+{
+    uint32_t a0, a1, a2;
+    memcpy(&a0, s, 4);
+    memcpy(&a1, s + 4, 4);
+    memcpy(&a2, s + 8, 4);
+    const uint32_t m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+    uint32_t w0 = (a0 & m4) | (a2 & m2) << 4, w1 = (a1 & m4) | (a2 >> 2 & m2) << 4;
+    uint32_t w2 = (a0 >> 4 & m4) | (a2 >> 4 & m2) << 4, w3 = (a1 >> 4 & m4) | (a2 >> 6 & m2) << 4;
+    return _mm_setr_epi32((int)w0, (int)w1, (int)w2, (int)w3);
+}
+
+/* ------------------------------------------------------------ Q4_1, Q5_0, Q5_1 (Q8_0 acts) */
+
+/* Q4_1: dot = d*da*<q, a> + m*da*sum(a), q the unsigned nibbles. */
+AI void q4_1_nt(int64_t n, const struct sw_block_q4_1 *w, const struct sw_k_act *a, const int NT, float *out)
+{
+    __m256 acc[SW_K_TILE_T];
+    float corr[SW_K_TILE_T];
+    for (int t = 0; t < NT; t++) {
+        acc[t] = _mm256_setzero_ps();
+        corr[t] = 0;
+    }
+    for (int64_t b = 0; b < n / SW_QK4_1; b++) {
+        __m256i u = nibbles32(w[b].qs);
+        float dw = h2f(w[b].d), mw = h2f(w[b].m);
+        for (int t = 0; t < NT; t++) {
+            const struct sw_block_q8_0 *y = (const struct sw_block_q8_0 *)a[t].q + b;
+            acc[t] = _mm256_fmadd_ps(dot_us8(u, _mm256_loadu_si256((const __m256i *)y->qs)),
+                                     _mm256_set1_ps(dw * q8_0_d(&a[t], b)), acc[t]);
+            corr[t] += mw * q8_0_dsum(&a[t], b);
+        }
+    }
+    for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]) + corr[t];
+}
+
+/* Q5_0: codes 0..31 unsigned, dot = d*da*<q, a> - 16*d*da*sum(a). */
+AI void q5_0_nt(int64_t n, const struct sw_block_q5_0 *w, const struct sw_k_act *a, const int NT, float *out)
+{
+    __m256 acc[SW_K_TILE_T];
+    float corr[SW_K_TILE_T];
+    for (int t = 0; t < NT; t++) {
+        acc[t] = _mm256_setzero_ps();
+        corr[t] = 0;
+    }
+    for (int64_t b = 0; b < n / SW_QK5_0; b++) {
+        __m256i u = _mm256_or_si256(nibbles32(w[b].qs), q5_high_bits(w[b].qh));
+        float dw = h2f(w[b].d);
+        for (int t = 0; t < NT; t++) {
+            const struct sw_block_q8_0 *y = (const struct sw_block_q8_0 *)a[t].q + b;
+            acc[t] = _mm256_fmadd_ps(dot_us8(u, _mm256_loadu_si256((const __m256i *)y->qs)),
+                                     _mm256_set1_ps(dw * q8_0_d(&a[t], b)), acc[t]);
+            corr[t] += dw * q8_0_dsum(&a[t], b);
+        }
+    }
+    for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]) - 16.0f * corr[t];
+}
+
+/* Q5_1: codes 0..31, dot = d*da*<q, a> + m*da*sum(a). */
+AI void q5_1_nt(int64_t n, const struct sw_block_q5_1 *w, const struct sw_k_act *a, const int NT, float *out)
+{
+    __m256 acc[SW_K_TILE_T];
+    float corr[SW_K_TILE_T];
+    for (int t = 0; t < NT; t++) {
+        acc[t] = _mm256_setzero_ps();
+        corr[t] = 0;
+    }
+    for (int64_t b = 0; b < n / SW_QK5_1; b++) {
+        __m256i u = _mm256_or_si256(nibbles32(w[b].qs), q5_high_bits(w[b].qh));
+        float dw = h2f(w[b].d), mw = h2f(w[b].m);
+        for (int t = 0; t < NT; t++) {
+            const struct sw_block_q8_0 *y = (const struct sw_block_q8_0 *)a[t].q + b;
+            acc[t] = _mm256_fmadd_ps(dot_us8(u, _mm256_loadu_si256((const __m256i *)y->qs)),
+                                     _mm256_set1_ps(dw * q8_0_d(&a[t], b)), acc[t]);
+            corr[t] += mw * q8_0_dsum(&a[t], b);
+        }
+    }
+    for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]) + corr[t];
+}
+
+/* ------------------------------------------------------------ IQ4_NL, MXFP4 (Q8_0 acts) */
+
+/* Table types: values = pshufb(table, nibbles) as int8, dotted with the sign trick. */
+#define TABLE_Q8_0_NT(NAME, BT, TABLE, SCALE)                                                      \
+    AI void NAME##_nt(int64_t n, const BT *w, const struct sw_k_act *a, const int NT, float *out)   \
+    {                                                                                              \
+        __m256 acc[SW_K_TILE_T];                                                                   \
+        for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();                                 \
+        const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(TABLE))); \
+        for (int64_t b = 0; b < n / 32; b++) {                                                     \
+            __m256i v = _mm256_shuffle_epi8(tab, nibbles32(w[b].qs));                              \
+            __m256i av = _mm256_sign_epi8(v, v);                                                   \
+            float dw = SCALE(&w[b]);                                                               \
+            for (int t = 0; t < NT; t++) {                                                         \
+                const struct sw_block_q8_0 *y = (const struct sw_block_q8_0 *)a[t].q + b;         \
+                __m256i s = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y->qs), v);       \
+                acc[t] = _mm256_fmadd_ps(dot_us8(av, s), _mm256_set1_ps(dw * q8_0_d(&a[t], b)), acc[t]); \
+            }                                                                                      \
+        }                                                                                          \
+        for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]);                                     \
+    }
+
+AI float iq4_nl_scale(const struct sw_block_iq4_nl *b)
+{
+    return h2f(b->d);
+}
+AI float mxfp4_scale(const struct sw_block_mxfp4 *b)
+{
+    return sw__k_e8m0_half(b->e);
+}
+
+TABLE_Q8_0_NT(iq4_nl, struct sw_block_iq4_nl, sw__k_iq4nl_values, iq4_nl_scale)
+TABLE_Q8_0_NT(mxfp4, struct sw_block_mxfp4, sw__k_mxfp4_values, mxfp4_scale)
+
+/* ------------------------------------------------------------ IQ4_XS (Q8_K acts) */
+
+/* Per sub-block of 32: grid values by pshufb, sign-trick maddubs, madd by (ls - 32). */
+AI void iq4_xs_nt(int64_t n, const struct sw_block_iq4_xs *w, const struct sw_k_act *a, const int NT, float *out)
+{
+    __m256 acc[SW_K_TILE_T];
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)sw__k_iq4nl_values));
+    for (int64_t i = 0; i < n / SW_QK_K; i++) {
+        const struct sw_block_iq4_xs *x = &w[i];
+        __m256i isum[SW_K_TILE_T];
+        for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
+        for (int ib = 0; ib < 8; ib++) {
+            __m256i v = _mm256_shuffle_epi8(tab, nibbles32(x->qs + 16 * ib));
+            __m256i av = _mm256_sign_epi8(v, v);
+            __m256i ls = _mm256_set1_epi16((short)(sw__k_iq4_xs_scale(x, ib) - 32));
+            for (int t = 0; t < NT; t++) {
+                const int8_t *qa = ((const struct sw_block_q8_K *)a[t].q)[i].qs + 32 * ib;
+                __m256i s = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)qa), v);
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(av, s), ls));
+            }
+        }
+        float d = h2f(x->d);
+        for (int t = 0; t < NT; t++) {
+            const struct sw_block_q8_K *y = &((const struct sw_block_q8_K *)a[t].q)[i];
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * y->d), acc[t]);
+        }
+    }
+    for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]);
+}
+
+/* ------------------------------------------------------------ Q2_K, Q3_K (Q8_K acts) */
+
+/* Q2_K: codes 0..3 unsigned; sum_j sc_j <q_j, a_j> by maddubs + madd with scale pairs, the
+ * mins from bsums: d*da*that - dmin*da*sum_j m_j bsums_j. */
+AI void q2_K_nt(int64_t n, const struct sw_block_q2_K *w, const struct sw_k_act *a, const int NT, float *out)
+{
+    __m256 acc[SW_K_TILE_T];
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    const __m256i m3 = _mm256_set1_epi8(3);
+    for (int64_t i = 0; i < n / SW_QK_K; i++) {
+        const struct sw_block_q2_K *x = &w[i];
+        __m128i sc8 = _mm_loadu_si128((const __m128i *)x->scales);
+        __m256i sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(sc8, m4));
+        __m256i mn16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), m4));
+        __m256i isum[SW_K_TILE_T];
+        for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
+            for (int k = 0; k < 4; k++) {
+                __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3);
+                __m256i sp = scale_pair(sc16, 4 * h + k);
+                for (int t = 0; t < NT; t++) {
+                    const int8_t *qa = ((const struct sw_block_q8_K *)a[t].q)[i].qs + 128 * h + 32 * k;
+                    __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)qa));
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p, sp));
+                }
+            }
+        }
+        float d = h2f(x->d), dmin = h2f(x->dmin);
+        for (int t = 0; t < NT; t++) {
+            const struct sw_block_q8_K *y = &((const struct sw_block_q8_K *)a[t].q)[i];
+            __m256 mm = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), mn16));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * y->d), acc[t]);
+            acc[t] = _mm256_fnmadd_ps(mm, _mm256_set1_ps(dmin * y->d), acc[t]);
+        }
+    }
+    for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]);
+}
+
+/* Q3_K: codes u = low 2 bits | high bit << 2 in 0..7 (= q + 4), scales s - 32 signed;
+ * sum_j s_j <u_j - 4, a_j> = sum_j s_j <u_j, a_j> - 4 sum_j s_j bsums_j. */
+AI void q3_K_nt(int64_t n, const struct sw_block_q3_K *w, const struct sw_k_act *a, const int NT, float *out)
+{
+    __m256 acc[SW_K_TILE_T];
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    for (int64_t i = 0; i < n / SW_QK_K; i++) {
+        const struct sw_block_q3_K *x = &w[i];
+        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_sub_epi8(q3_K_scales(x->scales), _mm_set1_epi8(32)));
+        __m256i hm = _mm256_loadu_si256((const __m256i *)x->hmask);
+        __m256i isum[SW_K_TILE_T];
+        for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
+            for (int k = 0; k < 4; k++) {
+                __m256i hb = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + k), one);
+                __m256i u = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3), _mm256_slli_epi16(hb, 2));
+                __m256i sp = scale_pair(sc16, 4 * h + k);
+                for (int t = 0; t < NT; t++) {
+                    const int8_t *qa = ((const struct sw_block_q8_K *)a[t].q)[i].qs + 128 * h + 32 * k;
+                    __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)qa));
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p, sp));
+                }
+            }
+        }
+        float d = h2f(x->d);
+        for (int t = 0; t < NT; t++) {
+            const struct sw_block_q8_K *y = &((const struct sw_block_q8_K *)a[t].q)[i];
+            __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), sc16);
+            __m256i tot = _mm256_sub_epi32(isum[t], _mm256_slli_epi32(off, 2));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), _mm256_set1_ps(d * y->d), acc[t]);
+        }
+    }
+    for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]);
+}
+
+ROWDOT_DISPATCH(q4_1, struct sw_block_q4_1)
+ROWDOT_DISPATCH(q5_0, struct sw_block_q5_0)
+ROWDOT_DISPATCH(q5_1, struct sw_block_q5_1)
+ROWDOT_DISPATCH(iq4_nl, struct sw_block_iq4_nl)
+ROWDOT_DISPATCH(mxfp4, struct sw_block_mxfp4)
+ROWDOT_DISPATCH(iq4_xs, struct sw_block_iq4_xs)
+ROWDOT_DISPATCH(q2_K, struct sw_block_q2_K)
+ROWDOT_DISPATCH(q3_K, struct sw_block_q3_K)
+
+/* ------------------------------------------------------------ table */
+
+/* Row kernels of this file; the activation quantizers are the family's own Q8_0 / Q8_K
+ * ones, taken from Q4_0 / Q4_K which the family's main fill has set. */
+static void fill_x86_low(struct sw_k_type_impl *tab, int n_tab)
+{
+    if (SW_TYPE_MXFP4 >= n_tab) return;
+    const sw_k_quant_fn q80 = tab[SW_TYPE_Q4_0].pub.quantize_act, q8k = tab[SW_TYPE_Q4_K].pub.quantize_act;
+    struct {
+        int type;
+        sw_k_vec_dot_fn dot;
+        sw_k_rowdot_fn row;
+        sw_k_quant_fn qa;
+        int sums; /* reads the matmul's {d, d*sum} pairs */
+    } f[] = {
+        {SW_TYPE_Q4_1, vec_dot_q4_1, rowdot_q4_1, q80, 1},       {SW_TYPE_Q5_0, vec_dot_q5_0, rowdot_q5_0, q80, 1},
+        {SW_TYPE_Q5_1, vec_dot_q5_1, rowdot_q5_1, q80, 1},       {SW_TYPE_IQ4_NL, vec_dot_iq4_nl, rowdot_iq4_nl, q80, 1},
+        {SW_TYPE_MXFP4, vec_dot_mxfp4, rowdot_mxfp4, q80, 1},    {SW_TYPE_IQ4_XS, vec_dot_iq4_xs, rowdot_iq4_xs, q8k, 0},
+        {SW_TYPE_Q2_K, vec_dot_q2_K, rowdot_q2_K, q8k, 0},       {SW_TYPE_Q3_K, vec_dot_q3_K, rowdot_q3_K, q8k, 0},
+    };
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+        struct sw_k_type_impl *e = &tab[f[i].type];
+        e->pub.vec_dot = f[i].dot;
+        e->pub.quantize_act = f[i].qa;
+        e->rowdot = f[i].row;
+        e->act_sums = f[i].sums;
+    }
+}
+
+#ifndef SW_K_X86_BODY_ONLY
+void sw__k_fill_avx2_low(struct sw_k_type_impl *tab, int n_tab)
+{
+    fill_x86_low(tab, n_tab);
+}
+#endif
