@@ -87,7 +87,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             struct sw_pipe_msg d;
             if (sw_pipe_msg_decode(b.data, b.len, &d, NULL, 0) || d.type != m.type || d.session != m.session ||
                 d.pos != m.pos || d.n_tokens != m.n_tokens || d.data_len != m.data_len || d.max_len != m.max_len ||
-                d.file != m.file || (m.type == SW_PIPE_HEADER && memcmp(d.data, m.data, m.data_len)))
+                d.file != m.file || d.stage != m.stage || d.compute_us != m.compute_us ||
+                d.progress_ms != m.progress_ms || (m.type == SW_PIPE_HEADER && memcmp(d.data, m.data, m.data_len)))
                 abort();
         }
         sw_buf_free(&b);

@@ -46,6 +46,7 @@ struct sw_api_response {
     struct sw_api_stream stream; /* stream routes: read set -> the body is streamed (chunked
                                     for HTTP/1.1) and body is ignored */
     int www_authenticate;    /* add "WWW-Authenticate: Bearer" (a 401) */
+    uint32_t retry_after_s;  /* add "Retry-After: N" (a 429 or 503); 0: none */
 };
 
 /* Handlers run on the connection's own thread (one thread per connection): they must only
@@ -177,6 +178,7 @@ struct sw_api_oai_error {
     const char *code;        /* static or NULL */
     char param[96];          /* the field at fault ("" none) */
     char message[512];
+    uint32_t retry_after_s;  /* a 429: the Retry-After header (0: none) */
 };
 
 /* A parsed request body (completions or chat). Strings owned; free with _req_free. */

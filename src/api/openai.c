@@ -168,6 +168,7 @@ static int err_set(struct sw_api_oai_error *e, int status, const char *type, con
                    const char *fmt, ...)
 {
     e->status = status;
+    e->retry_after_s = 0;
     e->type = type;
     e->code = code;
     snprintf(e->param, sizeof e->param, "%s", param ? param : "");
@@ -194,6 +195,7 @@ void sw_api_oai_error_resp(const struct sw_api_oai_error *e, struct sw_api_respo
     json_object_set_new(o, "error", inner);
     free(resp->body);
     resp->status = e->status ? e->status : 500;
+    resp->retry_after_s = e->retry_after_s;
     resp->content_type = "application/json";
     resp->body = json_dumps(o, JSON_COMPACT);
     resp->body_len = 0;
@@ -643,11 +645,33 @@ static void job_free(struct job *j)
     free(j);
 }
 
+/* A generation that cannot start or failed: 503 swarm_not_ready (a shard with no live loaded
+ * node, the node stopping), 429 + Retry-After (every node of a shard refused the session:
+ * its session limit or KV memory), 502 route_failed (a route that failed: the message names
+ * the shard, the node and what it did), 400 (a request the swarm cannot take), else 500. */
+#define BUSY_RETRY_AFTER_S 2u
 static int map_status(int rc)
 {
-    return rc == SW_ESTATE || rc == SW_ENOTFOUND || rc == SW_EBUSY || rc == SW_ETIMEDOUT ? 503
-           : rc == SW_EINVAL || rc == SW_ERANGE                                          ? 400
-                                                                                         : 500;
+    return rc == SW_ESTATE || rc == SW_ENOTFOUND ? 503
+           : rc == SW_EBUSY                      ? 429
+           : rc == SW_ETIMEDOUT                  ? 502
+           : rc == SW_EINVAL || rc == SW_ERANGE  ? 400
+                                                 : 500;
+}
+
+static const char *map_code(int rc)
+{
+    int st = map_status(rc);
+    return st == 503 ? "swarm_not_ready" : st == 429 ? "swarm_busy" : st == 502 ? "route_failed" : NULL;
+}
+
+/* The error of a generation that failed with rc (prefix for the 500s). */
+static void gen_err(struct sw_api_oai_error *e, int rc, const char *msg)
+{
+    int st = map_status(rc);
+    err_set(e, st, st == 429 ? "rate_limit_error" : "server_error", map_code(rc), NULL, "%s%s",
+            st == 500 ? "the generation failed: " : "", msg && msg[0] ? msg : sw_strerror(rc));
+    if (st == 429) e->retry_after_s = BUSY_RETRY_AFTER_S;
 }
 
 /* Takes the tokens that arrived (waiting up to wait_ms for one), turns them into text
@@ -699,8 +723,7 @@ static int job_pump(struct job *j, struct sw_buf *delta, uint32_t wait_ms)
     sw_buf_free(&piece);
     if (!j->finish && rc && rc != SW_ECLOSED && (ended || rc == SW_ENOMEM)) {
         j->failed = 1;
-        err_set(&j->err, map_status(rc), "server_error", map_status(rc) == 503 ? "swarm_not_ready" : NULL, NULL,
-                "%s%s", map_status(rc) == 503 ? "" : "the generation failed: ", msg[0] ? msg : sw_strerror(rc));
+        gen_err(&j->err, rc, msg);
         return 1;
     }
     if (!j->finish && ended) {
@@ -979,8 +1002,8 @@ static int job_start(struct job *j, const struct sw_api_request *req, struct sw_
         pthread_mutex_destroy(&g->mu);
         pthread_cond_destroy(&g->cv);
         free(g);
-        return err_set(e, map_status(rc), "server_error", map_status(rc) == 503 ? "swarm_not_ready" : NULL, NULL, "%s",
-                       msg[0] ? msg : sw_strerror(rc));
+        gen_err(e, rc, msg);
+        return SW_EINVAL;
     }
     j->g = g;
     uint8_t rnd[12];

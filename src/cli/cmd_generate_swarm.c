@@ -50,7 +50,7 @@ static void usage(FILE *f)
             "  --token-times FILE      one line per token: index, microseconds since the session opened\n"
             "  --json-timings          one JSON line of timings on stderr at the end\n"
             "  --wait SECONDS          how long to wait for a complete route (default 60)\n"
-            "  --deadline-ms MS        no progress this long: rebuild the route (default 10000)\n"
+            "  --deadline-ms MS        no sign of life from the route this long: rebuild it (default 5000)\n"
             "  --log-format human|json   -v, --verbose\n");
 }
 

@@ -219,6 +219,9 @@ void sw_pipe_receive(struct sw_pipe *p, const uint8_t from[SW_NODE_ID_LEN], cons
     case SW_PIPE_TOKEN_OUT:
         sw__pipe_entry_token(p, from, &m, now_us);
         break;
+    case SW_PIPE_PROGRESS:
+        sw__pipe_entry_progress(p, from, &m, now_us);
+        break;
     case SW_PIPE_ERROR: {
         sw__pipe_entry_error(p, from, &m, now_us);
         break;
@@ -268,7 +271,10 @@ uint64_t sw_pipe_tick(struct sw_pipe *p, uint64_t now_us)
             sw__pipe_ssess_close(p, s); /* the entry left: nobody reads this session's tokens */
             continue;
         }
-        if (s->busy || s->qh) continue;
+        if (s->busy || s->qh) { /* working: the entry hears so (PROGRESS) */
+            next = SW_MIN(next, sw__pipe_stage_progress(p, s, now_us));
+            continue;
+        }
         if (now_us - s->last_us >= idle) {
             p->st.sessions_evicted++;
             sw__pipe_send_error(p, s->entry, s->id, s->idx, SW_ETIMEDOUT, "stage %u: session evicted after %u ms idle", s->idx,
@@ -289,13 +295,8 @@ uint64_t sw_pipe_tick(struct sw_pipe *p, uint64_t now_us)
             sw__pipe_e_failover(p, e, (uint32_t)lost, now_us, "left the swarm");
             continue;
         }
-        if (now_us - e->last_progress >= e->deadline_us) {
-            char why[96];
-            snprintf(why, sizeof why, "no progress for %llu ms", (unsigned long long)(e->deadline_us / 1000));
-            sw__pipe_e_reopen(p, e, now_us, 1, why);
-            continue;
-        }
-        next = SW_MIN(next, e->last_progress + e->deadline_us);
+        uint64_t t = sw__pipe_entry_check(p, e, now_us);
+        if (t) next = SW_MIN(next, t);
     }
     next = SW_MIN(next, sw__pipe_hdr_tick(p->hdr, now_us));
     return next;

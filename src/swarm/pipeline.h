@@ -47,6 +47,11 @@ enum sw_pipe_type {
     SW_PIPE_HEADER = 11,   /* node -> client: torrent file index + bytes [0, L) of that file,
                               L = the GGUF header rounded up to whole pieces (an ERROR with
                               the request id when the node cannot) */
+    SW_PIPE_PROGRESS = 12, /* stage -> entry: "still computing this session" (at most about
+                              once a second while its step runs or waits at the stage, and
+                              once when that work is done): stage index, positions computed,
+                              tokens still to compute here, the stage's estimate of the µs
+                              they need. The entry's stall deadline counts from it. */
 };
 
 /* OPEN flags */
@@ -75,6 +80,8 @@ struct sw_pipe_msg {
     const uint8_t *stop;       /* n_stop big-endian int32 */
     uint32_t blob_len;
     const uint8_t *blob;       /* OPEN, TOKEN_OUT: sampler state (sw_sampler_save) */
+    uint32_t progress_ms;      /* OPEN: PROGRESS at most this often (the stage takes 100..1000;
+                                  0: 1000) */
     /* TOKENS / HIDDEN / TOKEN_OUT */
     uint32_t pos, n_tokens, n_embd;
     const uint8_t *data;       /* TOKENS: n_tokens BE int32; HIDDEN: LE floats (dtype) */
@@ -82,7 +89,10 @@ struct sw_pipe_msg {
     int32_t token;             /* TOKEN_OUT */
     uint32_t n_logits;
     const uint8_t *logits;     /* TOKEN_OUT: n_logits LE f32 */
-    uint32_t compute_us;       /* TOKEN_OUT: the last stage's compute time for this step */
+    uint32_t compute_us;       /* TOKEN_OUT: the last stage's compute time for this step;
+                                  PROGRESS: the stage's estimate of µs to finish n_tokens */
+    /* PROGRESS: pos = positions the stage computed for the session, n_tokens = tokens
+       queued or computing there (0: done, passed on), stage = its index */
     /* ERROR */
     int32_t code;              /* negative sw_err */
     uint16_t text_len;

@@ -42,6 +42,15 @@ static void e_fail(struct sw_pipe *p, struct esess *e, int rc, const char *fmt, 
     e_end(p, e, rc, msg);
 }
 
+/* The work is (expected) at stage k now, nothing reported yet. */
+static void e_work_at(struct esess *e, uint32_t k, uint64_t now_us)
+{
+    e->holder = k;
+    e->hold_n = e->hold_pos = 0;
+    e->hold_est_us = 0;
+    e->work_since = e->last_sign = now_us;
+}
+
 static void e_send_open(struct sw_pipe *p, struct esess *e, uint32_t k)
 {
     uint8_t stop[SW_PIPE_MAX_STOP * 4];
@@ -49,7 +58,9 @@ static void e_send_open(struct sw_pipe *p, struct esess *e, uint32_t k)
     struct sw_pipe_msg m = { .type = SW_PIPE_OPEN, .session = e->wire, .stage = (uint8_t)k, .flags = e->flags,
                              .dtype = e->dtype, .n_stages = (uint8_t)e->n_stages, .route = &e->route[0][0],
                              .entry = p->cfg.self_id, .n_ctx = e->n_ctx, .n_known = e->n_hist,
-                             .max_pos = e->max_pos, .n_stop = e->n_stop, .stop = stop };
+                             .max_pos = e->max_pos, .n_stop = e->n_stop, .stop = stop,
+                             /* four signs of life per deadline, at most one a second */
+                             .progress_ms = (uint32_t)SW_MIN(e->deadline_us / 4000, (uint64_t)PROGRESS_MS) };
     if (k + 1 == e->n_stages) {
         m.blob = e->blob;
         m.blob_len = (uint32_t)e->blob_len;
@@ -135,8 +146,12 @@ static void e_send_tokens(struct sw_pipe *p, struct esess *e, uint32_t from, uin
 
 void sw__pipe_e_reopen(struct sw_pipe *p, struct esess *e, uint64_t now_us, int avoid_old, const char *why)
 {
+    if (!e->first_why[0]) snprintf(e->first_why, sizeof e->first_why, "%s", why);
     if (++e->reopens > MAX_REOPENS) {
-        e_fail(p, e, SW_ETIMEDOUT, "the route failed %u times; last: %s", e->reopens - 1, why);
+        if (strcmp(e->first_why, why))
+            e_fail(p, e, SW_ETIMEDOUT, "the route failed %u times; first: %s; last: %s", e->reopens - 1, e->first_why, why);
+        else
+            e_fail(p, e, SW_ETIMEDOUT, "the route failed %u times: %s", e->reopens - 1, why);
         return;
     }
     sw_log(SW_LOG_INFO, "PIPE", "session %016llx: opening a new route (%s)", (unsigned long long)e->handle, why);
@@ -146,10 +161,13 @@ void sw__pipe_e_reopen(struct sw_pipe *p, struct esess *e, uint64_t now_us, int 
     if (e_open_route(p, e, avoid_old, msg, sizeof msg)) {
         /* SW_EBUSY: nodes of the shard exist but every one refused (KV memory, session
          * limit); SW_ENOTFOUND: no live loaded node at all */
-        e_fail(p, e, e->why[0] ? SW_EBUSY : SW_ENOTFOUND, "%s", msg);
+        int code = !e->why[0] ? SW_ENOTFOUND
+                   : e->why_code == SW_EBUSY || e->why_code == SW_ENOMEM ? SW_EBUSY
+                   : e->why_code == SW_ERANGE ? SW_ERANGE : SW_ENOTFOUND;
+        e_fail(p, e, code, "%s", msg);
         return;
     }
-    e->last_progress = now_us;
+    e_work_at(e, 0, now_us);
 }
 
 /* Stage k of the route is gone: a replica takes its place; its upstream replays. */
@@ -174,7 +192,7 @@ void sw__pipe_e_failover(struct sw_pipe *p, struct esess *e, uint32_t k, uint64_
     p->st.failovers++;
     memcpy(e->route[k], r, SW_NODE_ID_LEN);
     e->failing = (int)k;
-    e->last_progress = now_us;
+    e_work_at(e, k, now_us);
     e_send_open(p, e, k);
 }
 
@@ -199,13 +217,15 @@ void sw__pipe_entry_open_ok(struct sw_pipe *p, const uint8_t *from, const struct
     if (!e || m->stage >= e->n_stages || !sw__pipe_id_eq(from, e->route[m->stage])) return;
     if (!(e->pending & (1ull << m->stage))) return;
     e->pending &= ~(1ull << m->stage);
-    e->last_progress = now_us;
+    e->last_sign = now_us;
     if (e->pending) return;
     if (e->state == E_OPENING) {
         e->state = E_RUNNING;
+        e_work_at(e, 0, now_us);
         e_send_tokens(p, e, 0, e->n_hist, 0);
         if (e->reopens) e->topup = 1;
     } else if (e->failing >= 0) {
+        e_work_at(e, e->failing > 0 ? (uint32_t)e->failing - 1 : 0, now_us); /* it replays */
         e_failover_ready(p, e);
     }
 }
@@ -226,6 +246,7 @@ void sw__pipe_entry_error(struct sw_pipe *p, const uint8_t *from, const struct s
                    m->code == SW_EEXIST);
     if (refusal) {
         snprintf(e->why, sizeof e->why, "%s", text);
+        e->why_code = m->code;
         p->st.sessions_refused++;
         exclude(e, (uint32_t)k, from);
         if (e->state == E_OPENING) {
@@ -269,7 +290,7 @@ void sw__pipe_entry_token(struct sw_pipe *p, const uint8_t *from, const struct s
     if (!e->n_gen) e->t_first = now_us;
     e->n_gen++;
     e->t_last = now_us;
-    e->last_progress = now_us;
+    e_work_at(e, 0, now_us); /* the next token's step starts at the first stage */
     int last = e->n_hist >= e->max_pos ||
                (!(e->flags & SW_PIPE_OPEN_IGNORE_EOS) && sw__pipe_is_stop(e->stop, e->n_stop, m->token));
     if (e->topup && !last) e_send_tokens(p, e, e->n_hist - 1, e->n_hist, 0);
@@ -292,6 +313,60 @@ void sw__pipe_entry_token(struct sw_pipe *p, const uint8_t *from, const struct s
         e_send_all(p, e, SW_PIPE_CLOSE);
         e_end(p, e, 0, "finished");
     }
+}
+
+/* PROGRESS from a stage of the route: a sign of life, and where the work is. */
+void sw__pipe_entry_progress(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us)
+{
+    struct esess *e = sw__pipe_es_by_wire(p, m->session);
+    if (!e || e->state != E_RUNNING || m->stage >= e->n_stages || !sw__pipe_id_eq(from, e->route[m->stage])) return;
+    e->last_sign = now_us;
+    if (m->n_tokens) {
+        if (e->holder != m->stage || !e->hold_n || m->pos != e->hold_pos) e->work_since = now_us;
+        e->holder = m->stage;
+        e->hold_n = m->n_tokens;
+        e->hold_pos = m->pos;
+        e->hold_est_us = m->compute_us;
+    } else if (e->holder == m->stage) { /* done there: on its way downstream */
+        e_work_at(e, (m->stage + 1u) % e->n_stages, now_us);
+    }
+}
+
+uint64_t sw__pipe_entry_check(struct sw_pipe *p, struct esess *e, uint64_t now_us)
+{
+    char why[256], ids[16];
+    uint64_t stall_at = e->last_sign + e->deadline_us;
+    if (now_us >= stall_at) {
+        double s = (double)(now_us - e->last_sign) / 1e6;
+        if (e->state == E_OPENING || e->failing >= 0) {
+            uint32_t k = 0;
+            while (k + 1 < e->n_stages && !(e->pending & (1ull << k))) k++;
+            snprintf(why, sizeof why, "shard %u: node %s did not answer the session's OPEN for %.1f s", k,
+                     sw__pipe_short_id(e->route[k], ids, sizeof ids), s);
+        } else if (e->hold_n) {
+            snprintf(why, sizeof why, "shard %u: node %s stopped answering for %.1f s while computing %u tokens",
+                     e->holder, sw__pipe_short_id(e->route[e->holder], ids, sizeof ids), s, e->hold_n);
+        } else {
+            snprintf(why, sizeof why, "shard %u: node %s stopped answering for %.1f s (the session's next step was there)",
+                     e->holder, sw__pipe_short_id(e->route[e->holder], ids, sizeof ids), s);
+        }
+        sw__pipe_e_reopen(p, e, now_us, 1, why);
+        return 0;
+    }
+    uint64_t next = stall_at;
+    if (e->hold_n && e->hold_est_us) {
+        /* alive but not getting on: the holder's own estimate, with a margin */
+        uint64_t work_at = e->work_since + e->deadline_us + WORK_MARGIN * e->hold_est_us;
+        if (now_us >= work_at) {
+            snprintf(why, sizeof why, "shard %u: node %s computed nothing for %.1f s on %u tokens (its own estimate: %.1f s)",
+                     e->holder, sw__pipe_short_id(e->route[e->holder], ids, sizeof ids),
+                     (double)(now_us - e->work_since) / 1e6, e->hold_n, (double)e->hold_est_us / 1e6);
+            sw__pipe_e_reopen(p, e, now_us, 1, why);
+            return 0;
+        }
+        next = SW_MIN(next, work_at);
+    }
+    return next;
 }
 
 int sw_pipe_open(struct sw_pipe *p, const struct sw_pipe_request *req, const struct sw_pipe_session_cb *cb,
@@ -340,7 +415,7 @@ int sw_pipe_open(struct sw_pipe *p, const struct sw_pipe_request *req, const str
     e->n_stages = p->cfg.n_shards;
     if (cb) e->cb = *cb;
     e->failing = -1;
-    e->t_open = e->last_progress = now_us;
+    e->t_open = e->last_sign = e->work_since = now_us;
     do sw_random_bytes(&e->handle, sizeof e->handle);
     while (!e->handle || sw__pipe_es_by_handle(p, e->handle));
     int rc = e_open_route(p, e, 0, msg, msg_len);

@@ -11,7 +11,15 @@
 #define DEFAULT_CHUNK 64u
 #define MERGE_MAX 256u            /* queued inputs merged into one compute step, tokens */
 #define REPLAY_CHUNK 256u         /* tokens per replayed message */
-#define DEFAULT_DEADLINE_MS 10000u
+/* Stall detection: the entry rebuilds the route when no stage of it gave a sign of life
+ * (OPEN_OK, PROGRESS, TOKEN_OUT) for deadline_ms, or when the stage holding the work keeps
+ * answering but computes nothing for WORK_MARGIN x its own estimate + deadline_ms. A stage
+ * sends PROGRESS at most every PROGRESS_MS per session while that session's work waits or
+ * runs there. */
+#define DEFAULT_DEADLINE_MS 5000u
+#define PROGRESS_MS 1000u        /* the most a stage waits between two PROGRESS */
+#define PROGRESS_MIN_MS 100u      /* the least (an entry with a short deadline asks more often) */
+#define WORK_MARGIN 4u
 #define MAX_REOPENS 3
 #define MAX_EXCLUDE 64
 /* Batched decode: a session's step of at most BATCH_STEP_MAX tokens (a decode step, or the
@@ -54,6 +62,7 @@ struct sw_pipe_job {
     uint32_t n_embd;
     uint32_t n_ent;
     struct jent ent[BATCH_MAX];
+    uint64_t submit_us;     /* the engine's clock when it was submitted */
     /* set by sw_pipe_job_run */
     uint64_t compute_us;
 };
@@ -78,6 +87,10 @@ struct ssess {
     size_t kept_rows, kept_cap_rows, row_bytes;
     uint64_t reserved;       /* bytes counted against max_kv_bytes */
     uint64_t last_us;
+    uint32_t computed;       /* positions computed (accepted - computed: work here) */
+    uint64_t progress_us;    /* the last PROGRESS sent (0: none) */
+    uint64_t progress_every_us; /* as the entry asked (OPEN), within the bounds above */
+    int progress_open;       /* a PROGRESS said "working" and no "done" followed yet */
 };
 
 enum { E_OPENING = 1, E_RUNNING = 2 };
@@ -102,13 +115,21 @@ struct esess {
     uint32_t n_stop;
     uint8_t dtype, flags;
     uint32_t chunk, n_ctx;
-    uint64_t deadline_us;
+    uint64_t deadline_us;    /* no sign of life from the route this long: a stall */
+    uint64_t last_sign;      /* the last OPEN_OK / PROGRESS / TOKEN_OUT (or a new route) */
+    /* where the work is, from the latest report: stage `holder`; hold_n > 0 when that
+     * stage said it computes hold_n tokens (estimate hold_est_us), work_since: when the
+     * holder or its computed position last changed */
+    uint32_t holder, hold_n, hold_pos;
+    uint64_t hold_est_us, work_since;
+    int why_code;            /* the code of the last refusal (why) */
     uint32_t reopens;
     uint8_t excl[MAX_EXCLUDE][SW_NODE_ID_LEN];
     uint32_t excl_shard[MAX_EXCLUDE];
     uint32_t n_excl;
     char why[SW_PIPE_MAX_TEXT + 1]; /* the last refusal, for the final error */
-    uint64_t t_open, t_first, t_last, last_progress;
+    char first_why[200];     /* why the route was first rebuilt, for the final error */
+    uint64_t t_open, t_first, t_last;
     uint32_t n_gen;
 };
 
@@ -122,6 +143,8 @@ struct sw_pipe {
     struct sw_pipe_stats st;
     struct sw_buf out;       /* encode scratch */
     struct sw_pipe_hdr *hdr; /* shard headers for light clients (pipeline_header.c) */
+    uint64_t us_per_token;   /* stage: recent wall time per token of its jobs (0: none yet) */
+    uint64_t us_per_step;    /* stage: recent wall time per job */
 };
 
 /* ------------------------------------------------------------------ shared calls */
@@ -156,11 +179,18 @@ void sw__pipe_esess_unlink(struct sw_pipe *p, struct esess *e);
 void sw__pipe_stage_open(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us);
 void sw__pipe_stage_input(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us);
 void sw__pipe_stage_replay(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m);
+/* PROGRESS for session s to its entry when due (work here, PROGRESS_MS since the last) or
+ * when its work here is done after a "working" one. Returns when the next is due. */
+uint64_t sw__pipe_stage_progress(struct sw_pipe *p, struct ssess *s, uint64_t now_us);
 
 /* pipeline_entry.c: the entry role */
 void sw__pipe_entry_open_ok(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us);
 void sw__pipe_entry_error(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us);
 void sw__pipe_entry_token(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us);
+void sw__pipe_entry_progress(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us);
+/* The deadlines of one entry session: reopens it on a stall. Returns the next deadline
+ * (UINT64_MAX: none), or 0 when the session is gone (failed). */
+uint64_t sw__pipe_entry_check(struct sw_pipe *p, struct esess *e, uint64_t now_us);
 /* Stage k of the route is gone: a replica takes its place (or the session fails). */
 void sw__pipe_e_failover(struct sw_pipe *p, struct esess *e, uint32_t k, uint64_t now_us, const char *why);
 /* Opens a whole new route (avoid_old: other nodes than the current ones where possible). */

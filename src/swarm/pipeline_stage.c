@@ -150,7 +150,7 @@ static uint32_t batch_limit(const struct sw_pipe *p)
  * decode) waits while another job runs at the stage, then leaves together with the short
  * steps of the other sessions waiting there (sw_stage_forward_batch). Returns 1 when it
  * closed a session (the caller's list walk must restart), else 0. */
-static int kick(struct sw_pipe *p, struct ssess *s)
+static int kick(struct sw_pipe *p, struct ssess *s, uint64_t now_us)
 {
     if (s->busy || s->dead || !s->qh) return 0;
     if (p->cfg.host.stage && p->cfg.host.stage(p->cfg.host.ud) != s->st) {
@@ -171,6 +171,7 @@ static int kick(struct sw_pipe *p, struct ssess *s)
     j->takes_tokens = s->takes_tokens;
     j->gives_logits = s->gives_logits;
     j->n_embd = s->n_embd;
+    j->submit_us = now_us;
     struct ssess *members[BATCH_MAX];
     if (take_step(s, &j->ent[0], n, len)) {
         free(j);
@@ -212,13 +213,13 @@ static int kick(struct sw_pipe *p, struct ssess *s)
 
 /* Kicks every session with input waiting (after a job ended: the decode steps that waited
  * for the stage go now, as one batch). */
-static void kick_waiting(struct sw_pipe *p)
+static void kick_waiting(struct sw_pipe *p, uint64_t now_us)
 {
     for (int again = 1; again;) {
         again = 0;
         for (struct ssess *x = p->ss; x; x = x->next) {
             if (x->busy || x->dead || !x->qh) continue;
-            if (kick(p, x)) {
+            if (kick(p, x, now_us)) {
                 again = 1; /* the list changed */
                 break;
             }
@@ -264,6 +265,7 @@ static void entry_done(struct sw_pipe *p, const struct sw_pipe_job *j, const str
         return;
     }
     p->st.tokens_computed += e->n;
+    if (e->pos + e->n > s->computed) s->computed = e->pos + e->n;
     if (!s->gives_logits) {
         /* keep the outputs (failover replays them), in the wire dtype, then send */
         size_t need_rows = (size_t)e->pos + e->n;
@@ -349,10 +351,54 @@ static void to_tail(struct sw_pipe *p, uint64_t id)
 void sw_pipe_job_done(struct sw_pipe *p, struct sw_pipe_job *j, uint64_t now_us)
 {
     if (p->jobs) p->jobs--;
+    /* the stage's speed, as the entries will wait for it: wall time per token from submit
+     * to done (a core wait, a test's step delay and batching included) */
+    uint64_t tokens = 0;
+    for (uint32_t i = 0; i < j->n_ent; i++) tokens += j->ent[i].n;
+    if (tokens && now_us > j->submit_us) {
+        uint64_t wall = now_us - j->submit_us, per = wall / tokens;
+        p->us_per_token = p->us_per_token ? (3 * p->us_per_token + per) / 4 : per;
+        p->us_per_step = p->us_per_step ? (3 * p->us_per_step + wall) / 4 : wall;
+    }
     for (uint32_t i = 0; i < j->n_ent; i++) entry_done(p, j, &j->ent[i], now_us);
     for (uint32_t i = 0; i < j->n_ent; i++) to_tail(p, j->ent[i].session);
     job_free(j);
-    kick_waiting(p);
+    kick_waiting(p, now_us);
+    for (struct ssess *x = p->ss; x; x = x->next) /* "done" (or still working) to the entries */
+        if (x->progress_open) sw__pipe_stage_progress(p, x, now_us);
+}
+
+uint64_t sw__pipe_stage_progress(struct sw_pipe *p, struct ssess *s, uint64_t now_us)
+{
+    uint32_t work = s->accepted > s->computed ? s->accepted - s->computed : 0;
+    uint64_t every = s->progress_every_us;
+    if (!work) {
+        if (s->progress_open) { /* done, passed on: the entry now looks downstream */
+            struct sw_pipe_msg m = { .type = SW_PIPE_PROGRESS, .session = s->id, .stage = s->idx, .pos = s->computed };
+            sw__pipe_send(p, s->entry, &m);
+            s->progress_open = 0;
+        }
+        return UINT64_MAX;
+    }
+    if (s->progress_us && now_us - s->progress_us < every) return s->progress_us + every;
+    /* the estimate counts every token and session waiting or running at this stage, the
+     * other sessions' too (they go first, or in the same batch), at the stage's recent
+     * speed: a step costs about a fixed part plus a part per token, and both estimates
+     * are taken whole (an over-estimate: it only delays the "computes nothing" check; a
+     * silent stage is caught by the stall deadline) */
+    uint64_t ahead = 0, steps = 0;
+    for (const struct ssess *x = p->ss; x; x = x->next)
+        if (x->st == s->st && x->accepted > x->computed) {
+            ahead += x->accepted - x->computed;
+            steps += 1 + (x->accepted - x->computed) / MERGE_MAX;
+        }
+    uint64_t est = p->us_per_token * ahead + p->us_per_step * steps;
+    struct sw_pipe_msg m = { .type = SW_PIPE_PROGRESS, .session = s->id, .stage = s->idx, .pos = s->computed,
+                             .n_tokens = work, .compute_us = (uint32_t)SW_MIN(est, (uint64_t)UINT32_MAX) };
+    sw__pipe_send(p, s->entry, &m);
+    s->progress_us = now_us;
+    s->progress_open = 1;
+    return now_us + every;
 }
 
 /* ------------------------------------------------------------------ stage role */
@@ -442,6 +488,8 @@ void sw__pipe_stage_open(struct sw_pipe *p, const uint8_t *from, const struct sw
     s->gives_logits = last;
     s->row_bytes = row_bytes;
     s->last_us = now_us;
+    s->progress_every_us = (uint64_t)(m->progress_ms ? SW_MAX(PROGRESS_MIN_MS, SW_MIN(m->progress_ms, PROGRESS_MS))
+                                                     : PROGRESS_MS) * 1000;
     if (last) {
         int rc = sw_sampler_load(m->blob, m->blob_len, si->n_vocab, &s->smp);
         if (rc) {
@@ -554,7 +602,9 @@ void sw__pipe_stage_input(struct sw_pipe *p, const uint8_t *from, const struct s
     s->qt = c;
     s->accepted = pos + n;
     s->last_us = now_us;
-    kick(p, s);
+    uint64_t id = s->id;
+    kick(p, s, now_us);
+    if ((s = sw__pipe_ss_find(p, id)) != NULL) sw__pipe_stage_progress(p, s, now_us);
 }
 
 void sw__pipe_stage_replay(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m)

@@ -111,6 +111,7 @@ int sw_pipe_msg_encode(const struct sw_pipe_msg *m, struct sw_buf *out)
         if (m->n_stop) sw_buf_append(out, m->stop, (size_t)m->n_stop * 4);
         put32(out, m->blob_len);
         if (m->blob_len) sw_buf_append(out, m->blob, m->blob_len);
+        put32(out, m->progress_ms);
         break;
     case SW_PIPE_OPEN_OK:
         put8(out, m->stage);
@@ -153,6 +154,12 @@ int sw_pipe_msg_encode(const struct sw_pipe_msg *m, struct sw_buf *out)
     }
     case SW_PIPE_CANCEL:
     case SW_PIPE_CLOSE:
+        break;
+    case SW_PIPE_PROGRESS:
+        put8(out, m->stage);
+        put32(out, m->pos);
+        put32(out, m->n_tokens);
+        put32(out, m->compute_us);
         break;
     case SW_PIPE_REPLAY:
         if (!m->n_stages || m->n_stages > SW_PIPE_MAX_STAGES || !m->route) return SW_EINVAL;
@@ -280,6 +287,7 @@ int sw_pipe_msg_decode(const uint8_t *p, size_t len, struct sw_pipe_msg *m, char
         if (r.field) break;
         if (m->blob_len > SW_PIPE_MAX_BLOB) BAD(SW_ETOOBIG, "OPEN: sampler state of %u bytes (cap %u)", m->blob_len, SW_PIPE_MAX_BLOB);
         m->blob = gbytes(&r, m->blob_len, "blob");
+        m->progress_ms = g32(&r, "progress_ms");
         if (!m->n_ctx) BAD(SW_ECORRUPT, "OPEN: n_ctx 0");
         if (m->n_known > m->n_ctx || m->max_pos > m->n_ctx) BAD(SW_ECORRUPT, "OPEN: positions past n_ctx");
         break;
@@ -325,6 +333,14 @@ int sw_pipe_msg_decode(const uint8_t *p, size_t len, struct sw_pipe_msg *m, char
         if (m->blob_len > SW_PIPE_MAX_BLOB) BAD(SW_ETOOBIG, "TOKEN_OUT: sampler state of %u bytes (cap %u)", m->blob_len, SW_PIPE_MAX_BLOB);
         m->blob = gbytes(&r, m->blob_len, "blob");
         if (m->token < 0) BAD(SW_ECORRUPT, "TOKEN_OUT: negative token %d", m->token);
+        break;
+    case SW_PIPE_PROGRESS:
+        m->stage = g8(&r, "stage");
+        m->pos = g32(&r, "pos");
+        m->n_tokens = g32(&r, "n_tokens");
+        m->compute_us = g32(&r, "compute_us");
+        if (!r.field && m->stage >= SW_PIPE_MAX_STAGES)
+            BAD(SW_ECORRUPT, "PROGRESS: stage %u (at most %u stages)", m->stage, SW_PIPE_MAX_STAGES);
         break;
     case SW_PIPE_ERROR:
         m->stage = g8(&r, "stage");

@@ -443,7 +443,8 @@ struct sw_pipe_request {
     uint32_t n_ctx;            /* 0: n_prompt + n_predict */
     int want_logits;           /* TOKEN_OUT carries logits (tests; costs n_vocab x 4 bytes) */
     int ignore_eos;
-    uint32_t deadline_ms;      /* no progress for this long: the route is rebuilt; 0: 10000 */
+    uint32_t deadline_ms;      /* no sign of life from the route (OPEN_OK, PROGRESS, a token) this
+                                  long: the route is rebuilt; 0: 5000 */
 };
 
 /* ------------------------------------------------- pipeline on a node */

@@ -2,6 +2,7 @@
  * (every refusal names its field), UTF-8 and stop-string hold-back over token-sized pieces,
  * SSE framing, and whole HTTP exchanges against a fake backend (completions, chat, streams,
  * a client leaving mid-stream, errors), on a real server on 127.0.0.1. */
+#include <ctype.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -375,6 +376,34 @@ static int post(uint16_t port, const char *path, const char *body, char **out, i
                         sizeof err);
 }
 
+static size_t hdr_cb(char *b, size_t sz, size_t n, void *ud)
+{
+    struct sw_buf *h = ud;
+    sw_buf_append(h, b, sz * n);
+    return sz * n;
+}
+
+/* The response headers of a POST (lower-cased), body discarded. */
+static void post_headers(uint16_t port, const char *path, const char *body, struct sw_buf *h)
+{
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u%s", port, path);
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, hdr_cb);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, h);
+    FILE *devnull = fopen("/dev/null", "w");
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, devnull);
+    curl_easy_perform(c);
+    curl_easy_cleanup(c);
+    fclose(devnull);
+    for (size_t i = 0; i < h->len; i++) h->data[i] = (uint8_t)tolower(h->data[i]);
+    sw_buf_append_byte(h, 0);
+}
+
 /* "hé<END>x" as byte tokens, then EOG */
 #define T(c) ((int32_t)(uint8_t)(c) + 1)
 static const int32_t SCRIPT[] = { T('h'), T('\xc3'), T('\xa9'), T(' '), T('w'), T('o'), T('r'), T('l'), T('d'),
@@ -471,6 +500,19 @@ static void test_http(void)
     f.open_rc = SW_ENOTFOUND;
     CHECK_EQ_INT(post(port, "/v1/completions", "{\"prompt\":\"a\"}", &body, &status), 0);
     CHECK_MSG(status == 503 && strstr(body, "shard 3"), "%d %s", status, body);
+    free(body);
+    /* every node of a shard refused (busy): 429 (and Retry-After); a route that failed: 502 */
+    f.open_rc = SW_EBUSY;
+    CHECK_EQ_INT(post(port, "/v1/completions", "{\"prompt\":\"a\"}", &body, &status), 0);
+    CHECK_MSG(status == 429 && strstr(body, "swarm_busy") && strstr(body, "no route"), "%d %s", status, body);
+    free(body);
+    struct sw_buf hdrs = { 0 };
+    post_headers(port, "/v1/completions", "{\"prompt\":\"a\"}", &hdrs);
+    CHECK_MSG(strstr((const char *)hdrs.data, "retry-after: 2"), "headers: %s", (const char *)hdrs.data);
+    sw_buf_free(&hdrs);
+    f.open_rc = SW_ETIMEDOUT;
+    CHECK_EQ_INT(post(port, "/v1/completions", "{\"prompt\":\"a\"}", &body, &status), 0);
+    CHECK_MSG(status == 502 && strstr(body, "route_failed") && strstr(body, "no route"), "%d %s", status, body);
     free(body);
     f.open_rc = 0;
     /* a client that leaves mid-stream: the generation is cancelled, the server goes on */

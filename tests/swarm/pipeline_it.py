@@ -21,6 +21,12 @@ Cases (issue 7, item 5):
   text        a text prompt with no --tokenizer: the client finds a shard of the model in
               --cache DIR/shards and uses its tokenizer (same ids as single-process); with
               neither, the tokenizer comes from the swarm (same ids)
+  longstep    shard 1's node takes 1.5 s per step (--step-delay-us), the client's deadline is
+              1 s: the steps are work, not stalls (PROGRESS), no route is rebuilt, the tokens
+              equal single-process
+  stop        a replica of shard 2; SIGSTOP of the node serving shard 2 mid-generation (its
+              connection stays up): the entry sees the stall within its deadline (1.5 s)
+              and the replica finishes with the same 200 tokens
   swap        a replica of shard 2; an owner-signed LOAD_SHARD moves the node serving shard 2
               to shard 3 mid-generation: the node releases its stage (freed only once no
               pipeline job runs on it), the session fails over, the same 200 tokens
@@ -338,6 +344,52 @@ def case_text():
         print("text: %d tokens identical with the tokenizer of a cached shard" % len(got), file=sys.stderr)
 
 
+def case_longstep():
+    S.node_supported()
+    with harness.Procs() as procs:
+        m = stories()
+        nodes, boot = start_swarm(procs, m, extra_for={"n1": ["--step-delay-us", "1500000"]})
+        ref = reference(PROMPT, 3)
+        t0 = time.time()
+        c = client(procs, m, boot, "client", PROMPT, 3, ["--deadline-ms", "1000"])
+        rc = wait_exit(c)
+        check(rc == 0, "client failed (rc %s):\n%s" % (rc, c.output()[-3000:]))
+        check(client_ids(c) == ref, "tokens differ:\n ref %s\n got %s" % (ref, client_ids(c)))
+        opened = len(re.findall(r"stage 1 of 4 opened", nodes["n1"].proc.output()))
+        check(opened == 1, "shard 1 was opened %d times (a step was taken for a stall)" % opened)
+        print("longstep: 3 steps of 1.5 s with a 1 s deadline: %d identical tokens in %.1f s" %
+              (len(ref), time.time() - t0), file=sys.stderr)
+
+
+def case_stop():
+    S.node_supported()
+    with harness.Procs() as procs:
+        m = stories()
+        nodes, boot = start_swarm(procs, m, replicas=[2], first_extra=["--step-delay-us", "5000"])
+        ref = reference(PROMPT, N_GEN)
+        c = client(procs, m, boot, "client", PROMPT, N_GEN, ["--deadline-ms", "1500"])
+        victim = serving_shard2(nodes, c)
+        survivor = "r2" if victim == "n2" else "n2"
+        deadline = time.time() + 60
+        while len(client_ids(c)) < 40 and time.time() < deadline and c.alive():
+            time.sleep(0.01)
+        n_before = len(client_ids(c))
+        check(c.alive() and n_before < N_GEN, "generation ended before the stop (%d tokens)" % n_before)
+        t0 = time.time()
+        nodes[victim].proc.signal(signal.SIGSTOP)
+        try:
+            nodes[survivor].proc.wait_for(r"stage 2 of 4 opened", timeout=20)
+            took = time.time() - t0
+            rc = wait_exit(c)
+        finally:
+            nodes[victim].proc.signal(signal.SIGCONT)
+        check(rc == 0, "client failed (rc %s):\n%s" % (rc, c.output()[-3000:]))
+        check(client_ids(c) == ref, "tokens differ after the stop")
+        check(took < 6, "the stall was seen after %.1f s (deadline 1.5 s)" % took)
+        print("stop: %s stopped after %d tokens; the replica took over %.1f s later; %d identical tokens" %
+              (victim, n_before, took, N_GEN), file=sys.stderr)
+
+
 def client_text(procs, model, boot, name, text, extra):
     args = [harness.BIN, "generate", "--swarm", "--bootstrap", "127.0.0.1:%d" % boot, "--model", model.torrent,
             "-p", text, "-n", "30", "--temp", "0", "--ids", "--ignore-eos", "--wait", "60"] + list(extra)
@@ -354,5 +406,6 @@ def case_swap():
 
 if __name__ == "__main__":
     cases = {"equal": case_equal, "kill": case_kill, "concurrent": case_concurrent, "refusal": case_refusal,
-             "cancel": case_cancel, "leave": case_leave, "swap": case_swap, "text": case_text}
+             "cancel": case_cancel, "leave": case_leave, "swap": case_swap, "text": case_text,
+             "longstep": case_longstep, "stop": case_stop}
     harness.main_cases(cases)

@@ -94,6 +94,21 @@ static void test_wire(void)
     roundtrip(&c);
     struct sw_pipe_msg ok = { .type = SW_PIPE_OPEN_OK, .session = 5, .stage = 1 };
     roundtrip(&ok);
+    struct sw_pipe_msg pr = { .type = SW_PIPE_PROGRESS, .session = 5, .stage = 2, .pos = 64, .n_tokens = 128,
+                              .compute_us = 15000000 };
+    roundtrip(&pr);
+    {
+        struct sw_buf b;
+        sw_buf_init(&b);
+        CHECK_EQ_INT(sw_pipe_msg_encode(&pr, &b), 0);
+        struct sw_pipe_msg d;
+        CHECK_EQ_INT(sw_pipe_msg_decode(b.data, b.len, &d, NULL, 0), 0);
+        CHECK_EQ_INT(d.stage, 2);
+        CHECK_EQ_INT(d.compute_us, 15000000);
+        b.data[3 + 8] = SW_PIPE_MAX_STAGES; /* a stage index no route has */
+        CHECK_EQ_INT(sw_pipe_msg_decode(b.data, b.len, &d, NULL, 0), SW_ECORRUPT);
+        sw_buf_free(&b);
+    }
 
     /* versions, kinds, caps */
     struct sw_pipe_msg d;
@@ -161,6 +176,8 @@ struct net {
     int kill_node;          /* kill this node when ... */
     uint32_t kill_after;    /* ... this many tokens were received by any session */
     uint32_t tokens_seen;
+    int hold_node;          /* a job of this node stays queued (a long step) while hold */
+    int hold;
 };
 
 static int node_of(struct net *net, const uint8_t *id)
@@ -282,6 +299,7 @@ static void net_run(struct net *net, uint64_t max_steps)
             continue;
         }
         if (net->jh) {
+            if (net->hold && net->jh->node == net->hold_node) return; /* still computing */
             struct qjob *q = net->jh;
             net->jh = q->next;
             if (!net->jh) net->jt = NULL;
@@ -942,6 +960,91 @@ static void test_stall(void)
     free(prompt);
 }
 
+/* Every node's timers, every 100 ms of net time for `ms`, delivering what they send. */
+static void net_tick_for(struct net *net, uint32_t ms, struct tnode *entry, uint64_t *failover_at)
+{
+    for (uint32_t t = 0; t < ms; t += 100) {
+        net->now += 100000;
+        for (int i = 0; i < net->n; i++)
+            if (!net->nodes[i].down) sw_pipe_tick(net->nodes[i].pipe, net->now);
+        if (failover_at && !*failover_at && sw_pipe_stats(entry->pipe).failovers) *failover_at = net->now;
+        net_run(net, 100000);
+    }
+}
+
+/* A step far longer than the entry's deadline (5 s) is work, not a stall: the stage that
+ * holds it says so (PROGRESS, about once a second) and the session finishes with the tokens
+ * of single-process, no route rebuilt. A stage frozen while it holds such a step is still
+ * caught within the deadline, and the error names the shard, the node and what it did. */
+static void test_long_step(void)
+{
+    uint32_t n_prompt;
+    int32_t *prompt = encode("Once upon a time, there was a little girl", &n_prompt);
+    struct sw_sampler_params sp;
+    sw_sampler_params_default(&sp);
+    sp.temperature = 0;
+    int32_t ref[40];
+    reference(prompt, n_prompt, &sp, 40, ref, NULL);
+    struct net net;
+    struct tnode *entry = make_net(&net, 0, 0);
+    net.hold_node = 2; /* shard 1: its first step takes 30 s */
+    net.hold = 1;
+    struct got g;
+    memset(&g, 0, sizeof g);
+    uint64_t sid;
+    char msg[256];
+    CHECK_EQ_INT(open_session(&net, entry, prompt, n_prompt, &sp, 40, SW_PIPE_F32, 0, &g, &sid, msg, sizeof msg), 0);
+    net_run(&net, 10000000);
+    CHECK_MSG(net.jh && net.jh->node == 2 && g.n == 0, "the long step is not held (%u tokens)", g.n);
+    net_tick_for(&net, 30000, entry, NULL);
+    CHECK_MSG(!g.ended, "the session ended during the long step: %s", g.msg);
+    CHECK_EQ_INT(sw_pipe_stats(entry->pipe).failovers, 0);
+    net.hold = 0;
+    net_run(&net, 10000000);
+    CHECK_MSG(g.ended && g.rc == 0 && g.n == 40, "after the long step: %u tokens rc %d %s", g.n, g.rc, g.msg);
+    CHECK_MSG(!memcmp(g.toks, ref, sizeof ref), "tokens differ after the long step");
+    CHECK_EQ_INT(sw_pipe_stats(entry->pipe).failovers, 0);
+    net_free(&net);
+
+    /* frozen (SIGSTOP) while it holds the long step: caught within the deadline of its last
+     * PROGRESS; the replica finishes with the same tokens */
+    entry = make_net(&net, 1, 0);
+    net.hold_node = 2;
+    net.hold = 1;
+    memset(&g, 0, sizeof g);
+    CHECK_EQ_INT(open_session(&net, entry, prompt, n_prompt, &sp, 40, SW_PIPE_F32, 0, &g, &sid, msg, sizeof msg), 0);
+    net_run(&net, 10000000);
+    net_tick_for(&net, 3000, entry, NULL);
+    net.nodes[2].frozen = 1;
+    uint64_t frozen_at = net.now, failover_at = 0;
+    net_tick_for(&net, 10000, entry, &failover_at);
+    CHECK_MSG(failover_at && failover_at - frozen_at <= 6200000, "stall seen after %.1f s",
+              failover_at ? (double)(failover_at - frozen_at) / 1e6 : -1.0);
+    net.hold = 0;
+    net_run(&net, 10000000);
+    CHECK_MSG(g.ended && g.rc == 0 && g.n == 40, "after the stall: %u tokens rc %d %s", g.n, g.rc, g.msg);
+    CHECK_MSG(!memcmp(g.toks, ref, sizeof ref), "tokens differ after the stall");
+    net_free(&net);
+
+    /* no replica: the route fails, and says where and what */
+    entry = make_net(&net, 0, 0);
+    net.hold_node = 2;
+    net.hold = 1;
+    memset(&g, 0, sizeof g);
+    CHECK_EQ_INT(open_session(&net, entry, prompt, n_prompt, &sp, 40, SW_PIPE_F32, 0, &g, &sid, msg, sizeof msg), 0);
+    net_run(&net, 10000000);
+    net_tick_for(&net, 2000, entry, NULL);
+    net.nodes[2].frozen = 1;
+    net_tick_for(&net, 40000, entry, NULL);
+    CHECK_MSG(g.ended && g.rc == SW_ETIMEDOUT, "frozen without replica: rc %d %s", g.rc, g.msg);
+    char want[96], ids[16];
+    snprintf(want, sizeof want, "shard 1: node %s stopped answering for ", sw_node_id_short(net.nodes[2].id, ids, sizeof ids));
+    CHECK_MSG(strstr(g.msg, want) && strstr(g.msg, "while computing"), "the error: %s", g.msg);
+    net.hold = 0;
+    net_free(&net);
+    free(prompt);
+}
+
 /* A node that gives up its stage (LOAD_SHARD to another shard) mid-session: the entry
  * fails over to a replica as for a lost node. */
 static void test_drop_stage(void)
@@ -1228,6 +1331,7 @@ int main(void)
     RUN_IF(test_bad_input);
     RUN_IF(test_failover);
     RUN_IF(test_stall);
+    RUN_IF(test_long_step);
     RUN_IF(test_drop_stage);
     RUN_IF(test_cancel_and_evict);
     teardown_model();
