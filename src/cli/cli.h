@@ -60,6 +60,10 @@ int sw_cli_sampler_flag(const char *cmd, const char *flag, const char *v, struct
 /* Token ids separated by spaces, commas or newlines (each 0..INT32_MAX) into a malloc'd
  * array the caller frees. SW_EINVAL on anything else, SW_ENOMEM. */
 int sw_cli_parse_ids(const char *s, int32_t **ids_out, size_t *n_out);
+/* The synthetic prompt of --prompt-len (benchmarks), the same for `generate` and
+ * `generate --swarm`: n ids spread over the vocabulary by a fixed generator, the first one
+ * BOS when bos >= 0. ids holds n. */
+void sw_cli_synth_prompt(uint32_t n_vocab, int32_t bos, int32_t *ids, uint32_t n);
 /* "host:port" (IPv4 literal or name; port 1..65535). host_out holds >= 256 bytes. */
 int sw_cli_parse_hostport(const char *cmd, const char *flag, const char *s, char *host_out,
                           uint16_t *port_out);

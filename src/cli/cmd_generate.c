@@ -118,14 +118,7 @@ static int prompt_tokens(const char *cmd, const struct gen_args *a, const struct
         /* BOS (when the model has one) and then ids spread over the vocabulary. */
         *ids = malloc(a->prompt_len * sizeof **ids);
         if (!*ids) return sw_cli_fail(cmd, "out of memory");
-        int32_t bos = tok ? sw_tok_bos(tok) : -1;
-        uint64_t x = 12345;
-        for (uint32_t i = 0; i < a->prompt_len; i++) {
-            x = x * 6364136223846793005ull + 1442695040888963407ull;
-            (*ids)[i] = (int32_t)((x >> 33) % (n_vocab > 300 ? n_vocab - 300 : n_vocab)) +
-                        (n_vocab > 300 ? 259 : 0);
-        }
-        if (bos >= 0 && !a->no_bos) (*ids)[0] = bos;
+        sw_cli_synth_prompt(n_vocab, tok && !a->no_bos ? sw_tok_bos(tok) : -1, *ids, a->prompt_len);
         *n = a->prompt_len;
         return 0;
     }

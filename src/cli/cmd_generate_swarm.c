@@ -6,6 +6,8 @@
  * loaded node's shard header, verified against the torrent's piece hashes).
  * Not for: single-process generation (cmd_generate.c). */
 #include <dirent.h>
+#include <errno.h>
+#include <ftw.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -69,7 +71,7 @@ struct gs {
     struct sw_node *node;
     struct sw_pipe_node *pn;
     uv_timer_t timer;
-    uv_signal_t sig;
+    uv_signal_t sig, sig_term;
     int handles;
     struct sw_tok *tok;
     struct sw_tok_stream ts;
@@ -258,16 +260,12 @@ static int prepare(struct gs *g)
     }
     uint32_t n_vocab = g->tok ? sw_tok_n_vocab(g->tok) : 0;
     if (a->prompt_len) {
-        uint32_t nv = n_vocab ? n_vocab : 256;
+        /* the same synthetic prompt as `generate --prompt-len`: it needs the model's
+         * vocabulary size and BOS, so the tokenizer (need_tok 1) */
+        if (!g->tok) return sw_cli_fail(cmd, "--prompt-len needs the model's tokenizer");
         g->ids = malloc(a->prompt_len * sizeof *g->ids);
         if (!g->ids) return sw_cli_fail(cmd, "out of memory");
-        uint64_t x = 12345; /* the same synthetic prompt as `generate --prompt-len` */
-        for (uint32_t i = 0; i < a->prompt_len; i++) {
-            x = x * 6364136223846793005ull + 1442695040888963407ull;
-            g->ids[i] = (int32_t)((x >> 33) % (nv > 300 ? nv - 300 : nv)) + (nv > 300 ? 259 : 0);
-        }
-        int32_t bos = g->tok ? sw_tok_bos(g->tok) : -1;
-        if (bos >= 0 && !a->no_bos) g->ids[0] = bos;
+        sw_cli_synth_prompt(n_vocab, a->no_bos ? -1 : sw_tok_bos(g->tok), g->ids, a->prompt_len);
         g->n_prompt = a->prompt_len;
     } else if (!a->prompt_ids) {
         const char *p = g->prompt_text ? (const char *)g->prompt_text : a->prompt;
@@ -334,6 +332,8 @@ static void finish(struct gs *g)
     uv_close((uv_handle_t *)&g->timer, on_closed);
     uv_signal_stop(&g->sig);
     uv_close((uv_handle_t *)&g->sig, on_closed);
+    uv_signal_stop(&g->sig_term);
+    uv_close((uv_handle_t *)&g->sig_term, on_closed);
     if (g->pn && g->fetching) sw_pipe_node_fetch_cancel(g->pn, g->fetch_id); /* on_header(SW_ECLOSED) */
     if (g->pn) sw_pipe_node_detach(g->pn, after_detach, g);
     else sw_node_stop(g->node, NULL, NULL);
@@ -424,7 +424,7 @@ static void on_header(void *ud, int rc, struct sw_shard_header *h, const char *m
         sw_shard_header_free(h);
     } else if (g->need_tok == 1) {
         g->fatal = sw_cli_fail("generate --swarm",
-                               "-p/-f need the model's tokenizer and none came from the swarm: %s. Pass --tokenizer "
+                               "-p/-f/--prompt-len need the model's tokenizer and none came from the swarm: %s. Pass --tokenizer "
                                "FILE (any shard of the model), --cache DIR holding a shard, or give --prompt-ids",
                                msg ? msg : sw_strerror(rc));
         finish(g);
@@ -497,6 +497,20 @@ static void on_signal(uv_signal_t *s, int signum)
     finish(g);
 }
 
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    if (remove(path)) sw_log(SW_LOG_WARN, "GEN", "cannot remove %s from the temporary cache", path);
+    return 0;
+}
+
+/* Removes the light client's temporary cache folder and everything the node put in it. */
+static void remove_tmpdir(const char *dir)
+{
+    if (dir[0] && nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS))
+        sw_log(SW_LOG_WARN, "GEN", "cannot remove the temporary cache %s", dir);
+}
+
 static void close_any(uv_handle_t *h, void *ud)
 {
     (void)ud;
@@ -534,12 +548,12 @@ int sw_cli_generate_swarm(int argc, char **argv)
             status = sw_cli_fail(cmd, "%s: tokenizer: %s", a->tokenizer, err[0] ? err : sw_strerror(rc));
             goto out;
         }
-    } else if (a->cache && (a->prompt || a->prompt_file || !a->print_ids)) {
+    } else if (a->cache && (a->prompt || a->prompt_file || a->prompt_len || !a->print_ids)) {
         char found[1024] = "";
         if (!find_tokenizer(a, &g->tok, found, sizeof found)) sw_log(SW_LOG_INFO, "GEN", "tokenizer from %s", found);
     }
-    if (!g->tok && (a->prompt || a->prompt_file)) g->need_tok = 1;         /* text in: required */
-    else if (!g->tok && !a->print_ids && !a->prompt_len) g->need_tok = 2;  /* text out: wanted */
+    if (!g->tok && (a->prompt || a->prompt_file || a->prompt_len)) g->need_tok = 1; /* prompt: required */
+    else if (!g->tok && !a->print_ids) g->need_tok = 2;                              /* text out: wanted */
     /* usage and file errors before joining */
     if (a->prompt_ids && (sw_cli_parse_ids(a->prompt_ids, &g->ids, &g->n_prompt) || !g->n_prompt)) {
         status = sw_cli_usage_error(cmd, "--prompt-ids expects token ids separated by spaces");
@@ -561,11 +575,15 @@ int sw_cli_generate_swarm(int argc, char **argv)
         goto out;
     }
     if (!a->cache) {
-        snprintf(tmpdir, sizeof tmpdir, "/tmp/sw-client-XXXXXX");
-        if (!mkdtemp(tmpdir)) {
-            status = sw_cli_fail(cmd, "cannot create a temporary cache folder");
+        const char *td = getenv("TMPDIR");
+        char tmpl[256];
+        snprintf(tmpl, sizeof tmpl, "%s/sw-client-XXXXXX", td && td[0] && strlen(td) < 200 ? td : "/tmp");
+        if (!mkdtemp(tmpl)) {
+            status = sw_cli_fail(cmd, "cannot create a temporary cache folder in %s: %s", td && td[0] ? td : "/tmp",
+                                 strerror(errno));
             goto out;
         }
+        snprintf(tmpdir, sizeof tmpdir, "%s", tmpl); /* removed at the end, whatever the end */
     }
 
     /* a node holding no shard: it only joins, watches the view and carries sessions */
@@ -597,10 +615,12 @@ int sw_cli_generate_swarm(int argc, char **argv)
     g->deadline = g->t_start + (uint64_t)a->wait_s * 1000;
     uv_timer_init(&g->loop, &g->timer);
     uv_signal_init(&g->loop, &g->sig);
-    g->timer.data = g->sig.data = g;
-    g->handles = 2;
+    uv_signal_init(&g->loop, &g->sig_term);
+    g->timer.data = g->sig.data = g->sig_term.data = g;
+    g->handles = 3;
     uv_timer_start(&g->timer, on_timer, 50, 50);
     uv_signal_start(&g->sig, on_signal, SIGINT);
+    uv_signal_start(&g->sig_term, on_signal, SIGTERM); /* a clean end: the temporary cache goes */
     uv_run(&g->loop, UV_RUN_DEFAULT);
     uv_walk(&g->loop, close_any, NULL);
     uv_run(&g->loop, UV_RUN_DEFAULT);
@@ -632,6 +652,7 @@ int sw_cli_generate_swarm(int argc, char **argv)
         status = SW_EXIT_OK;
     }
 out:
+    remove_tmpdir(tmpdir);
     if (g->lf && fclose(g->lf) != 0 && status == SW_EXIT_OK) status = sw_cli_fail(cmd, "%s: write failed", a->logits_out);
     if (g->tf && fclose(g->tf) != 0 && status == SW_EXIT_OK) status = sw_cli_fail(cmd, "%s: write failed", a->token_times);
     sw_buf_free(&g->text);

@@ -172,6 +172,16 @@ int sw_cli_parse_ids(const char *s, int32_t **ids_out, size_t *n_out)
     return 0;
 }
 
+void sw_cli_synth_prompt(uint32_t n_vocab, int32_t bos, int32_t *ids, uint32_t n)
+{
+    uint64_t x = 12345;
+    for (uint32_t i = 0; i < n; i++) { /* ids 259.. keep clear of byte and control tokens */
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        ids[i] = (int32_t)((x >> 33) % (n_vocab > 300 ? n_vocab - 300 : n_vocab)) + (n_vocab > 300 ? 259 : 0);
+    }
+    if (bos >= 0 && n) ids[0] = bos;
+}
+
 int sw_cli_parse_hostport(const char *cmd, const char *flag, const char *s, char *host_out,
                           uint16_t *port_out)
 {

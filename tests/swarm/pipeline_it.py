@@ -27,6 +27,10 @@ Cases (issue 7, item 5):
   stop        a replica of shard 2; SIGSTOP of the node serving shard 2 mid-generation (its
               connection stays up): the entry sees the stall within its deadline (1.5 s)
               and the replica finishes with the same 200 tokens
+  promptlen   `generate --swarm --prompt-len 24` builds the prompt of `generate --prompt-len
+              24` (the model's vocabulary and BOS): the same tokens
+  tmpdir      a light client (no --cache) leaves no sw-client-* folder behind: after a normal
+              end, SIGINT, SIGTERM mid-generation, and a failure (no swarm within --wait)
   swap        a replica of shard 2; an owner-signed LOAD_SHARD moves the node serving shard 2
               to shard 3 mid-generation: the node releases its stage (freed only once no
               pipeline job runs on it), the session fails over, the same 200 tokens
@@ -390,6 +394,58 @@ def case_stop():
               (victim, n_before, took, N_GEN), file=sys.stderr)
 
 
+def case_promptlen():
+    S.node_supported()
+    with harness.Procs() as procs:
+        m = stories()
+        nodes, boot = start_swarm(procs, m)
+        r = harness.run([harness.BIN, "generate", "-m", harness.shared_model(), "--prompt-len", "24", "-n", "12",
+                         "--temp", "0", "--ids", "--ignore-eos", "-t", "1"], timeout=120, check_rc=0)
+        ref = r.stdout.split()
+        args = [harness.BIN, "generate", "--swarm", "--bootstrap", "127.0.0.1:%d" % boot, "--model", m.torrent,
+                "--prompt-len", "24", "-n", "12", "--temp", "0", "--ids", "--ignore-eos", "--wait", "60"]
+        c = procs.start("client", args)
+        rc = wait_exit(c)
+        check(rc == 0, "client failed (rc %s):\n%s" % (rc, c.output()[-3000:]))
+        check(client_ids(c) == ref, "--prompt-len: tokens differ:\n ref %s\n got %s" % (ref, client_ids(c)))
+        print("promptlen: 12 tokens identical after a 24-token synthetic prompt", file=sys.stderr)
+
+
+def case_tmpdir():
+    S.node_supported()
+    with harness.Procs() as procs:
+        m = stories()
+        nodes, boot = start_swarm(procs, m, first_extra=["--step-delay-us", "5000"])
+        td = harness.tmpdir("sw-pipe-tmp-")
+        env = {"TMPDIR": td}
+
+        def light(name, n, extra=(), bootport=boot):
+            args = [harness.BIN, "generate", "--swarm", "--bootstrap", "127.0.0.1:%d" % bootport, "--model", m.torrent,
+                    "--prompt-ids", PROMPT, "-n", str(n), "--temp", "0", "--ids", "--ignore-eos"] + list(extra)
+            return procs.start(name, args, env=env)
+
+        def left(what):
+            rest = os.listdir(td)
+            check(rest == [], "%s left %s in TMPDIR" % (what, rest))
+
+        c = light("ok", 20, ["--wait", "60"])
+        check(wait_exit(c) == 0, "client failed:\n%s" % c.output()[-2000:])
+        left("a normal end")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            c = light("sig%d" % sig, N_GEN, ["--wait", "60"])
+            deadline = time.time() + 60
+            while len(client_ids(c)) < 10 and time.time() < deadline and c.alive():
+                time.sleep(0.01)
+            check(c.alive() and os.listdir(td), "no running client with a temporary folder")
+            c.signal(sig)
+            wait_exit(c, 30)
+            left("signal %d" % sig)
+        c = light("nobody", 5, ["--wait", "1"], harness.free_port())
+        check(wait_exit(c, 30) != 0, "a client with no swarm succeeded")
+        left("a failure")
+        print("tmpdir: nothing left after an end, SIGINT, SIGTERM and a failure", file=sys.stderr)
+
+
 def client_text(procs, model, boot, name, text, extra):
     args = [harness.BIN, "generate", "--swarm", "--bootstrap", "127.0.0.1:%d" % boot, "--model", model.torrent,
             "-p", text, "-n", "30", "--temp", "0", "--ids", "--ignore-eos", "--wait", "60"] + list(extra)
@@ -407,5 +463,5 @@ def case_swap():
 if __name__ == "__main__":
     cases = {"equal": case_equal, "kill": case_kill, "concurrent": case_concurrent, "refusal": case_refusal,
              "cancel": case_cancel, "leave": case_leave, "swap": case_swap, "text": case_text,
-             "longstep": case_longstep, "stop": case_stop}
+             "longstep": case_longstep, "stop": case_stop, "promptlen": case_promptlen, "tmpdir": case_tmpdir}
     harness.main_cases(cases)
