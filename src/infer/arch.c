@@ -41,7 +41,8 @@ static int common_hparams(struct sw__loader *L, int ff_required, const struct sw
     if ((rc = sw__get_u32(L, "attention.value_length", &val_len, 0, key_len))) return rc;
     if (key_len != val_len || key_len == 0 || key_len % 2 || key_len > 1024)
         return sw_errf(L->err, L->err_len, SW_EUNSUPPORTED,
-                    "%s: head size %u (key) / %u (value) is not supported", L->path, key_len, val_len);
+                    "%s: head size %s.attention.key_length %u / value_length %u is not supported "
+                    "(equal, even, <= 1024)", L->path, in->arch, key_len, val_len);
     in->head_dim = key_len;
     if ((rc = sw__get_u32(L, "rope.dimension_count", &in->n_rot, 0, in->head_dim))) return rc;
     if (in->n_rot == 0 || in->n_rot > in->head_dim || in->n_rot % 2)
@@ -175,10 +176,11 @@ static int bind_llama_family(struct sw__loader *L, struct sw__layer *ly, uint32_
         return 0;
     }
     const int64_t X = hp->n_expert, FX = hp->n_ff_exp;
-    if ((rc = sw__bind_matrix(L, &ly->gate_inp, BLK("ffn_gate_inp.weight"), E, X, 1))) return rc;
+    /* The stacks first: a count that disagrees with expert_count is named as such. */
     if ((rc = sw__bind_experts(L, &ly->gate_exps, BLK("ffn_gate_exps.weight"), E, FX, X))) return rc;
     if ((rc = sw__bind_experts(L, &ly->up_exps, BLK("ffn_up_exps.weight"), E, FX, X))) return rc;
     if ((rc = sw__bind_experts(L, &ly->down_exps, BLK("ffn_down_exps.weight"), FX, E, X))) return rc;
+    if ((rc = sw__bind_matrix(L, &ly->gate_inp, BLK("ffn_gate_inp.weight"), E, X, 1))) return rc;
     if (hp->n_ff_shexp) {
         const int64_t FS = hp->n_ff_shexp;
         if ((rc = sw__bind_matrix(L, &ly->gate_sh, BLK("ffn_gate_shexp.weight"), E, FS, 1))) return rc;

@@ -201,6 +201,11 @@ struct sw_synth_preset {
     float rope_freq_base, rms_eps;
     int tied;               /* no output.weight: logits from token_embd */
     const char *vocab;      /* default vocabulary file, relative to <shared data>/vocab/ */
+    /* appended features (0: absent) */
+    uint32_t head_dim;      /* attention.key_length; 0: n_embd / n_head */
+    uint32_t n_expert, n_expert_used; /* mixture of experts (llama: Mixtral style) */
+    uint32_t n_ff_exp;      /* one expert's FFN width */
+    uint32_t n_ff_shexp;    /* the shared expert's width (qwen2moe) */
 };
 
 /* NULL-terminated table of presets; sw_synth_preset_find returns NULL for an unknown name. */

@@ -12,7 +12,11 @@
 
 #include "infer/infer.h"
 #include "infer/kernels.h"
+#include "infer/stage_impl.h" /* the architecture table (arch.c): which tensors a row has */
 
+/* Rows may stop after the vocab column: the feature columns after it default to 0 (absent). */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 static const struct sw_synth_preset PRESETS[] = {
     /* name             arch     embd layers head kv  ff    vocab   ctx    rope base  eps  tied vocab file */
     { "nano",           "llama",  256,  2,   4,  2,   512,   512,   512,  10000.0f, 1e-5f, 0, "../models/stories260K.gguf" },
@@ -23,8 +27,16 @@ static const struct sw_synth_preset PRESETS[] = {
     { "tinyllama-1.1b", "llama", 2048, 22,  32,  4,  5632, 32000,  2048,  10000.0f, 1e-5f, 0, "ggml-vocab-llama-spm.gguf" },
     { "llama2-7b",      "llama", 4096, 32,  32, 32, 11008, 32000,  4096,  10000.0f, 1e-5f, 0, "ggml-vocab-llama-spm.gguf" },
     { "qwen2-0.5b",     "qwen2",  896, 24,  14,  2,  4864, 151936, 32768, 1000000.0f, 1e-6f, 1, "ggml-vocab-deepseek-llm.gguf" },
-    { NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL },
+    /* name             arch        embd layers head kv  ff    vocab   ctx    rope base  eps  tied vocab file  head_dim experts used ff_exp ff_shexp */
+    { "moe-nano",       "llama",     256,  2,   4,  2,   256,   512,   512,  10000.0f, 1e-5f, 0, "../models/stories260K.gguf", 0, 4, 2, 0, 0 },
+    { "qwen2moe-nano",  "qwen2moe",  256,  2,   4,  2,   512,   512,   512, 1000000.0f, 1e-6f, 0, "../models/stories260K.gguf", 0, 4, 2, 256, 512 },
+    { "qwen3-nano",     "qwen3",     256,  2,   4,  2,   512,   512,   512, 1000000.0f, 1e-6f, 1, "../models/stories260K.gguf", 128, 0, 0, 0, 0 },
+    { "qwen3moe-nano",  "qwen3moe",  256,  2,   4,  2,   768,   512,   512, 1000000.0f, 1e-6f, 0, "../models/stories260K.gguf", 128, 8, 2, 256, 0 },
+    { "mixtral-8x7b",   "llama",    4096, 32,  32,  8, 14336, 32000, 32768, 1000000.0f, 1e-5f, 0, "ggml-vocab-llama-spm.gguf", 0, 8, 2, 0, 0 },
+    { "qwen3-30b-a3b",  "qwen3moe", 2048, 48,  32,  4,  6144, 151936, 40960, 1000000.0f, 1e-6f, 0, "ggml-vocab-deepseek-llm.gguf", 128, 128, 8, 768, 0 },
+    { NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0 },
 };
+#pragma GCC diagnostic pop
 
 const struct sw_synth_preset *sw_synth_presets(void)
 {
@@ -87,7 +99,7 @@ struct tdesc {
     char name[64];
     uint32_t type;
     uint32_t n_dims;
-    int64_t ne[2]; /* cols, rows */
+    int64_t ne[3]; /* cols, rows, experts (1 unless n_dims is 3) */
     enum init init;
     float std;
 };
@@ -97,8 +109,8 @@ struct plan {
     size_t n, cap;
 };
 
-static int plan_add(struct plan *p, const char *name, uint32_t type, uint32_t n_dims, int64_t cols,
-                    int64_t rows, enum init init, float std)
+static int plan_add3(struct plan *p, const char *name, uint32_t type, uint32_t n_dims, int64_t cols,
+                     int64_t rows, int64_t n_exp, enum init init, float std)
 {
     if (p->n == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 64;
@@ -111,15 +123,36 @@ static int plan_add(struct plan *p, const char *name, uint32_t type, uint32_t n_
     snprintf(d->name, sizeof d->name, "%s", name);
     /* K-quants need rows of 256: like llama.cpp, fall back when a row does not divide. */
     const struct sw_type_info *ti = sw_gguf_type_info(type);
-    if (n_dims == 2 && ti && cols % ti->block_size) type = SW_TYPE_Q8_0;
-    if (n_dims == 2 && cols % 32) type = SW_TYPE_F16;
+    if (n_dims >= 2 && ti && cols % ti->block_size) type = SW_TYPE_Q8_0;
+    if (n_dims >= 2 && cols % 32) type = SW_TYPE_F16;
     d->type = n_dims == 1 ? SW_TYPE_F32 : type;
     d->n_dims = n_dims;
     d->ne[0] = cols;
     d->ne[1] = rows;
+    d->ne[2] = n_exp;
     d->init = init;
     d->std = std;
     return 0;
+}
+
+static int plan_add(struct plan *p, const char *name, uint32_t type, uint32_t n_dims, int64_t cols,
+                    int64_t rows, enum init init, float std)
+{
+    return plan_add3(p, name, type, n_dims, cols, rows, 1, init, std);
+}
+
+/* The preset's features, from its architecture's row in the same table the stage loads
+ * with (arch.c). */
+static struct sw__hparams preset_features(const struct sw_synth_preset *ps)
+{
+    const struct sw__arch *a = sw__arch_find(ps->arch);
+    struct sw__hparams hp = a ? a->base : (struct sw__hparams){ 0 };
+    hp.moe = hp.moe || ps->n_expert > 0;
+    hp.n_expert = ps->n_expert;
+    hp.n_expert_used = ps->n_expert_used;
+    hp.n_ff_exp = ps->n_ff_exp ? ps->n_ff_exp : ps->n_ff;
+    hp.n_ff_shexp = hp.n_ff_shexp ? (ps->n_ff_shexp ? ps->n_ff_shexp : ps->n_ff) : 0;
+    return hp;
 }
 
 /* llama.cpp's Q4_K_M gives more bits to the first and last eighth of the layers and to
@@ -138,7 +171,9 @@ static int build_plan(const struct sw_synth_preset *ps, uint32_t n_layers, const
                        base == SW_TYPE_Q5_1 || base == SW_TYPE_Q4_K || base == SW_TYPE_Q5_K ||
                        base == SW_TYPE_Q2_K || base == SW_TYPE_Q3_K || base == SW_TYPE_IQ4_NL ||
                        base == SW_TYPE_IQ4_XS;
-    const int64_t E = ps->n_embd, hd = ps->n_embd / ps->n_head, qd = (int64_t)ps->n_head * hd,
+    const struct sw__hparams hp = preset_features(ps);
+    const int64_t E = ps->n_embd, hd = ps->head_dim ? ps->head_dim : ps->n_embd / ps->n_head,
+                  qd = (int64_t)ps->n_head * hd,
                   kvd = (int64_t)ps->n_head_kv * hd, F = ps->n_ff, V = ps->n_vocab;
     /* Scales: inputs of every matrix have rms ~1 (RMSNorm), so std 1/sqrt(fan_in) keeps
      * outputs ~1. The blocks' output projections are damped (0.5) and the embedding has
@@ -160,16 +195,39 @@ static int build_plan(const struct sw_synth_preset *ps, uint32_t n_layers, const
         rc |= plan_add(p, N("attn_q.weight"), base, 2, E, qd, INIT_UNIFORM, s_e);
         rc |= plan_add(p, N("attn_k.weight"), base, 2, E, kvd, INIT_UNIFORM, s_e);
         rc |= plan_add(p, N("attn_v.weight"), big, 2, E, kvd, INIT_UNIFORM, s_e);
-        if (!strcmp(ps->arch, "qwen2")) {
+        if (hp.qkv_bias) {
             rc |= plan_add(p, N("attn_q.bias"), SW_TYPE_F32, 1, qd, 1, INIT_UNIFORM, 0.02f);
             rc |= plan_add(p, N("attn_k.bias"), SW_TYPE_F32, 1, kvd, 1, INIT_UNIFORM, 0.02f);
             rc |= plan_add(p, N("attn_v.bias"), SW_TYPE_F32, 1, kvd, 1, INIT_UNIFORM, 0.02f);
         }
+        if (hp.qk_norm) {
+            rc |= plan_add(p, N("attn_q_norm.weight"), SW_TYPE_F32, 1, hd, 1, INIT_ONES, 0);
+            rc |= plan_add(p, N("attn_k_norm.weight"), SW_TYPE_F32, 1, hd, 1, INIT_ONES, 0);
+        }
         rc |= plan_add(p, N("attn_output.weight"), base, 2, qd, E, INIT_UNIFORM, s_q);
         rc |= plan_add(p, N("ffn_norm.weight"), SW_TYPE_F32, 1, E, 1, INIT_ONES, 0);
-        rc |= plan_add(p, N("ffn_gate.weight"), base, 2, E, F, INIT_UNIFORM, s_e);
-        rc |= plan_add(p, N("ffn_up.weight"), base, 2, E, F, INIT_UNIFORM, s_e);
-        rc |= plan_add(p, N("ffn_down.weight"), big, 2, F, E, INIT_UNIFORM, s_f);
+        if (!hp.moe) {
+            rc |= plan_add(p, N("ffn_gate.weight"), base, 2, E, F, INIT_UNIFORM, s_e);
+            rc |= plan_add(p, N("ffn_up.weight"), base, 2, E, F, INIT_UNIFORM, s_e);
+            rc |= plan_add(p, N("ffn_down.weight"), big, 2, F, E, INIT_UNIFORM, s_f);
+            continue;
+        }
+        /* Experts as llama.cpp stores them: one 3-D stack per projection; the router
+         * stays F32 (llama.cpp's quantizer leaves ffn_gate_inp alone). */
+        const int64_t X = hp.n_expert, FX = hp.n_ff_exp;
+        const float s_fx = 0.5f / sqrtf((float)FX);
+        rc |= plan_add(p, N("ffn_gate_inp.weight"), SW_TYPE_F32, 2, E, X, INIT_UNIFORM, s_e);
+        rc |= plan_add3(p, N("ffn_gate_exps.weight"), base, 3, E, FX, X, INIT_UNIFORM, s_e);
+        rc |= plan_add3(p, N("ffn_up_exps.weight"), base, 3, E, FX, X, INIT_UNIFORM, s_e);
+        rc |= plan_add3(p, N("ffn_down_exps.weight"), big, 3, FX, E, X, INIT_UNIFORM, s_fx);
+        if (hp.n_ff_shexp) {
+            const int64_t FS = hp.n_ff_shexp;
+            const float s_fs = 0.5f / sqrtf((float)FS);
+            rc |= plan_add(p, N("ffn_gate_inp_shexp.weight"), SW_TYPE_F32, 1, E, 1, INIT_UNIFORM, s_e);
+            rc |= plan_add(p, N("ffn_gate_shexp.weight"), base, 2, E, FS, INIT_UNIFORM, s_e);
+            rc |= plan_add(p, N("ffn_up_shexp.weight"), base, 2, E, FS, INIT_UNIFORM, s_e);
+            rc |= plan_add(p, N("ffn_down_shexp.weight"), big, 2, FS, E, INIT_UNIFORM, s_fs);
+        }
 #undef N
     }
     return rc ? SW_ENOMEM : 0;
@@ -324,7 +382,20 @@ int sw_synth_write(const char *path, const struct sw_synth_opts *o, char *err, s
     rc |= sw_gguf_writer_set_u32(w, AK("attention.head_count_kv"), ps->n_head_kv);
     rc |= sw_gguf_writer_set_f32(w, AK("attention.layer_norm_rms_epsilon"), ps->rms_eps);
     rc |= sw_gguf_writer_set_f32(w, AK("rope.freq_base"), ps->rope_freq_base);
-    rc |= sw_gguf_writer_set_u32(w, AK("rope.dimension_count"), ps->n_embd / ps->n_head);
+    const uint32_t hd = ps->head_dim ? ps->head_dim : ps->n_embd / ps->n_head;
+    rc |= sw_gguf_writer_set_u32(w, AK("rope.dimension_count"), hd);
+    if (ps->head_dim) {
+        rc |= sw_gguf_writer_set_u32(w, AK("attention.key_length"), hd);
+        rc |= sw_gguf_writer_set_u32(w, AK("attention.value_length"), hd);
+    }
+    const struct sw__hparams hp = preset_features(ps);
+    if (hp.moe) { /* llama.cpp's MoE keys */
+        rc |= sw_gguf_writer_set_u32(w, AK("expert_count"), hp.n_expert);
+        rc |= sw_gguf_writer_set_u32(w, AK("expert_used_count"), hp.n_expert_used);
+        if (ps->n_ff_exp) rc |= sw_gguf_writer_set_u32(w, AK("expert_feed_forward_length"), ps->n_ff_exp);
+        if (hp.n_ff_shexp)
+            rc |= sw_gguf_writer_set_u32(w, AK("expert_shared_feed_forward_length"), hp.n_ff_shexp);
+    }
     rc |= sw_gguf_writer_set_u32(w, AK("vocab_size"), ps->n_vocab);
 #undef AK
     rc |= sw_gguf_writer_set_str(w, "shardswarm.synth.preset", ps->name);
@@ -347,7 +418,7 @@ int sw_synth_write(const char *path, const struct sw_synth_opts *o, char *err, s
             sw_errf(err, err_len, rc, "cannot add tensor %s: %s", d->name, sw_strerror(rc));
             goto out;
         }
-        total += sw_k_row_bytes(d->type, d->ne[0]) * (uint64_t)(d->n_dims == 2 ? d->ne[1] : 1);
+        total += sw_k_row_bytes(d->type, d->ne[0]) * (uint64_t)(d->n_dims >= 2 ? d->ne[1] * d->ne[2] : 1);
         if (d->ne[0] > max_cols) max_cols = d->ne[0];
     }
     if ((rc = sw_gguf_writer_write_header(w))) {
@@ -367,7 +438,7 @@ int sw_synth_write(const char *path, const struct sw_synth_opts *o, char *err, s
     }
     for (size_t i = 0; i < plan.n; i++) {
         const struct tdesc *d = &plan.t[i];
-        const int64_t rows = d->n_dims == 2 ? d->ne[1] : 1;
+        const int64_t rows = d->n_dims >= 2 ? d->ne[1] * d->ne[2] : 1;
         const size_t rb = sw_k_row_bytes(d->type, d->ne[0]);
         const int64_t per = SW_MAX((int64_t)1, (int64_t)(chunk_bytes / rb));
         struct gen_task g = { d, name_seed(o->seed, d->name), 0, 0, rb, buf, tmp, 0 };
