@@ -20,9 +20,18 @@
 
 /* Resume file: fixed header, then one byte per piece the file touches (1 = verified and
  * written). The header is written atomically (temp + rename) when the file is created; each
- * verified piece then flips its own byte with one pwrite, after the piece's data is written. */
-#define RESUME_MAGIC "SWBTRES1"
-#define RESUME_HDR 48
+ * verified piece then flips its own byte with one pwrite, after the piece's data is written.
+ * When the file is complete under its final name, the header also records the file's
+ * identity (st_dev, st_ino, size, mtime and ctime in ns, taken after the rename): at the
+ * next open the pieces are trusted only when stat() still gives exactly these values.
+ * A write, truncation, replacement, rename or chmod changes ctime, which no user can set
+ * back; anything else (a .part file, an older SWBTRES1 file, a mismatch) is rehashed. */
+#define RESUME_MAGIC "SWBTRES2"
+#define RESUME_HDR 88 /* magic 8, info-hash 20, file 4, piece len 4, first 4, count 4, length word 4, identity 40 */
+
+struct fid {
+    uint64_t dev, ino, size, mtime_ns, ctime_ns; /* all 0: not bound (a .part file) */
+};
 
 struct sfile {
     char *path, *part_path, *resume_path;
@@ -44,6 +53,20 @@ struct sw_bt_storage {
     uint8_t *have;                   /* bitfield */
     pthread_mutex_t lock;            /* opening/creating files from worker threads */
 };
+
+/* The identity of the file at path now (0, or an error when it cannot be read). */
+static int fid_of(const char *path, struct fid *out)
+{
+    struct stat s;
+    memset(out, 0, sizeof *out);
+    if (stat(path, &s) != 0) return -1;
+    out->dev = (uint64_t)s.st_dev;
+    out->ino = (uint64_t)s.st_ino;
+    out->size = (uint64_t)s.st_size;
+    out->mtime_ns = (uint64_t)s.st_mtim.tv_sec * 1000000000ull + (uint64_t)s.st_mtim.tv_nsec;
+    out->ctime_ns = (uint64_t)s.st_ctim.tv_sec * 1000000000ull + (uint64_t)s.st_ctim.tv_nsec;
+    return 0;
+}
 
 static int errno_sw(int e)
 {
@@ -69,7 +92,10 @@ static char *cat(const char *a, const char *b)
 
 static void unmap_file(struct sfile *sf)
 {
-    if (sf->map) munmap((void *)sf->map, sf->map_len);
+    if (sf->map) {
+        sw_map_guard_remove(sf->map);
+        munmap((void *)sf->map, sf->map_len);
+    }
     sf->map = NULL;
     sf->map_len = 0;
 }
@@ -90,6 +116,7 @@ static int map_file(struct sfile *sf, uint64_t len)
     if (m == MAP_FAILED) return errno_sw(errno);
     sf->map = m;
     sf->map_len = len;
+    sw_map_guard_add(m, len); /* a truncation by someone else: uploads read zeros, not SIGBUS */
     return 0;
 }
 
@@ -113,8 +140,9 @@ const char *sw_bt_storage_path(const struct sw_bt_storage *st, uint32_t file)
     return file < st->mi->n_files ? st->f[file].path : NULL;
 }
 
-/* Writes a fresh resume file (header + bytes) atomically and opens it for updates. */
-static int resume_create(struct sw_bt_storage *st, uint32_t fi, const uint8_t *bytes)
+/* Writes a fresh resume file (header + bytes, identity id or none) atomically and opens it
+ * for updates. */
+static int resume_create(struct sw_bt_storage *st, uint32_t fi, const uint8_t *bytes, const struct fid *id)
 {
     struct sfile *sf = &st->f[fi];
     const struct sw_bt_file *bf = &st->mi->files[fi];
@@ -128,6 +156,13 @@ static int resume_create(struct sw_bt_storage *st, uint32_t fi, const uint8_t *b
     sw_put_be32(buf + 36, bf->first_piece);
     sw_put_be32(buf + 40, sf->n_pieces);
     sw_put_be32(buf + 44, (uint32_t)(bf->length >> 32) ^ (uint32_t)bf->length); /* length check word */
+    if (id) {
+        sw_put_be64(buf + 48, id->dev);
+        sw_put_be64(buf + 56, id->ino);
+        sw_put_be64(buf + 64, id->size);
+        sw_put_be64(buf + 72, id->mtime_ns);
+        sw_put_be64(buf + 80, id->ctime_ns);
+    }
     if (bytes) memcpy(buf + RESUME_HDR, bytes, sf->n_pieces);
     char *tmp = cat(sf->resume_path, ".tmp");
     int rc = tmp ? 0 : SW_ENOMEM;
@@ -150,8 +185,9 @@ static int resume_create(struct sw_bt_storage *st, uint32_t fi, const uint8_t *b
     return sf->resume_fd < 0 ? errno_sw(errno) : 0;
 }
 
-/* Reads a resume file; returns 0 and fills bytes (n_pieces) when it matches this file. */
-static int resume_load(struct sw_bt_storage *st, uint32_t fi, uint8_t *bytes)
+/* Reads a resume file; returns 0 and fills bytes (n_pieces) and the recorded identity when
+ * it matches this file. */
+static int resume_load(struct sw_bt_storage *st, uint32_t fi, uint8_t *bytes, struct fid *id)
 {
     struct sfile *sf = &st->f[fi];
     const struct sw_bt_file *bf = &st->mi->files[fi];
@@ -166,6 +202,11 @@ static int resume_load(struct sw_bt_storage *st, uint32_t fi, uint8_t *bytes)
         sw_get_be32(data + 40) == sf->n_pieces &&
         sw_get_be32(data + 44) == ((uint32_t)(bf->length >> 32) ^ (uint32_t)bf->length)) {
         memcpy(bytes, data + RESUME_HDR, sf->n_pieces);
+        id->dev = sw_get_be64(data + 48);
+        id->ino = sw_get_be64(data + 56);
+        id->size = sw_get_be64(data + 64);
+        id->mtime_ns = sw_get_be64(data + 72);
+        id->ctime_ns = sw_get_be64(data + 80);
         rc = 0;
     }
     free(data);
@@ -213,7 +254,7 @@ static int open_for_write(struct sw_bt_storage *st, uint32_t fi, char *err, size
     sf->fd = fd;
     sf->writable = 1;
     if (sf->resume_fd < 0) {
-        int rc = resume_create(st, fi, NULL);
+        int rc = resume_create(st, fi, NULL, NULL);
         if (rc) { ERR("%s: %s", sf->resume_path, sw_strerror(rc)); return rc; }
     }
     return 0;
@@ -316,6 +357,23 @@ int sw_bt_storage_mark_have(struct sw_bt_storage *st, uint32_t piece, uint32_t *
     return (int)done;
 }
 
+/* The file is complete under its final name: record every piece held and the file's
+ * identity as it is now (after the rename, which changed its ctime). */
+static void resume_seal(struct sw_bt_storage *st, uint32_t fi)
+{
+    struct sfile *sf = &st->f[fi];
+    struct fid id;
+    uint8_t *bytes = malloc(sf->n_pieces ? sf->n_pieces : 1);
+    int rc = bytes ? fid_of(sf->path, &id) : SW_ENOMEM;
+    if (!rc) {
+        memset(bytes, 1, sf->n_pieces);
+        rc = resume_create(st, fi, bytes, &id);
+    }
+    if (rc) sw_log(SW_LOG_WARN, "BT", "%s: cannot record resume data (%s): the file is rehashed at the next start",
+                   sf->resume_path, rc < 0 ? sw_strerror(rc) : strerror(errno));
+    free(bytes);
+}
+
 int sw_bt_storage_finalize_file(struct sw_bt_storage *st, uint32_t fi, char *err, size_t err_len)
 {
     if (fi >= st->mi->n_files) return SW_EINVAL;
@@ -339,6 +397,7 @@ int sw_bt_storage_finalize_file(struct sw_bt_storage *st, uint32_t fi, char *err
         return rc;
     }
     __atomic_store_n(&sf->complete, 1, __ATOMIC_RELEASE);
+    resume_seal(st, fi);
     return 0;
 }
 
@@ -439,8 +498,39 @@ int sw_bt_storage_check_file(struct sw_bt_storage *st, uint32_t fi, char *err, s
     uint64_t sz = 0;
     int is_final = sw_file_size(sf->path, &sz) == 0 && sz == bf->length;
     if (!is_final && !(sw_file_size(sf->part_path, &sz) == 0 && sz == bf->length)) {
-        ERR("%s: not present (or wrong size)", sf->path);
-        return SW_ENOTFOUND;
+        int had = __atomic_load_n(&sf->complete, __ATOMIC_ACQUIRE) || sf->n_held;
+        if (!had) {
+            ERR("%s: not present (or wrong size)", sf->path);
+            return SW_ENOTFOUND;
+        }
+        /* A file we held shrank, grew or vanished: nothing of it is held now. What is left
+         * goes back to "<path>.part" at its right size (the missing tail reads as zeros and
+         * fails its hash), so only the pieces that do not verify are fetched again. */
+        __atomic_store_n(&sf->complete, 0, __ATOMIC_RELEASE);
+        close_file(sf);
+        for (uint32_t p = bf->first_piece; bf->length && p <= bf->last_piece; p++) sw__bit_clear(st->have, p);
+        recount(st, fi);
+        int on_final = sw_path_exists(sf->path), on_part = !on_final && sw_path_exists(sf->part_path);
+        if (!on_final && !on_part) {
+            unlink(sf->resume_path);
+            ERR("%s: the file is gone; nothing of it is held", sf->path);
+            return 0; /* the state is right now (nothing held): the caller re-fetches it all */
+        }
+        sz = 0;
+        sw_file_size(on_final ? sf->path : sf->part_path, &sz);
+        if (on_final && rename(sf->path, sf->part_path)) {
+            int rc = errno_sw(errno);
+            ERR("%s: rename to %s failed: %s", sf->path, sf->part_path, strerror(errno));
+            return rc;
+        }
+        if (truncate(sf->part_path, (off_t)bf->length)) {
+            int rc = errno_sw(errno);
+            ERR("%s: cannot size the file: %s", sf->part_path, strerror(errno));
+            return rc;
+        }
+        sw_log(SW_LOG_WARN, "BT", "%s had %llu bytes instead of %llu; kept as %s, its pieces are hashed again",
+               on_final ? sf->path : sf->part_path, (unsigned long long)sz, (unsigned long long)bf->length,
+               sf->part_path);
     }
     if (is_final) {
         /* A final-named file we may be writing into as .part: drop the old handles. */
@@ -479,8 +569,10 @@ int sw_bt_storage_check_file(struct sw_bt_storage *st, uint32_t fi, char *err, s
             sw_log(SW_LOG_WARN, "BT", "%s: %u of %u pieces fail their hash; renamed to %s and fetching the rest",
                    sf->path, sf->n_pieces - sf->n_held, sf->n_pieces, sf->part_path);
     }
-    if (!rc && (sf->n_held || sf->resume_fd >= 0 || sw_path_exists(sf->resume_path))) {
-        int r2 = resume_create(st, fi, bytes);
+    if (!rc && is_final && sf->n_held == sf->n_pieces) {
+        resume_seal(st, fi);
+    } else if (!rc && (sf->n_held || sf->resume_fd >= 0 || sw_path_exists(sf->resume_path))) {
+        int r2 = resume_create(st, fi, bytes, NULL);
         if (r2) sw_log(SW_LOG_WARN, "BT", "%s: %s", sf->resume_path, sw_strerror(r2));
     }
     free(bytes);
@@ -505,10 +597,19 @@ static int load_file(struct sw_bt_storage *st, uint32_t fi, const struct sw_bt_s
     }
     uint8_t *bytes = calloc(sf->n_pieces ? sf->n_pieces : 1, 1);
     if (!bytes) return SW_ENOMEM;
-    int have_resume = !o->verify_all && resume_load(st, fi, bytes) == 0;
+    struct fid rec, now;
+    int have_resume = !o->verify_all && resume_load(st, fi, bytes, &rec) == 0;
     int all = 1;
     for (uint32_t k = 0; k < sf->n_pieces; k++) all &= bytes[k];
-    if (final_ok && !o->verify_all && (have_resume ? all : o->trust_complete)) {
+    /* Resume data speaks for a final file only while the file is exactly the one it sealed. */
+    int same = have_resume && final_ok && rec.ctime_ns && !fid_of(sf->path, &now) && rec.dev == now.dev &&
+               rec.ino == now.ino && rec.size == now.size && rec.mtime_ns == now.mtime_ns &&
+               rec.ctime_ns == now.ctime_ns;
+    if (have_resume && final_ok && all && !same)
+        sw_log(SW_LOG_INFO, "BT", "%s changed since its pieces were verified (%s); rehashing it", sf->path,
+               !rec.ctime_ns ? "no identity recorded" : rec.size != now.size ? "size" : rec.ino != now.ino || rec.dev != now.dev
+               ? "another file" : rec.mtime_ns != now.mtime_ns ? "modification time" : "change time");
+    if (final_ok && !o->verify_all && (have_resume ? all && same : o->trust_complete)) {
         for (uint32_t p = bf->first_piece; bf->length && p <= bf->last_piece; p++) sw__bit_set(st->have, p);
         __atomic_store_n(&sf->complete, 1, __ATOMIC_RELEASE);
         free(bytes);
@@ -516,17 +617,9 @@ static int load_file(struct sw_bt_storage *st, uint32_t fi, const struct sw_bt_s
         open_existing(st, fi);
         return 0;
     }
-    if (part_ok && have_resume) {
-        for (uint32_t k = 0; k < sf->n_pieces; k++)
-            if (bytes[k]) sw__bit_set(st->have, bf->first_piece + k);
-        free(bytes);
-        recount(st, fi);
-        sf->resume_fd = open(sf->resume_path, O_RDWR | O_CLOEXEC);
-        open_existing(st, fi);
-        return 0;
-    }
     free(bytes);
-    /* No usable resume data (or --verify): hash what is on disk. */
+    /* No resume data bound to this very file (a .part file always: nothing binds it while it
+     * is written), or --verify: hash what is on disk. */
     int rc = sw_bt_storage_check_file(st, fi, err, err_len);
     return rc < 0 && rc != SW_ENOTFOUND ? rc : 0;
 }

@@ -33,8 +33,9 @@ static void usage(FILE *f)
 }
 
 struct local {
-    const char *state; /* present / partial / corrupt / missing */
+    const char *state; /* present / partial / corrupt / missing / elsewhere */
     double pct;
+    uint32_t good, total; /* pieces that verify, pieces checked (corrupt / partial) */
     char path[1024];
     uint64_t size;
 };
@@ -148,6 +149,10 @@ int sw_cmd_diagnose(int argc, char **argv)
     char sz[32], sz2[32];
     uint64_t largest = 0, missing_bytes = 0;
     struct local *loc = calloc(ns ? ns : 1, sizeof *loc);
+    int self_shard = -1; /* the shard the node behind --api holds (-1: unknown or none) */
+    json_t *self = json_object_get(root, "self");
+    if (json_is_integer(json_object_get(self, "shard"))) self_shard = (int)json_integer_value(json_object_get(self, "shard"));
+    if (json_is_true(json_object_get(self, "seed_all"))) self_shard = -1;
     printf("model %s%s\n", have_mi ? mi.info_hash_hex : model, have_mi ? "" : " (magnet: local files are checked only with a .torrent)");
     if (have_mi) {
         printf("\nlocal shard files in %s:\n", shards_dir);
@@ -170,11 +175,15 @@ int sw_cmd_diagnose(int argc, char **argv)
             } else if (rc == SW_ECORRUPT) {
                 L->state = "corrupt";
                 L->pct = total ? 100.0 * good / total : 0;
+                L->good = good;
+                L->total = total;
             } else {
                 int prc = sw_shard_file_check(&mi, i, part, &good, &total, msg, sizeof msg);
                 if (prc == 0 || prc == SW_ECORRUPT) {
                     L->state = "partial";
                     L->pct = total ? 100.0 * good / total : 0;
+                    L->good = good;
+                    L->total = total;
                 } else if (rc == SW_ERANGE || prc == SW_ERANGE) {
                     L->state = "partial";
                     uint64_t have = 0;
@@ -184,12 +193,29 @@ int sw_cmd_diagnose(int argc, char **argv)
                     L->state = "missing";
                 }
             }
+            /* Only this node's cache is local: a shard it does not hold is not "missing"
+             * unless it is the one this node is meant to hold. */
+            int own = self_shard < 0 || self_shard == f->shard_index;
+            char where[200] = "";
+            if (!strcmp(L->state, "missing") && !own) {
+                L->state = "elsewhere";
+                json_t *js = json_array_get(json_object_get(root, "shards"), (size_t)f->shard_index);
+                long long nl = (long long)json_integer_value(json_object_get(js, "loaded"));
+                if (root && nl > 0) snprintf(where, sizeof where, "; %lld live node(s) have it loaded", nl);
+                else if (root) snprintf(where, sizeof where, "; no live node has it loaded");
+            }
             if (strcmp(L->state, "present")) missing_bytes += f->length;
             sw_fmt_bytes(f->length, sz, sizeof sz);
             if (!strcmp(L->state, "present") || !strcmp(L->state, "missing"))
                 printf("  shard %d  %-8s %s  (%s, layers %d-%d)\n", f->shard_index, L->state, L->path, sz, f->layer_first, f->layer_last);
+            else if (!strcmp(L->state, "elsewhere"))
+                printf("  shard %d  not held here, held elsewhere (%s, layers %d-%d%s)\n", f->shard_index, sz,
+                       f->layer_first, f->layer_last, where);
+            else if (L->total)
+                printf("  shard %d  %-8s %s  (%u of %u pieces fail their hash, %s, layers %d-%d)\n", f->shard_index,
+                       L->state, L->path, L->total - L->good, L->total, sz, f->layer_first, f->layer_last);
             else
-                printf("  shard %d  %-8s %s  (%.0f%% of %s verifies, layers %d-%d)\n", f->shard_index, L->state, L->path,
+                printf("  shard %d  %-8s %s  (%.0f%% of %s on disk, layers %d-%d)\n", f->shard_index, L->state, L->path,
                        L->pct, sz, f->layer_first, f->layer_last);
             free(path);
         }
@@ -236,7 +262,19 @@ int sw_cmd_diagnose(int argc, char **argv)
                    (long long)json_integer_value(json_object_get(s, "seeders")),
                    json_is_true(json_object_get(s, "ready")) ? "" : "  <- BLOCKS READINESS");
         }
-        printf("\n%s\n", ready ? "READY: every shard has a live node with it loaded." : "NOT READY. What blocks it and how to fix it:");
+        /* A shard file found corrupt here outweighs what the swarm says: never READY then. */
+        int swarm_ready = ready;
+        for (uint32_t k = 0; have_mi && k < ns; k++)
+            if (loc[k].state && !strcmp(loc[k].state, "corrupt")) {
+                printf("\nNOT READY: this machine's shard %u is corrupt (%u of %u pieces fail their hash: %s)%s\n"
+                       "    fix: the node notices and re-fetches the bad pieces by itself; if it does not, restart it "
+                       "with --verify, or replace the file with a good copy\n",
+                       k, loc[k].total - loc[k].good, loc[k].total, loc[k].path,
+                       swarm_ready ? "; the swarm still says ready" : "");
+                ready = 0;
+            }
+        if (ready) printf("\nREADY: every shard has a live node with it loaded.\n");
+        else if (!swarm_ready) printf("\nNOT READY. What blocks it and how to fix it:\n");
         json_array_foreach(json_object_get(root, "shards"), i, s) {
             if (json_is_true(json_object_get(s, "ready"))) continue;
             uint32_t k = (uint32_t)json_integer_value(json_object_get(s, "shard"));

@@ -945,6 +945,11 @@ int sw_stage_forward_batch(struct sw_stage *s, struct sw_stage_batch *b, uint32_
         uint64_t per = (sw_time_us() - t_start) * 16 / n_tok;
         s->us_per_token_x16 = per ? (per > UINT32_MAX ? UINT32_MAX : (uint32_t)per) : 1;
     }
+    if (s->m.map_lo && sw_map_guard_faults(s->m.map_lo)) { /* util.h: the file shrank under us */
+        first_rc = set_err(s, SW_EIO, "the model file was truncated under the running stage (reads past its end "
+                                      "gave zeros): the stage's results are void until it is loaded again");
+        for (uint32_t i = 0; i < n; i++) b[i].rc = first_rc;
+    }
     for (uint32_t i = 0; i < n; i++)
         if (b[i].rc && !first_rc) first_rc = b[i].rc;
 out:

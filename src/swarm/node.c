@@ -350,6 +350,7 @@ static void on_tick(uv_timer_t *h)
         sw_log(SW_LOG_INFO, "SWARM", "%u node(s) departed (no record or keep-alive for 4 s)", gone);
         n->dirty = 1;
     }
+    if (n->watching && now - n->last_watch >= WATCH_MS) sw__node_watch_check(n);
     if (now - n->last_poll >= POLL_MS) {
         n->last_poll = now;
         sw__node_check_folder(n);

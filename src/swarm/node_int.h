@@ -33,6 +33,13 @@
 #define AUTO_SETTLE_MS 1200   /* auto: listen this long after the first peer before picking */
 #define AUTO_ALONE_MS 4000    /* auto: pick anyway after this long without peers */
 #define MAX_FWD 256
+#define WATCH_MS 1000         /* the loaded shard file is stat()ed this often (and on inotify) */
+
+/* What a file is: a change to its bytes, size or name changes one of these (ctime cannot be
+ * set by a user). */
+struct sw__fid {
+    uint64_t dev, ino, size, mtime_ns, ctime_ns;
+};
 
 struct peer {
     struct sw_node *node;
@@ -59,6 +66,8 @@ struct job {
     struct retired *retired; /* the node let go of the stage while it was being measured */
     uint32_t threads;
     /* results */
+    struct sw__fid fid;   /* the file as it was before it was hashed and opened */
+    int has_fid;
     int rc;
     uint32_t bad_pieces, n_pieces;
     struct sw_stage *stage;
@@ -146,6 +155,9 @@ struct sw_node {
     int job_stale;                   /* the shard changed while the job ran */
     uint64_t watch_size, watch_mtime;
     int watch_tried;
+    struct sw__fid served_id;        /* the loaded file as it was when loaded (watched) */
+    int watching;                    /* served_id stands for the file the stage maps */
+    uint64_t last_watch;
     int32_t pre_final;               /* shard whose final-named file was whole before BT looked */
     int measure_pending;
     int failed;                      /* gave up (bad metadata): the CLI exits 1 */
@@ -224,6 +236,9 @@ void sw__node_set_shard(struct sw_node *n, int32_t shard, const char *why);
 void sw__node_check_folder(struct sw_node *n);
 void sw__node_on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status);
 void sw__node_plan(struct sw_node *n, uint64_t now);
+void sw__node_watch_begin(struct sw_node *n, const struct sw__fid *fid);
+void sw__node_watch_check(struct sw_node *n);
+int sw__node_fid_now(const char *path, struct sw__fid *out);
 
 /* node_status.c */
 void sw__node_status_line(struct sw_node *n, int force);

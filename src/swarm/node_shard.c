@@ -32,6 +32,7 @@ void sw__node_retire_stage(struct sw_node *n, const char *reason)
     if (!n->stage) return;
     struct sw_stage *st = n->stage;
     n->stage = NULL;
+    n->watching = 0; /* nothing is served from the file any more */
     n->tps = 0;
     struct retired *r = calloc(1, sizeof *r);
     if (!r) { /* cannot track its users: leaking it is safe, freeing it is not */
@@ -87,6 +88,7 @@ static void job_work(uv_work_t *req)
         return;
     }
     const struct sw_bt_metainfo *mi = j->node->mi;
+    j->has_fid = !sw__node_fid_now(j->path, &j->fid);
     if (j->verify) {
         j->rc = verify_pieces(mi, (uint32_t)j->file, j->path, &j->bad_pieces, &j->n_pieces, j->msg, sizeof j->msg);
         if (j->rc) return;
@@ -154,9 +156,25 @@ static void job_done(uv_work_t *req, int status)
     }
     char size[32];
     sw_fmt_bytes(n->shard_bytes[j->shard], size, sizeof size);
+    int gone = j->verify && (j->rc == SW_ENOTFOUND || j->rc == SW_ERANGE) && n->t &&
+               (sw_bt_torrent_file_complete(n->t, (uint32_t)j->file) || n->served_id.size);
+    if (gone) {
+        /* The file we served vanished or changed size: what is left is hashed again by the
+         * storage (kept as .part), and only what does not verify is fetched. */
+        sw_log(SW_LOG_WARN, "SHARD", "shard %d: %s; %s", (int)j->shard, j->msg,
+               n->cfg.no_auto_fetch && !n->forced_fetch ? "waiting for a LOAD_SHARD command or a good copy"
+                                                        : "fetching what is missing from the swarm");
+        memset(&n->served_id, 0, sizeof n->served_id);
+        n->phase = n->cfg.no_auto_fetch && !n->forced_fetch ? SW_PHASE_WAITING : SW_PHASE_FETCHING;
+        sw_bt_torrent_recheck_file(n->t, (uint32_t)j->file);
+        if (n->phase == SW_PHASE_FETCHING) sw_bt_torrent_want_file(n->t, (uint32_t)j->file, 1);
+        sw__node_publish(n, 1);
+        free(j);
+        return;
+    }
     if (j->rc == SW_ECORRUPT && j->verify) {
-        sw_log(SW_LOG_WARN, "SHARD", "shard %d at %s is corrupt (%s); not loading it, re-fetching from the swarm",
-               (int)j->shard, j->path, j->msg);
+        sw_log(SW_LOG_WARN, "SHARD", "shard %d at %s is corrupt (%s); not loading it, re-fetching %s from the swarm",
+               (int)j->shard, j->path, j->msg, j->bad_pieces < j->n_pieces ? "only the bad pieces" : "it");
         n->phase = n->cfg.no_auto_fetch && !n->forced_fetch ? SW_PHASE_WAITING : SW_PHASE_FETCHING;
         if (n->t) sw_bt_torrent_recheck_file(n->t, (uint32_t)j->file); /* keep the good pieces */
         if (n->phase == SW_PHASE_FETCHING && n->t) sw_bt_torrent_want_file(n->t, (uint32_t)j->file, 1);
@@ -178,6 +196,7 @@ static void job_done(uv_work_t *req, int status)
     const struct sw_stage_info *si = sw_stage_info(n->stage);
     sw_log(SW_LOG_INFO, "SHARD", "shard %d loaded (layers %u\xe2\x80\x93%u, %s, %s)", (int)j->shard, si->layer_first,
            si->layer_last, size, j->path);
+    if (j->has_fid) sw__node_watch_begin(n, &j->fid);
     sw__node_publish(n, 1);
     sw__node_changed(n);
     /* The BT engine rehashes a file that appeared by hand before it seeds it: after we
@@ -252,6 +271,7 @@ static void load_now(struct sw_node *n)
     sw_log(SW_LOG_INFO, "SHARD", "shard %d loaded %s (layers %u\xe2\x80\x93%u, %s, %s)", (int)j.shard,
            n->is_magnet ? "as soon as the metadata arrived" : "before joining", si->layer_first, si->layer_last, size,
            j.path);
+    if (j.has_fid) sw__node_watch_begin(n, &j.fid);
 }
 
 static int file_on_disk(struct sw_node *n, int32_t shard, uint64_t *size_out, uint64_t *mtime_out)
@@ -307,8 +327,12 @@ void sw__node_set_shard(struct sw_node *n, int32_t shard, const char *why)
     if (n->pre_final == shard) {
         struct sw_bt_progress pr = { 0 };
         sw_bt_torrent_progress(n->t, (int32_t)file, &pr);
-        sw_log(SW_LOG_WARN, "SHARD", "shard %d at %s is corrupt (%.0f%% of it verifies, the rest fails its hash); "
-               "it will not be loaded; %s", (int)shard, path, pr.percent,
+        const struct sw_bt_file *bf = &n->mi->files[file];
+        uint32_t pl = n->mi->piece_length, n_p = bf->length ? bf->last_piece - bf->first_piece + 1 : 0;
+        uint64_t missing = pr.bytes_total > pr.bytes_done ? pr.bytes_total - pr.bytes_done : 0;
+        uint32_t bad = pl ? (uint32_t)SW_MIN((missing + pl - 1) / pl, (uint64_t)n_p) : n_p;
+        sw_log(SW_LOG_WARN, "SHARD", "shard %d at %s is corrupt (%u of %u pieces fail their hash); "
+               "it will not be loaded; %s", (int)shard, path, bad, n_p,
                n->cfg.no_auto_fetch && !n->forced_fetch ? "waiting for a LOAD_SHARD command or a good copy"
                                                         : "re-fetching the bad pieces from the swarm");
         n->pre_final = -1;
@@ -366,7 +390,68 @@ void sw__node_on_fs_event(uv_fs_event_t *h, const char *filename, int events, in
     struct sw_node *n = h->data;
     (void)filename;
     (void)events;
-    if (!status && !n->stopping) sw__node_check_folder(n);
+    if (status || n->stopping) return;
+    sw__node_watch_check(n); /* inotify: a write() to the served file shows here at once */
+    sw__node_check_folder(n);
+}
+
+/* ------------------------------------------------------------------ served-file watch */
+
+int sw__node_fid_now(const char *path, struct sw__fid *out)
+{
+    struct stat s;
+    memset(out, 0, sizeof *out);
+    if (!path || stat(path, &s)) return SW_ENOTFOUND;
+    out->dev = (uint64_t)s.st_dev;
+    out->ino = (uint64_t)s.st_ino;
+    out->size = (uint64_t)s.st_size;
+    out->mtime_ns = (uint64_t)s.st_mtim.tv_sec * 1000000000ull + (uint64_t)s.st_mtim.tv_nsec;
+    out->ctime_ns = (uint64_t)s.st_ctim.tv_sec * 1000000000ull + (uint64_t)s.st_ctim.tv_nsec;
+    return 0;
+}
+
+static const char *served_path(struct sw_node *n)
+{
+    return n->shard >= 0 && n->t ? sw_bt_torrent_file_path(n->t, (uint32_t)n->shard_file[n->shard]) : NULL;
+}
+
+/* The stage now maps the shard file: remember what the file was when it was hashed and
+ * opened (a change meanwhile is noticed at the next check). */
+void sw__node_watch_begin(struct sw_node *n, const struct sw__fid *fid)
+{
+    n->served_id = *fid;
+    n->watching = 1;
+    n->last_watch = 0; /* look at once */
+}
+
+/* Is the served file still the one we loaded? Called every WATCH_MS and on inotify events.
+ * A write through another process's mmap shows only in mtime (at its next writeback);
+ * every other change (write, truncate, replace, delete, chmod) also moves ctime. */
+void sw__node_watch_check(struct sw_node *n)
+{
+    if (!n->watching || n->stopping) return;
+    n->last_watch = sw_time_ms();
+    const char *path = served_path(n);
+    struct sw__fid now;
+    const struct sw__fid *was = &n->served_id;
+    char why[200];
+    if (sw__node_fid_now(path, &now)) snprintf(why, sizeof why, "the file vanished");
+    else if (now.dev != was->dev || now.ino != was->ino) snprintf(why, sizeof why, "the file was replaced by another one");
+    else if (now.size != was->size)
+        snprintf(why, sizeof why, "its size changed from %llu to %llu bytes", (unsigned long long)was->size,
+                 (unsigned long long)now.size);
+    else if (now.mtime_ns != was->mtime_ns) snprintf(why, sizeof why, "its bytes were modified");
+    else if (now.ctime_ns != was->ctime_ns) snprintf(why, sizeof why, "its metadata changed");
+    else return;
+    n->watching = 0;
+    sw_log(SW_LOG_WARN, "SHARD", "shard %d at %s changed under the running node (%s): no longer serving it "
+           "(sessions fail over); re-verifying its pieces", (int)n->shard, path, why);
+    char reason[300];
+    snprintf(reason, sizeof reason, "shard %d at %s changed under the node (%s)", (int)n->shard, path, why);
+    sw__node_retire_stage(n, reason);
+    sw__node_start_load(n, 1); /* hash on a worker; bad pieces are fetched again (job_done) */
+    sw__node_publish(n, 1);
+    sw__node_changed(n);
 }
 
 /* ------------------------------------------------------------------ planner */

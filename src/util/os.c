@@ -59,12 +59,14 @@ int sw_file_map(const char *path, struct sw_mmap *out)
     if (p == MAP_FAILED) return errno_to_sw(e);
     out->data = p;
     out->len = (size_t)st.st_size;
+    sw_map_guard_add(p, out->len); /* best effort: unguarded, a truncation is fatal as before */
     return 0;
 }
 
 void sw_file_unmap(struct sw_mmap *m)
 {
     if (!m || !m->data) return;
+    sw_map_guard_remove(m->data);
     munmap((void *)m->data, m->len);
     m->data = NULL;
     m->len = 0;

@@ -190,6 +190,14 @@ struct sw_mmap {
 
 int sw_file_map(const char *path, struct sw_mmap *out);
 void sw_file_unmap(struct sw_mmap *m); /* NULL/empty harmless */
+/* SIGBUS guard (mapguard.c): a mapped file truncated by someone else must not kill us. A
+ * read past the new end inside a guarded range reads zeros (the rest of the range is
+ * remapped to zero pages) and is counted; the owner checks sw_map_guard_faults(any address
+ * in the range) and fails what it computed. sw_file_map guards its maps itself. The slots
+ * are process-wide (a signal handler has no handle to look in): 1,024 ranges at most. */
+int sw_map_guard_add(const void *p, size_t len);
+void sw_map_guard_remove(const void *p); /* p: the start given to add; NULL harmless */
+uint64_t sw_map_guard_faults(const void *p); /* 0 when p is in no guarded range */
 int sw_file_size(const char *path, uint64_t *size_out); /* SW_ENOTFOUND when absent */
 int sw_path_exists(const char *path);
 int sw_is_dir(const char *path);

@@ -581,8 +581,9 @@ static void test_storage(void)
     CHECK(!exists(dst, "shard-1.gguf.part"));
     CHECK(sw_bt_storage_file_complete(st, 2));
     sw_bt_storage_close(st);
-    /* Corrupt the verified piece 0 in the .part behind the resume data's back: resume is
-     * trusted by default, --verify (verify_all) rehashes and drops it. */
+    /* Corrupt the verified piece 0 in the .part behind the resume data's back: a .part file
+     * is always rehashed at open (no identity binds it while it is written), so piece 0 is
+     * dropped; the final shard-1 is still exactly the file its resume data sealed. */
     char *part = sw_path_join(dst, "shard-0.gguf.part");
     int fd = open(part, O_RDWR);
     uint8_t junk = 0x5a;
@@ -590,9 +591,29 @@ static void test_storage(void)
     close(fd);
     free(part);
     CHECK_EQ_INT(sw_bt_storage_open(&mi, &o, &st, err, sizeof err), 0);
-    CHECK(sw_bt_storage_has_piece(st, 0));
+    CHECK(!sw_bt_storage_has_piece(st, 0));
     CHECK(sw_bt_storage_file_complete(st, 2));
     sw_bt_storage_close(st);
+    /* The final file changed behind its resume data (one byte of piece 5, size and name
+     * kept): its mtime/ctime no longer match, so it is rehashed and piece 5 dropped. */
+    char *fin = sw_path_join(dst, "shard-1.gguf");
+    fd = open(fin, O_RDWR);
+    CHECK(pwrite(fd, &junk, 1, 32768 + 5) == 1);
+    close(fd);
+    CHECK_EQ_INT(sw_bt_storage_open(&mi, &o, &st, err, sizeof err), 0);
+    CHECK(sw_bt_storage_has_piece(st, 4));
+    CHECK(!sw_bt_storage_has_piece(st, 5));
+    CHECK(!sw_bt_storage_file_complete(st, 2));
+    CHECK(exists(dst, "shard-1.gguf.part")); /* no longer under its final name */
+    sw_bt_storage_close(st);
+    free(fin); /* put the byte back (under the .part name) */
+    fin = sw_path_join(dst, "shard-1.gguf.part");
+    fd = open(fin, O_RDWR);
+    uint8_t *p5b = piece_data(src, &mi, 5);
+    CHECK(pwrite(fd, p5b + 5, 1, 32768 + 5) == 1);
+    close(fd);
+    free(p5b);
+    free(fin);
     o.verify_all = 1;
     CHECK_EQ_INT(sw_bt_storage_open(&mi, &o, &st, err, sizeof err), 0);
     CHECK(!sw_bt_storage_has_piece(st, 0));

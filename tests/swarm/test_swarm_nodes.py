@@ -310,6 +310,9 @@ def case_diagnose():
         check(re.search(r"shard 0\s+corrupt\s+\S+shard-0\.gguf", out), "corrupt file reported:\n" + out)
         check(re.search(r"shard 1\s+partial", out), "partial file reported:\n" + out)
         check(re.search(r"shard 3\s+missing\s+\S+shard-3\.gguf", out), "missing file with its path:\n" + out)
+        check(re.search(r"shard 0\s+corrupt\s+\S+\s+\(1 of \d+ pieces fail their hash", out), "bad pieces counted:\n" + out)
+        check(re.search(r"shard 2\s+not held here, held elsewhere \(.*1 live node\(s\) have it loaded\)", out),
+              "another node's shard is not 'missing':\n" + out)
         check("answered a DHT ping" in out, "DHT reachability:\n" + out)
         check("shard %d: no node has it loaded" % (N - 1) in out, "blocking reason:\n" + out)
         fix = re.search(r"fix: (shardswarm load-shard .*)", out)
@@ -318,6 +321,11 @@ def case_diagnose():
         r2 = harness.run([harness.BIN] + fix.group(1).split()[1:])
         check(r2.returncode == 0, "the printed fix works: %s %s" % (r2.stdout, r2.stderr))
         sw.wait_all_ready(timeout=30)
+        # the swarm is ready, but a shard file here is corrupt: never READY, exit 1
+        r = harness.run(args)
+        check(r.returncode == 1 and re.search(r"NOT READY: this machine's shard 0 is corrupt \(1 of \d+ pieces fail their hash", r.stdout)
+              and "\nREADY" not in r.stdout, "diagnose with a corrupt local shard:\n" + r.stdout)
+        shutil.copyfile(m.shard_path(0), os.path.join(shards, "shard-0.gguf"))
         r = harness.run(args)
         check(r.returncode == 0 and "READY" in r.stdout, "diagnose exits 0 when ready:\n" + r.stdout)
 

@@ -2,6 +2,8 @@
 #include "test.h"
 #include "util/util.h"
 
+#include <unistd.h>
+
 static int bdec(const char *s, struct sw_bdoc *doc)
 {
     char err[128];
@@ -142,6 +144,36 @@ static void test_files(void)
     free(sub);
 }
 
+/* A mapped file truncated by someone else: reads past the new end give zeros and count a
+ * fault (mapguard.c), instead of SIGBUS killing the process. */
+static void test_map_guard(void)
+{
+    const char *dir = sw_test_tmpdir();
+    CHECK(dir != NULL);
+    char *f = sw_path_join(dir, "shrinks.bin");
+    long pg = sysconf(_SC_PAGESIZE);
+    size_t len = (size_t)pg * 4;
+    uint8_t *buf = malloc(len);
+    CHECK(buf != NULL);
+    memset(buf, 0x5a, len);
+    CHECK_EQ_INT(sw_file_write_atomic(f, buf, len), 0);
+    struct sw_mmap m;
+    CHECK_EQ_INT(sw_file_map(f, &m), 0);
+    CHECK_EQ_INT(sw_map_guard_faults(m.data), 0);
+    CHECK_EQ_INT(m.data[len - 1], 0x5a);
+    CHECK_EQ_INT(truncate(f, pg), 0);
+    CHECK_EQ_INT(m.data[0], 0x5a);                 /* still in the file */
+    volatile const uint8_t *p = m.data;
+    CHECK_EQ_INT(p[(size_t)pg * 2 + 7], 0);        /* past the end: zeros, not SIGBUS */
+    CHECK_EQ_INT(p[len - 1], 0);
+    CHECK(sw_map_guard_faults(m.data + len - 1) >= 1);
+    CHECK_EQ_INT(sw_map_guard_faults(buf), 0);     /* not a guarded range */
+    sw_file_unmap(&m);
+    CHECK_EQ_INT(sw_map_guard_faults(m.data), 0);
+    free(buf);
+    free(f);
+}
+
 static void test_fmt(void)
 {
     char b[32];
@@ -160,6 +192,7 @@ int main(void)
     SW_RUN(test_bencode_encode_roundtrip);
     SW_RUN(test_hash_hex);
     SW_RUN(test_files);
+    SW_RUN(test_map_guard);
     SW_RUN(test_fmt);
     return SW_TEST_DONE();
 }
