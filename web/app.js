@@ -114,6 +114,19 @@
     add('Shard', self.shard === undefined ? '—' : (num(self.shard) < 0 ? 'none' : String(num(self.shard))) +
         (self.auto === true ? ' (auto)' : '') + (self.seed_all === true ? ' (seeds every shard)' : ''));
     add('Phase', phaseCell(str(self.phase), me));
+    const vf = self.verify;
+    if (vf && typeof vf === 'object') { /* hashing a shard file found on disk */
+      const total = num(vf.bytes_total), done = num(vf.bytes_done);
+      add('Verifying', el('span', { cls: 'mono' }, str(vf.path) + ': ' +
+          (total ? (done * 100 / total).toFixed(0) : '0') + '% of ' + fmtBytes(total) + ' · ' +
+          fmtBytes(vf.rate_bps) + '/s' + (num(vf.eta_ms) > 0 ? ' · ETA ' + fmtDuration(vf.eta_ms) : '')));
+    }
+    const er = self.error;
+    if (er && typeof er === 'object') { /* the shard cannot be written (disk full, read-only, gone) */
+      add('Error', el('span', null, tag('failed', 'bad'), ' ', str(er.message) +
+          (er.bytes_needed !== undefined ? ' · needs ' + fmtBytes(er.bytes_needed) + ', ' + fmtBytes(er.bytes_free) +
+           ' free' : '') + (er.retry ? ' · ' + str(er.retry) : '')));
+    }
     add('Tokens/s (measured)', num(self.tokens_per_s).toFixed(1));
     add('Sessions on this stage', String(num(self.queue)));
     if (me.threads !== undefined) add('Threads', String(num(me.threads)));

@@ -308,6 +308,12 @@ uint32_t sw_bt_picker_blocks_in_piece(const struct sw_bt_picker *pk, uint32_t pi
 
 /* ================================================================ storage */
 
+/* Progress of hashing one file that is already on disk (storage open, recheck): called on
+ * the hashing thread after each piece with the file's bytes hashed so far, and once more
+ * when the file is done (done == total, good = pieces that verified of n). */
+typedef void (*sw_bt_hash_progress_fn)(void *ud, uint32_t file, const char *path, uint64_t done,
+                                       uint64_t total, uint32_t good, uint32_t n);
+
 /* Files of one torrent under a folder: wanted files are written as "<path>.part"
  * (preallocated), renamed to "<path>" when every piece is verified; "<path>.resume" records
  * verified pieces (see docs/bt.md). Pieces are verified before they are written. */
@@ -318,6 +324,8 @@ struct sw_bt_storage_opts {
     int verify_all;        /* ignore resume data and rehash what is on disk */
     int trust_complete;    /* a final-named file of the right size counts as complete when
                             * no resume data says otherwise (seeders); 0: rehash it */
+    sw_bt_hash_progress_fn on_hash; /* hashing a file (at open or a check): progress; NULL none */
+    void *hash_ud;
 };
 
 int sw_bt_storage_open(const struct sw_bt_metainfo *mi, const struct sw_bt_storage_opts *opts,
@@ -436,6 +444,8 @@ struct sw_bt_torrent_opts {
     int verify_all;            /* rehash everything on disk (--verify) */
     int trust_complete;        /* seeders: a final-named file of the right size is held */
     int seed_only;             /* never request pieces */
+    sw_bt_hash_progress_fn on_hash; /* hashing files found on disk: progress (storage) */
+    void *hash_ud;
 };
 
 /* Adds a torrent from its metainfo (copied) or from a magnet (metadata fetched over BEP 9

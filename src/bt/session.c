@@ -355,7 +355,8 @@ int sw__torrent_init_meta(struct sw_bt_torrent *t, char *err, size_t err_len)
     if (!t->want_file || !t->file_error || !t->file_verified || !t->file_hist || !t->as || !t->hashing ||
         !t->served_to || !t->sent_once || !t->pk)
         return SW_ENOMEM;
-    struct sw_bt_storage_opts so = { .dir = t->dir, .verify_all = t->opts.verify_all, .trust_complete = t->opts.trust_complete };
+    struct sw_bt_storage_opts so = { .dir = t->dir, .verify_all = t->opts.verify_all, .trust_complete = t->opts.trust_complete,
+                                     .on_hash = t->opts.on_hash, .hash_ud = t->opts.hash_ud };
     int rc = sw_bt_storage_open(mi, &so, &t->st, err, err_len);
     if (rc) return rc;
     for (uint32_t i = 0; i < mi->n_pieces; i++)

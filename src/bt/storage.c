@@ -52,6 +52,8 @@ struct sw_bt_storage {
     struct sfile *f;
     uint8_t *have;                   /* bitfield */
     pthread_mutex_t lock;            /* opening/creating files from worker threads */
+    sw_bt_hash_progress_fn on_hash;  /* progress of check_file (borrowed callback) */
+    void *hash_ud;
 };
 
 /* The identity of the file at path now (0, or an error when it cannot be read). */
@@ -540,6 +542,8 @@ int sw_bt_storage_check_file(struct sw_bt_storage *st, uint32_t fi, char *err, s
     uint8_t *bytes = calloc(sf->n_pieces ? sf->n_pieces : 1, 1);
     if (!buf || !bytes) { free(buf); free(bytes); return SW_ENOMEM; }
     int fresh = 0;
+    uint64_t hashed = 0;
+    uint32_t n_good = 0;
     for (uint32_t p = bf->first_piece; bf->length && p <= bf->last_piece; p++) {
         if (sf->fd < 0) {
             sf->fd = open(is_final ? sf->path : sf->part_path, (is_final ? O_RDONLY : O_RDWR) | O_CLOEXEC);
@@ -550,7 +554,11 @@ int sw_bt_storage_check_file(struct sw_bt_storage *st, uint32_t fi, char *err, s
         bytes[p - bf->first_piece] = (uint8_t)ok;
         if (ok && !sw__bit_get(st->have, p)) { sw__bit_set(st->have, p); fresh++; }
         if (!ok) sw__bit_clear(st->have, p); /* what is on disk now decides */
+        n_good += (uint32_t)ok;
+        hashed = SW_MIN(hashed + sw_bt_piece_size(mi, p), bf->length);
+        if (st->on_hash && p < bf->last_piece) st->on_hash(st->hash_ud, fi, sf->path, hashed, bf->length, n_good, sf->n_pieces);
     }
+    if (st->on_hash) st->on_hash(st->hash_ud, fi, sf->path, bf->length, bf->length, n_good, sf->n_pieces);
     free(buf);
     recount(st, fi);
     int rc = 0;
@@ -633,6 +641,8 @@ int sw_bt_storage_open(const struct sw_bt_metainfo *mi, const struct sw_bt_stora
     if (!st) return SW_ENOMEM;
     pthread_mutex_init(&st->lock, NULL);
     st->mi = mi;
+    st->on_hash = o->on_hash;
+    st->hash_ud = o->hash_ud;
     st->dir = strdup(o->dir);
     st->f = calloc(mi->n_files, sizeof *st->f);
     st->have = calloc((mi->n_pieces + 7) / 8, 1);

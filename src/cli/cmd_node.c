@@ -220,6 +220,30 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_unref((uv_handle_t *)&c->hard_stop);
 }
 
+/* Starts the HTTP API (status, owner commands, /metrics and the dashboard, the OpenAI API)
+ * on its own thread. Returns 0, or -1 with err filled. */
+static int start_api(struct ctx *c, const struct sw_node_config *cfg, const char *api_key, char *err, size_t err_len)
+{
+    struct sw_api_config ac = { cfg->api_host, cfg->api_port, 0, api_key[0] ? api_key : NULL };
+    if (!api_key[0] && cfg->api_host && strcmp(cfg->api_host, "127.0.0.1") && strcmp(cfg->api_host, "::1") &&
+        strcmp(cfg->api_host, "localhost"))
+        sw_log(SW_LOG_WARN, "API", "the API on %s has no key: anyone who reaches it can generate and read the "
+                                   "status (--api-key-file FILE or $SHARDSWARM_API_KEY)", cfg->api_host);
+    if (sw_api_new(&ac, &c->api) || sw_api_route(c->api, "GET", "/swarm/status", status_handler, c) ||
+        sw_api_route(c->api, "POST", "/swarm/load-shard", load_handler, c) ||
+        sw_api_route(c->api, "POST", "/swarm/drain", load_handler, c) || /* any owner command (DRAIN) */
+        sw_cli_node_web_attach(c->api, c->node) || /* /metrics and the dashboard (node_web.c) */
+        sw_cli_node_openai_attach(c->api, c->node, &c->pipe) || /* the OpenAI /v1 API (node_openai.c) */
+        sw_api_start(c->api, err, err_len)) {
+        if (!err[0]) snprintf(err, err_len, "cannot start the HTTP API");
+        return -1;
+    }
+    sw_log(SW_LOG_INFO, "API", "http://%s:%u/swarm/status", cfg->api_host ? cfg->api_host : "127.0.0.1",
+           sw_api_port(c->api));
+    if (sw_api_port(c->api) != cfg->api_port) sw_node_set_api_addr(c->node, cfg->api_host, sw_api_port(c->api));
+    return 0;
+}
+
 int sw_cmd_node(int argc, char **argv)
 {
     const char *cmd = "node";
@@ -338,14 +362,20 @@ int sw_cmd_node(int argc, char **argv)
     struct ctx c = { 0 };
     char err[1024] = "";
     rc = sw_node_new(&loop, &cfg, &c.node, err, sizeof err);
+    if (!rc && want_api) rc = start_api(&c, &cfg, api_key, err, sizeof err) ? SW_EIO : 0;
+    /* The API answers from here on: while the node hashes its shard files at start, the
+     * status says "verifying" with the progress (the pipeline pointer is still NULL). */
     if (!rc) rc = sw_node_start(c.node, err, sizeof err);
     if (rc) {
         int ex = sw_cli_fail(cmd, "%s", err[0] ? err : sw_strerror(rc));
         if (c.node) {
             sw_node_stop(c.node, NULL, NULL);
             uv_run(&loop, UV_RUN_DEFAULT);
-            sw_node_free(c.node);
         }
+        sw_api_free(c.api); /* stops the API thread before the node goes */
+        uv_walk(&loop, close_any, NULL);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        sw_node_free(c.node);
         uv_loop_close(&loop);
         return ex;
     }
@@ -359,31 +389,6 @@ int sw_cmd_node(int argc, char **argv)
         return ex;
     }
     sw_pipe_node_set_change_chain(c.pipe, on_node_change, &c);
-    if (want_api) {
-        struct sw_api_config ac = { cfg.api_host, cfg.api_port, 0, api_key[0] ? api_key : NULL };
-        if (!api_key[0] && cfg.api_host && strcmp(cfg.api_host, "127.0.0.1") && strcmp(cfg.api_host, "::1") &&
-            strcmp(cfg.api_host, "localhost"))
-            sw_log(SW_LOG_WARN, "API", "the API on %s has no key: anyone who reaches it can generate and read the "
-                                       "status (--api-key-file FILE or $SHARDSWARM_API_KEY)", cfg.api_host);
-        if (sw_api_new(&ac, &c.api) || sw_api_route(c.api, "GET", "/swarm/status", status_handler, &c) ||
-            sw_api_route(c.api, "POST", "/swarm/load-shard", load_handler, &c) ||
-            sw_api_route(c.api, "POST", "/swarm/drain", load_handler, &c) || /* any owner command (DRAIN) */
-            sw_cli_node_web_attach(c.api, c.node) || /* /metrics and the dashboard (node_web.c) */
-            sw_cli_node_openai_attach(c.api, c.node, &c.pipe) || /* the OpenAI /v1 API (node_openai.c) */
-            sw_api_start(c.api, err, sizeof err)) {
-            sw_log(SW_LOG_ERROR, "API", "%s", err[0] ? err : "cannot start the HTTP API");
-            c.stopping = 1;
-            leave(&c);
-            uv_run(&loop, UV_RUN_DEFAULT);
-            sw_api_free(c.api);
-            sw_node_free(c.node);
-            uv_loop_close(&loop);
-            return SW_EXIT_FAIL;
-        }
-        sw_log(SW_LOG_INFO, "API", "http://%s:%u/swarm/status", cfg.api_host ? cfg.api_host : "127.0.0.1",
-               sw_api_port(c.api));
-        if (sw_api_port(c.api) != cfg.api_port) sw_node_set_api_addr(c.node, cfg.api_host, sw_api_port(c.api));
-    }
     uv_signal_init(&loop, &c.sig_int);
     uv_signal_init(&loop, &c.sig_term);
     c.sig_int.data = c.sig_term.data = &c;

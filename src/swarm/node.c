@@ -480,6 +480,7 @@ int sw_node_start(struct sw_node *n, char *err, size_t err_len)
     sw_log(SW_LOG_INFO, "NODE", "node id %s (key in %s/node.key)", sw_node_id_hex(n->id.pk, hex), n->cache_dir);
     n->loop_thread = uv_thread_self();
     n->started_ms = sw_time_ms();
+    sw__node_rebuild_json(n); /* "starting" until the storage has looked at the shard files */
     struct sw_bt_session_opts so = { 0 };
     so.listen_port = n->cfg.listen_port;
     so.on_event = on_bt_event;
@@ -503,6 +504,8 @@ int sw_node_start(struct sw_node *n, char *err, size_t err_len)
     to.want_all = n->cfg.seed_all;
     to.verify_all = n->cfg.verify;
     to.trust_complete = 0; /* a file without resume data is hashed before it counts */
+    to.on_hash = sw__node_on_hash; /* progress lines and the status while it hashes */
+    to.hash_ud = n;
     if (!n->is_magnet && n->cfg.shard >= 0) {
         /* Remember whether our shard's file is there under its final name: if the storage
          * then finds bad pieces (and renames it to .part), the log must say "corrupt". */

@@ -158,6 +158,11 @@ struct sw_node {
     struct sw__fid served_id;        /* the loaded file as it was when loaded (watched) */
     int watching;                    /* served_id stands for the file the stage maps */
     uint64_t last_watch;
+    /* the BitTorrent storage hashing a file found on disk (at start, a recheck): progress */
+    int hashing;
+    uint32_t hash_file;
+    const char *hash_path;           /* borrowed from the storage */
+    uint64_t hash_t0_ms, hash_last_ms, hash_done, hash_total;
     int32_t pre_final;               /* shard whose final-named file was whole before BT looked */
     int measure_pending;
     int failed;                      /* gave up (bad metadata): the CLI exits 1 */
@@ -238,6 +243,8 @@ void sw__node_on_fs_event(uv_fs_event_t *h, const char *filename, int events, in
 void sw__node_plan(struct sw_node *n, uint64_t now);
 void sw__node_watch_begin(struct sw_node *n, const struct sw__fid *fid);
 void sw__node_watch_check(struct sw_node *n);
+void sw__node_on_hash(void *ud, uint32_t file, const char *path, uint64_t done, uint64_t total, uint32_t good,
+                      uint32_t n_pieces);
 int sw__node_fid_now(const char *path, struct sw__fid *out);
 
 /* node_status.c */

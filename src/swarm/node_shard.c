@@ -395,6 +395,45 @@ void sw__node_on_fs_event(uv_fs_event_t *h, const char *filename, int events, in
     sw__node_check_folder(n);
 }
 
+/* ------------------------------------------------------------------ hashing progress */
+
+/* The storage hashes a file found on disk (at start: before the node joins, the API already
+ * answers; or a recheck): a line at most once a second, the status JSON follows. */
+void sw__node_on_hash(void *ud, uint32_t file, const char *path, uint64_t done, uint64_t total, uint32_t good,
+                      uint32_t n_pieces)
+{
+    struct sw_node *n = ud;
+    uint64_t now = sw_time_ms();
+    if (!n->hashing || n->hash_file != file || n->hash_path != path) {
+        n->hashing = 1;
+        n->hash_file = file;
+        n->hash_path = path;
+        n->hash_t0_ms = n->hash_last_ms = now;
+    }
+    n->hash_done = done;
+    n->hash_total = total;
+    double secs = (double)(now - n->hash_t0_ms) / 1000.0;
+    double rate = secs > 0 ? (double)done / secs : 0;
+    char a[32], b[32], r[32], e[32];
+    sw_fmt_bytes(done, a, sizeof a);
+    sw_fmt_bytes(total, b, sizeof b);
+    sw_fmt_bytes((uint64_t)rate, r, sizeof r);
+    if (done >= total) {
+        n->hashing = 0;
+        sw_log(SW_LOG_INFO, "SHARD", "verified %s in %.2f s (%s, %s/s): %u of %u pieces good", path, secs, b,
+               rate > 0 ? r : "-", good, n_pieces);
+        sw__node_rebuild_json(n);
+        return;
+    }
+    if (now - n->hash_last_ms < 1000) return;
+    n->hash_last_ms = now;
+    if (rate > 0) sw_fmt_duration_ms((uint64_t)((double)(total - done) / rate * 1000.0), e, sizeof e);
+    else snprintf(e, sizeof e, "unknown");
+    sw_log(SW_LOG_INFO, "SHARD", "verifying %s: %u%% (%s of %s) at %s/s, ETA %s", path,
+           (unsigned)(done * 100 / (total ? total : 1)), a, b, r, e);
+    sw__node_rebuild_json(n);
+}
+
 /* ------------------------------------------------------------------ served-file watch */
 
 int sw__node_fid_now(const char *path, struct sw__fid *out)

@@ -194,8 +194,32 @@ void sw__node_rebuild_json(struct sw_node *n)
     } else {
         json_object_set_new(root, "ready", json_false());
         json_t *reasons = json_array();
-        json_array_append_new(reasons, json_string("the model's metadata is not known yet (magnet: waiting for peers)"));
+        char r[1200];
+        if (n->hashing)
+            snprintf(r, sizeof r, "this node is starting: verifying %s (%u%%)", n->hash_path,
+                     (unsigned)(n->hash_done * 100 / (n->hash_total ? n->hash_total : 1)));
+        else
+            snprintf(r, sizeof r, "%s", n->is_magnet ? "the model's metadata is not known yet (magnet: waiting for peers)"
+                                                     : "this node is starting");
+        json_array_append_new(reasons, json_string(r));
         json_object_set_new(root, "reasons", reasons);
+        json_t *self = json_object();
+        json_object_set_new(self, "shard", json_integer(n->cfg.shard >= 0 ? n->cfg.shard : -1));
+        json_object_set_new(self, "phase", json_string(sw_phase_name(n->hashing ? SW_PHASE_VERIFYING : SW_PHASE_NONE)));
+        json_object_set_new(root, "self", self);
+    }
+    json_t *self = json_object_get(root, "self");
+    if (self && n->hashing) { /* the storage is hashing a file found on disk */
+        double secs = (double)(sw_time_ms() - n->hash_t0_ms) / 1000.0;
+        double rate = secs > 0 ? (double)n->hash_done / secs : 0;
+        json_t *v = json_object();
+        json_object_set_new(v, "path", json_string(n->hash_path ? n->hash_path : ""));
+        json_object_set_new(v, "bytes_done", json_integer((json_int_t)n->hash_done));
+        json_object_set_new(v, "bytes_total", json_integer((json_int_t)n->hash_total));
+        json_object_set_new(v, "rate_bps", json_real(rate));
+        json_object_set_new(v, "eta_ms", json_integer(rate > 0 ? (json_int_t)((double)(n->hash_total - n->hash_done) / rate * 1000.0) : -1));
+        json_object_set_new(self, "verify", v);
+        json_object_set_new(self, "phase", json_string(sw_phase_name(SW_PHASE_VERIFYING)));
     }
     if (n->dht) {
         struct sw_dht_stats ds;

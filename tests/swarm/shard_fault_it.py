@@ -103,6 +103,10 @@ def case_stopped_flip():
         new.proc.wait_for(r"changed since its pieces were verified", timeout=20)
         mt = new.proc.wait_for(r"shard 1 at \S+ is corrupt \((\d+) of (\d+) pieces fail their hash\)", timeout=20)
         check(mt and mt.group(1) == "1", "exactly one bad piece reported:\n" + new.proc.output()[-2000:])
+        total = int(mt.group(2))
+        # the start-up hash says what it found (item 4: hashing progress; one line for a small file)
+        new.proc.wait_for(r"\[SHARD\] verified \S+shard-1\.gguf in [\d.]+ s \([^)]*\): %d of %d pieces good"
+                          % (total - 1, total), timeout=5)
         new.proc.wait_for(r"shard 1 (downloaded and verified|loaded)", timeout=30)
         t = sw.wait_all_ready(timeout=40)
         print("stopped_flip: ready %.2fs after the restart" % (t - t0), file=sys.stderr)
