@@ -141,6 +141,83 @@ static int hp_moe(struct sw__loader *L, struct sw__hparams *hp)
     return moe_hparams(L, hp, 1);
 }
 
+/* <arch>.attention.sliding_window_pattern: a period n (layer l slides when l % n < n - 1,
+ * llama.cpp's convention: every n-th layer is global) or one bool per layer. */
+static int swa_pattern(struct sw__loader *L, uint32_t dflt)
+{
+    struct sw__model *m = L->m;
+    const uint32_t n_layers = m->info.n_layers;
+    char key[96];
+    snprintf(key, sizeof key, "%s.attention.sliding_window_pattern", m->info.arch);
+    struct sw_gguf_arr arr;
+    if (sw_gguf_get_arr(L->g, key, &arr) == 0) {
+        if (arr.n != n_layers)
+            return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: %s has %llu entries for %u layers", L->path, key,
+                           (unsigned long long)arr.n, n_layers);
+        for (uint32_t l = 0; l < n_layers; l++) {
+            int64_t v = 0;
+            if (arr.elem_type == SW_GGUF_BOOL) v = arr.data[l]; /* GGUF: a bool is one byte */
+            else if (sw_gguf_arr_i64(&arr, l, &v))
+                return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: %s[%u] is not a bool or integer", L->path,
+                               key, l);
+            m->ld[l].is_swa = v != 0;
+        }
+        return 0;
+    }
+    uint32_t n = dflt;
+    int rc = sw__get_u32(L, "attention.sliding_window_pattern", &n, 0, dflt);
+    if (rc) return rc;
+    for (uint32_t l = 0; l < n_layers; l++) m->ld[l].is_swa = n == 0 || l % n < n - 1;
+    return 0;
+}
+
+/* gemma2 and gemma3 (text): embeddings x sqrt(n_embd), GeGLU, post-attention and post-FFN
+ * norms (llama.cpp's converter stores gemma's norm weights with the +1 folded in, so they
+ * are plain RMSNorm weights), NeoX RoPE, sliding-window layers with their own RoPE base.
+ * The query scale is 1/sqrt(head_dim), except for the 27B shapes (46 / 62 layers), which
+ * use 1/sqrt(n_embd/n_head) as llama.cpp does (gemma_pytorch's query_pre_attn_scalar). */
+static int gemma_common(struct sw__loader *L, struct sw__hparams *hp, uint32_t big_layers)
+{
+    const struct sw_stage_info *in = &L->m->info;
+    hp->embd_scale = sqrtf((float)in->n_embd);
+    if (in->n_layers == big_layers) hp->attn_scale = 1.0f / sqrtf((float)(in->n_embd / in->n_head));
+    return 0;
+}
+
+static int hp_gemma2(struct sw__loader *L, struct sw__hparams *hp)
+{
+    const struct sw_stage_info *in = &L->m->info;
+    int rc;
+    gemma_common(L, hp, 46);
+    /* llama.cpp's defaults: attention softcap 50, final 30, window 4096, every other layer */
+    if ((rc = sw__get_f32(L, "attn_logit_softcapping", &hp->attn_softcap, 50.0f))) return rc;
+    if ((rc = sw__get_f32(L, "final_logit_softcapping", &hp->final_softcap, 30.0f))) return rc;
+    if ((rc = sw__get_u32(L, "attention.sliding_window", &hp->n_swa, 0, 4096))) return rc;
+    if ((rc = sw__get_f32(L, "rope.freq_base_swa", &hp->rope_base_swa, in->rope_freq_base))) return rc;
+    hp->rope_scale_swa = in->rope_freq_scale;
+    if (!(hp->attn_softcap >= 0) || !(hp->final_softcap >= 0) || !(hp->rope_base_swa > 0))
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: bad %s softcapping or rope.freq_base_swa", L->path,
+                       in->arch);
+    return hp->n_swa ? swa_pattern(L, 2) : 0;
+}
+
+static int hp_gemma3(struct sw__loader *L, struct sw__hparams *hp)
+{
+    const struct sw_stage_info *in = &L->m->info;
+    int rc;
+    gemma_common(L, hp, 62);
+    if ((rc = sw__get_f32(L, "final_logit_softcapping", &hp->final_softcap, 0))) return rc;
+    if ((rc = sw__get_u32(L, "attention.sliding_window", &hp->n_swa, 0, 0))) return rc;
+    /* local layers: base 10000 unless given, no scaling; global layers: rope.freq_base and
+     * the declared (linear) scaling */
+    if ((rc = sw__get_f32(L, "rope.freq_base_swa", &hp->rope_base_swa, 10000.0f))) return rc;
+    hp->rope_scale_swa = 1.0f;
+    if (!(hp->final_softcap >= 0) || !(hp->rope_base_swa > 0))
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: bad %s softcapping or rope.freq_base_swa", L->path,
+                       in->arch);
+    return hp->n_swa ? swa_pattern(L, 6) : 0;
+}
+
 /* The llama-family layer: the tensors the features call for, checked by name and shape.
  * Expert stacks are [n_embd, n_ff_exp, n_expert] (down: [n_ff_exp, n_embd, n_expert]). */
 static int bind_llama_family(struct sw__loader *L, struct sw__layer *ly, uint32_t l)
@@ -167,6 +244,10 @@ static int bind_llama_family(struct sw__loader *L, struct sw__layer *ly, uint32_
     if (hp->qk_norm) {
         if ((rc = sw__bind_vector(L, &ly->q_norm, BLK("attn_q_norm.weight"), hd, 0))) return rc;
         if ((rc = sw__bind_vector(L, &ly->k_norm, BLK("attn_k_norm.weight"), hd, 0))) return rc;
+    }
+    if (hp->post_norms) {
+        if ((rc = sw__bind_vector(L, &ly->attn_post_norm, BLK("post_attention_norm.weight"), E, 0))) return rc;
+        if ((rc = sw__bind_vector(L, &ly->ffn_post_norm, BLK("post_ffw_norm.weight"), E, 0))) return rc;
     }
     if (!m->ld[l].is_moe) {
         const int64_t F = m->ld[l].n_ff;
@@ -200,13 +281,18 @@ static int bind_llama_family(struct sw__loader *L, struct sw__layer *ly, uint32_
  * qwen2moe: qwen2 with softmax top-k experts (weights not renormalised) plus a shared
  *           expert scaled by a sigmoid gate.
  * qwen3:    NeoX RoPE, per-head q/k RMSNorm, head size from attention.key_length.
- * qwen3moe: qwen3 with softmax top-k experts, renormalised. */
+ * qwen3moe: qwen3 with softmax top-k experts, renormalised.
+ * gemma2:   GeGLU, embeddings x sqrt(n_embd), post-norms, attention and final logit
+ *           soft-capping, every other layer a 4096-token sliding window.
+ * gemma3:   gemma2 without soft-capping, with q/k norm, 5 of 6 layers sliding (base 10000). */
 static const struct sw__arch ARCHS[] = {
     { "llama", { .moe_norm_w = 1 }, hp_llama, bind_llama_family },
     { "qwen2", { .rope_neox = 1, .qkv_bias = 1 }, hp_plain, bind_llama_family },
     { "qwen2moe", { .rope_neox = 1, .moe = 1, .n_ff_shexp = 1, .shexp_gate = 1 }, hp_moe, bind_llama_family },
     { "qwen3", { .rope_neox = 1, .qk_norm = 1 }, hp_plain, bind_llama_family },
     { "qwen3moe", { .rope_neox = 1, .qk_norm = 1, .moe = 1, .moe_norm_w = 1 }, hp_moe, bind_llama_family },
+    { "gemma2", { .rope_neox = 1, .act = SW__ACT_GEGLU, .post_norms = 1 }, hp_gemma2, bind_llama_family },
+    { "gemma3", { .rope_neox = 1, .act = SW__ACT_GEGLU, .post_norms = 1, .qk_norm = 1 }, hp_gemma3, bind_llama_family },
 };
 
 const struct sw__arch *sw__arch_find(const char *name)
@@ -218,7 +304,7 @@ const struct sw__arch *sw__arch_find(const char *name)
 
 const char *sw__arch_names(void)
 {
-    return "llama, qwen2, qwen2moe, qwen3, qwen3moe";
+    return "llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3";
 }
 
 int sw__arch_hparams(struct sw__loader *L, const struct sw__arch *a, const struct sw_stage_opts *o)
@@ -229,15 +315,17 @@ int sw__arch_hparams(struct sw__loader *L, const struct sw__arch *a, const struc
     int rc = common_hparams(L, !a->base.moe, o);
     if (rc) return rc;
     m->info.rope_neox = m->hp.rope_neox;
+    m->hp.attn_scale = 1.0f / sqrtf((float)m->info.head_dim);
+    m->ld = calloc(m->info.n_layers, sizeof *m->ld);
+    if (!m->ld) return sw_errf(L->err, L->err_len, SW_ENOMEM, "out of memory");
     if ((rc = a->hparams(L, &m->hp))) return rc;
     if (!m->hp.moe && m->info.n_ff == 0)
         return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: metadata key %s.feed_forward_length is missing",
                        L->path, m->info.arch);
-    m->ld = calloc(m->info.n_layers, sizeof *m->ld);
-    if (!m->ld) return sw_errf(L->err, L->err_len, SW_ENOMEM, "out of memory");
     for (uint32_t l = 0; l < m->info.n_layers; l++) {
         m->ld[l].is_moe = m->hp.moe;
         m->ld[l].n_ff = m->hp.moe ? 0 : m->info.n_ff;
+        if (!m->hp.n_swa) m->ld[l].is_swa = 0;
     }
     m->info.n_expert = m->hp.n_expert;
     m->info.n_expert_used = m->hp.n_expert_used;

@@ -206,6 +206,7 @@ struct sw_synth_preset {
     uint32_t n_expert, n_expert_used; /* mixture of experts (llama: Mixtral style) */
     uint32_t n_ff_exp;      /* one expert's FFN width */
     uint32_t n_ff_shexp;    /* the shared expert's width (qwen2moe) */
+    uint32_t n_swa;         /* attention.sliding_window (gemma); 0: the architecture's default */
 };
 
 /* NULL-terminated table of presets; sw_synth_preset_find returns NULL for an unknown name. */

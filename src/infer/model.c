@@ -186,6 +186,23 @@ int sw__bind_experts(struct sw__loader *L, struct sw__wx *w, const char *name, i
     return 0;
 }
 
+/* theta_i(p) = p * freq_scale * base^(-2i/n_rot) / factor_i  (factors: rope_freqs or NULL) */
+static int rope_table(struct sw__loader *L, float *inv_freq, float base, float scale, const float *factors)
+{
+    const struct sw_stage_info *in = &L->m->info;
+    for (uint32_t i = 0; i < in->n_rot / 2; i++) {
+        double f = pow((double)base, -2.0 * i / in->n_rot) * scale;
+        if (factors) {
+            if (!(factors[i] > 0))
+                return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: rope_freqs.weight[%u] is not positive",
+                               L->path, i);
+            f /= factors[i];
+        }
+        inv_freq[i] = (float)f;
+    }
+    return 0;
+}
+
 int sw__model_load(struct sw__model *m, struct sw_gguf *g, const struct sw_stage_opts *o,
                    char *err, size_t err_len)
 {
@@ -259,16 +276,12 @@ int sw__model_load(struct sw__model *m, struct sw_gguf *g, const struct sw_stage
     in->has_rope_freqs = rope_ff != NULL;
     m->rope_inv_freq = malloc((in->n_rot / 2) * sizeof *m->rope_inv_freq);
     if (!m->rope_inv_freq) return sw_errf(err, err_len, SW_ENOMEM, "out of memory");
-    for (uint32_t i = 0; i < in->n_rot / 2; i++) {
-        /* theta_i(p) = p * freq_scale * base^(-2i/n_rot) / factor_i */
-        double f = pow((double)in->rope_freq_base, -2.0 * i / in->n_rot) * in->rope_freq_scale;
-        if (rope_ff) {
-            if (!(rope_ff[i] > 0))
-                return sw_errf(err, err_len, SW_ECORRUPT, "%s: rope_freqs.weight[%u] is not positive",
-                            L.path, i);
-            f /= rope_ff[i];
-        }
-        m->rope_inv_freq[i] = (float)f;
+    if ((rc = rope_table(&L, m->rope_inv_freq, in->rope_freq_base, in->rope_freq_scale, rope_ff))) return rc;
+    if (m->hp.n_swa) { /* gemma: the sliding-window layers rotate with their own base */
+        m->rope_inv_freq_swa = malloc((in->n_rot / 2) * sizeof *m->rope_inv_freq_swa);
+        if (!m->rope_inv_freq_swa) return sw_errf(err, err_len, SW_ENOMEM, "out of memory");
+        if ((rc = rope_table(&L, m->rope_inv_freq_swa, m->hp.rope_base_swa, m->hp.rope_scale_swa, rope_ff)))
+            return rc;
     }
 
     uint32_t n = in->layer_last - in->layer_first + 1;
@@ -288,6 +301,7 @@ void sw__model_release(struct sw__model *m)
     free(m->layers);
     free(m->ld);
     free(m->rope_inv_freq);
+    free(m->rope_inv_freq_swa);
     if (m->owns_g) sw_gguf_close(m->g);
     memset(m, 0, sizeof *m);
 }

@@ -54,6 +54,7 @@ struct sw_stage {
     uint32_t *ex_tok;  /* B: tokens routed to the expert at hand */
     float *ex_w;       /* B: their weights */
     float *rope;   /* B x n_rot: cos[n_rot/2] then sin[n_rot/2] per token */
+    float *rope_swa; /* the same with the sliding-window layers' frequencies, or NULL */
     float *att_scratch;     /* n_threads x att_per_thread floats (see attn_run) */
     size_t att_per_thread;
     uint32_t att_tb;        /* tokens per attention block */
@@ -191,6 +192,7 @@ int sw_stage_open_gguf(struct sw_gguf *g, const struct sw_stage_opts *opts, stru
         if (!s->sel || !s->ex_tok) oom = 1;
     }
     s->rope = scratch(B * in->n_rot, &oom);
+    if (s->m.rope_inv_freq_swa) s->rope_swa = scratch(B * in->n_rot, &oom);
     /* Attention scratch per thread, for a block of att_tb tokens x the query heads of one
      * KV head: queries, scores (n_ctx each), probabilities (n_ctx each), outputs. */
     const uint32_t group = in->n_head / in->n_head_kv;
@@ -262,6 +264,7 @@ void sw_stage_free(struct sw_stage *s)
     free(s->ex_tok);
     free(s->ex_w);
     free(s->rope);
+    free(s->rope_swa);
     free(s->att_scratch);
     free(s->tok_kv);
     free(s->tok_pos);
@@ -400,11 +403,13 @@ static void rmsnorm(struct sw_stage *s, const float *x, const float *w, float *y
     else sw_k_pool_run(s->pool, norm_run, &t);
 }
 
-/* gate[i] = silu(gate[i]) * up[i] over n elements (SwiGLU). */
+/* gate[i] = act(gate[i]) * up[i] over n elements: SwiGLU (silu) or GeGLU (gelu, tanh
+ * approximation as llama.cpp's ggml_gelu). */
 struct swiglu_task {
     float *gate;
     const float *up;
     int64_t n;
+    enum sw__act act;
 };
 
 static void swiglu_run(void *arg, int ith, int nth)
@@ -414,6 +419,13 @@ static void swiglu_run(void *arg, int ith, int nth)
     sw_k_split(t->n, 16, ith, nth, &b, &e);
     float *g = t->gate;
     const float *u = t->up;
+    if (t->act == SW__ACT_GEGLU) {
+        for (int64_t i = b; i < e; i++) {
+            const float x = g[i];
+            g[i] = 0.5f * x * (1.0f + tanhf(0.7978845608f * x * (1.0f + 0.044715f * x * x))) * u[i];
+        }
+        return;
+    }
     for (int64_t i = b; i < e; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
@@ -452,7 +464,11 @@ static void attn_run(void *arg, int ith, int nth)
     const struct sw_stage_info *in = &s->m.info;
     const int64_t hd = in->head_dim, qd = s->q_dim;
     const uint32_t group = in->n_head / in->n_head_kv, chunks = s->att_chunks;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const struct sw__hparams *hp = &s->m.hp;
+    const float scale = hp->attn_scale, cap = hp->attn_softcap;
+    /* sliding window: a query at position q sees keys q - n_swa + 1 .. q (llama.cpp masks
+     * q - k >= n_swa) */
+    const uint32_t window = s->m.ld[in->layer_first + a->li].is_swa ? hp->n_swa : 0;
     float *qb = s->att_scratch + (size_t)ith * s->att_per_thread;
     float *ob = qb + (size_t)s->att_tb * group * hd;
     float *sb = ob + (size_t)s->att_tb * group * hd;
@@ -465,9 +481,9 @@ static void attn_run(void *arg, int ith, int nth)
         uint32_t t0 = 0; /* first token of the segment within the step */
         for (uint32_t si = 0; si < a->n_seg; t0 += a->sg[si].n, si++) {
             const struct seg *sg = &a->sg[si];
-            const uint32_t cap = sg->kv->cap;
-            const sw_f16 *kg = sg->kv->k[a->li] + (size_t)g * cap * hd;
-            const sw_f16 *vg = sg->kv->v[a->li] + (size_t)g * hd * cap;
+            const uint32_t kcap = sg->kv->cap;
+            const sw_f16 *kg = sg->kv->k[a->li] + (size_t)g * kcap * hd;
+            const sw_f16 *vg = sg->kv->v[a->li] + (size_t)g * hd * kcap;
             for (uint32_t b0 = 0; b0 < sg->n; b0 += s->att_tb) {
                 const uint32_t nb = SW_MIN(s->att_tb, sg->n - b0);
                 const uint32_t n_max = sg->pos + b0 + nb; /* keys 0 .. n_max-1 */
@@ -478,20 +494,24 @@ static void attn_run(void *arg, int ith, int nth)
                 sw_k_matmul(NULL, kg, SW_TYPE_F16, n_max, hd, qb, rows, sb);
                 for (int64_t r = 0; r < rows; r++) {
                     const uint32_t lim = sg->pos + b0 + (uint32_t)(r / hc) + 1;
-                    const float *srow = sb + (size_t)r * n_max;
-                    float *prow = pb + (size_t)r * cap;
+                    const uint32_t lo = window && lim > window ? lim - window : 0;
+                    float *srow = sb + (size_t)r * n_max;
+                    float *prow = pb + (size_t)r * kcap;
+                    if (cap > 0) /* soft-capping: cap * tanh(score / cap), then softmax */
+                        for (uint32_t p = lo; p < lim; p++) srow[p] = cap * tanhf(srow[p] * scale / cap) / scale;
                     float mx = -INFINITY;
-                    for (uint32_t p = 0; p < lim; p++) mx = fmaxf(mx, srow[p] * scale);
+                    for (uint32_t p = lo; p < lim; p++) mx = fmaxf(mx, srow[p] * scale);
                     float sum = 0;
-                    for (uint32_t p = 0; p < lim; p++) {
+                    for (uint32_t p = lo; p < lim; p++) {
                         const float e = expf(srow[p] * scale - mx);
                         prow[p] = e;
                         sum += e;
                     }
-                    sw_k_scale_f32(lim, 1.0f / sum, prow);
-                    memset(prow + lim, 0, (size_t)(cap - lim) * sizeof *prow);
+                    memset(prow, 0, (size_t)lo * sizeof *prow);
+                    sw_k_scale_f32(lim - lo, 1.0f / sum, prow + lo);
+                    memset(prow + lim, 0, (size_t)(kcap - lim) * sizeof *prow);
                 }
-                sw_k_matmul(NULL, vg, SW_TYPE_F16, hd, cap, pb, rows, ob);
+                sw_k_matmul(NULL, vg, SW_TYPE_F16, hd, kcap, pb, rows, ob);
                 for (uint32_t i = 0; i < nb; i++)
                     memcpy(s->att + (size_t)(t0 + b0 + i) * qd + (size_t)h0 * hd, ob + (size_t)i * hc * hd,
                            (size_t)hc * hd * sizeof(float));
@@ -503,18 +523,24 @@ static void attn_run(void *arg, int ith, int nth)
 /* ------------------------------------------------------------------ RoPE */
 
 /* cos/sin of theta_i(p) = p * inv_freq[i] for the step's token positions. */
-static void rope_tables(struct sw_stage *s, uint32_t n_tokens)
+static void rope_table(struct sw_stage *s, uint32_t n_tokens, const float *inv_freq, float *out)
 {
     const uint32_t half = s->m.info.n_rot / 2;
     for (uint32_t t = 0; t < n_tokens; t++) {
-        float *c = s->rope + (size_t)t * s->m.info.n_rot, *sn = c + half;
+        float *c = out + (size_t)t * s->m.info.n_rot, *sn = c + half;
         const float p = (float)s->tok_pos[t];
         for (uint32_t i = 0; i < half; i++) {
-            float theta = p * s->m.rope_inv_freq[i];
+            float theta = p * inv_freq[i];
             c[i] = cosf(theta);
             sn[i] = sinf(theta);
         }
     }
+}
+
+static void rope_tables(struct sw_stage *s, uint32_t n_tokens)
+{
+    rope_table(s, n_tokens, s->m.rope_inv_freq, s->rope);
+    if (s->rope_swa) rope_table(s, n_tokens, s->m.rope_inv_freq_swa, s->rope_swa);
 }
 
 /* Rotates the first n_rot dimensions of each of n_heads heads of one token's vector.
@@ -603,7 +629,7 @@ static int attn_gqa(struct sw_stage *s, const struct sw__layer *ly, uint32_t l, 
     add_bias(s->k, ly->bk, T, kvd);
     add_bias(s->v, ly->bv, T, kvd);
     for (uint32_t t = 0; t < T; t++) {
-        const float *cs = s->rope + (size_t)t * info->n_rot;
+        const float *cs = (s->m.ld[l].is_swa && s->rope_swa ? s->rope_swa : s->rope) + (size_t)t * info->n_rot;
         const struct sw__kv *kv = s->tok_kv[t];
         const size_t p = s->tok_pos[t], cap = kv->cap;
         if (ly->q_norm) {
@@ -639,7 +665,7 @@ static int ffn_dense(struct sw_stage *s, const struct sw__w *wg, const struct sw
     };
     int rc = sw_k_matmul_multi(s->pool, gu, 2, E, in, T);
     if (rc) return set_err(s, rc, "gate/up matmul of layer %u failed: %s", l, sw_strerror(rc));
-    struct swiglu_task sw = { s->gate, s->up, (int64_t)T * F };
+    struct swiglu_task sw = { s->gate, s->up, (int64_t)T * F, s->m.hp.act };
     sw_k_pool_run(s->pool, swiglu_run, &sw);
     cores_tick(s);
     return mm(s, wd, s->gate, T, out);
@@ -734,6 +760,14 @@ static int ffn_moe(struct sw_stage *s, const struct sw__layer *ly, uint32_t l, u
     return 0;
 }
 
+/* Final logit soft-capping (gemma2): y -> cap * tanh(y / cap). */
+static void softcap(const struct sw_stage *s, float *y, size_t n)
+{
+    const float cap = s->m.hp.final_softcap;
+    if (cap > 0)
+        for (size_t i = 0; i < n; i++) y[i] = cap * tanhf(y[i] / cap);
+}
+
 static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg)
 {
     const struct sw_stage_info *info = &s->m.info;
@@ -746,6 +780,7 @@ static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg
             rc = sw_k_get_rows(s->m.tok_embd.data, s->m.tok_embd.type, s->m.tok_embd.rows, E,
                                (const int32_t *)sg[i].in, sg[i].n, x);
             if (rc) return set_err(s, rc, "token embedding lookup failed: %s", sw_strerror(rc));
+            if (s->m.hp.embd_scale > 0) sw_k_scale_f32((int64_t)sg[i].n * E, s->m.hp.embd_scale, x);
         } else {
             memcpy(x, sg[i].in, (size_t)sg[i].n * E * sizeof(float));
         }
@@ -758,14 +793,15 @@ static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg
     rope_tables(s, T);
 
     /* The block, one recipe for every architecture:
-     *   x += attn(norm(x))      GQA (+ biases, + per-head q/k norm)
-     *   x += ffn(norm(x))       dense SwiGLU, or a mixture of experts */
+     *   x += (post-norm) attn(norm(x))   GQA (+ biases, + per-head q/k norm, + window)
+     *   x += (post-norm) ffn(norm(x))    dense SwiGLU/GeGLU, or a mixture of experts */
     for (uint32_t l = info->layer_first; l <= info->layer_last; l++) {
         const uint32_t li = l - info->layer_first;
         const struct sw__layer *ly = &s->m.layers[li];
         cores_tick(s);
         rmsnorm(s, s->x, ly->attn_norm, s->xn, T);
         if ((rc = attn_gqa(s, ly, l, sg, n_seg, T))) return rc;
+        if (ly->attn_post_norm) rmsnorm(s, s->xn, ly->attn_post_norm, s->xn, T);
         add_into(s->x, s->xn, (int64_t)T * E);
 
         rmsnorm(s, s->x, ly->ffn_norm, s->xn, T);
@@ -773,6 +809,7 @@ static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg
         rc = s->m.ld[l].is_moe ? ffn_moe(s, ly, l, T)
                                : ffn_dense(s, &ly->w_gate, &ly->w_up, &ly->w_down, l, s->xn, T, s->ffo);
         if (rc) return rc;
+        if (ly->ffn_post_norm) rmsnorm(s, s->ffo, ly->ffn_post_norm, s->ffo, T);
         add_into(s->x, s->ffo, (int64_t)T * E);
     }
 
@@ -790,6 +827,7 @@ static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg
         if (!sg[i].all) continue;
         rmsnorm(s, s->x + (size_t)t * E, s->m.output_norm, s->xn, sg[i].n);
         if ((rc = mm(s, &s->m.output, s->xn, sg[i].n, sg[i].out))) return rc;
+        softcap(s, sg[i].out, (size_t)sg[i].n * V);
     }
     for (uint32_t i = 0, t = 0; i < n_seg; t += sg[i].n, i++) { /* xn is free now */
         if (!sg[i].all && sg[i].want_logits) {
@@ -803,7 +841,9 @@ static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg
     if (n_last == 1) {
         for (uint32_t i = 0; i < n_seg && !dst; i++)
             if (!sg[i].all && sg[i].want_logits) dst = sg[i].out;
-        return mm(s, &s->m.output, s->xn, 1, dst);
+        if ((rc = mm(s, &s->m.output, s->xn, 1, dst))) return rc;
+        softcap(s, dst, V);
+        return 0;
     }
     if (n_last * V > s->logits_cap) { /* grows once to the widest batch seen */
         float *p = realloc(s->logits, n_last * V * sizeof *p);
@@ -812,6 +852,7 @@ static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg
         s->logits_cap = n_last * V;
     }
     if ((rc = mm(s, &s->m.output, s->xn, n_last, s->logits))) return rc;
+    softcap(s, s->logits, (size_t)n_last * V);
     for (uint32_t i = 0, j = 0; i < n_seg; i++)
         if (!sg[i].all && sg[i].want_logits) memcpy(sg[i].out, s->logits + (size_t)j++ * V, V * sizeof(float));
     return 0;

@@ -34,7 +34,18 @@ struct sw__wx {
  *   x += attn(norm(x))            attn: GQA (+ biases, + per-head q/k RMSNorm)
  *   x += ffn(norm(x))             ffn: dense SwiGLU, or MoE (+ a gated shared expert) */
 enum sw__gating { SW__GATING_SOFTMAX = 0 };
+enum sw__act { SW__ACT_SWIGLU = 0, SW__ACT_GEGLU }; /* silu(g)*u; gelu_tanh(g)*u (gemma) */
 struct sw__hparams {
+    enum sw__act act;
+    float embd_scale;     /* token embeddings multiplied by this (gemma: sqrt(n_embd)); 0: 1 */
+    int post_norms;       /* RMSNorm of the attention and FFN outputs before the residual
+                             (post_attention_norm, post_ffw_norm: gemma2/3) */
+    float attn_scale;     /* q·k multiplier: 1/sqrt(head_dim) unless the row says otherwise */
+    float attn_softcap;   /* scores -> cap*tanh(score/cap); 0: none (gemma2: 50) */
+    float final_softcap;  /* logits -> cap*tanh(logit/cap); 0: none (gemma2: 30) */
+    uint32_t n_swa;       /* sliding window of the layers marked is_swa: a query at p sees
+                             keys p-n_swa+1 .. p; 0: none */
+    float rope_base_swa, rope_scale_swa; /* RoPE of the sliding-window layers */
     int rope_neox;        /* 1: rotate pairs (i, i + n_rot/2); 0: (2i, 2i+1) */
     int qkv_bias;         /* 1: q/k/v biases required; 0: bound when present */
     int qk_norm;          /* per-head RMSNorm of q and k before RoPE (attn_{q,k}_norm) */
@@ -51,6 +62,7 @@ struct sw__hparams {
 /* What one layer holds, indexed by absolute layer (a stage computes any range). */
 struct sw__layer_desc {
     int is_moe;
+    int is_swa;           /* sliding-window attention (n_swa) with the swa RoPE */
     uint32_t n_ff;        /* dense FFN width (0 in an MoE layer) */
 };
 
@@ -58,6 +70,7 @@ struct sw__layer {
     const float *attn_norm, *ffn_norm;  /* n_embd, f32 */
     const float *bq, *bk, *bv;          /* q/k/v biases, NULL when absent */
     const float *q_norm, *k_norm;       /* head_dim, qk_norm only */
+    const float *attn_post_norm, *ffn_post_norm; /* n_embd, post_norms only */
     struct sw__w wq, wk, wv, wo;
     struct sw__w w_gate, w_up, w_down;  /* dense FFN */
     struct sw__w gate_inp;              /* MoE router: n_expert rows */
@@ -77,6 +90,7 @@ struct sw__model {
     struct sw__w output;     /* last stage: output.weight or token_embd */
     const float *output_norm;
     float *rope_inv_freq;    /* n_rot/2: freq_scale * base^(-2i/n_rot) / rope_freqs[i] (owned) */
+    float *rope_inv_freq_swa;/* the same for sliding-window layers (n_swa > 0), else NULL */
     struct sw__layer *layers;/* index l - layer_first (owned array) */
     float **owned;           /* small tensors converted to f32 (norms/biases not in F32) */
     uint32_t n_owned;

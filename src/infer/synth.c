@@ -34,7 +34,11 @@ static const struct sw_synth_preset PRESETS[] = {
     { "qwen3moe-nano",  "qwen3moe",  256,  2,   4,  2,   768,   512,   512, 1000000.0f, 1e-6f, 0, "../models/stories260K.gguf", 128, 8, 2, 256, 0 },
     { "mixtral-8x7b",   "llama",    4096, 32,  32,  8, 14336, 32000, 32768, 1000000.0f, 1e-5f, 0, "ggml-vocab-llama-spm.gguf", 0, 8, 2, 0, 0 },
     { "qwen3-30b-a3b",  "qwen3moe", 2048, 48,  32,  4,  6144, 151936, 40960, 1000000.0f, 1e-6f, 0, "ggml-vocab-deepseek-llm.gguf", 128, 128, 8, 768, 0 },
-    { NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0 },
+    /* name             arch        embd layers head kv  ff    vocab   ctx    rope base  eps  tied vocab file  head_dim experts used ff_exp ff_shexp window */
+    { "gemma2-nano",    "gemma2",    256,  4,   4,  2,   512,   512,   512,  10000.0f, 1e-6f, 1, "../models/stories260K.gguf", 64, 0, 0, 0, 0, 6 },
+    { "gemma3-nano",    "gemma3",    256,  6,   4,  2,   512,   512,   512, 1000000.0f, 1e-6f, 1, "../models/stories260K.gguf", 64, 0, 0, 0, 0, 6 },
+    { "gemma-3-4b",     "gemma3",   2560, 34,   8,  4, 10240, 262144, 131072, 1000000.0f, 1e-6f, 1, "ggml-vocab-llama-spm.gguf", 256, 0, 0, 0, 0, 1024 },
+    { NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, 0 },
 };
 #pragma GCC diagnostic pop
 
@@ -203,6 +207,10 @@ static int build_plan(const struct sw_synth_preset *ps, uint32_t n_layers, const
         if (hp.qk_norm) {
             rc |= plan_add(p, N("attn_q_norm.weight"), SW_TYPE_F32, 1, hd, 1, INIT_ONES, 0);
             rc |= plan_add(p, N("attn_k_norm.weight"), SW_TYPE_F32, 1, hd, 1, INIT_ONES, 0);
+        }
+        if (hp.post_norms) {
+            rc |= plan_add(p, N("post_attention_norm.weight"), SW_TYPE_F32, 1, E, 1, INIT_ONES, 0);
+            rc |= plan_add(p, N("post_ffw_norm.weight"), SW_TYPE_F32, 1, E, 1, INIT_ONES, 0);
         }
         rc |= plan_add(p, N("attn_output.weight"), base, 2, qd, E, INIT_UNIFORM, s_q);
         rc |= plan_add(p, N("ffn_norm.weight"), SW_TYPE_F32, 1, E, 1, INIT_ONES, 0);
@@ -389,6 +397,7 @@ int sw_synth_write(const char *path, const struct sw_synth_opts *o, char *err, s
         rc |= sw_gguf_writer_set_u32(w, AK("attention.value_length"), hd);
     }
     const struct sw__hparams hp = preset_features(ps);
+    if (ps->n_swa) rc |= sw_gguf_writer_set_u32(w, AK("attention.sliding_window"), ps->n_swa);
     if (hp.moe) { /* llama.cpp's MoE keys */
         rc |= sw_gguf_writer_set_u32(w, AK("expert_count"), hp.n_expert);
         rc |= sw_gguf_writer_set_u32(w, AK("expert_used_count"), hp.n_expert_used);
