@@ -466,6 +466,9 @@ int sw_bt_torrent_want_file(struct sw_bt_torrent *t, uint32_t file, int want);
 /* Re-checks file i on disk (a shard copied in by hand) and starts seeding what verifies.
  * Returns the number of newly held pieces or < 0. Blocking: hashes the file. */
 int sw_bt_torrent_recheck_file(struct sw_bt_torrent *t, uint32_t file);
+/* A file stopped by a disk error (SW_BT_EV_ERROR: disk full, read-only, folder gone) is
+ * fetched again as wanted before; the caller decides when (e.g. once space appeared). */
+int sw_bt_torrent_retry_file(struct sw_bt_torrent *t, uint32_t file);
 int sw_bt_torrent_file_complete(const struct sw_bt_torrent *t, uint32_t file);
 /* 1 when at least one file is wanted and every wanted file is complete. */
 int sw_bt_torrent_complete(const struct sw_bt_torrent *t);

@@ -503,6 +503,16 @@ int sw_bt_torrent_want_file(struct sw_bt_torrent *t, uint32_t file, int want)
     return 0;
 }
 
+int sw_bt_torrent_retry_file(struct sw_bt_torrent *t, uint32_t file)
+{
+    if (!t->has_meta || file >= t->mi.n_files) return SW_EINVAL;
+    if (!t->file_error[file]) return 0;
+    t->file_error[file] = 0;
+    t->errored = 0;
+    for (uint32_t f = 0; f < t->mi.n_files; f++) t->errored |= t->file_error[f];
+    return sw_bt_torrent_want_file(t, file, t->want_file[file]);
+}
+
 int sw_bt_torrent_recheck_file(struct sw_bt_torrent *t, uint32_t file)
 {
     if (!t->has_meta || file >= t->mi.n_files) return SW_EINVAL;

@@ -77,7 +77,7 @@ static int errno_sw(int e)
     case ENOENT: return SW_ENOTFOUND;
     case ENOMEM: return SW_ENOMEM;
     case EEXIST: return SW_EEXIST;
-    case EACCES: case EPERM: return SW_EPERM;
+    case EACCES: case EPERM: case EROFS: return SW_EPERM;
     default: return SW_EIO;
     }
 }

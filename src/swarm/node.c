@@ -118,6 +118,7 @@ static void on_bt_event(void *ud, const struct sw_bt_event *ev)
         break;
     case SW_BT_EV_ERROR:
         sw_log(SW_LOG_ERROR, "BT", "%s", ev->msg ? ev->msg : sw_strerror(ev->err));
+        if (n->shard >= 0 && n->shard_file && ev->file == n->shard_file[n->shard]) sw__node_disk_error(n, ev);
         break;
     case SW_BT_EV_METADATA:
         break; /* handled by the tick (model_setup) */
@@ -351,6 +352,7 @@ static void on_tick(uv_timer_t *h)
         n->dirty = 1;
     }
     if (n->watching && now - n->last_watch >= WATCH_MS) sw__node_watch_check(n);
+    if (n->diskerr.on && now >= n->diskerr.next_ms) sw__node_disk_retry(n, now);
     if (now - n->last_poll >= POLL_MS) {
         n->last_poll = now;
         sw__node_check_folder(n);

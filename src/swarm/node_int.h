@@ -163,6 +163,15 @@ struct sw_node {
     uint32_t hash_file;
     const char *hash_path;           /* borrowed from the storage */
     uint64_t hash_t0_ms, hash_last_ms, hash_done, hash_total;
+    /* our shard's file cannot be written (disk full, read-only, folder gone): phase failed,
+     * looked at again every second, fetched again when it can be written */
+    struct {
+        int on, code;
+        char path[1100], dir[1024];
+        uint64_t need, free;
+        uint64_t next_ms;
+        uint32_t retries;
+    } diskerr;
     int32_t pre_final;               /* shard whose final-named file was whole before BT looked */
     int measure_pending;
     int failed;                      /* gave up (bad metadata): the CLI exits 1 */
@@ -243,6 +252,8 @@ void sw__node_on_fs_event(uv_fs_event_t *h, const char *filename, int events, in
 void sw__node_plan(struct sw_node *n, uint64_t now);
 void sw__node_watch_begin(struct sw_node *n, const struct sw__fid *fid);
 void sw__node_watch_check(struct sw_node *n);
+void sw__node_disk_error(struct sw_node *n, const struct sw_bt_event *ev);
+void sw__node_disk_retry(struct sw_node *n, uint64_t now);
 void sw__node_on_hash(void *ud, uint32_t file, const char *path, uint64_t done, uint64_t total, uint32_t good,
                       uint32_t n_pieces);
 int sw__node_fid_now(const char *path, struct sw__fid *out);

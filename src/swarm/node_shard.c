@@ -395,6 +395,83 @@ void sw__node_on_fs_event(uv_fs_event_t *h, const char *filename, int events, in
     sw__node_check_folder(n);
 }
 
+/* ------------------------------------------------------------------ disk errors */
+
+static const char *disk_why(int code)
+{
+    return code == SW_ENOSPC ? "disk full" : code == SW_EPERM ? "not writable (read-only or no permission)"
+         : code == SW_ENOTFOUND ? "the folder vanished" : "a write error";
+}
+
+/* Free bytes where the file goes, and whether we may write there now. */
+static int disk_writable(struct sw_node *n, uint64_t *free_out)
+{
+    *free_out = 0;
+    if (sw_mkdir_p(n->diskerr.dir)) return 0; /* a vanished folder comes back if it can */
+    sw_sys_disk_free(n->diskerr.dir, free_out);
+    return access(n->diskerr.dir, W_OK) == 0;
+}
+
+/* The BitTorrent engine stopped fetching our shard after a disk error: say it (path, bytes
+ * needed, bytes free), phase failed, and look again every second (sw__node_disk_retry). */
+void sw__node_disk_error(struct sw_node *n, const struct sw_bt_event *ev)
+{
+    uint32_t file = (uint32_t)ev->file;
+    const char *path = sw_bt_torrent_file_path(n->t, file);
+    if (!path) return;
+    int again = n->diskerr.on;
+    n->diskerr.on = 1;
+    n->diskerr.code = ev->err;
+    snprintf(n->diskerr.path, sizeof n->diskerr.path, "%s.part", path);
+    snprintf(n->diskerr.dir, sizeof n->diskerr.dir, "%s", path);
+    char *slash = strrchr(n->diskerr.dir, '/');
+    if (slash && slash != n->diskerr.dir) *slash = 0;
+    /* the .part file is preallocated whole: what it needs is its size less what it holds */
+    uint64_t len = n->mi->files[file].length, have = 0;
+    struct stat s;
+    if (!stat(n->diskerr.path, &s)) have = (uint64_t)s.st_blocks * 512;
+    n->diskerr.need = len > have ? len - have : 0;
+    disk_writable(n, &n->diskerr.free);
+    n->diskerr.retries = again ? n->diskerr.retries + 1 : 0;
+    n->diskerr.next_ms = sw_time_ms() + SW_MIN(1000u << SW_MIN(n->diskerr.retries, 5u), 30000u);
+    char need[32], fr[32];
+    sw_fmt_bytes(n->diskerr.need, need, sizeof need);
+    sw_fmt_bytes(n->diskerr.free, fr, sizeof fr);
+    sw_log(SW_LOG_ERROR, "SHARD", "shard %d cannot be written: %s: %s (needs %s, %s free in %s); the fetch is "
+           "stopped and retried by itself when %s", (int)n->shard, n->diskerr.path, disk_why(ev->err), need, fr,
+           n->diskerr.dir, ev->err == SW_ENOSPC ? "enough space is free" : "the folder is writable again");
+    n->phase = SW_PHASE_FAILED;
+    sw__node_publish(n, 1);
+    sw__node_changed(n);
+}
+
+void sw__node_disk_retry(struct sw_node *n, uint64_t now)
+{
+    n->diskerr.next_ms = now + 1000;
+    if (n->shard < 0 || !n->t || n->drained) {
+        n->diskerr.on = 0;
+        return;
+    }
+    uint64_t fr = 0;
+    int ok = disk_writable(n, &fr);
+    if (fr != n->diskerr.free) {
+        n->diskerr.free = fr;
+        sw__node_rebuild_json(n);
+    }
+    if (!ok || fr < n->diskerr.need) return;
+    char f[32];
+    sw_fmt_bytes(fr, f, sizeof f);
+    sw_log(SW_LOG_INFO, "SHARD", "shard %d: %s is writable with %s free; fetching again", (int)n->shard,
+           n->diskerr.dir, f);
+    n->diskerr.on = 0;
+    uint32_t file = (uint32_t)n->shard_file[n->shard];
+    n->phase = n->cfg.no_auto_fetch && !n->forced_fetch ? SW_PHASE_WAITING : SW_PHASE_FETCHING;
+    sw_bt_torrent_retry_file(n->t, file);
+    if (n->phase == SW_PHASE_FETCHING) sw_bt_torrent_want_file(n->t, file, 1);
+    sw__node_publish(n, 1);
+    sw__node_changed(n);
+}
+
 /* ------------------------------------------------------------------ hashing progress */
 
 /* The storage hashes a file found on disk (at start: before the node joins, the API already

@@ -25,6 +25,12 @@ void sw__node_status_line(struct sw_node *n, int force)
         else snprintf(eta, sizeof eta, "unknown");
         sw_buf_printf(&me, "shard %d fetching %u%% at %s/s, ETA %s, %u peers with it", (int)n->shard, pct, rate, eta,
                       pr.n_peers);
+    } else if (n->phase == SW_PHASE_FAILED && n->diskerr.on) {
+        char need[32], fr[32];
+        sw_fmt_bytes(n->diskerr.need, need, sizeof need);
+        sw_fmt_bytes(n->diskerr.free, fr, sizeof fr);
+        sw_buf_printf(&me, "shard %d failed: %s cannot be written (%s; needs %s, %s free)", (int)n->shard,
+                      n->diskerr.path, n->diskerr.code == SW_ENOSPC ? "disk full" : "not writable", need, fr);
     } else sw_buf_printf(&me, "shard %d %s", (int)n->shard, sw_phase_name(n->phase));
     /* what counts as a change: phases per node and shard, readiness, discovery, peers */
     struct sw_buf sig = { 0 };
@@ -209,6 +215,21 @@ void sw__node_rebuild_json(struct sw_node *n)
         json_object_set_new(root, "self", self);
     }
     json_t *self = json_object_get(root, "self");
+    if (self && n->diskerr.on) { /* our shard's file cannot be written: what, where, how much */
+        json_t *e = json_object();
+        char m[1300];
+        snprintf(m, sizeof m, "%s: %s", n->diskerr.path,
+                 n->diskerr.code == SW_ENOSPC ? "disk full" : n->diskerr.code == SW_EPERM ? "not writable"
+                 : n->diskerr.code == SW_ENOTFOUND ? "the folder vanished" : sw_strerror(n->diskerr.code));
+        json_object_set_new(e, "message", json_string(m));
+        json_object_set_new(e, "path", json_string(n->diskerr.path));
+        json_object_set_new(e, "code", json_string(sw_strerror(n->diskerr.code)));
+        json_object_set_new(e, "bytes_needed", json_integer((json_int_t)n->diskerr.need));
+        json_object_set_new(e, "bytes_free", json_integer((json_int_t)n->diskerr.free));
+        json_object_set_new(e, "retry", json_string(n->diskerr.code == SW_ENOSPC ? "retried when enough space is free"
+                                                                                  : "retried when the folder is writable"));
+        json_object_set_new(self, "error", e);
+    }
     if (self && n->hashing) { /* the storage is hashing a file found on disk */
         double secs = (double)(sw_time_ms() - n->hash_t0_ms) / 1000.0;
         double rate = secs > 0 ? (double)n->hash_done / secs : 0;

@@ -15,9 +15,18 @@ Cases:
   run_truncate   the file truncated to half under the running node: no SIGBUS, noticed,
                  the missing tail is fetched again
   run_delete     the loaded file deleted: noticed, fetched again whole
+  disk_full      (item 3) n1's shards folder is a small tmpfs, filled so the shard does not
+                 fit: phase failed with the path, bytes needed and free (log, status JSON),
+                 never "fetching"; the filler deleted: it fetches again by itself, ready
+  read_only      (item 3) the tmpfs remounted read-only: failed, not writable; remounted
+                 read-write: fetched, ready
+Cases disk_full and read_only mount a tmpfs (root): they skip with a message where mount
+is not permitted.
 """
+import json
 import os
 import re
+import subprocess
 import sys
 import time
 
@@ -128,6 +137,81 @@ def case_run_truncate():
 
 def case_run_delete():
     running_fault(os.unlink, r"vanished", "run_delete")
+
+
+def mount_tmpfs(path, size):
+    os.makedirs(path, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s" % size, "tmpfs", path], capture_output=True, text=True)
+    if r.returncode != 0:
+        harness.skip("cannot mount a tmpfs at %s (%s): the disk-error cases need root" % (path, r.stderr.strip()))
+
+
+def umount(path):
+    subprocess.run(["umount", "-l", path], capture_output=True)
+
+
+def wait_status(node, pred, what, timeout=20):
+    deadline = time.time() + timeout
+    s = None
+    while time.time() < deadline:
+        s = node.status()
+        if s and pred(s):
+            return s
+        time.sleep(0.05)
+    fail("%s: not seen within %ss; last status self: %s" % (what, timeout, json.dumps((s or {}).get("self"))))
+
+
+def disk_fault(what, make_bad, make_good, pattern):
+    S.node_supported()
+    m = S.Model(harness.tmpdir("sw-disk-"), N, source=harness.shared_model())
+    shards = os.path.join(m.root, "n1", "shards")
+    mount_tmpfs(shards, "512k")  # shard 1 is ~194 KB
+    try:
+        with harness.Procs() as procs:
+            sw = S.Swarm(procs, m)
+            sw.start("seeder", seed_all=True)
+            for k in range(N):
+                if k != 1:
+                    sw.start("n%d" % k, shard=k, cache_shards=[k])
+            make_bad(shards)
+            node = sw.start("n1", shard=1)  # empty cache: it must fetch shard 1 into the tmpfs
+            sw.wait_api()
+            mt = node.proc.wait_for(r"\[SHARD\] (?:error: )?shard 1 cannot be written: (\S+shard-1\.gguf\.part): " + pattern +
+                                    r" \(needs ([\d.]+ \w?B), ([\d.]+ \w?B) free in (\S+)\)", timeout=20)
+            print("%s: %s" % (what, mt.group(0)), file=sys.stderr)
+            s = wait_status(node, lambda s: (s.get("self") or {}).get("error"), "self.error in the status")
+            e = s["self"]["error"]
+            check(s["self"]["phase"] == "failed", "phase failed, not %r" % s["self"]["phase"])
+            check(e["path"].endswith("shard-1.gguf.part") and e["bytes_needed"] > 0 and "bytes_free" in e,
+                  "status error names the path, bytes needed and free: %s" % json.dumps(e))
+            time.sleep(2.5)  # it stays failed (never "fetching 0%" forever) while nothing changed
+            s = node.status()
+            check(s["self"]["phase"] == "failed", "still failed after 2.5 s: %s" % json.dumps(s["self"]))
+            check(node.proc.alive(), "n1 alive")
+            t0 = time.time()
+            make_good(shards)
+            node.proc.wait_for(r"shard 1: \S+ is writable with .* free; fetching again", timeout=10)
+            node.proc.wait_for(r"shard 1 loaded", timeout=30)
+            t = sw.wait_all_ready(timeout=30)
+            print("%s: ready %.2fs after the cause was removed" % (what, t - t0), file=sys.stderr)
+            same_tokens(procs, m, sw, "client")
+    finally:
+        umount(shards)
+
+
+def case_disk_full():
+    def fill(d):
+        with open(os.path.join(d, "filler"), "wb") as f:
+            f.write(b"\0" * (400 * 1024))
+    disk_fault("disk_full", fill, lambda d: os.unlink(os.path.join(d, "filler")), "disk full")
+
+
+def case_read_only():
+    def ro(d):
+        subprocess.run(["mount", "-o", "remount,ro", d], check=True)
+    def rw(d):
+        subprocess.run(["mount", "-o", "remount,rw", d], check=True)
+    disk_fault("read_only", ro, rw, r"not writable \(read-only or no permission\)")
 
 
 if __name__ == "__main__":
