@@ -353,6 +353,7 @@ static void on_tick(uv_timer_t *h)
     }
     if (n->watching && now - n->last_watch >= WATCH_MS) sw__node_watch_check(n);
     if (n->diskerr.on && now >= n->diskerr.next_ms) sw__node_disk_retry(n, now);
+    if (n->unready_since && now - n->unready_since >= UNREADY_DEBOUNCE_MS) n->dirty = 1; /* log the loss now */
     if (now - n->last_poll >= POLL_MS) {
         n->last_poll = now;
         sw__node_check_folder(n);

@@ -33,6 +33,7 @@
 #define AUTO_SETTLE_MS 1200   /* auto: listen this long after the first peer before picking */
 #define AUTO_ALONE_MS 4000    /* auto: pick anyway after this long without peers */
 #define MAX_FWD 256
+#define UNREADY_DEBOUNCE_MS 300 /* a readiness loss is logged once it lasts this long */
 #define WATCH_MS 1000         /* the loaded shard file is stat()ed this often (and on inotify) */
 
 /* What a file is: a change to its bytes, size or name changes one of these (ctime cannot be
@@ -193,7 +194,8 @@ struct sw_node {
 
     /* status */
     char *last_sig;
-    int was_ready, ever_ready;
+    int was_ready, ever_ready;       /* was_ready: the last [READY]/"no longer ready" we logged */
+    uint64_t unready_since;          /* not ready since (ms), not logged yet (debounce) */
     int dirty;                       /* view changed since the last status pass */
 
     /* cross-thread */

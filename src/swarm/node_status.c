@@ -63,10 +63,19 @@ void sw__node_status_line(struct sw_node *n, int force)
         sw_log(SW_LOG_INFO, "READY", "swarm ready: all %u shards loaded (best: %s)", ns, sw_buf_cstr(&b) ? sw_buf_cstr(&b) : "");
         sw_buf_free(&b);
         n->ever_ready = 1;
+        n->was_ready = 1;
     } else if (!ready && n->was_ready) {
-        sw_log(SW_LOG_WARN, "STATUS", "swarm no longer ready: %s", reasons);
+        /* Debounced: a node that restarts, or a connection replaced while two nodes dial each
+         * other, can make the view unready for a few ms; only a loss that lasts
+         * UNREADY_DEBOUNCE_MS is reported (the tick looks again). */
+        if (!n->unready_since) n->unready_since = now ? now : 1;
+        if (now - n->unready_since >= UNREADY_DEBOUNCE_MS) {
+            sw_log(SW_LOG_WARN, "STATUS", "swarm no longer ready: %s", reasons);
+            n->was_ready = 0;
+            n->unready_since = 0;
+        }
     }
-    n->was_ready = ready;
+    if (ready) n->unready_since = 0;
     sw_buf_free(&me);
     sw_buf_free(&sig);
 }
@@ -185,8 +194,13 @@ void sw__node_rebuild_json(struct sw_node *n)
         json_object_set_new(root, "reasons", reasons);
         json_object_set_new(root, "shards", shards);
         json_t *all = json_array();
-        for (size_t i = 0; i < sw_view_count(n->view); i++)
-            json_array_append_new(all, node_json(n, sw_view_at(n->view, i)));
+        for (size_t i = 0; i < sw_view_count(n->view); i++) {
+            const struct sw_view_node *vn = sw_view_at(n->view, i);
+            /* a light client (no shard, `generate --swarm`, `node --client`) that left is gone,
+             * not a departed node: every run would leave one in every node's table */
+            if (!vn->live && !vn->self && vn->cap.shard < 0 && !vn->cap.seed_all) continue;
+            json_array_append_new(all, node_json(n, vn));
+        }
         json_object_set_new(root, "nodes", all);
         struct sw_view_stats st = sw_view_stats(n->view);
         json_t *js = json_object();

@@ -21,7 +21,13 @@ struct sw_view {
     struct entry *e;
     size_t n, cap;
     struct sw_view_stats st;
+    uint64_t now_ms;         /* the latest time a call gave us (reasons say "departed 12s ago") */
 };
+
+static void saw_time(struct sw_view *v, uint64_t now_ms)
+{
+    if (v && now_ms > v->now_ms) v->now_ms = now_ms;
+}
 
 int sw_view_new(const struct sw_view_config *cfg, struct sw_view **out)
 {
@@ -112,6 +118,7 @@ int sw_view_receive(struct sw_view *v, const uint8_t *wire, size_t len, uint64_t
                     struct sw_cap *cap_out)
 {
     if (!v || !wire) return SW_EINVAL;
+    saw_time(v, now_ms);
     struct sw_cap c;
     int rc = sw_cap_decode(wire, len, &c, NULL, 0);
     if (rc == SW_EPERM) { v->st.unsigned_or_bad_sig++; return rc; }
@@ -149,6 +156,7 @@ int sw_view_receive(struct sw_view *v, const uint8_t *wire, size_t len, uint64_t
 void sw_view_set_direct(struct sw_view *v, const uint8_t id[SW_NODE_ID_LEN], int connected,
                         uint64_t now_ms)
 {
+    saw_time(v, now_ms);
     struct entry *e = v ? find(v, id) : NULL;
     if (!e || e->n.self) return;
     e->n.direct = connected ? 1 : 0;
@@ -175,6 +183,7 @@ void sw_view_set_rtt(struct sw_view *v, const uint8_t id[SW_NODE_ID_LEN], uint32
 
 void sw_view_touch(struct sw_view *v, const uint8_t id[SW_NODE_ID_LEN], uint64_t now_ms)
 {
+    saw_time(v, now_ms);
     struct entry *e = v ? find(v, id) : NULL;
     if (e && e->n.live && now_ms > e->n.last_seen_ms) e->n.last_seen_ms = now_ms;
 }
@@ -182,6 +191,7 @@ void sw_view_touch(struct sw_view *v, const uint8_t id[SW_NODE_ID_LEN], uint64_t
 uint32_t sw_view_expire(struct sw_view *v, uint64_t now_ms)
 {
     uint32_t k = 0;
+    saw_time(v, now_ms);
     for (size_t i = 0; v && i < v->n; i++) {
         struct entry *e = &v->e[i];
         if (e->n.self || !e->n.live) continue;
@@ -368,7 +378,29 @@ int sw_view_shard_reason(const struct sw_view *v, uint32_t shard, char *out, siz
     if (sw_view_shard(v, shard, &sv) || sv.n_loaded) return 0;
     struct sw_buf b = { 0 };
     if (!sv.n_announced) {
-        sw_buf_printf(&b, "shard %u: no node announced it", shard);
+        /* Nodes that had it and departed (latest first, two at most): say so. */
+        const struct entry *gone[2] = { NULL, NULL };
+        for (size_t i = 0; i < v->n; i++) {
+            const struct entry *e = &v->e[i];
+            if (e->n.live || e->n.self || e->n.cap.seed_all || e->n.cap.shard != (int32_t)shard) continue;
+            if (!gone[0] || e->departed_at_ms > gone[0]->departed_at_ms) {
+                gone[1] = gone[0];
+                gone[0] = e;
+            } else if (!gone[1] || e->departed_at_ms > gone[1]->departed_at_ms) {
+                gone[1] = e;
+            }
+        }
+        if (!gone[0]) sw_buf_printf(&b, "shard %u: no node announced it", shard);
+        for (int g = 0; g < 2 && gone[g]; g++) {
+            char id[16], ago[32];
+            sw_node_id_short(gone[g]->n.cap.node_id, id, sizeof id);
+            uint64_t age = v->now_ms > gone[g]->departed_at_ms ? v->now_ms - gone[g]->departed_at_ms : 0;
+            if (age < 60000) snprintf(ago, sizeof ago, "%llus", (unsigned long long)(age / 1000));
+            else sw_fmt_duration_ms(age, ago, sizeof ago);
+            if (g == 0) sw_buf_printf(&b, "shard %u: node %s (departed %s ago)", shard, id, ago);
+            else sw_buf_printf(&b, ", node %s (departed %s ago)", id, ago);
+        }
+        if (gone[0]) sw_buf_printf(&b, " had it; no live node has it loaded");
     } else {
         sw_buf_printf(&b, "shard %u: no node has it loaded", shard);
         uint32_t shown = 0, more = 0;

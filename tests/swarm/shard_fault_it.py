@@ -69,6 +69,15 @@ def same_tokens(procs, m, sw, name):
     check(rc == 0, "client failed (rc %s):\n%s" % (rc, c.output()[-3000:]))
     got = P.client_ids(c)
     check(got == ref, "tokens differ from single-process generate:\n ref %s\n got %s" % (ref, got))
+    # the light client left: no node lists it as a departed node (item E)
+    deadline = time.time() + 5
+    while True:
+        left = [x for x in (sw.nodes["n0"].status() or {}).get("nodes", [])
+                if not x["live"] and x["shard"] < 0 and not x["seed_all"]]
+        if not left or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    check(not left, "a departed light client is still listed: %s" % json.dumps(left))
 
 
 since_t = [0.0]

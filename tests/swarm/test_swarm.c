@@ -397,7 +397,10 @@ static void test_liveness(void)
     CHECK_EQ_INT(sw_view_ready(v), 0);
     char r[256];
     sw_view_shard_reason(v, 1, r, sizeof r);
-    CHECK_EQ_STR(r, "shard 1: no node announced it");
+    char want[160], ida[16];
+    snprintf(want, sizeof want, "shard 1: node %s (departed 0s ago) had it; no live node has it loaded",
+             sw_node_id_short(a.id.pk, ida, sizeof ida));
+    CHECK_EQ_STR(r, want);
     /* it comes back with a fresh record */
     CHECK_EQ_INT(feed(v, &a, 7000), SW_VIEW_FRESH);
     CHECK_EQ_INT(sw_view_ready(v), 1);
@@ -479,7 +482,15 @@ static void test_relay_line(void)
     CHECK_EQ_INT(sw_view_ready(vc), 0);
     char r[256];
     sw_view_shard_reason(vc, 0, r, sizeof r);
-    CHECK_EQ_STR(r, "shard 0: no node announced it");
+    /* the dead node is named, with how long ago it departed (the view's latest time) */
+    char want[160], ida[16];
+    snprintf(want, sizeof want, "shard 0: node %s (departed 0s ago) had it; no live node has it loaded",
+             sw_node_id_short(a.id.pk, ida, sizeof ida));
+    CHECK_EQ_STR(r, want);
+    sw_view_touch(vc, b.id.pk, 15600);
+    sw_view_shard_reason(vc, 0, r, sizeof r);
+    snprintf(want, sizeof want, "shard 0: node %s (departed 12s ago) had it; no live node has it loaded", ida);
+    CHECK_EQ_STR(r, want);
     sw_view_free(vb);
     sw_view_free(vc);
     sw_buf_free(&a.wire); sw_buf_free(&b.wire); sw_buf_free(&c.wire);
