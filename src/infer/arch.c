@@ -53,19 +53,47 @@ static int common_hparams(struct sw__loader *L, int ff_required, const struct sw
     if (!(in->rms_eps > 0) || !(in->rope_freq_base > 0))
         return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: bad rms epsilon or rope.freq_base", L->path);
 
-    /* RoPE frequency scaling. Only "linear" (positions divided by the factor) and "none"
-     * change nothing else; YaRN-style scaling needs extra terms we do not implement. */
+    /* RoPE frequency scaling (llama.cpp's names): "linear" divides positions by the factor;
+     * "yarn" mixes that with the unscaled frequencies by a ramp and scales cos/sin;
+     * "longrope" (phi3) takes per-frequency factors (rope_factors_long/short) and
+     * rope.scaling.attn_factor; "none" scales nothing. Any other type is refused. */
     float factor = 0;
     char key[96], stype[32] = "";
     snprintf(key, sizeof key, "%s.rope.scaling.type", in->arch);
     sw_gguf_get_cstr(L->g, key, stype, sizeof stype);
     if ((rc = sw__get_f32(L, "rope.scaling.factor", &factor, 0))) return rc;
     if (factor == 0 && (rc = sw__get_f32(L, "rope.scale_linear", &factor, 0))) return rc;
-    if (stype[0] && strcmp(stype, "linear") && strcmp(stype, "none"))
+    if (stype[0] && strcmp(stype, "linear") && strcmp(stype, "none") && strcmp(stype, "yarn") &&
+        strcmp(stype, "longrope"))
         return sw_errf(L->err, L->err_len, SW_EUNSUPPORTED,
-                    "%s: %s = '%s' is not supported (linear and none are)", L->path, key, stype);
+                    "%s: %s = '%s' is not supported (linear, yarn, longrope and none are)", L->path, key, stype);
+    if (!(factor >= 0) || !isfinite(factor))
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: %s.rope.scaling.factor %g is invalid", L->path,
+                       in->arch, factor);
     in->rope_freq_scale = 1.0f;
     if (strcmp(stype, "none") && factor > 0) in->rope_freq_scale = 1.0f / factor;
+    struct sw__hparams *hp = &L->m->hp;
+    float attn_factor = 1.0f, log_mul = 0;
+    if ((rc = sw__get_u32(L, "rope.scaling.original_context_length", &hp->rope_n_ctx_orig, 0, in->n_ctx_train)))
+        return rc;
+    if ((rc = sw__get_f32(L, "rope.scaling.attn_factor", &attn_factor, 1.0f))) return rc;
+    if ((rc = sw__get_f32(L, "rope.scaling.yarn_beta_fast", &hp->rope_beta_fast, 32.0f))) return rc;
+    if ((rc = sw__get_f32(L, "rope.scaling.yarn_beta_slow", &hp->rope_beta_slow, 1.0f))) return rc;
+    if ((rc = sw__get_f32(L, "rope.scaling.yarn_log_multiplier", &log_mul, 0))) return rc;
+    if (hp->rope_n_ctx_orig == 0 || !(attn_factor > 0) || !isfinite(attn_factor) || !isfinite(log_mul) ||
+        !(hp->rope_beta_fast > 0) || !(hp->rope_beta_slow > 0))
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT,
+                       "%s: bad %s.rope.scaling values (original_context_length %u, attn_factor %g)", L->path,
+                       in->arch, hp->rope_n_ctx_orig, attn_factor);
+    hp->rope_mscale = attn_factor;
+    if (!strcmp(stype, "yarn") && in->rope_freq_scale != 1.0f) {
+        /* llama.cpp (llama_context + ggml's rope_yarn): the magnitude 1 + 0.1 ln(factor),
+         * or with a log multiplier m the ratio mscale(1)/mscale(m) times that. */
+        hp->rope_ext = 1.0f;
+        const float f = 1.0f / in->rope_freq_scale, g = 1.0f + 0.1f * logf(f);
+        if (log_mul != 0) hp->rope_mscale *= g / (1.0f + 0.1f * log_mul * logf(f));
+        else hp->rope_mscale *= g;
+    }
 
     in->n_ctx = in->n_ctx_train;
     if (o->n_ctx && o->n_ctx < in->n_ctx) in->n_ctx = o->n_ctx;
@@ -127,6 +155,15 @@ static int hp_llama(struct sw__loader *L, struct sw__hparams *hp)
      * wide as feed_forward_length, and the top-k weights are renormalised. */
     hp->n_ff_exp = L->m->info.n_ff;
     return moe_hparams(L, hp, 0);
+}
+
+/* phi3: fused q|k|v and gate|up matrices, longrope factors; its sliding_window key is
+ * ignored as llama.cpp does (its converters do not describe the pattern). */
+static int hp_phi3(struct sw__loader *L, struct sw__hparams *hp)
+{
+    (void)L;
+    hp->n_swa = 0;
+    return 0;
 }
 
 static int hp_plain(struct sw__loader *L, struct sw__hparams *hp)
@@ -218,6 +255,15 @@ static int hp_gemma3(struct sw__loader *L, struct sw__hparams *hp)
     return hp->n_swa ? swa_pattern(L, 6) : 0;
 }
 
+/* Rows [row0, row0 + n) of a bound matrix, as a matrix of its own (borrowed). */
+static struct sw__w row_view(const struct sw__w *w, int64_t row0, int64_t n)
+{
+    struct sw__w v = *w;
+    v.data = (const uint8_t *)w->data + (size_t)row0 * sw_k_row_bytes(w->type, w->cols);
+    v.rows = n;
+    return v;
+}
+
 /* The llama-family layer: the tensors the features call for, checked by name and shape.
  * Expert stacks are [n_embd, n_ff_exp, n_expert] (down: [n_ff_exp, n_embd, n_expert]). */
 static int bind_llama_family(struct sw__loader *L, struct sw__layer *ly, uint32_t l)
@@ -232,9 +278,17 @@ static int bind_llama_family(struct sw__loader *L, struct sw__layer *ly, uint32_
 #define BLK(suffix) (snprintf(name, sizeof name, "blk.%u." suffix, l), name)
     if ((rc = sw__bind_vector(L, &ly->attn_norm, BLK("attn_norm.weight"), E, 0))) return rc;
     if ((rc = sw__bind_vector(L, &ly->ffn_norm, BLK("ffn_norm.weight"), E, 0))) return rc;
-    if ((rc = sw__bind_matrix(L, &ly->wq, BLK("attn_q.weight"), E, qd, 1))) return rc;
-    if ((rc = sw__bind_matrix(L, &ly->wk, BLK("attn_k.weight"), E, kvd, 1))) return rc;
-    if ((rc = sw__bind_matrix(L, &ly->wv, BLK("attn_v.weight"), E, kvd, 1))) return rc;
+    if (hp->fused_qkv) { /* one matrix, rows q then k then v: three row views of it */
+        struct sw__w qkv;
+        if ((rc = sw__bind_matrix(L, &qkv, BLK("attn_qkv.weight"), E, qd + 2 * kvd, 1))) return rc;
+        ly->wq = row_view(&qkv, 0, qd);
+        ly->wk = row_view(&qkv, qd, kvd);
+        ly->wv = row_view(&qkv, qd + kvd, kvd);
+    } else {
+        if ((rc = sw__bind_matrix(L, &ly->wq, BLK("attn_q.weight"), E, qd, 1))) return rc;
+        if ((rc = sw__bind_matrix(L, &ly->wk, BLK("attn_k.weight"), E, kvd, 1))) return rc;
+        if ((rc = sw__bind_matrix(L, &ly->wv, BLK("attn_v.weight"), E, kvd, 1))) return rc;
+    }
     if ((rc = sw__bind_matrix(L, &ly->wo, BLK("attn_output.weight"), qd, E, 1))) return rc;
     /* Biases: required where the row says so (qwen2); else taken when present. */
     const int opt = !hp->qkv_bias;
@@ -251,8 +305,15 @@ static int bind_llama_family(struct sw__loader *L, struct sw__layer *ly, uint32_
     }
     if (!m->ld[l].is_moe) {
         const int64_t F = m->ld[l].n_ff;
-        if ((rc = sw__bind_matrix(L, &ly->w_gate, BLK("ffn_gate.weight"), E, F, 1))) return rc;
-        if ((rc = sw__bind_matrix(L, &ly->w_up, BLK("ffn_up.weight"), E, F, 1))) return rc;
+        if (hp->fused_gate_up) { /* ffn_up [n_embd, 2 n_ff]: gate rows, then up rows */
+            struct sw__w gu;
+            if ((rc = sw__bind_matrix(L, &gu, BLK("ffn_up.weight"), E, 2 * F, 1))) return rc;
+            ly->w_gate = row_view(&gu, 0, F);
+            ly->w_up = row_view(&gu, F, F);
+        } else {
+            if ((rc = sw__bind_matrix(L, &ly->w_gate, BLK("ffn_gate.weight"), E, F, 1))) return rc;
+            if ((rc = sw__bind_matrix(L, &ly->w_up, BLK("ffn_up.weight"), E, F, 1))) return rc;
+        }
         if ((rc = sw__bind_matrix(L, &ly->w_down, BLK("ffn_down.weight"), F, E, 1))) return rc;
         return 0;
     }
@@ -284,7 +345,8 @@ static int bind_llama_family(struct sw__loader *L, struct sw__layer *ly, uint32_
  * qwen3moe: qwen3 with softmax top-k experts, renormalised.
  * gemma2:   GeGLU, embeddings x sqrt(n_embd), post-norms, attention and final logit
  *           soft-capping, every other layer a 4096-token sliding window.
- * gemma3:   gemma2 without soft-capping, with q/k norm, 5 of 6 layers sliding (base 10000). */
+ * gemma3:   gemma2 without soft-capping, with q/k norm, 5 of 6 layers sliding (base 10000).
+ * phi3:     fused attn_qkv and ffn_up (gate|up), NeoX RoPE, longrope factors. */
 static const struct sw__arch ARCHS[] = {
     { "llama", { .moe_norm_w = 1 }, hp_llama, bind_llama_family },
     { "qwen2", { .rope_neox = 1, .qkv_bias = 1 }, hp_plain, bind_llama_family },
@@ -293,6 +355,7 @@ static const struct sw__arch ARCHS[] = {
     { "qwen3moe", { .rope_neox = 1, .qk_norm = 1, .moe = 1, .moe_norm_w = 1 }, hp_moe, bind_llama_family },
     { "gemma2", { .rope_neox = 1, .act = SW__ACT_GEGLU, .post_norms = 1 }, hp_gemma2, bind_llama_family },
     { "gemma3", { .rope_neox = 1, .act = SW__ACT_GEGLU, .post_norms = 1, .qk_norm = 1 }, hp_gemma3, bind_llama_family },
+    { "phi3", { .rope_neox = 1, .fused_qkv = 1, .fused_gate_up = 1 }, hp_phi3, bind_llama_family },
 };
 
 const struct sw__arch *sw__arch_find(const char *name)
@@ -304,7 +367,7 @@ const struct sw__arch *sw__arch_find(const char *name)
 
 const char *sw__arch_names(void)
 {
-    return "llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3";
+    return "llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3";
 }
 
 int sw__arch_hparams(struct sw__loader *L, const struct sw__arch *a, const struct sw_stage_opts *o)

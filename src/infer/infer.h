@@ -207,6 +207,9 @@ struct sw_synth_preset {
     uint32_t n_ff_exp;      /* one expert's FFN width */
     uint32_t n_ff_shexp;    /* the shared expert's width (qwen2moe) */
     uint32_t n_swa;         /* attention.sliding_window (gemma); 0: the architecture's default */
+    const char *rope_scaling; /* rope.scaling.type ("yarn"), or NULL */
+    float rope_factor;      /* rope.scaling.factor */
+    uint32_t n_ctx_orig;    /* rope.scaling.original_context_length (yarn, phi3's longrope) */
 };
 
 /* NULL-terminated table of presets; sw_synth_preset_find returns NULL for an unknown name. */

@@ -186,15 +186,39 @@ int sw__bind_experts(struct sw__loader *L, struct sw__wx *w, const char *name, i
     return 0;
 }
 
-/* theta_i(p) = p * freq_scale * base^(-2i/n_rot) / factor_i  (factors: rope_freqs or NULL) */
+/* YaRN's correction dimension: the pair index whose wavelength turns n_rot_turns times in the
+ * original context (ggml's ggml_rope_yarn_corr_dim). */
+static float yarn_corr_dim(uint32_t n_rot, uint32_t n_ctx_orig, float turns, float base)
+{
+    return (float)n_rot * logf((float)n_ctx_orig / (turns * 2.0f * 3.14159265358979f)) / (2.0f * logf(base));
+}
+
+/* theta_i(p) = p * inv_freq_i with
+ *   inv_freq_i = base^(-2i/n_rot) / factor_i * (freq_scale (1 - mix_i) + mix_i)
+ * mix_i = 0 without YaRN (plain linear scaling); with YaRN (ggml's rope_yarn) mix_i =
+ * ext * ramp_i, the ramp 1 below the fast correction dimension, 0 above the slow one.
+ * factors: rope_freqs / rope_factors_{long,short}, or NULL. */
 static int rope_table(struct sw__loader *L, float *inv_freq, float base, float scale, const float *factors)
 {
     const struct sw_stage_info *in = &L->m->info;
+    const struct sw__hparams *hp = &L->m->hp;
+    float lo = 0, hi = 0;
+    if (hp->rope_ext != 0) {
+        lo = floorf(yarn_corr_dim(in->n_rot, hp->rope_n_ctx_orig, hp->rope_beta_fast, base));
+        hi = ceilf(yarn_corr_dim(in->n_rot, hp->rope_n_ctx_orig, hp->rope_beta_slow, base));
+        lo = SW_MAX(0.0f, lo);
+        hi = SW_MIN((float)in->n_rot - 1, hi);
+    }
     for (uint32_t i = 0; i < in->n_rot / 2; i++) {
         double f = pow((double)base, -2.0 * i / in->n_rot) * scale;
+        if (hp->rope_ext != 0) {
+            const float y = ((float)i - lo) / SW_MAX(0.001f, hi - lo);
+            const float mix = (1.0f - SW_MIN(1.0f, SW_MAX(0.0f, y))) * hp->rope_ext;
+            f = pow((double)base, -2.0 * i / in->n_rot) * (scale * (1.0f - mix) + mix);
+        }
         if (factors) {
             if (!(factors[i] > 0))
-                return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: rope_freqs.weight[%u] is not positive",
+                return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: rope frequency factor %u is not positive",
                                L->path, i);
             f /= factors[i];
         }
@@ -270,9 +294,15 @@ int sw__model_load(struct sw__model *m, struct sw_gguf *g, const struct sw_stage
         }
     }
 
-    /* llama3-style per-frequency factors (rope_freqs.weight, n_rot/2 floats). */
+    /* Per-frequency factors (n_rot/2 floats): llama3's rope_freqs.weight, else phi3's
+     * longrope pair, the long ones when the context enforced here exceeds the original
+     * (llama.cpp picks by its context size the same way). */
     const float *rope_ff = NULL;
     if ((rc = sw__bind_vector(&L, &rope_ff, "rope_freqs.weight", in->n_rot / 2, 1))) return rc;
+    if (!rope_ff) {
+        const char *fn = in->n_ctx > m->hp.rope_n_ctx_orig ? "rope_factors_long.weight" : "rope_factors_short.weight";
+        if ((rc = sw__bind_vector(&L, &rope_ff, fn, in->n_rot / 2, 1))) return rc;
+    }
     in->has_rope_freqs = rope_ff != NULL;
     m->rope_inv_freq = malloc((in->n_rot / 2) * sizeof *m->rope_inv_freq);
     if (!m->rope_inv_freq) return sw_errf(err, err_len, SW_ENOMEM, "out of memory");

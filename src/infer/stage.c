@@ -526,13 +526,14 @@ static void attn_run(void *arg, int ith, int nth)
 static void rope_table(struct sw_stage *s, uint32_t n_tokens, const float *inv_freq, float *out)
 {
     const uint32_t half = s->m.info.n_rot / 2;
+    const float mscale = s->m.hp.rope_mscale; /* 1, or YaRN's / longrope's magnitude */
     for (uint32_t t = 0; t < n_tokens; t++) {
         float *c = out + (size_t)t * s->m.info.n_rot, *sn = c + half;
         const float p = (float)s->tok_pos[t];
         for (uint32_t i = 0; i < half; i++) {
             float theta = p * inv_freq[i];
-            c[i] = cosf(theta);
-            sn[i] = sinf(theta);
+            c[i] = cosf(theta) * mscale;
+            sn[i] = sinf(theta) * mscale;
         }
     }
 }

@@ -36,6 +36,15 @@ struct sw__wx {
 enum sw__gating { SW__GATING_SOFTMAX = 0 };
 enum sw__act { SW__ACT_SWIGLU = 0, SW__ACT_GEGLU }; /* silu(g)*u; gelu_tanh(g)*u (gemma) */
 struct sw__hparams {
+    /* RoPE beyond the plain rotation (llama.cpp's ggml_rope_ext): YaRN mixes interpolated
+     * and extrapolated frequencies by a ramp over the pair index; longrope (phi3) divides
+     * by per-frequency factors; both scale cos/sin by rope_mscale. */
+    float rope_ext;       /* YaRN extrapolation mix (1 for rope.scaling.type yarn, else 0) */
+    uint32_t rope_n_ctx_orig; /* rope.scaling.original_context_length */
+    float rope_beta_fast, rope_beta_slow; /* YaRN ramp bounds (32, 1) */
+    float rope_mscale;    /* cos/sin multiplier: rope.scaling.attn_factor x YaRN's */
+    int fused_qkv;        /* attn_qkv.weight holds q, k and v rows (phi3) */
+    int fused_gate_up;    /* ffn_up.weight holds the gate rows then the up rows (phi3) */
     enum sw__act act;
     float embd_scale;     /* token embeddings multiplied by this (gemma: sqrt(n_embd)); 0: 1 */
     int post_norms;       /* RMSNorm of the attention and FFN outputs before the residual

@@ -38,7 +38,11 @@ static const struct sw_synth_preset PRESETS[] = {
     { "gemma2-nano",    "gemma2",    256,  4,   4,  2,   512,   512,   512,  10000.0f, 1e-6f, 1, "../models/stories260K.gguf", 64, 0, 0, 0, 0, 6 },
     { "gemma3-nano",    "gemma3",    256,  6,   4,  2,   512,   512,   512, 1000000.0f, 1e-6f, 1, "../models/stories260K.gguf", 64, 0, 0, 0, 0, 6 },
     { "gemma-3-4b",     "gemma3",   2560, 34,   8,  4, 10240, 262144, 131072, 1000000.0f, 1e-6f, 1, "ggml-vocab-llama-spm.gguf", 256, 0, 0, 0, 0, 1024 },
-    { NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, 0 },
+    /* name             arch        embd layers head kv  ff    vocab   ctx    rope base  eps  tied vocab file  head_dim experts used ff_exp ff_shexp window scaling factor orig_ctx */
+    { "phi-nano",       "phi3",      256,  2,   4,  4,   512,   512,   512,  10000.0f, 1e-5f, 0, "../models/stories260K.gguf", 0, 0, 0, 0, 0, 0, NULL, 0, 32 },
+    { "phi-3-mini",     "phi3",     3072, 32,  32, 32,  8192, 32064, 131072, 10000.0f, 1e-5f, 0, "ggml-vocab-phi-3.gguf", 0, 0, 0, 0, 0, 0, NULL, 0, 4096 },
+    { "qwen3-yarn-nano","qwen3",     256,  2,   4,  2,   512,   512,   512, 1000000.0f, 1e-6f, 1, "../models/stories260K.gguf", 128, 0, 0, 0, 0, 0, "yarn", 4.0f, 32 },
+    { NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, 0, NULL, 0, 0 },
 };
 #pragma GCC diagnostic pop
 
@@ -97,7 +101,7 @@ static uint64_t name_seed(uint64_t seed, const char *name)
 
 /* ------------------------------------------------------------------ tensors */
 
-enum init { INIT_UNIFORM, INIT_ONES };
+enum init { INIT_UNIFORM, INIT_ONES, INIT_POSITIVE /* 1 + std * uniform[0, 1): RoPE factors */ };
 
 struct tdesc {
     char name[64];
@@ -192,13 +196,21 @@ static int build_plan(const struct sw_synth_preset *ps, uint32_t n_layers, const
     rc |= plan_add(p, "token_embd.weight", base, 2, E, V, INIT_UNIFORM, ps->tied ? s_out : 0.5f);
     rc |= plan_add(p, "output_norm.weight", SW_TYPE_F32, 1, E, 1, INIT_ONES, 0);
     if (!ps->tied) rc |= plan_add(p, "output.weight", q6_out ? SW_TYPE_Q6_K : base, 2, E, V, INIT_UNIFORM, s_out);
+    if (ps->n_ctx_orig && !strcmp(ps->arch, "phi3")) { /* longrope: factors >= 1 per frequency */
+        rc |= plan_add(p, "rope_factors_long.weight", SW_TYPE_F32, 1, hd / 2, 1, INIT_POSITIVE, 8.0f);
+        rc |= plan_add(p, "rope_factors_short.weight", SW_TYPE_F32, 1, hd / 2, 1, INIT_POSITIVE, 0.5f);
+    }
     for (uint32_t l = 0; l < n_layers && !rc; l++) {
         uint32_t big = mix && more_bits(l, n_layers) ? SW_TYPE_Q6_K : base;
 #define N(s) (snprintf(name, sizeof name, "blk.%u." s, l), name)
         rc |= plan_add(p, N("attn_norm.weight"), SW_TYPE_F32, 1, E, 1, INIT_ONES, 0);
-        rc |= plan_add(p, N("attn_q.weight"), base, 2, E, qd, INIT_UNIFORM, s_e);
-        rc |= plan_add(p, N("attn_k.weight"), base, 2, E, kvd, INIT_UNIFORM, s_e);
-        rc |= plan_add(p, N("attn_v.weight"), big, 2, E, kvd, INIT_UNIFORM, s_e);
+        if (hp.fused_qkv) {
+            rc |= plan_add(p, N("attn_qkv.weight"), base, 2, E, qd + 2 * kvd, INIT_UNIFORM, s_e);
+        } else {
+            rc |= plan_add(p, N("attn_q.weight"), base, 2, E, qd, INIT_UNIFORM, s_e);
+            rc |= plan_add(p, N("attn_k.weight"), base, 2, E, kvd, INIT_UNIFORM, s_e);
+            rc |= plan_add(p, N("attn_v.weight"), big, 2, E, kvd, INIT_UNIFORM, s_e);
+        }
         if (hp.qkv_bias) {
             rc |= plan_add(p, N("attn_q.bias"), SW_TYPE_F32, 1, qd, 1, INIT_UNIFORM, 0.02f);
             rc |= plan_add(p, N("attn_k.bias"), SW_TYPE_F32, 1, kvd, 1, INIT_UNIFORM, 0.02f);
@@ -214,6 +226,11 @@ static int build_plan(const struct sw_synth_preset *ps, uint32_t n_layers, const
         }
         rc |= plan_add(p, N("attn_output.weight"), base, 2, qd, E, INIT_UNIFORM, s_q);
         rc |= plan_add(p, N("ffn_norm.weight"), SW_TYPE_F32, 1, E, 1, INIT_ONES, 0);
+        if (!hp.moe && hp.fused_gate_up) {
+            rc |= plan_add(p, N("ffn_up.weight"), base, 2, E, 2 * F, INIT_UNIFORM, s_e);
+            rc |= plan_add(p, N("ffn_down.weight"), big, 2, F, E, INIT_UNIFORM, s_f);
+            continue;
+        }
         if (!hp.moe) {
             rc |= plan_add(p, N("ffn_gate.weight"), base, 2, E, F, INIT_UNIFORM, s_e);
             rc |= plan_add(p, N("ffn_up.weight"), base, 2, E, F, INIT_UNIFORM, s_e);
@@ -273,7 +290,7 @@ static void gen_run(void *arg, int ith, int nth)
             }
             uint64_t z = splitmix64(&st);
             float u = (float)(z >> 40) * (1.0f / 16777216.0f); /* [0, 1) */
-            row[c] = (2.0f * u - 1.0f) * a;
+            row[c] = d->init == INIT_POSITIVE ? 1.0f + d->std * u : (2.0f * u - 1.0f) * a;
         }
         int rc = sw_k_quantize_row(d->type, row, g->dst + (size_t)r * g->row_bytes, cols);
         if (rc) g->rc = rc;
@@ -398,6 +415,16 @@ int sw_synth_write(const char *path, const struct sw_synth_opts *o, char *err, s
     }
     const struct sw__hparams hp = preset_features(ps);
     if (ps->n_swa) rc |= sw_gguf_writer_set_u32(w, AK("attention.sliding_window"), ps->n_swa);
+    if (ps->rope_scaling) {
+        rc |= sw_gguf_writer_set_str(w, AK("rope.scaling.type"), ps->rope_scaling);
+        rc |= sw_gguf_writer_set_f32(w, AK("rope.scaling.factor"), ps->rope_factor);
+    }
+    if (ps->n_ctx_orig) {
+        rc |= sw_gguf_writer_set_u32(w, AK("rope.scaling.original_context_length"), ps->n_ctx_orig);
+        if (!strcmp(a, "phi3")) /* as llama.cpp's converter: sqrt(1 + ln(scale) / ln(original)) */
+            rc |= sw_gguf_writer_set_f32(w, AK("rope.scaling.attn_factor"),
+                                         sqrtf(1.0f + logf((float)ps->n_ctx / ps->n_ctx_orig) / logf((float)ps->n_ctx_orig)));
+    }
     if (hp.moe) { /* llama.cpp's MoE keys */
         rc |= sw_gguf_writer_set_u32(w, AK("expert_count"), hp.n_expert);
         rc |= sw_gguf_writer_set_u32(w, AK("expert_used_count"), hp.n_expert_used);

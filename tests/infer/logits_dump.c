@@ -1,7 +1,8 @@
 /* logits_dump.c — teacher-forced next-token logits of the compute stage at every position
  * of a token sequence, for comparing with another engine (tests/infer/test_oracle.py).
  * usage: logits_dump MODEL.gguf OUT.f32 TOK,TOK,...   (writes n_tokens x n_vocab f32)
- * Not a test by itself. */
+ * The context is max(64, n + 8), as oracle_llamacpp.mjs asks llama.cpp for (phi3 picks its
+ * RoPE factors by the context size). Not a test by itself. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +29,7 @@ int main(int argc, char **argv)
         toks[n++] = (int32_t)v;
         p = *end == ',' ? end + 1 : end;
     }
-    struct sw_stage_opts o = { .layer_first = -1, .layer_last = -1, .n_ctx = n + 8, .n_threads = 2 };
+    struct sw_stage_opts o = { .layer_first = -1, .layer_last = -1, .n_ctx = n + 8 > 64 ? n + 8 : 64, .n_threads = 2 };
     struct sw_stage *s = NULL;
     char err[512];
     int rc = sw_stage_open(argv[1], &o, &s, err, sizeof err);

@@ -16,7 +16,7 @@ if (!jobsPath) {
 const entry = path.join(modDir, "node-llama-cpp", "dist", "index.js");
 const { getLlama } = await import(pathToFileURL(entry).href);
 const jobs = JSON.parse(fs.readFileSync(jobsPath, "utf8"));
-const llama = await getLlama({ gpu: false, build: "never", logLevel: "error" });
+const llama = await getLlama({ gpu: false, build: "never", logLevel: process.env.SW_ORACLE_LOG || "error" });
 for (const job of jobs) {
     const model = await llama.loadModel({ modelPath: job.model, gpuLayers: 0 });
     const ctx = await model.createContext({ contextSize: Math.max(64, job.tokens.length + 8), batchSize: 512,

@@ -857,7 +857,7 @@ static void test_bad_metadata(void)
         { { 1, 256, 256, 2, 3, 32, 0, NULL }, SW_ECORRUPT, "heads" },        /* 2 % 3 */
         { { 1, 256, 256, 2, 0, 0, 0, NULL }, SW_ECORRUPT, "context_length" },
         { { 1, 256, 256, 2, 0, 32, 7, NULL }, SW_ECORRUPT, "dimension_count" },
-        { { 1, 256, 256, 2, 0, 32, 0, "yarn" }, SW_EUNSUPPORTED, "yarn" },
+        { { 1, 256, 256, 2, 0, 32, 0, "dynamic" }, SW_EUNSUPPORTED, "dynamic" },
         { { 1, 512, 256, 2, 0, 32, 0, NULL }, SW_ECORRUPT, "shape" },        /* tensors are 256 wide */
         { { 2, 256, 256, 2, 0, 32, 0, NULL }, SW_ECORRUPT, "blk.1" },        /* layer 1 missing */
         { { 1, 256, 256, 2, 0, 1u << 30, 0, NULL }, SW_ECORRUPT, "implausible" },

@@ -176,7 +176,7 @@ static void test_refusals(void)
     refused(moe, NULL, "llama.expert_count", 6, NULL, SW_ECORRUPT, "llama.expert_count is 6", "holds 4 experts");
     refused(moe, NULL, "llama.expert_used_count", 5, NULL, SW_ECORRUPT, "llama.expert_used_count", "5");
     refused(moe, "blk.0.ffn_gate_inp.weight", NULL, 0, NULL, SW_ECORRUPT, "blk.0.ffn_gate_inp.weight", "missing");
-    refused(moe, NULL, "llama.rope.scaling.type", 0, "yarn", SW_EUNSUPPORTED, "llama.rope.scaling.type", "yarn");
+    refused(moe, NULL, "llama.rope.scaling.type", 0, "dynamic", SW_EUNSUPPORTED, "llama.rope.scaling.type", "dynamic");
     refused(q3, NULL, "qwen3moe.expert_gating_func", 2, NULL, SW_EUNSUPPORTED, "expert_gating_func", "2");
     refused(q3, "blk.0.attn_k_norm.weight", NULL, 0, NULL, SW_ECORRUPT, "blk.0.attn_k_norm.weight", "missing");
     refused(q3, NULL, "qwen3moe.attention.key_length", 64, NULL, SW_EUNSUPPORTED, "key_length 64", "value_length 128");
