@@ -389,9 +389,11 @@ enum sw_bt_event_type {
 struct sw_bt_progress {
     uint64_t bytes_done, bytes_total;
     double percent;
-    double rate_bps;           /* download, bytes per second (5 s window) */
-    double upload_bps;
-    uint64_t eta_s;            /* UINT64_MAX when unknown */
+    double rate_bps;           /* download (verified bytes) per second over the last 5 s of
+                                * real time, from the first verified piece of the run */
+    double upload_bps;         /* same window */
+    uint64_t eta_s;            /* eta_ms rounded to the nearest second; UINT64_MAX when unknown */
+    uint64_t eta_ms;           /* what remains at rate_bps; UINT64_MAX when unknown */
     uint32_t n_peers;          /* connected peers holding a piece of this file */
     uint64_t uploaded;         /* torrent totals of payload bytes this session (for */
     uint64_t downloaded;       /* tracker announces: BEP 3 uploaded/downloaded) */

@@ -35,7 +35,8 @@ enum { EXT_PEX = 1, EXT_METADATA = 2, EXT_CUSTOM = 3 };
 #define KEEPALIVE_MS 90000
 #define PEX_FIRST_MS 2000
 #define PEX_EVERY_MS 60000
-#define RATE_WIN 5
+#define RATE_WINDOW_MS 2000 /* download and upload rates: a sliding window of real time (a 0.5 GB
+                             * shard takes 2-5 s on loopback: 5 s would average in the ramp-up) */
 #define MAX_BANS 1024
 #define MAX_FAILED 8
 #define FRESH_CHECK_MS 100   /* initial seeding: how long "a fresh piece is left" is cached */
@@ -161,9 +162,11 @@ struct sw_bt_torrent {
     uint32_t n_ws;
     /* stats */
     uint64_t *file_verified;   /* bytes verified per file */
-    uint64_t *file_hist;       /* RATE_WIN snapshots per file of file_verified */
-    uint64_t up_total, up_prev, down_total;
-    double up_rate;
+    struct sw_rate *file_rate; /* per file, fed with file_verified */
+    uint64_t verified_total;   /* bytes of pieces verified this session */
+    struct sw_rate rate;       /* the torrent's, fed with verified_total */
+    uint64_t up_total, down_total;
+    struct sw_rate up_rate;    /* fed with up_total */
     int complete_reported;
     int jobs;                  /* worker jobs in flight */
     int closing;

@@ -101,6 +101,7 @@ static int write_blocks(struct sw_bt_peer *p)
     }
     w->n_blocks = nb;
     if (!nb) { free(w); return 0; }
+    sw_rate_add(&t->up_rate, sw_time_ms(), t->up_total);
     int rc = uv_write(&w->req, (uv_stream_t *)&p->tcp, w->bufs, 2 * nb, on_written);
     if (rc) {
         for (uint32_t i = 0; i < nb; i++) free(w->scratch[i]);

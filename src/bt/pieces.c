@@ -140,7 +140,13 @@ static void piece_verified(struct sw_bt_torrent *t, uint32_t piece)
     sw_bt_picker_set_have(t->pk, piece);
     struct sw_bt_span sp[64];
     uint32_t ns = sw_bt_piece_spans(&t->mi, piece, 0, sw_bt_piece_size(&t->mi, piece), sp, 64);
-    for (uint32_t i = 0; i < ns; i++) t->file_verified[sp[i].file] += sp[i].len;
+    uint64_t now = sw_time_ms();
+    for (uint32_t i = 0; i < ns; i++) {
+        t->file_verified[sp[i].file] += sp[i].len;
+        t->verified_total += sp[i].len;
+        sw_rate_add(&t->file_rate[sp[i].file], now, t->file_verified[sp[i].file]);
+    }
+    sw_rate_add(&t->rate, now, t->verified_total);
     sw__broadcast_have(t, piece);
     emit_simple(t, NULL, SW_BT_EV_PIECE_VERIFIED, (int32_t)(ns ? sp[0].file : 0), piece, 0, NULL);
     for (int i = 0; i < nd; i++) sw__start_finalize(t, done[i]);

@@ -57,7 +57,14 @@ void sw__id_key(const uint8_t id[20], char out[48])
 
 /* ------------------------------------------------------------------ timer */
 
-static void file_progress(struct sw_bt_torrent *t, uint32_t f, struct sw_bt_progress *pr)
+static void set_eta(struct sw_bt_progress *pr, uint64_t eta_ms)
+{
+    pr->eta_ms = eta_ms;
+    pr->eta_s = eta_ms == UINT64_MAX ? UINT64_MAX : (eta_ms + 500) / 1000;
+}
+
+/* Rates and ETAs at now_ms (the caller's clock): sliding windows over real time (rate.c). */
+static void file_progress(struct sw_bt_torrent *t, uint32_t f, uint64_t now_ms, struct sw_bt_progress *pr)
 {
     const struct sw_bt_file *bf = &t->mi.files[f];
     memset(pr, 0, sizeof *pr);
@@ -71,14 +78,11 @@ static void file_progress(struct sw_bt_torrent *t, uint32_t f, struct sw_bt_prog
     }
     pr->bytes_done = done;
     pr->percent = bf->length ? 100.0 * (double)done / (double)bf->length : 100.0;
-    uint64_t *h = &t->file_hist[(size_t)f * RATE_WIN];
-    uint64_t oldest = h[t->s->ticks % RATE_WIN];
-    uint32_t span = (uint32_t)SW_MIN(t->s->ticks, (uint64_t)RATE_WIN);
-    pr->rate_bps = span ? (double)(t->file_verified[f] - oldest) / span : 0;
-    pr->upload_bps = t->up_rate;
+    pr->rate_bps = sw_rate_bps(&t->file_rate[f], now_ms);
+    pr->upload_bps = sw_rate_bps(&t->up_rate, now_ms);
     pr->uploaded = t->up_total;
     pr->downloaded = t->down_total;
-    pr->eta_s = pr->rate_bps > 0 ? (uint64_t)((double)(bf->length - done) / pr->rate_bps) : (done == bf->length ? 0 : UINT64_MAX);
+    set_eta(pr, sw_rate_eta_ms(&t->file_rate[f], now_ms, bf->length - done));
     for (struct sw_bt_peer *p = t->s->peers; p; p = p->next) {
         if (p->t != t || p->state != P_ACTIVE) continue;
         int has = p->have_all;
@@ -147,8 +151,6 @@ static void torrent_tick(struct sw_bt_torrent *t, uint64_t now)
         if (p->t != t) continue;
         peer_tick(p, now);
     }
-    t->up_rate = (double)(t->up_total - t->up_prev);
-    t->up_prev = t->up_total;
     if (s->ticks % CHOKE_ROUND_S == 0) sw__choke_round(t, s->ticks % OPTIMISTIC_S == 0);
     if (!t->has_meta) return;
     sw__check_complete(t);
@@ -156,8 +158,7 @@ static void torrent_tick(struct sw_bt_torrent *t, uint64_t now)
     for (uint32_t f = 0; f < t->mi.n_files; f++) {
         if (!t->want_file[f] || t->mi.files[f].pad) continue;
         struct sw_bt_event ev = { .type = SW_BT_EV_PROGRESS, .torrent = t, .file = (int32_t)f };
-        file_progress(t, f, &ev.progress);
-        t->file_hist[(size_t)f * RATE_WIN + s->ticks % RATE_WIN] = t->file_verified[f];
+        file_progress(t, f, now, &ev.progress);
         if (!sw_bt_storage_file_complete(t->st, f) || t->s->ticks % 10 == 0) emit(s, &ev);
     }
 }
@@ -275,7 +276,7 @@ static void torrent_free(struct sw_bt_torrent *t)
     free(t->want_file);
     free(t->want_pending);
     free(t->file_verified);
-    free(t->file_hist);
+    free(t->file_rate);
     free(t->file_error);
     free(t->meta);
     free(t->meta_got);
@@ -346,15 +347,20 @@ int sw__torrent_init_meta(struct sw_bt_torrent *t, char *err, size_t err_len)
     t->want_file = calloc(mi->n_files, 1);
     t->file_error = calloc(mi->n_files, 1);
     t->file_verified = calloc(mi->n_files, sizeof *t->file_verified);
-    t->file_hist = calloc((size_t)mi->n_files * RATE_WIN, sizeof *t->file_hist);
+    t->file_rate = calloc(mi->n_files, sizeof *t->file_rate);
     t->as = calloc(mi->n_pieces, sizeof *t->as);
     t->hashing = calloc(mi->n_pieces, 1);
     t->served_to = calloc(mi->n_pieces, sizeof *t->served_to);
     t->sent_once = calloc(bits_bytes(t), 1);
     t->pk = sw_bt_picker_new(mi->n_pieces, mi->piece_length, mi->total_length);
-    if (!t->want_file || !t->file_error || !t->file_verified || !t->file_hist || !t->as || !t->hashing ||
+    if (!t->want_file || !t->file_error || !t->file_verified || !t->file_rate || !t->as || !t->hashing ||
         !t->served_to || !t->sent_once || !t->pk)
         return SW_ENOMEM;
+    uint64_t now = sw_time_ms();
+    for (uint32_t f = 0; f < mi->n_files; f++) {
+        sw_rate_reset(&t->file_rate[f], RATE_WINDOW_MS);
+        sw_rate_add(&t->file_rate[f], now, 0);
+    }
     struct sw_bt_storage_opts so = { .dir = t->dir, .verify_all = t->opts.verify_all, .trust_complete = t->opts.trust_complete,
                                      .on_hash = t->opts.on_hash, .hash_ud = t->opts.hash_ud };
     int rc = sw_bt_storage_open(mi, &so, &t->st, err, err_len);
@@ -387,6 +393,12 @@ static int torrent_alloc(struct sw_bt_session *s, const struct sw_bt_torrent_opt
     if (!t) return SW_ENOMEM;
     t->s = s;
     if (opts) t->opts = *opts;
+    /* the meters count from here: the first verified piece starts a run */
+    uint64_t now = sw_time_ms();
+    sw_rate_reset(&t->rate, RATE_WINDOW_MS);
+    sw_rate_add(&t->rate, now, 0);
+    sw_rate_reset(&t->up_rate, RATE_WINDOW_MS);
+    sw_rate_add(&t->up_rate, now, 0);
     t->dir = strdup(t->opts.dir ? t->opts.dir : "models_cache/shards");
     struct sw_bt_torrent **nt = realloc(s->tor, (s->n_tor + 1) * sizeof *nt);
     if (!t->dir || !nt) { free(t->dir); free(t); return SW_ENOMEM; }
@@ -553,26 +565,27 @@ int sw_bt_torrent_progress(const struct sw_bt_torrent *t, int32_t file, struct s
 {
     memset(out, 0, sizeof *out);
     if (!t->has_meta) return SW_ESTATE;
+    uint64_t now = sw_time_ms();
     if (file >= 0) {
         if ((uint32_t)file >= t->mi.n_files) return SW_ERANGE;
-        file_progress((struct sw_bt_torrent *)t, (uint32_t)file, out);
+        file_progress((struct sw_bt_torrent *)t, (uint32_t)file, now, out);
         return 0;
     }
     for (uint32_t f = 0; f < t->mi.n_files; f++) {
         if (!t->want_file[f] || t->mi.files[f].pad) continue;
         struct sw_bt_progress pr;
-        file_progress((struct sw_bt_torrent *)t, f, &pr);
+        file_progress((struct sw_bt_torrent *)t, f, now, &pr);
         out->bytes_done += pr.bytes_done;
         out->bytes_total += pr.bytes_total;
-        out->rate_bps += pr.rate_bps;
         out->n_peers = SW_MAX(out->n_peers, pr.n_peers);
     }
-    out->upload_bps = t->up_rate;
+    /* the torrent's own meter: files fetched one after another or side by side alike */
+    out->rate_bps = sw_rate_bps(&t->rate, now);
+    out->upload_bps = sw_rate_bps(&t->up_rate, now);
     out->uploaded = t->up_total;
     out->downloaded = t->down_total;
     out->percent = out->bytes_total ? 100.0 * (double)out->bytes_done / (double)out->bytes_total : 100.0;
-    out->eta_s = out->rate_bps > 0 ? (uint64_t)((double)(out->bytes_total - out->bytes_done) / out->rate_bps)
-                                   : (out->bytes_done == out->bytes_total ? 0 : UINT64_MAX);
+    set_eta(out, sw_rate_eta_ms(&t->rate, now, out->bytes_total - out->bytes_done));
     return 0;
 }
 

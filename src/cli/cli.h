@@ -68,8 +68,23 @@ void sw_cli_synth_prompt(uint32_t n_vocab, int32_t bos, int32_t *ids, uint32_t n
 int sw_cli_parse_hostport(const char *cmd, const char *flag, const char *s, char *host_out,
                           uint16_t *port_out);
 
-/* A one-line progress bar on stderr when it is a terminal (no-op otherwise); call with
- * done == total to finish the line. */
-void sw_cli_progress(const char *label, uint64_t done, uint64_t total, uint64_t started_ms);
+/* A one-line progress bar on stderr when it is a terminal (no-op otherwise). Updates may
+ * come as often as they like (once per piece, per chunk): the bar redraws at most every
+ * SW_CLI_BAR_MS, and once more when done reaches total (which ends the line). The rate and
+ * ETA are a sliding window of real time (sw_rate), not an average since the start. */
+#define SW_CLI_BAR_MS 100
+struct sw_cli_bar {
+    const char *label;     /* borrowed */
+    int tty;
+    int finished;          /* the final line is drawn */
+    uint64_t last_ms;      /* last redraw; 0: none yet */
+    struct sw_rate rate;
+};
+void sw_cli_bar_init(struct sw_cli_bar *b, const char *label);
+void sw_cli_bar_update(struct sw_cli_bar *b, uint64_t done, uint64_t total);
+/* The same with a rate and ETA measured by the caller (the BitTorrent engine's); eta_ms
+ * UINT64_MAX when unknown. */
+void sw_cli_bar_update_rate(struct sw_cli_bar *b, uint64_t done, uint64_t total, double rate_bps,
+                            uint64_t eta_ms);
 
 #endif

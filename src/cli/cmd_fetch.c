@@ -32,6 +32,7 @@ struct run {
     int wants_applied;
     uint64_t started_ms;
     int tty;
+    struct sw_cli_bar bar;
     uint64_t last_line_ms;
 };
 
@@ -120,12 +121,12 @@ static void on_event(void *ud, const struct sw_bt_event *ev)
             /* One bar for everything wanted (a bar per file would overwrite each other). */
             struct sw_bt_progress all;
             if (sw_bt_torrent_progress(ev->torrent, -1, &all) == 0 && all.bytes_done < all.bytes_total)
-                sw_cli_progress("fetch", all.bytes_done, all.bytes_total, r->started_ms);
+                sw_cli_bar_update_rate(&r->bar, all.bytes_done, all.bytes_total, all.rate_bps, all.eta_ms);
         } else {
             sw_log(SW_LOG_INFO, "BT", "progress %s %.1f%% %s/%s %s/s ETA %s peers %u", name, p->percent,
                    sw_fmt_bytes(p->bytes_done, b1, sizeof b1), sw_fmt_bytes(p->bytes_total, b2, sizeof b2),
                    sw_fmt_bytes((uint64_t)p->rate_bps, b3, sizeof b3),
-                   p->eta_s == UINT64_MAX ? "?" : sw_fmt_duration_ms(p->eta_s * 1000, b4, sizeof b4), p->n_peers);
+                   p->eta_ms == UINT64_MAX ? "?" : sw_fmt_duration_ms(p->eta_ms, b4, sizeof b4), p->n_peers);
         }
         break;
     }
@@ -136,7 +137,7 @@ static void on_event(void *ud, const struct sw_bt_event *ev)
         if (!r->c->seed) {
             struct sw_bt_progress all;
             if (r->tty && sw_bt_torrent_progress(ev->torrent, -1, &all) == 0)
-                sw_cli_progress("fetch", all.bytes_total, all.bytes_total, r->started_ms);
+                sw_cli_bar_update_rate(&r->bar, all.bytes_total, all.bytes_total, all.rate_bps, 0);
             uint64_t el = sw_time_ms() - r->started_ms;
             sw_log(SW_LOG_INFO, "BT", "download complete in %s", sw_fmt_duration_ms(el, b1, sizeof b1));
             stop(r, SW_EXIT_OK, NULL);
@@ -262,6 +263,7 @@ int sw__bt_run(struct sw__bt_run_cfg *c)
     if (!r) return sw_cli_fail(cmd, "out of memory");
     r->c = c;
     r->tty = isatty(STDERR_FILENO);
+    sw_cli_bar_init(&r->bar, "fetch");
     r->started_ms = sw_time_ms();
     uv_loop_init(&r->loop);
     uv_signal_init(&r->loop, &r->sigint);

@@ -32,19 +32,9 @@ static void usage(FILE *f)
                "Exit status: 0 ok, 1 bad input or write failure (nothing partial is left), 2 usage error.\n");
 }
 
-struct prog {
-    uint64_t started_ms, last_ms;
-    int quiet;
-};
-
 static void on_progress(void *ud, uint64_t done, uint64_t total)
 {
-    struct prog *p = ud;
-    if (p->quiet) return;
-    uint64_t now = sw_time_ms();
-    if (done < total && now - p->last_ms < 100) return;
-    p->last_ms = now;
-    sw_cli_progress("split", done, total, p->started_ms);
+    sw_cli_bar_update(ud, done, total);
 }
 
 static int is_hex(const char *s, size_t n)
@@ -163,9 +153,11 @@ int sw_cmd_split(int argc, char **argv)
         owner = owner_hex;
     }
 
-    struct prog pr = { .started_ms = sw_time_ms(), .quiet = quiet };
+    uint64_t started_ms = sw_time_ms();
+    struct sw_cli_bar bar;
+    sw_cli_bar_init(&bar, "split");
     struct sw_split_opts o = { .n_shards = n, .out_dir = out, .owner_pubkey_hex = owner,
-                               .progress = on_progress, .progress_ud = &pr, .model_id = model_id };
+                               .progress = quiet ? NULL : on_progress, .progress_ud = &bar, .model_id = model_id };
     struct sw_shard_plan *plans = calloc(n, sizeof *plans);
     if (!plans) return sw_cli_fail("split", "out of memory");
     char err[1024];
@@ -188,7 +180,7 @@ int sw_cmd_split(int argc, char **argv)
     char b1[32], b2[32];
     printf("[SPLIT] %s: %s, %u layers, %s -> %u shards in %s (%s)\n", model, m->arch[0] ? m->arch : "?",
            m->n_layers, sw_fmt_bytes(m->source_size, b1, sizeof b1), n, out,
-           sw_fmt_duration_ms(sw_time_ms() - pr.started_ms, b2, sizeof b2));
+           sw_fmt_duration_ms(sw_time_ms() - started_ms, b2, sizeof b2));
     for (uint32_t k = 0; k < n; k++) {
         const struct sw_manifest_shard *s = &m->shards[k];
         printf("  shard %-3u %-14s layers %3u-%-3u (%3u)  %10s  %5.1f%%  sha256 %.16s\n", k, s->file,

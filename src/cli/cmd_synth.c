@@ -27,7 +27,7 @@ static void usage(FILE *f)
 
 static void progress(void *ud, uint64_t done, uint64_t total)
 {
-    sw_cli_progress("synth", done, total, *(uint64_t *)ud);
+    sw_cli_bar_update(ud, done, total);
 }
 
 int sw_cmd_synth(int argc, char **argv)
@@ -93,8 +93,10 @@ int sw_cmd_synth(int argc, char **argv)
                                     "../shared/data/vocab; name one with --vocab", ps->vocab);
     }
     uint64_t started = sw_time_ms();
+    struct sw_cli_bar bar;
+    sw_cli_bar_init(&bar, "synth");
     o.progress = progress;
-    o.progress_ud = &started;
+    o.progress_ud = &bar;
     char err[512];
     rc = sw_synth_write(out, &o, err, sizeof err);
     if (rc) return sw_cli_fail(cmd, "%s", err[0] ? err : sw_strerror(rc));

@@ -58,8 +58,7 @@ static int load_owner_pub(const char *path, char hex_out[65], char *err, size_t 
 
 static void progress_cb(void *ud, uint64_t done, uint64_t total)
 {
-    uint64_t *started = ud;
-    sw_cli_progress("hashing", done, total, *started);
+    sw_cli_bar_update(ud, done, total);
 }
 
 static int cmd_create(int argc, char **argv)
@@ -99,10 +98,11 @@ static int cmd_create(int argc, char **argv)
     if (!dir) return sw_cli_usage_error(cmd, "DIR (a split folder with model.json) is required");
     char err[512] = "", owner[65] = "";
     if (owner_file && load_owner_pub(owner_file, owner, err, sizeof err)) return sw_cli_fail(cmd, "%s", err);
-    uint64_t started = sw_time_ms();
+    struct sw_cli_bar bar;
+    sw_cli_bar_init(&bar, "hashing");
     struct sw_bt_model_torrent_opts o = {
         .owner_key_hex = owner[0] ? owner : NULL, .trackers = trackers, .n_trackers = nt,
-        .web_seeds = seeds, .n_web_seeds = nw, .piece_length = piece, .progress = progress_cb, .progress_ud = &started,
+        .web_seeds = seeds, .n_web_seeds = nw, .piece_length = piece, .progress = progress_cb, .progress_ud = &bar,
     };
     char hex[41];
     char *def = NULL;

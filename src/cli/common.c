@@ -202,22 +202,52 @@ int sw_cli_parse_hostport(const char *cmd, const char *flag, const char *s, char
 
 /* ------------------------------------------------------------------ progress */
 
-void sw_cli_progress(const char *label, uint64_t done, uint64_t total, uint64_t started_ms)
+void sw_cli_bar_init(struct sw_cli_bar *b, const char *label)
 {
-    if (!isatty(STDERR_FILENO) || total == 0) return;
+    memset(b, 0, sizeof *b);
+    b->label = label;
+    b->tty = isatty(STDERR_FILENO);
+    sw_rate_reset(&b->rate, 3000);
+}
+
+static void bar_draw(struct sw_cli_bar *b, uint64_t done, uint64_t total, double rate, uint64_t eta_ms,
+                     uint64_t now)
+{
+    if (!b->tty || total == 0 || b->finished) return;
+    int last = done >= total;
+    if (!last && b->last_ms && now - b->last_ms < SW_CLI_BAR_MS) return;
+    b->last_ms = now ? now : 1;
     double frac = (double)done / (double)total;
     if (frac > 1) frac = 1;
     int width = 30, fill = (int)(frac * width);
-    uint64_t el = sw_time_ms() - started_ms;
-    double rate = el ? (double)done * 1000.0 / (double)el : 0;
     char rbuf[32], ebuf[32];
-    sw_fmt_bytes((uint64_t)rate, rbuf, sizeof rbuf);
-    uint64_t eta = rate > 0 ? (uint64_t)((double)(total - done) / rate * 1000.0) : 0;
-    sw_fmt_duration_ms(eta, ebuf, sizeof ebuf);
-    fprintf(stderr, "\r%s [%.*s%*s] %5.1f%% %s/s ETA %s  ", label, fill,
+    if (rate > 0) sw_fmt_bytes((uint64_t)rate, rbuf, sizeof rbuf);
+    else snprintf(rbuf, sizeof rbuf, "?");
+    if (last) snprintf(ebuf, sizeof ebuf, "0s");
+    else if (eta_ms == UINT64_MAX) snprintf(ebuf, sizeof ebuf, "?");
+    else sw_fmt_duration_ms(eta_ms, ebuf, sizeof ebuf);
+    fprintf(stderr, "\r%s [%.*s%*s] %5.1f%% %s/s ETA %s  ", b->label, fill,
             "##############################", width - fill, "", frac * 100.0, rbuf, ebuf);
-    if (done >= total) fputc('\n', stderr);
+    if (last) {
+        fputc('\n', stderr);
+        b->finished = 1;
+    }
     fflush(stderr);
+}
+
+void sw_cli_bar_update(struct sw_cli_bar *b, uint64_t done, uint64_t total)
+{
+    if (!b->tty) return;
+    uint64_t now = sw_time_ms();
+    sw_rate_add(&b->rate, now, done);
+    bar_draw(b, done, total, sw_rate_bps(&b->rate, now),
+             sw_rate_eta_ms(&b->rate, now, done < total ? total - done : 0), now);
+}
+
+void sw_cli_bar_update_rate(struct sw_cli_bar *b, uint64_t done, uint64_t total, double rate_bps,
+                            uint64_t eta_ms)
+{
+    bar_draw(b, done, total, rate_bps, eta_ms, sw_time_ms());
 }
 
 int sw_cli_sampler_flag(const char *cmd, const char *f, const char *v, struct sw_sampler_params *sp,

@@ -42,7 +42,7 @@ static void fill_progress(struct sw_node *n)
     n->cap.bytes_done = pr.bytes_done;
     n->cap.bytes_total = pr.bytes_total;
     n->cap.rate_bps = pr.rate_bps > 0 ? (uint64_t)pr.rate_bps : 0;
-    n->cap.eta_ms = pr.eta_s == UINT64_MAX ? 0 : pr.eta_s * 1000;
+    n->cap.eta_ms = pr.eta_ms == UINT64_MAX ? 0 : pr.eta_ms;
     if (n->cap.bytes_done > n->cap.bytes_total) n->cap.bytes_done = n->cap.bytes_total;
 }
 

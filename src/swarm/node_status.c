@@ -21,7 +21,7 @@ void sw__node_status_line(struct sw_node *n, int force)
         unsigned pct = pr.bytes_total ? (unsigned)(pr.bytes_done * 100 / pr.bytes_total) : 0;
         char rate[32], eta[32];
         sw_fmt_bytes((uint64_t)(pr.rate_bps > 0 ? pr.rate_bps : 0), rate, sizeof rate);
-        if (pr.eta_s != UINT64_MAX && pr.rate_bps > 0) sw_fmt_duration_ms(pr.eta_s * 1000, eta, sizeof eta);
+        if (pr.eta_ms != UINT64_MAX && pr.rate_bps > 0) sw_fmt_duration_ms(pr.eta_ms, eta, sizeof eta);
         else snprintf(eta, sizeof eta, "unknown");
         sw_buf_printf(&me, "shard %d fetching %u%% at %s/s, ETA %s, %u peers with it", (int)n->shard, pct, rate, eta,
                       pr.n_peers);

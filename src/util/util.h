@@ -180,6 +180,32 @@ uint64_t sw_time_ns(void);   /* monotonic nanoseconds */
 uint64_t sw_wall_time_s(void); /* seconds since the Unix epoch */
 void sw_sleep_ms(unsigned ms);
 
+/* --------------------------------------------------------------- rate meter */
+
+/* A byte rate over a sliding window of real elapsed time. The caller feeds the cumulative
+ * count and the time (its own clock: tests pass made-up times); nothing here reads a clock.
+ * A run starts at the first increase (so set-up time before the first byte is not averaged
+ * in) and restarts after SW_RATE_IDLE_WINDOWS windows without progress. */
+#define SW_RATE_SLOTS 20          /* samples kept: spaced window/16 apart, the window and one more */
+#define SW_RATE_IDLE_WINDOWS 4
+struct sw_rate {
+    uint64_t window_ms;
+    uint64_t t_ms[SW_RATE_SLOTS], bytes[SW_RATE_SLOTS];
+    uint32_t head, n;             /* ring of samples of this run, newest at head */
+    uint64_t cur_ms, cur_bytes;   /* the latest count and when it was seen */
+    int fed;                      /* some count was seen */
+};
+/* Forgets everything; window_ms 0 means 5000. */
+void sw_rate_reset(struct sw_rate *r, uint64_t window_ms);
+/* The count reached total at now_ms. A smaller total than before starts over. */
+void sw_rate_add(struct sw_rate *r, uint64_t now_ms, uint64_t total);
+/* Bytes per second over [now - window, now] (since the run started when that is later):
+ * a stall lowers it as time passes. 0 when unknown (no run, or under 100 ms of it). */
+double sw_rate_bps(const struct sw_rate *r, uint64_t now_ms);
+/* Milliseconds until `remaining` more bytes at that rate; 0 when nothing remains,
+ * UINT64_MAX when the rate is unknown. */
+uint64_t sw_rate_eta_ms(const struct sw_rate *r, uint64_t now_ms, uint64_t remaining);
+
 /* --------------------------------------------------------------- files */
 
 /* A read-only memory map of a whole file. */
