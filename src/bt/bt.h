@@ -361,6 +361,10 @@ void sw_bt_storage_prefetch(struct sw_bt_storage *st, uint32_t piece);
  * pieces, renames when complete. Returns the number of newly held pieces, or < 0. This is
  * what the node calls when a shard file appears in the folder. Blocking (hashing). */
 int sw_bt_storage_check_file(struct sw_bt_storage *st, uint32_t file, char *err, size_t err_len);
+/* As check_file, with the verdict of a hash the caller already made (good: one byte per
+ * piece of the file, 1 = verified), so nothing is hashed on the calling thread. */
+int sw_bt_storage_apply_check(struct sw_bt_storage *st, uint32_t file, const uint8_t *good, char *err,
+                              size_t err_len);
 int sw_bt_storage_file_complete(const struct sw_bt_storage *st, uint32_t file);
 /* Final path of file i (borrowed). */
 const char *sw_bt_storage_path(const struct sw_bt_storage *st, uint32_t file);
@@ -471,6 +475,9 @@ int sw_bt_torrent_recheck_file(struct sw_bt_torrent *t, uint32_t file);
 /* A file stopped by a disk error (SW_BT_EV_ERROR: disk full, read-only, folder gone) is
  * fetched again as wanted before; the caller decides when (e.g. once space appeared). */
 int sw_bt_torrent_retry_file(struct sw_bt_torrent *t, uint32_t file);
+/* recheck_file with the verdict of a hash the caller made on a worker (good: one byte per
+ * piece of the file): bad pieces are dropped and fetched again, without hashing here. */
+int sw_bt_torrent_apply_check(struct sw_bt_torrent *t, uint32_t file, const uint8_t *good);
 int sw_bt_torrent_file_complete(const struct sw_bt_torrent *t, uint32_t file);
 /* 1 when at least one file is wanted and every wanted file is complete. */
 int sw_bt_torrent_complete(const struct sw_bt_torrent *t);

@@ -525,12 +525,13 @@ int sw_bt_torrent_retry_file(struct sw_bt_torrent *t, uint32_t file)
     return sw_bt_torrent_want_file(t, file, t->want_file[file]);
 }
 
-int sw_bt_torrent_recheck_file(struct sw_bt_torrent *t, uint32_t file)
+static int recheck(struct sw_bt_torrent *t, uint32_t file, const uint8_t *good)
 {
     if (!t->has_meta || file >= t->mi.n_files) return SW_EINVAL;
     char err[256] = "";
     int was_complete = sw_bt_storage_file_complete(t->st, file);
-    int rc = sw_bt_storage_check_file(t->st, file, err, sizeof err);
+    int rc = good ? sw_bt_storage_apply_check(t->st, file, good, err, sizeof err)
+                  : sw_bt_storage_check_file(t->st, file, err, sizeof err);
     if (rc < 0) return rc;
     const struct sw_bt_file *bf = &t->mi.files[file];
     for (uint32_t q = bf->first_piece; bf->length && q <= bf->last_piece; q++) {
@@ -549,6 +550,16 @@ int sw_bt_torrent_recheck_file(struct sw_bt_torrent *t, uint32_t file)
     }
     sw__update_interest_all(t);
     return rc;
+}
+
+int sw_bt_torrent_recheck_file(struct sw_bt_torrent *t, uint32_t file)
+{
+    return recheck(t, file, NULL);
+}
+
+int sw_bt_torrent_apply_check(struct sw_bt_torrent *t, uint32_t file, const uint8_t *good)
+{
+    return good ? recheck(t, file, good) : SW_EINVAL;
 }
 
 int sw_bt_torrent_file_complete(const struct sw_bt_torrent *t, uint32_t file)

@@ -490,7 +490,9 @@ static void open_existing(struct sw_bt_storage *st, uint32_t fi)
     map_file(sf, st->mi->files[fi].length);
 }
 
-int sw_bt_storage_check_file(struct sw_bt_storage *st, uint32_t fi, char *err, size_t err_len)
+/* Checks file fi on disk: hashes its pieces, or (given != NULL: one byte per piece of the
+ * file, 1 = good) takes the verdict of a hash the caller made (on a worker thread). */
+static int check_file(struct sw_bt_storage *st, uint32_t fi, const uint8_t *given, char *err, size_t err_len)
 {
     const struct sw_bt_metainfo *mi = st->mi;
     if (fi >= mi->n_files) return SW_EINVAL;
@@ -550,15 +552,16 @@ int sw_bt_storage_check_file(struct sw_bt_storage *st, uint32_t fi, char *err, s
             sf->writable = !is_final;
         }
         /* Other files' parts of a spanning piece come from disk as they are. */
-        int ok = read_piece_disk(st, p, buf) == 0 && piece_ok(mi, p, buf);
+        int ok = given ? given[p - bf->first_piece] != 0 : read_piece_disk(st, p, buf) == 0 && piece_ok(mi, p, buf);
         bytes[p - bf->first_piece] = (uint8_t)ok;
         if (ok && !sw__bit_get(st->have, p)) { sw__bit_set(st->have, p); fresh++; }
         if (!ok) sw__bit_clear(st->have, p); /* what is on disk now decides */
         n_good += (uint32_t)ok;
         hashed = SW_MIN(hashed + sw_bt_piece_size(mi, p), bf->length);
-        if (st->on_hash && p < bf->last_piece) st->on_hash(st->hash_ud, fi, sf->path, hashed, bf->length, n_good, sf->n_pieces);
+        if (st->on_hash && !given && p < bf->last_piece)
+            st->on_hash(st->hash_ud, fi, sf->path, hashed, bf->length, n_good, sf->n_pieces);
     }
-    if (st->on_hash) st->on_hash(st->hash_ud, fi, sf->path, bf->length, bf->length, n_good, sf->n_pieces);
+    if (st->on_hash && !given) st->on_hash(st->hash_ud, fi, sf->path, bf->length, bf->length, n_good, sf->n_pieces);
     free(buf);
     recount(st, fi);
     int rc = 0;
@@ -586,6 +589,17 @@ int sw_bt_storage_check_file(struct sw_bt_storage *st, uint32_t fi, char *err, s
     free(bytes);
     if (!rc) open_existing(st, fi);
     return rc ? rc : fresh;
+}
+
+int sw_bt_storage_check_file(struct sw_bt_storage *st, uint32_t fi, char *err, size_t err_len)
+{
+    return check_file(st, fi, NULL, err, err_len);
+}
+
+int sw_bt_storage_apply_check(struct sw_bt_storage *st, uint32_t fi, const uint8_t *good, char *err, size_t err_len)
+{
+    if (!good) return SW_EINVAL;
+    return check_file(st, fi, good, err, err_len);
 }
 
 /* Loads state of file fi at open: resume data when it matches, else hash what is there. */

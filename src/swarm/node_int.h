@@ -68,6 +68,7 @@ struct job {
     uint32_t threads;
     /* results */
     struct sw__fid fid;   /* the file as it was before it was hashed and opened */
+    uint8_t *good_map;    /* verify: one byte per piece of the file, 1 = verified (owned) */
     int has_fid;
     int rc;
     uint32_t bad_pieces, n_pieces;

@@ -5,15 +5,29 @@
 
 /* ------------------------------------------------------------------ shard work */
 
-/* Hashes the pieces of one file against the torrent (worker thread). */
-static int verify_pieces(const struct sw_bt_metainfo *mi, uint32_t file, const char *path,
+/* Hashes the pieces of one file against the torrent (worker thread); map: the verdict per
+ * piece, handed to the BitTorrent storage so that it need not hash again on the loop. */
+static int verify_pieces(const struct sw_bt_metainfo *mi, uint32_t file, const char *path, uint8_t *map,
                          uint32_t *bad_out, uint32_t *n_out, char *msg, size_t msg_len)
 {
     uint32_t good = 0, total = 0;
-    int rc = sw_shard_file_check(mi, file, path, &good, &total, msg, msg_len);
+    int rc = sw_shard_file_check_map(mi, file, path, map, &good, &total, msg, msg_len);
     *bad_out = total - good;
     *n_out = total;
     return rc == SW_ERANGE ? SW_ECORRUPT : rc;
+}
+
+static void job_free(struct job *j)
+{
+    free(j->good_map);
+    free(j);
+}
+
+/* The storage takes the worker's verdict (no hashing on the loop), else hashes itself. */
+static void storage_check(struct sw_node *n, const struct job *j)
+{
+    if (j->good_map) sw_bt_torrent_apply_check(n->t, (uint32_t)j->file, j->good_map);
+    else sw_bt_torrent_recheck_file(n->t, (uint32_t)j->file);
 }
 
 static void retired_unref(void *ud)
@@ -90,7 +104,8 @@ static void job_work(uv_work_t *req)
     const struct sw_bt_metainfo *mi = j->node->mi;
     j->has_fid = !sw__node_fid_now(j->path, &j->fid);
     if (j->verify) {
-        j->rc = verify_pieces(mi, (uint32_t)j->file, j->path, &j->bad_pieces, &j->n_pieces, j->msg, sizeof j->msg);
+        j->rc = verify_pieces(mi, (uint32_t)j->file, j->path, j->good_map, &j->bad_pieces, &j->n_pieces, j->msg,
+                              sizeof j->msg);
         if (j->rc) return;
     }
     struct sw_stage_opts so = { 0 };
@@ -142,7 +157,7 @@ static void job_done(uv_work_t *req, int status)
         }
         int again = n->job_stale && !n->stopping && !n->drained;
         n->job_stale = 0;
-        free(j);
+        job_free(j);
         if (again) sw__node_start_load(n, 1);
         return;
     }
@@ -150,7 +165,7 @@ static void job_done(uv_work_t *req, int status)
         sw_stage_free(j->stage);
         int again = n->job_stale && !n->stopping && !n->drained;
         n->job_stale = 0;
-        free(j);
+        job_free(j);
         if (again) sw__node_start_load(n, 1);
         return;
     }
@@ -166,27 +181,27 @@ static void job_done(uv_work_t *req, int status)
                                                         : "fetching what is missing from the swarm");
         memset(&n->served_id, 0, sizeof n->served_id);
         n->phase = n->cfg.no_auto_fetch && !n->forced_fetch ? SW_PHASE_WAITING : SW_PHASE_FETCHING;
-        sw_bt_torrent_recheck_file(n->t, (uint32_t)j->file);
+        storage_check(n, j);
         if (n->phase == SW_PHASE_FETCHING) sw_bt_torrent_want_file(n->t, (uint32_t)j->file, 1);
         sw__node_publish(n, 1);
-        free(j);
+        job_free(j);
         return;
     }
     if (j->rc == SW_ECORRUPT && j->verify) {
         sw_log(SW_LOG_WARN, "SHARD", "shard %d at %s is corrupt (%s); not loading it, re-fetching %s from the swarm",
                (int)j->shard, j->path, j->msg, j->bad_pieces < j->n_pieces ? "only the bad pieces" : "it");
         n->phase = n->cfg.no_auto_fetch && !n->forced_fetch ? SW_PHASE_WAITING : SW_PHASE_FETCHING;
-        if (n->t) sw_bt_torrent_recheck_file(n->t, (uint32_t)j->file); /* keep the good pieces */
+        if (n->t) storage_check(n, j); /* keep the good pieces */
         if (n->phase == SW_PHASE_FETCHING && n->t) sw_bt_torrent_want_file(n->t, (uint32_t)j->file, 1);
         sw__node_publish(n, 1);
-        free(j);
+        job_free(j);
         return;
     }
     if (j->rc) {
         sw_log(SW_LOG_ERROR, "SHARD", "shard %d at %s could not be loaded: %s", (int)j->shard, j->path, j->msg);
         n->phase = SW_PHASE_FAILED;
         sw__node_publish(n, 1);
-        free(j);
+        job_free(j);
         return;
     }
     sw__node_retire_stage(n, "the node reloaded its shard");
@@ -203,7 +218,7 @@ static void job_done(uv_work_t *req, int status)
      * announced, so it never delays readiness (blocking; see docs/swarm.md). */
     if (j->verify && n->t && !sw_bt_torrent_file_complete(n->t, (uint32_t)j->file)) {
         uint64_t t0 = sw_time_ms();
-        sw_bt_torrent_recheck_file(n->t, (uint32_t)j->file);
+        storage_check(n, j);
         uint64_t blocked = sw_time_ms() - t0;
         if (blocked > 500) {
             /* We could not read while hashing: our silence, not theirs. Refresh the peers we
@@ -215,7 +230,7 @@ static void job_done(uv_work_t *req, int status)
                    (int)j->shard, (unsigned long long)blocked);
         }
     }
-    free(j);
+    job_free(j);
     sw__node_start_measure(n);
 }
 
@@ -233,13 +248,18 @@ void sw__node_start_load(struct sw_node *n, int verify)
     j->file = n->shard_file[n->shard];
     j->verify = verify;
     j->threads = n->cfg.threads;
+    const struct sw_bt_file *bf = &n->mi->files[j->file];
+    if (verify && bf->length && !(j->good_map = calloc(bf->last_piece - bf->first_piece + 1, 1))) {
+        free(j);
+        return;
+    }
     snprintf(j->path, sizeof j->path, "%s", sw_bt_torrent_file_path(n->t, (uint32_t)j->file));
     j->req.data = j;
     n->job = j;
     n->phase = verify ? SW_PHASE_VERIFYING : SW_PHASE_LOADING;
     if (uv_queue_work(n->loop, &j->req, job_work, job_done)) {
         n->job = NULL;
-        free(j);
+        job_free(j);
         n->phase = SW_PHASE_FAILED;
     }
     sw__node_publish(n, 1);

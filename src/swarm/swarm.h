@@ -297,6 +297,11 @@ struct sw_bt_metainfo;
  * msg says how many), SW_ENOTFOUND, SW_EIO, or SW_ERANGE (size differs from the torrent). */
 int sw_shard_file_check(const struct sw_bt_metainfo *mi, uint32_t file, const char *path,
                         uint32_t *good_out, uint32_t *total_out, char *msg, size_t msg_len);
+/* The same, also filling good_map (one byte per piece of the file, 1 = verified; NULL
+ * harmless). A file of the wrong size still gets a map (pieces wholly inside it are
+ * hashed, the rest are 0) with SW_ERANGE; a missing one all 0 with SW_ENOTFOUND. */
+int sw_shard_file_check_map(const struct sw_bt_metainfo *mi, uint32_t file, const char *path, uint8_t *good_map,
+                            uint32_t *good_out, uint32_t *total_out, char *msg, size_t msg_len);
 
 /* ---------------------------------------------------------------- the node */
 
