@@ -64,6 +64,9 @@ int sw_cli_parse_ids(const char *s, int32_t **ids_out, size_t *n_out);
  * `generate --swarm`: n ids spread over the vocabulary by a fixed generator, the first one
  * BOS when bos >= 0. ids holds n. */
 void sw_cli_synth_prompt(uint32_t n_vocab, int32_t bos, int32_t *ids, uint32_t n);
+/* An address to listen on (--bind, --host): an IPv4 or IPv6 literal, not a name. *family_out
+ * gets 4 or 6. A usage error (exit 2) naming the flag otherwise. */
+int sw_cli_parse_bind(const char *cmd, const char *flag, const char *s, int *family_out);
 /* "host:port" (IPv4 literal or name; port 1..65535). host_out holds >= 256 bytes. */
 int sw_cli_parse_hostport(const char *cmd, const char *flag, const char *s, char *host_out,
                           uint16_t *port_out);

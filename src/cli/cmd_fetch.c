@@ -324,6 +324,8 @@ int sw__bt_run(struct sw__bt_run_cfg *c)
                 memset(&dc, 0, sizeof dc);
                 dc.dht.on_event = on_dht_event;
                 dc.dht.ud = r;
+                dc.bind_host = c->listen_host; /* --bind: the DHT's UDP socket too */
+                if (c->listen_host && strchr(c->listen_host, ':')) dc.dht.family = 6;
                 int derr = 0;
                 r->dht = sw_dht_uv_new(&r->loop, &dc, &derr);
                 if (!r->dht) {
@@ -362,7 +364,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: shardswarm fetch TORRENT|MAGNET [--file N ...|--all] [--out DIR]\n"
                "                        [--peer HOST:PORT ...] [--bootstrap HOST:PORT ...]\n"
-               "                        [--verify] [--timeout S] [--listen PORT] [--host IP] [-v]\n\n"
+               "                        [--verify] [--timeout S] [--listen PORT] [--bind IP] [-v]\n\n"
                "Downloads shards of a model torrent from its peers, verifying every piece (SHA-1)\n"
                "before it is written; exits 0 once every requested file is complete.\n"
                "  --file N            shard N (or the N-th file of a torrent without shard info); repeatable\n"
@@ -374,7 +376,7 @@ static void usage(FILE *f)
                "  --verify            rehash what is on disk instead of trusting resume data\n"
                "  --timeout S         give up after S seconds (exit 1)\n"
                "  --listen PORT       TCP port to accept peers on (default: any)\n"
-               "  --host IP           address to listen on (default 0.0.0.0)\n"
+               "  --bind IP           address to listen on, TCP and DHT (default 0.0.0.0); --host too\n"
                "  -v, --verbose       debug logging\n"
                "Exit status: 0 complete, 1 failed (timeout, disk full, bad torrent), 2 usage error.\n");
 }
@@ -388,6 +390,7 @@ int sw__bt_parse_common(struct sw__bt_run_cfg *c, int argc, char **argv, int *i_
     const char *a = argv[i];
     const char *cmd = c->cmd;
     int takes = !strcmp(a, "--peer") || !strcmp(a, "--bootstrap") || !strcmp(a, "--listen") || !strcmp(a, "--host") ||
+                !strcmp(a, "--bind") ||
                 !strcmp(a, "--timeout");
     if (!takes) {
         if (!strcmp(a, "--verify")) { c->verify = 1; return 1; }
@@ -412,13 +415,9 @@ int sw__bt_parse_common(struct sw__bt_run_cfg *c, int argc, char **argv, int *i_
         uint32_t p;
         if (sw_cli_parse_u32(cmd, "--listen", v, 0, 65535, &p)) return -SW_EXIT_USAGE;
         c->listen_port = (uint16_t)p;
-    } else if (!strcmp(a, "--host")) {
-        struct sockaddr_in6 s6;
-        struct sockaddr_in s4;
-        if (uv_ip4_addr(v, 0, &s4) && uv_ip6_addr(v, 0, &s6)) {
-            sw_cli_usage_error(cmd, "--host expects an IP address, got '%s'", v);
-            return -SW_EXIT_USAGE;
-        }
+    } else if (!strcmp(a, "--bind") || !strcmp(a, "--host")) { /* --host: the older name */
+        int fam;
+        if (sw_cli_parse_bind(cmd, a, v, &fam)) return -SW_EXIT_USAGE;
         c->listen_host = v;
     } else if (!strcmp(a, "--timeout")) {
         if (sw_cli_parse_u32(cmd, "--timeout", v, 1, 7 * 24 * 3600, &c->timeout_s)) return -SW_EXIT_USAGE;

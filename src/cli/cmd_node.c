@@ -32,6 +32,8 @@ static void usage(FILE *f)
             "  --bootstrap HOST:PORT   a node to join through (repeatable); its listen port\n"
             "  --listen PORT           BitTorrent TCP and DHT UDP port (default 0: any free port,\n"
             "                          printed in the 'listening on port' line)\n"
+            "  --bind ADDR             address BitTorrent and the DHT listen on: an IPv4 or IPv6\n"
+            "                          literal of this machine (default 0.0.0.0: every interface)\n"
             "  --api PORT              HTTP API (/v1 OpenAI-compatible) + dashboard (docs/api.md) on\n"
             "                          127.0.0.1:PORT (0: any free port, printed in the [API] line)\n"
             "  --api-host ADDR         address for the API (default 127.0.0.1)\n"
@@ -288,6 +290,11 @@ int sw_cmd_node(int argc, char **argv)
             NEED_VAL();
             if ((rc = sw_cli_parse_u32(cmd, "--listen", argv[i], 0, 65535, &u))) return rc;
             cfg.listen_port = (uint16_t)u;
+        } else if (!strcmp(a, "--bind")) {
+            NEED_VAL();
+            int fam;
+            if ((rc = sw_cli_parse_bind(cmd, "--bind", argv[i], &fam))) return rc;
+            cfg.bind_host = argv[i];
         } else if (!strcmp(a, "--api")) {
             NEED_VAL();
             if ((rc = sw_cli_parse_u32(cmd, "--api", argv[i], 0, 65535, &u))) return rc;

@@ -10,7 +10,7 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: shardswarm seed TORRENT [--dir DIR] [--listen PORT] [--host IP]\n"
+    fprintf(f, "usage: shardswarm seed TORRENT [--dir DIR] [--listen PORT] [--bind IP]\n"
                "                       [--peer HOST:PORT ...] [--bootstrap HOST:PORT ...] [--verify] [-v]\n\n"
                "Serves the files of a model torrent that are present in DIR (default: the torrent's\n"
                "folder) until stopped with SIGINT/SIGTERM. Logs '[BT] listening on HOST:PORT'.\n"
@@ -18,7 +18,7 @@ static void usage(FILE *f)
                "--verify rehashes everything first.\n"
                "  --dir DIR           folder holding the shard files\n"
                "  --listen PORT       TCP port (default: any free port)\n"
-               "  --host IP           address to listen on (default 0.0.0.0)\n"
+               "  --bind IP           address to listen on, TCP and DHT (default 0.0.0.0); --host too\n"
                "  --peer HOST:PORT    also connect to this peer; repeatable\n"
                "  --bootstrap H:P     DHT bootstrap node: announce the info-hash; repeatable\n"
                "  --timeout S         stop after S seconds (exit 0)\n"

@@ -1,4 +1,5 @@
 /* common.c — helpers shared by the subcommands (see cli.h). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -180,6 +181,16 @@ void sw_cli_synth_prompt(uint32_t n_vocab, int32_t bos, int32_t *ids, uint32_t n
         ids[i] = (int32_t)((x >> 33) % (n_vocab > 300 ? n_vocab - 300 : n_vocab)) + (n_vocab > 300 ? 259 : 0);
     }
     if (bos >= 0 && n) ids[0] = bos;
+}
+
+int sw_cli_parse_bind(const char *cmd, const char *flag, const char *s, int *family_out)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (s && inet_pton(AF_INET, s, &a4) == 1) { *family_out = 4; return 0; }
+    if (s && inet_pton(AF_INET6, s, &a6) == 1) { *family_out = 6; return 0; }
+    return sw_cli_usage_error(cmd, "%s expects an IP address of this machine (like 127.0.0.1, 0.0.0.0 or ::1), "
+                                   "got '%s'", flag, s ? s : "");
 }
 
 int sw_cli_parse_hostport(const char *cmd, const char *flag, const char *s, char *host_out,

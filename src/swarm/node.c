@@ -486,6 +486,7 @@ int sw_node_start(struct sw_node *n, char *err, size_t err_len)
     sw__node_rebuild_json(n); /* "starting" until the storage has looked at the shard files */
     struct sw_bt_session_opts so = { 0 };
     so.listen_port = n->cfg.listen_port;
+    so.listen_host = n->cfg.bind_host; /* --bind (NULL: 0.0.0.0) */
     so.on_event = on_bt_event;
     so.ud = n;
     int rc = sw_bt_session_new(n->loop, &so, &n->bt, err, err_len);
@@ -533,7 +534,9 @@ int sw_node_start(struct sw_node *n, char *err, size_t err_len)
             bhost[c - n->bootstrap[0]] = 0;
         }
     }
-    local_ip_for(bhost[0] ? bhost : "127.0.0.1", n->local_ip, sizeof n->local_ip);
+    const char *bind = n->cfg.bind_host;
+    if (bind && strcmp(bind, "0.0.0.0") && strcmp(bind, "::")) snprintf(n->local_ip, sizeof n->local_ip, "%s", bind);
+    else local_ip_for(bhost[0] ? bhost : "127.0.0.1", n->local_ip, sizeof n->local_ip);
     /* Startup shard check and load, before joining. */
     if (!n->is_magnet) {
         rc = model_setup(n, err, err_len);
@@ -544,6 +547,8 @@ int sw_node_start(struct sw_node *n, char *err, size_t err_len)
     dc.dht.on_event = on_dht_event;
     dc.dht.ud = n;
     dc.port = n->port;
+    dc.bind_host = bind;
+    if (bind && strchr(bind, ':')) dc.dht.family = 6; /* an IPv6 --bind: the IPv6 DHT (BEP 32) */
     char *state = sw_path_join(n->cache_dir, "dht.state");
     dc.state_path = state;
     int derr = 0;

@@ -315,6 +315,8 @@ struct sw_node_config {
     int no_auto_fetch;
     int seed_all;
     uint16_t listen_port;       /* BitTorrent TCP + DHT UDP; 0: any */
+    const char *bind_host;      /* their address: an IPv4/IPv6 literal; NULL: 0.0.0.0 (borrowed,
+                                 * read by sw_node_start) */
     uint16_t api_port;          /* 0: no HTTP API */
     const char *api_host;       /* NULL: 127.0.0.1 */
     const char *const *bootstrap; /* "host:port" strings */
