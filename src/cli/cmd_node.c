@@ -59,6 +59,9 @@ static void usage(FILE *f)
             "  --session-idle S        evict a stage session idle this many seconds (default 300)\n"
             "  --step-delay-us N       TESTING ONLY: every compute step also sleeps N µs (a slow\n"
             "                          stage, so tests can kill it mid-generation)\n"
+            "  --coalesce PCT|off      hold a decode step at an idle stage up to PCT %% of a decode\n"
+            "                          step while other sessions are due there, so they batch\n"
+            "                          (default 50; docs/pipeline.md)\n"
             "  --status-interval MS    [STATUS] line period (default 5000; also on each change)\n"
             "  --log-format human|json\n"
             "  -v, --verbose\n"
@@ -321,6 +324,10 @@ int sw_cmd_node(int argc, char **argv)
         } else if (!strcmp(a, "--step-delay-us")) {
             NEED_VAL();
             if ((rc = sw_cli_parse_u32(cmd, "--step-delay-us", argv[i], 0, 10000000, &po.step_delay_us))) return rc;
+        } else if (!strcmp(a, "--coalesce")) {
+            NEED_VAL();
+            if (!strcmp(argv[i], "off")) po.coalesce_pct = 1000;
+            else if ((rc = sw_cli_parse_u32(cmd, "--coalesce", argv[i], 1, 999, &po.coalesce_pct))) return rc;
         }
         else if (!strcmp(a, "--threads")) {
             NEED_VAL();

@@ -264,6 +264,7 @@ size_t sw_pipe_drop_stage(struct sw_pipe *p, const char *reason)
 uint64_t sw_pipe_tick(struct sw_pipe *p, uint64_t now_us)
 {
     uint64_t next = UINT64_MAX;
+    sw__pipe_stage_release_hold(p, now_us);
     uint64_t idle = (uint64_t)p->cfg.idle_ms * 1000;
     for (struct ssess *s = p->ss, *nx; s; s = nx) {
         nx = s->next;

@@ -151,6 +151,9 @@ struct sw_pipe_host {
     /* Stage: the compute stage serving now (NULL: none). */
     struct sw_stage *(*stage)(void *ud);
     void *ud;
+    /* Optional: call sw_pipe_tick at (or soon after) at_us — a decode step held briefly at
+     * an idle stage for other sessions due there (coalescing). Without it nothing is held. */
+    void (*wake)(void *ud, uint64_t at_us);
 };
 
 struct sw_pipe_config {
@@ -163,6 +166,9 @@ struct sw_pipe_config {
     uint32_t idle_ms;          /* a stage session idle this long is evicted; 0: 300000 */
     uint32_t batch_max;        /* decode steps of different sessions run as one batched
                                   forward, at most this many; 0: 8 (the most); 1: never */
+    uint32_t coalesce_pct;     /* the longest a decode step is held at an idle stage for
+                                  other decoding sessions due there, in percent of the
+                                  stage's recent decode step time; 0: 50; 1000+: never hold */
 };
 
 int sw_pipe_new(const struct sw_pipe_config *cfg, struct sw_pipe **out);
@@ -206,6 +212,8 @@ struct sw_pipe_stats {
         sessions_evicted, failovers, replays, jobs, tokens_computed,
         batched_jobs,          /* jobs that ran several sessions' steps in one pass */
         batched_entries,       /* the session steps those jobs held */
+        coalesce_holds,        /* decode steps held at an idle stage for sessions due there */
+        coalesce_held_us,      /* the time they were held, in all */
         headers_served, header_bytes_sent, headers_refused, /* HEADER_GET answered / refused */
         header_replies_rejected, /* fetches: HEADER replies that failed the check */
         tokens_generated;      /* tokens delivered to sessions this node opened as the entry */

@@ -29,6 +29,19 @@
 #define BATCH_MAX 8u
 #define BATCH_STEP_MAX 4u
 #define BATCH_TOKENS 32u
+/* Coalescing: sessions that decode at equal speed around a ring of stages never meet by
+ * themselves (an idle stage kicks a step at once; the next session is always one step
+ * behind). A decode step arriving at an idle stage is held, at most coalesce_pct of the
+ * stage's recent decode step time, while another session decoding at this stage is due
+ * within that bound (by its arrival interval here: steps that arrive together are
+ * gathered), or is behind by under half its cycle and nearer than the session ahead (the
+ * one ahead the short way round yields: it loses at most the bound per stage until the two
+ * arrive together, and from then on they go as one batch). Not below COALESCE_MIN_US of
+ * step time (a step that short costs less than the timer) nor over COALESCE_MAX_US of
+ * hold. A lone session is never held. */
+#define COALESCE_PCT 50u
+#define COALESCE_MIN_US 1000u
+#define COALESCE_MAX_US 250000u
 
 /* ------------------------------------------------------------------ types */
 
@@ -63,6 +76,7 @@ struct sw_pipe_job {
     uint32_t n_ent;
     struct jent ent[BATCH_MAX];
     uint64_t submit_us;     /* the engine's clock when it was submitted */
+    int short_steps;        /* batchable (decode-sized) steps: times the coalescing bound */
     /* set by sw_pipe_job_run */
     uint64_t compute_us;
 };
@@ -90,6 +104,8 @@ struct ssess {
     uint32_t computed;       /* positions computed (accepted - computed: work here) */
     uint64_t progress_us;    /* the last PROGRESS sent (0: none) */
     uint64_t progress_every_us; /* as the entry asked (OPEN), within the bounds above */
+    uint64_t arr_us;         /* the last decode-sized input's arrival (0: none) */
+    uint64_t cycle_us;       /* the recent interval between two of them (0: unknown) */
     int progress_open;       /* a PROGRESS said "working" and no "done" followed yet */
 };
 
@@ -145,6 +161,8 @@ struct sw_pipe {
     struct sw_pipe_hdr *hdr; /* shard headers for light clients (pipeline_header.c) */
     uint64_t us_per_token;   /* stage: recent wall time per token of its jobs (0: none yet) */
     uint64_t us_per_step;    /* stage: recent wall time per job */
+    uint64_t us_short_step;  /* stage: recent wall time of a batchable (decode) job */
+    uint64_t hold_start;     /* stage: a decode step held since (0: none) */
 };
 
 /* ------------------------------------------------------------------ shared calls */
@@ -182,6 +200,8 @@ void sw__pipe_stage_replay(struct sw_pipe *p, const uint8_t *from, const struct 
 /* PROGRESS for session s to its entry when due (work here, PROGRESS_MS since the last) or
  * when its work here is done after a "working" one. Returns when the next is due. */
 uint64_t sw__pipe_stage_progress(struct sw_pipe *p, struct ssess *s, uint64_t now_us);
+/* A held decode step's bound passed (or its session came): kick what waits. */
+void sw__pipe_stage_release_hold(struct sw_pipe *p, uint64_t now_us);
 
 /* pipeline_entry.c: the entry role */
 void sw__pipe_entry_open_ok(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us);

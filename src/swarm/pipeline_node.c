@@ -58,6 +58,8 @@ struct sw_pipe_node {
     struct sw_pipe *pipe;
     uv_timer_t tick;
     uv_timer_t self_timer;     /* delivers messages to ourselves on the next loop turn */
+    uv_timer_t wake_timer;     /* the engine's wake (a held decode step's bound) */
+    uint64_t wake_at;          /* when it is armed for (0: not) */
     struct selfmsg *qh, *qt;
     int handles_open;
     size_t works;
@@ -225,6 +227,9 @@ static void status_extra(void *ud, struct json_t *root)
     json_object_set_new(o, "compute_steps", json_integer((json_int_t)pn->steps));
     json_object_set_new(o, "compute_seconds", json_real((double)pn->compute_us / 1e6));
     json_object_set_new(o, "batched_steps", json_integer((json_int_t)st.batched_jobs));
+    json_object_set_new(o, "batched_entries", json_integer((json_int_t)st.batched_entries));
+    json_object_set_new(o, "coalesce_holds", json_integer((json_int_t)st.coalesce_holds));
+    json_object_set_new(o, "coalesce_held_seconds", json_real((double)st.coalesce_held_us / 1e6));
     json_object_set_new(o, "tokens_computed", json_integer((json_int_t)st.tokens_computed));
     json_object_set_new(o, "kept_bytes", json_integer((json_int_t)st.kept_bytes));
     struct sw_stage *stage = sw_node_stage(pn->node);
@@ -314,6 +319,24 @@ static void on_tick(uv_timer_t *t)
     struct sw_pipe_node *pn = t->data;
     if (!pn->detaching) sw_pipe_tick(pn->pipe, sw_time_us());
     update_queue(pn);
+}
+
+static void on_wake(uv_timer_t *t)
+{
+    struct sw_pipe_node *pn = t->data;
+    pn->wake_at = 0;
+    if (!pn->detaching) sw_pipe_tick(pn->pipe, sw_time_us());
+    update_queue(pn);
+}
+
+/* The engine asks to be ticked at at_us: a one-shot timer (ms granularity, rounded up). */
+static void h_wake(void *ud, uint64_t at_us)
+{
+    struct sw_pipe_node *pn = ud;
+    if (!pn->handles_open || pn->detaching || (pn->wake_at && pn->wake_at <= at_us)) return;
+    uint64_t now = sw_time_us();
+    pn->wake_at = at_us;
+    uv_timer_start(&pn->wake_timer, on_wake, at_us > now ? (at_us - now + 999) / 1000 : 0, 0);
 }
 
 static void on_change(void *ud)
@@ -473,11 +496,12 @@ int sw_pipe_node_attach(struct sw_node *n, const struct sw_pipe_node_opts *opts,
     memcpy(cfg.self_id, sw_node_id(n), SW_NODE_ID_LEN);
     const struct sw_view *v = sw_node_view(n);
     cfg.n_shards = v ? sw_view_n_shards(v) : 0;
-    cfg.host = (struct sw_pipe_host){ h_send, h_submit, h_pick, h_live, h_stage, pn };
+    cfg.host = (struct sw_pipe_host){ h_send, h_submit, h_pick, h_live, h_stage, pn, h_wake };
     if (opts) {
         cfg.max_sessions = opts->max_sessions;
         cfg.max_kv_bytes = opts->max_kv_bytes;
         cfg.idle_ms = opts->idle_ms;
+        cfg.coalesce_pct = opts->coalesce_pct;
         pn->step_delay_us = opts->step_delay_us;
     }
     int rc = sw_pipe_new(&cfg, &pn->pipe);
@@ -488,13 +512,14 @@ int sw_pipe_node_attach(struct sw_node *n, const struct sw_pipe_node_opts *opts,
     sw_pipe_set_header_source(pn->pipe, sw_pipe_node_header_source, n); /* pipeline_header.c */
     uv_timer_init(pn->loop, &pn->tick);
     uv_timer_init(pn->loop, &pn->self_timer);
+    uv_timer_init(pn->loop, &pn->wake_timer);
     uv_idle_init(pn->loop, &pn->idle);
     pn->idle.data = pn;
     pn->inline_max_us = INLINE_MAX_US;
     pthread_mutex_init(&pn->mu, NULL);
     uv_async_init(pn->loop, &pn->async, on_async);
-    pn->tick.data = pn->self_timer.data = pn->async.data = pn;
-    pn->handles_open = 4;
+    pn->tick.data = pn->self_timer.data = pn->wake_timer.data = pn->async.data = pn;
+    pn->handles_open = 5;
     uv_timer_start(&pn->tick, on_tick, TICK_MS, TICK_MS);
     sw_node_set_pipe_handler(n, on_pipe_msg, pn);
     sw_node_set_change_handler(n, on_change, pn);
@@ -615,8 +640,10 @@ void sw_pipe_node_detach(struct sw_pipe_node *pn, void (*done)(void *ud), void *
     sw_node_set_change_handler(pn->node, pn->chain_fn, pn->chain_ud);
     uv_timer_stop(&pn->tick);
     uv_timer_stop(&pn->self_timer);
+    uv_timer_stop(&pn->wake_timer);
     uv_close((uv_handle_t *)&pn->tick, on_handle_closed);
     uv_close((uv_handle_t *)&pn->self_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&pn->wake_timer, on_handle_closed);
     uv_close((uv_handle_t *)&pn->async, on_handle_closed);
     uv_idle_stop(&pn->idle);
     uv_close((uv_handle_t *)&pn->idle, on_idle_closed);

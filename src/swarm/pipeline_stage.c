@@ -146,6 +146,44 @@ static uint32_t batch_limit(const struct sw_pipe *p)
     return p->cfg.batch_max ? SW_MIN(p->cfg.batch_max, BATCH_MAX) : BATCH_MAX;
 }
 
+/* Is another session decoding at this stage due soon (see COALESCE_PCT)? Then the step of
+ * s is held (1) until that one arrives or the hold's bound passes; the host wakes us then. */
+static int coalesce_hold(struct sw_pipe *p, const struct ssess *s, uint64_t now_us)
+{
+    uint32_t pct = p->cfg.coalesce_pct ? p->cfg.coalesce_pct : COALESCE_PCT;
+    if (!p->cfg.host.wake || pct >= 1000 || p->us_short_step < COALESCE_MIN_US) return 0;
+    uint64_t bound = SW_MIN(p->us_short_step * pct / 100, (uint64_t)COALESCE_MAX_US);
+    uint64_t start = p->hold_start ? p->hold_start : now_us;
+    if (now_us >= start + bound) return 0;
+    /* the nearest session ahead of s round the ring: the latest to come here before s,
+     * leaving out those that came within the bound (they go with s) */
+    uint64_t ahead = UINT64_MAX;
+    for (const struct ssess *x = p->ss; x; x = x->next)
+        if (x != s && x->st == s->st && !x->dead && x->cycle_us && x->arr_us + bound < now_us &&
+            now_us - x->arr_us <= 2 * x->cycle_us)
+            ahead = SW_MIN(ahead, now_us - x->arr_us);
+    int due = 0;
+    for (const struct ssess *x = p->ss; x && !due; x = x->next) {
+        if (x == s || x->st != s->st || x->busy || x->dead || x->qh || !x->cycle_us) continue;
+        if (now_us - x->arr_us > 2 * x->cycle_us) continue; /* not decoding here lately */
+        /* x due within the bound (or late): they go together at the cost of one hold. Else
+         * s waits for x when x is behind it by under half a cycle and nearer than the one
+         * ahead: so of two sessions the one ahead the short way round yields, and sessions
+         * evenly spaced round the ring do not all hold for each other (and lose the bound
+         * at every stage, never meeting) */
+        uint64_t due_at = x->arr_us + x->cycle_us;
+        uint64_t behind = due_at > now_us ? due_at - now_us : 0;
+        due = behind <= bound || (behind <= x->cycle_us / 2 && behind < ahead);
+    }
+    if (!due) return 0;
+    if (!p->hold_start) {
+        p->hold_start = now_us;
+        p->st.coalesce_holds++;
+    }
+    p->cfg.host.wake(p->cfg.host.ud, start + bound);
+    return 1;
+}
+
 /* Starts the next compute step of a stage session when none is running. A short step (a
  * decode) waits while another job runs at the stage, then leaves together with the short
  * steps of the other sessions waiting there (sw_stage_forward_batch). Returns 1 when it
@@ -165,6 +203,7 @@ static int kick(struct sw_pipe *p, struct ssess *s, uint64_t now_us)
     uint32_t limit = batch_limit(p);
     int batchable = limit > 1 && n <= BATCH_STEP_MAX;
     if (batchable && stage_busy(p, s->st)) return 0; /* goes with the next batch */
+    if (batchable && coalesce_hold(p, s, now_us)) return 0; /* others are due: go together */
     struct sw_pipe_job *j = calloc(1, sizeof *j);
     if (!j) return 0;
     j->st = s->st;
@@ -202,6 +241,11 @@ static int kick(struct sw_pipe *p, struct ssess *s, uint64_t now_us)
         return 1;
     }
     for (uint32_t i = 0; i < j->n_ent; i++) members[i]->busy = 1;
+    j->short_steps = batchable;
+    if (p->hold_start) {
+        p->st.coalesce_held_us += now_us - p->hold_start;
+        p->hold_start = 0;
+    }
     p->jobs++;
     p->st.jobs++;
     if (j->n_ent > 1) {
@@ -225,6 +269,15 @@ static void kick_waiting(struct sw_pipe *p, uint64_t now_us)
             }
         }
     }
+}
+
+void sw__pipe_stage_release_hold(struct sw_pipe *p, uint64_t now_us)
+{
+    if (!p->hold_start) return;
+    kick_waiting(p, now_us); /* held steps go now if the bound passed; else wake again */
+    int waiting = 0;
+    for (const struct ssess *x = p->ss; x; x = x->next) waiting |= x->qh != NULL && !x->busy;
+    if (!waiting) p->hold_start = 0; /* the held session closed */
 }
 
 /* Sends kept rows [from, to) downstream in messages of at most REPLAY_CHUNK tokens. */
@@ -359,6 +412,7 @@ void sw_pipe_job_done(struct sw_pipe *p, struct sw_pipe_job *j, uint64_t now_us)
         uint64_t wall = now_us - j->submit_us, per = wall / tokens;
         p->us_per_token = p->us_per_token ? (3 * p->us_per_token + per) / 4 : per;
         p->us_per_step = p->us_per_step ? (3 * p->us_per_step + wall) / 4 : wall;
+        if (j->short_steps) p->us_short_step = p->us_short_step ? (3 * p->us_short_step + wall) / 4 : wall;
     }
     for (uint32_t i = 0; i < j->n_ent; i++) entry_done(p, j, &j->ent[i], now_us);
     for (uint32_t i = 0; i < j->n_ent; i++) to_tail(p, j->ent[i].session);
@@ -602,6 +656,13 @@ void sw__pipe_stage_input(struct sw_pipe *p, const uint8_t *from, const struct s
     s->qt = c;
     s->accepted = pos + n;
     s->last_us = now_us;
+    if (n <= BATCH_STEP_MAX) { /* a decode step's input: its cycle round the ring */
+        if (s->arr_us && now_us > s->arr_us) {
+            uint64_t c = now_us - s->arr_us;
+            s->cycle_us = s->cycle_us ? (3 * s->cycle_us + c) / 4 : c;
+        }
+        s->arr_us = now_us;
+    }
     uint64_t id = s->id;
     kick(p, s, now_us);
     if ((s = sw__pipe_ss_find(p, id)) != NULL) sw__pipe_stage_progress(p, s, now_us);

@@ -178,6 +178,8 @@ struct net {
     uint32_t tokens_seen;
     int hold_node;          /* a job of this node stays queued (a long step) while hold */
     int hold;
+    uint64_t job_us;        /* simulated compute time of every job (0: none) */
+    uint64_t wake_at[MAX_NODES]; /* host.wake asked: tick the node then (0: none) */
 };
 
 static int node_of(struct net *net, const uint8_t *id)
@@ -243,6 +245,13 @@ static int h_live(void *ud, const uint8_t id[SW_NODE_ID_LEN])
 
 static struct sw_stage *h_stage(void *ud) { return ((struct tnode *)ud)->stage; }
 
+static void h_wake(void *ud, uint64_t at_us)
+{
+    struct tnode *t = ud;
+    uint64_t *w = &t->net->wake_at[t->idx];
+    if (!*w || at_us < *w) *w = at_us;
+}
+
 static struct tnode *net_add(struct net *net, int shard, struct sw_stage *st, uint32_t n_shards, uint64_t max_kv)
 {
     struct tnode *t = &net->nodes[net->n];
@@ -256,7 +265,7 @@ static struct tnode *net_add(struct net *net, int shard, struct sw_stage *st, ui
     t->stage = st;
     struct sw_pipe_config cfg = { .n_shards = n_shards, .max_kv_bytes = max_kv, .idle_ms = 60000 };
     memcpy(cfg.self_id, t->id, SW_NODE_ID_LEN);
-    cfg.host = (struct sw_pipe_host){ h_send, h_submit, h_pick, h_live, h_stage, t };
+    cfg.host = (struct sw_pipe_host){ h_send, h_submit, h_pick, h_live, h_stage, t, h_wake };
     CHECK_EQ_INT(sw_pipe_new(&cfg, &t->pipe), 0);
     return t;
 }
@@ -304,11 +313,19 @@ static void net_run(struct net *net, uint64_t max_steps)
             net->jh = q->next;
             if (!net->jh) net->jt = NULL;
             sw_pipe_job_run(q->j);
+            net->now += net->job_us;
             sw_pipe_job_done(net->nodes[q->node].pipe, q->j, net->now);
             free(q);
             continue;
         }
-        return;
+        /* nothing to deliver or compute: the earliest wake a node asked for */
+        int k = -1;
+        for (int i = 0; i < net->n; i++)
+            if (net->wake_at[i] && (k < 0 || net->wake_at[i] < net->wake_at[k])) k = i;
+        if (k < 0) return;
+        if (net->wake_at[k] > net->now) net->now = net->wake_at[k];
+        net->wake_at[k] = 0;
+        if (!net->nodes[k].down) sw_pipe_tick(net->nodes[k].pipe, net->now);
     }
 }
 
@@ -505,19 +522,134 @@ static struct tnode *make_net(struct net *net, int replicas, uint64_t max_kv_fir
     return entry;
 }
 
-/* make_net without replicas, every stage engine batching at most batch_max (0: default). */
-static struct tnode *make_net_batch(struct net *net, uint32_t batch_max)
+/* make_net without replicas, every stage engine batching at most batch_max (0: default),
+ * holding decode steps up to coalesce_pct (0: default; 1000: never). */
+static struct tnode *make_net_coalesce(struct net *net, uint32_t batch_max, uint32_t coalesce_pct)
 {
     struct tnode *entry = make_net(net, 0, 0);
     for (int k = 1; k <= N_SHARDS; k++) {
         struct tnode *t = &net->nodes[k];
-        struct sw_pipe_config cfg = { .n_shards = N_SHARDS, .idle_ms = 60000, .batch_max = batch_max };
+        struct sw_pipe_config cfg = { .n_shards = N_SHARDS, .idle_ms = 60000, .batch_max = batch_max,
+                                      .coalesce_pct = coalesce_pct };
         memcpy(cfg.self_id, t->id, SW_NODE_ID_LEN);
-        cfg.host = (struct sw_pipe_host){ h_send, h_submit, h_pick, h_live, h_stage, t };
+        cfg.host = (struct sw_pipe_host){ h_send, h_submit, h_pick, h_live, h_stage, t, h_wake };
         sw_pipe_free(t->pipe);
         CHECK_EQ_INT(sw_pipe_new(&cfg, &t->pipe), 0);
     }
     return entry;
+}
+
+static struct tnode *make_net_batch(struct net *net, uint32_t batch_max) { return make_net_coalesce(net, batch_max, 0); }
+
+/* Sessions that decode round the ring at equal speed meet only when a stage holds a step
+ * for the one due behind it (coalescing): with 5 ms steps, a second session opened 5
+ * tokens after the first is soon batched with it at every stage, both with the tokens of
+ * single-process; without the hold they never batch; a lone session is never held. */
+static void test_coalesce(void)
+{
+    enum { NS = 2, NG = 40 };
+    const char *texts[NS] = { "Once upon a time", "The dog" };
+    struct sw_sampler_params sp;
+    sw_sampler_params_default(&sp);
+    sp.temperature = 0;
+    int32_t *prompts[NS], refs[NS][NG];
+    uint32_t np[NS];
+    for (int i = 0; i < NS; i++) {
+        prompts[i] = encode(texts[i], &np[i]);
+        reference(prompts[i], np[i], &sp, NG, refs[i], NULL);
+    }
+    uint64_t batched[2] = { 0, 0 }, holds[2] = { 0, 0 }, t_end[2] = { 0, 0 };
+    for (int on = 0; on <= 1; on++) {
+        struct net net;
+        struct tnode *entry = make_net_coalesce(&net, 0, on ? 0 : 1000);
+        net.job_us = 5000;
+        struct got g[NS];
+        memset(g, 0, sizeof g);
+        uint64_t sid;
+        char msg[256];
+        CHECK_EQ_INT(open_session(&net, entry, prompts[0], np[0], &sp, NG, SW_PIPE_F32, 0, &g[0], &sid, msg, sizeof msg), 0);
+        for (int i = 0; i < 1000000 && g[0].n < 5; i++) net_run(&net, 1);
+        CHECK_EQ_INT(g[0].n, 5);
+        CHECK_EQ_INT(open_session(&net, entry, prompts[1], np[1], &sp, NG, SW_PIPE_F32, 0, &g[1], &sid, msg, sizeof msg), 0);
+        net_run(&net, 20000000);
+        for (int i = 0; i < NS; i++) {
+            CHECK_MSG(g[i].ended && g[i].rc == 0 && g[i].n == NG, "session %d: %u tokens rc %d %s", i, g[i].n, g[i].rc,
+                      g[i].msg);
+            CHECK_MSG(!memcmp(g[i].toks, refs[i], sizeof refs[i]), "session %d: tokens differ (coalescing %d)", i, on);
+        }
+        for (int k = 1; k <= N_SHARDS; k++) {
+            struct sw_pipe_stats st = sw_pipe_stats(net.nodes[k].pipe);
+            batched[on] += st.batched_jobs;
+            holds[on] += st.coalesce_holds;
+        }
+        t_end[on] = net.now;
+        net_free(&net);
+    }
+    fprintf(stderr, "  2 sessions, 4 stages, 5 ms steps: batched jobs %llu without holds, %llu with (%llu holds); "
+            "%.1f vs %.1f ms in all\n", (unsigned long long)batched[0], (unsigned long long)batched[1],
+            (unsigned long long)holds[1], t_end[0] / 1e3, t_end[1] / 1e3);
+    CHECK_EQ_U64(holds[0], 0);
+    /* after aligning, nearly every decode step of the second session goes with the first's */
+    CHECK_MSG(batched[1] >= (uint64_t)N_SHARDS * (NG - 5) / 2, "only %llu batched jobs with coalescing",
+              (unsigned long long)batched[1]);
+    CHECK_MSG(batched[0] < batched[1] / 4, "%llu batched jobs without coalescing", (unsigned long long)batched[0]);
+    CHECK_MSG(t_end[1] < t_end[0], "coalescing took longer: %llu vs %llu us", (unsigned long long)t_end[1],
+              (unsigned long long)t_end[0]);
+
+    /* three sessions opened one after another: they end up batched too (no circle of holds) */
+    {
+        struct net net;
+        struct tnode *entry = make_net_coalesce(&net, 0, 0);
+        net.job_us = 5000;
+        struct got g3[3];
+        memset(g3, 0, sizeof g3);
+        uint64_t sid;
+        char msg[256];
+        int32_t ref3[NG];
+        const char *t3 = "Lily and Ben";
+        uint32_t np3;
+        int32_t *p3 = encode(t3, &np3);
+        reference(p3, np3, &sp, NG, ref3, NULL);
+        CHECK_EQ_INT(open_session(&net, entry, prompts[0], np[0], &sp, NG, SW_PIPE_F32, 0, &g3[0], &sid, msg, sizeof msg), 0);
+        for (int i = 0; i < 1000000 && g3[0].n < 3; i++) net_run(&net, 1);
+        CHECK_EQ_INT(open_session(&net, entry, prompts[1], np[1], &sp, NG, SW_PIPE_F32, 0, &g3[1], &sid, msg, sizeof msg), 0);
+        for (int i = 0; i < 1000000 && g3[0].n < 6; i++) net_run(&net, 1);
+        CHECK_EQ_INT(open_session(&net, entry, p3, np3, &sp, NG, SW_PIPE_F32, 0, &g3[2], &sid, msg, sizeof msg), 0);
+        net_run(&net, 20000000);
+        for (int i = 0; i < 3; i++)
+            CHECK_MSG(g3[i].ended && g3[i].rc == 0 && !memcmp(g3[i].toks, i < 2 ? refs[i] : ref3, sizeof ref3),
+                      "3 sessions: session %d rc %d %s", i, g3[i].rc, g3[i].msg);
+        uint64_t bj = 0, be = 0;
+        for (int k = 1; k <= N_SHARDS; k++) {
+            bj += sw_pipe_stats(net.nodes[k].pipe).batched_jobs;
+            be += sw_pipe_stats(net.nodes[k].pipe).batched_entries;
+        }
+        fprintf(stderr, "  3 sessions: %llu batched jobs, %.2f sessions each, %.1f ms in all\n", (unsigned long long)bj,
+                bj ? (double)be / (double)bj : 0.0, net.now / 1e3);
+        CHECK_MSG(be >= (uint64_t)N_SHARDS * (NG - 6) * 2, "3 sessions: only %llu steps batched", (unsigned long long)be);
+        net_free(&net);
+        free(p3);
+    }
+
+    /* a lone session: never held, the same time as without holds */
+    uint64_t t_one[2];
+    for (int on = 0; on <= 1; on++) {
+        struct net net;
+        struct tnode *entry = make_net_coalesce(&net, 0, on ? 0 : 1000);
+        net.job_us = 5000;
+        struct got g;
+        memset(&g, 0, sizeof g);
+        uint64_t sid;
+        char msg[256];
+        CHECK_EQ_INT(open_session(&net, entry, prompts[0], np[0], &sp, NG, SW_PIPE_F32, 0, &g, &sid, msg, sizeof msg), 0);
+        net_run(&net, 20000000);
+        CHECK_MSG(g.ended && g.rc == 0 && !memcmp(g.toks, refs[0], sizeof refs[0]), "lone session: rc %d", g.rc);
+        for (int k = 1; k <= N_SHARDS; k++) CHECK_EQ_U64(sw_pipe_stats(net.nodes[k].pipe).coalesce_holds, 0);
+        t_one[on] = net.now;
+        net_free(&net);
+    }
+    CHECK_EQ_U64(t_one[1], t_one[0]);
+    for (int i = 0; i < NS; i++) free(prompts[i]);
 }
 
 static void test_equal_single_process(void)
@@ -1256,7 +1388,7 @@ static int bench(const char *dir)
                 struct tnode *t = net_add(&net, k, st[k], (uint32_t)n_st, 0);
                 struct sw_pipe_config cfg = { .n_shards = (uint32_t)n_st, .idle_ms = 60000, .batch_max = batched ? 0 : 1 };
                 memcpy(cfg.self_id, t->id, SW_NODE_ID_LEN);
-                cfg.host = (struct sw_pipe_host){ h_send, h_submit_bench, h_pick, h_live, h_stage, t };
+                cfg.host = (struct sw_pipe_host){ h_send, h_submit_bench, h_pick, h_live, h_stage, t, NULL };
                 sw_pipe_free(t->pipe);
                 sw_pipe_new(&cfg, &t->pipe);
                 g_b.w[t->idx].stop = 0;
@@ -1327,6 +1459,7 @@ int main(void)
     RUN_IF(test_equal_single_process);
     RUN_IF(test_concurrent);
     RUN_IF(test_batched);
+    RUN_IF(test_coalesce);
     RUN_IF(test_refusal);
     RUN_IF(test_bad_input);
     RUN_IF(test_failover);
