@@ -61,7 +61,7 @@ static void usage(FILE *f)
             "                          stage, so tests can kill it mid-generation)\n"
             "  --coalesce PCT|off      hold a decode step at an idle stage up to PCT %% of a decode\n"
             "                          step while other sessions are due there, so they batch\n"
-            "                          (default 50; docs/pipeline.md)\n"
+            "                          (default 150; docs/pipeline.md)\n"
             "  --status-interval MS    [STATUS] line period (default 5000; also on each change)\n"
             "  --log-format human|json\n"
             "  -v, --verbose\n"

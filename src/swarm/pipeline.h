@@ -168,7 +168,7 @@ struct sw_pipe_config {
                                   forward, at most this many; 0: 8 (the most); 1: never */
     uint32_t coalesce_pct;     /* the longest a decode step is held at an idle stage for
                                   other decoding sessions due there, in percent of the
-                                  stage's recent decode step time; 0: 50; 1000+: never hold */
+                                  stage's recent decode step time; 0: 150; 1000+: never hold */
 };
 
 int sw_pipe_new(const struct sw_pipe_config *cfg, struct sw_pipe **out);

@@ -31,15 +31,17 @@
 #define BATCH_TOKENS 32u
 /* Coalescing: sessions that decode at equal speed around a ring of stages never meet by
  * themselves (an idle stage kicks a step at once; the next session is always one step
- * behind). A decode step arriving at an idle stage is held, at most coalesce_pct of the
- * stage's recent decode step time, while another session decoding at this stage is due
+ * behind: it waited at the previous stage for the first one's step there, so a hold
+ * shorter than one step never sees it come). A decode step arriving at an idle stage is
+ * held, at most coalesce_pct of the stage's recent decode step time (default 150 %: one
+ * step and some), while another session decoding at this stage is due
  * within that bound (by its arrival interval here: steps that arrive together are
  * gathered), or is behind by under half its cycle and nearer than the session ahead (the
  * one ahead the short way round yields: it loses at most the bound per stage until the two
  * arrive together, and from then on they go as one batch). Not below COALESCE_MIN_US of
  * step time (a step that short costs less than the timer) nor over COALESCE_MAX_US of
  * hold. A lone session is never held. */
-#define COALESCE_PCT 50u
+#define COALESCE_PCT 150u
 #define COALESCE_MIN_US 1000u
 #define COALESCE_MAX_US 250000u
 

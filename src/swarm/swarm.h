@@ -466,7 +466,7 @@ struct sw_pipe_node_opts {
     uint32_t idle_ms;          /* a stage session idle this long is evicted; 0: 300000 */
     uint32_t step_delay_us;    /* testing only: each compute step also sleeps this long on
                                   its worker (a slow stage, so tests can kill it mid-way) */
-    uint32_t coalesce_pct;     /* sw_pipe_config.coalesce_pct: 0 default (50), 1000 never */
+    uint32_t coalesce_pct;     /* sw_pipe_config.coalesce_pct: 0 default (150), 1000 never */
 };
 
 /* Attaches a pipeline engine to a node: SW_MSG_PIPE messages go to it, its messages go out

@@ -337,9 +337,10 @@ static void net_free(struct net *net)
         free(m->data);
         free(m);
     }
-    while (net->jh) {
+    while (net->jh) { /* a job done may queue another (h_submit appends) */
         struct qjob *q = net->jh;
         net->jh = q->next;
+        if (!net->jh) net->jt = NULL;
         sw_pipe_job_done(net->nodes[q->node].pipe, q->j, net->now);
         free(q);
     }
