@@ -140,7 +140,7 @@ static int moe_hparams(struct sw__loader *L, struct sw__hparams *hp, int require
     /* Gating other than softmax (DeepSeek V3's sigmoid, ...) changes the router's math. */
     uint32_t gating = 0;
     if ((rc = sw__get_u32(L, "expert_gating_func", &gating, 0, 1))) return rc;
-    if (gating != 1) /* llama.cpp: 1 softmax, 2 sigmoid */
+    if (gating != 1 && !(gating == 3 && hp->gating == SW__GATING_SOFTMAX_WEIGHT)) /* llama.cpp: 1 softmax, 2 sigmoid, 3 softmax-weight */
         return sw_errf(L->err, L->err_len, SW_EUNSUPPORTED,
                        "%s: %s.expert_gating_func %u is not supported (1, softmax, is)", L->path,
                        in->arch, gating);
@@ -155,6 +155,25 @@ static int hp_llama(struct sw__loader *L, struct sw__hparams *hp)
      * wide as feed_forward_length, and the top-k weights are renormalised. */
     hp->n_ff_exp = L->m->info.n_ff;
     return moe_hparams(L, hp, 0);
+}
+
+static int swa_pattern(struct sw__loader *L, uint32_t dflt);
+
+/* gpt-oss: MoE in every layer (expert_feed_forward_length), router and expert biases,
+ * chosen by raw router logits with softmax over the chosen, clamped SwiGLU, attention
+ * sinks and an output bias, every other layer a sliding window (attention.sliding_window,
+ * required), its FFN input norm named post_attention_norm. */
+static int hp_gpt_oss(struct sw__loader *L, struct sw__hparams *hp)
+{
+    const struct sw_stage_info *in = &L->m->info;
+    int rc;
+    if ((rc = moe_hparams(L, hp, 1))) return rc;
+    if ((rc = sw__get_u32(L, "attention.sliding_window", &hp->n_swa, 1, 0))) return rc;
+    if ((rc = sw__get_f32(L, "rope.freq_base_swa", &hp->rope_base_swa, in->rope_freq_base))) return rc;
+    hp->rope_scale_swa = in->rope_freq_scale;
+    if (!(hp->rope_base_swa > 0))
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: bad %s.rope.freq_base_swa", L->path, in->arch);
+    return hp->n_swa ? swa_pattern(L, 2) : 0;
 }
 
 /* phi3: fused q|k|v and gate|up matrices, longrope factors; its sliding_window key is
@@ -277,7 +296,11 @@ static int bind_llama_family(struct sw__loader *L, struct sw__layer *ly, uint32_
     int rc;
 #define BLK(suffix) (snprintf(name, sizeof name, "blk.%u." suffix, l), name)
     if ((rc = sw__bind_vector(L, &ly->attn_norm, BLK("attn_norm.weight"), E, 0))) return rc;
-    if ((rc = sw__bind_vector(L, &ly->ffn_norm, BLK("ffn_norm.weight"), E, 0))) return rc;
+    if ((rc = sw__bind_vector(L, &ly->ffn_norm, hp->ffn_norm_post_attn ? BLK("post_attention_norm.weight")
+                                                                        : BLK("ffn_norm.weight"), E, 0)))
+        return rc;
+    if ((rc = sw__bind_vector(L, &ly->bo, BLK("attn_output.bias"), E, 1))) return rc;
+    if (hp->attn_sinks && (rc = sw__bind_vector(L, &ly->sinks, BLK("attn_sinks.weight"), in->n_head, 0))) return rc;
     if (hp->fused_qkv) { /* one matrix, rows q then k then v: three row views of it */
         struct sw__w qkv;
         if ((rc = sw__bind_matrix(L, &qkv, BLK("attn_qkv.weight"), E, qd + 2 * kvd, 1))) return rc;
@@ -323,6 +346,12 @@ static int bind_llama_family(struct sw__loader *L, struct sw__layer *ly, uint32_
     if ((rc = sw__bind_experts(L, &ly->up_exps, BLK("ffn_up_exps.weight"), E, FX, X))) return rc;
     if ((rc = sw__bind_experts(L, &ly->down_exps, BLK("ffn_down_exps.weight"), FX, E, X))) return rc;
     if ((rc = sw__bind_matrix(L, &ly->gate_inp, BLK("ffn_gate_inp.weight"), E, X, 1))) return rc;
+    if (hp->expert_bias) {
+        if ((rc = sw__bind_vector(L, &ly->gate_inp_b, BLK("ffn_gate_inp.bias"), X, 0))) return rc;
+        if ((rc = sw__bind_table(L, &ly->gate_exps_b, BLK("ffn_gate_exps.bias"), FX, X))) return rc;
+        if ((rc = sw__bind_table(L, &ly->up_exps_b, BLK("ffn_up_exps.bias"), FX, X))) return rc;
+        if ((rc = sw__bind_table(L, &ly->down_exps_b, BLK("ffn_down_exps.bias"), E, X))) return rc;
+    }
     if (hp->n_ff_shexp) {
         const int64_t FS = hp->n_ff_shexp;
         if ((rc = sw__bind_matrix(L, &ly->gate_sh, BLK("ffn_gate_shexp.weight"), E, FS, 1))) return rc;
@@ -346,7 +375,9 @@ static int bind_llama_family(struct sw__loader *L, struct sw__layer *ly, uint32_
  * gemma2:   GeGLU, embeddings x sqrt(n_embd), post-norms, attention and final logit
  *           soft-capping, every other layer a 4096-token sliding window.
  * gemma3:   gemma2 without soft-capping, with q/k norm, 5 of 6 layers sliding (base 10000).
- * phi3:     fused attn_qkv and ffn_up (gate|up), NeoX RoPE, longrope factors. */
+ * phi3:     fused attn_qkv and ffn_up (gate|up), NeoX RoPE, longrope factors.
+ * gpt-oss:  MoE with biases, raw-logit top-k + softmax weights, clamped SwiGLU, attention
+ *           sinks, alternating 128-token windows, YaRN. */
 static const struct sw__arch ARCHS[] = {
     { "llama", { .moe_norm_w = 1 }, hp_llama, bind_llama_family },
     { "qwen2", { .rope_neox = 1, .qkv_bias = 1 }, hp_plain, bind_llama_family },
@@ -356,6 +387,8 @@ static const struct sw__arch ARCHS[] = {
     { "gemma2", { .rope_neox = 1, .act = SW__ACT_GEGLU, .post_norms = 1 }, hp_gemma2, bind_llama_family },
     { "gemma3", { .rope_neox = 1, .act = SW__ACT_GEGLU, .post_norms = 1, .qk_norm = 1 }, hp_gemma3, bind_llama_family },
     { "phi3", { .rope_neox = 1, .fused_qkv = 1, .fused_gate_up = 1 }, hp_phi3, bind_llama_family },
+    { "gpt-oss", { .rope_neox = 1, .moe = 1, .gating = SW__GATING_SOFTMAX_WEIGHT, .act = SW__ACT_SWIGLU_OAI,
+                   .attn_sinks = 1, .ffn_norm_post_attn = 1, .expert_bias = 1 }, hp_gpt_oss, bind_llama_family },
 };
 
 const struct sw__arch *sw__arch_find(const char *name)
@@ -367,7 +400,7 @@ const struct sw__arch *sw__arch_find(const char *name)
 
 const char *sw__arch_names(void)
 {
-    return "llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3";
+    return "llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt-oss";
 }
 
 int sw__arch_hparams(struct sw__loader *L, const struct sw__arch *a, const struct sw_stage_opts *o)

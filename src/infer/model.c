@@ -150,6 +150,26 @@ int sw__get_f32(struct sw__loader *L, const char *suffix, float *out, float dflt
     return 0;
 }
 
+int sw__bind_table(struct sw__loader *L, const float **out, const char *name, int64_t cols, int64_t rows)
+{
+    *out = NULL;
+    const struct sw_gguf_tensor *t = find(L, name);
+    if (!t)
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: tensor %s is missing", L->path, name);
+    if (t->n_dims != 2 || t->ne[0] != cols || t->ne[1] != rows)
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: tensor %s has shape [%lld, %lld], expected [%lld, %lld]",
+                       L->path, name, (long long)t->ne[0], (long long)t->ne[1], (long long)cols, (long long)rows);
+    if (t->type != SW_TYPE_F32)
+        return sw_errf(L->err, L->err_len, SW_EUNSUPPORTED, "%s: tensor %s has type %s; bias tables must be F32",
+                       L->path, name, type_name(t->type));
+    if (t->n_bytes < (uint64_t)cols * (uint64_t)rows * 4)
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: tensor %s is truncated", L->path, name);
+    span(L->m, t);
+    L->m->info.weight_bytes += t->n_bytes;
+    *out = (const float *)(const void *)t->data;
+    return 0;
+}
+
 /* Binds an expert stack [cols, rows, n_expert] (GGUF ne order: expert e's matrix is the
  * e-th slab). A stack whose expert count disagrees with <arch>.expert_count is refused. */
 int sw__bind_experts(struct sw__loader *L, struct sw__wx *w, const char *name, int64_t cols,

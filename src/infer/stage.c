@@ -419,6 +419,13 @@ static void swiglu_run(void *arg, int ith, int nth)
     sw_k_split(t->n, 16, ith, nth, &b, &e);
     float *g = t->gate;
     const float *u = t->up;
+    if (t->act == SW__ACT_SWIGLU_OAI) { /* gpt-oss: x = min(g, 7), y = clamp(u, -7, 7) */
+        for (int64_t i = b; i < e; i++) {
+            const float x = fminf(g[i], 7.0f), y = fminf(fmaxf(u[i], -7.0f), 7.0f);
+            g[i] = x / (1.0f + expf(-1.702f * x)) * (y + 1.0f);
+        }
+        return;
+    }
     if (t->act == SW__ACT_GEGLU) {
         for (int64_t i = b; i < e; i++) {
             const float x = g[i];
@@ -469,6 +476,7 @@ static void attn_run(void *arg, int ith, int nth)
     /* sliding window: a query at position q sees keys q - n_swa + 1 .. q (llama.cpp masks
      * q - k >= n_swa) */
     const uint32_t window = s->m.ld[in->layer_first + a->li].is_swa ? hp->n_swa : 0;
+    const float *sinks = s->m.layers[a->li].sinks;
     float *qb = s->att_scratch + (size_t)ith * s->att_per_thread;
     float *ob = qb + (size_t)s->att_tb * group * hd;
     float *sb = ob + (size_t)s->att_tb * group * hd;
@@ -499,9 +507,11 @@ static void attn_run(void *arg, int ith, int nth)
                     float *prow = pb + (size_t)r * kcap;
                     if (cap > 0) /* soft-capping: cap * tanh(score / cap), then softmax */
                         for (uint32_t p = lo; p < lim; p++) srow[p] = cap * tanhf(srow[p] * scale / cap) / scale;
-                    float mx = -INFINITY;
+                    /* a sink (gpt-oss) is one more logit per head in the denominator */
+                    const float *sink = sinks ? &sinks[h0 + (uint32_t)(r % hc)] : NULL;
+                    float mx = sink ? *sink : -INFINITY;
                     for (uint32_t p = lo; p < lim; p++) mx = fmaxf(mx, srow[p] * scale);
-                    float sum = 0;
+                    float sum = sink ? expf(*sink - mx) : 0;
                     for (uint32_t p = lo; p < lim; p++) {
                         const float e = expf(srow[p] * scale - mx);
                         prow[p] = e;
@@ -651,13 +661,16 @@ static int attn_gqa(struct sw_stage *s, const struct sw__layer *ly, uint32_t l, 
     struct attn_task atk = { s, li, sg, n_seg };
     sw_k_pool_run(s->pool, attn_run, &atk);
     cores_tick(s);
-    return mm(s, &ly->wo, s->att, T, s->xn);
+    if ((rc = mm(s, &ly->wo, s->att, T, s->xn))) return rc;
+    add_bias(s->xn, ly->bo, T, E);
+    return 0;
 }
 
 /* ffn hook, dense SwiGLU: out (T x n_embd) = Wdown · (silu(Wgate·in) * Wup·in). Also one
  * expert (weights offset into the stack) and the shared expert. */
-static int ffn_dense(struct sw_stage *s, const struct sw__w *wg, const struct sw__w *wu,
-                     const struct sw__w *wd, uint32_t l, const float *in, uint32_t T, float *out)
+static int ffn_dense_b(struct sw_stage *s, const struct sw__w *wg, const struct sw__w *wu,
+                       const struct sw__w *wd, const float *bg, const float *bu, const float *bd, uint32_t l,
+                       const float *in, uint32_t T, float *out)
 {
     const int64_t E = s->m.info.n_embd, F = wg->rows;
     struct sw_k_mm_op gu[2] = {
@@ -666,10 +679,20 @@ static int ffn_dense(struct sw_stage *s, const struct sw__w *wg, const struct sw
     };
     int rc = sw_k_matmul_multi(s->pool, gu, 2, E, in, T);
     if (rc) return set_err(s, rc, "gate/up matmul of layer %u failed: %s", l, sw_strerror(rc));
+    add_bias(s->gate, bg, T, F);
+    add_bias(s->up, bu, T, F);
     struct swiglu_task sw = { s->gate, s->up, (int64_t)T * F, s->m.hp.act };
     sw_k_pool_run(s->pool, swiglu_run, &sw);
     cores_tick(s);
-    return mm(s, wd, s->gate, T, out);
+    if ((rc = mm(s, wd, s->gate, T, out))) return rc;
+    add_bias(out, bd, T, E);
+    return 0;
+}
+
+static int ffn_dense(struct sw_stage *s, const struct sw__w *wg, const struct sw__w *wu,
+                     const struct sw__w *wd, uint32_t l, const float *in, uint32_t T, float *out)
+{
+    return ffn_dense_b(s, wg, wu, wd, NULL, NULL, NULL, l, in, T, out);
 }
 
 /* Expert e's matrix of a stack, as a plain weight. */
@@ -685,11 +708,13 @@ static struct sw__w expert_w(const struct sw__wx *x, uint32_t e)
 static void route(const struct sw__hparams *hp, float *logits, uint32_t *sel, float *w)
 {
     const uint32_t n = hp->n_expert, k = hp->n_expert_used;
-    float mx = -INFINITY;
-    for (uint32_t e = 0; e < n; e++) mx = fmaxf(mx, logits[e]);
-    double sum = 0;
-    for (uint32_t e = 0; e < n; e++) sum += (logits[e] = expf(logits[e] - mx));
-    for (uint32_t e = 0; e < n; e++) logits[e] = (float)(logits[e] / sum);
+    if (hp->gating == SW__GATING_SOFTMAX) {
+        float mx = -INFINITY;
+        for (uint32_t e = 0; e < n; e++) mx = fmaxf(mx, logits[e]);
+        double sum = 0;
+        for (uint32_t e = 0; e < n; e++) sum += (logits[e] = expf(logits[e] - mx));
+        for (uint32_t e = 0; e < n; e++) logits[e] = (float)(logits[e] / sum);
+    }
     for (uint32_t j = 0; j < k; j++) {
         uint32_t best = UINT32_MAX;
         for (uint32_t e = 0; e < n; e++) {
@@ -699,6 +724,12 @@ static void route(const struct sw__hparams *hp, float *logits, uint32_t *sel, fl
         }
         sel[j] = best;
         w[j] = logits[best];
+    }
+    if (hp->gating == SW__GATING_SOFTMAX_WEIGHT) { /* softmax over the chosen logits */
+        float mx = -INFINITY, ws = 0;
+        for (uint32_t j = 0; j < k; j++) mx = fmaxf(mx, w[j]);
+        for (uint32_t j = 0; j < k; j++) ws += (w[j] = expf(w[j] - mx));
+        for (uint32_t j = 0; j < k; j++) w[j] /= ws;
     }
     if (hp->moe_norm_w) {
         float ws = 0;
@@ -721,6 +752,7 @@ static int ffn_moe(struct sw_stage *s, const struct sw__layer *ly, uint32_t l, u
     const uint32_t k = hp->n_expert_used;
     int rc = mm(s, &ly->gate_inp, s->xn, T, s->router);
     if (rc) return rc;
+    add_bias(s->router, ly->gate_inp_b, T, hp->n_expert);
     for (uint32_t t = 0; t < T; t++)
         route(hp, s->router + (size_t)t * hp->n_expert, s->sel + (size_t)t * k, s->sel_w + (size_t)t * k);
     memset(s->ffo, 0, (size_t)T * E * sizeof *s->ffo);
@@ -737,7 +769,11 @@ static int ffn_moe(struct sw_stage *s, const struct sw__layer *ly, uint32_t l, u
         if (!n) continue;
         const struct sw__w wg = expert_w(&ly->gate_exps, e), wu = expert_w(&ly->up_exps, e),
                            wd = expert_w(&ly->down_exps, e);
-        if ((rc = ffn_dense(s, &wg, &wu, &wd, l, s->moe_x, n, s->moe_y))) return rc;
+        const int64_t FX = hp->n_ff_exp;
+        const float *bg = ly->gate_exps_b ? ly->gate_exps_b + (size_t)e * FX : NULL,
+                    *bu = ly->up_exps_b ? ly->up_exps_b + (size_t)e * FX : NULL,
+                    *bd = ly->down_exps_b ? ly->down_exps_b + (size_t)e * E : NULL;
+        if ((rc = ffn_dense_b(s, &wg, &wu, &wd, bg, bu, bd, l, s->moe_x, n, s->moe_y))) return rc;
         for (uint32_t i = 0; i < n; i++) {
             float *o = s->ffo + (size_t)s->ex_tok[i] * E;
             const float *y = s->moe_y + (size_t)i * E, w = s->ex_w[i];

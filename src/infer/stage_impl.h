@@ -33,8 +33,11 @@ struct sw__wx {
  * fixed recipe over these fields (stage.c forward_step):
  *   x += attn(norm(x))            attn: GQA (+ biases, + per-head q/k RMSNorm)
  *   x += ffn(norm(x))             ffn: dense SwiGLU, or MoE (+ a gated shared expert) */
-enum sw__gating { SW__GATING_SOFTMAX = 0 };
-enum sw__act { SW__ACT_SWIGLU = 0, SW__ACT_GEGLU }; /* silu(g)*u; gelu_tanh(g)*u (gemma) */
+/* softmax over all experts, weights p[chosen]; or (gpt-oss) choose by the raw logits,
+ * weights = softmax over the chosen ones */
+enum sw__gating { SW__GATING_SOFTMAX = 0, SW__GATING_SOFTMAX_WEIGHT };
+/* silu(g)*u; gelu_tanh(g)*u (gemma); gpt-oss's clamped x*sigmoid(1.702x)*(u+1) */
+enum sw__act { SW__ACT_SWIGLU = 0, SW__ACT_GEGLU, SW__ACT_SWIGLU_OAI };
 struct sw__hparams {
     /* RoPE beyond the plain rotation (llama.cpp's ggml_rope_ext): YaRN mixes interpolated
      * and extrapolated frequencies by a ramp over the pair index; longrope (phi3) divides
@@ -45,6 +48,9 @@ struct sw__hparams {
     float rope_mscale;    /* cos/sin multiplier: rope.scaling.attn_factor x YaRN's */
     int fused_qkv;        /* attn_qkv.weight holds q, k and v rows (phi3) */
     int fused_gate_up;    /* ffn_up.weight holds the gate rows then the up rows (phi3) */
+    int attn_sinks;       /* attn_sinks [n_head]: one extra logit per head in the softmax */
+    int ffn_norm_post_attn; /* the FFN's input norm is named post_attention_norm (gpt-oss) */
+    int expert_bias;      /* biases on the router and on each expert's three matrices */
     enum sw__act act;
     float embd_scale;     /* token embeddings multiplied by this (gemma: sqrt(n_embd)); 0: 1 */
     int post_norms;       /* RMSNorm of the attention and FFN outputs before the residual
@@ -80,6 +86,11 @@ struct sw__layer {
     const float *bq, *bk, *bv;          /* q/k/v biases, NULL when absent */
     const float *q_norm, *k_norm;       /* head_dim, qk_norm only */
     const float *attn_post_norm, *ffn_post_norm; /* n_embd, post_norms only */
+    const float *bo;                    /* attn_output.bias, or NULL */
+    const float *sinks;                 /* n_head, attn_sinks only */
+    const float *gate_inp_b;            /* n_expert router bias, or NULL */
+    const float *gate_exps_b, *up_exps_b; /* [n_expert][n_ff_exp], or NULL */
+    const float *down_exps_b;           /* [n_expert][n_embd], or NULL */
     struct sw__w wq, wk, wv, wo;
     struct sw__w w_gate, w_up, w_down;  /* dense FFN */
     struct sw__w gate_inp;              /* MoE router: n_expert rows */
@@ -122,6 +133,8 @@ int sw__bind_matrix(struct sw__loader *L, struct sw__w *w, const char *name, int
 /* Binds a 3-D expert stack [cols, rows, n_expert]. */
 int sw__bind_experts(struct sw__loader *L, struct sw__wx *w, const char *name, int64_t cols,
                      int64_t rows, int64_t n_expert);
+/* Binds an F32 table [cols, rows] (expert biases): row r at *out + r * cols. */
+int sw__bind_table(struct sw__loader *L, const float **out, const char *name, int64_t cols, int64_t rows);
 /* Binds a vector of n floats (F32 borrowed; F16/BF16 converted into an owned copy).
  * optional: absent -> *out = NULL, 0. */
 int sw__bind_vector(struct sw__loader *L, const float **out, const char *name, int64_t n,

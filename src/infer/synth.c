@@ -42,6 +42,8 @@ static const struct sw_synth_preset PRESETS[] = {
     { "phi-nano",       "phi3",      256,  2,   4,  4,   512,   512,   512,  10000.0f, 1e-5f, 0, "../models/stories260K.gguf", 0, 0, 0, 0, 0, 0, NULL, 0, 32 },
     { "phi-3-mini",     "phi3",     3072, 32,  32, 32,  8192, 32064, 131072, 10000.0f, 1e-5f, 0, "ggml-vocab-phi-3.gguf", 0, 0, 0, 0, 0, 0, NULL, 0, 4096 },
     { "qwen3-yarn-nano","qwen3",     256,  2,   4,  2,   512,   512,   512, 1000000.0f, 1e-6f, 1, "../models/stories260K.gguf", 128, 0, 0, 0, 0, 0, "yarn", 4.0f, 32 },
+    { "gpt-oss-nano",   "gpt-oss",   256,  2,   4,  2,   256,   512,   512, 150000.0f, 1e-5f, 0, "../models/stories260K.gguf", 64, 4, 2, 256, 0, 6, "yarn", 4.0f, 32 },
+    { "gpt-oss-20b",    "gpt-oss",  2880, 24,  64,  8,  2880, 201088, 131072, 150000.0f, 1e-5f, 0, "ggml-vocab-llama-spm.gguf", 64, 32, 4, 2880, 0, 128, "yarn", 32.0f, 4096 },
     { NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, 0, NULL, 0, 0 },
 };
 #pragma GCC diagnostic pop
@@ -211,7 +213,7 @@ static int build_plan(const struct sw_synth_preset *ps, uint32_t n_layers, const
             rc |= plan_add(p, N("attn_k.weight"), base, 2, E, kvd, INIT_UNIFORM, s_e);
             rc |= plan_add(p, N("attn_v.weight"), big, 2, E, kvd, INIT_UNIFORM, s_e);
         }
-        if (hp.qkv_bias) {
+        if (hp.qkv_bias || hp.attn_sinks) { /* gpt-oss has q/k/v and output biases too */
             rc |= plan_add(p, N("attn_q.bias"), SW_TYPE_F32, 1, qd, 1, INIT_UNIFORM, 0.02f);
             rc |= plan_add(p, N("attn_k.bias"), SW_TYPE_F32, 1, kvd, 1, INIT_UNIFORM, 0.02f);
             rc |= plan_add(p, N("attn_v.bias"), SW_TYPE_F32, 1, kvd, 1, INIT_UNIFORM, 0.02f);
@@ -225,7 +227,12 @@ static int build_plan(const struct sw_synth_preset *ps, uint32_t n_layers, const
             rc |= plan_add(p, N("post_ffw_norm.weight"), SW_TYPE_F32, 1, E, 1, INIT_ONES, 0);
         }
         rc |= plan_add(p, N("attn_output.weight"), base, 2, qd, E, INIT_UNIFORM, s_q);
-        rc |= plan_add(p, N("ffn_norm.weight"), SW_TYPE_F32, 1, E, 1, INIT_ONES, 0);
+        if (hp.attn_sinks) {
+            rc |= plan_add(p, N("attn_output.bias"), SW_TYPE_F32, 1, E, 1, INIT_UNIFORM, 0.02f);
+            rc |= plan_add(p, N("attn_sinks.weight"), SW_TYPE_F32, 1, ps->n_head, 1, INIT_UNIFORM, 1.0f);
+        }
+        rc |= plan_add(p, hp.ffn_norm_post_attn ? N("post_attention_norm.weight") : N("ffn_norm.weight"), SW_TYPE_F32,
+                       1, E, 1, INIT_ONES, 0);
         if (!hp.moe && hp.fused_gate_up) {
             rc |= plan_add(p, N("ffn_up.weight"), base, 2, E, 2 * F, INIT_UNIFORM, s_e);
             rc |= plan_add(p, N("ffn_down.weight"), big, 2, F, E, INIT_UNIFORM, s_f);
@@ -245,6 +252,12 @@ static int build_plan(const struct sw_synth_preset *ps, uint32_t n_layers, const
         rc |= plan_add3(p, N("ffn_gate_exps.weight"), base, 3, E, FX, X, INIT_UNIFORM, s_e);
         rc |= plan_add3(p, N("ffn_up_exps.weight"), base, 3, E, FX, X, INIT_UNIFORM, s_e);
         rc |= plan_add3(p, N("ffn_down_exps.weight"), big, 3, FX, E, X, INIT_UNIFORM, s_fx);
+        if (hp.expert_bias) {
+            rc |= plan_add(p, N("ffn_gate_inp.bias"), SW_TYPE_F32, 1, X, 1, INIT_UNIFORM, 0.1f);
+            rc |= plan_add(p, N("ffn_gate_exps.bias"), SW_TYPE_F32, 2, FX, X, INIT_UNIFORM, 0.02f);
+            rc |= plan_add(p, N("ffn_up_exps.bias"), SW_TYPE_F32, 2, FX, X, INIT_UNIFORM, 0.02f);
+            rc |= plan_add(p, N("ffn_down_exps.bias"), SW_TYPE_F32, 2, E, X, INIT_UNIFORM, 0.02f);
+        }
         if (hp.n_ff_shexp) {
             const int64_t FS = hp.n_ff_shexp;
             const float s_fs = 0.5f / sqrtf((float)FS);

@@ -76,6 +76,9 @@ static void test_batch_equals_decode(void)
     batch_vs_decode("qwen2moe-nano", "Q8_0");
     batch_vs_decode("qwen3-nano", "F32");
     batch_vs_decode("qwen3moe-nano", "Q8_0");
+    batch_vs_decode("gemma3-nano", "Q8_0");    /* sliding window crossed by the 16 tokens */
+    batch_vs_decode("phi-nano", "Q4_K");
+    batch_vs_decode("gpt-oss-nano", "MXFP4"); /* sinks, window, YaRN, biased experts */
 }
 
 /* Shards of an MoE model (split by layer: a layer's experts stay together) compute what the
@@ -168,10 +171,15 @@ static void refused(const char *src, const char *drop, const char *key, uint32_t
 
 static void test_refusals(void)
 {
-    char moe[600], q3[600];
+    char moe[600], q3[600], oss[600];
     snprintf(moe, sizeof moe, "%s/moe-bad-src.gguf", tmp_dir);
     snprintf(q3, sizeof q3, "%s/q3moe-bad-src.gguf", tmp_dir);
-    if (synth(moe, "moe-nano", "F32") || synth(q3, "qwen3moe-nano", "F32")) return;
+    snprintf(oss, sizeof oss, "%s/oss-bad-src.gguf", tmp_dir);
+    if (synth(moe, "moe-nano", "F32") || synth(q3, "qwen3moe-nano", "F32") || synth(oss, "gpt-oss-nano", "F32")) return;
+    refused(oss, "blk.1.attn_sinks.weight", NULL, 0, NULL, SW_ECORRUPT, "blk.1.attn_sinks.weight", "missing");
+    refused(oss, "blk.0.ffn_down_exps.bias", NULL, 0, NULL, SW_ECORRUPT, "blk.0.ffn_down_exps.bias", "missing");
+    refused(oss, NULL, "gpt-oss.attention.sliding_window_pattern", 0, "every-other", SW_ECORRUPT,
+            "sliding_window_pattern", "bad type");
     refused(moe, "blk.1.ffn_up_exps.weight", NULL, 0, NULL, SW_ECORRUPT, "blk.1.ffn_up_exps.weight", "missing");
     refused(moe, NULL, "llama.expert_count", 6, NULL, SW_ECORRUPT, "llama.expert_count is 6", "holds 4 experts");
     refused(moe, NULL, "llama.expert_used_count", 5, NULL, SW_ECORRUPT, "llama.expert_used_count", "5");

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""moe_it.py — a mixture-of-experts model in a real swarm: qwen3moe-nano (8 experts, 2 used,
-q/k norm, head size 128 != n_embd/n_head) split into 3 shards by `split` (by bytes, a layer
-and all its experts in one shard), 3 `shardswarm node` processes on 127.0.0.1 and the
-`generate --swarm` client: 60 greedy tokens identical to single-process `generate` on the
-whole file, logits within 1e-4 (f32 on the wire)."""
+"""moe_it.py CASE — a mixture-of-experts model in a real swarm, split into 3 shards by
+`split` (by bytes, a layer and all its experts in one shard), 3 `shardswarm node`
+processes on 127.0.0.1 and the `generate --swarm` client: 60 greedy tokens identical to
+single-process `generate` on the whole file, logits within 1e-4 (f32 on the wire).
+  qwen3moe   qwen3moe-nano Q8_0 (8 experts, 2 used, q/k norm, head size 128)
+  gpt-oss    gpt-oss-nano MXFP4 (attention sinks, alternating sliding window, YaRN,
+             biased experts, clamped SwiGLU)"""
 import os
 import sys
 
@@ -17,13 +19,16 @@ N_GEN = 60
 PROMPT = "1 403 407 261 378 285 266 350 432 306 286"
 
 
-def main():
+CASES = {"qwen3moe": ("qwen3moe-nano", "Q8_0"), "gpt-oss": ("gpt-oss-nano", "MXFP4")}
+
+
+def main(case):
     S.node_supported()
     vocab = harness.shared_model()
+    preset, typ = CASES[case]
     with harness.Procs() as procs:
         m = S.Model(harness.tmpdir("sw-moe-"), N_SHARDS,
-                    synth=["--preset", "qwen3moe-nano", "--type", "Q8_0", "--layers", "3", "--seed", "5",
-                           "--vocab", vocab])
+                    synth=["--preset", preset, "--type", typ, "--layers", "3", "--seed", "5", "--vocab", vocab])
         for k in range(N_SHARDS):  # every shard holds whole layers: all experts of each
             r = harness.run([harness.BIN, "inspect", m.shard_path(k)], timeout=30)
             check(r.returncode == 0 and "ffn_gate_exps" in r.stdout + r.stderr,
@@ -49,10 +54,10 @@ def main():
         check(len(a) == len(b), "logits: %d vs %d floats" % (len(a), len(b)))
         worst = max(abs(x - y) for x, y in zip(a, b))
         check(worst <= 1e-4, "logits differ by %g" % worst)
-        print("moe: %d tokens identical over %d shards, worst logit difference %g" % (N_GEN, N_SHARDS, worst),
+        print("%s: %d tokens identical over %d shards, worst logit difference %g" % (preset, N_GEN, N_SHARDS, worst),
               file=sys.stderr)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1] if len(sys.argv) > 1 else "qwen3moe")
     print("ok")
