@@ -26,6 +26,8 @@ static const struct sw_synth_preset PRESETS[] = {
     { "llama-160m",     "llama",  768, 12,  12, 12,  3072, 32000,  2048,  10000.0f, 1e-6f, 0, "ggml-vocab-llama-spm.gguf" },
     { "tinyllama-1.1b", "llama", 2048, 22,  32,  4,  5632, 32000,  2048,  10000.0f, 1e-5f, 0, "ggml-vocab-llama-spm.gguf" },
     { "llama2-7b",      "llama", 4096, 32,  32, 32, 11008, 32000,  4096,  10000.0f, 1e-5f, 0, "ggml-vocab-llama-spm.gguf" },
+    /* 128256 rows: deepseek-llm's 102400-token BPE padded with 25856 merge-free [PAD] tokens */
+    { "llama3-8b",      "llama", 4096, 32,  32,  8, 14336, 128256, 8192, 500000.0f, 1e-5f, 0, "ggml-vocab-deepseek-llm.gguf" },
     { "qwen2-0.5b",     "qwen2",  896, 24,  14,  2,  4864, 151936, 32768, 1000000.0f, 1e-6f, 1, "ggml-vocab-deepseek-llm.gguf" },
     /* name             arch        embd layers head kv  ff    vocab   ctx    rope base  eps  tied vocab file  head_dim experts used ff_exp ff_shexp */
     { "moe-nano",       "llama",     256,  2,   4,  2,   256,   512,   512,  10000.0f, 1e-5f, 0, "../models/stories260K.gguf", 0, 4, 2, 0, 0 },

@@ -104,7 +104,7 @@ def main():
                "--vocab", model], check_rc=0)
     h.check_eq(sha(a), sha(b), "synth determinism")
     r = h.run([h.BIN, "synth", "--list"], check_rc=0)
-    for name in ("tinyllama-1.1b", "llama-160m", "qwen2-0.5b", "tiny"):
+    for name in ("tinyllama-1.1b", "llama-160m", "qwen2-0.5b", "tiny", "llama2-7b", "llama3-8b"):
         h.check(name in r.stdout, "preset %s listed" % name)
     h.run([h.BIN, "synth", "--preset", "nope", "--type", "F16", "-o", a], check_rc=2)
     h.run([h.BIN, "synth", "--preset", "nano", "--type", "IQ2_XXS", "-o", a], check_rc=2)
