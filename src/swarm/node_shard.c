@@ -486,6 +486,9 @@ void sw__node_disk_retry(struct sw_node *n, uint64_t now)
     n->diskerr.on = 0;
     uint32_t file = (uint32_t)n->shard_file[n->shard];
     n->phase = n->cfg.no_auto_fetch && !n->forced_fetch ? SW_PHASE_WAITING : SW_PHASE_FETCHING;
+    const char *path = sw_bt_torrent_file_path(n->t, file);
+    if (path && !sw_path_exists(path) && !sw_path_exists(n->diskerr.path))
+        sw_bt_torrent_recheck_file(n->t, file); /* the folder went with what was written: forget it (no hashing) */
     sw_bt_torrent_retry_file(n->t, file);
     if (n->phase == SW_PHASE_FETCHING) sw_bt_torrent_want_file(n->t, file, 1);
     sw__node_publish(n, 1);
