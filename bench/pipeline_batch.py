@@ -10,7 +10,9 @@ total decode tok/s (the sum of the clients' rates), the ratio to one session, th
 steps the stages ran, and whether every client's tokens equal the lone session's.
 
 Environment: SW_BENCH_GEN (tokens per client, default 24), SW_BENCH_PROMPT (prompt tokens,
-default 8), SW_BENCH_MODES ("on,off"), SW_BENCH_COUNTS ("1,2,4").
+default 8), SW_BENCH_MODES ("on,off"), SW_BENCH_COUNTS ("1,2,4"). A long prompt with the
+default 5 s deadline (issue 11, item 1): SW_BENCH_PROMPT=128 SW_BENCH_GEN=4
+SW_BENCH_COUNTS=1 SW_BENCH_MODES=on.
 """
 import json
 import os
@@ -116,10 +118,11 @@ def main():
                 if k == 1:
                     one_tps, ref = total, res[0][1]
                 same = all(r[1] == ref for r in res) if ref else None
-                log("coalesce %s, %d session%s: total %.2f tok/s (%s), x%.2f vs 1; batched steps %d (%.2f sessions "
-                    "each), holds %d; tokens %s; %.0f s; load %s" %
+                log("coalesce %s, %d session%s: total %.2f tok/s (%s), x%.2f vs 1; first token after %s s; batched "
+                    "steps %d (%.2f sessions each), holds %d; tokens %s; %.0f s; load %s" %
                     (mode, k, "" if k == 1 else "s", total, " ".join("%.2f" % r[0]["gen_tps"] for r in res),
-                     total / one_tps if one_tps else 0, b1[0] - b0[0],
+                     total / one_tps if one_tps else 0, " ".join("%.1f" % (r[0]["ttft_ms"] / 1e3) for r in res),
+                     b1[0] - b0[0],
                      (b1[1] - b0[1]) / (b1[0] - b0[0]) if b1[0] > b0[0] else 0, b1[2] - b0[2],
                      "identical" if same else "DIFFER", time.time() - t0, open("/proc/loadavg").read().split()[:3]))
 
