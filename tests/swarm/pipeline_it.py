@@ -31,6 +31,9 @@ Cases (issue 7, item 5):
               24` (the model's vocabulary and BOS): the same tokens
   tmpdir      a light client (no --cache) leaves no sw-client-* folder behind: after a normal
               end, SIGINT, SIGTERM mid-generation, and a failure (no swarm within --wait)
+  busy        shard 1's only node takes one session (--max-sessions 1) and a client holds it:
+              POST /v1/completions to another node answers 429 swarm_busy with Retry-After,
+              naming shard 1; once the client is done the same request answers 200
   swap        a replica of shard 2; an owner-signed LOAD_SHARD moves the node serving shard 2
               to shard 3 mid-generation: the node releases its stage (freed only once no
               pipeline job runs on it), the session fails over, the same 200 tokens
@@ -446,6 +449,41 @@ def case_tmpdir():
         print("tmpdir: nothing left after an end, SIGINT, SIGTERM and a failure", file=sys.stderr)
 
 
+def api_post(port, path, body, timeout=30):
+    """(status, headers, body text) of a JSON POST."""
+    import json
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read().decode()
+
+
+def case_busy():
+    S.node_supported()
+    with harness.Procs() as procs:
+        m = stories()
+        nodes, boot = start_swarm(procs, m, extra_for={"n1": ["--max-sessions", "1"]}, first_extra=["--step-delay-us", "5000"],
+                                  api=True)
+        c = client(procs, m, boot, "client", PROMPT, N_GEN)
+        nodes["n1"].proc.wait_for(r"stage 1 of 4 opened", timeout=60)
+        body = {"prompt": "Once upon a time", "max_tokens": 5, "temperature": 0}
+        st, hdrs, text = api_post(nodes["n0"].api, "/v1/completions", body)
+        check(c.alive(), "the client finished before the request (the test needs its session on n1)")
+        check(st == 429, "busy swarm: HTTP %d %s" % (st, text[:500]))
+        ra = {k.lower(): v for k, v in hdrs.items()}.get("retry-after")
+        check(ra == "2", "Retry-After: %r" % ra)
+        check("swarm_busy" in text and "shard 1" in text and "busy" in text, "the error: %s" % text[:500])
+        check(wait_exit(c) == 0, "client failed:\n%s" % c.output()[-2000:])
+        st, _, text = api_post(nodes["n0"].api, "/v1/completions", body)
+        check(st == 200, "after the client: HTTP %d %s" % (st, text[:500]))
+        print("busy: 429 with Retry-After 2 while shard 1 was full, then 200", file=sys.stderr)
+
+
 def client_text(procs, model, boot, name, text, extra):
     args = [harness.BIN, "generate", "--swarm", "--bootstrap", "127.0.0.1:%d" % boot, "--model", model.torrent,
             "-p", text, "-n", "30", "--temp", "0", "--ids", "--ignore-eos", "--wait", "60"] + list(extra)
@@ -463,5 +501,6 @@ def case_swap():
 if __name__ == "__main__":
     cases = {"equal": case_equal, "kill": case_kill, "concurrent": case_concurrent, "refusal": case_refusal,
              "cancel": case_cancel, "leave": case_leave, "swap": case_swap, "text": case_text,
-             "longstep": case_longstep, "stop": case_stop, "promptlen": case_promptlen, "tmpdir": case_tmpdir}
+             "longstep": case_longstep, "stop": case_stop, "promptlen": case_promptlen, "tmpdir": case_tmpdir,
+             "busy": case_busy}
     harness.main_cases(cases)
