@@ -150,8 +150,8 @@ AI __m512i cat2(__m256i lo, __m256i hi)
 
 AI void zq2_K_nt(int64_t n, const struct sw_block_q2_K *w, const struct sw_k_act *a, const int NT, float *out)
 {
-    __m512 acc[SW_K_TILE_T];
-    __m256 accm[SW_K_TILE_T];
+    __m512 acc[SW_K_TILE_T_MAX];
+    __m256 accm[SW_K_TILE_T_MAX];
     for (int t = 0; t < NT; t++) {
         acc[t] = _mm512_setzero_ps();
         accm[t] = _mm256_setzero_ps();
@@ -190,7 +190,7 @@ AI void zq2_K_nt(int64_t n, const struct sw_block_q2_K *w, const struct sw_k_act
 
 AI void zq3_K_nt(int64_t n, const struct sw_block_q3_K *w, const struct sw_k_act *a, const int NT, float *out)
 {
-    __m512 acc[SW_K_TILE_T];
+    __m512 acc[SW_K_TILE_T_MAX];
     for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
     const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
     for (int64_t i = 0; i < n / SW_QK_K; i++) {
@@ -232,7 +232,7 @@ AI void zq3_K_nt(int64_t n, const struct sw_block_q3_K *w, const struct sw_k_act
  * 2p, 8-15 scale 2p+1; the +128 comes back as 128 * sum_ib s_ib * sum(a of ib). */
 AI void ziq4_xs_nt(int64_t n, const struct sw_block_iq4_xs *w, const struct sw_k_act *a, const int NT, float *out)
 {
-    __m512 acc[SW_K_TILE_T];
+    __m512 acc[SW_K_TILE_T_MAX];
     for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
     const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)sw__k_iq4nl_values));
     const __m256i x80 = _mm256_set1_epi8((char)0x80);
@@ -271,6 +271,8 @@ AI void ziq4_xs_nt(int64_t n, const struct sw_block_iq4_xs *w, const struct sw_k
     for (int t = 0; t < NT; t++) out[t] = _mm512_reduce_add_ps(acc[t]);
 }
 
+/* Up to 8 tokens per decoded row (max_nt): 8 accumulators + 4 codes + 4 scales fit the 32
+ * zmm, and decoding is about half the work at 4 tokens. */
 #define ZK_DISPATCH(NAME, BT)                                                                      \
     static void zrowdot_##NAME(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out) \
     {                                                                                              \
@@ -278,7 +280,11 @@ AI void ziq4_xs_nt(int64_t n, const struct sw_block_iq4_xs *w, const struct sw_k
         case 1: z##NAME##_nt(n, (const BT *)w, a, 1, out); break;                                 \
         case 2: z##NAME##_nt(n, (const BT *)w, a, 2, out); break;                                 \
         case 3: z##NAME##_nt(n, (const BT *)w, a, 3, out); break;                                 \
-        default: z##NAME##_nt(n, (const BT *)w, a, 4, out); break;                                \
+        case 4: z##NAME##_nt(n, (const BT *)w, a, 4, out); break;                                 \
+        case 5: z##NAME##_nt(n, (const BT *)w, a, 5, out); break;                                 \
+        case 6: z##NAME##_nt(n, (const BT *)w, a, 6, out); break;                                 \
+        case 7: z##NAME##_nt(n, (const BT *)w, a, 7, out); break;                                 \
+        default: z##NAME##_nt(n, (const BT *)w, a, 8, out); break;                                \
         }                                                                                          \
     }                                                                                              \
     static float zvec_dot_##NAME(int64_t n, const void *w, const void *act)                       \
@@ -309,4 +315,5 @@ void sw__k_fill_avx512_low(struct sw_k_type_impl *tab, int n_tab)
     tab[SW_TYPE_Q3_K].pub.vec_dot = zvec_dot_q3_K;
     tab[SW_TYPE_IQ4_XS].rowdot = zrowdot_iq4_xs;
     tab[SW_TYPE_IQ4_XS].pub.vec_dot = zvec_dot_iq4_xs;
+    tab[SW_TYPE_Q2_K].max_nt = tab[SW_TYPE_Q3_K].max_nt = tab[SW_TYPE_IQ4_XS].max_nt = SW_K_TILE_T_MAX;
 }

@@ -6,8 +6,11 @@
 
 #include "infer/kernels.h"
 
-/* Tokens processed together against one decoded weight row (prompt tiling). */
+/* Tokens processed together against one decoded weight row (prompt tiling). A type whose
+ * row kernel has registers for more sets max_nt (up to SW_K_TILE_T_MAX): its weights are
+ * then decoded once per that many tokens. */
 #define SW_K_TILE_T 4
+#define SW_K_TILE_T_MAX 8
 
 /* Activations of one token as the matmul hands them to a row kernel. */
 struct sw_k_act {
@@ -15,7 +18,7 @@ struct sw_k_act {
     const float *sums; /* Q8_0 acts: per block {d, d * sum(qs)} as f32 pairs; else NULL */
 };
 
-/* out[t] = dot(w row, token t) for t < nt (1..SW_K_TILE_T): decodes w once for all nt. */
+/* out[t] = dot(w row, token t) for t < nt (1..max_nt): decodes w once for all nt. */
 typedef void (*sw_k_rowdot_fn)(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out);
 /* Dots of `nr` consecutive weight rows (stride w_stride bytes) against nt tokens:
  * out[t * ldo + r]. Families implement the register tiles they like; NULL = use rowdot. */
@@ -28,6 +31,7 @@ struct sw_k_type_impl {
     sw_k_tile_fn tile;     /* optional */
     int tile_rows;         /* rows the tile kernel takes at once (when tile is set) */
     int act_sums;          /* 1 when rowdot/tile read sw_k_act.sums */
+    int max_nt;            /* tokens rowdot takes at once: 0 = SW_K_TILE_T, else <= SW_K_TILE_T_MAX */
 };
 
 static inline const struct sw_k_type_impl *sw__k_impl_of(const struct sw_k_type *t)

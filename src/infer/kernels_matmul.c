@@ -1,6 +1,7 @@
 /* kernels_matmul.c — y = W x over the thread pool: activations quantized once, rows
  * handed out in chunks, and for several tokens each decoded weight row (or register tile
- * of rows) is applied to SW_K_TILE_T tokens at a time so weights are decoded once per tile.
+ * of rows) is applied to SW_K_TILE_T tokens (or the type's max_nt) at a time so weights are
+ * decoded once per tile.
  * Not for: the dot-product kernels themselves (kernels_ref/avx2/avx512.c). */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -46,9 +47,10 @@ static void run_rows(const struct mm_task *tk, int o, int64_t r0, int64_t r1)
     const size_t rb = sw_k_row_bytes(op->type, cols);
     const uint8_t *w = op->w;
 
-    for (int64_t t0 = 0; t0 < nt_all; t0 += SW_K_TILE_T) {
-        int nt = (int)(nt_all - t0 < SW_K_TILE_T ? nt_all - t0 : SW_K_TILE_T);
-        struct sw_k_act a[SW_K_TILE_T];
+    const int tt = ti->max_nt ? ti->max_nt : SW_K_TILE_T;
+    for (int64_t t0 = 0; t0 < nt_all; t0 += tt) {
+        int nt = (int)(nt_all - t0 < tt ? nt_all - t0 : tt);
+        struct sw_k_act a[SW_K_TILE_T_MAX];
         for (int t = 0; t < nt; t++) {
             a[t].q = (const uint8_t *)ab->q + (size_t)(t0 + t) * ab->stride;
             a[t].sums = ab->sums ? (const float *)((const uint8_t *)ab->sums + (size_t)(t0 + t) * ab->sums_stride)
@@ -56,12 +58,12 @@ static void run_rows(const struct mm_task *tk, int o, int64_t r0, int64_t r1)
         }
         float *y = op->y + t0 * rows;
         int64_t r = r0;
-        if (ti->tile && nt_all > 1) { /* matvec: one weight stream per thread reads best */
+        if (ti->tile && nt_all > 1 && nt <= SW_K_TILE_T) { /* matvec: one weight stream per thread reads best */
             int tr = ti->tile_rows;
             for (; r + tr <= r1; r += tr) ti->tile(cols, w + (size_t)r * rb, rb, tr, a, nt, y + r, (size_t)rows);
         }
         for (; r < r1; r++) {
-            float out[SW_K_TILE_T];
+            float out[SW_K_TILE_T_MAX];
             ti->rowdot(cols, w + (size_t)r * rb, a, nt, out);
             for (int t = 0; t < nt; t++) y[t * rows + r] = out[t];
         }

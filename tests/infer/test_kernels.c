@@ -301,13 +301,13 @@ static void check_family(enum sw_k_impl impl)
             CHECK_MSG(fabs((double)r - s) <= TOL_DOT_REL * mag + 1e-6, "%s %s vec_dot n=%lld: %.9g vs ref %.9g",
                       sw_k_impl_name(impl), ref->name, (long long)n, s, r);
 
-            /* row x tokens kernel, nt = 1..4 (same activations, shifted copies) */
+            /* row x tokens kernel, nt = 1..max_nt (4 or 8) */
             const struct sw_k_type_impl *si_ = sw__k_impl_of(simd);
-            struct sw_k_act acts[SW_K_TILE_T];
-            float *sums = malloc((size_t)(2 * (n / 32) + 2) * 4 * SW_K_TILE_T);
-            void *qa[SW_K_TILE_T];
-            float refdot[SW_K_TILE_T];
-            for (int t = 0; t < SW_K_TILE_T; t++) {
+            struct sw_k_act acts[SW_K_TILE_T_MAX];
+            float *sums = malloc((size_t)(2 * (n / 32) + 2) * 4 * SW_K_TILE_T_MAX);
+            void *qa[SW_K_TILE_T_MAX];
+            float refdot[SW_K_TILE_T_MAX];
+            for (int t = 0; t < SW_K_TILE_T_MAX; t++) {
                 qa[t] = malloc(ab);
                 float *at = malloc((size_t)n * 4);
                 fill(at, n, 1.0f + t);
@@ -324,8 +324,8 @@ static void check_family(enum sw_k_impl impl)
                 refdot[t] = ref->vec_dot(n, w, qa[t]);
                 free(at);
             }
-            for (int nt = 1; nt <= SW_K_TILE_T; nt++) {
-                float out[SW_K_TILE_T];
+            for (int nt = 1; nt <= (si_->max_nt ? si_->max_nt : SW_K_TILE_T); nt++) {
+                float out[SW_K_TILE_T_MAX];
                 si_->rowdot(n, w, acts, nt, out);
                 for (int t = 0; t < nt; t++)
                     CHECK_MSG(fabs((double)out[t] - refdot[t]) <= TOL_DOT_REL * mag * (1 + t) + 1e-6,
@@ -353,7 +353,7 @@ static void check_family(enum sw_k_impl impl)
                 }
                 free(tw);
             }
-            for (int t = 0; t < SW_K_TILE_T; t++) free(qa[t]);
+            for (int t = 0; t < SW_K_TILE_T_MAX; t++) free(qa[t]);
             free(sums);
             free(q0);
             free(q1);
