@@ -531,6 +531,39 @@ static uint8_t *piece_data(const char *dir, const struct sw_bt_metainfo *mi, uin
     return buf;
 }
 
+/* The storage takes a verdict hashed elsewhere (the node's worker): bad pieces dropped and
+ * the name back to .part; all good → final again; a vanished file forgotten. */
+static void test_storage_apply_check(void)
+{
+    char src[512], err[256] = "";
+    snprintf(src, sizeof src, "%s/ac-src", tmp);
+    struct sw_bt_metainfo mi;
+    make_torrent(src, &mi, 32768);
+    struct sw_bt_storage *st;
+    struct sw_bt_storage_opts so = { .dir = src, .trust_complete = 1 };
+    CHECK_EQ_INT(sw_bt_storage_open(&mi, &so, &st, err, sizeof err), 0);
+    CHECK(sw_bt_storage_file_complete(st, 2)); /* shard-1: pieces 4, 5 */
+    uint8_t verdict[2] = { 1, 0 };
+    CHECK_EQ_INT(sw_bt_storage_apply_check(st, 2, verdict, err, sizeof err), 0);
+    CHECK(sw_bt_storage_has_piece(st, 4));
+    CHECK(!sw_bt_storage_has_piece(st, 5));
+    CHECK(!sw_bt_storage_file_complete(st, 2));
+    CHECK(exists(src, "shard-1.gguf.part") && !exists(src, "shard-1.gguf"));
+    verdict[1] = 1;
+    CHECK(sw_bt_storage_apply_check(st, 2, verdict, err, sizeof err) >= 0);
+    CHECK(sw_bt_storage_file_complete(st, 2));
+    CHECK(exists(src, "shard-1.gguf") && !exists(src, "shard-1.gguf.part"));
+    char *p = sw_path_join(src, "shard-1.gguf");
+    CHECK_EQ_INT(unlink(p), 0);
+    free(p);
+    CHECK_EQ_INT(sw_bt_storage_apply_check(st, 2, verdict, err, sizeof err), 0);
+    CHECK(!sw_bt_storage_has_piece(st, 4) && !sw_bt_storage_has_piece(st, 5));
+    CHECK(!sw_bt_storage_file_complete(st, 2));
+    CHECK(sw_bt_storage_has_piece(st, 0)); /* the other files are untouched */
+    sw_bt_storage_close(st);
+    sw_bt_metainfo_free(&mi);
+}
+
 static void test_storage(void)
 {
     char src[512], dst[512], err[256] = "";
@@ -1154,6 +1187,7 @@ int main(void)
     SW_RUN(test_mse);
     SW_RUN(test_picker);
     SW_RUN(test_storage);
+    SW_RUN(test_storage_apply_check);
     SW_RUN(test_session_transfer);
     SW_RUN(test_session_magnet);
     SW_RUN(test_session_webseed);
