@@ -1,6 +1,7 @@
 /* cmd_diagnose.c — `shardswarm diagnose --model TORRENT --cache DIR [--api URL]
  * [--bootstrap HOST:PORT]`: answers "why isn't my swarm ready?" in one command: local shard
- * files (present / partial / corrupt / missing, with path and size), free disk and memory
+ * files (present / partial / corrupt (bad pieces counted) / missing, or held elsewhere, with
+ * path and size; a corrupt one means NOT READY), free disk and memory
  * against the shard sizes, DHT reachability and nodes per shard, which shards block
  * readiness, and the exact fix for each. Read-only: it never changes a file. */
 #include <stdio.h>
@@ -20,9 +21,10 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: shardswarm diagnose --model TORRENT --cache DIR [--api URL] [--bootstrap HOST:PORT]\n\n"
                "Explains why a swarm is not ready and how to fix it: this machine's shard files\n"
-               "(present / partial / corrupt / missing, checked against the torrent's piece\n"
-               "hashes), free disk and memory, DHT reachability (--bootstrap), and — from the\n"
-               "running node behind --api — nodes per shard, what blocks readiness, and the\n"
+               "(present / partial / corrupt / missing / held elsewhere, checked against the\n"
+               "torrent's piece hashes; a corrupt one means NOT READY), free disk and memory,\n"
+               "DHT reachability (--bootstrap), and — from the running node behind --api —\n"
+               "nodes per shard, what blocks readiness, and the\n"
                "command or copy that fixes each blocking shard.\n\n"
                "  --model TORRENT    the model's .torrent (a magnet needs --api)\n"
                "  --cache DIR        the node's cache folder (shards in DIR/shards)\n"
@@ -33,7 +35,7 @@ static void usage(FILE *f)
 }
 
 struct local {
-    const char *state; /* present / partial / corrupt / missing / elsewhere */
+    const char *state; /* present / partial / corrupt / missing / elsewhere / not here */
     double pct;
     uint32_t good, total; /* pieces that verify, pieces checked (corrupt / partial) */
     char path[1024];
@@ -195,9 +197,11 @@ int sw_cmd_diagnose(int argc, char **argv)
             }
             /* Only this node's cache is local: a shard it does not hold is not "missing"
              * unless it is the one this node is meant to hold. */
-            int own = self_shard < 0 || self_shard == f->shard_index;
+            int own = root ? self_shard < 0 || self_shard == f->shard_index : 0;
             char where[200] = "";
-            if (!strcmp(L->state, "missing") && !own) {
+            if (!strcmp(L->state, "missing") && !root) {
+                L->state = "not here"; /* without --api: which shard this cache should hold is unknown */
+            } else if (!strcmp(L->state, "missing") && !own) {
                 L->state = "elsewhere";
                 json_t *js = json_array_get(json_object_get(root, "shards"), (size_t)f->shard_index);
                 long long nl = (long long)json_integer_value(json_object_get(js, "loaded"));
@@ -206,7 +210,7 @@ int sw_cmd_diagnose(int argc, char **argv)
             }
             if (strcmp(L->state, "present")) missing_bytes += f->length;
             sw_fmt_bytes(f->length, sz, sizeof sz);
-            if (!strcmp(L->state, "present") || !strcmp(L->state, "missing"))
+            if (!strcmp(L->state, "present") || !strcmp(L->state, "missing") || !strcmp(L->state, "not here"))
                 printf("  shard %d  %-8s %s  (%s, layers %d-%d)\n", f->shard_index, L->state, L->path, sz, f->layer_first, f->layer_last);
             else if (!strcmp(L->state, "elsewhere"))
                 printf("  shard %d  not held here, held elsewhere (%s, layers %d-%d%s)\n", f->shard_index, sz,

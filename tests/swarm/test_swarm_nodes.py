@@ -466,6 +466,9 @@ def case_restart():
         print("restart: ready again %.2fs after the restart" % (time.time() - t0), file=sys.stderr)
         check(new.status()["node_id"] == old_id, "same node id after the restart (key kept in the cache)")
         check("shard 1 loaded before joining" in new.proc.output(), "loaded before joining:\n" + new.proc.output()[-1500:])
+        time.sleep(0.5)  # a readiness loss is logged once it lasts 300 ms
+        check("no longer ready" not in new.proc.output(), "a restarting node logs no false readiness loss:\n" +
+              new.proc.output()[-1500:])
 
 
 def case_netloss():
