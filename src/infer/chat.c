@@ -6,10 +6,14 @@
 
 #include "tok.h"
 
+/* DeepSeek's markers use U+FF5C (fullwidth vertical line) and U+2581 (lower one eighth block) */
+#define FWBAR "\xef\xbd\x9c"
+#define LOWBLK "\xe2\x96\x81"
+
 static const char *const tmpl_names[SW_CHAT_COUNT_] = {
     [SW_CHAT_CHATML] = "chatml", [SW_CHAT_LLAMA2] = "llama2", [SW_CHAT_LLAMA3] = "llama3",
     [SW_CHAT_MISTRAL] = "mistral", [SW_CHAT_PHI3] = "phi3", [SW_CHAT_GEMMA] = "gemma",
-    [SW_CHAT_ZEPHYR] = "zephyr",
+    [SW_CHAT_ZEPHYR] = "zephyr", [SW_CHAT_DEEPSEEK3] = "deepseek3", [SW_CHAT_GPT_OSS] = "gpt-oss",
 };
 
 const char *sw_chat_name(enum sw_chat_tmpl t)
@@ -31,6 +35,9 @@ enum sw_chat_tmpl sw_chat_detect(const char *j)
 {
     if (!j || !*j) return SW_CHAT_CHATML;
     if (strstr(j, "<|im_start|>")) return SW_CHAT_CHATML;
+    if (strstr(j, "<|start|>") && strstr(j, "<|channel|>")) return SW_CHAT_GPT_OSS;
+    if (strstr(j, "<" FWBAR "User" FWBAR ">") && strstr(j, "<" FWBAR "Assistant" FWBAR ">"))
+        return SW_CHAT_DEEPSEEK3;
     if (strstr(j, "<|start_header_id|>") && strstr(j, "<|end_header_id|>")) return SW_CHAT_LLAMA3;
     if (strstr(j, "<start_of_turn>")) return SW_CHAT_GEMMA;
     if (strstr(j, "<|assistant|>") && strstr(j, "<|end|>")) return SW_CHAT_PHI3;
@@ -48,6 +55,9 @@ static const char *const stop_mistral[] = { "</s>", "[INST]", NULL };
 static const char *const stop_phi3[] = { "<|end|>", "<|endoftext|>", NULL };
 static const char *const stop_gemma[] = { "<end_of_turn>", NULL };
 static const char *const stop_zephyr[] = { "</s>", "<|user|>", NULL };
+#define DS_EOS "<" FWBAR "end" LOWBLK "of" LOWBLK "sentence" FWBAR ">"
+static const char *const stop_deepseek3[] = { DS_EOS, NULL };
+static const char *const stop_gpt_oss[] = { "<|return|>", "<|call|>", "<|end|>", NULL };
 
 const char *const *sw_chat_stop_strings(enum sw_chat_tmpl t)
 {
@@ -60,6 +70,8 @@ const char *const *sw_chat_stop_strings(enum sw_chat_tmpl t)
     case SW_CHAT_PHI3: return stop_phi3;
     case SW_CHAT_GEMMA: return stop_gemma;
     case SW_CHAT_ZEPHYR: return stop_zephyr;
+    case SW_CHAT_DEEPSEEK3: return stop_deepseek3;
+    case SW_CHAT_GPT_OSS: return stop_gpt_oss;
     default: return none;
     }
 }
@@ -189,6 +201,24 @@ int sw_chat_format(enum sw_chat_tmpl t, const struct sw_chat_msg *msgs, size_t n
         if (add_gen) sw_buf_printf(b, "<start_of_turn>model\n");
         break;
     }
+    case SW_CHAT_DEEPSEEK3:
+        /* as llama.cpp's deepseek3 template: the system text first, then the turns */
+        for (size_t i = 0; i < n; i++) {
+            const struct sw_chat_msg *m = &msgs[i];
+            if (is_role(m, "system")) sw_buf_printf(b, "%s\n\n", m->content);
+            else if (is_role(m, "user")) sw_buf_printf(b, "<" FWBAR "User" FWBAR ">%s", m->content);
+            else sw_buf_printf(b, "<" FWBAR "Assistant" FWBAR ">%s" DS_EOS, m->content);
+        }
+        if (add_gen) sw_buf_printf(b, "<" FWBAR "Assistant" FWBAR ">");
+        break;
+    case SW_CHAT_GPT_OSS:
+        /* Harmony, as llama.cpp renders it without a Jinja engine: the model's answer
+         * starts with its channel (<|channel|>analysis / final<|message|>...) */
+        for (size_t i = 0; i < n; i++)
+            sw_buf_printf(b, "<|start|>%s<|message|>%s%s", msgs[i].role, msgs[i].content,
+                          is_role(&msgs[i], "assistant") ? "<|return|>" : "<|end|>");
+        if (add_gen) sw_buf_printf(b, "<|start|>assistant");
+        break;
     default:
         return SW_EINVAL;
     }

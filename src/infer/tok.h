@@ -197,6 +197,8 @@ enum sw_chat_tmpl {
     SW_CHAT_PHI3,       /* <|role|>\ncontent<|end|>\n */
     SW_CHAT_GEMMA,      /* <start_of_turn>user\ncontent<end_of_turn>\n (assistant -> model) */
     SW_CHAT_ZEPHYR,     /* <|role|>\ncontent</s>\n */
+    SW_CHAT_DEEPSEEK3,  /* system\n\n<｜User｜>user<｜Assistant｜>answer<｜end▁of▁sentence｜> */
+    SW_CHAT_GPT_OSS,    /* <|start|>role<|message|>content<|end|> (Harmony; assistant: <|return|>) */
     SW_CHAT_COUNT_
 };
 

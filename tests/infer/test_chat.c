@@ -7,6 +7,8 @@
 #include "infer/tok.h"
 #include "test.h"
 
+#define FWBAR "\xef\xbd\x9c" /* U+FF5C, DeepSeek's marker bars */
+
 static const struct sw_chat_msg conv[2] = {
     { "system", "You are helpful." },
     { "user", "Hello" },
@@ -37,6 +39,14 @@ static void test_formats(void)
     check_format(SW_CHAT_GEMMA,
                  "<start_of_turn>user\nYou are helpful.\n\nHello<end_of_turn>\n<start_of_turn>model\n");
     check_format(SW_CHAT_ZEPHYR, "<|system|>\nYou are helpful.</s>\n<|user|>\nHello</s>\n<|assistant|>\n");
+    check_format(SW_CHAT_DEEPSEEK3, "You are helpful.\n\n<" FWBAR "User" FWBAR ">Hello<" FWBAR "Assistant" FWBAR ">");
+    check_format(SW_CHAT_GPT_OSS, "<|start|>system<|message|>You are helpful.<|end|><|start|>user<|message|>Hello<|end|>"
+                                  "<|start|>assistant");
+    /* detection from fragments of the published templates */
+    CHECK_EQ_INT(sw_chat_detect("{{- '<|start|>assistant<|channel|>final<|message|>' }}"), SW_CHAT_GPT_OSS);
+    CHECK_EQ_INT(sw_chat_detect("{{'<" FWBAR "User" FWBAR ">' + message['content'] + '<" FWBAR "Assistant" FWBAR ">'}}"),
+                 SW_CHAT_DEEPSEEK3);
+    CHECK(sw_chat_stop_strings(SW_CHAT_GPT_OSS)[0] != NULL && !strcmp(sw_chat_stop_strings(SW_CHAT_GPT_OSS)[0], "<|return|>"));
 }
 
 static void test_multi_turn(void)
