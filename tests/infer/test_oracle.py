@@ -11,7 +11,8 @@ sequence goes through both engines and the next-token logits are compared at eve
 
 Models: stories260K and tiny synth presets of every architecture (llama, qwen2, Mixtral-style
 llama MoE, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3 with longrope factors, qwen3 with
-YaRN, gpt-oss) in F32, moe-nano / qwen3moe-nano in the quant types, gpt-oss-nano in MXFP4, and moe-nano / qwen3moe-nano in the quant types."""
+YaRN, gpt-oss) in F32, Q8_0 and Q4_K, moe-nano / qwen3moe-nano in every quant type,
+gpt-oss-nano in MXFP4, and moe-nano / qwen3moe-nano in the quant types."""
 import array
 import json
 import math
@@ -51,6 +52,9 @@ def cases():
     out = [("stories260K", None)] + [(p, "F32") for p in ARCH_PRESETS]
     out += [(p, t) for p in QUANT_PRESETS for t in QUANTS]
     out += [("gpt-oss-nano", "MXFP4")]  # gpt-oss's own expert type
+    # every other architecture in an 8-bit and a 4-bit K-quant too (fused-matrix row views,
+    # windows and soft-capping over quantized weights)
+    out += [(p, t) for p in ARCH_PRESETS if p not in QUANT_PRESETS for t in ("Q8_0", "Q4_K")]
     return out
 
 
