@@ -47,7 +47,8 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
         old_bus.sa_handler(sig);
         return;
     }
-    signal(SIGBUS, SIG_DFL); /* the instruction faults again and the default action applies */
+    signal(SIGBUS, SIG_DFL); /* a fault: the instruction faults again and the default action applies */
+    if (si->si_code <= 0) raise(sig); /* sent by kill()/tgkill(): nothing re-executes, deliver it */
 }
 
 int sw_map_guard_add(const void *p, size_t len)
