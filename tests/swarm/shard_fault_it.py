@@ -15,6 +15,9 @@ Cases:
   run_truncate   the file truncated to half under the running node: no SIGBUS, noticed,
                  the missing tail is fetched again
   run_delete     the loaded file deleted: noticed, fetched again whole
+  run_mmap       bytes changed through another process's shared mapping (no write(), so no
+                 inotify event: only mtime/ctime move, at the write fault): noticed by the
+                 once-a-second stat
   disk_full      (item 3) n1's shards folder is a small tmpfs, filled so the shard does not
                  fit: phase failed with the path, bytes needed and free (log, status JSON),
                  never "fetching"; the filler deleted: it fetches again by itself, ready
@@ -142,6 +145,19 @@ def case_run_truncate():
     def trunc(path):
         os.truncate(path, os.path.getsize(path) // 2)
     running_fault(trunc, r"size changed", "run_truncate")
+
+
+def case_run_mmap():
+    import mmap
+
+    def poke(path):
+        with open(path, "r+b") as f:
+            m = mmap.mmap(f.fileno(), 0)
+            off = len(m) // 2
+            m[off:off + 16] = bytes(x ^ 0xFF for x in m[off:off + 16])
+            m.flush()
+            m.close()
+    running_fault(poke, r"modified|metadata", "run_mmap")
 
 
 def case_run_delete():
