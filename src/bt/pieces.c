@@ -4,6 +4,9 @@
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <string.h>
 
 #include "bt_session_int.h"
@@ -86,6 +89,14 @@ void sw__check_complete(struct sw_bt_torrent *t)
 {
     if (t->complete_reported || !sw__all_wanted_complete(t)) return;
     t->complete_reported = 1;
+    /* Done downloading: the spare piece buffers (up to 64 MiB) go back, and so does the
+     * heap they and the assemblies grew (glibc keeps freed memory otherwise: a node that
+     * fetched its 0.5 GB shard held ~125 MB more anonymous memory than one that had it). */
+    for (uint32_t i = 0; i < t->n_pool; i++) free(t->pool[i]);
+    t->n_pool = 0;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
     emit_simple(t, NULL, SW_BT_EV_TORRENT_COMPLETE, -1, 0, 0, "every wanted file is complete");
 }
 
