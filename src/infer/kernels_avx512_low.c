@@ -66,8 +66,8 @@ AI void wsc_mxfp4(const struct sw_block_mxfp4 *b, float *d, float *c)
 #define VNNI32_ROWDOT(NAME, BT)                                                                       \
     AI void z##NAME##_nt(int64_t n, const BT *w, const struct sw_k_act *a, const int NT, float *out)  \
     {                                                                                                \
-        __m512 acc[SW_K_TILE_T];                                                                     \
-        __m128 corr[SW_K_TILE_T];                                                                    \
+        __m512 acc[SW_K_TILE_T_MAX];                                                                     \
+        __m128 corr[SW_K_TILE_T_MAX];                                                                    \
         for (int t = 0; t < NT; t++) {                                                               \
             acc[t] = _mm512_setzero_ps();                                                            \
             corr[t] = _mm_setzero_ps();                                                              \
@@ -113,14 +113,19 @@ AI void wsc_mxfp4(const struct sw_block_mxfp4 *b, float *d, float *c)
     static void zrowdot_##NAME(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out) \
     {                                                                                                \
         if (!a[0].sums) { /* only the matmul hands over sums: the AVX2-body kernel otherwise */     \
-            rowdot_##NAME(n, w, a, nt, out);                                                         \
+            for (int t0 = 0; t0 < nt; t0 += SW_K_TILE_T)                                             \
+                rowdot_##NAME(n, w, a + t0, nt - t0 < SW_K_TILE_T ? nt - t0 : SW_K_TILE_T, out + t0); \
             return;                                                                                  \
         }                                                                                            \
         switch (nt) {                                                                                \
         case 1: z##NAME##_nt(n, (const BT *)w, a, 1, out); break;                                   \
         case 2: z##NAME##_nt(n, (const BT *)w, a, 2, out); break;                                   \
         case 3: z##NAME##_nt(n, (const BT *)w, a, 3, out); break;                                   \
-        default: z##NAME##_nt(n, (const BT *)w, a, 4, out); break;                                  \
+        case 4: z##NAME##_nt(n, (const BT *)w, a, 4, out); break;                                   \
+        case 5: z##NAME##_nt(n, (const BT *)w, a, 5, out); break;                                   \
+        case 6: z##NAME##_nt(n, (const BT *)w, a, 6, out); break;                                   \
+        case 7: z##NAME##_nt(n, (const BT *)w, a, 7, out); break;                                   \
+        default: z##NAME##_nt(n, (const BT *)w, a, 8, out); break;                                  \
         }                                                                                            \
     }
 
@@ -309,6 +314,8 @@ void sw__k_fill_avx512_low(struct sw_k_type_impl *tab, int n_tab)
     tab[SW_TYPE_Q5_1].rowdot = zrowdot_q5_1;
     tab[SW_TYPE_IQ4_NL].rowdot = zrowdot_iq4_nl;
     tab[SW_TYPE_MXFP4].rowdot = zrowdot_mxfp4;
+    tab[SW_TYPE_Q4_1].max_nt = tab[SW_TYPE_Q5_0].max_nt = tab[SW_TYPE_Q5_1].max_nt = SW_K_TILE_T_MAX;
+    tab[SW_TYPE_IQ4_NL].max_nt = tab[SW_TYPE_MXFP4].max_nt = SW_K_TILE_T_MAX;
     tab[SW_TYPE_Q2_K].rowdot = zrowdot_q2_K;
     tab[SW_TYPE_Q2_K].pub.vec_dot = zvec_dot_q2_K;
     tab[SW_TYPE_Q3_K].rowdot = zrowdot_q3_K;
