@@ -332,6 +332,19 @@ static void check_family(enum sw_k_impl impl)
                               "%s %s rowdot n=%lld nt=%d t=%d: %.9g vs ref %.9g", sw_k_impl_name(impl), ref->name,
                               (long long)n, nt, t, out[t], refdot[t]);
             }
+            /* the same without activation sums (what a caller other than the matmul passes) */
+            if (ref->act_type == SW_TYPE_Q8_0) {
+                struct sw_k_act bare[SW_K_TILE_T_MAX];
+                for (int t = 0; t < SW_K_TILE_T_MAX; t++) bare[t] = (struct sw_k_act){qa[t], NULL};
+                for (int nt = 1; nt <= (si_->max_nt ? si_->max_nt : SW_K_TILE_T); nt++) {
+                    float out[SW_K_TILE_T_MAX];
+                    si_->rowdot(n, w, bare, nt, out);
+                    for (int t = 0; t < nt; t++)
+                        CHECK_MSG(fabs((double)out[t] - refdot[t]) <= TOL_DOT_REL * mag * (1 + t) + 1e-6,
+                                  "%s %s rowdot (no sums) n=%lld nt=%d t=%d: %.9g vs ref %.9g", sw_k_impl_name(impl),
+                                  ref->name, (long long)n, nt, t, out[t], refdot[t]);
+                }
+            }
             /* register-tile kernel, when the family has one: tile_rows rows x nt tokens */
             if (si_->tile) {
                 int tr = si_->tile_rows;
