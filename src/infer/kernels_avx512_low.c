@@ -233,6 +233,19 @@ AI void zq3_K_nt(int64_t n, const struct sw_block_q3_K *w, const struct sw_k_act
     for (int t = 0; t < NT; t++) out[t] = _mm512_reduce_add_ps(acc[t]);
 }
 
+/* The 8 IQ4_XS sub-block scales minus 32 as int16, with vector ops (sw__k_iq4_xs_scale's
+ * layout: low 4 bits as nibbles of scales_l, high 2 bits at bit 2j of scales_h). */
+AI __m128i iq4_xs_scales16(const struct sw_block_iq4_xs *x)
+{
+    uint32_t l;
+    memcpy(&l, x->scales_l, 4);
+    const __m128i m4 = _mm_set1_epi8(0x0F), lv = _mm_cvtsi32_si128((int)l);
+    __m128i lo8 = _mm_unpacklo_epi8(_mm_and_si128(lv, m4), _mm_and_si128(_mm_srli_epi16(lv, 4), m4));
+    __m128i hi = _mm_srlv_epi16(_mm_set1_epi16((short)x->scales_h), _mm_setr_epi16(0, 2, 4, 6, 8, 10, 12, 14));
+    hi = _mm_slli_epi16(_mm_and_si128(hi, _mm_set1_epi16(3)), 4);
+    return _mm_sub_epi16(_mm_or_si128(_mm_cvtepu8_epi16(lo8), hi), _mm_set1_epi16(32));
+}
+
 /* IQ4_XS: u = grid value + 128 for sub-blocks 2p, 2p+1 in zmm p; lanes 0-7 take scale
  * 2p, 8-15 scale 2p+1; the +128 comes back as 128 * sum_ib s_ib * sum(a of ib). */
 AI void ziq4_xs_nt(int64_t n, const struct sw_block_iq4_xs *w, const struct sw_k_act *a, const int NT, float *out)
@@ -243,13 +256,10 @@ AI void ziq4_xs_nt(int64_t n, const struct sw_block_iq4_xs *w, const struct sw_k
     const __m256i x80 = _mm256_set1_epi8((char)0x80);
     for (int64_t i = 0; i < n / SW_QK_K; i++) {
         const struct sw_block_iq4_xs *x = &w[i];
-        const __m256i s32 = _mm256_setr_epi32(
-            sw__k_iq4_xs_scale(x, 0) - 32, sw__k_iq4_xs_scale(x, 1) - 32, sw__k_iq4_xs_scale(x, 2) - 32,
-            sw__k_iq4_xs_scale(x, 3) - 32, sw__k_iq4_xs_scale(x, 4) - 32, sw__k_iq4_xs_scale(x, 5) - 32,
-            sw__k_iq4_xs_scale(x, 6) - 32, sw__k_iq4_xs_scale(x, 7) - 32);
+        const __m128i sc = iq4_xs_scales16(x);
+        const __m512i s512 = _mm512_castsi256_si512(_mm256_cvtepi16_epi32(sc));
         /* int16 j = s_{j/2} for madd with the 16 bsums */
-        const __m256i s16 = _mm256_or_si256(_mm256_and_si256(s32, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(s32, 16));
-        const __m512i s512 = _mm512_castsi256_si512(s32);
+        const __m256i s16 = _mm256_set_m128i(_mm_unpackhi_epi16(sc, sc), _mm_unpacklo_epi16(sc, sc));
         __m512i u[4], sv[4];
         for (int p = 0; p < 4; p++) {
             __m256i c0 = _mm256_xor_si256(_mm256_shuffle_epi8(tab, nibbles32(x->qs + 32 * p)), x80);
