@@ -59,6 +59,8 @@ static void usage(FILE *f)
             "  --session-idle S        evict a stage session idle this many seconds (default 300)\n"
             "  --step-delay-us N       TESTING ONLY: every compute step also sleeps N µs (a slow\n"
             "                          stage, so tests can kill it mid-generation)\n"
+            "  --watch-ms N            TESTING ONLY: stat the loaded shard file every N ms (default\n"
+            "                          1000), so a test sees what each step's own check catches\n"
             "  --coalesce PCT|off      hold a decode step at an idle stage up to PCT %% of a decode\n"
             "                          step while other sessions are due there, so they batch\n"
             "                          (default 150; docs/pipeline.md)\n"
@@ -324,6 +326,9 @@ int sw_cmd_node(int argc, char **argv)
         } else if (!strcmp(a, "--step-delay-us")) {
             NEED_VAL();
             if ((rc = sw_cli_parse_u32(cmd, "--step-delay-us", argv[i], 0, 10000000, &po.step_delay_us))) return rc;
+        } else if (!strcmp(a, "--watch-ms")) {
+            NEED_VAL();
+            if ((rc = sw_cli_parse_u32(cmd, "--watch-ms", argv[i], 1, 3600000, &cfg.watch_ms))) return rc;
         } else if (!strcmp(a, "--coalesce")) {
             NEED_VAL();
             if (!strcmp(argv[i], "off")) po.coalesce_pct = 1000;

@@ -351,7 +351,8 @@ static void on_tick(uv_timer_t *h)
         sw_log(SW_LOG_INFO, "SWARM", "%u node(s) departed (no record or keep-alive for 4 s)", gone);
         n->dirty = 1;
     }
-    if (n->watching && now - n->last_watch >= WATCH_MS) sw__node_watch_check(n);
+    if (n->watching && (n->watch_due || now - n->last_watch >= (n->cfg.watch_ms ? n->cfg.watch_ms : WATCH_MS)))
+        sw__node_watch_check(n);
     if (n->diskerr.on && now >= n->diskerr.next_ms) sw__node_disk_retry(n, now);
     if (n->unready_since && now - n->unready_since >= UNREADY_DEBOUNCE_MS) n->dirty = 1; /* log the loss now */
     if (now - n->last_poll >= POLL_MS) {
@@ -630,6 +631,7 @@ void sw_node_stop(struct sw_node *n, void (*done)(void *ud), void *ud)
 void sw_node_free(struct sw_node *n)
 {
     if (!n) return;
+    sw__node_watch_stop(n);
     sw_stage_free(n->stage);
     while (n->holds) {
         struct hold *h = n->holds;

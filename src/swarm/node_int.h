@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -159,6 +160,10 @@ struct sw_node {
     int watch_tried;
     struct sw__fid served_id;        /* the loaded file as it was when loaded (watched) */
     int watching;                    /* served_id stands for the file the stage maps */
+    int served_fd1;                  /* watching: the file opened at watch_begin, fd + 1 (0: none) */
+    uint64_t served_nlink;           /* its link count then (an unlink or a rename over it drops it) */
+    int watch_due;                   /* a step's check saw a change: the next tick handles it */
+    uint64_t steps_refused;          /* compute steps whose output was not used: the file changed */
     uint64_t last_watch;
     /* the BitTorrent storage hashing a file found on disk (at start, a recheck): progress */
     int hashing;
@@ -255,6 +260,7 @@ void sw__node_on_fs_event(uv_fs_event_t *h, const char *filename, int events, in
 void sw__node_plan(struct sw_node *n, uint64_t now);
 void sw__node_watch_begin(struct sw_node *n, const struct sw__fid *fid);
 void sw__node_watch_check(struct sw_node *n);
+void sw__node_watch_stop(struct sw_node *n);
 void sw__node_disk_error(struct sw_node *n, const struct sw_bt_event *ev);
 void sw__node_disk_retry(struct sw_node *n, uint64_t now);
 void sw__node_on_hash(void *ud, uint32_t file, const char *path, uint64_t done, uint64_t total, uint32_t good,

@@ -46,7 +46,7 @@ void sw__node_retire_stage(struct sw_node *n, const char *reason)
     if (!n->stage) return;
     struct sw_stage *st = n->stage;
     n->stage = NULL;
-    n->watching = 0; /* nothing is served from the file any more */
+    sw__node_watch_stop(n); /* nothing is served from the file any more */
     n->tps = 0;
     struct retired *r = calloc(1, sizeof *r);
     if (!r) { /* cannot track its users: leaking it is safe, freeing it is not */
@@ -555,17 +555,73 @@ static const char *served_path(struct sw_node *n)
 }
 
 /* The stage now maps the shard file: remember what the file was when it was hashed and
- * opened (a change meanwhile is noticed at the next check). */
+ * opened (a change meanwhile is noticed at the next check), and hold it open so that each
+ * compute step can fstat it (sw_node_stage_check). */
 void sw__node_watch_begin(struct sw_node *n, const struct sw__fid *fid)
 {
+    sw__node_watch_stop(n);
     n->served_id = *fid;
     n->watching = 1;
     n->last_watch = 0; /* look at once */
+    const char *path = served_path(n);
+    int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    struct stat s;
+    if (fd >= 0 && !fstat(fd, &s)) {
+        n->served_fd1 = fd + 1;
+        /* another file than the one hashed: the first check says so */
+        n->served_nlink = (uint64_t)s.st_dev == fid->dev && (uint64_t)s.st_ino == fid->ino ? (uint64_t)s.st_nlink : 0;
+    } else {
+        if (fd >= 0) close(fd);
+        n->watch_due = 1; /* cannot be opened: the watch looks at once */
+    }
 }
 
-/* Is the served file still the one we loaded? Called every WATCH_MS and on inotify events.
- * A write through another process's mmap shows only in mtime (at its next writeback);
- * every other change (write, truncate, replace, delete, chmod) also moves ctime. */
+void sw__node_watch_stop(struct sw_node *n)
+{
+    n->watching = 0;
+    n->watch_due = 0;
+    if (n->served_fd1) close(n->served_fd1 - 1);
+    n->served_fd1 = 0;
+}
+
+/* The served file as the fd held open sees it: 0 unchanged, else why (in why). */
+static int served_fd_changed(const struct sw_node *n, char *why, size_t cap)
+{
+    const struct sw__fid *was = &n->served_id;
+    struct stat s;
+    if (!n->served_fd1 || fstat(n->served_fd1 - 1, &s)) snprintf(why, cap, "it cannot be opened");
+    else if (!n->served_nlink) snprintf(why, cap, "the file was replaced by another one");
+    else if ((uint64_t)s.st_nlink != n->served_nlink)
+        snprintf(why, cap, s.st_nlink ? "its links changed" : "the file was deleted or replaced");
+    else if ((uint64_t)s.st_size != was->size)
+        snprintf(why, cap, "its size changed from %llu to %llu bytes", (unsigned long long)was->size,
+                 (unsigned long long)s.st_size);
+    else if ((uint64_t)s.st_mtim.tv_sec * 1000000000ull + (uint64_t)s.st_mtim.tv_nsec != was->mtime_ns)
+        snprintf(why, cap, "its bytes were modified");
+    else if ((uint64_t)s.st_ctim.tv_sec * 1000000000ull + (uint64_t)s.st_ctim.tv_nsec != was->ctime_ns)
+        snprintf(why, cap, "its metadata changed");
+    else return 0;
+    return 1;
+}
+
+int sw_node_stage_check(struct sw_node *n, const struct sw_stage *st, char *msg, size_t cap)
+{
+    if (!n || !st || st != n->stage || !n->watching) return 0;
+    char why[160];
+    if (!n->watch_due && !served_fd_changed(n, why, sizeof why)) return 0;
+    if (n->watch_due) snprintf(why, sizeof why, "a change is being handled");
+    n->steps_refused++;
+    snprintf(msg, cap, "shard %d at %s changed while this step ran (%s): its output is not used", (int)n->shard,
+             served_path(n), why);
+    if (!n->watch_due) sw_log(SW_LOG_WARN, "SHARD", "%s", msg);
+    n->watch_due = 1; /* the next tick releases the stage and re-verifies (sw__node_watch_check) */
+    return SW_ESTATE; /* like a stage dropped: the entry fails over to a replica */
+}
+
+/* Is the served file still the one we loaded? Called every WATCH_MS, on inotify events and
+ * on the tick after a compute step saw a change (watch_due). A write through another
+ * process's mmap shows only in mtime (at its next writeback); every other change (write,
+ * truncate, replace, delete, chmod) also moves ctime. */
 void sw__node_watch_check(struct sw_node *n)
 {
     if (!n->watching || n->stopping) return;
@@ -581,8 +637,11 @@ void sw__node_watch_check(struct sw_node *n)
                  (unsigned long long)now.size);
     else if (now.mtime_ns != was->mtime_ns) snprintf(why, sizeof why, "its bytes were modified");
     else if (now.ctime_ns != was->ctime_ns) snprintf(why, sizeof why, "its metadata changed");
-    else return;
-    n->watching = 0;
+    else if (!served_fd_changed(n, why, sizeof why)) {
+        n->watch_due = 0;
+        return;
+    }
+    sw__node_watch_stop(n);
     sw_log(SW_LOG_WARN, "SHARD", "shard %d at %s changed under the running node (%s): no longer serving it "
            "(sessions fail over); re-verifying its pieces", (int)n->shard, path, why);
     char reason[300];

@@ -151,6 +151,7 @@ void sw__node_rebuild_json(struct sw_node *n)
         json_object_set_new(self, "seed_all", json_boolean(n->cfg.seed_all));
         json_object_set_new(self, "tokens_per_s", json_real(n->tps));
         json_object_set_new(self, "queue", json_integer(n->queue)); /* pipeline sessions on our stage */
+        json_object_set_new(self, "steps_refused", json_integer((json_int_t)n->steps_refused)); /* file changed */
         const struct sw_cores *cl = n->stage ? sw_stage_cores(n->stage) : NULL;
         if (cl) { /* the cores this machine's nodes share (infer.h: core lease) */
             uint64_t waits, wait_us;

@@ -154,6 +154,10 @@ struct sw_pipe_host {
     /* Optional: call sw_pipe_tick at (or soon after) at_us — a decode step held briefly at
      * an idle stage for other sessions due there (coalescing). Without it nothing is held. */
     void (*wake)(void *ud, uint64_t at_us);
+    /* Optional step validator: a compute step just finished on stage st, before its output
+     * is sent or sampled. Nonzero (a negative sw_err, msg filled): every entry of the job
+     * fails with it (its entry fails over), e.g. the file the stage maps changed meanwhile. */
+    int (*validate)(void *ud, const struct sw_stage *st, char *msg, size_t cap);
 };
 
 struct sw_pipe_config {

@@ -288,6 +288,10 @@ static int h_live(void *ud, const uint8_t id[SW_NODE_ID_LEN])
 }
 
 static struct sw_stage *h_stage(void *ud) { return sw_node_stage(((struct sw_pipe_node *)ud)->node); }
+static int h_validate(void *ud, const struct sw_stage *st, char *msg, size_t cap)
+{
+    return sw_node_stage_check(((struct sw_pipe_node *)ud)->node, st, msg, cap);
+}
 
 /* ------------------------------------------------------------------ loop glue */
 
@@ -496,7 +500,7 @@ int sw_pipe_node_attach(struct sw_node *n, const struct sw_pipe_node_opts *opts,
     memcpy(cfg.self_id, sw_node_id(n), SW_NODE_ID_LEN);
     const struct sw_view *v = sw_node_view(n);
     cfg.n_shards = v ? sw_view_n_shards(v) : 0;
-    cfg.host = (struct sw_pipe_host){ h_send, h_submit, h_pick, h_live, h_stage, pn, h_wake };
+    cfg.host = (struct sw_pipe_host){ h_send, h_submit, h_pick, h_live, h_stage, pn, h_wake, h_validate };
     if (opts) {
         cfg.max_sessions = opts->max_sessions;
         cfg.max_kv_bytes = opts->max_kv_bytes;

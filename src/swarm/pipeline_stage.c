@@ -414,6 +414,13 @@ void sw_pipe_job_done(struct sw_pipe *p, struct sw_pipe_job *j, uint64_t now_us)
         p->us_per_step = p->us_per_step ? (3 * p->us_per_step + wall) / 4 : wall;
         if (j->short_steps) p->us_short_step = p->us_short_step ? (3 * p->us_short_step + wall) / 4 : wall;
     }
+    char bad[sizeof j->ent[0].msg];
+    int vrc = p->cfg.host.validate ? p->cfg.host.validate(p->cfg.host.ud, j->st, bad, sizeof bad) : 0;
+    for (uint32_t i = 0; vrc && i < j->n_ent; i++)
+        if (!j->ent[i].rc) {
+            j->ent[i].rc = vrc;
+            snprintf(j->ent[i].msg, sizeof j->ent[i].msg, "%s", bad);
+        }
     for (uint32_t i = 0; i < j->n_ent; i++) entry_done(p, j, &j->ent[i], now_us);
     for (uint32_t i = 0; i < j->n_ent; i++) to_tail(p, j->ent[i].session);
     job_free(j);

@@ -328,6 +328,8 @@ struct sw_node_config {
     int no_core_lease;          /* compute with `threads` always, whatever other nodes do */
     const char *cores_dir;      /* the lease's folder; NULL: the default */
     int verify;                 /* rehash the local shard at start */
+    uint32_t watch_ms;          /* TESTING: the loaded file's stat poll period; 0: 1000 (inotify
+                                   and each compute step's check are not affected) */
 };
 
 /* Creates the node on `loop` (borrowed). Nothing runs until sw_node_start. */
@@ -390,6 +392,12 @@ int sw_node_submit_load(struct sw_node *n, const uint8_t *wire, size_t len, char
 char *sw_node_status_json(struct sw_node *n);
 /* The loaded compute stage, or NULL (struct sw_stage from infer.h). */
 struct sw_stage *sw_node_stage(struct sw_node *n);
+/* After a compute step on stage st and before its output is used: is the shard file the
+ * stage maps still the one that was verified (an fstat of the file held open since it was
+ * loaded: size, mtime, ctime, link count; ~1 µs)? 0: yes (or st is not the node's stage);
+ * else SW_ESTATE (the entry fails over, as from a dropped stage) with msg naming the file and the change, and the node handles the
+ * change as its file watch does (releases the stage, re-verifies). Loop thread. */
+int sw_node_stage_check(struct sw_node *n, const struct sw_stage *st, char *msg, size_t cap);
 /* The torrent's metainfo once the model is resolved (at once from a .torrent; after the
  * metadata exchange from a magnet), else NULL. Borrowed: valid while the node lives. */
 const struct sw_bt_metainfo *sw_node_metainfo(const struct sw_node *n);

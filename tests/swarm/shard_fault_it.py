@@ -18,6 +18,11 @@ Cases:
   run_mmap       bytes changed through another process's shared mapping (no write(), so no
                  inotify event: only mtime/ctime move, at the write fault): noticed by the
                  once-a-second stat
+  run_step       bytes changed (through a shared mapping: no inotify event; the stat poll
+                 slowed to 60 s with --watch-ms) while n1 runs a long step (--step-delay-us):
+                 the step's own check after compute refuses its output ("changed while this
+                 step ran", status self.steps_refused), the session fails over to a replica
+                 (n1b), greedy tokens equal single-process; n1 re-verifies and loads again
   disk_full      (item 3) n1's shards folder is a small tmpfs, filled so the shard does not
                  fit: phase failed with the path, bytes needed and free (log, status JSON),
                  never "fetching"; the filler deleted: it fetches again by itself, ready
@@ -158,6 +163,56 @@ def case_run_mmap():
             m.flush()
             m.close()
     running_fault(poke, r"modified|metadata", "run_mmap")
+
+
+def case_run_step():
+    import mmap
+    S.node_supported()
+    with harness.Procs() as procs:
+        m = S.Model(harness.tmpdir("sw-fault-"), N, source=harness.shared_model())
+        sw = S.Swarm(procs, m)
+        sw.start("seeder", seed_all=True)
+        for k in range(N):
+            extra = ["--step-delay-us", "300000", "--watch-ms", "60000"] if k == 1 else []
+            sw.start("n%d" % k, shard=k, cache_shards=[k], extra=extra)
+        sw.wait_api()
+        sw.wait_all_ready(timeout=30)
+        node = sw.nodes["n1"]
+        mark = len(node.proc.output())
+        ref = P.reference(P.PROMPT, N_GEN)
+        c = P.client(procs, m, sw.nodes["seeder"].port, "client", P.PROMPT, N_GEN)
+        deadline = time.time() + 20
+        while ((node.status() or {}).get("pipeline") or {}).get("stage_sessions", 0) < 1:
+            check(time.time() < deadline and c.alive(), "the session never reached n1:\n" + c.output()[-2000:])
+            time.sleep(0.05)
+        # a replica of shard 1 to fail over to, once the session runs on n1 (40 steps of 0.3 s)
+        sw.start("n1b", shard=1, cache_shards=[1])
+        sw.wait_api(["n1b"])
+        sw.nodes["n1b"].proc.wait_for(r"shard 1 loaded", timeout=20)
+        time.sleep(0.5)  # n1b's record reaches the client
+        check(c.alive(), "the client finished before the fault: make the steps longer")
+        path = shard_file(sw, 1)
+        with open(path, "r+b") as f:
+            mm = mmap.mmap(f.fileno(), 0)
+            off = len(mm) // 2
+            mm[off:off + 16] = bytes(x ^ 0xFF for x in mm[off:off + 16])
+            mm.close()
+        t0 = time.time()
+        mt = node.proc.wait_for(r"shard 1 at \S*shard-1\.gguf changed while this step ran \(([^)]*)\)", timeout=10,
+                                start=mark)
+        check(mt, "n1's step check never refused a step:\n" + node.proc.output()[-3000:])
+        print("run_step: step refused %.2fs after the fault (%s)" % (time.time() - t0, mt.group(1)), file=sys.stderr)
+        check(node.proc.wait_for(r"changed under the running node", timeout=5, start=mark),
+              "n1 did not handle the change")
+        rc = P.wait_exit(c)
+        check(rc == 0, "client failed (rc %s):\n%s" % (rc, c.output()[-3000:]))
+        got = P.client_ids(c)
+        check(got == ref, "tokens differ from single-process generate:\n ref %s\n got %s" % (ref, got))
+        refused = ((node.status() or {}).get("self") or {}).get("steps_refused", 0)
+        check(refused >= 1, "status self.steps_refused is %s" % refused)
+        node.proc.wait_for(r"shard 1 loaded", timeout=40, start=mark)
+        sw.wait_all_ready(timeout=40)
+        check(node.proc.alive(), "n1 died")
 
 
 def case_run_delete():
