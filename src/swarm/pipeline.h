@@ -158,6 +158,11 @@ struct sw_pipe_host {
      * is sent or sampled. Nonzero (a negative sw_err, msg filled): every entry of the job
      * fails with it (its entry fails over), e.g. the file the stage maps changed meanwhile. */
     int (*validate)(void *ud, const struct sw_stage *st, char *msg, size_t cap);
+    /* Optional: does this stage share its compute with other stages now (several nodes on
+     * one machine's cores)? Only then does a session wait for one behind it to align (see
+     * COALESCE_PCT); else only steps that arrive together are gathered (a swarm of one node
+     * per machine keeps its stages working on different sessions at once). NULL: shared. */
+    int (*shared_compute)(void *ud);
 };
 
 struct sw_pipe_config {

@@ -42,6 +42,10 @@
  * step time (a step that short costs less than the timer) nor over COALESCE_MAX_US of
  * hold. A lone session is never held. */
 #define COALESCE_PCT 150u
+/* Where the stage does not share its compute (host.shared_compute: one node per machine),
+ * aligning sessions would take from the pipeline its stages working on different sessions
+ * at once: then only steps due within this much of a step are gathered. */
+#define COALESCE_GATHER_PCT 10u
 #define COALESCE_MIN_US 1000u
 #define COALESCE_MAX_US 250000u
 
@@ -107,6 +111,7 @@ struct ssess {
     uint64_t progress_us;    /* the last PROGRESS sent (0: none) */
     uint64_t progress_every_us; /* as the entry asked (OPEN), within the bounds above */
     uint64_t arr_us;         /* the last decode-sized input's arrival (0: none) */
+    uint64_t prev_arr_us;    /* the one before */
     uint64_t cycle_us;       /* the recent interval between two of them (0: unknown) */
     int progress_open;       /* a PROGRESS said "working" and no "done" followed yet */
 };

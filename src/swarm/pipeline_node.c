@@ -60,6 +60,7 @@ struct sw_pipe_node {
     uv_timer_t self_timer;     /* delivers messages to ourselves on the next loop turn */
     uv_timer_t wake_timer;     /* the engine's wake (a held decode step's bound) */
     uint64_t wake_at;          /* when it is armed for (0: not) */
+    uint64_t core_waits, shared_at; /* h_shared_compute: the lease's waits, when they last grew */
     struct selfmsg *qh, *qt;
     int handles_open;
     size_t works;
@@ -343,6 +344,25 @@ static void h_wake(void *ud, uint64_t at_us)
     uv_timer_start(&pn->wake_timer, on_wake, at_us > now ? (at_us - now + 999) / 1000 : 0, 0);
 }
 
+/* Does this node's stage share the machine's cores with other stages now? With the core
+ * lease: one of its claims had to wait in the last SHARED_MS. Without one (--machine-cores
+ * off, several nodes splitting a machine): assumed. */
+#define SHARED_MS 10000u
+static int h_shared_compute(void *ud)
+{
+    struct sw_pipe_node *pn = ud;
+    struct sw_stage *st = sw_node_stage(pn->node);
+    const struct sw_cores *c = st ? sw_stage_cores(st) : NULL;
+    if (!c) return 1;
+    uint64_t waits = 0, wait_us = 0, now = sw_time_ms();
+    sw_cores_waited(c, &waits, &wait_us);
+    if (waits != pn->core_waits) {
+        pn->core_waits = waits;
+        pn->shared_at = now;
+    }
+    return pn->shared_at && now - pn->shared_at < SHARED_MS;
+}
+
 static void on_change(void *ud)
 {
     struct sw_pipe_node *pn = ud;
@@ -500,7 +520,7 @@ int sw_pipe_node_attach(struct sw_node *n, const struct sw_pipe_node_opts *opts,
     memcpy(cfg.self_id, sw_node_id(n), SW_NODE_ID_LEN);
     const struct sw_view *v = sw_node_view(n);
     cfg.n_shards = v ? sw_view_n_shards(v) : 0;
-    cfg.host = (struct sw_pipe_host){ h_send, h_submit, h_pick, h_live, h_stage, pn, h_wake, h_validate };
+    cfg.host = (struct sw_pipe_host){ h_send, h_submit, h_pick, h_live, h_stage, pn, h_wake, h_validate, h_shared_compute };
     if (opts) {
         cfg.max_sessions = opts->max_sessions;
         cfg.max_kv_bytes = opts->max_kv_bytes;

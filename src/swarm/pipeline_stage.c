@@ -153,6 +153,9 @@ static int coalesce_hold(struct sw_pipe *p, const struct ssess *s, uint64_t now_
     uint32_t pct = p->cfg.coalesce_pct ? p->cfg.coalesce_pct : COALESCE_PCT;
     if (!p->cfg.host.wake || pct >= 1000 || p->us_short_step < COALESCE_MIN_US) return 0;
     uint64_t bound = SW_MIN(p->us_short_step * pct / 100, (uint64_t)COALESCE_MAX_US);
+    uint64_t gather = SW_MIN(bound, SW_MAX(p->us_short_step * COALESCE_GATHER_PCT / 100, (uint64_t)COALESCE_MIN_US));
+    int shared = !p->cfg.host.shared_compute || p->cfg.host.shared_compute(p->cfg.host.ud);
+    if (!shared) bound = gather;
     uint64_t start = p->hold_start ? p->hold_start : now_us;
     if (now_us >= start + bound) return 0;
     /* the nearest session ahead of s round the ring: the latest to come here before s,
@@ -173,7 +176,11 @@ static int coalesce_hold(struct sw_pipe *p, const struct ssess *s, uint64_t now_
          * at every stage, never meeting) */
         uint64_t due_at = x->arr_us + x->cycle_us;
         uint64_t behind = due_at > now_us ? due_at - now_us : 0;
-        due = behind <= bound || (behind <= x->cycle_us / 2 && behind < ahead);
+        /* x came here with s last time (one batch upstream): it is on its way right behind
+         * s whatever the estimate of its cycle says (timing jitter) */
+        uint64_t gap = x->arr_us > s->prev_arr_us ? x->arr_us - s->prev_arr_us : s->prev_arr_us - x->arr_us;
+        int together = s->prev_arr_us && gap <= gather;
+        due = together || behind <= bound || (shared && behind <= x->cycle_us / 2 && behind < ahead);
     }
     if (!due) return 0;
     if (!p->hold_start) {
@@ -668,6 +675,7 @@ void sw__pipe_stage_input(struct sw_pipe *p, const uint8_t *from, const struct s
             uint64_t c = now_us - s->arr_us;
             s->cycle_us = s->cycle_us ? (3 * s->cycle_us + c) / 4 : c;
         }
+        s->prev_arr_us = s->arr_us;
         s->arr_us = now_us;
     }
     uint64_t id = s->id;

@@ -179,6 +179,7 @@ struct net {
     int hold_node;          /* a job of this node stays queued (a long step) while hold */
     int hold;
     uint64_t job_us;        /* simulated compute time of every job (0: none) */
+    int unshared;           /* host.shared_compute says no (one node per machine) */
     uint64_t wake_at[MAX_NODES]; /* host.wake asked: tick the node then (0: none) */
 };
 
@@ -245,6 +246,8 @@ static int h_live(void *ud, const uint8_t id[SW_NODE_ID_LEN])
 
 static struct sw_stage *h_stage(void *ud) { return ((struct tnode *)ud)->stage; }
 
+static int h_shared(void *ud) { return !((struct tnode *)ud)->net->unshared; }
+
 static void h_wake(void *ud, uint64_t at_us)
 {
     struct tnode *t = ud;
@@ -265,7 +268,7 @@ static struct tnode *net_add(struct net *net, int shard, struct sw_stage *st, ui
     t->stage = st;
     struct sw_pipe_config cfg = { .n_shards = n_shards, .max_kv_bytes = max_kv, .idle_ms = 60000 };
     memcpy(cfg.self_id, t->id, SW_NODE_ID_LEN);
-    cfg.host = (struct sw_pipe_host){ h_send, h_submit, h_pick, h_live, h_stage, t, h_wake, NULL };
+    cfg.host = (struct sw_pipe_host){ h_send, h_submit, h_pick, h_live, h_stage, t, h_wake, NULL, h_shared };
     CHECK_EQ_INT(sw_pipe_new(&cfg, &t->pipe), 0);
     return t;
 }
@@ -533,7 +536,7 @@ static struct tnode *make_net_coalesce(struct net *net, uint32_t batch_max, uint
         struct sw_pipe_config cfg = { .n_shards = N_SHARDS, .idle_ms = 60000, .batch_max = batch_max,
                                       .coalesce_pct = coalesce_pct };
         memcpy(cfg.self_id, t->id, SW_NODE_ID_LEN);
-        cfg.host = (struct sw_pipe_host){ h_send, h_submit, h_pick, h_live, h_stage, t, h_wake, NULL };
+        cfg.host = (struct sw_pipe_host){ h_send, h_submit, h_pick, h_live, h_stage, t, h_wake, NULL, h_shared };
         sw_pipe_free(t->pipe);
         CHECK_EQ_INT(sw_pipe_new(&cfg, &t->pipe), 0);
     }
@@ -559,11 +562,12 @@ static void test_coalesce(void)
         prompts[i] = encode(texts[i], &np[i]);
         reference(prompts[i], np[i], &sp, NG, refs[i], NULL);
     }
-    uint64_t batched[2] = { 0, 0 }, holds[2] = { 0, 0 }, t_end[2] = { 0, 0 };
-    for (int on = 0; on <= 1; on++) {
+    uint64_t batched[3] = { 0, 0, 0 }, holds[3] = { 0, 0, 0 }, t_end[3] = { 0, 0, 0 }, held[3] = { 0, 0, 0 };
+    for (int on = 0; on <= 2; on++) { /* off, on, on where the stages do not share compute */
         struct net net;
         struct tnode *entry = make_net_coalesce(&net, 0, on ? 0 : 1000);
         net.job_us = 5000;
+        net.unshared = on == 2;
         struct got g[NS];
         memset(g, 0, sizeof g);
         uint64_t sid;
@@ -582,6 +586,7 @@ static void test_coalesce(void)
             struct sw_pipe_stats st = sw_pipe_stats(net.nodes[k].pipe);
             batched[on] += st.batched_jobs;
             holds[on] += st.coalesce_holds;
+            held[on] += st.coalesce_held_us;
         }
         t_end[on] = net.now;
         net_free(&net);
@@ -589,7 +594,14 @@ static void test_coalesce(void)
     fprintf(stderr, "  2 sessions, 4 stages, 5 ms steps: batched jobs %llu without holds, %llu with (%llu holds); "
             "%.1f vs %.1f ms in all\n", (unsigned long long)batched[0], (unsigned long long)batched[1],
             (unsigned long long)holds[1], t_end[0] / 1e3, t_end[1] / 1e3);
+    fprintf(stderr, "  held on average %.2f ms (shared), %.2f ms (unshared: %llu batched jobs, %llu holds, %.1f ms)\n",
+            holds[1] ? held[1] / 1e3 / (double)holds[1] : 0.0, holds[2] ? held[2] / 1e3 / (double)holds[2] : 0.0,
+            (unsigned long long)batched[2], (unsigned long long)holds[2], t_end[2] / 1e3);
     CHECK_EQ_U64(holds[0], 0);
+    /* one node per machine: no session waits for one behind it (the stages keep working on
+     * different sessions at once); only steps due together are gathered: short holds */
+    CHECK_MSG(!holds[2] || held[2] / holds[2] <= 2000, "unshared: holds of %llu us on average",
+              (unsigned long long)(held[2] / holds[2]));
     /* after aligning, nearly every decode step of the second session goes with the first's */
     CHECK_MSG(batched[1] >= (uint64_t)N_SHARDS * (NG - 5) / 2, "only %llu batched jobs with coalescing",
               (unsigned long long)batched[1]);
@@ -1389,7 +1401,7 @@ static int bench(const char *dir)
                 struct tnode *t = net_add(&net, k, st[k], (uint32_t)n_st, 0);
                 struct sw_pipe_config cfg = { .n_shards = (uint32_t)n_st, .idle_ms = 60000, .batch_max = batched ? 0 : 1 };
                 memcpy(cfg.self_id, t->id, SW_NODE_ID_LEN);
-                cfg.host = (struct sw_pipe_host){ h_send, h_submit_bench, h_pick, h_live, h_stage, t, NULL, NULL };
+                cfg.host = (struct sw_pipe_host){ h_send, h_submit_bench, h_pick, h_live, h_stage, t, NULL, NULL, NULL };
                 sw_pipe_free(t->pipe);
                 sw_pipe_new(&cfg, &t->pipe);
                 g_b.w[t->idx].stop = 0;
