@@ -61,6 +61,8 @@ static void usage(FILE *f)
             "                          stage, so tests can kill it mid-generation)\n"
             "  --watch-ms N            TESTING ONLY: stat the loaded shard file every N ms (default\n"
             "                          1000), so a test sees what each step's own check catches\n"
+            "  --hash-delay-ms N       TESTING ONLY: hashing a shard file found on disk sleeps N ms\n"
+            "                          after each piece (a long `verifying` phase for tests)\n"
             "  --coalesce PCT|off      hold a decode step at an idle stage up to PCT %% of a decode\n"
             "                          step while other sessions are due there, so they batch\n"
             "                          (default 150; docs/pipeline.md)\n"
@@ -329,6 +331,9 @@ int sw_cmd_node(int argc, char **argv)
         } else if (!strcmp(a, "--watch-ms")) {
             NEED_VAL();
             if ((rc = sw_cli_parse_u32(cmd, "--watch-ms", argv[i], 1, 3600000, &cfg.watch_ms))) return rc;
+        } else if (!strcmp(a, "--hash-delay-ms")) {
+            NEED_VAL();
+            if ((rc = sw_cli_parse_u32(cmd, "--hash-delay-ms", argv[i], 0, 60000, &cfg.hash_delay_ms))) return rc;
         } else if (!strcmp(a, "--coalesce")) {
             NEED_VAL();
             if (!strcmp(argv[i], "off")) po.coalesce_pct = 1000;

@@ -170,6 +170,7 @@ struct sw_node {
     uint32_t hash_file;
     const char *hash_path;           /* borrowed from the storage */
     uint64_t hash_t0_ms, hash_last_ms, hash_done, hash_total;
+    uint64_t hash_json_ms;           /* the status JSON follows the hash every 100 ms */
     /* our shard's file cannot be written (disk full, read-only, folder gone): phase failed,
      * looked at again every second, fetched again when it can be written */
     struct {

@@ -503,6 +503,7 @@ void sw__node_on_hash(void *ud, uint32_t file, const char *path, uint64_t done, 
                       uint32_t n_pieces)
 {
     struct sw_node *n = ud;
+    if (n->cfg.hash_delay_ms && done < total) sw_sleep_ms(n->cfg.hash_delay_ms); /* testing only */
     uint64_t now = sw_time_ms();
     if (!n->hashing || n->hash_file != file || n->hash_path != path) {
         n->hashing = 1;
@@ -525,8 +526,14 @@ void sw__node_on_hash(void *ud, uint32_t file, const char *path, uint64_t done, 
         sw__node_rebuild_json(n);
         return;
     }
-    if (now - n->hash_last_ms < 1000) return;
-    n->hash_last_ms = now;
+    if (now - n->hash_last_ms < 1000) {
+        if (now - n->hash_json_ms >= 100) { /* /swarm/status: fresher than the log lines */
+            n->hash_json_ms = now;
+            sw__node_rebuild_json(n);
+        }
+        return;
+    }
+    n->hash_last_ms = n->hash_json_ms = now;
     if (rate > 0) sw_fmt_duration_ms((uint64_t)((double)(total - done) / rate * 1000.0), e, sizeof e);
     else snprintf(e, sizeof e, "unknown");
     sw_log(SW_LOG_INFO, "SHARD", "verifying %s: %u%% (%s of %s) at %s/s, ETA %s", path,

@@ -330,6 +330,8 @@ struct sw_node_config {
     int verify;                 /* rehash the local shard at start */
     uint32_t watch_ms;          /* TESTING: the loaded file's stat poll period; 0: 1000 (inotify
                                    and each compute step's check are not affected) */
+    uint32_t hash_delay_ms;     /* TESTING: hashing a file found on disk sleeps this long after
+                                   each piece but the last (a long `verifying` phase) */
 };
 
 /* Creates the node on `loop` (borrowed). Nothing runs until sw_node_start. */

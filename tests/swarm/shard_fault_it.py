@@ -23,6 +23,14 @@ Cases:
                  the step's own check after compute refuses its output ("changed while this
                  step ran", status self.steps_refused), the session fails over to a replica
                  (n1b), greedy tokens equal single-process; n1 re-verifies and loads again
+  verifying      (item 4) a node started on a fresh cache (no resume data) hashes its
+                 5-piece shard with the test-only --hash-delay-ms 600: /swarm/status answers
+                 meanwhile with phase `verifying` and self.verify progress (0 < done < total),
+                 then the node is loaded
+  folder_gone    (item 3) a 2-shard split; n1 starts with piece 0 of 2 in its .part and the
+                 only other holder (the seeder) SIGSTOPped; once n1 says "fetching 50%" its
+                 shards folder is deleted and the seeder continued: n1 says why ("the folder
+                 vanished"), fetches again, ends loaded with the torrent's bytes
   disk_full      (item 3) n1's shards folder is a small tmpfs, filled so the shard does not
                  fit: phase failed with the path, bytes needed and free (log, status JSON),
                  never "fetching"; the filler deleted: it fetches again by itself, ready
@@ -213,6 +221,82 @@ def case_run_step():
         node.proc.wait_for(r"shard 1 loaded", timeout=40, start=mark)
         sw.wait_all_ready(timeout=40)
         check(node.proc.alive(), "n1 died")
+
+
+def case_verifying():
+    S.node_supported()
+    with harness.Procs() as procs:
+        m = S.Model(harness.tmpdir("sw-verify-"), 1, source=harness.shared_model())
+        sw = S.Swarm(procs, m)
+        node = sw.start("n0", shard=0, cache_shards=[0], extra=["--hash-delay-ms", "600"], bootstrap=False,
+                        wait=False)
+        # the API's port only: the BitTorrent port is printed once the start-up hash is done
+        node.api = int(node.proc.wait_for(r"http://127\.0\.0\.1:(\d+)/swarm/status", timeout=10).group(1))
+        seen, deadline = None, time.time() + 20
+        while time.time() < deadline:
+            st = node.status() or {}
+            me = st.get("self") or {}
+            v = me.get("verify")
+            if me.get("phase") == "verifying" and v and 0 < v["bytes_done"] < v["bytes_total"]:
+                seen = v
+                break
+            check(me.get("phase") != "loaded", "loaded before any `verifying` status was seen")
+            time.sleep(0.05)
+        check(seen, "no `verifying` status with progress:\n" + node.proc.output()[-2000:])
+        check(seen["path"].endswith("shard-0.gguf") and seen["rate_bps"] >= 0, "verify: %s" % json.dumps(seen))
+        print("verifying: %s" % json.dumps(seen), file=sys.stderr)
+        check(node.proc.wait_for(r"\[SHARD\] verifying \S+shard-0\.gguf: \d+%", timeout=10), "no progress line")
+        check(node.proc.wait_for(r"\[SHARD\] verified \S+shard-0\.gguf in [\d.]+ s \([^)]*\): (\d+) of \1 pieces good",
+                                 timeout=20), "no 'verified' line")
+        check(node.proc.wait_for(r"shard 0 loaded", timeout=20), "not loaded")
+        deadline = time.time() + 10
+        while ((node.status() or {}).get("self") or {}).get("phase") != "loaded":
+            check(time.time() < deadline, "status never says loaded")
+            time.sleep(0.05)
+
+
+def case_folder_gone():
+    import shutil
+    import signal
+    S.node_supported()
+    with harness.Procs() as procs:
+        m = S.Model(harness.tmpdir("sw-fault-"), 2, source=harness.shared_model())  # 2 pieces a shard
+        sw = S.Swarm(procs, m)
+        seeder = sw.start("seeder", seed_all=True)
+        for k in (0,):
+            sw.start("n%d" % k, shard=k, cache_shards=[k])
+        sw.wait_api()
+        sw.wait_all_ready(timeout=30, want=False)  # nobody but the seeder has shard 1
+        os.kill(seeder.proc.p.pid, signal.SIGSTOP)
+        try:
+                # the first half of the shard already fetched (a .part the storage hashes at start)
+            c1 = m.cache("n1")
+            with open(m.shard_path(1), "rb") as f, open(os.path.join(c1, "shards", "shard-1.gguf.part"), "wb") as g:
+                size = os.path.getsize(m.shard_path(1))
+                g.write(f.read(256 << 10))  # piece 0 of 2; piece 1 still zeros
+                g.truncate(size)
+            node = sw.start("n1", shard=1, bootstrap=False,
+                            extra=["--bootstrap", "127.0.0.1:%d" % sw.nodes["n0"].port])
+            part = shard_file(sw, 1) + ".part"
+            deadline = time.time() + 20
+            while not re.search(r"shard 1 fetching [1-9]", node.proc.output()):
+                check(time.time() < deadline, "n1 never started fetching:\n" + node.proc.output()[-2000:])
+                time.sleep(0.05)
+            time.sleep(0.5)  # DHT lookups and the (stopped) seeder's connection under way
+            mark = len(node.proc.output())
+            check(os.path.exists(part), "no .part")
+            shutil.rmtree(os.path.dirname(part))
+        finally:
+            os.kill(seeder.proc.p.pid, signal.SIGCONT)
+        mt = node.proc.wait_for(r"shard 1 cannot be written: ([^\n]*)", timeout=20, start=mark)
+        check(mt, "n1 did not say why:\n" + node.proc.output()[mark:][-3000:])
+        print("folder_gone: %s" % mt.group(1), file=sys.stderr)
+        check(node.proc.wait_for(r"fetching again", timeout=20, start=mark), "n1 did not fetch again")
+        check(node.proc.wait_for(r"shard 1 (downloaded and verified|loaded)", timeout=30, start=mark), "not loaded")
+        sw.wait_all_ready(timeout=40)
+        with open(shard_file(sw, 1), "rb") as f, open(m.shard_path(1), "rb") as g:
+            check(f.read() == g.read(), "n1's shard file differs from the torrent's")
+        same_tokens(procs, m, sw, "client")
 
 
 def case_run_delete():
