@@ -211,6 +211,18 @@ static void job_done(uv_work_t *req, int status)
     const struct sw_stage_info *si = sw_stage_info(n->stage);
     sw_log(SW_LOG_INFO, "SHARD", "shard %d loaded (layers %u\xe2\x80\x93%u, %s, %s)", (int)j->shard, si->layer_first,
            si->layer_last, size, j->path);
+    /* A file we served changed but re-verified good in place (same inode: `touch`, chmod,
+     * bytes written back as they were): the storage takes the verdict, which binds its
+     * resume data to the file as it is now, so the next start does not hash it again.
+     * Only while the file is still what was hashed (else the watch sees the change). */
+    int refresh = j->verify && j->good_map && j->has_fid && n->t && n->served_id.ino &&
+                  n->served_id.dev == j->fid.dev && n->served_id.ino == j->fid.ino &&
+                  sw_bt_torrent_file_complete(n->t, (uint32_t)j->file);
+    struct sw__fid now;
+    if (refresh && !sw__node_fid_now(j->path, &now) && !memcmp(&now, &j->fid, sizeof now) &&
+        sw_bt_torrent_apply_check(n->t, (uint32_t)j->file, j->good_map) >= 0)
+        sw_log(SW_LOG_INFO, "SHARD", "shard %d at %s: every piece still verifies; resume data bound to the file as "
+               "it is now (the next start does not hash it)", (int)j->shard, j->path);
     if (j->has_fid) sw__node_watch_begin(n, &j->fid);
     sw__node_publish(n, 1);
     sw__node_changed(n);

@@ -23,6 +23,9 @@ Cases:
                  the step's own check after compute refuses its output ("changed while this
                  step ran", status self.steps_refused), the session fails over to a replica
                  (n1b), greedy tokens equal single-process; n1 re-verifies and loads again
+  touch          (item 2) n1's loaded file touched (mtime moves, bytes the same): noticed,
+                 re-verified good, loaded again, its resume data bound to the new identity;
+                 n1 restarted: loaded before joining, no rehash
   verifying      (item 4) a node started on a fresh cache (no resume data) hashes its
                  5-piece shard with the test-only --hash-delay-ms 600: /swarm/status answers
                  meanwhile with phase `verifying` and self.verify progress (0 < done < total),
@@ -221,6 +224,32 @@ def case_run_step():
         node.proc.wait_for(r"shard 1 loaded", timeout=40, start=mark)
         sw.wait_all_ready(timeout=40)
         check(node.proc.alive(), "n1 died")
+
+
+def case_touch():
+    S.node_supported()
+    with harness.Procs() as procs:
+        m, sw = swarm(procs)
+        node = sw.nodes["n1"]
+        path = shard_file(sw, 1)
+        mark = len(node.proc.output())
+        time.sleep(0.05)
+        os.utime(path)  # now: mtime and ctime move
+        check(node.proc.wait_for(r"shard 1 at \S*shard-1\.gguf changed under the running node", timeout=10,
+                                 start=mark), "n1 never noticed the touch")
+        check(node.proc.wait_for(r"every piece still verifies; resume data bound to the file as it is now",
+                                 timeout=20, start=mark), "resume data not refreshed:\n" + node.proc.output()[mark:][-2000:])
+        node.proc.wait_for(r"shard 1 loaded", timeout=20, start=mark)
+        sw.wait_all_ready(timeout=30)
+        node.proc.stop()
+        new = sw.start("n1", shard=1)  # same cache folder
+        sw.wait_api(["n1"])
+        new.proc.wait_for(r"shard 1 loaded", timeout=20)
+        out = new.proc.output()
+        check("loaded before joining" in out and "changed since its pieces were verified" not in out
+              and "[SHARD] verified" not in out, "the touched file was hashed again at restart:\n" + out[-2000:])
+        sw.wait_all_ready(timeout=30)
+        same_tokens(procs, m, sw, "client")
 
 
 def case_verifying():
