@@ -589,9 +589,10 @@ void sw__node_watch_begin(struct sw_node *n, const struct sw__fid *fid)
         n->served_fd1 = fd + 1;
         /* another file than the one hashed: the first check says so */
         n->served_nlink = (uint64_t)s.st_dev == fid->dev && (uint64_t)s.st_ino == fid->ino ? (uint64_t)s.st_nlink : 0;
-    } else {
+    } else { /* the watch's stat is all there is then (it also sees a vanished file) */
+        sw_log(SW_LOG_WARN, "SHARD", "%s cannot be held open (%s): compute steps are not checked one by one, "
+               "only by the file watch", path ? path : "the shard file", strerror(errno));
         if (fd >= 0) close(fd);
-        n->watch_due = 1; /* cannot be opened: the watch looks at once */
     }
 }
 
@@ -608,7 +609,8 @@ static int served_fd_changed(const struct sw_node *n, char *why, size_t cap)
 {
     const struct sw__fid *was = &n->served_id;
     struct stat s;
-    if (!n->served_fd1 || fstat(n->served_fd1 - 1, &s)) snprintf(why, cap, "it cannot be opened");
+    if (!n->served_fd1) return 0; /* not held open: the watch's stat decides */
+    if (fstat(n->served_fd1 - 1, &s)) snprintf(why, cap, "it cannot be read (%s)", strerror(errno));
     else if (!n->served_nlink) snprintf(why, cap, "the file was replaced by another one");
     else if ((uint64_t)s.st_nlink != n->served_nlink)
         snprintf(why, cap, s.st_nlink ? "its links changed" : "the file was deleted or replaced");
