@@ -126,7 +126,7 @@ static void ref_step(struct ref *r, int32_t tok, uint32_t p, float *logits)
            *k = calloc(kvd, sizeof *k), *v = calloc(kvd, sizeof *v), *o = calloc(qd, sizeof *o),
            *t = calloc(E, sizeof *t), *g = calloc(r->F, sizeof *g), *u = calloc(r->F, sizeof *u),
            *sc = calloc(p + 1, sizeof *sc);
-    int64_t rows, cols;
+    int64_t rows = 0, cols = 0;
     float *emb = ref_tensor(r, "token_embd.weight", &rows, &cols);
     for (uint32_t i = 0; i < E; i++) x[i] = emb[(int64_t)tok * cols + i];
     free(emb);
