@@ -39,7 +39,7 @@ static int common_hparams(struct sw__loader *L, int ff_required, const struct sw
     uint32_t key_len = 0, val_len = 0;
     if ((rc = sw__get_u32(L, "attention.key_length", &key_len, 0, in->n_embd / in->n_head))) return rc;
     if ((rc = sw__get_u32(L, "attention.value_length", &val_len, 0, key_len))) return rc;
-    if (key_len != val_len || key_len == 0 || key_len % 2 || key_len > 1024)
+    if ((key_len != val_len && !L->m->hp.mla) || key_len == 0 || key_len % 2 || key_len > 1024)
         return sw_errf(L->err, L->err_len, SW_EUNSUPPORTED,
                     "%s: head size %s.attention.key_length %u / value_length %u is not supported "
                     "(equal, even, <= 1024)", L->path, in->arch, key_len, val_len);
@@ -140,10 +140,11 @@ static int moe_hparams(struct sw__loader *L, struct sw__hparams *hp, int require
     /* Gating other than softmax (DeepSeek V3's sigmoid, ...) changes the router's math. */
     uint32_t gating = 0;
     if ((rc = sw__get_u32(L, "expert_gating_func", &gating, 0, 1))) return rc;
-    if (gating != 1 && !(gating == 3 && hp->gating == SW__GATING_SOFTMAX_WEIGHT)) /* llama.cpp: 1 softmax, 2 sigmoid, 3 softmax-weight */
+    if (gating == 2 && hp->mla) hp->gating = SW__GATING_SIGMOID; /* DeepSeek V3 */
+    else if (gating != 1 && !(gating == 3 && hp->gating == SW__GATING_SOFTMAX_WEIGHT)) /* llama.cpp: 1 softmax, 2 sigmoid, 3 softmax-weight */
         return sw_errf(L->err, L->err_len, SW_EUNSUPPORTED,
-                       "%s: %s.expert_gating_func %u is not supported (1, softmax, is)", L->path,
-                       in->arch, gating);
+                       "%s: %s.expert_gating_func %u is not supported (1, softmax, is; deepseek2 also 2, "
+                       "sigmoid)", L->path, in->arch, gating);
     return 0;
 }
 
@@ -195,6 +196,95 @@ static int hp_plain(struct sw__loader *L, struct sw__hparams *hp)
 static int hp_moe(struct sw__loader *L, struct sw__hparams *hp)
 {
     return moe_hparams(L, hp, 1);
+}
+
+/* deepseek2 (DeepSeek V2, V2-Lite, V3), keys as llama.cpp's converter writes them: the
+ * attention as MQA over the latent (head_count_kv 1, key_length kv_lora_rank + n_rot,
+ * value_length kv_lora_rank), the per-head sizes in key_length_mla / value_length_mla,
+ * attention.q_lora_rank (absent: plain attn_q), attention.kv_lora_rank,
+ * leading_dense_block_count dense layers first, then experts with expert_shared_count
+ * shared ones, softmax (V2, the default) or sigmoid gating (V3, with exp_probs_b),
+ * expert_group_count / expert_group_used_count, expert_weights_norm / _scale, and YaRN
+ * whose rope.scaling.yarn_log_multiplier (0.1 x mscale_all_dim) scales the attention. */
+static int hp_deepseek2(struct sw__loader *L, struct sw__hparams *hp)
+{
+    struct sw_stage_info *in = &L->m->info;
+    const char *P = L->path, *A = in->arch;
+    int rc;
+    uint32_t k_mla = 0, v_mla = 0, n_shared = 0;
+    if ((rc = sw__get_u32(L, "attention.q_lora_rank", &hp->q_lora_rank, 0, 0))) return rc;
+    if ((rc = sw__get_u32(L, "attention.kv_lora_rank", &hp->kv_lora_rank, 1, 0))) return rc;
+    if ((rc = sw__get_u32(L, "attention.key_length_mla", &k_mla, 1, 0))) return rc;
+    if ((rc = sw__get_u32(L, "attention.value_length_mla", &v_mla, 1, 0))) return rc;
+    if (hp->kv_lora_rank == 0 || hp->kv_lora_rank > 8192 || hp->q_lora_rank > 65536)
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: %s.attention.kv_lora_rank %u / q_lora_rank %u is invalid",
+                       P, A, hp->kv_lora_rank, hp->q_lora_rank);
+    if (in->n_head_kv != 1 || in->head_dim != hp->kv_lora_rank + in->n_rot)
+        return sw_errf(L->err, L->err_len, SW_EUNSUPPORTED,
+                       "%s: %s.attention.head_count_kv %u / key_length %u: only the latent (MLA) layout of "
+                       "llama.cpp's converter is supported (1 / kv_lora_rank + rope.dimension_count = %u)",
+                       P, A, in->n_head_kv, in->head_dim, hp->kv_lora_rank + in->n_rot);
+    uint32_t val_len = 0;
+    if ((rc = sw__get_u32(L, "attention.value_length", &val_len, 1, 0))) return rc;
+    if (val_len != hp->kv_lora_rank)
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: %s.attention.value_length %u is not kv_lora_rank %u", P,
+                       A, val_len, hp->kv_lora_rank);
+    if (k_mla <= in->n_rot || k_mla > 1024 || v_mla == 0 || v_mla > 1024)
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT,
+                       "%s: %s.attention.key_length_mla %u / value_length_mla %u is invalid (rope dims %u)", P, A,
+                       k_mla, v_mla, in->n_rot);
+    hp->qk_nope = k_mla - in->n_rot;
+    hp->v_head = v_mla;
+    float temp = 0;
+    if ((rc = sw__get_f32(L, "attention.temperature_scale", &temp, 0))) return rc;
+    if (temp != 0)
+        return sw_errf(L->err, L->err_len, SW_EUNSUPPORTED, "%s: %s.attention.temperature_scale %g is not supported", P,
+                       A, temp);
+    if ((rc = sw__get_u32(L, "leading_dense_block_count", &hp->n_dense_lead, 0, 0))) return rc;
+    if (hp->n_dense_lead > in->n_layers)
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: %s.leading_dense_block_count %u exceeds block_count %u", P,
+                       A, hp->n_dense_lead, in->n_layers);
+    if (hp->n_dense_lead && in->n_ff == 0)
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: metadata key %s.feed_forward_length is missing", P, A);
+    if (hp->n_dense_lead < in->n_layers) {
+        if ((rc = moe_hparams(L, hp, 1))) return rc;
+        if ((rc = sw__get_u32(L, "expert_shared_count", &n_shared, 1, 0))) return rc;
+        if (n_shared > 64)
+            return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: %s.expert_shared_count %u is implausible", P, A,
+                           n_shared);
+        hp->n_ff_shexp = n_shared * hp->n_ff_exp;
+        char key[96];
+        int norm = 0;
+        snprintf(key, sizeof key, "%s.expert_weights_norm", A);
+        rc = sw_gguf_get_bool(L->g, key, &norm);
+        if (rc && rc != SW_ENOTFOUND)
+            return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: metadata key %s has a bad type", P, key);
+        hp->moe_norm_w = norm;
+        if ((rc = sw__get_u32(L, "expert_group_count", &hp->n_group, 0, 0))) return rc;
+        if ((rc = sw__get_u32(L, "expert_group_used_count", &hp->n_group_used, 0, 0))) return rc;
+        if (hp->n_group > 1 &&
+            (hp->n_expert % hp->n_group || hp->n_expert / hp->n_group < 2 || hp->n_group_used == 0 ||
+             hp->n_group_used > hp->n_group || hp->n_expert_used > hp->n_group_used * (hp->n_expert / hp->n_group)))
+            return sw_errf(L->err, L->err_len, SW_ECORRUPT,
+                           "%s: %s.expert_group_count %u / expert_group_used_count %u do not fit %u experts, %u used",
+                           P, A, hp->n_group, hp->n_group_used, hp->n_expert, hp->n_expert_used);
+    } else {
+        hp->moe = 0;
+    }
+    /* llama.cpp (deepseek2's graph and llama_context): with YaRN the RoPE magnitude is
+     * attn_factor alone when a log multiplier is given (else x (1 + 0.1 ln f)), and q·k is
+     * scaled by m^2 / sqrt(key_length_mla), m = attn_factor x (1 + 0.1 ln f) x
+     * (1 + mscale_all_dim x 0.1 ln f) with the rope's attn_factor before YaRN's magnitude. */
+    float A0 = 1.0f, raw = 0;
+    if ((rc = sw__get_f32(L, "rope.scaling.attn_factor", &A0, 1.0f))) return rc;
+    if ((rc = sw__get_f32(L, "rope.scaling.yarn_log_multiplier", &raw, 0))) return rc;
+    const float f = 1.0f / in->rope_freq_scale, lnf = f > 1 ? logf(f) : 0, g = 1.0f + 0.1f * lnf;
+    float a_rope = A0;
+    if (hp->rope_ext != 0) a_rope = A0 * (raw != 0 ? 1.0f : g) / g;
+    hp->rope_mscale = a_rope * (hp->rope_ext != 0 ? g : 1.0f);
+    const float ms = a_rope * (1.0f + 0.1f * logf(f)) * (1.0f + 0.1f * (raw / 0.1f) * logf(f));
+    hp->attn_scale = ms * ms / sqrtf((float)k_mla);
+    return 0;
 }
 
 /* <arch>.attention.sliding_window_pattern: a period n (layer l slides when l % n < n - 1,
@@ -285,6 +375,8 @@ static struct sw__w row_view(const struct sw__w *w, int64_t row0, int64_t n)
 
 /* The llama-family layer: the tensors the features call for, checked by name and shape.
  * Expert stacks are [n_embd, n_ff_exp, n_expert] (down: [n_ff_exp, n_embd, n_expert]). */
+static int bind_ffn(struct sw__loader *L, struct sw__layer *ly, uint32_t l);
+
 static int bind_llama_family(struct sw__loader *L, struct sw__layer *ly, uint32_t l)
 {
     const struct sw__model *m = L->m;
@@ -326,6 +418,20 @@ static int bind_llama_family(struct sw__loader *L, struct sw__layer *ly, uint32_
         if ((rc = sw__bind_vector(L, &ly->attn_post_norm, BLK("post_attention_norm.weight"), E, 0))) return rc;
         if ((rc = sw__bind_vector(L, &ly->ffn_post_norm, BLK("post_ffw_norm.weight"), E, 0))) return rc;
     }
+#undef BLK
+    return bind_ffn(L, ly, l);
+}
+
+/* A layer's FFN: dense (fused gate|up for phi3), or the experts, their router (+ biases,
+ * + DeepSeek V3's selection bias) and the shared expert. */
+static int bind_ffn(struct sw__loader *L, struct sw__layer *ly, uint32_t l)
+{
+    const struct sw__model *m = L->m;
+    const struct sw__hparams *hp = &m->hp;
+    const int64_t E = m->info.n_embd;
+    char name[64];
+    int rc;
+#define BLK(suffix) (snprintf(name, sizeof name, "blk.%u." suffix, l), name)
     if (!m->ld[l].is_moe) {
         const int64_t F = m->ld[l].n_ff;
         if (hp->fused_gate_up) { /* ffn_up [n_embd, 2 n_ff]: gate rows, then up rows */
@@ -346,6 +452,7 @@ static int bind_llama_family(struct sw__loader *L, struct sw__layer *ly, uint32_
     if ((rc = sw__bind_experts(L, &ly->up_exps, BLK("ffn_up_exps.weight"), E, FX, X))) return rc;
     if ((rc = sw__bind_experts(L, &ly->down_exps, BLK("ffn_down_exps.weight"), FX, E, X))) return rc;
     if ((rc = sw__bind_matrix(L, &ly->gate_inp, BLK("ffn_gate_inp.weight"), E, X, 1))) return rc;
+    if (hp->mla && (rc = sw__bind_vector(L, &ly->exp_probs_b, BLK("exp_probs_b.bias"), X, 1))) return rc;
     if (hp->expert_bias) {
         if ((rc = sw__bind_vector(L, &ly->gate_inp_b, BLK("ffn_gate_inp.bias"), X, 0))) return rc;
         if ((rc = sw__bind_table(L, &ly->gate_exps_b, BLK("ffn_gate_exps.bias"), FX, X))) return rc;
@@ -365,6 +472,41 @@ static int bind_llama_family(struct sw__loader *L, struct sw__layer *ly, uint32_
     return 0;
 }
 
+/* deepseek2's layer: the latent attention's tensors (the split attn_k_b / attn_v_b that
+ * llama.cpp's converter writes; the unsplit attn_kv_b of older files is refused), then the
+ * FFN (dense in the leading layers). */
+static int bind_deepseek2(struct sw__loader *L, struct sw__layer *ly, uint32_t l)
+{
+    const struct sw__model *m = L->m;
+    const struct sw_stage_info *in = &m->info;
+    const struct sw__hparams *hp = &m->hp;
+    const int64_t E = in->n_embd, H = in->n_head, kmla = (int64_t)hp->qk_nope + in->n_rot, R = hp->kv_lora_rank;
+    char name[64];
+    int rc;
+#define BLK(suffix) (snprintf(name, sizeof name, "blk.%u." suffix, l), name)
+    if ((rc = sw__bind_vector(L, &ly->attn_norm, BLK("attn_norm.weight"), E, 0))) return rc;
+    if ((rc = sw__bind_vector(L, &ly->ffn_norm, BLK("ffn_norm.weight"), E, 0))) return rc;
+    if (hp->q_lora_rank) {
+        const int64_t QR = hp->q_lora_rank;
+        if ((rc = sw__bind_matrix(L, &ly->wq_a, BLK("attn_q_a.weight"), E, QR, 1))) return rc;
+        if ((rc = sw__bind_vector(L, &ly->q_a_norm, BLK("attn_q_a_norm.weight"), QR, 0))) return rc;
+        if ((rc = sw__bind_matrix(L, &ly->wq_b, BLK("attn_q_b.weight"), QR, H * kmla, 1))) return rc;
+    } else if ((rc = sw__bind_matrix(L, &ly->wq_b, BLK("attn_q.weight"), E, H * kmla, 1))) {
+        return rc;
+    }
+    if ((rc = sw__bind_matrix(L, &ly->wkv_a, BLK("attn_kv_a_mqa.weight"), E, R + in->n_rot, 1))) return rc;
+    if ((rc = sw__bind_vector(L, &ly->kv_a_norm, BLK("attn_kv_a_norm.weight"), R, 0))) return rc;
+    if (!sw_gguf_tensor_find(L->g, BLK("attn_k_b.weight")) && sw_gguf_tensor_find(L->g, BLK("attn_kv_b.weight")))
+        return sw_errf(L->err, L->err_len, SW_EUNSUPPORTED,
+                       "%s: %s (the unsplit form of older converters) is not supported: convert again with a "
+                       "llama.cpp converter that writes attn_k_b / attn_v_b", L->path, name);
+    if ((rc = sw__bind_experts(L, &ly->wk_b, BLK("attn_k_b.weight"), hp->qk_nope, R, H))) return rc;
+    if ((rc = sw__bind_experts(L, &ly->wv_b, BLK("attn_v_b.weight"), R, hp->v_head, H))) return rc;
+    if ((rc = sw__bind_matrix(L, &ly->wo, BLK("attn_output.weight"), H * hp->v_head, E, 1))) return rc;
+#undef BLK
+    return bind_ffn(L, ly, l);
+}
+
 /*   name        base features                                                hparams   bind
  * llama:    RMSNorm, RoPE (adjacent pairs), GQA, SwiGLU; Mixtral's MoE when expert_count > 0.
  * qwen2:    NeoX RoPE, q/k/v biases.
@@ -377,7 +519,10 @@ static int bind_llama_family(struct sw__loader *L, struct sw__layer *ly, uint32_
  * gemma3:   gemma2 without soft-capping, with q/k norm, 5 of 6 layers sliding (base 10000).
  * phi3:     fused attn_qkv and ffn_up (gate|up), NeoX RoPE, longrope factors.
  * gpt-oss:  MoE with biases, raw-logit top-k + softmax weights, clamped SwiGLU, attention
- *           sinks, alternating 128-token windows, YaRN. */
+ *           sinks, alternating 128-token windows, YaRN.
+ * deepseek2: multi-head latent attention (q/kv low rank, decoupled RoPE), leading dense
+ *           layers, routed + shared experts, softmax (V2) or sigmoid + bias (V3) gating,
+ *           grouped top-k, routed scaling, YaRN with its attention scale. */
 static const struct sw__arch ARCHS[] = {
     { "llama", { .moe_norm_w = 1 }, hp_llama, bind_llama_family },
     { "qwen2", { .rope_neox = 1, .qkv_bias = 1 }, hp_plain, bind_llama_family },
@@ -389,6 +534,7 @@ static const struct sw__arch ARCHS[] = {
     { "phi3", { .rope_neox = 1, .fused_qkv = 1, .fused_gate_up = 1 }, hp_phi3, bind_llama_family },
     { "gpt-oss", { .rope_neox = 1, .moe = 1, .gating = SW__GATING_SOFTMAX_WEIGHT, .act = SW__ACT_SWIGLU_OAI,
                    .attn_sinks = 1, .ffn_norm_post_attn = 1, .expert_bias = 1 }, hp_gpt_oss, bind_llama_family },
+    { "deepseek2", { .mla = 1, .moe = 1 }, hp_deepseek2, bind_deepseek2 },
 };
 
 const struct sw__arch *sw__arch_find(const char *name)
@@ -400,7 +546,7 @@ const struct sw__arch *sw__arch_find(const char *name)
 
 const char *sw__arch_names(void)
 {
-    return "llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt-oss";
+    return "llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt-oss, deepseek2";
 }
 
 int sw__arch_hparams(struct sw__loader *L, const struct sw__arch *a, const struct sw_stage_opts *o)
@@ -419,8 +565,8 @@ int sw__arch_hparams(struct sw__loader *L, const struct sw__arch *a, const struc
         return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: metadata key %s.feed_forward_length is missing",
                        L->path, m->info.arch);
     for (uint32_t l = 0; l < m->info.n_layers; l++) {
-        m->ld[l].is_moe = m->hp.moe;
-        m->ld[l].n_ff = m->hp.moe ? 0 : m->info.n_ff;
+        m->ld[l].is_moe = m->hp.moe && l >= m->hp.n_dense_lead;
+        m->ld[l].n_ff = m->ld[l].is_moe ? 0 : m->info.n_ff;
         if (!m->hp.n_swa) m->ld[l].is_swa = 0;
     }
     m->info.n_expert = m->hp.n_expert;

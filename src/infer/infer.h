@@ -210,6 +210,19 @@ struct sw_synth_preset {
     const char *rope_scaling; /* rope.scaling.type ("yarn"), or NULL */
     float rope_factor;      /* rope.scaling.factor */
     uint32_t n_ctx_orig;    /* rope.scaling.original_context_length (yarn, phi3's longrope) */
+    const struct sw_synth_mla *mla; /* deepseek2's extras, or NULL */
+};
+
+/* deepseek2 presets: the latent attention's and the MoE's shape (llama.cpp's keys). */
+struct sw_synth_mla {
+    uint32_t q_lora_rank;   /* 0: plain attn_q (V2-Lite) */
+    uint32_t kv_lora_rank, qk_nope, qk_rope, v_head;
+    uint32_t n_dense_lead, n_expert_shared;
+    uint32_t n_group, n_group_used; /* grouped top-k; 0: none */
+    uint32_t gating;        /* expert_gating_func: 1 softmax (V2), 2 sigmoid + exp_probs_b (V3) */
+    float weights_scale;    /* expert_weights_scale (routed scaling factor) */
+    int weights_norm;       /* expert_weights_norm */
+    float yarn_log_mul;     /* rope.scaling.yarn_log_multiplier as written: 0.1 x mscale_all_dim */
 };
 
 /* NULL-terminated table of presets; sw_synth_preset_find returns NULL for an unknown name. */

@@ -53,6 +53,12 @@ struct sw_stage {
     float *moe_y;      /* B x n_embd: that expert's (or the shared expert's) output */
     uint32_t *ex_tok;  /* B: tokens routed to the expert at hand */
     float *ex_w;       /* B: their weights */
+    /* deepseek2's latent attention (NULL otherwise) */
+    float *mla_qa;     /* B x q_lora_rank */
+    float *mla_q;      /* B x n_head x key_length_mla: the heads' q_nope ‖ q_pe */
+    float *mla_in;     /* B x max(qk_nope, kv_lora_rank): one head's rows, gathered */
+    float *mla_out;    /* B x max(kv_lora_rank, v_head): its product */
+    float *mla_o;      /* B x n_head x v_head: the heads' outputs, into attn_output */
     float *rope;   /* B x n_rot: cos[n_rot/2] then sin[n_rot/2] per token */
     float *rope_swa; /* the same with the sliding-window layers' frequencies, or NULL */
     float *att_scratch;     /* n_threads x att_per_thread floats (see attn_run) */
@@ -191,6 +197,14 @@ int sw_stage_open_gguf(struct sw_gguf *g, const struct sw_stage_opts *opts, stru
         s->ex_w = scratch(B, &oom);
         if (!s->sel || !s->ex_tok) oom = 1;
     }
+    if (hp->mla) {
+        const size_t kmla = hp->qk_nope + in->n_rot, R = hp->kv_lora_rank;
+        s->mla_qa = scratch(B * hp->q_lora_rank, &oom);
+        s->mla_q = scratch(B * in->n_head * kmla, &oom);
+        s->mla_in = scratch(B * SW_MAX((size_t)hp->qk_nope, R), &oom);
+        s->mla_out = scratch(B * SW_MAX(R, (size_t)hp->v_head), &oom);
+        s->mla_o = scratch(B * in->n_head * hp->v_head, &oom);
+    }
     s->rope = scratch(B * in->n_rot, &oom);
     if (s->m.rope_inv_freq_swa) s->rope_swa = scratch(B * in->n_rot, &oom);
     /* Attention scratch per thread, for a block of att_tb tokens x the query heads of one
@@ -263,6 +277,11 @@ void sw_stage_free(struct sw_stage *s)
     free(s->moe_y);
     free(s->ex_tok);
     free(s->ex_w);
+    free(s->mla_qa);
+    free(s->mla_q);
+    free(s->mla_in);
+    free(s->mla_out);
+    free(s->mla_o);
     free(s->rope);
     free(s->rope_swa);
     free(s->att_scratch);
@@ -557,13 +576,13 @@ static void rope_tables(struct sw_stage *s, uint32_t n_tokens)
 /* Rotates the first n_rot dimensions of each of n_heads heads of one token's vector.
  * llama GGUFs (converted with Q/K permuted) rotate adjacent pairs (2i, 2i+1); qwen2
  * (NeoX style) rotates (i, i + n_rot/2). */
-static void rope_apply(const struct sw_stage *s, float *x, uint32_t n_heads, const float *cs)
+static void rope_apply_at(const struct sw_stage *s, float *x, uint32_t n_heads, size_t stride, const float *cs)
 {
     const struct sw_stage_info *in = &s->m.info;
     const uint32_t half = in->n_rot / 2;
     const float *c = cs, *sn = cs + half;
     for (uint32_t h = 0; h < n_heads; h++) {
-        float *v = x + (size_t)h * in->head_dim;
+        float *v = x + (size_t)h * stride;
         if (in->rope_neox) {
             for (uint32_t i = 0; i < half; i++) {
                 const float a = v[i], b = v[i + half];
@@ -578,6 +597,11 @@ static void rope_apply(const struct sw_stage *s, float *x, uint32_t n_heads, con
             }
         }
     }
+}
+
+static void rope_apply(const struct sw_stage *s, float *x, uint32_t n_heads, const float *cs)
+{
+    rope_apply_at(s, x, n_heads, s->m.info.head_dim, cs);
 }
 
 /* ------------------------------------------------------------------ forward */
@@ -702,10 +726,73 @@ static struct sw__w expert_w(const struct sw__wx *x, uint32_t e)
     return w;
 }
 
+/* attn hook, deepseek2's multi-head latent attention in its absorbed form (llama.cpp's
+ * too): xn (T x n_embd, normed) in, Wo · attn out in xn.
+ *   q = Wq_b·norm(Wq_a·xn) (or Wq·xn), per head q_nope ‖ q_pe; kv_c ‖ k_pe = Wkv_a·xn,
+ *   kv_c normed, k_pe and q_pe roped; the cache's one KV head holds kv_c ‖ k_pe;
+ *   query head h = (W_k_b[h]·q_nope) ‖ q_pe, so q·k = q_nope·k_nope + q_pe·k_pe;
+ *   o_h = W_v_b[h] · (softmax · kv_c), the heads' o into Wo. */
+static int attn_mla(struct sw_stage *s, const struct sw__layer *ly, uint32_t l, const struct seg *sg,
+                    uint32_t n_seg, uint32_t T)
+{
+    const struct sw_stage_info *info = &s->m.info;
+    const struct sw__hparams *hp = &s->m.hp;
+    const uint32_t H = info->n_head, nr = info->n_rot, nope = hp->qk_nope, R = hp->kv_lora_rank, VH = hp->v_head;
+    const uint32_t QR = hp->q_lora_rank;
+    const size_t kmla = (size_t)nope + nr, qd = s->q_dim, kd = s->kv_dim;
+    const uint32_t li = l - info->layer_first;
+    struct sw_k_mm_op ops[2] = {
+        { ly->wkv_a.data, ly->wkv_a.type, ly->wkv_a.rows, s->k },
+        { QR ? ly->wq_a.data : ly->wq_b.data, QR ? ly->wq_a.type : ly->wq_b.type, QR ? ly->wq_a.rows : ly->wq_b.rows,
+          QR ? s->mla_qa : s->mla_q },
+    };
+    int rc = sw_k_matmul_multi(s->pool, ops, 2, info->n_embd, s->xn, T);
+    if (rc) return set_err(s, rc, "q/kv matmul of layer %u failed: %s", l, sw_strerror(rc));
+    if (QR) {
+        for (uint32_t t = 0; t < T; t++)
+            rmsnorm_row(s->mla_qa + (size_t)t * QR, ly->q_a_norm, s->mla_qa + (size_t)t * QR, QR, info->rms_eps);
+        if ((rc = mm(s, &ly->wq_b, s->mla_qa, T, s->mla_q))) return rc;
+    }
+    for (uint32_t t = 0; t < T; t++) {
+        const float *cs = s->rope + (size_t)t * nr;
+        float *k = s->k + t * kd, *q = s->mla_q + t * H * kmla;
+        rmsnorm_row(k, ly->kv_a_norm, k, R, info->rms_eps);
+        rope_apply_at(s, k + R, 1, 0, cs);
+        rope_apply_at(s, q + nope, H, kmla, cs);
+        for (uint32_t h = 0; h < H; h++)
+            memcpy(s->q + t * qd + h * kd + R, q + h * kmla + nope, nr * sizeof(float));
+        const struct sw__kv *kv = s->tok_kv[t];
+        const size_t p = s->tok_pos[t], cap = kv->cap;
+        sw_k_f32_to_f16_row(k, kv->k[li] + p * kd, (int64_t)kd);
+        sw_f16 *vt = kv->v[li] + p;
+        for (size_t d = 0; d < kd; d++) vt[d * cap] = sw_k_f32_to_f16(k[d]);
+    }
+    for (uint32_t h = 0; h < H; h++) { /* absorb: the heads' latent queries */
+        for (uint32_t t = 0; t < T; t++)
+            memcpy(s->mla_in + (size_t)t * nope, s->mla_q + t * H * kmla + h * kmla, nope * sizeof(float));
+        const struct sw__w wk = expert_w(&ly->wk_b, h);
+        if ((rc = mm(s, &wk, s->mla_in, T, s->mla_out))) return rc;
+        for (uint32_t t = 0; t < T; t++)
+            memcpy(s->q + t * qd + h * kd, s->mla_out + (size_t)t * R, R * sizeof(float));
+    }
+    struct attn_task atk = { s, li, sg, n_seg };
+    sw_k_pool_run(s->pool, attn_run, &atk);
+    cores_tick(s);
+    for (uint32_t h = 0; h < H; h++) { /* decompress: each head's value */
+        for (uint32_t t = 0; t < T; t++)
+            memcpy(s->mla_in + (size_t)t * R, s->att + t * qd + h * kd, R * sizeof(float));
+        const struct sw__w wv = expert_w(&ly->wv_b, h);
+        if ((rc = mm(s, &wv, s->mla_in, T, s->mla_out))) return rc;
+        for (uint32_t t = 0; t < T; t++)
+            memcpy(s->mla_o + ((size_t)t * H + h) * VH, s->mla_out + (size_t)t * VH, VH * sizeof(float));
+    }
+    return mm(s, &ly->wo, s->mla_o, T, s->xn);
+}
+
 /* Router of one token (llama.cpp's build_moe_ffn with softmax gating): p = softmax(logits)
  * over all experts; the k largest (the lower index first on ties), weights p[chosen],
  * renormalised to sum 1 when the architecture says so, times expert_weights_scale. */
-static void route(const struct sw__hparams *hp, float *logits, uint32_t *sel, float *w)
+static void route(const struct sw__hparams *hp, const float *sel_bias, float *logits, uint32_t *sel, float *w)
 {
     const uint32_t n = hp->n_expert, k = hp->n_expert_used;
     if (hp->gating == SW__GATING_SOFTMAX) {
@@ -714,13 +801,45 @@ static void route(const struct sw__hparams *hp, float *logits, uint32_t *sel, fl
         double sum = 0;
         for (uint32_t e = 0; e < n; e++) sum += (logits[e] = expf(logits[e] - mx));
         for (uint32_t e = 0; e < n; e++) logits[e] = (float)(logits[e] / sum);
+    } else if (hp->gating == SW__GATING_SIGMOID) {
+        for (uint32_t e = 0; e < n; e++) logits[e] = 1.0f / (1.0f + expf(-logits[e]));
+    }
+    /* The choice is by score = p + exp_probs_b (DeepSeek V3; the weights stay p), within
+     * the n_group_used groups whose two best scores sum highest (grouped top-k). */
+    float score[4096]; /* n_expert <= 4096 (arch.c) */
+    for (uint32_t e = 0; e < n; e++) score[e] = logits[e] + (sel_bias ? sel_bias[e] : 0);
+    if (hp->n_group > 1) {
+        const uint32_t G = hp->n_group, per = n / G;
+        float gs[4096];
+        for (uint32_t g = 0; g < G; g++) {
+            float a = -INFINITY, b = -INFINITY; /* the two largest */
+            for (uint32_t i = 0; i < per; i++) {
+                const float v = score[g * per + i];
+                if (v > a) {
+                    b = a;
+                    a = v;
+                } else if (v > b) {
+                    b = v;
+                }
+            }
+            gs[g] = a + b;
+        }
+        uint8_t keep[4096] = { 0 };
+        for (uint32_t j = 0; j < hp->n_group_used; j++) {
+            uint32_t best = UINT32_MAX;
+            for (uint32_t g = 0; g < G; g++)
+                if (!keep[g] && (best == UINT32_MAX || gs[g] > gs[best])) best = g;
+            keep[best] = 1;
+        }
+        for (uint32_t e = 0; e < n; e++)
+            if (!keep[e / per]) score[e] = -INFINITY;
     }
     for (uint32_t j = 0; j < k; j++) {
         uint32_t best = UINT32_MAX;
         for (uint32_t e = 0; e < n; e++) {
             int taken = 0;
             for (uint32_t i = 0; i < j && !taken; i++) taken = sel[i] == e;
-            if (!taken && (best == UINT32_MAX || logits[e] > logits[best])) best = e;
+            if (!taken && (best == UINT32_MAX || score[e] > score[best])) best = e;
         }
         sel[j] = best;
         w[j] = logits[best];
@@ -754,7 +873,8 @@ static int ffn_moe(struct sw_stage *s, const struct sw__layer *ly, uint32_t l, u
     if (rc) return rc;
     add_bias(s->router, ly->gate_inp_b, T, hp->n_expert);
     for (uint32_t t = 0; t < T; t++)
-        route(hp, s->router + (size_t)t * hp->n_expert, s->sel + (size_t)t * k, s->sel_w + (size_t)t * k);
+        route(hp, ly->exp_probs_b, s->router + (size_t)t * hp->n_expert, s->sel + (size_t)t * k,
+              s->sel_w + (size_t)t * k);
     memset(s->ffo, 0, (size_t)T * E * sizeof *s->ffo);
     for (uint32_t e = 0; e < hp->n_expert; e++) {
         uint32_t n = 0;
@@ -837,7 +957,7 @@ static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg
         const struct sw__layer *ly = &s->m.layers[li];
         cores_tick(s);
         rmsnorm(s, s->x, ly->attn_norm, s->xn, T);
-        if ((rc = attn_gqa(s, ly, l, sg, n_seg, T))) return rc;
+        if ((rc = s->m.hp.mla ? attn_mla(s, ly, l, sg, n_seg, T) : attn_gqa(s, ly, l, sg, n_seg, T))) return rc;
         if (ly->attn_post_norm) rmsnorm(s, s->xn, ly->attn_post_norm, s->xn, T);
         add_into(s->x, s->xn, (int64_t)T * E);
 

@@ -35,7 +35,7 @@ struct sw__wx {
  *   x += ffn(norm(x))             ffn: dense SwiGLU, or MoE (+ a gated shared expert) */
 /* softmax over all experts, weights p[chosen]; or (gpt-oss) choose by the raw logits,
  * weights = softmax over the chosen ones */
-enum sw__gating { SW__GATING_SOFTMAX = 0, SW__GATING_SOFTMAX_WEIGHT };
+enum sw__gating { SW__GATING_SOFTMAX = 0, SW__GATING_SOFTMAX_WEIGHT, SW__GATING_SIGMOID };
 /* silu(g)*u; gelu_tanh(g)*u (gemma); gpt-oss's clamped x*sigmoid(1.702x)*(u+1) */
 enum sw__act { SW__ACT_SWIGLU = 0, SW__ACT_GEGLU, SW__ACT_SWIGLU_OAI };
 struct sw__hparams {
@@ -72,6 +72,17 @@ struct sw__hparams {
     enum sw__gating gating;
     int moe_norm_w;       /* the top-k weights are renormalised to sum 1 */
     float expert_weights_scale; /* multiplies the weights; 0 or 1: none */
+    /* deepseek2: multi-head latent attention, computed in its absorbed form as attention
+     * with one KV head of head_dim = kv_lora_rank + n_rot (the cache holds the normed
+     * latent kv_c and the roped k_pe) whose values are the latent's first kv_lora_rank
+     * dimensions; each query head is q_nope·W_k_b[h] ‖ rope(q_pe), each output head
+     * W_v_b[h]·o[0..kv_lora_rank). */
+    int mla;
+    uint32_t q_lora_rank;   /* 0: plain attn_q (V2-Lite) */
+    uint32_t kv_lora_rank;
+    uint32_t qk_nope, v_head; /* key_length_mla - n_rot, value_length_mla */
+    uint32_t n_dense_lead;  /* leading_dense_block_count: the first layers are dense */
+    uint32_t n_group, n_group_used; /* grouped top-k (expert_group_count/_used_count); 0: none */
 };
 
 /* What one layer holds, indexed by absolute layer (a stage computes any range). */
@@ -97,6 +108,11 @@ struct sw__layer {
     struct sw__wx gate_exps, up_exps, down_exps;
     struct sw__w gate_sh, up_sh, down_sh; /* shared expert (n_ff_shexp) */
     const float *gate_inp_sh;           /* n_embd: its sigmoid gate, or NULL */
+    const float *exp_probs_b;           /* n_expert selection bias (DeepSeek V3), or NULL */
+    /* deepseek2's latent attention (mla): */
+    struct sw__w wq_a, wq_b, wkv_a;     /* q low rank (or wq alone), kv latent ‖ k_pe */
+    const float *q_a_norm, *kv_a_norm;  /* q_lora_rank, kv_lora_rank */
+    struct sw__wx wk_b, wv_b;           /* per head: [qk_nope -> kv_lora_rank], [kv_lora_rank -> v_head] */
 };
 
 struct sw__model {

@@ -15,6 +15,14 @@
 #include "infer/stage_impl.h" /* the architecture table (arch.c): which tensors a row has */
 
 /* Rows may stop after the vocab column: the feature columns after it default to 0 (absent). */
+/* deepseek2: V2-Lite's shape (no q low rank, softmax, 2 shared experts, YaRN x40 with
+ * mscale_all_dim 0.707), a V2-style nano, and a V3-style nano (q low rank, sigmoid gating
+ * with selection bias, 4 groups of which 2 are used, normalised weights x 1.5, YaRN). */
+/*                                    q_lora kv_lora nope rope  v  dense shared groups used gating scale norm log_mul */
+static const struct sw_synth_mla MLA_V2_NANO = { 0,   128,  64,  32,  64,  1,  2,    0,   0,   1,   1.0f, 0, 0 };
+static const struct sw_synth_mla MLA_V3_NANO = { 96,  128,  64,  32,  64,  1,  1,    4,   2,   2,   1.5f, 1, 0.1f };
+static const struct sw_synth_mla MLA_V2_LITE = { 0,   512, 128,  64, 128,  1,  2,    0,   0,   1,   1.0f, 0, 0.0707f };
+
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 static const struct sw_synth_preset PRESETS[] = {
@@ -46,7 +54,11 @@ static const struct sw_synth_preset PRESETS[] = {
     { "qwen3-yarn-nano","qwen3",     256,  2,   4,  2,   512,   512,   512, 1000000.0f, 1e-6f, 1, "../models/stories260K.gguf", 128, 0, 0, 0, 0, 0, "yarn", 4.0f, 32 },
     { "gpt-oss-nano",   "gpt-oss",   256,  2,   4,  2,   256,   512,   512, 150000.0f, 1e-5f, 0, "../models/stories260K.gguf", 64, 4, 2, 256, 0, 6, "yarn", 4.0f, 32 },
     { "gpt-oss-20b",    "gpt-oss",  2880, 24,  64,  8,  2880, 201088, 131072, 150000.0f, 1e-5f, 0, "ggml-vocab-llama-spm.gguf", 64, 32, 4, 2880, 0, 128, "yarn", 32.0f, 4096 },
-    { NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, 0, NULL, 0, 0 },
+    /* name             arch        embd layers head kv  ff    vocab   ctx    rope base  eps  tied vocab file  head_dim experts used ff_exp ff_shexp window scaling factor orig_ctx mla */
+    { "deepseek2-nano", "deepseek2", 256,  3,   4,  1,   512,   512,   512,  10000.0f, 1e-6f, 0, "../models/stories260K.gguf", 0, 8, 2, 128, 0, 0, NULL, 0, 0, &MLA_V2_NANO },
+    { "deepseek3-nano", "deepseek2", 256,  3,   4,  1,   512,   512,   512,  10000.0f, 1e-6f, 0, "../models/stories260K.gguf", 0, 16, 4, 128, 0, 0, "yarn", 4.0f, 32, &MLA_V3_NANO },
+    { "deepseek-v2-lite", "deepseek2", 2048, 27, 16, 1, 10944, 102400, 163840, 10000.0f, 1e-6f, 0, "ggml-vocab-deepseek-llm.gguf", 0, 64, 6, 1408, 0, 0, "yarn", 40.0f, 4096, &MLA_V2_LITE },
+    { NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, 0, NULL, 0, 0, NULL },
 };
 #pragma GCC diagnostic pop
 
@@ -208,6 +220,44 @@ static int build_plan(const struct sw_synth_preset *ps, uint32_t n_layers, const
         uint32_t big = mix && more_bits(l, n_layers) ? SW_TYPE_Q6_K : base;
 #define N(s) (snprintf(name, sizeof name, "blk.%u." s, l), name)
         rc |= plan_add(p, N("attn_norm.weight"), SW_TYPE_F32, 1, E, 1, INIT_ONES, 0);
+        const struct sw_synth_mla *ml = ps->mla;
+        if (ml) { /* deepseek2: latent attention as llama.cpp's converter writes it */
+            const int64_t H = ps->n_head, km = ml->qk_nope + ml->qk_rope, R = ml->kv_lora_rank;
+            if (ml->q_lora_rank) {
+                rc |= plan_add(p, N("attn_q_a.weight"), base, 2, E, ml->q_lora_rank, INIT_UNIFORM, s_e);
+                rc |= plan_add(p, N("attn_q_a_norm.weight"), SW_TYPE_F32, 1, ml->q_lora_rank, 1, INIT_ONES, 0);
+                rc |= plan_add(p, N("attn_q_b.weight"), base, 2, ml->q_lora_rank, H * km, INIT_UNIFORM,
+                               1.0f / sqrtf((float)ml->q_lora_rank));
+            } else {
+                rc |= plan_add(p, N("attn_q.weight"), base, 2, E, H * km, INIT_UNIFORM, s_e);
+            }
+            rc |= plan_add(p, N("attn_kv_a_mqa.weight"), base, 2, E, R + ml->qk_rope, INIT_UNIFORM, s_e);
+            rc |= plan_add(p, N("attn_kv_a_norm.weight"), SW_TYPE_F32, 1, R, 1, INIT_ONES, 0);
+            rc |= plan_add3(p, N("attn_k_b.weight"), base, 3, ml->qk_nope, R, H, INIT_UNIFORM,
+                            1.0f / sqrtf((float)ml->qk_nope));
+            rc |= plan_add3(p, N("attn_v_b.weight"), big, 3, R, ml->v_head, H, INIT_UNIFORM, 1.0f / sqrtf((float)R));
+            rc |= plan_add(p, N("attn_output.weight"), base, 2, H * ml->v_head, E, INIT_UNIFORM,
+                           0.5f / sqrtf((float)(H * ml->v_head)));
+            rc |= plan_add(p, N("ffn_norm.weight"), SW_TYPE_F32, 1, E, 1, INIT_ONES, 0);
+            if (l < ml->n_dense_lead) {
+                rc |= plan_add(p, N("ffn_gate.weight"), base, 2, E, F, INIT_UNIFORM, s_e);
+                rc |= plan_add(p, N("ffn_up.weight"), base, 2, E, F, INIT_UNIFORM, s_e);
+                rc |= plan_add(p, N("ffn_down.weight"), big, 2, F, E, INIT_UNIFORM, s_f);
+                continue;
+            }
+            const int64_t X = hp.n_expert, FX = hp.n_ff_exp, FS = FX * ml->n_expert_shared;
+            rc |= plan_add(p, N("ffn_gate_inp.weight"), SW_TYPE_F32, 2, E, X, INIT_UNIFORM, s_e);
+            if (ml->gating == 2) rc |= plan_add(p, N("exp_probs_b.bias"), SW_TYPE_F32, 1, X, 1, INIT_UNIFORM, 0.5f);
+            rc |= plan_add3(p, N("ffn_gate_exps.weight"), base, 3, E, FX, X, INIT_UNIFORM, s_e);
+            rc |= plan_add3(p, N("ffn_up_exps.weight"), base, 3, E, FX, X, INIT_UNIFORM, s_e);
+            rc |= plan_add3(p, N("ffn_down_exps.weight"), big, 3, FX, E, X, INIT_UNIFORM, 0.5f / sqrtf((float)FX));
+            if (FS) {
+                rc |= plan_add(p, N("ffn_gate_shexp.weight"), base, 2, E, FS, INIT_UNIFORM, s_e);
+                rc |= plan_add(p, N("ffn_up_shexp.weight"), base, 2, E, FS, INIT_UNIFORM, s_e);
+                rc |= plan_add(p, N("ffn_down_shexp.weight"), big, 2, FS, E, INIT_UNIFORM, 0.5f / sqrtf((float)FS));
+            }
+            continue;
+        }
         if (hp.fused_qkv) {
             rc |= plan_add(p, N("attn_qkv.weight"), base, 2, E, qd + 2 * kvd, INIT_UNIFORM, s_e);
         } else {
@@ -423,8 +473,29 @@ int sw_synth_write(const char *path, const struct sw_synth_opts *o, char *err, s
     rc |= sw_gguf_writer_set_f32(w, AK("attention.layer_norm_rms_epsilon"), ps->rms_eps);
     rc |= sw_gguf_writer_set_f32(w, AK("rope.freq_base"), ps->rope_freq_base);
     const uint32_t hd = ps->head_dim ? ps->head_dim : ps->n_embd / ps->n_head;
-    rc |= sw_gguf_writer_set_u32(w, AK("rope.dimension_count"), hd);
-    if (ps->head_dim) {
+    const struct sw_synth_mla *ml = ps->mla;
+    rc |= sw_gguf_writer_set_u32(w, AK("rope.dimension_count"), ml ? ml->qk_rope : hd);
+    if (ml) { /* as llama.cpp's DeepseekV2Model converter writes them */
+        /* written also when 0 (plain attn_q): llama.cpp requires the key unless the layer
+         * count is a known lite model's */
+        rc |= sw_gguf_writer_set_u32(w, AK("attention.q_lora_rank"), ml->q_lora_rank);
+        rc |= sw_gguf_writer_set_u32(w, AK("attention.kv_lora_rank"), ml->kv_lora_rank);
+        rc |= sw_gguf_writer_set_u32(w, AK("attention.key_length"), ml->kv_lora_rank + ml->qk_rope);
+        rc |= sw_gguf_writer_set_u32(w, AK("attention.value_length"), ml->kv_lora_rank);
+        rc |= sw_gguf_writer_set_u32(w, AK("attention.key_length_mla"), ml->qk_nope + ml->qk_rope);
+        rc |= sw_gguf_writer_set_u32(w, AK("attention.value_length_mla"), ml->v_head);
+        rc |= sw_gguf_writer_set_u32(w, AK("leading_dense_block_count"), ml->n_dense_lead);
+        rc |= sw_gguf_writer_set_u32(w, AK("expert_shared_count"), ml->n_expert_shared);
+        rc |= sw_gguf_writer_set_f32(w, AK("expert_weights_scale"), ml->weights_scale);
+        if (ml->weights_norm) rc |= sw_gguf_writer_set_bool(w, AK("expert_weights_norm"), 1);
+        rc |= sw_gguf_writer_set_u32(w, AK("expert_gating_func"), ml->gating);
+        if (ml->n_group) {
+            rc |= sw_gguf_writer_set_u32(w, AK("expert_group_count"), ml->n_group);
+            rc |= sw_gguf_writer_set_u32(w, AK("expert_group_used_count"), ml->n_group_used);
+        }
+        if (ml->yarn_log_mul != 0)
+            rc |= sw_gguf_writer_set_f32(w, AK("rope.scaling.yarn_log_multiplier"), ml->yarn_log_mul);
+    } else if (ps->head_dim) {
         rc |= sw_gguf_writer_set_u32(w, AK("attention.key_length"), hd);
         rc |= sw_gguf_writer_set_u32(w, AK("attention.value_length"), hd);
     }

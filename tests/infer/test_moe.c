@@ -79,16 +79,18 @@ static void test_batch_equals_decode(void)
     batch_vs_decode("gemma3-nano", "Q8_0");    /* sliding window crossed by the 16 tokens */
     batch_vs_decode("phi-nano", "Q4_K");
     batch_vs_decode("gpt-oss-nano", "MXFP4"); /* sinks, window, YaRN, biased experts */
+    batch_vs_decode("deepseek2-nano", "Q8_0"); /* latent attention, dense lead, shared experts */
+    batch_vs_decode("deepseek3-nano", "F32");  /* + q low rank, sigmoid groups, YaRN */
 }
 
 /* Shards of an MoE model (split by layer: a layer's experts stay together) compute what the
  * whole model does. */
-static void test_split_equals_whole(void)
+static void split_equals_whole(const char *preset)
 {
     char p[600], dir[600], err[512];
-    snprintf(p, sizeof p, "%s/qwen3moe-split.gguf", tmp_dir);
-    if (synth(p, "qwen3moe-nano", "Q8_0")) return;
-    snprintf(dir, sizeof dir, "%s/qwen3moe-shards", tmp_dir);
+    snprintf(p, sizeof p, "%s/%s-split.gguf", tmp_dir, preset);
+    if (synth(p, preset, "Q8_0")) return;
+    snprintf(dir, sizeof dir, "%s/%s-shards", tmp_dir, preset);
     struct sw_split_opts so = { .n_shards = 2, .out_dir = dir };
     struct sw_shard_plan plans[2];
     int rc = sw_gguf_split(p, &so, plans, err, sizeof err);
@@ -110,12 +112,18 @@ static void test_split_equals_whole(void)
         CHECK_EQ_INT(sw_chain_forward(whole, 1, 0, 16, TOKS, a, SW_STAGE_LOGITS_ALL), 0);
         CHECK_EQ_INT(sw_chain_forward(parts, 1, 0, 16, TOKS, b, SW_STAGE_LOGITS_ALL), 0);
         double d = max_rel_diff(b, a, 16 * (size_t)V);
-        CHECK_MSG(d <= 1e-5, "2 shards vs whole: %.3g", d);
+        CHECK_MSG(d <= 1e-5, "%s: 2 shards vs whole: %.3g", preset, d);
         free(a);
         free(b);
     }
     sw_chain_free(whole);
     sw_chain_free(parts);
+}
+
+static void test_split_equals_whole(void)
+{
+    split_equals_whole("qwen3moe-nano");
+    split_equals_whole("deepseek3-nano");
 }
 
 /* Copies src to dst without tensor `drop` and with key `key` set to u32 `val` (or the
@@ -189,6 +197,16 @@ static void test_refusals(void)
     refused(q3, "blk.0.attn_k_norm.weight", NULL, 0, NULL, SW_ECORRUPT, "blk.0.attn_k_norm.weight", "missing");
     refused(q3, NULL, "qwen3moe.attention.key_length", 64, NULL, SW_EUNSUPPORTED, "key_length 64", "value_length 128");
     refused(q3, NULL, "general.architecture", 0, "deepseek9", SW_EUNSUPPORTED, "deepseek9", "qwen3moe");
+    char ds[600];
+    snprintf(ds, sizeof ds, "%s/ds3-bad-src.gguf", tmp_dir);
+    if (synth(ds, "deepseek3-nano", "F32")) return;
+    refused(ds, "blk.1.attn_k_b.weight", NULL, 0, NULL, SW_ECORRUPT, "blk.1.attn_k_b.weight", "missing");
+    refused(ds, "blk.0.attn_q_a_norm.weight", NULL, 0, NULL, SW_ECORRUPT, "blk.0.attn_q_a_norm.weight", "missing");
+    refused(ds, NULL, "deepseek2.attention.kv_lora_rank", 64, NULL, SW_EUNSUPPORTED, "key_length 160", "= 96");
+    refused(ds, NULL, "deepseek2.expert_group_count", 3, NULL, SW_ECORRUPT, "expert_group_count 3", "16 experts");
+    refused(ds, NULL, "deepseek2.expert_gating_func", 3, NULL, SW_EUNSUPPORTED, "expert_gating_func", "3");
+    refused(ds, NULL, "deepseek2.leading_dense_block_count", 9, NULL, SW_ECORRUPT, "leading_dense_block_count 9",
+            "block_count 3");
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)

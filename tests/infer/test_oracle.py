@@ -11,7 +11,8 @@ sequence goes through both engines and the next-token logits are compared at eve
 
 Models: stories260K and tiny synth presets of every architecture (llama, qwen2, Mixtral-style
 llama MoE, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3 with longrope factors, qwen3 with
-YaRN, gpt-oss) in F32, Q8_0 and Q4_K, moe-nano / qwen3moe-nano in every quant type,
+YaRN, gpt-oss, deepseek2 as V2 and as V3 with YaRN) in F32, Q8_0 and Q4_K, moe-nano /
+qwen3moe-nano in every quant type,
 gpt-oss-nano in MXFP4, and moe-nano / qwen3moe-nano in the quant types."""
 import array
 import json
@@ -34,7 +35,7 @@ NLC = "node-llama-cpp@3.22.1"
 TOKENS = [1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426]
 
 ARCH_PRESETS = ["nano", "qwen2-nano", "moe-nano", "qwen2moe-nano", "qwen3-nano", "qwen3moe-nano", "gemma2-nano",
-                "gemma3-nano", "phi-nano", "qwen3-yarn-nano", "gpt-oss-nano"]
+                "gemma3-nano", "phi-nano", "qwen3-yarn-nano", "gpt-oss-nano", "deepseek2-nano", "deepseek3-nano"]
 QUANTS = ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K", "Q2_K", "Q3_K",
           "IQ4_NL", "IQ4_XS"]
 QUANT_PRESETS = ["moe-nano", "qwen3moe-nano"]
