@@ -5,7 +5,9 @@ processes on 127.0.0.1 and the `generate --swarm` client: 60 greedy tokens ident
 single-process `generate` on the whole file, logits within 1e-4 (f32 on the wire).
   qwen3moe   qwen3moe-nano Q8_0 (8 experts, 2 used, q/k norm, head size 128)
   gpt-oss    gpt-oss-nano MXFP4 (attention sinks, alternating sliding window, YaRN,
-             biased experts, clamped SwiGLU)"""
+             biased experts, clamped SwiGLU)
+  deepseek3  deepseek3-nano Q8_0 (latent attention, a dense first layer, sigmoid grouped
+             routing with selection bias, shared expert, YaRN): one layer per shard"""
 import os
 import sys
 
@@ -19,7 +21,8 @@ N_GEN = 60
 PROMPT = "1 403 407 261 378 285 266 350 432 306 286"
 
 
-CASES = {"qwen3moe": ("qwen3moe-nano", "Q8_0"), "gpt-oss": ("gpt-oss-nano", "MXFP4")}
+CASES = {"qwen3moe": ("qwen3moe-nano", "Q8_0"), "gpt-oss": ("gpt-oss-nano", "MXFP4"),
+         "deepseek3": ("deepseek3-nano", "Q8_0")}
 
 
 def main(case):
@@ -29,10 +32,12 @@ def main(case):
     with harness.Procs() as procs:
         m = S.Model(harness.tmpdir("sw-moe-"), N_SHARDS,
                     synth=["--preset", preset, "--type", typ, "--layers", "3", "--seed", "5", "--vocab", vocab])
+        dense_lead = 1 if case == "deepseek3" else 0  # its layer 0 is dense (one layer per shard)
         for k in range(N_SHARDS):  # every shard holds whole layers: all experts of each
             r = harness.run([harness.BIN, "inspect", m.shard_path(k)], timeout=30)
-            check(r.returncode == 0 and "ffn_gate_exps" in r.stdout + r.stderr,
-                  "shard %d holds no expert stack:\n%s" % (k, (r.stdout + r.stderr)[-1500:]))
+            want = "ffn_gate_exps" if k >= dense_lead else "ffn_gate.weight"
+            check(r.returncode == 0 and want in r.stdout + r.stderr,
+                  "shard %d holds no %s:\n%s" % (k, want, (r.stdout + r.stderr)[-1500:]))
         nodes = {"n0": P.start_node(procs, m, "n0", 0)}
         boot = nodes["n0"].port
         for k in range(1, N_SHARDS):
