@@ -9,7 +9,9 @@ start with their shard on disk, nodes 4-7 with an empty cache fetch theirs over 
   ttft      time to first token of a P-token prompt (default 512), swarm / single process
             (goal <= 1.1); single process: `generate --json-timings` prompt_ms
   decode    tokens/s of one session (32-token prompt, N tokens), swarm / single (goal >= 0.95)
-  conc      2 and 4 concurrent sessions: total tokens/s (sum of the sessions' rates) / one
+  conc      2 and 4 concurrent sessions (8-token prompts, 24 tokens each, so that their
+            decode periods overlap): total tokens/s (sum of the sessions' rates) / one session
+            of the same shape
 
 The nodes share the machine's T cores the nodes' default way (T threads each, the machine
 core lease lets at most T compute at once), the single process has T threads. The machine
@@ -17,7 +19,8 @@ must hold the swarm (~4 GB mapped) and the single process (3.8 GB) at once.
 
 Environment: SW_BENCH_THREADS (default: all CPUs), SW_BENCH_SCALE_MODEL (a llama2-7b-shaped
 GGUF to use instead of generating one; read only), SW_BENCH_SCALE_PROMPT (default 512),
-SW_BENCH_SCALE_GEN (default 16), SW_BENCH_SCALE_SINGLE=0 (skip the single-process runs).
+SW_BENCH_SCALE_GEN (default 16), SW_BENCH_SCALE_CONC_PROMPT / _CONC_GEN (8 / 24),
+SW_BENCH_SCALE_SINGLE=0 (skip the single-process runs).
 """
 import os
 import re
@@ -34,6 +37,8 @@ BIN, BUILD, THREADS = P.BIN, P.BUILD, P.THREADS
 N_SHARDS = 8
 PROMPT = int(os.environ.get("SW_BENCH_SCALE_PROMPT") or 512)
 N_GEN = int(os.environ.get("SW_BENCH_SCALE_GEN") or 16)
+CONC_PROMPT = int(os.environ.get("SW_BENCH_SCALE_CONC_PROMPT") or 8)
+CONC_GEN = int(os.environ.get("SW_BENCH_SCALE_CONC_GEN") or 24)
 DO_SINGLE = os.environ.get("SW_BENCH_SCALE_SINGLE", "1") != "0"
 log = P.log
 
@@ -117,6 +122,10 @@ def main():
     try:
         with harness.Procs() as procs:
             sw = S.Swarm(procs, Split(split, root))
+            if DO_SINGLE:
+                r = P.single(model, THREADS, prompt_len=32, n=N_GEN)
+                res["dec_single_before"] = r["gen_tps"]
+                log("single (before the swarm): %.3f tok/s" % r["gen_tps"])
             seeder = sw.start("seeder", seed_all=True, extra=extra)
             seeder.proc.wait_for(r"seeding all", timeout=1800)  # its shards hashed (3.8 GB)
             t0 = time.time()
@@ -151,8 +160,14 @@ def main():
             r = P.wait(client(sw, "one", 32, N_GEN), timeout=3600)
             res["dec_swarm"] = r["gen_tps"]
             log("swarm: 1 session %.3f tok/s" % r["gen_tps"])
+            # Concurrency: short prompts, so that the sessions' decode periods overlap (a 32-token
+            # prefill at 7B takes about as long as 16 decoded tokens here; the sessions' rates
+            # would then be measured mostly while the others prefill, which is not batching).
+            r = P.wait(client(sw, "one-c", CONC_PROMPT, CONC_GEN), timeout=3600)
+            res["conc1"] = r["gen_tps"]
+            log("swarm: 1 session (short prompt) %.3f tok/s" % r["gen_tps"])
             for c in (2, 4):
-                cs = [client(sw, "c%d-%d" % (c, i), 32, N_GEN) for i in range(c)]
+                cs = [client(sw, "c%d-%d" % (c, i), CONC_PROMPT, CONC_GEN) for i in range(c)]
                 rs = [P.wait(x, timeout=3600) for x in cs]
                 res["conc%d" % c] = sum(x["gen_tps"] for x in rs)
                 log("swarm: %d concurrent sessions %.3f tok/s in total (%s)"
@@ -165,8 +180,10 @@ def main():
                 res["rss_single"] = r.get("peak_rss", 0) / 1048576.0
                 log("single: %d-token prompt in %.0f ms" % (PROMPT, r["prompt_ms"]))
                 r = P.single(model, THREADS, prompt_len=32, n=N_GEN)
-                res["dec_single"] = r["gen_tps"]
+                res["dec_single_after"] = r["gen_tps"]
                 log("single: %.3f tok/s" % r["gen_tps"])
+                # decode measured before and after the swarm's runs: the machine drifts
+                res["dec_single"] = (res["dec_single_before"] + r["gen_tps"]) / 2
     finally:
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(cores, ignore_errors=True)
@@ -193,9 +210,14 @@ def main():
     log("| decode, 1 session | %.3f tok/s | %s | %s | >= 0.95 |"
         % (res["dec_swarm"], "%.3f tok/s" % res["dec_single"] if "dec_single" in res else "-",
            ratio(res["dec_swarm"], res.get("dec_single"))))
+    if "dec_single" in res:
+        log("(single-process decode: %.3f tok/s before the swarm ran, %.3f after; the mean is used)"
+            % (res["dec_single_before"], res["dec_single_after"]))
+    log("| 1 session, %d-token prompt, %d tokens (the base of the next rows) | %.3f tok/s | | | |"
+        % (CONC_PROMPT, CONC_GEN, res["conc1"]))
     for c in (2, 4):
         log("| %d concurrent sessions, total / 1 session | %.3f tok/s | | x%s | %s |"
-            % (c, res["conc%d" % c], ratio(res["conc%d" % c], res["dec_swarm"]), ">= 1.6" if c == 2 else ">= 2.5"))
+            % (c, res["conc%d" % c], ratio(res["conc%d" % c], res["conc1"]), ">= 1.6" if c == 2 else ">= 2.5"))
     if "rss_single" in res:
         log("| resident memory | %.0f MB (8 stage nodes, VmHWM) | %.0f MB (peak) | | |"
             % (sum(v[1] for n, v in res["mem"].items() if n != "seeder"), res["rss_single"]))
