@@ -167,12 +167,17 @@ def main():
                         ref.append(js)
         print("  %s: %d+%d runs" % (name, len(ours), len(ref)), flush=True)
         med = lambda v, k: statistics.median(x[k] for x in v) if v else None
-        rows.append((name, med(ours, "prompt_tps"), med(ref, "prompt_tps"), med(ours, "gen_tps"), med(ref, "gen_tps")))
-    f = lambda v: "%.1f" % v if v else "-"
-    q = lambda a, b: "%.2f" % (a / b) if a and b else "-"
-    print("%-26s %9s %9s %6s   %9s %9s %6s" % ("model", "pp ours", "llama.cpp", "ratio", "tg ours", "llama.cpp", "ratio"))
-    for name, op, rp, og, rg in rows:
-        print("%-26s %9s %9s %6s   %9s %9s %6s" % (name, f(op), f(rp), q(op, rp), f(og), f(rg), q(og, rg)))
+        spread = lambda v, k: (min(x[k] for x in v), max(x[k] for x in v)) if v else None
+        rows.append((name, [(med(v, k), spread(v, k)) for k, v in
+                            (("prompt_tps", ours), ("prompt_tps", ref), ("gen_tps", ours), ("gen_tps", ref))]))
+    f = lambda m: "%.1f" % m[0] if m[0] else "-"
+    r = lambda m: "%.1f-%.1f" % m[1] if m[1] else "-"
+    q = lambda a, b: "%.2f" % (a[0] / b[0]) if a[0] and b[0] else "-"
+    print("%-26s %7s %7s %5s   %7s %7s %5s   %s" % ("model", "pp ours", "llama", "ratio", "tg ours", "llama", "ratio",
+                                                "ranges (pp ours, llama; tg ours, llama)"))
+    for name, (op, rp, og, rg) in rows:
+        print("%-26s %7s %7s %5s   %7s %7s %5s   %s, %s; %s, %s" % (name, f(op), f(rp), q(op, rp), f(og), f(rg), q(og, rg),
+                                                                  r(op), r(rp), r(og), r(rg)))
     print("(tok/s; ratio = shardswarm / llama.cpp; load after: %s)" % " ".join(open("/proc/loadavg").read().split()[:3]))
 
 
