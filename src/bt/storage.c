@@ -29,10 +29,6 @@
 #define RESUME_MAGIC "SWBTRES2"
 #define RESUME_HDR 88 /* magic 8, info-hash 20, file 4, piece len 4, first 4, count 4, length word 4, identity 40 */
 
-struct fid {
-    uint64_t dev, ino, size, mtime_ns, ctime_ns; /* all 0: not bound (a .part file) */
-};
-
 struct sfile {
     char *path, *part_path, *resume_path;
     int fd;              /* data file (final or .part), -1 when not open */
@@ -55,20 +51,6 @@ struct sw_bt_storage {
     sw_bt_hash_progress_fn on_hash;  /* progress of check_file (borrowed callback) */
     void *hash_ud;
 };
-
-/* The identity of the file at path now (0, or an error when it cannot be read). */
-static int fid_of(const char *path, struct fid *out)
-{
-    struct stat s;
-    memset(out, 0, sizeof *out);
-    if (stat(path, &s) != 0) return -1;
-    out->dev = (uint64_t)s.st_dev;
-    out->ino = (uint64_t)s.st_ino;
-    out->size = (uint64_t)s.st_size;
-    out->mtime_ns = (uint64_t)s.st_mtim.tv_sec * 1000000000ull + (uint64_t)s.st_mtim.tv_nsec;
-    out->ctime_ns = (uint64_t)s.st_ctim.tv_sec * 1000000000ull + (uint64_t)s.st_ctim.tv_nsec;
-    return 0;
-}
 
 static int errno_sw(int e)
 {
@@ -144,7 +126,7 @@ const char *sw_bt_storage_path(const struct sw_bt_storage *st, uint32_t file)
 
 /* Writes a fresh resume file (header + bytes, identity id or none) atomically and opens it
  * for updates. */
-static int resume_create(struct sw_bt_storage *st, uint32_t fi, const uint8_t *bytes, const struct fid *id)
+static int resume_create(struct sw_bt_storage *st, uint32_t fi, const uint8_t *bytes, const struct sw_file_id *id)
 {
     struct sfile *sf = &st->f[fi];
     const struct sw_bt_file *bf = &st->mi->files[fi];
@@ -189,7 +171,7 @@ static int resume_create(struct sw_bt_storage *st, uint32_t fi, const uint8_t *b
 
 /* Reads a resume file; returns 0 and fills bytes (n_pieces) and the recorded identity when
  * it matches this file. */
-static int resume_load(struct sw_bt_storage *st, uint32_t fi, uint8_t *bytes, struct fid *id)
+static int resume_load(struct sw_bt_storage *st, uint32_t fi, uint8_t *bytes, struct sw_file_id *id)
 {
     struct sfile *sf = &st->f[fi];
     const struct sw_bt_file *bf = &st->mi->files[fi];
@@ -364,9 +346,9 @@ int sw_bt_storage_mark_have(struct sw_bt_storage *st, uint32_t piece, uint32_t *
 static void resume_seal(struct sw_bt_storage *st, uint32_t fi)
 {
     struct sfile *sf = &st->f[fi];
-    struct fid id;
+    struct sw_file_id id;
     uint8_t *bytes = malloc(sf->n_pieces ? sf->n_pieces : 1);
-    int rc = bytes ? fid_of(sf->path, &id) : SW_ENOMEM;
+    int rc = bytes ? sw_file_id(sf->path, &id) : SW_ENOMEM;
     if (!rc) {
         memset(bytes, 1, sf->n_pieces);
         rc = resume_create(st, fi, bytes, &id);
@@ -619,12 +601,12 @@ static int load_file(struct sw_bt_storage *st, uint32_t fi, const struct sw_bt_s
     }
     uint8_t *bytes = calloc(sf->n_pieces ? sf->n_pieces : 1, 1);
     if (!bytes) return SW_ENOMEM;
-    struct fid rec, now;
+    struct sw_file_id rec, now;
     int have_resume = !o->verify_all && resume_load(st, fi, bytes, &rec) == 0;
     int all = 1;
     for (uint32_t k = 0; k < sf->n_pieces; k++) all &= bytes[k];
     /* Resume data speaks for a final file only while the file is exactly the one it sealed. */
-    int same = have_resume && final_ok && rec.ctime_ns && !fid_of(sf->path, &now) && rec.dev == now.dev &&
+    int same = have_resume && final_ok && rec.ctime_ns && !sw_file_id(sf->path, &now) && rec.dev == now.dev &&
                rec.ino == now.ino && rec.size == now.size && rec.mtime_ns == now.mtime_ns &&
                rec.ctime_ns == now.ctime_ns;
     if (have_resume && final_ok && all && !same)

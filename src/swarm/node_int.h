@@ -37,11 +37,6 @@
 #define UNREADY_DEBOUNCE_MS 300 /* a readiness loss is logged once it lasts this long */
 #define WATCH_MS 1000         /* the loaded shard file is stat()ed this often (and on inotify) */
 
-/* What a file is: a change to its bytes, size or name changes one of these (ctime cannot be
- * set by a user). */
-struct sw__fid {
-    uint64_t dev, ino, size, mtime_ns, ctime_ns;
-};
 
 struct peer {
     struct sw_node *node;
@@ -68,7 +63,7 @@ struct job {
     struct retired *retired; /* the node let go of the stage while it was being measured */
     uint32_t threads;
     /* results */
-    struct sw__fid fid;   /* the file as it was before it was hashed and opened */
+    struct sw_file_id fid;   /* the file as it was before it was hashed and opened */
     uint8_t *good_map;    /* verify: one byte per piece of the file, 1 = verified (owned) */
     int has_fid;
     int rc;
@@ -158,7 +153,7 @@ struct sw_node {
     int job_stale;                   /* the shard changed while the job ran */
     uint64_t watch_size, watch_mtime;
     int watch_tried;
-    struct sw__fid served_id;        /* the loaded file as it was when loaded (watched) */
+    struct sw_file_id served_id;        /* the loaded file as it was when loaded (watched) */
     int watching;                    /* served_id stands for the file the stage maps */
     int served_fd1;                  /* watching: the file opened at watch_begin, fd + 1 (0: none) */
     uint64_t served_nlink;           /* its link count then (an unlink or a rename over it drops it) */
@@ -259,14 +254,13 @@ void sw__node_set_shard(struct sw_node *n, int32_t shard, const char *why);
 void sw__node_check_folder(struct sw_node *n);
 void sw__node_on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status);
 void sw__node_plan(struct sw_node *n, uint64_t now);
-void sw__node_watch_begin(struct sw_node *n, const struct sw__fid *fid);
+void sw__node_watch_begin(struct sw_node *n, const struct sw_file_id *fid);
 void sw__node_watch_check(struct sw_node *n);
 void sw__node_watch_stop(struct sw_node *n);
 void sw__node_disk_error(struct sw_node *n, const struct sw_bt_event *ev);
 void sw__node_disk_retry(struct sw_node *n, uint64_t now);
 void sw__node_on_hash(void *ud, uint32_t file, const char *path, uint64_t done, uint64_t total, uint32_t good,
                       uint32_t n_pieces);
-int sw__node_fid_now(const char *path, struct sw__fid *out);
 
 /* node_status.c */
 void sw__node_status_line(struct sw_node *n, int force);

@@ -102,7 +102,7 @@ static void job_work(uv_work_t *req)
         return;
     }
     const struct sw_bt_metainfo *mi = j->node->mi;
-    j->has_fid = !sw__node_fid_now(j->path, &j->fid);
+    j->has_fid = !sw_file_id(j->path, &j->fid);
     if (j->verify) {
         j->rc = verify_pieces(mi, (uint32_t)j->file, j->path, j->good_map, &j->bad_pieces, &j->n_pieces, j->msg,
                               sizeof j->msg);
@@ -218,8 +218,8 @@ static void job_done(uv_work_t *req, int status)
     int refresh = j->verify && j->good_map && j->has_fid && n->t && n->served_id.ino &&
                   n->served_id.dev == j->fid.dev && n->served_id.ino == j->fid.ino &&
                   sw_bt_torrent_file_complete(n->t, (uint32_t)j->file);
-    struct sw__fid now;
-    if (refresh && !sw__node_fid_now(j->path, &now) && !memcmp(&now, &j->fid, sizeof now) &&
+    struct sw_file_id now;
+    if (refresh && !sw_file_id(j->path, &now) && !memcmp(&now, &j->fid, sizeof now) &&
         sw_bt_torrent_apply_check(n->t, (uint32_t)j->file, j->good_map) >= 0)
         sw_log(SW_LOG_INFO, "SHARD", "shard %d at %s: every piece still verifies; resume data bound to the file as "
                "it is now (the next start does not hash it)", (int)j->shard, j->path);
@@ -555,19 +555,6 @@ void sw__node_on_hash(void *ud, uint32_t file, const char *path, uint64_t done, 
 
 /* ------------------------------------------------------------------ served-file watch */
 
-int sw__node_fid_now(const char *path, struct sw__fid *out)
-{
-    struct stat s;
-    memset(out, 0, sizeof *out);
-    if (!path || stat(path, &s)) return SW_ENOTFOUND;
-    out->dev = (uint64_t)s.st_dev;
-    out->ino = (uint64_t)s.st_ino;
-    out->size = (uint64_t)s.st_size;
-    out->mtime_ns = (uint64_t)s.st_mtim.tv_sec * 1000000000ull + (uint64_t)s.st_mtim.tv_nsec;
-    out->ctime_ns = (uint64_t)s.st_ctim.tv_sec * 1000000000ull + (uint64_t)s.st_ctim.tv_nsec;
-    return 0;
-}
-
 static const char *served_path(struct sw_node *n)
 {
     return n->shard >= 0 && n->t ? sw_bt_torrent_file_path(n->t, (uint32_t)n->shard_file[n->shard]) : NULL;
@@ -576,7 +563,7 @@ static const char *served_path(struct sw_node *n)
 /* The stage now maps the shard file: remember what the file was when it was hashed and
  * opened (a change meanwhile is noticed at the next check), and hold it open so that each
  * compute step can fstat it (sw_node_stage_check). */
-void sw__node_watch_begin(struct sw_node *n, const struct sw__fid *fid)
+void sw__node_watch_begin(struct sw_node *n, const struct sw_file_id *fid)
 {
     sw__node_watch_stop(n);
     n->served_id = *fid;
@@ -607,7 +594,7 @@ void sw__node_watch_stop(struct sw_node *n)
 /* The served file as the fd held open sees it: 0 unchanged, else why (in why). */
 static int served_fd_changed(const struct sw_node *n, char *why, size_t cap)
 {
-    const struct sw__fid *was = &n->served_id;
+    const struct sw_file_id *was = &n->served_id;
     struct stat s;
     if (!n->served_fd1) return 0; /* not held open: the watch's stat decides */
     if (fstat(n->served_fd1 - 1, &s)) snprintf(why, cap, "it cannot be read (%s)", strerror(errno));
@@ -648,10 +635,10 @@ void sw__node_watch_check(struct sw_node *n)
     if (!n->watching || n->stopping) return;
     n->last_watch = sw_time_ms();
     const char *path = served_path(n);
-    struct sw__fid now;
-    const struct sw__fid *was = &n->served_id;
+    struct sw_file_id now;
+    const struct sw_file_id *was = &n->served_id;
     char why[200];
-    if (sw__node_fid_now(path, &now)) snprintf(why, sizeof why, "the file vanished");
+    if (sw_file_id(path, &now)) snprintf(why, sizeof why, "the file vanished");
     else if (now.dev != was->dev || now.ino != was->ino) snprintf(why, sizeof why, "the file was replaced by another one");
     else if (now.size != was->size)
         snprintf(why, sizeof why, "its size changed from %llu to %llu bytes", (unsigned long long)was->size,

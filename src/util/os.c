@@ -80,6 +80,20 @@ int sw_file_size(const char *path, uint64_t *size_out)
     return 0;
 }
 
+int sw_file_id(const char *path, struct sw_file_id *out)
+{
+    struct stat st;
+    memset(out, 0, sizeof *out);
+    if (!path) return SW_EINVAL;
+    if (stat(path, &st) != 0) return errno_to_sw(errno);
+    out->dev = (uint64_t)st.st_dev;
+    out->ino = (uint64_t)st.st_ino;
+    out->size = (uint64_t)st.st_size;
+    out->mtime_ns = (uint64_t)st.st_mtim.tv_sec * 1000000000ull + (uint64_t)st.st_mtim.tv_nsec;
+    out->ctime_ns = (uint64_t)st.st_ctim.tv_sec * 1000000000ull + (uint64_t)st.st_ctim.tv_nsec;
+    return 0;
+}
+
 int sw_path_exists(const char *path)
 {
     struct stat st;

@@ -225,6 +225,12 @@ int sw_map_guard_add(const void *p, size_t len);
 void sw_map_guard_remove(const void *p); /* p: the start given to add; NULL harmless */
 uint64_t sw_map_guard_faults(const void *p); /* 0 when p is in no guarded range */
 int sw_file_size(const char *path, uint64_t *size_out); /* SW_ENOTFOUND when absent */
+/* What a file is now: a change to its bytes, size or name changes one of these (ctime cannot
+ * be set by a user). Resume data and the node's watch of a served file compare them. */
+struct sw_file_id {
+    uint64_t dev, ino, size, mtime_ns, ctime_ns; /* all 0: none */
+};
+int sw_file_id(const char *path, struct sw_file_id *out); /* zeroes *out; SW_ENOTFOUND … */
 int sw_path_exists(const char *path);
 int sw_is_dir(const char *path);
 int sw_mkdir_p(const char *path);
