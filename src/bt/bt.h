@@ -211,6 +211,8 @@ struct sw_bt_wire_limits {
     uint32_t max_block;      /* PIECE payload; 0: 128 KiB */
     uint32_t max_ext;        /* default cap for EXTENDED messages; 0: 1 MiB */
     uint32_t max_ext_big;    /* cap for the ext ids flagged big (shardswarm): 0: 64 MiB */
+    uint32_t max_ext_pre;    /* any EXTENDED message before the peer's BEP 10 handshake: 0: 64 KiB */
+    uint32_t max_bitfield;   /* BITFIELD payload, ceil(pieces/8) once known; 0: max_msg */
 };
 
 /* The decoder of one connection. Zero-initialise with sw_bt_wire_init; it owns a buffer for
@@ -219,6 +221,7 @@ struct sw_bt_wire {
     struct sw_bt_wire_limits lim;
     int got_handshake;
     uint8_t big_ext[256 / 8];  /* ext ids (our numbering) allowed max_ext_big */
+    int got_ext_hs;            /* the peer's BEP 10 handshake (ext id 0) was decoded */
     struct sw_buf partial;     /* bytes of an incomplete non-piece message */
     /* In-progress PIECE message being streamed. */
     int in_piece;
@@ -233,6 +236,8 @@ void sw_bt_wire_init(struct sw_bt_wire *w, const struct sw_bt_wire_limits *lim);
 void sw_bt_wire_free(struct sw_bt_wire *w);
 /* Allows up to max_ext_big bytes for incoming EXTENDED messages with this (our) ext id. */
 void sw_bt_wire_allow_big_ext(struct sw_bt_wire *w, uint8_t ext_id);
+/* Caps BITFIELD payloads at ceil(n_pieces/8) bytes (BEP 3), once the torrent is known. */
+void sw_bt_wire_set_pieces(struct sw_bt_wire *w, uint32_t n_pieces);
 /* Feeds received bytes (any split, one byte at a time is fine); calls cb for every event.
  * Returns 0, or SW_ECORRUPT / SW_ETOOBIG (w->err says why): the connection must be closed,
  * and later feeds fail too. The callback may not free w. */

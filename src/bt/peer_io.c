@@ -199,7 +199,9 @@ static struct sw_bt_peer *peer_new(struct sw_bt_session *s, struct sw_bt_torrent
     p->outgoing = outgoing;
     p->am_choking = p->peer_choking = 1;
     p->reqq = 250; /* BEP 10: libtorrent's default when a peer gives no reqq */
-    struct sw_bt_wire_limits lim = { .max_ext_big = (uint32_t)SW_MIN(s->has_ext ? s->ext.max_msg_len : 0, (size_t)UINT32_MAX) };
+    /* BEP 3 practice: we request SW_BT_BLOCK-sized blocks, so no PIECE may carry more. */
+    struct sw_bt_wire_limits lim = { .max_block = SW_BT_BLOCK,
+                                     .max_ext_big = (uint32_t)SW_MIN(s->has_ext ? s->ext.max_msg_len : 0, (size_t)UINT32_MAX) };
     sw_bt_wire_init(&p->wire, &lim);
     if (s->has_ext) sw_bt_wire_allow_big_ext(&p->wire, EXT_CUSTOM);
     p->connected_ms = p->last_recv_ms = p->last_send_ms = p->last_data_ms = sw_time_ms();

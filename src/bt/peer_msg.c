@@ -237,6 +237,7 @@ static void on_handshake(struct sw_bt_peer *p, const struct sw_bt_wire_ev *ev)
         if (!p->t || p->t->closing) { sw__peer_close(p, SW_ENOTFOUND, "unknown info-hash"); return; }
     }
     struct sw_bt_torrent *t = p->t;
+    if (t->has_meta) sw_bt_wire_set_pieces(&p->wire, t->mi.n_pieces); /* BEP 3 bitfield cap */
     uint32_t n = 0;
     for (struct sw_bt_peer *q = s->peers, *nx; q; q = nx) {
         nx = q->next;

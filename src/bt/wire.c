@@ -2,6 +2,7 @@
  * events out (handshake, messages, piece data streamed in fragments), and encoders for
  * every message we send. BEP 3 framing, BEP 6 fast extension ids, BEP 10 extended messages.
  * Not for: deciding what to do with the messages (session.c). */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,10 +11,14 @@
 
 static const char pstr[] = "BitTorrent protocol";
 
-static int wfail(struct sw_bt_wire *w, int code, const char *fmt, uint32_t a, uint32_t b)
+__attribute__((format(printf, 3, 4)))
+static int wfail(struct sw_bt_wire *w, int code, const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
     w->closed = code;
-    snprintf(w->err, sizeof w->err, fmt, a, b);
+    vsnprintf(w->err, sizeof w->err, fmt, ap);
+    va_end(ap);
     return code;
 }
 
@@ -25,6 +30,26 @@ void sw_bt_wire_init(struct sw_bt_wire *w, const struct sw_bt_wire_limits *lim)
     if (!w->lim.max_block) w->lim.max_block = 128u << 10;
     if (!w->lim.max_ext) w->lim.max_ext = 1u << 20;
     if (!w->lim.max_ext_big) w->lim.max_ext_big = 64u << 20;
+    if (!w->lim.max_ext_pre) w->lim.max_ext_pre = 64u << 10;
+    if (!w->lim.max_bitfield) w->lim.max_bitfield = w->lim.max_msg;
+}
+
+void sw_bt_wire_set_pieces(struct sw_bt_wire *w, uint32_t n_pieces)
+{
+    w->lim.max_bitfield = (uint32_t)(((uint64_t)n_pieces + 7) / 8);
+}
+
+/* Payload size (after the id) of the fixed-size messages; -1 for the variable ones. */
+static int64_t fixed_body(uint8_t id)
+{
+    switch (id) {
+    case SW_BT_CHOKE: case SW_BT_UNCHOKE: case SW_BT_INTERESTED: case SW_BT_NOT_INTERESTED:
+    case SW_BT_HAVE_ALL: case SW_BT_HAVE_NONE: return 0;
+    case SW_BT_HAVE: case SW_BT_SUGGEST: case SW_BT_ALLOWED_FAST: return 4;
+    case SW_BT_REQUEST: case SW_BT_CANCEL: case SW_BT_REJECT: return 12;
+    case SW_BT_PORT: return 2;
+    default: return -1;
+    }
 }
 
 void sw_bt_wire_free(struct sw_bt_wire *w)
@@ -67,6 +92,7 @@ static int dispatch(struct sw_bt_wire *w, uint8_t id, const uint8_t *b, size_t n
     case SW_BT_EXTENDED: /* BEP 10: <ext id><payload> */
         if (n < 1) return wfail(w, SW_ECORRUPT, "empty extended message%.0u%.0u", 0, 0);
         ev.ext_id = b[0];
+        if (ev.ext_id == 0) w->got_ext_hs = 1; /* from now on the negotiated caps apply */
         ev.payload = b + 1;
         ev.payload_len = n - 1;
         break;
@@ -157,12 +183,24 @@ int sw_bt_wire_feed(struct sw_bt_wire *w, const uint8_t *p, size_t n, sw_bt_wire
             w->hdr_got = 0;
             continue;
         }
+        /* Every cap is checked on the length prefix, before a byte of the body is buffered. */
         uint32_t cap = w->lim.max_msg;
+        int64_t fixed = fixed_body(id);
+        if (fixed >= 0 && (int64_t)len - 1 != fixed)
+            return wfail(w, SW_ECORRUPT, "message id %u of %u payload bytes (expected %u)", id, len - 1, (uint32_t)fixed);
+        if (id == SW_BT_BITFIELD && len - 1 > w->lim.max_bitfield)
+            return wfail(w, SW_ETOOBIG, "bitfield of %u bytes exceeds ceil(pieces/8) = %u", len - 1, w->lim.max_bitfield);
         if (id == SW_BT_EXTENDED) {
             uint8_t eid = len >= 2 ? w->piece_hdr[5] : 0;
-            cap = (w->big_ext[eid >> 3] >> (eid & 7)) & 1 ? w->lim.max_ext_big : w->lim.max_ext;
+            if (!w->got_ext_hs)
+                cap = w->lim.max_ext_pre;
+            else
+                cap = (w->big_ext[eid >> 3] >> (eid & 7)) & 1 ? w->lim.max_ext_big : w->lim.max_ext;
+            if (len - 1 > cap)
+                return wfail(w, SW_ETOOBIG, "extended message (ext id %u) of %u bytes exceeds its cap of %u bytes%s", eid, len - 1, cap,
+                             w->got_ext_hs ? "" : " before the extension handshake");
         }
-        if (len - 1 > cap) return wfail(w, SW_ETOOBIG, "message id %u of %u bytes exceeds its cap", id, len);
+        if (len - 1 > cap) return wfail(w, SW_ETOOBIG, "message id %u of %u bytes exceeds its cap of %u bytes", id, len - 1, cap);
         /* Body = bytes after the id (for EXTENDED the ext id byte is already in the header). */
         uint32_t body_len = len - 1;
         uint32_t in_hdr = w->hdr_got - 5; /* 0 or 1 (ext id) */

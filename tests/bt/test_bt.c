@@ -340,14 +340,19 @@ static void test_wire_malformed(void)
     /* empty extended message */
     sw_put_be32(m, 1); m[4] = SW_BT_EXTENDED;
     CHECK_EQ_INT(feed_after_handshake(m, 5, NULL, 0), SW_ECORRUPT);
-    /* a 4 MiB extension message: refused by default, accepted for the big extension id */
-    size_t big = 4u << 20;
-    uint8_t *bm = calloc(1, big + 6);
-    sw_bt_wire_ext_header(bm, 3, big);
-    CHECK_EQ_INT(feed_after_handshake(bm, big + 6, NULL, 0), SW_ETOOBIG);
-    CHECK_EQ_INT(feed_after_handshake(bm, big + 6, NULL, 3), 0);
+    /* a 4 MiB extension message: refused by default, accepted for the big extension id
+     * (both only after the peer's BEP 10 handshake, which goes first here) */
+    size_t big = 4u << 20, hs = 8; /* ext handshake "de" = 4+1+1+2 bytes */
+    uint8_t *bm = calloc(1, hs + big + 6);
+    sw_bt_wire_ext_header(bm, 0, 2);
+    memcpy(bm + 6, "de", 2);
+    sw_bt_wire_ext_header(bm + hs, 3, big);
+    CHECK_EQ_INT(feed_after_handshake(bm, hs + big + 6, NULL, 0), SW_ETOOBIG);
+    CHECK_EQ_INT(feed_after_handshake(bm, hs + big + 6, NULL, 3), 0);
     struct sw_bt_wire_limits small = { .max_ext_big = 1u << 20 };
-    CHECK_EQ_INT(feed_after_handshake(bm, big + 6, &small, 3), SW_ETOOBIG);
+    CHECK_EQ_INT(feed_after_handshake(bm, hs + big + 6, &small, 3), SW_ETOOBIG);
+    /* the same big message without the extension handshake first: refused */
+    CHECK_EQ_INT(feed_after_handshake(bm + hs, big + 6, NULL, 3), SW_ETOOBIG);
     free(bm);
     /* wrong protocol string */
     struct sw_bt_wire w;
@@ -359,6 +364,64 @@ static void test_wire_malformed(void)
     CHECK_EQ_INT(sw_bt_wire_feed(&w, (const uint8_t *)"GET / HTTP/1.1\r\n", 16, log_ev, &l), SW_ECORRUPT);
     sw_bt_wire_free(&w);
     sw_buf_free(&l.text);
+}
+
+/* Issue 13: caps are checked on the 4-byte length prefix, before the body is buffered. */
+static void test_wire_prefix_caps(void)
+{
+    uint8_t hs[SW_BT_HANDSHAKE_LEN + 32], ih[20] = { 0 }, id[20] = { 0 };
+    struct sw_buf s = { 0 };
+    sw_bt_wire_put_handshake(&s, ih, id, 1, 1);
+    memcpy(hs, s.data, SW_BT_HANDSHAKE_LEN);
+    sw_buf_free(&s);
+    struct evlog l = { 0 };
+    struct sw_bt_wire w;
+    /* a 64 MiB extension message (any ext id, the big one included) before the peer's BEP 10
+     * handshake: refused from its 6-byte header, nothing allocated for the body */
+    for (int eid = 0; eid < 4; eid += 3) {
+        sw_bt_wire_init(&w, NULL);
+        sw_bt_wire_allow_big_ext(&w, 3);
+        CHECK_EQ_INT(sw_bt_wire_feed(&w, hs, SW_BT_HANDSHAKE_LEN, log_ev, &l), 0);
+        size_t keep = w.partial.cap; /* the handshake's 68 bytes */
+        uint8_t m[6];
+        sw_bt_wire_ext_header(m, (uint8_t)eid, (64u << 20) - 2);
+        CHECK_EQ_INT(sw_bt_wire_feed(&w, m, 6, log_ev, &l), SW_ETOOBIG);
+        CHECK_MSG(w.partial.cap == keep, "ext %d: buffer grew to %zu", eid, w.partial.cap);
+        CHECK_MSG(strstr(w.err, "before the extension handshake") && strstr(w.err, "65536"), "err: %s", w.err);
+        sw_bt_wire_free(&w);
+    }
+    /* a bitfield longer than ceil(pieces/8): 100 pieces allow 13 bytes */
+    for (uint32_t nb = 13; nb <= 14; nb++) {
+        sw_bt_wire_init(&w, NULL);
+        sw_bt_wire_set_pieces(&w, 100);
+        CHECK_EQ_INT(sw_bt_wire_feed(&w, hs, SW_BT_HANDSHAKE_LEN, log_ev, &l), 0);
+        uint8_t m[5 + 14] = { 0 };
+        sw_put_be32(m, nb + 1);
+        m[4] = SW_BT_BITFIELD;
+        CHECK_EQ_INT(sw_bt_wire_feed(&w, m, 5, log_ev, &l), nb == 13 ? 0 : SW_ETOOBIG);
+        if (nb == 14) CHECK_MSG(strstr(w.err, "bitfield of 14 bytes") && strstr(w.err, "= 13"), "err: %s", w.err);
+        sw_bt_wire_free(&w);
+    }
+    /* a fixed-size message with a huge length prefix: refused without buffering */
+    sw_bt_wire_init(&w, NULL);
+    CHECK_EQ_INT(sw_bt_wire_feed(&w, hs, SW_BT_HANDSHAKE_LEN, log_ev, &l), 0);
+    size_t keep = w.partial.cap;
+    uint8_t m[5];
+    sw_put_be32(m, 1u << 20);
+    m[4] = SW_BT_HAVE;
+    CHECK_EQ_INT(sw_bt_wire_feed(&w, m, 5, log_ev, &l), SW_ECORRUPT);
+    CHECK_MSG(w.partial.cap == keep, "have: buffer grew to %zu", w.partial.cap);
+    sw_bt_wire_free(&w);
+    /* a piece block bigger than the block size we request (the node sets max_block) */
+    struct sw_bt_wire_limits lim = { .max_block = SW_BT_BLOCK };
+    sw_bt_wire_init(&w, &lim);
+    CHECK_EQ_INT(sw_bt_wire_feed(&w, hs, SW_BT_HANDSHAKE_LEN, log_ev, &l), 0);
+    uint8_t pm[13];
+    sw_bt_wire_piece_header(pm, 0, 0, SW_BT_BLOCK + 1);
+    CHECK_EQ_INT(sw_bt_wire_feed(&w, pm, 13, log_ev, &l), SW_ETOOBIG);
+    sw_bt_wire_free(&w);
+    sw_buf_free(&l.text);
+    sw_buf_free(&l.piece);
 }
 
 static void test_allowed_fast(void)
@@ -1183,6 +1246,7 @@ int main(void)
     SW_RUN(test_magnet);
     SW_RUN(test_wire_chunks);
     SW_RUN(test_wire_malformed);
+    SW_RUN(test_wire_prefix_caps);
     SW_RUN(test_allowed_fast);
     SW_RUN(test_mse);
     SW_RUN(test_picker);
