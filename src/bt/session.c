@@ -344,6 +344,8 @@ int sw__torrent_init_meta(struct sw_bt_torrent *t, char *err, size_t err_len)
     const struct sw_bt_metainfo *mi = &t->mi;
     t->has_meta = 1;
     memcpy(t->info_hash, mi->info_hash, 20);
+    for (struct sw_bt_peer *q = t->s->peers; q; q = q->next) /* magnet: bitfield cap now known */
+        if (q->t == t) sw_bt_wire_set_pieces(&q->wire, mi->n_pieces);
     t->want_file = calloc(mi->n_files, 1);
     t->file_error = calloc(mi->n_files, 1);
     t->file_verified = calloc(mi->n_files, sizeof *t->file_verified);
