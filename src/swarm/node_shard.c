@@ -308,11 +308,10 @@ static void load_now(struct sw_node *n)
 
 static int file_on_disk(struct sw_node *n, int32_t shard, uint64_t *size_out, uint64_t *mtime_out)
 {
-    const char *path = sw_bt_torrent_file_path(n->t, (uint32_t)n->shard_file[shard]);
-    struct stat st;
-    if (!path || stat(path, &st)) return 0;
-    *size_out = (uint64_t)st.st_size;
-    *mtime_out = (uint64_t)st.st_mtim.tv_sec * 1000000000ull + (uint64_t)st.st_mtim.tv_nsec;
+    struct sw_file_id fid;
+    if (sw_file_id(sw_bt_torrent_file_path(n->t, (uint32_t)n->shard_file[shard]), &fid)) return 0;
+    *size_out = fid.size;
+    *mtime_out = fid.mtime_ns;
     return 1;
 }
 
