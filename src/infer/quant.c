@@ -228,23 +228,33 @@ static float fit_scale_sym(int n, int nmax, const float *x, const float *w, uint
     return best_scale;
 }
 
+/* The entry of v[0..n) with the largest magnitude, sign kept (0 when all are 0): the
+ * K-quants' signed sub-scale maximum. */
+static float signed_absmax(const float *v, int n)
+{
+    float amax = 0, max = 0;
+    for (int j = 0; j < n; j++)
+        if (fabsf(v[j]) > amax) {
+            amax = fabsf(v[j]);
+            max = v[j];
+        }
+    return max;
+}
+
 /* Q6_K: 16 sub-blocks of 16, q in [-32, 31], int8 sub-scales against d = max|scale| / 127. */
 void sw__k_quantize_q6_K_ref(const float *x, void *dst, int64_t n)
 {
     struct sw_block_q6_K *b = dst;
     for (int64_t i = 0; i < n / SW_QK_K; i++, b++, x += SW_QK_K) {
-        float sc[16], w[16], amax_sc = 0, max_sc = 0;
+        float sc[16], w[16];
         uint8_t L[SW_QK_K];
         for (int j = 0; j < 16; j++) {
             for (int l = 0; l < 16; l++) w[l] = x[16 * j + l] * x[16 * j + l] + 1e-12f;
             sc[j] = fit_scale_sym(16, 32, x + 16 * j, w, L + 16 * j);
-            if (fabsf(sc[j]) > amax_sc) {
-                amax_sc = fabsf(sc[j]);
-                max_sc = sc[j];
-            }
         }
+        const float max_sc = signed_absmax(sc, 16);
         memset(b, 0, sizeof(*b));
-        if (amax_sc == 0) {
+        if (max_sc == 0) {
             for (int e = 0; e < SW_QK_K; e++) L[e] = 32;
         } else {
             float iscale = -128.0f / max_sc;
@@ -390,19 +400,16 @@ void sw__k_quantize_q3_K_ref(const float *x, void *dst, int64_t n)
 {
     struct sw_block_q3_K *b = dst;
     for (int64_t i = 0; i < n / SW_QK_K; i++, b++, x += SW_QK_K) {
-        float sc[16], w[16], amax_sc = 0, max_sc = 0;
+        float sc[16], w[16];
         uint8_t L[16];
         for (int j = 0; j < 16; j++) {
             for (int l = 0; l < 16; l++) w[l] = x[16 * j + l] * x[16 * j + l] + 1e-12f;
             sc[j] = fit_scale_sym(16, 4, x + 16 * j, w, L);
-            if (fabsf(sc[j]) > amax_sc) {
-                amax_sc = fabsf(sc[j]);
-                max_sc = sc[j];
-            }
         }
+        const float max_sc = signed_absmax(sc, 16);
         memset(b, 0, sizeof(*b));
-        float iscale = amax_sc > 0 ? -32.0f / max_sc : 0;
-        b->d = sw_k_f32_to_f16(amax_sc > 0 ? 1.0f / iscale : 0);
+        float iscale = max_sc != 0 ? -32.0f / max_sc : 0;
+        b->d = sw_k_f32_to_f16(max_sc != 0 ? 1.0f / iscale : 0);
         float d = sw_k_f16_to_f32(b->d);
         for (int j = 0; j < 16; j++) {
             int ls = clampi(nearest_int(iscale * sc[j]), -32, 31);
@@ -506,17 +513,12 @@ void sw__k_quantize_iq4_xs_ref(const float *x, void *dst, int64_t n)
     struct sw_block_iq4_xs *b = dst;
     uint8_t L[32];
     for (int64_t i = 0; i < n / SW_QK_K; i++, b++, x += SW_QK_K) {
-        float sc[8], amax_sc = 0, max_sc = 0;
-        for (int ib = 0; ib < 8; ib++) {
-            sc[ib] = fit_iq4(x + 32 * ib, L);
-            if (fabsf(sc[ib]) > amax_sc) {
-                amax_sc = fabsf(sc[ib]);
-                max_sc = sc[ib];
-            }
-        }
+        float sc[8];
+        for (int ib = 0; ib < 8; ib++) sc[ib] = fit_iq4(x + 32 * ib, L);
+        const float max_sc = signed_absmax(sc, 8);
         memset(b, 0, sizeof(*b));
-        float iscale = amax_sc > 0 ? -32.0f / max_sc : 0;
-        b->d = sw_k_f32_to_f16(amax_sc > 0 ? 1.0f / iscale : 0);
+        float iscale = max_sc != 0 ? -32.0f / max_sc : 0;
+        b->d = sw_k_f32_to_f16(max_sc != 0 ? 1.0f / iscale : 0);
         float d = sw_k_f16_to_f32(b->d);
         uint16_t sh = 0;
         for (int ib = 0; ib < 8; ib++) {
