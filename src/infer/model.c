@@ -52,6 +52,24 @@ static int check_type(struct sw__loader *L, const struct sw_gguf_tensor *t, cons
     return 0;
 }
 
+/* The part of binding a matrix or an expert stack after its shape is checked: a type the
+ * kernels support, enough bytes for n_rows rows, the mapped span and the weight count. */
+static int take_rows(struct sw__loader *L, const struct sw_gguf_tensor *t, const char *name, int64_t cols,
+                     int64_t n_rows, int need_dot, size_t *row_bytes_out)
+{
+    const struct sw_k_type *kt = NULL;
+    int rc = check_type(L, t, name, cols, need_dot, &kt);
+    if (rc) return rc;
+    size_t row_bytes = sw_k_row_bytes(t->type, cols);
+    if (!row_bytes || t->n_bytes < (uint64_t)row_bytes * (uint64_t)n_rows)
+        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: tensor %s: %llu bytes are too few",
+                    L->path, name, (unsigned long long)t->n_bytes);
+    span(L->m, t);
+    L->m->info.weight_bytes += t->n_bytes;
+    *row_bytes_out = row_bytes;
+    return 0;
+}
+
 /* Binds a matrix of shape [cols, rows] (GGUF ne order) that the matmul must support. */
 int sw__bind_matrix(struct sw__loader *L, struct sw__w *w, const char *name, int64_t cols,
                     int64_t rows, int need_dot)
@@ -63,20 +81,14 @@ int sw__bind_matrix(struct sw__loader *L, struct sw__w *w, const char *name, int
         return sw_errf(L->err, L->err_len, SW_ECORRUPT,
                     "%s: tensor %s has shape [%lld, %lld], expected [%lld, %lld]", L->path, name,
                     (long long)t->ne[0], (long long)t->ne[1], (long long)cols, (long long)rows);
-    const struct sw_k_type *kt = NULL;
-    int rc = check_type(L, t, name, cols, need_dot, &kt);
+    size_t row_bytes;
+    int rc = take_rows(L, t, name, cols, rows, need_dot, &row_bytes);
     if (rc) return rc;
-    size_t row_bytes = sw_k_row_bytes(t->type, cols);
-    if (!row_bytes || t->n_bytes < (uint64_t)row_bytes * (uint64_t)rows)
-        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: tensor %s: %llu bytes are too few",
-                    L->path, name, (unsigned long long)t->n_bytes);
-    span(L->m, t);
     w->data = t->data;
     w->type = t->type;
     w->rows = rows;
     w->cols = cols;
     w->name = NULL;
-    L->m->info.weight_bytes += t->n_bytes;
     return 0;
 }
 
@@ -187,14 +199,9 @@ int sw__bind_experts(struct sw__loader *L, struct sw__wx *w, const char *name, i
         return sw_errf(L->err, L->err_len, SW_ECORRUPT,
                     "%s: tensor %s holds %lld experts, but %s.expert_count is %lld", L->path, name,
                     (long long)t->ne[2], L->m->info.arch, (long long)n_expert);
-    const struct sw_k_type *kt = NULL;
-    int rc = check_type(L, t, name, cols, 1, &kt);
+    size_t row_bytes;
+    int rc = take_rows(L, t, name, cols, rows * n_expert, 1, &row_bytes);
     if (rc) return rc;
-    size_t row_bytes = sw_k_row_bytes(t->type, cols);
-    if (!row_bytes || t->n_bytes < (uint64_t)row_bytes * (uint64_t)rows * (uint64_t)n_expert)
-        return sw_errf(L->err, L->err_len, SW_ECORRUPT, "%s: tensor %s: %llu bytes are too few",
-                    L->path, name, (unsigned long long)t->n_bytes);
-    span(L->m, t);
     w->data = t->data;
     w->type = t->type;
     w->rows = rows;
@@ -202,7 +209,6 @@ int sw__bind_experts(struct sw__loader *L, struct sw__wx *w, const char *name, i
     w->n_expert = n_expert;
     w->stride = row_bytes * (size_t)rows;
     w->name = NULL;
-    L->m->info.weight_bytes += t->n_bytes;
     return 0;
 }
 
