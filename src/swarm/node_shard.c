@@ -63,6 +63,12 @@ void sw__node_retire_stage(struct sw_node *n, const char *reason)
     else retired_unref(r);
 }
 
+/* The shard is fetched only on a LOAD_SHARD command (--no-auto-fetch, none came yet). */
+static int fetch_held(const struct sw_node *n)
+{
+    return n->cfg.no_auto_fetch && !n->forced_fetch;
+}
+
 static double measure_tps(struct sw_stage *st)
 {
     const struct sw_stage_info *si = sw_stage_info(st);
@@ -177,10 +183,10 @@ static void job_done(uv_work_t *req, int status)
         /* The file we served vanished or changed size: what is left is hashed again by the
          * storage (kept as .part), and only what does not verify is fetched. */
         sw_log(SW_LOG_WARN, "SHARD", "shard %d: %s; %s", (int)j->shard, j->msg,
-               n->cfg.no_auto_fetch && !n->forced_fetch ? "waiting for a LOAD_SHARD command or a good copy"
+               fetch_held(n) ? "waiting for a LOAD_SHARD command or a good copy"
                                                         : "fetching what is missing from the swarm");
         memset(&n->served_id, 0, sizeof n->served_id);
-        n->phase = n->cfg.no_auto_fetch && !n->forced_fetch ? SW_PHASE_WAITING : SW_PHASE_FETCHING;
+        n->phase = fetch_held(n) ? SW_PHASE_WAITING : SW_PHASE_FETCHING;
         storage_check(n, j);
         if (n->phase == SW_PHASE_FETCHING) sw_bt_torrent_want_file(n->t, (uint32_t)j->file, 1);
         sw__node_publish(n, 1);
@@ -190,7 +196,7 @@ static void job_done(uv_work_t *req, int status)
     if (j->rc == SW_ECORRUPT && j->verify) {
         sw_log(SW_LOG_WARN, "SHARD", "shard %d at %s is corrupt (%s); not loading it, re-fetching %s from the swarm",
                (int)j->shard, j->path, j->msg, j->bad_pieces < j->n_pieces ? "only the bad pieces" : "it");
-        n->phase = n->cfg.no_auto_fetch && !n->forced_fetch ? SW_PHASE_WAITING : SW_PHASE_FETCHING;
+        n->phase = fetch_held(n) ? SW_PHASE_WAITING : SW_PHASE_FETCHING;
         if (n->t) storage_check(n, j); /* keep the good pieces */
         if (n->phase == SW_PHASE_FETCHING && n->t) sw_bt_torrent_want_file(n->t, (uint32_t)j->file, 1);
         sw__node_publish(n, 1);
@@ -364,18 +370,18 @@ void sw__node_set_shard(struct sw_node *n, int32_t shard, const char *why)
         uint32_t bad = pl ? (uint32_t)SW_MIN((missing + pl - 1) / pl, (uint64_t)n_p) : n_p;
         sw_log(SW_LOG_WARN, "SHARD", "shard %d at %s is corrupt (%u of %u pieces fail their hash); "
                "it will not be loaded; %s", (int)shard, path, bad, n_p,
-               n->cfg.no_auto_fetch && !n->forced_fetch ? "waiting for a LOAD_SHARD command or a good copy"
+               fetch_held(n) ? "waiting for a LOAD_SHARD command or a good copy"
                                                         : "re-fetching the bad pieces from the swarm");
         n->pre_final = -1;
     } else if (present && sz == n->shard_bytes[shard])
         sw_log(SW_LOG_WARN, "SHARD", "shard %d at %s is corrupt (pieces fail their hash); it will not be loaded; %s",
-               (int)shard, path, n->cfg.no_auto_fetch && !n->forced_fetch ? "waiting for a LOAD_SHARD command or a good copy"
+               (int)shard, path, fetch_held(n) ? "waiting for a LOAD_SHARD command or a good copy"
                                                                          : "re-fetching from the swarm");
     else if (present)
         sw_log(SW_LOG_INFO, "SHARD", "shard %d at %s is partial (%llu of %llu bytes); %s", (int)shard, path,
                (unsigned long long)sz, (unsigned long long)n->shard_bytes[shard],
-               n->cfg.no_auto_fetch && !n->forced_fetch ? "waiting for a LOAD_SHARD command" : "fetching the rest from the swarm");
-    else if (n->cfg.no_auto_fetch && !n->forced_fetch)
+               fetch_held(n) ? "waiting for a LOAD_SHARD command" : "fetching the rest from the swarm");
+    else if (fetch_held(n))
         sw_log(SW_LOG_INFO, "SHARD", "shard %d not found at %s; waiting for a LOAD_SHARD command (--no-auto-fetch) or a copy in the folder",
                (int)shard, path);
     else
@@ -385,7 +391,7 @@ void sw__node_set_shard(struct sw_node *n, int32_t shard, const char *why)
         n->watch_mtime = mt;
         n->watch_tried = 1; /* judged just now; look again when it changes */
     }
-    if (n->cfg.no_auto_fetch && !n->forced_fetch) {
+    if (fetch_held(n)) {
         n->phase = SW_PHASE_WAITING;
     } else {
         n->phase = SW_PHASE_FETCHING;
@@ -496,7 +502,7 @@ void sw__node_disk_retry(struct sw_node *n, uint64_t now)
            n->diskerr.dir, f);
     n->diskerr.on = 0;
     uint32_t file = (uint32_t)n->shard_file[n->shard];
-    n->phase = n->cfg.no_auto_fetch && !n->forced_fetch ? SW_PHASE_WAITING : SW_PHASE_FETCHING;
+    n->phase = fetch_held(n) ? SW_PHASE_WAITING : SW_PHASE_FETCHING;
     const char *path = sw_bt_torrent_file_path(n->t, file);
     if (path && !sw_path_exists(path) && !sw_path_exists(n->diskerr.path))
         sw_bt_torrent_recheck_file(n->t, file); /* the folder went with what was written: forget it (no hashing) */
