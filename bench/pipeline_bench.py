@@ -223,14 +223,21 @@ def bench_e(model):
     return rec
 
 
-def main():
+def can_run():
+    """False, with a line saying why, when the binary or ../shared/data is absent."""
     if not os.path.exists(BIN):
         log("shardswarm not built (%s); skipping" % BIN)
-        return
+        return False
     try:
         harness.shared_model()
     except SystemExit:
         log("shared data absent; skipping")
+        return False
+    return True
+
+
+def main():
+    if not can_run():
         return
     model = tinyllama()
     log("pipeline bench: %s, %d threads in total, %d tokens per session" % (os.path.basename(model), THREADS, N_GEN))

@@ -103,13 +103,7 @@ def client(sw, name, prompt_len, n):
 
 
 def main():
-    if not os.path.exists(BIN):
-        log("shardswarm not built (%s); skipping" % BIN)
-        return
-    try:
-        harness.shared_model()
-    except SystemExit:
-        log("shared data absent; skipping")
+    if not P.can_run():
         return
     model, split = model_and_split()
     log("scale bench: %s in %d shards, %d threads, prompt %d tokens, %d generated per session"
