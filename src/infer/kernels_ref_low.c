@@ -42,6 +42,14 @@ static inline int nib32(const uint8_t *qs, int j)
     return j < 16 ? qs[j] & 0xF : qs[j - 16] >> 4;
 }
 
+/* Integer dot of 32 nibble codes mapped through lut (IQ4_NL's or MXFP4's grid) with 32 int8. */
+static inline int lut_dot32(const int8_t *lut, const uint8_t *qs, const int8_t *q)
+{
+    int dot = 0;
+    for (int j = 0; j < 32; j++) dot += lut[nib32(qs, j)] * q[j];
+    return dot;
+}
+
 /* ------------------------------------------------------------ dequantize */
 
 static void dequant_q2_K(const void *src, float *y, int64_t n)
@@ -141,8 +149,7 @@ static float vec_dot_iq4_nl_q8_0(int64_t n, const void *w, const void *a)
     const struct sw_block_q8_0 *y = a;
     double s = 0;
     for (int64_t i = 0; i < n / SW_QK4_NL; i++) {
-        int isum = 0;
-        for (int j = 0; j < 32; j++) isum += sw__k_iq4nl_values[nib32(x[i].qs, j)] * y[i].qs[j];
+        const int isum = lut_dot32(sw__k_iq4nl_values, x[i].qs, y[i].qs);
         s += (double)H2F(x[i].d) * H2F(y[i].d) * isum;
     }
     return (float)s;
@@ -156,9 +163,7 @@ static float vec_dot_iq4_xs_q8_K(int64_t n, const void *w, const void *a)
     for (int64_t i = 0; i < n / SW_QK_K; i++) {
         long isum = 0;
         for (int ib = 0; ib < 8; ib++) {
-            int dot = 0;
-            for (int j = 0; j < 32; j++)
-                dot += sw__k_iq4nl_values[nib32(x[i].qs + 16 * ib, j)] * y[i].qs[32 * ib + j];
+            const int dot = lut_dot32(sw__k_iq4nl_values, x[i].qs + 16 * ib, y[i].qs + 32 * ib);
             isum += (long)(sw__k_iq4_xs_scale(&x[i], ib) - 32) * dot;
         }
         s += (double)y[i].d * H2F(x[i].d) * (double)isum;
@@ -172,8 +177,7 @@ static float vec_dot_mxfp4_q8_0(int64_t n, const void *w, const void *a)
     const struct sw_block_q8_0 *y = a;
     double s = 0;
     for (int64_t i = 0; i < n / SW_QK_MXFP4; i++) {
-        int isum = 0;
-        for (int j = 0; j < 32; j++) isum += sw__k_mxfp4_values[nib32(x[i].qs, j)] * y[i].qs[j];
+        const int isum = lut_dot32(sw__k_mxfp4_values, x[i].qs, y[i].qs);
         s += (double)sw__k_e8m0_half(x[i].e) * H2F(y[i].d) * isum;
     }
     return (float)s;
