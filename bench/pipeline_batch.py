@@ -117,6 +117,8 @@ def main():
                 total = sum(r[0]["gen_tps"] for r in res)
                 if k == 1:
                     one_tps, ref = total, res[0][1]
+                    log("lone session's token ids (compare with `generate -m MODEL --prompt-len %d -n %d --temp 0 "
+                        "--ignore-eos --ids`): %s" % (PROMPT, N_GEN, " ".join(ref)))
                 same = all(r[1] == ref for r in res) if ref else None
                 log("coalesce %s, %d session%s: total %.2f tok/s (%s), x%.2f vs 1; first token after %s s; batched "
                     "steps %d (%.2f sessions each), holds %d; tokens %s; %.0f s; load %s" %
