@@ -32,6 +32,16 @@ enum { EXT_PEX = 1, EXT_METADATA = 2, EXT_CUSTOM = 3 };
 #define SNUB_MS 30000
 #define REQ_TIMEOUT_MS 60000
 #define IDLE_MS 180000
+/* Deadlines and caps against connections that hold a slot and do nothing (docs/security.md).
+ * libtorrent's defaults are close: peer_connect_timeout 15 s, handshake_timeout 10 s. */
+#define CONNECT_MS 15000     /* an outgoing TCP connect */
+#define HANDSHAKE_MS 10000   /* from accept (or connect) to a complete BT handshake, MSE included */
+#define EXT_HS_MS 10000      /* from the BT handshake to the peer's BEP 10 handshake, when both offer it */
+#define SILENT_MS 30000      /* a handshaked peer that sent no message but keep-alives, and that
+                              * neither side is interested in, nor any request in flight */
+#define EVICT_QUIET_MS 5000  /* a full torrent makes room by closing a peer quiet this long */
+#define MAX_UNPROVEN_PER_ADDR 8 /* connections from one IP that have not yet sent a message
+                              * after their handshake (the rest are refused at accept) */
 #define KEEPALIVE_MS 90000
 #define PEX_FIRST_MS 2000
 #define PEX_EVERY_MS 60000
@@ -93,6 +103,10 @@ struct sw_bt_peer {
     uint64_t down_bytes, up_bytes, down_prev, up_prev;
     double down_rate, up_rate;
     uint64_t last_recv_ms, last_send_ms, last_data_ms, connected_ms, next_pex_ms;
+    uint64_t hs_start_ms;      /* TCP established: the BT handshake deadline counts from here */
+    uint64_t active_ms;        /* BT handshake complete */
+    uint64_t last_msg_ms;      /* last message but keep-alives (the handshake counts) */
+    int proven;                /* sent a message after its BT handshake */
     uint64_t meta_req_ms;
     int optimistic;
     int ext_connected_called;
@@ -242,6 +256,9 @@ void sw__add_ban(struct sw_bt_session *s, const char *key);
 void sw__id_key(const uint8_t id[20], char out[48]);
 void sw__torrent_maybe_free(struct sw_bt_torrent *t);
 int sw__torrent_init_meta(struct sw_bt_torrent *t, char *err, size_t err_len);
+int sw__same_ip(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+struct sw_bt_peer *sw__evict_victim(struct sw_bt_session *s, struct sw_bt_torrent *t, const struct sw_bt_peer *except,
+                                    uint64_t now);
 
 /* peer_io.c: sending, peer lifecycle, reading, connecting, accepting, dialing */
 int sw__write_owned(struct sw_bt_peer *p, uint8_t *data, size_t len);

@@ -96,6 +96,9 @@ void sw__on_ext_handshake(struct sw_bt_peer *p, const uint8_t *pl, size_t n)
     sw_bdoc_free(&d);
     int first = !p->ext_hs_seen;
     p->ext_hs_seen = 1;
+    /* Messages of our own extension may be large (max_msg_len), but only from a peer that
+     * speaks it: anyone else gets the plain extension cap (no 64 MiB buffers for strangers). */
+    if (!p->ext_custom) p->wire.big_ext[EXT_CUSTOM >> 3] &= (uint8_t)~(1u << (EXT_CUSTOM & 7));
     if (first && p->ext_pex) p->next_pex_ms = sw_time_ms() + PEX_FIRST_MS;
     if (!t->has_meta && p->meta_size && p->ext_meta) {
         if (!t->meta) {

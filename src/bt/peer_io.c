@@ -204,7 +204,7 @@ static struct sw_bt_peer *peer_new(struct sw_bt_session *s, struct sw_bt_torrent
                                      .max_ext_big = (uint32_t)SW_MIN(s->has_ext ? s->ext.max_msg_len : 0, (size_t)UINT32_MAX) };
     sw_bt_wire_init(&p->wire, &lim);
     if (s->has_ext) sw_bt_wire_allow_big_ext(&p->wire, EXT_CUSTOM);
-    p->connected_ms = p->last_recv_ms = p->last_send_ms = p->last_data_ms = sw_time_ms();
+    p->connected_ms = p->hs_start_ms = p->last_recv_ms = p->last_send_ms = p->last_data_ms = sw_time_ms();
     uv_tcp_init(s->loop, &p->tcp);
     p->tcp.data = p;
     s->handles++;
@@ -319,7 +319,7 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     p->state = P_HANDSHAKE;
-    p->last_recv_ms = sw_time_ms();
+    p->last_recv_ms = p->hs_start_ms = sw_time_ms();
     sw_bt_wire_put_handshake(&p->ctrl, p->t->info_hash, p->s->peer_id, 1, 1);
     start_reading(p);
     sw__flush(p);
@@ -332,12 +332,24 @@ void sw__on_incoming(uv_stream_t *server, int status)
     struct sw_bt_peer *p = peer_new(s, NULL, 0);
     if (!p) return;
     if (uv_accept(server, (uv_stream_t *)&p->tcp)) { sw__peer_close(p, SW_EIO, "accept failed"); return; }
-    uint32_t total = 0;
-    for (struct sw_bt_peer *q = s->peers; q; q = q->next) total++;
-    if (total > 4 * s->o.max_peers * (s->n_tor ? s->n_tor : 1) + 16) { sw__peer_close(p, SW_EBUSY, "too many connections"); return; }
     int len = sizeof p->addr;
     uv_tcp_getpeername(&p->tcp, (struct sockaddr *)&p->addr, &len);
     sw__fmt_addr((struct sockaddr *)&p->addr, p->addr_str, sizeof p->addr_str);
+    /* Held connections must not lock out real peers (docs/security.md): one address may
+     * hold only a few connections that have not proved themselves, and when all slots are
+     * taken the oldest such connection makes room for the new one. */
+    uint32_t total = 0, unproven_here = 0;
+    for (struct sw_bt_peer *q = s->peers; q; q = q->next) {
+        total++;
+        if (q != p && !q->outgoing && q->state != P_CLOSING && (q->state != P_ACTIVE || !q->proven) && sw__same_ip(&q->addr, &p->addr))
+            unproven_here++;
+    }
+    if (unproven_here >= MAX_UNPROVEN_PER_ADDR) { sw__peer_close(p, SW_EBUSY, "too many unproven connections from this address"); return; }
+    if (total > 4 * s->o.max_peers * (s->n_tor ? s->n_tor : 1) + 16) {
+        struct sw_bt_peer *v = sw__evict_victim(s, NULL, p, sw_time_ms());
+        if (!v) { sw__peer_close(p, SW_EBUSY, "too many connections"); return; }
+        sw__peer_close(v, SW_EBUSY, "evicted to make room: no message since its handshake");
+    }
     p->state = P_HANDSHAKE;
     start_reading(p);
 }

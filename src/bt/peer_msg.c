@@ -256,7 +256,14 @@ static void on_handshake(struct sw_bt_peer *p, const struct sw_bt_wire_ev *ev)
         sw__peer_close(q, SW_EEXIST, "duplicate connection");
         n--;
     }
-    if (n >= s->o.max_peers) { sw__peer_close(p, SW_EBUSY, "too many peers"); return; }
+    uint64_t now = sw_time_ms();
+    if (n >= s->o.max_peers) {
+        /* full: a peer that holds a slot and does nothing makes room (docs/security.md) */
+        struct sw_bt_peer *v = p->outgoing ? NULL : sw__evict_victim(s, t, p, now);
+        if (!v) { sw__peer_close(p, SW_EBUSY, "too many peers"); return; }
+        sw__peer_close(v, SW_EBUSY, "evicted: torrent full and this peer was idle");
+    }
+    p->active_ms = p->last_msg_ms = now;
     p->ext = (ev->reserved[5] & 0x10) != 0;  /* BEP 10 */
     p->fast = (ev->reserved[7] & 0x04) != 0; /* BEP 6 */
     if (!p->outgoing) sw_bt_wire_put_handshake(&p->ctrl, t->info_hash, s->peer_id, 1, 1);
@@ -452,6 +459,8 @@ void sw__on_wire_event(void *ud, const struct sw_bt_wire_ev *ev)
     struct sw_bt_session *s = p->s;
     struct sw_bt_torrent *t = p->t;
     if (ev->type == SW_BT_WEV_KEEPALIVE) return;
+    p->last_msg_ms = sw_time_ms();
+    p->proven = 1;
     if (ev->type == SW_BT_WEV_PIECE_DATA) { on_piece_data(p, ev); return; }
     switch (ev->id) {
     case SW_BT_CHOKE:

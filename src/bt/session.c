@@ -54,6 +54,43 @@ void sw__id_key(const uint8_t id[20], char out[48])
     snprintf(out, 48, "id:%s", hex);
 }
 
+int sw__same_ip(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family) return 0;
+    if (a->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr == ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    if (a->ss_family == AF_INET6)
+        return !memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr, 16);
+    return 0;
+}
+
+/* The connection to close so that a new one fits (a held slot must not lock out a real
+ * peer): with t NULL, among all incoming connections the oldest that has not proved itself
+ * (no message after its handshake); with t, among t's peers first those, then the one
+ * quiet (no message but keep-alives) for EVICT_QUIET_MS the longest with no request in
+ * flight either way. NULL when every connection is doing something. */
+struct sw_bt_peer *sw__evict_victim(struct sw_bt_session *s, struct sw_bt_torrent *t, const struct sw_bt_peer *except,
+                                    uint64_t now)
+{
+    struct sw_bt_peer *best = NULL;
+    int best_rank = 0;
+    uint64_t best_ms = 0;
+    for (struct sw_bt_peer *q = s->peers; q; q = q->next) {
+        if (q == except || q->state == P_CLOSING || q->outgoing) continue;
+        if (t && (q->t != t || q->state != P_ACTIVE)) continue;
+        int unproven = q->state != P_ACTIVE || !q->proven;
+        int quiet = t && now - q->last_msg_ms >= EVICT_QUIET_MS && !q->n_out && !q->n_in;
+        int rank = unproven ? 2 : quiet ? 1 : 0;
+        uint64_t ms = unproven ? q->connected_ms : q->last_msg_ms;
+        if (rank && (rank > best_rank || (rank == best_rank && ms < best_ms))) {
+            best = q;
+            best_rank = rank;
+            best_ms = ms;
+        }
+    }
+    return best;
+}
+
 
 /* ------------------------------------------------------------------ timer */
 
@@ -102,11 +139,27 @@ static void peer_tick(struct sw_bt_peer *p, uint64_t now)
     p->down_prev = p->down_bytes;
     p->up_prev = p->up_bytes;
     if (p->state == P_CLOSING) return;
-    if (now - p->last_recv_ms > IDLE_MS || (p->state != P_ACTIVE && now - p->connected_ms > 30000)) {
+    if (now - p->last_recv_ms > IDLE_MS) {
         sw__peer_close(p, SW_ETIMEDOUT, "idle");
         return;
     }
+    if (p->state == P_CONNECTING && now - p->connected_ms > CONNECT_MS) {
+        sw__peer_close(p, SW_ETIMEDOUT, "connect timed out");
+        return;
+    }
+    if (p->state == P_HANDSHAKE && now - p->hs_start_ms > HANDSHAKE_MS) {
+        sw__peer_close(p, SW_ETIMEDOUT, "no BitTorrent handshake within 10 s");
+        return;
+    }
     if (p->state != P_ACTIVE) return;
+    if (p->ext && !p->ext_hs_seen && now - p->active_ms > EXT_HS_MS) {
+        sw__peer_close(p, SW_ETIMEDOUT, "no extension handshake (BEP 10) within 10 s");
+        return;
+    }
+    if (!p->am_interested && !p->peer_interested && !p->n_in && !p->n_out && now - p->last_msg_ms > SILENT_MS) {
+        sw__peer_close(p, SW_ETIMEDOUT, "silent for 30 s and neither side interested");
+        return;
+    }
     /* Snubbed: requests outstanding but no block for a while: give them to others. */
     if (p->n_out && now - p->last_data_ms > SNUB_MS) {
         for (uint32_t i = 0; i < p->n_out; i++)
@@ -171,7 +224,7 @@ static void on_tick(uv_timer_t *tm)
     /* Incoming connections that never completed a handshake belong to no torrent yet. */
     for (struct sw_bt_peer *p = s->peers, *nx; p; p = nx) {
         nx = p->next;
-        if (!p->t && now - p->connected_ms > 30000) sw__peer_close(p, SW_ETIMEDOUT, "no handshake");
+        if (!p->t && now - p->connected_ms > HANDSHAKE_MS) sw__peer_close(p, SW_ETIMEDOUT, "no handshake within 10 s");
     }
     for (uint32_t i = 0; i < s->n_tor; i++)
         if (!s->tor[i]->closing) torrent_tick(s->tor[i], now);
