@@ -143,6 +143,17 @@
           num(pl.compute_seconds).toFixed(2) + ' s · ' + num(pl.tokens_computed) + ' token positions' +
           (pl.kv_bytes !== undefined ? ' · KV cache ' + fmtBytes(pl.kv_bytes) : ''));
       if (num(pl.tokens_generated) > 0) add('As entry', num(pl.tokens_generated) + ' tokens delivered');
+      const sp = pl.spot;
+      if (sp && typeof sp === 'object') {
+        add('Spot checks', (num(sp.rate) > 0 ? 'rate 1/' + Math.round(1 / num(sp.rate)) : 'off') + ' · ' +
+            num(sp.checks) + ' asked · ' + num(sp.passed) + ' passed · ' + num(sp.failed) + ' failed · ' +
+            num(sp.inconclusive) + ' inconclusive · ' + num(sp.audits_served) + ' recomputed for others');
+        const bad = Array.isArray(sp.distrusted) ? sp.distrusted : [];
+        for (const d of bad) {
+          add('Excluded node', el('span', {}, tag('wrong hidden states', 'bad'), ' ',
+            el('span', { cls: 'mono' }, str(d.node).slice(0, 12) + '…'), ' ' + str(d.evidence)));
+        }
+      }
     }
     if (self.path !== undefined) add('Shard file', el('span', { cls: 'mono' }, str(self.path)));
     replaceChildren(document.getElementById('self'), rows);

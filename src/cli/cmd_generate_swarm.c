@@ -53,6 +53,8 @@ static void usage(FILE *f)
             "  --json-timings          one JSON line of timings on stderr at the end\n"
             "  --wait SECONDS          how long to wait for a complete route (default 60)\n"
             "  --deadline-ms MS        no sign of life from the route this long: rebuild it (default 5000)\n"
+            "  --spot-check RATE|off   recompute a sample of steps on a replica of the same shard (chance\n"
+            "                          per generated token, 1/N or 0..1; default 1/64; docs/pipeline.md)\n"
             "  --log-format human|json   -v, --verbose\n");
 }
 
@@ -61,6 +63,7 @@ struct gs_args {
     uint32_t n_boot;
     const char *model, *tokenizer, *cache, *prompt, *prompt_file, *prompt_ids, *logits_out, *token_times, *log_format;
     uint32_t listen, n_predict, prompt_len, chunk, ctx, wait_s, deadline_ms;
+    double spot_rate;
     int no_bos, no_echo, ignore_eos, print_ids, json, seed_set, verbose, f16;
     struct sw_sampler_params sp;
 };
@@ -150,6 +153,9 @@ static int parse_args(const char *cmd, int argc, char **argv, struct gs_args *a)
             if ((rc = sw_cli_parse_u32(cmd, f, v, 1, 1u << 24, &a->ctx))) return rc;
         } else if (!strcmp(f, "--wait")) {
             if ((rc = sw_cli_parse_u32(cmd, f, v, 1, 86400, &a->wait_s))) return rc;
+        } else if (!strcmp(f, "--spot-check")) {
+            if (sw_spot_parse_rate(v, &a->spot_rate))
+                return sw_cli_usage_error(cmd, "--spot-check must be off, 1/N or a number in (0, 1], got '%s'", v);
         } else if (!strcmp(f, "--deadline-ms")) {
             if ((rc = sw_cli_parse_u32(cmd, f, v, 100, 3600000, &a->deadline_ms))) return rc;
         } else if (sw_cli_sampler_flag(cmd, f, v, &a->sp, &a->seed_set, &rc)) {
@@ -445,7 +451,8 @@ static void on_timer(uv_timer_t *t)
 {
     struct gs *g = t->data;
     if (g->opened || g->trying || g->stopping || g->ended || g->fetching) return;
-    if (!g->pn && sw_pipe_node_attach(g->node, NULL, &g->pn)) {
+    struct sw_pipe_node_opts po = { .spot_rate = g->a.spot_rate };
+    if (!g->pn && sw_pipe_node_attach(g->node, &po, &g->pn)) {
         snprintf(g->msg, sizeof g->msg, "cannot attach the pipeline engine");
         g->status = SW_ENOMEM;
         finish(g);

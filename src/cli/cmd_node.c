@@ -66,6 +66,9 @@ static void usage(FILE *f)
             "  --coalesce PCT|off      hold a decode step at an idle stage up to PCT %% of a decode\n"
             "                          step while other sessions are due there, so they batch\n"
             "                          (default 150; docs/pipeline.md)\n"
+            "  --spot-check RATE|off   as an entry, recompute a sample of pipeline steps on a replica\n"
+            "                          of the same shard and exclude nodes whose hidden states differ:\n"
+            "                          RATE = chance per generated token, 1/N or 0..1 (default 1/64)\n"
             "  --status-interval MS    [STATUS] line period (default 5000; also on each change)\n"
             "  --log-format human|json\n"
             "  -v, --verbose\n"
@@ -334,6 +337,10 @@ int sw_cmd_node(int argc, char **argv)
         } else if (!strcmp(a, "--hash-delay-ms")) {
             NEED_VAL();
             if ((rc = sw_cli_parse_u32(cmd, "--hash-delay-ms", argv[i], 0, 60000, &cfg.hash_delay_ms))) return rc;
+        } else if (!strcmp(a, "--spot-check")) {
+            NEED_VAL();
+            if (sw_spot_parse_rate(argv[i], &po.spot_rate))
+                return sw_cli_usage_error(cmd, "--spot-check must be off, 1/N or a number in (0, 1], got '%s'", argv[i]);
         } else if (!strcmp(a, "--coalesce")) {
             NEED_VAL();
             if (!strcmp(argv[i], "off")) po.coalesce_pct = 1000;

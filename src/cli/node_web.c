@@ -373,6 +373,30 @@ int sw_cli_metrics_text(const char *status_json, struct sw_buf *b)
               "Pipeline messages refused as malformed." },
         };
         for (size_t k = 0; k < sizeof pm / sizeof pm[0]; k++) one(b, pl, pm[k].key, 1, pm[k].name, pm[k].type, pm[k].help);
+        const json_t *sp = json_object_get(pl, "spot");
+        if (json_is_object(sp)) {
+            one(b, sp, "checks", 1, "shardswarm_spot_checks_total", "counter",
+                "Spot checks this node asked for as an entry (a step recomputed on a replica).");
+            one(b, sp, "passed", 1, "shardswarm_spot_checks_passed_total", "counter", "Spot checks whose rows agreed.");
+            one(b, sp, "failed", 1, "shardswarm_spot_checks_failed_total", "counter",
+                "Spot checks that found wrong hidden states (the node was excluded).");
+            one(b, sp, "inconclusive", 1, "shardswarm_spot_checks_inconclusive_total", "counter",
+                "Spot checks with no verdict (no witness rows, a refusal, a timeout).");
+            one(b, sp, "audits_served", 1, "shardswarm_spot_audits_served_total", "counter",
+                "Spot checks this node recomputed for other entries.");
+            const json_t *dl = json_object_get(sp, "distrusted");
+            family(b, "shardswarm_spot_distrusted_nodes", "gauge", "Nodes excluded from this entry's routes by a failed spot check.");
+            sample(b, "shardswarm_spot_distrusted_nodes", (double)json_array_size(dl));
+            size_t i;
+            const json_t *d;
+            json_array_foreach(dl, i, d) {
+                const char *id = json_string_value(json_object_get(d, "node"));
+                if (!i) family(b, "shardswarm_spot_distrusted_node", "gauge",
+                               "A node excluded by a failed spot check (value: its relative error).");
+                sample1(b, "shardswarm_spot_distrusted_node", "node", id ? id : "",
+                        json_number_value(json_object_get(d, "rel_err")));
+            }
+        }
     }
     json_decref(root);
     process_metrics(b);

@@ -55,7 +55,8 @@ int sw_pipe_new(const struct sw_pipe_config *cfg, struct sw_pipe **out)
     if (!p->cfg.max_sessions) p->cfg.max_sessions = 32;
     if (!p->cfg.idle_ms) p->cfg.idle_ms = 300000;
     sw_buf_init(&p->out);
-    if (!(p->hdr = sw__pipe_hdr_new(&p->cfg.host, p->cfg.self_id))) {
+    if (!(p->hdr = sw__pipe_hdr_new(&p->cfg.host, p->cfg.self_id)) || sw__spot_new(p)) {
+        sw__pipe_hdr_free(p->hdr);
         free(p);
         return SW_ENOMEM;
     }
@@ -80,6 +81,7 @@ void sw__pipe_ssess_release(struct sw_pipe *p, struct ssess *s)
     if (s->st) sw_stage_seq_free(s->st, s->id);
     sw_sampler_free(s->smp);
     free(s->kept);
+    sw__spot_ssess_free(s);
     p->reserved -= SW_MIN(p->reserved, s->reserved);
     free(s);
 }
@@ -102,6 +104,7 @@ void sw__pipe_ssess_close(struct sw_pipe *p, struct ssess *s)
 
 void sw__pipe_esess_free(struct esess *e)
 {
+    free(e->spot);
     free(e->hist);
     free(e->blob);
     free(e);
@@ -135,6 +138,7 @@ void sw_pipe_free(struct sw_pipe *p)
         p->es = e->next;
         sw__pipe_esess_free(e);
     }
+    sw__spot_free(p);
     sw_buf_free(&p->out);
     free(p);
 }
@@ -196,6 +200,7 @@ void sw_pipe_receive(struct sw_pipe *p, const uint8_t from[SW_NODE_ID_LEN], cons
         return;
     }
     if (sw__pipe_hdr_receive(p->hdr, from, &m, now_us)) return;
+    if (sw__spot_receive(p, from, &m, now_us)) return; /* spot checks (spotcheck.c) */
     switch (m.type) {
     case SW_PIPE_OPEN:
         sw__pipe_stage_open(p, from, &m, now_us);

@@ -30,6 +30,7 @@ struct sw_stage;
 #define SW_PIPE_MAX_TEXT 512u          /* ERROR text bytes */
 #define SW_PIPE_MAX_MSG (64u << 20)    /* whole message (the BT extension's cap) */
 #define SW_PIPE_MAX_HEADER (SW_PIPE_MAX_MSG - 64u) /* shard header bytes in one HEADER */
+#define SW_PIPE_MAX_CTX (1u << 24)     /* positions an AUDIT may name */
 
 enum sw_pipe_type {
     SW_PIPE_OPEN = 1,      /* entry -> stage: session, route, sampling, dtype, limits */
@@ -52,11 +53,27 @@ enum sw_pipe_type {
                               once when that work is done): stage index, positions computed,
                               tokens still to compute here, the stage's estimate of the µs
                               they need. The entry's stall deadline counts from it. */
+    /* Spot checks (spotcheck.c, docs/pipeline.md "Spot checks"): */
+    SW_PIPE_AUDIT = 13,    /* entry -> the stage upstream of the checked one (role FEED: send
+                              your kept outputs [pos, pos+n) to the checker as HIDDEN under
+                              the audit id) or the one downstream (role WITNESS: send the rows
+                              you received [pos, pos+n) as CLAIM) */
+    SW_PIPE_CLAIM = 14,    /* witness -> checker: rows the witness received from its upstream
+                              (named), HIDDEN layout; flag LAST ends one check */
+    SW_PIPE_VERDICT = 15,  /* checker -> entry: the recomputed rows against the claimed ones */
 };
 
 /* OPEN flags */
 #define SW_PIPE_OPEN_LOGITS 1u     /* last stage: TOKEN_OUT carries the logits (tests) */
 #define SW_PIPE_OPEN_IGNORE_EOS 2u /* last stage: do not stop at stop tokens */
+#define SW_PIPE_OPEN_AUDIT 4u      /* a checker's session: compute, keep, compare with CLAIMs,
+                                      send nothing downstream */
+#define SW_PIPE_OPEN_WITNESS 8u    /* keep the hidden rows received (a spot check may ask) */
+/* AUDIT roles, CLAIM flags, VERDICT results */
+#define SW_PIPE_AUDIT_FEED 1u
+#define SW_PIPE_AUDIT_WITNESS 2u
+#define SW_PIPE_CLAIM_LAST 1u
+enum { SW_PIPE_VERDICT_OK = 0, SW_PIPE_VERDICT_MISMATCH = 1, SW_PIPE_VERDICT_INCONCLUSIVE = 2 };
 /* TOKENS flags */
 #define SW_PIPE_TOK_SHORTCUT 1u    /* sent by the last stage straight to the first */
 
@@ -103,6 +120,17 @@ struct sw_pipe_msg {
      * HEADER: the torrent file index; the bytes are data/data_len (1..SW_PIPE_MAX_HEADER). */
     uint32_t max_len;
     uint32_t file;
+    /* AUDIT: session = the checked session's wire id, audit = the checker's session id,
+     * role, node_a = the checker, node_b = the checked node, pos/n_tokens = the rows.
+     * CLAIM: session = audit id, flags, dtype, pos, n_tokens, n_embd, node_a = the node the
+     * witness received the rows from, data = the rows. VERDICT: session = audit id, stage,
+     * verdict, pos/n_tokens = positions compared, bad_pos, max_abs, rel_err, node_a = the
+     * witness's upstream (the node whose rows were compared), text. */
+    uint64_t audit;
+    uint8_t role, verdict;
+    const uint8_t *node_a, *node_b;
+    uint32_t bad_pos;
+    float max_abs, rel_err;
 };
 
 /* Parses one SW_MSG_PIPE payload (kind byte 'S' first, then version, type). Every length
@@ -178,6 +206,9 @@ struct sw_pipe_config {
     uint32_t coalesce_pct;     /* the longest a decode step is held at an idle stage for
                                   other decoding sessions due there, in percent of the
                                   stage's recent decode step time; 0: 150; 1000+: never hold */
+    double spot_rate;          /* entry: the chance that a generated token starts a spot check
+                                  (0: none; the node's default is SW_SPOT_DEFAULT_RATE) */
+    double spot_rtol;          /* the checker's tolerance (0: SW_SPOT_RTOL) */
 };
 
 int sw_pipe_new(const struct sw_pipe_config *cfg, struct sw_pipe **out);
@@ -225,11 +256,44 @@ struct sw_pipe_stats {
         coalesce_held_us,      /* the time they were held, in all */
         headers_served, header_bytes_sent, headers_refused, /* HEADER_GET answered / refused */
         header_replies_rejected, /* fetches: HEADER replies that failed the check */
-        tokens_generated;      /* tokens delivered to sessions this node opened as the entry */
+        tokens_generated,      /* tokens delivered to sessions this node opened as the entry */
+        spot_checks, spot_passed, spot_failed, spot_inconclusive, /* entry: checks asked, verdicts */
+        spot_positions,        /* entry: positions compared in passed and failed checks */
+        audits_served,         /* checker: verdicts this node sent */
+        spot_corrupted;        /* testing only: steps this stage perturbed (SW_TEST_CORRUPT_HIDDEN) */
+    uint32_t spot_distrusted;  /* entry: nodes excluded from routes by a failed check */
     uint32_t stage_sessions, entry_sessions;
     uint64_t kept_bytes;
 };
 struct sw_pipe_stats sw_pipe_stats(const struct sw_pipe *p);
+
+/* ============================================== spot checks (spotcheck.c) */
+
+/* The node's default: one generated token in 64 starts a check (docs/pipeline.md). */
+#define SW_SPOT_DEFAULT_RATE (1.0 / 64)
+/* A recomputed row agrees with the claimed one when max|a-b| <= rtol * max(|a|,|b|) over the
+ * row (the wire dtype's rounding and honest kernels' differences are far below). */
+#define SW_SPOT_RTOL 0.01
+
+/* A node this entry excluded from its routes after a failed check, with the evidence. */
+struct sw_pipe_distrust_info {
+    uint8_t node[SW_NODE_ID_LEN], checker[SW_NODE_ID_LEN];
+    uint32_t shard, pos;
+    uint64_t session;          /* the entry's session handle */
+    float max_abs, rel_err;
+    double age_s;              /* since the verdict */
+    char evidence[400];
+};
+/* The distrusted nodes: returns how many; fills *out with entry i when i is below that. */
+size_t sw_pipe_distrusted(const struct sw_pipe *p, size_t i, struct sw_pipe_distrust_info *out, uint64_t now_us);
+/* Compares two rows of n_embd values in the wire dtype: 1 when they differ beyond rtol
+ * (max|a-b| > rtol * max(|a|,|b|); a NaN or Inf on one side only differs). */
+/* The status JSON's pipeline."spot" object (spotcheck_node.c): settings, counters, the
+ * distrusted nodes with their evidence. */
+struct json_t;
+void sw_spot_status_json(const struct sw_pipe *p, struct json_t *pipeline, uint64_t now_us);
+int sw_spot_compare_row(const uint8_t *a, const uint8_t *b, uint8_t dtype, uint32_t n_embd, double rtol, float *max_abs,
+                        float *rel);
 
 /* ============================================== shard headers (light clients) */
 

@@ -13,6 +13,7 @@
 
 static void e_end(struct sw_pipe *p, struct esess *e, int rc, const char *msg)
 {
+    sw__spot_entry_end(p, e);
     sw__pipe_esess_unlink(p, e);
     if (e->cb.on_end) e->cb.on_end(e->cb.ud, e->handle, rc, msg);
     sw__pipe_esess_free(e);
@@ -55,7 +56,8 @@ static void e_send_open(struct sw_pipe *p, struct esess *e, uint32_t k)
 {
     uint8_t stop[SW_PIPE_MAX_STOP * 4];
     for (uint32_t i = 0; i < e->n_stop; i++) sw_put_be32(stop + 4 * i, (uint32_t)e->stop[i]);
-    struct sw_pipe_msg m = { .type = SW_PIPE_OPEN, .session = e->wire, .stage = (uint8_t)k, .flags = e->flags,
+    struct sw_pipe_msg m = { .type = SW_PIPE_OPEN, .session = e->wire, .stage = (uint8_t)k,
+                             .flags = (uint8_t)(e->flags | sw__spot_open_flags(p)),
                              .dtype = e->dtype, .n_stages = (uint8_t)e->n_stages, .route = &e->route[0][0],
                              .entry = p->cfg.self_id, .n_ctx = e->n_ctx, .n_known = e->n_hist,
                              .max_pos = e->max_pos, .n_stop = e->n_stop, .stop = stop,
@@ -90,6 +92,7 @@ static int e_pick(struct sw_pipe *p, struct esess *e, uint32_t shard, uint8_t ou
     size_t n = 0;
     for (uint32_t i = 0; i < e->n_excl; i++)
         if (e->excl_shard[i] == shard) memcpy(ex[n++], e->excl[i], SW_NODE_ID_LEN);
+    n = sw__spot_exclude(p, &ex[0][0], n, MAX_EXCLUDE); /* nodes that failed a spot check */
     return p->cfg.host.pick(p->cfg.host.ud, shard, n ? &ex[0][0] : NULL, n, out);
 }
 
@@ -306,6 +309,7 @@ void sw__pipe_entry_token(struct sw_pipe *p, const uint8_t *from, const struct s
     if (e->n_gen > 1 && now_us > e->t_first) ev.tokens_per_s = (e->n_gen - 1) * 1e6 / (double)(now_us - e->t_first);
     uint64_t h = e->handle;
     p->st.tokens_generated++;
+    if (!last) sw__spot_entry_token(p, e, now_us); /* may start a spot check */
     if (e->cb.on_token) e->cb.on_token(e->cb.ud, &ev);
     free(lg);
     e = sw__pipe_es_by_handle(p, h); /* the callback may have cancelled */

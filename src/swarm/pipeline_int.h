@@ -114,6 +114,12 @@ struct ssess {
     uint64_t prev_arr_us;    /* the one before */
     uint64_t cycle_us;       /* the recent interval between two of them (0: unknown) */
     int progress_open;       /* a PROGRESS said "working" and no "done" followed yet */
+    /* spot checks (spotcheck.c): flags SW_PIPE_OPEN_WITNESS keeps the hidden rows received,
+     * rows [0, recv_rows) all from node recv_from; SW_PIPE_OPEN_AUDIT makes a checker */
+    uint8_t *recv;
+    size_t recv_rows, recv_cap_rows;
+    uint8_t recv_from[SW_NODE_ID_LEN];
+    struct spot_chk *chk;
 };
 
 enum { E_OPENING = 1, E_RUNNING = 2 };
@@ -154,6 +160,7 @@ struct esess {
     char first_why[200];     /* why the route was first rebuilt, for the final error */
     uint64_t t_open, t_first, t_last;
     uint32_t n_gen;
+    struct spot_es *spot;    /* spot checks of this session's stages (spotcheck.c) */
 };
 
 struct sw_pipe {
@@ -170,6 +177,7 @@ struct sw_pipe {
     uint64_t us_per_step;    /* stage: recent wall time per job */
     uint64_t us_short_step;  /* stage: recent wall time of a batchable (decode) job */
     uint64_t hold_start;     /* stage: a decode step held since (0: none) */
+    struct sw_spot *spot;    /* spot checks: settings, distrusted nodes (spotcheck.c) */
 };
 
 /* ------------------------------------------------------------------ shared calls */
@@ -222,5 +230,25 @@ uint64_t sw__pipe_entry_check(struct sw_pipe *p, struct esess *e, uint64_t now_u
 void sw__pipe_e_failover(struct sw_pipe *p, struct esess *e, uint32_t k, uint64_t now_us, const char *why);
 /* Opens a whole new route (avoid_old: other nodes than the current ones where possible). */
 void sw__pipe_e_reopen(struct sw_pipe *p, struct esess *e, uint64_t now_us, int avoid_old, const char *why);
+
+/* spotcheck.c: spot checks of pipeline work (docs/pipeline.md "Spot checks") */
+int sw__spot_new(struct sw_pipe *p);
+void sw__spot_free(struct sw_pipe *p);
+/* Handles AUDIT, CLAIM, VERDICT, and OPEN_OK/ERROR about audit sessions: 1 when taken. */
+int sw__spot_receive(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us);
+/* Entry: a token arrived for e (a check may start); e ends (its checks are closed). */
+void sw__spot_entry_token(struct sw_pipe *p, struct esess *e, uint64_t now_us);
+void sw__spot_entry_end(struct sw_pipe *p, struct esess *e);
+/* Entry: OPEN flags every stage gets (the witness flag while checks are on). */
+uint8_t sw__spot_open_flags(const struct sw_pipe *p);
+/* Entry: appends the distrusted nodes to an exclusion list of cap ids; returns the count. */
+size_t sw__spot_exclude(const struct sw_pipe *p, uint8_t *ex, size_t n, size_t cap);
+/* Stage: a HIDDEN message arrived (witness rows); a step's outputs are ready (test hook:
+ * perturbs them; checker: compares them). */
+void sw__spot_witness(struct ssess *s, const uint8_t *from, const struct sw_pipe_msg *m);
+void sw__spot_test_corrupt(struct sw_pipe *p, const struct ssess *s, float *out, uint32_t n_tokens);
+void sw__spot_checker_step(struct sw_pipe *p, struct ssess *s);
+void sw__spot_ssess_free(struct ssess *s);
+void sw__spot_settings(const struct sw_pipe *p, double *rate, double *rtol);
 
 #endif

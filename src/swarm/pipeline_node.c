@@ -240,6 +240,7 @@ static void status_extra(void *ud, struct json_t *root)
     json_object_set_new(o, "messages_malformed", json_integer((json_int_t)st.malformed));
     json_object_set_new(o, "errors_sent", json_integer((json_int_t)st.errors_sent));
     json_object_set_new(o, "headers_served", json_integer((json_int_t)st.headers_served));
+    sw_spot_status_json(pn->pipe, o, sw_time_us()); /* spotcheck.c: "spot" */
     json_object_set_new(root, "pipeline", o);
 }
 
@@ -528,6 +529,8 @@ int sw_pipe_node_attach(struct sw_node *n, const struct sw_pipe_node_opts *opts,
         cfg.coalesce_pct = opts->coalesce_pct;
         pn->step_delay_us = opts->step_delay_us;
     }
+    double rate = opts ? opts->spot_rate : 0;
+    cfg.spot_rate = rate < 0 ? 0 : rate > 0 ? rate : SW_SPOT_DEFAULT_RATE;
     int rc = sw_pipe_new(&cfg, &pn->pipe);
     if (rc) {
         free(pn);

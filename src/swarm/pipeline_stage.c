@@ -342,6 +342,7 @@ static void entry_done(struct sw_pipe *p, const struct sw_pipe_job *j, const str
             s->kept = k;
             s->kept_cap_rows = cap;
         }
+        sw__spot_test_corrupt(p, s, e->out, e->n); /* a test hook: off unless its env is set */
         uint8_t *dst = s->kept + (size_t)e->pos * s->row_bytes;
         size_t nf = (size_t)e->n * s->n_embd;
         if (s->dtype == SW_PIPE_F32) {
@@ -353,7 +354,8 @@ static void entry_done(struct sw_pipe *p, const struct sw_pipe_job *j, const str
             }
         }
         if (need_rows > s->kept_rows) s->kept_rows = need_rows;
-        send_kept(p, s, e->pos, need_rows);
+        if (s->flags & SW_PIPE_OPEN_AUDIT) sw__spot_checker_step(p, s); /* a checker compares, sends nothing on */
+        else send_kept(p, s, e->pos, need_rows);
         return;
     }
     uint32_t q = e->pos + e->n - 1; /* the last position computed */
@@ -615,6 +617,7 @@ void sw__pipe_stage_input(struct sw_pipe *p, const uint8_t *from, const struct s
             return;
         }
     }
+    if (!is_tokens) sw__spot_witness(s, from, m); /* rows a spot check may ask for */
     uint32_t pos = m->pos, n = m->n_tokens;
     const uint8_t *data = m->data;
     if ((uint64_t)pos + n <= s->accepted) return; /* already have these (a replay or a top-up) */

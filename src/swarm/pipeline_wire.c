@@ -183,6 +183,56 @@ int sw_pipe_msg_encode(const struct sw_pipe_msg *m, struct sw_buf *out)
         put32(out, (uint32_t)m->data_len);
         sw_buf_append(out, m->data, m->data_len);
         break;
+    case SW_PIPE_AUDIT:
+        if (!m->node_a || !m->node_b || !m->n_tokens || m->n_tokens > SW_PIPE_MAX_CTX ||
+            (m->role != SW_PIPE_AUDIT_FEED && m->role != SW_PIPE_AUDIT_WITNESS)) {
+            out->len = start;
+            return SW_EINVAL;
+        }
+        put8(out, m->role);
+        put8(out, m->flags);
+        put64(out, m->audit);
+        sw_buf_append(out, m->node_a, SW_NODE_ID_LEN);
+        sw_buf_append(out, m->node_b, SW_NODE_ID_LEN);
+        put32(out, m->pos);
+        put32(out, m->n_tokens);
+        break;
+    case SW_PIPE_CLAIM:
+        if (m->n_tokens > SW_PIPE_MAX_TOKENS || m->n_embd > SW_PIPE_MAX_EMBD || !m->node_a) {
+            out->len = start;
+            return SW_EINVAL;
+        }
+        put8(out, m->flags);
+        put8(out, m->dtype);
+        put32(out, m->pos);
+        put32(out, m->n_tokens);
+        put32(out, m->n_embd);
+        sw_buf_append(out, m->node_a, SW_NODE_ID_LEN);
+        if (m->data_len) sw_buf_append(out, m->data, m->data_len);
+        break;
+    case SW_PIPE_VERDICT: {
+        if (!m->node_a) {
+            out->len = start;
+            return SW_EINVAL;
+        }
+        uint32_t fa, fr;
+        memcpy(&fa, &m->max_abs, 4);
+        memcpy(&fr, &m->rel_err, 4);
+        uint16_t tl = (uint16_t)SW_MIN((size_t)m->text_len, (size_t)SW_PIPE_MAX_TEXT);
+        put8(out, m->stage);
+        put8(out, m->verdict);
+        put32(out, m->pos);
+        put32(out, m->n_tokens);
+        put32(out, m->bad_pos);
+        put32(out, fa);
+        put32(out, fr);
+        sw_buf_append(out, m->node_a, SW_NODE_ID_LEN);
+        uint8_t t[2];
+        sw_put_be16(t, tl);
+        sw_buf_append(out, t, 2);
+        if (tl) sw_buf_append(out, m->text, tl);
+        break;
+    }
     default:
         out->len = start;
         return SW_EINVAL;
@@ -377,6 +427,53 @@ int sw_pipe_msg_decode(const uint8_t *p, size_t len, struct sw_pipe_msg *m, char
         if (n > SW_PIPE_MAX_HEADER) BAD(SW_ETOOBIG, "HEADER: %u bytes (cap %u)", n, SW_PIPE_MAX_HEADER);
         m->data_len = n;
         m->data = gbytes(&r, n, "bytes");
+        break;
+    }
+    case SW_PIPE_AUDIT:
+        m->role = g8(&r, "role");
+        m->flags = g8(&r, "flags");
+        m->audit = g64(&r, "audit");
+        m->node_a = gbytes(&r, SW_NODE_ID_LEN, "checker");
+        m->node_b = gbytes(&r, SW_NODE_ID_LEN, "checked");
+        m->pos = g32(&r, "pos");
+        m->n_tokens = g32(&r, "n_tokens");
+        if (r.field) break;
+        if (m->role != SW_PIPE_AUDIT_FEED && m->role != SW_PIPE_AUDIT_WITNESS) BAD(SW_ECORRUPT, "AUDIT: role %u", m->role);
+        if (!m->n_tokens || m->n_tokens > SW_PIPE_MAX_CTX)
+            BAD(SW_ECORRUPT, "AUDIT: %u positions (1..%u)", m->n_tokens, SW_PIPE_MAX_CTX);
+        if ((uint64_t)m->pos + m->n_tokens > SW_PIPE_MAX_CTX) BAD(SW_ECORRUPT, "AUDIT: positions past %u", SW_PIPE_MAX_CTX);
+        break;
+    case SW_PIPE_CLAIM:
+        m->flags = g8(&r, "flags");
+        m->dtype = g8(&r, "dtype");
+        m->pos = g32(&r, "pos");
+        m->n_tokens = g32(&r, "n_tokens");
+        m->n_embd = g32(&r, "n_embd");
+        m->node_a = gbytes(&r, SW_NODE_ID_LEN, "upstream");
+        if (r.field) break;
+        if (m->n_tokens > SW_PIPE_MAX_TOKENS) BAD(SW_ETOOBIG, "CLAIM: %u tokens (cap %u)", m->n_tokens, SW_PIPE_MAX_TOKENS);
+        if (m->n_embd > SW_PIPE_MAX_EMBD) BAD(SW_ETOOBIG, "CLAIM: n_embd %u (cap %u)", m->n_embd, SW_PIPE_MAX_EMBD);
+        m->data = r.p; /* the size is the checker's business, as for HIDDEN */
+        m->data_len = r.left;
+        r.p += r.left;
+        r.left = 0;
+        break;
+    case SW_PIPE_VERDICT: {
+        m->stage = g8(&r, "stage");
+        m->verdict = g8(&r, "verdict");
+        m->pos = g32(&r, "pos");
+        m->n_tokens = g32(&r, "n_tokens");
+        m->bad_pos = g32(&r, "bad_pos");
+        uint32_t fa = g32(&r, "max_abs"), fr = g32(&r, "rel_err");
+        memcpy(&m->max_abs, &fa, 4);
+        memcpy(&m->rel_err, &fr, 4);
+        m->node_a = gbytes(&r, SW_NODE_ID_LEN, "upstream");
+        m->text_len = g16(&r, "text_len");
+        if (r.field) break;
+        if (m->verdict > SW_PIPE_VERDICT_INCONCLUSIVE) BAD(SW_ECORRUPT, "VERDICT: result %u", m->verdict);
+        if (m->stage >= SW_PIPE_MAX_STAGES) BAD(SW_ECORRUPT, "VERDICT: stage %u", m->stage);
+        if (m->text_len > SW_PIPE_MAX_TEXT) BAD(SW_ETOOBIG, "VERDICT: text of %u bytes (cap %u)", m->text_len, SW_PIPE_MAX_TEXT);
+        m->text = (const char *)gbytes(&r, m->text_len, "text");
         break;
     }
     default:

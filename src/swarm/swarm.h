@@ -477,7 +477,11 @@ struct sw_pipe_node_opts {
     uint32_t step_delay_us;    /* testing only: each compute step also sleeps this long on
                                   its worker (a slow stage, so tests can kill it mid-way) */
     uint32_t coalesce_pct;     /* sw_pipe_config.coalesce_pct: 0 default (150), 1000 never */
+    double spot_rate;          /* entry: chance that a generated token starts a spot check;
+                                  0: the default (1/64), negative: no checks */
 };
+/* Parses a spot-check rate: "off" (-1), "1/N" (N >= 1) or a number in (0, 1]. 0 or SW_EINVAL. */
+int sw_spot_parse_rate(const char *s, double *out);
 
 /* Attaches a pipeline engine to a node: SW_MSG_PIPE messages go to it, its messages go out
  * with priority on the peer connections, compute runs on libuv worker threads, departures

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""spotcheck_it.py CASE — spot checks of pipeline work across real node processes (issue 13
+item 3; docs/pipeline.md "Spot checks"). stories260K split in 4; the entry is a
+`node --client --api 0 --spot-check 1` (every generated token starts a check, so a short
+request is enough) that serves POST /v1/completions with token-id prompts.
+
+Cases:
+  honest  shard 1 on two nodes, one computing with the reference kernels (SW_KERNELS=ref),
+          the other with the best ones: every check of shard 1 compares the two; none
+          fails, at least one passes, the completion equals single-process `generate`
+  catch   both shard-1 nodes run the TEST HOOK SW_TEST_CORRUPT_HIDDEN=1 (they perturb the
+          hidden states of the sessions they serve, not of the audits they recompute): the
+          one on the route is caught — evidence (shard, position, max abs diff, rel err) in
+          the entry's log, /swarm/status pipeline.spot.distrusted and /metrics — and the
+          session goes on on a fresh route without it
+"""
+import json
+import os
+import re
+import sys
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import swarm_it as S  # noqa: E402
+from swarm_it import check, fail, harness  # noqa: E402
+import pipeline_it as P  # noqa: E402
+
+PROMPT = [int(x) for x in P.PROMPT.split()]
+
+
+def start(procs, model, name, shard, boot=None, extra=(), env=None, api=False):
+    cache = model.cache(name, [shard] if shard >= 0 else [])
+    args = [harness.BIN, "node", "--model", model.torrent, "--cache", cache, "--listen", "0", "--threads", "1"]
+    args += ["--shard", str(shard)] if shard >= 0 else ["--client"]
+    args += list(extra)
+    if api:
+        args += ["--api", "0"]
+    if boot:
+        args += ["--bootstrap", "127.0.0.1:%d" % boot]
+    p = procs.start(name, args, env=env)
+    port = int(p.wait_for(r"listening on port (\d+)", timeout=30).group(1))
+    a = int(p.wait_for(r"http://127\.0\.0\.1:(\d+)/swarm/status", timeout=30).group(1)) if api else None
+    return P.PNode(p, port, a)
+
+
+def swarm(procs, env_n1=None, env_r1=None):
+    m = P.stories()
+    nodes = {"n0": start(procs, m, "n0", 0)}
+    boot = nodes["n0"].port
+    nodes["n1"] = start(procs, m, "n1", 1, boot, env=env_n1)
+    nodes["r1"] = start(procs, m, "r1", 1, boot, env=env_r1)
+    nodes["n2"] = start(procs, m, "n2", 2, boot)
+    nodes["n3"] = start(procs, m, "n3", 3, boot)
+    for n in nodes.values():
+        n.proc.wait_for(r"shard \d+ loaded", timeout=60)
+    entry = start(procs, m, "entry", -1, boot, extra=["--spot-check", "1"], api=True)
+    entry.proc.wait_for(r"\[READY\] swarm ready", timeout=30)
+    return nodes, entry
+
+
+def status(port):
+    with urllib.request.urlopen("http://127.0.0.1:%d/swarm/status" % port, timeout=5) as r:
+        return json.loads(r.read().decode())
+
+
+def metrics(port):
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+        return r.read().decode()
+
+
+def complete(entry, n, tries=1):
+    """A greedy completion of PROMPT; a swarm that is briefly not ready (a node's keep-alive
+    late on a loaded machine) is asked again, up to `tries` times."""
+    body = {"prompt": PROMPT, "max_tokens": n, "temperature": 0}
+    for i in range(tries):
+        st, _, text = P.api_post(entry.api, "/v1/completions", body, timeout=60)
+        if st == 200 or i + 1 == tries:
+            break
+        time.sleep(1)
+    check(st == 200, "completion answered %d: %s" % (st, text[:500]))
+    return json.loads(text)
+
+
+def wait_spot(entry, cond, timeout=15):
+    """The entry's pipeline.spot status once cond holds (the status JSON is refreshed about
+    once a second), or the last one seen."""
+    deadline = time.time() + timeout
+    while True:
+        sp = status(entry.api)["pipeline"]["spot"]
+        if cond(sp) or time.time() > deadline:
+            return sp
+        time.sleep(0.2)
+
+
+def case_honest():
+    S.node_supported()
+    with harness.Procs() as procs:
+        nodes, entry = swarm(procs, env_n1={"SW_KERNELS": "ref"})
+        n = 40
+        ref = P.reference(P.PROMPT, n)
+        got = complete(entry, n)
+        sp = wait_spot(entry, lambda x: x["passed"] >= 1)
+        check(sp["failed"] == 0 and not sp["distrusted"], "an honest node was accused: %s" % json.dumps(sp))
+        check(sp["passed"] >= 1, "no check passed: %s\n%s" % (json.dumps(sp), entry.proc.output()[-2000:]))
+        # the checks compared kernels: which node served shard 1, which recomputed
+        served = sum(status_of(nodes[x])["audits"] for x in ("n1", "r1"))
+        check(served >= 1, "no audit was recomputed by a shard-1 node")
+        text = got["choices"][0]["text"]
+        print("honest: %d checks, %d passed (%d positions), 0 failed; %d tokens; reference ids %s…; text %r" %
+              (sp["checks"], sp["passed"], sp["positions_checked"], n, " ".join(ref[:8]), text[:40]), file=sys.stderr)
+
+
+def status_of(node):
+    out = node.proc.output()
+    return {"audits": len(re.findall(r"\[SPOT\] audit [0-9a-f]+", out))}
+
+
+def case_catch():
+    S.node_supported()
+    with harness.Procs() as procs:
+        env = {"SW_TEST_CORRUPT_HIDDEN": "1"}
+        nodes, entry = swarm(procs, env_n1=env, env_r1=env)
+        # the session may fail when the liar is dropped and the other node is briefly
+        # unreachable (a loaded machine): only the verdict matters here
+        body = {"prompt": PROMPT, "max_tokens": 40, "temperature": 0}
+        P.api_post(entry.api, "/v1/completions", body, timeout=60)
+        sp = wait_spot(entry, lambda x: x["failed"] >= 1)
+        check(sp and sp["failed"] >= 1, "the lying node was not caught: %s\n%s" % (json.dumps(sp), entry.proc.output()[-3000:]))
+        d = sp["distrusted"][0]
+        check(d["shard"] == 1 and d["rel_err"] > 0.01 and d["max_abs_diff"] > 0, "evidence: %s" % json.dumps(d))
+        check(re.search(r"\[SPOT\].*shard 1: node [0-9a-f]+.* returned wrong hidden states: session [0-9a-f]+, position \d+, "
+                        r"max abs diff [0-9.e+-]+, rel err [0-9.e+-]+", entry.proc.output()) is not None,
+              "no evidence line in the entry's log:\n%s" % entry.proc.output()[-2000:])
+        met = metrics(entry.api)
+        check(re.search(r"^shardswarm_spot_checks_failed_total [1-9]", met, re.M) is not None, "metrics:\n%s" % met[-1500:])
+        check(re.search(r'^shardswarm_spot_distrusted_node\{node="%s"\} ' % d["node"], met, re.M) is not None,
+              "the distrusted node is not in /metrics")
+        # the liar is left out of the next routes: a new completion never opens its stage
+        liar = next(k for k in ("n1", "r1") if re.search(r"node id %s" % d["node"], nodes[k].proc.output()))
+        other = "r1" if liar == "n1" else "n1"
+        opened = lambda k: len(re.findall(r"stage 1 of 4 opened for entry", nodes[k].proc.output()))  # noqa: E731
+        before = opened(liar)
+        complete(entry, 8, tries=5)
+        check(opened(liar) == before, "the distrusted node %s was routed again" % liar)
+        print("catch: %s (shard 1) caught at position %d, max abs diff %.4g, rel err %.3g; the next request went to %s" %
+              (liar, d["pos"], d["max_abs_diff"], d["rel_err"], other), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    harness.main_cases({"honest": case_honest, "catch": case_catch})
