@@ -527,6 +527,7 @@ void sw__pipe_stage_open(struct sw_pipe *p, const uint8_t *from, const struct sw
     }
     size_t row_bytes = (size_t)si->n_embd * sw_pipe_dtype_size(m->dtype);
     uint64_t need = si->kv_bytes_per_token * m->n_ctx + (last ? 0 : (uint64_t)row_bytes * m->n_ctx);
+    if ((m->flags & SW_PIPE_OPEN_WITNESS) && !first) need += (uint64_t)row_bytes * m->n_ctx; /* rows received (spot checks) */
     if (p->cfg.max_kv_bytes && p->reserved + need > p->cfg.max_kv_bytes) {
         char a[32], b[32];
         snprintf(why, sizeof why, "out of memory for the KV cache: needs %s, %s left", sw_fmt_bytes(need, a, sizeof a),
@@ -582,8 +583,12 @@ void sw__pipe_stage_open(struct sw_pipe *p, const uint8_t *from, const struct sw
     p->ss = s;
     p->st.sessions_opened++;
     char eid[16];
-    sw_log(SW_LOG_INFO, "PIPE", "session %016llx: stage %u of %u opened for entry %s (context %u)",
-           (unsigned long long)s->id, s->idx, s->n_stages, sw__pipe_short_id(s->entry, eid, sizeof eid), s->n_ctx);
+    if (s->flags & SW_PIPE_OPEN_AUDIT) /* a spot check's session: worded apart from serving ones */
+        sw_log(SW_LOG_INFO, "SPOT", "audit %016llx: recomputing shard %u (stage %u/%u) for entry %s (context %u)",
+               (unsigned long long)s->id, s->idx, s->idx, s->n_stages, sw__pipe_short_id(s->entry, eid, sizeof eid), s->n_ctx);
+    else
+        sw_log(SW_LOG_INFO, "PIPE", "session %016llx: stage %u of %u opened for entry %s (context %u)",
+               (unsigned long long)s->id, s->idx, s->n_stages, sw__pipe_short_id(s->entry, eid, sizeof eid), s->n_ctx);
     struct sw_pipe_msg ok = { .type = SW_PIPE_OPEN_OK, .session = m->session, .stage = m->stage };
     sw__pipe_send(p, from, &ok);
 }
