@@ -431,6 +431,11 @@ struct sw_bt_session_opts {
     uint32_t max_requests;     /* outstanding 16 KiB requests per peer; 0: 256 */
     uint32_t max_peer_queue;   /* requests we queue from one peer; 0: 512 (BEP 10 reqq) */
     const char *client_name;   /* BEP 10 "v"; NULL: "shardswarm 0.1.0" */
+    /* A private swarm (docs/protocol.md): the 32-byte swarm key (copied). Every connection,
+     * both ways, starts with the Noise NNpsk0 handshake under this key and carries only
+     * sealed records after it; a peer without the key is refused at its first message, and
+     * plain BitTorrent peers are not spoken to. NULL: a public swarm (plain BitTorrent). */
+    const uint8_t *swarm_key;
     sw_bt_event_fn on_event;
     void *ud;
 };

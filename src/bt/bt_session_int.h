@@ -14,6 +14,7 @@
 
 #include "bt.h"
 #include "bt_int.h"
+#include "net/noise.h"
 
 #define ERR(...) (err && err_len ? (void)snprintf(err, err_len, __VA_ARGS__) : (void)0)
 #define LOGD(...) sw_log(SW_LOG_DEBUG, "BT", __VA_ARGS__)
@@ -112,6 +113,8 @@ struct sw_bt_peer {
     int ext_connected_called;
     int first_read_seen;
     struct sw__mse *mse;       /* incoming encrypted (MSE) handshake in progress */
+    struct sw_noise *nz;       /* private swarm: the connection's filter (handshake, then records) */
+    struct sw_buf nz_out;      /* private swarm: handshake bytes to write as they are (not sealed) */
     void *userdata;
     int close_reason;
 };
@@ -221,6 +224,13 @@ struct sw_bt_session {
     uint64_t ticks;
     int closing;
     int handles;               /* open uv handles */
+    /* private swarm (o.swarm_key set): the key, sealed-write buffers kept for reuse, and the
+     * decrypted bytes of the read being handled */
+    int private_swarm;
+    uint8_t swarm_key[SW_SWARM_KEY_LEN];
+    uint8_t *seal_pool[8];
+    uint32_t n_seal_pool;
+    struct sw_buf nz_plain;
 };
 
 /* ------------------------------------------------------------------ small helpers */
@@ -262,6 +272,9 @@ struct sw_bt_peer *sw__evict_victim(struct sw_bt_session *s, struct sw_bt_torren
 
 /* peer_io.c: sending, peer lifecycle, reading, connecting, accepting, dialing */
 int sw__write_owned(struct sw_bt_peer *p, uint8_t *data, size_t len);
+/* A private swarm's extension message sent at once (peer_ext.c's fast path): sealed. */
+int sw__send_sealed3(struct sw_bt_peer *p, const uint8_t *a, size_t alen, const uint8_t *b, size_t blen,
+                     const uint8_t *c, size_t clen);
 void sw__flush(struct sw_bt_peer *p);
 void sw__abort_requests(struct sw_bt_peer *p);
 void sw__peer_close(struct sw_bt_peer *p, int reason, const char *why);

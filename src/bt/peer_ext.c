@@ -340,6 +340,7 @@ int sw_bt_peer_send_ext2(struct sw_bt_peer *p, const void *a, size_t a_len, cons
     sw_bt_wire_ext_header(hdr, p->ext_custom, total);
     uv_buf_t bufs[3] = { uv_buf_init((char *)hdr, 6), uv_buf_init((char *)a, (unsigned)a_len),
                          uv_buf_init((char *)b, (unsigned)b_len) };
+    if (p->nz) return sw__send_sealed3(p, hdr, 6, a, a_len, b, b_len); /* private swarm */
     size_t off = 0;
     /* Latency first: straight into the socket when nothing is ahead of us. */
     if (!p->prio.len && !p->ctrl.len) {

@@ -1,6 +1,10 @@
 /* peer_io.c — the bytes of a peer connection: writing queued messages and blocks from the
  * storage map, the peer lifecycle (new, close), reading (with MSE sniffing), connecting,
- * accepting and dialing. Not for: what the messages mean (peer_msg.c). */
+ * accepting and dialing. Not for: what the messages mean (peer_msg.c).
+ * The filter slot: in a private swarm each connection has a Noise filter (p->nz, src/net/
+ * noise.c) — bytes read go through sw_noise_feed before the wire parser, and every write is
+ * sealed on its way to the socket (write_buf, write_blocks, sw__send_sealed3); the zero-copy
+ * block path becomes "seal into a pooled buffer". Public swarms: p->nz is NULL, no change. */
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +18,7 @@ struct wreq {
     uv_write_t req;
     struct sw_bt_peer *p;
     uint8_t *owned;   /* copied bytes freed on completion */
+    uint8_t *pooled;  /* private swarm: a sealed-blocks buffer going back to the session's pool */
     uint32_t n_bytes;
     uint32_t n_blocks;
     uint8_t hdr[32][13];
@@ -22,11 +27,31 @@ struct wreq {
 };
 
 
+/* Private swarm: sealed piece data goes out from buffers of SEAL_CAP bytes, kept for reuse
+ * (a fresh 400 KiB malloc would be an mmap and page faults on every chunk). One chunk of
+ * write_blocks: < SW_BT_SEND_CHUNK bytes, then one more block of at most MAX_BLOCK_REQ, plus
+ * a record header and tag per 64 KiB. */
+#define SEAL_CAP (SW_BT_SEND_CHUNK + MAX_BLOCK_REQ + 32 * 13 + 64 * (2 + SW_NOISE_TAG))
+
+static uint8_t *seal_buf_get(struct sw_bt_session *s)
+{
+    if (s->n_seal_pool) return s->seal_pool[--s->n_seal_pool];
+    return malloc(SEAL_CAP);
+}
+
+static void seal_buf_put(struct sw_bt_session *s, uint8_t *b)
+{
+    if (!b) return;
+    if (s->n_seal_pool < sizeof s->seal_pool / sizeof s->seal_pool[0]) s->seal_pool[s->n_seal_pool++] = b;
+    else free(b);
+}
+
 static void on_written(uv_write_t *req, int status)
 {
     struct wreq *w = (struct wreq *)req;
     struct sw_bt_peer *p = w->p;
     free(w->owned);
+    seal_buf_put(p->s, w->pooled);
     for (uint32_t i = 0; i < w->n_blocks; i++) free(w->scratch[i]);
     free(w);
     if (status < 0) {
@@ -50,8 +75,8 @@ int sw__write_owned(struct sw_bt_peer *p, uint8_t *data, size_t len)
     return 0;
 }
 
-/* Moves a whole sw_buf of messages into one write. */
-static int write_buf(struct sw_bt_peer *p, struct sw_buf *b)
+/* Moves a whole sw_buf of bytes, as they are, into one write. */
+static int write_raw(struct sw_bt_peer *p, struct sw_buf *b)
 {
     if (!b->len) return 0;
     if (!sw_buf_ok(b)) return SW_ENOMEM;
@@ -70,6 +95,46 @@ static int write_buf(struct sw_bt_peer *p, struct sw_buf *b)
     return sw__write_owned(p, data, len);
 }
 
+/* Moves a whole sw_buf of messages into one write: sealed as records in a private swarm. */
+static int write_buf(struct sw_bt_peer *p, struct sw_buf *b)
+{
+    if (!p->nz || !b->len) return write_raw(p, b);
+    if (!sw_buf_ok(b)) return SW_ENOMEM;
+    struct sw_buf sealed = { 0 };
+    int rc = sw_noise_seal(p->nz, b->data, b->len, &sealed);
+    sw_buf_free(b);
+    if (!rc) rc = write_raw(p, &sealed);
+    sw_buf_free(&sealed); /* written at once: ours to free; queued: moved out (NULL) */
+    return rc;
+}
+
+/* Private swarm: a | b | c sealed and written now when nothing is queued ahead (the pipeline's
+ * latency path), else queued as priority bytes and sealed when flushed. */
+int sw__send_sealed3(struct sw_bt_peer *p, const uint8_t *a, size_t alen, const uint8_t *b, size_t blen,
+                     const uint8_t *c, size_t clen)
+{
+    if (p->prio.len || p->ctrl.len || p->nz_out.len || !sw_noise_ready(p->nz)) {
+        sw_buf_append(&p->prio, a, alen);
+        sw_buf_append(&p->prio, b, blen);
+        if (clen) sw_buf_append(&p->prio, c, clen);
+        if (!sw_buf_ok(&p->prio)) { sw__peer_close(p, SW_ENOMEM, "out of memory"); return SW_ENOMEM; }
+        sw__flush(p);
+        return 0;
+    }
+    const uint8_t *part[3] = { a, b, c };
+    size_t len[3] = { alen, blen, clen };
+    struct sw_buf sealed = { 0 };
+    if (sw_buf_reserve(&sealed, sw_noise_sealed_len(alen + blen + clen))) {
+        sw__peer_close(p, SW_ENOMEM, "out of memory");
+        return SW_ENOMEM;
+    }
+    sealed.len = sw_noise_sealv(p->nz, part, len, 3, sealed.data);
+    int rc = write_raw(p, &sealed);
+    sw_buf_free(&sealed);
+    if (rc) { sw__peer_close(p, rc, "write failed"); return rc; }
+    return 0;
+}
+
 /* Serves queued block requests as one write of up to SW_BT_SEND_CHUNK bytes, with the
  * block bytes taken straight from the storage map (no copy). */
 static int write_blocks(struct sw_bt_peer *p)
@@ -79,6 +144,7 @@ static int write_blocks(struct sw_bt_peer *p)
     if (!w) return SW_ENOMEM;
     w->p = p;
     uint32_t nb = 0, bytes = 0;
+    size_t sealed = 0;
     while (p->n_in && nb < 32 && bytes < SW_BT_SEND_CHUNK) {
         struct inreq r = p->in[p->in_head];
         p->in_head = (p->in_head + 1) % p->cap_in;
@@ -91,8 +157,18 @@ static int write_blocks(struct sw_bt_peer *p)
             if (!data) { free(scratch); continue; }
         }
         sw_bt_wire_piece_header(w->hdr[nb], r.piece, r.begin, r.len);
-        w->bufs[2 * nb] = uv_buf_init((char *)w->hdr[nb], 13);
-        w->bufs[2 * nb + 1] = uv_buf_init((char *)data, r.len);
+        if (p->nz) {
+            /* private swarm: header and block sealed into the pooled buffer (one copy) */
+            if (!w->pooled && !(w->pooled = seal_buf_get(p->s))) { free(scratch); free(w); return SW_ENOMEM; }
+            const uint8_t *part[2] = { w->hdr[nb], data };
+            size_t plen[2] = { 13, r.len };
+            sealed += sw_noise_sealv(p->nz, part, plen, 2, w->pooled + sealed);
+            free(scratch);
+            scratch = NULL;
+        } else {
+            w->bufs[2 * nb] = uv_buf_init((char *)w->hdr[nb], 13);
+            w->bufs[2 * nb + 1] = uv_buf_init((char *)data, r.len);
+        }
         w->scratch[nb] = scratch;
         nb++;
         bytes += 13 + r.len;
@@ -100,11 +176,13 @@ static int write_blocks(struct sw_bt_peer *p)
         t->up_total += r.len;
     }
     w->n_blocks = nb;
-    if (!nb) { free(w); return 0; }
+    if (!nb) { seal_buf_put(p->s, w->pooled); free(w); return 0; }
     sw_rate_add(&t->up_rate, sw_time_ms(), t->up_total);
-    int rc = uv_write(&w->req, (uv_stream_t *)&p->tcp, w->bufs, 2 * nb, on_written);
+    if (w->pooled) w->bufs[0] = uv_buf_init((char *)w->pooled, (unsigned)sealed);
+    int rc = uv_write(&w->req, (uv_stream_t *)&p->tcp, w->bufs, w->pooled ? 1 : 2 * nb, on_written);
     if (rc) {
         for (uint32_t i = 0; i < nb; i++) free(w->scratch[i]);
+        seal_buf_put(p->s, w->pooled);
         free(w);
         return SW_EIO;
     }
@@ -118,6 +196,14 @@ void sw__flush(struct sw_bt_peer *p)
 {
     if (p->state == P_CLOSING || p->state == P_CONNECTING) return;
     uv_stream_t *st = (uv_stream_t *)&p->tcp;
+    if (p->nz) {
+        /* private swarm: the handshake's own bytes go as they are; messages wait for its keys */
+        if (p->nz_out.len) {
+            int rc = write_raw(p, &p->nz_out);
+            if (rc) { sw__peer_close(p, rc, "write failed"); return; }
+        }
+        if (!sw_noise_ready(p->nz)) return;
+    }
     for (int guard = 0; guard < 64; guard++) {
         int rc = 0;
         if (p->prio.len) rc = write_buf(p, &p->prio);
@@ -138,6 +224,8 @@ static void on_closed(uv_handle_t *h)
     struct sw_bt_session *s = p->s;
     sw_bt_wire_free(&p->wire);
     sw__mse_free(p->mse);
+    sw_noise_free(p->nz);
+    sw_buf_free(&p->nz_out);
     sw_buf_free(&p->ctrl);
     sw_buf_free(&p->prio);
     free(p->bits);
@@ -205,6 +293,11 @@ static struct sw_bt_peer *peer_new(struct sw_bt_session *s, struct sw_bt_torrent
     sw_bt_wire_init(&p->wire, &lim);
     if (s->has_ext) sw_bt_wire_allow_big_ext(&p->wire, EXT_CUSTOM);
     p->connected_ms = p->hs_start_ms = p->last_recv_ms = p->last_send_ms = p->last_data_ms = sw_time_ms();
+    if (s->private_swarm && !(p->nz = sw_noise_new(s->swarm_key, outgoing))) {
+        sw_bt_wire_free(&p->wire);
+        free(p);
+        return NULL;
+    }
     uv_tcp_init(s->loop, &p->tcp);
     p->tcp.data = p;
     s->handles++;
@@ -258,6 +351,13 @@ static const uint8_t *mse_lookup(void *ud, const uint8_t req2[20])
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 {
     struct sw_bt_peer *p = st->data;
+    if (n < 0 && p->nz && !sw_noise_ready(p->nz) && p->outgoing) {
+        /* private swarm: a member refuses a wrong key by closing, without a word */
+        LOGI("closing %s: it closed the connection during the private-swarm handshake (it does not hold this swarm's "
+             "key, or it is not in this private swarm)", p->addr_str);
+        sw__peer_close(p, SW_EPERM, "refused during the private-swarm handshake");
+        return;
+    }
     if (n < 0) {
         sw__peer_close(p, n == UV_EOF ? SW_ECLOSED : SW_EIO, n == UV_EOF ? "peer closed the connection" : uv_strerror((int)n));
         return;
@@ -267,6 +367,23 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     const uint8_t *data = (const uint8_t *)buf->base;
     size_t len = (size_t)n;
     struct sw_buf plain = { 0 };
+    if (p->nz) {
+        /* private swarm: the filter first; nothing reaches the wire parser unauthenticated */
+        int was_ready = sw_noise_ready(p->nz);
+        struct sw_buf *pl = &p->s->nz_plain;
+        pl->len = 0;
+        int nrc = sw_noise_feed(p->nz, data, len, &p->nz_out, pl);
+        if (nrc) {
+            LOGI("closing %s: %s", p->addr_str, sw_noise_err(p->nz));
+            sw__peer_close(p, nrc, sw_noise_err(p->nz));
+            return;
+        }
+        if (p->nz_out.len || (!was_ready && sw_noise_ready(p->nz))) sw__flush(p);
+        if (p->state == P_CLOSING) return;
+        data = pl->data;
+        len = pl->len;
+        p->first_read_seen = 1;
+    }
     if (!p->first_read_seen) {
         p->first_read_seen = 1;
         /* A plaintext handshake starts with 19; anything else from a dialling peer is taken
@@ -320,6 +437,8 @@ static void on_connect(uv_connect_t *req, int status)
     }
     p->state = P_HANDSHAKE;
     p->last_recv_ms = p->hs_start_ms = sw_time_ms();
+    /* private swarm: Noise message 1 first; the BitTorrent handshake waits for the keys */
+    if (p->nz && sw_noise_start(p->nz, &p->nz_out)) { sw__peer_close(p, SW_ENOMEM, "out of memory"); return; }
     sw_bt_wire_put_handshake(&p->ctrl, p->t->info_hash, p->s->peer_id, 1, 1);
     start_reading(p);
     sw__flush(p);

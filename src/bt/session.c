@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "bt_session_int.h"
 
 /* ------------------------------------------------------------------ small helpers */
@@ -250,6 +252,11 @@ int sw_bt_session_new(uv_loop_t *loop, const struct sw_bt_session_opts *opts, st
     if (!s->o.max_unchoked) s->o.max_unchoked = 32;
     if (!s->o.max_requests) s->o.max_requests = 256;
     if (!s->o.max_peer_queue) s->o.max_peer_queue = 512;
+    if (s->o.swarm_key) { /* private swarm: the key is ours, not the caller's pointer */
+        memcpy(s->swarm_key, s->o.swarm_key, SW_SWARM_KEY_LEN);
+        s->private_swarm = 1;
+        s->o.swarm_key = NULL;
+    }
     s->client_name = strdup(s->o.client_name ? s->o.client_name : "shardswarm " SW_VERSION);
     s->listen_host = strdup(s->o.listen_host ? s->o.listen_host : "0.0.0.0");
     s->rbuf = malloc(READ_BUF);
@@ -387,6 +394,9 @@ void sw_bt_session_free(struct sw_bt_session *s)
     free(s->client_name);
     free(s->listen_host);
     free(s->rbuf);
+    for (uint32_t i = 0; i < s->n_seal_pool; i++) free(s->seal_pool[i]);
+    sw_buf_free(&s->nz_plain);
+    sodium_memzero(s->swarm_key, sizeof s->swarm_key);
     free(s);
 }
 

@@ -23,6 +23,8 @@ struct sw__bt_run_cfg {
     uint16_t listen_port;
     const char *listen_host;
     int verbose;
+    int has_swarm_key;          /* --swarm-key FILE: a private swarm (docs/protocol.md) */
+    uint8_t swarm_key[32];
 };
 
 /* Runs the session until complete (fetch) or stopped (seed); returns the exit status. */

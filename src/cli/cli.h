@@ -35,6 +35,9 @@ int sw_cmd_drain(int argc, char **argv);
 int sw_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prints "shardswarm CMD: <message>" on stderr; returns SW_EXIT_FAIL. */
 int sw_cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* --swarm-key FILE (a private swarm, docs/protocol.md): reads the 32-byte key. Returns 0, or
+ * SW_EXIT_USAGE after a message naming the file and what is wrong with it. */
+int sw_cli_swarm_key(const char *cmd, const char *path, uint8_t key[32]);
 /* True when argv has -h or --help. */
 int sw_cli_wants_help(int argc, char **argv);
 

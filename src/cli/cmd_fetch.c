@@ -15,6 +15,7 @@
 #include "cli.h"
 #include "cli/bt_run.h"
 #include "dht/dht.h"
+#include "net/noise.h"
 
 struct run {
     struct sw__bt_run_cfg *c;
@@ -192,7 +193,9 @@ static void dht_lookup(struct run *r)
     if (!r->dht) return;
     struct sw_dht *d = sw_dht_uv_dht(r->dht);
     uint64_t now = sw_time_ms();
-    const uint8_t *ih = sw_bt_torrent_info_hash(r->t);
+    uint8_t ih[20];
+    memcpy(ih, sw_bt_torrent_info_hash(r->t), 20);
+    if (r->c->has_swarm_key) sw_swarm_dht_infohash(r->c->swarm_key, ih, ih); /* private: the derived one */
     sw_dht_announce(d, ih, sw_bt_session_port(r->s), 1, now, NULL);
     if (!r->c->seed) sw_dht_get_peers(d, ih, now, NULL);
 }
@@ -277,8 +280,12 @@ int sw__bt_run(struct sw__bt_run_cfg *c)
     signal(SIGPIPE, SIG_IGN);
 
     struct sw_bt_session_opts so = { .listen_host = c->listen_host, .listen_port = c->listen_port, .on_event = on_event, .ud = r };
+    so.swarm_key = c->has_swarm_key ? c->swarm_key : NULL;
     rc = sw_bt_session_new(&r->loop, &so, &r->s, err, sizeof err);
-    if (!rc) {
+    if (!rc && c->has_swarm_key) {
+        /* trackers would learn the info-hash and web seeds who fetches it: members only */
+        sw_log(SW_LOG_INFO, "BT", "private swarm: members only, links and DHT encrypted; no trackers or web seeds");
+    } else if (!rc) {
         r->net = sw__bt_netglue_new(&r->loop, r->s);
         if (!r->net) sw_log(SW_LOG_WARN, "BT", "HTTP trackers and web seeds unavailable (libcurl did not start)");
     }
@@ -325,6 +332,7 @@ int sw__bt_run(struct sw__bt_run_cfg *c)
                 dc.dht.on_event = on_dht_event;
                 dc.dht.ud = r;
                 dc.bind_host = c->listen_host; /* --bind: the DHT's UDP socket too */
+                dc.swarm_key = c->has_swarm_key ? c->swarm_key : NULL;
                 if (c->listen_host && strchr(c->listen_host, ':')) dc.dht.family = 6;
                 int derr = 0;
                 r->dht = sw_dht_uv_new(&r->loop, &dc, &derr);
@@ -377,6 +385,7 @@ static void usage(FILE *f)
                "  --timeout S         give up after S seconds (exit 1)\n"
                "  --listen PORT       TCP port to accept peers on (default: any)\n"
                "  --bind IP           address to listen on, TCP and DHT (default 0.0.0.0); --host too\n"
+               "  --swarm-key FILE    a private swarm: members only, encrypted (docs/protocol.md)\n"
                "  -v, --verbose       debug logging\n"
                "Exit status: 0 complete, 1 failed (timeout, disk full, bad torrent), 2 usage error.\n");
 }
@@ -390,7 +399,7 @@ int sw__bt_parse_common(struct sw__bt_run_cfg *c, int argc, char **argv, int *i_
     const char *a = argv[i];
     const char *cmd = c->cmd;
     int takes = !strcmp(a, "--peer") || !strcmp(a, "--bootstrap") || !strcmp(a, "--listen") || !strcmp(a, "--host") ||
-                !strcmp(a, "--bind") ||
+                !strcmp(a, "--bind") || !strcmp(a, "--swarm-key") ||
                 !strcmp(a, "--timeout");
     if (!takes) {
         if (!strcmp(a, "--verify")) { c->verify = 1; return 1; }
@@ -421,6 +430,9 @@ int sw__bt_parse_common(struct sw__bt_run_cfg *c, int argc, char **argv, int *i_
         c->listen_host = v;
     } else if (!strcmp(a, "--timeout")) {
         if (sw_cli_parse_u32(cmd, "--timeout", v, 1, 7 * 24 * 3600, &c->timeout_s)) return -SW_EXIT_USAGE;
+    } else if (!strcmp(a, "--swarm-key")) {
+        if (sw_cli_swarm_key(cmd, v, c->swarm_key)) return -SW_EXIT_USAGE;
+        c->has_swarm_key = 1;
     }
     return 1;
 }

@@ -39,6 +39,7 @@ static void usage(FILE *f)
             "                          fetched from the swarm and checked against the torrent\n"
             "  --cache DIR             node key and state (default: a fresh temporary folder)\n"
             "  --listen PORT           our BitTorrent/DHT port (default: any)\n"
+            "  --swarm-key FILE        the private swarm's key (docs/protocol.md)\n"
             "  -p, --prompt TEXT       -f, --file FILE   --prompt-ids \"I ...\"   --prompt-len N\n"
             "  -n, --n-predict N       tokens to generate (default 128)\n"
             "  --temp T  --top-k K  --top-p P  --min-p P  --repeat-penalty R  --repeat-last-n N\n"
@@ -66,6 +67,8 @@ struct gs_args {
     double spot_rate;
     int no_bos, no_echo, ignore_eos, print_ids, json, seed_set, verbose, f16;
     struct sw_sampler_params sp;
+    int has_swarm_key;
+    uint8_t swarm_key[32];
 };
 
 struct gs {
@@ -128,6 +131,9 @@ static int parse_args(const char *cmd, int argc, char **argv, struct gs_args *a)
             if ((rc = sw_cli_parse_hostport(cmd, "--bootstrap", v, host, &port))) return rc;
             if (a->n_boot == MAX_BOOT) return sw_cli_usage_error(cmd, "--bootstrap given more than %d times", MAX_BOOT);
             a->boot[a->n_boot++] = v;
+        } else if (!strcmp(f, "--swarm-key")) {
+            if ((rc = sw_cli_swarm_key(cmd, v, a->swarm_key))) return rc;
+            a->has_swarm_key = 1;
         } else if (!strcmp(f, "--model") || !strcmp(f, "-m")) a->model = v;
         else if (!strcmp(f, "--tokenizer")) a->tokenizer = v;
         else if (!strcmp(f, "--cache")) a->cache = v;
@@ -603,6 +609,7 @@ int sw_cli_generate_swarm(int argc, char **argv)
     cfg.bootstrap = a->boot;
     cfg.n_bootstrap = a->n_boot;
     cfg.status_interval_ms = 3600000;
+    cfg.swarm_key = a->has_swarm_key ? a->swarm_key : NULL;
     uv_loop_init(&g->loop);
     rc = sw_node_new(&g->loop, &cfg, &g->node, err, sizeof err);
     if (!rc) rc = sw_node_start(g->node, err, sizeof err);

@@ -51,6 +51,8 @@ static void usage(FILE *f)
             "                          cores are free then, at least 1 (lock files per core, per user);\n"
             "                          off: always --threads\n"
             "  --cores-dir DIR         folder of those lock files (default /dev/shm/shardswarm-cores-UID)\n"
+            "  --swarm-key FILE        a private swarm: only nodes with this key (`shardswarm keygen\n"
+            "                          --swarm`) connect; links and DHT encrypted (docs/protocol.md)\n"
             "Pipeline sessions (this node's stage):\n"
             "  --max-sessions N        sessions at this stage at once (default 32)\n"
             "  --max-kv-mb N           memory for KV caches + kept outputs of all sessions, MiB\n"
@@ -273,6 +275,7 @@ int sw_cmd_node(int argc, char **argv)
     char api_key[SW_API_KEY_MAX + 1] = "";
     struct sw_pipe_node_opts po = { 0 };
     uint32_t u;
+    uint8_t swarm_key[32];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int has_val = i + 1 < argc;
@@ -312,7 +315,11 @@ int sw_cmd_node(int argc, char **argv)
             want_api = 1;
         } else if (!strcmp(a, "--api-host")) { NEED_VAL(); cfg.api_host = argv[i]; }
         else if (!strcmp(a, "--api-key-file")) { NEED_VAL(); api_key_file = argv[i]; }
-        else if (!strcmp(a, "--no-auto-fetch")) cfg.no_auto_fetch = 1;
+        else if (!strcmp(a, "--swarm-key")) {
+            NEED_VAL();
+            if ((rc = sw_cli_swarm_key(cmd, argv[i], swarm_key))) return rc;
+            cfg.swarm_key = swarm_key;
+        } else if (!strcmp(a, "--no-auto-fetch")) cfg.no_auto_fetch = 1;
         else if (!strcmp(a, "--seed-all")) cfg.seed_all = 1;
         else if (!strcmp(a, "--verify")) cfg.verify = 1;
         else if (!strcmp(a, "--client")) client = 1;

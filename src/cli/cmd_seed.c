@@ -22,6 +22,7 @@ static void usage(FILE *f)
                "  --peer HOST:PORT    also connect to this peer; repeatable\n"
                "  --bootstrap H:P     DHT bootstrap node: announce the info-hash; repeatable\n"
                "  --timeout S         stop after S seconds (exit 0)\n"
+               "  --swarm-key FILE    a private swarm: members only, encrypted (docs/protocol.md)\n"
                "Exit status: 0 stopped by a signal, 1 bad torrent or cannot listen, 2 usage error.\n");
 }
 

@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "infer/tok.h"
+#include "net/noise.h"
 
 int sw_cli_usage_error(const char *cmd, const char *fmt, ...)
 {
@@ -33,6 +34,13 @@ int sw_cli_fail(const char *cmd, const char *fmt, ...)
     va_end(ap);
     fputc('\n', stderr);
     return SW_EXIT_FAIL;
+}
+
+int sw_cli_swarm_key(const char *cmd, const char *path, uint8_t key[32])
+{
+    char err[512];
+    if (sw_swarm_key_load(path, key, err, sizeof err)) return sw_cli_usage_error(cmd, "--swarm-key %s", err);
+    return 0;
 }
 
 int sw_cli_wants_help(int argc, char **argv)

@@ -233,6 +233,11 @@ struct sw_dht_uv_config {
     uint16_t port;                 /* 0: any */
     const char *state_path;        /* routing table file (NULL: none): loaded at start, saved
                                     * every 5 minutes and at close */
+    const uint8_t *swarm_key;      /* a private swarm's 32-byte key (copied), NULL: public.
+                                    * Set: every datagram is sealed with XChaCha20-Poly1305
+                                    * under a key derived from it (docs/protocol.md), and
+                                    * datagrams that do not open (non-members, plain KRPC)
+                                    * are dropped before the DHT sees them. */
 };
 
 /* Creates the DHT on an existing loop and binds its UDP socket. *err_out gets a negative
@@ -248,6 +253,8 @@ uint16_t sw_dht_uv_port(const struct sw_dht_uv *u);
 uint64_t sw_dht_uv_now(const struct sw_dht_uv *u);
 /* Resolves "host:port" entries (asynchronously) and contacts each. Returns the count queued. */
 int sw_dht_uv_bootstrap(struct sw_dht_uv *u, const char *const *hostports, size_t n);
+/* Private swarm: datagrams dropped because they did not open under the swarm key. */
+uint64_t sw_dht_uv_dropped(const struct sw_dht_uv *u);
 /* Saves the state file (when configured), stops and closes the handles; memory is freed
  * once libuv has closed them (run the loop afterwards). NULL harmless. */
 void sw_dht_uv_close(struct sw_dht_uv *u);

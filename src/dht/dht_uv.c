@@ -5,9 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
 #include <uv.h>
 
 #include "dht.h"
+#include "net/noise.h"
 
 #define SAVE_EVERY_MS (5u * 60u * 1000u)
 #define MAX_SAVED_NODES 512
@@ -27,6 +29,12 @@ struct sw_dht_uv {
     uint16_t port;
     uint8_t rbuf[4096];
     uint8_t sbuf[SW_DHT_MAX_PACKET];
+    /* private swarm */
+    int sealed;
+    uint8_t dkey[32];
+    uint64_t dropped;
+    uint8_t cbuf[SW_DHT_MAX_PACKET + SW_DGRAM_OVERHEAD];
+    uint8_t obuf[4096];
 };
 
 struct resolve_req {
@@ -41,6 +49,7 @@ static void maybe_free(struct sw_dht_uv *u)
     if (u->closing && u->open_handles == 0 && u->resolving == 0) {
         sw_dht_free(u->d);
         free(u->state_path);
+        sodium_memzero(u->dkey, sizeof u->dkey);
         free(u);
     }
 }
@@ -104,13 +113,19 @@ static void flush(struct sw_dht_uv *u)
     while ((n = sw_dht_pop_packet(u->d, &to, u->sbuf, sizeof u->sbuf)) > 0) {
         struct sockaddr_storage ss;
         to_sockaddr(&to, &ss);
-        uv_buf_t buf = uv_buf_init((char *)u->sbuf, (unsigned)n);
+        uint8_t *out = u->sbuf;
+        if (u->sealed) { /* private swarm: only members can read it */
+            n = sw_dgram_seal(u->dkey, u->sbuf, n, u->cbuf, sizeof u->cbuf);
+            out = u->cbuf;
+            if (!n) continue;
+        }
+        uv_buf_t buf = uv_buf_init((char *)out, (unsigned)n);
         int rc = uv_udp_try_send(&u->udp, &buf, 1, (const struct sockaddr *)&ss);
         if (rc == UV_EAGAIN || rc == UV_ENOSYS) {
             /* Socket busy: queue a copy. */
             uv_udp_send_t *req = malloc(sizeof *req + n);
             if (!req) continue;
-            memcpy(req + 1, u->sbuf, n);
+            memcpy(req + 1, out, n);
             buf = uv_buf_init((char *)(req + 1), (unsigned)n);
             if (uv_udp_send(req, &u->udp, &buf, 1, (const struct sockaddr *)&ss, send_done)) free(req);
         }
@@ -153,7 +168,18 @@ static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struc
     if (flags & UV_UDP_PARTIAL) return; /* truncated: larger than any KRPC message we accept */
     struct sw_dht_addr from;
     if (from_sockaddr(addr, &from)) return;
-    sw_dht_input(u->d, (const uint8_t *)buf->base, (size_t)nread, &from, now_ms(u));
+    const uint8_t *data = (const uint8_t *)buf->base;
+    size_t len = (size_t)nread;
+    if (u->sealed) {
+        long m = sw_dgram_open(u->dkey, data, len, u->obuf, sizeof u->obuf);
+        if (m < 0) { /* not a member of this private swarm (or tampered): dropped unanswered */
+            u->dropped++;
+            return;
+        }
+        data = u->obuf;
+        len = (size_t)m;
+    }
+    sw_dht_input(u->d, data, len, &from, now_ms(u));
     flush(u);
 }
 
@@ -166,6 +192,10 @@ struct sw_dht_uv *sw_dht_uv_new(uv_loop_t *loop, const struct sw_dht_uv_config *
     if (!u) { *err_out = SW_ENOMEM; return NULL; }
     u->loop = loop;
     u->family = cfg->dht.family == 6 ? 6 : 4;
+    if (cfg->swarm_key) {
+        u->sealed = 1;
+        sw_dgram_key(cfg->swarm_key, u->dkey);
+    }
     struct sw_dht_config dc = cfg->dht;
     struct sw_dht_addr saved[MAX_SAVED_NODES];
     size_t n_saved = 0;
@@ -227,6 +257,7 @@ struct sw_dht_uv *sw_dht_uv_new(uv_loop_t *loop, const struct sw_dht_uv_config *
 
 struct sw_dht *sw_dht_uv_dht(struct sw_dht_uv *u) { return u->d; }
 uint16_t sw_dht_uv_port(const struct sw_dht_uv *u) { return u->port; }
+uint64_t sw_dht_uv_dropped(const struct sw_dht_uv *u) { return u->dropped; }
 uint64_t sw_dht_uv_now(const struct sw_dht_uv *u) { return uv_now(u->loop); }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)

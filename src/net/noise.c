@@ -376,27 +376,49 @@ size_t sw_noise_sealed_len(size_t n)
     return full * (2 + SW_NOISE_MAX_CT) + (rest ? 2 + rest + SW_NOISE_TAG : 0);
 }
 
+size_t sw_noise_sealv(struct sw_noise *nz, const uint8_t *const *part, const size_t *part_len, int n_parts, uint8_t *dst)
+{
+    if (nz->state != ST_READY) return 0;
+    size_t total = 0;
+    for (int i = 0; i < n_parts; i++) total += part_len[i];
+    /* Lay the plaintext out where each record's ciphertext goes, then seal each in place. */
+    size_t w = 0, left = total;
+    int pi = 0;
+    size_t po = 0;
+    while (left) {
+        size_t take = SW_MIN(left, (size_t)SW_NOISE_MAX_PT), got = 0;
+        uint8_t *rec = dst + w;
+        sw_put_be16(rec, (uint16_t)(take + SW_NOISE_TAG));
+        while (got < take) {
+            size_t c = SW_MIN(take - got, part_len[pi] - po);
+            memcpy(rec + 2 + got, part[pi] + po, c);
+            got += c;
+            po += c;
+            if (po == part_len[pi]) { pi++; po = 0; }
+        }
+        if (cs_encrypt(&nz->tx, NULL, 0, rec + 2, take, NULL, 0, rec + 2)) return 0;
+        w += 2 + take + SW_NOISE_TAG;
+        left -= take;
+    }
+    return w;
+}
+
 size_t sw_noise_seal2(struct sw_noise *nz, const uint8_t *a, size_t alen, const uint8_t *b, size_t blen, uint8_t *dst)
 {
-    if (nz->state != ST_READY || alen + blen > SW_NOISE_MAX_PT) return 0;
-    size_t ct = alen + blen + SW_NOISE_TAG;
-    sw_put_be16(dst, (uint16_t)ct);
-    if (cs_encrypt(&nz->tx, NULL, 0, a, alen, b, blen, dst + 2)) return 0;
-    return 2 + ct;
+    if (alen + blen > SW_NOISE_MAX_PT) return 0;
+    const uint8_t *p[2] = { a, b };
+    size_t l[2] = { alen, blen };
+    return sw_noise_sealv(nz, p, l, 2, dst);
 }
 
 int sw_noise_seal(struct sw_noise *nz, const uint8_t *pt, size_t n, struct sw_buf *out)
 {
     if (nz->state != ST_READY) return SW_EINVAL;
+    if (!n) return 0;
     if (sw_buf_reserve(out, sw_noise_sealed_len(n))) return SW_ENOMEM;
-    while (n) {
-        size_t take = SW_MIN(n, (size_t)SW_NOISE_MAX_PT);
-        size_t w = sw_noise_seal2(nz, pt, take, NULL, 0, out->data + out->len);
-        if (!w) return SW_ERANGE;
-        out->len += w;
-        pt += take;
-        n -= take;
-    }
+    size_t w = sw_noise_sealv(nz, &pt, &n, 1, out->data + out->len);
+    if (!w) return SW_ERANGE;
+    out->len += w;
     return 0;
 }
 

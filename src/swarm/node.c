@@ -150,8 +150,8 @@ static void on_dht_event(void *ud, const struct sw_dht_event *ev)
         }
     } else if (ev->type == SW_DHT_EV_READY) {
         sw_log(SW_LOG_INFO, "DHT", "bootstrapped; announcing the model");
-        sw_dht_announce(sw_dht_uv_dht(n->dht), n->info_hash, n->port, 1, sw_time_ms(), NULL);
-        sw_dht_get_peers(sw_dht_uv_dht(n->dht), n->info_hash, sw_time_ms(), NULL);
+        sw_dht_announce(sw_dht_uv_dht(n->dht), n->dht_ih, n->port, 1, sw_time_ms(), NULL);
+        sw_dht_get_peers(sw_dht_uv_dht(n->dht), n->dht_ih, sw_time_ms(), NULL);
     }
 }
 
@@ -329,7 +329,7 @@ static void on_tick(uv_timer_t *h)
             }
             if (n->dht && now - n->last_getpeers >= 3000) {
                 n->last_getpeers = now;
-                sw_dht_get_peers(sw_dht_uv_dht(n->dht), n->info_hash, now, NULL);
+                sw_dht_get_peers(sw_dht_uv_dht(n->dht), n->dht_ih, now, NULL);
             }
             return;
         }
@@ -361,7 +361,7 @@ static void on_tick(uv_timer_t *h)
     }
     if (n->dht && now - n->last_getpeers >= (sw__node_n_swarm_peers(n) < 4 ? 3000u : 30000u)) {
         n->last_getpeers = now;
-        sw_dht_get_peers(sw_dht_uv_dht(n->dht), n->info_hash, now, NULL);
+        sw_dht_get_peers(sw_dht_uv_dht(n->dht), n->dht_ih, now, NULL);
     }
     if (now - n->last_rejoin >= REJOIN_MS) {
         n->last_rejoin = now;
@@ -465,6 +465,13 @@ int sw_node_new(struct uv_loop_s *loop, const struct sw_node_config *cfg, struct
         if (rc) return rc;
         memcpy(n->info_hash, n->mi_file.info_hash, 20);
     }
+    memcpy(n->dht_ih, n->info_hash, 20);
+    if (cfg->swarm_key) { /* private swarm: outsiders can't find it under the model's info-hash */
+        n->private_swarm = 1;
+        memcpy(n->swarm_key, cfg->swarm_key, 32);
+        sw_swarm_dht_infohash(n->swarm_key, n->info_hash, n->dht_ih);
+    }
+    n->cfg.swarm_key = NULL;
     /* the model is usable: now the cache folder, our key and the shards folder */
     rc = sw_identity_load_or_create(cfg->cache_dir, &n->id, NULL, err, err_len);
     if (rc) return rc;
@@ -490,6 +497,7 @@ int sw_node_start(struct sw_node *n, char *err, size_t err_len)
     so.listen_host = n->cfg.bind_host; /* --bind (NULL: 0.0.0.0) */
     so.on_event = on_bt_event;
     so.ud = n;
+    so.swarm_key = n->private_swarm ? n->swarm_key : NULL;
     int rc = sw_bt_session_new(n->loop, &so, &n->bt, err, err_len);
     if (rc) return rc;
     n->port = sw_bt_session_port(n->bt);
@@ -547,6 +555,7 @@ int sw_node_start(struct sw_node *n, char *err, size_t err_len)
     struct sw_dht_uv_config dc = { 0 };
     dc.dht.on_event = on_dht_event;
     dc.dht.ud = n;
+    dc.swarm_key = n->private_swarm ? n->swarm_key : NULL;
     dc.port = n->port;
     dc.bind_host = bind;
     if (bind && strchr(bind, ':')) dc.dht.family = 6; /* an IPv6 --bind: the IPv6 DHT (BEP 32) */
@@ -558,10 +567,11 @@ int sw_node_start(struct sw_node *n, char *err, size_t err_len)
     if (!n->dht)
         sw_log(SW_LOG_WARN, "DHT", "no DHT (UDP port %u: %s); using --bootstrap peers and gossip only", n->port,
                sw_strerror(derr));
-    sw_log(SW_LOG_INFO, "NODE", "listening on port %u (BitTorrent TCP, DHT UDP)", n->port);
+    sw_log(SW_LOG_INFO, "NODE", "listening on port %u (BitTorrent TCP, DHT UDP)%s", n->port,
+           n->private_swarm ? "; private swarm: members only, links and DHT encrypted" : "");
     if (n->dht) {
         if (n->n_bootstrap) sw_dht_uv_bootstrap(n->dht, (const char *const *)n->bootstrap, n->n_bootstrap);
-        sw_dht_announce(sw_dht_uv_dht(n->dht), n->info_hash, n->port, 1, sw_time_ms(), NULL);
+        sw_dht_announce(sw_dht_uv_dht(n->dht), n->dht_ih, n->port, 1, sw_time_ms(), NULL);
     }
     for (size_t i = 0; i < n->n_bootstrap; i++) {
         char host[256];

@@ -23,6 +23,7 @@
 #include "dht/dht.h"
 #include "gguf/gguf.h"
 #include "infer/infer.h"
+#include "net/noise.h"
 #include "swarm/swarm.h"
 
 #define TICK_MS 250
@@ -122,6 +123,10 @@ struct sw_node {
     struct sw_bt_metainfo mi_file;   /* from a .torrent */
     const struct sw_bt_metainfo *mi; /* the torrent's (borrowed from the session) */
     uint8_t info_hash[20];
+    uint8_t dht_ih[20];              /* what the DHT is asked for: info_hash, or in a private swarm
+                                      * the key-derived one (sw_swarm_dht_infohash) */
+    int private_swarm;
+    uint8_t swarm_key[32];
     int model_ready;
     uint32_t n_shards;
     int32_t *shard_file;             /* shard -> file index */

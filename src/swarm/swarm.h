@@ -332,6 +332,9 @@ struct sw_node_config {
                                    and each compute step's check are not affected) */
     uint32_t hash_delay_ms;     /* TESTING: hashing a file found on disk sleeps this long after
                                    each piece but the last (a long `verifying` phase) */
+    const uint8_t *swarm_key;   /* a private swarm's 32-byte key (copied; docs/protocol.md): peer
+                                   connections and DHT datagrams sealed, the DHT info-hash
+                                   derived from it. NULL: a public swarm. */
 };
 
 /* Creates the node on `loop` (borrowed). Nothing runs until sw_node_start. */
