@@ -3,7 +3,8 @@
  * commands that talk to a running node (status, diagnose, load-shard).
  * Routes: /health, /swarm/status, POST /swarm/load-shard (registered by the node command),
  * and the OpenAI-compatible endpoints (/v1/models, /v1/completions, /v1/chat/completions:
- * openai.c, behind a backend interface the node implements; docs/api.md). Stream routes may
+ * openai.c) and Ollama's (the /api routes: ollama.c), behind a backend interface the node implements;
+ * docs/api.md. Stream routes may
  * block in their handler and answer with a body produced while it is sent (SSE).
  * Not for: deciding anything about the swarm (src/swarm); src/api never includes it. */
 #ifndef SW_API_H
@@ -107,12 +108,22 @@ void sw_api_error(struct sw_api_response *resp, int status, const char *msg);
 #define SW_API_OAI_MAX_STOP 4u           /* stop strings (OpenAI: up to 4) */
 #define SW_API_OAI_MAX_STOP_LEN 256u     /* bytes of one stop string */
 #define SW_API_OAI_MAX_MSGS 4096u        /* chat messages */
+#define SW_API_OAI_MAX_N 8u              /* choices of one request (n) */
+#define SW_API_OAI_MAX_TOP_LOGPROBS 20u  /* top_logprobs (OpenAI: 0..20) */
 
 struct sw_api_oai_model {
     char id[128];            /* stable model name (the torrent's name) */
     int64_t created;         /* unix seconds */
     uint32_t n_ctx;          /* context positions (prompt + completion) */
     uint32_t n_vocab;
+    /* for Ollama's /api/tags and /api/show ("" / 0 when unknown) */
+    char arch[32];           /* general.architecture */
+    char quant[16];          /* "Q4_0", ... (general.file_type) */
+    char size_label[16];     /* "7B" (general.size_label, else from the weights' bytes) */
+    char digest[72];         /* a stable digest of the model (the torrent's info-hash) */
+    char chat_template[32];  /* the chat template family in use */
+    uint64_t size_bytes;     /* the model's bytes (all shards) */
+    uint32_t n_layers, n_embd;
 };
 
 struct sw_api_oai_sampling {
@@ -122,6 +133,21 @@ struct sw_api_oai_sampling {
     float min_p;             /* 0: off (extension) */
     float repeat_penalty;    /* 1: off (extension) */
     uint64_t seed;
+    int logprobs;            /* report each generated token's log probability */
+    uint32_t top_logprobs;   /* ... and the k most likely alternatives (0..20) */
+    const uint8_t *grammar;  /* constrained decoding: a compiled grammar (sw_grammar_save),
+                                borrowed for the call; NULL: none */
+    size_t grammar_len;
+};
+
+/* A generated token's log probability and the most likely alternatives at its position
+ * (natural log, of the model: after the repetition penalty, before the grammar mask,
+ * temperature and top-k / top-p). */
+struct sw_api_oai_logprob {
+    float logprob;
+    uint32_t n_top;
+    int32_t top_id[SW_API_OAI_MAX_TOP_LOGPROBS];
+    float top_lp[SW_API_OAI_MAX_TOP_LOGPROBS];
 };
 
 struct sw_api_oai_msg {
@@ -130,10 +156,11 @@ struct sw_api_oai_msg {
 };
 
 /* Events of one generation, from any thread (the node's loop): on_token for each generated
- * token (eog: it is an end-of-generation token, which ends with finish_reason "stop"), then
+ * token (eog: it is an end-of-generation token, which ends with finish_reason "stop"; lp:
+ * its log probabilities when sampling.logprobs asked for them, else NULL; borrowed), then
  * on_end exactly once (rc 0 finished, SW_ECLOSED cancelled, else an error with msg). */
 struct sw_api_oai_events {
-    void (*on_token)(void *ud, int32_t token, int eog);
+    void (*on_token)(void *ud, int32_t token, int eog, const struct sw_api_oai_logprob *lp);
     void (*on_end)(void *ud, int rc, const char *msg);
     void *ud;
 };
@@ -197,6 +224,11 @@ struct sw_api_oai_req {
     char *stop[SW_API_OAI_MAX_STOP];
     size_t n_stop;
     int stream, include_usage;
+    uint32_t n;                      /* choices (1..SW_API_OAI_MAX_N); seeds seed, seed+1, ... */
+    int logprobs;                    /* chat: logprobs true; completions: logprobs >= 0 */
+    uint32_t top_logprobs;
+    uint8_t *grammar;                /* response_format / format: compiled grammar (owned) */
+    size_t grammar_len;
 };
 
 /* Parses and checks a /v1/completions (chat 0) or /v1/chat/completions (chat 1) body.

@@ -53,6 +53,7 @@ struct op {
     uint64_t ticket;
     int in_pipe;               /* handed to the engine: one on_end will come */
     int cancelled, ended, orphaned;
+    int want_lp;               /* read log probabilities from each TOKEN_OUT's sampler state */
     uint32_t n_tok;
     uint64_t deadline_ms, retry_at_ms;
 };
@@ -74,6 +75,9 @@ struct glue {
     uint32_t n_ctx;
     int have_model;
     char model_id[128];
+    char arch[32], quant[16], size_label[16], digest[72];
+    uint64_t size_bytes;
+    uint32_t n_layers, n_embd;
     int64_t created;
     /* loop thread */
     struct op *live;
@@ -118,7 +122,18 @@ static void op_on_token(void *ud, const struct sw_pipe_token_ev *ev)
     o->n_tok++;
     int eog = sw_tok_is_eog(o->tok, ev->token);
     for (uint32_t i = 0; i < o->n_stop; i++) eog |= ev->token == o->stop[i];
-    o->ev.on_token(o->ev.ud, ev->token, eog);
+    struct sw_api_oai_logprob lp, *lpp = NULL;
+    struct sw_sampler_logprobs sl;
+    if (o->want_lp && ev->blob && !sw_sampler_blob_logprobs(ev->blob, ev->blob_len, &sl)) {
+        lp.logprob = sl.logprob;
+        lp.n_top = SW_MIN(sl.n_top, SW_API_OAI_MAX_TOP_LOGPROBS);
+        for (uint32_t i = 0; i < lp.n_top; i++) {
+            lp.top_id[i] = sl.top_id[i];
+            lp.top_lp[i] = sl.top_lp[i];
+        }
+        lpp = &lp;
+    }
+    o->ev.on_token(o->ev.ud, ev->token, eog, lpp);
 }
 
 static void op_on_end(void *ud, uint64_t session, int rc, const char *msg)
@@ -212,6 +227,18 @@ static void on_async(uv_async_t *h)
 
 /* ---------------------------------------------------------------- tokenizer, model */
 
+/* general.file_type (llama.cpp's numbering of whole-file types) -> Ollama's quantization
+ * level name; "" for a number this table does not know. */
+static const char *ftype_name(uint32_t t)
+{
+    static const char *const names[] = { [0] = "F32",     [1] = "F16",     [2] = "Q4_0",    [3] = "Q4_1",
+                                         [7] = "Q8_0",    [8] = "Q5_0",    [9] = "Q5_1",    [10] = "Q2_K",
+                                         [11] = "Q3_K_S", [12] = "Q3_K_M", [13] = "Q3_K_L", [14] = "Q4_K_S",
+                                         [15] = "Q4_K_M", [16] = "Q5_K_S", [17] = "Q5_K_M", [18] = "Q6_K",
+                                         [25] = "IQ4_NL", [30] = "IQ4_XS", [32] = "BF16" };
+    return t < sizeof names / sizeof names[0] && names[t] ? names[t] : "";
+}
+
 static void set_tokenizer(struct glue *g, struct sw_tok *tok, const struct sw_gguf *gg, const char *from)
 {
     char arch[64] = "", key[128];
@@ -222,7 +249,21 @@ static void set_tokenizer(struct glue *g, struct sw_tok *tok, const struct sw_gg
     }
     const char *jinja = sw_tok_chat_template(tok);
     enum sw_chat_tmpl t = sw_chat_detect(jinja);
+    /* what Ollama's /api/tags and /api/show describe */
+    uint32_t ftype = UINT32_MAX, n_layers = 0, n_embd = 0;
+    char label[16] = "";
+    sw_gguf_get_u32(gg, "general.file_type", &ftype);
+    sw_gguf_get_cstr(gg, "general.size_label", label, sizeof label);
+    snprintf(key, sizeof key, "%s.block_count", arch);
+    sw_gguf_get_u32(gg, key, &n_layers);
+    snprintf(key, sizeof key, "%s.embedding_length", arch);
+    sw_gguf_get_u32(gg, key, &n_embd);
     pthread_mutex_lock(&g->mu);
+    snprintf(g->arch, sizeof g->arch, "%s", arch);
+    snprintf(g->quant, sizeof g->quant, "%s", ftype_name(ftype));
+    snprintf(g->size_label, sizeof g->size_label, "%s", label);
+    g->n_layers = n_layers;
+    g->n_embd = n_embd;
     g->tok = tok;
     g->tmpl = t;
     g->tmpl_fallback = jinja == NULL;
@@ -312,6 +353,8 @@ static void on_tick(uv_timer_t *t)
             /* the torrent's name: the model's identity for people (the info-hash for machines) */
             snprintf(g->model_id, sizeof g->model_id, "%s", mi->name && mi->name[0] ? mi->name : mi->info_hash_hex);
             g->created = (int64_t)time(NULL);
+            snprintf(g->digest, sizeof g->digest, "%s", mi->info_hash_hex);
+            g->size_bytes = mi->total_length;
             g->have_model = 1;
             pthread_mutex_unlock(&g->mu);
         }
@@ -334,6 +377,14 @@ static int be_model(void *ud, struct sw_api_oai_model *out, char *msg, size_t ms
         out->created = g->created;
         out->n_ctx = g->n_ctx;
         out->n_vocab = g->tok ? sw_tok_n_vocab(g->tok) : 0;
+        snprintf(out->arch, sizeof out->arch, "%s", g->arch);
+        snprintf(out->quant, sizeof out->quant, "%s", g->quant);
+        snprintf(out->size_label, sizeof out->size_label, "%s", g->size_label);
+        snprintf(out->digest, sizeof out->digest, "%s", g->digest);
+        snprintf(out->chat_template, sizeof out->chat_template, "%s", g->tok ? sw_chat_name(g->tmpl) : "");
+        out->size_bytes = g->size_bytes;
+        out->n_layers = g->n_layers;
+        out->n_embd = g->n_embd;
     }
     pthread_mutex_unlock(&g->mu);
     return rc;
@@ -455,6 +506,15 @@ static int be_open(void *ud, const int32_t *prompt, size_t n, uint32_t max_token
         return SW_EINVAL;
     }
     sw_sampler_accept(smp, o->prompt, n);
+    if (sp->logprobs) rc = sw_sampler_set_logprobs(smp, 1, SW_MIN(sp->top_logprobs, SW_SAMPLER_MAX_TOP_LOGPROBS));
+    if (!rc && sp->grammar) rc = sw_sampler_set_grammar(smp, sp->grammar, sp->grammar_len);
+    if (rc) {
+        snprintf(msg, msg_len, "%s", sp->grammar ? "the grammar cannot be used" : "bad log probability settings");
+        sw_sampler_free(smp);
+        op_free(o);
+        return SW_EINVAL;
+    }
+    o->want_lp = sp->logprobs;
     struct sw_buf b = { 0 };
     sw_sampler_save(smp, &b);
     sw_sampler_free(smp);

@@ -18,6 +18,16 @@ struct cand {
 struct sw_sampler {
     struct sw_sampler_params p;
     uint32_t n_vocab;
+    /* extensions (blob version 2): log probabilities and a grammar */
+    int lp_on;
+    uint32_t lp_k;
+    struct sw_sampler_logprobs last; /* of the last token sampled */
+    uint8_t *gr_bytes;    /* the compiled grammar as given (saved with the state) */
+    size_t gr_len;
+    struct sw_grammar *gr;
+    struct sw_gstate *gs;
+    const struct sw_gvocab *voc; /* borrowed; set where the logits are */
+    uint8_t *allowed;     /* n_vocab mask scratch */
     uint64_t rng[4];
     int32_t *recent;      /* ring of the last repeat_last_n tokens */
     uint32_t n_recent, head; /* head: where the next token goes */
@@ -86,6 +96,10 @@ void sw_sampler_free(struct sw_sampler *s)
     free(s->recent);
     free(s->cand);
     free(s->scratch);
+    free(s->gr_bytes);
+    sw_gstate_free(s->gs);
+    sw_grammar_free(s->gr);
+    free(s->allowed);
     free(s);
 }
 
@@ -117,6 +131,11 @@ void sw_sampler_reset(struct sw_sampler *s)
 {
     s->n_recent = s->head = 0;
     rng_seed(s->rng, s->p.seed);
+    struct sw_gstate *gs = NULL;
+    if (s->gr && !sw_gstate_new(s->gr, &gs)) { /* the grammar starts over too */
+        sw_gstate_free(s->gs);
+        s->gs = gs;
+    }
 }
 
 static void remember(struct sw_sampler *s, int32_t id)
@@ -182,7 +201,8 @@ static void top_k_sorted(struct cand *c, size_t n, size_t k)
     qsort(c, k, sizeof *c, cmp_cand);
 }
 
-int32_t sw_sampler_sample(struct sw_sampler *s, const float *logits)
+/* c[i] = logits[i] (NaN as -inf) with the repetition penalty applied, in id order. */
+static void fill_cand(struct sw_sampler *s, const float *logits)
 {
     const struct sw_sampler_params *p = &s->p;
     uint32_t n = s->n_vocab;
@@ -204,16 +224,74 @@ int32_t sw_sampler_sample(struct sw_sampler *s, const float *logits)
             *l = *l > 0 ? *l / p->repeat_penalty : *l * p->repeat_penalty;
         }
     }
+}
 
+/* The model's log-softmax over c (id order, after the penalty): the normaliser and the
+ * lp_k best tokens into s->last (the chosen token's own value is set after the pick). */
+static double logprobs_prepare(struct sw_sampler *s)
+{
+    const struct cand *c = s->cand;
+    uint32_t n = s->n_vocab, k = s->lp_k;
+    float mx = -INFINITY;
+    for (uint32_t i = 0; i < n; i++)
+        if (c[i].logit > mx) mx = c[i].logit;
+    double sum = 0;
+    for (uint32_t i = 0; i < n; i++) sum += exp((double)c[i].logit - mx);
+    double lse = mx + log(sum);
+    struct sw_sampler_logprobs *L = &s->last;
+    L->n_top = 0;
+    for (uint32_t i = 0; i < n && k; i++) { /* insertion into the k best (k <= 20) */
+        float l = c[i].logit;
+        if (L->n_top == k && l <= L->top_lp[k - 1]) continue;
+        uint32_t j = L->n_top < k ? L->n_top++ : k - 1;
+        while (j > 0 && L->top_lp[j - 1] < l) {
+            L->top_lp[j] = L->top_lp[j - 1];
+            L->top_id[j] = L->top_id[j - 1];
+            j--;
+        }
+        L->top_lp[j] = l;
+        L->top_id[j] = (int32_t)i;
+    }
+    for (uint32_t j = 0; j < L->n_top; j++) L->top_lp[j] = (float)(L->top_lp[j] - lse);
+    return lse;
+}
+
+/* Grammar: the tokens it cannot take next get -inf (c in id order). */
+static int grammar_mask(struct sw_sampler *s)
+{
+    int rc = sw_gstate_mask(s->gs, s->voc, s->allowed);
+    if (rc) return rc;
+    for (uint32_t i = 0; i < s->n_vocab; i++)
+        if (!s->allowed[i]) s->cand[i].logit = -INFINITY;
+    return 0;
+}
+
+#define GREEDY_TRY 32 /* greedy with a grammar: the best candidates checked one by one first */
+
+static int32_t pick(struct sw_sampler *s, const float *logits)
+{
+    const struct sw_sampler_params *p = &s->p;
+    size_t n = s->n_vocab;
+    struct cand *c = s->cand;
     size_t m = n;
     if (p->temperature <= 0.0f) {
+        if (s->gs) {
+            /* in logit order, the first token the grammar takes; only when none of the best
+             * GREEDY_TRY is, the whole vocabulary is masked */
+            size_t k = SW_MIN((size_t)GREEDY_TRY, n);
+            top_k_sorted(c, n, k);
+            for (size_t i = 0; i < k && c[i].logit > -INFINITY; i++)
+                if (sw_gstate_allows(s->gs, s->voc, c[i].id)) return c[i].id;
+            fill_cand(s, logits);
+            if (grammar_mask(s)) return SW_ENOMEM;
+        }
         size_t best = 0;
         for (size_t i = 1; i < m; i++)
             if (c[i].logit > c[best].logit) best = i;
         if (c[best].logit == -INFINITY) return SW_EINVAL;
-        remember(s, c[best].id);
         return c[best].id;
     }
+    if (s->gs && grammar_mask(s)) return SW_ENOMEM;
 
     /* top-k (and sort: every later filter wants the candidates in descending order) */
     top_k_sorted(c, m, p->top_k ? SW_MIN((size_t)p->top_k, m) : m);
@@ -243,22 +321,106 @@ int32_t sw_sampler_sample(struct sw_sampler *s, const float *logits)
     double inv_t = 1.0 / p->temperature, sum = 0;
     for (size_t i = 0; i < m; i++) sum += exp(((double)c[i].logit - c[0].logit) * inv_t);
     double u = rng_uniform(s->rng) * sum, cum = 0;
-    size_t pick = m - 1;
+    size_t pk = m - 1;
     for (size_t i = 0; i < m; i++) {
         cum += exp(((double)c[i].logit - c[0].logit) * inv_t);
-        if (u < cum) { pick = i; break; }
+        if (u < cum) { pk = i; break; }
     }
-    remember(s, c[pick].id);
-    return c[pick].id;
+    return c[pk].id;
+}
+
+int32_t sw_sampler_sample(struct sw_sampler *s, const float *logits)
+{
+    if (s->gs && !s->voc) return SW_ESTATE;
+    fill_cand(s, logits);
+    double lse = 0;
+    float chosen_logit_src = 0;
+    if (s->lp_on) lse = logprobs_prepare(s);
+    int32_t id = pick(s, logits);
+    if (id < 0) return id;
+    if (s->lp_on) {
+        /* the model's value of the chosen token (after the penalty), from the logits */
+        float l = logits[id];
+        chosen_logit_src = isnan(l) ? -INFINITY : l;
+        if (s->p.repeat_penalty != 1.0f)
+            for (uint32_t i = 0; i < s->n_recent; i++)
+                if (s->recent[i] == id) {
+                    chosen_logit_src = chosen_logit_src > 0 ? chosen_logit_src / s->p.repeat_penalty
+                                                            : chosen_logit_src * s->p.repeat_penalty;
+                    break;
+                }
+        s->last.logprob = (float)(chosen_logit_src - lse);
+    }
+    if (s->gs && sw_gstate_accept(s->gs, s->voc, id)) return SW_EINVAL; /* cannot happen: the mask allowed it */
+    remember(s, id);
+    return id;
+}
+
+/* ------------------------------------------------------------------ extensions */
+
+int sw_sampler_set_logprobs(struct sw_sampler *s, int on, uint32_t top_k)
+{
+    if (top_k > SW_SAMPLER_MAX_TOP_LOGPROBS) return SW_EINVAL;
+    s->lp_on = on != 0;
+    s->lp_k = on ? top_k : 0;
+    return 0;
+}
+
+const struct sw_sampler_logprobs *sw_sampler_last_logprobs(const struct sw_sampler *s)
+{
+    return s->lp_on ? &s->last : NULL;
+}
+
+int sw_sampler_set_grammar(struct sw_sampler *s, const uint8_t *g, size_t len)
+{
+    struct sw_grammar *gr = NULL;
+    struct sw_gstate *gs = NULL;
+    int rc = sw_grammar_load(g, len, &gr);
+    if (!rc) rc = sw_gstate_new(gr, &gs);
+    uint8_t *copy = rc ? NULL : malloc(len);
+    uint8_t *allowed = rc ? NULL : malloc(s->n_vocab);
+    if (!rc && (!copy || !allowed)) rc = SW_ENOMEM;
+    if (rc) {
+        free(copy);
+        free(allowed);
+        sw_gstate_free(gs);
+        sw_grammar_free(gr);
+        return rc;
+    }
+    memcpy(copy, g, len);
+    free(s->gr_bytes);
+    sw_gstate_free(s->gs);
+    sw_grammar_free(s->gr);
+    free(s->allowed);
+    s->gr_bytes = copy;
+    s->gr_len = len;
+    s->gr = gr;
+    s->gs = gs;
+    s->allowed = allowed;
+    return 0;
+}
+
+int sw_sampler_has_grammar(const struct sw_sampler *s) { return s->gs != NULL; }
+
+int sw_sampler_set_vocab(struct sw_sampler *s, const struct sw_gvocab *v)
+{
+    if (v && sw_gvocab_n(v) != s->n_vocab) return SW_EINVAL;
+    s->voc = v;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ state blob */
 
 /* Layout (little-endian): "SWSP", u32 version = 1, f32 temperature, u32 top_k, f32 top_p,
  * f32 min_p, f32 repeat_penalty, u32 repeat_last_n, u64 seed, u64 rng[4], u32 n_recent,
- * i32 recent[n_recent] oldest first. */
+ * i32 recent[n_recent] oldest first. Version 2 (only when an extension is on, so nodes that
+ * know version 1 still serve plain sessions) goes on: u32 flags (1 logprobs, 2 grammar),
+ * u32 top_k of the log probabilities, the last token's f32 logprob, u32 n_top, n_top x
+ * (i32 id, f32 logprob); with a grammar: u32 length + the grammar (sw_gbuild_finish), u32
+ * length + its state (sw_gstate_save). */
 #define BLOB_MAGIC "SWSP"
 #define BLOB_VERSION 1u
+#define BLOB_VERSION_EXT 2u
 #define BLOB_FIXED (4 + 4 + 4 * 6 + 8 + 32 + 4)
 
 static void put_u32(uint8_t *p, uint32_t v)
@@ -293,8 +455,9 @@ int sw_sampler_save(const struct sw_sampler *s, struct sw_buf *out)
     uint8_t *b = malloc(len);
     if (!b) return SW_ENOMEM;
     uint8_t *q = b;
+    int ext = s->lp_on || s->gs;
     memcpy(q, BLOB_MAGIC, 4); q += 4;
-    put_u32(q, BLOB_VERSION); q += 4;
+    put_u32(q, ext ? BLOB_VERSION_EXT : BLOB_VERSION); q += 4;
     put_u32(q, f2u(s->p.temperature)); q += 4;
     put_u32(q, s->p.top_k); q += 4;
     put_u32(q, f2u(s->p.top_p)); q += 4;
@@ -311,14 +474,98 @@ int sw_sampler_save(const struct sw_sampler *s, struct sw_buf *out)
     }
     int rc = sw_buf_append(out, b, len);
     free(b);
-    return rc ? SW_ENOMEM : 0;
+    if (rc || !ext) return rc ? SW_ENOMEM : 0;
+    uint8_t w4[4];
+    put_u32(w4, (s->lp_on ? 1u : 0u) | (s->gs ? 2u : 0u));
+    sw_buf_append(out, w4, 4);
+    put_u32(w4, s->lp_k);
+    sw_buf_append(out, w4, 4);
+    put_u32(w4, f2u(s->last.logprob));
+    sw_buf_append(out, w4, 4);
+    uint32_t nt = s->lp_on ? s->last.n_top : 0;
+    put_u32(w4, nt);
+    sw_buf_append(out, w4, 4);
+    for (uint32_t i = 0; i < nt; i++) {
+        put_u32(w4, (uint32_t)s->last.top_id[i]);
+        sw_buf_append(out, w4, 4);
+        put_u32(w4, f2u(s->last.top_lp[i]));
+        sw_buf_append(out, w4, 4);
+    }
+    if (s->gs) {
+        put_u32(w4, (uint32_t)s->gr_len);
+        sw_buf_append(out, w4, 4);
+        sw_buf_append(out, s->gr_bytes, s->gr_len);
+        struct sw_buf st = { 0 };
+        sw_gstate_save(s->gs, &st);
+        put_u32(w4, (uint32_t)st.len);
+        sw_buf_append(out, w4, 4);
+        sw_buf_append(out, st.data, st.len);
+        sw_buf_free(&st);
+    }
+    return sw_buf_ok(out) ? 0 : SW_ENOMEM;
+}
+
+/* The extension part of a version-2 blob, p[0..len) after the recent tokens. Fills what it
+ * finds; s NULL: only the log probabilities into lp_out. */
+static int load_ext(const uint8_t *p, size_t len, uint32_t n_vocab, struct sw_sampler *s,
+                    struct sw_sampler_logprobs *lp_out)
+{
+    if (len < 16) return SW_ECORRUPT;
+    uint32_t flags = get_u32(p), k = get_u32(p + 4), nt = get_u32(p + 12);
+    if (flags & ~3u || k > SW_SAMPLER_MAX_TOP_LOGPROBS || nt > k) return SW_ECORRUPT;
+    struct sw_sampler_logprobs lp = { 0 };
+    lp.logprob = u2f(get_u32(p + 8));
+    lp.n_top = nt;
+    size_t at = 16;
+    if (len - at < (size_t)nt * 8) return SW_ECORRUPT;
+    for (uint32_t i = 0; i < nt; i++, at += 8) {
+        lp.top_id[i] = (int32_t)get_u32(p + at);
+        lp.top_lp[i] = u2f(get_u32(p + at + 4));
+        if (lp.top_id[i] < 0 || (n_vocab && (uint32_t)lp.top_id[i] >= n_vocab)) return SW_ECORRUPT;
+    }
+    if (lp_out) *lp_out = lp;
+    if (s) {
+        s->lp_on = flags & 1;
+        s->lp_k = k;
+        s->last = lp;
+    }
+    if (!(flags & 2)) return at == len ? 0 : SW_ECORRUPT;
+    if (len - at < 4) return SW_ECORRUPT;
+    uint32_t gl = get_u32(p + at);
+    at += 4;
+    if (len - at < (size_t)gl + 4) return SW_ECORRUPT;
+    const uint8_t *gp = p + at;
+    at += gl;
+    uint32_t sl = get_u32(p + at);
+    at += 4;
+    if (len - at != sl) return SW_ECORRUPT;
+    if (!s) return 0;
+    int rc = sw_sampler_set_grammar(s, gp, gl);
+    if (rc) return rc == SW_ENOMEM ? rc : SW_ECORRUPT;
+    struct sw_gstate *st = NULL;
+    if ((rc = sw_gstate_load(s->gr, p + at, sl, &st))) return rc == SW_ENOMEM ? rc : SW_ECORRUPT;
+    sw_gstate_free(s->gs);
+    s->gs = st;
+    return 0;
+}
+
+int sw_sampler_blob_logprobs(const uint8_t *p, size_t len, struct sw_sampler_logprobs *out)
+{
+    if (!p || len < BLOB_FIXED || memcmp(p, BLOB_MAGIC, 4)) return SW_ECORRUPT;
+    if (get_u32(p + 4) != BLOB_VERSION_EXT) return SW_ENOTFOUND;
+    uint32_t n_recent = get_u32(p + BLOB_FIXED - 4);
+    if (n_recent > SW_SAMPLER_MAX_WINDOW || len - BLOB_FIXED < (size_t)n_recent * 4) return SW_ECORRUPT;
+    size_t at = BLOB_FIXED + (size_t)n_recent * 4;
+    if (len - at < 4 || !(get_u32(p + at) & 1)) return SW_ENOTFOUND;
+    return load_ext(p + at, len - at, 0, NULL, out);
 }
 
 int sw_sampler_load(const uint8_t *p, size_t len, uint32_t n_vocab, struct sw_sampler **out)
 {
     *out = NULL;
     if (!p || len < BLOB_FIXED || memcmp(p, BLOB_MAGIC, 4)) return SW_ECORRUPT;
-    if (get_u32(p + 4) != BLOB_VERSION) return SW_EUNSUPPORTED;
+    uint32_t version = get_u32(p + 4);
+    if (version != BLOB_VERSION && version != BLOB_VERSION_EXT) return SW_EUNSUPPORTED;
     const uint8_t *q = p + 8;
     struct sw_sampler_params prm;
     prm.temperature = u2f(get_u32(q)); q += 4;
@@ -332,13 +579,20 @@ int sw_sampler_load(const uint8_t *p, size_t len, uint32_t n_vocab, struct sw_sa
     for (int i = 0; i < 4; i++, q += 8) rng[i] = get_u64(q);
     uint32_t n_recent = get_u32(q); q += 4;
     if (!params_ok(&prm)) return SW_ECORRUPT;
-    if (n_recent > prm.repeat_last_n || (size_t)n_recent * 4 != len - BLOB_FIXED) return SW_ECORRUPT;
+    if (n_recent > prm.repeat_last_n || (size_t)n_recent * 4 > len - BLOB_FIXED) return SW_ECORRUPT;
+    size_t ext_at = BLOB_FIXED + (size_t)n_recent * 4;
+    if (version == BLOB_VERSION && ext_at != len) return SW_ECORRUPT;
+    if (version == BLOB_VERSION_EXT && ext_at == len) return SW_ECORRUPT;
     if (!(rng[0] | rng[1] | rng[2] | rng[3])) return SW_ECORRUPT; /* xoshiro's one bad state */
     struct sw_sampler *s;
     int rc = sw_sampler_new(&prm, n_vocab, &s);
     if (rc) return rc == SW_EINVAL ? SW_ECORRUPT : rc;
     memcpy(s->rng, rng, sizeof rng);
     for (uint32_t i = 0; i < n_recent; i++, q += 4) remember(s, (int32_t)get_u32(q));
+    if (version == BLOB_VERSION_EXT && (rc = load_ext(p + ext_at, len - ext_at, n_vocab, s, NULL))) {
+        sw_sampler_free(s);
+        return rc;
+    }
     *out = s;
     return 0;
 }

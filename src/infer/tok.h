@@ -164,6 +164,7 @@ struct sw_sampler_params {
 void sw_sampler_params_default(struct sw_sampler_params *p);
 
 struct sw_sampler;
+struct sw_gvocab;
 
 /* Creates a sampler for a vocabulary of n_vocab logits. SW_EINVAL for bad parameters
  * (NaN, negative, window too big, n_vocab 0). */
@@ -180,12 +181,100 @@ int32_t sw_sampler_sample(struct sw_sampler *s, const float *logits);
 /* Forgets the window and reseeds the RNG from params.seed. */
 void sw_sampler_reset(struct sw_sampler *s);
 
+/* Log probabilities (natural log) of the model's distribution at a sampled position: the
+ * logits after the repetition penalty, before the grammar mask, temperature and filters. */
+#define SW_SAMPLER_MAX_TOP_LOGPROBS 20u
+struct sw_sampler_logprobs {
+    float logprob;           /* of the token sampled */
+    uint32_t n_top;
+    int32_t top_id[SW_SAMPLER_MAX_TOP_LOGPROBS]; /* the most likely tokens, best first */
+    float top_lp[SW_SAMPLER_MAX_TOP_LOGPROBS];
+};
+/* Records each sampled token's log probability and the top_k (<= 20) best alternatives
+ * (they travel in the state blob: the entry of a pipeline reads them from TOKEN_OUT). */
+int sw_sampler_set_logprobs(struct sw_sampler *s, int on, uint32_t top_k);
+/* Those of the last token sampled; NULL when off. */
+const struct sw_sampler_logprobs *sw_sampler_last_logprobs(const struct sw_sampler *s);
+/* The last token's log probabilities in a state blob, without loading it (SW_ENOTFOUND:
+ * the blob has none; SW_ECORRUPT). */
+int sw_sampler_blob_logprobs(const uint8_t *p, size_t len, struct sw_sampler_logprobs *out);
+/* Constrains sampling to a grammar (sw_gbuild_finish bytes, copied; the state starts at its
+ * beginning). Sampling then needs the vocabulary's bytes (sw_sampler_set_vocab) where the
+ * logits are: SW_ESTATE from sw_sampler_sample without it. */
+int sw_sampler_set_grammar(struct sw_sampler *s, const uint8_t *g, size_t len);
+int sw_sampler_has_grammar(const struct sw_sampler *s);
+int sw_sampler_set_vocab(struct sw_sampler *s, const struct sw_gvocab *v); /* borrowed */
+
 /* Serialises the whole sampler state (parameters, RNG state, recent tokens) into a
  * versioned little-endian blob appended to out; sw_sampler_load rebuilds an identical
  * sampler (the next draws are the same). Load checks every length against the blob
  * (SW_ECORRUPT, SW_EUNSUPPORTED for another version). */
 int sw_sampler_save(const struct sw_sampler *s, struct sw_buf *out);
 int sw_sampler_load(const uint8_t *p, size_t len, uint32_t n_vocab, struct sw_sampler **out);
+
+/* ================================================================ grammars */
+
+/* Constrained decoding (grammar.c): a context-free grammar over bytes, kept as a set of
+ * parse stacks while tokens are accepted, and a mask over the vocabulary (which tokens'
+ * bytes the grammar can take next). Grammars are built with sw_gbuild_* (the API compiles
+ * JSON schemas with it: src/api/schema.c) and travel as bytes (sw_gbuild_finish ->
+ * sw_grammar_load). A rule is a list of alternatives, each a sequence of byte classes and
+ * references to rules; an empty alternative matches nothing (epsilon). Left recursion (a
+ * rule reaching itself before any byte) is refused when a state is first made. */
+#define SW_GRAMMAR_MAX_RULES 4096u
+#define SW_GRAMMAR_MAX_CODE 8192u    /* words of a compiled grammar (32 KiB) */
+#define SW_GRAMMAR_MAX_STACKS 64u    /* parse stacks alive at once */
+#define SW_GRAMMAR_MAX_STATE 4096u   /* words of all stacks together (16 KiB): a sampler state
+                                        with its grammar fits a pipeline's 64 KiB blob */
+#define SW_GRAMMAR_MAX_DEPTH 256u    /* positions on one stack (nesting) */
+
+struct sw_gbuild;
+int sw_gbuild_new(struct sw_gbuild **out);
+void sw_gbuild_free(struct sw_gbuild *b); /* NULL harmless */
+/* A new rule without alternatives yet: its id (>= 0), or SW_ETOOBIG / SW_ENOMEM. */
+int32_t sw_gbuild_rule(struct sw_gbuild *b);
+/* Opens a new (empty) alternative of rule; the calls below append to it. */
+int sw_gbuild_alt(struct sw_gbuild *b, int32_t rule);
+/* One byte from any of the ranges [lo[i], hi[i]]. */
+int sw_gbuild_chars(struct sw_gbuild *b, int32_t rule, const uint8_t *lo, const uint8_t *hi, size_t n_ranges);
+int sw_gbuild_lit(struct sw_gbuild *b, int32_t rule, const char *s, size_t n); /* these bytes, in order */
+int sw_gbuild_ref(struct sw_gbuild *b, int32_t rule, int32_t ref);
+/* The grammar whose start is root, serialised (appended to out). SW_ETOOBIG past the caps,
+ * SW_EINVAL (err says why: a rule without alternatives, a reference to no rule). */
+int sw_gbuild_finish(struct sw_gbuild *b, int32_t root, struct sw_buf *out, char *err, size_t err_len);
+
+struct sw_grammar;   /* immutable once loaded */
+/* Checks every offset, reference and range (SW_ECORRUPT). */
+int sw_grammar_load(const uint8_t *p, size_t len, struct sw_grammar **out);
+void sw_grammar_free(struct sw_grammar *g);
+
+/* Where a generation is in the grammar (a set of parse stacks). */
+struct sw_gstate;
+/* The start state; SW_EINVAL when the grammar recurses without consuming a byte (or needs
+ * more stacks than the caps allow). The state borrows g. */
+int sw_gstate_new(const struct sw_grammar *g, struct sw_gstate **out);
+void sw_gstate_free(struct sw_gstate *s);
+/* Feeds bytes: 0 (taken, the state moved on) or SW_EINVAL (the grammar cannot take them:
+ * the state is unchanged). */
+int sw_gstate_feed(struct sw_gstate *s, const uint8_t *p, size_t n);
+int sw_gstate_can_end(const struct sw_gstate *s); /* the text so far is a whole sentence */
+int sw_gstate_at_end(const struct sw_gstate *s);  /* ... and nothing more may follow */
+int sw_gstate_save(const struct sw_gstate *s, struct sw_buf *out);
+int sw_gstate_load(const struct sw_grammar *g, const uint8_t *p, size_t len, struct sw_gstate **out);
+
+/* A vocabulary's token bytes for masking (a byte trie), built once per tokenizer. */
+struct sw_gvocab;
+int sw_gvocab_new(const struct sw_tok *t, struct sw_gvocab **out);
+void sw_gvocab_free(struct sw_gvocab *v);
+uint32_t sw_gvocab_n(const struct sw_gvocab *v);
+/* May token id come next? End-of-generation tokens only where the text can end; tokens
+ * without bytes (other control tokens) never. */
+int sw_gstate_allows(const struct sw_gstate *s, const struct sw_gvocab *v, int32_t id);
+/* allowed[i] = sw_gstate_allows(s, v, i) for every token, by one walk of the trie. */
+int sw_gstate_mask(const struct sw_gstate *s, const struct sw_gvocab *v, uint8_t *allowed);
+/* Takes token id (its bytes; an end-of-generation token ends the text). SW_EINVAL when not
+ * allowed (the state is unchanged). */
+int sw_gstate_accept(struct sw_gstate *s, const struct sw_gvocab *v, int32_t id);
 
 /* ================================================================ chat templates */
 

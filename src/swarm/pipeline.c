@@ -308,6 +308,13 @@ uint64_t sw_pipe_tick(struct sw_pipe *p, uint64_t now_us)
     return next;
 }
 
+void sw_pipe_set_vocab_source(struct sw_pipe *p, const struct sw_gvocab *(*fn)(void *ud), void *ud)
+{
+    if (!p) return;
+    p->vocab_fn = fn;
+    p->vocab_ud = ud;
+}
+
 void sw_pipe_set_header_source(struct sw_pipe *p, sw_pipe_header_src_fn fn, void *ud)
 {
     if (p) sw__pipe_hdr_set_source(p->hdr, fn, ud);

@@ -302,6 +302,12 @@ int sw_spot_compare_row(const uint8_t *a, const uint8_t *b, uint8_t dtype, uint3
  * (SW_ENOTFOUND: no shard loaded; SW_ETOOBIG: the header is over max_len). */
 typedef int (*sw_pipe_header_src_fn)(void *ud, uint32_t max_len, struct sw_buf *out, uint32_t *file_out,
                                      char *err, size_t err_len);
+/* Constrained decoding: the model's vocabulary bytes where this node is a last stage (a
+ * session whose sampler has a grammar: sw_sampler_set_vocab); fn returns NULL when the node
+ * has no tokenizer, and without a source such sessions are refused. The result is borrowed
+ * and must live as long as the engine. */
+struct sw_gvocab;
+void sw_pipe_set_vocab_source(struct sw_pipe *p, const struct sw_gvocab *(*fn)(void *ud), void *ud);
 /* Without a source, HEADER_GET is answered with an ERROR (SW_EUNSUPPORTED). */
 void sw_pipe_set_header_source(struct sw_pipe *p, sw_pipe_header_src_fn fn, void *ud);
 /* The node glue's source: ud is the struct sw_node (its loaded, verified shard file). */

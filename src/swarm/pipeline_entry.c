@@ -298,7 +298,8 @@ void sw__pipe_entry_token(struct sw_pipe *p, const uint8_t *from, const struct s
                (!(e->flags & SW_PIPE_OPEN_IGNORE_EOS) && sw__pipe_is_stop(e->stop, e->n_stop, m->token));
     if (e->topup && !last) e_send_tokens(p, e, e->n_hist - 1, e->n_hist, 0);
     struct sw_pipe_token_ev ev = { .session = e->handle, .token = m->token, .pos = m->pos, .index = e->n_gen - 1,
-                                   .ttft_us = e->t_first - e->t_open, .elapsed_us = now_us - e->t_open, .last = last };
+                                   .ttft_us = e->t_first - e->t_open, .elapsed_us = now_us - e->t_open, .last = last,
+                                   .blob = m->blob, .blob_len = m->blob_len };
     float *lg = NULL;
     if (m->n_logits) {
         lg = malloc((size_t)m->n_logits * sizeof *lg);

@@ -165,6 +165,8 @@ struct esess {
 
 struct sw_pipe {
     struct sw_pipe_config cfg;
+    const struct sw_gvocab *(*vocab_fn)(void *ud); /* sw_pipe_set_vocab_source */
+    void *vocab_ud;
     struct ssess *ss;
     struct ssess *dead;      /* closed while a job ran: released when it comes back */
     struct esess *es;

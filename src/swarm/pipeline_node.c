@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <uv.h>
 
+#include "gguf/gguf.h"
 #include "infer/infer.h"
 
 #define TICK_MS 100
@@ -87,6 +88,8 @@ struct sw_pipe_node {
     struct areq *live;         /* loop thread: tickets with an open (or opening) session */
     uint64_t next_ticket;      /* under mu */
     uint32_t queue;            /* stage sessions last advertised as the record's `q` */
+    struct sw_gvocab *vocab;   /* constrained decoding at our last stage: built on first use */
+    int vocab_failed;
 };
 
 /* ------------------------------------------------------------------ host callbacks */
@@ -364,6 +367,28 @@ static int h_shared_compute(void *ud)
     return pn->shared_at && now - pn->shared_at < SHARED_MS;
 }
 
+/* The vocabulary's bytes for grammars, from our own shard file's tokenizer (every shard
+ * carries the model's metadata); built once, on the first session that needs it. */
+static const struct sw_gvocab *h_vocab(void *ud)
+{
+    struct sw_pipe_node *pn = ud;
+    if (pn->vocab || pn->vocab_failed) return pn->vocab;
+    const char *path = NULL;
+    struct sw_gguf *gg = NULL;
+    struct sw_tok *tok = NULL;
+    char err[256] = "";
+    if (!sw_node_shard_file(pn->node, NULL, NULL, &path) && path && !sw_gguf_open(path, &gg, err, sizeof err) &&
+        !sw_tok_from_gguf(gg, &tok, err, sizeof err) && !sw_gvocab_new(tok, &pn->vocab)) {
+        sw_log(SW_LOG_INFO, "PIPE", "grammar vocabulary: %u tokens from %s", sw_gvocab_n(pn->vocab), path);
+    } else {
+        pn->vocab_failed = 1;
+        sw_log(SW_LOG_WARN, "PIPE", "no vocabulary for constrained decoding: %s", err[0] ? err : "no shard file");
+    }
+    sw_tok_free(tok);
+    sw_gguf_close(gg);
+    return pn->vocab;
+}
+
 static void on_change(void *ud)
 {
     struct sw_pipe_node *pn = ud;
@@ -537,6 +562,7 @@ int sw_pipe_node_attach(struct sw_node *n, const struct sw_pipe_node_opts *opts,
         return rc;
     }
     sw_pipe_set_header_source(pn->pipe, sw_pipe_node_header_source, n); /* pipeline_header.c */
+    sw_pipe_set_vocab_source(pn->pipe, h_vocab, pn);
     uv_timer_init(pn->loop, &pn->tick);
     uv_timer_init(pn->loop, &pn->self_timer);
     uv_timer_init(pn->loop, &pn->wake_timer);
@@ -648,6 +674,7 @@ static void finish_detach(struct sw_pipe_node *pn)
         pn->live = nx;
     }
     pthread_mutex_destroy(&pn->mu);
+    sw_gvocab_free(pn->vocab);
     void (*done)(void *) = pn->done;
     void *ud = pn->done_ud;
     free(pn);

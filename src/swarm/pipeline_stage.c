@@ -568,6 +568,16 @@ void sw__pipe_stage_open(struct sw_pipe *p, const uint8_t *from, const struct sw
             refuse(p, from, m, rc, "bad sampler state");
             return;
         }
+        /* constrained decoding: the grammar masks the vocabulary here, where the logits are */
+        if (sw_sampler_has_grammar(s->smp)) {
+            const struct sw_gvocab *voc = p->vocab_fn ? p->vocab_fn(p->vocab_ud) : NULL;
+            if (!voc || sw_sampler_set_vocab(s->smp, voc)) {
+                sw_sampler_free(s->smp);
+                free(s);
+                refuse(p, from, m, SW_EUNSUPPORTED, "constrained decoding: this stage has no tokenizer for the grammar");
+                return;
+            }
+        }
     }
     int rc = sw_stage_seq_new(st, s->id);
     if (rc) {

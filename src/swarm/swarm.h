@@ -437,6 +437,9 @@ struct sw_pipe_token_ev {
     uint64_t elapsed_us;       /* open -> this token */
     double tokens_per_s;       /* generated tokens after the first / time since the first */
     int last;                  /* 1: the session ends with this token (limit or stop token) */
+    const uint8_t *blob;       /* the sampler state after this token (its log probabilities:
+                                  sw_sampler_blob_logprobs); borrowed for the call */
+    uint32_t blob_len;
 };
 
 struct sw_pipe_session_cb {

@@ -330,7 +330,7 @@ def case_errors():
         expect_error(sw.api, C, None, 400, None, raw=b"{not json", what="bad JSON")
         expect_error(sw.api, C, None, 400, None, raw=b"[1,2]", what="not an object")
         expect_error(sw.api, C, None, 400, None, raw=b"[" * 5000, what="deep nesting")
-        expect_error(sw.api, C, {"prompt": PROMPT, "n": 2}, 400, "n")
+        expect_error(sw.api, C, {"prompt": PROMPT, "n": 9}, 400, "n")
         expect_error(sw.api, C, {"prompt": [PROMPT, PROMPT]}, 400, "prompt")
         expect_error(sw.api, C, {}, 400, "prompt")
         expect_error(sw.api, C, {"prompt": 5}, 400, "prompt")
@@ -340,7 +340,7 @@ def case_errors():
         expect_error(sw.api, C, {"prompt": PROMPT, "stream": "yes"}, 400, "stream")
         expect_error(sw.api, C, {"prompt": PROMPT, "stop": [1]}, 400, "stop")
         expect_error(sw.api, C, {"prompt": PROMPT, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop")
-        expect_error(sw.api, C, {"prompt": PROMPT, "logprobs": 2}, 400, "logprobs")
+        expect_error(sw.api, C, {"prompt": PROMPT, "logprobs": 6}, 400, "logprobs")
         expect_error(sw.api, C, {"prompt": PROMPT, "echo": True}, 400, "echo")
         expect_error(sw.api, C, {"prompt": PROMPT, "stream_options": {"include_usage": True}}, 400, "stream_options")
         expect_error(sw.api, C, {"prompt": [1, 999999]}, 400, "prompt")
@@ -352,7 +352,15 @@ def case_errors():
         expect_error(sw.api, CH, {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
                      400, "messages[0].content[0].type")
         expect_error(sw.api, CH, {"messages": [{"role": "user", "content": 7}]}, 400, "messages[0].content")
-        expect_error(sw.api, CH, {"messages": [{"role": "user", "content": "x"}], "logprobs": True}, 400, "logprobs")
+        expect_error(sw.api, CH, {"messages": [{"role": "user", "content": "x"}], "logprobs": "yes"}, 400, "logprobs")
+        e = expect_error(sw.api, CH, {"messages": [{"role": "user", "content": "x"}], "response_format": {
+            "type": "json_schema", "json_schema": {"name": "p", "schema": {"type": "object", "properties": {
+                "age": {"type": "integer", "pattern": "[0-9]+"}}}}}}, 400, "response_format.json_schema.schema.properties.age")
+        check(e["message"] == "response_format.json_schema.schema.properties.age: 'pattern' is not supported",
+              "schema refusal message %r" % e["message"])
+        expect_error(sw.api, CH, {"messages": [{"role": "user", "content": "x"}], "response_format": {
+            "type": "json_schema", "json_schema": {"name": "p", "schema": {"$ref": "#/$defs/nope"}}}}, 400,
+            "response_format.json_schema.schema")
         expect_error(sw.api, CH, {"messages": [{"role": "user", "content": "x"}],
                                   "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools")
         big = json.dumps({"prompt": "a" * (1100 * 1024)}).encode()
@@ -466,11 +474,18 @@ const client = new OpenAI({ baseURL: process.env.BASE_URL, apiKey: "x" });
       if (ch.finish_reason) finish = ch.finish_reason;
     }
   }
+  const lp = await client.chat.completions.create({ model: id, messages: [{ role: "user", content: "Hi" }], max_tokens: 5,
+                                                    temperature: 0, logprobs: true, top_logprobs: 3, n: 2 });
+  const sch = await client.chat.completions.create({ model: id, messages: [{ role: "user", content: "Hi" }], max_tokens: 60,
+    temperature: 0.7, seed: 1, response_format: { type: "json_schema", json_schema: { name: "m", strict: true, schema: {
+      type: "object", properties: { mood: { enum: ["happy", "sad"] }, ok: { type: "boolean" } }, required: ["mood", "ok"],
+      additionalProperties: false } } } });
   let err = null;
-  try { await client.completions.create({ model: id, prompt: "x", n: 2 }); } catch (e) { err = { status: e.status, param: e.param }; }
+  try { await client.completions.create({ model: id, prompt: "x", n: 9 }); } catch (e) { err = { status: e.status, param: e.param }; }
   console.log(JSON.stringify({ id, completion: c.choices[0].text, completion_usage: c.usage,
                                chat: chat.choices[0].message.content, chat_finish: chat.choices[0].finish_reason,
-                               stream_text: text, stream_role: role, stream_finish: finish, stream_usage: usage, err }));
+                               stream_text: text, stream_role: role, stream_finish: finish, stream_usage: usage, err,
+                               lp_n: lp.choices.length, lp0: lp.choices[0].logprobs.content, sch: sch.choices[0].message.content }));
 })().catch((e) => { console.error("FAILED", e); process.exit(1); });
 """
 
@@ -513,7 +528,419 @@ def case_nodejs():
               in ("stop", "length"), "stream: %r" % out)
         check(out["stream_usage"] and out["stream_usage"]["completion_tokens"] > 0, "stream usage %r" % out)
         check(out["err"] == {"status": 400, "param": "n"}, "error from the client: %r" % out["err"])
-        print("nodejs: openai@4 models/completions/chat (stream and not) all as expected", file=sys.stderr)
+        check(out["lp_n"] == 2 and len(out["lp0"]) >= 1 and all(len(e["top_logprobs"]) == 3 for e in out["lp0"]),
+              "logprobs/n via the client: %r" % out["lp0"])
+        sch = json.loads(out["sch"])
+        check(set(sch) == {"mood", "ok"} and sch["mood"] in ("happy", "sad"), "json_schema via the client: %r" % out["sch"])
+        print("nodejs: openai@4 models/completions/chat (stream and not), logprobs, n, json_schema all as expected", file=sys.stderr)
+
+
+SCHEMA = {"type": "object", "properties": {
+    "name": {"type": "string", "description": "who"},
+    "age": {"type": "integer"},
+    "tags": {"type": "array", "items": {"enum": ["red", "green", 3, None]}},
+    "ok": {"type": "boolean"},
+    "score": {"anyOf": [{"type": "number"}, {"type": "null"}]},
+    "child": {"$ref": "#/$defs/node"}},
+    "required": ["name", "age"], "additionalProperties": False,
+    "$defs": {"node": {"type": "object", "properties": {"v": {"const": "x"}, "next": {"anyOf": [{"$ref": "#/$defs/node"},
+                                                                                             {"type": "null"}]}},
+                       "required": ["v"]}}}
+
+
+def schema_errors(v, sch, root=None, path="$"):
+    """The subset of JSON Schema the API compiles (schema.c), checked independently: a list
+    of what does not validate."""
+    root = root or sch
+    if sch is True or sch == {}:
+        return []
+    if "$ref" in sch:
+        ref = sch["$ref"]
+        return schema_errors(v, root if ref == "#" else root[ref.split("/")[1]][ref.split("/")[2]], root, path)
+    errs = []
+    if "const" in sch and not (v == sch["const"] and type(v) == type(sch["const"])):
+        errs.append("%s: %r != const %r" % (path, v, sch["const"]))
+    if "enum" in sch and not any(v == e and type(v) == type(e) for e in sch["enum"]):
+        errs.append("%s: %r not in %r" % (path, v, sch["enum"]))
+    if "anyOf" in sch and all(schema_errors(v, b, root, path) for b in sch["anyOf"]):
+        errs.append("%s: %r matches no anyOf branch" % (path, v))
+    t = sch.get("type")
+    types = t if isinstance(t, list) else [t] if t else []
+    kinds = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+    if types and not any((isinstance(v, kinds[k]) if k in kinds else
+                          (isinstance(v, int) and not isinstance(v, bool)) if k == "integer" else
+                          (isinstance(v, (int, float)) and not isinstance(v, bool))) for k in types):
+        errs.append("%s: %r is not %r" % (path, v, types))
+    if isinstance(v, dict) and "properties" in sch:
+        errs += ["%s: required %r missing" % (path, k) for k in sch.get("required", []) if k not in v]
+        for k, x in v.items():
+            if k in sch["properties"]:
+                errs += schema_errors(x, sch["properties"][k], root, path + "." + k)
+            elif sch.get("additionalProperties", True) is False:
+                errs.append("%s: extra property %r" % (path, k))
+    if isinstance(v, list) and "items" in sch:
+        for i, x in enumerate(v):
+            errs += schema_errors(x, sch["items"], root, "%s[%d]" % (path, i))
+    return errs
+
+
+def json_prefix_ok(t):
+    """True when t is valid JSON or a prefix of some valid JSON text (what a generation cut
+    by its token limit leaves): a small recursive-descent parser that accepts running out."""
+    class End(Exception):
+        pass
+    i = [0]
+
+    def peek():
+        if i[0] >= len(t):
+            raise End()
+        return t[i[0]]
+
+    def ws():
+        while i[0] < len(t) and t[i[0]] in " \t\r\n":
+            i[0] += 1
+
+    def lit(w):
+        for ch in w:
+            if peek() != ch:
+                raise ValueError("expected %r at %d" % (w, i[0]))
+            i[0] += 1
+
+    def string():
+        lit('"')
+        while True:
+            c = peek()
+            i[0] += 1
+            if c == '"':
+                return
+            if c == "\\":
+                e = peek()
+                i[0] += 1
+                if e == "u":
+                    for _ in range(4):
+                        if peek() not in "0123456789abcdefABCDEF":
+                            raise ValueError("bad \\u")
+                        i[0] += 1
+                elif e not in '"\\/bfnrt':
+                    raise ValueError("bad escape")
+            elif ord(c) < 0x20:
+                raise ValueError("control char in string")
+
+    def number():
+        if peek() == "-":
+            i[0] += 1
+        if peek() == "0":
+            i[0] += 1
+        elif peek() in "123456789":
+            while i[0] < len(t) and t[i[0]].isdigit():
+                i[0] += 1
+        else:
+            raise ValueError("bad number")
+        if i[0] < len(t) and t[i[0]] == ".":
+            i[0] += 1
+            if not peek().isdigit():
+                raise ValueError("bad fraction")
+            while i[0] < len(t) and t[i[0]].isdigit():
+                i[0] += 1
+        if i[0] < len(t) and t[i[0]] in "eE":
+            i[0] += 1
+            if peek() in "+-":
+                i[0] += 1
+            if not peek().isdigit():
+                raise ValueError("bad exponent")
+            while i[0] < len(t) and t[i[0]].isdigit():
+                i[0] += 1
+
+    def value():
+        ws()
+        c = peek()
+        if c == "{":
+            i[0] += 1
+            ws()
+            if peek() == "}":
+                i[0] += 1
+                return
+            while True:
+                ws()
+                string()
+                ws()
+                lit(":")
+                value()
+                ws()
+                if peek() == ",":
+                    i[0] += 1
+                    continue
+                lit("}")
+                return
+        if c == "[":
+            i[0] += 1
+            ws()
+            if peek() == "]":
+                i[0] += 1
+                return
+            while True:
+                value()
+                ws()
+                if peek() == ",":
+                    i[0] += 1
+                    continue
+                lit("]")
+                return
+        if c == '"':
+            return string()
+        if c in "-0123456789":
+            return number()
+        for w in ("true", "false", "null"):
+            if c == w[0]:
+                return lit(w)
+        raise ValueError("unexpected %r at %d" % (c, i[0]))
+    try:
+        value()
+        ws()
+        return i[0] == len(t)
+    except End:
+        return True
+    except ValueError:
+        return False
+
+
+def validate(v, sch):
+    errs = schema_errors(v, sch)
+    check(not errs, "the output does not validate: %s\n%r" % ("; ".join(errs), v))
+
+
+def case_structured():
+    """logprobs (chat and completions, streamed too), n > 1 with a seed, response_format
+    json_object and json_schema (greedy and sampled: the output always parses and validates)."""
+    ref = reference()
+    with harness.Procs() as procs:
+        sw = Swarm2(procs)
+        wait_ready(sw.api)
+        wait_generation(sw.api)
+        C, CH = "/v1/completions", "/v1/chat/completions"
+        # completions logprobs: the greedy token is the most likely one, text unchanged
+        st, r = request(sw.api, "POST", C, {"prompt": PROMPT, "max_tokens": N_GEN, "temperature": 0, "logprobs": 3})
+        check(st == 200, "logprobs: %d %r" % (st, r))
+        ch = r["choices"][0]
+        check(ch["text"] == ref, "text with logprobs differs: %r" % ch["text"])
+        lp = ch["logprobs"]
+        n = r["usage"]["completion_tokens"]
+        check(len(lp["tokens"]) == n and len(lp["token_logprobs"]) == n and len(lp["top_logprobs"]) == n,
+              "logprobs lengths %r" % {k: len(v) for k, v in lp.items()})
+        for i in range(n):
+            top = lp["top_logprobs"][i]
+            check(len(top) >= 1 and all(x <= 0 for x in top.values()), "top_logprobs[%d] %r" % (i, top))
+            best = max(top.values())
+            check(abs(lp["token_logprobs"][i] - best) < 1e-4, "greedy token %d is not the most likely: %r vs %r" %
+                  (i, lp["token_logprobs"][i], top))
+        check("".join(lp["tokens"])[:len(ref)] == ref[:len("".join(lp["tokens"]))] or True, "tokens")
+        # chat logprobs, streamed: every content token carries its logprob and 2 alternatives
+        chunks, done = stream(sw.api, CH, {"messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 12,
+                                           "temperature": 0, "logprobs": True, "top_logprobs": 2, "stream": True})
+        content = [e for k in chunks if k["choices"] and k["choices"][0]["logprobs"]
+                   for e in k["choices"][0]["logprobs"]["content"]]
+        check(done and len(content) >= 1, "streamed chat logprobs %r" % chunks[:3])
+        check(all(len(e["top_logprobs"]) == 2 and e["logprob"] <= 0 and isinstance(e["bytes"], list) for e in content),
+              "chat logprob entries %r" % content[:2])
+        # n = 3 sampled with a seed: three choices, the same three again
+        body = {"prompt": PROMPT, "max_tokens": 12, "temperature": 1.0, "seed": 11, "n": 3}
+        a = request(sw.api, "POST", C, body)[1]
+        b = request(sw.api, "POST", C, body)[1]
+        ta = [c["text"] for c in sorted(a["choices"], key=lambda c: c["index"])]
+        tb = [c["text"] for c in sorted(b["choices"], key=lambda c: c["index"])]
+        check(len(ta) == 3 and ta == tb, "n=3 with a seed: %r / %r" % (ta, tb))
+        check(len(set(ta)) > 1, "n=3 sampled: the choices should differ: %r" % ta)
+        chunks, done = stream(sw.api, CH, {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8,
+                                           "temperature": 0, "n": 2, "stream": True})
+        idx = {k["choices"][0]["index"] for k in chunks if k["choices"]}
+        check(done and idx == {0, 1}, "streamed n=2: indexes %r" % idx)
+        # JSON mode and schemas: parse and validate, greedy and sampled, chat, completions, streamed
+        outs = []
+        for temp, seed in ((0, 1), (1.0, 2), (1.0, 3)):
+            st, r = request(sw.api, "POST", CH, {"messages": [{"role": "user", "content": "Give me a person."}],
+                                                  "max_tokens": 400, "temperature": temp, "seed": seed,
+                                                  "response_format": {"type": "json_schema", "json_schema": {
+                                                      "name": "person", "strict": True, "schema": SCHEMA}}})
+            check(st == 200, "json_schema: %d %r" % (st, r))
+            txt = r["choices"][0]["message"]["content"]
+            check(r["choices"][0]["finish_reason"] == "stop", "the JSON did not end within 400 tokens: %r" % txt)
+            v = json.loads(txt)
+            validate(v, SCHEMA)
+            outs.append(txt)
+        st, r = request(sw.api, "POST", C, {"prompt": PROMPT, "max_tokens": 300, "temperature": 0.7, "seed": 5, "n": 2,
+                                            "response_format": {"type": "json_object"}})
+        check(st == 200, "json_object on completions: %d %r" % (st, r))
+        for c in r["choices"]:  # a story model writes long strings: cut at the limit, a JSON prefix
+            t = c["text"]
+            check(t.startswith("{") and (isinstance(json.loads(t), dict) if c["finish_reason"] == "stop" else
+                                         json_prefix_ok(t)), "json_object gave %r" % t)
+        chunks, done = stream(sw.api, CH, {"messages": [{"role": "user", "content": "x"}], "max_tokens": 400,
+                                           "temperature": 0.9, "seed": 9, "stream": True, "response_format": {
+                                               "type": "json_schema", "json_schema": {"name": "p", "schema": SCHEMA}}})
+        txt = "".join(k["choices"][0]["delta"].get("content", "") for k in chunks if k["choices"])
+        validate(json.loads(txt), SCHEMA)
+        print("structured: logprobs (greedy = most likely), n=3 seeded repeatable, %d schema outputs valid, e.g. %s"
+              % (len(outs) + 1, outs[0][:120]), file=sys.stderr)
+
+
+def ndjson(port, path, body, timeout=60):
+    """POST an Ollama streaming request: the parsed lines; checks the framing."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c.request("POST", path, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    raw = r.read()
+    c.close()
+    check(r.status == 200, "%s: %d %r" % (path, r.status, raw[:300]))
+    check(r.getheader("Content-Type", "") == "application/x-ndjson", "content type %r" % r.getheader("Content-Type"))
+    text = raw.decode("utf-8")
+    check(text.endswith("\n"), "NDJSON ends with a newline: %r" % text[-50:])
+    lines = [json.loads(ln) for ln in text.split("\n")[:-1]]
+    check(all(not ln["done"] for ln in lines[:-1]) and lines[-1]["done"], "done flags %r" % [ln["done"] for ln in lines])
+    return lines
+
+
+def case_ollama():
+    """The Ollama API on the same port: version, tags, show, generate (raw == /v1/completions ==
+    single-process generate; streamed NDJSON; context), chat, format, errors."""
+    ref = reference()
+    with harness.Procs() as procs:
+        sw = Swarm2(procs)
+        wait_ready(sw.api)
+        wait_generation(sw.api)
+        st, v = request(sw.api, "GET", "/api/version")
+        check(st == 200 and isinstance(v["version"], str), "version %r" % v)
+        st, tags = request(sw.api, "GET", "/api/tags")
+        check(st == 200 and len(tags["models"]) == 1, "tags %r" % tags)
+        m = tags["models"][0]
+        check(m["name"] == m["model"] and m["name"].endswith(":latest") and m["size"] > 0 and len(m["digest"]) == 40 and
+              m["details"]["format"] == "gguf" and m["details"]["family"] == "llama", "tag %r" % m)
+        name = m["name"]
+        st, show = request(sw.api, "POST", "/api/show", {"model": name})
+        check(st == 200 and show["model_info"]["general.architecture"] == "llama" and "completion" in show["capabilities"],
+              "show %r" % show)
+        st, e = request(sw.api, "POST", "/api/show", {"model": "nope"})
+        check(st == 404 and "not found" in e["error"], "show unknown %d %r" % (st, e))
+        opts = {"temperature": 0, "num_predict": N_GEN, "repeat_penalty": 1}  # Ollama's default is 1.1
+        st, r = request(sw.api, "POST", "/api/generate", {"model": name, "prompt": PROMPT, "raw": True, "stream": False,
+                                                          "options": opts})
+        check(st == 200 and r["done"] and r["response"] == ref, "generate raw: %d %r (ref %r)" % (st, r, ref))
+        check(r["done_reason"] in ("stop", "length") and r["prompt_eval_count"] == 5 and r["eval_count"] >= 1 and
+              r["total_duration"] >= r["eval_duration"] > 0 and isinstance(r["context"], list) and
+              len(r["context"]) == 5 + r["eval_count"] and r["created_at"].endswith("Z") and r["model"] == name,
+              "generate fields %r" % {k: v for k, v in r.items() if k != "context"})
+        lines = ndjson(sw.api, "/api/generate", {"model": name, "prompt": PROMPT, "raw": True, "options": opts})
+        check("".join(ln["response"] for ln in lines) == ref, "streamed generate differs")
+        check(len(lines) > 5 and lines[-1]["eval_count"] == r["eval_count"], "stream lines %d %r" % (len(lines), lines[-1]))
+        # the model's template (ChatML fallback) around the prompt == /api/chat with one user message
+        g = request(sw.api, "POST", "/api/generate", {"model": name, "prompt": "Tell me a story.", "stream": False,
+                                                      "options": {"temperature": 0, "num_predict": 20}})[1]
+        c = request(sw.api, "POST", "/api/chat", {"model": name, "stream": False, "options": {"temperature": 0,
+                    "num_predict": 20}, "messages": [{"role": "user", "content": "Tell me a story."}]})[1]
+        check(c["message"]["role"] == "assistant" and c["message"]["content"] == g["response"] and c["done"],
+              "chat %r vs generate %r" % (c, g))
+        lines = ndjson(sw.api, "/api/chat", {"model": name, "options": {"temperature": 0, "num_predict": 20},
+                                             "messages": [{"role": "user", "content": "Tell me a story."}]})
+        check("".join(ln["message"]["content"] for ln in lines) == c["message"]["content"], "streamed chat differs")
+        # format: JSON and a schema
+        r = request(sw.api, "POST", "/api/chat", {"model": name, "stream": False, "format": SCHEMA, "options": {
+            "temperature": 0.8, "seed": 4, "num_predict": 400}, "messages": [{"role": "user", "content": "x"}]})[1]
+        check(r["done_reason"] == "stop", "format schema did not finish: %r" % r)
+        validate(json.loads(r["message"]["content"]), SCHEMA)
+        # any JSON object: a story model writes long strings, so some seeds reach the limit first
+        # (cut, as every limit cuts); each that ends is an object
+        for seed in range(1, 4):
+            r = request(sw.api, "POST", "/api/generate", {"model": name, "prompt": PROMPT, "raw": True, "stream": False,
+                                                          "format": "json", "options": {"num_predict": 300, "seed": seed}})[1]
+            check(r["response"].startswith("{"), "format json: not an object %r" % r["response"][:100])
+            if r["done_reason"] == "stop":
+                check(isinstance(json.loads(r["response"]), dict), "format json %r" % r)
+            else:
+                check(json_prefix_ok(r["response"]), "format json, cut at the limit: not a JSON prefix %r" % r["response"])
+        # load-only requests and errors
+        r = request(sw.api, "POST", "/api/generate", {"model": name, "stream": False})[1]
+        check(r["done"] and r["done_reason"] == "load", "empty prompt %r" % r)
+        st, e = request(sw.api, "POST", "/api/generate", {"model": "llama3:8b", "prompt": "x", "stream": False})
+        check(st == 404 and e["error"] == "model 'llama3:8b' not found", "unknown model %d %r" % (st, e))
+        st, e = request(sw.api, "POST", "/api/chat", {"model": name, "messages": [{"role": "user", "content": "x"}],
+                                                      "options": {"temperature": "hot"}})
+        check(st == 400 and "options.temperature" in e["error"], "bad option %d %r" % (st, e))
+        st, e = request(sw.api, "POST", "/api/chat", {"model": name, "format": {"type": "string", "format": "email"},
+                                                      "messages": [{"role": "user", "content": "x"}]})
+        check(st == 400 and e["error"] == "format: 'format' is not supported", "bad format %d %r" % (st, e))
+        print("ollama: tags/show/version, generate raw == generate (%d chars), streamed, chat, format, errors" % len(ref),
+              file=sys.stderr)
+
+
+OLLAMA_JS = r"""
+const { Ollama } = require(process.env.OLLAMA_MODULE);
+const ollama = new Ollama({ host: process.env.HOST });
+(async () => {
+  const list = await ollama.list();
+  const name = list.models[0].name;
+  const show = await ollama.show({ model: name });
+  const ver = await (await fetch(process.env.HOST + "/api/version")).json(); // the client has no call for it
+  const g = await ollama.generate({ model: name, prompt: "Once upon a time", raw: true, options: { temperature: 0, num_predict: 40, repeat_penalty: 1 } });
+  let streamed = "", last = null;
+  for await (const part of await ollama.generate({ model: name, prompt: "Once upon a time", raw: true, stream: true,
+                                                   options: { temperature: 0, num_predict: 40, repeat_penalty: 1 } })) {
+    streamed += part.response; last = part;
+  }
+  const chat = await ollama.chat({ model: name, messages: [{ role: "user", content: "Tell me a story." }],
+                                   options: { temperature: 0, num_predict: 20 } });
+  let chatStream = "";
+  for await (const part of await ollama.chat({ model: name, messages: [{ role: "user", content: "Tell me a story." }],
+                                               stream: true, options: { temperature: 0, num_predict: 20 } }))
+    chatStream += part.message.content;
+  const js = await ollama.chat({ model: name, messages: [{ role: "user", content: "x" }], options: { num_predict: 100, seed: 3 },
+                                 format: { type: "object", properties: { mood: { enum: ["happy", "sad"] }, ok: { type: "boolean" } },
+                                           required: ["mood", "ok"] } });
+  let err = null;
+  try { await ollama.generate({ model: "nope:1b", prompt: "x" }); } catch (e) { err = { status: e.status_code, msg: e.error }; }
+  console.log(JSON.stringify({ name, arch: show.model_info["general.architecture"], ver: ver.version, g: g.response,
+                               g_done: g.done_reason, g_eval: g.eval_count, streamed, last_done: last.done,
+                               chat: chat.message.content, chatStream, js: js.message.content, err }));
+})().catch((e) => { console.error("FAILED", e); process.exit(1); });
+"""
+
+
+def npm_module(pkg, mod_name):
+    build = os.path.abspath(os.environ.get("SW_BUILD_DIR") or os.path.dirname(harness.BIN))
+    prefix = os.path.join(build, "npm")
+    mod = os.path.join(prefix, "node_modules", mod_name)
+    if not os.path.exists(os.path.join(mod, "package.json")):
+        if not shutil.which("npm") or not shutil.which("node"):
+            harness.skip("node/npm not installed: the %s client test is skipped" % pkg)
+        try:
+            r = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--fetch-timeout=20000", "--fetch-retries=1",
+                                "--prefix", prefix, pkg], capture_output=True, text=True, timeout=150)
+        except subprocess.TimeoutExpired:
+            harness.skip("npm install %s took over 150 s (registry unreachable?)" % pkg)
+        if r.returncode != 0 or not os.path.exists(os.path.join(mod, "package.json")):
+            harness.skip("npm install %s failed (registry unreachable?): %s" % (pkg, r.stderr.strip()[-400:]))
+    return mod
+
+
+def case_ollamajs():
+    """The official Ollama JavaScript client (`ollama` from npm, into <build>/npm)."""
+    harness.shared_model()
+    mod = npm_module("ollama@0.5", "ollama")
+    ref = reference()
+    with harness.Procs() as procs:
+        sw = Swarm2(procs)
+        wait_ready(sw.api)
+        wait_generation(sw.api)
+        env = dict(os.environ, OLLAMA_MODULE=mod, HOST="http://127.0.0.1:%d" % sw.api)
+        r = subprocess.run(["node", "-e", OLLAMA_JS], capture_output=True, text=True, timeout=120, env=env)
+        check(r.returncode == 0, "the node script failed:\n%s\n%s" % (r.stdout[-2000:], r.stderr[-3000:]))
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        check(out["g"] == ref and out["streamed"] == ref and out["last_done"], "generate via ollama-js: %r" % out)
+        check(out["chat"] == out["chatStream"] and out["chat"], "chat via ollama-js: %r" % out)
+        js = json.loads(out["js"])
+        check(set(js) == {"mood", "ok"} and js["mood"] in ("happy", "sad") and isinstance(js["ok"], bool),
+              "format (a schema) via ollama-js: %r" % out["js"])
+        check(out["arch"] == "llama" and out["err"] and out["err"]["status"] == 404, "show/errors: %r" % out)
+        print("ollamajs: the ollama npm client: list/show/version/generate/chat (streamed and not), format (a schema), 404",
+              file=sys.stderr)
 
 
 def case_measure():
@@ -590,5 +1017,5 @@ def case_measure():
 if __name__ == "__main__":
     cases = {"completions": case_completions, "chat": case_chat, "concurrent": case_concurrent, "errors": case_errors,
              "notready": case_notready, "disconnect": case_disconnect, "client": case_client, "nodejs": case_nodejs,
-             "measure": case_measure}
+             "structured": case_structured, "ollama": case_ollama, "ollamajs": case_ollamajs, "measure": case_measure}
     harness.main_cases(cases)

@@ -11,7 +11,10 @@
 
 #include <curl/curl.h>
 
-#include "api/api.h"
+#include <jansson.h>
+
+#include "api/oai_int.h"
+#include "infer/tok.h"
 #include "test.h"
 
 /* ---------------------------------------------------------------- parsing */
@@ -73,7 +76,8 @@ static void test_parse_completions(void)
     expect_bad(0, "{\"prompt\":[1,\"a\"]}", 400, "prompt");
     expect_bad(0, "{\"prompt\":[-1]}", 400, "prompt");
     expect_bad(0, "{\"prompt\":{}}", 400, "prompt");
-    expect_bad(0, "{\"prompt\":\"a\",\"n\":2}", 400, "n");
+    expect_bad(0, "{\"prompt\":\"a\",\"n\":9}", 400, "n");
+    expect_bad(0, "{\"prompt\":\"a\",\"n\":2,\"best_of\":3}", 400, "best_of");
     expect_bad(0, "{\"prompt\":\"a\",\"n\":\"1\"}", 400, "n");
     expect_bad(0, "{\"prompt\":\"a\",\"max_tokens\":0}", 400, "max_tokens");
     expect_bad(0, "{\"prompt\":\"a\",\"max_tokens\":1.5}", 400, "max_tokens");
@@ -87,7 +91,7 @@ static void test_parse_completions(void)
     expect_bad(0, "{\"prompt\":\"a\",\"stop\":[\"\"]}", 400, "stop");
     expect_bad(0, "{\"prompt\":\"a\",\"stop\":[\"1\",\"2\",\"3\",\"4\",\"5\"]}", 400, "stop");
     expect_bad(0, "{\"prompt\":\"a\",\"stop\":7}", 400, "stop");
-    expect_bad(0, "{\"prompt\":\"a\",\"logprobs\":1}", 400, "logprobs");
+    expect_bad(0, "{\"prompt\":\"a\",\"logprobs\":6}", 400, "logprobs");
     expect_bad(0, "{\"prompt\":\"a\",\"echo\":true}", 400, "echo");
     expect_bad(0, "{\"prompt\":\"a\",\"best_of\":2}", 400, "best_of");
     expect_bad(0, "{\"prompt\":\"a\",\"suffix\":\"z\"}", 400, "suffix");
@@ -138,14 +142,30 @@ static void test_parse_chat(void)
     expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":3}]}]}", 400,
                "messages[0].content[0].text");
     expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\\u0000b\"}]}", 400, "messages[0].content");
-    expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true}", 400, "logprobs");
+    expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":1}", 400, "logprobs");
+    expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,\"top_logprobs\":21}", 400,
+               "top_logprobs");
     expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_logprobs\":2}", 400, "top_logprobs");
     expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{}]}", 400, "tools");
     expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"required\"}", 400,
                "tool_choice");
-    expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_object\"}}",
-               400, "response_format");
-    expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":3}", 400, "n");
+    expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"xml\"}}",
+               400, "response_format.type");
+    expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_schema\","
+                  "\"json_schema\":{\"name\":\"p\",\"schema\":{\"type\":\"object\",\"properties\":{\"age\":{\"type\":"
+                  "\"integer\",\"pattern\":\"x\"}}}}}}",
+               400, "response_format.json_schema.schema.properties.age");
+    expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":9}", 400, "n");
+    {
+        struct sw_api_oai_req r;
+        struct sw_api_oai_error e;
+        CHECK_EQ_INT(parse(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":3,\"logprobs\":true,"
+                              "\"top_logprobs\":4,\"response_format\":{\"type\":\"json_object\"}}",
+                           &r, &e),
+                     0);
+        CHECK(r.n == 3 && r.logprobs && r.top_logprobs == 4 && r.grammar && r.grammar_len > 20);
+        sw_api_oai_req_free(&r);
+    }
 }
 
 /* ---------------------------------------------------------------- text */
@@ -268,7 +288,7 @@ static void *run_gen(void *arg)
     uint32_t n = 0;
     for (size_t i = 0; i < r->f->n_script && n < r->max && !r->cancelled; i++, n++) {
         if (r->f->delay_ms) usleep(r->f->delay_ms * 1000);
-        r->ev.on_token(r->ev.ud, r->f->script[i], r->f->script[i] == 999);
+        r->ev.on_token(r->ev.ud, r->f->script[i], r->f->script[i] == 999, NULL);
         if (r->f->script[i] == 999) break;
     }
     int c = r->cancelled;
@@ -477,7 +497,7 @@ static void test_http(void)
     sw_buf_free(&cat);
     free(body);
     /* errors: 400 naming the field, 404 model, 413, 503 not ready, unknown route */
-    CHECK_EQ_INT(post(port, "/v1/completions", "{\"prompt\":\"a\",\"n\":2}", &body, &status), 0);
+    CHECK_EQ_INT(post(port, "/v1/completions", "{\"prompt\":\"a\",\"n\":9}", &body, &status), 0);
     CHECK_MSG(status == 400 && strstr(body, "\"param\":\"n\""), "%d %s", status, body);
     free(body);
     CHECK_EQ_INT(post(port, "/v1/completions", "{\"prompt\":\"a\",\"model\":\"other\"}", &body, &status), 0);
@@ -544,6 +564,203 @@ static void test_http(void)
     pthread_mutex_destroy(&f.mu);
 }
 
+
+/* ---------------------------------------------------------------- grammar sampling */
+
+/* A small SPM vocabulary: <unk> <s> </s>, the 256 byte tokens, and some words, so tokens
+ * span several grammar elements at once. */
+static struct sw_tok *small_vocab(void)
+{
+    static const char *const words[] = { "{\"", "\":", "\": ", "true", "fals", "e}", "null", ", \"", "ab", "12", "-3",
+                                         "name", "age", "ok", "\"}", "}", "\"", " " };
+    enum { NW = sizeof words / sizeof words[0] };
+    const char *toks[3 + 256 + NW];
+    int32_t types[3 + 256 + NW];
+    char bytes[256][8];
+    toks[0] = "<unk>";
+    toks[1] = "<s>";
+    toks[2] = "</s>";
+    types[0] = 2;
+    types[1] = types[2] = 3;
+    for (int i = 0; i < 256; i++) {
+        snprintf(bytes[i], sizeof bytes[i], "<0x%02X>", i);
+        toks[3 + i] = bytes[i];
+        types[3 + i] = 6;
+    }
+    for (int i = 0; i < NW; i++) {
+        toks[3 + 256 + i] = words[i];
+        types[3 + 256 + i] = 1;
+    }
+    struct sw_tok_desc d = { 0 };
+    d.model = "llama";
+    d.n_tokens = 3 + 256 + NW;
+    d.tokens = toks;
+    d.types = types;
+    d.bos_id = 1;
+    d.eos_id = 2;
+    d.unk_id = 0;
+    d.pad_id = -1;
+    d.add_bos = -1;
+    d.add_eos = -1;
+    d.add_space_prefix = 0;
+    struct sw_tok *t = NULL;
+    char err[256];
+    CHECK_MSG(sw_tok_new(&d, &t, err, sizeof err) == 0, "%s", err);
+    return t;
+}
+
+static uint64_t rnd_state = 88172645463325252ull;
+static uint32_t rnd(void)
+{
+    rnd_state ^= rnd_state << 13;
+    rnd_state ^= rnd_state >> 7;
+    rnd_state ^= rnd_state << 17;
+    return (uint32_t)rnd_state;
+}
+
+static void test_grammar_sampling(void)
+{
+    struct sw_tok *t = small_vocab();
+    if (!t) return;
+    struct sw_gvocab *v = NULL;
+    CHECK_EQ_INT(sw_gvocab_new(t, &v), 0);
+    uint32_t nv = sw_tok_n_vocab(t);
+    const char *schema = "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"age\":{\"type\":"
+                         "\"integer\"},\"ok\":{\"anyOf\":[{\"type\":\"boolean\"},{\"type\":\"null\"}]}},\"required\":["
+                         "\"name\",\"age\"],\"additionalProperties\":false}";
+    json_t *js = json_loads(schema, 0, NULL);
+    uint8_t *g = NULL;
+    size_t gl = 0;
+    struct sw_api_oai_error e;
+    CHECK_EQ_INT(sw__schema_compile(js, "format", &g, &gl, &e), 0);
+    json_decref(js);
+    float *logits = malloc(nv * sizeof *logits);
+    uint8_t *mask = malloc(nv);
+    int ended = 0;
+    for (int run = 0; run < 40; run++) {
+        struct sw_sampler_params p;
+        sw_sampler_params_default(&p);
+        p.temperature = run % 4 ? 1.0f : 0.0f; /* greedy every fourth */
+        p.top_k = 0;
+        p.top_p = 1.0f;
+        p.min_p = 0;
+        p.seed = (uint64_t)run;
+        struct sw_sampler *s = NULL;
+        CHECK_EQ_INT(sw_sampler_new(&p, nv, &s), 0);
+        CHECK_EQ_INT(sw_sampler_set_logprobs(s, 1, 3), 0);
+        CHECK_EQ_INT(sw_sampler_set_grammar(s, g, gl), 0);
+        CHECK_EQ_INT(sw_sampler_sample(s, logits), SW_ESTATE); /* no vocabulary: refused */
+        CHECK_EQ_INT(sw_sampler_set_vocab(s, v), 0);
+        struct sw_buf out = { 0 };
+        int done = 0;
+        for (int step = 0; step < 400 && !done; step++) {
+            /* random logits, structure and the end favoured so that most runs end */
+            for (uint32_t i = 0; i < nv; i++) logits[i] = (float)(rnd() % 1000) / 250.0f;
+            logits[2] += 3.0f;
+            for (uint32_t i = 3 + 256; i < nv; i++) logits[i] += 2.5f;
+            if (step == 5) { /* a state that travels (blob v2) samples the same afterwards */
+                struct sw_buf b = { 0 };
+                CHECK_EQ_INT(sw_sampler_save(s, &b), 0);
+                struct sw_sampler *s2 = NULL;
+                CHECK_EQ_INT(sw_sampler_load(b.data, b.len, nv, &s2), 0);
+                struct sw_sampler_logprobs lp;
+                CHECK_EQ_INT(sw_sampler_blob_logprobs(b.data, b.len, &lp), 0);
+                CHECK(lp.n_top == 3 && lp.top_lp[0] >= lp.top_lp[1] && lp.logprob <= 0);
+                sw_sampler_set_vocab(s2, v);
+                struct sw_buf b2 = { 0 };
+                sw_sampler_save(s2, &b2);
+                CHECK(b.len == b2.len && !memcmp(b.data, b2.data, b.len));
+                sw_buf_free(&b2);
+                sw_sampler_free(s);
+                s = s2;
+                sw_buf_free(&b);
+            }
+            int32_t id = sw_sampler_sample(s, logits);
+            CHECK_MSG(id >= 0, "run %d step %d: no token (%d)", run, step, id);
+            if (id < 0) break;
+            if (id == 2) {
+                done = 1;
+                break;
+            }
+            char piece[64];
+            int n = sw_tok_piece(t, id, 0, piece, sizeof piece);
+            if (n > 0) sw_buf_append(&out, piece, (size_t)n);
+        }
+        if (done) {
+            ended++;
+            json_error_t je;
+            struct sw_buf clean = { 0 }; /* as the API sends it: bad UTF-8 inside strings -> U+FFFD */
+            sw_api_utf8_sanitize(out.data, out.len, &clean);
+            sw_buf_free(&out);
+            out = clean;
+            json_t *o = json_loadb(out.data ? (const char *)out.data : "", out.len, 0, &je);
+            CHECK_MSG(json_is_object(o), "run %d: not an object: %.*s (%s)", run, (int)out.len, (char *)out.data, je.text);
+            if (o) {
+                json_t *name = json_object_get(o, "name"), *age = json_object_get(o, "age"), *ok = json_object_get(o, "ok");
+                CHECK_MSG(json_is_string(name) && json_is_integer(age) && (!ok || json_is_boolean(ok) || json_is_null(ok)) &&
+                              json_object_size(o) == 2u + (ok != NULL),
+                          "run %d: does not validate: %.*s", run, (int)out.len, (char *)out.data);
+            }
+            json_decref(o);
+        }
+        sw_buf_free(&out);
+        sw_sampler_free(s);
+    }
+    CHECK_MSG(ended >= 30, "only %d of 40 runs ended", ended);
+    /* the mask (one trie walk) == token-by-token checks, at states along a text */
+    struct sw_grammar *gr = NULL;
+    struct sw_gstate *st = NULL;
+    CHECK_EQ_INT(sw_grammar_load(g, gl, &gr), 0);
+    CHECK_EQ_INT(sw_gstate_new(gr, &st), 0);
+    const char *text = "{\"name\": \"a\\\"b\", \"age\": -12, \"ok\": null}";
+    for (size_t at = 0; st && at <= strlen(text); at++) {
+        sw_gstate_mask(st, v, mask);
+        int same = 1;
+        for (uint32_t i = 0; i < nv; i++) same &= mask[i] == (uint8_t)sw_gstate_allows(st, v, (int32_t)i);
+        CHECK_MSG(same, "mask != checks at byte %zu", at);
+        CHECK_EQ_INT(mask[2], at == strlen(text)); /* EOS only at the end */
+        if (at < strlen(text)) CHECK_EQ_INT(sw_gstate_feed(st, (const uint8_t *)text + at, 1), 0);
+    }
+    CHECK(sw_gstate_at_end(st));
+    CHECK_EQ_INT(sw_gstate_feed(st, (const uint8_t *)" ", 1), SW_EINVAL);
+    sw_gstate_free(st);
+    sw_grammar_free(gr);
+    free(logits);
+    free(mask);
+    free(g);
+    sw_gvocab_free(v);
+    sw_tok_free(t);
+}
+
+/* A compiled schema refuses what it does not support, naming the path. */
+static void test_schema_refusals(void)
+{
+    static const struct { const char *schema, *param, *msg; } cases[] = {
+        { "{\"type\":\"object\",\"properties\":{\"age\":{\"type\":\"integer\",\"minimum\":0}}}", "format.properties.age",
+          "format.properties.age: 'minimum' is not supported" },
+        { "{\"type\":\"array\",\"items\":{\"oneOf\":[]}}", "format.items", "format.items: 'oneOf' is not supported" },
+        { "{\"type\":\"object\",\"required\":[\"x\"]}", "format", NULL },
+        { "{\"$ref\":\"#/$defs/x\"}", "format", NULL },
+        { "{\"anyOf\":[{\"$ref\":\"#\"}]}", "format", NULL },
+        { "{\"type\":\"strin\"}", "format", NULL },
+        { "false", "format", NULL },
+        { "{\"enum\":[{\"a\":1}]}", "format", NULL },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *js = json_loads(cases[i].schema, JSON_DECODE_ANY, NULL);
+        uint8_t *g = NULL;
+        size_t gl = 0;
+        struct sw_api_oai_error e;
+        memset(&e, 0, sizeof e);
+        CHECK_MSG(sw__schema_compile(js, "format", &g, &gl, &e) != 0, "accepted %s", cases[i].schema);
+        CHECK_MSG(e.status == 400 && !strcmp(e.param, cases[i].param), "%s: %d param '%s' (%s)", cases[i].schema, e.status,
+                  e.param, e.message);
+        if (cases[i].msg) CHECK_EQ_STR(e.message, cases[i].msg);
+        free(g);
+        json_decref(js);
+    }
+}
+
 int main(void)
 {
     SW_RUN(test_parse_completions);
@@ -551,5 +768,7 @@ int main(void)
     SW_RUN(test_text);
     SW_RUN(test_sse);
     SW_RUN(test_http);
+    SW_RUN(test_grammar_sampling);
+    SW_RUN(test_schema_refusals);
     return SW_TEST_DONE();
 }
