@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
 #include <sodium.h>
 
 #define HASHLEN 64
@@ -68,11 +69,32 @@ static void hkdf(const uint8_t ck[HASHLEN], const uint8_t *ikm, size_t ikm_len, 
 
 /* ------------------------------------------------------------------ CipherState (§5.1) */
 
+/* The transport's two CipherStates run ChaCha20-Poly1305 through OpenSSL's EVP (the same
+ * RFC 8439 AEAD, byte for byte, as libsodium's *_ietf_* calls the handshake uses): on this
+ * project's machines it seals 1.7 GB/s per core against libsodium 1.0.18's 1.1 (docs/
+ * protocol.md, Measurements). evp is NULL in the handshake's CipherState. */
 struct cipher {
     uint8_t k[32];
     uint64_t n;
     int has_key;
+    EVP_CIPHER_CTX *evp;
 };
+
+static void cs_clear(struct cipher *c)
+{
+    EVP_CIPHER_CTX_free(c->evp); /* NULL harmless; the context's key schedule is wiped */
+    sodium_memzero(c, sizeof *c);
+}
+
+static int cs_evp_init(struct cipher *c, int enc)
+{
+    c->evp = EVP_CIPHER_CTX_new();
+    if (!c->evp) return SW_ENOMEM;
+    if ((enc ? EVP_EncryptInit_ex(c->evp, EVP_chacha20_poly1305(), NULL, c->k, NULL)
+             : EVP_DecryptInit_ex(c->evp, EVP_chacha20_poly1305(), NULL, c->k, NULL)) != 1)
+        return SW_EIO;
+    return 0;
+}
 
 static void nonce12(uint64_t n, uint8_t out[12])
 {
@@ -89,8 +111,18 @@ static int cs_encrypt(struct cipher *c, const uint8_t *ad, size_t adlen, const u
     if (blen) memcpy(out + alen, b, blen);
     uint8_t nonce[12];
     nonce12(c->n, nonce);
-    crypto_aead_chacha20poly1305_ietf_encrypt_detached(out, out + alen + blen, NULL, out, alen + blen, ad, adlen, NULL,
-                                                       nonce, c->k);
+    if (c->evp) {
+        int ol = 0, fl = 0;
+        size_t n = alen + blen;
+        if (n > INT32_MAX || EVP_EncryptInit_ex(c->evp, NULL, NULL, NULL, nonce) != 1 ||
+            (adlen && EVP_EncryptUpdate(c->evp, NULL, &ol, ad, (int)adlen) != 1) ||
+            EVP_EncryptUpdate(c->evp, out, &ol, out, (int)n) != 1 || EVP_EncryptFinal_ex(c->evp, out + ol, &fl) != 1 ||
+            EVP_CIPHER_CTX_ctrl(c->evp, EVP_CTRL_AEAD_GET_TAG, SW_NOISE_TAG, out + n) != 1)
+            return SW_EIO;
+    } else {
+        crypto_aead_chacha20poly1305_ietf_encrypt_detached(out, out + alen + blen, NULL, out, alen + blen, ad, adlen,
+                                                           NULL, nonce, c->k);
+    }
     c->n++;
     return 0;
 }
@@ -100,9 +132,19 @@ static int cs_decrypt(struct cipher *c, const uint8_t *ad, size_t adlen, const u
     if (ctlen < SW_NOISE_TAG || c->n == NONCE_MAX) return SW_ECORRUPT;
     uint8_t nonce[12];
     nonce12(c->n, nonce);
-    if (crypto_aead_chacha20poly1305_ietf_decrypt_detached(out, NULL, ct, ctlen - SW_NOISE_TAG, ct + ctlen - SW_NOISE_TAG,
-                                                           ad, adlen, nonce, c->k))
+    if (c->evp) {
+        int ol = 0, fl = 0;
+        size_t n = ctlen - SW_NOISE_TAG;
+        if (n > INT32_MAX || EVP_DecryptInit_ex(c->evp, NULL, NULL, NULL, nonce) != 1 ||
+            (adlen && EVP_DecryptUpdate(c->evp, NULL, &ol, ad, (int)adlen) != 1) ||
+            EVP_DecryptUpdate(c->evp, out, &ol, ct, (int)n) != 1 ||
+            EVP_CIPHER_CTX_ctrl(c->evp, EVP_CTRL_AEAD_SET_TAG, SW_NOISE_TAG, (void *)(ct + n)) != 1 ||
+            EVP_DecryptFinal_ex(c->evp, out + ol, &fl) != 1)
+            return SW_ECORRUPT; /* out may hold unauthenticated bytes: the caller drops them */
+    } else if (crypto_aead_chacha20poly1305_ietf_decrypt_detached(out, NULL, ct, ctlen - SW_NOISE_TAG,
+                                                                  ct + ctlen - SW_NOISE_TAG, ad, adlen, nonce, c->k)) {
         return SW_ECORRUPT;
+    }
     c->n++;
     return 0;
 }
@@ -204,6 +246,8 @@ void sw_noise_free(struct sw_noise *nz)
 {
     if (!nz) return;
     free(nz->part);
+    cs_clear(&nz->tx);
+    cs_clear(&nz->rx);
     sodium_memzero(nz, sizeof *nz);
     free(nz);
 }
@@ -220,13 +264,13 @@ static int fail(struct sw_noise *nz, int rc, const char *fmt, ...)
     vsnprintf(nz->err, sizeof nz->err, fmt, ap);
     va_end(ap);
     nz->state = ST_DEAD;
-    sodium_memzero(&nz->tx, sizeof nz->tx);
-    sodium_memzero(&nz->rx, sizeof nz->rx);
+    cs_clear(&nz->tx);
+    cs_clear(&nz->rx);
     return rc;
 }
 
 /* Split() (§5.2): c1 carries initiator -> responder, c2 the other way. */
-static void split(struct sw_noise *nz)
+static int split(struct sw_noise *nz)
 {
     uint8_t k1[HASHLEN], k2[HASHLEN];
     hkdf(nz->ss.ck, NULL, 0, k1, k2, NULL);
@@ -241,7 +285,9 @@ static void split(struct sw_noise *nz)
     sodium_memzero(&nz->ss, sizeof nz->ss);
     sodium_memzero(nz->e_sk, sizeof nz->e_sk);
     sodium_memzero(nz->psk, sizeof nz->psk);
+    if (cs_evp_init(&nz->tx, 1) || cs_evp_init(&nz->rx, 0)) return fail(nz, SW_ENOMEM, "cannot set up the transport cipher");
     nz->state = ST_READY;
+    return 0;
 }
 
 /* The "e" token in a PSK handshake: MixHash(e.pub) then MixKey(e.pub) (§9.2). */
@@ -282,7 +328,7 @@ static int read_msg1(struct sw_noise *nz, const uint8_t m[SW_NOISE_HS_LEN], stru
     mix_key(&nz->ss, dh, 32);
     sodium_memzero(dh, sizeof dh);
     encrypt_and_hash_empty(&nz->ss, msg + 2 + 32);
-    split(nz);
+    if (split(nz)) return SW_ENOMEM;
     return sw_buf_append(out, msg, sizeof msg);
 }
 
@@ -296,8 +342,7 @@ static int read_msg2(struct sw_noise *nz, const uint8_t m[SW_NOISE_HS_LEN])
     if (decrypt_and_hash_empty(&nz->ss, m + 32))
         return fail(nz, SW_EPERM, "refused: the handshake reply does not authenticate (the peer does not hold this "
                                   "swarm's key)");
-    split(nz);
-    return 0;
+    return split(nz);
 }
 
 static int open_record(struct sw_noise *nz, const uint8_t *ct, size_t len, struct sw_buf *plain)
