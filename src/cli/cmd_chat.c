@@ -26,7 +26,9 @@ static void usage(FILE *f)
             "  --temp T --top-k K --top-p P --min-p P --repeat-penalty R --repeat-last-n N --seed S\n"
             "                        sampling, as for generate (--temp 0: greedy)\n"
             "  -t, --threads N       compute threads (default: all CPUs)\n"
-            "  -c, --ctx N           context limit (default: the model's)\n");
+            "  -c, --ctx N           context limit (default: the model's)\n"
+            "  --gpu auto|off|N      compute on a Vulkan GPU (as for generate; default off)\n"
+            "  --gpu-layers N        at most N layers on the GPU (default: as many as fit)\n");
 }
 
 struct conv {
@@ -72,8 +74,8 @@ int sw_cmd_chat(int argc, char **argv)
         return SW_EXIT_OK;
     }
     const char *models[MAX_MODELS];
-    uint32_t n_models = 0, n_predict = 512, threads = 0, ctx = 0;
-    const char *system = NULL, *tmpl_name = NULL;
+    uint32_t n_models = 0, n_predict = 512, threads = 0, ctx = 0, gpu_layers = 0;
+    const char *system = NULL, *tmpl_name = NULL, *gpu = NULL;
     struct sw_sampler_params sp;
     sw_sampler_params_default(&sp);
     int seed_set = 0, rc;
@@ -94,6 +96,10 @@ int sw_cmd_chat(int argc, char **argv)
             if ((rc = sw_cli_parse_u32(cmd, f, v, 1, 256, &threads))) return rc;
         } else if (!strcmp(f, "-c") || !strcmp(f, "--ctx")) {
             if ((rc = sw_cli_parse_u32(cmd, f, v, 1, 1u << 24, &ctx))) return rc;
+        } else if (!strcmp(f, "--gpu")) {
+            gpu = v;
+        } else if (!strcmp(f, "--gpu-layers")) {
+            if ((rc = sw_cli_parse_u32(cmd, f, v, 1, 1u << 16, &gpu_layers))) return rc;
         } else if (sw_cli_sampler_flag(cmd, f, v, &sp, &seed_set, &rc)) {
             if (rc) return rc;
         } else return sw_cli_usage_error(cmd, "unknown option '%s'", f);
@@ -110,7 +116,7 @@ int sw_cmd_chat(int argc, char **argv)
     sw_cli_log_setup("human", 0);
 
     struct sw_stage_opts so = { .layer_first = -1, .layer_last = -1, .n_ctx = ctx, .n_threads = threads,
-                                .max_seqs = 1 };
+                                .max_seqs = 1, .gpu = gpu, .gpu_layers = gpu_layers };
     struct sw_chain *chain = NULL;
     struct sw_tok *tok = NULL;
     struct sw_sampler *smp = NULL;
@@ -201,6 +207,10 @@ int sw_cmd_chat(int argc, char **argv)
         while (keep < n_cached && keep < n_ids && cached[keep] == ids[keep]) keep++;
         if (keep == n_ids) keep--; /* at least one token computes the next logits */
         rc = sw_chain_forward(chain, 1, (uint32_t)keep, (uint32_t)(n_ids - keep), ids + keep, logits, 0);
+        if (rc == SW_ESTATE) { /* the GPU was lost: the stage computes on the CPU, from position 0 */
+            fprintf(stderr, "[CHAT] %s: computing the conversation again on the CPU\n", sw_chain_errmsg(chain));
+            rc = sw_chain_forward(chain, 1, 0, (uint32_t)n_ids, ids, logits, 0);
+        }
         if (rc) {
             status = sw_cli_fail(cmd, "%s", sw_chain_errmsg(chain));
             goto out;
@@ -232,6 +242,11 @@ int sw_cmd_chat(int argc, char **argv)
                 break;
             }
             rc = sw_chain_forward(chain, 1, (uint32_t)n_cached, 1, &t, logits, 0);
+            if (rc == SW_ESTATE) {
+                fprintf(stderr, "[CHAT] %s: computing the conversation again on the CPU\n", sw_chain_errmsg(chain));
+                cached[n_cached] = t;
+                rc = sw_chain_forward(chain, 1, 0, (uint32_t)n_cached + 1, cached, logits, 0);
+            }
             if (rc) {
                 status = sw_cli_fail(cmd, "%s", sw_chain_errmsg(chain));
                 goto out;

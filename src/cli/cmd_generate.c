@@ -33,6 +33,9 @@ static void usage(FILE *f)
             "  -t, --threads N       compute threads (default: all CPUs)\n"
             "  -c, --ctx N           context limit (default: the model's)\n"
             "  -b, --batch N         prompt tokens per step (default 256)\n"
+            "  --gpu auto|off|N      compute on a Vulkan GPU: auto = the first GPU, N = device N\n"
+            "                        (a software device like lavapipe only by number); default off\n"
+            "  --gpu-layers N        at most N layers on the GPU (default: as many as fit)\n"
             "  --no-bos              do not add the BOS token\n"
             "  --no-echo             do not print the prompt before the generated text\n"
             "  --ignore-eos          keep generating past end-of-generation tokens\n"
@@ -48,8 +51,8 @@ static void usage(FILE *f)
 struct gen_args {
     const char *models[MAX_MODELS];
     uint32_t n_models;
-    const char *prompt, *prompt_file, *prompt_ids, *logits_out;
-    uint32_t n_predict, threads, ctx, batch, prompt_len;
+    const char *prompt, *prompt_file, *prompt_ids, *logits_out, *gpu;
+    uint32_t n_predict, threads, ctx, batch, prompt_len, gpu_layers;
     int no_bos, no_echo, ignore_eos, print_ids, json, seed_set;
     struct sw_sampler_params sp;
 };
@@ -77,6 +80,10 @@ static int parse_args(const char *cmd, int argc, char **argv, struct gen_args *a
         else if (!strcmp(f, "-f") || !strcmp(f, "--file")) a->prompt_file = v;
         else if (!strcmp(f, "--prompt-ids")) a->prompt_ids = v;
         else if (!strcmp(f, "--logits-out")) a->logits_out = v;
+        else if (!strcmp(f, "--gpu")) a->gpu = v;
+        else if (!strcmp(f, "--gpu-layers")) {
+            if ((rc = sw_cli_parse_u32(cmd, f, v, 1, 1u << 16, &a->gpu_layers))) return rc;
+        }
         else if (!strcmp(f, "-n") || !strcmp(f, "--n-predict")) {
             if ((rc = sw_cli_parse_u32(cmd, f, v, 0, 1u << 24, &a->n_predict))) return rc;
         } else if (!strcmp(f, "--prompt-len")) {
@@ -167,7 +174,8 @@ int sw_cmd_generate(int argc, char **argv)
     sw_cli_log_setup("human", 0);
 
     struct sw_stage_opts so = { .layer_first = -1, .layer_last = -1, .n_ctx = a.ctx,
-                                .n_threads = a.threads, .max_batch = a.batch, .max_seqs = 1 };
+                                .n_threads = a.threads, .max_batch = a.batch, .max_seqs = 1,
+                                .gpu = a.gpu, .gpu_layers = a.gpu_layers };
     struct sw_chain *chain = NULL;
     struct sw_tok *tok = NULL;
     struct sw_sampler *smp = NULL;
@@ -229,9 +237,18 @@ int sw_cmd_generate(int argc, char **argv)
         print_text(&text);
     }
 
+    /* Every token fed so far: a GPU lost mid-generation is replayed from position 0 on the
+     * CPU (the stage switches over), giving the same tokens. */
+    int32_t *hist = realloc(ids, (n_prompt + a.n_predict + 1) * sizeof *ids);
+    if (!hist) goto out;
+    ids = hist;
     /* Prompt processing: the whole prompt in one call (the stage steps through it). */
     uint64_t t0 = sw_time_us();
     rc = sw_chain_forward(chain, 1, 0, (uint32_t)n_prompt, ids, logits, 0);
+    if (rc == SW_ESTATE) {
+        fprintf(stderr, "[GEN] %s: computing the prompt again on the CPU\n", sw_chain_errmsg(chain));
+        rc = sw_chain_forward(chain, 1, 0, (uint32_t)n_prompt, ids, logits, 0);
+    }
     uint64_t t_prompt = sw_time_us() - t0;
     if (rc) {
         status = sw_cli_fail(cmd, "%s", sw_chain_errmsg(chain));
@@ -269,7 +286,12 @@ int sw_cmd_generate(int argc, char **argv)
             break;
         }
         uint64_t t1 = sw_time_us();
+        hist[pos] = t;
         rc = sw_chain_forward(chain, 1, pos, 1, &t, logits, 0);
+        if (rc == SW_ESTATE) {
+            fprintf(stderr, "[GEN] %s: replaying %u tokens on the CPU\n", sw_chain_errmsg(chain), pos + 1);
+            rc = sw_chain_forward(chain, 1, 0, pos + 1, hist, logits, 0);
+        }
         t_gen += sw_time_us() - t1;
         if (rc) {
             status = sw_cli_fail(cmd, "%s", sw_chain_errmsg(chain));
@@ -297,9 +319,10 @@ int sw_cmd_generate(int argc, char **argv)
         fprintf(stderr,
                 "{\"prompt_tokens\":%zu,\"prompt_ms\":%.3f,\"prompt_tps\":%.3f,\"gen_tokens\":%u,"
                 "\"eval_tokens\":%u,\"gen_ms\":%.3f,\"gen_tps\":%.3f,\"load_ms\":%llu,\"threads\":%u,"
-                "\"kernels\":\"%s\",\"peak_rss\":%llu}\n",
+                "\"kernels\":\"%s\",\"peak_rss\":%llu,\"backend\":\"%s\",\"gpu_layers\":%u}\n",
                 n_prompt, t_prompt / 1e3, pp_tps, n_gen, n_eval, t_gen / 1e3, tg_tps,
-                (unsigned long long)t_load, in->n_threads, in->kernels, (unsigned long long)sw_sys_peak_rss());
+                (unsigned long long)t_load, in->n_threads, in->kernels, (unsigned long long)sw_sys_peak_rss(),
+                in->backend, in->gpu_layers);
     }
     status = SW_EXIT_OK;
 out:

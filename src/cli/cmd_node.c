@@ -53,6 +53,10 @@ static void usage(FILE *f)
             "  --cores-dir DIR         folder of those lock files (default /dev/shm/shardswarm-cores-UID)\n"
             "  --swarm-key FILE        a private swarm: only nodes with this key (`shardswarm keygen\n"
             "                          --swarm`) connect; links and DHT encrypted (docs/protocol.md)\n"
+            "  --gpu auto|off|N        compute the shard's layers on a Vulkan GPU (auto: the first GPU;\n"
+            "                          N: device N, lavapipe included); default off. What the device\n"
+            "                          cannot hold or compute stays on the CPU (the log says which)\n"
+            "  --gpu-layers N          at most N layers on the GPU (default: as many as fit)\n"
             "Pipeline sessions (this node's stage):\n"
             "  --max-sessions N        sessions at this stage at once (default 32)\n"
             "  --max-kv-mb N           memory for KV caches + kept outputs of all sessions, MiB\n"
@@ -368,6 +372,12 @@ int sw_cmd_node(int argc, char **argv)
         } else if (!strcmp(a, "--cores-dir")) {
             NEED_VAL();
             cfg.cores_dir = argv[i];
+        } else if (!strcmp(a, "--gpu")) {
+            NEED_VAL();
+            cfg.gpu = strcmp(argv[i], "off") ? argv[i] : NULL;
+        } else if (!strcmp(a, "--gpu-layers")) {
+            NEED_VAL();
+            if ((rc = sw_cli_parse_u32(cmd, "--gpu-layers", argv[i], 1, 1u << 16, &cfg.gpu_layers))) return rc;
         } else if (!strcmp(a, "--status-interval")) {
             NEED_VAL();
             if ((rc = sw_cli_parse_u32(cmd, "--status-interval", argv[i], 100, 3600000, &u))) return rc;

@@ -49,6 +49,11 @@ struct sw_stage_opts {
     const char *cores_dir; /* the lease's folder; NULL: the default (see sw_cores_open) */
     int no_prefault;       /* 0: bring the stage's weights into memory at open (page
                               tables populated), so the first request pays no page faults */
+    const char *gpu;       /* NULL or "off": CPU only. "auto": the first Vulkan GPU (never a
+                              software device); "N": Vulkan device N (lavapipe included).
+                              When unavailable the stage says why (log) and uses the CPU */
+    uint32_t gpu_layers;   /* with gpu: 0 = as many of the stage's first layers as the
+                              device computes and its free memory holds; N = at most N */
 };
 
 /* ---- machine core lease: processes on one machine (several nodes) share its cores ----
@@ -77,7 +82,7 @@ const char *sw_cores_dir(const struct sw_cores *c); /* the lease's folder */
 /* What a stage computes, filled at open. */
 struct sw_stage_info {
     char arch[32];          /* general.architecture: "llama", "qwen2", "qwen3moe", ... */
-    char backend[16];       /* "cpu" */
+    char backend[16];       /* "cpu", or "vulkan" when gpu_layers > 0 */
     char kernels[16];       /* kernel family in use: "ref", "avx2", "avx512" */
     uint32_t n_layers;      /* layers in the whole model */
     uint32_t layer_first;   /* this stage's range, inclusive */
@@ -96,6 +101,13 @@ struct sw_stage_info {
     uint64_t kv_bytes_per_token; /* f16 K+V for this stage's layers */
     uint32_t n_expert, n_expert_used; /* mixture of experts: experts per layer, used per
                                          token; 0: dense */
+    /* Vulkan (opts.gpu): layers layer_first .. layer_first + gpu_layers - 1 run on the
+     * device, the rest (and embeddings, logits) on the CPU */
+    uint32_t gpu_layers;
+    char device[128];       /* "" when gpu_layers is 0 */
+    uint64_t device_mem;    /* bytes of the device's memory heap */
+    uint64_t gpu_weight_bytes; /* uploaded */
+    char gpu_note[200];     /* why the device holds no more layers, or why no GPU ("" if none) */
 };
 
 /* Opens a stage over a model file (whole GGUF or a shard). On error returns a negative

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "infer/backend_vk.h"
 #include "infer/stage_impl.h"
 
 #define DEFAULT_MAX_BATCH 256u
@@ -69,6 +70,10 @@ struct sw_stage {
     uint32_t *tok_pos;      /* B: its position */
     float *logits;          /* gathered last-token logits of a multi-sequence step (grown) */
     size_t logits_cap;      /* floats */
+    /* Vulkan (backend_vk.h): the first gpu_n layers run on the device */
+    struct sw__vk *gpu;
+    uint32_t gpu_n;
+    uint8_t *gpu_stale;     /* max_seqs: the slot's device cache was lost with the device */
     char errmsg[256];
 };
 
@@ -111,6 +116,45 @@ static float *scratch(size_t n, int *oom)
     float *p = malloc((n ? n : 1) * sizeof(float));
     if (!p) *oom = 1;
     return p;
+}
+
+/* Puts the stage's first layers on a Vulkan device (opts.gpu); when that is not possible
+ * the log says why and every layer stays on the CPU. */
+static void gpu_open(struct sw_stage *s, const struct sw_stage_opts *o)
+{
+    struct sw_stage_info *in = &s->m.info;
+    struct sw__vk_opts vo = { .gpu = o->gpu, .gpu_layers = o->gpu_layers, .max_batch = s->max_batch,
+                              .max_seqs = s->max_seqs, .n_ctx = in->n_ctx };
+    char msg[sizeof in->gpu_note] = "";
+    int rc = sw__vk_open(&s->m, &vo, &s->gpu, msg, sizeof msg);
+    s->gpu_stale = calloc(s->max_seqs, 1);
+    if (rc || !s->gpu_stale) {
+        snprintf(in->gpu_note, sizeof in->gpu_note, "%s", rc ? msg : "out of memory");
+        sw_log(SW_LOG_WARN, "GPU", "%s: computing on the CPU", in->gpu_note);
+        sw__vk_free(s->gpu);
+        s->gpu = NULL;
+        return;
+    }
+    s->gpu_n = sw__vk_n_layers(s->gpu);
+    in->gpu_layers = s->gpu_n;
+    in->device_mem = sw__vk_device_mem(s->gpu);
+    in->gpu_weight_bytes = sw__vk_weight_bytes(s->gpu);
+    snprintf(in->device, sizeof in->device, "%s", sw__vk_device(s->gpu));
+    snprintf(in->gpu_note, sizeof in->gpu_note, "%s", sw__vk_stop_reason(s->gpu));
+    char b1[32], b2[32];
+    if (!s->gpu_n) {
+        sw_log(SW_LOG_WARN, "GPU", "%s: no layer on the device (%s): computing on the CPU", in->device, in->gpu_note);
+        return;
+    }
+    snprintf(in->backend, sizeof in->backend, "vulkan");
+    const uint32_t last = in->layer_first + s->gpu_n - 1;
+    if (last == in->layer_last)
+        sw_log(SW_LOG_INFO, "GPU", "layers %u-%u on %s (%s of weights, device memory %s); embeddings and logits on the CPU",
+               in->layer_first, last, in->device, sw_fmt_bytes(in->gpu_weight_bytes, b1, sizeof b1),
+               sw_fmt_bytes(in->device_mem, b2, sizeof b2));
+    else
+        sw_log(SW_LOG_INFO, "GPU", "layers %u-%u on %s (%s of weights), layers %u-%u on the CPU (%s)", in->layer_first, last,
+               in->device, sw_fmt_bytes(in->gpu_weight_bytes, b1, sizeof b1), last + 1, in->layer_last, in->gpu_note);
 }
 
 int sw_stage_open_gguf(struct sw_gguf *g, const struct sw_stage_opts *opts, struct sw_stage **out,
@@ -225,6 +269,7 @@ int sw_stage_open_gguf(struct sw_gguf *g, const struct sw_stage_opts *opts, stru
         sw_stage_free(s);
         return SW_ENOMEM;
     }
+    if (o->gpu && *o->gpu && strcmp(o->gpu, "off")) gpu_open(s, o);
     if (!o->no_prefault) prefault(s->m.map_lo, s->m.map_hi);
     char wb[32];
     sw_log(SW_LOG_DEBUG, "INFER", "stage %s layers %u-%u of %u (%s weights, %s, %d threads)",
@@ -259,6 +304,8 @@ void sw_stage_free(struct sw_stage *s)
         for (uint32_t i = 0; i < s->max_seqs; i++)
             if (s->seqs[i].live || s->seqs[i].k) sw__kv_release(&s->seqs[i], nl, s->kv_dim);
     free(s->seqs);
+    sw__vk_free(s->gpu);
+    free(s->gpu_stale);
     if (s->owns_pool) sw_k_pool_free(s->pool);
     sw_cores_close(s->cores);
     free(s->x);
@@ -334,6 +381,7 @@ int sw_stage_seq_new(struct sw_stage *s, uint64_t id)
             s->seqs[i].live = 1;
             s->seqs[i].id = id;
             s->seqs[i].n_past = 0;
+            if (s->gpu_stale) s->gpu_stale[i] = 0;
             s->n_live++;
             break;
         }
@@ -347,8 +395,10 @@ int sw_stage_seq_reset(struct sw_stage *s, uint64_t id)
     pthread_mutex_lock(&s->lock);
     struct sw__kv *kv = seq_find(s, id);
     int rc = 0;
-    if (kv) kv->n_past = 0;
-    else rc = set_err(s, SW_ENOTFOUND, "no sequence %llu", (unsigned long long)id);
+    if (kv) {
+        kv->n_past = 0;
+        if (s->gpu_stale) s->gpu_stale[kv - s->seqs] = 0;
+    } else rc = set_err(s, SW_ENOTFOUND, "no sequence %llu", (unsigned long long)id);
     pthread_mutex_unlock(&s->lock);
     return rc;
 }
@@ -361,6 +411,8 @@ void sw_stage_seq_free(struct sw_stage *s, uint64_t id)
         uint32_t nl = s->m.info.layer_last - s->m.info.layer_first + 1;
         s->kv_bytes -= sw__kv_release(kv, nl, s->kv_dim);
         s->n_live--;
+        if (s->gpu) sw__vk_seq_free(s->gpu, (uint32_t)(kv - s->seqs));
+        if (s->gpu_stale) s->gpu_stale[kv - s->seqs] = 0;
     }
     pthread_mutex_unlock(&s->lock);
 }
@@ -457,6 +509,8 @@ static void swiglu_run(void *arg, int ith, int nth)
 
 /* ------------------------------------------------------------------ attention */
 
+#define MAX_SEGS 64u
+#define MAX_SEGS_STEP MAX_SEGS
 /* A run of consecutive tokens of one sequence within a step. */
 struct seg {
     struct sw__kv *kv;
@@ -925,6 +979,30 @@ static void softcap(const struct sw_stage *s, float *y, size_t n)
         for (size_t i = 0; i < n; i++) y[i] = cap * tanhf(y[i] / cap);
 }
 
+/* The device's layers over the step's residual stream s->x. A lost device: every
+ * sequence's device cache is gone, so the live ones can only start again from position 0
+ * (a failover's replay), and the stage computes every layer on the CPU from now on. */
+static int gpu_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg, uint32_t T)
+{
+    struct sw__vk_seg vs[MAX_SEGS_STEP];
+    for (uint32_t i = 0; i < n_seg; i++)
+        vs[i] = (struct sw__vk_seg){ (uint32_t)(sg[i].kv - s->seqs), sg[i].pos, sg[i].n };
+    char msg[200];
+    int rc = sw__vk_step(s->gpu, s->x, T, s->rope, vs, n_seg, msg, sizeof msg);
+    if (rc == SW_ESTATE) {
+        sw_log(SW_LOG_ERROR, "GPU", "%s: this stage computes every layer on the CPU from now on; its %u live "
+               "sequences must start again from position 0", msg, s->n_live);
+        s->gpu_n = 0;
+        s->m.info.gpu_layers = 0;
+        snprintf(s->m.info.backend, sizeof s->m.info.backend, "cpu");
+        snprintf(s->m.info.gpu_note, sizeof s->m.info.gpu_note, "%s", msg);
+        for (uint32_t i = 0; i < s->max_seqs; i++) s->gpu_stale[i] = s->seqs[i].live;
+        return set_err(s, rc, "%s (the sequence must start again from position 0)", msg);
+    }
+    if (rc) return set_err(s, rc, "%s", msg);
+    return 0;
+}
+
 static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg)
 {
     const struct sw_stage_info *info = &s->m.info;
@@ -948,11 +1026,16 @@ static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg
         T += sg[i].n;
     }
     rope_tables(s, T);
+    uint32_t l_cpu = info->layer_first; /* the first layer the CPU computes */
+    if (s->gpu_n) {
+        if ((rc = gpu_step(s, sg, n_seg, T))) return rc;
+        l_cpu += s->gpu_n;
+    }
 
     /* The block, one recipe for every architecture:
      *   x += (post-norm) attn(norm(x))   GQA (+ biases, + per-head q/k norm, + window)
      *   x += (post-norm) ffn(norm(x))    dense SwiGLU/GeGLU, or a mixture of experts */
-    for (uint32_t l = info->layer_first; l <= info->layer_last; l++) {
+    for (uint32_t l = l_cpu; l <= info->layer_last; l++) {
         const uint32_t li = l - info->layer_first;
         const struct sw__layer *ly = &s->m.layers[li];
         cores_tick(s);
@@ -1024,6 +1107,12 @@ static int prepare(struct sw_stage *s, struct sw_stage_batch *b, struct sw__kv *
     if (!kv) return set_err(s, SW_ENOTFOUND, "no sequence %llu", (unsigned long long)b->seq);
     if (b->n_tokens == 0 || !b->in || !b->out)
         return set_err(s, SW_EINVAL, "forward needs at least one token and in/out buffers");
+    if (s->gpu_stale && s->gpu_stale[kv - s->seqs]) {
+        if (b->pos > 0)
+            return set_err(s, SW_ESTATE, "sequence %llu's cache of the GPU layers was lost with the device: "
+                           "it must start again from position 0", (unsigned long long)b->seq);
+        s->gpu_stale[kv - s->seqs] = 0;
+    }
     if (b->pos > kv->n_past)
         return set_err(s, SW_EINVAL, "position %u is past the end of sequence %llu (%u tokens cached)",
                        b->pos, (unsigned long long)b->seq, kv->n_past);
@@ -1049,7 +1138,6 @@ static int prepare(struct sw_stage *s, struct sw_stage_batch *b, struct sw__kv *
     return 0;
 }
 
-#define MAX_SEGS 64u
 
 int sw_stage_forward_batch(struct sw_stage *s, struct sw_stage_batch *b, uint32_t n)
 {

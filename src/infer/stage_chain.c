@@ -40,6 +40,8 @@ int sw_chain_open(const char *const *paths, uint32_t n_paths, const struct sw_st
         o.max_seqs = opts->max_seqs;
         o.backend = opts->backend;
         o.no_prefault = opts->no_prefault;
+        o.gpu = opts->gpu;
+        o.gpu_layers = opts->gpu_layers;
     }
     char sub[512];
     int rc = sw_gguf_open(paths[0], &c->g0, err, err_len);

@@ -121,6 +121,8 @@ static void job_work(uv_work_t *req)
     const struct sw_node_config *nc = &j->node->cfg;
     so.machine_cores = nc->no_core_lease ? 0 : nc->machine_cores ? nc->machine_cores : (uint32_t)sw_sys_ncpu();
     so.cores_dir = nc->cores_dir;
+    so.gpu = nc->gpu;
+    so.gpu_layers = nc->gpu_layers;
     char err[400] = "";
     j->rc = sw_stage_open(j->path, &so, &j->stage, err, sizeof err);
     if (j->rc) snprintf(j->msg, sizeof j->msg, "%s", err[0] ? err : sw_strerror(j->rc));

@@ -327,6 +327,8 @@ struct sw_node_config {
                                    infer.h); 0: the CPUs online */
     int no_core_lease;          /* compute with `threads` always, whatever other nodes do */
     const char *cores_dir;      /* the lease's folder; NULL: the default */
+    const char *gpu;            /* the stage's Vulkan device (infer.h opts.gpu); NULL: CPU */
+    uint32_t gpu_layers;        /* at most this many layers on it; 0: as many as fit */
     int verify;                 /* rehash the local shard at start */
     uint32_t watch_ms;          /* TESTING: the loaded file's stat poll period; 0: 1000 (inotify
                                    and each compute step's check are not affected) */

@@ -1,0 +1,16 @@
+// glu.comp — g[i] = act(g[i]) * u[i]: SwiGLU (silu) or GeGLU (tanh GELU), n elements.
+#version 450
+layout(local_size_x = 256) in;
+layout(std430, set = 0, binding = 0) buffer G { float g[]; };
+layout(std430, set = 0, binding = 1) readonly buffer U { float u[]; };
+layout(push_constant) uniform P { uint n, act; } p;
+void main()
+{
+    const uint i = gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * 65535u * 256u;
+    if (i >= p.n) return;
+    const float a = g[i];
+    float r;
+    if (p.act == 1u) r = 0.5 * a * (1.0 + tanh(0.7978845608 * a * (1.0 + 0.044715 * a * a)));
+    else r = a / (1.0 + exp(-a));
+    g[i] = r * u[i];
+}

@@ -1,0 +1,119 @@
+/* backend_vk_impl.h — private to backend_vk*.c: the loaded Vulkan entry points, the device
+ * state and the layout of the uploaded layers.
+ * Not for: the stage (backend_vk.h is its interface). */
+#ifndef SW_INFER_BACKEND_VK_IMPL_H
+#define SW_INFER_BACKEND_VK_IMPL_H
+
+#define VK_NO_PROTOTYPES
+#include <vulkan/vulkan.h>
+
+#include "infer/backend_vk.h"
+#include "infer/stage_impl.h"
+
+/* Instance-level entry points, then device-level ones (loaded with vkGetDeviceProcAddr). */
+#define SW_VK_INSTANCE_FNS(X)                                                                    \
+    X(vkDestroyInstance) X(vkEnumeratePhysicalDevices) X(vkGetPhysicalDeviceProperties)          \
+    X(vkGetPhysicalDeviceMemoryProperties) X(vkGetPhysicalDeviceQueueFamilyProperties)           \
+    X(vkEnumerateDeviceExtensionProperties) X(vkCreateDevice) X(vkGetDeviceProcAddr)             \
+    X(vkGetPhysicalDeviceMemoryProperties2) X(vkGetPhysicalDeviceProperties2)
+#define SW_VK_DEVICE_FNS(X)                                                                      \
+    X(vkDestroyDevice) X(vkGetDeviceQueue) X(vkCreateBuffer) X(vkDestroyBuffer)                  \
+    X(vkGetBufferMemoryRequirements) X(vkAllocateMemory) X(vkFreeMemory) X(vkBindBufferMemory)   \
+    X(vkMapMemory) X(vkUnmapMemory) X(vkCreateShaderModule) X(vkDestroyShaderModule)             \
+    X(vkCreateDescriptorSetLayout) X(vkDestroyDescriptorSetLayout) X(vkCreatePipelineLayout)     \
+    X(vkDestroyPipelineLayout) X(vkCreateComputePipelines) X(vkDestroyPipeline)                  \
+    X(vkCreateCommandPool) X(vkDestroyCommandPool) X(vkAllocateCommandBuffers)                   \
+    X(vkBeginCommandBuffer) X(vkEndCommandBuffer) X(vkResetCommandBuffer) X(vkCmdBindPipeline)   \
+    X(vkCmdPushConstants) X(vkCmdPushDescriptorSetKHR) X(vkCmdDispatch) X(vkCmdPipelineBarrier)  \
+    X(vkCmdCopyBuffer) X(vkQueueSubmit) X(vkCreateFence) X(vkDestroyFence) X(vkWaitForFences)    \
+    X(vkResetFences) X(vkDeviceWaitIdle)
+
+struct sw__vkf {
+    PFN_vkGetInstanceProcAddr vkGetInstanceProcAddr;
+    PFN_vkCreateInstance vkCreateInstance;
+#define X(n) PFN_##n n;
+    SW_VK_INSTANCE_FNS(X)
+    SW_VK_DEVICE_FNS(X)
+#undef X
+};
+
+/* The pipelines, in the order of PIPE_NAMES (backend_vk.c). */
+enum {
+    VKP_MM_F32, VKP_MM_F16, VKP_MM_BF16, VKP_MM_Q8_0, VKP_MM_Q4_0, VKP_MM_Q4_K, VKP_MM_Q6_K,
+    VKP_RMSNORM, VKP_GLU, VKP_ROPE_KV, VKP_ATTN, VKP_COUNT
+};
+
+struct vk_buf {
+    VkBuffer b;
+    VkDeviceMemory m;
+    VkDeviceSize size;
+    void *map; /* host-visible buffers only */
+};
+
+/* One weight matrix inside its layer's buffer, in the type the device computes it in
+ * (its own, or F16 when the device has no shader for it: converted at upload). */
+struct vk_mat {
+    VkDeviceSize off, size;
+    uint32_t type, pipe;
+    uint32_t row_words; /* uints per row for block types */
+    uint32_t rows, cols;
+};
+
+#define VK_NONE ((VkDeviceSize)~0ull)
+struct vk_layer {
+    struct vk_buf buf;
+    struct vk_mat wq, wk, wv, wo, wg, wu, wd;
+    VkDeviceSize attn_norm, ffn_norm, bq, bk, bv, bo; /* f32 vectors; VK_NONE: absent */
+};
+
+struct vk_kv {
+    struct vk_buf buf;
+    uint32_t cap; /* positions per head; 0: none */
+};
+
+/* Offsets (floats) of the activations in the scratch buffer. */
+struct vk_scratch {
+    VkDeviceSize x, xn, q, k, v, att, gate, up, total;
+};
+
+struct sw__vk {
+    struct sw__vkf f;
+    void *lib;
+    VkInstance inst;
+    VkPhysicalDevice pd;
+    VkDevice dev;
+    VkQueue queue;
+    uint32_t qfam;
+    VkPhysicalDeviceMemoryProperties memp;
+    VkDeviceSize max_range, align;
+    uint32_t rows_per_wg; /* matmul rows per 64-invocation workgroup: 64 / subgroup size */
+    VkCommandPool cpool;
+    VkCommandBuffer cb;
+    VkFence fence;
+    VkDescriptorSetLayout dsl;
+    VkPipelineLayout pl;
+    VkPipeline pipe[VKP_COUNT];
+    struct vk_buf scratch; /* device-local activations (struct vk_scratch) */
+    struct vk_scratch so;
+    struct vk_buf io;      /* host-visible: x in/out, then the rope table */
+    VkDeviceSize io_rope;  /* byte offset of the rope table in io */
+    struct vk_layer *L;
+    uint32_t n_layers;
+    struct vk_kv *kv;      /* max_seqs slots */
+    uint32_t max_seqs, max_batch, n_ctx;
+    uint64_t kv_bytes, weight_bytes, heap_bytes;
+    /* model dims (copied) */
+    uint32_t E, n_head, n_head_kv, hd, n_rot, neox, act, q_dim, kv_dim, ff_max;
+    float eps, attn_scale;
+    uint32_t layer_first;
+    int lost;
+    uint64_t steps, lose_after; /* fault injection: SHARDSWARM_VK_LOSE_AFTER */
+    char name[300];
+    char stop[200];
+};
+
+/* backend_vk.c: buffers */
+int sw__vk_buf_new(struct sw__vk *g, VkDeviceSize size, int host, struct vk_buf *out);
+void sw__vk_buf_free(struct sw__vk *g, struct vk_buf *b);
+
+#endif

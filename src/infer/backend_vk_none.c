@@ -1,0 +1,33 @@
+/* backend_vk_none.c — the Vulkan backend's stand-in in builds without libvulkan-dev and
+ * glslc (src/infer/CMakeLists.txt): --gpu says so and the stage computes on the CPU.
+ * Not for: anything else. */
+#include <stdio.h>
+
+#include "infer/backend_vk.h"
+#include "util/util.h"
+
+int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct sw__vk **out, char *msg,
+                size_t msg_len)
+{
+    (void)m;
+    (void)o;
+    *out = NULL;
+    snprintf(msg, msg_len, "this build has no Vulkan backend (built without libvulkan-dev and glslc: "
+                           "scripts/install-deps build, then rebuild)");
+    return SW_EUNSUPPORTED;
+}
+void sw__vk_free(struct sw__vk *g) { (void)g; }
+uint32_t sw__vk_n_layers(const struct sw__vk *g) { (void)g; return 0; }
+const char *sw__vk_device(const struct sw__vk *g) { (void)g; return ""; }
+uint64_t sw__vk_device_mem(const struct sw__vk *g) { (void)g; return 0; }
+uint64_t sw__vk_weight_bytes(const struct sw__vk *g) { (void)g; return 0; }
+const char *sw__vk_stop_reason(const struct sw__vk *g) { (void)g; return ""; }
+int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const struct sw__vk_seg *sg,
+                uint32_t n_seg, char *err, size_t err_len)
+{
+    (void)g, (void)x, (void)T, (void)rope, (void)sg, (void)n_seg;
+    snprintf(err, err_len, "no Vulkan backend in this build");
+    return SW_EUNSUPPORTED;
+}
+void sw__vk_seq_free(struct sw__vk *g, uint32_t slot) { (void)g, (void)slot; }
+uint64_t sw__vk_kv_bytes(const struct sw__vk *g) { (void)g; return 0; }

@@ -1,0 +1,317 @@
+/* test_gpu.c — the Vulkan backend (backend_vk*.c) on Mesa's lavapipe against the CPU path:
+ * greedy tokens of stories260K and of the nano llama preset equal; teacher-forced logits
+ * within a stated tolerance for every weight type (prefill and decode, several steps, two
+ * sequences in one batch); a stage split between the device and the CPU; qwen2 (biases,
+ * NeoX RoPE); an architecture the device cannot compute stays on the CPU, saying why; and
+ * the faults: no loader, no device, too little device memory, a device lost mid-session.
+ * Skips when lavapipe (mesa-vulkan-drivers) or the Vulkan build is absent. */
+#include <ftw.h>
+#include <glob.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "infer/infer.h"
+#include "test.h"
+
+static char tmp_dir[512], stories[4096];
+
+/* Tolerances, as max |gpu - cpu| over a row / the row's spread (max - min), worst row:
+ * float weights 1e-3; quantized weights 3e-2, because the CPU quantizes the activations
+ * to 8 bits for its integer dot products while the device multiplies them in f32
+ * (measured on nano: 4e-6..2e-5 float, 8e-3..1.2e-2 quantized). */
+#define TOL_FLOAT 1e-3
+#define TOL_QUANT 3e-2
+
+static const int32_t TOKS[12] = { 1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315 };
+#define NT 12
+
+static struct sw_stage *open_st(const char *path, const char *gpu, uint32_t gpu_layers, uint32_t max_batch)
+{
+    struct sw_stage_opts o = { .layer_first = -1, .layer_last = -1, .n_threads = 1, .max_batch = max_batch,
+                               .max_seqs = 4, .gpu = gpu, .gpu_layers = gpu_layers, .n_ctx = 256 };
+    struct sw_stage *s = NULL;
+    char err[512] = "";
+    int rc = sw_stage_open(path, &o, &s, err, sizeof err);
+    CHECK_MSG(rc == 0, "open %s: %s", path, err);
+    return s;
+}
+
+/* Logits of every position of TOKS: one prefill call (LOGITS_ALL), or one token per call. */
+static float *logits_of(struct sw_stage *s, int decode, uint64_t seq)
+{
+    const uint32_t V = sw_stage_info(s)->n_vocab;
+    float *out = calloc((size_t)NT * V, sizeof *out);
+    if (!out) return NULL;
+    sw_stage_seq_free(s, seq);
+    CHECK(sw_stage_seq_new(s, seq) == 0);
+    int rc = 0;
+    if (!decode) rc = sw_stage_forward(s, seq, 0, NT, TOKS, out, SW_STAGE_LOGITS_ALL);
+    for (uint32_t i = 0; decode && i < NT && !rc; i++) rc = sw_stage_forward(s, seq, i, 1, &TOKS[i], out + (size_t)i * V, 0);
+    CHECK_MSG(rc == 0, "forward: %s", sw_stage_errmsg(s));
+    return out;
+}
+
+static double worst_rel(const float *a, const float *b, uint32_t rows, uint32_t V)
+{
+    double worst = 0;
+    for (uint32_t r = 0; r < rows; r++) {
+        const float *x = a + (size_t)r * V, *y = b + (size_t)r * V;
+        float mn = x[0], mx = x[0];
+        double d = 0;
+        for (uint32_t i = 0; i < V; i++) {
+            mn = fminf(mn, x[i]), mx = fmaxf(mx, x[i]);
+            d = fmax(d, fabs((double)x[i] - y[i]));
+            if (!isfinite(y[i])) d = INFINITY;
+        }
+        worst = fmax(worst, d / fmax(1e-9, (double)(mx - mn)));
+    }
+    return worst;
+}
+
+static void greedy(struct sw_stage *s, uint32_t n, int32_t *out)
+{
+    const uint32_t V = sw_stage_info(s)->n_vocab;
+    float *lg = malloc((size_t)V * sizeof *lg);
+    sw_stage_seq_free(s, 9);
+    CHECK(sw_stage_seq_new(s, 9) == 0);
+    int rc = sw_stage_forward(s, 9, 0, 3, TOKS, lg, 0);
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        int32_t best = 0;
+        for (uint32_t v = 1; v < V; v++)
+            if (lg[v] > lg[best]) best = (int32_t)v;
+        out[i] = best;
+        rc = sw_stage_forward(s, 9, 3 + i, 1, &best, lg, 0);
+    }
+    CHECK_MSG(rc == 0, "greedy: %s", sw_stage_errmsg(s));
+    free(lg);
+}
+
+static int synth(const char *out, const char *preset, const char *type)
+{
+    struct sw_synth_opts o = { .preset = preset, .type = type, .seed = 5, .vocab_path = stories, .n_threads = 2 };
+    char err[512];
+    int rc = sw_synth_write(out, &o, err, sizeof err);
+    CHECK_MSG(rc == 0, "synth %s %s: %s", preset, type, err);
+    return rc;
+}
+
+static void test_stories_greedy(void)
+{
+    struct sw_stage *c = open_st(stories, NULL, 0, 0), *g = open_st(stories, "0", 0, 0);
+    if (!c || !g) goto out;
+    const struct sw_stage_info *gi = sw_stage_info(g);
+    CHECK_EQ_INT(gi->gpu_layers, gi->n_layers);
+    CHECK_EQ_STR(gi->backend, "vulkan");
+    CHECK_MSG(strstr(gi->device, "llvmpipe") != NULL, "device '%s'", gi->device);
+    int32_t a[24], b[24];
+    greedy(c, 24, a);
+    greedy(g, 24, b);
+    CHECK_EQ_MEM(a, b, sizeof a);
+    float *lc = logits_of(c, 0, 1), *lg = logits_of(g, 0, 1);
+    if (lc && lg) {
+        double w = worst_rel(lc, lg, NT, gi->n_vocab);
+        CHECK_MSG(w < TOL_FLOAT, "stories260K logits: %.3g of the spread", w);
+    }
+    free(lc);
+    free(lg);
+out:
+    sw_stage_free(c);
+    sw_stage_free(g);
+}
+
+/* Every weight type: prefill logits, and decode one token per step on the device. Types
+ * without a shader (Q5_K, Q2_K here) are converted to F16 at upload. */
+static void test_types(void)
+{
+    static const char *types[] = { "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K", "Q5_K", "Q2_K" };
+    for (size_t k = 0; k < sizeof types / sizeof *types; k++) {
+        char path[600];
+        snprintf(path, sizeof path, "%s/nano-%s.gguf", tmp_dir, types[k]);
+        if (synth(path, "nano", types[k])) continue;
+        struct sw_stage *c = open_st(path, NULL, 0, 0), *g = open_st(path, "0", 0, 0);
+        if (c && g) {
+            const uint32_t V = sw_stage_info(c)->n_vocab;
+            CHECK_EQ_INT(sw_stage_info(g)->gpu_layers, 2);
+            float *lc = logits_of(c, 0, 1), *lg = logits_of(g, 0, 1), *ld = logits_of(g, 1, 2);
+            const int q = types[k][0] == 'Q';
+            if (lc && lg && ld) {
+                double w1 = worst_rel(lc, lg, NT, V), w2 = worst_rel(lc, ld, NT, V);
+                fprintf(stderr, "  %-5s prefill %.2e decode %.2e of the spread\n", types[k], w1, w2);
+                CHECK_MSG(w1 < (q ? TOL_QUANT : TOL_FLOAT), "%s prefill: %.3g", types[k], w1);
+                CHECK_MSG(w2 < (q ? TOL_QUANT : TOL_FLOAT), "%s decode: %.3g", types[k], w2);
+            }
+            if (!strcmp(types[k], "F32")) {
+                int32_t a[20], b[20];
+                greedy(c, 20, a);
+                greedy(g, 20, b);
+                CHECK_EQ_MEM(a, b, sizeof a);
+            }
+            free(lc);
+            free(lg);
+            free(ld);
+        }
+        sw_stage_free(c);
+        sw_stage_free(g);
+    }
+}
+
+/* One layer on the device, one on the CPU; steps of 5 tokens; two sequences in a batch. */
+static void test_split_and_batch(void)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/nano-Q8_0.gguf", tmp_dir);
+    struct sw_stage *c = open_st(path, NULL, 0, 0), *g = open_st(path, "0", 1, 5);
+    if (!c || !g) goto out;
+    const struct sw_stage_info *gi = sw_stage_info(g);
+    CHECK_EQ_INT(gi->gpu_layers, 1);
+    CHECK_MSG(strstr(gi->gpu_note, "--gpu-layers 1") != NULL, "note '%s'", gi->gpu_note);
+    const uint32_t V = gi->n_vocab;
+    float *lc = logits_of(c, 0, 1), *lg = logits_of(g, 0, 1);
+    if (lc && lg) CHECK(worst_rel(lc, lg, NT, V) < TOL_QUANT);
+    /* two sequences at different positions in one call */
+    float *o1 = calloc(V, sizeof *o1), *o2 = calloc(V, sizeof *o2);
+    CHECK(sw_stage_seq_new(g, 7) == 0);
+    CHECK(sw_stage_forward(g, 7, 0, 4, TOKS, o1, 0) == 0);
+    struct sw_stage_batch b[2] = {
+        { .seq = 7, .pos = 4, .n_tokens = 8, .in = TOKS + 4, .out = o1 },
+        { .seq = 8, .pos = 0, .n_tokens = 6, .in = TOKS, .out = o2 },
+    };
+    CHECK(sw_stage_seq_new(g, 8) == 0);
+    CHECK(sw_stage_forward_batch(g, b, 2) == 0);
+    if (lc) {
+        CHECK(worst_rel(lc + (size_t)11 * V, o1, 1, V) < TOL_QUANT);
+        CHECK(worst_rel(lc + (size_t)5 * V, o2, 1, V) < TOL_QUANT);
+    }
+    free(o1);
+    free(o2);
+    free(lc);
+    free(lg);
+out:
+    sw_stage_free(c);
+    sw_stage_free(g);
+}
+
+/* qwen2: q/k/v biases, NeoX RoPE, tied output. moe-nano: the device has no MoE: every
+ * layer stays on the CPU and the note says why. */
+static void test_archs(void)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/qwen2-nano.gguf", tmp_dir);
+    if (!synth(path, "qwen2-nano", "Q4_0")) {
+        struct sw_stage *c = open_st(path, NULL, 0, 0), *g = open_st(path, "0", 0, 0);
+        if (c && g) {
+            CHECK_EQ_INT(sw_stage_info(g)->gpu_layers, 2);
+            float *lc = logits_of(c, 0, 1), *lg = logits_of(g, 1, 1);
+            if (lc && lg) CHECK(worst_rel(lc, lg, NT, sw_stage_info(c)->n_vocab) < TOL_QUANT);
+            free(lc);
+            free(lg);
+        }
+        sw_stage_free(c);
+        sw_stage_free(g);
+    }
+    snprintf(path, sizeof path, "%s/moe-nano.gguf", tmp_dir);
+    if (!synth(path, "moe-nano", "Q8_0")) {
+        struct sw_stage *g = open_st(path, "0", 0, 0);
+        if (g) {
+            CHECK_EQ_INT(sw_stage_info(g)->gpu_layers, 0);
+            CHECK_EQ_STR(sw_stage_info(g)->backend, "cpu");
+            CHECK_MSG(strstr(sw_stage_info(g)->gpu_note, "mixture-of-experts") != NULL, "note '%s'",
+                      sw_stage_info(g)->gpu_note);
+        }
+        sw_stage_free(g);
+    }
+}
+
+static void expect_cpu(const char *what, const char *needle)
+{
+    struct sw_stage *g = open_st(stories, "0", 0, 0);
+    if (!g) return;
+    const struct sw_stage_info *in = sw_stage_info(g);
+    CHECK_MSG(in->gpu_layers == 0 && !strcmp(in->backend, "cpu"), "%s: %u GPU layers", what, in->gpu_layers);
+    CHECK_MSG(strstr(in->gpu_note, needle) != NULL, "%s: note '%s' lacks '%s'", what, in->gpu_note, needle);
+    float *l = logits_of(g, 0, 1); /* and it computes */
+    free(l);
+    sw_stage_free(g);
+}
+
+static void test_faults(void)
+{
+    char icd[4096];
+    snprintf(icd, sizeof icd, "%s", getenv("VK_ICD_FILENAMES"));
+    setenv("SHARDSWARM_VK_LOADER", "/nonexistent/libvulkan.so.1", 1);
+    expect_cpu("no loader", "no Vulkan loader");
+    unsetenv("SHARDSWARM_VK_LOADER");
+    setenv("VK_ICD_FILENAMES", "/nonexistent/icd.json", 1);
+    expect_cpu("no driver", "no Vulkan device");
+    setenv("VK_ICD_FILENAMES", icd, 1);
+    setenv("SHARDSWARM_VK_MEM", "1000000", 1);
+    expect_cpu("small memory", "free memory");
+    unsetenv("SHARDSWARM_VK_MEM");
+    /* device lost after 3 steps: the 4th fails (SW_ESTATE, like a dropped stage), the
+     * sequence must restart at 0, and the stage computes on the CPU from then on */
+    struct sw_stage *c = open_st(stories, NULL, 0, 0);
+    setenv("SHARDSWARM_VK_LOSE_AFTER", "3", 1);
+    struct sw_stage *g = open_st(stories, "0", 0, 0);
+    unsetenv("SHARDSWARM_VK_LOSE_AFTER");
+    if (c && g) {
+        const uint32_t V = sw_stage_info(g)->n_vocab;
+        float *o = calloc((size_t)NT * V, sizeof *o);
+        CHECK(sw_stage_seq_new(g, 1) == 0);
+        int rc = 0;
+        uint32_t i = 0;
+        for (; i < NT && !rc; i++) rc = sw_stage_forward(g, 1, i, 1, &TOKS[i], o + (size_t)i * V, 0);
+        CHECK_EQ_INT(rc, SW_ESTATE);
+        CHECK_EQ_INT(i, 4);
+        CHECK_MSG(strstr(sw_stage_errmsg(g), "device lost") != NULL, "'%s'", sw_stage_errmsg(g));
+        CHECK_EQ_INT(sw_stage_forward(g, 1, 3, 1, &TOKS[3], o, 0), SW_ESTATE);
+        CHECK_EQ_STR(sw_stage_info(g)->backend, "cpu");
+        float *lc = logits_of(c, 0, 1);
+        CHECK(sw_stage_forward(g, 1, 0, NT, TOKS, o, SW_STAGE_LOGITS_ALL) == 0);
+        if (lc) CHECK_MSG(!memcmp(lc, o, (size_t)NT * V * sizeof *o), "replay on the CPU differs from the CPU stage");
+        free(lc);
+        free(o);
+    }
+    sw_stage_free(c);
+    sw_stage_free(g);
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+int main(void)
+{
+    const char *data = sw_test_shared_data();
+    if (!data) SW_TEST_SKIP("../shared/data is absent: stories260K.gguf needed");
+    snprintf(stories, sizeof stories, "%s/models/stories260K.gguf", data);
+    glob_t gl;
+    if (glob("/usr/share/vulkan/icd.d/lvp_icd*.json", 0, NULL, &gl) || gl.gl_pathc == 0)
+        SW_TEST_SKIP("lavapipe is not installed (mesa-vulkan-drivers: scripts/install-deps test)");
+    setenv("VK_ICD_FILENAMES", gl.gl_pathv[0], 1);
+    globfree(&gl);
+    struct sw_stage *probe = open_st(stories, "0", 0, 0);
+    if (!probe) return SW_TEST_DONE();
+    if (sw_stage_info(probe)->gpu_layers == 0) {
+        char note[256];
+        snprintf(note, sizeof note, "%s", sw_stage_info(probe)->gpu_note);
+        sw_stage_free(probe);
+        if (strstr(note, "this build has no Vulkan")) SW_TEST_SKIP("%s", note);
+        SW_FAIL_AT("lavapipe is installed but the stage put no layer on it: %s", note);
+        return SW_TEST_DONE();
+    }
+    sw_stage_free(probe);
+    const char *t = sw_test_tmpdir();
+    if (!t) SW_TEST_SKIP("no temporary folder");
+    snprintf(tmp_dir, sizeof tmp_dir, "%s", t);
+    SW_RUN(test_stories_greedy);
+    SW_RUN(test_types);
+    SW_RUN(test_split_and_batch);
+    SW_RUN(test_archs);
+    SW_RUN(test_faults);
+    nftw(tmp_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return SW_TEST_DONE();
+}
