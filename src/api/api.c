@@ -20,6 +20,7 @@
 #include <microhttpd.h>
 
 #include "api/api.h"
+#include "api_gate.h"
 
 #define MAX_ROUTES 64
 #define MAX_ON_FREE 16
@@ -47,6 +48,9 @@ struct sw_api {
     size_t n_routes;
     uint16_t port;
     _Atomic int stopping;       /* set before MHD_stop_daemon: waiting handlers give up */
+    struct sw__gate *gate;      /* our listening socket and header deadline (api_gate.c) */
+    struct sw__guard guard;     /* Host / Origin / Content-Type checks */
+    char *allow_hosts[SW_API_MAX_ALLOW], *allow_origins[SW_API_MAX_ALLOW]; /* the guard's lists */
     struct { void (*fn)(void *); void *ud; } on_free[MAX_ON_FREE];
     size_t n_on_free;
 };
@@ -63,6 +67,9 @@ struct conn {               /* per-request state while a body arrives */
     int oai;                /* an OpenAI-style route: errors as {"error":{...}} objects */
     int no_timeout;         /* the idle timeout is off while this request runs */
     int unauth;             /* an API key is set and the request lacks it: 401 at the end */
+    int refuse;             /* a guard's status (403, 415): answered at the end, body dropped */
+    char refuse_msg[320];
+    uint64_t t0_ms;         /* headers complete: the body has SW_API_BODY_DEADLINE_MS */
 };
 
 /* Errors on the /v1 paths in the OpenAI error format (clients parse error.message). */
@@ -74,7 +81,8 @@ static void route_error(struct conn *st, struct sw_api_response *resp, int statu
     }
     struct sw_api_oai_error e = { 0 };
     e.status = status;
-    e.type = status == 401 || status == 404 || status == 405 || status == 413 ? "invalid_request_error"
+    e.type = status == 401 || status == 403 || status == 404 || status == 405 || status == 413 || status == 415
+                 ? "invalid_request_error"
                                                                              : "server_error";
     e.code = status == 404 ? "unknown_url" : status == 401 ? "invalid_api_key" : NULL;
     snprintf(e.message, sizeof e.message, "%s", msg);
@@ -194,6 +202,27 @@ int sw_api_route_stream(struct sw_api *a, const char *method, const char *path, 
     return add_route(a, method, path, fn, ud, 1, max_body);
 }
 
+static int allow_add(struct sw_api *a, char **list, size_t *n, const char *v)
+{
+    if (!a || !v || !*v || a->d) return SW_EINVAL;
+    if (*n == SW_API_MAX_ALLOW) return SW_ETOOBIG;
+    if (!(list[*n] = strdup(v))) return SW_ENOMEM;
+    (*n)++;
+    a->guard.hosts = (const char *const *)a->allow_hosts;
+    a->guard.origins = (const char *const *)a->allow_origins;
+    return 0;
+}
+
+int sw_api_allow_host(struct sw_api *a, const char *name)
+{
+    return a ? allow_add(a, a->allow_hosts, &a->guard.n_hosts, name) : SW_EINVAL;
+}
+
+int sw_api_allow_origin(struct sw_api *a, const char *origin)
+{
+    return a ? allow_add(a, a->allow_origins, &a->guard.n_origins, origin) : SW_EINVAL;
+}
+
 int sw_api_on_free(struct sw_api *a, void (*fn)(void *ud), void *ud)
 {
     if (!a || !fn) return SW_EINVAL;
@@ -311,6 +340,7 @@ static enum MHD_Result send_stream(struct sw_api *a, struct MHD_Connection *c, s
     }
     MHD_add_response_header(resp, "Content-Type", r->content_type ? r->content_type : "application/json");
     MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close"); /* each request passes the gate */
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)(r->status ? r->status : 200), resp);
     MHD_destroy_response(resp); /* stream_free runs when the connection lets go of it */
     return ret;
@@ -327,6 +357,7 @@ static enum MHD_Result send_resp(struct MHD_Connection *c, struct sw_api_respons
     }
     MHD_add_response_header(resp, "Content-Type", r->content_type ? r->content_type : "application/json");
     MHD_add_response_header(resp, "Cache-Control", "no-store");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close"); /* each request passes the gate */
     if (r->www_authenticate) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"shardswarm\"");
     if (r->retry_after_s) {
         char ra[16];
@@ -350,22 +381,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!st) return MHD_NO;
         st->max_body = a->cfg.max_body;
         st->oai = !strncmp(url, "/v1/", 4);
-        st->unauth = a->cfg.api_key && !path_open(a, url) && !auth_ok(a, c);
-        struct route *r = st->unauth ? NULL : find_route(a, url, method, NULL);
-        if (r && r->stream) {
-            if (r->max_body) st->max_body = r->max_body;
-            /* a generation may take longer than the idle timeout before its first byte;
-             * the timeout comes back when the request is over (on_done) */
-            MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
-            st->no_timeout = 1;
-        }
+        st->t0_ms = sw_time_ms();
+        st->refuse = sw__guard_check(&a->guard, c, method, st->refuse_msg, sizeof st->refuse_msg);
+        st->unauth = !st->refuse && a->cfg.api_key && !path_open(a, url) && !auth_ok(a, c);
+        struct route *r = st->unauth || st->refuse ? NULL : find_route(a, url, method, NULL);
+        if (r && r->stream && r->max_body) st->max_body = r->max_body;
         *con_cls = st;
         return MHD_YES;
+    }
+    if (*upload_size && sw_time_ms() - st->t0_ms > SW_API_BODY_DEADLINE_MS) {
+        sw_log(SW_LOG_DEBUG, "API", "%s %.120s: body not complete within %u s: connection closed", method, url,
+               SW_API_BODY_DEADLINE_MS / 1000);
+        return MHD_NO; /* a body dripped in: the thread is not held for it */
     }
     if (*upload_size) {
         /* over the cap: the rest is read and dropped, then 413 (closing early would make
          * clients still sending see a reset instead of the answer) */
-        if (st->unauth) { /* dropped unread: nothing of it is used */
+        if (st->unauth || st->refuse) { /* dropped unread: nothing of it is used */
         } else if (st->body.len + *upload_size > st->max_body) {
             st->too_big = 1;
             sw_buf_free(&st->body);
@@ -376,6 +408,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     struct sw_api_response resp = { 0 };
+    if (st->refuse) {
+        sw_log(SW_LOG_INFO, "API", "%s %.120s refused: %s", method, url, st->refuse_msg);
+        route_error(st, &resp, st->refuse, st->refuse_msg);
+        return send_resp(c, &resp);
+    }
     if (st->unauth) {
         route_error(st, &resp, 401, "missing or wrong API key: send the header 'Authorization: Bearer <key>' "
                                     "(shardswarm commands send $SHARDSWARM_API_KEY)");
@@ -393,6 +430,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (r) {
         struct sw_api_call call = { a, c };
         struct sw_api_request req = { method, url, NULL, 0, &call };
+        if (r->stream) {
+            /* a generation may take longer than the idle timeout before its first byte;
+             * the timeout comes back when the request is over (on_done) */
+            MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+            st->no_timeout = 1;
+        }
         const char *b = sw_buf_cstr(&st->body);
         req.body = (const uint8_t *)(b ? b : "");
         req.body_len = st->body.len;
@@ -436,25 +479,24 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 int sw_api_start(struct sw_api *a, char *err, size_t err_len)
 {
     if (!a || a->d) return SW_EINVAL;
-    struct sockaddr_in sin = { 0 };
-    sin.sin_family = AF_INET;
-    sin.sin_port = htons(a->cfg.port);
-    if (inet_pton(AF_INET, a->host, &sin.sin_addr) != 1) {
-        if (err_len) snprintf(err, err_len, "API host '%s' is not an IPv4 address", a->host);
-        return SW_EINVAL;
-    }
-    a->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG,
-                            a->cfg.port, NULL, NULL, on_request, a, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sin,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_done, a, MHD_OPTION_CONNECTION_TIMEOUT,
-                            (unsigned)IDLE_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
+    int rc = sw__gate_listen(&a->gate, a->host, a->cfg.port, &a->port, err, err_len);
+    if (rc) return rc;
+    /* MHD gets each connection from the gate once its headers are in (api_gate.c) */
+    a->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG |
+                                MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC,
+                            0, NULL, NULL, on_request, a, MHD_OPTION_NOTIFY_COMPLETED, on_done, a,
+                            MHD_OPTION_NOTIFY_CONNECTION, sw__gate_on_conn, a->gate, MHD_OPTION_CONNECTION_TIMEOUT,
+                            (unsigned)IDLE_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, (unsigned)SW_API_MAX_CONNS,
                             MHD_OPTION_THREAD_STACK_SIZE, (size_t)THREAD_STACK, MHD_OPTION_EXTERNAL_LOGGER,
                             mhd_log, NULL, MHD_OPTION_END);
-    if (!a->d) {
-        if (err_len) snprintf(err, err_len, "cannot serve HTTP on %s:%u (port in use?)", a->host, a->cfg.port);
+    if (!a->d || sw__gate_start(a->gate, a->d)) {
+        if (err_len) snprintf(err, err_len, "cannot serve HTTP on %s:%u", a->host, a->cfg.port);
+        if (a->d) MHD_stop_daemon(a->d);
+        a->d = NULL;
+        sw__gate_free(a->gate);
+        a->gate = NULL;
         return SW_EIO;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(a->d, MHD_DAEMON_INFO_BIND_PORT);
-    a->port = info ? info->port : a->cfg.port;
     return 0;
 }
 
@@ -464,7 +506,11 @@ void sw_api_free(struct sw_api *a)
 {
     if (!a) return;
     a->stopping = 1; /* waiting handlers and streams see their call "gone" */
+    sw__gate_stop(a->gate); /* no new connection reaches MHD */
     if (a->d) MHD_stop_daemon(a->d);
+    sw__gate_free(a->gate);
+    for (size_t i = 0; i < a->guard.n_hosts; i++) free(a->allow_hosts[i]);
+    for (size_t i = 0; i < a->guard.n_origins; i++) free(a->allow_origins[i]);
     while (a->n_on_free) {
         a->n_on_free--;
         a->on_free[a->n_on_free].fn(a->on_free[a->n_on_free].ud);
@@ -524,14 +570,16 @@ int sw_api_fetch(const char *method, const char *url, const void *body, size_t b
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)body_len);
     }
     /* a node started with an API key: the CLI commands send $SHARDSWARM_API_KEY */
-    struct curl_slist *hdrs = NULL;
+    struct curl_slist *hdrs = NULL, *h2;
     const char *key = getenv("SHARDSWARM_API_KEY");
     if (key && !sw_api_key_check(key)) {
         char h[SW_API_KEY_MAX + 32];
         snprintf(h, sizeof h, "Authorization: Bearer %s", key);
         hdrs = curl_slist_append(NULL, h);
-        if (hdrs) curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
     }
+    /* the API takes JSON bodies only (415 otherwise: docs/security.md) */
+    if (body && (h2 = curl_slist_append(hdrs, "Content-Type: application/json"))) hdrs = h2;
+    if (hdrs) curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
     CURLcode rc = curl_easy_perform(c);
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);

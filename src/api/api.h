@@ -89,6 +89,13 @@ int sw_api_route_prefix(struct sw_api *a, const char *method, const char *prefix
 /* Lets the routes of path be reached without the API key (pages that carry no data, such
  * as the dashboard's static files). Before sw_api_start, after the routes. */
 int sw_api_open(struct sw_api *a, const char *path);
+/* Cross-site guards (docs/security.md): a request whose Host is not an IP literal,
+ * localhost or *.localhost gets 403 (DNS rebinding); a POST/PUT/PATCH/DELETE whose Origin is
+ * neither its own (http://<Host>) nor allowed gets 403 (CSRF); POST/PUT/PATCH bodies must be
+ * Content-Type: application/json (415). These allow one more Host name (a name this machine
+ * is reached by) or one more origin ("https://app.example"); copied. Before sw_api_start. */
+int sw_api_allow_host(struct sw_api *a, const char *name);
+int sw_api_allow_origin(struct sw_api *a, const char *origin);
 /* Binds and starts serving. SW_EIO with a message when the port cannot be bound. */
 int sw_api_start(struct sw_api *a, char *err, size_t err_len);
 uint16_t sw_api_port(const struct sw_api *a);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
 #include <uv.h>
 
 #include "api/api.h"
@@ -37,6 +38,11 @@ static void usage(FILE *f)
             "  --api PORT              HTTP API (/v1 OpenAI-compatible) + dashboard (docs/api.md) on\n"
             "                          127.0.0.1:PORT (0: any free port, printed in the [API] line)\n"
             "  --api-host ADDR         address for the API (default 127.0.0.1)\n"
+            "  --api-allow-host NAME   also answer requests for Host NAME (default: IP literals,\n"
+            "                          localhost, *.localhost; others get 403 against DNS rebinding);\n"
+            "                          repeatable\n"
+            "  --api-allow-origin URL  let web pages of origin URL (scheme://host[:port]) POST to the\n"
+            "                          API (default: same origin only; CSRF); repeatable\n"
             "  --api-key-file FILE     every API route but /health wants 'Authorization: Bearer KEY'\n"
             "                          (KEY: the file's first line); also $SHARDSWARM_API_KEY, which the\n"
             "                          status/diagnose/load-shard commands send too\n"
@@ -89,6 +95,8 @@ struct ctx {
     uv_timer_t hard_stop;
     int stopping;
     int detaching;         /* sw_pipe_node_detach called */
+    const char *allow_host[16], *allow_origin[16]; /* --api-allow-host / --api-allow-origin */
+    size_t n_allow_host, n_allow_origin;
 };
 
 /* The API key: --api-key-file (first line, surrounding blanks dropped), else
@@ -141,17 +149,20 @@ static void status_handler(void *ud, const struct sw_api_request *req, struct sw
 static void load_handler(void *ud, const struct sw_api_request *req, struct sw_api_response *resp)
 {
     struct ctx *c = ud;
-    /* body: the signed command, hex-encoded (what `shardswarm load-shard` sends) */
-    size_t hl = req->body_len;
-    while (hl && (req->body[hl - 1] == '\n' || req->body[hl - 1] == '\r' || req->body[hl - 1] == ' ')) hl--;
+    /* body: {"command": "<the signed command, hex>"} (what `shardswarm load-shard` sends) */
+    json_t *root = json_loadb((const char *)req->body, req->body_len, 0, NULL);
+    const char *h = json_string_value(json_object_get(root, "command"));
+    size_t hl = h ? strlen(h) : 0;
     if (hl == 0 || hl % 2 || hl > 8192) {
-        sw_api_error(resp, 400, "body must be the hex-encoded signed owner command (LOAD_SHARD or DRAIN)");
+        json_decref(root);
+        sw_api_error(resp, 400, "body must be {\"command\": \"<hex of the signed owner command>\"} (LOAD_SHARD or DRAIN)");
         return;
     }
     uint8_t wire[4096];
     char hex[8193];
-    memcpy(hex, req->body, hl);
+    memcpy(hex, h, hl);
     hex[hl] = 0;
+    json_decref(root);
     if (sw_hex_decode(hex, wire, hl / 2)) {
         sw_api_error(resp, 400, "body is not hex");
         return;
@@ -247,7 +258,10 @@ static int start_api(struct ctx *c, const struct sw_node_config *cfg, const char
         strcmp(cfg->api_host, "localhost"))
         sw_log(SW_LOG_WARN, "API", "the API on %s has no key: anyone who reaches it can generate and read the "
                                    "status (--api-key-file FILE or $SHARDSWARM_API_KEY)", cfg->api_host);
-    if (sw_api_new(&ac, &c->api) || sw_api_route(c->api, "GET", "/swarm/status", status_handler, c) ||
+    int bad = sw_api_new(&ac, &c->api);
+    for (size_t i = 0; !bad && i < c->n_allow_host; i++) bad = sw_api_allow_host(c->api, c->allow_host[i]);
+    for (size_t i = 0; !bad && i < c->n_allow_origin; i++) bad = sw_api_allow_origin(c->api, c->allow_origin[i]);
+    if (bad || sw_api_route(c->api, "GET", "/swarm/status", status_handler, c) ||
         sw_api_route(c->api, "POST", "/swarm/load-shard", load_handler, c) ||
         sw_api_route(c->api, "POST", "/swarm/drain", load_handler, c) || /* any owner command (DRAIN) */
         sw_cli_node_web_attach(c->api, c->node) || /* /metrics and the dashboard (node_web.c) */
@@ -278,6 +292,7 @@ int sw_cmd_node(int argc, char **argv)
     const char *api_key_file = NULL;
     char api_key[SW_API_KEY_MAX + 1] = "";
     struct sw_pipe_node_opts po = { 0 };
+    struct ctx c = { 0 };
     uint32_t u;
     uint8_t swarm_key[32];
     for (int i = 1; i < argc; i++) {
@@ -319,6 +334,16 @@ int sw_cmd_node(int argc, char **argv)
             want_api = 1;
         } else if (!strcmp(a, "--api-host")) { NEED_VAL(); cfg.api_host = argv[i]; }
         else if (!strcmp(a, "--api-key-file")) { NEED_VAL(); api_key_file = argv[i]; }
+        else if (!strcmp(a, "--api-allow-host") || !strcmp(a, "--api-allow-origin")) {
+            NEED_VAL();
+            int host = !strcmp(a, "--api-allow-host");
+            size_t *n = host ? &c.n_allow_host : &c.n_allow_origin;
+            if (*n == 16) return sw_cli_usage_error(cmd, "%s given more than 16 times", a);
+            if (!argv[i][0] || strchr(argv[i], ' ') || (host ? strchr(argv[i], '/') != NULL : strncmp(argv[i], "http", 4) != 0))
+                return sw_cli_usage_error(cmd, host ? "--api-allow-host expects a host name (no scheme, no path), got '%s'"
+                                                    : "--api-allow-origin expects scheme://host[:port], got '%s'", argv[i]);
+            (host ? c.allow_host : c.allow_origin)[(*n)++] = argv[i];
+        }
         else if (!strcmp(a, "--swarm-key")) {
             NEED_VAL();
             if ((rc = sw_cli_swarm_key(cmd, argv[i], swarm_key))) return rc;
@@ -407,7 +432,6 @@ int sw_cmd_node(int argc, char **argv)
 
     uv_loop_t loop;
     uv_loop_init(&loop);
-    struct ctx c = { 0 };
     char err[1024] = "";
     rc = sw_node_new(&loop, &cfg, &c.node, err, sizeof err);
     if (!rc && want_api) rc = start_api(&c, &cfg, api_key, err, sizeof err) ? SW_EIO : 0;

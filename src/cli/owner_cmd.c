@@ -58,8 +58,13 @@ int sw_cli_owner_cmd(const char *cmd, const char *api, const char *node, const c
     sw_hex_encode(w.data, w.len, hex);
     sw_buf_free(&w);
     snprintf(url, sizeof url, "%s%s", base, route);
-    rc = sw_api_fetch("POST", url, hex, strlen(hex), 10000, &body, NULL, &status, err, sizeof err);
+    json_t *req = json_pack("{s:s}", "command", hex);
+    char *req_s = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
     free(hex);
+    if (!req_s) return sw_cli_fail(cmd, "out of memory");
+    rc = sw_api_fetch("POST", url, req_s, strlen(req_s), 10000, &body, NULL, &status, err, sizeof err);
+    free(req_s);
     if (rc) return sw_cli_fail(cmd, "cannot reach the node: %s", err);
     json_t *r = json_loads(body, 0, NULL);
     const char *detail = r ? json_string_value(json_object_get(r, status == 200 ? "detail" : "error")) : NULL;

@@ -409,7 +409,7 @@ def case_disconnect():
             s = socket.create_connection(("127.0.0.1", sw.api), timeout=10)
             body = json.dumps({"prompt": PROMPT, "max_tokens": 2000, "temperature": 0.8, "stream": True,
                                "stop": [], "seed": k}).encode()
-            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                       b"Content-Length: %d\r\n\r\n" % len(body) + body)
             got = b""
             while got.count(b"data: ") < 3:

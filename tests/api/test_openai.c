@@ -415,10 +415,13 @@ static void post_headers(uint16_t port, const char *path, const char *body, stru
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, hdr_cb);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, h);
+    struct curl_slist *json = curl_slist_append(NULL, "Content-Type: application/json"); /* else 415 */
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, json);
     FILE *devnull = fopen("/dev/null", "w");
     curl_easy_setopt(c, CURLOPT_WRITEDATA, devnull);
     curl_easy_perform(c);
     curl_easy_cleanup(c);
+    curl_slist_free_all(json);
     fclose(devnull);
     for (size_t i = 0; i < h->len; i++) h->data[i] = (uint8_t)tolower(h->data[i]);
     sw_buf_append_byte(h, 0);
@@ -543,6 +546,8 @@ static void test_http(void)
     snprintf(url, sizeof url, "http://127.0.0.1:%u/v1/completions", port);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, "{\"prompt\":\"a\",\"stream\":true}");
+    struct curl_slist *json = curl_slist_append(NULL, "Content-Type: application/json"); /* else 415 */
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, json);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 250L); /* leaves after ~4 of the 16 tokens */
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, NULL);
@@ -550,6 +555,7 @@ static void test_http(void)
     curl_easy_setopt(c, CURLOPT_WRITEDATA, devnull);
     CHECK_EQ_INT(curl_easy_perform(c), CURLE_OPERATION_TIMEDOUT);
     curl_easy_cleanup(c);
+    curl_slist_free_all(json);
     fclose(devnull);
     for (int i = 0; i < 100 && f.n_cancel == cancels; i++) usleep(20000);
     CHECK_MSG(f.n_cancel > cancels, "the generation was not cancelled after the client left");

@@ -93,7 +93,10 @@ class Node:
         return bool(s and s.get("ready"))
 
     def post(self, path, body, timeout=5):
-        req = urllib.request.Request("http://127.0.0.1:%d%s" % (self.api, path), data=body, method="POST")
+        """POSTs an owner command (hex bytes) as the API wants it: {"command": hex}, JSON."""
+        data = json.dumps({"command": body.decode()}).encode()
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (self.api, path), data=data, method="POST",
+                                     headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.status, r.read().decode()
