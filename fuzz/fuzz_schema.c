@@ -25,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *p, size_t n)
     size_t gl = 0;
     struct sw_api_oai_error e;
     memset(&e, 0, sizeof e);
-    int rc = sw__schema_compile(schema, "format", &g, &gl, &e);
+    int rc = sw__schema_compile(schema, "format", NULL, NULL, &g, &gl, &e);
     json_decref(schema);
     if (rc) {
         if (e.status != 400 || strncmp(e.param, "format", 6) || !e.message[0]) abort();

@@ -158,9 +158,16 @@ struct sw_api_oai_logprob {
 };
 
 struct sw_api_oai_msg {
-    const char *role;        /* "system", "user", "assistant" */
+    const char *role;        /* "system", "user", "assistant", "tool" (the API turns tool
+                                messages and calls into the template's text before chat()) */
     const char *content;     /* NUL-terminated UTF-8 */
+    const char *tool_calls;  /* assistant: its calls as a compact JSON array of {"id","name",
+                                "arguments": object}; NULL: none */
+    const char *tool_call_id; /* tool: the call it answers ("" when not given) */
 };
+
+/* tool_choice */
+enum { SW_API_TOOLS_NONE = 0, SW_API_TOOLS_AUTO, SW_API_TOOLS_REQUIRED, SW_API_TOOLS_NAMED };
 
 /* Events of one generation, from any thread (the node's loop): on_token for each generated
  * token (eog: it is an end-of-generation token, which ends with finish_reason "stop"; lp:
@@ -236,6 +243,10 @@ struct sw_api_oai_req {
     uint32_t top_logprobs;
     uint8_t *grammar;                /* response_format / format: compiled grammar (owned) */
     size_t grammar_len;
+    char *tools;                     /* tools: compact JSON array of the function objects
+                                        {"name","description","parameters"} (owned); NULL none */
+    int tool_choice;                 /* SW_API_TOOLS_* (AUTO when tools are given) */
+    char *tool_name;                 /* NAMED: the function (owned) */
 };
 
 /* Parses and checks a /v1/completions (chat 0) or /v1/chat/completions (chat 1) body.

@@ -331,11 +331,27 @@ int sw__job_begin(struct sw__job *j, struct sw_api_oai_error *e)
     int32_t *ids = NULL;
     size_t n = 0;
     const char *what = j->req.chat ? "messages" : "prompt";
+    int tool_msgs = 0;
+    for (size_t i = 0; i < j->req.n_msgs; i++) tool_msgs |= !strcmp(j->req.msgs[i].role, "tool") || j->req.msgs[i].tool_calls;
+    j->tools_on = j->req.chat && j->req.tools && j->req.tool_choice != SW_API_TOOLS_NONE;
+    j->tool_family = sw__tools_family(m.chat_template);
+    if (j->tools_on && (j->req.tool_choice == SW_API_TOOLS_REQUIRED || j->req.tool_choice == SW_API_TOOLS_NAMED)) {
+        if (j->req.grammar)
+            return SW__BAD(e, "response_format", "'response_format' with a 'tool_choice' that forces a call is not supported");
+        if ((rc = sw__tools_grammar(&j->req, j->tool_family, &j->req.grammar, &j->req.grammar_len, e))) return rc;
+    }
     if (j->req.chat) {
         struct sw_buf p = { 0 };
         const char *const *tstops = NULL;
         char tmpl[64] = "";
-        rc = o->be.chat(o->be.ud, j->req.msgs, j->req.n_msgs, &p, &tstops, tmpl, sizeof tmpl);
+        struct sw__msgs tm = { 0 };
+        if (j->tools_on || tool_msgs) { /* definitions, calls and results in the template's own way */
+            rc = sw__tools_render(&j->req, j->tool_family, &tm);
+            if (!rc) rc = o->be.chat(o->be.ud, tm.m, tm.n, &p, &tstops, tmpl, sizeof tmpl);
+        } else {
+            rc = o->be.chat(o->be.ud, j->req.msgs, j->req.n_msgs, &p, &tstops, tmpl, sizeof tmpl);
+        }
+        sw__msgs_free(&tm);
         if (!rc) rc = o->be.tokenize(o->be.ud, p.data ? (const char *)p.data : "", p.len, &ids, &n);
         sw_buf_free(&p);
         for (size_t i = 0; !rc && tstops && tstops[i] && j->n_stops < SW_API_OAI_MAX_STOP + 8; i++)
@@ -374,6 +390,18 @@ int sw__job_begin(struct sw__job *j, struct sw_api_oai_error *e)
     }
     j->n_prompt = n;
     j->prompt_ids = ids;
+    if (n >= m.n_ctx && j->tools_on) { /* name the tools when they are what does not fit */
+        struct sw_buf tb = { 0 };
+        int32_t *tids = NULL;
+        size_t tn = 0;
+        if (!sw__tools_block(&j->req, j->tool_family, &tb)) o->be.tokenize(o->be.ud, sw_buf_cstr(&tb) ? sw_buf_cstr(&tb) : "", tb.len, &tids, &tn);
+        sw_buf_free(&tb);
+        free(tids);
+        return sw__oai_err_set(e, 400, "invalid_request_error", "context_length_exceeded", "tools",
+                               "This model's maximum context length is %u tokens; the tool definitions take %zu of the "
+                               "%zu the messages need with them",
+                               m.n_ctx, tn, n);
+    }
     if (n >= m.n_ctx)
         return sw__oai_err_set(e, 400, "invalid_request_error", "context_length_exceeded", what,
                                "This model's maximum context length is %u tokens; the %s has %zu", m.n_ctx, what, n);

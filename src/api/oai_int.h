@@ -51,6 +51,8 @@ struct sw__choice {
     struct sw_api_oai_error err;
     int cancelled;
     int done_sent;           /* the stream sent this choice's finish */
+    size_t sent;             /* tools: bytes of out a stream has sent */
+    int tool_held;           /* tools: a call began, the rest waits for the end */
     /* log probabilities of the tokens taken, not yet sent (stream) / all (whole) */
     struct sw_api_oai_logprob *lps;
     size_t n_lps, cap_lps, lps_sent;
@@ -73,6 +75,8 @@ struct sw__job {
     struct sw__choice ch[SW_API_OAI_MAX_N];
     uint64_t t_start_ns, t_first_ns, t_end_ns; /* monotonic: request in, first token, end */
     int role_sent, tail_sent;
+    int tools_on;            /* the answer may hold tool calls (tools given, choice not none) */
+    int tool_family;         /* SW__TOOLS_* */
 };
 
 uint64_t sw__oai_now_ns(void);
@@ -100,8 +104,33 @@ int sw__oai_parse_stop(struct json_t *o, struct sw_api_oai_req *r, struct sw_api
 /* schema.c: a JSON schema (NULL: any JSON object) compiled into a grammar (*out malloc'd).
  * field names the request field in errors ("response_format.json_schema.schema"). 0, or a
  * 400 in e naming the path of what is not supported. */
-int sw__schema_compile(struct json_t *schema, const char *field, uint8_t **out, size_t *out_len,
-                       struct sw_api_oai_error *e);
+int sw__schema_compile(struct json_t *schema, const char *field, const char *prefix, const char *suffix,
+                       uint8_t **out, size_t *out_len, struct sw_api_oai_error *e);
+/* prefix/suffix (NULL: none): literal text before and after the value. */
+
+/* tools.c: tool calling with the template's conventions (families below). */
+enum { SW__TOOLS_HERMES = 0, SW__TOOLS_LLAMA3, SW__TOOLS_MISTRAL };
+int sw__tools_family(const char *chat_template);
+int sw__tools_parse(struct json_t *o, struct sw_api_oai_req *r, struct sw_api_oai_error *e);
+int sw__tools_parse_msg(struct json_t *m, size_t i, struct sw_api_oai_msg *out, struct sw_api_oai_error *e);
+/* The definitions' text as the family shows them to the model. */
+int sw__tools_block(const struct sw_api_oai_req *r, int family, struct sw_buf *out);
+/* Messages rewritten for the family: definitions placed, calls and results as text. */
+struct sw__msgs {
+    struct sw_api_oai_msg *m;
+    char **owned;
+    size_t n;
+};
+int sw__tools_render(const struct sw_api_oai_req *r, int family, struct sw__msgs *out);
+void sw__msgs_free(struct sw__msgs *m);
+/* tool_choice required / named: a grammar whose sentences are calls. */
+int sw__tools_grammar(const struct sw_api_oai_req *r, int family, uint8_t **g, size_t *gl, struct sw_api_oai_error *e);
+/* The calls in an answer (OpenAI's tool_calls array; NULL: none) and the length of the text
+ * before them (the message's content). */
+struct json_t *sw__tools_extract(const struct sw_api_oai_req *r, int family, const char *text, size_t len,
+                                 size_t *content_len);
+/* How much of text a stream may send now; *held set once a call has begun. */
+size_t sw__tools_safe(int family, const char *text, size_t len, int *held);
 
 /* JSON helpers shared by the routes. */
 struct json_t *sw__oai_jstr(const struct sw_buf *b);   /* a JSON string of valid UTF-8 */

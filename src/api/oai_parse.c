@@ -218,10 +218,14 @@ int sw__oai_parse_messages(json_t *o, struct sw_api_oai_req *r, struct sw_api_oa
         const char *norm = !strcmp(rs, "system") || !strcmp(rs, "developer") ? "system"
                            : !strcmp(rs, "user")                             ? "user"
                            : !strcmp(rs, "assistant")                        ? "assistant"
+                           : !strcmp(rs, "tool")                             ? "tool"
                                                                              : NULL;
         if (!norm)
-            return SW__BAD(e, param, "role '%.40s' is not supported (system, developer, user, assistant)", rs);
-        r->msgs[r->n_msgs].role = norm; /* static */
+            return SW__BAD(e, param, "role '%.40s' is not supported (system, developer, user, assistant, tool)", rs);
+        struct sw_api_oai_msg *cur = &r->msgs[r->n_msgs++]; /* counted now: freed with the request */
+        cur->role = norm; /* static */
+        int rc = sw__tools_parse_msg(m, i, cur, e); /* tool_calls, tool_call_id (tools.c) */
+        if (rc) return rc;
         json_t *c = json_object_get(m, "content");
         snprintf(param, sizeof param, "messages[%zu].content", i);
         struct sw_buf text = { 0 };
@@ -245,7 +249,7 @@ int sw__oai_parse_messages(json_t *o, struct sw_api_oai_req *r, struct sw_api_oa
                 if (j) sw_buf_append(&text, "\n", 1);
                 sw_buf_append(&text, json_string_value(t), json_string_length(t));
             }
-        } else if (!(is_null(c) && !strcmp(norm, "assistant"))) {
+        } else if (!(is_null(c) && (!strcmp(norm, "assistant") || !strcmp(norm, "tool")))) {
             return SW__BAD(e, param, "'%s' must be a string or an array of text parts", param);
         }
         snprintf(param, sizeof param, "messages[%zu].content", i);
@@ -257,8 +261,7 @@ int sw__oai_parse_messages(json_t *o, struct sw_api_oai_req *r, struct sw_api_oa
         char *copy = cs ? strdup(cs) : strdup("");
         sw_buf_free(&text);
         if (!copy) return sw__oai_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
-        r->msgs[r->n_msgs].content = copy;
-        r->n_msgs++;
+        cur->content = copy;
     }
     return 0;
 }
@@ -269,7 +272,13 @@ void sw_api_oai_req_free(struct sw_api_oai_req *r)
     free(r->model);
     free(r->prompt);
     free(r->prompt_ids);
-    for (size_t i = 0; i < r->n_msgs; i++) free((char *)r->msgs[i].content);
+    for (size_t i = 0; i < r->n_msgs; i++) {
+        free((char *)r->msgs[i].content);
+        free((char *)r->msgs[i].tool_calls);
+        free((char *)r->msgs[i].tool_call_id);
+    }
+    free(r->tools);
+    free(r->tool_name);
     free(r->msgs);
     for (size_t i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->grammar);
@@ -288,7 +297,7 @@ static int parse_response_format(json_t *o, struct sw_api_oai_req *r, struct sw_
         return SW__BAD(e, "response_format.type", "'response_format' must be an object with a string 'type'");
     const char *ts = json_string_value(t);
     if (!strcmp(ts, "text")) return 0;
-    if (!strcmp(ts, "json_object")) return sw__schema_compile(NULL, "response_format", &r->grammar, &r->grammar_len, e);
+    if (!strcmp(ts, "json_object")) return sw__schema_compile(NULL, "response_format", NULL, NULL, &r->grammar, &r->grammar_len, e);
     if (strcmp(ts, "json_schema"))
         return SW__BAD(e, "response_format.type", "'response_format.type' must be text, json_object or json_schema");
     json_t *js = json_object_get(v, "json_schema");
@@ -298,8 +307,8 @@ static int parse_response_format(json_t *o, struct sw_api_oai_req *r, struct sw_
         return SW__BAD(e, "response_format.json_schema.name", "'response_format.json_schema.name' must be a string");
     json_t *schema = json_object_get(js, "schema");
     if (is_null(schema)) /* OpenAI: without a schema the output is any JSON object */
-        return sw__schema_compile(NULL, "response_format.json_schema", &r->grammar, &r->grammar_len, e);
-    return sw__schema_compile(schema, "response_format.json_schema.schema", &r->grammar, &r->grammar_len, e);
+        return sw__schema_compile(NULL, "response_format.json_schema", NULL, NULL, &r->grammar, &r->grammar_len, e);
+    return sw__schema_compile(schema, "response_format.json_schema.schema", NULL, NULL, &r->grammar, &r->grammar_len, e);
 }
 
 static int parse_fields(int chat, json_t *o, struct sw_api_oai_req *r, struct sw_api_oai_error *e)
@@ -368,16 +377,11 @@ static int parse_fields(int chat, json_t *o, struct sw_api_oai_req *r, struct sw
             if (!r->logprobs) return SW__BAD(e, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
             r->top_logprobs = (uint32_t)x;
         }
-        v = json_object_get(o, "tools");
-        if ((rc = refuse_unless(o, "tools", json_is_array(v) && !json_array_size(v), "no tool calling", e))) return rc;
         v = json_object_get(o, "functions");
-        if ((rc = refuse_unless(o, "functions", json_is_array(v) && !json_array_size(v), "no function calling", e)))
+        if ((rc = refuse_unless(o, "functions", json_is_array(v) && !json_array_size(v),
+                                "the deprecated 'functions' (use 'tools')", e)))
             return rc;
-        v = json_object_get(o, "tool_choice");
-        if ((rc = refuse_unless(o, "tool_choice", json_is_string(v) && (!strcmp(json_string_value(v), "none") ||
-                                                                        !strcmp(json_string_value(v), "auto")),
-                                "no tool calling", e)))
-            return rc;
+        if ((rc = sw__tools_parse(o, r, e))) return rc; /* tools.c */
 
     } else {
         /* completions: logprobs is how many alternatives (0..5) besides the chosen token */

@@ -243,9 +243,9 @@ static int parse_common(json_t *o, struct sw_api_oai_req *r, struct sw_api_oai_e
     /* format: "json" (any JSON object) or a JSON schema: constrained decoding (schema.c) */
     v = json_object_get(o, "format");
     if (json_is_string(v) && !strcmp(json_string_value(v), "json")) {
-        if ((rc = sw__schema_compile(NULL, "format", &r->grammar, &r->grammar_len, e))) return rc;
+        if ((rc = sw__schema_compile(NULL, "format", NULL, NULL, &r->grammar, &r->grammar_len, e))) return rc;
     } else if (json_is_object(v)) {
-        if ((rc = sw__schema_compile(v, "format", &r->grammar, &r->grammar_len, e))) return rc;
+        if ((rc = sw__schema_compile(v, "format", NULL, NULL, &r->grammar, &r->grammar_len, e))) return rc;
     } else if (!is_null(v) && !(json_is_string(v) && !json_string_length(v))) {
         return SW__BAD(e, "format", "'format' must be \"json\" or a JSON schema");
     }
@@ -335,9 +335,7 @@ static int parse_chat(json_t *o, struct sw_api_oai_req *r, int *load_only, struc
                 return SW__BAD(e, param, "'%s': images are not supported (no vision models)", param);
             }
         }
-    json_t *tools = json_object_get(o, "tools");
-    if (!is_null(tools) && !(json_is_array(tools) && !json_array_size(tools)))
-        return SW__BAD(e, "tools", "'tools' are not supported yet");
+    if ((rc = sw__tools_parse(o, r, e))) return rc; /* tools: as /v1 (tools.c), tool_choice auto */
     return sw__oai_parse_messages(o, r, e);
 }
 
@@ -361,12 +359,41 @@ static void set_text(const struct sw__job *j, json_t *o, const struct sw_buf *te
         json_object_set_new(o, "response", s);
 }
 
+/* Ollama's tool calls: [{"function": {"name", "arguments": object}}], from OpenAI's. */
+static json_t *ollama_calls(json_t *calls)
+{
+    json_t *out = json_array();
+    for (size_t k = 0; k < json_array_size(calls); k++) {
+        json_t *f = json_object_get(json_array_get(calls, k), "function");
+        json_t *args = json_loads(json_string_value(json_object_get(f, "arguments")), 0, NULL);
+        json_array_append_new(out, json_pack("{s:{s:O,s:o}}", "function", "name", json_object_get(f, "name"), "arguments",
+                                             args ? args : json_object()));
+    }
+    return out;
+}
+
+/* A chat answer that is tool calls: the message with its content before them and tool_calls. */
+static int with_calls(const struct sw__job *j, json_t *o, const struct sw_buf *all)
+{
+    if (!j->tools_on || !all || !all->len) return 0;
+    size_t content_len = all->len;
+    json_t *calls = sw__tools_extract(&j->req, j->tool_family, (const char *)all->data, all->len, &content_len);
+    if (!calls) return 0;
+    struct sw_buf head = { 0 };
+    sw_buf_append(&head, all->data, content_len);
+    json_object_set_new(o, "message", json_pack("{s:s,s:o,s:o}", "role", "assistant", "content", sw__oai_jstr(&head),
+                                                "tool_calls", ollama_calls(calls)));
+    sw_buf_free(&head);
+    json_decref(calls);
+    return 1;
+}
+
 /* The last line: done, done_reason, generate's context, the counts and durations (ns). */
 static json_t *final_line(const struct sw__job *j, const struct sw_buf *text, const char *reason)
 {
     const struct sw__choice *c = &j->ch[0];
     json_t *o = line_head(j);
-    set_text(j, o, text);
+    if (!with_calls(j, o, text)) set_text(j, o, text);
     json_object_set_new(o, "done", json_true());
     json_object_set_new(o, "done_reason", json_string(reason));
     if (j->ollama == OLLAMA_GENERATE && j->n_choices) {
@@ -406,6 +433,31 @@ static int stream_read(void *ud, struct sw_buf *out, uint32_t wait_ms)
     struct sw__choice *c = &j->ch[0];
     struct sw_buf delta = { 0 };
     int fin = sw__job_pump(j, c, &delta, wait_ms);
+    int calls = 0;
+    if (j->tools_on && !c->failed) { /* text that may begin a tool call waits (as on /v1) */
+        sw_buf_append(&c->out, delta.data, delta.len);
+        delta.len = 0;
+        size_t safe = c->out.len;
+        if (!c->tool_held) {
+            int held = 0;
+            safe = sw__tools_safe(j->tool_family, (const char *)c->out.data, c->out.len, &held);
+            c->tool_held = held;
+        }
+        if (fin) {
+            json_t *o = line_head(j);
+            if ((calls = with_calls(j, o, &c->out))) { /* Ollama sends the calls in a line of their own */
+                json_object_set_new(o, "done", json_false());
+                ndjson(out, o);
+            } else {
+                json_decref(o);
+                safe = c->out.len;
+            }
+        }
+        if (!calls && safe > c->sent) {
+            sw_buf_append(&delta, c->out.data + c->sent, safe - c->sent);
+            c->sent = safe;
+        }
+    }
     if (delta.len) {
         json_t *o = line_head(j);
         set_text(j, o, &delta);

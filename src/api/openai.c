@@ -106,7 +106,18 @@ static char *whole_response(struct sw__job *j)
         size_t off = 0;
         json_t *lp = j->req.logprobs ? logprobs_obj(j, c, 0, c->n_lps, &off) : json_null();
         json_t *choice;
-        if (j->req.chat)
+        size_t content_len = c->out.len;
+        json_t *calls = j->tools_on ? sw__tools_extract(&j->req, j->tool_family, (const char *)c->out.data, c->out.len,
+                                                         &content_len)
+                                    : NULL;
+        if (calls) { /* the answer is tool calls (with the text before them as content) */
+            struct sw_buf head = { 0 };
+            sw_buf_append(&head, c->out.data, content_len);
+            choice = json_pack("{s:i,s:{s:s,s:o,s:n,s:o},s:o,s:s}", "index", (int)i, "message", "role", "assistant",
+                               "content", content_len ? sw__oai_jstr(&head) : json_null(), "refusal", "tool_calls",
+                               calls, "logprobs", lp, "finish_reason", "tool_calls");
+            sw_buf_free(&head);
+        } else if (j->req.chat)
             choice = json_pack("{s:i,s:{s:s,s:o,s:n},s:o,s:s}", "index", (int)i, "message", "role", "assistant",
                                "content", sw__oai_jstr(&c->out), "refusal", "logprobs", lp, "finish_reason", c->finish);
         else
@@ -144,6 +155,28 @@ static void sse_chunk(struct sw__job *j, uint32_t i, struct sw_buf *out, const s
     }
     json_object_set_new(o, "choices", json_pack("[o]", choice));
     /* with include_usage every chunk carries "usage": null, the last one the counts */
+    if (j->req.include_usage) json_object_set_new(o, "usage", json_null());
+    char *s = json_dumps(o, JSON_COMPACT);
+    if (s) sw_api_sse_data(out, s, strlen(s));
+    free(s);
+    json_decref(o);
+}
+
+/* A chunk with the choice's tool calls, whole (OpenAI streams may split arguments; one
+ * piece is a valid split). */
+static void tool_chunk(struct sw__job *j, uint32_t i, struct sw_buf *out, json_t *calls)
+{
+    json_t *o = head_obj(j, "chat.completion.chunk");
+    json_t *tc = json_array();
+    for (size_t k = 0; k < json_array_size(calls); k++) {
+        json_t *c = json_deep_copy(json_array_get(calls, k));
+        json_object_set_new(c, "index", json_integer((json_int_t)k));
+        json_array_append_new(tc, c);
+    }
+    json_t *choice = json_pack("{s:i,s:{s:o},s:n,s:n}", "index", (int)i, "delta", "tool_calls", tc, "logprobs",
+                               "finish_reason");
+    json_object_set_new(o, "choices", json_pack("[o]", choice));
+    json_object_set_new(o, "system_fingerprint", json_null());
     if (j->req.include_usage) json_object_set_new(o, "usage", json_null());
     char *s = json_dumps(o, JSON_COMPACT);
     if (s) sw_api_sse_data(out, s, strlen(s));
@@ -190,6 +223,36 @@ static int stream_read(void *ud, struct sw_buf *out, uint32_t wait_ms)
         if (c->done_sent) continue;
         struct sw_buf delta = { 0 };
         int fin = sw__job_pump(j, c, &delta, per);
+        if (j->tools_on && !c->failed) { /* text that may begin a tool call waits */
+            sw_buf_append(&c->out, delta.data, delta.len);
+            delta.len = 0;
+            size_t safe = c->out.len;
+            if (!c->tool_held) {
+                int held = 0;
+                safe = sw__tools_safe(j->tool_family, (const char *)c->out.data, c->out.len, &held);
+                c->tool_held = held;
+            }
+            if (fin) {
+                size_t content_len = c->out.len;
+                json_t *calls = sw__tools_extract(&j->req, j->tool_family, (const char *)c->out.data, c->out.len,
+                                                  &content_len);
+                if (calls) {
+                    if (content_len > c->sent) sw_buf_append(&delta, c->out.data + c->sent, content_len - c->sent);
+                    if (delta.len) sse_chunk(j, i, out, &delta, NULL, NULL, 0);
+                    delta.len = 0;
+                    tool_chunk(j, i, out, calls);
+                    c->finish = "tool_calls";
+                    c->sent = c->out.len;
+                    json_decref(calls);
+                } else {
+                    safe = c->out.len;
+                }
+            }
+            if (safe > c->sent && !(fin && c->finish && !strcmp(c->finish, "tool_calls"))) {
+                sw_buf_append(&delta, c->out.data + c->sent, safe - c->sent);
+                c->sent = safe;
+            }
+        }
         json_t *lp = NULL;
         if (j->req.logprobs && c->n_lps > c->lps_sent) {
             size_t off = 0; /* a stream's completions text_offset counts from the chunk */

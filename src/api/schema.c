@@ -563,7 +563,8 @@ static int32_t gen(struct sc *c, json_t *s)
     return c->err ? -1 : r;
 }
 
-int sw__schema_compile(json_t *schema, const char *field, uint8_t **out, size_t *out_len, struct sw_api_oai_error *e)
+int sw__schema_compile(json_t *schema, const char *field, const char *prefix, const char *suffix, uint8_t **out,
+                       size_t *out_len, struct sw_api_oai_error *e)
 {
     *out = NULL;
     *out_len = 0;
@@ -580,6 +581,14 @@ int sw__schema_compile(json_t *schema, const char *field, uint8_t **out, size_t 
         } else { /* JSON mode: any object */
             if (r_value(c) >= 0) root = c->obj_any - 1;
         }
+    }
+    if (root >= 0 && (prefix || suffix)) { /* literal text around the value (a tool call's markers) */
+        int32_t w = rule(c);
+        if (w < 0 || sw_gbuild_alt(c->b, w) || (prefix && sw_gbuild_lit(c->b, w, prefix, strlen(prefix))) ||
+            sw_gbuild_ref(c->b, w, root) || (suffix && sw_gbuild_lit(c->b, w, suffix, strlen(suffix))))
+            root = oom(c);
+        else
+            root = w;
     }
     struct sw_buf g = { 0 };
     char err[160] = "";

@@ -165,12 +165,18 @@ int sw_chat_format(enum sw_chat_tmpl t, const struct sw_chat_msg *msgs, size_t n
         break;
     }
     case SW_CHAT_MISTRAL: {
-        /* [INST] (sys\n\n)user [/INST]answer</s>[INST] user [/INST] */
+        /* [INST] (sys\n\n)user [/INST]answer</s>[INST] user [/INST]; tool calling (v3
+         * tokenizers): role "tools" is [AVAILABLE_TOOLS] defs[/AVAILABLE_TOOLS] (before the
+         * last [INST]), role "tool" a result [TOOL_RESULTS] {...}[/TOOL_RESULTS] */
         const char *sys = NULL;
         for (size_t i = 0; i < n; i++) {
             const struct sw_chat_msg *m = &msgs[i];
             if (is_role(m, "system")) {
                 sys = m->content;
+            } else if (is_role(m, "tools")) {
+                sw_buf_printf(b, "[AVAILABLE_TOOLS] %s[/AVAILABLE_TOOLS]", m->content);
+            } else if (is_role(m, "tool")) {
+                sw_buf_printf(b, "[TOOL_RESULTS] %s[/TOOL_RESULTS]", m->content);
             } else if (is_role(m, "user")) {
                 sw_buf_printf(b, "[INST] ");
                 if (sys) sw_buf_printf(b, "%s\n\n", sys);

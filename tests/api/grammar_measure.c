@@ -54,7 +54,7 @@ static void one(const char *path, const char *what, const char *schema_text)
     uint8_t *gb = NULL;
     size_t gl = 0;
     struct sw_api_oai_error e;
-    if (sw__schema_compile(schema, "format", &gb, &gl, &e)) {
+    if (sw__schema_compile(schema, "format", NULL, NULL, &gb, &gl, &e)) {
         fprintf(stderr, "compile: %s\n", e.message);
         exit(1);
     }

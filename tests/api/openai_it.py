@@ -348,7 +348,7 @@ def case_errors():
         e = expect_error(sw.api, C, {"prompt": PROMPT, "model": "gpt-4"}, 404, "model")
         check(e["code"] == "model_not_found", "code %r" % e)
         expect_error(sw.api, CH, {"messages": []}, 400, "messages")
-        expect_error(sw.api, CH, {"messages": [{"role": "tool", "content": "x"}]}, 400, "messages[0].role")
+        expect_error(sw.api, CH, {"messages": [{"role": "function", "content": "x"}]}, 400, "messages[0].role")
         expect_error(sw.api, CH, {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
                      400, "messages[0].content[0].type")
         expect_error(sw.api, CH, {"messages": [{"role": "user", "content": 7}]}, 400, "messages[0].content")
@@ -362,7 +362,7 @@ def case_errors():
             "type": "json_schema", "json_schema": {"name": "p", "schema": {"$ref": "#/$defs/nope"}}}}, 400,
             "response_format.json_schema.schema")
         expect_error(sw.api, CH, {"messages": [{"role": "user", "content": "x"}],
-                                  "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools")
+                                  "tools": [{"type": "retrieval", "function": {"name": "f"}}]}, 400, "tools[0].type")
         big = json.dumps({"prompt": "a" * (1100 * 1024)}).encode()
         expect_error(sw.api, C, None, 413, None, raw=big, what="a 1.1 MiB body")
         st, r = request(sw.api, "GET", "/v1/nothing")
@@ -480,12 +480,16 @@ const client = new OpenAI({ baseURL: process.env.BASE_URL, apiKey: "x" });
     temperature: 0.7, seed: 1, response_format: { type: "json_schema", json_schema: { name: "m", strict: true, schema: {
       type: "object", properties: { mood: { enum: ["happy", "sad"] }, ok: { type: "boolean" } }, required: ["mood", "ok"],
       additionalProperties: false } } } });
+  const tc = await client.chat.completions.create({ model: id, messages: [{ role: "user", content: "Weather?" }], max_tokens: 80,
+    tools: [{ type: "function", function: { name: "get_weather", parameters: { type: "object",
+      properties: { unit: { enum: ["C", "F"] } }, required: ["unit"] } } }], tool_choice: "required" });
   let err = null;
   try { await client.completions.create({ model: id, prompt: "x", n: 9 }); } catch (e) { err = { status: e.status, param: e.param }; }
   console.log(JSON.stringify({ id, completion: c.choices[0].text, completion_usage: c.usage,
                                chat: chat.choices[0].message.content, chat_finish: chat.choices[0].finish_reason,
                                stream_text: text, stream_role: role, stream_finish: finish, stream_usage: usage, err,
-                               lp_n: lp.choices.length, lp0: lp.choices[0].logprobs.content, sch: sch.choices[0].message.content }));
+                               lp_n: lp.choices.length, lp0: lp.choices[0].logprobs.content, sch: sch.choices[0].message.content,
+                               tc: tc.choices[0].message.tool_calls, tc_finish: tc.choices[0].finish_reason }));
 })().catch((e) => { console.error("FAILED", e); process.exit(1); });
 """
 
@@ -532,7 +536,9 @@ def case_nodejs():
               "logprobs/n via the client: %r" % out["lp0"])
         sch = json.loads(out["sch"])
         check(set(sch) == {"mood", "ok"} and sch["mood"] in ("happy", "sad"), "json_schema via the client: %r" % out["sch"])
-        print("nodejs: openai@4 models/completions/chat (stream and not), logprobs, n, json_schema all as expected", file=sys.stderr)
+        check(out["tc_finish"] == "tool_calls" and out["tc"][0]["function"]["name"] == "get_weather" and
+              json.loads(out["tc"][0]["function"]["arguments"])["unit"] in ("C", "F"), "tool call via the client: %r" % out)
+        print("nodejs: openai@4 models/completions/chat (stream and not), logprobs, n, json_schema, tool call as expected", file=sys.stderr)
 
 
 SCHEMA = {"type": "object", "properties": {
@@ -783,6 +789,68 @@ def case_structured():
               % (len(outs) + 1, outs[0][:120]), file=sys.stderr)
 
 
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "The weather in a city now",
+                                           "parameters": {"type": "object", "properties": {
+                                               "unit": {"enum": ["C", "F"]}, "rain": {"type": "boolean"}},
+                                               "required": ["unit", "rain"], "additionalProperties": False}}},
+         {"type": "function", "function": {"name": "get_time", "parameters": {
+             "type": "object", "properties": {"utc": {"type": "boolean"}}, "required": ["utc"]}}}]
+
+
+def case_tools():
+    """tools / tool_choice with the model's template (stories260K: the ChatML fallback, so the
+    Hermes/Qwen form): a forced call parses into tool_calls whose arguments validate (whole and
+    streamed, named), auto answers text, a conversation with calls and results is taken, and
+    tool definitions too big for the context are a 400 naming 'tools'."""
+    with harness.Procs() as procs:
+        sw = Swarm2(procs)
+        wait_ready(sw.api)
+        wait_generation(sw.api)
+        CH = "/v1/chat/completions"
+        msgs = [{"role": "user", "content": "What is the weather in Oslo?"}]
+        st, r = request(sw.api, "POST", CH, {"messages": msgs, "tools": TOOLS, "tool_choice": "required",
+                                             "temperature": 0.8, "seed": 3, "max_tokens": 120})
+        check(st == 200, "tool_choice required: %d %r" % (st, r))
+        ch = r["choices"][0]
+        check(ch["finish_reason"] == "tool_calls" and ch["message"]["content"] is None, "forced call: %r" % ch)
+        calls = ch["message"]["tool_calls"]
+        check(len(calls) == 1 and calls[0]["type"] == "function" and calls[0]["id"].startswith("call_"), "calls %r" % calls)
+        fn = calls[0]["function"]
+        spec = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+        check(fn["name"] in spec, "unknown function %r" % fn)
+        validate(json.loads(fn["arguments"]), spec[fn["name"]])
+        # named, streamed: one tool_calls delta, finish_reason tool_calls
+        chunks, done = stream(sw.api, CH, {"messages": msgs, "tools": TOOLS, "stream": True, "max_tokens": 120,
+                                           "tool_choice": {"type": "function", "function": {"name": "get_weather"}}})
+        deltas = [k["choices"][0] for k in chunks if k["choices"]]
+        tcs = [d["delta"]["tool_calls"] for d in deltas if "tool_calls" in d["delta"]]
+        check(done and len(tcs) == 1 and tcs[0][0]["function"]["name"] == "get_weather" and tcs[0][0]["index"] == 0,
+              "streamed named call %r" % deltas)
+        validate(json.loads(tcs[0][0]["function"]["arguments"]), spec["get_weather"])
+        check(deltas[-1]["finish_reason"] == "tool_calls", "stream finish %r" % deltas[-1])
+        # auto: a story model answers in text; the definitions were in its prompt
+        st, a = request(sw.api, "POST", CH, {"messages": msgs, "tools": TOOLS, "temperature": 0, "max_tokens": 20})
+        st2, b = request(sw.api, "POST", CH, {"messages": msgs, "temperature": 0, "max_tokens": 20})
+        check(st == 200 and a["choices"][0]["finish_reason"] in ("stop", "length") and
+              isinstance(a["choices"][0]["message"]["content"], str) and "tool_calls" not in a["choices"][0]["message"],
+              "auto %r" % a)
+        check(a["usage"]["prompt_tokens"] > b["usage"]["prompt_tokens"] + 50, "the tools are not in the prompt: %r vs %r" %
+              (a["usage"], b["usage"]))
+        # a conversation with a call and its result
+        conv = msgs + [{"role": "assistant", "content": None, "tool_calls": [
+            {"id": calls[0]["id"], "type": "function", "function": fn}]},
+            {"role": "tool", "tool_call_id": calls[0]["id"], "content": "-3 C, snow"}]
+        st, c = request(sw.api, "POST", CH, {"messages": conv, "tools": TOOLS, "temperature": 0, "max_tokens": 10})
+        check(st == 200 and c["usage"]["prompt_tokens"] > a["usage"]["prompt_tokens"], "conversation: %d %r" % (st, c))
+        # definitions that do not fit the context
+        big = [{"type": "function", "function": {"name": "f", "description": "word " * 3000,
+                                                 "parameters": {"type": "object"}}}]
+        e = expect_error(sw.api, CH, {"messages": msgs, "tools": big}, 400, "tools")
+        check(e["code"] == "context_length_exceeded" and "tool definitions" in e["message"], "big tools %r" % e)
+        print("tools: forced call %s(%s), named streamed call, auto text, a conversation with results, big tools 400" %
+              (fn["name"], fn["arguments"]), file=sys.stderr)
+
+
 def ndjson(port, path, body, timeout=60):
     """POST an Ollama streaming request: the parsed lines; checks the framing."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -856,6 +924,16 @@ def case_ollama():
                 check(isinstance(json.loads(r["response"]), dict), "format json %r" % r)
             else:
                 check(json_prefix_ok(r["response"]), "format json, cut at the limit: not a JSON prefix %r" % r["response"])
+        # tools: a conversation with a call (arguments as an object, Ollama's way) and its result
+        conv = {"model": name, "tools": TOOLS, "options": {"temperature": 0, "num_predict": 15}, "messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "get_weather",
+                                                                             "arguments": {"unit": "C", "rain": False}}}]},
+            {"role": "tool", "content": "-3 C"}]}
+        st, w = request(sw.api, "POST", "/api/chat", dict(conv, stream=False))
+        check(st == 200 and w["done"] and isinstance(w["message"]["content"], str), "chat with tools %d %r" % (st, w))
+        lines = ndjson(sw.api, "/api/chat", conv)
+        check("".join(ln["message"]["content"] for ln in lines) == w["message"]["content"], "streamed chat with tools")
         # load-only requests and errors
         r = request(sw.api, "POST", "/api/generate", {"model": name, "stream": False})[1]
         check(r["done"] and r["done_reason"] == "load", "empty prompt %r" % r)
@@ -1017,5 +1095,5 @@ def case_measure():
 if __name__ == "__main__":
     cases = {"completions": case_completions, "chat": case_chat, "concurrent": case_concurrent, "errors": case_errors,
              "notready": case_notready, "disconnect": case_disconnect, "client": case_client, "nodejs": case_nodejs,
-             "structured": case_structured, "ollama": case_ollama, "ollamajs": case_ollamajs, "measure": case_measure}
+             "structured": case_structured, "tools": case_tools, "ollama": case_ollama, "ollamajs": case_ollamajs, "measure": case_measure}
     harness.main_cases(cases)

@@ -135,7 +135,7 @@ static void test_parse_chat(void)
     expect_bad(1, "{\"messages\":[]}", 400, "messages");
     expect_bad(1, "{\"messages\":[5]}", 400, "messages[0]");
     expect_bad(1, "{\"messages\":[{\"content\":\"x\"}]}", 400, "messages[0].role");
-    expect_bad(1, "{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", 400, "messages[0].role");
+    expect_bad(1, "{\"messages\":[{\"role\":\"function\",\"content\":\"x\"}]}", 400, "messages[0].role");
     expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":null}]}", 400, "messages[0].content");
     expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}", 400,
                "messages[0].content[0].type");
@@ -146,7 +146,7 @@ static void test_parse_chat(void)
     expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,\"top_logprobs\":21}", 400,
                "top_logprobs");
     expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_logprobs\":2}", 400, "top_logprobs");
-    expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{}]}", 400, "tools");
+    expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{}]}", 400, "tools[0].type");
     expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"required\"}", 400,
                "tool_choice");
     expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"xml\"}}",
@@ -273,6 +273,7 @@ struct fake {
     size_t n_script;
     _Atomic uint32_t delay_ms;
     _Atomic int last_max;
+    _Atomic uint32_t n_ctx;  /* 0: 64 */
 };
 
 struct run {
@@ -302,12 +303,12 @@ static size_t n_runs;
 
 static int f_model(void *ud, struct sw_api_oai_model *out, char *msg, size_t msg_len)
 {
-    (void)ud;
+    struct fake *f = ud;
     (void)msg;
     (void)msg_len;
     snprintf(out->id, sizeof out->id, "fake-model");
     out->created = 1700000000;
-    out->n_ctx = 64;
+    out->n_ctx = f->n_ctx ? f->n_ctx : 64;
     out->n_vocab = 1000;
     return 0;
 }
@@ -563,6 +564,42 @@ static void test_http(void)
     CHECK_EQ_INT(post(port, "/v1/completions", "{\"prompt\":\"a\",\"max_tokens\":1}", &body, &status), 0);
     CHECK_EQ_INT(status, 200);
     free(body);
+    /* a model that answers with a tool call (the fake has no template: the Hermes form), on
+     * /v1 and on Ollama's /api/chat, whole and streamed */
+    static const char call[] = "Sure.\n<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n</tool_call>";
+    int32_t tscript[sizeof call];
+    for (size_t i = 0; i + 1 < sizeof call; i++) tscript[i] = T(call[i]);
+    tscript[sizeof call - 1] = 999;
+    f.script = tscript;
+    f.n_script = sizeof call;
+    f.n_ctx = 4096; /* the definitions take ~450 byte tokens */
+    const char *treq = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\","
+                       "\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\"}}}]%s}";
+    char tbody[400];
+    snprintf(tbody, sizeof tbody, treq, "");
+    CHECK_EQ_INT(post(port, "/v1/chat/completions", tbody, &body, &status), 0);
+    CHECK_MSG(status == 200 && strstr(body, "\"content\":\"Sure.\"") && strstr(body, "\"finish_reason\":\"tool_calls\"") &&
+                  strstr(body, "\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\":1}\"}"),
+              "%d %s", status, body);
+    free(body);
+    snprintf(tbody, sizeof tbody, treq, ",\"stream\":true");
+    CHECK_EQ_INT(post(port, "/v1/chat/completions", tbody, &body, &status), 0);
+    CHECK_MSG(status == 200 && strstr(body, "\"delta\":{\"content\":\"Sure.\"}") && strstr(body, "\"tool_calls\":[{") &&
+                  strstr(body, "\"index\":0") && strstr(body, "\"finish_reason\":\"tool_calls\"") && !strstr(body, "<tool_call>"),
+              "%d %s", status, body);
+    free(body);
+    snprintf(tbody, sizeof tbody, treq, ",\"model\":\"fake-model\",\"stream\":false");
+    CHECK_EQ_INT(post(port, "/api/chat", tbody, &body, &status), 0);
+    CHECK_MSG(status == 200 && strstr(body, "\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":{\"x\":1}}}]") &&
+                  strstr(body, "\"content\":\"Sure.\""),
+              "%d %s", status, body);
+    free(body);
+    snprintf(tbody, sizeof tbody, treq, ",\"model\":\"fake-model\"");
+    CHECK_EQ_INT(post(port, "/api/chat", tbody, &body, &status), 0);
+    CHECK_MSG(status == 200 && strstr(body, "\"tool_calls\":[{\"function\":{\"name\":\"f\"") && !strstr(body, "<tool_call>") &&
+                  strstr(body, "\"done\":true"),
+              "%d %s", status, body);
+    free(body);
     sw_api_free(a);
     for (int i = 0; i < 200 && f.n_done < f.n_open; i++) usleep(10000); /* the generator threads end */
     CHECK_EQ_INT(f.n_done, f.n_open);
@@ -638,7 +675,7 @@ static void test_grammar_sampling(void)
     uint8_t *g = NULL;
     size_t gl = 0;
     struct sw_api_oai_error e;
-    CHECK_EQ_INT(sw__schema_compile(js, "format", &g, &gl, &e), 0);
+    CHECK_EQ_INT(sw__schema_compile(js, "format", NULL, NULL, &g, &gl, &e), 0);
     json_decref(js);
     float *logits = malloc(nv * sizeof *logits);
     uint8_t *mask = malloc(nv);
@@ -758,13 +795,105 @@ static void test_schema_refusals(void)
         size_t gl = 0;
         struct sw_api_oai_error e;
         memset(&e, 0, sizeof e);
-        CHECK_MSG(sw__schema_compile(js, "format", &g, &gl, &e) != 0, "accepted %s", cases[i].schema);
+        CHECK_MSG(sw__schema_compile(js, "format", NULL, NULL, &g, &gl, &e) != 0, "accepted %s", cases[i].schema);
         CHECK_MSG(e.status == 400 && !strcmp(e.param, cases[i].param), "%s: %d param '%s' (%s)", cases[i].schema, e.status,
                   e.param, e.message);
         if (cases[i].msg) CHECK_EQ_STR(e.message, cases[i].msg);
         free(g);
         json_decref(js);
     }
+}
+
+/* Tool calling per template family: the prompt has the definitions, earlier calls and
+ * results where the family wants them; answers parse back into tool calls. */
+static void test_tools(void)
+{
+    const char *body =
+        "{\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},{\"role\":\"user\",\"content\":\"Weather in Oslo?\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_1\",\"type\":\"function\",\"function\":"
+        "{\"name\":\"get_weather\",\"arguments\":\"{\\\"city\\\":\\\"Oslo\\\"}\"}}]},{\"role\":\"tool\",\"tool_call_id\":"
+        "\"call_1\",\"content\":\"-3 C\"},{\"role\":\"user\",\"content\":\"And Rome?\"}],"
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":\"Weather now\","
+        "\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}}}]}";
+    struct sw_api_oai_req r;
+    struct sw_api_oai_error e;
+    CHECK_EQ_INT(parse(1, body, &r, &e), 0);
+    CHECK(r.tools && r.tool_choice == SW_API_TOOLS_AUTO && r.n_msgs == 5 && r.msgs[2].tool_calls &&
+          !strcmp(r.msgs[3].role, "tool") && !strcmp(r.msgs[3].tool_call_id, "call_1"));
+    static const struct { enum sw_chat_tmpl t; const char *want[4]; const char *answer; } fam[] = {
+        { SW_CHAT_CHATML,
+          { "<|im_start|>system\nBe brief.\n\n# Tools\n", "<tools>\n{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"",
+            "<|im_start|>assistant\n<tool_call>\n{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Oslo\"}}\n</tool_call><|im_end|>",
+            "<|im_start|>user\n<tool_response>\n-3 C\n</tool_response><|im_end|>" },
+          "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}\n</tool_call>" },
+        { SW_CHAT_LLAMA3,
+          { "<|start_header_id|>user<|end_header_id|>\n\nGiven the following functions",
+            "\"name\": \"get_weather\"", "<|start_header_id|>assistant<|end_header_id|>\n\n{\"name\":\"get_weather\",\"parameters\":{\"city\":\"Oslo\"}}<|eot_id|>",
+            "<|start_header_id|>ipython<|end_header_id|>\n\n-3 C<|eot_id|>" },
+          "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Rome\"}}" },
+        { SW_CHAT_MISTRAL,
+          { "[TOOL_CALLS] [{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Oslo\"},\"id\":\"call_1\"}]</s>",
+            "[TOOL_RESULTS] {\"content\":\"-3 C\",\"call_id\":\"call_1\"}[/TOOL_RESULTS]",
+            "[AVAILABLE_TOOLS] [{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"",
+            "[/AVAILABLE_TOOLS][INST] And Rome? [/INST]" },
+          "[TOOL_CALLS] [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}]" },
+    };
+    for (size_t f = 0; f < sizeof fam / sizeof fam[0]; f++) {
+        int family = sw__tools_family(sw_chat_name(fam[f].t));
+        struct sw__msgs tm;
+        CHECK_EQ_INT(sw__tools_render(&r, family, &tm), 0);
+        struct sw_chat_msg cm[16];
+        for (size_t i = 0; i < tm.n && i < 16; i++) {
+            cm[i].role = tm.m[i].role;
+            cm[i].content = tm.m[i].content;
+        }
+        struct sw_buf b = { 0 };
+        CHECK_EQ_INT(sw_chat_format(fam[f].t, cm, tm.n, 1, &b), 0);
+        const char *txt = sw_buf_cstr(&b);
+        for (int k = 0; k < 4; k++)
+            CHECK_MSG(txt && strstr(txt, fam[f].want[k]), "%s: no %s in\n%s", sw_chat_name(fam[f].t), fam[f].want[k], txt);
+        sw_buf_free(&b);
+        sw__msgs_free(&tm);
+        size_t content_len = 99;
+        json_t *calls = sw__tools_extract(&r, family, fam[f].answer, strlen(fam[f].answer), &content_len);
+        CHECK_MSG(calls && json_array_size(calls) == 1, "%s: no call in %s", sw_chat_name(fam[f].t), fam[f].answer);
+        json_t *fn = json_object_get(json_array_get(calls, 0), "function");
+        CHECK(fn && !strcmp(json_string_value(json_object_get(fn, "name")), "get_weather") &&
+              !strcmp(json_string_value(json_object_get(fn, "arguments")), "{\"city\":\"Rome\"}"));
+        CHECK(!strncmp(json_string_value(json_object_get(json_array_get(calls, 0), "id")), "call_", 5));
+        CHECK_EQ_INT(content_len, f == 0 ? strlen("Let me check.") : 0);
+        json_decref(calls);
+        /* a call of an unknown function, or text, is content */
+        CHECK(!sw__tools_extract(&r, family, "{\"name\": \"rm\", \"parameters\": {}}", 32, &content_len));
+        CHECK(!sw__tools_extract(&r, family, "It is sunny.", 12, &content_len) && content_len == 12);
+        /* the grammar of a forced call */
+        r.tool_choice = SW_API_TOOLS_REQUIRED;
+        uint8_t *g = NULL;
+        size_t gl = 0;
+        CHECK_EQ_INT(sw__tools_grammar(&r, family, &g, &gl, &e), 0);
+        struct sw_grammar *gr = NULL;
+        struct sw_gstate *st = NULL;
+        CHECK_EQ_INT(sw_grammar_load(g, gl, &gr), 0);
+        CHECK_EQ_INT(sw_gstate_new(gr, &st), 0);
+        const char *call = f == 0   ? "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}\n</tool_call>"
+                           : f == 1 ? "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Rome\"}}"
+                                    : "[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}]";
+        CHECK_MSG(st && !sw_gstate_feed(st, (const uint8_t *)call, strlen(call)) && sw_gstate_at_end(st), "%s: %s",
+                  sw_chat_name(fam[f].t), call);
+        sw_gstate_free(st);
+        sw_grammar_free(gr);
+        free(g);
+        r.tool_choice = SW_API_TOOLS_AUTO;
+    }
+    sw_api_oai_req_free(&r);
+    expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{}}]}",
+               400, "tools[0].function.name");
+    expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"required\"}", 400, "tool_choice");
+    expect_bad(1, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":"
+                  "{\"name\":\"f\"}}],\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}}}",
+               400, "tool_choice");
+    expect_bad(1, "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":\"[\"}}]}]}",
+               400, "messages[0].tool_calls[0].function");
 }
 
 int main(void)
@@ -776,5 +905,6 @@ int main(void)
     SW_RUN(test_http);
     SW_RUN(test_grammar_sampling);
     SW_RUN(test_schema_refusals);
+    SW_RUN(test_tools);
     return SW_TEST_DONE();
 }
