@@ -261,10 +261,124 @@ FLOAT_TILE2(f32, float, load_f32x8, id_f32)
 FLOAT_TILE2(f16, sw_f16, load_f16x8, h2f)
 FLOAT_TILE2(bf16, sw_bf16, load_bf16x8, sw_k_bf16_to_f32)
 
-/* ------------------------------------------------------------ Q8_0 weights */
+/* ------------------------------------------------------------ Q4_0 / Q8_0 weights */
 
+/* The fp16 scales of 4 consecutive blocks (any block type with `d` first) as floats. */
+#define SCALES4(w)                                                                                  \
+    _mm_cvtph_ps(_mm_setr_epi16((short)(w)[0].d, (short)(w)[1].d, (short)(w)[2].d, (short)(w)[3].d, 0, 0, 0, 0))
+
+/* Block j's 32 codes as unsigned bytes: a broadcast load and one variable shift put the
+ * low nibbles in bytes 0..15 and the high nibbles in 16..31. */
+AI __m256i nibbles32_bc(const uint8_t *p)
+{
+    __m256i x = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_and_si256(_mm256_srlv_epi64(x, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0F));
+}
+
+/* {d, d*sum} pairs of 4 blocks -> {d0 d1 d2 d3 | s0 s1 s2 s3}. */
+AI __m256 pairs4(const float *ds)
+{
+    return _mm256_permutevar8x32_ps(_mm256_loadu_ps(ds), _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+}
+
+/* Q4_0 / Q8_0 rows against NT tokens of Q8_0 activations with {d, d*sum} pairs (the matmul
+ * path), 4 blocks at a time: each block's codes and the 4 scales are decoded once for all
+ * tokens. Per token, the 4 blocks' integer dots are folded into one vector whose lane j
+ * (of each 128-bit half) belongs to block j, so one convert and one FMA apply the 4 scales
+ * dw * da: the multiply-add pipes, not the float ones, bound this loop, and this takes
+ * 4 maddubs + 1 madd (Q4_0: hadd of int16, which cannot overflow: 16 products of u <= 15
+ * and |a| <= 127) instead of 4 + 4. Q4_0's codes are unsigned (q + 8): its offset,
+ * -8 * dw * da * sum(a), comes with the same multiply as the scales (the high half of
+ * `sc`) and is summed apart in `cacc`. Q8_0 uses the sign trick and its int16 pair sums
+ * can reach 32512, so it widens with madd first and folds int32. Odd last blocks: one
+ * at a time. */
+AI void q4_0_sums_nt(int64_t n, const struct sw_block_q4_0 *w, const struct sw_k_act *a, const int NT, float *out)
+{
+    __m256 acc[SW_K_TILE_T_MAX], cacc[SW_K_TILE_T_MAX];
+    float tail[SW_K_TILE_T_MAX];
+    for (int t = 0; t < NT; t++) {
+        acc[t] = cacc[t] = _mm256_setzero_ps();
+        tail[t] = 0;
+    }
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int64_t nb = n / SW_QK4_0;
+    int64_t b = 0;
+    for (; b + 4 <= nb; b += 4) {
+        const __m256i u0 = nibbles32_bc(w[b].qs), u1 = nibbles32_bc(w[b + 1].qs);
+        const __m256i u2 = nibbles32_bc(w[b + 2].qs), u3 = nibbles32_bc(w[b + 3].qs);
+        const __m128 dw4 = SCALES4(w + b);
+        const __m256 dwx = _mm256_set_m128(_mm_mul_ps(dw4, _mm_set1_ps(-8.0f)), dw4);
+        for (int t = 0; t < NT; t++) {
+            const struct sw_block_q8_0 *y = (const struct sw_block_q8_0 *)a[t].q + b;
+            __m256i p0 = _mm256_maddubs_epi16(u0, _mm256_loadu_si256((const __m256i *)y[0].qs));
+            __m256i p1 = _mm256_maddubs_epi16(u1, _mm256_loadu_si256((const __m256i *)y[1].qs));
+            __m256i p2 = _mm256_maddubs_epi16(u2, _mm256_loadu_si256((const __m256i *)y[2].qs));
+            __m256i p3 = _mm256_maddubs_epi16(u3, _mm256_loadu_si256((const __m256i *)y[3].qs));
+            __m256i z = _mm256_madd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(p0, p1), _mm256_hadd_epi16(p2, p3)), ones);
+            __m256 sc = _mm256_mul_ps(dwx, pairs4(a[t].sums + 2 * b)); /* {dw*d | -8*dw*d*sum} */
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(z), _mm256_permute2f128_ps(sc, sc, 0x00), acc[t]);
+            cacc[t] = _mm256_add_ps(cacc[t], sc);
+        }
+    }
+    for (; b < nb; b++) {
+        const __m256i u = nibbles32_bc(w[b].qs);
+        const float dw = h2f(w[b].d);
+        for (int t = 0; t < NT; t++) {
+            const struct sw_block_q8_0 *y = (const struct sw_block_q8_0 *)a[t].q + b;
+            acc[t] = _mm256_fmadd_ps(dot_us8(u, _mm256_loadu_si256((const __m256i *)y->qs)),
+                                     _mm256_set1_ps(dw * a[t].sums[2 * b]), acc[t]);
+            tail[t] += dw * a[t].sums[2 * b + 1];
+        }
+    }
+    for (int t = 0; t < NT; t++)
+        out[t] = hsum_ps(acc[t]) + hsum_ps(_mm256_permute2f128_ps(cacc[t], cacc[t], 0x81)) - 8.0f * tail[t];
+}
+
+AI void q8_0_sums_nt(int64_t n, const struct sw_block_q8_0 *w, const struct sw_k_act *a, const int NT, float *out)
+{
+    __m256 acc[SW_K_TILE_T_MAX];
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int64_t nb = n / SW_QK8_0;
+    int64_t b = 0;
+    for (; b + 4 <= nb; b += 4) {
+        const __m256i q0 = _mm256_loadu_si256((const __m256i *)w[b].qs);
+        const __m256i q1 = _mm256_loadu_si256((const __m256i *)w[b + 1].qs);
+        const __m256i q2 = _mm256_loadu_si256((const __m256i *)w[b + 2].qs);
+        const __m256i q3 = _mm256_loadu_si256((const __m256i *)w[b + 3].qs);
+        const __m256i aq0 = _mm256_sign_epi8(q0, q0), aq1 = _mm256_sign_epi8(q1, q1);
+        const __m256i aq2 = _mm256_sign_epi8(q2, q2), aq3 = _mm256_sign_epi8(q3, q3);
+        const __m128 dw4 = SCALES4(w + b);
+        const __m256 dwx = _mm256_set_m128(dw4, dw4);
+        for (int t = 0; t < NT; t++) {
+            const struct sw_block_q8_0 *y = (const struct sw_block_q8_0 *)a[t].q + b;
+#define Q8_M(k) _mm256_madd_epi16(_mm256_maddubs_epi16(aq##k, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y[k].qs), q##k)), ones)
+            __m256i z = _mm256_hadd_epi32(_mm256_hadd_epi32(Q8_M(0), Q8_M(1)), _mm256_hadd_epi32(Q8_M(2), Q8_M(3)));
+#undef Q8_M
+            __m256 d4 = pairs4(a[t].sums + 2 * b);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(z), _mm256_mul_ps(dwx, _mm256_permute2f128_ps(d4, d4, 0x00)), acc[t]);
+        }
+    }
+    for (; b < nb; b++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)w[b].qs);
+        const __m256i aq = _mm256_sign_epi8(q, q);
+        const float dw = h2f(w[b].d);
+        for (int t = 0; t < NT; t++) {
+            const struct sw_block_q8_0 *y = (const struct sw_block_q8_0 *)a[t].q + b;
+            __m256i s = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y->qs), q);
+            acc[t] = _mm256_fmadd_ps(dot_us8(aq, s), _mm256_set1_ps(dw * a[t].sums[2 * b]), acc[t]);
+        }
+    }
+    for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]);
+}
+
+/* Without activation sums (vec_dot): Q8_0 activation scales read from the blocks. */
 AI void q8_0_nt(int64_t n, const struct sw_block_q8_0 *w, const struct sw_k_act *a, const int NT, float *out)
 {
+    if (a[0].sums) {
+        q8_0_sums_nt(n, w, a, NT, out);
+        return;
+    }
     __m256 acc[SW_K_TILE_T];
     for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
     const int64_t nb = n / SW_QK8_0;
@@ -274,41 +388,22 @@ AI void q8_0_nt(int64_t n, const struct sw_block_q8_0 *w, const struct sw_k_act 
         float dw = h2f(w[b].d);
         for (int t = 0; t < NT; t++) {
             const struct sw_block_q8_0 *y = (const struct sw_block_q8_0 *)a[t].q + b;
-            float da = a[t].sums ? a[t].sums[2 * b] : h2f(y->d);
             __m256i s = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y->qs), q);
-            acc[t] = _mm256_fmadd_ps(dot_us8(aq, s), _mm256_set1_ps(dw * da), acc[t]);
+            acc[t] = _mm256_fmadd_ps(dot_us8(aq, s), _mm256_set1_ps(dw * h2f(y->d)), acc[t]);
         }
     }
     for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]);
 }
 
-/* ------------------------------------------------------------ Q4_0 weights */
-
-/* With activation sums: dot(q - 8, a) = dot(q, a) - 8 * sum(a), q unsigned in maddubs. */
 AI void q4_0_nt(int64_t n, const struct sw_block_q4_0 *w, const struct sw_k_act *a, const int NT, float *out)
 {
-    __m256 acc[SW_K_TILE_T];
-    float corr[SW_K_TILE_T];
-    for (int t = 0; t < NT; t++) {
-        acc[t] = _mm256_setzero_ps();
-        corr[t] = 0;
-    }
-    const int64_t nb = n / SW_QK4_0;
     if (a[0].sums) {
-        for (int64_t b = 0; b < nb; b++) {
-            __m256i u = nibbles32(w[b].qs);
-            float dw = h2f(w[b].d);
-            for (int t = 0; t < NT; t++) {
-                const struct sw_block_q8_0 *y = (const struct sw_block_q8_0 *)a[t].q + b;
-                const float *ds = a[t].sums + 2 * b;
-                acc[t] = _mm256_fmadd_ps(dot_us8(u, _mm256_loadu_si256((const __m256i *)y->qs)),
-                                         _mm256_set1_ps(dw * ds[0]), acc[t]);
-                corr[t] += dw * ds[1];
-            }
-        }
-        for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]) - 8.0f * corr[t];
+        q4_0_sums_nt(n, w, a, NT, out);
         return;
     }
+    __m256 acc[SW_K_TILE_T];
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    const int64_t nb = n / SW_QK4_0;
     for (int64_t b = 0; b < nb; b++) {
         __m256i q = _mm256_sub_epi8(nibbles32(w[b].qs), _mm256_set1_epi8(8));
         float dw = h2f(w[b].d);
@@ -320,6 +415,34 @@ AI void q4_0_nt(int64_t n, const struct sw_block_q4_0 *w, const struct sw_k_act 
     }
     for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]);
 }
+
+/* Up to 8 tokens per decoded row (max_nt) with sums; the no-sums path keeps 4. */
+#define ROWDOT8_DISPATCH(NAME, WT)                                                                  \
+    static void rowdot_##NAME(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out) \
+    {                                                                                               \
+        if (!a[0].sums && nt > SW_K_TILE_T) { /* never asked: max_nt is for the matmul path */     \
+            rowdot_##NAME(n, w, a, SW_K_TILE_T, out);                                               \
+            rowdot_##NAME(n, w, a + SW_K_TILE_T, nt - SW_K_TILE_T, out + SW_K_TILE_T);              \
+            return;                                                                                 \
+        }                                                                                           \
+        switch (nt) {                                                                               \
+        case 1: NAME##_nt(n, (const WT *)w, a, 1, out); break;                                     \
+        case 2: NAME##_nt(n, (const WT *)w, a, 2, out); break;                                     \
+        case 3: NAME##_nt(n, (const WT *)w, a, 3, out); break;                                     \
+        case 4: NAME##_nt(n, (const WT *)w, a, 4, out); break;                                     \
+        case 5: NAME##_sums_nt(n, (const WT *)w, a, 5, out); break;                                \
+        case 6: NAME##_sums_nt(n, (const WT *)w, a, 6, out); break;                                \
+        case 7: NAME##_sums_nt(n, (const WT *)w, a, 7, out); break;                                \
+        default: NAME##_sums_nt(n, (const WT *)w, a, 8, out); break;                               \
+        }                                                                                           \
+    }                                                                                               \
+    static float vec_dot_##NAME(int64_t n, const void *w, const void *act)                         \
+    {                                                                                               \
+        struct sw_k_act a = {act, NULL};                                                            \
+        float out;                                                                                  \
+        NAME##_nt(n, (const WT *)w, &a, 1, &out);                                                   \
+        return out;                                                                                 \
+    }
 
 /* ------------------------------------------------------------ K-quants */
 
@@ -452,8 +575,8 @@ AI void q6_K_nt(int64_t n, const struct sw_block_q6_K *w, const struct sw_k_act 
     for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]);
 }
 
-ROWDOT_DISPATCH(q8_0, struct sw_block_q8_0)
-ROWDOT_DISPATCH(q4_0, struct sw_block_q4_0)
+ROWDOT8_DISPATCH(q8_0, struct sw_block_q8_0)
+ROWDOT8_DISPATCH(q4_0, struct sw_block_q4_0)
 ROWDOT_DISPATCH(q4_K, struct sw_block_q4_K)
 ROWDOT_DISPATCH(q5_K, struct sw_block_q5_K)
 ROWDOT_DISPATCH(q6_K, struct sw_block_q6_K)
@@ -527,6 +650,7 @@ static void fill_x86(struct sw_k_type_impl *tab, int n_tab)
     set_type(tab, n_tab, SW_TYPE_Q4_K, NULL, quant_q8_K_avx2, vec_dot_q4_K, rowdot_q4_K, 0);
     set_type(tab, n_tab, SW_TYPE_Q5_K, NULL, quant_q8_K_avx2, vec_dot_q5_K, rowdot_q5_K, 0);
     set_type(tab, n_tab, SW_TYPE_Q6_K, NULL, quant_q8_K_avx2, vec_dot_q6_K, rowdot_q6_K, 0);
+    if (SW_TYPE_Q8_0 < n_tab && SW_TYPE_Q4_0 < n_tab) tab[SW_TYPE_Q8_0].max_nt = tab[SW_TYPE_Q4_0].max_nt = 8;
     set_tile(tab, n_tab, SW_TYPE_F32, tile_f32, 2);
     set_tile(tab, n_tab, SW_TYPE_F16, tile_f16, 2);
     set_tile(tab, n_tab, SW_TYPE_BF16, tile_bf16, 2);
