@@ -129,7 +129,7 @@ int main(int argc, char **argv)
         }
         printf("%-5s %6.1f MB |", types[ti], (double)bytes / 1e6);
         for (int i = 0; i < N_NT; i++)
-            printf(" %d rows %6.2f ms (x%.2f, %4.1f GB/s)%s", nts[i], med[i] * 1e3, med[i] / med[0],
+            printf(" %d rows %7.3f ms (x%.2f, %4.1f GB/s)%s", nts[i], med[i] * 1e3, med[i] / med[0],
                    (double)bytes / med[i] / 1e9, i + 1 < N_NT ? " |" : "\n");
         fflush(stdout);
         for (int c = 1; c < n_copies; c++) free(copies[c]);

@@ -582,6 +582,87 @@ ROWDOT_DISPATCH(q5_K, struct sw_block_q5_K)
 ROWDOT_DISPATCH(q6_K, struct sw_block_q6_K)
 
 
+/* Q4_0 register tile: 8 rows x NT (1..8) tokens, one output row per 32-bit lane. Per block,
+ * the 8 rows' 16 code bytes are transposed (4x4 words per 128-bit half) so that vector j
+ * holds bytes 4j..4j+3 of every row: its low nibbles are elements 4j..4j+3, its high ones
+ * 16+4j..; each is multiplied (maddubs) by the token's matching 4 activation bytes
+ * broadcast to all lanes. The 8 products add up in int16 (8 x 2 x 15 x 127 = 30480 fits),
+ * one madd widens them, and one FMA applies the 8 rows' scales times the token's. Per token
+ * and block that is 17 integer ops for 8 rows where a row kernel needs about 5 per row: the
+ * transpose is paid once per block for all tokens. Lanes: rows 0-3 | rows 4-7. */
+AI void q4_0_tile8_nt(int64_t n, const struct sw_block_q4_0 *w, size_t ws, const struct sw_k_act *a, const int NT,
+                      float *out, size_t ldo)
+{
+    __m256 acc[SW_K_TILE_T_MAX];
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0x0F);
+    const __m256 m8 = _mm256_set1_ps(-8.0f);
+    const int64_t nb = n / SW_QK4_0;
+    for (int64_t b = 0; b < nb; b++) {
+        const struct sw_block_q4_0 *w0 = w + b;
+#define ROWS_R(r)                                                                                   \
+    _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)w0[(r) * ws].qs)), \
+                            _mm_loadu_si128((const __m128i *)w0[((r) + 4) * ws].qs), 1)
+        const __m256i r0 = ROWS_R(0), r1 = ROWS_R(1), r2 = ROWS_R(2), r3 = ROWS_R(3);
+#undef ROWS_R
+        const __m256i a01 = _mm256_unpacklo_epi32(r0, r1), b01 = _mm256_unpackhi_epi32(r0, r1);
+        const __m256i a23 = _mm256_unpacklo_epi32(r2, r3), b23 = _mm256_unpackhi_epi32(r2, r3);
+        const __m256i v0 = _mm256_unpacklo_epi64(a01, a23), v1 = _mm256_unpackhi_epi64(a01, a23);
+        const __m256i v2 = _mm256_unpacklo_epi64(b01, b23), v3 = _mm256_unpackhi_epi64(b01, b23);
+        const __m256i c0 = _mm256_and_si256(v0, m4), c1 = _mm256_and_si256(v1, m4);
+        const __m256i c2 = _mm256_and_si256(v2, m4), c3 = _mm256_and_si256(v3, m4);
+        const __m256i c4 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), m4);
+        const __m256i c5 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), m4);
+        const __m256i c6 = _mm256_and_si256(_mm256_srli_epi16(v2, 4), m4);
+        const __m256i c7 = _mm256_and_si256(_mm256_srli_epi16(v3, 4), m4);
+        const __m256 dw8 = _mm256_cvtph_ps(_mm_setr_epi16((short)w0[0].d, (short)w0[ws].d, (short)w0[2 * ws].d,
+                                                          (short)w0[3 * ws].d, (short)w0[4 * ws].d, (short)w0[5 * ws].d,
+                                                          (short)w0[6 * ws].d, (short)w0[7 * ws].d));
+        const __m256 dw8o = _mm256_mul_ps(dw8, m8);
+        for (int t = 0; t < NT; t++) {
+            const int8_t *qs = ((const struct sw_block_q8_0 *)a[t].q + b)->qs;
+#define PROD(j) _mm256_maddubs_epi16(c##j, _mm256_broadcastd_epi32(_mm_loadu_si32(qs + 4 * (j))))
+            __m256i s = _mm256_add_epi16(_mm256_add_epi16(_mm256_add_epi16(PROD(0), PROD(1)), _mm256_add_epi16(PROD(2), PROD(3))),
+                                         _mm256_add_epi16(_mm256_add_epi16(PROD(4), PROD(5)), _mm256_add_epi16(PROD(6), PROD(7))));
+#undef PROD
+            const float *ds = a[t].sums + 2 * b;
+            __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s, ones));
+            acc[t] = _mm256_fmadd_ps(f, _mm256_mul_ps(dw8, _mm256_broadcast_ss(ds)), acc[t]);
+            acc[t] = _mm256_fmadd_ps(dw8o, _mm256_broadcast_ss(ds + 1), acc[t]); /* -8 * dw * da * sum(a) */
+        }
+    }
+    for (int t = 0; t < NT; t++) _mm256_storeu_ps(out + (size_t)t * ldo, acc[t]);
+}
+
+static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int nr, const struct sw_k_act *a, int nt, float *out,
+                      size_t ldo)
+{
+    (void)nr; /* always 8 (tile_rows) */
+    if (!a[0].sums || w_stride % sizeof(struct sw_block_q4_0)) { /* only the matmul calls tiles; it has sums */
+        for (int r = 0; r < 8; r++) {
+            float o[SW_K_TILE_T_MAX];
+            for (int t0 = 0; t0 < nt; t0 += SW_K_TILE_T) {
+                int k = nt - t0 < SW_K_TILE_T ? nt - t0 : SW_K_TILE_T;
+                rowdot_q4_0(n, (const uint8_t *)w + (size_t)r * w_stride, a + t0, k, o + t0);
+            }
+            for (int t = 0; t < nt; t++) out[(size_t)t * ldo + r] = o[t];
+        }
+        return;
+    }
+    const struct sw_block_q4_0 *wb = w;
+    const size_t ws = w_stride / sizeof(struct sw_block_q4_0);
+    switch (nt) {
+    case 1: q4_0_tile8_nt(n, wb, ws, a, 1, out, ldo); break;
+    case 2: q4_0_tile8_nt(n, wb, ws, a, 2, out, ldo); break;
+    case 3: q4_0_tile8_nt(n, wb, ws, a, 3, out, ldo); break;
+    case 4: q4_0_tile8_nt(n, wb, ws, a, 4, out, ldo); break;
+    case 5: q4_0_tile8_nt(n, wb, ws, a, 5, out, ldo); break;
+    case 6: q4_0_tile8_nt(n, wb, ws, a, 6, out, ldo); break;
+    case 7: q4_0_tile8_nt(n, wb, ws, a, 7, out, ldo); break;
+    default: q4_0_tile8_nt(n, wb, ws, a, 8, out, ldo); break;
+    }
+}
+
 /* ------------------------------------------------------------ vector helpers */
 
 static float dot_f32_avx2(int64_t n, const float *x, const float *y)
@@ -650,7 +731,12 @@ static void fill_x86(struct sw_k_type_impl *tab, int n_tab)
     set_type(tab, n_tab, SW_TYPE_Q4_K, NULL, quant_q8_K_avx2, vec_dot_q4_K, rowdot_q4_K, 0);
     set_type(tab, n_tab, SW_TYPE_Q5_K, NULL, quant_q8_K_avx2, vec_dot_q5_K, rowdot_q5_K, 0);
     set_type(tab, n_tab, SW_TYPE_Q6_K, NULL, quant_q8_K_avx2, vec_dot_q6_K, rowdot_q6_K, 0);
-    if (SW_TYPE_Q8_0 < n_tab && SW_TYPE_Q4_0 < n_tab) tab[SW_TYPE_Q8_0].max_nt = tab[SW_TYPE_Q4_0].max_nt = 8;
+    if (SW_TYPE_Q8_0 < n_tab && SW_TYPE_Q4_0 < n_tab) {
+        tab[SW_TYPE_Q8_0].max_nt = tab[SW_TYPE_Q4_0].max_nt = SW_K_TILE_T_MAX;
+        set_tile(tab, n_tab, SW_TYPE_Q4_0, tile_q4_0, 8);
+        tab[SW_TYPE_Q4_0].tile_nt = SW_K_TILE_T_MAX;
+        tab[SW_TYPE_Q4_0].tile_vec = 1;
+    }
     set_tile(tab, n_tab, SW_TYPE_F32, tile_f32, 2);
     set_tile(tab, n_tab, SW_TYPE_F16, tile_f16, 2);
     set_tile(tab, n_tab, SW_TYPE_BF16, tile_bf16, 2);

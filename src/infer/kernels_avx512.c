@@ -422,7 +422,10 @@ void sw__k_fill_avx512(struct sw_k_type_impl *tab, int n_tab)
     /* vec_dot (no activation sums) stays AVX2 for Q4_0/Q8_0; the matmul row kernels use VNNI */
     tab[SW_TYPE_Q4_0].rowdot = zrowdot_q4_0;
     tab[SW_TYPE_Q8_0].rowdot = zrowdot_q8_0;
-    tab[SW_TYPE_Q4_0].max_nt = tab[SW_TYPE_Q8_0].max_nt = 0; /* the VNNI kernels take up to 4 tokens */
+    /* the VNNI row kernels take up to 4 tokens and no AVX2 tile */
+    tab[SW_TYPE_Q4_0].max_nt = tab[SW_TYPE_Q8_0].max_nt = 0;
+    tab[SW_TYPE_Q4_0].tile = NULL;
+    tab[SW_TYPE_Q4_0].tile_rows = tab[SW_TYPE_Q4_0].tile_nt = tab[SW_TYPE_Q4_0].tile_vec = 0;
     tab[SW_TYPE_Q4_K].rowdot = zrowdot_q4_K;
     tab[SW_TYPE_Q4_K].pub.vec_dot = zvec_dot_q4_K;
     tab[SW_TYPE_Q5_K].rowdot = zrowdot_q5_K;

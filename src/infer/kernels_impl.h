@@ -30,6 +30,8 @@ struct sw_k_type_impl {
     sw_k_rowdot_fn rowdot; /* never NULL when pub.vec_dot is set */
     sw_k_tile_fn tile;     /* optional */
     int tile_rows;         /* rows the tile kernel takes at once (when tile is set) */
+    int tile_nt;           /* tokens the tile takes at once: 0 = SW_K_TILE_T, else <= SW_K_TILE_T_MAX */
+    int tile_vec;          /* 1: the tile also serves a matvec (1 token), not only several */
     int act_sums;          /* 1 when rowdot/tile read sw_k_act.sums */
     int max_nt;            /* tokens rowdot takes at once: 0 = SW_K_TILE_T, else <= SW_K_TILE_T_MAX */
 };

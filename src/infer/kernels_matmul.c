@@ -48,6 +48,7 @@ static void run_rows(const struct mm_task *tk, int o, int64_t r0, int64_t r1)
     const uint8_t *w = op->w;
 
     const int tt = ti->max_nt ? ti->max_nt : SW_K_TILE_T;
+    const int tile_nt = ti->tile_nt ? ti->tile_nt : SW_K_TILE_T;
     for (int64_t t0 = 0; t0 < nt_all; t0 += tt) {
         int nt = (int)(nt_all - t0 < tt ? nt_all - t0 : tt);
         struct sw_k_act a[SW_K_TILE_T_MAX];
@@ -58,7 +59,9 @@ static void run_rows(const struct mm_task *tk, int o, int64_t r0, int64_t r1)
         }
         float *y = op->y + t0 * rows;
         int64_t r = r0;
-        if (ti->tile && nt_all > 1 && nt <= SW_K_TILE_T) { /* matvec: one weight stream per thread reads best */
+        /* a matvec keeps one weight stream per thread (it read best for the float tiles)
+         * unless the type's tile says it serves a matvec too */
+        if (ti->tile && (nt_all > 1 || ti->tile_vec) && nt <= tile_nt) {
             int tr = ti->tile_rows;
             for (; r + tr <= r1; r += tr) ti->tile(cols, w + (size_t)r * rb, rb, tr, a, nt, y + r, (size_t)rows);
         }
@@ -137,7 +140,7 @@ int sw_k_matmul_multi(struct sw_k_pool *pool, const struct sw_k_mm_op *ops, int 
         tk.ti[o] = sw__k_impl_of(t);
         /* chunks start on a tile boundary of their op, so only an op's last rows miss the tile */
         int64_t ch = n_tokens == 1 ? CHUNK_ROWS_VEC : CHUNK_ROWS_MAT;
-        if (n_tokens > 1 && tk.ti[o]->tile) ch = (ch + tk.ti[o]->tile_rows - 1) / tk.ti[o]->tile_rows * tk.ti[o]->tile_rows;
+        if ((n_tokens > 1 || tk.ti[o]->tile_vec) && tk.ti[o]->tile) ch = (ch + tk.ti[o]->tile_rows - 1) / tk.ti[o]->tile_rows * tk.ti[o]->tile_rows;
         tk.chunk[o] = ch;
         tk.chunk_start[o + 1] = tk.chunk_start[o] + (ops[o].rows + ch - 1) / ch;
         int found = -1;

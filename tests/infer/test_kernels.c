@@ -350,8 +350,8 @@ static void check_family(enum sw_k_impl impl)
                 int tr = si_->tile_rows;
                 uint8_t *tw = malloc(wb * (size_t)tr);
                 for (int r = 0; r < tr; r++) make_weights(type, n, tw + wb * (size_t)r);
-                float tout[SW_K_TILE_T * 8];
-                for (int nt = 1; nt <= SW_K_TILE_T; nt++) {
+                float tout[SW_K_TILE_T_MAX * 8];
+                for (int nt = 1; nt <= (si_->tile_nt ? si_->tile_nt : SW_K_TILE_T); nt++) {
                     memset(tout, 0, sizeof(tout));
                     si_->tile(n, tw, wb, tr, acts, nt, tout, 8);
                     for (int r = 0; r < tr; r++) {
@@ -557,11 +557,11 @@ static void matmul_case(uint32_t type, int64_t rows, int64_t cols, int64_t n_tok
 
 static void test_matmul(void)
 {
-    static const int64_t toks[] = {1, 2, 3, 7, 9};
+    static const int64_t toks[] = {1, 2, 3, 4, 7, 8, 9, 17};
     for (int i = 0; i < N_K_TYPES; i++) {
         const struct sw_k_type *t = sw_k_type_get(k_types[i]);
         int64_t cols = t->block_size == 256 ? 512 : 96;
-        for (size_t k = 0; k < 5; k++) matmul_case(k_types[i], 67, cols, toks[k]);
+        for (size_t k = 0; k < sizeof(toks) / sizeof(toks[0]); k++) matmul_case(k_types[i], 67, cols, toks[k]);
     }
 }
 
