@@ -134,11 +134,14 @@ static void test_types(void)
         if (c && g) {
             const uint32_t V = sw_stage_info(c)->n_vocab;
             CHECK_EQ_INT(sw_stage_info(g)->gpu_layers, 2);
-            float *lc = logits_of(c, 0, 1), *lg = logits_of(g, 0, 1), *ld = logits_of(g, 1, 2);
+            /* one token per step on the device for one quantized type (the kernels take 1..8
+             * tokens per workgroup alike; F32's greedy run below decodes too) */
+            const int dec = !strcmp(types[k], "Q4_K");
+            float *lc = logits_of(c, 0, 1), *lg = logits_of(g, 0, 1), *ld = dec ? logits_of(g, 1, 2) : NULL;
             const int q = types[k][0] == 'Q';
-            if (lc && lg && ld) {
-                double w1 = worst_rel(lc, lg, NT, V), w2 = worst_rel(lc, ld, NT, V);
-                fprintf(stderr, "  %-5s prefill %.2e decode %.2e of the spread\n", types[k], w1, w2);
+            if (lc && lg) {
+                double w1 = worst_rel(lc, lg, NT, V), w2 = ld ? worst_rel(lc, ld, NT, V) : 0;
+                fprintf(stderr, "  %-5s prefill %.2e%s of the spread\n", types[k], w1, dec ? " (and decode)" : "");
                 CHECK_MSG(w1 < (q ? TOL_QUANT : TOL_FLOAT), "%s prefill: %.3g", types[k], w1);
                 CHECK_MSG(w2 < (q ? TOL_QUANT : TOL_FLOAT), "%s decode: %.3g", types[k], w2);
             }
