@@ -898,7 +898,9 @@ def case_ollama():
               "generate fields %r" % {k: v for k, v in r.items() if k != "context"})
         lines = ndjson(sw.api, "/api/generate", {"model": name, "prompt": PROMPT, "raw": True, "options": opts})
         check("".join(ln["response"] for ln in lines) == ref, "streamed generate differs")
-        check(len(lines) > 5 and lines[-1]["eval_count"] == r["eval_count"], "stream lines %d %r" % (len(lines), lines[-1]))
+        # (tokens that arrive together share a line: how many lines depends on the machine's load)
+        check(len(lines) >= 2 and lines[-1]["eval_count"] == r["eval_count"] and lines[-1]["response"] == "",
+              "stream lines %d %r" % (len(lines), lines[-1]))
         # the model's template (ChatML fallback) around the prompt == /api/chat with one user message
         g = request(sw.api, "POST", "/api/generate", {"model": name, "prompt": "Tell me a story.", "stream": False,
                                                       "options": {"temperature": 0, "num_predict": 20}})[1]

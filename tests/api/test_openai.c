@@ -298,7 +298,8 @@ static void *run_gen(void *arg)
     return NULL;
 }
 
-static struct run *runs[64];
+static struct run *runs[256];
+static int too_many_runs;
 static size_t n_runs;
 
 static int f_model(void *ud, struct sw_api_oai_model *out, char *msg, size_t msg_len)
@@ -372,7 +373,8 @@ static int f_open(void *ud, const int32_t *prompt, size_t n, uint32_t max, int c
     f->n_open++;
     f->last_max = (int)max;
     *handle = n_runs;
-    runs[n_runs++] = r;
+    if (n_runs < sizeof runs / sizeof runs[0]) runs[n_runs++] = r; /* else leaked: the test fails below */
+    else too_many_runs = 1;
     pthread_mutex_unlock(&f->mu);
     pthread_t th;
     pthread_create(&th, NULL, run_gen, r);
@@ -603,6 +605,7 @@ static void test_http(void)
     sw_api_free(a);
     for (int i = 0; i < 200 && f.n_done < f.n_open; i++) usleep(10000); /* the generator threads end */
     CHECK_EQ_INT(f.n_done, f.n_open);
+    CHECK_MSG(!too_many_runs, "more generations than the fake keeps (%zu)", n_runs);
     for (size_t i = 0; i < n_runs; i++) free(runs[i]);
     pthread_mutex_destroy(&f.mu);
 }
