@@ -1,8 +1,9 @@
 #!/bin/sh
-# 25_llamacpp.sh BUILD — shardswarm beside llama.cpp (node-llama-cpp 3.22.1's prebuilt CPU
-# binary, installed into BUILD/npm) on the same synth GGUF files and thread count: prefill and
-# decode tokens/s and the ratio, alternating runs, medians. TinyLlama-1.1B shape in Q4_0, Q2_K,
-# Q3_K, IQ4_XS; Mixtral-8x7B and Qwen3-30B-A3B shapes cut to 2 layers (SW_BENCH_MOE_LAYERS).
-# The llama.cpp column is skipped with a message when npm is unreachable. See bench/llamacpp_side.py.
+# 25_llamacpp.sh BUILD — shardswarm beside llama.cpp in the same run: decode and prefill
+# tokens/s per weight type (TinyLlama-1.1B shape), 1 and 2 threads, each kernel family, the
+# ratio and the fraction of the measured read bandwidth (bench_bwprobe); Mixtral and
+# Qwen3-MoE shapes cut to 2 layers; decode under CPU contention; the 7B shape. llama.cpp is
+# its llama-bench built natively (once, into BUILD/llama.cpp) from the source node-llama-cpp
+# 3.22.1 carries, else node-llama-cpp's prebuilt binary. Knobs: bench/llamacpp_side.py.
 set -u
 exec python3 "$(dirname "$0")/llamacpp_side.py" "${1:-build}"

@@ -74,8 +74,8 @@ const struct sw_synth_preset *sw_synth_preset_find(const char *name)
     return NULL;
 }
 
-/* Weight types by name; Q4_K_M is llama.cpp's mix (Q4_K, with Q6_K for output.weight and
- * for attn_v / ffn_down in the layers that matter most). file_type: llama.cpp's
+/* Weight types by name; Q4_K_M and Q5_K_M are llama.cpp's mixes (Q4_K or Q5_K, with Q6_K for
+ * output.weight and for attn_v / ffn_down in the layers that matter most). file_type: llama.cpp's
  * general.file_type numbering (informational). */
 static const struct {
     const char *name;
@@ -85,6 +85,7 @@ static const struct {
     { "F32", SW_TYPE_F32, 0 },   { "F16", SW_TYPE_F16, 1 },   { "BF16", SW_TYPE_BF16, 32 },
     { "Q8_0", SW_TYPE_Q8_0, 7 }, { "Q4_0", SW_TYPE_Q4_0, 2 }, { "Q4_K", SW_TYPE_Q4_K, 14 },
     { "Q5_K", SW_TYPE_Q5_K, 16 }, { "Q6_K", SW_TYPE_Q6_K, 18 }, { "Q4_K_M", SW_TYPE_Q4_K, 15 },
+    { "Q5_K_M", SW_TYPE_Q5_K, 17 },
     { "Q4_1", SW_TYPE_Q4_1, 3 }, { "Q5_0", SW_TYPE_Q5_0, 8 }, { "Q5_1", SW_TYPE_Q5_1, 9 },
     { "Q2_K", SW_TYPE_Q2_K, 10 }, { "Q3_K", SW_TYPE_Q3_K, 12 }, { "IQ4_NL", SW_TYPE_IQ4_NL, 25 },
     { "IQ4_XS", SW_TYPE_IQ4_XS, 30 }, { "MXFP4", SW_TYPE_MXFP4, 38 },
@@ -179,8 +180,8 @@ static struct sw__hparams preset_features(const struct sw_synth_preset *ps)
     return hp;
 }
 
-/* llama.cpp's Q4_K_M gives more bits to the first and last eighth of the layers and to
- * every third layer in between. */
+/* llama.cpp's Q4_K_M and Q5_K_M give more bits to the first and last eighth of the layers
+ * and to every third layer in between. */
 static int more_bits(uint32_t l, uint32_t n)
 {
     return l < n / 8 || l >= 7 * n / 8 || (l >= n / 8 && (l - n / 8) % 3 == 2);
@@ -189,7 +190,7 @@ static int more_bits(uint32_t l, uint32_t n)
 static int build_plan(const struct sw_synth_preset *ps, uint32_t n_layers, const char *tname,
                       uint32_t base, struct plan *p)
 {
-    const int mix = !strcmp(tname, "Q4_K_M");
+    const int mix = !strcmp(tname, "Q4_K_M") || !strcmp(tname, "Q5_K_M");
     /* Like llama.cpp's quantizer: the output matrix gets Q6_K in the 4/5-bit types. */
     const int q6_out = base == SW_TYPE_Q4_0 || base == SW_TYPE_Q4_1 || base == SW_TYPE_Q5_0 ||
                        base == SW_TYPE_Q5_1 || base == SW_TYPE_Q4_K || base == SW_TYPE_Q5_K ||

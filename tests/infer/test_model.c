@@ -599,6 +599,15 @@ static void test_synth_deterministic(void)
     CHECK_EQ_INT(sw_gguf_get_arr(g, "tokenizer.ggml.tokens", &toks), 0);
     CHECK_EQ_U64(toks.n, 512);
     sw_gguf_close(g);
+    g = NULL;
+    /* Q5_K_M: the same mix over Q5_K. */
+    if (synth(c, "nano", "Q5_K_M", 6, 1)) return;
+    CHECK_EQ_INT(sw_gguf_open(c, &g, err, sizeof err), 0);
+    if (!g) return;
+    CHECK_EQ_INT(sw_gguf_tensor_find(g, "output.weight")->type, SW_TYPE_Q6_K);
+    CHECK_EQ_INT(sw_gguf_tensor_find(g, "blk.0.attn_q.weight")->type, SW_TYPE_Q5_K);
+    CHECK_EQ_INT(sw_gguf_tensor_find(g, "blk.1.ffn_down.weight")->type, SW_TYPE_Q6_K);
+    sw_gguf_close(g);
 
     struct sw_synth_opts bad = { .preset = "nano", .type = "IQ2_XXS", .vocab_path = vocab_path };
     CHECK_EQ_INT(sw_synth_write(c, &bad, err, sizeof err), SW_EINVAL);
