@@ -2,9 +2,11 @@
  * (named in the torrent's info dict), checked for owner, signature, model, target, freshness
  * and replay. One format for both; the signed `t` says which.
  * Not for: carrying a command out (node.c). Format: swarm.h / docs/swarm.md. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -147,7 +149,110 @@ struct sw_cmd_guard {
     uint8_t owner[32];
     struct { uint8_t nonce[16]; uint64_t ts; } seen[MAX_NONCES];
     size_t n_seen, next;
+    char *nonce_file;          /* NULL: memory only */
+    size_t n_appended;         /* lines appended since the file was last rewritten */
 };
+
+/* ---- seen nonces, kept on disk: one line "<32 hex> <ts>" each. A command is refused once
+ * ts + max_skew_s has passed, so only the nonces of that window matter: the file is
+ * rewritten with just those at start and whenever MAX_NONCES lines were appended (at most
+ * 2 x MAX_NONCES lines of 45 bytes, ~370 KB). */
+
+static int seen_has(const struct sw_cmd_guard *g, const uint8_t nonce[16])
+{
+    for (size_t i = 0; i < g->n_seen; i++)
+        if (!memcmp(g->seen[i].nonce, nonce, 16)) return 1;
+    return 0;
+}
+
+/* The oldest is forgotten when full (it is then outside the window too, unless a flood of
+ * valid owner-signed commands arrives: the owner's own doing). */
+static void seen_add(struct sw_cmd_guard *g, const uint8_t nonce[16], uint64_t ts)
+{
+    memcpy(g->seen[g->next].nonce, nonce, 16);
+    g->seen[g->next].ts = ts;
+    g->next = (g->next + 1) % MAX_NONCES;
+    if (g->n_seen < MAX_NONCES) g->n_seen++;
+}
+
+static int nonce_line(char out[64], const uint8_t nonce[16], uint64_t ts)
+{
+    char hex[33];
+    sw_hex_encode(nonce, 16, hex);
+    return snprintf(out, 64, "%s %llu\n", hex, (unsigned long long)ts);
+}
+
+static void nonces_rewrite(struct sw_cmd_guard *g)
+{
+    struct sw_buf b = { 0 };
+    char line[64];
+    for (size_t i = 0; i < g->n_seen; i++) {
+        int n = nonce_line(line, g->seen[i].nonce, g->seen[i].ts);
+        sw_buf_append(&b, line, (size_t)n);
+    }
+    if (sw_buf_ok(&b) && sw_file_write_atomic(g->nonce_file, b.data ? (const void *)b.data : "", b.len))
+        sw_log(SW_LOG_WARN, "SWARM", "%s: cannot write the owner-command nonces: a replay after a restart "
+                                     "would not be caught", g->nonce_file);
+    sw_buf_free(&b);
+    g->n_appended = 0;
+}
+
+static void nonce_persist(struct sw_cmd_guard *g, const uint8_t nonce[16], uint64_t ts)
+{
+    if (!g->nonce_file) return;
+    if (++g->n_appended > MAX_NONCES) {
+        nonces_rewrite(g);
+        return;
+    }
+    char line[64];
+    int n = nonce_line(line, nonce, ts);
+    int fd = open(g->nonce_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    /* no fsync: the page cache outlives the process (a restart is the replay window that
+     * matters); a power loss within max_skew_s of a command may lose its line */
+    int ok = fd >= 0 && write(fd, line, (size_t)n) == n;
+    if (fd >= 0) close(fd);
+    if (!ok)
+        sw_log(SW_LOG_WARN, "SWARM", "%s: cannot record an owner-command nonce: a replay after a restart "
+                                     "would not be caught", g->nonce_file);
+}
+
+/* Takes the nonces still inside the freshness window from the file (a missing file is an
+ * empty one; a malformed line is skipped), then rewrites it with just those. */
+static void nonces_load(struct sw_cmd_guard *g, uint64_t now_wall_s)
+{
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (sw_file_read_all(g->nonce_file, (size_t)4 * MAX_NONCES * 64, &data, &len) == 0) {
+        size_t kept = 0, bad = 0;
+        for (size_t p = 0; p < len;) {
+            size_t e = p;
+            while (e < len && data[e] != '\n') e++;
+            char line[64] = "";
+            if (e - p < sizeof line) memcpy(line, data + p, e - p);
+            uint8_t nonce[16];
+            char *end = NULL;
+            unsigned long long ts = 0;
+            int ok = e - p > 33 && e - p < sizeof line && line[32] == ' ';
+            if (ok) {
+                line[32] = 0;
+                ok = !sw_hex_decode(line, nonce, 16);
+                ts = strtoull(line + 33, &end, 10);
+                ok = ok && end && !*end;
+            }
+            if (!ok) bad++;
+            else if (ts + g->cfg.max_skew_s >= now_wall_s && !seen_has(g, nonce)) {
+                seen_add(g, nonce, ts);
+                kept++;
+            }
+            p = e + 1;
+        }
+        if (bad) sw_log(SW_LOG_WARN, "SWARM", "%s: %zu malformed lines skipped", g->nonce_file, bad);
+        sw_log(SW_LOG_DEBUG, "SWARM", "%s: %zu owner-command nonces still inside the %llu s window", g->nonce_file, kept,
+               (unsigned long long)g->cfg.max_skew_s);
+    }
+    free(data);
+    nonces_rewrite(g);
+}
 
 int sw_cmd_guard_new(const struct sw_cmd_guard_config *cfg, struct sw_cmd_guard **out)
 {
@@ -158,11 +263,33 @@ int sw_cmd_guard_new(const struct sw_cmd_guard_config *cfg, struct sw_cmd_guard 
     if (cfg->owner_pk) { g->has_owner = 1; memcpy(g->owner, cfg->owner_pk, 32); }
     g->cfg.owner_pk = NULL;
     if (!g->cfg.max_skew_s) g->cfg.max_skew_s = 300;
+    g->cfg.nonce_file = NULL;
+    if (cfg->nonce_file) {
+        if (!(g->nonce_file = strdup(cfg->nonce_file))) {
+            free(g);
+            return SW_ENOMEM;
+        }
+        nonces_load(g, sw_wall_time_s());
+    }
     *out = g;
     return 0;
 }
 
-void sw_cmd_guard_free(struct sw_cmd_guard *g) { free(g); }
+void sw_cmd_guard_free(struct sw_cmd_guard *g)
+{
+    if (!g) return;
+    free(g->nonce_file);
+    free(g);
+}
+
+int sw_cmd_guard_remember(struct sw_cmd_guard *g, const struct sw_load_cmd *cmd)
+{
+    if (!g || !cmd) return SW_EINVAL;
+    if (seen_has(g, cmd->nonce)) return SW_EEXIST;
+    seen_add(g, cmd->nonce, cmd->ts_s);
+    nonce_persist(g, cmd->nonce, cmd->ts_s);
+    return 0;
+}
 
 #define REFUSE(...) do { if (reason_len) snprintf(reason, reason_len, __VA_ARGS__); return SW_EPERM; } while (0)
 
@@ -202,13 +329,6 @@ int sw_cmd_guard_check(struct sw_cmd_guard *g, const uint8_t *p, size_t len, uin
         if (reason_len) snprintf(reason, reason_len, "addressed to node %s, not this node", id);
         return SW_ENOTFOUND;
     }
-    for (size_t i = 0; i < g->n_seen; i++)
-        if (!memcmp(g->seen[i].nonce, cmd_out->nonce, 16)) REFUSE("replayed (nonce already used)");
-    /* Remember the nonce; the oldest is forgotten when full (it is then outside the window
-     * too, unless a flood of valid owner-signed commands arrives: the owner's own doing). */
-    memcpy(g->seen[g->next].nonce, cmd_out->nonce, 16);
-    g->seen[g->next].ts = cmd_out->ts_s;
-    g->next = (g->next + 1) % MAX_NONCES;
-    if (g->n_seen < MAX_NONCES) g->n_seen++;
+    if (sw_cmd_guard_remember(g, cmd_out) == SW_EEXIST) REFUSE("replayed (nonce already used)");
     return 0;
 }

@@ -217,7 +217,10 @@ static int model_setup(struct sw_node *n, char *err, size_t err_len)
     gc.owner_pk = n->has_owner ? n->owner : NULL;
     memcpy(gc.self_id, n->id.pk, 32);
     memcpy(gc.info_hash, n->info_hash, 20);
-    int rc = sw_cmd_guard_new(&gc, &n->guard);
+    char *nonce_file = sw_path_join(n->cache_dir, "owner-nonces"); /* replays stay refused across restarts */
+    gc.nonce_file = nonce_file;
+    int rc = nonce_file ? sw_cmd_guard_new(&gc, &n->guard) : SW_ENOMEM;
+    free(nonce_file);
     if (rc) return rc;
     sw_log(SW_LOG_INFO, "NODE", "model %s: %u shards, %s, owner key %s", mi->info_hash_hex, ns,
            mi->architecture[0] ? mi->architecture : "?", n->has_owner ? mi->owner_key_hex : "(none: LOAD_SHARD disabled)");

@@ -34,7 +34,6 @@
 #define REPLAN_GRACE_MS 1500  /* an unserved shard must stay unserved this long */
 #define AUTO_SETTLE_MS 1200   /* auto: listen this long after the first peer before picking */
 #define AUTO_ALONE_MS 4000    /* auto: pick anyway after this long without peers */
-#define MAX_FWD 256
 #define UNREADY_DEBOUNCE_MS 300 /* a readiness loss is logged once it lasts this long */
 #define WATCH_MS 1000         /* the loaded shard file is stat()ed this often (and on inotify) */
 
@@ -211,8 +210,6 @@ struct sw_node {
     char *status_json;
     struct load_req *loads;
 
-    uint8_t fwd[MAX_FWD][16];
-    size_t n_fwd;
 
     sw_node_pipe_fn pipe_fn;
     void *pipe_ud;

@@ -268,13 +268,10 @@ void sw__node_on_ext_handshake(void *ud, struct sw_bt_peer *bp, const uint8_t *d
     sw_bdoc_free(&d);
 }
 
+/* A valid command for another node, its nonce new here (sw_cmd_guard_remember). */
 static void forward_load(struct sw_node *n, struct peer *from, const struct sw_load_cmd *c,
                          const uint8_t *wire, size_t len)
 {
-    for (size_t i = 0; i < n->n_fwd; i++)
-        if (!memcmp(n->fwd[i], c->nonce, 16)) return;
-    memcpy(n->fwd[n->n_fwd % MAX_FWD], c->nonce, 16);
-    n->n_fwd = n->n_fwd < MAX_FWD ? n->n_fwd + 1 : MAX_FWD;
     struct peer *t = peer_by_id(n, c->target);
     if (t) {
         sw__node_send_kind(t, SW_MSG_LOAD, wire, len);
@@ -383,6 +380,14 @@ int sw__node_take_load(struct sw_node *n, struct peer *from, const uint8_t *wire
     const char *name = rc == SW_ECORRUPT ? "command" : c.type == SW_CMD_DRAIN ? "DRAIN" : "LOAD_SHARD";
     if (rc == SW_ENOTFOUND) {
         rc = sw_cmd_guard_check_relay(n->guard, wire, len, sw_wall_time_s(), &c, why, sizeof why);
+        if (!rc && sw_cmd_guard_remember(n->guard, &c) == SW_EEXIST) {
+            /* a flooded copy from a peer is dropped quietly; the same command again from the
+             * API is a replay (the nonces outlive a restart: <cache>/owner-nonces) */
+            snprintf(reason, reason_len, "replayed (nonce already forwarded by this node)");
+            if (from) return SW_EPERM;
+            sw_log(SW_LOG_WARN, "SWARM", "refused %s from %s: %s", name, src, reason);
+            return SW_EPERM;
+        }
         if (!rc) {
             forward_load(n, from, &c, wire, len);
             snprintf(reason, reason_len, "forwarded toward its target");

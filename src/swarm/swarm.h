@@ -248,6 +248,9 @@ struct sw_cmd_guard_config {
     uint8_t self_id[SW_NODE_ID_LEN];
     uint8_t info_hash[20];
     uint64_t max_skew_s;       /* accepted |now - ts|; 0: 300 */
+    const char *nonce_file;    /* where the nonces seen within max_skew_s are kept, so that a
+                                  replay stays refused after a restart (<cache>/owner-nonces);
+                                  NULL: memory only. Copied. */
 };
 int sw_cmd_guard_new(const struct sw_cmd_guard_config *cfg, struct sw_cmd_guard **out);
 void sw_cmd_guard_free(struct sw_cmd_guard *g);
@@ -257,6 +260,9 @@ void sw_cmd_guard_free(struct sw_cmd_guard *g);
  * SW_ENOTFOUND: valid but for another node (forward it; not remembered). */
 int sw_cmd_guard_check(struct sw_cmd_guard *g, const uint8_t *p, size_t len, uint64_t now_wall_s,
                        struct sw_load_cmd *cmd_out, char *reason, size_t reason_len);
+/* Records a command's nonce (a relay, before forwarding it): 0 when new, SW_EEXIST when the
+ * nonce was seen already (accepted or forwarded here, this run or, with nonce_file, before). */
+int sw_cmd_guard_remember(struct sw_cmd_guard *g, const struct sw_load_cmd *cmd);
 /* Verifies only signature/owner/model/freshness (for forwarding nodes). */
 int sw_cmd_guard_check_relay(const struct sw_cmd_guard *g, const uint8_t *p, size_t len,
                              uint64_t now_wall_s, struct sw_load_cmd *cmd_out, char *reason,

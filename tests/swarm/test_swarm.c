@@ -619,6 +619,70 @@ static void test_planner_replace(void)
     sw_buf_free(&self.wire); sw_buf_free(&other0.wire); sw_buf_free(&n1.wire); sw_buf_free(&n2.wire);
 }
 
+/* Issue 13: the nonces of accepted (and forwarded) owner commands are kept in a file, so a
+ * replay is refused after a restart too; lines outside the freshness window, and malformed
+ * ones, are dropped when the file is read; the file stays bounded. */
+static void test_cmd_nonce_file(void)
+{
+    struct sw_identity owner, node, other;
+    sw_identity_generate(&owner);
+    sw_identity_generate(&node);
+    sw_identity_generate(&other);
+    const char *dir = sw_test_tmpdir();
+    char *path = sw_path_join(dir, "owner-nonces");
+    uint64_t now = sw_wall_time_s();
+    FILE *f = fopen(path, "w"); /* an old nonce (outside the 300 s window) and a bad line */
+    fprintf(f, "%s %llu\nnot a nonce line\n", "aa00aa00aa00aa00aa00aa00aa00aa00", (unsigned long long)(now - 3600));
+    fclose(f);
+    struct sw_cmd_guard_config gc = { 0 };
+    gc.owner_pk = owner.pk;
+    memcpy(gc.self_id, node.pk, 32);
+    memcpy(gc.info_hash, IH, 20);
+    gc.nonce_file = path;
+    struct sw_cmd_guard *g = NULL;
+    CHECK_EQ_INT(sw_cmd_guard_new(&gc, &g), 0);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    CHECK_EQ_INT(sw_file_read_all(path, 1 << 20, &data, &len), 0);
+    CHECK_MSG(len == 0, "stale and bad lines dropped at load: %zu bytes left", len);
+    free(data);
+    struct sw_load_cmd c = { 0 }, got;
+    memcpy(c.info_hash, IH, 20);
+    memcpy(c.target, node.pk, 32);
+    c.shard = 1;
+    c.ts_s = now;
+    struct sw_buf w = { 0 }, w2 = { 0 };
+    char why[256];
+    CHECK_EQ_INT(sw_load_cmd_sign(&c, &owner, &w), 0);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, w.data, w.len, now, &got, why, sizeof why), 0);
+    struct sw_load_cmd t = c; /* one for another node, forwarded here once */
+    memcpy(t.target, other.pk, 32);
+    CHECK_EQ_INT(sw_load_cmd_sign(&t, &owner, &w2), 0);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, w2.data, w2.len, now, &got, why, sizeof why), SW_ENOTFOUND);
+    CHECK_EQ_INT(sw_cmd_guard_remember(g, &got), 0);
+    CHECK_EQ_INT(sw_cmd_guard_remember(g, &got), SW_EEXIST);
+    sw_cmd_guard_free(g);
+    /* "restart": a new guard on the same file */
+    CHECK_EQ_INT(sw_cmd_guard_new(&gc, &g), 0);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, w.data, w.len, now + 1, &got, why, sizeof why), SW_EPERM);
+    CHECK_MSG(strstr(why, "replayed") != NULL, "after a restart: %s", why);
+    CHECK_EQ_INT(sw_cmd_guard_check(g, w2.data, w2.len, now + 1, &got, why, sizeof why), SW_ENOTFOUND);
+    CHECK_EQ_INT(sw_cmd_guard_remember(g, &got), SW_EEXIST);
+    /* bounded: 10,000 more nonces leave at most 2 x 4096 lines */
+    for (int i = 0; i < 10000; i++) {
+        struct sw_load_cmd r = c;
+        sw_random_bytes(r.nonce, 16);
+        sw_cmd_guard_remember(g, &r);
+    }
+    uint64_t size = 0;
+    CHECK_EQ_INT(sw_file_size(path, &size), 0);
+    CHECK_MSG(size <= 2u * 4096 * 46, "nonce file of %llu bytes", (unsigned long long)size);
+    sw_cmd_guard_free(g);
+    sw_buf_free(&w);
+    sw_buf_free(&w2);
+    free(path);
+}
+
 static void test_load_shard(void)
 {
     struct sw_identity owner, foreign, node, other;
@@ -965,6 +1029,7 @@ int main(void)
     SW_RUN(test_planner_conflict);
     SW_RUN(test_planner_replace);
     SW_RUN(test_load_shard);
+    SW_RUN(test_cmd_nonce_file);
     SW_RUN(test_drain_cmd);
     SW_RUN(test_drained_phase);
     SW_RUN(test_mutation_sweep);
