@@ -105,7 +105,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     struct sw_pipe_config cfg = { .n_shards = 2 };
     memset(cfg.self_id, 1, SW_NODE_ID_LEN);
-    cfg.host = (struct sw_pipe_host){ drop_send, no_submit, no_pick, NULL, NULL, NULL, NULL, NULL, NULL };
+    cfg.host = (struct sw_pipe_host){ drop_send, no_submit, no_pick, NULL, NULL, NULL, NULL, NULL, NULL, NULL };
     struct sw_pipe *p = NULL;
     if (sw_pipe_new(&cfg, &p)) return 0;
     sw_pipe_set_header_source(p, src, NULL);

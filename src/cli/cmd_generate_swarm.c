@@ -56,6 +56,9 @@ static void usage(FILE *f)
             "  --deadline-ms MS        no sign of life from the route this long: rebuild it (default 5000)\n"
             "  --spot-check RATE|off   recompute a sample of steps on a replica of the same shard (chance\n"
             "                          per generated token, 1/N or 0..1; default 1/64; docs/pipeline.md)\n"
+            "  --no-prefix-cache       compute the whole prompt (the stages cache the KV of earlier\n"
+            "                          sessions of the same client, keyed by prompt prefix; a client\n"
+            "                          keeps its identity in --cache DIR)\n"
             "  --log-format human|json   -v, --verbose\n");
 }
 
@@ -65,7 +68,7 @@ struct gs_args {
     const char *model, *tokenizer, *cache, *prompt, *prompt_file, *prompt_ids, *logits_out, *token_times, *log_format;
     uint32_t listen, n_predict, prompt_len, chunk, ctx, wait_s, deadline_ms;
     double spot_rate;
-    int no_bos, no_echo, ignore_eos, print_ids, json, seed_set, verbose, f16;
+    int no_bos, no_echo, ignore_eos, print_ids, json, seed_set, verbose, f16, no_prefix;
     struct sw_sampler_params sp;
     int has_swarm_key;
     uint8_t swarm_key[32];
@@ -101,6 +104,7 @@ struct gs {
     uint64_t session, ticket;
     uint32_t n_gen;
     uint64_t ttft_us, elapsed_us;
+    uint32_t reused;           /* prompt positions the stages took from their prefix caches */
     double tps;
     int status;
     char msg[600];
@@ -120,6 +124,7 @@ static int parse_args(const char *cmd, int argc, char **argv, struct gs_args *a)
         if (!strcmp(f, "--no-bos")) { a->no_bos = 1; continue; }
         if (!strcmp(f, "--no-echo")) { a->no_echo = 1; continue; }
         if (!strcmp(f, "--ignore-eos")) { a->ignore_eos = 1; continue; }
+        if (!strcmp(f, "--no-prefix-cache")) { a->no_prefix = 1; continue; }
         if (!strcmp(f, "--ids")) { a->print_ids = 1; continue; }
         if (!strcmp(f, "--json-timings")) { a->json = 1; continue; }
         if (!strcmp(f, "-v") || !strcmp(f, "--verbose")) { a->verbose = 1; continue; }
@@ -357,6 +362,7 @@ static void on_token(void *ud, const struct sw_pipe_token_ev *ev)
     g->n_gen++;
     g->ttft_us = ev->ttft_us;
     g->elapsed_us = ev->elapsed_us;
+    g->reused = ev->reused;
     g->tps = ev->tokens_per_s;
     if (g->lf && ev->logits) fwrite(ev->logits, sizeof(float), ev->n_logits, g->lf);
     if (g->tf) { /* flushed per token: benches watch the file to act mid-generation */
@@ -483,7 +489,7 @@ static void on_timer(uv_timer_t *t)
                                    .n_stop = g->n_stop, .dtype = g->a.f16 ? SW_PIPE_F16 : SW_PIPE_F32,
                                    .chunk = g->a.chunk ? g->a.chunk : SW_PIPE_MAX_TOKENS, .n_ctx = g->a.ctx,
                                    .want_logits = g->lf != NULL, .ignore_eos = g->a.ignore_eos,
-                                   .deadline_ms = g->a.deadline_ms };
+                                   .deadline_ms = g->a.deadline_ms, .no_prefix_cache = g->a.no_prefix };
     struct sw_pipe_session_cb cb = { on_token_first, on_end, g };
     /* the thread-safe entry point (what the HTTP API uses), here from the loop thread */
     int rc = sw_pipe_node_open_async(g->pn, &req, &cb, &g->ticket);
@@ -654,14 +660,14 @@ int sw_cli_generate_swarm(int argc, char **argv)
         status = sw_cli_fail(cmd, "%s", g->msg[0] ? g->msg : sw_strerror(g->status));
     } else {
         double ttft_ms = g->ttft_us / 1e3;
-        fprintf(stderr, "[GEN] prompt: %zu tokens; generated %u tokens; first token after %.1f ms; %.2f tok/s\n",
-                g->n_prompt, g->n_gen, ttft_ms, g->tps);
+        fprintf(stderr, "[GEN] prompt: %zu tokens (%u from the stages' prefix caches); generated %u tokens; first token "
+                "after %.1f ms; %.2f tok/s\n", g->n_prompt, g->reused, g->n_gen, ttft_ms, g->tps);
         if (a->json)
             fprintf(stderr,
                     "{\"prompt_tokens\":%zu,\"gen_tokens\":%u,\"ttft_ms\":%.3f,\"gen_tps\":%.3f,\"total_ms\":%.3f,"
-                    "\"route_ms\":%" PRIu64 ",\"tokenizer_ms\":%.3f}\n",
+                    "\"route_ms\":%" PRIu64 ",\"tokenizer_ms\":%.3f,\"prefix_reused\":%u}\n",
                     g->n_prompt, g->n_gen, ttft_ms, g->tps, g->elapsed_us / 1e3, g->t_open ? g->t_open - g->t_start : 0,
-                    g->tok_fetch_us / 1e3);
+                    g->tok_fetch_us / 1e3, g->reused);
         (void)g->session;
         status = SW_EXIT_OK;
     }

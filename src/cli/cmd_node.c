@@ -81,6 +81,10 @@ static void usage(FILE *f)
             "  --spot-check RATE|off   as an entry, recompute a sample of pipeline steps on a replica\n"
             "                          of the same shard and exclude nodes whose hidden states differ:\n"
             "                          RATE = chance per generated token, 1/N or 0..1 (default 1/64)\n"
+            "  --prefix-cache N|off    keep the KV of up to N closed sessions at this stage, so a\n"
+            "                          session with the same prompt prefix (the next chat turn)\n"
+            "                          computes only the rest; counted in --max-kv-mb, least\n"
+            "                          recently used first out (default 8)\n"
             "  --status-interval MS    [STATUS] line period (default 5000; also on each change)\n"
             "  --log-format human|json\n"
             "  -v, --verbose\n"
@@ -381,6 +385,10 @@ int sw_cmd_node(int argc, char **argv)
             NEED_VAL();
             if (!strcmp(argv[i], "off")) po.coalesce_pct = 1000;
             else if ((rc = sw_cli_parse_u32(cmd, "--coalesce", argv[i], 1, 999, &po.coalesce_pct))) return rc;
+        } else if (!strcmp(a, "--prefix-cache")) {
+            NEED_VAL();
+            if (!strcmp(argv[i], "off")) po.prefix_entries = UINT32_MAX;
+            else if ((rc = sw_cli_parse_u32(cmd, "--prefix-cache", argv[i], 1, 32, &po.prefix_entries))) return rc;
         }
         else if (!strcmp(a, "--threads")) {
             NEED_VAL();

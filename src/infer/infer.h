@@ -137,6 +137,12 @@ void sw_stage_seq_free(struct sw_stage *s, uint64_t seq);
 /* Tokens held in the sequence's cache (the next position). */
 int sw_stage_seq_len(struct sw_stage *s, uint64_t seq, uint32_t *n_out);
 uint32_t sw_stage_n_seqs(struct sw_stage *s);
+/* Prefix reuse (the prefix cache, src/swarm/prefix.c): copy the first n positions of
+ * sequence src (n <= its length) into live sequence dst, whose length becomes n; rename a
+ * live sequence (SW_EEXIST when `to` is live); the KV bytes one sequence holds (0: unknown). */
+int sw_stage_seq_copy(struct sw_stage *s, uint64_t dst, uint64_t src, uint32_t n);
+int sw_stage_seq_rename(struct sw_stage *s, uint64_t from, uint64_t to);
+uint64_t sw_stage_seq_bytes(struct sw_stage *s, uint64_t seq);
 uint64_t sw_stage_kv_bytes(struct sw_stage *s); /* KV memory allocated, all sequences; any thread, lock-free */
 
 /* forward flags */

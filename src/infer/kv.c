@@ -86,3 +86,23 @@ uint64_t sw__kv_release(struct sw__kv *kv, uint32_t n_layers, uint32_t kv_dim)
     memset(kv, 0, sizeof *kv);
     return bytes;
 }
+
+int sw__kv_copy(struct sw__kv *dst, const struct sw__kv *src, uint32_t n_layers, uint32_t n_kv, uint32_t hd, uint32_t n,
+                uint32_t n_ctx, uint64_t *grown_bytes)
+{
+    *grown_bytes = 0;
+    if (n > src->n_past) return SW_EINVAL;
+    int rc = sw__kv_reserve(dst, n_layers, n_kv, hd, n ? n : 1, n_ctx, grown_bytes);
+    if (rc) return rc;
+    const size_t sc = src->cap, dc = dst->cap;
+    for (uint32_t l = 0; l < n_layers && n; l++) {
+        for (uint32_t g = 0; g < n_kv; g++) {
+            memcpy(dst->k[l] + (size_t)g * dc * hd, src->k[l] + (size_t)g * sc * hd, (size_t)n * hd * sizeof(sw_f16));
+            for (uint32_t d = 0; d < hd; d++)
+                memcpy(dst->v[l] + ((size_t)g * hd + d) * dc, src->v[l] + ((size_t)g * hd + d) * sc,
+                       (size_t)n * sizeof(sw_f16));
+        }
+    }
+    dst->n_past = n;
+    return 0;
+}

@@ -428,6 +428,49 @@ int sw_stage_seq_len(struct sw_stage *s, uint64_t id, uint32_t *n_out)
     return rc;
 }
 
+int sw_stage_seq_copy(struct sw_stage *s, uint64_t dst, uint64_t src, uint32_t n)
+{
+    pthread_mutex_lock(&s->lock);
+    const struct sw_stage_info *info = &s->m.info;
+    struct sw__kv *d = seq_find(s, dst), *r = seq_find(s, src);
+    int rc = 0;
+    if (!d || !r) {
+        rc = set_err(s, SW_ENOTFOUND, "no sequence %llu", (unsigned long long)(d ? src : dst));
+    } else if (d == r || n > r->n_past) {
+        rc = set_err(s, SW_EINVAL, "cannot copy %u positions of sequence %llu (%u cached)", n,
+                     (unsigned long long)src, r->n_past);
+    } else {
+        uint64_t grown = 0;
+        rc = sw__kv_copy(d, r, info->layer_last - info->layer_first + 1, info->n_head_kv, info->head_dim, n,
+                         info->n_ctx, &grown);
+        s->kv_bytes += grown;
+        if (rc) set_err(s, rc, "cannot copy %u cached positions: %s", n, sw_strerror(rc));
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int sw_stage_seq_rename(struct sw_stage *s, uint64_t from, uint64_t to)
+{
+    pthread_mutex_lock(&s->lock);
+    struct sw__kv *kv = seq_find(s, from);
+    int rc = 0;
+    if (!kv) rc = set_err(s, SW_ENOTFOUND, "no sequence %llu", (unsigned long long)from);
+    else if (from != to && seq_find(s, to)) rc = set_err(s, SW_EEXIST, "sequence %llu already exists", (unsigned long long)to);
+    else kv->id = to;
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+uint64_t sw_stage_seq_bytes(struct sw_stage *s, uint64_t seq)
+{
+    pthread_mutex_lock(&s->lock);
+    struct sw__kv *kv = seq_find(s, seq);
+    uint64_t b = kv ? (uint64_t)kv->cap * s->kv_dim * sizeof(sw_f16) * 2 * (s->m.info.layer_last - s->m.info.layer_first + 1) : 0;
+    pthread_mutex_unlock(&s->lock);
+    return b;
+}
+
 uint32_t sw_stage_n_seqs(struct sw_stage *s)
 {
     pthread_mutex_lock(&s->lock);

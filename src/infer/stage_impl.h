@@ -197,6 +197,10 @@ struct sw__kv {
  * *grown_bytes receives the bytes added. */
 int sw__kv_reserve(struct sw__kv *kv, uint32_t n_layers, uint32_t n_kv, uint32_t hd, uint32_t need,
                    uint32_t n_ctx, uint64_t *grown_bytes);
+/* Copies the first n positions of src (n <= src->n_past) into dst, growing dst as needed;
+ * dst->n_past = n. 0, SW_EINVAL or SW_ENOMEM (dst intact). */
+int sw__kv_copy(struct sw__kv *dst, const struct sw__kv *src, uint32_t n_layers, uint32_t n_kv, uint32_t hd, uint32_t n,
+                uint32_t n_ctx, uint64_t *grown_bytes);
 /* Frees the arrays; returns the bytes released. */
 uint64_t sw__kv_release(struct sw__kv *kv, uint32_t n_layers, uint32_t kv_dim);
 

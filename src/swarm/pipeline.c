@@ -60,6 +60,11 @@ int sw_pipe_new(const struct sw_pipe_config *cfg, struct sw_pipe **out)
         free(p);
         return SW_ENOMEM;
     }
+    if (p->cfg.prefix_entries != SW_PIPE_PREFIX_OFF && !(p->prefix = sw_prefix_new(p->cfg.prefix_entries))) {
+        sw__pipe_hdr_free(p->hdr);
+        free(p);
+        return SW_ENOMEM;
+    }
     *out = p;
     return 0;
 }
@@ -105,6 +110,7 @@ void sw__pipe_ssess_close(struct sw_pipe *p, struct ssess *s)
 void sw__pipe_esess_free(struct esess *e)
 {
     free(e->spot);
+    free(e->phash);
     free(e->hist);
     free(e->blob);
     free(e);
@@ -139,6 +145,8 @@ void sw_pipe_free(struct sw_pipe *p)
         sw__pipe_esess_free(e);
     }
     sw__spot_free(p);
+    sw_prefix_free(p->prefix);
+    sw__pipe_recent_free(p);
     sw_buf_free(&p->out);
     free(p);
 }
@@ -160,6 +168,9 @@ struct sw_pipe_stats sw_pipe_stats(const struct sw_pipe *p)
         s.kept_bytes += x->kept_rows * x->row_bytes;
     }
     for (struct esess *e = p->es; e; e = e->next) s.entry_sessions++;
+    s.prefix_entries = sw_prefix_count(p->prefix);
+    s.prefix_bytes = sw_prefix_bytes(p->prefix);
+    s.prefix_evictions = sw_prefix_evictions(p->prefix);
     sw__pipe_hdr_stats(p->hdr, &s);
     return s;
 }
@@ -212,7 +223,10 @@ void sw_pipe_receive(struct sw_pipe *p, const uint8_t from[SW_NODE_ID_LEN], cons
     case SW_PIPE_CANCEL:
     case SW_PIPE_CLOSE: {
         struct ssess *s = sw__pipe_ss_find(p, m.session);
-        if (s && sw__pipe_id_eq(from, s->entry)) sw__pipe_ssess_close(p, s);
+        if (s && sw__pipe_id_eq(from, s->entry)) {
+            if (m.type == SW_PIPE_CLOSE) sw__pipe_stage_close(p, s, &m);
+            else sw__pipe_ssess_close(p, s);
+        }
         break;
     }
     case SW_PIPE_REPLAY:
@@ -263,6 +277,7 @@ size_t sw_pipe_drop_stage(struct sw_pipe *p, const char *reason)
         sw__pipe_ssess_close(p, s);
         n++;
     }
+    if (p) sw_prefix_clear(p->prefix, NULL); /* the stage is about to go */
     return n;
 }
 

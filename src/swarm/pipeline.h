@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "swarm/prefix.h"
 #include "swarm/swarm.h"
 #include "util/util.h"
 
@@ -110,6 +111,14 @@ struct sw_pipe_msg {
                                   PROGRESS: the stage's estimate of µs to finish n_tokens */
     /* PROGRESS: pos = positions the stage computed for the session, n_tokens = tokens
        queued or computing there (0: done, passed on), stage = its index */
+    /* OPEN: the prompt's block hashes (prefix.h), less its last token, so that one
+       position is always computed; CLOSE: the block hashes of every position the session
+       computed (the stage may keep its KV under them) */
+    uint32_t n_hashes;
+    const uint8_t *hashes;     /* n_hashes x SW_PREFIX_HASH_LEN */
+    /* OPEN_OK: positions this stage holds already (a cached prefix); the entry sends the
+       input from the least of the route's, and every stage computes from there */
+    uint32_t reused;
     /* ERROR */
     int32_t code;              /* negative sw_err */
     uint16_t text_len;
@@ -191,6 +200,9 @@ struct sw_pipe_host {
      * COALESCE_PCT); else only steps that arrive together are gathered (a swarm of one node
      * per machine keeps its stages working on different sessions at once). NULL: shared. */
     int (*shared_compute)(void *ud);
+    /* Optional (entry): does live node `id` serve shard `shard` now (loaded, reachable)?
+     * Lets a session go back to the nodes that cache its prefix. NULL: is_live. */
+    int (*serves)(void *ud, const uint8_t id[SW_NODE_ID_LEN], uint32_t shard);
 };
 
 struct sw_pipe_config {
@@ -203,6 +215,8 @@ struct sw_pipe_config {
     uint32_t idle_ms;          /* a stage session idle this long is evicted; 0: 300000 */
     uint32_t batch_max;        /* decode steps of different sessions run as one batched
                                   forward, at most this many; 0: 8 (the most); 1: never */
+    uint32_t prefix_entries;   /* prefix cache: closed sessions' KV kept per stage (prefix.h),
+                                  counted in max_kv_bytes, LRU; 0: 8; SW_PIPE_PREFIX_OFF: none */
     uint32_t coalesce_pct;     /* the longest a decode step is held at an idle stage for
                                   other decoding sessions due there, in percent of the
                                   stage's recent decode step time; 0: 150; 1000+: never hold */
@@ -210,6 +224,8 @@ struct sw_pipe_config {
                                   (0: none; the node's default is SW_SPOT_DEFAULT_RATE) */
     double spot_rtol;          /* the checker's tolerance (0: SW_SPOT_RTOL) */
 };
+
+#define SW_PIPE_PREFIX_OFF UINT32_MAX
 
 int sw_pipe_new(const struct sw_pipe_config *cfg, struct sw_pipe **out);
 /* Frees every session (stage sequences included). Jobs still running must have been
@@ -260,8 +276,14 @@ struct sw_pipe_stats {
         spot_checks, spot_passed, spot_failed, spot_inconclusive, /* entry: checks asked, verdicts */
         spot_positions,        /* entry: positions compared in passed and failed checks */
         audits_served,         /* checker: verdicts this node sent */
-        spot_corrupted;        /* testing only: steps this stage perturbed (SW_TEST_CORRUPT_HIDDEN) */
+        spot_corrupted,        /* testing only: steps this stage perturbed (SW_TEST_CORRUPT_HIDDEN) */
+        prefix_hits,           /* stage: sessions that reused a cached prefix */
+        prefix_reused,         /* stage: positions they reused */
+        prefix_kept,           /* stage: closed sessions kept in the prefix cache */
+        prefix_evictions;      /* stage: entries evicted (LRU: count or memory) */
     uint32_t spot_distrusted;  /* entry: nodes excluded from routes by a failed check */
+    uint32_t prefix_entries;   /* stage: entries in the prefix cache now */
+    uint64_t prefix_bytes;     /* stage: their KV bytes */
     uint32_t stage_sessions, entry_sessions;
     uint64_t kept_bytes;
 };

@@ -19,14 +19,95 @@ static void e_end(struct sw_pipe *p, struct esess *e, int rc, const char *msg)
     sw__pipe_esess_free(e);
 }
 
-static void e_send_all(struct sw_pipe *p, struct esess *e, uint8_t type)
+static void e_send_all_msg(struct sw_pipe *p, struct esess *e, const struct sw_pipe_msg *mm)
 {
-    struct sw_pipe_msg m = { .type = type, .session = e->wire };
+    struct sw_pipe_msg m = *mm;
+    m.session = e->wire;
     for (uint32_t k = 0; k < e->n_stages; k++) {
         int dup = 0;
         for (uint32_t i = 0; i < k; i++) dup |= sw__pipe_id_eq(e->route[i], e->route[k]);
         if (!dup) sw__pipe_send(p, e->route[k], &m);
     }
+}
+
+static void e_send_all(struct sw_pipe *p, struct esess *e, uint8_t type)
+{
+    struct sw_pipe_msg m = { .type = type };
+    e_send_all_msg(p, e, &m);
+}
+
+/* ------------------------------------------------------------------ prefix reuse */
+
+/* The block hashes of hist[0 .. n_hist-1): every position the stages compute (the last
+ * token's successor is never fed). */
+static uint32_t hist_hashes(const struct esess *e, uint8_t **out)
+{
+    *out = NULL;
+    uint32_t n = e->n_hist ? e->n_hist - 1 : 0, nb = SW_MIN(n / SW_PREFIX_BLOCK, SW_PREFIX_MAX_BLOCKS);
+    if (!nb || e->no_prefix) return 0;
+    if (!(*out = malloc((size_t)nb * SW_PREFIX_HASH_LEN))) return 0;
+    return sw_prefix_hashes(e->hist, n, *out, nb);
+}
+
+void sw__pipe_recent_free(struct sw_pipe *p)
+{
+    for (uint32_t i = 0; i < RECENT_MAX; i++) {
+        free(p->recent[i].hashes);
+        memset(&p->recent[i], 0, sizeof p->recent[i]);
+    }
+}
+
+/* A finished session: CLOSE with its hashes (the stages may keep its KV), and its route
+ * remembered for the session that continues it. */
+static void e_close(struct sw_pipe *p, struct esess *e)
+{
+    uint8_t *h;
+    uint32_t nb = hist_hashes(e, &h);
+    struct sw_pipe_msg m = { .type = SW_PIPE_CLOSE, .n_hashes = nb, .hashes = h };
+    e_send_all_msg(p, e, &m);
+    if (!nb) {
+        free(h);
+        return;
+    }
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < RECENT_MAX; i++) {
+        struct recent *r = &p->recent[i];
+        /* one that this session extends (its previous turn) is replaced */
+        if (r->hashes && r->n_hashes <= nb && r->n_stages == e->n_stages &&
+            !memcmp(r->hashes + (size_t)(r->n_hashes - 1) * SW_PREFIX_HASH_LEN, h + (size_t)(r->n_hashes - 1) * SW_PREFIX_HASH_LEN,
+                    SW_PREFIX_HASH_LEN)) {
+            k = i;
+            break;
+        }
+        if (r->used < p->recent[k].used) k = i;
+    }
+    struct recent *r = &p->recent[k];
+    free(r->hashes);
+    r->hashes = h;
+    r->n_hashes = nb;
+    r->n_stages = e->n_stages;
+    r->used = ++p->recent_tick;
+    memcpy(r->route, e->route, (size_t)e->n_stages * SW_NODE_ID_LEN);
+}
+
+/* The recent route that shares the most blocks with the session's prefix (NULL: none). */
+static const struct recent *e_recent(struct sw_pipe *p, const struct esess *e)
+{
+    const struct recent *best = NULL;
+    uint32_t best_n = 0;
+    for (uint32_t i = 0; i < RECENT_MAX; i++) {
+        const struct recent *r = &p->recent[i];
+        if (!r->hashes || r->n_stages != e->n_stages) continue;
+        uint32_t n = 0, lim = SW_MIN(r->n_hashes, e->n_phash);
+        while (n < lim && !memcmp(r->hashes + (size_t)n * SW_PREFIX_HASH_LEN, e->phash + (size_t)n * SW_PREFIX_HASH_LEN,
+                                  SW_PREFIX_HASH_LEN))
+            n++;
+        if (n > best_n) {
+            best_n = n;
+            best = r;
+        }
+    }
+    return best;
 }
 
 static void e_fail(struct sw_pipe *p, struct esess *e, int rc, const char *fmt, ...)
@@ -67,6 +148,10 @@ static void e_send_open(struct sw_pipe *p, struct esess *e, uint32_t k)
         m.blob = e->blob;
         m.blob_len = (uint32_t)e->blob_len;
     }
+    if (e->state == E_OPENING) { /* a replica taking over replays from 0 */
+        m.n_hashes = e->n_phash;
+        m.hashes = e->phash;
+    }
     e->pending |= 1ull << k;
     sw__pipe_send(p, e->route[k], &m);
 }
@@ -100,7 +185,17 @@ static int e_pick(struct sw_pipe *p, struct esess *e, uint32_t shard, uint8_t ou
  * stage; the tokens follow once every stage said OPEN_OK. */
 static int e_open_route(struct sw_pipe *p, struct esess *e, int avoid_old, char *msg, size_t msg_len)
 {
+    free(e->phash);
+    e->n_phash = hist_hashes(e, &e->phash);
+    /* a session that continues a recent one goes to the nodes that cache its prefix */
+    const struct recent *pref = !avoid_old && e->n_phash ? e_recent(p, e) : NULL;
     for (uint32_t k = 0; k < e->n_stages; k++) {
+        if (pref && !excluded(e, k, pref->route[k]) &&
+            (p->cfg.host.serves ? p->cfg.host.serves(p->cfg.host.ud, pref->route[k], k)
+                                : p->cfg.host.is_live && p->cfg.host.is_live(p->cfg.host.ud, pref->route[k]))) {
+            memcpy(e->route[k], pref->route[k], SW_NODE_ID_LEN);
+            continue;
+        }
         if (avoid_old) {
             /* after a stall: another node for this shard if there is one (it may be the
              * culprit), else the same one again */
@@ -127,6 +222,8 @@ static int e_open_route(struct sw_pipe *p, struct esess *e, int avoid_old, char 
     e->state = E_OPENING;
     e->pending = 0;
     e->failing = -1;
+    e->reuse_min = UINT32_MAX;
+    e->reused = 0;
     for (uint32_t k = 0; k < e->n_stages; k++) e_send_open(p, e, k);
     return 0;
 }
@@ -178,7 +275,9 @@ void sw__pipe_e_failover(struct sw_pipe *p, struct esess *e, uint32_t k, uint64_
 {
     char ids[16];
     exclude(e, k, e->route[k]);
-    if (e->state == E_OPENING || e->failing >= 0) { /* not settled yet: start over */
+    /* not settled yet, or the stages started from a cached prefix (so the upstream stage
+     * holds no outputs to replay before it): start over */
+    if (e->state == E_OPENING || e->failing >= 0 || e->reused) {
         sw__pipe_e_reopen(p, e, now_us, 0, why);
         return;
     }
@@ -221,11 +320,14 @@ void sw__pipe_entry_open_ok(struct sw_pipe *p, const uint8_t *from, const struct
     if (!(e->pending & (1ull << m->stage))) return;
     e->pending &= ~(1ull << m->stage);
     e->last_sign = now_us;
+    if (e->state == E_OPENING) e->reuse_min = SW_MIN(e->reuse_min, m->reused);
     if (e->pending) return;
     if (e->state == E_OPENING) {
         e->state = E_RUNNING;
         e_work_at(e, 0, now_us);
-        e_send_tokens(p, e, 0, e->n_hist, 0);
+        /* every stage holds at least reuse_min positions of this prefix: compute the rest */
+        e->reused = e->reuse_min == UINT32_MAX || e->no_prefix ? 0 : SW_MIN(e->reuse_min, e->n_hist - 1);
+        e_send_tokens(p, e, e->reused, e->n_hist, 0);
         if (e->reopens) e->topup = 1;
     } else if (e->failing >= 0) {
         e_work_at(e, e->failing > 0 ? (uint32_t)e->failing - 1 : 0, now_us); /* it replays */
@@ -299,7 +401,8 @@ void sw__pipe_entry_token(struct sw_pipe *p, const uint8_t *from, const struct s
     if (e->topup && !last) e_send_tokens(p, e, e->n_hist - 1, e->n_hist, 0);
     struct sw_pipe_token_ev ev = { .session = e->handle, .token = m->token, .pos = m->pos, .index = e->n_gen - 1,
                                    .ttft_us = e->t_first - e->t_open, .elapsed_us = now_us - e->t_open, .last = last,
-                                   .blob = m->blob, .blob_len = m->blob_len };
+                                   .blob = m->blob, .blob_len = m->blob_len,
+                                   .reused = e->reused };
     float *lg = NULL;
     if (m->n_logits) {
         lg = malloc((size_t)m->n_logits * sizeof *lg);
@@ -310,12 +413,14 @@ void sw__pipe_entry_token(struct sw_pipe *p, const uint8_t *from, const struct s
     if (e->n_gen > 1 && now_us > e->t_first) ev.tokens_per_s = (e->n_gen - 1) * 1e6 / (double)(now_us - e->t_first);
     uint64_t h = e->handle;
     p->st.tokens_generated++;
-    if (!last) sw__spot_entry_token(p, e, now_us); /* may start a spot check */
+    /* may start a spot check; not of a session that reused a cached prefix: its stages hold
+     * no rows before that point to feed a checker */
+    if (!last && !e->reused) sw__spot_entry_token(p, e, now_us);
     if (e->cb.on_token) e->cb.on_token(e->cb.ud, &ev);
     free(lg);
     e = sw__pipe_es_by_handle(p, h); /* the callback may have cancelled */
     if (e && last) {
-        e_send_all(p, e, SW_PIPE_CLOSE);
+        e_close(p, e);
         e_end(p, e, 0, "finished");
     }
 }
@@ -417,6 +522,7 @@ int sw_pipe_open(struct sw_pipe *p, const struct sw_pipe_request *req, const str
     e->flags = (uint8_t)((req->want_logits ? SW_PIPE_OPEN_LOGITS : 0) | (req->ignore_eos ? SW_PIPE_OPEN_IGNORE_EOS : 0));
     e->chunk = req->chunk ? SW_MIN(req->chunk, SW_PIPE_MAX_TOKENS) : DEFAULT_CHUNK;
     e->deadline_us = (uint64_t)(req->deadline_ms ? req->deadline_ms : DEFAULT_DEADLINE_MS) * 1000;
+    e->no_prefix = req->no_prefix_cache != 0;
     e->n_stages = p->cfg.n_shards;
     if (cb) e->cb = *cb;
     e->failing = -1;

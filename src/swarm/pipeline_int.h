@@ -120,6 +120,9 @@ struct ssess {
     size_t recv_rows, recv_cap_rows;
     uint8_t recv_from[SW_NODE_ID_LEN];
     struct spot_chk *chk;
+    uint32_t reused;         /* positions copied from the prefix cache at OPEN */
+    int started;             /* an input came (the first one sets where computing starts) */
+    uint32_t kept_from;      /* the first position whose output is kept (a replay starts there) */
 };
 
 enum { E_OPENING = 1, E_RUNNING = 2 };
@@ -161,6 +164,21 @@ struct esess {
     uint64_t t_open, t_first, t_last;
     uint32_t n_gen;
     struct spot_es *spot;    /* spot checks of this session's stages (spotcheck.c) */
+    int no_prefix;           /* the request asked for no prefix reuse */
+    uint32_t reuse_min;      /* while opening: the least of the stages' OPEN_OK reused */
+    uint32_t reused;         /* positions the route reused (the input started there) */
+    uint8_t *phash;          /* block hashes of hist[0 .. n_hist-1) sent with OPEN */
+    uint32_t n_phash;
+};
+
+/* Entry: the routes of recently finished sessions and their prefixes, so a session that
+ * continues one goes to the nodes that cache it. */
+#define RECENT_MAX 16u
+struct recent {
+    uint8_t *hashes;
+    uint32_t n_hashes, n_stages;
+    uint64_t used;
+    uint8_t route[SW_PIPE_MAX_STAGES][SW_NODE_ID_LEN];
 };
 
 struct sw_pipe {
@@ -180,6 +198,9 @@ struct sw_pipe {
     uint64_t us_short_step;  /* stage: recent wall time of a batchable (decode) job */
     uint64_t hold_start;     /* stage: a decode step held since (0: none) */
     struct sw_spot *spot;    /* spot checks: settings, distrusted nodes (spotcheck.c) */
+    struct sw_prefix *prefix; /* stage: the prefix cache (NULL: off) */
+    struct recent recent[RECENT_MAX]; /* entry: recent routes */
+    uint64_t recent_tick;
 };
 
 /* ------------------------------------------------------------------ shared calls */
@@ -214,6 +235,12 @@ void sw__pipe_esess_unlink(struct sw_pipe *p, struct esess *e);
 void sw__pipe_stage_open(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us);
 void sw__pipe_stage_input(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us);
 void sw__pipe_stage_replay(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m);
+/* CLOSE from the entry: keeps the session's KV in the prefix cache under the hashes it
+ * carries (when it can), then closes the session. */
+void sw__pipe_stage_close(struct sw_pipe *p, struct ssess *s, const struct sw_pipe_msg *m);
+/* Makes room for `need` more bytes under max_kv_bytes by evicting prefix-cache entries:
+ * 1 when they fit. */
+int sw__pipe_prefix_room(struct sw_pipe *p, uint64_t need);
 /* PROGRESS for session s to its entry when due (work here, PROGRESS_MS since the last) or
  * when its work here is done after a "working" one. Returns when the next is due. */
 uint64_t sw__pipe_stage_progress(struct sw_pipe *p, struct ssess *s, uint64_t now_us);
@@ -232,6 +259,7 @@ uint64_t sw__pipe_entry_check(struct sw_pipe *p, struct esess *e, uint64_t now_u
 void sw__pipe_e_failover(struct sw_pipe *p, struct esess *e, uint32_t k, uint64_t now_us, const char *why);
 /* Opens a whole new route (avoid_old: other nodes than the current ones where possible). */
 void sw__pipe_e_reopen(struct sw_pipe *p, struct esess *e, uint64_t now_us, int avoid_old, const char *why);
+void sw__pipe_recent_free(struct sw_pipe *p);
 
 /* spotcheck.c: spot checks of pipeline work (docs/pipeline.md "Spot checks") */
 int sw__spot_new(struct sw_pipe *p);

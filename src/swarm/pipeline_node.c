@@ -244,6 +244,12 @@ static void status_extra(void *ud, struct json_t *root)
     json_object_set_new(o, "errors_sent", json_integer((json_int_t)st.errors_sent));
     json_object_set_new(o, "headers_served", json_integer((json_int_t)st.headers_served));
     sw_spot_status_json(pn->pipe, o, sw_time_us()); /* spotcheck.c: "spot" */
+    json_object_set_new(o, "prefix_entries", json_integer(st.prefix_entries));
+    json_object_set_new(o, "prefix_bytes", json_integer((json_int_t)st.prefix_bytes));
+    json_object_set_new(o, "prefix_hits", json_integer((json_int_t)st.prefix_hits));
+    json_object_set_new(o, "prefix_reused", json_integer((json_int_t)st.prefix_reused));
+    json_object_set_new(o, "prefix_kept", json_integer((json_int_t)st.prefix_kept));
+    json_object_set_new(o, "prefix_evictions", json_integer((json_int_t)st.prefix_evictions));
     json_object_set_new(root, "pipeline", o);
 }
 
@@ -282,6 +288,14 @@ static int h_pick(void *ud, uint32_t shard, const uint8_t *exclude, size_t n_exc
     if (!best) return SW_ENOTFOUND;
     memcpy(id_out, best->cap.node_id, SW_NODE_ID_LEN);
     return 0;
+}
+
+static int h_serves(void *ud, const uint8_t id[SW_NODE_ID_LEN], uint32_t shard)
+{
+    struct sw_pipe_node *pn = ud;
+    const struct sw_view *v = sw_node_view(pn->node);
+    const struct sw_view_node *vn = v ? sw_view_find(v, id) : NULL;
+    return usable(vn) && vn->cap.shard == (int32_t)shard && vn->cap.phase == SW_PHASE_LOADED;
 }
 
 static int h_live(void *ud, const uint8_t id[SW_NODE_ID_LEN])
@@ -546,8 +560,10 @@ int sw_pipe_node_attach(struct sw_node *n, const struct sw_pipe_node_opts *opts,
     memcpy(cfg.self_id, sw_node_id(n), SW_NODE_ID_LEN);
     const struct sw_view *v = sw_node_view(n);
     cfg.n_shards = v ? sw_view_n_shards(v) : 0;
-    cfg.host = (struct sw_pipe_host){ h_send, h_submit, h_pick, h_live, h_stage, pn, h_wake, h_validate, h_shared_compute };
+    cfg.host = (struct sw_pipe_host){ h_send, h_submit, h_pick, h_live, h_stage, pn, h_wake, h_validate, h_shared_compute,
+                                      h_serves };
     if (opts) {
+        cfg.prefix_entries = opts->prefix_entries;
         cfg.max_sessions = opts->max_sessions;
         cfg.max_kv_bytes = opts->max_kv_bytes;
         cfg.idle_ms = opts->idle_ms;

@@ -483,12 +483,58 @@ static int refuse(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_m
     return code;
 }
 
+int sw__pipe_prefix_room(struct sw_pipe *p, uint64_t need)
+{
+    if (!p->cfg.max_kv_bytes) return 1;
+    while (p->reserved + sw_prefix_bytes(p->prefix) + need > p->cfg.max_kv_bytes)
+        if (!sw_prefix_evict_lru(p->prefix)) return p->reserved + need <= p->cfg.max_kv_bytes;
+    return 1;
+}
+
+/* OPEN with the prompt's block hashes: the longest prefix this stage caches for the same
+ * entry and dtype is copied into the new sequence (its rows are the session's own from now
+ * on: an eviction later changes nothing). The entry starts the input at the least of the
+ * route's reused lengths; the first input sets where this stage computes from. At least
+ * one position is always computed (the entry sends no hash for the prompt's last token). */
+static void reuse_prefix(struct sw_pipe *p, struct ssess *s, const struct sw_pipe_msg *m)
+{
+    if (!p->prefix || !m->n_hashes) return;
+    uint64_t src = 0;
+    uint32_t nb = sw_prefix_lookup(p->prefix, s->st, s->entry, s->dtype, m->hashes, m->n_hashes, &src);
+    uint32_t r = nb * SW_PREFIX_BLOCK;
+    if (r && s->n_known) r = SW_MIN(r, s->n_known - 1);
+    r = SW_MIN(r, s->n_ctx ? s->n_ctx - 1 : 0);
+    if (!r) return;
+    if (sw_stage_seq_copy(s->st, s->id, src, r)) {
+        char eid[16];
+        sw_log(SW_LOG_INFO, "PIPE", "session %016llx: prefix of %u positions not reused (entry %s): %s",
+               (unsigned long long)s->id, r, sw__pipe_short_id(s->entry, eid, sizeof eid), sw_stage_errmsg(s->st));
+        return;
+    }
+    s->reused = s->accepted = s->computed = r;
+    p->st.prefix_hits++;
+    p->st.prefix_reused += r;
+}
+
+void sw__pipe_stage_close(struct sw_pipe *p, struct ssess *s, const struct sw_pipe_msg *m)
+{
+    uint32_t n_past = 0;
+    if (p->prefix && m->n_hashes && !s->busy && !s->dead && s->st &&
+        (!p->cfg.host.stage || p->cfg.host.stage(p->cfg.host.ud) == s->st) && !sw_stage_seq_len(s->st, s->id, &n_past)) {
+        uint32_t nb = SW_MIN(m->n_hashes, n_past / SW_PREFIX_BLOCK);
+        if (nb && !sw_prefix_store(p->prefix, s->st, s->id, s->entry, s->dtype, m->hashes, nb)) p->st.prefix_kept++;
+    }
+    sw__pipe_ssess_close(p, s); /* frees the sequence unless the cache took it (renamed) */
+    sw__pipe_prefix_room(p, 0);
+}
+
 void sw__pipe_stage_open(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us)
 {
     struct ssess *old = sw__pipe_ss_find(p, m->session);
     if (old) {
         if (old->idx == m->stage && sw__pipe_id_eq(old->entry, m->entry)) { /* repeated OPEN */
-            struct sw_pipe_msg ok = { .type = SW_PIPE_OPEN_OK, .session = m->session, .stage = m->stage };
+            struct sw_pipe_msg ok = { .type = SW_PIPE_OPEN_OK, .session = m->session, .stage = m->stage,
+                                      .reused = old->started ? 0 : old->reused };
             sw__pipe_send(p, from, &ok);
         } else {
             refuse(p, from, m, SW_EEXIST, "session id already in use");
@@ -528,7 +574,7 @@ void sw__pipe_stage_open(struct sw_pipe *p, const uint8_t *from, const struct sw
     size_t row_bytes = (size_t)si->n_embd * sw_pipe_dtype_size(m->dtype);
     uint64_t need = si->kv_bytes_per_token * m->n_ctx + (last ? 0 : (uint64_t)row_bytes * m->n_ctx);
     if ((m->flags & SW_PIPE_OPEN_WITNESS) && !first) need += (uint64_t)row_bytes * m->n_ctx; /* rows received (spot checks) */
-    if (p->cfg.max_kv_bytes && p->reserved + need > p->cfg.max_kv_bytes) {
+    if (!sw__pipe_prefix_room(p, need)) {
         char a[32], b[32];
         snprintf(why, sizeof why, "out of memory for the KV cache: needs %s, %s left", sw_fmt_bytes(need, a, sizeof a),
                  sw_fmt_bytes(p->cfg.max_kv_bytes - SW_MIN(p->cfg.max_kv_bytes, p->reserved), b, sizeof b));
@@ -580,6 +626,7 @@ void sw__pipe_stage_open(struct sw_pipe *p, const uint8_t *from, const struct sw
         }
     }
     int rc = sw_stage_seq_new(st, s->id);
+    while (rc == SW_EBUSY && sw_prefix_evict_lru(p->prefix)) rc = sw_stage_seq_new(st, s->id); /* slots */
     if (rc) {
         sw_sampler_free(s->smp);
         free(s);
@@ -592,14 +639,16 @@ void sw__pipe_stage_open(struct sw_pipe *p, const uint8_t *from, const struct sw
     s->next = p->ss;
     p->ss = s;
     p->st.sessions_opened++;
+    reuse_prefix(p, s, m);
     char eid[16];
     if (s->flags & SW_PIPE_OPEN_AUDIT) /* a spot check's session: worded apart from serving ones */
         sw_log(SW_LOG_INFO, "SPOT", "audit %016llx: recomputing shard %u (stage %u/%u) for entry %s (context %u)",
                (unsigned long long)s->id, s->idx, s->idx, s->n_stages, sw__pipe_short_id(s->entry, eid, sizeof eid), s->n_ctx);
     else
-        sw_log(SW_LOG_INFO, "PIPE", "session %016llx: stage %u of %u opened for entry %s (context %u)",
-               (unsigned long long)s->id, s->idx, s->n_stages, sw__pipe_short_id(s->entry, eid, sizeof eid), s->n_ctx);
-    struct sw_pipe_msg ok = { .type = SW_PIPE_OPEN_OK, .session = m->session, .stage = m->stage };
+        sw_log(SW_LOG_INFO, "PIPE", "session %016llx: stage %u of %u opened for entry %s (context %u, %u positions cached)",
+               (unsigned long long)s->id, s->idx, s->n_stages, sw__pipe_short_id(s->entry, eid, sizeof eid), s->n_ctx,
+               s->reused);
+    struct sw_pipe_msg ok = { .type = SW_PIPE_OPEN_OK, .session = m->session, .stage = m->stage, .reused = s->reused };
     sw__pipe_send(p, from, &ok);
 }
 
@@ -635,6 +684,12 @@ void sw__pipe_stage_input(struct sw_pipe *p, const uint8_t *from, const struct s
     if (!is_tokens) sw__spot_witness(s, from, m); /* rows a spot check may ask for */
     uint32_t pos = m->pos, n = m->n_tokens;
     const uint8_t *data = m->data;
+    if (!s->started) {
+        /* the route computes from the least of the stages' cached prefixes: from here */
+        s->started = 1;
+        if (pos < s->accepted) s->accepted = s->computed = pos;
+        s->kept_from = SW_MIN(pos, s->accepted);
+    }
     if ((uint64_t)pos + n <= s->accepted) return; /* already have these (a replay or a top-up) */
     if (pos < s->accepted) {                      /* overlap: keep the new part */
         uint32_t skip = s->accepted - pos;
@@ -715,6 +770,6 @@ void sw__pipe_stage_replay(struct sw_pipe *p, const uint8_t *from, const struct 
         char ids[16];
         sw_log(SW_LOG_INFO, "PIPE", "session %016llx: replaying %zu positions to the new stage %u (node %s)",
                (unsigned long long)s->id, s->kept_rows, s->idx + 1, sw__pipe_short_id(s->route[s->idx + 1], ids, sizeof ids));
-        send_kept(p, s, 0, s->kept_rows);
+        send_kept(p, s, s->kept_from, s->kept_rows);
     }
 }

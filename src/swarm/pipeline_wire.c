@@ -85,6 +85,15 @@ static void put64(struct sw_buf *b, uint64_t v)
     sw_buf_append(b, t, 8);
 }
 
+/* OPEN, CLOSE: the prefix's block hashes (count, then SW_PREFIX_HASH_LEN bytes each). */
+static int put_hashes(struct sw_buf *out, const struct sw_pipe_msg *m)
+{
+    if (m->n_hashes > SW_PREFIX_MAX_BLOCKS || (m->n_hashes && !m->hashes)) return SW_EINVAL;
+    put32(out, m->n_hashes);
+    if (m->n_hashes) sw_buf_append(out, m->hashes, (size_t)m->n_hashes * SW_PREFIX_HASH_LEN);
+    return 0;
+}
+
 int sw_pipe_msg_encode(const struct sw_pipe_msg *m, struct sw_buf *out)
 {
     if (!m || !out) return SW_EINVAL;
@@ -112,9 +121,11 @@ int sw_pipe_msg_encode(const struct sw_pipe_msg *m, struct sw_buf *out)
         put32(out, m->blob_len);
         if (m->blob_len) sw_buf_append(out, m->blob, m->blob_len);
         put32(out, m->progress_ms);
+        if (put_hashes(out, m)) return SW_EINVAL;
         break;
     case SW_PIPE_OPEN_OK:
         put8(out, m->stage);
+        put32(out, m->reused);
         break;
     case SW_PIPE_TOKENS:
         if (m->n_tokens > SW_PIPE_MAX_TOKENS || m->data_len != (size_t)m->n_tokens * 4) return SW_EINVAL;
@@ -153,7 +164,9 @@ int sw_pipe_msg_encode(const struct sw_pipe_msg *m, struct sw_buf *out)
         break;
     }
     case SW_PIPE_CANCEL:
+        break;
     case SW_PIPE_CLOSE:
+        if (put_hashes(out, m)) return SW_EINVAL;
         break;
     case SW_PIPE_PROGRESS:
         put8(out, m->stage);
@@ -300,6 +313,16 @@ static const uint8_t *gbytes(struct rd *r, size_t n, const char *f)
         return code;                                            \
     } while (0)
 
+/* Nonzero: over the cap (a short read is left to r->field). */
+static int get_hashes(struct rd *r, struct sw_pipe_msg *m)
+{
+    m->n_hashes = g32(r, "n_hashes");
+    if (r->field) return 0;
+    if (m->n_hashes > SW_PREFIX_MAX_BLOCKS) return 1;
+    m->hashes = gbytes(r, (size_t)m->n_hashes * SW_PREFIX_HASH_LEN, "hashes");
+    return 0;
+}
+
 int sw_pipe_msg_decode(const uint8_t *p, size_t len, struct sw_pipe_msg *m, char *err,
                        size_t err_len)
 {
@@ -338,11 +361,13 @@ int sw_pipe_msg_decode(const uint8_t *p, size_t len, struct sw_pipe_msg *m, char
         if (m->blob_len > SW_PIPE_MAX_BLOB) BAD(SW_ETOOBIG, "OPEN: sampler state of %u bytes (cap %u)", m->blob_len, SW_PIPE_MAX_BLOB);
         m->blob = gbytes(&r, m->blob_len, "blob");
         m->progress_ms = g32(&r, "progress_ms");
+        if (get_hashes(&r, m)) BAD(SW_ETOOBIG, "OPEN: %u prefix hashes (cap %u)", m->n_hashes, SW_PREFIX_MAX_BLOCKS);
         if (!m->n_ctx) BAD(SW_ECORRUPT, "OPEN: n_ctx 0");
         if (m->n_known > m->n_ctx || m->max_pos > m->n_ctx) BAD(SW_ECORRUPT, "OPEN: positions past n_ctx");
         break;
     case SW_PIPE_OPEN_OK:
         m->stage = g8(&r, "stage");
+        m->reused = g32(&r, "reused");
         break;
     case SW_PIPE_TOKENS:
         m->flags = g8(&r, "flags");
@@ -402,7 +427,9 @@ int sw_pipe_msg_decode(const uint8_t *p, size_t len, struct sw_pipe_msg *m, char
         if (!r.field && m->code >= 0) BAD(SW_ECORRUPT, "ERROR: code %d is not negative", m->code);
         break;
     case SW_PIPE_CANCEL:
+        break;
     case SW_PIPE_CLOSE:
+        if (get_hashes(&r, m)) BAD(SW_ETOOBIG, "CLOSE: %u prefix hashes (cap %u)", m->n_hashes, SW_PREFIX_MAX_BLOCKS);
         break;
     case SW_PIPE_REPLAY:
         m->replay_stage = g8(&r, "replay_stage");

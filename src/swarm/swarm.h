@@ -444,6 +444,7 @@ struct sw_pipe_token_ev {
     uint64_t ttft_us;          /* open -> first token */
     uint64_t elapsed_us;       /* open -> this token */
     double tokens_per_s;       /* generated tokens after the first / time since the first */
+    uint32_t reused;           /* prompt positions the route took from its prefix caches */
     int last;                  /* 1: the session ends with this token (limit or stop token) */
     const uint8_t *blob;       /* the sampler state after this token (its log probabilities:
                                   sw_sampler_blob_logprobs); borrowed for the call */
@@ -476,6 +477,8 @@ struct sw_pipe_request {
     int ignore_eos;
     uint32_t deadline_ms;      /* no sign of life from the route (OPEN_OK, PROGRESS, a token) this
                                   long: the route is rebuilt; 0: 5000 */
+    int no_prefix_cache;       /* compute the whole prompt: no reuse of the stages' prefix
+                                  caches, and nothing of this session kept in them */
 };
 
 /* ------------------------------------------------- pipeline on a node */
@@ -493,6 +496,7 @@ struct sw_pipe_node_opts {
     uint32_t coalesce_pct;     /* sw_pipe_config.coalesce_pct: 0 default (150), 1000 never */
     double spot_rate;          /* entry: chance that a generated token starts a spot check;
                                   0: the default (1/64), negative: no checks */
+    uint32_t prefix_entries;   /* sw_pipe_config.prefix_entries: 0 default (8), UINT32_MAX off */
 };
 /* Parses a spot-check rate: "off" (-1), "1/N" (N >= 1) or a number in (0, 1]. 0 or SW_EINVAL. */
 int sw_spot_parse_rate(const char *s, double *out);

@@ -268,7 +268,7 @@ static struct tnode *net_add(struct net *net, int shard, struct sw_stage *st, ui
     t->stage = st;
     struct sw_pipe_config cfg = { .n_shards = n_shards, .max_kv_bytes = max_kv, .idle_ms = 60000 };
     memcpy(cfg.self_id, t->id, SW_NODE_ID_LEN);
-    cfg.host = (struct sw_pipe_host){ h_send, h_submit, h_pick, h_live, h_stage, t, h_wake, NULL, h_shared };
+    cfg.host = (struct sw_pipe_host){ h_send, h_submit, h_pick, h_live, h_stage, t, h_wake, NULL, h_shared, NULL };
     CHECK_EQ_INT(sw_pipe_new(&cfg, &t->pipe), 0);
     return t;
 }
@@ -536,7 +536,7 @@ static struct tnode *make_net_coalesce(struct net *net, uint32_t batch_max, uint
         struct sw_pipe_config cfg = { .n_shards = N_SHARDS, .idle_ms = 60000, .batch_max = batch_max,
                                       .coalesce_pct = coalesce_pct };
         memcpy(cfg.self_id, t->id, SW_NODE_ID_LEN);
-        cfg.host = (struct sw_pipe_host){ h_send, h_submit, h_pick, h_live, h_stage, t, h_wake, NULL, h_shared };
+        cfg.host = (struct sw_pipe_host){ h_send, h_submit, h_pick, h_live, h_stage, t, h_wake, NULL, h_shared, NULL };
         sw_pipe_free(t->pipe);
         CHECK_EQ_INT(sw_pipe_new(&cfg, &t->pipe), 0);
     }
@@ -1401,7 +1401,7 @@ static int bench(const char *dir)
                 struct tnode *t = net_add(&net, k, st[k], (uint32_t)n_st, 0);
                 struct sw_pipe_config cfg = { .n_shards = (uint32_t)n_st, .idle_ms = 60000, .batch_max = batched ? 0 : 1 };
                 memcpy(cfg.self_id, t->id, SW_NODE_ID_LEN);
-                cfg.host = (struct sw_pipe_host){ h_send, h_submit_bench, h_pick, h_live, h_stage, t, NULL, NULL, NULL };
+                cfg.host = (struct sw_pipe_host){ h_send, h_submit_bench, h_pick, h_live, h_stage, t, NULL, NULL, NULL, NULL };
                 sw_pipe_free(t->pipe);
                 sw_pipe_new(&cfg, &t->pipe);
                 g_b.w[t->idx].stop = 0;
