@@ -316,13 +316,19 @@ int sw_cmd_generate(int argc, char **argv)
             n_prompt, t_prompt / 1e3, pp_tps, n_gen, n_eval, t_gen / 1e3, tg_tps, stop_reason);
     if (a.json) {
         const struct sw_stage_info *in = sw_stage_info(sw_chain_stage(chain, 0));
+        char dev[sizeof in->device];
+        snprintf(dev, sizeof dev, "%s", in->device);
+        for (char *c = dev; *c; c++)
+            if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20) *c = '\'';
         fprintf(stderr,
                 "{\"prompt_tokens\":%zu,\"prompt_ms\":%.3f,\"prompt_tps\":%.3f,\"gen_tokens\":%u,"
                 "\"eval_tokens\":%u,\"gen_ms\":%.3f,\"gen_tps\":%.3f,\"load_ms\":%llu,\"threads\":%u,"
-                "\"kernels\":\"%s\",\"peak_rss\":%llu,\"backend\":\"%s\",\"gpu_layers\":%u}\n",
+                "\"kernels\":\"%s\",\"peak_rss\":%llu,\"backend\":\"%s\",\"gpu_layers\":%u,\"device\":\"%s\","
+                "\"gpu_weight_bytes\":%llu,\"weight_bytes\":%llu}\n",
                 n_prompt, t_prompt / 1e3, pp_tps, n_gen, n_eval, t_gen / 1e3, tg_tps,
                 (unsigned long long)t_load, in->n_threads, in->kernels, (unsigned long long)sw_sys_peak_rss(),
-                in->backend, in->gpu_layers);
+                in->backend, in->gpu_layers, dev, (unsigned long long)in->gpu_weight_bytes,
+                (unsigned long long)in->weight_bytes);
     }
     status = SW_EXIT_OK;
 out:

@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "gguf/gguf.h"
+#include "infer/infer.h"
 
 #define SHOW_ITEMS 6       /* array elements shown before "…" */
 #define JSON_ARRAY_FULL 16 /* arrays up to this many elements are given in full in JSON */
@@ -16,10 +17,12 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: shardswarm inspect FILE [--json]\n\n"
+    fprintf(f, "usage: shardswarm inspect FILE [--json] [--gpu auto|N [--gpu-layers N]]\n\n"
                "Shows a GGUF file: header, metadata (long arrays summarised), the tensor table\n"
                "(name, type, shape, bytes, offset), bytes per layer and the parameter count.\n\n"
                "  --json   one JSON object on stdout instead of the tables\n"
+               "  --gpu D  also open the file as a stage on Vulkan device D (auto, or a number) and\n"
+               "           say which layers run on the device and which on the CPU, and why\n"
                "Exit status: 0 ok, 1 the file is missing or not valid GGUF, 2 usage error.\n");
 }
 
@@ -372,16 +375,47 @@ static int as_json(struct sw_gguf *g)
     return rc ? sw_cli_fail("inspect", "cannot write the JSON output") : SW_EXIT_OK;
 }
 
+/* `--gpu`: the file opened as a stage on that device: where each layer computes. */
+static int compute_split(const char *file, const char *gpu, uint32_t gpu_layers)
+{
+    struct sw_stage_opts so = { .layer_first = -1, .layer_last = -1, .n_threads = 1, .max_batch = 32, .max_seqs = 1,
+                                .no_prefault = 1, .gpu = gpu, .gpu_layers = gpu_layers };
+    struct sw_stage *st = NULL;
+    char err[512] = "";
+    int rc = sw_stage_open(file, &so, &st, err, sizeof err);
+    if (rc) return sw_cli_fail("inspect", "cannot open %s as a stage: %s", file, err[0] ? err : sw_strerror(rc));
+    const struct sw_stage_info *in = sw_stage_info(st);
+    char b1[32], b2[32];
+    printf("\nCompute (--gpu %s): %s layers %u-%u\n", gpu, in->arch, in->layer_first, in->layer_last);
+    if (in->gpu_layers) {
+        printf("  device:  %s, %s of memory\n", in->device, sw_fmt_bytes(in->device_mem, b1, sizeof b1));
+        printf("  on the device: layers %u-%u (%s uploaded)\n", in->layer_first, in->layer_first + in->gpu_layers - 1,
+               sw_fmt_bytes(in->gpu_weight_bytes, b2, sizeof b2));
+    }
+    if (in->layer_first + in->gpu_layers <= in->layer_last)
+        printf("  on the CPU:    layers %u-%u\n", in->layer_first + in->gpu_layers, in->layer_last);
+    if (in->gives_logits) printf("  logits:  on the %s\n", in->gpu_logits ? "device" : "CPU");
+    if (in->gpu_note[0]) printf("  why:     %s\n", in->gpu_note);
+    sw_stage_free(st);
+    return SW_EXIT_OK;
+}
+
 int sw_cmd_inspect(int argc, char **argv)
 {
     if (sw_cli_wants_help(argc, argv)) {
         usage(stdout);
         return SW_EXIT_OK;
     }
-    const char *file = NULL;
+    const char *file = NULL, *gpu = NULL;
+    uint32_t gpu_layers = 0;
     int json = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--gpu") && i + 1 < argc) gpu = argv[++i];
+        else if (!strcmp(argv[i], "--gpu-layers") && i + 1 < argc) {
+            int prc = sw_cli_parse_u32("inspect", "--gpu-layers", argv[++i], 1, 1u << 16, &gpu_layers);
+            if (prc) return prc;
+        }
         else if (argv[i][0] == '-' && argv[i][1]) return sw_cli_usage_error("inspect", "unknown option '%s'", argv[i]);
         else if (file) return sw_cli_usage_error("inspect", "one FILE only (got '%s' and '%s')", file, argv[i]);
         else file = argv[i];
@@ -391,7 +425,12 @@ int sw_cmd_inspect(int argc, char **argv)
     char err[512];
     int rc = sw_gguf_open(file, &g, err, sizeof err);
     if (rc) return sw_cli_fail("inspect", "%s", err);
+    if (gpu && json) {
+        sw_gguf_close(g);
+        return sw_cli_usage_error("inspect", "--gpu goes with the table output, not --json");
+    }
     rc = json ? as_json(g) : human(g);
     sw_gguf_close(g);
+    if (!rc && gpu) rc = compute_split(file, gpu, gpu_layers);
     return rc;
 }

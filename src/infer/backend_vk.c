@@ -693,6 +693,46 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
             last_log = now;
         }
     }
+    /* the output head: when every layer is on the device and the stage gives logits */
+    if (n == nl && n && in->gives_logits && m->output.data && m->hp.final_softcap <= 0) {
+        struct vk_layer *O = &g->out;
+        VkDeviceSize ob = align_up(mat_bytes(&m->output, &O->wo), g->align);
+        O->attn_norm = ob;
+        ob += (VkDeviceSize)in->n_embd * 4;
+        const VkDeviceSize lg_bytes = (VkDeviceSize)LG_ROWS * in->n_vocab * 4;
+        char b1[32];
+        if (O->wo.size > g->max_range || lg_bytes > g->max_range) {
+            snprintf(g->stop, sizeof g->stop, "the logits (%s) are computed on the CPU: the output matrix or its "
+                     "rows exceed one buffer's range", m->output.name ? m->output.name : "output");
+        } else if (!o->gpu_layers && used + ob + lg_bytes > budget) {
+            snprintf(g->stop, sizeof g->stop, "the logits are computed on the CPU: no room for the output matrix (%s)",
+                     sw_fmt_bytes(ob, b1, sizeof b1));
+        } else {
+            free(rowf);
+            rowf = malloc((size_t)m->output.cols * sizeof(float));
+            char pmsg[200] = "";
+            rc = rowf ? pipe_need(g, (int)O->wo.pipe, pmsg, sizeof pmsg) : SW_ENOMEM;
+            if (!rc) rc = sw__vk_buf_new(g, ob, 0, &O->buf);
+            if (!rc) rc = sw__vk_buf_new(g, lg_bytes, 1, &g->lgio);
+            if (!rc) {
+                u.dst = O->buf.b;
+                rc = upload_mat(&u, &m->output, &O->wo, 0, rowf);
+                void *p = rc ? NULL : upl_take(&u, O->attn_norm, (size_t)in->n_embd * 4, &rc);
+                if (p) memcpy(p, m->output_norm, (size_t)in->n_embd * 4);
+                if (!rc) rc = upl_flush(&u);
+            }
+            if (rc) {
+                sw__vk_buf_free(g, &O->buf);
+                sw__vk_buf_free(g, &g->lgio);
+                snprintf(g->stop, sizeof g->stop, "the logits are computed on the CPU: %s",
+                         pmsg[0] ? pmsg : "out of device memory for the output matrix");
+            } else {
+                g->lg_rows = LG_ROWS;
+                g->n_vocab = in->n_vocab;
+                up_bytes += ob;
+            }
+        }
+    }
     free(rowf);
     sw__vk_buf_free(g, &u.st);
     g->weight_bytes = up_bytes;
@@ -712,6 +752,8 @@ void sw__vk_free(struct sw__vk *g)
             for (uint32_t i = 0; i < g->max_seqs; i++) sw__vk_buf_free(g, &g->kv[i].buf);
         sw__vk_buf_free(g, &g->scratch);
         sw__vk_buf_free(g, &g->io);
+        sw__vk_buf_free(g, &g->out.buf);
+        sw__vk_buf_free(g, &g->lgio);
         for (int i = 0; i < VKP_COUNT; i++)
             if (g->pipe[i]) g->f.vkDestroyPipeline(g->dev, g->pipe[i], NULL);
         if (g->pl) g->f.vkDestroyPipelineLayout(g->dev, g->pl, NULL);
@@ -733,3 +775,4 @@ uint64_t sw__vk_device_mem(const struct sw__vk *g) { return g ? g->heap_bytes : 
 uint64_t sw__vk_weight_bytes(const struct sw__vk *g) { return g ? g->weight_bytes : 0; }
 const char *sw__vk_stop_reason(const struct sw__vk *g) { return g ? g->stop : ""; }
 uint64_t sw__vk_kv_bytes(const struct sw__vk *g) { return g ? g->kv_bytes : 0; }
+uint32_t sw__vk_logits_rows(const struct sw__vk *g) { return g ? g->lg_rows : 0; }

@@ -99,6 +99,10 @@ struct sw__vk {
     VkDeviceSize io_rope;  /* byte offset of the rope table in io */
     struct vk_layer *L;
     uint32_t n_layers;
+    /* the output head, when the device holds the stage's last layer (else out.buf.b 0) */
+    struct vk_layer out;   /* out.wo: output matrix; out.attn_norm: output_norm */
+    struct vk_buf lgio;    /* host-visible: LG_ROWS x n_vocab logits */
+    uint32_t lg_rows, n_vocab;
     struct vk_kv *kv;      /* max_seqs slots */
     uint32_t max_seqs, max_batch, n_ctx;
     uint64_t kv_bytes, weight_bytes, heap_bytes;
@@ -111,6 +115,8 @@ struct sw__vk {
     char name[300];
     char stop[200];
 };
+
+#define LG_ROWS 64u /* logits rows one step computes on the device */
 
 /* backend_vk.c: buffers */
 int sw__vk_buf_new(struct sw__vk *g, VkDeviceSize size, int host, struct vk_buf *out);

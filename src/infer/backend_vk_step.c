@@ -124,9 +124,38 @@ void sw__vk_seq_free(struct sw__vk *g, uint32_t slot)
 
 #define MAX_GROW 64u
 
-int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const struct sw__vk_seg *sg,
-                uint32_t n_seg, char *err, size_t err_len)
+/* The output head over lg's rows: gathered into xn, RMSNorm in place, the output matmul
+ * straight into the host-visible logits buffer. */
+static void logits(struct sw__vk *g, const struct sw__vk_logits *lg)
 {
+    const uint32_t E = g->E;
+    VkBufferCopy reg[LG_ROWS];
+    for (uint32_t i = 0; i < lg->n; i++)
+        reg[i] = (VkBufferCopy){ (g->so.x + (VkDeviceSize)lg->row[i] * E) * 4, (g->so.xn + (VkDeviceSize)i * E) * 4,
+                                 (VkDeviceSize)E * 4 };
+    barrier(g, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
+            VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
+    g->f.vkCmdCopyBuffer(g->cb, g->scratch.b, g->scratch.b, lg->n, reg);
+    barrier(g, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+            VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+    const uint32_t sxn = (uint32_t)g->so.xn;
+    rmsnorm(g, &g->out, g->out.attn_norm, sxn, sxn, lg->n);
+    cc_barrier(g);
+    const struct vk_mat *w = &g->out.wo;
+    struct bind bs[4] = { { g->out.buf.b, w->off, w->size }, { g->scratch.b, 0, 0 }, { g->lgio.b, 0, 0 },
+                          { g->out.buf.b, 0, 16 } };
+    const uint32_t rpw = g->rows_per_wg, n_wg = (w->rows + rpw - 1) / rpw;
+    uint32_t pc[10] = { w->rows, w->cols, lg->n, sxn, 0, E, w->rows, 0, w->row_words, rpw };
+    dispatch(g, w->pipe, bs, 4, pc, sizeof pc, SW_MIN(n_wg, 32768u), (n_wg + 32767u) / 32768u, (lg->n + 7u) / 8u);
+}
+
+int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const struct sw__vk_seg *sg,
+                uint32_t n_seg, const struct sw__vk_logits *lg, char *err, size_t err_len)
+{
+    if (lg && lg->n > g->lg_rows) {
+        snprintf(err, err_len, "GPU step asked for %u logits rows (at most %u)", lg->n, g->lg_rows);
+        return SW_EINVAL;
+    }
     if (g->lost) {
         snprintf(err, err_len, "the GPU (%s) was lost earlier: this stage computes on the CPU now", g->name);
         return SW_ESTATE;
@@ -227,12 +256,13 @@ int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const
         mm(g, L, &L->wd, VK_NONE, sgate, L->wd.cols, sx, E, T, 1);
         cc_barrier(g);
     }
+    if (lg && lg->n) logits(g, lg);
     barrier(g, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
             VK_ACCESS_TRANSFER_READ_BIT);
     VkBufferCopy out_cp = { g->so.x * 4, 0, (VkDeviceSize)T * E * 4 };
     g->f.vkCmdCopyBuffer(g->cb, g->scratch.b, g->io.b, 1, &out_cp);
-    barrier(g, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
-            VK_ACCESS_HOST_READ_BIT);
+    barrier(g, VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+            VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
     g->f.vkEndCommandBuffer(g->cb);
     VkSubmitInfo si = { .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &g->cb };
     g->f.vkResetFences(g->dev, 1, &g->fence);
@@ -248,5 +278,7 @@ int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const
     }
     for (uint32_t i = 0; i < n_seg; i++) sw__vk_buf_free(g, &old[i]);
     memcpy(x, g->io.map, (size_t)T * E * sizeof(float));
+    for (uint32_t i = 0; lg && i < lg->n; i++)
+        memcpy(lg->dst[i], (const float *)g->lgio.map + (size_t)i * g->n_vocab, (size_t)g->n_vocab * sizeof(float));
     return 0;
 }

@@ -104,6 +104,8 @@ struct sw_stage_info {
     /* Vulkan (opts.gpu): layers layer_first .. layer_first + gpu_layers - 1 run on the
      * device, the rest (and embeddings, logits) on the CPU */
     uint32_t gpu_layers;
+    int gpu_logits;         /* the output norm and logits run on the device too (up to 64 rows
+                               a step; more go to the CPU) */
     char device[128];       /* "" when gpu_layers is 0 */
     uint64_t device_mem;    /* bytes of the device's memory heap */
     uint64_t gpu_weight_bytes; /* uploaded */

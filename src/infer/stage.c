@@ -137,6 +137,7 @@ static void gpu_open(struct sw_stage *s, const struct sw_stage_opts *o)
     }
     s->gpu_n = sw__vk_n_layers(s->gpu);
     in->gpu_layers = s->gpu_n;
+    in->gpu_logits = in->gives_logits && sw__vk_logits_rows(s->gpu) > 0;
     in->device_mem = sw__vk_device_mem(s->gpu);
     in->gpu_weight_bytes = sw__vk_weight_bytes(s->gpu);
     snprintf(in->device, sizeof in->device, "%s", sw__vk_device(s->gpu));
@@ -149,9 +150,11 @@ static void gpu_open(struct sw_stage *s, const struct sw_stage_opts *o)
     snprintf(in->backend, sizeof in->backend, "vulkan");
     const uint32_t last = in->layer_first + s->gpu_n - 1;
     if (last == in->layer_last)
-        sw_log(SW_LOG_INFO, "GPU", "layers %u-%u on %s (%s of weights, device memory %s); embeddings and logits on the CPU",
-               in->layer_first, last, in->device, sw_fmt_bytes(in->gpu_weight_bytes, b1, sizeof b1),
-               sw_fmt_bytes(in->device_mem, b2, sizeof b2));
+        sw_log(SW_LOG_INFO, "GPU", "layers %u-%u%s on %s (%s of weights, device memory %s); embeddings%s on the CPU%s%s",
+               in->layer_first, last, sw__vk_logits_rows(s->gpu) ? " and the logits" : "", in->device,
+               sw_fmt_bytes(in->gpu_weight_bytes, b1, sizeof b1), sw_fmt_bytes(in->device_mem, b2, sizeof b2),
+               in->gives_logits && !sw__vk_logits_rows(s->gpu) ? " and logits" : "", in->gpu_note[0] ? ": " : "",
+               in->gpu_note);
     else
         sw_log(SW_LOG_INFO, "GPU", "layers %u-%u on %s (%s of weights), layers %u-%u on the CPU (%s)", in->layer_first, last,
                in->device, sw_fmt_bytes(in->gpu_weight_bytes, b1, sizeof b1), last + 1, in->layer_last, in->gpu_note);
@@ -1025,18 +1028,37 @@ static void softcap(const struct sw_stage *s, float *y, size_t n)
 /* The device's layers over the step's residual stream s->x. A lost device: every
  * sequence's device cache is gone, so the live ones can only start again from position 0
  * (a failover's replay), and the stage computes every layer on the CPU from now on. */
-static int gpu_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg, uint32_t T)
+static int gpu_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg, uint32_t T, int *did_logits)
 {
     struct sw__vk_seg vs[MAX_SEGS_STEP];
     for (uint32_t i = 0; i < n_seg; i++)
         vs[i] = (struct sw__vk_seg){ (uint32_t)(sg[i].kv - s->seqs), sg[i].pos, sg[i].n };
+    /* the logits rows, when the device holds the output head and they are few enough
+     * (else the CPU computes them from the hidden states the device returns) */
+    const uint32_t max_lg = s->m.info.gives_logits ? SW_MIN(sw__vk_logits_rows(s->gpu), 64u) : 0;
+    uint32_t rows[64], n_lg = 0;
+    float *dst[64];
+    for (uint32_t i = 0; i < n_seg; i++) n_lg += sg[i].all ? sg[i].n : sg[i].want_logits ? 1 : 0;
+    struct sw__vk_logits lg = { rows, dst, 0 };
+    if (n_lg && n_lg <= max_lg) {
+        for (uint32_t i = 0, t = 0; i < n_seg; t += sg[i].n, i++) {
+            const uint32_t k = sg[i].all ? sg[i].n : sg[i].want_logits ? 1 : 0;
+            for (uint32_t j = 0; j < k; j++, lg.n++) {
+                rows[lg.n] = sg[i].all ? t + j : t + sg[i].n - 1;
+                dst[lg.n] = sg[i].out + (size_t)j * s->m.info.n_vocab;
+            }
+        }
+    }
+    /* a step whose rows want no logits (a prefill's early steps) needs none either */
+    *did_logits = lg.n > 0 || (max_lg && !n_lg);
     char msg[200];
-    int rc = sw__vk_step(s->gpu, s->x, T, s->rope, vs, n_seg, msg, sizeof msg);
+    int rc = sw__vk_step(s->gpu, s->x, T, s->rope, vs, n_seg, &lg, msg, sizeof msg);
     if (rc == SW_ESTATE) {
         sw_log(SW_LOG_ERROR, "GPU", "%s: this stage computes every layer on the CPU from now on; its %u live "
                "sequences must start again from position 0", msg, s->n_live);
         s->gpu_n = 0;
         s->m.info.gpu_layers = 0;
+        s->m.info.gpu_logits = 0;
         snprintf(s->m.info.backend, sizeof s->m.info.backend, "cpu");
         snprintf(s->m.info.gpu_note, sizeof s->m.info.gpu_note, "%s", msg);
         for (uint32_t i = 0; i < s->max_seqs; i++) s->gpu_stale[i] = s->seqs[i].live;
@@ -1070,8 +1092,9 @@ static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg
     }
     rope_tables(s, T);
     uint32_t l_cpu = info->layer_first; /* the first layer the CPU computes */
+    int gpu_logits = 0;
     if (s->gpu_n) {
-        if ((rc = gpu_step(s, sg, n_seg, T))) return rc;
+        if ((rc = gpu_step(s, sg, n_seg, T, &gpu_logits))) return rc;
         l_cpu += s->gpu_n;
     }
 
@@ -1101,6 +1124,7 @@ static int forward_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg
             memcpy(sg[i].out, s->x + (size_t)t * E, (size_t)sg[i].n * E * sizeof(float));
         return 0;
     }
+    if (gpu_logits) return 0;
     cores_tick(s);
     /* Logits: runs that want every token's go straight to their output; the last tokens of
      * the others are gathered into one matmul (one pass over the output matrix). */

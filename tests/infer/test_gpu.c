@@ -1,5 +1,6 @@
 /* test_gpu.c — the Vulkan backend (backend_vk*.c) on Mesa's lavapipe against the CPU path:
- * greedy tokens of stories260K and of the nano llama preset equal; teacher-forced logits
+ * greedy tokens of stories260K and of the nano llama preset equal (logits on the device);
+ * teacher-forced logits
  * within a stated tolerance for every weight type (prefill and decode, several steps, two
  * sequences in one batch); a stage split between the device and the CPU; qwen2 (biases,
  * NeoX RoPE); an architecture the device cannot compute stays on the CPU, saying why; and
@@ -104,6 +105,7 @@ static void test_stories_greedy(void)
     const struct sw_stage_info *gi = sw_stage_info(g);
     CHECK_EQ_INT(gi->gpu_layers, gi->n_layers);
     CHECK_EQ_STR(gi->backend, "vulkan");
+    CHECK_EQ_INT(gi->gpu_logits, 1); /* the output head too */
     CHECK_MSG(strstr(gi->device, "llvmpipe") != NULL, "device '%s'", gi->device);
     int32_t a[24], b[24];
     greedy(c, 24, a);
@@ -169,6 +171,7 @@ static void test_split_and_batch(void)
     if (!c || !g) goto out;
     const struct sw_stage_info *gi = sw_stage_info(g);
     CHECK_EQ_INT(gi->gpu_layers, 1);
+    CHECK_EQ_INT(gi->gpu_logits, 0);
     CHECK_MSG(strstr(gi->gpu_note, "--gpu-layers 1") != NULL, "note '%s'", gi->gpu_note);
     const uint32_t V = gi->n_vocab;
     float *lc = logits_of(c, 0, 1), *lg = logits_of(g, 0, 1);
