@@ -372,15 +372,16 @@ static json_t *ollama_calls(json_t *calls)
     return out;
 }
 
-/* A chat answer that is tool calls: the message with its content before them and tool_calls. */
-static int with_calls(const struct sw__job *j, json_t *o, const struct sw_buf *all)
+/* A chat answer that is tool calls: the message with its content before them (from byte
+ * `sent` on: a stream sent the rest already) and tool_calls. */
+static int with_calls(const struct sw__job *j, json_t *o, const struct sw_buf *all, size_t sent)
 {
     if (!j->tools_on || !all || !all->len) return 0;
     size_t content_len = all->len;
     json_t *calls = sw__tools_extract(&j->req, j->tool_family, (const char *)all->data, all->len, &content_len);
     if (!calls) return 0;
     struct sw_buf head = { 0 };
-    sw_buf_append(&head, all->data, content_len);
+    if (content_len > sent) sw_buf_append(&head, all->data + sent, content_len - sent);
     json_object_set_new(o, "message", json_pack("{s:s,s:o,s:o}", "role", "assistant", "content", sw__oai_jstr(&head),
                                                 "tool_calls", ollama_calls(calls)));
     sw_buf_free(&head);
@@ -393,7 +394,7 @@ static json_t *final_line(const struct sw__job *j, const struct sw_buf *text, co
 {
     const struct sw__choice *c = &j->ch[0];
     json_t *o = line_head(j);
-    if (!with_calls(j, o, text)) set_text(j, o, text);
+    if (!with_calls(j, o, text, 0)) set_text(j, o, text);
     json_object_set_new(o, "done", json_true());
     json_object_set_new(o, "done_reason", json_string(reason));
     if (j->ollama == OLLAMA_GENERATE && j->n_choices) {
@@ -437,7 +438,7 @@ static int stream_read(void *ud, struct sw_buf *out, uint32_t wait_ms)
     if (j->tools_on && !c->failed) { /* text that may begin a tool call waits (as on /v1) */
         sw_buf_append(&c->out, delta.data, delta.len);
         delta.len = 0;
-        size_t safe = c->out.len;
+        size_t safe = c->sent; /* a call has begun: nothing more until the end */
         if (!c->tool_held) {
             int held = 0;
             safe = sw__tools_safe(j->tool_family, (const char *)c->out.data, c->out.len, &held);
@@ -445,7 +446,7 @@ static int stream_read(void *ud, struct sw_buf *out, uint32_t wait_ms)
         }
         if (fin) {
             json_t *o = line_head(j);
-            if ((calls = with_calls(j, o, &c->out))) { /* Ollama sends the calls in a line of their own */
+            if ((calls = with_calls(j, o, &c->out, c->sent))) { /* Ollama sends the calls in a line of their own */
                 json_object_set_new(o, "done", json_false());
                 ndjson(out, o);
             } else {

@@ -226,7 +226,7 @@ static int stream_read(void *ud, struct sw_buf *out, uint32_t wait_ms)
         if (j->tools_on && !c->failed) { /* text that may begin a tool call waits */
             sw_buf_append(&c->out, delta.data, delta.len);
             delta.len = 0;
-            size_t safe = c->out.len;
+            size_t safe = c->sent; /* a call has begun: nothing more until the end */
             if (!c->tool_held) {
                 int held = 0;
                 safe = sw__tools_safe(j->tool_family, (const char *)c->out.data, c->out.len, &held);

@@ -276,8 +276,13 @@ static int32_t pick(struct sw_sampler *s, const float *logits)
     size_t m = n;
     if (p->temperature <= 0.0f) {
         if (s->gs) {
-            /* in logit order, the first token the grammar takes; only when none of the best
-             * GREEDY_TRY is, the whole vocabulary is masked */
+            /* in logit order, the first token the grammar takes: the best one (one pass),
+             * else the best GREEDY_TRY in order, and only when none of them is, the whole
+             * vocabulary is masked */
+            size_t best = 0;
+            for (size_t i = 1; i < n; i++)
+                if (c[i].logit > c[best].logit) best = i;
+            if (c[best].logit > -INFINITY && sw_gstate_allows(s->gs, s->voc, c[best].id)) return c[best].id;
             size_t k = SW_MIN((size_t)GREEDY_TRY, n);
             top_k_sorted(c, n, k);
             for (size_t i = 0; i < k && c[i].logit > -INFINITY; i++)

@@ -142,10 +142,10 @@ def wait_generation(port, timeout=30):
 class Swarm2:
     """n0 (shard 0) with --api, n1 (shard 1); extra nodes on demand."""
 
-    def __init__(self, procs, shard1=True, api_on=0):
+    def __init__(self, procs, shard1=True, api_on=0, source=None):
         S.node_supported()
         self.procs = procs
-        self.m = S.Model(harness.tmpdir("sw-oai-"), 2, source=harness.shared_model())
+        self.m = S.Model(harness.tmpdir("sw-oai-"), 2, source=source or harness.shared_model())
         self.p0, self.boot, self.api0 = start_node(procs, self.m, "n0", 0, api=(api_on == 0))
         self.api = self.api0
         if shard1:
@@ -1023,6 +1023,38 @@ def case_ollamajs():
               file=sys.stderr)
 
 
+def case_measure_structured():
+    """Not a test (not registered): tokens/s through a 2-node swarm of SW_MEASURE_MODEL (a
+    real vocabulary, e.g. `synth --preset tiny`: 32,000 tokens) for plain chat, logprobs
+    (top 5), json_object and a json_schema, greedy and sampled, 150 tokens, medians of 3,
+    alternating. `SW_MEASURE_MODEL=... python3 openai_it.py measure_structured`."""
+    src = os.environ.get("SW_MEASURE_MODEL") or harness.shared_model()
+    n = int(os.environ.get("SW_MEASURE_TOKENS", "150"))
+    with harness.Procs() as procs:
+        sw = Swarm2(procs, source=src)
+        wait_ready(sw.api)
+        wait_generation(sw.api, timeout=120)
+        msgs = [{"role": "user", "content": "Describe a person as JSON."}]
+        kinds = [("plain", {}), ("logprobs", {"logprobs": True, "top_logprobs": 5}),
+                 ("json_object", {"response_format": {"type": "json_object"}}),
+                 ("json_schema", {"response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": SCHEMA}}})]
+        res = {}
+        for temp in (0, 1.0):
+            for rep in range(3):
+                for name, extra in kinds:
+                    body = dict({"messages": msgs, "max_tokens": n, "temperature": temp, "seed": rep}, **extra)
+                    t0 = time.perf_counter()
+                    st, r = request(sw.api, "POST", "/v1/chat/completions", body, timeout=600)
+                    dt = time.perf_counter() - t0
+                    check(st == 200, "%s: %d %r" % (name, st, r))
+                    k = r["usage"]["completion_tokens"]
+                    res.setdefault((temp, name), []).append((k / dt, k))
+        for (temp, name), v in sorted(res.items()):
+            tps = sorted(x[0] for x in v)
+            print("measure_structured: temperature %g %-12s %6.1f tok/s (min %.1f max %.1f; tokens %s)" %
+                  (temp, name, tps[1], tps[0], tps[2], [x[1] for x in v]), file=sys.stderr)
+
+
 def case_measure():
     """Not a test (not registered): time to first byte and tokens/s through the API (streamed,
     per request, from the client's side) vs `generate --swarm` (its own --json-timings) on
@@ -1097,5 +1129,6 @@ def case_measure():
 if __name__ == "__main__":
     cases = {"completions": case_completions, "chat": case_chat, "concurrent": case_concurrent, "errors": case_errors,
              "notready": case_notready, "disconnect": case_disconnect, "client": case_client, "nodejs": case_nodejs,
-             "structured": case_structured, "tools": case_tools, "ollama": case_ollama, "ollamajs": case_ollamajs, "measure": case_measure}
+             "structured": case_structured, "tools": case_tools, "ollama": case_ollama, "ollamajs": case_ollamajs, "measure": case_measure,
+             "measure_structured": case_measure_structured}
     harness.main_cases(cases)
