@@ -7,13 +7,19 @@
  *      4 stop strings separated by 0x1F (those that are valid UTF-8, as JSON strings are),
  *      the rest is cut into pieces at each 0x1E; what comes out must be valid UTF-8 and
  *      contain no stop string
+ *   3  a model's answer through the tool-call parser of each template family (byte 1 picks
+ *      it) with one tool "f": calls found are OpenAI tool calls of "f" whose arguments are
+ *      a JSON object, and the content before them is a prefix of the answer; the stream
+ *      hold-back never releases more than the answer
  * Accepted bodies are checked for what the parser promises (one prompt or messages, at
- * most 4 stop strings, n = 1 implied). */
+ * most 4 stop strings, 1 <= n <= 8). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/api.h"
+#include <jansson.h>
+
+#include "api/oai_int.h"
 
 static void check_utf8(const uint8_t *p, size_t n)
 {
@@ -31,7 +37,7 @@ static void parse(int chat, const uint8_t *p, size_t n)
     if (rc == 0) {
         if (chat && (!r.n_msgs || !r.msgs)) abort();
         if (!chat && !r.prompt && !r.n_prompt_ids) abort();
-        if (r.n_stop > SW_API_OAI_MAX_STOP) abort();
+        if (r.n_stop > SW_API_OAI_MAX_STOP || r.n < 1 || r.n > SW_API_OAI_MAX_N) abort();
         for (size_t i = 0; i < r.n_msgs; i++)
             if (!r.msgs[i].role || !r.msgs[i].content) abort();
     } else {
@@ -100,13 +106,40 @@ static void filter(const uint8_t *p, size_t n)
     sw_api_oai_text_free(&t);
 }
 
+static void tool_answer(const uint8_t *p, size_t n)
+{
+    if (!n) return;
+    int family = p[0] % 3;
+    const char *text = (const char *)(p + 1);
+    size_t len = n - 1;
+    struct sw_api_oai_req r;
+    memset(&r, 0, sizeof r);
+    r.tools = (char *)"[{\"name\":\"f\",\"parameters\":{\"type\":\"object\"}}]";
+    r.tool_choice = SW_API_TOOLS_AUTO;
+    size_t content_len = 0;
+    json_t *calls = sw__tools_extract(&r, family, text, len, &content_len);
+    if (content_len > len) abort();
+    for (size_t i = 0; calls && i < json_array_size(calls); i++) {
+        json_t *fn = json_object_get(json_array_get(calls, i), "function");
+        if (strcmp(json_string_value(json_object_get(fn, "name")), "f")) abort();
+        json_t *a = json_loads(json_string_value(json_object_get(fn, "arguments")), 0, NULL);
+        if (!json_is_object(a)) abort();
+        json_decref(a);
+    }
+    if (!calls && content_len != len) abort();
+    json_decref(calls);
+    int held = 0;
+    if (sw__tools_safe(family, text, len, &held) > len) abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1) return 0;
-    switch (data[0] % 3) {
+    switch (data[0] % 4) {
     case 0: parse(0, data + 1, size - 1); break;
     case 1: parse(1, data + 1, size - 1); break;
-    default: filter(data + 1, size - 1); break;
+    case 2: filter(data + 1, size - 1); break;
+    default: tool_answer(data + 1, size - 1); break;
     }
     return 0;
 }
