@@ -31,6 +31,8 @@ static void usage(FILE *f)
                "  --api URL          a running node's API (e.g. 8080)\n"
                "  --bootstrap H:P    a DHT node to ping (numeric address)\n"
                "  --owner-key FILE   mention this key in load-shard fixes\n"
+               "  --swarm-key FILE   a private swarm's key: the DHT ping is sealed with it (a private\n"
+               "                     node answers nothing else)\n"
                "Exit status: 0 the swarm is ready, 1 not ready (or unknown without --api), 2 usage error.\n");
 }
 
@@ -42,7 +44,7 @@ struct local {
     uint64_t size;
 };
 
-static int dht_ping(const char *hostport, char *out, size_t out_len)
+static int dht_ping(const char *hostport, const uint8_t *swarm_key, char *out, size_t out_len)
 {
     struct sw_dht_addr a;
     if (sw_dht_addr_parse(hostport, &a)) {
@@ -56,6 +58,7 @@ static int dht_ping(const char *hostport, char *out, size_t out_len)
     int err = 0;
     struct sw_dht_uv *u;
     c.dht.on_event = NULL;
+    c.swarm_key = swarm_key;
     u = sw_dht_uv_new(&loop, &c, &err);
     if (!u) {
         snprintf(out, out_len, "cannot open a UDP socket (%s)", sw_strerror(err));
@@ -79,7 +82,11 @@ static int dht_ping(const char *hostport, char *out, size_t out_len)
     sw_dht_uv_close(u);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
-    snprintf(out, out_len, ok ? "%s answered a DHT ping in %llu ms" : "%s did not answer a DHT ping within 2 s (firewall? wrong port?)",
+    snprintf(out, out_len,
+             ok ? "%s answered a DHT ping in %llu ms"
+                : swarm_key ? "%s did not answer a sealed DHT ping within 2 s (firewall? wrong port? another swarm key?)"
+                            : "%s did not answer a DHT ping within 2 s (firewall? wrong port? a private swarm's node "
+                              "answers only with --swarm-key)",
              hostport, (unsigned long long)(sw_time_ms() - t0));
     return ok ? 0 : -1;
 }
@@ -87,6 +94,8 @@ static int dht_ping(const char *hostport, char *out, size_t out_len)
 int sw_cmd_diagnose(int argc, char **argv)
 {
     const char *cmd = "diagnose", *model = NULL, *cache = NULL, *api = NULL, *boot = NULL, *okey = NULL;
+    uint8_t swarm_key[32];
+    int has_swarm_key = 0;
     if (sw_cli_wants_help(argc, argv)) {
         usage(stdout);
         return SW_EXIT_OK;
@@ -94,7 +103,7 @@ int sw_cmd_diagnose(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int v = !strcmp(a, "--model") || !strcmp(a, "--cache") || !strcmp(a, "--api") || !strcmp(a, "--bootstrap") ||
-                !strcmp(a, "--owner-key");
+                !strcmp(a, "--owner-key") || !strcmp(a, "--swarm-key");
         if (!v) return sw_cli_usage_error(cmd, "unknown argument '%s'", a);
         if (i + 1 >= argc) return sw_cli_usage_error(cmd, "%s needs a value", a);
         const char *val = argv[++i];
@@ -102,7 +111,11 @@ int sw_cmd_diagnose(int argc, char **argv)
         else if (!strcmp(a, "--cache")) cache = val;
         else if (!strcmp(a, "--api")) api = val;
         else if (!strcmp(a, "--owner-key")) okey = val;
-        else {
+        else if (!strcmp(a, "--swarm-key")) {
+            int rc = sw_cli_swarm_key(cmd, val, swarm_key);
+            if (rc) return rc;
+            has_swarm_key = 1;
+        } else {
             char host[256];
             uint16_t port;
             int rc = sw_cli_parse_hostport(cmd, "--bootstrap", val, host, &port);
@@ -245,7 +258,7 @@ int sw_cmd_diagnose(int argc, char **argv)
     printf("\nnetwork:\n");
     if (boot) {
         char out[400];
-        int ok = dht_ping(boot, out, sizeof out) == 0;
+        int ok = dht_ping(boot, has_swarm_key ? swarm_key : NULL, out, sizeof out) == 0;
         printf("  DHT: %s\n", out);
         if (!ok) printf("    fix: check that `shardswarm node --listen PORT` runs at %s and UDP is not blocked\n", boot);
     }

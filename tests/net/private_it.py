@@ -11,7 +11,8 @@ on 127.0.0.1, with stories260K split in 2 shards:
     Noise spec) gets message 2 and a sealed BitTorrent handshake back; with a wrong key, or a
     plain BitTorrent handshake, it is refused with nothing sent back; a record with one byte
     flipped kills its connection;
-  - a plain (unsealed) DHT ping to a member gets no answer.
+  - a plain (unsealed) DHT ping to a member gets no answer; `diagnose --swarm-key` pings it
+    sealed and gets one.
 """
 import os
 import re
@@ -154,6 +155,12 @@ def main():
 
         python_peer_checks(m, port0, key_hex, wrong_hex)
         dht_plain_ping_unanswered(port0)
+        # diagnose: its DHT ping is answered when sealed with the key, not otherwise
+        for k, want in ((key, "answered a DHT ping"), (None, "only with --swarm-key")):
+            args = [harness.BIN, "diagnose", "--model", m.torrent, "--cache", c1, "--bootstrap", "127.0.0.1:%d" % port0]
+            r = harness.run(args + (["--swarm-key", k] if k else []), timeout=30)
+            check(want in r.stdout + r.stderr, "diagnose %s: no '%s' in:\n%s" % ("with the key" if k else "without a key",
+                                                                            want, (r.stdout + r.stderr)[-1500:]))
 
         # a light client without the key finds no route (it cannot even connect)
         bad = P.client(procs, m, port0, "client-nokey", P.PROMPT, 4, ["--wait", "2"])
