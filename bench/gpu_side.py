@@ -189,7 +189,7 @@ def main():
         gbs = gb * og if gb and og else None
         print("%-24s %8s %8s %5s   %8s %8s %5s   %7s %8s %6s" % (
             name, f(op), f(rp), q(op, rp), f(og), f(rg), q(og, rg), "%.3f" % gb if gb else "-",
-            "%.1f" % gbs if gbs else "-", "%.0f%%" % (100 * gbs / peak) if gbs and peak else "-"))
+            "%.3g" % gbs if gbs else "-", "%.0f%%" % (100 * gbs / peak) if gbs and peak else "-"))
     print("(tok/s; ratio = shardswarm / llama.cpp; GB/tok = weights on the device, read once per decoded token; "
           "load after: %s)" % " ".join(open("/proc/loadavg").read().split()[:3]))
 

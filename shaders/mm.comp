@@ -1,6 +1,6 @@
 // mm.comp — y[t][r] (+)= sum_c W[r][c] * x[t][c] (+ bias[r]) for one weight type, chosen at
 // build time (-DT_F32, T_F16, T_BF16, T_Q8_0, T_Q4_0, T_Q4_K, T_Q6_K). A workgroup takes
-// p.rpw rows and a block of TB tokens; each subgroup takes one row at a time, its lanes
+// p.rpw rows and a block of TB tokens (8; 1 in the decode variant, -DTB=1); each subgroup takes one row at a time, its lanes
 // striding over the row (each dequantising its chunks of 32 weights once for the block's
 // tokens), summed with subgroupAdd: no barrier (software devices pay dearly for those).
 // Quantized weights are in the backend's repacked blocks (backend_vk.c, repack()): the
@@ -11,10 +11,13 @@
 #extension GL_KHR_shader_subgroup_arithmetic : enable
 
 layout(local_size_x = 64) in;
+#ifndef TB
 #define TB 8
+#endif
 
 layout(std430, set = 0, binding = 0) readonly buffer W { uint w[]; };
 layout(std430, set = 0, binding = 1) readonly buffer X { float x[]; };
+layout(std430, set = 0, binding = 1) readonly buffer X4 { vec4 x4[]; }; // the same, 16 bytes at a time
 layout(std430, set = 0, binding = 2) buffer Y { float y[]; };
 layout(std430, set = 0, binding = 3) readonly buffer Bias { float bias[]; };
 
@@ -141,11 +144,14 @@ void main()
         for (uint c = lane; c < nchunk; c += nl) {
             float v[32];
             deq(rb + (c / CPB) * BLK_W, c % CPB, v);
-            const uint xc = xb + c * 32u;
+            // x offsets and strides are multiples of 4 floats for block types (cols % 32 == 0)
+            const uint xc = (xb + c * 32u) >> 2;
             [[unroll]] for (uint t = 0; t < TB; t++) {
                 if (t < nt) {
                     float s = 0.0;
-                    [[unroll]] for (uint i = 0; i < 32; i++) s += v[i] * x[xc + t * p.x_stride + i];
+                    const uint xt = xc + t * (p.x_stride >> 2);
+                    [[unroll]] for (uint i = 0; i < 8; i++)
+                        s += dot(vec4(v[4 * i], v[4 * i + 1], v[4 * i + 2], v[4 * i + 3]), x4[xt + i]);
                     acc[t] += s;
                 }
             }

@@ -17,6 +17,7 @@
 
 static const char *const PIPE_NAMES[VKP_COUNT] = {
     "mm_f32", "mm_f16", "mm_bf16", "mm_q8_0", "mm_q4_0", "mm_q4_k", "mm_q6_k",
+    "mm1_f32", "mm1_f16", "mm1_bf16", "mm1_q8_0", "mm1_q4_0", "mm1_q4_k", "mm1_q6_k",
     "rmsnorm", "glu", "rope_kv", "attn",
 };
 
@@ -667,7 +668,10 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
                                        &g->L[i].wd };
         char pmsg[200] = "";
         rc = 0;
-        for (int k = 0; k < 7 && !rc; k++) rc = pipe_need(g, (int)vm[k]->pipe, pmsg, sizeof pmsg);
+        for (int k = 0; k < 7 && !rc; k++) {
+            rc = pipe_need(g, (int)vm[k]->pipe, pmsg, sizeof pmsg);
+            if (!rc) rc = pipe_need(g, (int)vm[k]->pipe + VKP_MM1_OFF, pmsg, sizeof pmsg);
+        }
         if (rc) {
             snprintf(g->stop, sizeof g->stop, "layer %u: %s", in->layer_first + i, pmsg);
             n = i;
@@ -712,6 +716,7 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
             rowf = malloc((size_t)m->output.cols * sizeof(float));
             char pmsg[200] = "";
             rc = rowf ? pipe_need(g, (int)O->wo.pipe, pmsg, sizeof pmsg) : SW_ENOMEM;
+            if (!rc) rc = pipe_need(g, (int)O->wo.pipe + VKP_MM1_OFF, pmsg, sizeof pmsg);
             if (!rc) rc = sw__vk_buf_new(g, ob, 0, &O->buf);
             if (!rc) rc = sw__vk_buf_new(g, lg_bytes, 1, &g->lgio);
             if (!rc) {

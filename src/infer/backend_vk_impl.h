@@ -38,8 +38,11 @@ struct sw__vkf {
 };
 
 /* The pipelines, in the order of PIPE_NAMES (backend_vk.c). */
+/* The matmuls come twice: 8 tokens per workgroup, and the decode variant (1 token) at
+ * VKP_MM1_OFF further. */
 enum {
     VKP_MM_F32, VKP_MM_F16, VKP_MM_BF16, VKP_MM_Q8_0, VKP_MM_Q4_0, VKP_MM_Q4_K, VKP_MM_Q6_K,
+    VKP_MM1_F32, VKP_MM1_F16, VKP_MM1_BF16, VKP_MM1_Q8_0, VKP_MM1_Q4_0, VKP_MM1_Q4_K, VKP_MM1_Q6_K,
     VKP_RMSNORM, VKP_GLU, VKP_ROPE_KV, VKP_ATTN, VKP_COUNT
 };
 
@@ -116,6 +119,7 @@ struct sw__vk {
     char stop[200];
 };
 
+#define VKP_MM1_OFF (VKP_MM1_F32 - VKP_MM_F32)
 #define LG_ROWS 64u /* logits rows one step computes on the device */
 
 /* backend_vk.c: buffers */

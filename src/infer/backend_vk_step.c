@@ -62,7 +62,7 @@ static void mm(struct sw__vk *g, const struct vk_layer *L, const struct vk_mat *
     uint32_t pc[10] = { w->rows, w->cols, T, x_off, y_off, x_stride, y_stride,
                         (bias != VK_NONE ? 1u : 0u) | (accumulate ? 2u : 0u), w->row_words, rpw };
     const uint32_t gx = SW_MIN(n_wg, 32768u), gy = (n_wg + 32767u) / 32768u, gz = (T + 7u) / 8u;
-    dispatch(g, w->pipe, bs, 4, pc, sizeof pc, gx, gy, gz);
+    dispatch(g, w->pipe + (T == 1 ? VKP_MM1_OFF : 0), bs, 4, pc, sizeof pc, gx, gy, gz);
 }
 
 static void rmsnorm(struct sw__vk *g, const struct vk_layer *L, VkDeviceSize w_off, uint32_t x_off, uint32_t y_off,
@@ -146,7 +146,8 @@ static void logits(struct sw__vk *g, const struct sw__vk_logits *lg)
                           { g->out.buf.b, 0, 16 } };
     const uint32_t rpw = g->rows_per_wg, n_wg = (w->rows + rpw - 1) / rpw;
     uint32_t pc[10] = { w->rows, w->cols, lg->n, sxn, 0, E, w->rows, 0, w->row_words, rpw };
-    dispatch(g, w->pipe, bs, 4, pc, sizeof pc, SW_MIN(n_wg, 32768u), (n_wg + 32767u) / 32768u, (lg->n + 7u) / 8u);
+    dispatch(g, w->pipe + (lg->n == 1 ? VKP_MM1_OFF : 0), bs, 4, pc, sizeof pc, SW_MIN(n_wg, 32768u),
+             (n_wg + 32767u) / 32768u, (lg->n + 7u) / 8u);
 }
 
 int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const struct sw__vk_seg *sg,

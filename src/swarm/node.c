@@ -70,6 +70,17 @@ void sw__node_publish(struct sw_node *n, int changed)
     c->threads = n->cfg.threads ? n->cfg.threads : (uint32_t)sw_sys_ncpu();
     c->tokens_per_s_milli = n->tps > 0 ? (uint32_t)SW_MIN(n->tps * 1000.0, 4e9) : 0;
     c->queue = n->queue;
+    c->gpu[0] = 0;
+    c->gpu_mem = 0;
+    c->gpu_layers = 0;
+    if (n->stage && sw_stage_info(n->stage)->gpu_layers) {
+        const struct sw_stage_info *si = sw_stage_info(n->stage);
+        snprintf(c->gpu, sizeof c->gpu, "%.63s", si->device);
+        for (char *p = c->gpu; *p; p++)
+            if (*p < 0x20 || *p > 0x7e) *p = '?'; /* records carry printable ASCII */
+        c->gpu_mem = si->device_mem;
+        c->gpu_layers = si->gpu_layers;
+    }
     if (n->cfg.api_port)
         snprintf(c->api_addr, sizeof c->api_addr, "%.48s:%u", n->api_host ? n->api_host : "127.0.0.1",
                  n->cfg.api_port);

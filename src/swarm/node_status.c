@@ -118,6 +118,13 @@ static json_t *node_json(struct sw_node *n, const struct sw_view_node *vn)
     json_object_set_new(o, "threads", json_integer(c->threads));
     json_object_set_new(o, "tokens_per_s", json_real(c->tokens_per_s_milli / 1000.0));
     json_object_set_new(o, "queue", json_integer(c->queue));
+    if (c->gpu[0]) {
+        json_t *gj = json_object();
+        json_object_set_new(gj, "device", json_string(c->gpu));
+        json_object_set_new(gj, "memory", json_integer((json_int_t)c->gpu_mem));
+        json_object_set_new(gj, "layers", json_integer(c->gpu_layers));
+        json_object_set_new(o, "gpu", gj);
+    }
     json_object_set_new(o, "api", json_string(c->api_addr));
     json_object_set_new(o, "listen", json_string(c->listen_addr));
     json_object_set_new(o, "seq", json_integer((json_int_t)c->seq));

@@ -18,7 +18,9 @@ const char *sw_phase_name(enum sw_phase p)
 }
 
 /* Record keys, written in this (sorted, BEP 3) order:
- * api bd bt eta h id lf ll ln mem mv nb ph q rate sa seq sh th tps v */
+ * api bd bt eta [g gl gm] h id lf ll ln mem mv nb ph q rate sa seq sh th tps v
+ * (g, gl, gm: the stage's GPU, only when it holds layers, so CPU nodes' records are what
+ * they were before) */
 static void encode_record(const struct sw_cap *c, struct sw_buf *b)
 {
     sw_benc_dict(b);
@@ -26,6 +28,11 @@ static void encode_record(const struct sw_cap *c, struct sw_buf *b)
     sw_benc_cstr(b, "bd"); sw_benc_int(b, (int64_t)c->bytes_done);
     sw_benc_cstr(b, "bt"); sw_benc_int(b, (int64_t)c->bytes_total);
     sw_benc_cstr(b, "eta"); sw_benc_int(b, (int64_t)c->eta_ms);
+    if (c->gpu[0]) {
+        sw_benc_cstr(b, "g"); sw_benc_cstr(b, c->gpu);
+        sw_benc_cstr(b, "gl"); sw_benc_int(b, c->gpu_layers);
+        sw_benc_cstr(b, "gm"); sw_benc_int(b, (int64_t)c->gpu_mem);
+    }
     sw_benc_cstr(b, "h"); sw_benc_str(b, c->info_hash, 20);
     sw_benc_cstr(b, "id"); sw_benc_str(b, c->node_id, SW_NODE_ID_LEN);
     sw_benc_cstr(b, "lf"); sw_benc_int(b, c->layer_first);
@@ -174,6 +181,14 @@ int sw_cap_decode(const uint8_t *p, size_t len, struct sw_cap *out, char *err, s
         FAIL("record field 'api' missing, too long or not printable");
     if (get_text(&rec, d, "ln", out->listen_addr, sizeof out->listen_addr))
         FAIL("record field 'ln' missing, too long or not printable");
+    if (sw_bdict_get(&rec, d, "g")) { /* optional: the GPU */
+        if (get_text(&rec, d, "g", out->gpu, sizeof out->gpu) || !out->gpu[0])
+            FAIL("record field 'g' empty, too long or not printable");
+        if (get_int(&rec, d, "gl", 1, 65536, &v)) FAIL("record field 'gl' missing or out of range");
+        out->gpu_layers = (uint32_t)v;
+        if (get_int(&rec, d, "gm", 0, INT64_MAX, &v)) FAIL("record field 'gm' missing or negative");
+        out->gpu_mem = (uint64_t)v;
+    }
     n = sw_bdict_get_type(&rec, d, "nb", SW_BSTR);
     if (!n || n->str_len % SW_SWARM_NB_PREFIX ||
         n->str_len / SW_SWARM_NB_PREFIX > SW_SWARM_MAX_NEIGHBOURS)

@@ -80,6 +80,11 @@ struct sw_cap {
     char listen_addr[64];     /* BitTorrent listen "host:port" or "" */
     uint32_t n_neighbours;    /* directly connected nodes (first SW_SWARM_NB_PREFIX bytes of ids) */
     uint8_t neighbours[SW_SWARM_MAX_NEIGHBOURS][SW_SWARM_NB_PREFIX];
+    /* the loaded stage's GPU (docs/gpu.md), written only when it holds layers: the name,
+     * its memory, the layers on it ("" / 0 / 0: CPU only) */
+    char gpu[64];
+    uint64_t gpu_mem;
+    uint32_t gpu_layers;
 };
 
 /* Appends the record's canonical bencoding, signed: d1:r<record>1:s64:<sig>e where

@@ -168,6 +168,17 @@ static void test_record_roundtrip(void)
         CHECK(sw_cap_decode(w->data, cut, &c, NULL, 0) < 0);
     static uint8_t big[SW_SWARM_MAX_RECORD + 1];
     CHECK_EQ_INT(sw_cap_decode(big, sizeof big, &c, err, sizeof err), SW_ETOOBIG);
+
+    /* A GPU node's record carries the device (g, gl, gm); a CPU node's has no such keys. */
+    CHECK(memmem(w->data, w->len, "1:g", 3) == NULL);
+    snprintf(t.cap.gpu, sizeof t.cap.gpu, "NVIDIA H100 80GB HBM3 [discrete GPU]");
+    t.cap.gpu_mem = 85ull << 30;
+    t.cap.gpu_layers = 22;
+    w = tnode_sign(&t);
+    CHECK_EQ_INT(sw_cap_decode(w->data, w->len, &c, err, sizeof err), 0);
+    CHECK_EQ_STR(c.gpu, t.cap.gpu);
+    CHECK_EQ_U64(c.gpu_mem, t.cap.gpu_mem);
+    CHECK_EQ_INT(c.gpu_layers, 22);
     sw_buf_free(&t.wire);
 }
 
