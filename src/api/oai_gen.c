@@ -361,12 +361,15 @@ int sw__job_begin(struct sw__job *j, struct sw_api_oai_error *e)
     }
     if (!rc && j->req.n_prompt_ids) { /* token ids given (completions), or Ollama's context before the prompt */
         size_t k = j->req.n_prompt_ids;
+        /* Ollama's context already starts with the BOS the new text's ids start with: once */
+        size_t skip = j->ollama && n && k && ids[0] == j->req.prompt_ids[0] ? 1 : 0;
+        n -= skip;
         int32_t *all = malloc((n + k) * sizeof *all);
         if (!all) {
             rc = SW_ENOMEM;
         } else {
             memcpy(all, j->req.prompt_ids, k * sizeof *all);
-            if (n) memcpy(all + k, ids, n * sizeof *all);
+            if (n) memcpy(all + k, ids + skip, n * sizeof *all);
             free(ids);
             ids = all;
             n += k;

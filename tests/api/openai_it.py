@@ -896,6 +896,11 @@ def case_ollama():
               r["total_duration"] >= r["eval_duration"] > 0 and isinstance(r["context"], list) and
               len(r["context"]) == 5 + r["eval_count"] and r["created_at"].endswith("Z") and r["model"] == name,
               "generate fields %r" % {k: v for k, v in r.items() if k != "context"})
+        # a follow-up with the answer's context: the ids continue it (one BOS, at the start)
+        st, f = request(sw.api, "POST", "/api/generate", {"model": name, "prompt": " The end.", "raw": True,
+                                                          "stream": False, "context": r["context"], "options": opts})
+        check(st == 200 and f["context"][:len(r["context"])] == r["context"] and f["context"].count(1) == 1 and
+              f["prompt_eval_count"] > len(r["context"]), "generate with context: %d %r" % (st, f.get("context")))
         lines = ndjson(sw.api, "/api/generate", {"model": name, "prompt": PROMPT, "raw": True, "options": opts})
         check("".join(ln["response"] for ln in lines) == ref, "streamed generate differs")
         # (tokens that arrive together share a line: how many lines depends on the machine's load)
