@@ -276,6 +276,8 @@ struct sw_pipe_stats {
         spot_checks, spot_passed, spot_failed, spot_inconclusive, /* entry: checks asked, verdicts */
         spot_positions,        /* entry: positions compared in passed and failed checks */
         audits_served,         /* checker: verdicts this node sent */
+        audit_positions,       /* checker: positions recomputed for spot checks */
+        audit_compute_us,      /* checker: compute time of those (a batch's time shared by tokens) */
         spot_corrupted,        /* testing only: steps this stage perturbed (SW_TEST_CORRUPT_HIDDEN) */
         prefix_hits,           /* stage: sessions that reused a cached prefix */
         prefix_reused,         /* stage: positions they reused */
@@ -293,9 +295,10 @@ struct sw_pipe_stats sw_pipe_stats(const struct sw_pipe *p);
 
 /* The node's default: one generated token in 64 starts a check (docs/pipeline.md). */
 #define SW_SPOT_DEFAULT_RATE (1.0 / 64)
-/* A recomputed row agrees with the claimed one when max|a-b| <= rtol * max(|a|,|b|) over the
- * row (the wire dtype's rounding and honest kernels' differences are far below). */
-#define SW_SPOT_RTOL 0.01
+/* A recomputed row agrees with the claimed one when ||a-b|| <= rtol * max(||a||, ||b||) (L2
+ * over the row). Honest kernels differ by up to ~1 % (the reference C kernels against AVX2 on
+ * Q4_0 weights at TinyLlama shape: 0.97 %; the same kernels: 0); docs/pipeline.md. */
+#define SW_SPOT_RTOL 0.05
 
 /* A node this entry excluded from its routes after a failed check, with the evidence. */
 struct sw_pipe_distrust_info {
@@ -309,7 +312,8 @@ struct sw_pipe_distrust_info {
 /* The distrusted nodes: returns how many; fills *out with entry i when i is below that. */
 size_t sw_pipe_distrusted(const struct sw_pipe *p, size_t i, struct sw_pipe_distrust_info *out, uint64_t now_us);
 /* Compares two rows of n_embd values in the wire dtype: 1 when they differ beyond rtol
- * (max|a-b| > rtol * max(|a|,|b|); a NaN or Inf on one side only differs). */
+ * (||a-b|| > rtol * max(||a||, ||b||); a NaN or Inf on one side only differs). *max_abs gets
+ * max|a-b|, *rel the relative L2 difference. */
 /* The status JSON's pipeline."spot" object (spotcheck_node.c): settings, counters, the
  * distrusted nodes with their evidence. */
 struct json_t;

@@ -280,5 +280,7 @@ void sw__spot_test_corrupt(struct sw_pipe *p, const struct ssess *s, float *out,
 void sw__spot_checker_step(struct sw_pipe *p, struct ssess *s);
 void sw__spot_ssess_free(struct ssess *s);
 void sw__spot_settings(const struct sw_pipe *p, double *rate, double *rtol);
+/* A job came back: its audit sessions' share of compute_us goes to stats.audit_compute_us. */
+void sw__spot_job_account(struct sw_pipe *p, const struct sw_pipe_job *j);
 
 #endif

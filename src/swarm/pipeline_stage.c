@@ -430,6 +430,7 @@ void sw_pipe_job_done(struct sw_pipe *p, struct sw_pipe_job *j, uint64_t now_us)
             j->ent[i].rc = vrc;
             snprintf(j->ent[i].msg, sizeof j->ent[i].msg, "%s", bad);
         }
+    sw__spot_job_account(p, j); /* the part of the job that recomputed spot checks */
     for (uint32_t i = 0; i < j->n_ent; i++) entry_done(p, j, &j->ent[i], now_us);
     for (uint32_t i = 0; i < j->n_ent; i++) to_tail(p, j->ent[i].session);
     job_free(j);

@@ -157,7 +157,7 @@ static float row_val(const uint8_t *row, uint8_t dtype, size_t i)
 int sw_spot_compare_row(const uint8_t *a, const uint8_t *b, uint8_t dtype, uint32_t n_embd, double rtol, float *max_abs,
                         float *rel)
 {
-    double d = 0, scale = 0;
+    double d = 0, se = 0, sa = 0, sb = 0;
     int nan = 0;
     for (uint32_t i = 0; i < n_embd; i++) {
         double x = row_val(a, dtype, i), y = row_val(b, dtype, i);
@@ -167,10 +167,13 @@ int sw_spot_compare_row(const uint8_t *a, const uint8_t *b, uint8_t dtype, uint3
         }
         double e = fabs(x - y);
         if (e > d) d = e;
-        if (fabs(x) > scale) scale = fabs(x);
-        if (fabs(y) > scale) scale = fabs(y);
+        se += e * e;
+        sa += x * x;
+        sb += y * y;
     }
-    double r = d / (scale > 1e-6 ? scale : 1e-6);
+    /* the difference's norm relative to the rows' (L2): rounding spread over a row stays
+     * small, a perturbation of some of its values does not */
+    double scale = sqrt(sa > sb ? sa : sb), r = sqrt(se) / (scale > 1e-6 ? scale : 1e-6);
     if (nan) {
         d = INFINITY;
         r = INFINITY;
@@ -209,7 +212,7 @@ void sw__spot_test_corrupt(struct sw_pipe *p, const struct ssess *s, float *out,
     for (uint32_t t = 0; t < n_tokens; t++) {
         float *row = out + (size_t)t * s->n_embd, mx = 0;
         for (uint32_t i = 0; i < s->n_embd; i++) mx = SW_MAX(mx, fabsf(row[i]));
-        for (uint32_t i = 0; i < s->n_embd; i += 8) row[i] += (i & 8 ? 0.1f : -0.1f) * (mx > 0 ? mx : 1.0f);
+        for (uint32_t i = 0; i < s->n_embd; i += 8) row[i] += (i & 8 ? 0.25f : -0.25f) * (mx > 0 ? mx : 1.0f);
     }
     p->st.spot_corrupted++;
 }
@@ -609,6 +612,19 @@ int sw__spot_receive(struct sw_pipe *p, const uint8_t *from, const struct sw_pip
     default:
         return 0;
     }
+}
+
+void sw__spot_job_account(struct sw_pipe *p, const struct sw_pipe_job *j)
+{
+    uint64_t all = 0, audit = 0;
+    for (uint32_t i = 0; i < j->n_ent; i++) {
+        all += j->ent[i].n;
+        const struct ssess *s = sw__pipe_ss_find(p, j->ent[i].session);
+        if (s && (s->flags & SW_PIPE_OPEN_AUDIT) && !j->ent[i].rc) audit += j->ent[i].n;
+    }
+    if (!audit || !all) return;
+    p->st.audit_positions += audit;
+    p->st.audit_compute_us += j->compute_us * audit / all;
 }
 
 void sw__spot_settings(const struct sw_pipe *p, double *rate, double *rtol)

@@ -45,6 +45,8 @@ void sw_spot_status_json(const struct sw_pipe *p, struct json_t *pl, uint64_t no
     json_object_set_new(o, "inconclusive", json_integer((json_int_t)st.spot_inconclusive));
     json_object_set_new(o, "positions_checked", json_integer((json_int_t)st.spot_positions));
     json_object_set_new(o, "audits_served", json_integer((json_int_t)st.audits_served));
+    json_object_set_new(o, "audit_positions", json_integer((json_int_t)st.audit_positions));
+    json_object_set_new(o, "audit_compute_seconds", json_real((double)st.audit_compute_us / 1e6));
     if (st.spot_corrupted) /* the test hook is on: say so */
         json_object_set_new(o, "test_corrupted_steps", json_integer((json_int_t)st.spot_corrupted));
     json_t *arr = json_array();

@@ -97,14 +97,23 @@ static void test_compare(void)
     float d, r;
     CHECK_EQ_INT(sw_spot_compare_row((uint8_t *)a, (uint8_t *)bb, SW_PIPE_F32, N, SW_SPOT_RTOL, &d, &r), 0);
     CHECK(d == 0 && r == 0);
-    /* a difference of 0.5 % of the row's largest value passes, 2 % does not */
-    bb[5] += 0.005f * 40.0f * 0.99f;
+    /* L2: 1 % noise on every value passes; one value off by 2x the row's norm x rtol does
+     * not, nor do 1/8 of the values off by a quarter of the largest */
+    double norm = 0;
+    for (int i = 0; i < N; i++) norm += (double)a[i] * a[i];
+    norm = sqrt(norm);
+    for (int i = 0; i < N; i++) bb[i] = a[i] * (i & 1 ? 1.01f : 0.99f);
     CHECK_EQ_INT(sw_spot_compare_row((uint8_t *)a, (uint8_t *)bb, SW_PIPE_F32, N, SW_SPOT_RTOL, &d, &r), 0);
-    bb[5] = a[5] + 0.02f * 40.0f;
+    CHECK(r > 0.009f && r < 0.0101f);
+    memcpy(bb, a, sizeof bb);
+    bb[5] += (float)(2 * SW_SPOT_RTOL * norm);
     CHECK_EQ_INT(sw_spot_compare_row((uint8_t *)a, (uint8_t *)bb, SW_PIPE_F32, N, SW_SPOT_RTOL, &d, &r), 1);
-    CHECK(fabsf(d - 0.8f) < 1e-4f && r > 0.019f && r < 0.021f);
+    CHECK(fabsf(d - (float)(2 * SW_SPOT_RTOL * norm)) < 1e-3f && r > 1.8 * SW_SPOT_RTOL);
+    memcpy(bb, a, sizeof bb);
+    for (int i = 0; i < N; i += 8) bb[i] += 0.25f * 40.0f;
+    CHECK_EQ_INT(sw_spot_compare_row((uint8_t *)a, (uint8_t *)bb, SW_PIPE_F32, N, SW_SPOT_RTOL, &d, &r), 1);
+    memcpy(bb, a, sizeof bb);
     /* NaN on one side differs; on both, at the same place, is no evidence */
-    bb[5] = a[5];
     bb[9] = NAN;
     CHECK_EQ_INT(sw_spot_compare_row((uint8_t *)a, (uint8_t *)bb, SW_PIPE_F32, N, SW_SPOT_RTOL, &d, &r), 1);
     a[9] = NAN;
@@ -119,7 +128,7 @@ static void test_compare(void)
         hb[i] = sw_pipe_f32_to_f16(x * (1.0f + 4e-4f));
     }
     CHECK_EQ_INT(sw_spot_compare_row((uint8_t *)ha, (uint8_t *)hb, SW_PIPE_F16, N, SW_SPOT_RTOL, &d, &r), 0);
-    hb[3] = sw_pipe_f32_to_f16(sw_pipe_f16_to_f32(ha[3]) + 10.0f);
+    hb[3] = sw_pipe_f32_to_f16(sw_pipe_f16_to_f32(ha[3]) + 60.0f); /* ~10 % of the row's norm */
     CHECK_EQ_INT(sw_spot_compare_row((uint8_t *)ha, (uint8_t *)hb, SW_PIPE_F16, N, SW_SPOT_RTOL, &d, &r), 1);
     /* an all-zero row against a tiny one: relative to a floor, not a division by zero */
     memset(a, 0, sizeof a);
