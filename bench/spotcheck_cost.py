@@ -14,7 +14,7 @@ the route, so this is the cost where the checks compete with the work they check
 checker on a machine of its own costs the route only the messages.
 
 Environment: SW_BENCH_GEN (tokens per client, default 128), SW_BENCH_PROMPT (default 16),
-SW_BENCH_RUNS (runs per mode, default 3), SW_BENCH_RATE (default: the node's, 1/64),
+SW_BENCH_RUNS (runs per mode, default 3), SW_BENCH_RATE (default: the node's, 1/256),
 SW_BENCH_REF_REPLICA=1 (the replica of shard 1 computes with SW_KERNELS=ref: the [SPOT]
 lines then give the rows' differences between two honest kernels; use SW_BENCH_RATE=1).
 """
@@ -93,7 +93,7 @@ def main():
             args = [BIN, "generate", "--swarm", "--bootstrap", "127.0.0.1:%d" % boot, "--model",
                     os.path.join(split, "model.torrent"), "--prompt-len", str(PROMPT), "-n", str(N_GEN), "--temp", "0",
                     "--ignore-eos", "--ids", "--json-timings", "--wait", "120", "--deadline-ms", "60000"]
-            args += ["--spot-check", "off" if mode == "off" else (RATE or "1/64")]
+            args += ["--spot-check", "off" if mode == "off" else (RATE or "1/256")]
             c = procs.start("client%d-%s" % (i, mode), args)
             while c.alive():
                 c.p.wait(timeout=3600)
@@ -131,7 +131,7 @@ def main():
             (a_all, t_all, 100 * a_all / max(t_all - a_all, 1e-9), t_all - a_all))
         log("median decode: off %.3f tok/s, spot checks %s %.3f tok/s: x%.3f (%+.1f %%); compute of all stages per "
             "position: off %.1f ms, on %.1f ms (%+.1f %%); tokens identical in every run: %s" %
-            (off, RATE or "1/64", on, on / off, (on / off - 1) * 100, woff * 1e3, won * 1e3, (won / woff - 1) * 100, same))
+            (off, RATE or "1/256", on, on / off, (on / off - 1) * 100, woff * 1e3, won * 1e3, (won / woff - 1) * 100, same))
 
 
 if __name__ == "__main__":

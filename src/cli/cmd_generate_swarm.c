@@ -55,7 +55,7 @@ static void usage(FILE *f)
             "  --wait SECONDS          how long to wait for a complete route (default 60)\n"
             "  --deadline-ms MS        no sign of life from the route this long: rebuild it (default 5000)\n"
             "  --spot-check RATE|off   recompute a sample of steps on a replica of the same shard (chance\n"
-            "                          per generated token, 1/N or 0..1; default 1/64; docs/pipeline.md)\n"
+            "                          per generated token, 1/N or 0..1; default 1/256; docs/pipeline.md)\n"
             "  --no-prefix-cache       compute the whole prompt (the stages cache the KV of earlier\n"
             "                          sessions of the same client, keyed by prompt prefix; a client\n"
             "                          keeps its identity in --cache DIR)\n"

@@ -80,7 +80,7 @@ static void usage(FILE *f)
             "                          (default 150; docs/pipeline.md)\n"
             "  --spot-check RATE|off   as an entry, recompute a sample of pipeline steps on a replica\n"
             "                          of the same shard and exclude nodes whose hidden states differ:\n"
-            "                          RATE = chance per generated token, 1/N or 0..1 (default 1/64)\n"
+            "                          RATE = chance per generated token, 1/N or 0..1 (default 1/256)\n"
             "  --prefix-cache N|off    keep the KV of up to N closed sessions at this stage, so a\n"
             "                          session with the same prompt prefix (the next chat turn)\n"
             "                          computes only the rest; counted in --max-kv-mb, least\n"

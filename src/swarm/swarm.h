@@ -500,7 +500,7 @@ struct sw_pipe_node_opts {
                                   its worker (a slow stage, so tests can kill it mid-way) */
     uint32_t coalesce_pct;     /* sw_pipe_config.coalesce_pct: 0 default (150), 1000 never */
     double spot_rate;          /* entry: chance that a generated token starts a spot check;
-                                  0: the default (1/64), negative: no checks */
+                                  0: the default (1/256), negative: no checks */
     uint32_t prefix_entries;   /* sw_pipe_config.prefix_entries: 0 default (8), UINT32_MAX off */
 };
 /* Parses a spot-check rate: "off" (-1), "1/N" (N >= 1) or a number in (0, 1]. 0 or SW_EINVAL. */
