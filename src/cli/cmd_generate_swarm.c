@@ -54,6 +54,9 @@ static void usage(FILE *f)
             "  --json-timings          one JSON line of timings on stderr at the end\n"
             "  --wait SECONDS          how long to wait for a complete route (default 60)\n"
             "  --deadline-ms MS        no sign of life from the route this long: rebuild it (default 5000)\n"
+            "  --spec K                speculative decoding: the last stage drafts up to K (1..15)\n"
+            "                          tokens per step by prompt lookup, the stages verify them in one\n"
+            "                          step; same tokens, fewer round trips (default 0: off)\n"
             "  --spot-check RATE|off   recompute a sample of steps on a replica of the same shard (chance\n"
             "                          per generated token, 1/N or 0..1; default 1/256; docs/pipeline.md)\n"
             "  --no-prefix-cache       compute the whole prompt (the stages cache the KV of earlier\n"
@@ -66,7 +69,7 @@ struct gs_args {
     const char *boot[MAX_BOOT];
     uint32_t n_boot;
     const char *model, *tokenizer, *cache, *prompt, *prompt_file, *prompt_ids, *logits_out, *token_times, *log_format;
-    uint32_t listen, n_predict, prompt_len, chunk, ctx, wait_s, deadline_ms;
+    uint32_t listen, n_predict, prompt_len, chunk, ctx, wait_s, deadline_ms, spec_k;
     double spot_rate;
     int no_bos, no_echo, ignore_eos, print_ids, json, seed_set, verbose, f16, no_prefix;
     struct sw_sampler_params sp;
@@ -167,6 +170,8 @@ static int parse_args(const char *cmd, int argc, char **argv, struct gs_args *a)
         } else if (!strcmp(f, "--spot-check")) {
             if (sw_spot_parse_rate(v, &a->spot_rate))
                 return sw_cli_usage_error(cmd, "--spot-check must be off, 1/N or a number in (0, 1], got '%s'", v);
+        } else if (!strcmp(f, "--spec")) {
+            if ((rc = sw_cli_parse_u32(cmd, f, v, 0, SW_PIPE_MAX_SPEC_K, &a->spec_k))) return rc;
         } else if (!strcmp(f, "--deadline-ms")) {
             if ((rc = sw_cli_parse_u32(cmd, f, v, 100, 3600000, &a->deadline_ms))) return rc;
         } else if (sw_cli_sampler_flag(cmd, f, v, &a->sp, &a->seed_set, &rc)) {
@@ -489,7 +494,8 @@ static void on_timer(uv_timer_t *t)
                                    .n_stop = g->n_stop, .dtype = g->a.f16 ? SW_PIPE_F16 : SW_PIPE_F32,
                                    .chunk = g->a.chunk ? g->a.chunk : SW_PIPE_MAX_TOKENS, .n_ctx = g->a.ctx,
                                    .want_logits = g->lf != NULL, .ignore_eos = g->a.ignore_eos,
-                                   .deadline_ms = g->a.deadline_ms, .no_prefix_cache = g->a.no_prefix };
+                                   .deadline_ms = g->a.deadline_ms, .no_prefix_cache = g->a.no_prefix,
+                                   .spec_k = g->a.spec_k };
     struct sw_pipe_session_cb cb = { on_token_first, on_end, g };
     /* the thread-safe entry point (what the HTTP API uses), here from the loop thread */
     int rc = sw_pipe_node_open_async(g->pn, &req, &cb, &g->ticket);

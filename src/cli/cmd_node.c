@@ -81,6 +81,9 @@ static void usage(FILE *f)
             "  --spot-check RATE|off   as an entry, recompute a sample of pipeline steps on a replica\n"
             "                          of the same shard and exclude nodes whose hidden states differ:\n"
             "                          RATE = chance per generated token, 1/N or 0..1 (default 1/256)\n"
+            "  --hop-delay-ms N        BENCHMARKS ONLY: every pipeline message to another node waits\n"
+            "                          N ms before it is written (a link's latency where tc netem\n"
+            "                          is not available; bench/pipeline_spec.py)\n"
             "  --prefix-cache N|off    keep the KV of up to N closed sessions at this stage, so a\n"
             "                          session with the same prompt prefix (the next chat turn)\n"
             "                          computes only the rest; counted in --max-kv-mb, least\n"
@@ -385,6 +388,9 @@ int sw_cmd_node(int argc, char **argv)
             NEED_VAL();
             if (!strcmp(argv[i], "off")) po.coalesce_pct = 1000;
             else if ((rc = sw_cli_parse_u32(cmd, "--coalesce", argv[i], 1, 999, &po.coalesce_pct))) return rc;
+        } else if (!strcmp(a, "--hop-delay-ms")) {
+            NEED_VAL();
+            if ((rc = sw_cli_parse_u32(cmd, "--hop-delay-ms", argv[i], 0, 10000, &po.hop_delay_ms))) return rc;
         } else if (!strcmp(a, "--prefix-cache")) {
             NEED_VAL();
             if (!strcmp(argv[i], "off")) po.prefix_entries = UINT32_MAX;

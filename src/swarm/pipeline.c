@@ -87,6 +87,7 @@ void sw__pipe_ssess_release(struct sw_pipe *p, struct ssess *s)
     sw_sampler_free(s->smp);
     free(s->kept);
     sw__spot_ssess_free(s);
+    free(s->hist);
     p->reserved -= SW_MIN(p->reserved, s->reserved);
     free(s);
 }

@@ -77,6 +77,12 @@ enum sw_pipe_type {
 enum { SW_PIPE_VERDICT_OK = 0, SW_PIPE_VERDICT_MISMATCH = 1, SW_PIPE_VERDICT_INCONCLUSIVE = 2 };
 /* TOKENS flags */
 #define SW_PIPE_TOK_SHORTCUT 1u    /* sent by the last stage straight to the first */
+/* TOKENS and HIDDEN flags: a speculative step (issue 15): the input's first token is the
+ * one just sampled, the rest are drafted; positions from pos on replace whatever the stage
+ * holds there (the rejected drafts of the step before). The flag travels stage to stage;
+ * the last stage computes the logits of every position and verifies the drafts. */
+#define SW_PIPE_TOK_SPEC 2u
+#define SW_PIPE_MAX_SPEC SW_PIPE_MAX_SPEC_K /* drafted tokens per step (swarm.h) */
 
 /* A decoded message. Pointers borrow from the bytes given to sw_pipe_msg_decode. Fields
  * not used by a type are zero. */
@@ -116,6 +122,13 @@ struct sw_pipe_msg {
        computed (the stage may keep its KV under them) */
     uint32_t n_hashes;
     const uint8_t *hashes;     /* n_hashes x SW_PREFIX_HASH_LEN */
+    /* OPEN (last stage): speculative decoding, up to spec_k drafted tokens per step
+       (0: off), drafted by prompt lookup in the history ids[0..n_ids) (the tokens of the
+       positions n_known - n_ids .. n_known - 1, big-endian int32; at most
+       SW_PIPE_MAX_TOKENS, the latest) */
+    uint8_t spec_k;
+    uint32_t n_ids;
+    const uint8_t *ids;
     /* OPEN_OK: positions this stage holds already (a cached prefix); the entry sends the
        input from the least of the route's, and every stage computes from there */
     uint32_t reused;
@@ -282,7 +295,10 @@ struct sw_pipe_stats {
         prefix_hits,           /* stage: sessions that reused a cached prefix */
         prefix_reused,         /* stage: positions they reused */
         prefix_kept,           /* stage: closed sessions kept in the prefix cache */
-        prefix_evictions;      /* stage: entries evicted (LRU: count or memory) */
+        prefix_evictions,      /* stage: entries evicted (LRU: count or memory) */
+        spec_steps,            /* last stage: speculative steps verified */
+        spec_drafted,          /* the drafted tokens they carried */
+        spec_accepted;         /* the drafted tokens the sampler agreed with */
     uint32_t spot_distrusted;  /* entry: nodes excluded from routes by a failed check */
     uint32_t prefix_entries;   /* stage: entries in the prefix cache now */
     uint64_t prefix_bytes;     /* stage: their KV bytes */

@@ -144,9 +144,19 @@ static void e_send_open(struct sw_pipe *p, struct esess *e, uint32_t k)
                              .max_pos = e->max_pos, .n_stop = e->n_stop, .stop = stop,
                              /* four signs of life per deadline, at most one a second */
                              .progress_ms = (uint32_t)SW_MIN(e->deadline_us / 4000, (uint64_t)PROGRESS_MS) };
+    uint8_t *ids = NULL;
     if (k + 1 == e->n_stages) {
         m.blob = e->blob;
         m.blob_len = (uint32_t)e->blob_len;
+        if (e->spec_k) { /* the last stage drafts from the history: its latest tokens */
+            uint32_t n = SW_MIN(e->n_hist, SW_PIPE_MAX_TOKENS);
+            if ((ids = malloc((size_t)n * 4 + 1)) != NULL) {
+                for (uint32_t i = 0; i < n; i++) sw_put_be32(ids + 4 * i, (uint32_t)e->hist[e->n_hist - n + i]);
+                m.spec_k = (uint8_t)e->spec_k;
+                m.n_ids = n;
+                m.ids = ids;
+            }
+        }
     }
     if (e->state == E_OPENING) { /* a replica taking over replays from 0 */
         m.n_hashes = e->n_phash;
@@ -154,6 +164,7 @@ static void e_send_open(struct sw_pipe *p, struct esess *e, uint32_t k)
     }
     e->pending |= 1ull << k;
     sw__pipe_send(p, e->route[k], &m);
+    free(ids);
 }
 
 static int excluded(const struct esess *e, uint32_t shard, const uint8_t *id)
@@ -277,7 +288,7 @@ void sw__pipe_e_failover(struct sw_pipe *p, struct esess *e, uint32_t k, uint64_
     exclude(e, k, e->route[k]);
     /* not settled yet, or the stages started from a cached prefix (so the upstream stage
      * holds no outputs to replay before it): start over */
-    if (e->state == E_OPENING || e->failing >= 0 || e->reused) {
+    if (e->state == E_OPENING || e->failing >= 0 || e->reused || e->spec_k) {
         sw__pipe_e_reopen(p, e, now_us, 0, why);
         return;
     }
@@ -328,7 +339,10 @@ void sw__pipe_entry_open_ok(struct sw_pipe *p, const uint8_t *from, const struct
         /* every stage holds at least reuse_min positions of this prefix: compute the rest */
         e->reused = e->reuse_min == UINT32_MAX || e->no_prefix ? 0 : SW_MIN(e->reuse_min, e->n_hist - 1);
         e_send_tokens(p, e, e->reused, e->n_hist, 0);
-        if (e->reopens) e->topup = 1;
+        /* after a new route, also send each token to the first stage (one the old last stage
+         * sampled may not have gone there); a speculative session's last stage sends every
+         * step itself, with its drafts */
+        if (e->reopens && !e->spec_k) e->topup = 1;
     } else if (e->failing >= 0) {
         e_work_at(e, e->failing > 0 ? (uint32_t)e->failing - 1 : 0, now_us); /* it replays */
         e_failover_ready(p, e);
@@ -523,6 +537,7 @@ int sw_pipe_open(struct sw_pipe *p, const struct sw_pipe_request *req, const str
     e->chunk = req->chunk ? SW_MIN(req->chunk, SW_PIPE_MAX_TOKENS) : DEFAULT_CHUNK;
     e->deadline_us = (uint64_t)(req->deadline_ms ? req->deadline_ms : DEFAULT_DEADLINE_MS) * 1000;
     e->no_prefix = req->no_prefix_cache != 0;
+    e->spec_k = SW_MIN(req->spec_k, SW_PIPE_MAX_SPEC);
     e->n_stages = p->cfg.n_shards;
     if (cb) e->cb = *cb;
     e->failing = -1;

@@ -55,6 +55,7 @@ struct chunk {
     struct chunk *next;
     uint32_t pos, n;
     uint8_t dtype;          /* hidden input: wire dtype */
+    uint8_t flags;          /* SW_PIPE_TOK_SPEC */
     uint8_t *data;          /* TOKENS: host-order int32; HIDDEN: wire bytes */
     size_t len;
 };
@@ -64,6 +65,7 @@ struct jent {
     uint64_t session;       /* wire id */
     uint32_t pos, n;
     uint8_t in_dtype;
+    uint8_t flags;          /* SW_PIPE_TOK_SPEC: the last stage computes every position's logits */
     uint8_t *in;            /* owned: tokens (int32) or hidden (wire bytes) */
     size_t in_len;
     float *out;             /* owned */
@@ -123,6 +125,13 @@ struct ssess {
     uint32_t reused;         /* positions copied from the prefix cache at OPEN */
     int started;             /* an input came (the first one sets where computing starts) */
     uint32_t kept_from;      /* the first position whose output is kept (a replay starts there) */
+    /* last stage, speculative decoding: the history's tokens (positions hist_base ..
+     * hist_base + n_hist - 1, up to n_ctx of them) and the drafts of the step in flight */
+    uint32_t spec_k;
+    int32_t *hist;
+    uint32_t n_hist, hist_base;
+    int32_t draft[SW_PIPE_MAX_SPEC];
+    uint32_t n_draft, draft_pos; /* draft[i] is the token of position draft_pos + i */
 };
 
 enum { E_OPENING = 1, E_RUNNING = 2 };
@@ -169,6 +178,7 @@ struct esess {
     uint32_t reused;         /* positions the route reused (the input started there) */
     uint8_t *phash;          /* block hashes of hist[0 .. n_hist-1) sent with OPEN */
     uint32_t n_phash;
+    uint32_t spec_k;         /* drafted tokens per step (0: off) */
 };
 
 /* Entry: the routes of recently finished sessions and their prefixes, so a session that

@@ -71,6 +71,11 @@ struct sw_pipe_node {
     void (*chain_fn)(void *);
     void *chain_ud;
     uint32_t step_delay_us;
+    /* --hop-delay-ms (benchmarks, where tc netem is not available): every pipeline message to
+     * another node waits hop_delay_us in this FIFO before it is written, like a link's latency */
+    uint64_t hop_delay_us;
+    struct delayed *hq, *ht;
+    uv_timer_t hop_timer;
     /* Short steps run inline on the loop thread (no hand-off to a libuv worker and back,
      * ~2 thread wake-ups per hop): while the last job on the worker path took at most
      * inline_max_us, a job runs at once inside h_submit and finishes (sends) on the next
@@ -95,6 +100,7 @@ struct sw_pipe_node {
 /* ------------------------------------------------------------------ host callbacks */
 
 static void on_self_timer(uv_timer_t *t);
+static void on_hop_timer(uv_timer_t *t);
 static void on_async(uv_async_t *h);
 static void areq_free(struct areq *a);
 
@@ -109,9 +115,53 @@ static void update_queue(struct sw_pipe_node *pn)
     sw_node_set_queue(pn->node, q);
 }
 
+struct delayed {
+    struct delayed *next;
+    uint64_t due_us;
+    uint8_t to[SW_NODE_ID_LEN];
+    size_t len;
+    uint8_t data[];
+};
+
+static void hop_arm(struct sw_pipe_node *pn)
+{
+    if (!pn->hq || !pn->handles_open || pn->detaching) return;
+    uint64_t now = sw_time_us();
+    uint64_t ms = pn->hq->due_us > now ? (pn->hq->due_us - now + 999) / 1000 : 0;
+    uv_timer_start(&pn->hop_timer, on_hop_timer, ms, 0);
+}
+
+static void on_hop_timer(uv_timer_t *t)
+{
+    struct sw_pipe_node *pn = t->data;
+    uint64_t now = sw_time_us();
+    while (pn->hq && pn->hq->due_us <= now + 500) { /* libuv timers are whole milliseconds */
+        struct delayed *d = pn->hq;
+        pn->hq = d->next;
+        if (!pn->hq) pn->ht = NULL;
+        sw_node_send(pn->node, d->to, d->data, d->len, 1);
+        free(d);
+    }
+    hop_arm(pn);
+}
+
 static int h_send(void *ud, const uint8_t to[SW_NODE_ID_LEN], const uint8_t *p, size_t len)
 {
     struct sw_pipe_node *pn = ud;
+    if (pn->hop_delay_us && memcmp(to, sw_node_id(pn->node), SW_NODE_ID_LEN)) {
+        struct delayed *d = malloc(sizeof *d + len);
+        if (!d) return SW_ENOMEM;
+        d->next = NULL;
+        d->due_us = sw_time_us() + pn->hop_delay_us;
+        memcpy(d->to, to, SW_NODE_ID_LEN);
+        d->len = len;
+        memcpy(d->data, p, len);
+        if (pn->ht) pn->ht->next = d;
+        else pn->hq = d;
+        pn->ht = d;
+        if (pn->hq == d) hop_arm(pn);
+        return 0;
+    }
     if (!memcmp(to, sw_node_id(pn->node), SW_NODE_ID_LEN)) {
         struct selfmsg *m = malloc(sizeof *m + len);
         if (!m) return SW_ENOMEM;
@@ -250,6 +300,9 @@ static void status_extra(void *ud, struct json_t *root)
     json_object_set_new(o, "prefix_reused", json_integer((json_int_t)st.prefix_reused));
     json_object_set_new(o, "prefix_kept", json_integer((json_int_t)st.prefix_kept));
     json_object_set_new(o, "prefix_evictions", json_integer((json_int_t)st.prefix_evictions));
+    json_object_set_new(o, "spec_steps", json_integer((json_int_t)st.spec_steps));
+    json_object_set_new(o, "spec_drafted", json_integer((json_int_t)st.spec_drafted));
+    json_object_set_new(o, "spec_accepted", json_integer((json_int_t)st.spec_accepted));
     json_object_set_new(root, "pipeline", o);
 }
 
@@ -569,6 +622,7 @@ int sw_pipe_node_attach(struct sw_node *n, const struct sw_pipe_node_opts *opts,
         cfg.idle_ms = opts->idle_ms;
         cfg.coalesce_pct = opts->coalesce_pct;
         pn->step_delay_us = opts->step_delay_us;
+        pn->hop_delay_us = (uint64_t)opts->hop_delay_ms * 1000;
     }
     double rate = opts ? opts->spot_rate : 0;
     cfg.spot_rate = rate < 0 ? 0 : rate > 0 ? rate : SW_SPOT_DEFAULT_RATE;
@@ -582,13 +636,15 @@ int sw_pipe_node_attach(struct sw_node *n, const struct sw_pipe_node_opts *opts,
     uv_timer_init(pn->loop, &pn->tick);
     uv_timer_init(pn->loop, &pn->self_timer);
     uv_timer_init(pn->loop, &pn->wake_timer);
+    uv_timer_init(pn->loop, &pn->hop_timer);
+    pn->hop_timer.data = pn;
     uv_idle_init(pn->loop, &pn->idle);
     pn->idle.data = pn;
     pn->inline_max_us = INLINE_MAX_US;
     pthread_mutex_init(&pn->mu, NULL);
     uv_async_init(pn->loop, &pn->async, on_async);
     pn->tick.data = pn->self_timer.data = pn->wake_timer.data = pn->async.data = pn;
-    pn->handles_open = 5;
+    pn->handles_open = 6;
     uv_timer_start(&pn->tick, on_tick, TICK_MS, TICK_MS);
     sw_node_set_pipe_handler(n, on_pipe_msg, pn);
     sw_node_set_change_handler(n, on_change, pn);
@@ -672,6 +728,11 @@ static void finish_detach(struct sw_pipe_node *pn)
         pn->qh = m->next;
         free(m);
     }
+    while (pn->hq) { /* delayed messages not sent yet: the node is stopping */
+        struct delayed *d = pn->hq;
+        pn->hq = d->next;
+        free(d);
+    }
     for (struct areq *a = pn->live; a; a = a->next) /* sessions still open: tell their owners */
         if (a->user.on_end) a->user.on_end(a->user.ud, a->session, SW_ECLOSED, "the node is stopping");
     sw_pipe_free(pn->pipe); /* no callbacks from here on */
@@ -714,6 +775,8 @@ void sw_pipe_node_detach(struct sw_pipe_node *pn, void (*done)(void *ud), void *
     uv_close((uv_handle_t *)&pn->tick, on_handle_closed);
     uv_close((uv_handle_t *)&pn->self_timer, on_handle_closed);
     uv_close((uv_handle_t *)&pn->wake_timer, on_handle_closed);
+    uv_timer_stop(&pn->hop_timer);
+    uv_close((uv_handle_t *)&pn->hop_timer, on_handle_closed);
     uv_close((uv_handle_t *)&pn->async, on_handle_closed);
     uv_idle_stop(&pn->idle);
     uv_close((uv_handle_t *)&pn->idle, on_idle_closed);

@@ -29,6 +29,12 @@ static const void *job_input(const struct sw_pipe_job *j, struct jent *e, float 
     return f;
 }
 
+/* A speculative step at the last stage wants the logits of every position. */
+static unsigned job_flags(const struct sw_pipe_job *j, const struct jent *e)
+{
+    return j->gives_logits && (e->flags & SW_PIPE_TOK_SPEC) ? SW_STAGE_LOGITS_ALL : 0;
+}
+
 void sw_pipe_job_run(struct sw_pipe_job *j)
 {
     uint64_t t0 = sw_time_us();
@@ -44,12 +50,13 @@ void sw_pipe_job_run(struct sw_pipe_job *j)
             snprintf(e->msg, sizeof e->msg, "out of memory converting hidden states");
             continue;
         }
-        b[nb] = (struct sw_stage_batch){ .seq = e->session, .pos = e->pos, .n_tokens = e->n, .in = in, .out = e->out };
+        b[nb] = (struct sw_stage_batch){ .seq = e->session, .pos = e->pos, .n_tokens = e->n, .in = in, .out = e->out,
+                                         .flags = job_flags(j, e) };
         idx[nb++] = (int)i;
     }
     if (nb == 1) { /* the plain call: one session's step, exactly as without batching */
         struct jent *e = &j->ent[idx[0]];
-        e->rc = sw_stage_forward(j->st, e->session, e->pos, e->n, b[0].in, e->out, 0);
+        e->rc = sw_stage_forward(j->st, e->session, e->pos, e->n, b[0].in, e->out, b[0].flags);
         if (e->rc) snprintf(e->msg, sizeof e->msg, "%s", sw_stage_errmsg(j->st));
     } else if (nb) {
         /* each entry is checked and run alone; one failing fails only its session. The stage
@@ -84,7 +91,8 @@ static uint32_t next_step(const struct ssess *s, size_t *len_out)
 {
     uint32_t pos = s->qh->pos, n = 0;
     size_t len = 0;
-    for (const struct chunk *c = s->qh; c && n + c->n <= MERGE_MAX && c->dtype == s->qh->dtype; c = c->next) {
+    for (const struct chunk *c = s->qh; c && n + c->n <= MERGE_MAX && c->dtype == s->qh->dtype && c->flags == s->qh->flags;
+         c = c->next) {
         if (c->pos != pos + n) break;
         n += c->n;
         len += c->len;
@@ -105,7 +113,8 @@ static int take_step(struct ssess *s, struct jent *e, uint32_t n, size_t len)
     e->pos = s->qh->pos;
     e->n = n;
     e->in_dtype = s->qh->dtype;
-    e->out_floats = sw_stage_out_floats(s->st, n, 0);
+    e->flags = s->qh->flags;
+    e->out_floats = sw_stage_out_floats(s->st, n, s->gives_logits && (e->flags & SW_PIPE_TOK_SPEC) ? SW_STAGE_LOGITS_ALL : 0);
     e->in = malloc(len ? len : 1);
     e->out = malloc(e->out_floats * sizeof(float) + 1);
     if (!e->in || !e->out) {
@@ -288,18 +297,20 @@ void sw__pipe_stage_release_hold(struct sw_pipe *p, uint64_t now_us)
 }
 
 /* Sends kept rows [from, to) downstream in messages of at most REPLAY_CHUNK tokens. */
-static void send_kept(struct sw_pipe *p, struct ssess *s, size_t from, size_t to)
+static void send_kept(struct sw_pipe *p, struct ssess *s, size_t from, size_t to, uint8_t flags)
 {
     const uint8_t *down = s->route[s->idx + 1];
     while (from < to) {
         uint32_t n = (uint32_t)SW_MIN(to - from, (size_t)REPLAY_CHUNK);
-        struct sw_pipe_msg m = { .type = SW_PIPE_HIDDEN, .session = s->id, .dtype = s->dtype,
+        struct sw_pipe_msg m = { .type = SW_PIPE_HIDDEN, .session = s->id, .dtype = s->dtype, .flags = flags,
                                  .pos = (uint32_t)from, .n_tokens = n, .n_embd = s->n_embd,
                                  .data = s->kept + from * s->row_bytes, .data_len = (size_t)n * s->row_bytes };
         sw__pipe_send(p, down, &m); /* a failure leaves the rows kept: the entry re-routes */
         from += n;
     }
 }
+
+static void last_stage_output(struct sw_pipe *p, const struct sw_pipe_job *j, struct ssess *s, const struct jent *e);
 
 /* One entry of a finished job: keep and send its outputs, or sample at the last stage. */
 static void entry_done(struct sw_pipe *p, const struct sw_pipe_job *j, const struct jent *e, uint64_t now_us)
@@ -355,41 +366,122 @@ static void entry_done(struct sw_pipe *p, const struct sw_pipe_job *j, const str
         }
         if (need_rows > s->kept_rows) s->kept_rows = need_rows;
         if (s->flags & SW_PIPE_OPEN_AUDIT) sw__spot_checker_step(p, s); /* a checker compares, sends nothing on */
-        else send_kept(p, s, e->pos, need_rows);
+        else send_kept(p, s, e->pos, need_rows, e->flags & SW_PIPE_TOK_SPEC);
         return;
     }
-    uint32_t q = e->pos + e->n - 1; /* the last position computed */
-    if (q + 1 < s->n_known || q + 1 >= s->max_pos) return;
-    /* the logits of position q pick the token of position q+1 */
-    int32_t t = sw_sampler_sample(s->smp, e->out);
-    if (t < 0) {
-        sw__pipe_send_error(p, s->entry, s->id, s->idx, SW_EINVAL, "stage %u: sampling failed at position %u: every logit is NaN or -inf",
-                   s->idx, q + 1);
-        sw__pipe_ssess_close(p, s);
+    last_stage_output(p, j, s, e);
+}
+
+/* ------------------------------------------------------------------ speculative decoding */
+
+#define SPEC_NGRAM_MAX 3u  /* prompt lookup: the longest suffix searched for first */
+#define SPEC_SEARCH 8192u  /* ... in the latest this many tokens of the history */
+
+static void hist_push(struct ssess *s, int32_t t)
+{
+    if (!s->hist) return;
+    if (s->n_hist >= s->n_ctx) { /* cannot happen (positions < n_ctx); keep the latest half */
+        uint32_t drop = s->n_hist / 2;
+        memmove(s->hist, s->hist + drop, (size_t)(s->n_hist - drop) * sizeof *s->hist);
+        s->n_hist -= drop;
+        s->hist_base += drop;
+    }
+    s->hist[s->n_hist++] = t;
+}
+
+/* Prompt lookup: the latest earlier occurrence of the history's last g tokens (g from
+ * SPEC_NGRAM_MAX down to 1) and up to k of the tokens that followed it. */
+static uint32_t spec_draft(const struct ssess *s, uint32_t k, int32_t *out)
+{
+    const int32_t *h = s->hist;
+    uint32_t n = s->n_hist, lo = n > SPEC_SEARCH ? n - SPEC_SEARCH : 0;
+    for (uint32_t g = SPEC_NGRAM_MAX; g >= 1 && k; g--) {
+        if (n < g + 1) continue;
+        const int32_t *suf = h + n - g;
+        for (uint32_t i = n - g; i-- > lo;) {
+            if (memcmp(h + i, suf, g * sizeof *h)) continue;
+            uint32_t m = SW_MIN(k, n - (i + g));
+            memcpy(out, h + i + g, m * sizeof *out);
+            return m;
+        }
+    }
+    return 0;
+}
+
+/* The next step after the token t of position pos: t and, for a speculative session, the
+ * drafts that follow it, straight to the first stage (one hop fewer than via the entry). */
+static void send_next(struct sw_pipe *p, struct ssess *s, uint32_t pos, int32_t t)
+{
+    int32_t ids[1 + SW_PIPE_MAX_SPEC];
+    ids[0] = t;
+    uint32_t nd = 0;
+    if (s->spec_k && s->max_pos >= pos + 2) {
+        /* the last drafted position's logits pick a token that must stay under max_pos */
+        nd = spec_draft(s, SW_MIN(s->spec_k, s->max_pos - pos - 2), ids + 1);
+        memcpy(s->draft, ids + 1, nd * sizeof *ids);
+        s->n_draft = nd;
+        s->draft_pos = pos + 1;
+        if (nd) {
+            p->st.spec_steps++;
+            p->st.spec_drafted += nd;
+        }
+    }
+    uint8_t be[4 * (1 + SW_PIPE_MAX_SPEC)];
+    for (uint32_t i = 0; i <= nd; i++) sw_put_be32(be + 4 * i, (uint32_t)ids[i]);
+    /* a speculative session's every step rewinds: the step before may have left rejected
+     * drafts past pos at every stage */
+    struct sw_pipe_msg tm = { .type = SW_PIPE_TOKENS, .session = s->id,
+                              .flags = SW_PIPE_TOK_SHORTCUT | (s->spec_k ? SW_PIPE_TOK_SPEC : 0), .pos = pos,
+                              .n_tokens = 1 + nd, .data = be, .data_len = (size_t)(1 + nd) * 4 };
+    sw__pipe_send(p, s->route[0], &tm);
+}
+
+/* The last stage: sample the token after the step's last position — or, for a speculative
+ * step, after each position in turn while the sampled token equals the draft that the step
+ * computed at the next position (the drafts are point masses, so "sample from the model's
+ * distribution and compare" is the standard acceptance rule: every token has the
+ * probability it has without speculation, and with a seed the very same draws) — send each
+ * to the entry, then the next step to the first stage. */
+static void last_stage_output(struct sw_pipe *p, const struct sw_pipe_job *j, struct ssess *s, const struct jent *e)
+{
+    int spec = (e->flags & SW_PIPE_TOK_SPEC) != 0;
+    uint32_t rows = spec ? e->n : 1, q0 = e->pos + e->n - rows;
+    for (uint32_t i = 0; i < rows; i++) {
+        uint32_t q = q0 + i; /* the logits of position q pick the token of position q+1 */
+        if (q + 1 < s->n_known) continue;
+        if (q + 1 >= s->max_pos) return;
+        const float *lg = e->out + (size_t)i * s->n_vocab;
+        int32_t t = sw_sampler_sample(s->smp, lg);
+        if (t < 0) {
+            sw__pipe_send_error(p, s->entry, s->id, s->idx, SW_EINVAL,
+                                "stage %u: sampling failed at position %u: every logit is NaN or -inf", s->idx, q + 1);
+            sw__pipe_ssess_close(p, s);
+            return;
+        }
+        s->n_known = q + 2;
+        hist_push(s, t);
+        int last = s->n_known >= s->max_pos ||
+                   (!(s->flags & SW_PIPE_OPEN_IGNORE_EOS) && sw__pipe_is_stop(s->stop, s->n_stop, t));
+        struct sw_buf blob;
+        sw_buf_init(&blob);
+        sw_sampler_save(s->smp, &blob);
+        struct sw_pipe_msg m = { .type = SW_PIPE_TOKEN_OUT, .session = s->id, .pos = q + 1, .token = t,
+                                 .compute_us = (uint32_t)SW_MIN(j->compute_us, UINT32_MAX),
+                                 .blob = blob.data, .blob_len = (uint32_t)blob.len };
+        if (s->flags & SW_PIPE_OPEN_LOGITS) {
+            m.n_logits = s->n_vocab;
+            m.logits = (const uint8_t *)lg;
+        }
+        sw__pipe_send(p, s->entry, &m);
+        sw_buf_free(&blob);
+        if (last) return;
+        uint32_t di = q + 1 - s->draft_pos; /* the draft the step computed at position q+1 */
+        if (spec && i + 1 < rows && q + 1 >= s->draft_pos && di < s->n_draft && s->draft[di] == t) {
+            p->st.spec_accepted++;
+            continue;
+        }
+        send_next(p, s, q + 1, t);
         return;
-    }
-    s->n_known = q + 2;
-    int last = s->n_known >= s->max_pos ||
-               (!(s->flags & SW_PIPE_OPEN_IGNORE_EOS) && sw__pipe_is_stop(s->stop, s->n_stop, t));
-    struct sw_buf blob;
-    sw_buf_init(&blob);
-    sw_sampler_save(s->smp, &blob);
-    struct sw_pipe_msg m = { .type = SW_PIPE_TOKEN_OUT, .session = s->id, .pos = q + 1, .token = t,
-                             .compute_us = (uint32_t)SW_MIN(j->compute_us, UINT32_MAX),
-                             .blob = blob.data, .blob_len = (uint32_t)blob.len };
-    if (s->flags & SW_PIPE_OPEN_LOGITS) {
-        m.n_logits = s->n_vocab;
-        m.logits = (const uint8_t *)e->out;
-    }
-    sw__pipe_send(p, s->entry, &m);
-    sw_buf_free(&blob);
-    if (!last) {
-        /* straight to the first stage: saves the hop through the entry */
-        int32_t be;
-        sw_put_be32((uint8_t *)&be, (uint32_t)t);
-        struct sw_pipe_msg tm = { .type = SW_PIPE_TOKENS, .session = s->id, .flags = SW_PIPE_TOK_SHORTCUT,
-                                  .pos = q + 1, .n_tokens = 1, .data = (const uint8_t *)&be, .data_len = 4 };
-        sw__pipe_send(p, s->route[0], &tm);
     }
 }
 
@@ -625,10 +717,24 @@ void sw__pipe_stage_open(struct sw_pipe *p, const uint8_t *from, const struct sw
                 return;
             }
         }
+        if (m->spec_k) { /* speculative decoding: the history to draft from */
+            if (m->n_ids > m->n_known || !(s->hist = malloc((size_t)m->n_ctx * sizeof *s->hist))) {
+                sw_sampler_free(s->smp);
+                free(s);
+                refuse(p, from, m, m->n_ids > m->n_known ? SW_EINVAL : SW_ENOMEM,
+                       m->n_ids > m->n_known ? "more history ids than known positions" : "out of memory");
+                return;
+            }
+            s->spec_k = m->spec_k;
+            s->n_hist = m->n_ids;
+            s->hist_base = m->n_known - m->n_ids;
+            for (uint32_t i = 0; i < m->n_ids; i++) s->hist[i] = (int32_t)sw_get_be32(m->ids + 4 * i);
+        }
     }
     int rc = sw_stage_seq_new(st, s->id);
     while (rc == SW_EBUSY && sw_prefix_evict_lru(p->prefix)) rc = sw_stage_seq_new(st, s->id); /* slots */
     if (rc) {
+        free(s->hist);
         sw_sampler_free(s->smp);
         free(s);
         refuse(p, from, m, rc == SW_EBUSY ? SW_EBUSY : rc,
@@ -651,6 +757,36 @@ void sw__pipe_stage_open(struct sw_pipe *p, const uint8_t *from, const struct sw
                s->reused);
     struct sw_pipe_msg ok = { .type = SW_PIPE_OPEN_OK, .session = m->session, .stage = m->stage, .reused = s->reused };
     sw__pipe_send(p, from, &ok);
+}
+
+/* A speculative step replaces positions from pos on (the rejected drafts of the step
+ * before): forget what is queued or counted there; the compute cuts the KV back itself.
+ * Returns 1 when it closed the session (input that cannot be cut: a corrupt sender). */
+static int spec_rewind(struct sw_pipe *p, struct ssess *s, uint32_t pos)
+{
+    for (struct chunk **pp = &s->qh; *pp;) {
+        struct chunk *c = *pp;
+        if (c->pos < pos && c->pos + c->n > pos) {
+            sw__pipe_send_error(p, s->entry, s->id, s->idx, SW_ERANGE,
+                                "stage %u: speculative step at %u inside queued input %u..%u", s->idx, pos, c->pos,
+                                c->pos + c->n - 1);
+            sw__pipe_ssess_close(p, s);
+            return 1;
+        }
+        if (c->pos >= pos) {
+            *pp = c->next;
+            free(c->data);
+            free(c);
+        } else {
+            pp = &c->next;
+        }
+    }
+    s->qt = NULL;
+    for (struct chunk *c = s->qh; c; c = c->next) s->qt = c;
+    s->accepted = pos;
+    if (s->computed > pos) s->computed = pos;
+    if (s->kept_rows > pos) s->kept_rows = pos;
+    return 0;
 }
 
 /* TOKENS or HIDDEN at a stage. */
@@ -682,6 +818,8 @@ void sw__pipe_stage_input(struct sw_pipe *p, const uint8_t *from, const struct s
             return;
         }
     }
+    /* a speculative step replaces rows from its position on: so do the witnessed ones */
+    if ((m->flags & SW_PIPE_TOK_SPEC) && m->pos < s->recv_rows) s->recv_rows = m->pos;
     if (!is_tokens) sw__spot_witness(s, from, m); /* rows a spot check may ask for */
     uint32_t pos = m->pos, n = m->n_tokens;
     const uint8_t *data = m->data;
@@ -691,6 +829,7 @@ void sw__pipe_stage_input(struct sw_pipe *p, const uint8_t *from, const struct s
         if (pos < s->accepted) s->accepted = s->computed = pos;
         s->kept_from = SW_MIN(pos, s->accepted);
     }
+    if ((m->flags & SW_PIPE_TOK_SPEC) && pos < s->accepted && spec_rewind(p, s, pos)) return;
     if ((uint64_t)pos + n <= s->accepted) return; /* already have these (a replay or a top-up) */
     if (pos < s->accepted) {                      /* overlap: keep the new part */
         uint32_t skip = s->accepted - pos;
@@ -722,6 +861,7 @@ void sw__pipe_stage_input(struct sw_pipe *p, const uint8_t *from, const struct s
     c->pos = pos;
     c->n = n;
     c->dtype = m->dtype;
+    c->flags = m->flags & SW_PIPE_TOK_SPEC;
     c->len = len;
     if (is_tokens) {
         int32_t *ids = (int32_t *)c->data;
@@ -771,6 +911,6 @@ void sw__pipe_stage_replay(struct sw_pipe *p, const uint8_t *from, const struct 
         char ids[16];
         sw_log(SW_LOG_INFO, "PIPE", "session %016llx: replaying %zu positions to the new stage %u (node %s)",
                (unsigned long long)s->id, s->kept_rows, s->idx + 1, sw__pipe_short_id(s->route[s->idx + 1], ids, sizeof ids));
-        send_kept(p, s, s->kept_from, s->kept_rows);
+        send_kept(p, s, s->kept_from, s->kept_rows, 0);
     }
 }

@@ -122,6 +122,10 @@ int sw_pipe_msg_encode(const struct sw_pipe_msg *m, struct sw_buf *out)
         if (m->blob_len) sw_buf_append(out, m->blob, m->blob_len);
         put32(out, m->progress_ms);
         if (put_hashes(out, m)) return SW_EINVAL;
+        if (m->spec_k > SW_PIPE_MAX_SPEC || m->n_ids > SW_PIPE_MAX_TOKENS || (m->n_ids && !m->ids)) return SW_EINVAL;
+        put8(out, m->spec_k);
+        put32(out, m->n_ids);
+        if (m->n_ids) sw_buf_append(out, m->ids, (size_t)m->n_ids * 4);
         break;
     case SW_PIPE_OPEN_OK:
         put8(out, m->stage);
@@ -362,6 +366,12 @@ int sw_pipe_msg_decode(const uint8_t *p, size_t len, struct sw_pipe_msg *m, char
         m->blob = gbytes(&r, m->blob_len, "blob");
         m->progress_ms = g32(&r, "progress_ms");
         if (get_hashes(&r, m)) BAD(SW_ETOOBIG, "OPEN: %u prefix hashes (cap %u)", m->n_hashes, SW_PREFIX_MAX_BLOCKS);
+        m->spec_k = g8(&r, "spec_k");
+        m->n_ids = g32(&r, "n_ids");
+        if (r.field) break;
+        if (m->spec_k > SW_PIPE_MAX_SPEC) BAD(SW_ECORRUPT, "OPEN: %u drafted tokens per step (cap %u)", m->spec_k, SW_PIPE_MAX_SPEC);
+        if (m->n_ids > SW_PIPE_MAX_TOKENS) BAD(SW_ETOOBIG, "OPEN: %u history ids (cap %u)", m->n_ids, SW_PIPE_MAX_TOKENS);
+        m->ids = gbytes(&r, (size_t)m->n_ids * 4, "ids");
         if (!m->n_ctx) BAD(SW_ECORRUPT, "OPEN: n_ctx 0");
         if (m->n_known > m->n_ctx || m->max_pos > m->n_ctx) BAD(SW_ECORRUPT, "OPEN: positions past n_ctx");
         break;

@@ -435,6 +435,7 @@ int sw_node_shard_file(struct sw_node *n, int32_t *shard_out, uint32_t *file_out
 #define SW_PIPE_MAX_TOKENS 16384u      /* tokens in one TOKENS/HIDDEN message (prefill chunk) */
 #define SW_PIPE_MAX_STOP 16u           /* stop token ids of a session */
 #define SW_PIPE_MAX_BLOB 65536u        /* sampler state bytes */
+#define SW_PIPE_MAX_SPEC_K 15u         /* drafted tokens per speculative step */
 
 enum sw_pipe_dtype { SW_PIPE_F32 = 0, SW_PIPE_F16 = 1 }; /* hidden states on the wire */
 
@@ -484,6 +485,11 @@ struct sw_pipe_request {
                                   long: the route is rebuilt; 0: 5000 */
     int no_prefix_cache;       /* compute the whole prompt: no reuse of the stages' prefix
                                   caches, and nothing of this session kept in them */
+    uint32_t spec_k;           /* speculative decoding: the last stage drafts up to this many
+                                  tokens per step by prompt lookup, all stages compute them in
+                                  one step, the last keeps those its sampler agrees with (the
+                                  same tokens, greedy or sampled); 0: off; at most
+                                  SW_PIPE_MAX_SPEC_K */
 };
 
 /* ------------------------------------------------- pipeline on a node */
@@ -502,6 +508,9 @@ struct sw_pipe_node_opts {
     double spot_rate;          /* entry: chance that a generated token starts a spot check;
                                   0: the default (1/256), negative: no checks */
     uint32_t prefix_entries;   /* sw_pipe_config.prefix_entries: 0 default (8), UINT32_MAX off */
+    uint32_t hop_delay_ms;     /* benchmarks only: every pipeline message to another node waits
+                                  this long before it is written (a link's latency, where tc
+                                  netem is not available); 0: none */
 };
 /* Parses a spot-check rate: "off" (-1), "1/N" (N >= 1) or a number in (0, 1]. 0 or SW_EINVAL. */
 int sw_spot_parse_rate(const char *s, double *out);
