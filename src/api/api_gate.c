@@ -49,6 +49,7 @@ struct sw__gate {
     uint32_t n_act;
     char buf[GATE_PEEK];
     struct pollfd fds[SW_API_GATE_MAX_PENDING + 2];
+    uint64_t accept_paused_until; /* out of fds: the listening socket rests (no busy loop) */
 };
 
 static int same_ip(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
@@ -137,7 +138,13 @@ static void accept_some(struct sw__gate *g, uint64_t now)
     for (int k = 0; k < GATE_ACCEPT_BURST; k++) {
         struct pending p = { .addr_len = sizeof p.addr, .since_ms = now };
         p.fd = accept4(g->lfd, (struct sockaddr *)&p.addr, &p.addr_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (p.fd < 0) return; /* EAGAIN, or out of fds: the backlog keeps the rest */
+        if (p.fd < 0) { /* EAGAIN; or out of fds: the backlog keeps the rest a while */
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                g->accept_paused_until = now + 100;
+                sw_log(SW_LOG_WARN, "API", "cannot accept a connection: %s (retrying in 100 ms)", strerror(errno));
+            }
+            return;
+        }
         uint32_t here = 0, oldest = 0;
         for (uint32_t i = 0; i < g->n_pend; i++) {
             here += same_ip(&g->pend[i].addr, &p.addr);
@@ -174,7 +181,9 @@ static void *gate_main(void *arg)
             i++;
         }
         fds[0] = (struct pollfd){ .fd = g->wake[0], .events = POLLIN };
-        fds[1] = (struct pollfd){ .fd = g->lfd, .events = POLLIN };
+        int resting = now < g->accept_paused_until;
+        if (resting) timeout = (int)SW_MIN((uint64_t)timeout, g->accept_paused_until - now);
+        fds[1] = (struct pollfd){ .fd = resting ? -1 : g->lfd, .events = POLLIN }; /* -1: ignored */
         uint32_t n = g->n_pend;
         for (uint32_t i = 0; i < n; i++) fds[2 + i] = (struct pollfd){ .fd = g->pend[i].fd, .events = POLLIN };
         int rc = poll(fds, 2 + n, timeout);

@@ -3,6 +3,7 @@
  * the local HTTP API (src/api) when --api is given. Ctrl-C hands the sessions on its stage
  * over (their entries fail over to a replica), tells peers and exits 0. */
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -443,6 +444,12 @@ int sw_cmd_node(int argc, char **argv)
     cfg.bootstrap = boot;
     cfg.n_bootstrap = n_boot;
     signal(SIGPIPE, SIG_IGN);
+    /* held connections (BitTorrent, the API's gate) cost fds: use all the hard limit allows */
+    struct rlimit nofile;
+    if (!getrlimit(RLIMIT_NOFILE, &nofile) && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
 
     uv_loop_t loop;
     uv_loop_init(&loop);
