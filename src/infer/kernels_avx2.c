@@ -212,49 +212,67 @@ ROWDOT_DISPATCH(f32, float)
 ROWDOT_DISPATCH(f16, sw_f16)
 ROWDOT_DISPATCH(bf16, sw_bf16)
 
-/* Two weight rows x NT tokens: each x vector is loaded once for both rows, each w vector
- * once for all tokens (8 accumulators + 4 x + w fit the 16 ymm registers). */
+/* Two weight rows x 2 tokens, each (row, token) summed in exactly the order of the row
+ * kernel above (even 8-chunks in one accumulator, odd ones in another, a last odd chunk
+ * into the first, then the scalar tail), so a token's outputs do not depend on how many
+ * tokens share the matmul (batched decode equals decode alone, bit for bit). Each x
+ * vector is loaded once for both rows, each w vector once for both tokens (8 accumulators
+ * + 4 w + 2 x of the 16 ymm). */
 #define FLOAT_TILE2(NAME, WT, LOADW, CVT1)                                                          \
-    AI void NAME##_tile2_nt(int64_t n, const WT *w0p, const WT *w1p, const struct sw_k_act *a, const int NT, \
+    AI void NAME##_tile22(int64_t n, const WT *w0p, const WT *w1p, const float *x0, const float *x1, const int NT, \
+                          float *out, size_t ldo)                                                   \
+    {                                                                                               \
+        __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00; /* token 0 */           \
+        __m256 b00 = a00, b01 = a00, b10 = a00, b11 = a00;                 /* token 1 */           \
+        int64_t i = 0;                                                                              \
+        for (; i + 16 <= n; i += 16) {                                                              \
+            __m256 w0a = LOADW(w0p + i), w0b = LOADW(w0p + i + 8);                                  \
+            __m256 w1a = LOADW(w1p + i), w1b = LOADW(w1p + i + 8);                                  \
+            __m256 xa = _mm256_loadu_ps(x0 + i), xb = _mm256_loadu_ps(x0 + i + 8);                  \
+            a00 = _mm256_fmadd_ps(w0a, xa, a00);                                                    \
+            a01 = _mm256_fmadd_ps(w0b, xb, a01);                                                    \
+            a10 = _mm256_fmadd_ps(w1a, xa, a10);                                                    \
+            a11 = _mm256_fmadd_ps(w1b, xb, a11);                                                    \
+            if (NT > 1) {                                                                           \
+                __m256 ya = _mm256_loadu_ps(x1 + i), yb = _mm256_loadu_ps(x1 + i + 8);              \
+                b00 = _mm256_fmadd_ps(w0a, ya, b00);                                                \
+                b01 = _mm256_fmadd_ps(w0b, yb, b01);                                                \
+                b10 = _mm256_fmadd_ps(w1a, ya, b10);                                                \
+                b11 = _mm256_fmadd_ps(w1b, yb, b11);                                                \
+            }                                                                                       \
+        }                                                                                           \
+        for (; i + 8 <= n; i += 8) {                                                                \
+            __m256 w0a = LOADW(w0p + i), w1a = LOADW(w1p + i), xa = _mm256_loadu_ps(x0 + i);       \
+            a00 = _mm256_fmadd_ps(w0a, xa, a00);                                                    \
+            a10 = _mm256_fmadd_ps(w1a, xa, a10);                                                    \
+            if (NT > 1) {                                                                           \
+                __m256 ya = _mm256_loadu_ps(x1 + i);                                                \
+                b00 = _mm256_fmadd_ps(w0a, ya, b00);                                                \
+                b10 = _mm256_fmadd_ps(w1a, ya, b10);                                                \
+            }                                                                                       \
+        }                                                                                           \
+        float s00 = hsum_ps(_mm256_add_ps(a00, a01)), s10 = hsum_ps(_mm256_add_ps(a10, a11));       \
+        for (int64_t j = i; j < n; j++) s00 += CVT1(w0p[j]) * x0[j];                               \
+        for (int64_t j = i; j < n; j++) s10 += CVT1(w1p[j]) * x0[j];                               \
+        out[0] = s00;                                                                               \
+        out[1] = s10;                                                                               \
+        if (NT > 1) {                                                                               \
+            float s01 = hsum_ps(_mm256_add_ps(b00, b01)), s11 = hsum_ps(_mm256_add_ps(b10, b11));   \
+            for (int64_t j = i; j < n; j++) s01 += CVT1(w0p[j]) * x1[j];                           \
+            for (int64_t j = i; j < n; j++) s11 += CVT1(w1p[j]) * x1[j];                           \
+            out[ldo] = s01;                                                                         \
+            out[ldo + 1] = s11;                                                                     \
+        }                                                                                           \
+    }                                                                                               \
+    static void tile_##NAME(int64_t n, const void *w, size_t w_stride, int nr, const struct sw_k_act *a, int nt, \
                             float *out, size_t ldo)                                                 \
     {                                                                                               \
-        __m256 acc0[SW_K_TILE_T], acc1[SW_K_TILE_T];                                               \
-        const float *x[SW_K_TILE_T];                                                               \
-        for (int t = 0; t < NT; t++) {                                                             \
-            acc0[t] = _mm256_setzero_ps();                                                         \
-            acc1[t] = _mm256_setzero_ps();                                                         \
-            x[t] = a[t].q;                                                                         \
-        }                                                                                          \
-        int64_t i = 0;                                                                             \
-        for (; i + 8 <= n; i += 8) {                                                               \
-            __m256 w0 = LOADW(w0p + i), w1 = LOADW(w1p + i);                                      \
-            for (int t = 0; t < NT; t++) {                                                         \
-                __m256 xv = _mm256_loadu_ps(x[t] + i);                                             \
-                acc0[t] = _mm256_fmadd_ps(w0, xv, acc0[t]);                                        \
-                acc1[t] = _mm256_fmadd_ps(w1, xv, acc1[t]);                                        \
-            }                                                                                      \
-        }                                                                                          \
-        for (int t = 0; t < NT; t++) {                                                             \
-            float s0 = hsum_ps(acc0[t]), s1 = hsum_ps(acc1[t]);                                    \
-            for (int64_t j = i; j < n; j++) {                                                      \
-                s0 += CVT1(w0p[j]) * x[t][j];                                                      \
-                s1 += CVT1(w1p[j]) * x[t][j];                                                      \
-            }                                                                                      \
-            out[t * ldo] = s0;                                                                     \
-            out[t * ldo + 1] = s1;                                                                 \
-        }                                                                                          \
-    }                                                                                              \
-    static void tile_##NAME(int64_t n, const void *w, size_t w_stride, int nr, const struct sw_k_act *a, int nt, \
-                            float *out, size_t ldo)                                                \
-    {                                                                                              \
-        (void)nr; /* always 2 (tile_rows) */                                                       \
-        const WT *w0 = w, *w1 = (const WT *)((const uint8_t *)w + w_stride);                       \
-        switch (nt) {                                                                              \
-        case 1: NAME##_tile2_nt(n, w0, w1, a, 1, out, ldo); break;                                 \
-        case 2: NAME##_tile2_nt(n, w0, w1, a, 2, out, ldo); break;                                 \
-        case 3: NAME##_tile2_nt(n, w0, w1, a, 3, out, ldo); break;                                 \
-        default: NAME##_tile2_nt(n, w0, w1, a, 4, out, ldo); break;                                \
-        }                                                                                          \
+        (void)nr; /* always 2 (tile_rows) */                                                        \
+        const WT *w0 = w, *w1 = (const WT *)((const uint8_t *)w + w_stride);                        \
+        for (int t = 0; t < nt; t += 2) {                                                           \
+            if (nt - t >= 2) NAME##_tile22(n, w0, w1, a[t].q, a[t + 1].q, 2, out + (size_t)t * ldo, ldo); \
+            else NAME##_tile22(n, w0, w1, a[t].q, a[t].q, 1, out + (size_t)t * ldo, ldo);          \
+        }                                                                                           \
     }
 
 FLOAT_TILE2(f32, float, load_f32x8, id_f32)
@@ -735,9 +753,9 @@ static void fill_x86(struct sw_k_type_impl *tab, int n_tab)
         tab[SW_TYPE_Q8_0].max_nt = tab[SW_TYPE_Q4_0].max_nt = SW_K_TILE_T_MAX;
         set_tile(tab, n_tab, SW_TYPE_Q4_0, tile_q4_0, 8);
         tab[SW_TYPE_Q4_0].tile_nt = SW_K_TILE_T_MAX;
-        /* a matvec keeps the row kernel: measured on a 7B shard with bench_stage_rows -t 1,
-         * one session 69 ms with it vs 78 with the tile (8 weight streams per thread) */
-        tab[SW_TYPE_Q4_0].tile_vec = 0;
+        /* the matvec uses the tile too, so a token's outputs are the same bits whether it
+         * is alone or batched with others (the row kernel sums in another order) */
+        tab[SW_TYPE_Q4_0].tile_vec = 1;
     }
     set_tile(tab, n_tab, SW_TYPE_F32, tile_f32, 2);
     set_tile(tab, n_tab, SW_TYPE_F16, tile_f16, 2);
