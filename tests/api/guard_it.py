@@ -7,6 +7,8 @@ reproduction of an attack that once worked:
              one byte every 2 s; 40 more from one address: meanwhile a normal request is
              answered within 2 s; the ones from one address beyond 16 get 429 at once; the
              dripping ones are closed (408) after the 5 s header deadline.
+  slowbody   20 POSTs with complete headers whose body drips a byte every 2 s: a normal request
+             is answered meanwhile; each is closed once its body is over 10 s late.
   csrf       what a web page can send: POST text/plain (the OpenAI route and an owner command)
              gets 415; a foreign Origin on a POST gets 403 (with the same Origin allowed by
              --api-allow-origin it passes the check); a foreign Host (DNS rebinding) gets 403
@@ -115,6 +117,45 @@ def case_slowloris():
                 s.close()
 
 
+def case_slowbody():
+    """20 POSTs whose headers are complete and whose body drips a byte every 2 s: a normal
+    request is answered meanwhile, and each drip is closed once its body is 10 s late."""
+    with harness.Procs() as procs:
+        n = start(procs)
+        socks = []
+        try:
+            for k in range(20):
+                s = socket.socket()
+                s.bind(("127.0.5.%d" % (1 + k), 0))
+                s.settimeout(5)
+                s.connect(("127.0.0.1", n.api))
+                s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: 1000\r\n\r\n{")
+                socks.append(s)
+            t0 = time.time()
+            st, _, _ = req(n.api, "GET", "/swarm/status", timeout=10)
+            check(st == 200 and time.time() - t0 < 2.0, "a request beside 20 dripping bodies: %d" % st)
+            closed, t0 = set(), time.time()
+            while time.time() - t0 < 16 and len(closed) < len(socks):
+                time.sleep(2)
+                for s in socks:
+                    if s in closed:
+                        continue
+                    try:
+                        s.send(b" ")
+                        r, _, _ = select.select([s], [], [], 0)
+                        if r and not s.recv(4096):
+                            closed.add(s)
+                    except OSError:
+                        closed.add(s)
+            print("slowbody: %d of 20 dripping bodies closed after %.0f s" % (len(closed), time.time() - t0),
+                  file=sys.stderr)
+            check(len(closed) == 20, "only %d of 20 dripping bodies were closed" % len(closed))
+        finally:
+            for s in socks:
+                s.close()
+
+
 def case_csrf():
     with harness.Procs() as procs:
         n = start(procs)
@@ -156,4 +197,4 @@ def case_csrf():
 
 
 if __name__ == "__main__":
-    harness.main_cases({"slowloris": case_slowloris, "csrf": case_csrf})
+    harness.main_cases({"slowloris": case_slowloris, "slowbody": case_slowbody, "csrf": case_csrf})
