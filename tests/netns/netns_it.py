@@ -253,7 +253,10 @@ def main():
 
     # ---- C: partition two nodes; a lying node caught by a spot check
     nodes["n2"].kill9()
-    start("n2", 1, env={"SW_TEST_CORRUPT_HIDDEN": "1"})
+    # 25 ms a step on the liar (later flags win): the client's 400 tokens take ~10 s through it, so
+    # the check that starts once the partition heals (a few seconds: n3 must be seen again by the
+    # client, the upstream and the witness) always has time to end before the answer does
+    start("n2", 1, extra=["--step-delay-us", "25000"], env={"SW_TEST_CORRUPT_HIDDEN": "1"})
     nodes["n2"].wait_for(r"shard 1 loaded", timeout=30)
     n2_id = re.search(r"node id ([0-9a-f]{8})", nodes["n2"].output()).group(1)
     mark = {n: len(nodes[n].output()) for n in ("n1", "n3")}
