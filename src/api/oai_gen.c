@@ -170,7 +170,8 @@ static int keep_lp(struct sw__choice *c, const struct sw_api_oai_logprob *lp)
     return 0;
 }
 
-int sw__job_pump(struct sw__job *j, struct sw__choice *c, struct sw_buf *delta, uint32_t wait_ms)
+int sw__job_pump(struct sw__job *j, struct sw__choice *c, struct sw_buf *delta, uint32_t wait_ms,
+                 size_t max_tokens)
 {
     if (c->finish || c->failed) return 1;
     struct sw__gen *g = c->g;
@@ -190,7 +191,8 @@ int sw__job_pump(struct sw__job *j, struct sw__choice *c, struct sw_buf *delta, 
         ts.tv_nsec %= 1000000000L;
         pthread_cond_timedwait(&g->cv, &g->mu, &ts);
     }
-    while (c->taken < g->n && n < TAKE) {
+    if (!max_tokens || max_tokens > TAKE) max_tokens = TAKE;
+    while (c->taken < g->n && n < max_tokens) {
         toks[n] = g->toks[c->taken];
         eog[n] = g->eog[c->taken];
         if (g->want_lp) lps[n] = g->lp[c->taken];
@@ -278,7 +280,7 @@ int sw__job_wait_all(struct sw__job *j, const struct sw_api_call *call)
 {
     for (uint32_t i = 0; i < j->n_choices; i++) {
         struct sw__choice *c = &j->ch[i];
-        while (!sw__job_pump(j, c, &c->out, SW__OAI_WAIT_STEP_MS))
+        while (!sw__job_pump(j, c, &c->out, SW__OAI_WAIT_STEP_MS, 0))
             if (sw_api_call_gone(call)) return 1;
     }
     j->t_end_ns = sw__oai_now_ns();

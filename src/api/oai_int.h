@@ -83,9 +83,12 @@ uint64_t sw__oai_now_ns(void);
 /* Checks the model, readiness; tokenizes (chat: the template), checks the context, opens
  * req.n generations. j->o and j->req are set. 0 or an error in e. */
 int sw__job_begin(struct sw__job *j, struct sw_api_oai_error *e);
-/* Takes the tokens that arrived for choice c (waiting up to wait_ms for one) and appends
- * their text to delta. Returns 1 once that choice finished (finish or failed). */
-int sw__job_pump(struct sw__job *j, struct sw__choice *c, struct sw_buf *delta, uint32_t wait_ms);
+/* Takes the tokens that arrived for choice c, at most max_tokens (0: all there are, up to
+ * 64; streams take 1, so that each token is a chunk of its own however fast they come),
+ * waiting up to wait_ms for one, and appends their text to delta. Returns 1 once that
+ * choice finished (finish or failed). */
+int sw__job_pump(struct sw__job *j, struct sw__choice *c, struct sw_buf *delta, uint32_t wait_ms,
+                 size_t max_tokens);
 /* Waits until some choice has a token or ended (the first token of a stream, so a failed
  * open is an HTTP error). 0: go on; 1: the client left; 2: it failed before any token (the
  * error is in j->ch[0].err after a pump). */

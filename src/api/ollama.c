@@ -433,7 +433,7 @@ static int stream_read(void *ud, struct sw_buf *out, uint32_t wait_ms)
     if (j->tail_sent) return 1;
     struct sw__choice *c = &j->ch[0];
     struct sw_buf delta = { 0 };
-    int fin = sw__job_pump(j, c, &delta, wait_ms);
+    int fin = sw__job_pump(j, c, &delta, wait_ms, 1);
     int calls = 0;
     if (j->tools_on && !c->failed) { /* text that may begin a tool call waits (as on /v1) */
         sw_buf_append(&c->out, delta.data, delta.len);

@@ -222,7 +222,7 @@ static int stream_read(void *ud, struct sw_buf *out, uint32_t wait_ms)
         struct sw__choice *c = &j->ch[i];
         if (c->done_sent) continue;
         struct sw_buf delta = { 0 };
-        int fin = sw__job_pump(j, c, &delta, per);
+        int fin = sw__job_pump(j, c, &delta, per, 1);
         if (j->tools_on && !c->failed) { /* text that may begin a tool call waits */
             sw_buf_append(&c->out, delta.data, delta.len);
             delta.len = 0;
