@@ -213,6 +213,23 @@ struct sw_bt_wire_limits {
     uint32_t max_ext_big;    /* cap for the ext ids flagged big (shardswarm): 0: 64 MiB */
     uint32_t max_ext_pre;    /* any EXTENDED message before the peer's BEP 10 handshake: 0: 64 KiB */
     uint32_t max_bitfield;   /* BITFIELD payload, ceil(pieces/8) once known; 0: max_msg */
+    uint32_t reserve_above;  /* with hooks->reserve: a message of more body bytes than this that
+                              * must be buffered (it straddles reads) asks for room first */
+};
+
+/* Optional: how the connection's owner takes part in the caps (the session: the protocol
+ * state of the peer, and a node-wide budget of buffered bytes). Called with feed's ud. */
+struct sw_bt_wire_hooks {
+    /* The cap for an EXTENDED message with a big ext id (after the peer's BEP 10 handshake),
+     * asked when its length prefix and ext id are in; the smaller of this and max_ext_big
+     * applies. NULL: max_ext_big. */
+    uint32_t (*ext_cap)(void *ud, uint8_t ext_id, uint32_t body_len);
+    /* A message of body_len bytes (> reserve_above) is about to be buffered: 0 to go on (the
+     * room is the caller's until release), SW_EAGAIN to stop before its body: feed returns
+     * SW_EAGAIN, w->unread of the input's last bytes were not consumed and must be fed
+     * again (with what follows) once there is room; SW_ETOOBIG: never (feed fails). */
+    int (*reserve)(void *ud, uint32_t body_len);
+    void (*release)(void *ud, uint32_t body_len); /* the message was handed out */
 };
 
 /* The decoder of one connection. Zero-initialise with sw_bt_wire_init; it owns a buffer for
@@ -228,8 +245,11 @@ struct sw_bt_wire {
     uint32_t piece_index, piece_begin, piece_len, piece_got;
     uint8_t piece_hdr[13];
     uint32_t hdr_got;
+    const struct sw_bt_wire_hooks *hooks; /* NULL: none */
+    uint32_t reserved;         /* body bytes of the message being buffered, reserved via hooks */
+    size_t unread;             /* after SW_EAGAIN: bytes at the input's end not consumed */
     int closed;                /* after an error every feed fails */
-    char err[128];
+    char err[160];
 };
 
 void sw_bt_wire_init(struct sw_bt_wire *w, const struct sw_bt_wire_limits *lim);
@@ -240,7 +260,8 @@ void sw_bt_wire_allow_big_ext(struct sw_bt_wire *w, uint8_t ext_id);
 void sw_bt_wire_set_pieces(struct sw_bt_wire *w, uint32_t n_pieces);
 /* Feeds received bytes (any split, one byte at a time is fine); calls cb for every event.
  * Returns 0, or SW_ECORRUPT / SW_ETOOBIG (w->err says why): the connection must be closed,
- * and later feeds fail too. The callback may not free w. */
+ * and later feeds fail too; or SW_EAGAIN (hooks->reserve said so: w->unread bytes at the
+ * end of the input wait to be fed again). The callback may not free w. */
 int sw_bt_wire_feed(struct sw_bt_wire *w, const uint8_t *p, size_t n, sw_bt_wire_cb cb, void *ud);
 
 /* Encoders: append one message to out. */
@@ -436,9 +457,32 @@ struct sw_bt_session_opts {
      * sealed records after it; a peer without the key is refused at its first message, and
      * plain BitTorrent peers are not spoken to. NULL: a public swarm (plain BitTorrent). */
     const uint8_t *swarm_key;
+    /* Bytes of incoming messages buffered at once, all connections together: a message of
+     * more than SW_BT_SMALL_MSG bytes that straddles reads takes its announced length from
+     * this budget before a byte of its body is buffered; when there is no room the
+     * connection is not read (backpressure) until there is, and closed after
+     * SW_BT_BUDGET_WAIT_MS (docs/bt.md "Message buffers"). 0: SW_BT_MSG_BUDGET. */
+    uint64_t msg_budget;
     sw_bt_event_fn on_event;
     void *ud;
 };
+
+#define SW_BT_MSG_BUDGET (256ull << 20)
+#define SW_BT_SMALL_MSG (64u << 10)
+#define SW_BT_BUDGET_WAIT_MS 30000u
+/* A message holding budget must keep coming: after SW_BT_BIG_GRACE_MS at least
+ * SW_BT_BIG_MIN_BPS on average, or the connection is closed (a slow drip holds no room). */
+#define SW_BT_BIG_GRACE_MS 10000u
+#define SW_BT_BIG_MIN_BPS (256u << 10)
+
+struct sw_bt_budget_stats {
+    uint64_t budget, used, peak; /* bytes */
+    uint32_t waiting;            /* connections not read now: no room */
+    uint64_t waits;              /* times a connection had to wait */
+    uint64_t closed_wait;        /* closed after waiting SW_BT_BUDGET_WAIT_MS */
+    uint64_t closed_slow;        /* closed: a message holding room came too slowly */
+};
+void sw_bt_session_budget(const struct sw_bt_session *s, struct sw_bt_budget_stats *out);
 
 /* Starts listening (unless no_listen) and the 1 s timer on loop. When listening fails the
  * error is returned AND *out is set to a session already closing: run the loop and free it
@@ -544,6 +588,11 @@ uint32_t sw_bt_torrent_peers(const struct sw_bt_torrent *t, struct sw_bt_peer **
 struct sw_bt_ext_ops {
     const char *name;          /* BEP 10 m-dict key, e.g. "shardswarm" */
     size_t max_msg_len;        /* 0: 64 MiB */
+    /* Optional: the most bytes peer p may send in one message of the extension NOW (its
+     * protocol state: e.g. hidden states only as large as a session open here allows);
+     * asked at each message's length prefix when it is over 1 MiB; a larger message
+     * closes the connection (logged). NULL: max_msg_len for every peer speaking it. */
+    size_t (*msg_cap)(void *ud, struct sw_bt_peer *p, size_t len);
     void (*on_peer_connected)(void *ud, struct sw_bt_peer *p);
     void (*on_handshake)(void *ud, struct sw_bt_peer *p, const uint8_t *dict, size_t len);
     void (*on_message)(void *ud, struct sw_bt_peer *p, const uint8_t *payload, size_t len);

@@ -117,6 +117,12 @@ struct sw_bt_peer {
     struct sw_buf nz_out;      /* private swarm: handshake bytes to write as they are (not sealed) */
     void *userdata;
     int close_reason;
+    /* the node-wide message buffer budget (peer_budget.c) */
+    uint32_t budget_held;      /* bytes reserved for the message being buffered */
+    uint64_t budget_ms;        /* when they were reserved */
+    int waiting;               /* not read: its next message waits for room */
+    uint64_t wait_ms;          /* since when */
+    struct sw_buf held;        /* the rest of the read that stopped at that message */
 };
 
 struct assembly {
@@ -231,6 +237,14 @@ struct sw_bt_session {
     uint8_t *seal_pool[8];
     uint32_t n_seal_pool;
     struct sw_buf nz_plain;
+    /* the message buffer budget (peer_budget.c) */
+    struct sw_bt_wire_hooks hooks;
+    uint64_t budget_used, budget_peak;
+    uint32_t n_waiting;
+    uint64_t budget_waits, budget_closed_wait, budget_closed_slow;
+    struct sw_bt_peer *resuming; /* the waiting peer being fed again (may reserve) */
+    uv_timer_t budget_timer;   /* feeds waiting peers on the next loop turn after room is freed */
+    int budget_kick;
 };
 
 /* ------------------------------------------------------------------ small helpers */
@@ -279,6 +293,19 @@ void sw__flush(struct sw_bt_peer *p);
 void sw__abort_requests(struct sw_bt_peer *p);
 void sw__peer_close(struct sw_bt_peer *p, int reason, const char *why);
 void sw__on_incoming(uv_stream_t *server, int status);
+
+/* After bytes were fed to p's wire decoder (rc: what the feed returned): closes on an error,
+ * stops reading on SW_EAGAIN (the rest waits in p->held), else requests and flushes. */
+void sw__peer_fed(struct sw_bt_peer *p, int rc, const uint8_t *data, size_t len);
+void sw__peer_read_start(struct sw_bt_peer *p);
+
+/* peer_budget.c: the node-wide budget of buffered message bytes, backpressure, deadlines */
+void sw__budget_init(struct sw_bt_session *s);
+void sw__budget_close(struct sw_bt_session *s);
+void sw__budget_peer_init(struct sw_bt_peer *p);
+void sw__budget_wait(struct sw_bt_peer *p, const uint8_t *rest, size_t len);
+void sw__budget_peer_closed(struct sw_bt_peer *p);
+void sw__budget_tick(struct sw_bt_session *s, uint64_t now);
 
 /* peer_msg.c: interest, requests, choking, incoming messages */
 int sw__peer_useful(struct sw_bt_peer *p);

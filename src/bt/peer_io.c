@@ -228,6 +228,7 @@ static void on_closed(uv_handle_t *h)
     sw_buf_free(&p->nz_out);
     sw_buf_free(&p->ctrl);
     sw_buf_free(&p->prio);
+    sw_buf_free(&p->held);
     free(p->bits);
     free(p->allowed);
     free(p->rejected);
@@ -255,6 +256,7 @@ void sw__peer_close(struct sw_bt_peer *p, int reason, const char *why)
     p->state = P_CLOSING;
     p->close_reason = reason;
     LOGD("closing connection %s: %s", p->addr_str, why ? why : sw_strerror(reason));
+    sw__budget_peer_closed(p); /* its buffer room goes back at once */
     sw__abort_requests(p);
     if (t && t->served_to)
         for (uint32_t i = 0; i < t->mi.n_pieces; i++)
@@ -291,6 +293,7 @@ static struct sw_bt_peer *peer_new(struct sw_bt_session *s, struct sw_bt_torrent
     struct sw_bt_wire_limits lim = { .max_block = SW_BT_BLOCK,
                                      .max_ext_big = (uint32_t)SW_MIN(s->has_ext ? s->ext.max_msg_len : 0, (size_t)UINT32_MAX) };
     sw_bt_wire_init(&p->wire, &lim);
+    sw__budget_peer_init(p);
     if (s->has_ext) sw_bt_wire_allow_big_ext(&p->wire, EXT_CUSTOM);
     p->connected_ms = p->hs_start_ms = p->last_recv_ms = p->last_send_ms = p->last_data_ms = sw_time_ms();
     if (s->private_swarm && !(p->nz = sw_noise_new(s->swarm_key, outgoing))) {
@@ -409,8 +412,19 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         len = plain.len;
     }
     int rc = len ? sw_bt_wire_feed(&p->wire, data, len, sw__on_wire_event, p) : 0;
+    sw__peer_fed(p, rc, data, len);
     sw_buf_free(&plain);
-    if (rc && p->state != P_CLOSING) {
+}
+
+void sw__peer_fed(struct sw_bt_peer *p, int rc, const uint8_t *data, size_t len)
+{
+    if (p->state == P_CLOSING) return;
+    if (rc == SW_EAGAIN) {
+        /* no room in the message buffer budget: stop reading; the rest waits (peer_budget.c) */
+        sw__budget_wait(p, data + len - p->wire.unread, p->wire.unread);
+        return;
+    }
+    if (rc) {
         LOGI("closing %s: %s", p->addr_str, p->wire.err);
         sw__peer_close(p, rc, p->wire.err);
         return;
@@ -421,10 +435,15 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     }
 }
 
+void sw__peer_read_start(struct sw_bt_peer *p)
+{
+    uv_read_start((uv_stream_t *)&p->tcp, on_alloc, on_read);
+}
+
 static void start_reading(struct sw_bt_peer *p)
 {
     tune_socket(p);
-    uv_read_start((uv_stream_t *)&p->tcp, on_alloc, on_read);
+    sw__peer_read_start(p);
 }
 
 static void on_connect(uv_connect_t *req, int status)

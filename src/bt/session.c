@@ -228,6 +228,7 @@ static void on_tick(uv_timer_t *tm)
         nx = p->next;
         if (!p->t && now - p->connected_ms > HANDSHAKE_MS) sw__peer_close(p, SW_ETIMEDOUT, "no handshake within 10 s");
     }
+    sw__budget_tick(s, now);
     for (uint32_t i = 0; i < s->n_tor; i++)
         if (!s->tor[i]->closing) torrent_tick(s->tor[i], now);
 }
@@ -271,6 +272,7 @@ int sw_bt_session_new(uv_loop_t *loop, const struct sw_bt_session_opts *opts, st
     uv_timer_init(loop, &s->reaper);
     s->reaper.data = s;
     s->handles++;
+    sw__budget_init(s);
     if (!s->o.no_listen) {
         struct sockaddr_storage sa;
         if (uv_ip4_addr(s->listen_host, s->o.listen_port, (struct sockaddr_in *)&sa) &&
@@ -371,6 +373,7 @@ void sw_bt_session_close(struct sw_bt_session *s)
     if (s->listening) uv_close((uv_handle_t *)&s->listener, on_handle_closed);
     uv_timer_stop(&s->timer);
     uv_close((uv_handle_t *)&s->timer, on_handle_closed);
+    sw__budget_close(s);
     for (uint32_t i = 0; i < s->n_tor; i++) s->tor[i]->closing = 1;
     /* Torrents are freed on the next loop turn, never under a caller's feet (this may run
      * inside one of our own event callbacks). */

@@ -117,6 +117,7 @@ static uint32_t hdr_want(const struct sw_bt_wire *w)
 int sw_bt_wire_feed(struct sw_bt_wire *w, const uint8_t *p, size_t n, sw_bt_wire_cb cb, void *ud)
 {
     if (w->closed) return w->closed;
+    w->unread = 0;
     for (;;) {
         if (!w->got_handshake) {
             if (n == 0) return 0;
@@ -192,13 +193,17 @@ int sw_bt_wire_feed(struct sw_bt_wire *w, const uint8_t *p, size_t n, sw_bt_wire
             return wfail(w, SW_ETOOBIG, "bitfield of %u bytes exceeds ceil(pieces/8) = %u", len - 1, w->lim.max_bitfield);
         if (id == SW_BT_EXTENDED) {
             uint8_t eid = len >= 2 ? w->piece_hdr[5] : 0;
+            int big = w->got_ext_hs && ((w->big_ext[eid >> 3] >> (eid & 7)) & 1);
             if (!w->got_ext_hs)
                 cap = w->lim.max_ext_pre;
             else
-                cap = (w->big_ext[eid >> 3] >> (eid & 7)) & 1 ? w->lim.max_ext_big : w->lim.max_ext;
+                cap = big ? w->lim.max_ext_big : w->lim.max_ext;
+            if (big && len - 1 > w->lim.max_ext && w->hooks && w->hooks->ext_cap)
+                cap = SW_MIN(cap, SW_MAX(w->lim.max_ext, w->hooks->ext_cap(ud, eid, len - 1)));
             if (len - 1 > cap)
                 return wfail(w, SW_ETOOBIG, "extended message (ext id %u) of %u bytes exceeds its cap of %u bytes%s", eid, len - 1, cap,
-                             w->got_ext_hs ? "" : " before the extension handshake");
+                             !w->got_ext_hs ? " before the extension handshake"
+                             : big && cap < w->lim.max_ext_big ? " for what this peer may send now" : "");
         }
         if (len - 1 > cap) return wfail(w, SW_ETOOBIG, "message id %u of %u bytes exceeds its cap of %u bytes", id, len - 1, cap);
         /* Body = bytes after the id (for EXTENDED the ext id byte is already in the header). */
@@ -211,6 +216,17 @@ int sw_bt_wire_feed(struct sw_bt_wire *w, const uint8_t *p, size_t n, sw_bt_wire
             w->hdr_got = 0;
             if (rc) return rc;
             continue;
+        }
+        if (w->partial.len == 0 && body_len > w->lim.reserve_above && !w->reserved && w->hooks && w->hooks->reserve) {
+            /* It will be buffered: room first, from the owner's budget (or wait for it). */
+            int rc = w->hooks->reserve(ud, body_len);
+            if (rc == SW_EAGAIN) {
+                w->unread = n;
+                return SW_EAGAIN;
+            }
+            if (rc)
+                return wfail(w, SW_ETOOBIG, "message id %u of %u bytes exceeds the node's message buffer budget%.0u", id, body_len, 0);
+            w->reserved = body_len;
         }
         if (w->partial.len == 0 && in_hdr) {
             if (sw_buf_reserve(&w->partial, body_len)) return wfail(w, SW_ENOMEM, "out of memory%.0u%.0u", 0, 0);
@@ -225,6 +241,11 @@ int sw_bt_wire_feed(struct sw_bt_wire *w, const uint8_t *p, size_t n, sw_bt_wire
             w->partial.len = 0;
             if (w->partial.cap > (1u << 20)) sw_buf_free(&w->partial); /* don't keep a big buffer */
             w->hdr_got = 0;
+            if (w->reserved) {
+                uint32_t r = w->reserved;
+                w->reserved = 0;
+                if (w->hooks->release) w->hooks->release(ud, r);
+            }
             if (rc) return rc;
         }
         if (n == 0) return 0;

@@ -60,6 +60,9 @@ static void usage(FILE *f)
             "  --cores-dir DIR         folder of those lock files (default /dev/shm/shardswarm-cores-UID)\n"
             "  --swarm-key FILE        a private swarm: only nodes with this key (`shardswarm keygen\n"
             "                          --swarm`) connect; links and DHT encrypted (docs/protocol.md)\n"
+            "  --msg-budget MIB        incoming messages buffered at once, all peers together (default\n"
+            "                          256); a peer whose message finds no room is not read until\n"
+            "                          there is, and closed after 30 s (docs/security.md)\n"
             "  --gpu auto|off|N        compute the shard's layers on a Vulkan GPU (auto: the first GPU;\n"
             "                          N: device N, lavapipe included); default off. What the device\n"
             "                          cannot hold or compute stays on the CPU (the log says which)\n"
@@ -356,6 +359,10 @@ int sw_cmd_node(int argc, char **argv)
             NEED_VAL();
             if ((rc = sw_cli_swarm_key(cmd, argv[i], swarm_key))) return rc;
             cfg.swarm_key = swarm_key;
+        } else if (!strcmp(a, "--msg-budget")) {
+            NEED_VAL();
+            if ((rc = sw_cli_parse_u32(cmd, "--msg-budget", argv[i], 2, 1u << 20, &u))) return rc;
+            cfg.msg_budget = (uint64_t)u << 20;
         } else if (!strcmp(a, "--no-auto-fetch")) cfg.no_auto_fetch = 1;
         else if (!strcmp(a, "--seed-all")) cfg.seed_all = 1;
         else if (!strcmp(a, "--verify")) cfg.verify = 1;

@@ -512,6 +512,7 @@ int sw_node_start(struct sw_node *n, char *err, size_t err_len)
     so.on_event = on_bt_event;
     so.ud = n;
     so.swarm_key = n->private_swarm ? n->swarm_key : NULL;
+    so.msg_budget = n->cfg.msg_budget;
     int rc = sw_bt_session_new(n->loop, &so, &n->bt, err, err_len);
     if (rc) return rc;
     n->port = sw_bt_session_port(n->bt);
@@ -520,6 +521,7 @@ int sw_node_start(struct sw_node *n, char *err, size_t err_len)
     ops.on_peer_connected = sw__node_on_ext_connected;
     ops.on_handshake = sw__node_on_ext_handshake;
     ops.on_message = sw__node_on_ext_message;
+    ops.msg_cap = sw__node_msg_cap;
     ops.on_peer_closed = sw__node_on_ext_closed;
     ops.ud = n;
     if ((rc = sw_bt_session_register_ext(n->bt, &ops))) {
@@ -714,6 +716,13 @@ void sw_node_set_pipe_handler(struct sw_node *n, sw_node_pipe_fn fn, void *ud)
     if (!n) return;
     n->pipe_fn = fn;
     n->pipe_ud = ud;
+}
+
+void sw_node_set_msg_cap(struct sw_node *n, sw_node_msg_cap_fn fn, void *ud)
+{
+    if (!n) return;
+    n->cap_fn = fn;
+    n->cap_ud = ud;
 }
 
 void sw_node_set_api_addr(struct sw_node *n, const char *host, uint16_t port)

@@ -213,6 +213,8 @@ struct sw_node {
 
     sw_node_pipe_fn pipe_fn;
     void *pipe_ud;
+    sw_node_msg_cap_fn cap_fn;
+    void *cap_ud;
     sw_node_change_fn change_fn;
     void *change_ud;
     sw_node_peer_fn peer_fn;
@@ -246,6 +248,7 @@ int sw__node_drained_marked(struct sw_node *n, int32_t *shard_out);
 int sw__node_take_load(struct sw_node *n, struct peer *from, const uint8_t *wire, size_t len,
                         char *reason, size_t reason_len);
 void sw__node_on_ext_message(void *ud, struct sw_bt_peer *bp, const uint8_t *payload, size_t len);
+size_t sw__node_msg_cap(void *ud, struct sw_bt_peer *bp, size_t len);
 void sw__node_on_ext_closed(void *ud, struct sw_bt_peer *bp, int reason);
 
 /* node_shard.c */

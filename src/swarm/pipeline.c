@@ -154,6 +154,32 @@ void sw_pipe_free(struct sw_pipe *p)
 
 size_t sw_pipe_jobs_in_flight(const struct sw_pipe *p) { return p ? p->jobs : 0; }
 
+size_t sw_pipe_max_incoming(struct sw_pipe *p, const uint8_t from[SW_NODE_ID_LEN], uint64_t now_us)
+{
+    if (!p) return 0;
+    size_t most = 0;
+    /* A stage session: hidden rows in (HIDDEN from upstream, CLAIM to a checker, a replay's
+     * resent rows), at most the session's context, as f32 (the widest wire dtype). */
+    for (const struct ssess *s = p->ss; s; s = s->next) {
+        if (s->dead) continue;
+        size_t rows = SW_MIN(s->n_ctx, SW_PIPE_MAX_TOKENS);
+        most = SW_MAX(most, rows * s->n_embd * 4 + 4096);
+    }
+    /* An entry session that asked for the logits: TOKEN_OUT carries them. */
+    for (const struct esess *e = p->es; e; e = e->next)
+        if (e->flags & SW_PIPE_OPEN_LOGITS) most = SW_MAX(most, (size_t)SW_PIPE_MAX_LOGITS * 4 + SW_PIPE_MAX_BLOB + 4096);
+    most = SW_MAX(most, sw__pipe_hdr_expect(p->hdr, from));
+    most = SW_MIN(most, (size_t)SW_PIPE_MAX_MSG);
+    /* Steps already on the wire when their session ended (CANCEL, a failover) must not cost
+     * the connection: the largest recent allowance lingers a while (the node glue also
+     * calls this every second, so "recent" counts from the session's end). */
+    if (most >= p->cap_hi || now_us >= p->cap_hi_until) {
+        p->cap_hi = most;
+        p->cap_hi_until = now_us + SW_PIPE_CAP_LINGER_US;
+    }
+    return p->cap_hi;
+}
+
 void sw_pipe_set_n_shards(struct sw_pipe *p, uint32_t n_shards)
 {
     if (p) p->cfg.n_shards = n_shards;

@@ -245,6 +245,13 @@ int sw_pipe_new(const struct sw_pipe_config *cfg, struct sw_pipe **out);
  * drained by the host first (sw_pipe_jobs_in_flight() == 0). NULL harmless. */
 void sw_pipe_free(struct sw_pipe *p);
 size_t sw_pipe_jobs_in_flight(const struct sw_pipe *p);
+/* The largest pipeline message node `from` may send us now, in bytes, by what is open here
+ * (docs/security.md): HIDDEN/CLAIM rows of a stage session (min(n_ctx, SW_PIPE_MAX_TOKENS)
+ * x n_embd x 4 bytes), logits for an entry session that asked for them, a shard header
+ * this node asked `from` for; 0 when nothing large is expected. The largest value stays
+ * allowed SW_PIPE_CAP_LINGER_US after its session ended (steps already on the wire). */
+#define SW_PIPE_CAP_LINGER_US 30000000ull
+size_t sw_pipe_max_incoming(struct sw_pipe *p, const uint8_t from[SW_NODE_ID_LEN], uint64_t now_us);
 /* Entry: the model's shard count, once known (a magnet resolves late). */
 void sw_pipe_set_n_shards(struct sw_pipe *p, uint32_t n_shards);
 
@@ -389,6 +396,8 @@ void sw__pipe_hdr_free(struct sw_pipe_hdr *h);
 int sw__pipe_hdr_receive(struct sw_pipe_hdr *h, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us);
 uint64_t sw__pipe_hdr_tick(struct sw_pipe_hdr *h, uint64_t now_us);
 void sw__pipe_hdr_stats(const struct sw_pipe_hdr *h, struct sw_pipe_stats *st);
+/* The HEADER bytes this node expects from `from` (a fetch asked it), 0: none. */
+size_t sw__pipe_hdr_expect(const struct sw_pipe_hdr *h, const uint8_t *from);
 void sw__pipe_hdr_set_source(struct sw_pipe_hdr *h, sw_pipe_header_src_fn fn, void *ud);
 int sw__pipe_hdr_fetch(struct sw_pipe_hdr *h, const struct sw_pipe_fetch_ops *ops, uint32_t max_len, uint32_t wait_ms,
                        uint32_t reply_ms, uint64_t now_us, uint64_t *id_out);

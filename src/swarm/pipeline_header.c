@@ -92,6 +92,14 @@ void sw__pipe_hdr_stats(const struct sw_pipe_hdr *h, struct sw_pipe_stats *st)
     st->header_replies_rejected = h->rejected;
 }
 
+size_t sw__pipe_hdr_expect(const struct sw_pipe_hdr *h, const uint8_t *from)
+{
+    size_t most = 0;
+    for (const struct fetch *f = h ? h->fetches : NULL; f; f = f->next)
+        if (f->req && !memcmp(f->to, from, SW_NODE_ID_LEN)) most = SW_MAX(most, (size_t)f->max_len + 64);
+    return most;
+}
+
 static void why_add(struct fetch *f, const uint8_t *node, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void why_add(struct fetch *f, const uint8_t *node, const char *fmt, ...)
 {

@@ -210,6 +210,8 @@ struct sw_pipe {
     struct sw_spot *spot;    /* spot checks: settings, distrusted nodes (spotcheck.c) */
     struct sw_prefix *prefix; /* stage: the prefix cache (NULL: off) */
     struct recent recent[RECENT_MAX]; /* entry: recent routes */
+    size_t cap_hi;           /* sw_pipe_max_incoming: the largest step allowed lately */
+    uint64_t cap_hi_until;   /* ... until then */
     uint64_t recent_tick;
 };
 

@@ -393,8 +393,20 @@ static void on_self_timer(uv_timer_t *t)
 static void on_tick(uv_timer_t *t)
 {
     struct sw_pipe_node *pn = t->data;
-    if (!pn->detaching) sw_pipe_tick(pn->pipe, sw_time_us());
+    if (!pn->detaching) {
+        sw_pipe_tick(pn->pipe, sw_time_us());
+        static const uint8_t nobody[SW_NODE_ID_LEN];
+        sw_pipe_max_incoming(pn->pipe, nobody, sw_time_us()); /* keeps the recent allowance fresh */
+    }
     update_queue(pn);
+}
+
+/* The node asks, at a large message's length prefix, what `from` may send (docs/security.md). */
+static size_t on_msg_cap(void *ud, const uint8_t from[SW_NODE_ID_LEN])
+{
+    struct sw_pipe_node *pn = ud;
+    if (pn->detaching) return 0;
+    return sw_pipe_max_incoming(pn->pipe, from, sw_time_us());
 }
 
 static void on_wake(uv_timer_t *t)
@@ -647,6 +659,7 @@ int sw_pipe_node_attach(struct sw_node *n, const struct sw_pipe_node_opts *opts,
     pn->handles_open = 6;
     uv_timer_start(&pn->tick, on_tick, TICK_MS, TICK_MS);
     sw_node_set_pipe_handler(n, on_pipe_msg, pn);
+    sw_node_set_msg_cap(n, on_msg_cap, pn);
     sw_node_set_change_handler(n, on_change, pn);
     sw_node_set_status_extra(n, status_extra, pn);
     sw_node_set_stage_release(n, on_stage_release, pn);
@@ -767,6 +780,7 @@ void sw_pipe_node_detach(struct sw_pipe_node *pn, void (*done)(void *ud), void *
     pn->done = done;
     pn->done_ud = ud;
     sw_node_set_pipe_handler(pn->node, NULL, NULL);
+    sw_node_set_msg_cap(pn->node, NULL, NULL);
     sw_node_set_status_extra(pn->node, NULL, NULL);
     sw_node_set_change_handler(pn->node, pn->chain_fn, pn->chain_ud);
     uv_timer_stop(&pn->tick);

@@ -348,6 +348,8 @@ struct sw_node_config {
     const uint8_t *swarm_key;   /* a private swarm's 32-byte key (copied; docs/protocol.md): peer
                                    connections and DHT datagrams sealed, the DHT info-hash
                                    derived from it. NULL: a public swarm. */
+    uint64_t msg_budget;        /* bytes of incoming messages buffered at once, all peers
+                                   together (sw_bt_session_opts.msg_budget); 0: 256 MiB */
 };
 
 /* Creates the node on `loop` (borrowed). Nothing runs until sw_node_start. */
@@ -385,6 +387,13 @@ void sw_node_set_status_extra(struct sw_node *n, void (*fn)(void *ud, struct jso
 typedef void (*sw_node_pipe_fn)(void *ud, const uint8_t from[SW_NODE_ID_LEN],
                                 const uint8_t *payload, size_t len);
 void sw_node_set_pipe_handler(struct sw_node *n, sw_node_pipe_fn fn, void *ud);
+/* The most bytes an authenticated node `from` may send us in one SW_MSG_PIPE message now
+ * (what the pipeline sessions open here allow); asked at each large message's length
+ * prefix. Without it (or before a peer proved its id) a message of the extension is capped
+ * at SW_SWARM_MSG_SMALL. Loop thread. */
+#define SW_SWARM_MSG_SMALL (1u << 20)
+typedef size_t (*sw_node_msg_cap_fn)(void *ud, const uint8_t from[SW_NODE_ID_LEN]);
+void sw_node_set_msg_cap(struct sw_node *n, sw_node_msg_cap_fn fn, void *ud);
 /* Called when a node's direct connection comes up (up = 1: it can be sent to) or goes down
  * (0: connection closed or BYE) — e.g. for pipeline failover. Loop thread. */
 typedef void (*sw_node_peer_fn)(void *ud, const uint8_t id[SW_NODE_ID_LEN], int up);
