@@ -472,7 +472,7 @@ struct sw_bt_session_opts {
 #define SW_BT_BUDGET_WAIT_MS 30000u
 /* A message holding budget must keep coming: after SW_BT_BIG_GRACE_MS at least
  * SW_BT_BIG_MIN_BPS on average, or the connection is closed (a slow drip holds no room). */
-#define SW_BT_BIG_GRACE_MS 10000u
+#define SW_BT_BIG_GRACE_MS 5000u
 #define SW_BT_BIG_MIN_BPS (256u << 10)
 
 struct sw_bt_budget_stats {
