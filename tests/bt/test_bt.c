@@ -424,6 +424,112 @@ static void test_wire_prefix_caps(void)
     sw_buf_free(&l.piece);
 }
 
+/* The hooks through which the session takes part (peer_budget.c): a per-peer cap for the
+ * big extension, and a budget that a buffered message takes its room from. */
+struct hookt {
+    struct evlog l;          /* first: log_ev gets the same pointer */
+    uint32_t cap;            /* ext_cap's answer */
+    uint64_t budget, used;
+    int reserves, releases, too_big;
+};
+
+static uint32_t ht_cap(void *ud, uint8_t ext_id, uint32_t len)
+{
+    struct hookt *h = ud;
+    (void)len;
+    return ext_id == 3 ? h->cap : UINT32_MAX;
+}
+
+static int ht_reserve(void *ud, uint32_t len)
+{
+    struct hookt *h = ud;
+    h->reserves++;
+    if (h->too_big) return SW_ETOOBIG;
+    if (h->used + len > h->budget) return SW_EAGAIN;
+    h->used += len;
+    return 0;
+}
+
+static void ht_release(void *ud, uint32_t len)
+{
+    struct hookt *h = ud;
+    h->releases++;
+    h->used -= len;
+}
+
+static void test_wire_hooks(void)
+{
+    static const struct sw_bt_wire_hooks hooks = { ht_cap, ht_reserve, ht_release };
+    struct sw_buf s = { 0 };
+    uint8_t ih[20] = { 0 }, id[20] = { 0 };
+    sw_bt_wire_put_handshake(&s, ih, id, 1, 1);
+    sw_bt_wire_put_extended(&s, 0, "de", 2); /* the peer's BEP 10 handshake */
+    struct hookt h = { .cap = 2u << 20, .budget = 1u << 20 };
+    struct sw_bt_wire_limits lim = { .reserve_above = 64u << 10 };
+    struct sw_bt_wire w;
+
+    /* the per-peer cap: 2 MiB now, whatever max_ext_big (64 MiB) allows */
+    sw_bt_wire_init(&w, &lim);
+    w.hooks = &hooks;
+    sw_bt_wire_allow_big_ext(&w, 3);
+    CHECK_EQ_INT(sw_bt_wire_feed(&w, s.data, s.len, log_ev, &h), 0);
+    uint8_t m[6];
+    sw_bt_wire_ext_header(m, 3, (64u << 20) - 2);
+    CHECK_EQ_INT(sw_bt_wire_feed(&w, m, 6, log_ev, &h), SW_ETOOBIG);
+    CHECK_MSG(strstr(w.err, "of 67108863 bytes exceeds its cap of 2097152 bytes for what this peer may send now"), "err: %s", w.err);
+    CHECK_EQ_INT(h.reserves, 0);
+    sw_bt_wire_free(&w);
+
+    /* a 300 KiB message that straddles reads: room first; without room the feed stops
+     * before its body (nothing buffered, the unread bytes named), and goes on later */
+    sw_bt_wire_init(&w, &lim);
+    w.hooks = &hooks;
+    sw_bt_wire_allow_big_ext(&w, 3);
+    CHECK_EQ_INT(sw_bt_wire_feed(&w, s.data, s.len, log_ev, &h), 0);
+    size_t body = 300u << 10;
+    struct sw_buf msg = { 0 };
+    uint8_t *payload = calloc(1, body);
+    payload[0] = 0x5a;
+    sw_bt_wire_put_extended(&msg, 3, payload, body);
+    sw_bt_wire_put_simple(&msg, SW_BT_UNCHOKE);
+    h.budget = 100u << 10;
+    size_t first = 6 + 1000;
+    CHECK_EQ_INT(sw_bt_wire_feed(&w, msg.data, first, log_ev, &h), SW_EAGAIN);
+    CHECK_EQ_U64(w.unread, 1000);
+    CHECK_MSG(w.partial.cap < 4096, "buffered %zu bytes without room", w.partial.cap);
+    CHECK_EQ_INT(sw_bt_wire_feed(&w, msg.data + 6, 1000, log_ev, &h), SW_EAGAIN); /* still none */
+    h.budget = 1u << 20;
+    CHECK_EQ_INT(sw_bt_wire_feed(&w, msg.data + 6, 1000, log_ev, &h), 0);
+    CHECK_EQ_U64(h.used, body + 1);
+    CHECK_EQ_INT(sw_bt_wire_feed(&w, msg.data + first, msg.len - first, log_ev, &h), 0);
+    CHECK_EQ_U64(h.used, 0);
+    CHECK_EQ_INT(h.releases, 1);
+    CHECK_MSG(strstr((char *)h.l.text.data, "m20 0 0 0 x3 n307200 5a 00") && strstr((char *)h.l.text.data, "m1 0"),
+              "events: %.*s", (int)h.l.text.len, (char *)h.l.text.data);
+
+    /* the same message whole in one input (an extension message is still copied: room
+     * taken and given back); a 300 KiB BITFIELD whole in one input is not copied at all */
+    int before = h.reserves;
+    CHECK_EQ_INT(sw_bt_wire_feed(&w, msg.data, msg.len, log_ev, &h), 0);
+    CHECK_EQ_INT(h.reserves, before + 1);
+    CHECK_EQ_U64(h.used, 0);
+    struct sw_buf bf = { 0 };
+    sw_bt_wire_put_bitfield(&bf, payload, (uint32_t)body * 8);
+    CHECK_EQ_INT(sw_bt_wire_feed(&w, bf.data, bf.len, log_ev, &h), 0);
+    CHECK_EQ_INT(h.reserves, before + 1);
+    sw_buf_free(&bf);
+    /* more than the whole budget: refused for good */
+    h.too_big = 1;
+    CHECK_EQ_INT(sw_bt_wire_feed(&w, msg.data, first, log_ev, &h), SW_ETOOBIG);
+    CHECK_MSG(strstr(w.err, "budget"), "err: %s", w.err);
+    sw_bt_wire_free(&w);
+    free(payload);
+    sw_buf_free(&msg);
+    sw_buf_free(&s);
+    sw_buf_free(&h.l.text);
+    sw_buf_free(&h.l.piece);
+}
+
 static void test_allowed_fast(void)
 {
     /* BEP 6 example: 7 pieces of 1313 for 80.4.4.200 and info-hash 0xaa * 20. */
@@ -1247,6 +1353,7 @@ int main(void)
     SW_RUN(test_wire_chunks);
     SW_RUN(test_wire_malformed);
     SW_RUN(test_wire_prefix_caps);
+    SW_RUN(test_wire_hooks);
     SW_RUN(test_allowed_fast);
     SW_RUN(test_mse);
     SW_RUN(test_picker);
