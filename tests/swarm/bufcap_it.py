@@ -198,5 +198,38 @@ def run_attack(case):
             check("message buffer" in out or "buffer room" in out, "the log says why:\n%s" % out[-3000:])
 
 
+def case_honest():
+    """Hidden states of a long prompt still pass: a synthetic tinyllama-1.1b shape (n_embd
+    2048, 2 layers) split in 2, a 300-token prompt sent whole (--chunk 0, f32): stage 0 sends
+    its rows in HIDDEN messages of 256 tokens, 256 x 2048 x 4 = 2 MiB each, over the 1 MiB
+    floor, so n1 takes them only because the session open there allows them; both nodes
+    run with --msg-budget 4. The tokens equal single-process generation."""
+    S.node_supported()
+    n_prompt, n_gen = 300, 8
+    with harness.Procs() as procs:
+        m = S.Model(harness.tmpdir("sw-bufcap-h-"), 2, synth=["--preset", "tinyllama-1.1b", "--layers", "2", "--type", "Q4_0"])
+        extra = ["--msg-budget", "4"]
+        n0 = P.start_node(procs, m, "n0", 0, extra=extra)
+        n1 = P.start_node(procs, m, "n1", 1, n0.port, extra)
+        for n in (n0, n1):
+            n.proc.wait_for(r"shard \d+ loaded", timeout=60)
+        src = os.path.join(m.root, "synth.gguf")
+        r = harness.run([harness.BIN, "generate", "-m", src, "--prompt-len", str(n_prompt), "-n", str(n_gen), "--temp", "0",
+                         "--ids", "--ignore-eos", "-t", "1"], timeout=170, check_rc=0)
+        ref = r.stdout.split()
+        args = [harness.BIN, "generate", "--swarm", "--bootstrap", "127.0.0.1:%d" % n0.port, "--model", m.torrent,
+                "--prompt-len", str(n_prompt), "-n", str(n_gen), "--temp", "0", "--ids", "--ignore-eos", "--wait", "60",
+                "--chunk", "0", "--wire", "f32"]
+        c = procs.start("client", args)
+        rc = P.wait_exit(c, 170)
+        out = n0.proc.output() + n1.proc.output()
+        check(rc == 0, "client failed (rc %s):\n%s\n%s" % (rc, c.output()[-2000:], out[-2000:]))
+        check("exceeds" not in out and "buffer" not in out, "a node refused or held honest traffic:\n%s" % out[-3000:])
+        check(P.client_ids(c) == ref, "tokens differ:\n ref %s\n got %s" % (ref, P.client_ids(c)))
+        print("honest: a %d-token prompt went through (hidden states in 2 MiB messages); %d tokens equal "
+              "single-process" % (n_prompt, n_gen), file=sys.stderr)
+
+
 if __name__ == "__main__":
-    harness.main_cases({"strangers": lambda: run_attack("strangers"), "budget": lambda: run_attack("budget")})
+    harness.main_cases({"strangers": lambda: run_attack("strangers"), "budget": lambda: run_attack("budget"),
+                        "honest": case_honest})
