@@ -92,8 +92,10 @@ static void unwait(struct sw_bt_peer *p)
 
 void sw__budget_peer_closed(struct sw_bt_peer *p)
 {
+    int was_waiting = p->waiting;
     unwait(p);
     if (p->budget_held) give_back(p, p->budget_held);
+    else if (was_waiting && p->s->n_waiting) kick(p->s); /* those queued behind it may fit now */
 }
 
 static struct sw_bt_peer *oldest_waiting(struct sw_bt_session *s)

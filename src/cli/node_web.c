@@ -346,6 +346,18 @@ int sw_cli_metrics_text(const char *status_json, struct sw_buf *b)
         one(b, bt, "upload_bps", 1, "shardswarm_bt_upload_rate_bytes_per_second", "gauge",
             "BitTorrent upload rate.");
         one(b, bt, "peers", 1, "shardswarm_bt_peers", "gauge", "Connected BitTorrent peers.");
+        one(b, bt, "msg_budget_bytes", 1, "shardswarm_bt_msg_budget_bytes", "gauge",
+            "Bytes of incoming messages the node buffers at once, all peers together (--msg-budget).");
+        one(b, bt, "msg_buffered_bytes", 1, "shardswarm_bt_msg_buffered_bytes", "gauge",
+            "Bytes of the message budget taken by messages being received now.");
+        one(b, bt, "msg_buffered_peak_bytes", 1, "shardswarm_bt_msg_buffered_peak_bytes", "gauge",
+            "The most bytes of the message budget taken at once since start.");
+        one(b, bt, "msg_waiting", 1, "shardswarm_bt_msg_waiting_connections", "gauge",
+            "Connections not read now: their next message waits for room in the budget.");
+        one(b, bt, "msg_waits", 1, "shardswarm_bt_msg_waits_total", "counter",
+            "Times a connection had to wait for room in the message budget.");
+        one(b, bt, "msg_closed", 1, "shardswarm_bt_msg_closed_total", "counter",
+            "Connections closed after waiting 30 s for room, or for a message holding room too slowly.");
     }
     const json_t *pl = json_object_get(root, "pipeline");
     if (json_is_object(pl)) {

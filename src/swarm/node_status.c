@@ -281,6 +281,14 @@ void sw__node_rebuild_json(struct sw_node *n)
         json_object_set_new(b, "download_bps", json_real(bp.rate_bps));
         json_object_set_new(b, "upload_bps", json_real(bp.upload_bps));
         json_object_set_new(b, "peers", json_integer(sw_bt_torrent_n_peers(n->t)));
+        struct sw_bt_budget_stats mb; /* the message buffer budget (docs/security.md) */
+        sw_bt_session_budget(n->bt, &mb);
+        json_object_set_new(b, "msg_budget_bytes", json_integer((json_int_t)mb.budget));
+        json_object_set_new(b, "msg_buffered_bytes", json_integer((json_int_t)mb.used));
+        json_object_set_new(b, "msg_buffered_peak_bytes", json_integer((json_int_t)mb.peak));
+        json_object_set_new(b, "msg_waiting", json_integer(mb.waiting));
+        json_object_set_new(b, "msg_waits", json_integer((json_int_t)mb.waits));
+        json_object_set_new(b, "msg_closed", json_integer((json_int_t)(mb.closed_wait + mb.closed_slow)));
         json_object_set_new(root, "bt", b);
     }
     if (n->status_extra) n->status_extra(n->status_extra_ud, root); /* e.g. "pipeline" */

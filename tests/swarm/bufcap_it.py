@@ -139,7 +139,7 @@ def run_attack(case):
             extra = ["--msg-budget", str(budget_mib)]
             os.environ["SW_TEST_MSG_CAP"] = str(MSG)
         try:
-            n1 = P.start_node(procs, m, "n1", 1, n0.port, extra)
+            n1 = P.start_node(procs, m, "n1", 1, n0.port, extra, api=True)
         finally:
             if env_before is None:
                 os.environ.pop("SW_TEST_MSG_CAP", None)
@@ -196,6 +196,13 @@ def run_attack(case):
             check(all(a.closed_by_node for a in slow), "slow senders closed: %d of %d"
                   % (sum(1 for a in slow if a.closed_by_node), len(slow)))
             check("message buffer" in out or "buffer room" in out, "the log says why:\n%s" % out[-3000:])
+            # /swarm/status and /metrics report the budget
+            time.sleep(1.5)
+            bt = (S.Node(n1.proc, n1.port, n1.api, None).status() or {}).get("bt", {})
+            print("budget: /swarm/status bt %s" % {k: v for k, v in bt.items() if k.startswith("msg_")}, file=sys.stderr)
+            check(bt.get("msg_budget_bytes") == budget_mib << 20, "status msg_budget_bytes %r" % bt.get("msg_budget_bytes"))
+            check(0 < bt.get("msg_buffered_peak_bytes", 0) <= budget_mib << 20, "status peak %r" % bt)
+            check(bt.get("msg_closed", 0) >= len(slow) and bt.get("msg_waits", 0) >= 1, "status counters %r" % bt)
 
 
 def case_honest():
