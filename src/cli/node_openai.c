@@ -235,6 +235,7 @@ static const char *ftype_name(uint32_t t)
                                          [7] = "Q8_0",    [8] = "Q5_0",    [9] = "Q5_1",    [10] = "Q2_K",
                                          [11] = "Q3_K_S", [12] = "Q3_K_M", [13] = "Q3_K_L", [14] = "Q4_K_S",
                                          [15] = "Q4_K_M", [16] = "Q5_K_S", [17] = "Q5_K_M", [18] = "Q6_K",
+                                         [19] = "IQ2_XXS", [20] = "IQ2_XS", [28] = "IQ2_S",
                                          [25] = "IQ4_NL", [30] = "IQ4_XS", [32] = "BF16" };
     return t < sizeof names / sizeof names[0] && names[t] ? names[t] : "";
 }

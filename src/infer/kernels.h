@@ -156,7 +156,7 @@ size_t sw_k_row_bytes(uint32_t type, int64_t n);
 int sw_k_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n);
 
 /* Reference quantizers (what `synth` writes): F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
- * Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, MXFP4, Q8_K. Deterministic and close to ggml's rounding (round-to-nearest with ggml's scale
+ * Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, MXFP4, IQ2_XXS, IQ2_XS, IQ2_S (quant_iq2.c), Q8_K. Deterministic and close to ggml's rounding (round-to-nearest with ggml's scale
  * choices; K-quants search scale/min like ggml's make_qkx/make_qx). Writes
  * sw_k_row_bytes(type, n) bytes. Returns 0, SW_EUNSUPPORTED or SW_EINVAL. */
 int sw_k_quantize_row(uint32_t type, const float *src, void *dst, int64_t n);

@@ -4,6 +4,7 @@
  * Block layouts: ggml-common.h as written into GGUF tensor data (see kernels.h). */
 #include <math.h>
 
+#include "infer/kernels_iq2.h"
 #include "infer/kernels_impl.h"
 
 /* ------------------------------------------------------------ fp16 / bf16 */
@@ -539,6 +540,7 @@ void sw__k_fill_ref(struct sw_k_type_impl *tab, int n_tab)
     set(tab, n_tab, SW_TYPE_Q8_K, "Q8_K", SW_QK_K, sizeof(struct sw_block_q8_K), SW_TYPE_Q8_K, dequant_q8_K,
         NULL, NULL, NULL);
     sw__k_fill_ref_low(tab, n_tab); /* Q2_K, Q3_K, IQ4_NL, IQ4_XS, MXFP4 */
+    sw__k_fill_ref_iq2(tab, n_tab); /* IQ2_XXS, IQ2_XS, IQ2_S */
 }
 
 #undef set

@@ -7,6 +7,7 @@
  * Not for: activations in the hot path (kernels_ref.c / the SIMD files). */
 #include <math.h>
 
+#include "infer/kernels_iq2.h"
 #include "infer/kernels_impl.h"
 
 static inline int clampi(int v, int lo, int hi)
@@ -597,6 +598,9 @@ int sw_k_quantize_row(uint32_t type, const float *src, void *dst, int64_t n)
     case SW_TYPE_IQ4_NL: sw__k_quantize_iq4_nl_ref(src, dst, n); return 0;
     case SW_TYPE_IQ4_XS: sw__k_quantize_iq4_xs_ref(src, dst, n); return 0;
     case SW_TYPE_MXFP4: sw__k_quantize_mxfp4_ref(src, dst, n); return 0;
+    case SW_TYPE_IQ2_XXS: sw__k_quantize_iq2_xxs_ref(src, dst, n); return 0;
+    case SW_TYPE_IQ2_XS: sw__k_quantize_iq2_xs_ref(src, dst, n); return 0;
+    case SW_TYPE_IQ2_S: sw__k_quantize_iq2_s_ref(src, dst, n); return 0;
     case SW_TYPE_Q4_K: sw__k_quantize_q4_K_ref(src, dst, n); return 0;
     case SW_TYPE_Q5_K: sw__k_quantize_q5_K_ref(src, dst, n); return 0;
     case SW_TYPE_Q6_K: sw__k_quantize_q6_K_ref(src, dst, n); return 0;

@@ -89,6 +89,7 @@ static const struct {
     { "Q4_1", SW_TYPE_Q4_1, 3 }, { "Q5_0", SW_TYPE_Q5_0, 8 }, { "Q5_1", SW_TYPE_Q5_1, 9 },
     { "Q2_K", SW_TYPE_Q2_K, 10 }, { "Q3_K", SW_TYPE_Q3_K, 12 }, { "IQ4_NL", SW_TYPE_IQ4_NL, 25 },
     { "IQ4_XS", SW_TYPE_IQ4_XS, 30 }, { "MXFP4", SW_TYPE_MXFP4, 38 },
+    { "IQ2_XXS", SW_TYPE_IQ2_XXS, 19 }, { "IQ2_XS", SW_TYPE_IQ2_XS, 20 }, { "IQ2_S", SW_TYPE_IQ2_S, 28 },
 };
 
 int sw_synth_type_valid(const char *type)

@@ -84,7 +84,7 @@ def main():
     # model (flat logits) and greedy paths then part (docs/kernels.md, "Numerics"), so here
     # SIMD and reference must agree on the first tokens only; test_model holds each type's
     # logits to F32's, test_kernels each kernel to the reference.
-    for typ in ["Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "IQ4_NL", "IQ4_XS", "MXFP4"]:
+    for typ in ["Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "IQ4_NL", "IQ4_XS", "MXFP4", "IQ2_XXS", "IQ2_XS", "IQ2_S"]:
         p = os.path.join(tmp, "nano-%s.gguf" % typ)
         h.run([h.BIN, "synth", "--preset", "nano", "--type", typ, "-o", p, "--seed", "11",
                "--vocab", model], timeout=120, check_rc=0)
@@ -107,7 +107,7 @@ def main():
     for name in ("tinyllama-1.1b", "llama-160m", "qwen2-0.5b", "tiny", "llama2-7b", "llama3-8b"):
         h.check(name in r.stdout, "preset %s listed" % name)
     h.run([h.BIN, "synth", "--preset", "nope", "--type", "F16", "-o", a], check_rc=2)
-    h.run([h.BIN, "synth", "--preset", "nano", "--type", "IQ2_XXS", "-o", a], check_rc=2)
+    h.run([h.BIN, "synth", "--preset", "nano", "--type", "TQ2_0", "-o", a], check_rc=2)
     h.run([h.BIN, "synth", "--preset", "nano", "--type", "F16"], check_rc=2)
     h.run([h.BIN, "synth", "--preset", "nano", "--type", "F16", "-o", a, "--seed", "x"], check_rc=2)
     h.run([h.BIN, "synth", "--preset", "nano", "--type", "F16", "-o", a, "--vocab", "/nonexistent.gguf"],

@@ -29,6 +29,9 @@
 #define TOL_RT_IQ4_NL 0.09
 #define TOL_RT_IQ4_XS 0.09
 #define TOL_RT_MXFP4 0.13
+#define TOL_RT_IQ2_XXS 0.36
+#define TOL_RT_IQ2_XS 0.31
+#define TOL_RT_IQ2_S 0.26
 #define TOL_RT_Q8_K 0.01
 #define TOL_RT_F16 0.001
 #define TOL_RT_BF16 0.005
@@ -56,7 +59,7 @@ static void fill(float *x, int64_t n, float scale)
 static const uint32_t k_types[] = {SW_TYPE_F32,  SW_TYPE_F16,  SW_TYPE_BF16,   SW_TYPE_Q8_0,   SW_TYPE_Q4_0,
                                    SW_TYPE_Q4_1, SW_TYPE_Q5_0, SW_TYPE_Q5_1,   SW_TYPE_Q4_K,   SW_TYPE_Q5_K,
                                    SW_TYPE_Q6_K, SW_TYPE_Q2_K, SW_TYPE_Q3_K,   SW_TYPE_IQ4_NL, SW_TYPE_IQ4_XS,
-                                   SW_TYPE_MXFP4};
+                                   SW_TYPE_MXFP4, SW_TYPE_IQ2_XXS, SW_TYPE_IQ2_XS, SW_TYPE_IQ2_S};
 #define N_K_TYPES (int)(sizeof(k_types) / sizeof(k_types[0]))
 
 /* Sizes to test for a block size. */
@@ -160,13 +163,13 @@ static void test_layouts_match_gguf_table(void)
             CHECK_EQ_INT(t->type_size, gi->type_size);
         }
     }
-    CHECK(sw_k_type_get(SW_TYPE_IQ2_XXS) == NULL);
+    CHECK(sw_k_type_get(SW_TYPE_TQ2_0) == NULL);
     CHECK(sw_k_type_get(9999) == NULL);
     CHECK_EQ_U64(sw_k_row_bytes(SW_TYPE_Q4_K, 4096), 16 * 144);
     CHECK_EQ_U64(sw_k_row_bytes(SW_TYPE_Q4_0, 33), 0);
     float x[32] = {0};
     uint8_t buf[64];
-    CHECK_EQ_INT(sw_k_quantize_row(SW_TYPE_IQ2_XXS, x, buf, 32), SW_EUNSUPPORTED);
+    CHECK_EQ_INT(sw_k_quantize_row(SW_TYPE_TQ2_0, x, buf, 32), SW_EUNSUPPORTED);
     CHECK_EQ_INT(sw_k_quantize_row(SW_TYPE_Q4_0, x, buf, 31), SW_EINVAL);
     CHECK_EQ_INT(sw_k_dequantize_row(SW_TYPE_Q4_0, buf, x, 16), SW_EINVAL);
 }
@@ -219,6 +222,9 @@ static void test_quantize_roundtrip(void)
     roundtrip(SW_TYPE_IQ4_NL, TOL_RT_IQ4_NL);
     roundtrip(SW_TYPE_IQ4_XS, TOL_RT_IQ4_XS);
     roundtrip(SW_TYPE_MXFP4, TOL_RT_MXFP4);
+    roundtrip(SW_TYPE_IQ2_XXS, TOL_RT_IQ2_XXS);
+    roundtrip(SW_TYPE_IQ2_XS, TOL_RT_IQ2_XS);
+    roundtrip(SW_TYPE_IQ2_S, TOL_RT_IQ2_S);
     roundtrip(SW_TYPE_Q8_K, TOL_RT_Q8_K);
 }
 
@@ -638,7 +644,7 @@ static void test_matmul_multi(void)
     CHECK_EQ_MEM(ya, za, sizeof(ya));
     CHECK_EQ_MEM(yb, zb, sizeof(yb));
     CHECK_EQ_MEM(yc, zc, sizeof(yc));
-    CHECK_EQ_INT(sw_k_matmul(pool, w0, SW_TYPE_IQ2_XXS, 40, cols, x, nt, za), SW_EUNSUPPORTED);
+    CHECK_EQ_INT(sw_k_matmul(pool, w0, SW_TYPE_TQ2_0, 40, cols, x, nt, za), SW_EUNSUPPORTED);
     CHECK_EQ_INT(sw_k_matmul(pool, w0, SW_TYPE_Q4_0, 40, 100, x, nt, za), SW_EINVAL);
     sw_k_pool_free(pool);
     free(w0);

@@ -609,7 +609,7 @@ static void test_synth_deterministic(void)
     CHECK_EQ_INT(sw_gguf_tensor_find(g, "blk.1.ffn_down.weight")->type, SW_TYPE_Q6_K);
     sw_gguf_close(g);
 
-    struct sw_synth_opts bad = { .preset = "nano", .type = "IQ2_XXS", .vocab_path = vocab_path };
+    struct sw_synth_opts bad = { .preset = "nano", .type = "TQ2_0", .vocab_path = vocab_path };
     CHECK_EQ_INT(sw_synth_write(c, &bad, err, sizeof err), SW_EINVAL);
     bad.type = "F16";
     bad.preset = "gpt-9";
@@ -698,7 +698,7 @@ static void test_weight_types(void)
         { "F16", 0.01 }, { "BF16", 0.05 }, { "Q8_0", 0.05 }, { "Q6_K", 0.08 }, { "Q5_K", 0.15 },
         { "Q4_K", 0.3 }, { "Q4_K_M", 0.3 }, { "Q4_0", 0.3 }, { "Q4_1", 0.3 }, { "Q5_0", 0.15 },
         { "Q5_1", 0.15 }, { "IQ4_NL", 0.3 }, { "IQ4_XS", 0.3 }, { "MXFP4", 0.5 }, { "Q3_K", 0.6 },
-        { "Q2_K", 1.0 },
+        { "Q2_K", 1.0 }, { "IQ2_S", 1.0 }, { "IQ2_XS", 1.0 }, { "IQ2_XXS", 1.5 },
     };
     char p[600];
     float *ref = malloc(512 * sizeof *ref), *got = malloc(512 * sizeof *got);
@@ -797,6 +797,9 @@ static void test_split_equals_whole(void)
     snprintf(p, sizeof p, "%s/qwen2-split.gguf", tmp_dir);
     if (synth(p, "qwen2-nano", "Q8_0", 4, 2)) return;
     split_check(p, 2, "split-qwen2"); /* tied embeddings: the last shard carries token_embd */
+    snprintf(p, sizeof p, "%s/iq2-split.gguf", tmp_dir);
+    if (synth(p, "nano", "IQ2_XXS", 4, 2)) return;
+    split_check(p, 2, "split-iq2"); /* a codebook type through split and the stage */
 }
 
 /* Hyper-parameters of the hand-written model (a key is left out when its value is 0). */
@@ -907,10 +910,10 @@ static void test_unsupported(void)
     CHECK_EQ_INT(write_mini(p, "llama", SW_TYPE_TQ1_0), 0);
     CHECK_EQ_INT(sw_stage_open(p, NULL, &s, err, sizeof err), SW_EUNSUPPORTED);
     CHECK_MSG(strstr(err, "TQ1_0") && strstr(err, "blk.0.attn_q.weight"), "message: %s", err);
-    snprintf(p, sizeof p, "%s/mini-iq2.gguf", tmp_dir);
-    CHECK_EQ_INT(write_mini(p, "llama", SW_TYPE_IQ2_XXS), 0);
+    snprintf(p, sizeof p, "%s/mini-tq2.gguf", tmp_dir);
+    CHECK_EQ_INT(write_mini(p, "llama", SW_TYPE_TQ2_0), 0);
     CHECK_EQ_INT(sw_stage_open(p, NULL, &s, err, sizeof err), SW_EUNSUPPORTED);
-    CHECK_MSG(strstr(err, "IQ2_XXS") != NULL, "message: %s", err);
+    CHECK_MSG(strstr(err, "TQ2_0") != NULL, "message: %s", err);
     snprintf(p, sizeof p, "%s/mini-gpt2.gguf", tmp_dir);
     CHECK_EQ_INT(write_mini(p, "gpt2", SW_TYPE_F32), 0);
     CHECK_EQ_INT(sw_stage_open(p, NULL, &s, err, sizeof err), SW_EUNSUPPORTED);

@@ -37,7 +37,7 @@ TOKENS = [1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 31
 ARCH_PRESETS = ["nano", "qwen2-nano", "moe-nano", "qwen2moe-nano", "qwen3-nano", "qwen3moe-nano", "gemma2-nano",
                 "gemma3-nano", "phi-nano", "qwen3-yarn-nano", "gpt-oss-nano", "deepseek2-nano", "deepseek3-nano"]
 QUANTS = ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K", "Q2_K", "Q3_K",
-          "IQ4_NL", "IQ4_XS"]
+          "IQ4_NL", "IQ4_XS", "IQ2_XXS", "IQ2_XS", "IQ2_S"]
 QUANT_PRESETS = ["moe-nano", "qwen3moe-nano"]
 
 # Tolerances, as a fraction of the logit spread (max - min) at the position. F32 weights:
