@@ -6,6 +6,7 @@
 
 #include "infer/kernels_iq2.h"
 #include "infer/kernels_impl.h"
+#include "infer/kernels_iq3.h"
 
 /* ------------------------------------------------------------ fp16 / bf16 */
 
@@ -541,6 +542,7 @@ void sw__k_fill_ref(struct sw_k_type_impl *tab, int n_tab)
         NULL, NULL, NULL);
     sw__k_fill_ref_low(tab, n_tab); /* Q2_K, Q3_K, IQ4_NL, IQ4_XS, MXFP4 */
     sw__k_fill_ref_iq2(tab, n_tab); /* IQ2_XXS, IQ2_XS, IQ2_S */
+    sw__k_fill_ref_iq3(tab, n_tab); /* IQ3_XXS, IQ3_S, IQ1_S, IQ1_M */
 }
 
 #undef set

@@ -9,6 +9,7 @@
 
 #include "infer/kernels_iq2.h"
 #include "infer/kernels_impl.h"
+#include "infer/kernels_iq3.h"
 
 static inline int clampi(int v, int lo, int hi)
 {
@@ -601,6 +602,10 @@ int sw_k_quantize_row(uint32_t type, const float *src, void *dst, int64_t n)
     case SW_TYPE_IQ2_XXS: sw__k_quantize_iq2_xxs_ref(src, dst, n); return 0;
     case SW_TYPE_IQ2_XS: sw__k_quantize_iq2_xs_ref(src, dst, n); return 0;
     case SW_TYPE_IQ2_S: sw__k_quantize_iq2_s_ref(src, dst, n); return 0;
+    case SW_TYPE_IQ3_XXS: sw__k_quantize_iq3_xxs_ref(src, dst, n); return 0;
+    case SW_TYPE_IQ3_S: sw__k_quantize_iq3_s_ref(src, dst, n); return 0;
+    case SW_TYPE_IQ1_S: sw__k_quantize_iq1_s_ref(src, dst, n); return 0;
+    case SW_TYPE_IQ1_M: sw__k_quantize_iq1_m_ref(src, dst, n); return 0;
     case SW_TYPE_Q4_K: sw__k_quantize_q4_K_ref(src, dst, n); return 0;
     case SW_TYPE_Q5_K: sw__k_quantize_q5_K_ref(src, dst, n); return 0;
     case SW_TYPE_Q6_K: sw__k_quantize_q6_K_ref(src, dst, n); return 0;

@@ -90,6 +90,8 @@ static const struct {
     { "Q2_K", SW_TYPE_Q2_K, 10 }, { "Q3_K", SW_TYPE_Q3_K, 12 }, { "IQ4_NL", SW_TYPE_IQ4_NL, 25 },
     { "IQ4_XS", SW_TYPE_IQ4_XS, 30 }, { "MXFP4", SW_TYPE_MXFP4, 38 },
     { "IQ2_XXS", SW_TYPE_IQ2_XXS, 19 }, { "IQ2_XS", SW_TYPE_IQ2_XS, 20 }, { "IQ2_S", SW_TYPE_IQ2_S, 28 },
+    { "IQ3_XXS", SW_TYPE_IQ3_XXS, 23 }, { "IQ3_S", SW_TYPE_IQ3_S, 26 }, { "IQ1_S", SW_TYPE_IQ1_S, 24 },
+    { "IQ1_M", SW_TYPE_IQ1_M, 31 },
 };
 
 int sw_synth_type_valid(const char *type)

@@ -84,7 +84,8 @@ def main():
     # model (flat logits) and greedy paths then part (docs/kernels.md, "Numerics"), so here
     # SIMD and reference must agree on the first tokens only; test_model holds each type's
     # logits to F32's, test_kernels each kernel to the reference.
-    for typ in ["Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "IQ4_NL", "IQ4_XS", "MXFP4", "IQ2_XXS", "IQ2_XS", "IQ2_S"]:
+    for typ in ["Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "IQ4_NL", "IQ4_XS", "MXFP4", "IQ2_XXS", "IQ2_XS", "IQ2_S",
+                "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M"]:
         p = os.path.join(tmp, "nano-%s.gguf" % typ)
         h.run([h.BIN, "synth", "--preset", "nano", "--type", typ, "-o", p, "--seed", "11",
                "--vocab", model], timeout=120, check_rc=0)

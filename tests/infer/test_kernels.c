@@ -32,6 +32,10 @@
 #define TOL_RT_IQ2_XXS 0.36
 #define TOL_RT_IQ2_XS 0.31
 #define TOL_RT_IQ2_S 0.26
+#define TOL_RT_IQ3_XXS 0.20
+#define TOL_RT_IQ3_S 0.15
+#define TOL_RT_IQ1_S 0.48
+#define TOL_RT_IQ1_M 0.45
 #define TOL_RT_Q8_K 0.01
 #define TOL_RT_F16 0.001
 #define TOL_RT_BF16 0.005
@@ -59,7 +63,8 @@ static void fill(float *x, int64_t n, float scale)
 static const uint32_t k_types[] = {SW_TYPE_F32,  SW_TYPE_F16,  SW_TYPE_BF16,   SW_TYPE_Q8_0,   SW_TYPE_Q4_0,
                                    SW_TYPE_Q4_1, SW_TYPE_Q5_0, SW_TYPE_Q5_1,   SW_TYPE_Q4_K,   SW_TYPE_Q5_K,
                                    SW_TYPE_Q6_K, SW_TYPE_Q2_K, SW_TYPE_Q3_K,   SW_TYPE_IQ4_NL, SW_TYPE_IQ4_XS,
-                                   SW_TYPE_MXFP4, SW_TYPE_IQ2_XXS, SW_TYPE_IQ2_XS, SW_TYPE_IQ2_S};
+                                   SW_TYPE_MXFP4, SW_TYPE_IQ2_XXS, SW_TYPE_IQ2_XS, SW_TYPE_IQ2_S,
+                                   SW_TYPE_IQ3_XXS, SW_TYPE_IQ3_S, SW_TYPE_IQ1_S, SW_TYPE_IQ1_M};
 #define N_K_TYPES (int)(sizeof(k_types) / sizeof(k_types[0]))
 
 /* Sizes to test for a block size. */
@@ -225,6 +230,10 @@ static void test_quantize_roundtrip(void)
     roundtrip(SW_TYPE_IQ2_XXS, TOL_RT_IQ2_XXS);
     roundtrip(SW_TYPE_IQ2_XS, TOL_RT_IQ2_XS);
     roundtrip(SW_TYPE_IQ2_S, TOL_RT_IQ2_S);
+    roundtrip(SW_TYPE_IQ3_XXS, TOL_RT_IQ3_XXS);
+    roundtrip(SW_TYPE_IQ3_S, TOL_RT_IQ3_S);
+    roundtrip(SW_TYPE_IQ1_S, TOL_RT_IQ1_S);
+    roundtrip(SW_TYPE_IQ1_M, TOL_RT_IQ1_M);
     roundtrip(SW_TYPE_Q8_K, TOL_RT_Q8_K);
 }
 
