@@ -474,6 +474,26 @@ uint64_t sw_stage_seq_bytes(struct sw_stage *s, uint64_t seq)
     return b;
 }
 
+int sw__stage_kv_read(struct sw_stage *s, uint64_t seq, uint32_t li, uint32_t pos, sw_f16 *k_out, sw_f16 *v_out)
+{
+    pthread_mutex_lock(&s->lock);
+    const struct sw_stage_info *info = &s->m.info;
+    const uint32_t hd = info->head_dim;
+    struct sw__kv *kv = seq_find(s, seq);
+    int rc = 0;
+    if (!kv) rc = set_err(s, SW_ENOTFOUND, "no sequence %llu", (unsigned long long)seq);
+    else if (li > info->layer_last - info->layer_first || pos >= kv->n_past)
+        rc = set_err(s, SW_ERANGE, "no layer %u / position %u in sequence %llu", li, pos, (unsigned long long)seq);
+    else
+        for (uint32_t g = 0; g < info->n_head_kv; g++)
+            for (uint32_t d = 0; d < hd; d++) {
+                k_out[g * hd + d] = kv->k[li][((size_t)g * kv->cap + pos) * hd + d];
+                v_out[g * hd + d] = kv->v[li][((size_t)g * hd + d) * kv->cap + pos];
+            }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
 uint32_t sw_stage_n_seqs(struct sw_stage *s)
 {
     pthread_mutex_lock(&s->lock);

@@ -204,4 +204,9 @@ int sw__kv_copy(struct sw__kv *dst, const struct sw__kv *src, uint32_t n_layers,
 /* Frees the arrays; returns the bytes released. */
 uint64_t sw__kv_release(struct sw__kv *kv, uint32_t n_layers, uint32_t kv_dim);
 
+/* Tests: the cached key and value of position pos (< the sequence's length) in the stage's
+ * layer li (0 = layer_first), every KV head: k_out and v_out take n_head_kv x head_dim
+ * (caller's). 0, SW_ENOTFOUND or SW_ERANGE. */
+int sw__stage_kv_read(struct sw_stage *s, uint64_t seq, uint32_t li, uint32_t pos, sw_f16 *k_out, sw_f16 *v_out);
+
 #endif
