@@ -165,6 +165,7 @@ static void fill_schedules(struct schedule *sc, size_t n)
 static const char *const TYPES[] = {
     "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K",
     "Q4_K", "Q5_K", "Q6_K", "Q4_K_M", "Q5_K_M", "IQ4_NL", "IQ4_XS", "MXFP4",
+    "IQ2_XXS", "IQ2_XS", "IQ2_S",
 };
 
 static void check_type(const char *preset, const char *type, int promised, const struct schedule *sc, size_t n_sc,
