@@ -165,6 +165,7 @@ static const char *const TYPES[] = {
     "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K",
     "Q4_K", "Q5_K", "Q6_K", "Q4_K_M", "Q5_K_M", "IQ4_NL", "IQ4_XS", "MXFP4",
     "IQ2_XXS", /* IQ2_XS and IQ2_S: the same scalar row kernels, ~8 s of CPU each here */
+    "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M",
 };
 
 static void check_type(const char *preset, const char *type, int promised, const struct schedule *sc, size_t n_sc,
