@@ -8,6 +8,7 @@
 #include <cpuid.h>
 #endif
 
+#include "infer/kernels_iq2.h"
 #include "infer/kernels_impl.h"
 #include "infer/kernels_iq3.h"
 
@@ -70,6 +71,7 @@ static void k_init(void)
         sw__k_fill_avx2(g_k.tab[SW_K_IMPL_AVX2], N_TYPES);
         sw__k_fill_avx2_low(g_k.tab[SW_K_IMPL_AVX2], N_TYPES);
         sw__k_fill_avx2_iq3(g_k.tab[SW_K_IMPL_AVX2], N_TYPES);
+        sw__k_fill_avx2_iq2(g_k.tab[SW_K_IMPL_AVX2], N_TYPES);
         sw__k_vec_ops_avx2(&g_k.ops[SW_K_IMPL_AVX2]);
     }
     if (g_k.available[SW_K_IMPL_AVX512]) {
@@ -79,6 +81,7 @@ static void k_init(void)
         sw__k_fill_avx512(g_k.tab[SW_K_IMPL_AVX512], N_TYPES);
         sw__k_fill_avx512_low(g_k.tab[SW_K_IMPL_AVX512], N_TYPES);
         sw__k_fill_avx2_iq3(g_k.tab[SW_K_IMPL_AVX512], N_TYPES); /* IQ3/IQ1: the AVX2 kernels */
+        sw__k_fill_avx2_iq2(g_k.tab[SW_K_IMPL_AVX512], N_TYPES); /* IQ2: the AVX2 kernels */
         sw__k_vec_ops_avx512(&g_k.ops[SW_K_IMPL_AVX512]);
     }
 
