@@ -20,6 +20,20 @@ AI __m256i signs_pm1(uint32_t w)
     return _mm256_or_si256(v, _mm256_set1_epi8(1));
 }
 
+/* IQ3_XXS's 8 signs of each 7-bit code as 8 bytes of -1 / +1 (bit 7 the parity), computed
+ * once by the fill below (k_init runs it once, before any kernel). */
+static uint64_t g_iq3xxs_pm1[128];
+
+static void iq3xxs_pm1_init(void)
+{
+    for (uint32_t c = 0; c < 128; c++) {
+        uint64_t w = 0;
+        const uint8_t s = sw__k_iq3xxs_signs(c);
+        for (int j = 0; j < 8; j++) w |= (uint64_t)((s >> j & 1) ? 0xFF : 0x01) << (8 * j);
+        g_iq3xxs_pm1[c] = w;
+    }
+}
+
 /* isum[t] += m16 * <v, a_t> over one sub-block of 32, v signed with |v| < 128. */
 #define SUB_DOT(V_ABS, V_SIGN, M16, I, IB)                                                       \
     for (int t = 0; t < NT; t++) {                                                               \
@@ -42,10 +56,11 @@ AI void iq3_xxs_nt(int64_t n, const struct sw_block_iq3_xxs *w, const struct sw_
             const uint32_t *g = sw__k_iq3xxs_grid;
             __m256i mag = _mm256_setr_epi32((int)g[q[0]], (int)g[q[1]], (int)g[q[2]], (int)g[q[3]], (int)g[q[4]],
                                             (int)g[q[5]], (int)g[q[6]], (int)g[q[7]]);
-            uint32_t aux, sw = 0;
+            uint32_t aux;
             memcpy(&aux, x->qs + 64 + 4 * ib, 4);
-            for (int l = 0; l < 4; l++) sw |= (uint32_t)sw__k_iq3xxs_signs(aux >> (7 * l)) << (8 * l);
-            __m256i sg = signs_pm1(sw);
+            __m256i sg = _mm256_setr_epi64x((long long)g_iq3xxs_pm1[aux & 127], (long long)g_iq3xxs_pm1[aux >> 7 & 127],
+                                            (long long)g_iq3xxs_pm1[aux >> 14 & 127],
+                                            (long long)g_iq3xxs_pm1[aux >> 21 & 127]);
             __m256i m16 = _mm256_set1_epi16((short)(2 * (aux >> 28) + 1));
             SUB_DOT(mag, sg, m16, i, ib)
         }
@@ -167,6 +182,7 @@ ROWDOT_DISPATCH(iq1_m, struct sw_block_iq1_m)
 void sw__k_fill_avx2_iq3(struct sw_k_type_impl *tab, int n_tab)
 {
     if (SW_TYPE_IQ1_M >= n_tab) return;
+    iq3xxs_pm1_init();
     const sw_k_quant_fn q8k = tab[SW_TYPE_Q4_K].pub.quantize_act;
     const struct {
         int type;
