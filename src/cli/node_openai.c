@@ -236,6 +236,7 @@ static const char *ftype_name(uint32_t t)
                                          [11] = "Q3_K_S", [12] = "Q3_K_M", [13] = "Q3_K_L", [14] = "Q4_K_S",
                                          [15] = "Q4_K_M", [16] = "Q5_K_S", [17] = "Q5_K_M", [18] = "Q6_K",
                                          [19] = "IQ2_XXS", [20] = "IQ2_XS", [28] = "IQ2_S",
+                                         [23] = "IQ3_XXS", [24] = "IQ1_S",  [26] = "IQ3_S",   [31] = "IQ1_M",
                                          [25] = "IQ4_NL", [30] = "IQ4_XS", [32] = "BF16" };
     return t < sizeof names / sizeof names[0] && names[t] ? names[t] : "";
 }
