@@ -4,7 +4,8 @@
  * grid indices mean these points and no others. Written down from llama.cpp's
  * ggml/src/ggml-common.h (iq2xxs_grid, iq2xs_grid, iq2s_grid) at the commit bundled with
  * node-llama-cpp 3.22.1; scripts/check_ggml_tables.py compares them with that file
- * (docs/kernels.md, "Lookup tables"). Not for: code (kernels_ref_iq2.c). */
+ * (docs/kernels.md, "Lookup tables"; ggml's MIT
+ * notice for these values: NOTICE). Not for: code (kernels_ref_iq2.c). */
 #include "infer/kernels_iq2.h"
 
 const uint64_t sw__k_iq2xxs_grid[256] = {
