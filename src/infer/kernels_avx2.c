@@ -600,19 +600,29 @@ ROWDOT_DISPATCH(q5_K, struct sw_block_q5_K)
 ROWDOT_DISPATCH(q6_K, struct sw_block_q6_K)
 
 
-/* Q4_0 register tile: 8 rows x NT (1..8) tokens, one output row per 32-bit lane. Per block,
+/* Q4_0 register tile: 8 rows x NT (1..4) tokens, one output row per 32-bit lane. Per block,
  * the 8 rows' 16 code bytes are transposed (4x4 words per 128-bit half) so that vector j
  * holds bytes 4j..4j+3 of every row: its low nibbles are elements 4j..4j+3, its high ones
  * 16+4j..; each is multiplied (maddubs) by the token's matching 4 activation bytes
  * broadcast to all lanes. The 8 products add up in int16 (8 x 2 x 15 x 127 = 30480 fits),
  * one madd widens them, and one FMA applies the 8 rows' scales times the token's. Per token
  * and block that is 17 integer ops for 8 rows where a row kernel needs about 5 per row: the
- * transpose is paid once per block for all tokens. Lanes: rows 0-3 | rows 4-7. */
+ * transpose is paid once per block for all tokens. Lanes: rows 0-3 | rows 4-7.
+ * The accumulators are named variables, not an array (gcc kept an array of them on the
+ * stack, and the store and load of each per block made a long chain per token and block),
+ * and the products are taken code vector by code vector, all tokens at once, so a code
+ * vector is live only while it is used: 4 transposed words + 4 int16 sums + 4 accumulators
+ * + temporaries fit the 16 registers (with all 8 code vectors live, gcc spilled the
+ * accumulators). Hence at most 4 tokens per pass. The int16 sums are exact in any order;
+ * each token's float ops are the same for any NT (batch invariance). */
+/* An empty asm that "changes" v: gcc's reassociation of integer adds would otherwise
+ * regroup the int16 sums into a tree of all 8 x NT products first and spill them. */
+#define KEEP_REG(v) __asm__("" : "+x"(v))
+
 AI void q4_0_tile8_nt(int64_t n, const struct sw_block_q4_0 *w, size_t ws, const struct sw_k_act *a, const int NT,
                       float *out, size_t ldo)
 {
-    __m256 acc[SW_K_TILE_T_MAX];
-    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
     const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0x0F);
     const __m256 m8 = _mm256_set1_ps(-8.0f);
     const int64_t nb = n / SW_QK4_0;
@@ -627,29 +637,57 @@ AI void q4_0_tile8_nt(int64_t n, const struct sw_block_q4_0 *w, size_t ws, const
         const __m256i a23 = _mm256_unpacklo_epi32(r2, r3), b23 = _mm256_unpackhi_epi32(r2, r3);
         const __m256i v0 = _mm256_unpacklo_epi64(a01, a23), v1 = _mm256_unpackhi_epi64(a01, a23);
         const __m256i v2 = _mm256_unpacklo_epi64(b01, b23), v3 = _mm256_unpackhi_epi64(b01, b23);
-        const __m256i c0 = _mm256_and_si256(v0, m4), c1 = _mm256_and_si256(v1, m4);
-        const __m256i c2 = _mm256_and_si256(v2, m4), c3 = _mm256_and_si256(v3, m4);
-        const __m256i c4 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), m4);
-        const __m256i c5 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), m4);
-        const __m256i c6 = _mm256_and_si256(_mm256_srli_epi16(v2, 4), m4);
-        const __m256i c7 = _mm256_and_si256(_mm256_srli_epi16(v3, 4), m4);
+        const int8_t *q0 = ((const struct sw_block_q8_0 *)a[0].q + b)->qs;
+        const int8_t *q1 = NT > 1 ? ((const struct sw_block_q8_0 *)a[1].q + b)->qs : q0;
+        const int8_t *q2 = NT > 2 ? ((const struct sw_block_q8_0 *)a[2].q + b)->qs : q0;
+        const int8_t *q3 = NT > 3 ? ((const struct sw_block_q8_0 *)a[3].q + b)->qs : q0;
+        __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+        /* code vector C (bytes 4j..4j+3 of the 8 rows' nibbles) times each token's 4
+         * activation bytes at offset K, broadcast */
+#define Q4T_PROD(C, K)                                                                              \
+    do {                                                                                            \
+        __m256i c_ = (C);                                                                           \
+        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(c_, _mm256_broadcastd_epi32(_mm_loadu_si32(q0 + (K))))); \
+        if (NT > 1) s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(c_, _mm256_broadcastd_epi32(_mm_loadu_si32(q1 + (K))))); \
+        if (NT > 2) s2 = _mm256_add_epi16(s2, _mm256_maddubs_epi16(c_, _mm256_broadcastd_epi32(_mm_loadu_si32(q2 + (K))))); \
+        if (NT > 3) s3 = _mm256_add_epi16(s3, _mm256_maddubs_epi16(c_, _mm256_broadcastd_epi32(_mm_loadu_si32(q3 + (K))))); \
+        KEEP_REG(s0);                                                                               \
+        if (NT > 1) KEEP_REG(s1);                                                                   \
+        if (NT > 2) KEEP_REG(s2);                                                                   \
+        if (NT > 3) KEEP_REG(s3);                                                                   \
+    } while (0)
+        Q4T_PROD(_mm256_and_si256(v0, m4), 0);
+        Q4T_PROD(_mm256_and_si256(_mm256_srli_epi16(v0, 4), m4), 16);
+        Q4T_PROD(_mm256_and_si256(v1, m4), 4);
+        Q4T_PROD(_mm256_and_si256(_mm256_srli_epi16(v1, 4), m4), 20);
+        Q4T_PROD(_mm256_and_si256(v2, m4), 8);
+        Q4T_PROD(_mm256_and_si256(_mm256_srli_epi16(v2, 4), m4), 24);
+        Q4T_PROD(_mm256_and_si256(v3, m4), 12);
+        Q4T_PROD(_mm256_and_si256(_mm256_srli_epi16(v3, 4), m4), 28);
+#undef Q4T_PROD
         const __m256 dw8 = _mm256_cvtph_ps(_mm_setr_epi16((short)w0[0].d, (short)w0[ws].d, (short)w0[2 * ws].d,
                                                           (short)w0[3 * ws].d, (short)w0[4 * ws].d, (short)w0[5 * ws].d,
                                                           (short)w0[6 * ws].d, (short)w0[7 * ws].d));
         const __m256 dw8o = _mm256_mul_ps(dw8, m8);
-        for (int t = 0; t < NT; t++) {
-            const int8_t *qs = ((const struct sw_block_q8_0 *)a[t].q + b)->qs;
-#define PROD(j) _mm256_maddubs_epi16(c##j, _mm256_broadcastd_epi32(_mm_loadu_si32(qs + 4 * (j))))
-            __m256i s = _mm256_add_epi16(_mm256_add_epi16(_mm256_add_epi16(PROD(0), PROD(1)), _mm256_add_epi16(PROD(2), PROD(3))),
-                                         _mm256_add_epi16(_mm256_add_epi16(PROD(4), PROD(5)), _mm256_add_epi16(PROD(6), PROD(7))));
-#undef PROD
-            const float *ds = a[t].sums + 2 * b;
-            __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s, ones));
-            acc[t] = _mm256_fmadd_ps(f, _mm256_mul_ps(dw8, _mm256_broadcast_ss(ds)), acc[t]);
-            acc[t] = _mm256_fmadd_ps(dw8o, _mm256_broadcast_ss(ds + 1), acc[t]); /* -8 * dw * da * sum(a) */
-        }
+        /* one madd widens, one FMA applies the rows' scales times the token's, one more
+         * adds the offset -8 * dw * da * sum(a) */
+#define Q4T_FLOAT(ACC, S, T)                                                                        \
+    do {                                                                                            \
+        const float *ds_ = a[T].sums + 2 * b;                                                       \
+        __m256 f_ = _mm256_cvtepi32_ps(_mm256_madd_epi16(S, ones));                                 \
+        ACC = _mm256_fmadd_ps(f_, _mm256_mul_ps(dw8, _mm256_broadcast_ss(ds_)), ACC);               \
+        ACC = _mm256_fmadd_ps(dw8o, _mm256_broadcast_ss(ds_ + 1), ACC);                             \
+    } while (0)
+        Q4T_FLOAT(acc0, s0, 0);
+        if (NT > 1) Q4T_FLOAT(acc1, s1, 1);
+        if (NT > 2) Q4T_FLOAT(acc2, s2, 2);
+        if (NT > 3) Q4T_FLOAT(acc3, s3, 3);
+#undef Q4T_FLOAT
     }
-    for (int t = 0; t < NT; t++) _mm256_storeu_ps(out + (size_t)t * ldo, acc[t]);
+    _mm256_storeu_ps(out, acc0);
+    if (NT > 1) _mm256_storeu_ps(out + ldo, acc1);
+    if (NT > 2) _mm256_storeu_ps(out + 2 * ldo, acc2);
+    if (NT > 3) _mm256_storeu_ps(out + 3 * ldo, acc3);
 }
 
 static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int nr, const struct sw_k_act *a, int nt, float *out,
@@ -669,15 +707,14 @@ static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int nr, const s
     }
     const struct sw_block_q4_0 *wb = w;
     const size_t ws = w_stride / sizeof(struct sw_block_q4_0);
-    switch (nt) {
-    case 1: q4_0_tile8_nt(n, wb, ws, a, 1, out, ldo); break;
-    case 2: q4_0_tile8_nt(n, wb, ws, a, 2, out, ldo); break;
-    case 3: q4_0_tile8_nt(n, wb, ws, a, 3, out, ldo); break;
-    case 4: q4_0_tile8_nt(n, wb, ws, a, 4, out, ldo); break;
-    case 5: q4_0_tile8_nt(n, wb, ws, a, 5, out, ldo); break;
-    case 6: q4_0_tile8_nt(n, wb, ws, a, 6, out, ldo); break;
-    case 7: q4_0_tile8_nt(n, wb, ws, a, 7, out, ldo); break;
-    default: q4_0_tile8_nt(n, wb, ws, a, 8, out, ldo); break;
+    /* 5..8 tokens: two passes (4 + the rest) over the tile's weights, which stay in L1 */
+    for (int t0 = 0; t0 < nt; t0 += 4) {
+        switch (nt - t0) {
+        case 1: q4_0_tile8_nt(n, wb, ws, a + t0, 1, out + t0 * ldo, ldo); break;
+        case 2: q4_0_tile8_nt(n, wb, ws, a + t0, 2, out + t0 * ldo, ldo); break;
+        case 3: q4_0_tile8_nt(n, wb, ws, a + t0, 3, out + t0 * ldo, ldo); break;
+        default: q4_0_tile8_nt(n, wb, ws, a + t0, 4, out + t0 * ldo, ldo); break;
+        }
     }
 }
 
