@@ -3,7 +3,8 @@
  * step. The stage computes layers FIRST..LAST of a model (a middle shard: floats in and
  * out); each session holds a 16-token context, cut back to it every step so attention
  * stays the same size. Row counts alternate within each repetition; medians.
- * Usage: bench_stage_rows MODEL.gguf [-t THREADS] [-r REPEATS] [-l FIRST LAST]
+ * Usage: bench_stage_rows MODEL.gguf [-t THREADS] [-r REPEATS] [-l FIRST LAST] [-c]
+ * -c: process CPU time (with -t 1 on a busy machine it leaves out descheduled time)
  * (e.g. `shardswarm synth --preset llama2-7b --type Q4_0 --layers 6` and -l 1 4: a 7B
  * shard of 4 layers). */
 #include <stdio.h>
@@ -17,10 +18,12 @@
 #define MAX_REPS 256
 #define CTX 16
 
+static clockid_t g_clock = CLOCK_MONOTONIC;
+
 static double now_s(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(g_clock, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -40,11 +43,12 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "-l") && i + 2 < argc) {
             first = atoi(argv[++i]);
             last = atoi(argv[++i]);
-        } else if (argv[i][0] != '-' && !path) path = argv[i];
+        } else if (!strcmp(argv[i], "-c")) g_clock = CLOCK_PROCESS_CPUTIME_ID;
+        else if (argv[i][0] != '-' && !path) path = argv[i];
         else path = NULL, i = argc;
     }
     if (!path || n_threads < 1 || reps < 1 || reps > MAX_REPS || first < 1 || last < first) {
-        fprintf(stderr, "usage: bench_stage_rows MODEL.gguf [-t THREADS] [-r REPEATS (<= %d)] [-l FIRST LAST]\n"
+        fprintf(stderr, "usage: bench_stage_rows MODEL.gguf [-t THREADS] [-r REPEATS (<= %d)] [-l FIRST LAST] [-c]\n"
                         "  FIRST >= 1: a middle shard (floats in)\n", MAX_REPS);
         return 2;
     }
@@ -91,7 +95,8 @@ int main(int argc, char **argv)
             }
             if (rep >= 0) t[i][rep] = now_s() - t0;
         }
-    printf("stage_rows: %s layers %d..%d, %d threads, median of %d (wall)\n", path, first, last, n_threads, reps);
+    printf("stage_rows: %s layers %d..%d, %d threads, median of %d (%s)\n", path, first, last, n_threads, reps,
+           g_clock == CLOCK_MONOTONIC ? "wall" : "cpu time");
     double med[N_NT];
     for (int i = 0; i < N_NT; i++) {
         qsort(t[i], (size_t)reps, sizeof(double), cmp_d);
