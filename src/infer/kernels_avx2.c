@@ -626,17 +626,17 @@ AI void q4_0_tile8_nt(int64_t n, const struct sw_block_q4_0 *w, size_t ws, const
     const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0x0F);
     const __m256 m8 = _mm256_set1_ps(-8.0f);
     const int64_t nb = n / SW_QK4_0;
-    /* The next tile's 8 rows are one contiguous run of bytes: 3 lines of it are prefetched
-     * per block (36 lines per row at 4096 columns, 128 blocks), so it streams in while this
+    /* The next tile's 8 rows are one contiguous run of 8 x nb blocks: per block, its next
+     * 8 x 18 bytes (2.25 lines, so 3 prefetches) are prefetched, so it streams in while this
      * tile computes; the hardware prefetcher alone, following 8 rows 2304 bytes apart, left
-     * a 1-token matvec ~25% slower (docs/kernels.md). Past the matrix's end a prefetch
-     * reads nothing it may not: prefetches never fault. */
+     * a 1-token matvec ~25% slower (docs/kernels.md). Prefetches never fault, so the last
+     * tile of a matrix may prefetch past its end. */
     const char *pf = (const char *)(w + 8 * ws);
     for (int64_t b = 0; b < nb; b++) {
         const struct sw_block_q4_0 *w0 = w + b;
-        _mm_prefetch(pf + 192 * b, _MM_HINT_T0);
-        _mm_prefetch(pf + 192 * b + 64, _MM_HINT_T0);
-        _mm_prefetch(pf + 192 * b + 128, _MM_HINT_T0);
+        _mm_prefetch(pf + 8 * sizeof(*w) * b, _MM_HINT_T0);
+        _mm_prefetch(pf + 8 * sizeof(*w) * b + 64, _MM_HINT_T0);
+        _mm_prefetch(pf + 8 * sizeof(*w) * b + 128, _MM_HINT_T0);
 #define ROWS_R(r)                                                                                   \
     _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)w0[(r) * ws].qs)), \
                             _mm_loadu_si128((const __m128i *)w0[((r) + 4) * ws].qs), 1)
