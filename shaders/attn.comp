@@ -2,7 +2,8 @@
 // one workgroup per (query head, token). Keys are taken 64 at a time (one per invocation:
 // its score), and the output is kept as a running softmax (max, sum, weighted values;
 // each invocation owns head_dim/64 output dimensions), so no score buffer of the context's
-// length is needed.
+// length is needed. Optional: a sliding window (a query at p sees keys p - window + 1 .. p)
+// and soft-capping of the scores (cap * tanh(score / cap)), as gemma has.
 #version 450
 layout(local_size_x = 64) in;
 layout(std430, set = 0, binding = 0) readonly buffer Q { float q[]; };
@@ -14,6 +15,8 @@ layout(push_constant) uniform P {
     uint cap;
     uint k_word, v_word;
     float scale;
+    uint window;              // 0: every earlier key
+    float softcap;            // 0: none
 } p;
 shared float qs[256];
 shared float sc[64];
@@ -21,13 +24,14 @@ void main()
 {
     const uint h = gl_WorkGroupID.x, tl = gl_WorkGroupID.y, tid = gl_LocalInvocationID.x;
     const uint t = p.t0 + tl, pos = p.pos0 + tl, n_keys = pos + 1u;
+    const uint lo = p.window != 0u && n_keys > p.window ? n_keys - p.window : 0u;
     const uint qd = p.n_head * p.hd, hw = p.hd / 2u, g = h / p.group;
     for (uint d = tid; d < p.hd; d += 64u) qs[d] = q[t * qd + h * p.hd + d];
     barrier();
     const uint kb = p.k_word + g * p.cap * hw, vb = p.v_word + g * p.cap * hw;
     float m = -1.0e30, l = 0.0;
     float acc[4] = float[4](0.0, 0.0, 0.0, 0.0);
-    for (uint base = 0u; base < n_keys; base += 64u) {
+    for (uint base = lo; base < n_keys; base += 64u) {
         const uint key = base + tid;
         float s = -1.0e30;
         if (key < n_keys) {
@@ -38,6 +42,7 @@ void main()
                 dot += qs[2u * d] * k2.x + qs[2u * d + 1u] * k2.y;
             }
             s = dot * p.scale;
+            if (p.softcap > 0.0) s = p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0));
         }
         sc[tid] = s;
         barrier();

@@ -1,4 +1,6 @@
 // glu.comp — g[i] = act(g[i]) * u[i]: SwiGLU (silu) or GeGLU (tanh GELU), n elements.
+// tanh's argument is clamped to +-15 (where it is 1 in f32): some drivers compute tanh
+// from exponentials that overflow to inf/inf.
 #version 450
 layout(local_size_x = 256) in;
 layout(std430, set = 0, binding = 0) buffer G { float g[]; };
@@ -10,7 +12,7 @@ void main()
     if (i >= p.n) return;
     const float a = g[i];
     float r;
-    if (p.act == 1u) r = 0.5 * a * (1.0 + tanh(0.7978845608 * a * (1.0 + 0.044715 * a * a)));
+    if (p.act == 1u) r = 0.5 * a * (1.0 + tanh(clamp(0.7978845608 * a * (1.0 + 0.044715 * a * a), -15.0, 15.0)));
     else r = a / (1.0 + exp(-a));
     g[i] = r * u[i];
 }

@@ -1,4 +1,6 @@
-// rmsnorm.comp — y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w, one workgroup per token.
+// rmsnorm.comp — y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w, one workgroup per row (a
+// token's vector, or one head of it for the per-head q/k norms); with add, y[t] += that
+// (the post-norms' residual add). In place (x = y) is allowed without add.
 #version 450
 #extension GL_KHR_shader_subgroup_basic : enable
 #extension GL_KHR_shader_subgroup_arithmetic : enable
@@ -10,6 +12,7 @@ layout(push_constant) uniform P {
     uint n;          // elements per row
     uint x_off, y_off, w_off;
     float eps;
+    uint add;        // 1: y += the normed row
 } p;
 shared float red[64];
 void main()
@@ -27,5 +30,8 @@ void main()
     float tot = 0.0;
     for (uint i = 0u; i < gl_NumSubgroups; i++) tot += red[i];
     const float scale = inversesqrt(tot / float(p.n) + p.eps);
-    for (uint i = tid; i < p.n; i += 64u) y[yb + i] = x[xb + i] * scale * wn[p.w_off + i];
+    if (p.add != 0u)
+        for (uint i = tid; i < p.n; i += 64u) y[yb + i] += x[xb + i] * scale * wn[p.w_off + i];
+    else
+        for (uint i = tid; i < p.n; i += 64u) y[yb + i] = x[xb + i] * scale * wn[p.w_off + i];
 }

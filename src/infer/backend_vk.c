@@ -128,12 +128,10 @@ static void layer_unsupported(const struct sw__model *m, uint32_t l, VkDeviceSiz
     why[0] = 0;
     if (hp->mla) snprintf(why, cap, "latent attention (deepseek2)");
     else if (m->ld[l].is_moe) snprintf(why, cap, "mixture-of-experts FFN");
-    else if (m->ld[l].is_swa && hp->n_swa) snprintf(why, cap, "sliding-window attention");
     else if (ly->sinks) snprintf(why, cap, "attention sinks");
-    else if (hp->attn_softcap > 0) snprintf(why, cap, "attention soft-capping");
     else if (hp->act == SW__ACT_SWIGLU_OAI) snprintf(why, cap, "gpt-oss's clamped SwiGLU");
-    else if (hp->post_norms) snprintf(why, cap, "post-norms");
-    else if (hp->qk_norm) snprintf(why, cap, "q/k norms");
+    else if (hp->qk_norm && (!ly->q_norm || !ly->k_norm)) snprintf(why, cap, "no q/k norm weights");
+    else if (hp->post_norms && (!ly->attn_post_norm || !ly->ffn_post_norm)) snprintf(why, cap, "no post-norm weights");
     else if (in->head_dim % 2 || in->head_dim > 256 || in->n_rot > in->head_dim)
         snprintf(why, cap, "head size %u (the shader takes even sizes up to 256)", in->head_dim);
     if (why[0]) return;
@@ -152,7 +150,10 @@ static void layer_unsupported(const struct sw__model *m, uint32_t l, VkDeviceSiz
     }
 }
 
-/* Lays out one layer's buffer; returns its size. */
+/* The f32 vectors of a layer: attn/ffn norms, q/k/v/o biases, q/k norms, post-norms. */
+#define N_VEC 10
+
+/* Lays out one layer's buffer (li: index in the stage); returns its size. */
 static VkDeviceSize layer_layout(const struct sw__vk *g, const struct sw__model *m, uint32_t li, struct vk_layer *L)
 {
     const struct sw__layer *ly = &m->layers[li];
@@ -165,10 +166,16 @@ static VkDeviceSize layer_layout(const struct sw__vk *g, const struct sw__model 
         vs[i]->size = mat_bytes(ws[i], vs[i]);
         off = align_up(off + vs[i]->size, g->align);
     }
-    const float *vp[6] = { ly->attn_norm, ly->ffn_norm, ly->bq, ly->bk, ly->bv, ly->bo };
-    const uint32_t vn[6] = { in->n_embd, in->n_embd, g->q_dim, g->kv_dim, g->kv_dim, in->n_embd };
-    VkDeviceSize *vo[6] = { &L->attn_norm, &L->ffn_norm, &L->bq, &L->bk, &L->bv, &L->bo };
-    for (int i = 0; i < 6; i++) {
+    const float *vp[N_VEC] = { ly->attn_norm, ly->ffn_norm, ly->bq, ly->bk, ly->bv, ly->bo,
+                               ly->q_norm, ly->k_norm, ly->attn_post_norm, ly->ffn_post_norm };
+    const uint32_t vn[N_VEC] = { in->n_embd, in->n_embd, g->q_dim, g->kv_dim, g->kv_dim, in->n_embd,
+                                 in->head_dim, in->head_dim, in->n_embd, in->n_embd };
+    VkDeviceSize *vo[N_VEC] = { &L->attn_norm, &L->ffn_norm, &L->bq, &L->bk, &L->bv, &L->bo,
+                                &L->q_norm, &L->k_norm, &L->attn_post, &L->ffn_post };
+    const uint32_t l = in->layer_first + li;
+    L->window = m->ld[l].is_swa && m->hp.n_swa ? m->hp.n_swa : 0;
+    L->swa_rope = L->window && m->rope_inv_freq_swa;
+    for (int i = 0; i < N_VEC; i++) {
         if (!vp[i]) {
             *vo[i] = VK_NONE;
             continue;
@@ -295,10 +302,13 @@ static int upload_layer(struct sw__vk *g, struct upl *u, const struct sw__model 
     int rc;
     for (int i = 0; i < 7; i++)
         if ((rc = upload_mat(u, ws[i], vs[i], 0, rowf))) return rc;
-    const float *vp[6] = { ly->attn_norm, ly->ffn_norm, ly->bq, ly->bk, ly->bv, ly->bo };
-    const uint32_t vn[6] = { in->n_embd, in->n_embd, g->q_dim, g->kv_dim, g->kv_dim, in->n_embd };
-    const VkDeviceSize vo[6] = { L->attn_norm, L->ffn_norm, L->bq, L->bk, L->bv, L->bo };
-    for (int i = 0; i < 6; i++) {
+    const float *vp[N_VEC] = { ly->attn_norm, ly->ffn_norm, ly->bq, ly->bk, ly->bv, ly->bo,
+                               ly->q_norm, ly->k_norm, ly->attn_post_norm, ly->ffn_post_norm };
+    const uint32_t vn[N_VEC] = { in->n_embd, in->n_embd, g->q_dim, g->kv_dim, g->kv_dim, in->n_embd,
+                                 in->head_dim, in->head_dim, in->n_embd, in->n_embd };
+    const VkDeviceSize vo[N_VEC] = { L->attn_norm, L->ffn_norm, L->bq, L->bk, L->bv, L->bo,
+                                     L->q_norm, L->k_norm, L->attn_post, L->ffn_post };
+    for (int i = 0; i < N_VEC; i++) {
         if (!vp[i]) continue;
         void *p = upl_take(u, vo[i], (size_t)vn[i] * 4, &rc);
         if (!p) return rc;
@@ -576,6 +586,7 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
     g->kv_dim = in->n_head_kv * in->head_dim;
     g->eps = in->rms_eps;
     g->attn_scale = m->hp.attn_scale;
+    g->attn_softcap = m->hp.attn_softcap;
     g->layer_first = in->layer_first;
     g->max_batch = o->max_batch;
     g->max_seqs = o->max_seqs;
@@ -603,8 +614,11 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
         off += align_up(sz[i], 64);
     }
     g->so.total = off;
-    const VkDeviceSize io_bytes = B * g->E * 4 + B * SW_MAX(in->n_rot, 2u) * 4 + 256;
+    /* io: x, the rope table, the sliding-window layers' rope table (gemma) */
+    const VkDeviceSize rope_bytes = B * SW_MAX(in->n_rot, 2u) * 4;
     g->io_rope = align_up(B * g->E * 4, 256);
+    g->io_rope_swa = m->rope_inv_freq_swa ? align_up(g->io_rope + rope_bytes, 256) : VK_NONE;
+    const VkDeviceSize io_bytes = (g->io_rope_swa != VK_NONE ? g->io_rope_swa : g->io_rope) + rope_bytes + 256;
     if (off * 4 > g->max_range) {
         snprintf(msg, msg_len, "Vulkan device %s: the activations of %u tokens (%" PRIu64 " bytes) exceed one "
                  "buffer's range: lower the batch", g->name, g->max_batch, (uint64_t)off * 4);

@@ -62,14 +62,16 @@ struct sw__vk_logits {
 uint32_t sw__vk_logits_rows(const struct sw__vk *g);
 
 /* Runs the device's layers over one step of T tokens: x (T x n_embd, f32) in and out;
- * rope: T x n_rot (cos then sin per token, the stage's table; rope_swa is not used).
+ * rope: T x n_rot (cos then sin per token, the stage's table); rope_swa: the same for the
+ * sliding-window layers (gemma's own base), or NULL when the model has none.
  * lg (NULL or lg->n == 0: none): also the output norm and logits of those rows
  * (lg->n <= sw__vk_logits_rows). Grows the segments' device caches as needed. Returns 0;
  * SW_ENOMEM (device memory for a cache: the step computed nothing); SW_ESTATE when the
  * device is lost (every later call fails the same way: the stage computes on the CPU from
  * then on). */
-int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const struct sw__vk_seg *sg,
-                uint32_t n_seg, const struct sw__vk_logits *lg, char *err, size_t err_len);
+int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const float *rope_swa,
+                const struct sw__vk_seg *sg, uint32_t n_seg, const struct sw__vk_logits *lg, char *err,
+                size_t err_len);
 /* Releases a slot's device cache (sequence freed). */
 void sw__vk_seq_free(struct sw__vk *g, uint32_t slot);
 /* Device bytes held by caches. */

@@ -67,6 +67,10 @@ struct vk_layer {
     struct vk_buf buf;
     struct vk_mat wq, wk, wv, wo, wg, wu, wd;
     VkDeviceSize attn_norm, ffn_norm, bq, bk, bv, bo; /* f32 vectors; VK_NONE: absent */
+    VkDeviceSize q_norm, k_norm;          /* head_dim each (qwen3, gemma3); VK_NONE: absent */
+    VkDeviceSize attn_post, ffn_post;     /* n_embd each (gemma); VK_NONE: absent */
+    uint32_t window;                      /* sliding window (positions); 0: full attention */
+    uint32_t swa_rope;                    /* rotates with the sliding-window layers' table */
 };
 
 struct vk_kv {
@@ -100,6 +104,7 @@ struct sw__vk {
     struct vk_scratch so;
     struct vk_buf io;      /* host-visible: x in/out, then the rope table */
     VkDeviceSize io_rope;  /* byte offset of the rope table in io */
+    VkDeviceSize io_rope_swa; /* the sliding-window layers' table (gemma), or VK_NONE */
     struct vk_layer *L;
     uint32_t n_layers;
     /* the output head, when the device holds the stage's last layer (else out.buf.b 0) */
@@ -111,7 +116,7 @@ struct sw__vk {
     uint64_t kv_bytes, weight_bytes, heap_bytes;
     /* model dims (copied) */
     uint32_t E, n_head, n_head_kv, hd, n_rot, neox, act, q_dim, kv_dim, ff_max;
-    float eps, attn_scale;
+    float eps, attn_scale, attn_softcap;
     uint32_t layer_first;
     int lost;
     uint64_t steps, lose_after; /* fault injection: SHARDSWARM_VK_LOSE_AFTER */

@@ -23,10 +23,11 @@ uint64_t sw__vk_device_mem(const struct sw__vk *g) { (void)g; return 0; }
 uint64_t sw__vk_weight_bytes(const struct sw__vk *g) { (void)g; return 0; }
 const char *sw__vk_stop_reason(const struct sw__vk *g) { (void)g; return ""; }
 uint32_t sw__vk_logits_rows(const struct sw__vk *g) { (void)g; return 0; }
-int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const struct sw__vk_seg *sg,
-                uint32_t n_seg, const struct sw__vk_logits *lg, char *err, size_t err_len)
+int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const float *rope_swa,
+                const struct sw__vk_seg *sg, uint32_t n_seg, const struct sw__vk_logits *lg, char *err,
+                size_t err_len)
 {
-    (void)g, (void)x, (void)T, (void)rope, (void)sg, (void)n_seg, (void)lg;
+    (void)g, (void)x, (void)T, (void)rope, (void)rope_swa, (void)sg, (void)n_seg, (void)lg;
     snprintf(err, err_len, "no Vulkan backend in this build");
     return SW_EUNSUPPORTED;
 }

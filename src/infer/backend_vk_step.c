@@ -1,8 +1,10 @@
 /* backend_vk_step.c — one step of the device's layers as one command buffer: x and the
- * rope table in, then per layer RMSNorm, q/k/v matmuls (+ biases), RoPE with the k/v
- * store into each sequence's f16 cache, attention, the output matmul added into the
- * residual, RMSNorm, gate/up matmuls, SwiGLU/GeGLU, the down matmul added into the
- * residual; x out. A barrier between dependent dispatches, one submit, one fence wait.
+ * rope table(s) in, then per layer RMSNorm, q/k/v matmuls (+ biases), per-head q/k
+ * RMSNorm (qwen3, gemma3), RoPE with the k/v store into each sequence's f16 cache,
+ * attention (sliding window and soft-capping for gemma), the output matmul added into the
+ * residual (through the post-attention norm for gemma), RMSNorm, gate/up matmuls,
+ * SwiGLU/GeGLU, the down matmul added into the residual (through the post-FFN norm for
+ * gemma); x out. A barrier between dependent dispatches, one submit, one fence wait.
  * Not for: device setup and uploads (backend_vk.c). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,15 +67,26 @@ static void mm(struct sw__vk *g, const struct vk_layer *L, const struct vk_mat *
     dispatch(g, w->pipe + (T == 1 ? VKP_MM1_OFF : 0), bs, 4, pc, sizeof pc, gx, gy, gz);
 }
 
+/* rows x n floats at x_off, normed into y_off (y += with add; x_off == y_off: in place,
+ * without add), the weight at w_off in L's buffer (n floats). */
+static void rmsnorm_n(struct sw__vk *g, const struct vk_layer *L, VkDeviceSize w_off, uint32_t n, uint32_t x_off,
+                      uint32_t y_off, uint32_t rows, uint32_t add)
+{
+    struct bind bs[3] = { { g->scratch.b, 0, 0 }, { L->buf.b, w_off, (VkDeviceSize)n * 4 }, { g->scratch.b, 0, 0 } };
+    for (uint32_t r0 = 0; r0 < rows; r0 += 65535u) { /* the dispatch's x count is bounded */
+        struct {
+            uint32_t n, x_off, y_off, w_off;
+            float eps;
+            uint32_t add;
+        } pc = { n, x_off + r0 * n, y_off + r0 * n, 0, g->eps, add };
+        dispatch(g, VKP_RMSNORM, bs, 3, &pc, sizeof pc, SW_MIN(rows - r0, 65535u), 1, 1);
+    }
+}
+
 static void rmsnorm(struct sw__vk *g, const struct vk_layer *L, VkDeviceSize w_off, uint32_t x_off, uint32_t y_off,
                     uint32_t T)
 {
-    struct bind bs[3] = { { g->scratch.b, 0, 0 }, { L->buf.b, w_off, (VkDeviceSize)g->E * 4 }, { g->scratch.b, 0, 0 } };
-    struct {
-        uint32_t n, x_off, y_off, w_off;
-        float eps;
-    } pc = { g->E, x_off, y_off, 0, g->eps };
-    dispatch(g, VKP_RMSNORM, bs, 3, &pc, sizeof pc, T, 1, 1);
+    rmsnorm_n(g, L, w_off, g->E, x_off, y_off, T, 0);
 }
 
 /* Makes room for `need` positions in a slot's cache: a larger buffer, the old content
@@ -150,9 +163,14 @@ static void logits(struct sw__vk *g, const struct sw__vk_logits *lg)
              (n_wg + 32767u) / 32768u, (lg->n + 7u) / 8u);
 }
 
-int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const struct sw__vk_seg *sg,
-                uint32_t n_seg, const struct sw__vk_logits *lg, char *err, size_t err_len)
+int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const float *rope_swa,
+                const struct sw__vk_seg *sg, uint32_t n_seg, const struct sw__vk_logits *lg, char *err,
+                size_t err_len)
 {
+    if (g->io_rope_swa != VK_NONE && !rope_swa) {
+        snprintf(err, err_len, "GPU step without the sliding-window layers' RoPE table");
+        return SW_EINVAL;
+    }
     if (lg && lg->n > g->lg_rows) {
         snprintf(err, err_len, "GPU step asked for %u logits rows (at most %u)", lg->n, g->lg_rows);
         return SW_EINVAL;
@@ -187,6 +205,8 @@ int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const
     const uint32_t E = g->E, qd = g->q_dim, kvd = g->kv_dim;
     memcpy(g->io.map, x, (size_t)T * E * sizeof(float));
     memcpy((uint8_t *)g->io.map + g->io_rope, rope, (size_t)T * g->n_rot * sizeof(float));
+    if (g->io_rope_swa != VK_NONE)
+        memcpy((uint8_t *)g->io.map + g->io_rope_swa, rope_swa, (size_t)T * g->n_rot * sizeof(float));
     VkBufferCopy in_cp = { 0, g->so.x * 4, (VkDeviceSize)T * E * 4 };
     barrier(g, VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
             VK_ACCESS_HOST_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
@@ -205,6 +225,11 @@ int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const
         mm(g, L, &L->wk, L->bk, sxn, E, sk, kvd, T, 0);
         mm(g, L, &L->wv, L->bv, sxn, E, sv, kvd, T, 0);
         cc_barrier(g);
+        if (L->q_norm != VK_NONE) { /* per-head RMSNorm of q and k, in place, before RoPE */
+            rmsnorm_n(g, L, L->q_norm, g->hd, sq, sq, T * g->n_head, 0);
+            rmsnorm_n(g, L, L->k_norm, g->hd, sk, sk, T * g->n_head_kv, 0);
+            cc_barrier(g);
+        }
         uint32_t t0 = 0;
         for (uint32_t i = 0; i < n_seg; t0 += sg[i].n, i++) {
             const struct vk_kv *kv = &g->kv[sg[i].slot];
@@ -213,7 +238,7 @@ int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const
                 { g->scratch.b, sq * 4ull, (VkDeviceSize)g->max_batch * qd * 4 },
                 { g->scratch.b, sk * 4ull, (VkDeviceSize)g->max_batch * kvd * 4 },
                 { g->scratch.b, sv * 4ull, (VkDeviceSize)g->max_batch * kvd * 4 },
-                { g->io.b, g->io_rope, 0 },
+                { g->io.b, L->swa_rope ? g->io_rope_swa : g->io_rope, 0 },
                 { kv->buf.b, per_layer * li, per_layer },
             };
             uint32_t pc[10] = { t0, sg[i].pos, g->n_head, g->n_head_kv, g->hd, g->n_rot, g->neox, kv->cap, 0,
@@ -233,12 +258,20 @@ int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const
             struct {
                 uint32_t t0, pos0, n_head, group, hd, cap, k_word, v_word;
                 float scale;
+                uint32_t window;
+                float softcap;
             } pc = { t0, sg[i].pos, g->n_head, g->n_head / g->n_head_kv, g->hd, kv->cap, 0, (uint32_t)(per_layer / 8),
-                     g->attn_scale };
+                     g->attn_scale, L->window, g->attn_softcap };
             dispatch(g, VKP_ATTN, bs, 3, &pc, sizeof pc, g->n_head, sg[i].n, 1);
         }
         cc_barrier(g);
-        mm(g, L, &L->wo, L->bo, satt, qd, sx, E, T, 1);
+        if (L->attn_post == VK_NONE) {
+            mm(g, L, &L->wo, L->bo, satt, qd, sx, E, T, 1);
+        } else { /* gemma: x += post_norm(Wo · att) */
+            mm(g, L, &L->wo, L->bo, satt, qd, sxn, E, T, 0);
+            cc_barrier(g);
+            rmsnorm_n(g, L, L->attn_post, E, sxn, sx, T, 1);
+        }
         cc_barrier(g);
         rmsnorm(g, L, L->ffn_norm, sx, sxn, T);
         cc_barrier(g);
@@ -254,7 +287,13 @@ int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const
             dispatch(g, VKP_GLU, bs, 2, pc, sizeof pc, SW_MIN(groups, 65535u), (groups + 65534u) / 65535u, 1);
         }
         cc_barrier(g);
-        mm(g, L, &L->wd, VK_NONE, sgate, L->wd.cols, sx, E, T, 1);
+        if (L->ffn_post == VK_NONE) {
+            mm(g, L, &L->wd, VK_NONE, sgate, L->wd.cols, sx, E, T, 1);
+        } else { /* gemma: x += post_norm(Wdown · h) */
+            mm(g, L, &L->wd, VK_NONE, sgate, L->wd.cols, sxn, E, T, 0);
+            cc_barrier(g);
+            rmsnorm_n(g, L, L->ffn_post, E, sxn, sx, T, 1);
+        }
         cc_barrier(g);
     }
     if (lg && lg->n) logits(g, lg);

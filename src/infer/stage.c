@@ -1072,7 +1072,7 @@ static int gpu_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg, ui
     /* a step whose rows want no logits (a prefill's early steps) needs none either */
     *did_logits = lg.n > 0 || (max_lg && !n_lg);
     char msg[200];
-    int rc = sw__vk_step(s->gpu, s->x, T, s->rope, vs, n_seg, &lg, msg, sizeof msg);
+    int rc = sw__vk_step(s->gpu, s->x, T, s->rope, s->rope_swa, vs, n_seg, &lg, msg, sizeof msg);
     if (rc == SW_ESTATE) {
         sw_log(SW_LOG_ERROR, "GPU", "%s: this stage computes every layer on the CPU from now on; its %u live "
                "sequences must start again from position 0", msg, s->n_live);

@@ -3,7 +3,10 @@
  * teacher-forced logits
  * within a stated tolerance for every weight type (prefill and decode, several steps, two
  * sequences in one batch); a stage split between the device and the CPU; qwen2 (biases,
- * NeoX RoPE); an architecture the device cannot compute stays on the CPU, saying why; and
+ * NeoX RoPE); qwen3 (per-head q/k norms, head size 128 != n_embd/n_head), gemma2 (GeGLU,
+ * post-norms, soft-capped attention, sliding-window layers) and gemma3 (the same with q/k
+ * norms and the window layers' own RoPE base, no soft-capping) with every layer on the
+ * device; an architecture the device cannot compute stays on the CPU, saying why; and
  * the faults: no loader, no device, too little device memory, a device lost mid-session.
  * Skips when lavapipe (mesa-vulkan-drivers) or the Vulkan build is absent. */
 #include <ftw.h>
@@ -230,6 +233,50 @@ static void test_archs(void)
     }
 }
 
+/* qwen3, gemma2, gemma3: every layer on the device. F32 weights: greedy tokens equal (23
+ * positions: past gemma-nano's window of 6) and logits (prefill, and one token per step)
+ * within TOL_FLOAT; Q8_0: prefill logits within TOL_QUANT. */
+static void test_archs_norms(void)
+{
+    static const char *presets[] = { "qwen3-nano", "gemma2-nano", "gemma3-nano" };
+    static const char *types[] = { "F32", "Q8_0" };
+    for (size_t a = 0; a < sizeof presets / sizeof *presets; a++) {
+        for (size_t k = 0; k < 2; k++) {
+            char path[600];
+            snprintf(path, sizeof path, "%s/%s-%s.gguf", tmp_dir, presets[a], types[k]);
+            if (synth(path, presets[a], types[k])) continue;
+            struct sw_stage *c = open_st(path, NULL, 0, 0), *g = open_st(path, "0", 0, 0);
+            if (c && g) {
+                const struct sw_stage_info *gi = sw_stage_info(g);
+                const uint32_t V = gi->n_vocab;
+                CHECK_MSG(gi->gpu_layers == gi->n_layers, "%s: %u of %u layers on the device (%s)", presets[a],
+                          gi->gpu_layers, gi->n_layers, gi->gpu_note);
+                CHECK_EQ_STR(gi->backend, "vulkan");
+                const int fl = k == 0;
+                float *lc = logits_of(c, 0, 1), *lg = logits_of(g, 0, 1), *ld = fl ? logits_of(g, 1, 2) : NULL;
+                if (lc && lg) {
+                    double w1 = worst_rel(lc, lg, NT, V), w2 = ld ? worst_rel(lc, ld, NT, V) : 0;
+                    fprintf(stderr, "  %-12s %-4s prefill %.2e, decode %.2e of the spread (logits on the %s)\n",
+                            presets[a], types[k], w1, w2, gi->gpu_logits ? "device" : "CPU");
+                    CHECK_MSG(w1 < (fl ? TOL_FLOAT : TOL_QUANT), "%s %s prefill: %.3g", presets[a], types[k], w1);
+                    CHECK_MSG(w2 < TOL_FLOAT, "%s %s decode: %.3g", presets[a], types[k], w2);
+                }
+                if (fl) {
+                    int32_t x[20], y[20];
+                    greedy(c, 20, x);
+                    greedy(g, 20, y);
+                    CHECK_MSG(!memcmp(x, y, sizeof x), "%s: greedy tokens differ", presets[a]);
+                }
+                free(lc);
+                free(lg);
+                free(ld);
+            }
+            sw_stage_free(c);
+            sw_stage_free(g);
+        }
+    }
+}
+
 static void expect_cpu(const char *what, const char *needle)
 {
     struct sw_stage *g = open_st(stories, "0", 0, 0);
@@ -317,6 +364,7 @@ int main(void)
     SW_RUN(test_types);
     SW_RUN(test_split_and_batch);
     SW_RUN(test_archs);
+    SW_RUN(test_archs_norms);
     SW_RUN(test_faults);
     nftw(tmp_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     return SW_TEST_DONE();
