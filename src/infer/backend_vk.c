@@ -712,7 +712,8 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
         }
     }
     /* the output head: when every layer is on the device and the stage gives logits */
-    if (n == nl && n && in->gives_logits && m->output.data && m->hp.final_softcap <= 0) {
+    /* (gemma2's final soft-capping is applied by the stage to the rows it gets back) */
+    if (n == nl && n && in->gives_logits && m->output.data) {
         struct vk_layer *O = &g->out;
         VkDeviceSize ob = align_up(mat_bytes(&m->output, &O->wo), g->align);
         O->attn_norm = ob;

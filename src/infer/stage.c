@@ -1085,6 +1085,7 @@ static int gpu_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg, ui
         return set_err(s, rc, "%s (the sequence must start again from position 0)", msg);
     }
     if (rc) return set_err(s, rc, "%s", msg);
+    for (uint32_t i = 0; i < lg.n; i++) softcap(s, dst[i], s->m.info.n_vocab); /* gemma2's final cap */
     return 0;
 }
 
