@@ -261,7 +261,7 @@ static void set_tokenizer(struct glue *g, struct sw_tok *tok, const struct sw_gg
     snprintf(key, sizeof key, "%s.embedding_length", arch);
     sw_gguf_get_u32(gg, key, &n_embd);
     pthread_mutex_lock(&g->mu);
-    snprintf(g->arch, sizeof g->arch, "%s", arch);
+    snprintf(g->arch, sizeof g->arch, "%.31s", arch);
     snprintf(g->quant, sizeof g->quant, "%s", ftype_name(ftype));
     snprintf(g->size_label, sizeof g->size_label, "%s", label);
     g->n_layers = n_layers;

@@ -641,7 +641,7 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
         const uint32_t l = in->layer_first + n;
         layer_unsupported(m, l, g->max_range, why, sizeof why);
         if (why[0]) {
-            snprintf(g->stop, sizeof g->stop, "layer %u has %s: it and the layers after it run on the CPU", l, why);
+            snprintf(g->stop, sizeof g->stop, "layer %u has %.140s: it and the layers after it run on the CPU", l, why);
             break;
         }
         VkDeviceSize lb = layer_layout(g, m, n, &g->L[n]);
@@ -687,7 +687,7 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
             if (!rc) rc = pipe_need(g, (int)vm[k]->pipe + VKP_MM1_OFF, pmsg, sizeof pmsg);
         }
         if (rc) {
-            snprintf(g->stop, sizeof g->stop, "layer %u: %s", in->layer_first + i, pmsg);
+            snprintf(g->stop, sizeof g->stop, "layer %u: %.180s", in->layer_first + i, pmsg);
             n = i;
             break;
         }
@@ -744,7 +744,7 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
             if (rc) {
                 sw__vk_buf_free(g, &O->buf);
                 sw__vk_buf_free(g, &g->lgio);
-                snprintf(g->stop, sizeof g->stop, "the logits are computed on the CPU: %s",
+                snprintf(g->stop, sizeof g->stop, "the logits are computed on the CPU: %.160s",
                          pmsg[0] ? pmsg : "out of device memory for the output matrix");
             } else {
                 g->lg_rows = LG_ROWS;
