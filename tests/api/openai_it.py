@@ -20,7 +20,7 @@ Cases:
                with the reference text
   client       a `node --client --api` (no shard) is the entry: tokenizer from the swarm,
                same text as the reference
-  nodejs       the official OpenAI Node client (openai@4, npm into <build>/npm): chat (stream
+  nodejs       the official OpenAI Node client (openai@4, npm into <build>/npm/clients): chat (stream
                and not) and completions
 """
 import http.client
@@ -496,18 +496,17 @@ const client = new OpenAI({ baseURL: process.env.BASE_URL, apiKey: "x" });
 
 def openai_module():
     build = os.environ.get("SW_BUILD_DIR") or os.path.dirname(harness.BIN)
-    prefix = os.path.join(build, "npm")
+    prefix = os.path.join(build, "npm", "clients")  # node-llama-cpp (test_oracle) has <build>/npm
     mod = os.path.join(prefix, "node_modules", "openai")
     if not os.path.exists(os.path.join(mod, "package.json")):
         if not shutil.which("npm") or not shutil.which("node"):
             harness.skip("node/npm not installed: the official OpenAI client test is skipped")
         try:
-            r = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--fetch-timeout=20000", "--fetch-retries=1",
-                                "--prefix", prefix, "openai@4"], capture_output=True, text=True, timeout=150)
+            r = harness.npm_install(prefix, ["openai@4"], os.path.join(mod, "package.json"), 150)
         except subprocess.TimeoutExpired:
             harness.skip("npm install openai@4 took over 150 s (registry unreachable?)")
-        if r.returncode != 0 or not os.path.exists(os.path.join(mod, "package.json")):
-            harness.skip("npm install openai@4 failed (registry unreachable?): %s" % r.stderr.strip()[-400:])
+        if (r and r.returncode != 0) or not os.path.exists(os.path.join(mod, "package.json")):
+            harness.skip("npm install openai@4 failed (registry unreachable?): %s" % (r.stderr.strip()[-400:] if r else ""))
     return mod
 
 
@@ -990,23 +989,22 @@ const ollama = new Ollama({ host: process.env.HOST });
 
 def npm_module(pkg, mod_name):
     build = os.path.abspath(os.environ.get("SW_BUILD_DIR") or os.path.dirname(harness.BIN))
-    prefix = os.path.join(build, "npm")
+    prefix = os.path.join(build, "npm", "clients")  # node-llama-cpp (test_oracle) has <build>/npm
     mod = os.path.join(prefix, "node_modules", mod_name)
     if not os.path.exists(os.path.join(mod, "package.json")):
         if not shutil.which("npm") or not shutil.which("node"):
             harness.skip("node/npm not installed: the %s client test is skipped" % pkg)
         try:
-            r = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--fetch-timeout=20000", "--fetch-retries=1",
-                                "--prefix", prefix, pkg], capture_output=True, text=True, timeout=150)
+            r = harness.npm_install(prefix, [pkg], os.path.join(mod, "package.json"), 150)
         except subprocess.TimeoutExpired:
             harness.skip("npm install %s took over 150 s (registry unreachable?)" % pkg)
-        if r.returncode != 0 or not os.path.exists(os.path.join(mod, "package.json")):
-            harness.skip("npm install %s failed (registry unreachable?): %s" % (pkg, r.stderr.strip()[-400:]))
+        if (r and r.returncode != 0) or not os.path.exists(os.path.join(mod, "package.json")):
+            harness.skip("npm install %s failed (registry unreachable?): %s" % (pkg, r.stderr.strip()[-400:] if r else ""))
     return mod
 
 
 def case_ollamajs():
-    """The official Ollama JavaScript client (`ollama` from npm, into <build>/npm)."""
+    """The official Ollama JavaScript client (`ollama` from npm, into <build>/npm/clients)."""
     harness.shared_model()
     mod = npm_module("ollama@0.5", "ollama")
     ref = reference()

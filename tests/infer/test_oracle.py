@@ -130,13 +130,12 @@ def npm_prefix():
     if not shutil.which("npm") or not shutil.which("node"):
         h.skip("node/npm not installed: the llama.cpp oracle test is skipped")
     try:
-        r = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--fetch-timeout=20000", "--fetch-retries=1",
-                            "--omit=optional", "--ignore-scripts", "--prefix", prefix, NLC,
-                            "@node-llama-cpp/linux-x64@3.22.1"], capture_output=True, text=True, timeout=240)
+        r = h.npm_install(prefix, [NLC, "@node-llama-cpp/linux-x64@3.22.1"], os.path.join(bins, "package.json"), 240,
+                          extra=["--omit=optional", "--ignore-scripts"])
     except subprocess.TimeoutExpired:
         h.skip("npm install %s took over 240 s (registry unreachable?)" % NLC)
-    if r.returncode != 0 or not os.path.exists(os.path.join(mod, "package.json")):
-        h.skip("npm install %s failed (registry unreachable?): %s" % (NLC, r.stderr.strip()[-400:]))
+    if (r and r.returncode != 0) or not os.path.exists(os.path.join(mod, "package.json")):
+        h.skip("npm install %s failed (registry unreachable?): %s" % (NLC, r.stderr.strip()[-400:] if r else ""))
     return os.path.join(prefix, "node_modules")
 
 

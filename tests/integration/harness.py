@@ -69,6 +69,31 @@ def tmpdir(prefix="sw-it-"):
     return tempfile.mkdtemp(prefix=prefix)
 
 
+def npm_install(prefix, pkgs, have, timeout, extra=()):
+    """`npm install --prefix PREFIX PKGS` unless the file `have` exists, under a lock on
+    PREFIX: the tests that install into <build>/npm run in parallel, and two npm runs on one
+    prefix break each other (one of them failed and its test skipped). Returns None when
+    `have` was there, else the CompletedProcess; raises subprocess.TimeoutExpired past
+    `timeout` seconds, the wait for the lock included."""
+    import fcntl
+    os.makedirs(prefix, exist_ok=True)
+    deadline = time.time() + timeout
+    with open(os.path.join(prefix, ".install-lock"), "w") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.time() > deadline:
+                    raise subprocess.TimeoutExpired("npm install", timeout)
+                time.sleep(0.2)
+        if os.path.exists(have):
+            return None
+        return subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--fetch-timeout=20000", "--fetch-retries=1"]
+                              + list(extra) + ["--prefix", prefix] + list(pkgs), capture_output=True, text=True,
+                              timeout=max(1.0, deadline - time.time()))
+
+
 def run(args, timeout=60, check_rc=None, **kw):
     """Runs a command to completion (bounded); returns CompletedProcess with text output."""
     r = subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kw)
