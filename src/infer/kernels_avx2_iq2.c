@@ -118,20 +118,10 @@ void sw__k_fill_avx2_iq2(struct sw_k_type_impl *tab, int n_tab)
 {
     if (SW_TYPE_IQ2_S >= n_tab) return;
     const sw_k_quant_fn q8k = tab[SW_TYPE_Q4_K].pub.quantize_act;
-    const struct {
-        int type;
-        sw_k_vec_dot_fn dot;
-        sw_k_rowdot_fn row;
-    } f[] = {
-        {SW_TYPE_IQ2_XXS, vec_dot_iq2_xxs, rowdot_iq2_xxs},
-        {SW_TYPE_IQ2_XS, vec_dot_iq2_xs, rowdot_iq2_xs},
-        {SW_TYPE_IQ2_S, vec_dot_iq2_s, rowdot_iq2_s},
+    const struct sw__k_row_fill f[] = {
+        {SW_TYPE_IQ2_XXS, vec_dot_iq2_xxs, rowdot_iq2_xxs, q8k, 0},
+        {SW_TYPE_IQ2_XS, vec_dot_iq2_xs, rowdot_iq2_xs, q8k, 0},
+        {SW_TYPE_IQ2_S, vec_dot_iq2_s, rowdot_iq2_s, q8k, 0},
     };
-    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
-        struct sw_k_type_impl *e = &tab[f[i].type];
-        e->pub.vec_dot = f[i].dot;
-        e->pub.quantize_act = q8k;
-        e->rowdot = f[i].row;
-        e->act_sums = 0;
-    }
+    sw__k_fill_rows(tab, f, sizeof f / sizeof f[0]);
 }

@@ -184,21 +184,11 @@ void sw__k_fill_avx2_iq3(struct sw_k_type_impl *tab, int n_tab)
     if (SW_TYPE_IQ1_M >= n_tab) return;
     iq3xxs_pm1_init();
     const sw_k_quant_fn q8k = tab[SW_TYPE_Q4_K].pub.quantize_act;
-    const struct {
-        int type;
-        sw_k_vec_dot_fn dot;
-        sw_k_rowdot_fn row;
-    } f[] = {
-        {SW_TYPE_IQ3_XXS, vec_dot_iq3_xxs, rowdot_iq3_xxs},
-        {SW_TYPE_IQ3_S, vec_dot_iq3_s, rowdot_iq3_s},
-        {SW_TYPE_IQ1_S, vec_dot_iq1_s, rowdot_iq1_s},
-        {SW_TYPE_IQ1_M, vec_dot_iq1_m, rowdot_iq1_m},
+    const struct sw__k_row_fill f[] = {
+        {SW_TYPE_IQ3_XXS, vec_dot_iq3_xxs, rowdot_iq3_xxs, q8k, 0},
+        {SW_TYPE_IQ3_S, vec_dot_iq3_s, rowdot_iq3_s, q8k, 0},
+        {SW_TYPE_IQ1_S, vec_dot_iq1_s, rowdot_iq1_s, q8k, 0},
+        {SW_TYPE_IQ1_M, vec_dot_iq1_m, rowdot_iq1_m, q8k, 0},
     };
-    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
-        struct sw_k_type_impl *e = &tab[f[i].type];
-        e->pub.vec_dot = f[i].dot;
-        e->pub.quantize_act = q8k;
-        e->rowdot = f[i].row;
-        e->act_sums = 0;
-    }
+    sw__k_fill_rows(tab, f, sizeof f / sizeof f[0]);
 }

@@ -293,25 +293,13 @@ static void fill_x86_low(struct sw_k_type_impl *tab, int n_tab)
 {
     if (SW_TYPE_MXFP4 >= n_tab) return;
     const sw_k_quant_fn q80 = tab[SW_TYPE_Q4_0].pub.quantize_act, q8k = tab[SW_TYPE_Q4_K].pub.quantize_act;
-    struct {
-        int type;
-        sw_k_vec_dot_fn dot;
-        sw_k_rowdot_fn row;
-        sw_k_quant_fn qa;
-        int sums; /* reads the matmul's {d, d*sum} pairs */
-    } f[] = {
+    const struct sw__k_row_fill f[] = {
         {SW_TYPE_Q4_1, vec_dot_q4_1, rowdot_q4_1, q80, 1},       {SW_TYPE_Q5_0, vec_dot_q5_0, rowdot_q5_0, q80, 1},
         {SW_TYPE_Q5_1, vec_dot_q5_1, rowdot_q5_1, q80, 1},       {SW_TYPE_IQ4_NL, vec_dot_iq4_nl, rowdot_iq4_nl, q80, 1},
         {SW_TYPE_MXFP4, vec_dot_mxfp4, rowdot_mxfp4, q80, 1},    {SW_TYPE_IQ4_XS, vec_dot_iq4_xs, rowdot_iq4_xs, q8k, 0},
         {SW_TYPE_Q2_K, vec_dot_q2_K, rowdot_q2_K, q8k, 0},       {SW_TYPE_Q3_K, vec_dot_q3_K, rowdot_q3_K, q8k, 0},
     };
-    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
-        struct sw_k_type_impl *e = &tab[f[i].type];
-        e->pub.vec_dot = f[i].dot;
-        e->pub.quantize_act = f[i].qa;
-        e->rowdot = f[i].row;
-        e->act_sums = f[i].sums;
-    }
+    sw__k_fill_rows(tab, f, sizeof f / sizeof f[0]);
 }
 
 #ifndef SW_K_X86_BODY_ONLY

@@ -89,6 +89,35 @@ void sw__k_set_ref(struct sw_k_type_impl *tab, int n_tab, uint32_t type, const c
 extern const int8_t sw__k_iq4nl_values[16];
 extern const int8_t sw__k_mxfp4_values[16];
 
+/* A reference row kernel: each token's dot with the type's vec_dot, in turn (the
+ * specification families' row kernels are tested against). */
+#define REF_ROWDOT(name, dot)                                                               \
+    static void name(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out) \
+    {                                                                                       \
+        for (int t = 0; t < nt; t++) out[t] = dot(n, w, a[t].q);                            \
+    }
+
+/* One type's row kernels as a SIMD family's fill sets them: vec_dot, rowdot, the
+ * activation quantizer and whether the rowdot reads the matmul's {d, d*sum} pairs. */
+struct sw__k_row_fill {
+    int type;
+    sw_k_vec_dot_fn dot;
+    sw_k_rowdot_fn row;
+    sw_k_quant_fn qa;
+    int sums;
+};
+
+static inline void sw__k_fill_rows(struct sw_k_type_impl *tab, const struct sw__k_row_fill *f, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct sw_k_type_impl *e = &tab[f[i].type];
+        e->pub.vec_dot = f[i].dot;
+        e->pub.quantize_act = f[i].qa;
+        e->rowdot = f[i].row;
+        e->act_sums = f[i].sums;
+    }
+}
+
 /* MXFP4 block scale: 2^(e-128), i.e. half the E8M0 value 2^(e-127) (the table is doubled).
  * Exact for every e (2^-128 is a float subnormal); e = 255 gives 2^127 as ggml reads it
  * (OCP reserves 0xFF for NaN; the quantizer never writes it). */

@@ -474,12 +474,6 @@ static float vec_dot_q6_K_q8_K(int64_t n, const void *w, const void *a)
 
 /* ------------------------------------------------------------ row x tokens (reference) */
 
-#define REF_ROWDOT(name, dot)                                                               \
-    static void name(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out) \
-    {                                                                                       \
-        for (int t = 0; t < nt; t++) out[t] = dot(n, w, a[t].q);                            \
-    }
-
 REF_ROWDOT(rowdot_f32, vec_dot_f32)
 REF_ROWDOT(rowdot_f16, vec_dot_f16_f32)
 REF_ROWDOT(rowdot_bf16, vec_dot_bf16_f32)

@@ -94,12 +94,6 @@ IQ2_DOT(vec_dot_iq2_s_q8_K, struct sw_block_iq2_s, group_iq2_s)
 
 /* ------------------------------------------------------------ row x tokens, table */
 
-#define REF_ROWDOT(name, dot)                                                               \
-    static void name(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out) \
-    {                                                                                       \
-        for (int t = 0; t < nt; t++) out[t] = dot(n, w, a[t].q);                            \
-    }
-
 REF_ROWDOT(rowdot_iq2_xxs, vec_dot_iq2_xxs_q8_K)
 REF_ROWDOT(rowdot_iq2_xs, vec_dot_iq2_xs_q8_K)
 REF_ROWDOT(rowdot_iq2_s, vec_dot_iq2_s_q8_K)

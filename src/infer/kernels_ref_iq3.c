@@ -123,56 +123,29 @@ static void dequant_iq1_m(const void *src, float *y, int64_t n)
 
 /* ------------------------------------------------------------ dot products (Q8_K acts) */
 
-static float vec_dot_iq3_xxs_q8_K(int64_t n, const void *w, const void *a)
-{
-    const struct sw_block_iq3_xxs *x = w;
-    const struct sw_block_q8_K *y = a;
-    int8_t v[32];
-    double s = 0;
-    for (int64_t i = 0; i < n / SW_QK_K; i++) {
-        long isum = 0;
-        for (int ib = 0; ib < 8; ib++) {
-            int m = iq3_xxs_sub(&x[i], ib, v);
-            isum += (long)m * dot_i8(v, y[i].qs + 32 * ib, 32);
-        }
-        s += (double)y[i].d * H2F(x[i].d) * (double)isum * 0.25;
+/* sum over blocks of d_a * d * k * sum_sub m * <v, a> for a type whose sub-blocks decode to
+ * (v, m) with SUB (k: the /4 or /8 of the header's formulas) */
+#define SUB_DOT(NAME, BT, SUB, K)                                          \
+    static float NAME(int64_t n, const void *w, const void *a)             \
+    {                                                                      \
+        const BT *x = w;                                                   \
+        const struct sw_block_q8_K *y = a;                                 \
+        int8_t v[32];                                                      \
+        double s = 0;                                                      \
+        for (int64_t i = 0; i < n / SW_QK_K; i++) {                        \
+            long isum = 0;                                                 \
+            for (int ib = 0; ib < 8; ib++) {                               \
+                int m = SUB(&x[i], ib, v);                                 \
+                isum += (long)m * dot_i8(v, y[i].qs + 32 * ib, 32);        \
+            }                                                              \
+            s += (double)y[i].d * H2F(x[i].d) * (double)isum * (K);        \
+        }                                                                  \
+        return (float)s;                                                   \
     }
-    return (float)s;
-}
 
-static float vec_dot_iq3_s_q8_K(int64_t n, const void *w, const void *a)
-{
-    const struct sw_block_iq3_s *x = w;
-    const struct sw_block_q8_K *y = a;
-    int8_t v[32];
-    double s = 0;
-    for (int64_t i = 0; i < n / SW_QK_K; i++) {
-        long isum = 0;
-        for (int ib = 0; ib < 8; ib++) {
-            int m = iq3_s_sub(&x[i], ib, v);
-            isum += (long)m * dot_i8(v, y[i].qs + 32 * ib, 32);
-        }
-        s += (double)y[i].d * H2F(x[i].d) * (double)isum;
-    }
-    return (float)s;
-}
-
-static float vec_dot_iq1_s_q8_K(int64_t n, const void *w, const void *a)
-{
-    const struct sw_block_iq1_s *x = w;
-    const struct sw_block_q8_K *y = a;
-    int8_t v[32];
-    double s = 0;
-    for (int64_t i = 0; i < n / SW_QK_K; i++) {
-        long isum = 0;
-        for (int ib = 0; ib < 8; ib++) {
-            int m = iq1_s_sub(&x[i], ib, v);
-            isum += (long)m * dot_i8(v, y[i].qs + 32 * ib, 32);
-        }
-        s += (double)y[i].d * H2F(x[i].d) * (double)isum * 0.125;
-    }
-    return (float)s;
-}
+SUB_DOT(vec_dot_iq3_xxs_q8_K, struct sw_block_iq3_xxs, iq3_xxs_sub, 0.25)
+SUB_DOT(vec_dot_iq3_s_q8_K, struct sw_block_iq3_s, iq3_s_sub, 1.0)
+SUB_DOT(vec_dot_iq1_s_q8_K, struct sw_block_iq1_s, iq1_s_sub, 0.125)
 
 static float vec_dot_iq1_m_q8_K(int64_t n, const void *w, const void *a)
 {
@@ -193,12 +166,6 @@ static float vec_dot_iq1_m_q8_K(int64_t n, const void *w, const void *a)
 }
 
 /* ------------------------------------------------------------ row x tokens, table */
-
-#define REF_ROWDOT(name, dot)                                                               \
-    static void name(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out) \
-    {                                                                                       \
-        for (int t = 0; t < nt; t++) out[t] = dot(n, w, a[t].q);                            \
-    }
 
 REF_ROWDOT(rowdot_iq3_xxs, vec_dot_iq3_xxs_q8_K)
 REF_ROWDOT(rowdot_iq3_s, vec_dot_iq3_s_q8_K)

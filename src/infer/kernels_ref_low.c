@@ -185,12 +185,6 @@ static float vec_dot_mxfp4_q8_0(int64_t n, const void *w, const void *a)
 
 /* ------------------------------------------------------------ row x tokens, table */
 
-#define REF_ROWDOT(name, dot)                                                               \
-    static void name(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out) \
-    {                                                                                       \
-        for (int t = 0; t < nt; t++) out[t] = dot(n, w, a[t].q);                            \
-    }
-
 REF_ROWDOT(rowdot_q2_K, vec_dot_q2_K_q8_K)
 REF_ROWDOT(rowdot_q3_K, vec_dot_q3_K_q8_K)
 REF_ROWDOT(rowdot_iq4_nl, vec_dot_iq4_nl_q8_0)
