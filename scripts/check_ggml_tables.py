@@ -6,7 +6,7 @@ constants of the IQ weight types) with llama.cpp's ggml-common.h, value by value
 
 LLAMA_SRC is a llama.cpp checkout (node-llama-cpp 3.22.1 carries one as a git bundle:
 node_modules/node-llama-cpp/llama/gitRelease.bundle, `git clone` it). Every array
-`const uintN_t sw__k_NAME[N] = {...}` of the C files (default: src/infer/iq2_grids.c) must
+`const uintN_t sw__k_NAME[N] = {...}` of the C files (default: src/infer/iq2_grids.c and iq3_grids.c) must
 equal ggml's `GGML_TABLE_BEGIN(uintN_t, NAME, N)` table. Exit 0 when all match."""
 import os
 import re
@@ -16,7 +16,9 @@ import sys
 def c_tables(text, pattern):
     out = {}
     for m in re.finditer(pattern, text, re.S):
-        out[m.group(2)] = (m.group(1), int(m.group(3)), [int(v, 0) for v in re.findall(r"0x[0-9a-fA-F]+|\b\d+\b", m.group(4))])
+        vals = [int(v, 0) for v in re.findall(r"0x[0-9a-fA-F]+|\b\d+\b", m.group(4))]
+        # a count given by a macro (ggml's NGRID_IQ1S) is the number of values
+        out[m.group(2)] = (m.group(1), int(m.group(3)) if m.group(3).isdigit() else len(vals), vals)
     return out
 
 
@@ -25,9 +27,9 @@ def main():
         print(__doc__)
         return 2
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    files = sys.argv[2:] or [os.path.join(root, "src", "infer", "iq2_grids.c")]
+    files = sys.argv[2:] or [os.path.join(root, "src", "infer", n) for n in ("iq2_grids.c", "iq3_grids.c")]
     with open(os.path.join(sys.argv[1], "ggml", "src", "ggml-common.h")) as f:
-        ggml = c_tables(f.read(), r"GGML_TABLE_BEGIN\((\w+), (\w+), (\d+)\)(.*?)GGML_TABLE_END")
+        ggml = c_tables(f.read(), r"GGML_TABLE_BEGIN\((\w+), (\w+), (\w+)\)(.*?)GGML_TABLE_END")
     bad = 0
     for path in files:
         with open(path) as f:

@@ -1,9 +1,8 @@
 #!/usr/bin/env python3
 """iq3_grids.py — the IQ3_XXS, IQ3_S and IQ1_S/IQ1_M codebooks of src/infer/iq3_grids.c,
 taken from llama.cpp's ggml-common.h (where ggml defines them: the formats have no rule
-that regenerates them), and checked against it.
+that regenerates them). scripts/check_ggml_tables.py compares every value with it.
 
-  scripts/iq3_grids.py check GGML_COMMON_H [GRIDS_C]   compare every value; exit 1 on a difference
   scripts/iq3_grids.py write GGML_COMMON_H > FILE      write the C file
 
 GGML_COMMON_H: ggml/src/ggml-common.h of the llama.cpp that node-llama-cpp 3.22.1 bundles
@@ -30,37 +29,25 @@ def table(text, name, ctype, n):
 
 
 def main():
-    if len(sys.argv) < 3 or sys.argv[1] not in ("check", "write"):
+    if len(sys.argv) < 3 or sys.argv[1] != "write":
         sys.exit(__doc__)
     ggml = open(sys.argv[2]).read()
-    if sys.argv[1] == "write":
-        print("/* iq3_grids.c — the codebooks of IQ3_XXS (256 points of 4 magnitudes), IQ3_S (512\n"
-              " * points of 4 magnitudes) and IQ1_S / IQ1_M (2048 points of 8 values in {-1, 0, 1}),\n"
-              " * one byte per coordinate, little-endian: coordinate j of a point is byte j of its word.\n"
-              " * They are part of the file formats (ggml defines them as data, with no rule that\n"
-              " * regenerates them): written down from llama.cpp's ggml-common.h by\n"
-              " * scripts/iq3_grids.py, which also checks them against it (docs/kernels.md).\n"
-              " * Not for: the sign table of IQ3_XXS (computed: kernels_ref_iq3.c). */\n"
-              "#include \"infer/kernels_iq3.h\"\n")
-        for ours, theirs, ctype, n, digits in TABLES:
-            vals = table(ggml, theirs, ctype, n)
-            print("const %s %s[%d] = {" % (ctype, ours, n))
-            per = 8 if digits == 8 else 4
-            for i in range(0, n, per):
-                print("    " + ", ".join("0x%0*x" % (digits, v) for v in vals[i:i + per]) + ",")
-            print("};\n")
-        return
-    ours_c = open(sys.argv[3] if len(sys.argv) > 3 else "src/infer/iq3_grids.c").read()
-    bad = 0
-    for ours, theirs, ctype, n, _ in TABLES:
-        a = table(ggml, theirs, ctype, n)
-        m = re.search(r"%s\s+%s\[%d\]\s*=\s*\{(.*?)\};" % (ctype, ours, n), ours_c, re.S)
-        b = [int(v, 16) for v in re.findall(r"0x[0-9a-fA-F]+", m.group(1))] if m else []
-        diff = [i for i in range(n) if i >= len(b) or a[i] != b[i]]
-        print("%-18s %4d values vs ggml %-12s: %s" % (ours, len(b), theirs,
-              "identical" if not diff and len(b) == n else "%d differ (first %s)" % (len(diff), diff[:5])))
-        bad |= bool(diff) or len(b) != n
-    sys.exit(1 if bad else 0)
+    print("/* iq3_grids.c — the codebooks of IQ3_XXS (256 points of 4 magnitudes), IQ3_S (512\n"
+          " * points of 4 magnitudes) and IQ1_S / IQ1_M (2048 points of 8 values in {-1, 0, 1}),\n"
+          " * one byte per coordinate, little-endian: coordinate j of a point is byte j of its word.\n"
+          " * They are part of the file formats (ggml defines them as data, with no rule that\n"
+          " * regenerates them): written down from llama.cpp's ggml-common.h by\n"
+          " * scripts/iq3_grids.py; scripts/check_ggml_tables.py checks them against it (docs/kernels.md;\n"
+          " * ggml's MIT notice for these values: NOTICE).\n"
+          " * Not for: the sign table of IQ3_XXS (computed: kernels_ref_iq3.c). */\n"
+          "#include \"infer/kernels_iq3.h\"\n")
+    for ours, theirs, ctype, n, digits in TABLES:
+        vals = table(ggml, theirs, ctype, n)
+        print("const %s %s[%d] = {" % (ctype, ours, n))
+        per = 8 if digits == 8 else 4
+        for i in range(0, n, per):
+            print("    " + ", ".join("0x%0*x" % (digits, v) for v in vals[i:i + per]) + ",")
+        print("};\n")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
  * one byte per coordinate, little-endian: coordinate j of a point is byte j of its word.
  * They are part of the file formats (ggml defines them as data, with no rule that
  * regenerates them): written down from llama.cpp's ggml-common.h by
- * scripts/iq3_grids.py, which also checks them against it (docs/kernels.md; ggml's MIT
- * notice for these values: NOTICE).
+ * scripts/iq3_grids.py; scripts/check_ggml_tables.py checks them against it (docs/kernels.md;
+ * ggml's MIT notice for these values: NOTICE).
  * Not for: the sign table of IQ3_XXS (computed: kernels_ref_iq3.c). */
 #include "infer/kernels_iq3.h"
 
