@@ -4,6 +4,8 @@
 #ifndef SW_TEST_H
 #define SW_TEST_H
 
+#include <ftw.h>
+#include <sys/stat.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -115,6 +117,18 @@ static inline const char *sw_test_tmpdir(void)
     snprintf(dir, sizeof dir, "%s/sw-test-XXXXXX", base && *base ? base : "/tmp");
     extern char *mkdtemp(char *);
     return mkdtemp(dir);
+}
+
+static inline int sw__test_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+/* Removes a test's temporary folder and everything in it (links are removed, not followed). */
+static inline void sw_test_rm_tree(const char *dir)
+{
+    nftw(dir, sw__test_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 #endif

@@ -370,12 +370,6 @@ static void test_faults(void)
     sw_stage_free(g);
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 int main(void)
 {
     const char *data = sw_test_shared_data();
@@ -411,6 +405,6 @@ int main(void)
     SW_RUN(test_archs);
     SW_RUN(test_archs_norms);
     SW_RUN(test_faults);
-    nftw(tmp_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    sw_test_rm_tree(tmp_dir);
     return SW_TEST_DONE();
 }

@@ -249,14 +249,6 @@ static void test_step_invariance(void)
     }
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 int main(void)
 {
     const char *data = sw_test_shared_data();
@@ -267,6 +259,6 @@ int main(void)
     snprintf(tmp_dir, sizeof tmp_dir, "%s", t);
     fprintf(stderr, "kernels: %s\n", sw_k_impl_name(sw_k_impl_active()));
     SW_RUN(test_step_invariance);
-    nftw(tmp_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    sw_test_rm_tree(tmp_dir);
     return SW_TEST_DONE();
 }

@@ -929,14 +929,6 @@ static void test_unsupported(void)
     sw_gguf_close(g);
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 int main(void)
 {
     const char *data = sw_test_shared_data();
@@ -963,6 +955,6 @@ int main(void)
     SW_RUN(test_split_equals_whole);
     SW_RUN(test_unsupported);
     SW_RUN(test_bad_metadata);
-    nftw(tmp_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    sw_test_rm_tree(tmp_dir);
     return SW_TEST_DONE();
 }

@@ -209,14 +209,6 @@ static void test_refusals(void)
             "block_count 3");
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 int main(void)
 {
     const char *data = sw_test_shared_data();
@@ -228,6 +220,6 @@ int main(void)
     SW_RUN(test_batch_equals_decode);
     SW_RUN(test_split_equals_whole);
     SW_RUN(test_refusals);
-    nftw(tmp_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    sw_test_rm_tree(tmp_dir);
     return SW_TEST_DONE();
 }
