@@ -5,6 +5,7 @@
  * carry a session's sampler across nodes. Filters follow llama.cpp's default chain order;
  * top-k/top-p/min-p look at the distribution before temperature, as there. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -359,6 +360,94 @@ int32_t sw_sampler_sample(struct sw_sampler *s, const float *logits)
     if (s->gs && sw_gstate_accept(s->gs, s->voc, id)) return SW_EINVAL; /* cannot happen: the mask allowed it */
     remember(s, id);
     return id;
+}
+
+/* ------------------------------------------------------------------ spot checks */
+
+int sw_sampler_check(struct sw_sampler *s, const float *logits, int32_t id, float tol, float *gap, char *why,
+                     size_t why_len)
+{
+    const struct sw_sampler_params *p = &s->p;
+    uint32_t n = s->n_vocab;
+    *gap = INFINITY;
+    if (why_len) why[0] = 0;
+    if (s->gs && !s->voc) return SW_ESTATE;
+    if (id < 0 || (uint32_t)id >= n) {
+        if (why_len) snprintf(why, why_len, "token %d is outside the vocabulary", id);
+        return 1;
+    }
+    fill_cand(s, logits);
+    if (s->gs && grammar_mask(s)) return SW_ENOMEM;
+    const struct cand *c = s->cand;
+    /* the penalty divides or multiplies a logit: it scales the rounding too */
+    double t = (double)tol * (p->repeat_penalty > 1.0f ? p->repeat_penalty : 1.0), t2 = 2 * t;
+    double mx = -INFINITY, lt = c[id].logit;
+    for (uint32_t i = 0; i < n; i++)
+        if (c[i].logit > mx) mx = c[i].logit;
+    *gap = lt > -INFINITY ? (float)(mx - lt) : INFINITY;
+    int bad = 0;
+    if (!(lt > -INFINITY)) {
+        bad = 1;
+        if (why_len) snprintf(why, why_len, "token %d cannot be drawn (%s)", id, s->gs ? "the grammar forbids it" : "logit -inf or NaN");
+    } else if (p->temperature <= 0.0f) {
+        bad = mx - lt > t2;
+        if (bad && why_len)
+            snprintf(why, why_len, "greedy: token %d is %.4g below the best logit (tolerance %.4g)", id, mx - lt, t2);
+    } else {
+        /* tokens surely better than id (by more than the two sides' rounding), and the
+         * threshold of the top-k set with the slack */
+        uint32_t better = 0;
+        for (uint32_t i = 0; i < n; i++) better += c[i].logit > lt + t2;
+        if (p->top_k && better >= p->top_k) {
+            bad = 1;
+            if (why_len) snprintf(why, why_len, "top-k %u: %u tokens are surely more likely than token %d", p->top_k, better, id);
+        }
+        if (!bad && p->min_p > 0.0f && lt < mx + log((double)p->min_p) - t2) {
+            bad = 1;
+            if (why_len)
+                snprintf(why, why_len, "min-p %g: token %d is %.4g below the best logit (bound %.4g)", (double)p->min_p, id,
+                         mx - lt, t2 - log((double)p->min_p));
+        }
+        if (!bad && p->top_p < 1.0f) {
+            /* the k-th best logit bounds the set the mass is over (a lenient set: the
+             * honest one's sum is at most e^(2t) more) */
+            double kth = -INFINITY;
+            if (p->top_k && p->top_k < n) {
+                double lo = -INFINITY, hi = mx;
+                for (int it = 0; it < 60; it++) { /* bisection for the top_k-th value (c stays in id order) */
+                    double mid = lo == -INFINITY ? hi - 64.0 * (1 + fabs(hi)) : (lo + hi) / 2;
+                    uint32_t cnt = 0;
+                    for (uint32_t i = 0; i < n; i++) cnt += c[i].logit >= mid;
+                    if (cnt >= p->top_k) lo = mid;
+                    else hi = mid;
+                    if (lo != -INFINITY && hi - lo < 1e-6) break;
+                }
+                kth = lo;
+            }
+            double sum = 0, before = 0;
+            for (uint32_t i = 0; i < n; i++) {
+                double l = c[i].logit;
+                if (!(l > -INFINITY) || l < kth - t2) continue;
+                double w = exp(l - mx);
+                sum += w;
+                if (l > lt + t2) before += w;
+            }
+            double bound = (double)p->top_p * exp(4 * t);
+            if (sum > 0 && before / sum >= bound) {
+                bad = 1;
+                if (why_len)
+                    snprintf(why, why_len, "top-p %g: the tokens surely more likely than token %d hold %.4g of the mass (bound %.4g)",
+                             (double)p->top_p, id, before / sum, bound);
+            }
+        }
+        (void)rng_uniform(s->rng); /* the draw the node made */
+    }
+    if (s->gs && sw_gstate_accept(s->gs, s->voc, id) && !bad) {
+        bad = 1;
+        if (why_len) snprintf(why, why_len, "the grammar cannot take token %d", id);
+    }
+    remember(s, id);
+    return bad;
 }
 
 /* ------------------------------------------------------------------ extensions */

@@ -178,6 +178,18 @@ void sw_sampler_accept(struct sw_sampler *s, const int32_t *ids, size_t n);
  * window and advances the RNG. Returns the token id (>= 0), or SW_EINVAL when every logit
  * is NaN/-inf. */
 int32_t sw_sampler_sample(struct sw_sampler *s, const float *logits);
+/* Spot checks of a pipeline's last stage (swarm/spotcheck.c): could an honest sampler in
+ * this state have drawn `id` from logits that differ from `logits` by at most `tol` each
+ * (two honest kernels' rounding)? Greedy: id's logit (after the penalty, among the tokens
+ * the grammar allows) is within 2*tol of the best. Sampling: id passes the filters with
+ * that slack (fewer than top_k tokens surely better, min-p, and the mass of the tokens
+ * surely better below top_p * e^(4*tol)); the draw itself is not reproduced (near-ties
+ * reorder the candidates). Then advances the state as if id had been drawn (window, RNG,
+ * grammar), so the next position is checked from the same state as the node's. Returns 0
+ * consistent, 1 not (*gap: how far id's logit is below the best, in logits; why: which
+ * rule), SW_ESTATE (grammar without the vocabulary), SW_ENOMEM. */
+int sw_sampler_check(struct sw_sampler *s, const float *logits, int32_t id, float tol, float *gap, char *why,
+                     size_t why_len);
 /* Forgets the window and reseeds the RNG from params.seed. */
 void sw_sampler_reset(struct sw_sampler *s);
 

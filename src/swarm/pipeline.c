@@ -111,6 +111,7 @@ void sw__pipe_ssess_close(struct sw_pipe *p, struct ssess *s)
 void sw__pipe_esess_free(struct esess *e)
 {
     free(e->spot);
+    free(e->spot_blob);
     free(e->phash);
     free(e->hist);
     free(e->blob);

@@ -60,7 +60,10 @@ enum sw_pipe_type {
                               the audit id) or the one downstream (role WITNESS: send the rows
                               you received [pos, pos+n) as CLAIM) */
     SW_PIPE_CLAIM = 14,    /* witness -> checker: rows the witness received from its upstream
-                              (named), HIDDEN layout; flag LAST ends one check */
+                              (named), HIDDEN layout; flag LAST ends one check. Of the last
+                              shard (flag TOKENS): entry -> checker, the tokens the checked
+                              node returned, n_embd 0, 4-byte big-endian ids, the token of
+                              `pos + i` drawn from row pos + i's logits */
     SW_PIPE_VERDICT = 15,  /* checker -> entry: the recomputed rows against the claimed ones */
 };
 
@@ -74,6 +77,7 @@ enum sw_pipe_type {
 #define SW_PIPE_AUDIT_FEED 1u
 #define SW_PIPE_AUDIT_WITNESS 2u
 #define SW_PIPE_CLAIM_LAST 1u
+#define SW_PIPE_CLAIM_TOKENS 2u /* the last shard's claim: sampled tokens, not rows */
 enum { SW_PIPE_VERDICT_OK = 0, SW_PIPE_VERDICT_MISMATCH = 1, SW_PIPE_VERDICT_INCONCLUSIVE = 2 };
 /* TOKENS flags */
 #define SW_PIPE_TOK_SHORTCUT 1u    /* sent by the last stage straight to the first */
@@ -298,7 +302,8 @@ struct sw_pipe_stats {
         audits_served,         /* checker: verdicts this node sent */
         audit_positions,       /* checker: positions recomputed for spot checks */
         audit_compute_us,      /* checker: compute time of those (a batch's time shared by tokens) */
-        spot_corrupted,        /* testing only: steps this stage perturbed (SW_TEST_CORRUPT_HIDDEN) */
+        spot_corrupted,        /* testing only: steps this stage perturbed (SW_TEST_CORRUPT_HIDDEN,
+                                  SW_TEST_WRONG_TOKEN) */
         prefix_hits,           /* stage: sessions that reused a cached prefix */
         prefix_reused,         /* stage: positions they reused */
         prefix_kept,           /* stage: closed sessions kept in the prefix cache */

@@ -148,6 +148,7 @@ static void e_send_open(struct sw_pipe *p, struct esess *e, uint32_t k)
     if (k + 1 == e->n_stages) {
         m.blob = e->blob;
         m.blob_len = (uint32_t)e->blob_len;
+        sw__spot_entry_last_open(e); /* a check of its tokens starts from this state */
         if (e->spec_k) { /* the last stage drafts from the history: its latest tokens */
             uint32_t n = SW_MIN(e->n_hist, SW_PIPE_MAX_TOKENS);
             if ((ids = malloc((size_t)n * 4 + 1)) != NULL) {

@@ -173,6 +173,9 @@ struct esess {
     uint64_t t_open, t_first, t_last;
     uint32_t n_gen;
     struct spot_es *spot;    /* spot checks of this session's stages (spotcheck.c) */
+    uint8_t *spot_blob;      /* the sampler state the route's last stage was opened with, */
+    size_t spot_blob_len;    /* ... and the first position it draws (spotcheck.c checks the */
+    uint32_t spot_last_from; /* ... tokens it drew from there on) */
     int no_prefix;           /* the request asked for no prefix reuse */
     uint32_t reuse_min;      /* while opening: the least of the stages' OPEN_OK reused */
     uint32_t reused;         /* positions the route reused (the input started there) */
@@ -258,6 +261,8 @@ int sw__pipe_prefix_room(struct sw_pipe *p, uint64_t need);
 uint64_t sw__pipe_stage_progress(struct sw_pipe *p, struct ssess *s, uint64_t now_us);
 /* A held decode step's bound passed (or its session came): kick what waits. */
 void sw__pipe_stage_release_hold(struct sw_pipe *p, uint64_t now_us);
+/* Kicks every session with input waiting (a checker's claims came). */
+void sw__pipe_stage_kick(struct sw_pipe *p, uint64_t now_us);
 
 /* pipeline_entry.c: the entry role */
 void sw__pipe_entry_open_ok(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us);
@@ -290,6 +295,14 @@ size_t sw__spot_exclude(const struct sw_pipe *p, uint8_t *ex, size_t n, size_t c
 void sw__spot_witness(struct ssess *s, const uint8_t *from, const struct sw_pipe_msg *m);
 void sw__spot_test_corrupt(struct sw_pipe *p, const struct ssess *s, float *out, uint32_t n_tokens);
 void sw__spot_checker_step(struct sw_pipe *p, struct ssess *s);
+/* Entry: OPEN goes to the route's last stage (its sampler state and first drawn position). */
+void sw__spot_entry_last_open(struct esess *e);
+/* Last stage (SW_TEST_WRONG_TOKEN): the token t sampled from lg, or a wrong one. */
+int32_t sw__spot_test_token(struct sw_pipe *p, const struct ssess *s, const float *lg, int32_t t);
+/* A checker of the last shard: 1 while the step ending at row `end` must wait for the
+ * claimed tokens; a step's logits (every row) are checked against them. */
+int sw__spot_checker_wait(const struct ssess *s, uint32_t end);
+void sw__spot_checker_logits(struct sw_pipe *p, struct ssess *s, uint32_t pos, uint32_t n, const float *logits);
 void sw__spot_ssess_free(struct ssess *s);
 void sw__spot_settings(const struct sw_pipe *p, double *rate, double *rtol);
 /* A job came back: its audit sessions' share of compute_us goes to stats.audit_compute_us. */

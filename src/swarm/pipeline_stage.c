@@ -114,6 +114,8 @@ static int take_step(struct ssess *s, struct jent *e, uint32_t n, size_t len)
     e->n = n;
     e->in_dtype = s->qh->dtype;
     e->flags = s->qh->flags;
+    /* a checker of the last shard checks the token drawn from every row's logits */
+    if (s->gives_logits && (s->flags & SW_PIPE_OPEN_AUDIT)) e->flags |= SW_PIPE_TOK_SPEC;
     e->out_floats = sw_stage_out_floats(s->st, n, s->gives_logits && (e->flags & SW_PIPE_TOK_SPEC) ? SW_STAGE_LOGITS_ALL : 0);
     e->in = malloc(len ? len : 1);
     e->out = malloc(e->out_floats * sizeof(float) + 1);
@@ -216,6 +218,7 @@ static int kick(struct sw_pipe *p, struct ssess *s, uint64_t now_us)
     }
     size_t len;
     uint32_t n = next_step(s, &len);
+    if (sw__spot_checker_wait(s, s->qh->pos + n)) return 0; /* the claimed tokens are not here yet */
     uint32_t limit = batch_limit(p);
     int batchable = limit > 1 && n <= BATCH_STEP_MAX;
     if (batchable && stage_busy(p, s->st)) return 0; /* goes with the next batch */
@@ -240,6 +243,7 @@ static int kick(struct sw_pipe *p, struct ssess *s, uint64_t now_us)
             if (x == s || x->busy || x->dead || !x->qh || x->st != s->st) continue;
             size_t xl;
             uint32_t xn = next_step(x, &xl);
+            if (sw__spot_checker_wait(x, x->qh->pos + xn)) continue;
             if (xn > BATCH_STEP_MAX || tokens + xn > BATCH_TOKENS) continue;
             if (take_step(x, &j->ent[j->n_ent], xn, xl)) break;
             members[j->n_ent++] = x;
@@ -286,6 +290,8 @@ static void kick_waiting(struct sw_pipe *p, uint64_t now_us)
         }
     }
 }
+
+void sw__pipe_stage_kick(struct sw_pipe *p, uint64_t now_us) { kick_waiting(p, now_us); }
 
 void sw__pipe_stage_release_hold(struct sw_pipe *p, uint64_t now_us)
 {
@@ -367,6 +373,10 @@ static void entry_done(struct sw_pipe *p, const struct sw_pipe_job *j, const str
         if (need_rows > s->kept_rows) s->kept_rows = need_rows;
         if (s->flags & SW_PIPE_OPEN_AUDIT) sw__spot_checker_step(p, s); /* a checker compares, sends nothing on */
         else send_kept(p, s, e->pos, need_rows, e->flags & SW_PIPE_TOK_SPEC);
+        return;
+    }
+    if (s->flags & SW_PIPE_OPEN_AUDIT) { /* a checker of the last shard: check, draw nothing */
+        sw__spot_checker_logits(p, s, e->pos, e->n, e->out);
         return;
     }
     last_stage_output(p, j, s, e);
@@ -452,6 +462,7 @@ static void last_stage_output(struct sw_pipe *p, const struct sw_pipe_job *j, st
         if (q + 1 >= s->max_pos) return;
         const float *lg = e->out + (size_t)i * s->n_vocab;
         int32_t t = sw_sampler_sample(s->smp, lg);
+        if (t >= 0) t = sw__spot_test_token(p, s, lg, t); /* a test hook: off unless its env is set */
         if (t < 0) {
             sw__pipe_send_error(p, s->entry, s->id, s->idx, SW_EINVAL,
                                 "stage %u: sampling failed at position %u: every logit is NaN or -inf", s->idx, q + 1);

@@ -1,12 +1,15 @@
 /* spotcheck.c — spot checks of pipeline work (issue 13 item 3; docs/pipeline.md "Spot
  * checks"). Three roles, all inside the engine (no sockets, no clocks):
  *   - the entry samples generated tokens (sw_pipe_config.spot_rate); for a sampled token it
- *     picks a shard k (not the last: its output is a token, not hidden states) whose node
- *     S it does not serve itself, and a replica C of shard k (the checker). C opens an audit
+ *     picks a shard k whose node S it does not serve itself, and a replica C of shard k
+ *     (the checker). C opens an audit
  *     session (OPEN with SW_PIPE_OPEN_AUDIT, its own id); the stage upstream of S (or the
  *     entry, for k = 0) sends C the inputs it sent S (its kept rows), and the stage
  *     downstream of S (the witness) sends C the rows it received from S (CLAIM). S is not
- *     told: nothing it receives differs from any other step.
+ *     told: nothing it receives differs from any other step. The last shard outputs tokens:
+ *     there the entry is the witness (CLAIM with flag TOKENS: the tokens S returned) and C,
+ *     with the sampler state S was opened with, checks that each could have been drawn from
+ *     its own logits (sw_sampler_check).
  *   - the checker computes the inputs on its own KV sequence and compares its outputs with
  *     the claimed ones, row by row, within a relative tolerance; VERDICT to the entry. The
  *     audit session stays open: the next check of the same shard in that session only
@@ -22,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "infer/infer.h"
+
 #define MAX_DISTRUST 64
 /* A check that got no verdict this long is given up (inconclusive); the next sampled token
  * of that shard starts over. */
@@ -36,7 +41,7 @@ struct distrust {
 
 struct sw_spot {
     uint64_t rng;
-    double rate, rtol, corrupt;
+    double rate, rtol, corrupt, wrong_token;
     struct distrust d[MAX_DISTRUST];
     uint32_t n_d;
 };
@@ -67,6 +72,13 @@ struct spot_chk {
     float worst_rel, worst_abs;
     uint32_t bad_pos, n_bad;
     int bad;
+    /* the last shard: the claimed tokens, tok[q] drawn from row q's logits, rows from
+     * tok_from on (the rows before are the prompt or another node's draws) */
+    int32_t *tok;
+    size_t tok_cap;
+    uint32_t tok_from, n_tok;
+    int have_tok, tok_err;
+    char bad_why[160];
 };
 
 /* ------------------------------------------------------------------ helpers */
@@ -104,6 +116,21 @@ int sw__spot_new(struct sw_pipe *p)
             sp->corrupt = f;
             sw_log(SW_LOG_WARN, "SPOT", "TEST HOOK SW_TEST_CORRUPT_HIDDEN=%g: this node perturbs the hidden states of %g of "
                    "its steps", f, f);
+        }
+    }
+    /* TEST HOOK, never for real use: SW_TEST_WRONG_TOKEN=F makes this node, as the last
+     * stage, return the least likely token (not a stop token) instead of the one it drew
+     * for a fraction F of the tokens of sessions it serves. */
+    env = getenv("SW_TEST_WRONG_TOKEN");
+    if (env && *env) {
+        char *end;
+        double f = strtod(env, &end);
+        if (*end || !(f > 0) || f > 1) {
+            sw_log(SW_LOG_WARN, "SPOT", "SW_TEST_WRONG_TOKEN=%s not understood (a fraction in (0, 1]); ignored", env);
+        } else {
+            sp->wrong_token = f;
+            sw_log(SW_LOG_WARN, "SPOT", "TEST HOOK SW_TEST_WRONG_TOKEN=%g: this node returns a wrong token for %g of "
+                   "the tokens it samples", f, f);
         }
     }
     p->spot = sp;
@@ -217,10 +244,24 @@ void sw__spot_test_corrupt(struct sw_pipe *p, const struct ssess *s, float *out,
     p->st.spot_corrupted++;
 }
 
+int32_t sw__spot_test_token(struct sw_pipe *p, const struct ssess *s, const float *lg, int32_t t)
+{
+    struct sw_spot *sp = p->spot;
+    if (!sp || !(sp->wrong_token > 0) || (s->flags & SW_PIPE_OPEN_AUDIT) || s->n_vocab < 2) return t;
+    if (rng_unit(sp) >= sp->wrong_token) return t;
+    int32_t w = -1; /* the least likely token that does not end the session */
+    for (uint32_t i = 0; i < s->n_vocab; i++)
+        if ((int32_t)i != t && !sw__pipe_is_stop(s->stop, s->n_stop, (int32_t)i) && (w < 0 || lg[i] < lg[w])) w = (int32_t)i;
+    if (w < 0) return t;
+    p->st.spot_corrupted++;
+    return w;
+}
+
 void sw__spot_ssess_free(struct ssess *s)
 {
     free(s->recv);
     s->recv = NULL;
+    if (s->chk) free(s->chk->tok);
     if (s->chk) free(s->chk->claim);
     free(s->chk);
     s->chk = NULL;
@@ -238,6 +279,17 @@ static void checker_verdict(struct sw_pipe *p, struct ssess *s)
         v = SW_PIPE_VERDICT_INCONCLUSIVE;
         snprintf(text, sizeof text, "%s", c->mixed_up ? "the claimed rows came from more than one node"
                                           : c->gap ? "claimed rows missing" : !n ? "no claimed rows to compare" : "no witness");
+    } else if (c->have_tok && c->tok_err) {
+        v = SW_PIPE_VERDICT_INCONCLUSIVE;
+        snprintf(text, sizeof text, "the sampler could not be replayed here");
+    } else if (c->have_tok && c->bad) {
+        v = SW_PIPE_VERDICT_MISMATCH;
+        snprintf(text, sizeof text, "%u of %u tokens could not have been drawn; position %u: %s", c->n_bad, c->n_tok,
+                 c->bad_pos + 1, c->bad_why);
+    } else if (c->have_tok) {
+        v = c->n_tok ? SW_PIPE_VERDICT_OK : SW_PIPE_VERDICT_INCONCLUSIVE;
+        snprintf(text, sizeof text, "%u tokens consistent with the sampler (logit tolerance %g x the row's largest)", c->n_tok,
+                 p->spot->rtol);
     } else if (c->bad) {
         v = SW_PIPE_VERDICT_MISMATCH;
         snprintf(text, sizeof text, "%u of %u positions differ beyond the tolerance %g", c->n_bad, n, p->spot->rtol);
@@ -253,16 +305,23 @@ static void checker_verdict(struct sw_pipe *p, struct ssess *s)
     sw__pipe_send(p, s->entry, &m);
     p->st.audits_served++;
     char ids[16];
-    sw_log(v == SW_PIPE_VERDICT_MISMATCH ? SW_LOG_WARN : SW_LOG_INFO, "SPOT",
-           "audit %016llx (shard %u, positions %u..%u, rows of node %s): %s (max abs diff %.4g, rel err %.3g)",
-           (unsigned long long)s->id, s->idx, c->check_from, c->check_from + n, sw__pipe_short_id(c->up, ids, sizeof ids),
-           v == SW_PIPE_VERDICT_OK ? "agree" : v == SW_PIPE_VERDICT_MISMATCH ? "DISAGREE" : "inconclusive",
-           (double)c->worst_abs, (double)c->worst_rel);
+    if (c->have_tok)
+        sw_log(v == SW_PIPE_VERDICT_MISMATCH ? SW_LOG_WARN : SW_LOG_INFO, "SPOT",
+               "audit %016llx (shard %u, positions %u..%u, tokens of node %s): %s (worst logit gap %.4g, rel %.3g): %s",
+               (unsigned long long)s->id, s->idx, c->check_from, c->check_from + n, sw__pipe_short_id(c->up, ids, sizeof ids),
+               v == SW_PIPE_VERDICT_OK ? "agree" : v == SW_PIPE_VERDICT_MISMATCH ? "DISAGREE" : "inconclusive",
+               (double)c->worst_abs, (double)c->worst_rel, text);
+    else
+        sw_log(v == SW_PIPE_VERDICT_MISMATCH ? SW_LOG_WARN : SW_LOG_INFO, "SPOT",
+               "audit %016llx (shard %u, positions %u..%u, rows of node %s): %s (max abs diff %.4g, rel err %.3g)",
+               (unsigned long long)s->id, s->idx, c->check_from, c->check_from + n, sw__pipe_short_id(c->up, ids, sizeof ids),
+               v == SW_PIPE_VERDICT_OK ? "agree" : v == SW_PIPE_VERDICT_MISMATCH ? "DISAGREE" : "inconclusive",
+               (double)c->worst_abs, (double)c->worst_rel);
     /* the next check continues from here */
     c->check_from = c->claim_to = c->cmp_to = c->last_end;
     c->last_end = 0;
-    c->have_up = c->mixed_up = c->bad = c->gap = 0;
-    c->n_bad = c->bad_pos = 0;
+    c->have_up = c->mixed_up = c->bad = c->gap = c->tok_err = 0;
+    c->n_bad = c->bad_pos = c->n_tok = 0;
     c->worst_abs = c->worst_rel = 0;
 }
 
@@ -297,10 +356,103 @@ static void checker_compare(struct sw_pipe *p, struct ssess *s)
 
 void sw__spot_checker_step(struct sw_pipe *p, struct ssess *s) { checker_compare(p, s); }
 
-static void checker_claim(struct sw_pipe *p, const struct sw_pipe_msg *m)
+/* ------------------------------------------------------------------ checker of the last shard */
+
+int sw__spot_checker_wait(const struct ssess *s, uint32_t end)
+{
+    if (!(s->flags & SW_PIPE_OPEN_AUDIT) || !s->gives_logits) return 0;
+    /* no claim yet: where the checked node's draws start is not known */
+    return !s->chk || !s->chk->have_tok || end > s->chk->claim_to;
+}
+
+static void token_verdict_due(struct sw_pipe *p, struct ssess *s)
+{
+    struct spot_chk *c = s->chk;
+    if (c->last_end && c->cmp_to >= c->last_end) checker_verdict(p, s);
+}
+
+void sw__spot_checker_logits(struct sw_pipe *p, struct ssess *s, uint32_t pos, uint32_t n, const float *logits)
+{
+    struct spot_chk *c = s->chk;
+    if (!c || !c->have_tok || !s->smp) return;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t q = pos + i;
+        if (q < c->cmp_to) continue; /* computed again (cannot happen: inputs come once) */
+        c->cmp_to = q + 1;
+        if (q < c->tok_from || q >= c->claim_to) continue; /* not drawn by the checked node */
+        const float *lg = logits + (size_t)i * s->n_vocab;
+        /* the tolerance scales with the row: rtol x its largest |logit| per logit */
+        float big = 0;
+        for (uint32_t v = 0; v < s->n_vocab; v++)
+            if (isfinite(lg[v]) && fabsf(lg[v]) > big) big = fabsf(lg[v]);
+        float gap;
+        char why[sizeof c->bad_why];
+        int rc = sw_sampler_check(s->smp, lg, c->tok[q], (float)(p->spot->rtol * big), &gap, why, sizeof why);
+        if (rc < 0) {
+            c->tok_err = 1;
+            continue;
+        }
+        c->n_tok++;
+        float rel = isfinite(gap) ? gap / (2 * (big > 1e-6f ? big : 1e-6f)) : INFINITY;
+        if (rc && !c->bad) {
+            c->bad_pos = q;
+            snprintf(c->bad_why, sizeof c->bad_why, "%s", why);
+        }
+        c->bad |= rc;
+        c->n_bad += (uint32_t)rc;
+        if (!(rel <= c->worst_rel)) {
+            c->worst_rel = rel;
+            c->worst_abs = gap;
+            if (!c->bad) c->bad_pos = q;
+        }
+    }
+    token_verdict_due(p, s);
+}
+
+/* CLAIM with flag TOKENS, from the entry: the tokens it received from the checked node. */
+static void checker_claim_tokens(struct sw_pipe *p, struct ssess *s, const uint8_t *from, const struct sw_pipe_msg *m,
+                                 uint64_t now_us)
+{
+    if (!s->gives_logits || !sw__pipe_id_eq(from, s->entry)) return; /* only the entry saw the tokens */
+    if (!s->chk && !(s->chk = calloc(1, sizeof *s->chk))) return;
+    struct spot_chk *c = s->chk;
+    if (m->n_tokens) {
+        if (m->n_embd || m->data_len != (size_t)m->n_tokens * 4 || (uint64_t)m->pos + m->n_tokens > s->n_ctx) return;
+        if (c->have_up && !sw__pipe_id_eq(c->up, m->node_a)) c->mixed_up = 1;
+        memcpy(c->up, m->node_a, SW_NODE_ID_LEN);
+        c->have_up = 1;
+        if (!c->have_tok) { /* the first claim: the checked node's draws start here */
+            if (m->pos < c->cmp_to) return;
+            c->have_tok = 1;
+            c->tok_from = c->claim_to = m->pos;
+        }
+        size_t end = (size_t)m->pos + m->n_tokens;
+        if (end > c->tok_cap) {
+            size_t cap = SW_MIN(SW_MAX(end, c->tok_cap * 2), (size_t)s->n_ctx);
+            int32_t *t = realloc(c->tok, cap * sizeof *t);
+            if (!t) return;
+            c->tok = t;
+            c->tok_cap = cap;
+        }
+        if (m->pos <= c->claim_to && end > c->claim_to) {
+            for (uint32_t i = 0; i < m->n_tokens; i++) c->tok[m->pos + i] = (int32_t)sw_get_be32(m->data + 4 * (size_t)i);
+            c->claim_to = (uint32_t)end;
+        }
+    }
+    if (m->flags & SW_PIPE_CLAIM_LAST) c->last_end = SW_MAX(m->pos + m->n_tokens, c->check_from);
+    token_verdict_due(p, s);
+    sw__pipe_stage_kick(p, now_us); /* rows that waited for these tokens */
+}
+
+static void checker_claim(struct sw_pipe *p, const uint8_t *from, const struct sw_pipe_msg *m, uint64_t now_us)
 {
     struct ssess *s = sw__pipe_ss_find(p, m->session);
     if (!s || !(s->flags & SW_PIPE_OPEN_AUDIT)) return;
+    if (m->flags & SW_PIPE_CLAIM_TOKENS) {
+        checker_claim_tokens(p, s, from, m, now_us);
+        return;
+    }
+    if (s->gives_logits) return; /* rows claimed of the last shard: not what it outputs */
     if (!s->chk && !(s->chk = calloc(1, sizeof *s->chk))) return;
     struct spot_chk *c = s->chk;
     if (m->n_tokens) {
@@ -376,12 +528,41 @@ static void audit_close(struct sw_pipe *p, struct spot_audit *a)
     a->state = A_NONE;
 }
 
+void sw__spot_entry_last_open(struct esess *e)
+{
+    free(e->spot_blob);
+    e->spot_blob_len = 0;
+    e->spot_last_from = e->n_hist;
+    if ((e->spot_blob = malloc(e->blob_len ? e->blob_len : 1)) != NULL) {
+        memcpy(e->spot_blob, e->blob, e->blob_len);
+        e->spot_blob_len = e->blob_len;
+    }
+}
+
 void sw__spot_entry_end(struct sw_pipe *p, struct esess *e)
 {
     if (!e->spot) return;
     for (uint32_t k = 0; k < e->spot->n; k++) audit_close(p, &e->spot->a[k]);
     free(e->spot);
     e->spot = NULL;
+}
+
+/* The last shard's claims: the tokens the checked node drew from rows [from, to) — those of
+ * its draws, from e->spot_last_from - 1 on — with LAST on the final message. */
+static void claim_tokens(struct sw_pipe *p, struct esess *e, struct spot_audit *a, uint32_t from, uint32_t to)
+{
+    memcpy(a->witness, p->cfg.self_id, SW_NODE_ID_LEN);
+    uint32_t lo = SW_MAX(from, e->spot_last_from - 1);
+    do {
+        uint32_t n = lo < to ? SW_MIN(to - lo, REPLAY_CHUNK) : 0;
+        uint8_t b[4 * REPLAY_CHUNK];
+        for (uint32_t i = 0; i < n; i++) sw_put_be32(b + 4 * i, (uint32_t)e->hist[lo + i + 1]);
+        struct sw_pipe_msg m = { .type = SW_PIPE_CLAIM, .session = a->id, .dtype = e->dtype, .pos = lo, .n_tokens = n,
+                                 .flags = SW_PIPE_CLAIM_TOKENS | (lo + n >= to ? SW_PIPE_CLAIM_LAST : 0),
+                                 .node_a = a->suspect, .data = b, .data_len = (size_t)n * 4 };
+        sw__pipe_send(p, a->checker, &m);
+        lo += n;
+    } while (lo < to);
 }
 
 /* Asks the feeder and the witness for [from, to) of shard k's rows. */
@@ -408,6 +589,12 @@ static void audit_ask(struct sw_pipe *p, struct esess *e, uint32_t k, struct spo
         struct sw_pipe_msg m = { .type = SW_PIPE_AUDIT, .session = e->wire, .role = SW_PIPE_AUDIT_FEED, .audit = a->id,
                                  .node_a = a->checker, .node_b = a->suspect, .pos = from, .n_tokens = to - from };
         sw__pipe_send(p, e->route[k - 1], &m);
+    }
+    if (k + 1 == e->n_stages) { /* the last shard: we are the witness of the tokens it returned */
+        claim_tokens(p, e, a, from, to);
+        a->state = A_CHECKING;
+        a->since_us = now_us;
+        return;
     }
     memcpy(a->witness, e->route[k + 1], SW_NODE_ID_LEN);
     struct sw_pipe_msg w = { .type = SW_PIPE_AUDIT, .session = e->wire, .role = SW_PIPE_AUDIT_WITNESS, .audit = a->id,
@@ -447,6 +634,10 @@ static void audit_open(struct sw_pipe *p, struct esess *e, uint32_t k, struct sp
     struct sw_pipe_msg m = { .type = SW_PIPE_OPEN, .session = a->id, .stage = (uint8_t)k, .flags = SW_PIPE_OPEN_AUDIT,
                              .dtype = e->dtype, .n_stages = (uint8_t)e->n_stages, .route = &route[0][0],
                              .entry = p->cfg.self_id, .n_ctx = e->n_ctx, .max_pos = e->max_pos, .progress_ms = PROGRESS_MS };
+    if (k + 1 == e->n_stages) { /* the checker draws nothing: it replays the checked node's sampler */
+        m.blob = e->spot_blob;
+        m.blob_len = (uint32_t)e->spot_blob_len;
+    }
     p->st.spot_checks++;
     sw__pipe_send(p, c, &m);
 }
@@ -461,13 +652,14 @@ void sw__spot_entry_token(struct sw_pipe *p, struct esess *e, uint64_t now_us)
         if (!e->spot) return;
         e->spot->n = e->n_stages;
     }
-    /* a shard that outputs hidden states, served by another node, with a replica to check
-     * with (or an audit open there already), no check running */
+    /* a shard served by another node, with a replica to check with (or an audit open there
+     * already), no check running; the last one once its node drew a token */
     uint32_t cand[SW_PIPE_MAX_STAGES], nc = 0;
     uint8_t c[SW_NODE_ID_LEN];
-    for (uint32_t k = 0; k + 1 < e->n_stages; k++) {
+    for (uint32_t k = 0; k < e->n_stages; k++) {
         struct spot_audit *a = &e->spot->a[k];
         if (sw__pipe_id_eq(e->route[k], p->cfg.self_id)) continue;
+        if (k + 1 == e->n_stages && (!e->spot_blob || !e->spot_last_from || e->n_hist <= e->spot_last_from)) continue;
         if ((a->state == A_OPENING || a->state == A_CHECKING) && now_us - a->since_us < CHECK_TIMEOUT_US) continue;
         if (a->state == A_NONE && pick_checker(p, e, k, c)) continue;
         cand[nc++] = k;
@@ -512,11 +704,22 @@ static void distrust(struct sw_pipe *p, struct esess *e, uint32_t k, const struc
     sw__pipe_short_id(a->checker, cid, sizeof cid);
     sw__pipe_short_id(a->witness, wid, sizeof wid);
     char ev[sizeof sp->d[0].info.evidence];
-    snprintf(ev, sizeof ev,
-             "shard %u: node %s returned wrong hidden states: session %016llx, position %u, max abs diff %.4g, rel err "
-             "%.3g (tolerance %g; %u positions from %u recomputed by node %s, rows witnessed by node %s)",
-             k, sid, (unsigned long long)e->handle, m->bad_pos, (double)m->max_abs, (double)m->rel_err, sp->rtol, m->n_tokens,
-             m->pos, cid, wid);
+    if (k + 1 == e->n_stages) {
+        char t[SW_PIPE_MAX_TEXT + 1];
+        memcpy(t, m->text ? m->text : "", m->text_len);
+        t[m->text_len] = 0;
+        snprintf(ev, sizeof ev,
+                 "shard %u: node %s returned a token its sampler could not have drawn: session %016llx, position %u, logit "
+                 "gap %.4g, rel %.3g (tolerance %g; rows %u..%u recomputed by node %s: %.160s)",
+                 k, sid, (unsigned long long)e->handle, m->bad_pos + 1, (double)m->max_abs, (double)m->rel_err, sp->rtol,
+                 m->pos, m->pos + m->n_tokens, cid, t);
+    } else {
+        snprintf(ev, sizeof ev,
+                 "shard %u: node %s returned wrong hidden states: session %016llx, position %u, max abs diff %.4g, rel err "
+                 "%.3g (tolerance %g; %u positions from %u recomputed by node %s, rows witnessed by node %s)",
+                 k, sid, (unsigned long long)e->handle, m->bad_pos, (double)m->max_abs, (double)m->rel_err, sp->rtol,
+                 m->n_tokens, m->pos, cid, wid);
+    }
     sw_log(SW_LOG_WARN, "SPOT", "%s; excluded from routes", ev);
     if (!distrusted(sp, a->suspect) && sp->n_d < MAX_DISTRUST) {
         struct distrust *d = &sp->d[sp->n_d++];
@@ -589,7 +792,7 @@ int sw__spot_receive(struct sw_pipe *p, const uint8_t *from, const struct sw_pip
         audit_request(p, from, m);
         return 1;
     case SW_PIPE_CLAIM:
-        checker_claim(p, m);
+        checker_claim(p, from, m, now_us);
         return 1;
     case SW_PIPE_VERDICT:
         entry_verdict(p, from, m, now_us);

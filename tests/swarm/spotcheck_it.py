@@ -13,6 +13,12 @@ Cases:
           one on the route is caught — evidence (shard, position, max abs diff, rel err) in
           the entry's log, /swarm/status pipeline.spot.distrusted and /metrics — and the
           session goes on on a fresh route without it
+  last_honest  the last shard (3) on two nodes, one on the reference kernels: the checker
+          replays the sampler on its own logits for a greedy and a seeded sampling request;
+          none fails, checks of shard 3 pass
+  last_catch  both shard-3 nodes run the TEST HOOK SW_TEST_WRONG_TOKEN=1 (they return the
+          least likely token instead of the one drawn): the one on the route is caught, with
+          the evidence in the log, the status JSON and /metrics, and is not routed again
 """
 import json
 import os
@@ -44,14 +50,15 @@ def start(procs, model, name, shard, boot=None, extra=(), env=None, api=False):
     return P.PNode(p, port, a)
 
 
-def swarm(procs, env_n1=None, env_r1=None):
+def swarm(procs, env_n1=None, env_r1=None, replica=1):
+    """stories260K in 4 shards, shard `replica` on two nodes (nK with env_n1, rK with env_r1)."""
     m = P.stories()
     nodes = {"n0": start(procs, m, "n0", 0)}
     boot = nodes["n0"].port
-    nodes["n1"] = start(procs, m, "n1", 1, boot, env=env_n1)
-    nodes["r1"] = start(procs, m, "r1", 1, boot, env=env_r1)
-    nodes["n2"] = start(procs, m, "n2", 2, boot)
-    nodes["n3"] = start(procs, m, "n3", 3, boot)
+    for k in (1, 2, 3):
+        nodes["n%d" % k] = start(procs, m, "n%d" % k, k, boot, env=env_n1 if k == replica else None)
+        if k == replica:
+            nodes["r%d" % k] = start(procs, m, "r%d" % k, k, boot, env=env_r1)
     for n in nodes.values():
         n.proc.wait_for(r"shard \d+ loaded", timeout=60)
     entry = start(procs, m, "entry", -1, boot, extra=["--spot-check", "1"], api=True)
@@ -147,5 +154,69 @@ def case_catch():
               (liar, d["pos"], d["max_abs_diff"], d["rel_err"], other), file=sys.stderr)
 
 
+def case_last_honest():
+    S.node_supported()
+    with harness.Procs() as procs:
+        nodes, entry = swarm(procs, env_n1={"SW_KERNELS": "ref"}, replica=3)
+        complete(entry, 40, tries=5)
+        sp = wait_spot(entry, lambda x: x["passed"] >= 1)
+        check(sp["passed"] >= 1, "no check of the last shard passed: %s\n%s" % (json.dumps(sp), entry.proc.output()[-2000:]))
+        # a seeded sampling request: the checker replays the sampler's filters
+        body = {"prompt": PROMPT, "max_tokens": 32, "temperature": 0.9, "top_k": 20, "top_p": 0.9, "seed": 7}
+        for _ in range(5):
+            st, _, text = P.api_post(entry.api, "/v1/completions", body, timeout=60)
+            if st == 200:
+                break
+            time.sleep(1)
+        check(st == 200, "sampling completion answered %d: %s" % (st, text[:500]))
+        before = sp["passed"]
+        sp = wait_spot(entry, lambda x: x["passed"] > before)
+        check(sp["failed"] == 0 and not sp["distrusted"], "an honest last stage was accused: %s\n%s" %
+              (json.dumps(sp), entry.proc.output()[-3000:]))
+        check(sp["passed"] > before, "no check of the sampling request passed: %s" % json.dumps(sp))
+        outs = nodes["n3"].proc.output() + nodes["r3"].proc.output()
+        agree = re.findall(r"\[SPOT\] audit [0-9a-f]+ \(shard 3, positions \d+\.\.\d+, tokens of node [^)]*\): agree "
+                           r"\(worst logit gap ([0-9.e+-]+|inf)", outs)
+        check(len(agree) >= 2, "no agreeing audit of shard 3 in the nodes' logs:\n%s" % outs[-2000:])
+        print("last_honest: %d checks, %d passed (%d positions), 0 failed; worst logit gaps %s" %
+              (sp["checks"], sp["passed"], sp["positions_checked"], ", ".join(agree[:6])), file=sys.stderr)
+
+
+def case_last_catch():
+    S.node_supported()
+    with harness.Procs() as procs:
+        env = {"SW_TEST_WRONG_TOKEN": "1"}
+        nodes, entry = swarm(procs, env_n1=env, env_r1=env, replica=3)
+        # long enough that a check finishes before the session does (a check still in
+        # flight when its session ends is dropped)
+        body = {"prompt": PROMPT, "max_tokens": 160, "temperature": 0}
+        for _ in range(5):  # asked again while the swarm is briefly not ready (a loaded machine)
+            P.api_post(entry.api, "/v1/completions", body, timeout=60)
+            sp = wait_spot(entry, lambda x: x["failed"] >= 1, timeout=5)
+            if sp["failed"] >= 1:
+                break
+        check(sp and sp["failed"] >= 1, "the lying last stage was not caught: %s\n%s" %
+              (json.dumps(sp), entry.proc.output()[-3000:]))
+        d = sp["distrusted"][0]
+        check(d["shard"] == 3 and d["rel_err"] > 0.05 and d["max_abs_diff"] > 0, "evidence: %s" % json.dumps(d))
+        check(re.search(r"\[SPOT\].*shard 3: node [0-9a-f]+.* returned a token its sampler could not have drawn: session "
+                        r"[0-9a-f]+, position \d+, logit gap [0-9.e+-]+", entry.proc.output()) is not None,
+              "no evidence line in the entry's log:\n%s" % entry.proc.output()[-2000:])
+        check("could not have been drawn" in d["evidence"], "evidence: %s" % d["evidence"])
+        met = metrics(entry.api)
+        check(re.search(r"^shardswarm_spot_checks_failed_total [1-9]", met, re.M) is not None, "metrics:\n%s" % met[-1500:])
+        check(re.search(r'^shardswarm_spot_distrusted_node\{node="%s"\} ' % d["node"], met, re.M) is not None,
+              "the distrusted node is not in /metrics")
+        liar = next(k for k in ("n3", "r3") if re.search(r"node id %s" % d["node"], nodes[k].proc.output()))
+        other = "r3" if liar == "n3" else "n3"
+        opened = lambda k: len(re.findall(r"stage 3 of 4 opened for entry", nodes[k].proc.output()))  # noqa: E731
+        before = opened(liar)
+        complete(entry, 8, tries=5)
+        check(opened(liar) == before, "the distrusted node %s was routed again" % liar)
+        print("last_catch: %s (shard 3) caught at position %d, logit gap %.4g, rel %.3g; the next request went to %s\n%s" %
+              (liar, d["pos"], d["max_abs_diff"], d["rel_err"], other, d["evidence"]), file=sys.stderr)
+
+
 if __name__ == "__main__":
-    harness.main_cases({"honest": case_honest, "catch": case_catch})
+    harness.main_cases({"honest": case_honest, "catch": case_catch, "last_honest": case_last_honest,
+                        "last_catch": case_last_catch})
