@@ -1,6 +1,7 @@
 /* test_sampler.c — the sampler on hand-made distributions: greedy, each filter's effect,
  * temperature, repetition penalty, seed determinism, and the serialised state. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -206,6 +207,81 @@ static void test_state_blob(void)
     sw_sampler_free(b);
 }
 
+/* sw_sampler_check (spot checks of a pipeline's last stage): a sampler loaded from the same
+ * state accepts every token the original drew from logits perturbed within the tolerance,
+ * and ends in the same state; tokens outside each filter are refused. */
+static void test_check(void)
+{
+    enum { V = 64 };
+    float l[V], lp[V], gap;
+    char why[200];
+    struct sw_sampler *a = mk(0.9f, 20, 0.9f, 0.02f, 1.1f, 16, 99, V), *b = NULL;
+    struct sw_buf blob = { 0 }, blob2 = { 0 };
+    CHECK_EQ_INT(sw_sampler_save(a, &blob), 0);
+    CHECK_EQ_INT(sw_sampler_load(blob.data, blob.len, V, &b), 0);
+    uint32_t x = 7;
+    int ok = 1;
+    for (int step = 0; step < 300 && b; step++) {
+        for (int i = 0; i < V; i++) {
+            x = x * 1664525u + 1013904223u;
+            l[i] = (float)(x >> 8) / (float)(1u << 24) * 8.0f - 4.0f;
+            x = x * 1664525u + 1013904223u;
+            lp[i] = l[i] + ((float)(x >> 8) / (float)(1u << 24) - 0.5f) * 2e-3f; /* another kernel's rounding */
+        }
+        int32_t t = sw_sampler_sample(a, l);
+        int rc = sw_sampler_check(b, lp, t, 1e-3f, &gap, why, sizeof why);
+        if (rc) fprintf(stderr, "step %d token %d: %s\n", step, t, why);
+        ok &= rc == 0;
+    }
+    CHECK_MSG(ok, "an honest draw was refused");
+    sw_buf_free(&blob);
+    blob = (struct sw_buf){ 0 };
+    CHECK_EQ_INT(sw_sampler_save(a, &blob), 0);
+    if (b) CHECK_EQ_INT(sw_sampler_save(b, &blob2), 0);
+    CHECK_MSG(blob.len == blob2.len && !memcmp(blob.data, blob2.data, blob.len), "the replayed state differs");
+    sw_buf_free(&blob);
+    sw_buf_free(&blob2);
+    sw_sampler_free(a);
+    sw_sampler_free(b);
+
+    /* greedy: a near-tie within 2 x tol passes, a worse token does not */
+    float g[4] = { 1.0f, 5.0f, 4.99f, 0.0f };
+    struct sw_sampler *s = mk(0, 0, 1, 0, 1, 0, 0, 4);
+    CHECK_EQ_INT(sw_sampler_check(s, g, 1, 0.01f, &gap, why, sizeof why), 0);
+    CHECK_EQ_INT(sw_sampler_check(s, g, 2, 0.01f, &gap, why, sizeof why), 0);
+    CHECK_EQ_INT(sw_sampler_check(s, g, 0, 0.01f, &gap, why, sizeof why), 1);
+    CHECK(fabsf(gap - 4.0f) < 1e-5f);
+    CHECK(strstr(why, "greedy") != NULL);
+    CHECK_EQ_INT(sw_sampler_check(s, g, 4, 0.01f, &gap, why, sizeof why), 1); /* outside the vocabulary */
+    CHECK_EQ_INT(sw_sampler_check(s, g, -1, 0.01f, &gap, why, sizeof why), 1);
+    g[3] = -INFINITY;
+    CHECK_EQ_INT(sw_sampler_check(s, g, 3, 0.01f, &gap, why, sizeof why), 1);
+    sw_sampler_free(s);
+
+    /* probabilities 0.5 0.3 0.15 0.05: each filter's bound */
+    float d[4];
+    dist4(d);
+    s = mk(1, 2, 1, 0, 1, 0, 0, 4); /* top-k 2 */
+    CHECK_EQ_INT(sw_sampler_check(s, d, 1, 1e-3f, &gap, why, sizeof why), 0);
+    CHECK_EQ_INT(sw_sampler_check(s, d, 2, 1e-3f, &gap, why, sizeof why), 1);
+    CHECK(strstr(why, "top-k") != NULL);
+    sw_sampler_free(s);
+    s = mk(1, 0, 1, 0.2f, 1, 0, 0, 4); /* min-p 0.2: the floor is 0.1 */
+    CHECK_EQ_INT(sw_sampler_check(s, d, 2, 1e-3f, &gap, why, sizeof why), 0);
+    CHECK_EQ_INT(sw_sampler_check(s, d, 3, 1e-3f, &gap, why, sizeof why), 1);
+    CHECK(strstr(why, "min-p") != NULL);
+    sw_sampler_free(s);
+    s = mk(1, 0, 0.6f, 0, 1, 0, 0, 4); /* top-p 0.6: {0, 1} */
+    CHECK_EQ_INT(sw_sampler_check(s, d, 1, 1e-3f, &gap, why, sizeof why), 0);
+    CHECK_EQ_INT(sw_sampler_check(s, d, 2, 1e-3f, &gap, why, sizeof why), 1);
+    CHECK(strstr(why, "top-p") != NULL);
+    sw_sampler_free(s);
+    s = mk(1, 3, 0.99f, 0, 1, 0, 0, 4); /* top-p with top-k: the mass is over the best 3 */
+    CHECK_EQ_INT(sw_sampler_check(s, d, 2, 1e-3f, &gap, why, sizeof why), 0);
+    CHECK_EQ_INT(sw_sampler_check(s, d, 3, 1e-3f, &gap, why, sizeof why), 1);
+    sw_sampler_free(s);
+}
+
 static void test_bad_params(void)
 {
     struct sw_sampler_params p;
@@ -234,6 +310,7 @@ int main(void)
     SW_RUN(test_min_p);
     SW_RUN(test_repeat_penalty);
     SW_RUN(test_state_blob);
+    SW_RUN(test_check);
     SW_RUN(test_bad_params);
     return SW_TEST_DONE();
 }

@@ -72,6 +72,16 @@ static void test_codec(void)
     m.n_embd = SW_PIPE_MAX_EMBD + 1;
     b.len = 0;
     CHECK(sw_pipe_msg_encode(&m, &b) != 0);
+    /* the last shard's claim: token ids, n_embd 0 */
+    uint8_t ids[8] = { 0, 0, 1, 2, 0, 0, 0, 7 };
+    m = (struct sw_pipe_msg){ .type = SW_PIPE_CLAIM, .session = 9, .flags = SW_PIPE_CLAIM_TOKENS | SW_PIPE_CLAIM_LAST,
+                              .pos = 17, .n_tokens = 2, .node_a = c, .data = ids, .data_len = sizeof ids };
+    roundtrip(&m, &o, &b);
+    CHECK_EQ_INT(o.flags, SW_PIPE_CLAIM_TOKENS | SW_PIPE_CLAIM_LAST);
+    CHECK_EQ_INT(o.n_embd, 0);
+    CHECK_EQ_INT(o.pos, 17);
+    CHECK_EQ_INT(o.data_len, sizeof ids);
+    CHECK_EQ_MEM(o.data, ids, sizeof ids);
 
     const char *t = "3 of 9 positions differ";
     m = (struct sw_pipe_msg){ .type = SW_PIPE_VERDICT, .session = 9, .stage = 2, .verdict = SW_PIPE_VERDICT_MISMATCH,
