@@ -150,7 +150,7 @@
             num(sp.inconclusive) + ' inconclusive · ' + num(sp.audits_served) + ' recomputed for others');
         const bad = Array.isArray(sp.distrusted) ? sp.distrusted : [];
         for (const d of bad) {
-          add('Excluded node', el('span', {}, tag('wrong hidden states', 'bad'), ' ',
+          add('Excluded node', el('span', {}, tag(d.what ? str(d.what) : 'wrong hidden states', 'bad'), ' ',
             el('span', { cls: 'mono' }, str(d.node).slice(0, 12) + '…'), ' ' + str(d.evidence)));
         }
       }

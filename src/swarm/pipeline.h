@@ -333,6 +333,8 @@ struct sw_pipe_distrust_info {
     uint8_t node[SW_NODE_ID_LEN], checker[SW_NODE_ID_LEN];
     uint32_t shard, pos;
     uint64_t session;          /* the entry's session handle */
+    int token;                 /* the last shard: a token its sampler could not have drawn (pos:
+                                  the token's position; max_abs: the logit gap) */
     float max_abs, rel_err;
     double age_s;              /* since the verdict */
     char evidence[400];

@@ -731,7 +731,8 @@ static void distrust(struct sw_pipe *p, struct esess *e, uint32_t k, const struc
         memcpy(d->info.checker, a->checker, SW_NODE_ID_LEN);
         d->info.shard = k;
         d->info.session = e->handle;
-        d->info.pos = m->bad_pos;
+        d->info.token = k + 1 == e->n_stages;
+        d->info.pos = d->info.token ? m->bad_pos + 1 : m->bad_pos; /* the last shard: the token's position */
         d->info.max_abs = m->max_abs;
         d->info.rel_err = m->rel_err;
         snprintf(d->info.evidence, sizeof d->info.evidence, "%s", ev);

@@ -61,6 +61,7 @@ void sw_spot_status_json(const struct sw_pipe *p, struct json_t *pl, uint64_t no
         json_t *x = json_object();
         json_object_set_new(x, "node", json_string(hex));
         json_object_set_new(x, "shard", json_integer(d.shard));
+        json_object_set_new(x, "what", json_string(d.token ? "wrong token" : "wrong hidden states"));
         json_object_set_new(x, "session", json_string(sess));
         json_object_set_new(x, "pos", json_integer(d.pos));
         json_object_set_new(x, "max_abs_diff", json_real(isfinite(d.max_abs) ? d.max_abs : 1e30));
