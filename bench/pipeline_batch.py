@@ -97,6 +97,40 @@ def batched(nodes):
     return b, e, h
 
 
+def step_stats(nodes):
+    """Per node: {sessions: [steps, run s, cpu s, wall s]}, coalesce_held_seconds."""
+    out = []
+    for _, api in nodes:
+        pl = status(api).get("pipeline", {})
+        d = {x["sessions"]: [x["steps"], x["seconds"], x["cpu_seconds"], x["wall_seconds"]]
+             for x in pl.get("decode_steps", [])}
+        out.append((d, pl.get("coalesce_held_seconds", 0.0)))
+    return out
+
+
+def step_report(s0, s1):
+    """Per stage: decode steps by sessions carried, mean run ms (CPU ms), and the held time."""
+    tot = {}
+    for k, ((d0, h0), (d1, h1)) in enumerate(zip(s0, s1)):
+        parts = []
+        for n in sorted(d1):
+            a = d1[n]
+            b = d0.get(n, [0, 0.0, 0.0, 0.0])
+            c = a[0] - b[0]
+            if c <= 0:
+                continue
+            run, cpu = (a[1] - b[1]) / c * 1e3, (a[2] - b[2]) / c * 1e3
+            parts.append("%dx%d %.1f ms (cpu %.1f)" % (c, n, run, cpu))
+            t = tot.setdefault(n, [0, 0.0, 0.0])
+            t[0] += c
+            t[1] += a[1] - b[1]
+            t[2] += a[2] - b[2]
+        log("    stage %d: %s; held %.2f s" % (k, ", ".join(parts) or "-", h1 - h0))
+    if tot:
+        log("    all stages: " + ", ".join("%d steps of %d: %.1f ms (cpu %.1f)" % (t[0], n, t[1] / t[0] * 1e3, t[2] / t[0] * 1e3)
+                                    for n, t in sorted(tot.items())))
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit("usage: pipeline_batch.py SPLIT_DIR")
@@ -110,10 +144,10 @@ def main():
             run_clients(procs, split, boot, 1, mode + "warm")
             one_tps, ref = None, None
             for k in COUNTS:
-                b0 = batched(nodes)
+                b0, s0 = batched(nodes), step_stats(nodes)
                 t0 = time.time()
                 res = run_clients(procs, split, boot, k, mode)
-                b1 = batched(nodes)
+                b1, s1 = batched(nodes), step_stats(nodes)
                 total = sum(r[0]["gen_tps"] for r in res)
                 if k == 1:
                     one_tps, ref = total, res[0][1]
@@ -127,6 +161,7 @@ def main():
                      b1[0] - b0[0],
                      (b1[1] - b0[1]) / (b1[0] - b0[0]) if b1[0] > b0[0] else 0, b1[2] - b0[2],
                      "identical" if same else "DIFFER", time.time() - t0, open("/proc/loadavg").read().split()[:3]))
+                step_report(s0, s1)
 
 
 if __name__ == "__main__":

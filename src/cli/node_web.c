@@ -385,6 +385,26 @@ int sw_cli_metrics_text(const char *status_json, struct sw_buf *b)
               "Pipeline messages refused as malformed." },
         };
         for (size_t k = 0; k < sizeof pm / sizeof pm[0]; k++) one(b, pl, pm[k].key, 1, pm[k].name, pm[k].type, pm[k].help);
+        const json_t *ds = json_object_get(pl, "decode_steps");
+        if (json_is_array(ds) && json_array_size(ds)) {
+            static const struct {
+                const char *key, *name, *help;
+            } dm[] = {
+                { "steps", "shardswarm_decode_steps_total", "Decode-sized compute steps, by the sessions each carried." },
+                { "seconds", "shardswarm_decode_step_seconds_total", "Run time of those steps, by sessions per step." },
+                { "cpu_seconds", "shardswarm_decode_step_cpu_seconds_total",
+                  "The node process's CPU time (all threads) while those steps ran, by sessions per step." },
+            };
+            for (size_t m = 0; m < sizeof dm / sizeof dm[0]; m++) {
+                family(b, dm[m].name, "counter", dm[m].help);
+                size_t i;
+                const json_t *d;
+                json_array_foreach(ds, i, d) {
+                    double k, v;
+                    if (jnum(d, "sessions", &k) && jnum(d, dm[m].key, &v)) sample1u(b, dm[m].name, "sessions", (long long)k, v);
+                }
+            }
+        }
         const json_t *sp = json_object_get(pl, "spot");
         if (json_is_object(sp)) {
             one(b, sp, "checks", 1, "shardswarm_spot_checks_total", "counter",

@@ -287,7 +287,14 @@ int sw_pipe_open(struct sw_pipe *p, const struct sw_pipe_request *req,
 /* Entry: cancels a session; on_end(SW_ECLOSED) follows at once. SW_ENOTFOUND unknown. */
 int sw_pipe_cancel(struct sw_pipe *p, uint64_t session, uint64_t now_us);
 
+#define SW_PIPE_BATCH_MAX 8 /* session steps one batched compute job carries at most */
+
 struct sw_pipe_stats {
+    /* stage: decode-sized (batchable) jobs by the sessions they carried, [k - 1] for k: how
+     * many, their run time, the node process's CPU time meanwhile (all threads), and the
+     * time from submit to done (the run plus any wait for a worker) */
+    uint64_t dec_jobs[SW_PIPE_BATCH_MAX], dec_run_us[SW_PIPE_BATCH_MAX], dec_cpu_us[SW_PIPE_BATCH_MAX],
+        dec_wall_us[SW_PIPE_BATCH_MAX];
     uint64_t msgs_in, malformed, errors_sent, sessions_opened, sessions_refused,
         sessions_evicted, failovers, replays, jobs, tokens_computed,
         batched_jobs,          /* jobs that ran several sessions' steps in one pass */

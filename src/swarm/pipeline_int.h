@@ -26,7 +26,7 @@
  * tail of a prompt) waits while a job runs at its stage, and then goes with the other steps
  * that waited meanwhile: up to BATCH_MAX sessions and BATCH_TOKENS tokens in one pass over
  * the weights. Longer steps (prefill chunks) are submitted alone at once, as before. */
-#define BATCH_MAX 8u
+#define BATCH_MAX ((uint32_t)SW_PIPE_BATCH_MAX)
 #define BATCH_STEP_MAX 4u
 #define BATCH_TOKENS 32u
 /* Coalescing: sessions that decode at equal speed around a ring of stages never meet by
@@ -87,6 +87,7 @@ struct sw_pipe_job {
     int short_steps;        /* batchable (decode-sized) steps: times the coalescing bound */
     /* set by sw_pipe_job_run */
     uint64_t compute_us;
+    uint64_t cpu_us;        /* the process's CPU time meanwhile (all its threads) */
 };
 
 /* A session as seen by one stage. */

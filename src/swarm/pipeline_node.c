@@ -284,6 +284,18 @@ static void status_extra(void *ud, struct json_t *root)
     json_object_set_new(o, "batched_entries", json_integer((json_int_t)st.batched_entries));
     json_object_set_new(o, "coalesce_holds", json_integer((json_int_t)st.coalesce_holds));
     json_object_set_new(o, "coalesce_held_seconds", json_real((double)st.coalesce_held_us / 1e6));
+    json_t *ds = json_array(); /* decode-sized steps by the sessions they carried */
+    for (int k = 0; k < SW_PIPE_BATCH_MAX; k++) {
+        if (!st.dec_jobs[k]) continue;
+        json_t *d = json_object();
+        json_object_set_new(d, "sessions", json_integer(k + 1));
+        json_object_set_new(d, "steps", json_integer((json_int_t)st.dec_jobs[k]));
+        json_object_set_new(d, "seconds", json_real((double)st.dec_run_us[k] / 1e6));
+        json_object_set_new(d, "cpu_seconds", json_real((double)st.dec_cpu_us[k] / 1e6));
+        json_object_set_new(d, "wall_seconds", json_real((double)st.dec_wall_us[k] / 1e6));
+        json_array_append_new(ds, d);
+    }
+    json_object_set_new(o, "decode_steps", ds);
     json_object_set_new(o, "tokens_computed", json_integer((json_int_t)st.tokens_computed));
     json_object_set_new(o, "kept_bytes", json_integer((json_int_t)st.kept_bytes));
     struct sw_stage *stage = sw_node_stage(pn->node);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "infer/infer.h"
 
@@ -35,9 +36,16 @@ static unsigned job_flags(const struct sw_pipe_job *j, const struct jent *e)
     return j->gives_logits && (e->flags & SW_PIPE_TOK_SPEC) ? SW_STAGE_LOGITS_ALL : 0;
 }
 
+static uint64_t cpu_now_us(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)) return 0;
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 void sw_pipe_job_run(struct sw_pipe_job *j)
 {
-    uint64_t t0 = sw_time_us();
+    uint64_t t0 = sw_time_us(), c0 = cpu_now_us();
     struct sw_stage_batch b[BATCH_MAX];
     float *conv[BATCH_MAX];
     uint32_t nb = 0;
@@ -73,6 +81,8 @@ void sw_pipe_job_run(struct sw_pipe_job *j)
     }
     for (uint32_t i = 0; i < j->n_ent; i++) free(conv[i]);
     j->compute_us = sw_time_us() - t0;
+    uint64_t c1 = cpu_now_us();
+    j->cpu_us = c1 > c0 ? c1 - c0 : 0;
 }
 
 static void job_free(struct sw_pipe_job *j)
@@ -525,6 +535,13 @@ void sw_pipe_job_done(struct sw_pipe *p, struct sw_pipe_job *j, uint64_t now_us)
         p->us_per_token = p->us_per_token ? (3 * p->us_per_token + per) / 4 : per;
         p->us_per_step = p->us_per_step ? (3 * p->us_per_step + wall) / 4 : wall;
         if (j->short_steps) p->us_short_step = p->us_short_step ? (3 * p->us_short_step + wall) / 4 : wall;
+    }
+    if (j->short_steps && j->n_ent >= 1 && j->n_ent <= BATCH_MAX) {
+        const uint32_t k = j->n_ent - 1;
+        p->st.dec_jobs[k]++;
+        p->st.dec_run_us[k] += j->compute_us;
+        p->st.dec_cpu_us[k] += j->cpu_us;
+        p->st.dec_wall_us[k] += now_us > j->submit_us ? now_us - j->submit_us : 0;
     }
     char bad[sizeof j->ent[0].msg];
     int vrc = p->cfg.host.validate ? p->cfg.host.validate(p->cfg.host.ud, j->st, bad, sizeof bad) : 0;
