@@ -149,8 +149,33 @@ static void test_escaping(void)
     free(t);
 }
 
+/* Decode steps by sessions per step: one labelled sample per batch size the status lists;
+ * malformed entries (no sessions, a string value) are left out, no family when none. */
+static void test_decode_steps(void)
+{
+    int rc;
+    char *t = metrics("{\"pipeline\":{\"compute_steps\":9,\"decode_steps\":["
+                      "{\"sessions\":1,\"steps\":7,\"seconds\":0.25,\"cpu_seconds\":0.5,\"wall_seconds\":0.26},"
+                      "{\"sessions\":4,\"steps\":2,\"seconds\":0.125,\"cpu_seconds\":0.2,\"wall_seconds\":0.13},"
+                      "{\"steps\":3},{\"sessions\":2,\"steps\":\"x\"}]}}", &rc);
+    CHECK_EQ_INT(rc, 0);
+    check_typed(t);
+    CHECK_LINE(t, "shardswarm_decode_steps_total{sessions=\"1\"} 7");
+    CHECK_LINE(t, "shardswarm_decode_steps_total{sessions=\"4\"} 2");
+    CHECK_LINE(t, "shardswarm_decode_step_seconds_total{sessions=\"4\"} 0.125");
+    CHECK_LINE(t, "shardswarm_decode_step_cpu_seconds_total{sessions=\"1\"} 0.5");
+    CHECK_NO(t, "sessions=\"2\"");
+    CHECK_NO(t, "sessions=\"0\"");
+    free(t);
+    t = metrics("{\"pipeline\":{\"compute_steps\":0,\"decode_steps\":[]}}", &rc);
+    CHECK_EQ_INT(rc, 0);
+    CHECK_NO(t, "shardswarm_decode_steps_total");
+    free(t);
+}
+
 int main(void)
 {
+    SW_RUN(test_decode_steps);
     SW_RUN(test_full);
     SW_RUN(test_starting);
     SW_RUN(test_escaping);
