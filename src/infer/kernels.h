@@ -225,6 +225,26 @@ struct sw_k_mm_op {
 int sw_k_matmul_multi(struct sw_k_pool *pool, const struct sw_k_mm_op *ops, int n_ops, int64_t cols,
                       const float *x, int64_t n_tokens);
 
+/* Grouped matmul (mixture of experts, tokens grouped per expert): op i applies its weight
+ * to n_tok rows of x — x's rows tok[0..n_tok) or, with tok NULL, rows first..first+n_tok-1 —
+ * and writes y (n_tok x rows; row j belongs to the j-th listed row of x). Every op has the
+ * same cols; x (n_x rows) is quantized once per distinct activation type and the rows of all
+ * ops are handed out from one work counter in one dispatch. Ops with n_tok 0 are skipped.
+ * Each (row, token) is summed as sw_k_matmul sums it (the same bits). 1 <= n_ops <=
+ * SW_K_MAX_GROUP_OPS; a listed row outside x is SW_EINVAL. */
+#define SW_K_MAX_GROUP_OPS 65536
+struct sw_k_mm_gop {
+    const void *w;       /* borrowed */
+    uint32_t type;
+    int64_t rows;
+    float *y;            /* caller's: n_tok x rows */
+    const uint32_t *tok; /* borrowed; NULL: contiguous rows from first */
+    int64_t first;
+    int64_t n_tok;
+};
+int sw_k_matmul_grouped(struct sw_k_pool *pool, const struct sw_k_mm_gop *ops, int n_ops, int64_t cols,
+                        const float *x, int64_t n_x);
+
 /* Embedding lookup: out[i*cols + c] = W[ids[i]][c] dequantized. W has n_rows rows.
  * Returns 0, SW_EUNSUPPORTED, or SW_ERANGE when an id is outside [0, n_rows). */
 int sw_k_get_rows(const void *w, uint32_t type, int64_t n_rows, int64_t cols, const int32_t *ids,

@@ -22,28 +22,38 @@ struct act_buf {
     sw_k_quant_fn quant; /* f32 -> type (when sums is NULL) */
 };
 
+/* One op as the workers see it: a weight over a list of x's rows (tok, or first..first+n_tok). */
+struct mm_iop {
+    const void *w;
+    uint32_t type;
+    int64_t rows;
+    float *y;            /* n_tok x rows */
+    const uint32_t *tok; /* NULL: rows first .. first + n_tok - 1 of x */
+    int64_t first, n_tok;
+    const struct sw_k_type_impl *ti;
+    const struct act_buf *act;
+    int64_t chunk; /* rows per chunk (a multiple of its tile rows) */
+};
+
 struct mm_task {
-    const struct sw_k_mm_op *ops;
-    const struct sw_k_type_impl *ti[MAX_OPS];
-    const struct act_buf *act[MAX_OPS];
-    int64_t chunk[MAX_OPS];           /* rows per chunk of op o (a multiple of its tile rows) */
-    int64_t chunk_start[MAX_OPS + 1]; /* prefix sums of the ops' chunk counts */
+    const struct mm_iop *ops;
+    const int64_t *chunk_start; /* n_ops + 1 prefix sums of the ops' chunk counts */
     int n_ops;
-    int64_t cols, n_tokens;
-    _Atomic int64_t next; /* next chunk number over all ops */
+    int64_t cols, n_tokens; /* n_tokens: rows of x (all quantized) */
+    _Atomic int64_t next;   /* next chunk number over all ops */
     /* quantization phase */
     const float *x;
     struct act_buf *bufs;
     int n_bufs;
 };
 
-/* Rows [r0, r1) of op o, all tokens. */
+/* Rows [r0, r1) of op o, all its tokens. */
 static void run_rows(const struct mm_task *tk, int o, int64_t r0, int64_t r1)
 {
-    const struct sw_k_mm_op *op = &tk->ops[o];
-    const struct sw_k_type_impl *ti = tk->ti[o];
-    const struct act_buf *ab = tk->act[o];
-    const int64_t cols = tk->cols, nt_all = tk->n_tokens, rows = op->rows;
+    const struct mm_iop *op = &tk->ops[o];
+    const struct sw_k_type_impl *ti = op->ti;
+    const struct act_buf *ab = op->act;
+    const int64_t cols = tk->cols, nt_all = op->n_tok, rows = op->rows;
     const size_t rb = sw_k_row_bytes(op->type, cols);
     const uint8_t *w = op->w;
 
@@ -53,9 +63,9 @@ static void run_rows(const struct mm_task *tk, int o, int64_t r0, int64_t r1)
         int nt = (int)(nt_all - t0 < tt ? nt_all - t0 : tt);
         struct sw_k_act a[SW_K_TILE_T_MAX];
         for (int t = 0; t < nt; t++) {
-            a[t].q = (const uint8_t *)ab->q + (size_t)(t0 + t) * ab->stride;
-            a[t].sums = ab->sums ? (const float *)((const uint8_t *)ab->sums + (size_t)(t0 + t) * ab->sums_stride)
-                                 : NULL;
+            const size_t xr = op->tok ? op->tok[t0 + t] : (size_t)(op->first + t0 + t);
+            a[t].q = (const uint8_t *)ab->q + xr * ab->stride;
+            a[t].sums = ab->sums ? (const float *)((const uint8_t *)ab->sums + xr * ab->sums_stride) : NULL;
         }
         float *y = op->y + t0 * rows;
         int64_t r = r0;
@@ -84,8 +94,8 @@ static void mm_worker(void *arg, int ith, int nth)
         int64_t c = atomic_fetch_add_explicit(&tk->next, 1, memory_order_relaxed);
         if (c >= total) break;
         while (c >= tk->chunk_start[o + 1]) o++; /* chunks are taken in increasing order */
-        int64_t r0 = (c - tk->chunk_start[o]) * tk->chunk[o];
-        int64_t r1 = r0 + tk->chunk[o] < tk->ops[o].rows ? r0 + tk->chunk[o] : tk->ops[o].rows;
+        const int64_t ch = tk->ops[o].chunk, r0 = (c - tk->chunk_start[o]) * ch;
+        const int64_t r1 = r0 + ch < tk->ops[o].rows ? r0 + ch : tk->ops[o].rows;
         run_rows(tk, o, r0, r1);
     }
 }
@@ -116,37 +126,41 @@ static size_t align64(size_t n)
     return (n + 63) & ~(size_t)63;
 }
 
-int sw_k_matmul_multi(struct sw_k_pool *pool, const struct sw_k_mm_op *ops, int n_ops, int64_t cols,
-                      const float *x, int64_t n_tokens)
+/* The matmul of ops[0..n_ops) (their w, type, rows, y, tok, first, n_tok set; ti, act and
+ * chunk filled here) over the n_x rows of x; chunk_start has n_ops + 1 entries. */
+static int matmul_ops(struct sw_k_pool *pool, struct mm_iop *ops, int64_t *chunk_start, int n_ops, int64_t cols,
+                      const float *x, int64_t n_x)
 {
-    if (n_ops < 1 || n_ops > MAX_OPS || cols <= 0 || n_tokens < 0) return SW_EINVAL;
-    if (n_tokens == 0) return 0;
     struct mm_task tk;
     memset(&tk, 0, sizeof(tk));
     tk.ops = ops;
+    tk.chunk_start = chunk_start;
     tk.n_ops = n_ops;
     tk.cols = cols;
-    tk.n_tokens = n_tokens;
+    tk.n_tokens = n_x;
     tk.x = x;
 
     /* Distinct activation types, at most 3 (F32, Q8_0 with sums, Q8_K). */
     struct act_buf bufs[MAX_OPS];
     int n_bufs = 0;
     size_t scratch = 0;
+    chunk_start[0] = 0;
     for (int o = 0; o < n_ops; o++) {
         const struct sw_k_type *t = sw_k_type_get(ops[o].type);
         if (!t || !t->vec_dot) return SW_EUNSUPPORTED;
-        if (cols % t->block_size || ops[o].rows < 0) return SW_EINVAL;
-        tk.ti[o] = sw__k_impl_of(t);
+        if (cols % t->block_size || ops[o].rows < 0 || ops[o].n_tok < 0) return SW_EINVAL;
+        ops[o].ti = sw__k_impl_of(t);
         /* chunks start on a tile boundary of their op, so only an op's last rows miss the tile */
-        int64_t ch = n_tokens == 1 ? CHUNK_ROWS_VEC : CHUNK_ROWS_MAT;
-        if ((n_tokens > 1 || tk.ti[o]->tile_vec) && tk.ti[o]->tile) ch = (ch + tk.ti[o]->tile_rows - 1) / tk.ti[o]->tile_rows * tk.ti[o]->tile_rows;
-        tk.chunk[o] = ch;
-        tk.chunk_start[o + 1] = tk.chunk_start[o] + (ops[o].rows + ch - 1) / ch;
+        int64_t ch = ops[o].n_tok == 1 ? CHUNK_ROWS_VEC : CHUNK_ROWS_MAT;
+        if ((ops[o].n_tok > 1 || ops[o].ti->tile_vec) && ops[o].ti->tile)
+            ch = (ch + ops[o].ti->tile_rows - 1) / ops[o].ti->tile_rows * ops[o].ti->tile_rows;
+        ops[o].chunk = ch;
+        chunk_start[o + 1] = chunk_start[o] + (ops[o].n_tok ? (ops[o].rows + ch - 1) / ch : 0);
         int found = -1;
         for (int b = 0; b < n_bufs; b++)
             if (bufs[b].type == t->act_type) found = b;
         if (found < 0) {
+            if (n_bufs == MAX_OPS) return SW_EINVAL;
             found = n_bufs++;
             memset(&bufs[found], 0, sizeof(bufs[found]));
             bufs[found].type = t->act_type;
@@ -158,14 +172,14 @@ int sw_k_matmul_multi(struct sw_k_pool *pool, const struct sw_k_mm_op *ops, int 
                 size_t rb = sw_k_row_bytes(t->act_type, cols);
                 if (!rb) return SW_EINVAL;
                 bufs[found].stride = align64(rb);
-                scratch += bufs[found].stride * (size_t)n_tokens;
+                scratch += bufs[found].stride * (size_t)n_x;
                 if (t->act_type == SW_TYPE_Q8_0) {
                     bufs[found].sums_stride = align64((size_t)(cols / SW_QK8_0) * 2 * sizeof(float));
-                    scratch += bufs[found].sums_stride * (size_t)n_tokens;
+                    scratch += bufs[found].sums_stride * (size_t)n_x;
                 }
             }
         }
-        tk.act[o] = &bufs[found];
+        ops[o].act = &bufs[found];
     }
 
     void *mem = NULL, *owned = NULL;
@@ -180,16 +194,16 @@ int sw_k_matmul_multi(struct sw_k_pool *pool, const struct sw_k_mm_op *ops, int 
         if (bufs[b].type == SW_TYPE_F32) continue;
         n_q++;
         bufs[b].q = p;
-        p += bufs[b].stride * (size_t)n_tokens;
+        p += bufs[b].stride * (size_t)n_x;
         if (bufs[b].sums_stride) {
             bufs[b].sums = (const float *)p;
-            p += bufs[b].sums_stride * (size_t)n_tokens;
+            p += bufs[b].sums_stride * (size_t)n_x;
         }
     }
     tk.bufs = bufs;
     tk.n_bufs = n_bufs;
     if (n_q) {
-        if (n_tokens >= 4) sw_k_pool_run(pool, quant_worker, &tk);
+        if (n_x >= 4) sw_k_pool_run(pool, quant_worker, &tk);
         else quant_worker(&tk, 0, 1);
     }
 
@@ -197,6 +211,61 @@ int sw_k_matmul_multi(struct sw_k_pool *pool, const struct sw_k_mm_op *ops, int 
     sw_k_pool_run(pool, mm_worker, &tk);
     free(owned);
     return 0;
+}
+
+int sw_k_matmul_multi(struct sw_k_pool *pool, const struct sw_k_mm_op *ops, int n_ops, int64_t cols,
+                      const float *x, int64_t n_tokens)
+{
+    if (n_ops < 1 || n_ops > MAX_OPS || cols <= 0 || n_tokens < 0) return SW_EINVAL;
+    if (n_tokens == 0) return 0;
+    struct mm_iop io[MAX_OPS];
+    int64_t cs[MAX_OPS + 1];
+    memset(io, 0, sizeof io);
+    for (int o = 0; o < n_ops; o++) {
+        io[o].w = ops[o].w;
+        io[o].type = ops[o].type;
+        io[o].rows = ops[o].rows;
+        io[o].y = ops[o].y;
+        io[o].n_tok = n_tokens;
+    }
+    return matmul_ops(pool, io, cs, n_ops, cols, x, n_tokens);
+}
+
+int sw_k_matmul_grouped(struct sw_k_pool *pool, const struct sw_k_mm_gop *ops, int n_ops, int64_t cols,
+                        const float *x, int64_t n_x)
+{
+    if (n_ops < 1 || n_ops > SW_K_MAX_GROUP_OPS || cols <= 0 || n_x < 0) return SW_EINVAL;
+    int64_t total = 0;
+    for (int o = 0; o < n_ops; o++) {
+        const struct sw_k_mm_gop *g = &ops[o];
+        if (g->n_tok < 0 || g->n_tok > n_x) return SW_EINVAL;
+        if (g->tok) {
+            for (int64_t j = 0; j < g->n_tok; j++)
+                if ((int64_t)g->tok[j] >= n_x) return SW_EINVAL;
+        } else if (g->first < 0 || g->first > n_x - g->n_tok) {
+            return SW_EINVAL;
+        }
+        total += g->n_tok;
+    }
+    if (!total) return 0;
+    struct mm_iop *io = calloc((size_t)n_ops, sizeof *io);
+    int64_t *cs = calloc((size_t)n_ops + 1, sizeof *cs);
+    int rc = SW_ENOMEM;
+    if (io && cs) {
+        for (int o = 0; o < n_ops; o++) {
+            io[o].w = ops[o].w;
+            io[o].type = ops[o].type;
+            io[o].rows = ops[o].rows;
+            io[o].y = ops[o].y;
+            io[o].tok = ops[o].tok;
+            io[o].first = ops[o].first;
+            io[o].n_tok = ops[o].n_tok;
+        }
+        rc = matmul_ops(pool, io, cs, n_ops, cols, x, n_x);
+    }
+    free(io);
+    free(cs);
+    return rc;
 }
 
 int sw_k_matmul(struct sw_k_pool *pool, const void *w, uint32_t type, int64_t rows, int64_t cols,

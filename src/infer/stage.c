@@ -50,10 +50,11 @@ struct sw_stage {
     float *router;     /* B x n_expert: router logits, then probabilities */
     uint32_t *sel;     /* B x n_expert_used: chosen experts per token */
     float *sel_w;      /* B x n_expert_used: their weights */
-    float *moe_x;      /* B x n_embd: the rows routed to one expert, gathered */
-    float *moe_y;      /* B x n_embd: that expert's (or the shared expert's) output */
-    uint32_t *ex_tok;  /* B: tokens routed to the expert at hand */
-    float *ex_w;       /* B: their weights */
+    float *moe_y;      /* B x n_embd: a batch of slots' expert outputs (or the shared expert's) */
+    uint32_t *ex_tok;  /* B x n_expert_used: the (token, expert) slots sorted by expert: token */
+    float *ex_w;       /* B x n_expert_used: its weight */
+    uint32_t *ex_at;   /* n_expert + 1: expert e's slots are ex_at[e] .. ex_at[e+1]-1 */
+    struct sw_k_mm_gop *ex_ops; /* 2 x n_expert: one grouped matmul's ops */
     /* deepseek2's latent attention (NULL otherwise) */
     float *mla_qa;     /* B x q_lora_rank */
     float *mla_q;      /* B x n_head x key_length_mla: the heads' q_nope ‖ q_pe */
@@ -238,11 +239,12 @@ int sw_stage_open_gguf(struct sw_gguf *g, const struct sw_stage_opts *opts, stru
         s->router = scratch(B * hp->n_expert, &oom);
         s->sel = calloc(B * hp->n_expert_used, sizeof *s->sel);
         s->sel_w = scratch(B * hp->n_expert_used, &oom);
-        s->moe_x = scratch(B * in->n_embd, &oom);
         s->moe_y = scratch(B * in->n_embd, &oom);
-        s->ex_tok = calloc(B, sizeof *s->ex_tok);
-        s->ex_w = scratch(B, &oom);
-        if (!s->sel || !s->ex_tok) oom = 1;
+        s->ex_tok = calloc(B * hp->n_expert_used, sizeof *s->ex_tok);
+        s->ex_w = scratch(B * hp->n_expert_used, &oom);
+        s->ex_at = calloc((size_t)hp->n_expert + 1, sizeof *s->ex_at);
+        s->ex_ops = calloc(2 * (size_t)hp->n_expert, sizeof *s->ex_ops);
+        if (!s->sel || !s->ex_tok || !s->ex_at || !s->ex_ops) oom = 1;
     }
     if (hp->mla) {
         const size_t kmla = hp->qk_nope + in->n_rot, R = hp->kv_lora_rank;
@@ -323,10 +325,11 @@ void sw_stage_free(struct sw_stage *s)
     free(s->router);
     free(s->sel);
     free(s->sel_w);
-    free(s->moe_x);
     free(s->moe_y);
     free(s->ex_tok);
     free(s->ex_w);
+    free(s->ex_at);
+    free(s->ex_ops);
     free(s->mla_qa);
     free(s->mla_q);
     free(s->mla_in);
@@ -982,43 +985,88 @@ static void route(const struct sw__hparams *hp, const float *sel_bias, float *lo
 
 /* ffn hook, mixture of experts: xn (T x n_embd, normed) in, ffo out.
  *   ffo[t] = sum_{e chosen for t} w_t,e · expert_e(xn[t])  (+ sigmoid(g·xn[t]) · shared(xn[t]))
- * Tokens are grouped by expert: each chosen expert's rows are read once per step, and
- * experts nobody chose are not touched (a decode step reads only k experts). */
+ * Tokens are grouped by expert (llama.cpp's mul_mat_id does the same): the (token, expert)
+ * slots are sorted by expert, and a batch of up to max_batch slots runs as one grouped
+ * gate/up matmul over all its experts, one SwiGLU and one grouped down matmul — three
+ * dispatches per batch, not per expert, so 128 experts of ~8 tokens each keep both threads
+ * busy. Each chosen expert's rows are read once per batch, experts nobody chose are not
+ * touched, and a token's expert outputs are added in ascending expert order whatever the
+ * step holds (batch invariance). */
 static int ffn_moe(struct sw_stage *s, const struct sw__layer *ly, uint32_t l, uint32_t T)
 {
     const struct sw__hparams *hp = &s->m.hp;
-    const int64_t E = s->m.info.n_embd;
-    const uint32_t k = hp->n_expert_used;
+    const int64_t E = s->m.info.n_embd, FX = hp->n_ff_exp;
+    const uint32_t k = hp->n_expert_used, NE = hp->n_expert;
     int rc = mm(s, &ly->gate_inp, s->xn, T, s->router);
     if (rc) return rc;
-    add_bias(s->router, ly->gate_inp_b, T, hp->n_expert);
+    add_bias(s->router, ly->gate_inp_b, T, NE);
     for (uint32_t t = 0; t < T; t++)
-        route(hp, ly->exp_probs_b, s->router + (size_t)t * hp->n_expert, s->sel + (size_t)t * k,
-              s->sel_w + (size_t)t * k);
+        route(hp, ly->exp_probs_b, s->router + (size_t)t * NE, s->sel + (size_t)t * k, s->sel_w + (size_t)t * k);
+    /* counting sort of the slots by expert; tokens stay ascending within an expert */
+    uint32_t *at = s->ex_at;
+    memset(at, 0, ((size_t)NE + 1) * sizeof *at);
+    for (size_t i = 0; i < (size_t)T * k; i++) at[s->sel[i] + 1]++;
+    for (uint32_t e = 0; e < NE; e++) at[e + 1] += at[e];
+    for (size_t i = 0; i < (size_t)T * k; i++) {
+        const uint32_t p = at[s->sel[i]]++;
+        s->ex_tok[p] = (uint32_t)(i / k);
+        s->ex_w[p] = s->sel_w[i];
+    }
+    for (uint32_t e = NE; e > 0; e--) at[e] = at[e - 1];
+    at[0] = 0;
     memset(s->ffo, 0, (size_t)T * E * sizeof *s->ffo);
-    for (uint32_t e = 0; e < hp->n_expert; e++) {
-        uint32_t n = 0;
-        for (uint32_t t = 0; t < T; t++)
-            for (uint32_t j = 0; j < k; j++)
-                if (s->sel[(size_t)t * k + j] == e) {
-                    s->ex_tok[n] = t;
-                    s->ex_w[n] = s->sel_w[(size_t)t * k + j];
-                    memcpy(s->moe_x + (size_t)n * E, s->xn + (size_t)t * E, (size_t)E * sizeof(float));
-                    n++;
-                }
-        if (!n) continue;
-        const struct sw__w wg = expert_w(&ly->gate_exps, e), wu = expert_w(&ly->up_exps, e),
-                           wd = expert_w(&ly->down_exps, e);
-        const int64_t FX = hp->n_ff_exp;
-        const float *bg = ly->gate_exps_b ? ly->gate_exps_b + (size_t)e * FX : NULL,
-                    *bu = ly->up_exps_b ? ly->up_exps_b + (size_t)e * FX : NULL,
-                    *bd = ly->down_exps_b ? ly->down_exps_b + (size_t)e * E : NULL;
-        if ((rc = ffn_dense_b(s, &wg, &wu, &wd, bg, bu, bd, l, s->moe_x, n, s->moe_y))) return rc;
-        for (uint32_t i = 0; i < n; i++) {
-            float *o = s->ffo + (size_t)s->ex_tok[i] * E;
-            const float *y = s->moe_y + (size_t)i * E, w = s->ex_w[i];
+    const uint32_t cap = s->max_batch; /* slots per batch: gate/up hold B x ff_max >= B x FX, moe_y B x E */
+    for (uint32_t e0 = 0; e0 < NE;) {
+        const uint32_t base = at[e0];
+        uint32_t e1 = e0;
+        while (e1 < NE && at[e1 + 1] - base <= cap) e1++;
+        if (e1 == e0) /* an expert has <= T <= max_batch slots: never */
+            return set_err(s, SW_EINVAL, "layer %u: expert %u has %u tokens, over the batch of %u", l, e0,
+                           at[e0 + 1] - at[e0], cap);
+        const uint32_t n_slots = at[e1] - base;
+        if (!n_slots) {
+            e0 = e1;
+            continue;
+        }
+        int n_ops = 0;
+        for (uint32_t e = e0; e < e1; e++) {
+            const uint32_t n = at[e + 1] - at[e], off = at[e] - base;
+            if (!n) continue;
+            const struct sw__w wg = expert_w(&ly->gate_exps, e), wu = expert_w(&ly->up_exps, e);
+            s->ex_ops[n_ops++] = (struct sw_k_mm_gop){ wg.data, wg.type, FX, s->gate + (size_t)off * FX,
+                                                       s->ex_tok + at[e], 0, n };
+            s->ex_ops[n_ops++] = (struct sw_k_mm_gop){ wu.data, wu.type, FX, s->up + (size_t)off * FX,
+                                                       s->ex_tok + at[e], 0, n };
+        }
+        rc = sw_k_matmul_grouped(s->pool, s->ex_ops, n_ops, E, s->xn, T);
+        if (rc) return set_err(s, rc, "expert gate/up matmul of layer %u failed: %s", l, sw_strerror(rc));
+        for (uint32_t e = e0; e < e1; e++) {
+            const uint32_t n = at[e + 1] - at[e], off = at[e] - base;
+            if (ly->gate_exps_b) add_bias(s->gate + (size_t)off * FX, ly->gate_exps_b + (size_t)e * FX, n, FX);
+            if (ly->up_exps_b) add_bias(s->up + (size_t)off * FX, ly->up_exps_b + (size_t)e * FX, n, FX);
+        }
+        struct swiglu_task sw = { s->gate, s->up, (int64_t)n_slots * FX, hp->act };
+        sw_k_pool_run(s->pool, swiglu_run, &sw);
+        cores_tick(s);
+        n_ops = 0;
+        for (uint32_t e = e0; e < e1; e++) {
+            const uint32_t n = at[e + 1] - at[e], off = at[e] - base;
+            if (!n) continue;
+            const struct sw__w wd = expert_w(&ly->down_exps, e);
+            s->ex_ops[n_ops++] = (struct sw_k_mm_gop){ wd.data, wd.type, E, s->moe_y + (size_t)off * E, NULL, off, n };
+        }
+        rc = sw_k_matmul_grouped(s->pool, s->ex_ops, n_ops, FX, s->gate, n_slots);
+        if (rc) return set_err(s, rc, "expert down matmul of layer %u failed: %s", l, sw_strerror(rc));
+        if (ly->down_exps_b)
+            for (uint32_t e = e0; e < e1; e++)
+                add_bias(s->moe_y + (size_t)(at[e] - base) * E, ly->down_exps_b + (size_t)e * E, at[e + 1] - at[e], E);
+        for (uint32_t i = 0; i < n_slots; i++) {
+            float *o = s->ffo + (size_t)s->ex_tok[base + i] * E;
+            const float *y = s->moe_y + (size_t)i * E, w = s->ex_w[base + i];
             for (int64_t d = 0; d < E; d++) o[d] += w * y[d];
         }
+        cores_tick(s);
+        e0 = e1;
     }
     if (!hp->n_ff_shexp) return 0;
     /* qwen2moe's shared expert, scaled by sigmoid(ffn_gate_inp_shexp · xn[t]). */

@@ -661,6 +661,63 @@ static void test_matmul_multi(void)
     free(w2);
 }
 
+/* The grouped matmul (tokens grouped per expert) gives each (row, listed token) the bits
+ * sw_k_matmul gives it on the gathered rows, for lists of 1..9 tokens (matvec, tiles, the
+ * rest), contiguous ranges, empty ops, and several types in one dispatch; bad lists refused. */
+static void test_matmul_grouped(void)
+{
+    const int64_t cols = 512, n_x = 11;
+    const uint32_t types[3] = {SW_TYPE_Q4_0, SW_TYPE_Q6_K, SW_TYPE_IQ4_XS};
+    const int64_t rows[3] = {43, 24, 17};
+    uint8_t *w[3];
+    for (int i = 0; i < 3; i++) {
+        size_t rb = sw_k_row_bytes(types[i], cols);
+        w[i] = malloc(rb * (size_t)rows[i]);
+        for (int64_t r = 0; r < rows[i]; r++) make_weights(types[i], cols, w[i] + rb * (size_t)r);
+    }
+    float *x = malloc(sizeof(float) * cols * n_x), *gx = malloc(sizeof(float) * cols * n_x);
+    fill(x, cols * n_x, 1.0f);
+    /* op o: type o % 3, o % 10 tokens (none for o = 0 and 10): the first of tok, or (every 4th op)
+     * rows 1.. of x */
+    enum { N_OPS = 12 };
+    static const uint32_t tok[9] = {10, 3, 8, 0, 7, 5, 1, 9, 2};
+    struct sw_k_mm_gop ops[N_OPS];
+    float *y[N_OPS];
+    for (int o = 0; o < N_OPS; o++) {
+        const int ti = o % 3;
+        const int64_t n = o % 10;
+        y[o] = malloc(sizeof(float) * (size_t)(rows[ti] * (n ? n : 1)));
+        ops[o] = (struct sw_k_mm_gop){w[ti], types[ti], rows[ti], y[o], o % 4 == 3 ? NULL : tok, o % 4 == 3 ? 1 : 0, n};
+    }
+    struct sw_k_pool *pool;
+    CHECK_EQ_INT(sw_k_pool_new(3, &pool), 0);
+    CHECK_EQ_INT(sw_k_matmul_grouped(pool, ops, N_OPS, cols, x, n_x), 0);
+    for (int o = 0; o < N_OPS; o++) {
+        const int64_t n = ops[o].n_tok;
+        if (!n) continue;
+        for (int64_t j = 0; j < n; j++) {
+            const int64_t xr = ops[o].tok ? ops[o].tok[j] : ops[o].first + j;
+            memcpy(gx + j * cols, x + xr * cols, sizeof(float) * (size_t)cols);
+        }
+        float *z = malloc(sizeof(float) * (size_t)(rows[o % 3] * n));
+        CHECK_EQ_INT(sw_k_matmul(NULL, ops[o].w, ops[o].type, ops[o].rows, cols, gx, n, z), 0);
+        CHECK_EQ_MEM(y[o], z, sizeof(float) * (size_t)(rows[o % 3] * n));
+        free(z);
+    }
+    /* refusals: a listed row outside x, a range past its end, no ops */
+    uint32_t bad = (uint32_t)n_x;
+    struct sw_k_mm_gop b1 = {w[0], SW_TYPE_Q4_0, rows[0], y[1], &bad, 0, 1};
+    CHECK_EQ_INT(sw_k_matmul_grouped(pool, &b1, 1, cols, x, n_x), SW_EINVAL);
+    struct sw_k_mm_gop b2 = {w[0], SW_TYPE_Q4_0, rows[0], y[1], NULL, n_x - 1, 2};
+    CHECK_EQ_INT(sw_k_matmul_grouped(pool, &b2, 1, cols, x, n_x), SW_EINVAL);
+    CHECK_EQ_INT(sw_k_matmul_grouped(pool, &b2, 0, cols, x, n_x), SW_EINVAL);
+    sw_k_pool_free(pool);
+    for (int o = 0; o < N_OPS; o++) free(y[o]);
+    for (int i = 0; i < 3; i++) free(w[i]);
+    free(x);
+    free(gx);
+}
+
 static void test_get_rows(void)
 {
     const int64_t cols = 256, rows = 5;
@@ -827,6 +884,7 @@ int main(int argc, char **argv)
         SW_RUN(test_matmul);
         SW_RUN(test_matvec_vs_f32);
         SW_RUN(test_matmul_multi);
+        SW_RUN(test_matmul_grouped);
         SW_RUN(test_get_rows);
         SW_RUN(test_vector_helpers);
         return SW_TEST_DONE();
@@ -844,6 +902,7 @@ int main(int argc, char **argv)
     SW_RUN(test_matmul);
     SW_RUN(test_matvec_vs_f32);
     SW_RUN(test_matmul_multi);
+    SW_RUN(test_matmul_grouped);
     SW_RUN(test_get_rows);
     if (argc > 0 && !getenv("SW_KERNELS")) test_matmul_other_families(argv[0]);
     return SW_TEST_DONE();
