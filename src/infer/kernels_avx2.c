@@ -727,6 +727,142 @@ static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int nr, const s
     }
 }
 
+/* The same tile for many tokens (prefill, experts' token groups): the tile's 8 code
+ * vectors and 8 scales per block are decoded (transposed, split into nibbles) once into a
+ * stack buffer of Q4P_SEG blocks, and every pass of up to 4 tokens loads them instead of
+ * decoding again: per block a pass then costs 9 loads instead of ~36 decode ops. The
+ * integer and float ops of each token are q4_0_tile8_nt's, in the same order: the same
+ * bits. Columns beyond one segment are done segment by segment, each token's accumulators
+ * carried over through `out` (a float stored and loaded is the same float). */
+#define Q4P_SEG 64 /* blocks: 64 x 288 bytes = 18 KB of stack, in L1 */
+struct q4p_block {
+    __m256i c[8]; /* code vector j: bytes of the 8 rows for elements K(j)..K(j)+3, 0..15 */
+    __m256 dw;    /* the 8 rows' scales */
+};
+/* activation offset of code vector j: low nibbles of transposed word v are elements 4v..,
+ * high ones 16+4v.. */
+static const int q4p_k[8] = {0, 16, 4, 20, 8, 24, 12, 28};
+
+static void q4_0_pack8(const struct sw_block_q4_0 *w, size_t ws, int64_t b0, int64_t b1, struct q4p_block *p)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const char *pf = (const char *)(w + 8 * ws); /* the next tile, as q4_0_tile8_nt prefetches it */
+    for (int64_t b = b0; b < b1; b++, p++) {
+        const struct sw_block_q4_0 *w0 = w + b;
+        _mm_prefetch(pf + 8 * sizeof(*w) * b, _MM_HINT_T0);
+        _mm_prefetch(pf + 8 * sizeof(*w) * b + 64, _MM_HINT_T0);
+        _mm_prefetch(pf + 8 * sizeof(*w) * b + 128, _MM_HINT_T0);
+#define ROWS_R(r)                                                                                   \
+    _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)w0[(r) * ws].qs)), \
+                            _mm_loadu_si128((const __m128i *)w0[((r) + 4) * ws].qs), 1)
+        const __m256i r0 = ROWS_R(0), r1 = ROWS_R(1), r2 = ROWS_R(2), r3 = ROWS_R(3);
+#undef ROWS_R
+        const __m256i a01 = _mm256_unpacklo_epi32(r0, r1), b01 = _mm256_unpackhi_epi32(r0, r1);
+        const __m256i a23 = _mm256_unpacklo_epi32(r2, r3), b23 = _mm256_unpackhi_epi32(r2, r3);
+        const __m256i v[4] = {_mm256_unpacklo_epi64(a01, a23), _mm256_unpackhi_epi64(a01, a23),
+                              _mm256_unpacklo_epi64(b01, b23), _mm256_unpackhi_epi64(b01, b23)};
+        for (int j = 0; j < 4; j++) {
+            _mm256_store_si256(&p->c[2 * j], _mm256_and_si256(v[j], m4));
+            _mm256_store_si256(&p->c[2 * j + 1], _mm256_and_si256(_mm256_srli_epi16(v[j], 4), m4));
+        }
+        _mm256_store_ps((float *)&p->dw,
+                        _mm256_cvtph_ps(_mm_setr_epi16((short)w0[0].d, (short)w0[ws].d, (short)w0[2 * ws].d,
+                                                       (short)w0[3 * ws].d, (short)w0[4 * ws].d, (short)w0[5 * ws].d,
+                                                       (short)w0[6 * ws].d, (short)w0[7 * ws].d)));
+    }
+}
+
+/* Blocks b0..b1-1 of the packed tile for NT (1..4) tokens; carry: continue the sums in out. */
+AI void q4_0_tilep_nt(const struct q4p_block *p, int64_t b0, int64_t b1, const struct sw_k_act *a, const int NT,
+                      float *out, size_t ldo, int carry)
+{
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    if (carry) {
+        acc0 = _mm256_loadu_ps(out);
+        if (NT > 1) acc1 = _mm256_loadu_ps(out + ldo);
+        if (NT > 2) acc2 = _mm256_loadu_ps(out + 2 * ldo);
+        if (NT > 3) acc3 = _mm256_loadu_ps(out + 3 * ldo);
+    }
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256 m8 = _mm256_set1_ps(-8.0f);
+    for (int64_t b = b0; b < b1; b++, p++) {
+        const int8_t *q0 = ((const struct sw_block_q8_0 *)a[0].q + b)->qs;
+        const int8_t *q1 = NT > 1 ? ((const struct sw_block_q8_0 *)a[1].q + b)->qs : q0;
+        const int8_t *q2 = NT > 2 ? ((const struct sw_block_q8_0 *)a[2].q + b)->qs : q0;
+        const int8_t *q3 = NT > 3 ? ((const struct sw_block_q8_0 *)a[3].q + b)->qs : q0;
+        __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+#define Q4P_PROD(J)                                                                                 \
+    do {                                                                                            \
+        const __m256i c_ = _mm256_load_si256(&p->c[J]);                                             \
+        const int k_ = q4p_k[J];                                                                    \
+        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(c_, _mm256_broadcastd_epi32(_mm_loadu_si32(q0 + k_)))); \
+        if (NT > 1) s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(c_, _mm256_broadcastd_epi32(_mm_loadu_si32(q1 + k_)))); \
+        if (NT > 2) s2 = _mm256_add_epi16(s2, _mm256_maddubs_epi16(c_, _mm256_broadcastd_epi32(_mm_loadu_si32(q2 + k_)))); \
+        if (NT > 3) s3 = _mm256_add_epi16(s3, _mm256_maddubs_epi16(c_, _mm256_broadcastd_epi32(_mm_loadu_si32(q3 + k_)))); \
+        KEEP_REG(s0);                                                                               \
+        if (NT > 1) KEEP_REG(s1);                                                                   \
+        if (NT > 2) KEEP_REG(s2);                                                                   \
+        if (NT > 3) KEEP_REG(s3);                                                                   \
+    } while (0)
+        Q4P_PROD(0);
+        Q4P_PROD(1);
+        Q4P_PROD(2);
+        Q4P_PROD(3);
+        Q4P_PROD(4);
+        Q4P_PROD(5);
+        Q4P_PROD(6);
+        Q4P_PROD(7);
+#undef Q4P_PROD
+        const __m256 dw8 = _mm256_load_ps((const float *)&p->dw);
+        const __m256 dw8o = _mm256_mul_ps(dw8, m8);
+#define Q4P_FLOAT(ACC, S, T)                                                                        \
+    do {                                                                                            \
+        const float *ds_ = a[T].sums + 2 * b;                                                       \
+        __m256 f_ = _mm256_cvtepi32_ps(_mm256_madd_epi16(S, ones));                                 \
+        ACC = _mm256_fmadd_ps(f_, _mm256_mul_ps(dw8, _mm256_broadcast_ss(ds_)), ACC);               \
+        ACC = _mm256_fmadd_ps(dw8o, _mm256_broadcast_ss(ds_ + 1), ACC);                             \
+    } while (0)
+        Q4P_FLOAT(acc0, s0, 0);
+        if (NT > 1) Q4P_FLOAT(acc1, s1, 1);
+        if (NT > 2) Q4P_FLOAT(acc2, s2, 2);
+        if (NT > 3) Q4P_FLOAT(acc3, s3, 3);
+#undef Q4P_FLOAT
+    }
+    _mm256_storeu_ps(out, acc0);
+    if (NT > 1) _mm256_storeu_ps(out + ldo, acc1);
+    if (NT > 2) _mm256_storeu_ps(out + 2 * ldo, acc2);
+    if (NT > 3) _mm256_storeu_ps(out + 3 * ldo, acc3);
+}
+
+static void tile_many_q4_0(int64_t n, const void *w, size_t w_stride, int nr, const struct sw_k_act *a, int nt,
+                           float *out, size_t ldo)
+{
+    if (!a[0].sums || w_stride % sizeof(struct sw_block_q4_0)) { /* only the matmul calls tiles; it has sums */
+        for (int t0 = 0; t0 < nt; t0 += SW_K_TILE_T_MAX)
+            tile_q4_0(n, w, w_stride, nr, a + t0, nt - t0 < SW_K_TILE_T_MAX ? nt - t0 : SW_K_TILE_T_MAX,
+                      out + (size_t)t0 * ldo, ldo);
+        return;
+    }
+    const struct sw_block_q4_0 *wb = w;
+    const size_t ws = w_stride / sizeof(struct sw_block_q4_0);
+    const int64_t nb = n / SW_QK4_0;
+    struct q4p_block buf[Q4P_SEG];
+    for (int64_t b0 = 0; b0 < nb; b0 += Q4P_SEG) {
+        const int64_t b1 = nb - b0 < Q4P_SEG ? nb : b0 + Q4P_SEG;
+        q4_0_pack8(wb, ws, b0, b1, buf);
+        const int carry = b0 > 0;
+        for (int t0 = 0; t0 < nt; t0 += 4) {
+            float *o = out + (size_t)t0 * ldo;
+            switch (nt - t0) {
+            case 1: q4_0_tilep_nt(buf, b0, b1, a + t0, 1, o, ldo, carry); break;
+            case 2: q4_0_tilep_nt(buf, b0, b1, a + t0, 2, o, ldo, carry); break;
+            case 3: q4_0_tilep_nt(buf, b0, b1, a + t0, 3, o, ldo, carry); break;
+            default: q4_0_tilep_nt(buf, b0, b1, a + t0, 4, o, ldo, carry); break;
+            }
+        }
+    }
+}
+
 /* ------------------------------------------------------------ vector helpers */
 
 static float dot_f32_avx2(int64_t n, const float *x, const float *y)
@@ -802,6 +938,7 @@ static void fill_x86(struct sw_k_type_impl *tab, int n_tab)
         /* the matvec uses the tile too, so a token's outputs are the same bits whether it
          * is alone or batched with others (the row kernel sums in another order) */
         tab[SW_TYPE_Q4_0].tile_vec = 1;
+        tab[SW_TYPE_Q4_0].tile_many = tile_many_q4_0;
     }
     set_tile(tab, n_tab, SW_TYPE_F32, tile_f32, 2);
     set_tile(tab, n_tab, SW_TYPE_F16, tile_f16, 2);

@@ -426,6 +426,7 @@ void sw__k_fill_avx512(struct sw_k_type_impl *tab, int n_tab)
     tab[SW_TYPE_Q4_0].max_nt = tab[SW_TYPE_Q8_0].max_nt = 0;
     tab[SW_TYPE_Q4_0].tile = NULL;
     tab[SW_TYPE_Q4_0].tile_rows = tab[SW_TYPE_Q4_0].tile_nt = tab[SW_TYPE_Q4_0].tile_vec = 0;
+    tab[SW_TYPE_Q4_0].tile_many = NULL;
     tab[SW_TYPE_Q4_K].rowdot = zrowdot_q4_K;
     tab[SW_TYPE_Q4_K].pub.vec_dot = zvec_dot_q4_K;
     tab[SW_TYPE_Q5_K].rowdot = zrowdot_q5_K;

@@ -34,7 +34,11 @@ struct sw_k_type_impl {
     int tile_vec;          /* 1: the tile also serves a matvec (1 token), not only several */
     int act_sums;          /* 1 when rowdot/tile read sw_k_act.sums */
     int max_nt;            /* tokens rowdot takes at once: 0 = SW_K_TILE_T, else <= SW_K_TILE_T_MAX */
+    /* optional: the tile for up to SW_K_TILE_MANY tokens at once (decoding its weights once
+     * for all of them), giving each (row, token) the bits `tile` gives it */
+    sw_k_tile_fn tile_many;
 };
+#define SW_K_TILE_MANY 64
 
 static inline const struct sw_k_type_impl *sw__k_impl_of(const struct sw_k_type *t)
 {

@@ -59,6 +59,31 @@ static void run_rows(const struct mm_task *tk, int o, int64_t r0, int64_t r1)
 
     const int tt = ti->max_nt ? ti->max_nt : SW_K_TILE_T;
     const int tile_nt = ti->tile_nt ? ti->tile_nt : SW_K_TILE_T;
+    if (ti->tile_many && nt_all > SW_K_TILE_T) {
+        /* a tile's weights decoded once for up to SW_K_TILE_MANY tokens; the op's last rows
+         * (under a tile) by the row kernel, max_nt tokens at a time as below */
+        const int tr = ti->tile_rows;
+        for (int64_t t0 = 0; t0 < nt_all; t0 += SW_K_TILE_MANY) {
+            const int nt = (int)(nt_all - t0 < SW_K_TILE_MANY ? nt_all - t0 : SW_K_TILE_MANY);
+            struct sw_k_act a[SW_K_TILE_MANY];
+            for (int t = 0; t < nt; t++) {
+                const size_t xr = op->tok ? op->tok[t0 + t] : (size_t)(op->first + t0 + t);
+                a[t].q = (const uint8_t *)ab->q + xr * ab->stride;
+                a[t].sums = ab->sums ? (const float *)((const uint8_t *)ab->sums + xr * ab->sums_stride) : NULL;
+            }
+            float *y = op->y + t0 * rows;
+            int64_t r = r0;
+            for (; r + tr <= r1; r += tr) ti->tile_many(cols, w + (size_t)r * rb, rb, tr, a, nt, y + r, (size_t)rows);
+            for (; r < r1; r++)
+                for (int g = 0; g < nt; g += tt) {
+                    const int k = nt - g < tt ? nt - g : tt;
+                    float out[SW_K_TILE_T_MAX];
+                    ti->rowdot(cols, w + (size_t)r * rb, a + g, k, out);
+                    for (int t = 0; t < k; t++) y[(g + t) * rows + r] = out[t];
+                }
+        }
+        return;
+    }
     for (int64_t t0 = 0; t0 < nt_all; t0 += tt) {
         int nt = (int)(nt_all - t0 < tt ? nt_all - t0 : tt);
         struct sw_k_act a[SW_K_TILE_T_MAX];

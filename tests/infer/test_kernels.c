@@ -594,6 +594,10 @@ static void test_matmul(void)
         int64_t cols = t->block_size == 256 ? 512 : 96;
         for (size_t k = 0; k < sizeof(toks) / sizeof(toks[0]); k++) matmul_case(k_types[i], 67, cols, toks[k]);
     }
+    /* Q4_0's many-token tile: rows over segments of 64 blocks (carried sums), and tokens
+     * over its 64-token chunks */
+    matmul_case(SW_TYPE_Q4_0, 19, 32 * 130, 9);
+    matmul_case(SW_TYPE_Q4_0, 17, 32 * 66, 70);
 }
 
 /* Each quantized type's matmul (the active family) against an f32 matmul over the same
