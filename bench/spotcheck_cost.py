@@ -3,8 +3,9 @@
 "Spot checks").
 
 SPLIT_DIR is a `shardswarm split` output (model.torrent + shard-K.gguf). One `shardswarm
-node` per shard on 127.0.0.1 plus a replica of every shard but the last (the checkable
-ones), each cache holding a symlink to its shard (nothing is written to SPLIT_DIR), the
+node` per shard on 127.0.0.1 plus a replica of every shard (every shard is checkable; the
+last one's check replays the sampler on the checker's logits; SW_BENCH_NO_LAST=1: no
+replica of the last shard, as before it was checked), each cache holding a symlink to its shard (nothing is written to SPLIT_DIR), the
 machine's cores shared by the core lease (the default). Then `generate --swarm` clients one
 after another, alternating `--spot-check off` and the default rate (or SW_BENCH_RATE), the
 same synthetic prompt, greedy: decode tok/s of each, the median per mode, the positions the
@@ -15,8 +16,9 @@ checker on a machine of its own costs the route only the messages.
 
 Environment: SW_BENCH_GEN (tokens per client, default 128), SW_BENCH_PROMPT (default 16),
 SW_BENCH_RUNS (runs per mode, default 3), SW_BENCH_RATE (default: the node's, 1/256),
-SW_BENCH_REF_REPLICA=1 (the replica of shard 1 computes with SW_KERNELS=ref: the [SPOT]
-lines then give the rows' differences between two honest kernels; use SW_BENCH_RATE=1).
+SW_BENCH_REF_REPLICA=K (the replica of shard K computes with SW_KERNELS=ref: the [SPOT]
+lines then give the rows' differences — for the last shard the logit gaps — between two
+honest kernels; use SW_BENCH_RATE=1).
 """
 import json
 import os
@@ -50,7 +52,9 @@ def main():
         root = harness.tmpdir("sw-spotcost-")
         cores = harness.tmpdir("sw-spotcost-cores-")
         nodes, boot = {}, None
-        plan = [("n%d" % k, k) for k in range(n)] + [("r%d" % k, k) for k in range(n - 1)]
+        n_rep = n - 1 if os.environ.get("SW_BENCH_NO_LAST") else n
+        plan = [("n%d" % k, k) for k in range(n)] + [("r%d" % k, k) for k in range(n_rep)]
+        ref = os.environ.get("SW_BENCH_REF_REPLICA") or ""
         for name, k in plan:
             cache = os.path.join(root, name)
             os.makedirs(os.path.join(cache, "shards"))
@@ -59,7 +63,7 @@ def main():
                     "--shard", str(k), "--cores-dir", cores, "--api", "0"]
             if boot:
                 args += ["--bootstrap", "127.0.0.1:%d" % boot]
-            env = {"SW_KERNELS": "ref"} if name == "r1" and os.environ.get("SW_BENCH_REF_REPLICA") else None
+            env = {"SW_KERNELS": "ref"} if ref and name == "r" + ref else None
             p = procs.start(name, args, env=env)
             port = int(p.wait_for(r"listening on port (\d+)", timeout=120).group(1))
             p.api = int(p.wait_for(r"http://127\.0\.0\.1:(\d+)/swarm/status", timeout=120).group(1))
@@ -67,7 +71,8 @@ def main():
             nodes[name] = p
         for p in nodes.values():
             p.wait_for(r"shard \d+ loaded", timeout=300)
-        log("swarm: %d shards, replicas of 0..%d, %s" % (n, n - 2, split))
+        log("swarm: %d shards, replicas of 0..%d, %s%s" % (n, n_rep - 1, split,
+                                                           ", r%s on the reference kernels" % ref if ref else ""))
         res = {"off": [], "on": []}
         work = {"off": [], "on": []}  # compute seconds of all stages per generated token
 
@@ -106,8 +111,11 @@ def main():
             audits = []
             for name, p in nodes.items():
                 o = p.output()
+                # the last shard's lines: "(worst logit gap G, rel R)" (G in logits, R = G / (2 x the
+                # row's largest |logit|)); the others': "(max abs diff D, rel err R)"
                 for m in re.finditer(r"\[SPOT\] (?:warning: )?audit \w+ \(shard (\d+), positions (\d+)\.\.(\d+)[^)]*\): (\w+) "
-                                     r"\(max abs diff ([0-9.e+-]+|inf), rel err ([0-9.e+-]+|inf)\)", o[seen[name]:]):
+                                     r"\((?:max abs diff|worst logit gap) ([0-9.e+-]+|inf), rel(?: err)? ([0-9.e+-]+|inf)\)",
+                                     o[seen[name]:]):
                     audits.append((int(m.group(1)), int(m.group(3)) - int(m.group(2)), m.group(4), m.group(5), m.group(6)))
                 seen[name] = len(o)
             res[mode].append(js["gen_tps"])
@@ -118,11 +126,14 @@ def main():
                 audit_s.append((after[1] - before[1], after[0] - before[0]))
             before = after
             pos = sum(a[1] for a in audits)
-            worst = max((float(a[4]) for a in audits), default=0.0)
+            worst = {}
+            for a in audits:
+                worst[a[0]] = max(worst.get(a[0], (0.0, 0.0)), (float(a[4]), float(a[3])))
             log("run %d %-3s: %.3f tok/s decode, first token %.0f ms; stages computed %.1f ms per position; %d verdicts, "
-                "%d positions recomputed, worst rel err %.3g %s" % (i, mode, js["gen_tps"], js["ttft_ms"],
-                                                                   work[mode][-1] * 1e3, len(audits), pos, worst,
-                                                                   sorted(set(a[2] for a in audits))))
+                "%d positions recomputed, %s; worst rel err (max abs diff or logit gap) per shard %s" %
+                (i, mode, js["gen_tps"], js["ttft_ms"], work[mode][-1] * 1e3, len(audits), pos,
+                 sorted(set(a[2] for a in audits)),
+                 ", ".join("%d: %.3g (%.4g)" % (k, w[0], w[1]) for k, w in sorted(worst.items())) or "-"))
         same = all(t == toks[0] for t in toks)
         off, on = statistics.median(res["off"]), statistics.median(res["on"])
         woff, won = statistics.median(work["off"]), statistics.median(work["on"])
