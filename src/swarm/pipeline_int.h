@@ -303,6 +303,7 @@ int32_t sw__spot_test_token(struct sw_pipe *p, const struct ssess *s, const floa
 /* A checker of the last shard: 1 while the step ending at row `end` must wait for the
  * claimed tokens; a step's logits (every row) are checked against them. */
 int sw__spot_checker_wait(const struct ssess *s, uint32_t end);
+uint32_t sw__spot_checker_logits_from(const struct ssess *s); /* the first row checked */
 void sw__spot_checker_logits(struct sw_pipe *p, struct ssess *s, uint32_t pos, uint32_t n, const float *logits);
 void sw__spot_ssess_free(struct ssess *s);
 void sw__spot_settings(const struct sw_pipe *p, double *rate, double *rtol);

@@ -124,8 +124,10 @@ static int take_step(struct ssess *s, struct jent *e, uint32_t n, size_t len)
     e->n = n;
     e->in_dtype = s->qh->dtype;
     e->flags = s->qh->flags;
-    /* a checker of the last shard checks the token drawn from every row's logits */
-    if (s->gives_logits && (s->flags & SW_PIPE_OPEN_AUDIT)) e->flags |= SW_PIPE_TOK_SPEC;
+    /* a checker of the last shard checks the token drawn from every row's logits (the rows
+     * before the checked node's first draw, a prompt, need none) */
+    if (s->gives_logits && (s->flags & SW_PIPE_OPEN_AUDIT) && sw__spot_checker_logits_from(s) < e->pos + n)
+        e->flags |= SW_PIPE_TOK_SPEC;
     e->out_floats = sw_stage_out_floats(s->st, n, s->gives_logits && (e->flags & SW_PIPE_TOK_SPEC) ? SW_STAGE_LOGITS_ALL : 0);
     e->in = malloc(len ? len : 1);
     e->out = malloc(e->out_floats * sizeof(float) + 1);

@@ -365,6 +365,8 @@ int sw__spot_checker_wait(const struct ssess *s, uint32_t end)
     return !s->chk || !s->chk->have_tok || end > s->chk->claim_to;
 }
 
+uint32_t sw__spot_checker_logits_from(const struct ssess *s) { return s->chk && s->chk->have_tok ? s->chk->tok_from : 0; }
+
 static void token_verdict_due(struct sw_pipe *p, struct ssess *s)
 {
     struct spot_chk *c = s->chk;
@@ -379,7 +381,8 @@ void sw__spot_checker_logits(struct sw_pipe *p, struct ssess *s, uint32_t pos, u
         uint32_t q = pos + i;
         if (q < c->cmp_to) continue; /* computed again (cannot happen: inputs come once) */
         c->cmp_to = q + 1;
-        if (q < c->tok_from || q >= c->claim_to) continue; /* not drawn by the checked node */
+        /* not drawn by the checked node (a step wholly before tok_from has no logits per row) */
+        if (q < c->tok_from || q >= c->claim_to) continue;
         const float *lg = logits + (size_t)i * s->n_vocab;
         /* the tolerance scales with the row: rtol x its largest |logit| per logit */
         float big = 0;
