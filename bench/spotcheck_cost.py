@@ -18,7 +18,7 @@ Environment: SW_BENCH_GEN (tokens per client, default 128), SW_BENCH_PROMPT (def
 SW_BENCH_RUNS (runs per mode, default 3), SW_BENCH_RATE (default: the node's, 1/256),
 SW_BENCH_REF_REPLICA=K (the replica of shard K computes with SW_KERNELS=ref: the [SPOT]
 lines then give the rows' differences — for the last shard the logit gaps — between two
-honest kernels; use SW_BENCH_RATE=1).
+honest kernels; use SW_BENCH_RATE=1), SW_BENCH_LOGS=DIR (every node's log written there).
 """
 import json
 import os
@@ -134,6 +134,10 @@ def main():
                 (i, mode, js["gen_tps"], js["ttft_ms"], work[mode][-1] * 1e3, len(audits), pos,
                  sorted(set(a[2] for a in audits)),
                  ", ".join("%d: %.3g (%.4g)" % (k, w[0], w[1]) for k, w in sorted(worst.items())) or "-"))
+        if os.environ.get("SW_BENCH_LOGS"):  # every node's log, for a look by hand
+            for name, p in nodes.items():
+                with open(os.path.join(os.environ["SW_BENCH_LOGS"], name + ".log"), "w") as f:
+                    f.write(p.output())
         same = all(t == toks[0] for t in toks)
         off, on = statistics.median(res["off"]), statistics.median(res["on"])
         woff, won = statistics.median(work["off"]), statistics.median(work["on"])
