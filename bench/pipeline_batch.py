@@ -7,7 +7,10 @@ holds a symlink to its shard; nothing is written to SPLIT_DIR), the machine's co
 the core lease (the default). For each mode (coalescing on = the default, then `--coalesce
 off`), 1, 2 and 4 `generate --swarm` clients at once (the same synthetic prompt, greedy):
 total decode tok/s (the sum of the clients' rates), the ratio to one session, the batched
-steps the stages ran, and whether every client's tokens equal the lone session's.
+steps the stages ran, and whether every client's tokens equal the lone session's; then per
+stage the decode steps by sessions carried (mean run time and the node's CPU time, from
+/swarm/status `pipeline.decode_steps`) and the coalescing holds, and one token round split
+into compute, holds and the rest (docs/pipeline.md, "Where a batched step's time goes").
 
 Environment: SW_BENCH_GEN (tokens per client, default 24), SW_BENCH_PROMPT (prompt tokens,
 default 8), SW_BENCH_MODES ("on,off"), SW_BENCH_COUNTS ("1,2,4"). A long prompt with the
@@ -108,10 +111,16 @@ def step_stats(nodes):
     return out
 
 
-def step_report(s0, s1):
-    """Per stage: decode steps by sessions carried, mean run ms (CPU ms), and the held time."""
+def step_report(s0, s1, k=0, total_tps=0.0):
+    """Per stage: decode steps by sessions carried, mean run ms (CPU ms), and the held time;
+    then one token round (every session one token further: k / total tok/s) against the sum
+    over the stages of their mean step of all k sessions, and the holds per round (rounds =
+    N_GEN - 1 decode steps); the rest is hops, sampling, the clients, and the steps of fewer
+    sessions while the others prefilled."""
     tot = {}
-    for k, ((d0, h0), (d1, h1)) in enumerate(zip(s0, s1)):
+    full = 0.0
+    held_all = 0.0
+    for st, ((d0, h0), (d1, h1)) in enumerate(zip(s0, s1)):
         parts = []
         for n in sorted(d1):
             a = d1[n]
@@ -125,10 +134,18 @@ def step_report(s0, s1):
             t[0] += c
             t[1] += a[1] - b[1]
             t[2] += a[2] - b[2]
-        log("    stage %d: %s; held %.2f s" % (k, ", ".join(parts) or "-", h1 - h0))
+            if n == k:
+                full += (a[1] - b[1]) / c
+        held_all += h1 - h0
+        log("    stage %d: %s; held %.2f s" % (st, ", ".join(parts) or "-", h1 - h0))
     if tot:
         log("    all stages: " + ", ".join("%d steps of %d: %.1f ms (cpu %.1f)" % (t[0], n, t[1] / t[0] * 1e3, t[2] / t[0] * 1e3)
                                     for n, t in sorted(tot.items())))
+    if k and total_tps > 0 and N_GEN > 1:
+        rounds = N_GEN - 1
+        ring, comp, held = k / total_tps * 1e3, full * 1e3, held_all / rounds * 1e3
+        log("    per token round: %.0f ms measured; the stages' mean %d-session steps add up to %.0f ms (%.0f %%), "
+            "holds %.0f ms per round, the rest %.0f ms" % (ring, k, comp, 100 * comp / ring, held, ring - comp - held))
 
 
 def main():
@@ -161,7 +178,7 @@ def main():
                      b1[0] - b0[0],
                      (b1[1] - b0[1]) / (b1[0] - b0[0]) if b1[0] > b0[0] else 0, b1[2] - b0[2],
                      "identical" if same else "DIFFER", time.time() - t0, open("/proc/loadavg").read().split()[:3]))
-                step_report(s0, s1)
+                step_report(s0, s1, k, total)
 
 
 if __name__ == "__main__":
