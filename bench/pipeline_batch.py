@@ -20,6 +20,7 @@ SW_BENCH_COUNTS=1 SW_BENCH_MODES=on.
 import json
 import os
 import re
+import shutil
 import sys
 import time
 import urllib.request
@@ -44,9 +45,10 @@ def status(api):
         return json.loads(r.read())
 
 
-def swarm(procs, split, n, mode):
+def swarm(procs, split, n, mode, dirs):
     root = harness.tmpdir("sw-pbatch-")
     cores = harness.tmpdir("sw-pbatch-cores-")
+    dirs += [root, cores]  # removed by main once the nodes are gone
     nodes, boot = [], None
     for k in range(n):
         cache = os.path.join(root, "n%d" % k)
@@ -155,30 +157,39 @@ def main():
     n = len([f for f in os.listdir(split) if re.match(r"shard-\d+\.gguf$", f)])
     log("%s: %d shards; %d-token prompt, %d tokens per client; load %s" %
         (split, n, PROMPT, N_GEN, open("/proc/loadavg").read().split()[:3]))
-    for mode in MODES:
-        with harness.Procs() as procs:
-            nodes, boot = swarm(procs, split, n, mode)
-            run_clients(procs, split, boot, 1, mode + "warm")
-            one_tps, ref = None, None
-            for k in COUNTS:
-                b0, s0 = batched(nodes), step_stats(nodes)
-                t0 = time.time()
-                res = run_clients(procs, split, boot, k, mode)
-                b1, s1 = batched(nodes), step_stats(nodes)
-                total = sum(r[0]["gen_tps"] for r in res)
-                if k == 1:
-                    one_tps, ref = total, res[0][1]
-                    log("lone session's token ids (compare with `generate -m MODEL --prompt-len %d -n %d --temp 0 "
-                        "--ignore-eos --ids`): %s" % (PROMPT, N_GEN, " ".join(ref)))
-                same = all(r[1] == ref for r in res) if ref else None
-                log("coalesce %s, %d session%s: total %.2f tok/s (%s), x%.2f vs 1; first token after %s s; batched "
-                    "steps %d (%.2f sessions each), holds %d; tokens %s; %.0f s; load %s" %
-                    (mode, k, "" if k == 1 else "s", total, " ".join("%.2f" % r[0]["gen_tps"] for r in res),
-                     total / one_tps if one_tps else 0, " ".join("%.1f" % (r[0]["ttft_ms"] / 1e3) for r in res),
-                     b1[0] - b0[0],
-                     (b1[1] - b0[1]) / (b1[0] - b0[0]) if b1[0] > b0[0] else 0, b1[2] - b0[2],
-                     "identical" if same else "DIFFER", time.time() - t0, open("/proc/loadavg").read().split()[:3]))
-                step_report(s0, s1, k, total)
+    dirs = []
+    try:
+        for mode in MODES:
+            run_mode(split, n, mode, dirs)
+    finally:
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def run_mode(split, n, mode, dirs):
+    with harness.Procs() as procs:
+        nodes, boot = swarm(procs, split, n, mode, dirs)
+        run_clients(procs, split, boot, 1, mode + "warm")
+        one_tps, ref = None, None
+        for k in COUNTS:
+            b0, s0 = batched(nodes), step_stats(nodes)
+            t0 = time.time()
+            res = run_clients(procs, split, boot, k, mode)
+            b1, s1 = batched(nodes), step_stats(nodes)
+            total = sum(r[0]["gen_tps"] for r in res)
+            if k == 1:
+                one_tps, ref = total, res[0][1]
+                log("lone session's token ids (compare with `generate -m MODEL --prompt-len %d -n %d --temp 0 "
+                    "--ignore-eos --ids`): %s" % (PROMPT, N_GEN, " ".join(ref)))
+            same = all(r[1] == ref for r in res) if ref else None
+            log("coalesce %s, %d session%s: total %.2f tok/s (%s), x%.2f vs 1; first token after %s s; batched "
+                "steps %d (%.2f sessions each), holds %d; tokens %s; %.0f s; load %s" %
+                (mode, k, "" if k == 1 else "s", total, " ".join("%.2f" % r[0]["gen_tps"] for r in res),
+                 total / one_tps if one_tps else 0, " ".join("%.1f" % (r[0]["ttft_ms"] / 1e3) for r in res),
+                 b1[0] - b0[0],
+                 (b1[1] - b0[1]) / (b1[0] - b0[0]) if b1[0] > b0[0] else 0, b1[2] - b0[2],
+                 "identical" if same else "DIFFER", time.time() - t0, open("/proc/loadavg").read().split()[:3]))
+            step_report(s0, s1, k, total)
 
 
 if __name__ == "__main__":
