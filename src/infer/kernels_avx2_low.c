@@ -199,6 +199,143 @@ AI void iq4_xs_nt(int64_t n, const struct sw_block_iq4_xs *w, const struct sw_k_
     for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]);
 }
 
+/* IQ4_XS for many tokens (prefill), 8 rows at a time: per segment of IQ4P_SEG blocks the 8
+ * rows' codes are decoded once — transposed so 32-bit lane r is row r (bytes 4j..4j+3 of
+ * each row's 16 code bytes per sub-block, as Q4_0's tile), looked up in the table, with their
+ * magnitudes and the sub-block scales (ls - 32) per lane — into a stack buffer, and every
+ * token then costs, per 32 weights of 8 rows, sign + maddubs + madd + add. The sums are
+ * the row kernel's to the bit: code vector j holds elements k_j..k_j+3, which is lane k_j/4
+ * of iq4_xs_nt's int32 sums, so the tile keeps those 8 lanes apart (isum_g), applies the
+ * same float FMA per block to each (8 accumulators per row and token, in a stack buffer)
+ * and adds them at the end in hsum_ps's order. The 1-token matvec keeps the row kernel. */
+#ifndef SW_K_X86_BODY_ONLY
+#define IQ4P_SEG 4 /* blocks per segment: 4 x 4.3 KB */
+#define IQ4P_TOK SW_K_TILE_MANY
+struct iq4p_sub {
+    __m256i val[8]; /* code vector j: table values, lane r = row r's elements k_j..k_j+3 */
+    __m256i mag[8]; /* their magnitudes */
+    __m256i ls;     /* lane r: row r's ls - 32 in both int16 halves */
+};
+struct iq4p_block {
+    struct iq4p_sub sub[8];
+    __m256 dw; /* the 8 rows' d */
+};
+static const int iq4p_k[8] = {0, 16, 4, 20, 8, 24, 12, 28};
+
+static void iq4_xs_pack8(const struct sw_block_iq4_xs *w, size_t ws, int64_t b0, int64_t b1, struct iq4p_block *p)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)sw__k_iq4nl_values));
+    for (int64_t b = b0; b < b1; b++, p++) {
+        const struct sw_block_iq4_xs *w0 = w + b;
+        for (int ib = 0; ib < 8; ib++) {
+            struct iq4p_sub *q = &p->sub[ib];
+#define ROWS_R(r)                                                                                              \
+    _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(w0[(r) * ws].qs + 16 * ib))), \
+                            _mm_loadu_si128((const __m128i *)(w0[((r) + 4) * ws].qs + 16 * ib)), 1)
+            const __m256i r0 = ROWS_R(0), r1 = ROWS_R(1), r2 = ROWS_R(2), r3 = ROWS_R(3);
+#undef ROWS_R
+            const __m256i a01 = _mm256_unpacklo_epi32(r0, r1), b01 = _mm256_unpackhi_epi32(r0, r1);
+            const __m256i a23 = _mm256_unpacklo_epi32(r2, r3), b23 = _mm256_unpackhi_epi32(r2, r3);
+            const __m256i v[4] = {_mm256_unpacklo_epi64(a01, a23), _mm256_unpackhi_epi64(a01, a23),
+                                  _mm256_unpacklo_epi64(b01, b23), _mm256_unpackhi_epi64(b01, b23)};
+            for (int j = 0; j < 4; j++) {
+                const __m256i lo = _mm256_shuffle_epi8(tab, _mm256_and_si256(v[j], m4));
+                const __m256i hi = _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(v[j], 4), m4));
+                _mm256_store_si256(&q->val[2 * j], lo);
+                _mm256_store_si256(&q->mag[2 * j], _mm256_sign_epi8(lo, lo));
+                _mm256_store_si256(&q->val[2 * j + 1], hi);
+                _mm256_store_si256(&q->mag[2 * j + 1], _mm256_sign_epi8(hi, hi));
+            }
+            int32_t ls[8];
+            for (int r = 0; r < 8; r++) {
+                const uint32_t l = (uint16_t)(int16_t)(sw__k_iq4_xs_scale(&w0[r * ws], ib) - 32);
+                ls[r] = (int32_t)(l | l << 16);
+            }
+            _mm256_store_si256(&q->ls, _mm256_loadu_si256((const __m256i *)ls));
+        }
+        _mm256_store_ps((float *)&p->dw,
+                        _mm256_cvtph_ps(_mm_setr_epi16((short)w0[0].d, (short)w0[ws].d, (short)w0[2 * ws].d,
+                                                       (short)w0[3 * ws].d, (short)w0[4 * ws].d, (short)w0[5 * ws].d,
+                                                       (short)w0[6 * ws].d, (short)w0[7 * ws].d)));
+    }
+}
+
+/* Blocks b0..b1-1 (packed in p) for one token: acc[g] += cvt(lane-g sums) * (d * da). */
+static void iq4_xs_tilep_1(const struct iq4p_block *p, int64_t b0, int64_t b1, const struct sw_k_act *a, __m256 *acc)
+{
+    for (int64_t b = b0; b < b1; b++, p++) {
+        const struct sw_block_q8_K *y = (const struct sw_block_q8_K *)a->q + b;
+        __m256i i0 = _mm256_setzero_si256(), i1 = i0, i2 = i0, i3 = i0, i4 = i0, i5 = i0, i6 = i0, i7 = i0;
+        for (int ib = 0; ib < 8; ib++) {
+            const struct iq4p_sub *q = &p->sub[ib];
+            const __m256i ls = _mm256_load_si256(&q->ls);
+            const int8_t *qa = y->qs + 32 * ib;
+#define IQ4P_PROD(J, G)                                                                             \
+    do {                                                                                            \
+        const __m256i s_ = _mm256_sign_epi8(_mm256_broadcastd_epi32(_mm_loadu_si32(qa + iq4p_k[J])), \
+                                            _mm256_load_si256(&q->val[J]));                         \
+        G = _mm256_add_epi32(G, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_load_si256(&q->mag[J]), s_), ls)); \
+    } while (0)
+            IQ4P_PROD(0, i0); /* j -> lane k_j / 4 */
+            IQ4P_PROD(1, i4);
+            IQ4P_PROD(2, i1);
+            IQ4P_PROD(3, i5);
+            IQ4P_PROD(4, i2);
+            IQ4P_PROD(5, i6);
+            IQ4P_PROD(6, i3);
+            IQ4P_PROD(7, i7);
+#undef IQ4P_PROD
+        }
+        const __m256 f = _mm256_mul_ps(_mm256_load_ps((const float *)&p->dw), _mm256_set1_ps(y->d));
+        acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), f, acc[0]);
+        acc[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), f, acc[1]);
+        acc[2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i2), f, acc[2]);
+        acc[3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i3), f, acc[3]);
+        acc[4] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i4), f, acc[4]);
+        acc[5] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i5), f, acc[5]);
+        acc[6] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i6), f, acc[6]);
+        acc[7] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i7), f, acc[7]);
+    }
+}
+
+static void rowdot_iq4_xs(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out);
+
+static void tile_many_iq4_xs(int64_t n, const void *w, size_t w_stride, int nr, const struct sw_k_act *a, int nt,
+                             float *out, size_t ldo)
+{
+    (void)nr; /* always 8 (tile_rows) */
+    if (w_stride % sizeof(struct sw_block_iq4_xs) || nt > IQ4P_TOK) {
+        for (int r = 0; r < 8; r++)
+            for (int t0 = 0; t0 < nt; t0 += SW_K_TILE_T) {
+                float o[SW_K_TILE_T];
+                const int k = nt - t0 < SW_K_TILE_T ? nt - t0 : SW_K_TILE_T;
+                rowdot_iq4_xs(n, (const uint8_t *)w + (size_t)r * w_stride, a + t0, k, o);
+                for (int t = 0; t < k; t++) out[(size_t)(t0 + t) * ldo + r] = o[t];
+            }
+        return;
+    }
+    const struct sw_block_iq4_xs *wb = w;
+    const size_t ws = w_stride / sizeof(struct sw_block_iq4_xs);
+    const int64_t nb = n / SW_QK_K;
+    struct iq4p_block buf[IQ4P_SEG];
+    __m256 acc[IQ4P_TOK][8];
+    for (int t = 0; t < nt; t++)
+        for (int g = 0; g < 8; g++) acc[t][g] = _mm256_setzero_ps();
+    for (int64_t b0 = 0; b0 < nb; b0 += IQ4P_SEG) {
+        const int64_t b1 = nb - b0 < IQ4P_SEG ? nb : b0 + IQ4P_SEG;
+        iq4_xs_pack8(wb, ws, b0, b1, buf);
+        for (int t = 0; t < nt; t++) iq4_xs_tilep_1(buf, b0, b1, &a[t], acc[t]);
+    }
+    for (int t = 0; t < nt; t++) { /* hsum_ps's order: ((0+4) + (2+6)) + ((1+5) + (3+7)) */
+        const __m256 *c = acc[t];
+        const __m256 u0 = _mm256_add_ps(_mm256_add_ps(c[0], c[4]), _mm256_add_ps(c[2], c[6]));
+        const __m256 u1 = _mm256_add_ps(_mm256_add_ps(c[1], c[5]), _mm256_add_ps(c[3], c[7]));
+        _mm256_storeu_ps(out + (size_t)t * ldo, _mm256_add_ps(u0, u1));
+    }
+}
+#endif
+
 /* ------------------------------------------------------------ Q2_K, Q3_K (Q8_K acts) */
 
 /* Q2_K: codes 0..3 unsigned; sum_j sc_j <q_j, a_j> by maddubs + madd with scale pairs, the
@@ -300,6 +437,10 @@ static void fill_x86_low(struct sw_k_type_impl *tab, int n_tab)
         {SW_TYPE_Q2_K, vec_dot_q2_K, rowdot_q2_K, q8k, 0},       {SW_TYPE_Q3_K, vec_dot_q3_K, rowdot_q3_K, q8k, 0},
     };
     sw__k_fill_rows(tab, f, sizeof f / sizeof f[0]);
+#ifndef SW_K_X86_BODY_ONLY /* AVX2 family only: the AVX-512 one has its own IQ4_XS rows */
+    tab[SW_TYPE_IQ4_XS].tile_many = tile_many_iq4_xs;
+    tab[SW_TYPE_IQ4_XS].tile_rows = 8;
+#endif
 }
 
 #ifndef SW_K_X86_BODY_ONLY

@@ -177,7 +177,7 @@ static int matmul_ops(struct sw_k_pool *pool, struct mm_iop *ops, int64_t *chunk
         ops[o].ti = sw__k_impl_of(t);
         /* chunks start on a tile boundary of their op, so only an op's last rows miss the tile */
         int64_t ch = ops[o].n_tok == 1 ? CHUNK_ROWS_VEC : CHUNK_ROWS_MAT;
-        if ((ops[o].n_tok > 1 || ops[o].ti->tile_vec) && ops[o].ti->tile)
+        if ((ops[o].n_tok > 1 || ops[o].ti->tile_vec) && (ops[o].ti->tile || ops[o].ti->tile_many))
             ch = (ch + ops[o].ti->tile_rows - 1) / ops[o].ti->tile_rows * ops[o].ti->tile_rows;
         ops[o].chunk = ch;
         chunk_start[o + 1] = chunk_start[o] + (ops[o].n_tok ? (ops[o].rows + ch - 1) / ch : 0);

@@ -595,9 +595,11 @@ static void test_matmul(void)
         for (size_t k = 0; k < sizeof(toks) / sizeof(toks[0]); k++) matmul_case(k_types[i], 67, cols, toks[k]);
     }
     /* Q4_0's many-token tile: rows over segments of 64 blocks (carried sums), and tokens
-     * over its 64-token chunks */
+     * over its 64-token chunks (the token counts above reach both many-token tiles too) */
     matmul_case(SW_TYPE_Q4_0, 19, 32 * 130, 9);
     matmul_case(SW_TYPE_Q4_0, 17, 32 * 66, 70);
+    /* IQ4_XS's many-token tile: segments of 4 blocks, 64-token chunks */
+    matmul_case(SW_TYPE_IQ4_XS, 17, 256 * 5, 70);
 }
 
 /* Each quantized type's matmul (the active family) against an f32 matmul over the same
