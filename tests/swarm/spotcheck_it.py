@@ -106,7 +106,7 @@ def case_honest():
         nodes, entry = swarm(procs, env_n1={"SW_KERNELS": "ref"})
         n = 40
         ref = P.reference(P.PROMPT, n)
-        got = complete(entry, n)
+        got = complete(entry, n, tries=5)
         sp = wait_spot(entry, lambda x: x["passed"] >= 1)
         check(sp["failed"] == 0 and not sp["distrusted"], "an honest node was accused: %s" % json.dumps(sp))
         check(sp["passed"] >= 1, "no check passed: %s\n%s" % (json.dumps(sp), entry.proc.output()[-2000:]))
@@ -131,8 +131,11 @@ def case_catch():
         # the session may fail when the liar is dropped and the other node is briefly
         # unreachable (a loaded machine): only the verdict matters here
         body = {"prompt": PROMPT, "max_tokens": 40, "temperature": 0}
-        P.api_post(entry.api, "/v1/completions", body, timeout=60)
-        sp = wait_spot(entry, lambda x: x["failed"] >= 1)
+        for _ in range(5):  # asked again while the swarm is briefly not ready (a loaded machine)
+            P.api_post(entry.api, "/v1/completions", body, timeout=60)
+            sp = wait_spot(entry, lambda x: x["failed"] >= 1, timeout=5)
+            if sp["failed"] >= 1:
+                break
         check(sp and sp["failed"] >= 1, "the lying node was not caught: %s\n%s" % (json.dumps(sp), entry.proc.output()[-3000:]))
         d = sp["distrusted"][0]
         check(d["shard"] == 1 and d["rel_err"] > 0.01 and d["max_abs_diff"] > 0, "evidence: %s" % json.dumps(d))
