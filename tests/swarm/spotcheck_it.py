@@ -14,8 +14,8 @@ Cases:
           the entry's log, /swarm/status pipeline.spot.distrusted and /metrics — and the
           session goes on on a fresh route without it
   last_honest  the last shard (3) on two nodes, one on the reference kernels: the checker
-          replays the sampler on its own logits for a greedy and a seeded sampling request;
-          none fails, checks of shard 3 pass
+          replays the sampler on its own logits for a greedy, a seeded sampling and a JSON-mode
+          (grammar) request; none fails, checks of shard 3 pass
   last_catch  both shard-3 nodes run the TEST HOOK SW_TEST_WRONG_TOKEN=1 (they return the
           least likely token instead of the one drawn): the one on the route is caught, with
           the evidence in the log, the status JSON and /metrics, and is not routed again
@@ -164,14 +164,17 @@ def case_last_honest():
         complete(entry, 40, tries=5)
         sp = wait_spot(entry, lambda x: x["passed"] >= 1)
         check(sp["passed"] >= 1, "no check of the last shard passed: %s\n%s" % (json.dumps(sp), entry.proc.output()[-2000:]))
-        # a seeded sampling request: the checker replays the sampler's filters
-        body = {"prompt": PROMPT, "max_tokens": 32, "temperature": 0.9, "top_k": 20, "top_p": 0.9, "seed": 7}
-        for _ in range(5):
-            st, _, text = P.api_post(entry.api, "/v1/completions", body, timeout=60)
-            if st == 200:
-                break
-            time.sleep(1)
-        check(st == 200, "sampling completion answered %d: %s" % (st, text[:500]))
+        # a seeded sampling request (the checker replays the sampler's filters), and one
+        # constrained by a grammar (JSON mode: the checker masks with the same grammar state)
+        for body in ({"prompt": PROMPT, "max_tokens": 32, "temperature": 0.9, "top_k": 20, "top_p": 0.9, "seed": 7},
+                     {"prompt": "Hello", "max_tokens": 24, "temperature": 0.8, "seed": 3,
+                      "response_format": {"type": "json_object"}}):
+            for _ in range(5):
+                st, _, text = P.api_post(entry.api, "/v1/completions", body, timeout=60)
+                if st == 200:
+                    break
+                time.sleep(1)
+            check(st == 200, "completion answered %d: %s" % (st, text[:500]))
         before = sp["passed"]
         sp = wait_spot(entry, lambda x: x["passed"] > before)
         check(sp["failed"] == 0 and not sp["distrusted"], "an honest last stage was accused: %s\n%s" %
