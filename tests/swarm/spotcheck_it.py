@@ -63,6 +63,8 @@ def swarm(procs, env_n1=None, env_r1=None, replica=1):
         n.proc.wait_for(r"shard \d+ loaded", timeout=60)
     entry = start(procs, m, "entry", -1, boot, extra=["--spot-check", "1"], api=True)
     entry.proc.wait_for(r"\[READY\] swarm ready", timeout=30)
+    # the API answers 503 "no tokenizer yet" until a shard header came
+    entry.proc.wait_for(r"\[API\] tokenizer from", timeout=30)
     return nodes, entry
 
 
