@@ -173,8 +173,8 @@ TABLE_Q8_0_NT(mxfp4, struct sw_block_mxfp4, sw__k_mxfp4_values, mxfp4_scale)
 /* Per sub-block of 32: grid values by pshufb, sign-trick maddubs, madd by (ls - 32). */
 AI void iq4_xs_nt(int64_t n, const struct sw_block_iq4_xs *w, const struct sw_k_act *a, const int NT, float *out)
 {
-    __m256 acc[SW_K_TILE_T];
-    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    float acc[SW_K_TILE_T];
+    for (int t = 0; t < NT; t++) acc[t] = 0;
     const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)sw__k_iq4nl_values));
     for (int64_t i = 0; i < n / SW_QK_K; i++) {
         const struct sw_block_iq4_xs *x = &w[i];
@@ -190,27 +190,26 @@ AI void iq4_xs_nt(int64_t n, const struct sw_block_iq4_xs *w, const struct sw_k_
                 isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(av, s), ls));
             }
         }
+        /* the block's whole integer sum, then one FMA: the many-token tile sums the same */
         float d = h2f(x->d);
         for (int t = 0; t < NT; t++) {
             const struct sw_block_q8_K *y = &((const struct sw_block_q8_K *)a[t].q)[i];
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * y->d), acc[t]);
+            acc[t] = _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss((float)hsum_epi32(isum[t])), _mm_set_ss(d * y->d), _mm_set_ss(acc[t])));
         }
     }
-    for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]);
+    for (int t = 0; t < NT; t++) out[t] = acc[t];
 }
 
 /* IQ4_XS for many tokens (prefill), 8 rows at a time: per segment of IQ4P_SEG blocks the 8
- * rows' codes are decoded once — transposed so 32-bit lane r is row r (bytes 4j..4j+3 of
+ * rows' codes are decoded once - transposed so 32-bit lane r is row r (bytes 4j..4j+3 of
  * each row's 16 code bytes per sub-block, as Q4_0's tile), looked up in the table, with their
- * magnitudes and the sub-block scales (ls - 32) per lane — into a stack buffer, and every
- * token then costs, per 32 weights of 8 rows, sign + maddubs + madd + add. The sums are
- * the row kernel's to the bit: code vector j holds elements k_j..k_j+3, which is lane k_j/4
- * of iq4_xs_nt's int32 sums, so the tile keeps those 8 lanes apart (isum_g), applies the
- * same float FMA per block to each (8 accumulators per row and token, in a stack buffer)
- * and adds them at the end in hsum_ps's order. The 1-token matvec keeps the row kernel. */
+ * magnitudes and the sub-block scales (ls - 32) per lane - into a stack buffer, and every
+ * pass of up to 4 tokens loads them: per token and 32 weights of 8 rows, sign + maddubs +
+ * madd + add. Each row's integer sum per block is exact in any order, and the float step
+ * (one FMA per block by d * da) is iq4_xs_nt's, so the tile gives the row kernel's bits; the
+ * 1-token matvec keeps the row kernel. */
 #ifndef SW_K_X86_BODY_ONLY
 #define IQ4P_SEG 4 /* blocks per segment: 4 x 4.3 KB */
-#define IQ4P_TOK SW_K_TILE_MANY
 struct iq4p_sub {
     __m256i val[8]; /* code vector j: table values, lane r = row r's elements k_j..k_j+3 */
     __m256i mag[8]; /* their magnitudes */
@@ -261,42 +260,52 @@ static void iq4_xs_pack8(const struct sw_block_iq4_xs *w, size_t ws, int64_t b0,
     }
 }
 
-/* Blocks b0..b1-1 (packed in p) for one token: acc[g] += cvt(lane-g sums) * (d * da). */
-static void iq4_xs_tilep_1(const struct iq4p_block *p, int64_t b0, int64_t b1, const struct sw_k_act *a, __m256 *acc)
+/* Blocks b0..b1-1 (packed in p) for NT (1..4) tokens, lane r = row r: per block the row's
+ * whole integer sum, then acc = fma(sum, d * da, acc) as iq4_xs_nt; carry: continue the
+ * sums in out (a float stored and loaded is the same float). */
+AI void iq4_xs_tilep_nt(const struct iq4p_block *p, int64_t b0, int64_t b1, const struct sw_k_act *a, const int NT,
+                        float *out, size_t ldo, int carry)
 {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    if (carry) {
+        acc0 = _mm256_loadu_ps(out);
+        if (NT > 1) acc1 = _mm256_loadu_ps(out + ldo);
+        if (NT > 2) acc2 = _mm256_loadu_ps(out + 2 * ldo);
+        if (NT > 3) acc3 = _mm256_loadu_ps(out + 3 * ldo);
+    }
     for (int64_t b = b0; b < b1; b++, p++) {
-        const struct sw_block_q8_K *y = (const struct sw_block_q8_K *)a->q + b;
-        __m256i i0 = _mm256_setzero_si256(), i1 = i0, i2 = i0, i3 = i0, i4 = i0, i5 = i0, i6 = i0, i7 = i0;
+        const struct sw_block_q8_K *y0 = (const struct sw_block_q8_K *)a[0].q + b;
+        const struct sw_block_q8_K *y1 = NT > 1 ? (const struct sw_block_q8_K *)a[1].q + b : y0;
+        const struct sw_block_q8_K *y2 = NT > 2 ? (const struct sw_block_q8_K *)a[2].q + b : y0;
+        const struct sw_block_q8_K *y3 = NT > 3 ? (const struct sw_block_q8_K *)a[3].q + b : y0;
+        __m256i i0 = _mm256_setzero_si256(), i1 = i0, i2 = i0, i3 = i0;
         for (int ib = 0; ib < 8; ib++) {
             const struct iq4p_sub *q = &p->sub[ib];
             const __m256i ls = _mm256_load_si256(&q->ls);
-            const int8_t *qa = y->qs + 32 * ib;
-#define IQ4P_PROD(J, G)                                                                             \
-    do {                                                                                            \
-        const __m256i s_ = _mm256_sign_epi8(_mm256_broadcastd_epi32(_mm_loadu_si32(qa + iq4p_k[J])), \
-                                            _mm256_load_si256(&q->val[J]));                         \
-        G = _mm256_add_epi32(G, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_load_si256(&q->mag[J]), s_), ls)); \
-    } while (0)
-            IQ4P_PROD(0, i0); /* j -> lane k_j / 4 */
-            IQ4P_PROD(1, i4);
-            IQ4P_PROD(2, i1);
-            IQ4P_PROD(3, i5);
-            IQ4P_PROD(4, i2);
-            IQ4P_PROD(5, i6);
-            IQ4P_PROD(6, i3);
-            IQ4P_PROD(7, i7);
+            for (int j = 0; j < 8; j++) {
+                const __m256i v = _mm256_load_si256(&q->val[j]), m = _mm256_load_si256(&q->mag[j]);
+                const int k = 32 * ib + iq4p_k[j];
+#define IQ4P_PROD(I, Y)                                                                             \
+    I = _mm256_add_epi32(                                                                           \
+        I, _mm256_madd_epi16(                                                                       \
+               _mm256_maddubs_epi16(m, _mm256_sign_epi8(_mm256_broadcastd_epi32(_mm_loadu_si32((Y)->qs + k)), v)), ls))
+                IQ4P_PROD(i0, y0);
+                if (NT > 1) IQ4P_PROD(i1, y1);
+                if (NT > 2) IQ4P_PROD(i2, y2);
+                if (NT > 3) IQ4P_PROD(i3, y3);
 #undef IQ4P_PROD
+            }
         }
-        const __m256 f = _mm256_mul_ps(_mm256_load_ps((const float *)&p->dw), _mm256_set1_ps(y->d));
-        acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), f, acc[0]);
-        acc[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), f, acc[1]);
-        acc[2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i2), f, acc[2]);
-        acc[3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i3), f, acc[3]);
-        acc[4] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i4), f, acc[4]);
-        acc[5] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i5), f, acc[5]);
-        acc[6] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i6), f, acc[6]);
-        acc[7] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i7), f, acc[7]);
+        const __m256 dw = _mm256_load_ps((const float *)&p->dw);
+        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(dw, _mm256_set1_ps(y0->d)), acc0);
+        if (NT > 1) acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), _mm256_mul_ps(dw, _mm256_set1_ps(y1->d)), acc1);
+        if (NT > 2) acc2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i2), _mm256_mul_ps(dw, _mm256_set1_ps(y2->d)), acc2);
+        if (NT > 3) acc3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i3), _mm256_mul_ps(dw, _mm256_set1_ps(y3->d)), acc3);
     }
+    _mm256_storeu_ps(out, acc0);
+    if (NT > 1) _mm256_storeu_ps(out + ldo, acc1);
+    if (NT > 2) _mm256_storeu_ps(out + 2 * ldo, acc2);
+    if (NT > 3) _mm256_storeu_ps(out + 3 * ldo, acc3);
 }
 
 static void rowdot_iq4_xs(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out);
@@ -305,7 +314,7 @@ static void tile_many_iq4_xs(int64_t n, const void *w, size_t w_stride, int nr, 
                              float *out, size_t ldo)
 {
     (void)nr; /* always 8 (tile_rows) */
-    if (w_stride % sizeof(struct sw_block_iq4_xs) || nt > IQ4P_TOK) {
+    if (w_stride % sizeof(struct sw_block_iq4_xs)) {
         for (int r = 0; r < 8; r++)
             for (int t0 = 0; t0 < nt; t0 += SW_K_TILE_T) {
                 float o[SW_K_TILE_T];
@@ -319,19 +328,19 @@ static void tile_many_iq4_xs(int64_t n, const void *w, size_t w_stride, int nr, 
     const size_t ws = w_stride / sizeof(struct sw_block_iq4_xs);
     const int64_t nb = n / SW_QK_K;
     struct iq4p_block buf[IQ4P_SEG];
-    __m256 acc[IQ4P_TOK][8];
-    for (int t = 0; t < nt; t++)
-        for (int g = 0; g < 8; g++) acc[t][g] = _mm256_setzero_ps();
     for (int64_t b0 = 0; b0 < nb; b0 += IQ4P_SEG) {
         const int64_t b1 = nb - b0 < IQ4P_SEG ? nb : b0 + IQ4P_SEG;
         iq4_xs_pack8(wb, ws, b0, b1, buf);
-        for (int t = 0; t < nt; t++) iq4_xs_tilep_1(buf, b0, b1, &a[t], acc[t]);
-    }
-    for (int t = 0; t < nt; t++) { /* hsum_ps's order: ((0+4) + (2+6)) + ((1+5) + (3+7)) */
-        const __m256 *c = acc[t];
-        const __m256 u0 = _mm256_add_ps(_mm256_add_ps(c[0], c[4]), _mm256_add_ps(c[2], c[6]));
-        const __m256 u1 = _mm256_add_ps(_mm256_add_ps(c[1], c[5]), _mm256_add_ps(c[3], c[7]));
-        _mm256_storeu_ps(out + (size_t)t * ldo, _mm256_add_ps(u0, u1));
+        const int carry = b0 > 0;
+        for (int t0 = 0; t0 < nt; t0 += 4) {
+            float *o = out + (size_t)t0 * ldo;
+            switch (nt - t0) {
+            case 1: iq4_xs_tilep_nt(buf, b0, b1, a + t0, 1, o, ldo, carry); break;
+            case 2: iq4_xs_tilep_nt(buf, b0, b1, a + t0, 2, o, ldo, carry); break;
+            case 3: iq4_xs_tilep_nt(buf, b0, b1, a + t0, 3, o, ldo, carry); break;
+            default: iq4_xs_tilep_nt(buf, b0, b1, a + t0, 4, o, ldo, carry); break;
+            }
+        }
     }
 }
 #endif
