@@ -12,6 +12,11 @@
 /* Rows per work chunk: large enough to amortise the atomic, small enough to balance. */
 #define CHUNK_ROWS_VEC 32
 #define CHUNK_ROWS_MAT 16
+/* Steps of at most STREAM_MAX_TOK tokens are bound by reading the weights: their chunks grow
+ * to rows / (threads x CHUNKS_PER_THREAD), at most CHUNK_ROWS_STREAM rows. */
+#define STREAM_MAX_TOK 8
+#define CHUNKS_PER_THREAD 8
+#define CHUNK_ROWS_STREAM 512
 
 struct act_buf {
     uint32_t type;    /* activation type (F32, Q8_0, Q8_K) */
@@ -170,6 +175,7 @@ static int matmul_ops(struct sw_k_pool *pool, struct mm_iop *ops, int64_t *chunk
     int n_bufs = 0;
     size_t scratch = 0;
     chunk_start[0] = 0;
+    const int nth = pool ? sw_k_pool_active(pool) : 1;
     for (int o = 0; o < n_ops; o++) {
         const struct sw_k_type *t = sw_k_type_get(ops[o].type);
         if (!t || !t->vec_dot) return SW_EUNSUPPORTED;
@@ -177,6 +183,15 @@ static int matmul_ops(struct sw_k_pool *pool, struct mm_iop *ops, int64_t *chunk
         ops[o].ti = sw__k_impl_of(t);
         /* chunks start on a tile boundary of their op, so only an op's last rows miss the tile */
         int64_t ch = ops[o].n_tok == 1 ? CHUNK_ROWS_VEC : CHUNK_ROWS_MAT;
+        /* A step of a few tokens streams the weights: each thread reads long runs of rows
+         * (CHUNKS_PER_THREAD chunks each, up to CHUNK_ROWS_STREAM rows), so that a tile's
+         * prefetch of the next rows falls in the same thread's chunk rather than the other
+         * thread's (docs/kernels.md "Matmul"). */
+        if (ops[o].n_tok <= STREAM_MAX_TOK && nth > 1) {
+            int64_t want = ops[o].rows / ((int64_t)nth * CHUNKS_PER_THREAD);
+            if (want > CHUNK_ROWS_STREAM) want = CHUNK_ROWS_STREAM;
+            if (want > ch) ch = want;
+        }
         if ((ops[o].n_tok > 1 || ops[o].ti->tile_vec) && (ops[o].ti->tile || ops[o].ti->tile_many))
             ch = (ch + ops[o].ti->tile_rows - 1) / ops[o].ti->tile_rows * ops[o].ti->tile_rows;
         ops[o].chunk = ch;
