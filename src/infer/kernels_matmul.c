@@ -52,12 +52,22 @@ struct mm_task {
     int n_bufs;
 };
 
+/* The quantized activations of the op's tokens t0..t0+nt-1 (their rows of x) into a. */
+static void op_acts(const struct mm_iop *op, int64_t t0, int nt, struct sw_k_act *a)
+{
+    const struct act_buf *ab = op->act;
+    for (int t = 0; t < nt; t++) {
+        const size_t xr = op->tok ? op->tok[t0 + t] : (size_t)(op->first + t0 + t);
+        a[t].q = (const uint8_t *)ab->q + xr * ab->stride;
+        a[t].sums = ab->sums ? (const float *)((const uint8_t *)ab->sums + xr * ab->sums_stride) : NULL;
+    }
+}
+
 /* Rows [r0, r1) of op o, all its tokens. */
 static void run_rows(const struct mm_task *tk, int o, int64_t r0, int64_t r1)
 {
     const struct mm_iop *op = &tk->ops[o];
     const struct sw_k_type_impl *ti = op->ti;
-    const struct act_buf *ab = op->act;
     const int64_t cols = tk->cols, nt_all = op->n_tok, rows = op->rows;
     const size_t rb = sw_k_row_bytes(op->type, cols);
     const uint8_t *w = op->w;
@@ -71,11 +81,7 @@ static void run_rows(const struct mm_task *tk, int o, int64_t r0, int64_t r1)
         for (int64_t t0 = 0; t0 < nt_all; t0 += SW_K_TILE_MANY) {
             const int nt = (int)(nt_all - t0 < SW_K_TILE_MANY ? nt_all - t0 : SW_K_TILE_MANY);
             struct sw_k_act a[SW_K_TILE_MANY];
-            for (int t = 0; t < nt; t++) {
-                const size_t xr = op->tok ? op->tok[t0 + t] : (size_t)(op->first + t0 + t);
-                a[t].q = (const uint8_t *)ab->q + xr * ab->stride;
-                a[t].sums = ab->sums ? (const float *)((const uint8_t *)ab->sums + xr * ab->sums_stride) : NULL;
-            }
+            op_acts(op, t0, nt, a);
             float *y = op->y + t0 * rows;
             int64_t r = r0;
             for (; r + tr <= r1; r += tr) ti->tile_many(cols, w + (size_t)r * rb, rb, tr, a, nt, y + r, (size_t)rows);
@@ -92,11 +98,7 @@ static void run_rows(const struct mm_task *tk, int o, int64_t r0, int64_t r1)
     for (int64_t t0 = 0; t0 < nt_all; t0 += tt) {
         int nt = (int)(nt_all - t0 < tt ? nt_all - t0 : tt);
         struct sw_k_act a[SW_K_TILE_T_MAX];
-        for (int t = 0; t < nt; t++) {
-            const size_t xr = op->tok ? op->tok[t0 + t] : (size_t)(op->first + t0 + t);
-            a[t].q = (const uint8_t *)ab->q + xr * ab->stride;
-            a[t].sums = ab->sums ? (const float *)((const uint8_t *)ab->sums + xr * ab->sums_stride) : NULL;
-        }
+        op_acts(op, t0, nt, a);
         float *y = op->y + t0 * rows;
         int64_t r = r0;
         /* a matvec keeps one weight stream per thread (it read best for the float tiles)
