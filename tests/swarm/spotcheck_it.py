@@ -102,6 +102,23 @@ def wait_spot(entry, cond, timeout=15):
         time.sleep(0.2)
 
 
+def check_excluded(entry, nodes, d, shard):
+    """The distrusted node d of SHARD (n<shard> or its replica r<shard>) is in /metrics and
+    left out of the next routes: a new completion never opens its stage. (liar, other)."""
+    met = metrics(entry.api)
+    check(re.search(r"^shardswarm_spot_checks_failed_total [1-9]", met, re.M) is not None, "metrics:\n%s" % met[-1500:])
+    check(re.search(r'^shardswarm_spot_distrusted_node\{node="%s"\} ' % d["node"], met, re.M) is not None,
+          "the distrusted node is not in /metrics")
+    pair = ("n%d" % shard, "r%d" % shard)
+    liar = next(k for k in pair if re.search(r"node id %s" % d["node"], nodes[k].proc.output()))
+    other = pair[1] if liar == pair[0] else pair[0]
+    opened = lambda k: len(re.findall(r"stage %d of 4 opened for entry" % shard, nodes[k].proc.output()))  # noqa: E731
+    before = opened(liar)
+    complete(entry, 8, tries=5)
+    check(opened(liar) == before, "the distrusted node %s was routed again" % liar)
+    return liar, other
+
+
 def case_honest():
     S.node_supported()
     with harness.Procs() as procs:
@@ -144,17 +161,7 @@ def case_catch():
         check(re.search(r"\[SPOT\].*shard 1: node [0-9a-f]+.* returned wrong hidden states: session [0-9a-f]+, position \d+, "
                         r"max abs diff [0-9.e+-]+, rel err [0-9.e+-]+", entry.proc.output()) is not None,
               "no evidence line in the entry's log:\n%s" % entry.proc.output()[-2000:])
-        met = metrics(entry.api)
-        check(re.search(r"^shardswarm_spot_checks_failed_total [1-9]", met, re.M) is not None, "metrics:\n%s" % met[-1500:])
-        check(re.search(r'^shardswarm_spot_distrusted_node\{node="%s"\} ' % d["node"], met, re.M) is not None,
-              "the distrusted node is not in /metrics")
-        # the liar is left out of the next routes: a new completion never opens its stage
-        liar = next(k for k in ("n1", "r1") if re.search(r"node id %s" % d["node"], nodes[k].proc.output()))
-        other = "r1" if liar == "n1" else "n1"
-        opened = lambda k: len(re.findall(r"stage 1 of 4 opened for entry", nodes[k].proc.output()))  # noqa: E731
-        before = opened(liar)
-        complete(entry, 8, tries=5)
-        check(opened(liar) == before, "the distrusted node %s was routed again" % liar)
+        liar, other = check_excluded(entry, nodes, d, 1)
         print("catch: %s (shard 1) caught at position %d, max abs diff %.4g, rel err %.3g; the next request went to %s" %
               (liar, d["pos"], d["max_abs_diff"], d["rel_err"], other), file=sys.stderr)
 
@@ -211,16 +218,7 @@ def case_last_catch():
                         r"[0-9a-f]+, position \d+, logit gap [0-9.e+-]+", entry.proc.output()) is not None,
               "no evidence line in the entry's log:\n%s" % entry.proc.output()[-2000:])
         check("could not have been drawn" in d["evidence"] and d["what"] == "wrong token", "evidence: %s" % json.dumps(d))
-        met = metrics(entry.api)
-        check(re.search(r"^shardswarm_spot_checks_failed_total [1-9]", met, re.M) is not None, "metrics:\n%s" % met[-1500:])
-        check(re.search(r'^shardswarm_spot_distrusted_node\{node="%s"\} ' % d["node"], met, re.M) is not None,
-              "the distrusted node is not in /metrics")
-        liar = next(k for k in ("n3", "r3") if re.search(r"node id %s" % d["node"], nodes[k].proc.output()))
-        other = "r3" if liar == "n3" else "n3"
-        opened = lambda k: len(re.findall(r"stage 3 of 4 opened for entry", nodes[k].proc.output()))  # noqa: E731
-        before = opened(liar)
-        complete(entry, 8, tries=5)
-        check(opened(liar) == before, "the distrusted node %s was routed again" % liar)
+        liar, other = check_excluded(entry, nodes, d, 3)
         print("last_catch: %s (shard 3) caught at position %d, logit gap %.4g, rel %.3g; the next request went to %s\n%s" %
               (liar, d["pos"], d["max_abs_diff"], d["rel_err"], other, d["evidence"]), file=sys.stderr)
 
