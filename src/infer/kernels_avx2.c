@@ -267,17 +267,118 @@ ROWDOT_DISPATCH(bf16, sw_bf16)
     static void tile_##NAME(int64_t n, const void *w, size_t w_stride, int nr, const struct sw_k_act *a, int nt, \
                             float *out, size_t ldo)                                                 \
     {                                                                                               \
-        (void)nr; /* always 2 (tile_rows) */                                                        \
-        const WT *w0 = w, *w1 = (const WT *)((const uint8_t *)w + w_stride);                        \
-        for (int t = 0; t < nt; t += 2) {                                                           \
-            if (nt - t >= 2) NAME##_tile22(n, w0, w1, a[t].q, a[t + 1].q, 2, out + (size_t)t * ldo, ldo); \
-            else NAME##_tile22(n, w0, w1, a[t].q, a[t].q, 1, out + (size_t)t * ldo, ldo);          \
+        for (int r = 0; r + 2 <= nr; r += 2) { /* nr = tile_rows, even */                           \
+            const WT *w0 = (const WT *)((const uint8_t *)w + (size_t)r * w_stride);                 \
+            const WT *w1 = (const WT *)((const uint8_t *)w0 + w_stride);                            \
+            for (int t = 0; t < nt; t += 2) {                                                       \
+                float *o = out + (size_t)t * ldo + r;                                               \
+                if (nt - t >= 2) NAME##_tile22(n, w0, w1, a[t].q, a[t + 1].q, 2, o, ldo);          \
+                else NAME##_tile22(n, w0, w1, a[t].q, a[t].q, 1, o, ldo);                          \
+            }                                                                                       \
         }                                                                                           \
     }
 
 FLOAT_TILE2(f32, float, load_f32x8, id_f32)
 FLOAT_TILE2(f16, sw_f16, load_f16x8, h2f)
 FLOAT_TILE2(bf16, sw_bf16, load_bf16x8, sw_k_bf16_to_f32)
+
+/* The float tile for many tokens (`tile_many`, ops of more than SW_K_TILE_T tokens): FM_R
+ * rows x up to SW_K_TILE_MANY tokens. Each (row, token) is summed in the row kernel's order
+ * (8-chunks alternately into two accumulators, a last odd chunk into the first, the hsum of
+ * their sum, then the scalar tail), so the bits are the row kernel's; but the two
+ * accumulators of every (row, token) live in memory between blocks of FM_KB columns. A
+ * block's FM_R weight rows are converted to f32 once (8 KB, stays in L1) and every token
+ * triple runs its even chunks, then its odd chunks, through a 4-row x 3-token register tile
+ * (12 accumulators + 3 x + 1 w of the 16 ymm): per 8 columns 7 loads for 12 FMAs, where the
+ * 2x2 tile needs 8 loads (4 of them conversions) for 8, from L2. */
+#define FM_R 8
+#define FM_KB 512 /* a multiple of 16: a block starts on an even 8-chunk */
+#define FM_T 3
+#define FM_SLOTS (SW_K_TILE_MANY + FM_T - 1)
+
+/* Rows rq..rq+3 (wf: row rq of the f32 block), tokens x0..x2 (at the block's start),
+ * chunks c, c+16, ... below kl into acc[token][row][p]. */
+AI void fm_pass(const float *wf, const float *x0, const float *x1, const float *x2, int64_t c, int64_t kl,
+                __m256 (*acc)[FM_R][2], int rq, int p)
+{
+    __m256 a00 = acc[0][rq][p], a01 = acc[1][rq][p], a02 = acc[2][rq][p];
+    __m256 a10 = acc[0][rq + 1][p], a11 = acc[1][rq + 1][p], a12 = acc[2][rq + 1][p];
+    __m256 a20 = acc[0][rq + 2][p], a21 = acc[1][rq + 2][p], a22 = acc[2][rq + 2][p];
+    __m256 a30 = acc[0][rq + 3][p], a31 = acc[1][rq + 3][p], a32 = acc[2][rq + 3][p];
+    for (; c + 8 <= kl; c += 16) {
+        const __m256 y0 = _mm256_loadu_ps(x0 + c), y1 = _mm256_loadu_ps(x1 + c), y2 = _mm256_loadu_ps(x2 + c);
+        __m256 w = _mm256_load_ps(wf + c);
+        a00 = _mm256_fmadd_ps(w, y0, a00);
+        a01 = _mm256_fmadd_ps(w, y1, a01);
+        a02 = _mm256_fmadd_ps(w, y2, a02);
+        w = _mm256_load_ps(wf + FM_KB + c);
+        a10 = _mm256_fmadd_ps(w, y0, a10);
+        a11 = _mm256_fmadd_ps(w, y1, a11);
+        a12 = _mm256_fmadd_ps(w, y2, a12);
+        w = _mm256_load_ps(wf + 2 * FM_KB + c);
+        a20 = _mm256_fmadd_ps(w, y0, a20);
+        a21 = _mm256_fmadd_ps(w, y1, a21);
+        a22 = _mm256_fmadd_ps(w, y2, a22);
+        w = _mm256_load_ps(wf + 3 * FM_KB + c);
+        a30 = _mm256_fmadd_ps(w, y0, a30);
+        a31 = _mm256_fmadd_ps(w, y1, a31);
+        a32 = _mm256_fmadd_ps(w, y2, a32);
+    }
+    acc[0][rq][p] = a00, acc[1][rq][p] = a01, acc[2][rq][p] = a02;
+    acc[0][rq + 1][p] = a10, acc[1][rq + 1][p] = a11, acc[2][rq + 1][p] = a12;
+    acc[0][rq + 2][p] = a20, acc[1][rq + 2][p] = a21, acc[2][rq + 2][p] = a22;
+    acc[0][rq + 3][p] = a30, acc[1][rq + 3][p] = a31, acc[2][rq + 3][p] = a32;
+}
+
+#define FLOAT_TILE_MANY(NAME, WT, LOADW, CVT1)                                                      \
+    static void tile_many_##NAME(int64_t n, const void *w, size_t w_stride, int nr, const struct sw_k_act *a, \
+                                 int nt, float *out, size_t ldo)                                    \
+    {                                                                                               \
+        if (nr != FM_R || nt > SW_K_TILE_MANY) { /* not what the matmul passes */                  \
+            for (int t0 = 0; t0 < nt; t0 += SW_K_TILE_T)                                            \
+                tile_##NAME(n, w, w_stride, nr, a + t0, nt - t0 < SW_K_TILE_T ? nt - t0 : SW_K_TILE_T, \
+                            out + (size_t)t0 * ldo, ldo);                                           \
+            return;                                                                                 \
+        }                                                                                           \
+        __m256 acc[FM_SLOTS][FM_R][2]; /* 33 KB */                                                 \
+        __m256 wfv[FM_R * FM_KB / 8];                                                               \
+        float *wf = (float *)wfv;                                                                   \
+        const WT *wr[FM_R];                                                                         \
+        for (int r = 0; r < FM_R; r++) wr[r] = (const WT *)((const uint8_t *)w + (size_t)r * w_stride); \
+        const int nt3 = (nt + FM_T - 1) / FM_T * FM_T; /* slots past nt: padding, never read */     \
+        for (int t = 0; t < nt3; t++)                                                               \
+            for (int r = 0; r < FM_R; r++) acc[t][r][0] = acc[t][r][1] = _mm256_setzero_ps();       \
+        const int64_t nv = n / 8 * 8; /* the vector part; the rest is the scalar tail */            \
+        for (int64_t k0 = 0; k0 < nv; k0 += FM_KB) {                                                \
+            const int64_t kl = nv - k0 < FM_KB ? nv - k0 : FM_KB;                                   \
+            for (int r = 0; r < FM_R; r++)                                                          \
+                for (int64_t c = 0; c < kl; c += 8) {                                               \
+                    _mm_prefetch((const char *)(wr[r] + k0 + FM_KB + c), _MM_HINT_T0);              \
+                    _mm256_store_ps(wf + r * FM_KB + c, LOADW(wr[r] + k0 + c));                     \
+                }                                                                                   \
+            for (int t = 0; t < nt; t += FM_T) {                                                    \
+                const float *x0 = (const float *)a[t].q + k0;                                       \
+                const float *x1 = t + 1 < nt ? (const float *)a[t + 1].q + k0 : x0;                 \
+                const float *x2 = t + 2 < nt ? (const float *)a[t + 2].q + k0 : x0;                 \
+                for (int rq = 0; rq < FM_R; rq += 4) {                                              \
+                    fm_pass(wf + rq * FM_KB, x0, x1, x2, 0, kl, acc + t, rq, 0);                    \
+                    fm_pass(wf + rq * FM_KB, x0, x1, x2, 8, kl, acc + t, rq, 1);                    \
+                }                                                                                   \
+            }                                                                                       \
+        }                                                                                           \
+        for (int t = 0; t < nt; t++) {                                                              \
+            const float *x = a[t].q;                                                                \
+            for (int r = 0; r < FM_R; r++) {                                                        \
+                float s = hsum_ps(_mm256_add_ps(acc[t][r][0], acc[t][r][1]));                       \
+                for (int64_t j = nv; j < n; j++) s += CVT1(wr[r][j]) * x[j];                        \
+                out[(size_t)t * ldo + r] = s;                                                       \
+            }                                                                                       \
+        }                                                                                           \
+    }
+
+FLOAT_TILE_MANY(f32, float, load_f32x8, id_f32)
+FLOAT_TILE_MANY(f16, sw_f16, load_f16x8, h2f)
+FLOAT_TILE_MANY(bf16, sw_bf16, load_bf16x8, sw_k_bf16_to_f32)
 
 /* ------------------------------------------------------------ Q4_0 / Q8_0 weights */
 
@@ -940,9 +1041,15 @@ static void fill_x86(struct sw_k_type_impl *tab, int n_tab)
         tab[SW_TYPE_Q4_0].tile_vec = 1;
         tab[SW_TYPE_Q4_0].tile_many = tile_many_q4_0;
     }
-    set_tile(tab, n_tab, SW_TYPE_F32, tile_f32, 2);
-    set_tile(tab, n_tab, SW_TYPE_F16, tile_f16, 2);
-    set_tile(tab, n_tab, SW_TYPE_BF16, tile_bf16, 2);
+    /* float types: 2x2 tiles over FM_R rows for a few tokens, the many-token tile above */
+    set_tile(tab, n_tab, SW_TYPE_F32, tile_f32, FM_R);
+    set_tile(tab, n_tab, SW_TYPE_F16, tile_f16, FM_R);
+    set_tile(tab, n_tab, SW_TYPE_BF16, tile_bf16, FM_R);
+    if (SW_TYPE_F32 < n_tab && SW_TYPE_F16 < n_tab && SW_TYPE_BF16 < n_tab) {
+        tab[SW_TYPE_F32].tile_many = tile_many_f32;
+        tab[SW_TYPE_F16].tile_many = tile_many_f16;
+        tab[SW_TYPE_BF16].tile_many = tile_many_bf16;
+    }
     /* Q4_1/Q5_0/Q5_1 keep the reference dot, but their activations use the fast quantizer */
     set_type(tab, n_tab, SW_TYPE_Q4_1, NULL, quant_q8_0_avx2, NULL, NULL, 0);
     set_type(tab, n_tab, SW_TYPE_Q5_0, NULL, quant_q8_0_avx2, NULL, NULL, 0);
