@@ -299,13 +299,14 @@ FLOAT_TILE2(bf16, sw_bf16, load_bf16x8, sw_k_bf16_to_f32)
 /* Rows rq..rq+3 (wf: row rq of the f32 block), tokens x0..x2 (at the block's start),
  * chunks c, c+16, ... below kl into acc[token][row][p]. */
 AI void fm_pass(const float *wf, const float *x0, const float *x1, const float *x2, int64_t c, int64_t kl,
-                __m256 (*acc)[FM_R][2], int rq, int p)
+                __m256 (*acc)[FM_R][2], int rq, int p, const float *pf)
 {
     __m256 a00 = acc[0][rq][p], a01 = acc[1][rq][p], a02 = acc[2][rq][p];
     __m256 a10 = acc[0][rq + 1][p], a11 = acc[1][rq + 1][p], a12 = acc[2][rq + 1][p];
     __m256 a20 = acc[0][rq + 2][p], a21 = acc[1][rq + 2][p], a22 = acc[2][rq + 2][p];
     __m256 a30 = acc[0][rq + 3][p], a31 = acc[1][rq + 3][p], a32 = acc[2][rq + 3][p];
     for (; c + 8 <= kl; c += 16) {
+        if (pf) _mm_prefetch((const char *)(pf + c), _MM_HINT_T0); /* a 64-byte line per step */
         const __m256 y0 = _mm256_loadu_ps(x0 + c), y1 = _mm256_loadu_ps(x1 + c), y2 = _mm256_loadu_ps(x2 + c);
         __m256 w = _mm256_load_ps(wf + c);
         a00 = _mm256_fmadd_ps(w, y0, a00);
@@ -352,18 +353,20 @@ AI void fm_pass(const float *wf, const float *x0, const float *x1, const float *
         for (int64_t k0 = 0; k0 < nv; k0 += FM_KB) {                                                \
             const int64_t kl = nv - k0 < FM_KB ? nv - k0 : FM_KB;                                   \
             for (int r = 0; r < FM_R; r++)                                                          \
-                for (int64_t c = 0; c < kl; c += 8) {                                               \
-                    _mm_prefetch((const char *)(wr[r] + k0 + FM_KB + c), _MM_HINT_T0);              \
-                    _mm256_store_ps(wf + r * FM_KB + c, LOADW(wr[r] + k0 + c));                     \
-                }                                                                                   \
+                for (int64_t c = 0; c < kl; c += 8) _mm256_store_ps(wf + r * FM_KB + c, LOADW(wr[r] + k0 + c)); \
+            const float *xs[FM_SLOTS + FM_T]; /* each slot's x at this block; padding: token 0's */ \
+            for (int t = 0; t < nt3 + FM_T; t++) xs[t] = (const float *)a[t < nt ? t : 0].q + k0;   \
             for (int t = 0; t < nt; t += FM_T) {                                                    \
-                const float *x0 = (const float *)a[t].q + k0;                                       \
-                const float *x1 = t + 1 < nt ? (const float *)a[t + 1].q + k0 : x0;                 \
-                const float *x2 = t + 2 < nt ? (const float *)a[t + 2].q + k0 : x0;                 \
-                for (int rq = 0; rq < FM_R; rq += 4) {                                              \
-                    fm_pass(wf + rq * FM_KB, x0, x1, x2, 0, kl, acc + t, rq, 0);                    \
-                    fm_pass(wf + rq * FM_KB, x0, x1, x2, 8, kl, acc + t, rq, 1);                    \
-                }                                                                                   \
+                if (t + FM_T >= nt && k0 + FM_KB < nv) /* the next block's weights */              \
+                    for (int r = 0; r < FM_R; r++)                                                  \
+                        for (int64_t c = 0; c < FM_KB && k0 + FM_KB + c < nv; c += 64 / (int)sizeof(WT)) \
+                            _mm_prefetch((const char *)(wr[r] + k0 + FM_KB + c), _MM_HINT_T0);      \
+                const float *const *x = xs + t;                                                     \
+                const int more = t + FM_T < nt; /* passes 0-2 prefetch the next triple's x */       \
+                fm_pass(wf, x[0], x[1], x[2], 0, kl, acc + t, 0, 0, more ? x[3] : NULL);            \
+                fm_pass(wf, x[0], x[1], x[2], 8, kl, acc + t, 0, 1, more ? x[4] : NULL);            \
+                fm_pass(wf + 4 * FM_KB, x[0], x[1], x[2], 0, kl, acc + t, 4, 0, more ? x[5] : NULL); \
+                fm_pass(wf + 4 * FM_KB, x[0], x[1], x[2], 8, kl, acc + t, 4, 1, NULL);              \
             }                                                                                       \
         }                                                                                           \
         for (int t = 0; t < nt; t++) {                                                              \
