@@ -292,7 +292,7 @@ FLOAT_TILE2(bf16, sw_bf16, load_bf16x8, sw_k_bf16_to_f32)
  * (12 accumulators + 3 x + 1 w of the 16 ymm): per 8 columns 7 loads for 12 FMAs, where the
  * 2x2 tile needs 8 loads (4 of them conversions) for 8, from L2. */
 #define FM_R 8
-#define FM_KB 512 /* a multiple of 16: a block starts on an even 8-chunk */
+#define FM_KB 256 /* a multiple of 16: a block starts on an even 8-chunk */
 #define FM_T 3
 #define FM_SLOTS (SW_K_TILE_MANY + FM_T - 1)
 
