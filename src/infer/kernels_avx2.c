@@ -723,6 +723,17 @@ ROWDOT_DISPATCH(q6_K, struct sw_block_q6_K)
  * regroup the int16 sums into a tree of all 8 x NT products first and spill them. */
 #define KEEP_REG(v) __asm__("" : "+x"(v))
 
+/* The float step of both Q4_0 tiles per token T and block b: one madd widens the int16 sums
+ * S, one FMA applies the 8 rows' scales dw8 times the token's, one more adds the offset
+ * -8 * dw * da * sum(a) (dw8o = -8 * dw8). */
+#define Q4_FLOAT8(ACC, S, T)                                                                        \
+    do {                                                                                            \
+        const float *ds_ = a[T].sums + 2 * b;                                                       \
+        __m256 f_ = _mm256_cvtepi32_ps(_mm256_madd_epi16(S, ones));                                 \
+        ACC = _mm256_fmadd_ps(f_, _mm256_mul_ps(dw8, _mm256_broadcast_ss(ds_)), ACC);               \
+        ACC = _mm256_fmadd_ps(dw8o, _mm256_broadcast_ss(ds_ + 1), ACC);                             \
+    } while (0)
+
 AI void q4_0_tile8_nt(int64_t n, const struct sw_block_q4_0 *w, size_t ws, const struct sw_k_act *a, const int NT,
                       float *out, size_t ldo)
 {
@@ -778,29 +789,14 @@ AI void q4_0_tile8_nt(int64_t n, const struct sw_block_q4_0 *w, size_t ws, const
         Q4T_PROD(_mm256_and_si256(v3, m4), 12);
         Q4T_PROD(_mm256_and_si256(_mm256_srli_epi16(v3, 4), m4), 28);
 #undef Q4T_PROD
-        const __m256 dw8 = _mm256_cvtph_ps(_mm_setr_epi16((short)w0[0].d, (short)w0[ws].d, (short)w0[2 * ws].d,
-                                                          (short)w0[3 * ws].d, (short)w0[4 * ws].d, (short)w0[5 * ws].d,
-                                                          (short)w0[6 * ws].d, (short)w0[7 * ws].d));
+        const __m256 dw8 = TILE8_D(w0, ws);
         const __m256 dw8o = _mm256_mul_ps(dw8, m8);
-        /* one madd widens, one FMA applies the rows' scales times the token's, one more
-         * adds the offset -8 * dw * da * sum(a) */
-#define Q4T_FLOAT(ACC, S, T)                                                                        \
-    do {                                                                                            \
-        const float *ds_ = a[T].sums + 2 * b;                                                       \
-        __m256 f_ = _mm256_cvtepi32_ps(_mm256_madd_epi16(S, ones));                                 \
-        ACC = _mm256_fmadd_ps(f_, _mm256_mul_ps(dw8, _mm256_broadcast_ss(ds_)), ACC);               \
-        ACC = _mm256_fmadd_ps(dw8o, _mm256_broadcast_ss(ds_ + 1), ACC);                             \
-    } while (0)
-        Q4T_FLOAT(acc0, s0, 0);
-        if (NT > 1) Q4T_FLOAT(acc1, s1, 1);
-        if (NT > 2) Q4T_FLOAT(acc2, s2, 2);
-        if (NT > 3) Q4T_FLOAT(acc3, s3, 3);
-#undef Q4T_FLOAT
+        Q4_FLOAT8(acc0, s0, 0);
+        if (NT > 1) Q4_FLOAT8(acc1, s1, 1);
+        if (NT > 2) Q4_FLOAT8(acc2, s2, 2);
+        if (NT > 3) Q4_FLOAT8(acc3, s3, 3);
     }
-    _mm256_storeu_ps(out, acc0);
-    if (NT > 1) _mm256_storeu_ps(out + ldo, acc1);
-    if (NT > 2) _mm256_storeu_ps(out + 2 * ldo, acc2);
-    if (NT > 3) _mm256_storeu_ps(out + 3 * ldo, acc3);
+    TILE8_STORE(NT, out, ldo, acc0, acc1, acc2, acc3);
 }
 
 static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int nr, const struct sw_k_act *a, int nt, float *out,
@@ -870,9 +866,7 @@ static void q4_0_pack8(const struct sw_block_q4_0 *w, size_t ws, int64_t b0, int
             _mm256_store_si256(&p->c[2 * j + 1], _mm256_and_si256(_mm256_srli_epi16(v[j], 4), m4));
         }
         _mm256_store_ps((float *)&p->dw,
-                        _mm256_cvtph_ps(_mm_setr_epi16((short)w0[0].d, (short)w0[ws].d, (short)w0[2 * ws].d,
-                                                       (short)w0[3 * ws].d, (short)w0[4 * ws].d, (short)w0[5 * ws].d,
-                                                       (short)w0[6 * ws].d, (short)w0[7 * ws].d)));
+                        TILE8_D(w0, ws));
     }
 }
 
@@ -882,10 +876,7 @@ AI void q4_0_tilep_nt(const struct q4p_block *p, int64_t b0, int64_t b1, const s
 {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
     if (carry) {
-        acc0 = _mm256_loadu_ps(out);
-        if (NT > 1) acc1 = _mm256_loadu_ps(out + ldo);
-        if (NT > 2) acc2 = _mm256_loadu_ps(out + 2 * ldo);
-        if (NT > 3) acc3 = _mm256_loadu_ps(out + 3 * ldo);
+        TILE8_LOAD(NT, out, ldo, acc0, acc1, acc2, acc3);
     }
     const __m256i ones = _mm256_set1_epi16(1);
     const __m256 m8 = _mm256_set1_ps(-8.0f);
@@ -919,23 +910,12 @@ AI void q4_0_tilep_nt(const struct q4p_block *p, int64_t b0, int64_t b1, const s
 #undef Q4P_PROD
         const __m256 dw8 = _mm256_load_ps((const float *)&p->dw);
         const __m256 dw8o = _mm256_mul_ps(dw8, m8);
-#define Q4P_FLOAT(ACC, S, T)                                                                        \
-    do {                                                                                            \
-        const float *ds_ = a[T].sums + 2 * b;                                                       \
-        __m256 f_ = _mm256_cvtepi32_ps(_mm256_madd_epi16(S, ones));                                 \
-        ACC = _mm256_fmadd_ps(f_, _mm256_mul_ps(dw8, _mm256_broadcast_ss(ds_)), ACC);               \
-        ACC = _mm256_fmadd_ps(dw8o, _mm256_broadcast_ss(ds_ + 1), ACC);                             \
-    } while (0)
-        Q4P_FLOAT(acc0, s0, 0);
-        if (NT > 1) Q4P_FLOAT(acc1, s1, 1);
-        if (NT > 2) Q4P_FLOAT(acc2, s2, 2);
-        if (NT > 3) Q4P_FLOAT(acc3, s3, 3);
-#undef Q4P_FLOAT
+        Q4_FLOAT8(acc0, s0, 0);
+        if (NT > 1) Q4_FLOAT8(acc1, s1, 1);
+        if (NT > 2) Q4_FLOAT8(acc2, s2, 2);
+        if (NT > 3) Q4_FLOAT8(acc3, s3, 3);
     }
-    _mm256_storeu_ps(out, acc0);
-    if (NT > 1) _mm256_storeu_ps(out + ldo, acc1);
-    if (NT > 2) _mm256_storeu_ps(out + 2 * ldo, acc2);
-    if (NT > 3) _mm256_storeu_ps(out + 3 * ldo, acc3);
+    TILE8_STORE(NT, out, ldo, acc0, acc1, acc2, acc3);
 }
 
 static void tile_many_q4_0(int64_t n, const void *w, size_t w_stride, int nr, const struct sw_k_act *a, int nt,

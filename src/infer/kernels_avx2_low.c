@@ -254,9 +254,7 @@ static void iq4_xs_pack8(const struct sw_block_iq4_xs *w, size_t ws, int64_t b0,
             _mm256_store_si256(&q->ls, _mm256_loadu_si256((const __m256i *)ls));
         }
         _mm256_store_ps((float *)&p->dw,
-                        _mm256_cvtph_ps(_mm_setr_epi16((short)w0[0].d, (short)w0[ws].d, (short)w0[2 * ws].d,
-                                                       (short)w0[3 * ws].d, (short)w0[4 * ws].d, (short)w0[5 * ws].d,
-                                                       (short)w0[6 * ws].d, (short)w0[7 * ws].d)));
+                        TILE8_D(w0, ws));
     }
 }
 
@@ -268,10 +266,7 @@ AI void iq4_xs_tilep_nt(const struct iq4p_block *p, int64_t b0, int64_t b1, cons
 {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
     if (carry) {
-        acc0 = _mm256_loadu_ps(out);
-        if (NT > 1) acc1 = _mm256_loadu_ps(out + ldo);
-        if (NT > 2) acc2 = _mm256_loadu_ps(out + 2 * ldo);
-        if (NT > 3) acc3 = _mm256_loadu_ps(out + 3 * ldo);
+        TILE8_LOAD(NT, out, ldo, acc0, acc1, acc2, acc3);
     }
     for (int64_t b = b0; b < b1; b++, p++) {
         const struct sw_block_q8_K *y0 = (const struct sw_block_q8_K *)a[0].q + b;
@@ -302,10 +297,7 @@ AI void iq4_xs_tilep_nt(const struct iq4p_block *p, int64_t b0, int64_t b1, cons
         if (NT > 2) acc2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i2), _mm256_mul_ps(dw, _mm256_set1_ps(y2->d)), acc2);
         if (NT > 3) acc3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i3), _mm256_mul_ps(dw, _mm256_set1_ps(y3->d)), acc3);
     }
-    _mm256_storeu_ps(out, acc0);
-    if (NT > 1) _mm256_storeu_ps(out + ldo, acc1);
-    if (NT > 2) _mm256_storeu_ps(out + 2 * ldo, acc2);
-    if (NT > 3) _mm256_storeu_ps(out + 3 * ldo, acc3);
+    TILE8_STORE(NT, out, ldo, acc0, acc1, acc2, acc3);
 }
 
 static void rowdot_iq4_xs(int64_t n, const void *w, const struct sw_k_act *a, int nt, float *out);

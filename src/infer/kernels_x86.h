@@ -14,6 +14,28 @@
 
 #define AI static inline __attribute__((always_inline))
 
+/* The 8-row register tiles (lane r = row r, one accumulator per token, NT <= 4): the f16
+ * scales d of rows w0[0], w0[ws], ... w0[7 * ws] as 8 floats; the NT accumulators loaded
+ * from (carried) or stored to out's rows t * ldo. */
+#define TILE8_D(w0, ws)                                                                             \
+    _mm256_cvtph_ps(_mm_setr_epi16((short)(w0)[0].d, (short)(w0)[ws].d, (short)(w0)[2 * (ws)].d,     \
+                                   (short)(w0)[3 * (ws)].d, (short)(w0)[4 * (ws)].d, (short)(w0)[5 * (ws)].d, \
+                                   (short)(w0)[6 * (ws)].d, (short)(w0)[7 * (ws)].d))
+#define TILE8_LOAD(NT, out, ldo, a0, a1, a2, a3)                                                    \
+    do {                                                                                            \
+        a0 = _mm256_loadu_ps(out);                                                                  \
+        if ((NT) > 1) a1 = _mm256_loadu_ps((out) + (ldo));                                          \
+        if ((NT) > 2) a2 = _mm256_loadu_ps((out) + 2 * (ldo));                                      \
+        if ((NT) > 3) a3 = _mm256_loadu_ps((out) + 3 * (ldo));                                      \
+    } while (0)
+#define TILE8_STORE(NT, out, ldo, a0, a1, a2, a3)                                                   \
+    do {                                                                                            \
+        _mm256_storeu_ps(out, a0);                                                                  \
+        if ((NT) > 1) _mm256_storeu_ps((out) + (ldo), a1);                                          \
+        if ((NT) > 2) _mm256_storeu_ps((out) + 2 * (ldo), a2);                                      \
+        if ((NT) > 3) _mm256_storeu_ps((out) + 3 * (ldo), a3);                                      \
+    } while (0)
+
 AI float hsum_ps(__m256 v)
 {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
