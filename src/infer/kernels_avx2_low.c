@@ -171,16 +171,49 @@ TABLE_Q8_0_NT(mxfp4, struct sw_block_mxfp4, sw__k_mxfp4_values, mxfp4_scale)
 /* ------------------------------------------------------------ IQ4_XS (Q8_K acts) */
 
 /* Per sub-block of 32: grid values by pshufb, sign-trick maddubs, madd by (ls - 32). */
+AI __m256i iq4_xs_isum(const struct sw_block_iq4_xs *x, const int8_t *qa, __m256i tab)
+{
+    __m256i isum = _mm256_setzero_si256();
+    for (int ib = 0; ib < 8; ib++) {
+        __m256i v = _mm256_shuffle_epi8(tab, nibbles32(x->qs + 16 * ib));
+        __m256i ls = _mm256_set1_epi16((short)(sw__k_iq4_xs_scale(x, ib) - 32));
+        __m256i s = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(qa + 32 * ib)), v);
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(v, v), s), ls));
+    }
+    return isum;
+}
+
+/* acc = fma(block sum, d * da, acc) in scalar float, the step the many-token tile takes */
+AI float iq4_xs_step(float acc, int32_t sum, float d, float da)
+{
+    return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss((float)sum), _mm_set_ss(d * da), _mm_set_ss(acc)));
+}
+
 AI void iq4_xs_nt(int64_t n, const struct sw_block_iq4_xs *w, const struct sw_k_act *a, const int NT, float *out)
 {
     float acc[SW_K_TILE_T];
     for (int t = 0; t < NT; t++) acc[t] = 0;
     const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)sw__k_iq4nl_values));
-    for (int64_t i = 0; i < n / SW_QK_K; i++) {
+    const int64_t nb = n / SW_QK_K;
+    int64_t i = 0;
+    if (NT == 1) {
+        /* a matvec: four blocks' integer sums reduced together (one hadd tree instead of four
+         * horizontal sums); the same integers, then the same float steps in block order */
+        const struct sw_block_q8_K *y = a[0].q;
+        for (; i + 4 <= nb; i += 4) {
+            const __m256i s0 = iq4_xs_isum(&w[i], y[i].qs, tab), s1 = iq4_xs_isum(&w[i + 1], y[i + 1].qs, tab);
+            const __m256i s2 = iq4_xs_isum(&w[i + 2], y[i + 2].qs, tab), s3 = iq4_xs_isum(&w[i + 3], y[i + 3].qs, tab);
+            const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s0, s1), _mm256_hadd_epi32(s2, s3));
+            int32_t sum[4];
+            _mm_storeu_si128((__m128i *)sum, _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
+            for (int k = 0; k < 4; k++) acc[0] = iq4_xs_step(acc[0], sum[k], h2f(w[i + k].d), y[i + k].d);
+        }
+    }
+    for (; i < nb; i++) {
         const struct sw_block_iq4_xs *x = &w[i];
         __m256i isum[SW_K_TILE_T];
         for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
-        for (int ib = 0; ib < 8; ib++) {
+        for (int ib = 0; ib < 8; ib++) { /* iq4_xs_isum's steps, the codes decoded once for NT tokens */
             __m256i v = _mm256_shuffle_epi8(tab, nibbles32(x->qs + 16 * ib));
             __m256i av = _mm256_sign_epi8(v, v);
             __m256i ls = _mm256_set1_epi16((short)(sw__k_iq4_xs_scale(x, ib) - 32));
@@ -191,11 +224,9 @@ AI void iq4_xs_nt(int64_t n, const struct sw_block_iq4_xs *w, const struct sw_k_
             }
         }
         /* the block's whole integer sum, then one FMA: the many-token tile sums the same */
-        float d = h2f(x->d);
-        for (int t = 0; t < NT; t++) {
-            const struct sw_block_q8_K *y = &((const struct sw_block_q8_K *)a[t].q)[i];
-            acc[t] = _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss((float)hsum_epi32(isum[t])), _mm_set_ss(d * y->d), _mm_set_ss(acc[t])));
-        }
+        const float d = h2f(x->d);
+        for (int t = 0; t < NT; t++)
+            acc[t] = iq4_xs_step(acc[t], hsum_epi32(isum[t]), d, ((const struct sw_block_q8_K *)a[t].q)[i].d);
     }
     for (int t = 0; t < NT; t++) out[t] = acc[t];
 }
