@@ -927,24 +927,8 @@ static void tile_many_q4_0(int64_t n, const void *w, size_t w_stride, int nr, co
                       out + (size_t)t0 * ldo, ldo);
         return;
     }
-    const struct sw_block_q4_0 *wb = w;
-    const size_t ws = w_stride / sizeof(struct sw_block_q4_0);
     const int64_t nb = n / SW_QK4_0;
-    struct q4p_block buf[Q4P_SEG];
-    for (int64_t b0 = 0; b0 < nb; b0 += Q4P_SEG) {
-        const int64_t b1 = nb - b0 < Q4P_SEG ? nb : b0 + Q4P_SEG;
-        q4_0_pack8(wb, ws, b0, b1, buf);
-        const int carry = b0 > 0;
-        for (int t0 = 0; t0 < nt; t0 += 4) {
-            float *o = out + (size_t)t0 * ldo;
-            switch (nt - t0) {
-            case 1: q4_0_tilep_nt(buf, b0, b1, a + t0, 1, o, ldo, carry); break;
-            case 2: q4_0_tilep_nt(buf, b0, b1, a + t0, 2, o, ldo, carry); break;
-            case 3: q4_0_tilep_nt(buf, b0, b1, a + t0, 3, o, ldo, carry); break;
-            default: q4_0_tilep_nt(buf, b0, b1, a + t0, 4, o, ldo, carry); break;
-            }
-        }
-    }
+    TILE_MANY_SEGMENTS(struct sw_block_q4_0, struct q4p_block, Q4P_SEG, q4_0_pack8, q4_0_tilep_nt);
 }
 
 /* ------------------------------------------------------------ vector helpers */

@@ -347,24 +347,8 @@ static void tile_many_iq4_xs(int64_t n, const void *w, size_t w_stride, int nr, 
             }
         return;
     }
-    const struct sw_block_iq4_xs *wb = w;
-    const size_t ws = w_stride / sizeof(struct sw_block_iq4_xs);
     const int64_t nb = n / SW_QK_K;
-    struct iq4p_block buf[IQ4P_SEG];
-    for (int64_t b0 = 0; b0 < nb; b0 += IQ4P_SEG) {
-        const int64_t b1 = nb - b0 < IQ4P_SEG ? nb : b0 + IQ4P_SEG;
-        iq4_xs_pack8(wb, ws, b0, b1, buf);
-        const int carry = b0 > 0;
-        for (int t0 = 0; t0 < nt; t0 += 4) {
-            float *o = out + (size_t)t0 * ldo;
-            switch (nt - t0) {
-            case 1: iq4_xs_tilep_nt(buf, b0, b1, a + t0, 1, o, ldo, carry); break;
-            case 2: iq4_xs_tilep_nt(buf, b0, b1, a + t0, 2, o, ldo, carry); break;
-            case 3: iq4_xs_tilep_nt(buf, b0, b1, a + t0, 3, o, ldo, carry); break;
-            default: iq4_xs_tilep_nt(buf, b0, b1, a + t0, 4, o, ldo, carry); break;
-            }
-        }
-    }
+    TILE_MANY_SEGMENTS(struct sw_block_iq4_xs, struct iq4p_block, IQ4P_SEG, iq4_xs_pack8, iq4_xs_tilep_nt);
 }
 #endif
 

@@ -36,6 +36,30 @@
         if ((NT) > 3) _mm256_storeu_ps((out) + 3 * (ldo), a3);                                      \
     } while (0)
 
+/* The many-token tiles' driver: per segment of up to SEG blocks, PACK(wb, ws, b0, b1, buf)
+ * decodes the 8 rows once into buf, then TILEP(buf, b0, b1, a, NT, out, ldo, carry) runs
+ * passes of up to 4 tokens over it (carry: continue the previous segment's sums). */
+#define TILE_MANY_SEGMENTS(BT, PT, SEG, PACK, TILEP)                                                \
+    do {                                                                                            \
+        const BT *wb_ = w;                                                                          \
+        const size_t ws_ = w_stride / sizeof(BT);                                                   \
+        PT buf_[SEG];                                                                               \
+        for (int64_t b0_ = 0; b0_ < nb; b0_ += (SEG)) {                                             \
+            const int64_t b1_ = nb - b0_ < (SEG) ? nb : b0_ + (SEG);                                \
+            PACK(wb_, ws_, b0_, b1_, buf_);                                                         \
+            const int carry_ = b0_ > 0;                                                             \
+            for (int t0_ = 0; t0_ < nt; t0_ += 4) {                                                 \
+                float *o_ = out + (size_t)t0_ * ldo;                                                \
+                switch (nt - t0_) {                                                                 \
+                case 1: TILEP(buf_, b0_, b1_, a + t0_, 1, o_, ldo, carry_); break;                  \
+                case 2: TILEP(buf_, b0_, b1_, a + t0_, 2, o_, ldo, carry_); break;                  \
+                case 3: TILEP(buf_, b0_, b1_, a + t0_, 3, o_, ldo, carry_); break;                  \
+                default: TILEP(buf_, b0_, b1_, a + t0_, 4, o_, ldo, carry_); break;                 \
+                }                                                                                   \
+            }                                                                                       \
+        }                                                                                           \
+    } while (0)
+
 AI float hsum_ps(__m256 v)
 {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
