@@ -135,6 +135,7 @@ def main():
                  sorted(set(a[2] for a in audits)),
                  ", ".join("%d: %.3g (%.4g)" % (k, w[0], w[1]) for k, w in sorted(worst.items())) or "-"))
         if os.environ.get("SW_BENCH_LOGS"):  # every node's log, for a look by hand
+            os.makedirs(os.environ["SW_BENCH_LOGS"], exist_ok=True)
             for name, p in nodes.items():
                 with open(os.path.join(os.environ["SW_BENCH_LOGS"], name + ".log"), "w") as f:
                     f.write(p.output())

@@ -297,6 +297,7 @@ struct sw_pipe_stats {
         dec_wall_us[SW_PIPE_BATCH_MAX];
     uint64_t msgs_in, malformed, errors_sent, sessions_opened, sessions_refused,
         sessions_evicted, failovers, replays, jobs, tokens_computed,
+        opens_resent,          /* entry: OPENs sent again, unanswered for OPEN_AGAIN_MS (lost on the way) */
         batched_jobs,          /* jobs that ran several sessions' steps in one pass */
         batched_entries,       /* the session steps those jobs held */
         coalesce_holds,        /* decode steps held at an idle stage for sessions due there */

@@ -233,6 +233,7 @@ static int e_open_route(struct sw_pipe *p, struct esess *e, int avoid_old, char 
     e->wire = w;
     e->state = E_OPENING;
     e->pending = 0;
+    e->open_again_at = 0;
     e->failing = -1;
     e->reuse_min = UINT32_MAX;
     e->reused = 0;
@@ -306,6 +307,7 @@ void sw__pipe_e_failover(struct sw_pipe *p, struct esess *e, uint32_t k, uint64_
     p->st.failovers++;
     memcpy(e->route[k], r, SW_NODE_ID_LEN);
     e->failing = (int)k;
+    e->open_again_at = 0;
     e_work_at(e, k, now_us);
     e_send_open(p, e, k);
 }
@@ -479,6 +481,25 @@ uint64_t sw__pipe_entry_check(struct sw_pipe *p, struct esess *e, uint64_t now_u
         return 0;
     }
     uint64_t next = stall_at;
+    if ((e->state == E_OPENING || e->failing >= 0) && e->pending) {
+        uint64_t every = SW_MIN((uint64_t)OPEN_AGAIN_MS * 1000, e->deadline_us / 4);
+        if (!e->open_again_at) {
+            e->open_again_at = now_us + every;
+        } else if (now_us >= e->open_again_at) {
+            for (uint32_t k = 0; k < e->n_stages; k++) {
+                if (!(e->pending & (1ull << k))) continue;
+                sw_log(SW_LOG_DEBUG, "PIPE", "session %016llx: shard %u: node %s has not answered OPEN for %.1f s; sent again",
+                       (unsigned long long)e->wire, k, sw__pipe_short_id(e->route[k], ids, sizeof ids),
+                       (double)(now_us - e->last_sign) / 1e6);
+                e_send_open(p, e, k);
+                p->st.opens_resent++;
+            }
+            e->open_again_at = now_us + every;
+        }
+        next = SW_MIN(next, e->open_again_at);
+    } else {
+        e->open_again_at = 0;
+    }
     if (e->hold_n && e->hold_est_us) {
         /* alive but not getting on: the holder's own estimate, with a margin */
         uint64_t work_at = e->work_since + e->deadline_us + WORK_MARGIN * e->hold_est_us;

@@ -20,6 +20,11 @@
 #define PROGRESS_MS 1000u        /* the most a stage waits between two PROGRESS */
 #define PROGRESS_MIN_MS 100u      /* the least (an entry with a short deadline asks more often) */
 #define WORK_MARGIN 4u
+/* An OPEN can be lost without an error reaching the entry: sent while the connection to the
+ * stage's node was still being made, or on one that a duplicate replaced. The entry sends the
+ * OPENs not yet answered again every OPEN_AGAIN_MS (at most 4 times per deadline); a stage
+ * answers a repeated OPEN with OPEN_OK. So a lost OPEN costs about a second, not a deadline. */
+#define OPEN_AGAIN_MS 1000u
 #define MAX_REOPENS 3
 #define MAX_EXCLUDE 64
 /* Batched decode: a session's step of at most BATCH_STEP_MAX tokens (a decode step, or the
@@ -147,6 +152,7 @@ struct esess {
     uint32_t n_stages;
     uint8_t route[SW_PIPE_MAX_STAGES][SW_NODE_ID_LEN];
     uint64_t pending;        /* stages whose OPEN_OK is awaited (bit per stage) */
+    uint64_t open_again_at;  /* while pending: when the unanswered OPENs are sent again (0: not set) */
     int failing;             /* stage being replaced (-1: none) */
     int topup;               /* after a failover: also send each token to the first stage */
     int32_t *hist;           /* prompt + generated */

@@ -277,6 +277,7 @@ static void status_extra(void *ud, struct json_t *root)
     json_object_set_new(o, "sessions_refused", json_integer((json_int_t)st.sessions_refused));
     json_object_set_new(o, "sessions_evicted", json_integer((json_int_t)st.sessions_evicted));
     json_object_set_new(o, "failovers", json_integer((json_int_t)st.failovers));
+    json_object_set_new(o, "opens_resent", json_integer((json_int_t)st.opens_resent));
     json_object_set_new(o, "replays", json_integer((json_int_t)st.replays));
     json_object_set_new(o, "compute_steps", json_integer((json_int_t)pn->steps));
     json_object_set_new(o, "compute_seconds", json_real((double)pn->compute_us / 1e6));

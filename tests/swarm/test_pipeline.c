@@ -180,6 +180,8 @@ struct net {
     int hold;
     uint64_t job_us;        /* simulated compute time of every job (0: none) */
     int unshared;           /* host.shared_compute says no (one node per machine) */
+    int lose_open_to;       /* the first OPEN sent to this node is lost (no connection yet) */
+    int opens_lost;
     uint64_t wake_at[MAX_NODES]; /* host.wake asked: tick the node then (0: none) */
 };
 
@@ -197,6 +199,10 @@ static int h_send(void *ud, const uint8_t to[SW_NODE_ID_LEN], const uint8_t *p, 
     int k = node_of(net, to);
     if (k < 0 || net->nodes[k].down) return SW_ENOTFOUND;
     if (t->frozen || net->nodes[k].frozen) return 0; /* swallowed */
+    if (k == net->lose_open_to && !net->opens_lost && len > 2 && p[2] == SW_PIPE_OPEN) {
+        net->opens_lost++;
+        return SW_ENOTFOUND; /* as a node's send with no connection to the peer yet */
+    }
     struct qmsg *m = calloc(1, sizeof *m);
     m->from = t->idx;
     m->to = k;
@@ -519,6 +525,7 @@ static struct tnode *make_net(struct net *net, int replicas, uint64_t max_kv_fir
     net->kill_node = -1;
     net->freeze_node = -1;
     net->drop_node = -1;
+    net->lose_open_to = -1;
     struct tnode *entry = net_add(net, -1, NULL, N_SHARDS, 0);
     for (int k = 0; k < N_SHARDS; k++) net_add(net, k, g_stages[k], N_SHARDS, k == 0 ? max_kv_first : 0);
     if (replicas)
@@ -1117,6 +1124,40 @@ static void net_tick_for(struct net *net, uint32_t ms, struct tnode *entry, uint
     }
 }
 
+/* An OPEN lost on the way (sent before the connection to the stage's node was up): the
+ * entry sends it again after about a second, not after the deadline (5 s here), and the
+ * session runs on the route it picked, with the tokens of single-process. */
+static void test_lost_open(void)
+{
+    uint32_t n_prompt;
+    int32_t *prompt = encode("Once upon a time", &n_prompt);
+    struct sw_sampler_params sp;
+    sw_sampler_params_default(&sp);
+    sp.temperature = 0;
+    int32_t ref[30];
+    reference(prompt, n_prompt, &sp, 30, ref, NULL);
+    struct net net;
+    struct tnode *entry = make_net(&net, 1, 0);
+    net.lose_open_to = 2; /* shard 1's first node */
+    struct got g;
+    memset(&g, 0, sizeof g);
+    uint64_t sid;
+    char msg[256];
+    CHECK_EQ_INT(open_session(&net, entry, prompt, n_prompt, &sp, 30, SW_PIPE_F32, 0, &g, &sid, msg, sizeof msg), 0);
+    net_run(&net, 10000000);
+    CHECK_MSG(net.opens_lost == 1 && g.n == 0, "the OPEN was not lost (%d lost, %u tokens)", net.opens_lost, g.n);
+    net_tick_for(&net, 1500, entry, NULL);
+    net_run(&net, 10000000);
+    CHECK_MSG(g.ended && g.rc == 0 && g.n == 30, "after the lost OPEN: %u tokens rc %d %s", g.n, g.rc, g.msg);
+    CHECK_MSG(!memcmp(g.toks, ref, sizeof ref), "tokens differ after the lost OPEN");
+    struct sw_pipe_stats st = sw_pipe_stats(entry->pipe);
+    CHECK_EQ_INT(st.opens_resent, 1);
+    CHECK_EQ_INT(st.failovers, 0);
+    CHECK_EQ_INT(sw_pipe_stats(net.nodes[2].pipe).sessions_opened, 1);
+    net_free(&net);
+    free(prompt);
+}
+
 /* A step far longer than the entry's deadline (5 s) is work, not a stall: the stage that
  * holds it says so (PROGRESS, about once a second) and the session finishes with the tokens
  * of single-process, no route rebuilt. A stage frozen while it holds such a step is still
@@ -1479,6 +1520,7 @@ int main(void)
     RUN_IF(test_stall);
     RUN_IF(test_long_step);
     RUN_IF(test_drop_stage);
+    RUN_IF(test_lost_open);
     RUN_IF(test_cancel_and_evict);
     teardown_model();
     return SW_TEST_DONE();
