@@ -164,7 +164,11 @@ static void e_send_open(struct sw_pipe *p, struct esess *e, uint32_t k)
         m.hashes = e->phash;
     }
     e->pending |= 1ull << k;
-    sw__pipe_send(p, e->route[k], &m);
+    if (sw__pipe_send(p, e->route[k], &m)) { /* no connection to it (yet): sent again in a second */
+        char idb[16];
+        sw_log(SW_LOG_DEBUG, "PIPE", "session %016llx: OPEN for shard %u not sent to node %s (no connection yet)",
+               (unsigned long long)e->wire, k, sw__pipe_short_id(e->route[k], idb, sizeof idb));
+    }
     free(ids);
 }
 
