@@ -421,27 +421,47 @@ size_t sw_noise_sealed_len(size_t n)
     return full * (2 + SW_NOISE_MAX_CT) + (rest ? 2 + rest + SW_NOISE_TAG : 0);
 }
 
+/* One record's plaintext taken from the parts, from (*pi, *po) on, take bytes: sealed straight
+ * from the parts into rec + 2 (out of place, no copy first), tag after it. OpenSSL's AEAD
+ * streams, so a record may span parts at any byte. */
+static int seal_parts(struct cipher *c, const uint8_t *const *part, const size_t *part_len, int *pi, size_t *po,
+                      size_t take, uint8_t *ct)
+{
+    if (c->n == NONCE_MAX) return SW_ERANGE;
+    uint8_t nonce[12];
+    nonce12(c->n, nonce);
+    if (EVP_EncryptInit_ex(c->evp, NULL, NULL, NULL, nonce) != 1) return SW_EIO;
+    size_t got = 0;
+    while (got < take) {
+        size_t n = SW_MIN(take - got, part_len[*pi] - *po);
+        int ol = 0;
+        if (n && EVP_EncryptUpdate(c->evp, ct + got, &ol, part[*pi] + *po, (int)n) != 1) return SW_EIO;
+        if ((size_t)ol != n) return SW_EIO; /* a stream cipher: every byte comes out at once */
+        got += n;
+        *po += n;
+        if (*po == part_len[*pi]) { (*pi)++; *po = 0; }
+    }
+    int fl = 0;
+    if (EVP_EncryptFinal_ex(c->evp, ct + got, &fl) != 1 || fl != 0 ||
+        EVP_CIPHER_CTX_ctrl(c->evp, EVP_CTRL_AEAD_GET_TAG, SW_NOISE_TAG, ct + take) != 1)
+        return SW_EIO;
+    c->n++;
+    return 0;
+}
+
 size_t sw_noise_sealv(struct sw_noise *nz, const uint8_t *const *part, const size_t *part_len, int n_parts, uint8_t *dst)
 {
-    if (nz->state != ST_READY) return 0;
+    if (nz->state != ST_READY || !nz->tx.evp) return 0;
     size_t total = 0;
     for (int i = 0; i < n_parts; i++) total += part_len[i];
-    /* Lay the plaintext out where each record's ciphertext goes, then seal each in place. */
-    size_t w = 0, left = total;
+    /* Each record: its length prefix, then the parts' bytes sealed from where they are. */
+    size_t w = 0, left = total, po = 0;
     int pi = 0;
-    size_t po = 0;
     while (left) {
-        size_t take = SW_MIN(left, (size_t)SW_NOISE_MAX_PT), got = 0;
+        size_t take = SW_MIN(left, (size_t)SW_NOISE_MAX_PT);
         uint8_t *rec = dst + w;
         sw_put_be16(rec, (uint16_t)(take + SW_NOISE_TAG));
-        while (got < take) {
-            size_t c = SW_MIN(take - got, part_len[pi] - po);
-            memcpy(rec + 2 + got, part[pi] + po, c);
-            got += c;
-            po += c;
-            if (po == part_len[pi]) { pi++; po = 0; }
-        }
-        if (cs_encrypt(&nz->tx, NULL, 0, rec + 2, take, NULL, 0, rec + 2)) return 0;
+        if (seal_parts(&nz->tx, part, part_len, &pi, &po, take, rec + 2)) return 0;
         w += 2 + take + SW_NOISE_TAG;
         left -= take;
     }

@@ -68,8 +68,8 @@ int sw_noise_seal(struct sw_noise *nz, const uint8_t *pt, size_t n, struct sw_bu
 size_t sw_noise_seal2(struct sw_noise *nz, const uint8_t *a, size_t alen, const uint8_t *b, size_t blen, uint8_t *dst);
 /* Seals the concatenation of n_parts buffers as records (each at most SW_NOISE_MAX_PT bytes of
  * plaintext) at dst, which has room for sw_noise_sealed_len(total). Returns bytes written (0
- * when nothing to seal or not ready). One copy: the plaintext is laid out in dst and sealed
- * in place. */
+ * when nothing to seal or not ready). No copy first: the parts are sealed from where they
+ * lie into dst (which must not overlap them). */
 size_t sw_noise_sealv(struct sw_noise *nz, const uint8_t *const *part, const size_t *part_len, int n_parts, uint8_t *dst);
 /* Size of the records sealing n plaintext bytes. */
 size_t sw_noise_sealed_len(size_t n);
