@@ -53,6 +53,8 @@ enum { EXT_PEX = 1, EXT_METADATA = 2, EXT_CUSTOM = 3 };
 #define FRESH_CHECK_MS 100   /* initial seeding: how long "a fresh piece is left" is cached */
 #define REJECTED_CLEAR_S 3   /* pieces a peer refused are retried from it after this long */
 #define WS_MAX_BAD 3         /* a web seed is banned after this many pieces failing SHA-1 */
+#define HASH_BACKLOG (16u << 20) /* bytes of complete pieces waiting for SHA-1 and the write:
+                                  * above it no new block is requested (pieces.c) */
 
 enum pstate { P_CONNECTING, P_HANDSHAKE, P_ACTIVE, P_CLOSING };
 
@@ -192,6 +194,8 @@ struct sw_bt_torrent {
     struct sw_rate up_rate;    /* fed with up_total */
     int complete_reported;
     int jobs;                  /* worker jobs in flight */
+    uint32_t n_hash_jobs;      /* pieces queued for or being hashed and written */
+    int hash_throttled;        /* requests were held back for the hash backlog (pieces.c) */
     int closing;
     int in_ws_pump;
     int errored;
@@ -326,6 +330,9 @@ void sw__on_pex_msg(struct sw_bt_peer *p, const uint8_t *pl, size_t n);
 
 /* pieces.c: piece assembly, hashing, completion, web seeds */
 int sw__all_wanted_complete(struct sw_bt_torrent *t);
+/* 1 while the pieces waiting for their hash job hold HASH_BACKLOG bytes or more (at least 4
+ * pieces): new requests wait, and resume when a job completes. */
+int sw__hash_backlog_full(struct sw_bt_torrent *t);
 void sw__check_complete(struct sw_bt_torrent *t);
 void sw__start_finalize(struct sw_bt_torrent *t, uint32_t file);
 void sw__broadcast_have(struct sw_bt_torrent *t, uint32_t piece);

@@ -45,7 +45,7 @@ void sw__fill_requests(struct sw_bt_peer *p)
     uint64_t by_rate = (uint64_t)(p->down_rate * 2.0) / SW_BT_BLOCK;
     uint32_t max = (uint32_t)SW_MIN((uint64_t)cap, SW_MAX(by_rate, (uint64_t)32));
     if (p->down_rate == 0 && sw_time_ms() - p->connected_ms < 3000) max = SW_MIN(cap, 64u);
-    if (p->n_out >= max) return;
+    if (p->n_out >= max || sw__hash_backlog_full(t)) return;
     if (p->cap_out < cap) {
         struct outreq *no = realloc(p->out, cap * sizeof *no);
         if (!no) return;
