@@ -665,6 +665,9 @@ AI void q6_K_nt(int64_t n, const struct sw_block_q6_K *w, const struct sw_k_act 
         __m256i isum[SW_K_TILE_T];
         for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
+            /* scales 8h..8h+7 (int16) in both 128-bit lanes: sub-block k's pair is then one
+             * shuffle away (scale 8h+2k in the low lane, 8h+2k+1 in the high one) */
+            const __m256i sch = _mm256_permute4x64_epi64(sc16, h ? 0xEE : 0x44);
             __m256i ql0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
             __m256i ql1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
             __m256i qh = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
@@ -677,8 +680,11 @@ AI void q6_K_nt(int64_t n, const struct sw_block_q6_K *w, const struct sw_k_act 
             q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
             for (int k = 0; k < 4; k++) {
-                const int8_t *s = x->scales + 8 * h + 2 * k;
-                __m256i sv = _mm256_set_m128i(_mm_set1_epi16(s[1]), _mm_set1_epi16(s[0]));
+                const __m256i sv = _mm256_shuffle_epi8(sch, _mm256_setr_epi8(
+                    4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k,
+                    4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2,
+                    4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3,
+                    4 * k + 2, 4 * k + 3));
                 for (int t = 0; t < NT; t++) {
                     const int8_t *qa = ((const struct sw_block_q8_K *)a[t].q)[i].qs + 128 * h + 32 * k;
                     __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)qa));
