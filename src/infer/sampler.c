@@ -364,6 +364,52 @@ int32_t sw_sampler_sample(struct sw_sampler *s, const float *logits)
 
 /* ------------------------------------------------------------------ spot checks */
 
+/* The draw itself (sampling): the node drew u from the same RNG state, so its token is the
+ * one whose share of the filtered mass, the candidates in descending logit order, covers u.
+ * With every logit within t of the node's (t2 = 2t between two; a = t2 / temperature for
+ * two groups of weights after the temperature):
+ * - the tokens surely ahead of id (better by more than t2) are in the set whenever id is,
+ *   so their share is at least A e^-a / (A e^-a + R), R the mass of every other token that
+ *   may be in the set (a superset: finite, within the lenient top-k): u below it drew a
+ *   better token;
+ * - without a filter that cuts the set (top-k, top-p, min-p) every token is in it, so the
+ *   share of id and of the tokens that may rank before it is at most P e^a / (P e^a + B), B
+ *   the mass of the tokens surely behind it: u at or above it drew a worse token.
+ * Returns 1 (with why) when u rules id out. */
+static int check_draw(const struct sw_sampler *s, double lt, double mx, double kth, double t2, double u, int32_t id,
+                      char *why, size_t why_len)
+{
+    const struct sw_sampler_params *p = &s->p;
+    const struct cand *c = s->cand;
+    const double inv_t = 1.0 / p->temperature, a = exp(t2 * inv_t);
+    double ahead = 0, rest = 0, upto = 0, behind = 0;
+    for (uint32_t i = 0; i < s->n_vocab; i++) {
+        const double l = c[i].logit;
+        if (!(l > -INFINITY)) continue;
+        const double w = exp((l - mx) * inv_t);
+        if (l > lt + t2) ahead += w;
+        else if (l >= kth - t2) rest += w;
+        if (l >= lt - t2) upto += w;
+        else behind += w;
+    }
+    const double lo = ahead / a / (ahead / a + rest);
+    if (ahead > 0 && u < lo * (1 - 1e-9)) {
+        if (why_len)
+            snprintf(why, why_len, "draw: the node's uniform %.4g falls in the %.4g of the mass held by the tokens surely "
+                     "more likely than token %d", u, lo, id);
+        return 1;
+    }
+    const int cut = (p->top_k && p->top_k < s->n_vocab) || p->top_p < 1.0f || p->min_p > 0.0f;
+    const double hi = upto * a / (upto * a + behind);
+    if (!cut && behind > 0 && u >= hi * (1 + 1e-9)) {
+        if (why_len)
+            snprintf(why, why_len, "draw: the node's uniform %.4g is beyond the %.4g of the mass held by token %d and the "
+                     "tokens that may rank before it", u, hi, id);
+        return 1;
+    }
+    return 0;
+}
+
 int sw_sampler_check(struct sw_sampler *s, const float *logits, int32_t id, float tol, float *gap, char *why,
                      size_t why_len)
 {
@@ -408,22 +454,22 @@ int sw_sampler_check(struct sw_sampler *s, const float *logits, int32_t id, floa
                 snprintf(why, why_len, "min-p %g: token %d is %.4g below the best logit (bound %.4g)", (double)p->min_p, id,
                          mx - lt, t2 - log((double)p->min_p));
         }
-        if (!bad && p->top_p < 1.0f) {
-            /* the k-th best logit bounds the set the mass is over (a lenient set: the
-             * honest one's sum is at most e^(2t) more) */
-            double kth = -INFINITY;
-            if (p->top_k && p->top_k < n) {
-                double lo = -INFINITY, hi = mx;
-                for (int it = 0; it < 60; it++) { /* bisection for the top_k-th value (c stays in id order) */
-                    double mid = lo == -INFINITY ? hi - 64.0 * (1 + fabs(hi)) : (lo + hi) / 2;
-                    uint32_t cnt = 0;
-                    for (uint32_t i = 0; i < n; i++) cnt += c[i].logit >= mid;
-                    if (cnt >= p->top_k) lo = mid;
-                    else hi = mid;
-                    if (lo != -INFINITY && hi - lo < 1e-6) break;
-                }
-                kth = lo;
+        /* the k-th best logit bounds the set the mass is over (a lenient set: the honest
+         * one's sum is at most e^(2t) more) */
+        double kth = -INFINITY;
+        if (p->top_k && p->top_k < n) {
+            double lo = -INFINITY, hi = mx;
+            for (int it = 0; it < 60; it++) { /* bisection for the top_k-th value (c stays in id order) */
+                double mid = lo == -INFINITY ? hi - 64.0 * (1 + fabs(hi)) : (lo + hi) / 2;
+                uint32_t cnt = 0;
+                for (uint32_t i = 0; i < n; i++) cnt += c[i].logit >= mid;
+                if (cnt >= p->top_k) lo = mid;
+                else hi = mid;
+                if (lo != -INFINITY && hi - lo < 1e-6) break;
             }
+            kth = lo;
+        }
+        if (!bad && p->top_p < 1.0f) {
             double sum = 0, before = 0;
             for (uint32_t i = 0; i < n; i++) {
                 double l = c[i].logit;
@@ -440,7 +486,8 @@ int sw_sampler_check(struct sw_sampler *s, const float *logits, int32_t id, floa
                              (double)p->top_p, id, before / sum, bound);
             }
         }
-        (void)rng_uniform(s->rng); /* the draw the node made */
+        const double u = rng_uniform(s->rng); /* the node's draw: its RNG state is ours */
+        if (!bad) bad = check_draw(s, lt, mx, kth, t2, u, id, why, why_len);
     }
     if (s->gs && sw_gstate_accept(s->gs, s->voc, id) && !bad) {
         bad = 1;

@@ -207,15 +207,35 @@ static void test_state_blob(void)
     sw_sampler_free(b);
 }
 
+/* sw_sampler_check of token id on logits l by a sampler whose own draw (the same seed) is id:
+ * a seed is searched for; -1 when none of 2000 draws it. */
+static int check_drawn(float temp, uint32_t top_k, float top_p, float min_p, const float *l, uint32_t n, int32_t id)
+{
+    float gap;
+    char why[200];
+    for (uint64_t seed = 1; seed <= 2000; seed++) {
+        struct sw_sampler *a = mk(temp, top_k, top_p, min_p, 1, 0, seed, n);
+        int32_t t = sw_sampler_sample(a, l);
+        sw_sampler_free(a);
+        if (t != id) continue;
+        struct sw_sampler *b = mk(temp, top_k, top_p, min_p, 1, 0, seed, n);
+        int rc = sw_sampler_check(b, l, id, 1e-3f, &gap, why, sizeof why);
+        if (rc) fprintf(stderr, "seed %llu token %d: %s\n", (unsigned long long)seed, id, why);
+        sw_sampler_free(b);
+        return rc;
+    }
+    return -1;
+}
+
 /* sw_sampler_check (spot checks of a pipeline's last stage): a sampler loaded from the same
- * state accepts every token the original drew from logits perturbed within the tolerance,
- * and ends in the same state; tokens outside each filter are refused. */
-static void test_check(void)
+ * state as a accepts every token a draws from logits perturbed within the tolerance, and
+ * ends in the same state. Frees a. */
+static void check_honest(struct sw_sampler *a)
 {
     enum { V = 64 };
     float l[V], lp[V], gap;
     char why[200];
-    struct sw_sampler *a = mk(0.9f, 20, 0.9f, 0.02f, 1.1f, 16, 99, V), *b = NULL;
+    struct sw_sampler *b = NULL;
     struct sw_buf blob = { 0 }, blob2 = { 0 };
     CHECK_EQ_INT(sw_sampler_save(a, &blob), 0);
     CHECK_EQ_INT(sw_sampler_load(blob.data, blob.len, V, &b), 0);
@@ -243,6 +263,15 @@ static void test_check(void)
     sw_buf_free(&blob2);
     sw_sampler_free(a);
     sw_sampler_free(b);
+}
+
+/* ... and tokens outside each filter, or that the draw rules out, are refused. */
+static void test_check(void)
+{
+    float gap;
+    char why[200];
+    check_honest(mk(0.9f, 20, 0.9f, 0.02f, 1.1f, 16, 99, 64)); /* every filter (the draw's lower bound) */
+    check_honest(mk(0.7f, 0, 1, 0, 1.1f, 16, 5, 64));          /* none (both bounds) */
 
     /* greedy: a near-tie within 2 x tol passes, a worse token does not */
     float g[4] = { 1.0f, 5.0f, 4.99f, 0.0f };
@@ -261,25 +290,49 @@ static void test_check(void)
     /* probabilities 0.5 0.3 0.15 0.05: each filter's bound */
     float d[4];
     dist4(d);
+    CHECK_EQ_INT(check_drawn(1, 2, 1, 0, d, 4, 1), 0);
     s = mk(1, 2, 1, 0, 1, 0, 0, 4); /* top-k 2 */
-    CHECK_EQ_INT(sw_sampler_check(s, d, 1, 1e-3f, &gap, why, sizeof why), 0);
     CHECK_EQ_INT(sw_sampler_check(s, d, 2, 1e-3f, &gap, why, sizeof why), 1);
     CHECK(strstr(why, "top-k") != NULL);
     sw_sampler_free(s);
+    CHECK_EQ_INT(check_drawn(1, 0, 1, 0.2f, d, 4, 2), 0);
     s = mk(1, 0, 1, 0.2f, 1, 0, 0, 4); /* min-p 0.2: the floor is 0.1 */
-    CHECK_EQ_INT(sw_sampler_check(s, d, 2, 1e-3f, &gap, why, sizeof why), 0);
     CHECK_EQ_INT(sw_sampler_check(s, d, 3, 1e-3f, &gap, why, sizeof why), 1);
     CHECK(strstr(why, "min-p") != NULL);
     sw_sampler_free(s);
+    CHECK_EQ_INT(check_drawn(1, 0, 0.6f, 0, d, 4, 1), 0);
     s = mk(1, 0, 0.6f, 0, 1, 0, 0, 4); /* top-p 0.6: {0, 1} */
-    CHECK_EQ_INT(sw_sampler_check(s, d, 1, 1e-3f, &gap, why, sizeof why), 0);
     CHECK_EQ_INT(sw_sampler_check(s, d, 2, 1e-3f, &gap, why, sizeof why), 1);
     CHECK(strstr(why, "top-p") != NULL);
     sw_sampler_free(s);
+    CHECK_EQ_INT(check_drawn(1, 3, 0.99f, 0, d, 4, 2), 0);
     s = mk(1, 3, 0.99f, 0, 1, 0, 0, 4); /* top-p with top-k: the mass is over the best 3 */
-    CHECK_EQ_INT(sw_sampler_check(s, d, 2, 1e-3f, &gap, why, sizeof why), 0);
     CHECK_EQ_INT(sw_sampler_check(s, d, 3, 1e-3f, &gap, why, sizeof why), 1);
     sw_sampler_free(s);
+
+    /* no filter: the draw itself. The node's uniform is the checker's (same RNG state), so
+     * only the tokens whose share of the mass covers it (within the slack) pass: with
+     * 0.5 0.3 0.15 0.05, a draw of token 0 or 1 (u < 0.8) rules out token 3, and a draw
+     * of 2 or 3 (u >= 0.8) rules out token 0 */
+    int refused3 = 0, refused0 = 0, honest = 1;
+    for (uint64_t seed = 1; seed <= 200; seed++) {
+        struct sw_sampler *a = mk(1, 0, 1, 0, 1, 0, seed, 4);
+        int32_t t = sw_sampler_sample(a, d);
+        sw_sampler_free(a);
+        s = mk(1, 0, 1, 0, 1, 0, seed, 4);
+        honest &= sw_sampler_check(s, d, t, 1e-3f, &gap, why, sizeof why) == 0;
+        sw_sampler_free(s);
+        int32_t liar = t <= 1 ? 3 : 0;
+        s = mk(1, 0, 1, 0, 1, 0, seed, 4);
+        int rc = sw_sampler_check(s, d, liar, 1e-3f, &gap, why, sizeof why);
+        sw_sampler_free(s);
+        CHECK_MSG(rc == 1 && strstr(why, "draw") != NULL, "seed %llu: drew %d, token %d passed (%s)",
+                  (unsigned long long)seed, t, liar, why);
+        if (liar == 3) refused3 += rc == 1;
+        else refused0 += rc == 1;
+    }
+    CHECK_MSG(honest, "an honest unfiltered draw was refused");
+    CHECK_MSG(refused3 > 50 && refused0 > 5, "both sides of the draw were tried (%d, %d)", refused3, refused0);
 }
 
 static void test_bad_params(void)
