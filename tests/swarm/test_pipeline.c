@@ -518,6 +518,18 @@ static int open_session(struct net *net, struct tnode *entry, const int32_t *pro
     return rc;
 }
 
+/* A greedy session's prompt (encoded text), its sampler parameters and the single-process
+ * reference of its first n_gen tokens. */
+static int32_t *greedy_case(const char *text, uint32_t n_gen, uint32_t *n_prompt, struct sw_sampler_params *sp,
+                            int32_t *ref)
+{
+    int32_t *prompt = encode(text, n_prompt);
+    sw_sampler_params_default(sp);
+    sp->temperature = 0;
+    reference(prompt, *n_prompt, sp, n_gen, ref, NULL);
+    return prompt;
+}
+
 /* A client entry + one node per shard (+ replicas when asked). */
 static struct tnode *make_net(struct net *net, int replicas, uint64_t max_kv_first)
 {
@@ -874,12 +886,9 @@ static void test_batched(void)
 static void test_refusal(void)
 {
     uint32_t n_prompt;
-    int32_t *prompt = encode("Once upon a time", &n_prompt);
     struct sw_sampler_params sp;
-    sw_sampler_params_default(&sp);
-    sp.temperature = 0;
     int32_t ref[30];
-    reference(prompt, n_prompt, &sp, 30, ref, NULL);
+    int32_t *prompt = greedy_case("Once upon a time", 30, &n_prompt, &sp, ref);
     /* shard 0's first node has no room for a KV cache: the entry routes around it */
     struct net net;
     struct tnode *entry = make_net(&net, 1, 1);
@@ -1130,12 +1139,9 @@ static void net_tick_for(struct net *net, uint32_t ms, struct tnode *entry, uint
 static void test_lost_open(void)
 {
     uint32_t n_prompt;
-    int32_t *prompt = encode("Once upon a time", &n_prompt);
     struct sw_sampler_params sp;
-    sw_sampler_params_default(&sp);
-    sp.temperature = 0;
     int32_t ref[30];
-    reference(prompt, n_prompt, &sp, 30, ref, NULL);
+    int32_t *prompt = greedy_case("Once upon a time", 30, &n_prompt, &sp, ref);
     struct net net;
     struct tnode *entry = make_net(&net, 1, 0);
     net.lose_open_to = 2; /* shard 1's first node */
@@ -1165,12 +1171,9 @@ static void test_lost_open(void)
 static void test_long_step(void)
 {
     uint32_t n_prompt;
-    int32_t *prompt = encode("Once upon a time, there was a little girl", &n_prompt);
     struct sw_sampler_params sp;
-    sw_sampler_params_default(&sp);
-    sp.temperature = 0;
     int32_t ref[40];
-    reference(prompt, n_prompt, &sp, 40, ref, NULL);
+    int32_t *prompt = greedy_case("Once upon a time, there was a little girl", 40, &n_prompt, &sp, ref);
     struct net net;
     struct tnode *entry = make_net(&net, 0, 0);
     net.hold_node = 2; /* shard 1: its first step takes 30 s */
@@ -1236,12 +1239,9 @@ static void test_long_step(void)
 static void test_drop_stage(void)
 {
     uint32_t n_prompt;
-    int32_t *prompt = encode("Once upon a time", &n_prompt);
     struct sw_sampler_params sp;
-    sw_sampler_params_default(&sp);
-    sp.temperature = 0;
     int32_t ref[60];
-    reference(prompt, n_prompt, &sp, 60, ref, NULL);
+    int32_t *prompt = greedy_case("Once upon a time", 60, &n_prompt, &sp, ref);
     struct net net;
     struct tnode *entry = make_net(&net, 1, 0);
     net.drop_node = 3; /* shard 2's first node */
