@@ -5,6 +5,12 @@
 // tokens), summed with subgroupAdd: no barrier (software devices pay dearly for those).
 // Quantized weights are in the backend's repacked blocks (backend_vk.c, repack()): the
 // ggml block with its fields moved so that every block starts on a 4-byte boundary.
+// -DMM_ID (with TB=1): the expert-indexed variant of the MoE layers. W is a stack of
+// n_expert matrices of `rows` rows each; workgroup z takes one (token, expert) slot, whose
+// expert is ids[ids_off + slot] (written on the device by moe_route.comp) and whose input
+// is x row slot / xdiv (xdiv = experts per token for gate/up: every slot of a token reads
+// its normed x; 1 for down: each slot reads its own SwiGLU row). Only the chosen experts'
+// rows are read.
 #version 450
 #extension GL_EXT_control_flow_attributes : enable
 #extension GL_KHR_shader_subgroup_basic : enable
@@ -19,15 +25,20 @@ layout(std430, set = 0, binding = 0) readonly buffer W { uint w[]; };
 layout(std430, set = 0, binding = 1) readonly buffer X { float x[]; };
 layout(std430, set = 0, binding = 1) readonly buffer X4 { vec4 x4[]; }; // the same, 16 bytes at a time
 layout(std430, set = 0, binding = 2) buffer Y { float y[]; };
+#ifdef MM_ID
+layout(std430, set = 0, binding = 3) readonly buffer Ids { uint ids[]; };
+#else
 layout(std430, set = 0, binding = 3) readonly buffer Bias { float bias[]; };
+#endif
 
 layout(push_constant) uniform P {
-    uint rows, cols, T;
+    uint rows, cols, T;      // MM_ID: rows per expert; T: (token, expert) slots
     uint x_off, y_off;       // floats
-    uint x_stride, y_stride; // floats per token
+    uint x_stride, y_stride; // floats per token (MM_ID: per x row, per slot)
     uint flags;              // 1: + bias[row]; 2: accumulate into y
     uint row_words;          // uints per weight row (block types)
     uint rpw;                // rows per workgroup
+    uint ids_off, xdiv, n_expert, slot0; // MM_ID only
 } p;
 
 uint byte_at(uint base, uint b) { return (w[base + (b >> 2)] >> ((b & 3u) * 8u)) & 0xFFu; }
@@ -112,10 +123,21 @@ void deq(uint base, uint c, out float v[32])
 
 void main()
 {
+#ifdef MM_ID
+    const uint t0 = p.slot0 + gl_WorkGroupID.z;
+    if (t0 >= p.T) return;
+    const uint nt = 1u;
+    const uint ex = ids[p.ids_off + t0];
+    if (ex >= p.n_expert) return;
+    const uint xb = p.x_off + (t0 / p.xdiv) * p.x_stride;
+    const uint wrow0 = ex * p.rows; // the expert's first row in the stack
+#else
     const uint t0 = gl_WorkGroupID.z * TB;
     const uint nt = min(uint(TB), p.T - t0);
-    const uint lane = gl_SubgroupInvocationID, nl = gl_SubgroupSize;
     const uint xb = p.x_off + t0 * p.x_stride;
+    const uint wrow0 = 0u;
+#endif
+    const uint lane = gl_SubgroupInvocationID, nl = gl_SubgroupSize;
     const uint wg = gl_WorkGroupID.x + gl_WorkGroupID.y * 32768u;
     for (uint k = gl_SubgroupID; k < p.rpw; k += gl_NumSubgroups) {
         const uint row = wg * p.rpw + k;
@@ -123,7 +145,7 @@ void main()
         float acc[TB];
         [[unroll]] for (uint t = 0; t < TB; t++) acc[t] = 0.0;
 #if defined(T_F32) || defined(T_F16) || defined(T_BF16)
-        const uint rb = row * p.cols;
+        const uint rb = (wrow0 + row) * p.cols;
         for (uint i = lane; i < p.cols; i += nl) {
 #if defined(T_F32)
             const float wv = uintBitsToFloat(w[rb + i]);
@@ -140,7 +162,7 @@ void main()
         }
 #else
         const uint nchunk = p.cols / 32u;
-        const uint rb = row * p.row_words;
+        const uint rb = (wrow0 + row) * p.row_words;
         for (uint c = lane; c < nchunk; c += nl) {
             float v[32];
             deq(rb + (c / CPB) * BLK_W, c % CPB, v);
@@ -161,7 +183,9 @@ void main()
             if (t < nt) {
                 float r = subgroupAdd(acc[t]);
                 if (subgroupElect()) {
+#ifndef MM_ID
                     if ((p.flags & 1u) != 0u) r += bias[row];
+#endif
                     const uint yi = p.y_off + (t0 + t) * p.y_stride + row;
                     if ((p.flags & 2u) != 0u) y[yi] += r;
                     else y[yi] = r;

@@ -391,6 +391,9 @@ static int compute_split(const char *file, const char *gpu, uint32_t gpu_layers)
         printf("  device:  %s, %s of memory\n", in->device, sw_fmt_bytes(in->device_mem, b1, sizeof b1));
         printf("  on the device: layers %u-%u (%s uploaded)\n", in->layer_first, in->layer_first + in->gpu_layers - 1,
                sw_fmt_bytes(in->gpu_weight_bytes, b2, sizeof b2));
+        if (in->n_expert)
+            printf("  experts: %u per layer, %u per token: router, top-k and the chosen experts' matmuls on the "
+                   "device\n", in->n_expert, in->n_expert_used);
     }
     if (in->layer_first + in->gpu_layers <= in->layer_last)
         printf("  on the CPU:    layers %u-%u\n", in->layer_first + in->gpu_layers, in->layer_last);

@@ -18,7 +18,8 @@
 static const char *const PIPE_NAMES[VKP_COUNT] = {
     "mm_f32", "mm_f16", "mm_bf16", "mm_q8_0", "mm_q4_0", "mm_q4_k", "mm_q6_k",
     "mm1_f32", "mm1_f16", "mm1_bf16", "mm1_q8_0", "mm1_q4_0", "mm1_q4_k", "mm1_q6_k",
-    "rmsnorm", "glu", "rope_kv", "attn",
+    "mmid_f32", "mmid_f16", "mmid_bf16", "mmid_q8_0", "mmid_q4_0", "mmid_q4_k", "mmid_q6_k",
+    "rmsnorm", "glu", "rope_kv", "attn", "moe_route", "moe_sum",
 };
 
 static const char *vk_res(VkResult r)
@@ -119,6 +120,44 @@ static VkDeviceSize mat_bytes(const struct sw__w *w, struct vk_mat *vm)
     return (VkDeviceSize)((n + bs - 1) / bs * bb);
 }
 
+/* An expert stack as one matrix of n_expert x rows rows (expert e's rows first at row
+ * e x rows): the device's layout repacks it as it does a matrix. data NULL and rows -1
+ * when the experts are not back to back (GGUF's 3-D tensors are). */
+static struct sw__w stack_view(const struct sw__wx *x)
+{
+    struct sw__w w = { x->data, x->type, x->rows * x->n_expert, x->cols, x->name };
+    if (x->data && x->stride != sw_k_row_bytes(x->type, x->cols) * (size_t)x->rows) w.data = NULL, w.rows = -1;
+    return w;
+}
+
+#define MAX_MATS 11
+
+/* A layer's matrices: q/k/v/o, then the
+ * dense gate/up/down, or the MoE router, the expert stacks (views) and the shared
+ * expert's three. Returns how many. */
+static int layer_mats(const struct sw__model *m, const struct sw__layer *ly, int moe, struct sw__w *ws)
+{
+    const struct sw__w *d[7] = { &ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down };
+    int n = 0;
+    for (int i = 0; i < (moe ? 4 : 7); i++) ws[n++] = *d[i];
+    if (!moe) return n;
+    ws[n++] = ly->gate_inp;
+    ws[n++] = stack_view(&ly->gate_exps);
+    ws[n++] = stack_view(&ly->up_exps);
+    ws[n++] = stack_view(&ly->down_exps);
+    if (m->hp.n_ff_shexp) ws[n++] = ly->gate_sh, ws[n++] = ly->up_sh, ws[n++] = ly->down_sh;
+    return n;
+}
+
+/* The device matrices of layer_mats' list, in its order. */
+static void layer_vmats(struct vk_layer *L, struct vk_mat **vs)
+{
+    struct vk_mat *d[7] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->wg, &L->wu, &L->wd };
+    struct vk_mat *x[7] = { &L->router, &L->ge, &L->ue, &L->de, &L->gsh, &L->ush, &L->dsh };
+    for (int i = 0; i < 4; i++) vs[i] = d[i];
+    for (int i = 4; i < MAX_MATS; i++) vs[i] = L->moe ? x[i - 4] : i < 7 ? d[i] : NULL;
+}
+
 /* Why layer l cannot run on the device ("" when it can). */
 static void layer_unsupported(const struct sw__model *m, uint32_t l, VkDeviceSize max_range, char *why, size_t cap)
 {
@@ -126,32 +165,38 @@ static void layer_unsupported(const struct sw__model *m, uint32_t l, VkDeviceSiz
     const struct sw_stage_info *in = &m->info;
     const struct sw__layer *ly = &m->layers[l - in->layer_first];
     why[0] = 0;
+    const int moe = m->ld[l].is_moe;
     if (hp->mla) snprintf(why, cap, "latent attention (deepseek2)");
-    else if (m->ld[l].is_moe) snprintf(why, cap, "mixture-of-experts FFN");
     else if (ly->sinks) snprintf(why, cap, "attention sinks");
     else if (hp->act == SW__ACT_SWIGLU_OAI) snprintf(why, cap, "gpt-oss's clamped SwiGLU");
     else if (hp->qk_norm && (!ly->q_norm || !ly->k_norm)) snprintf(why, cap, "no q/k norm weights");
     else if (hp->post_norms && (!ly->attn_post_norm || !ly->ffn_post_norm)) snprintf(why, cap, "no post-norm weights");
     else if (in->head_dim % 2 || in->head_dim > 256 || in->n_rot > in->head_dim)
         snprintf(why, cap, "head size %u (the shader takes even sizes up to 256)", in->head_dim);
+    else if (moe && hp->gating != SW__GATING_SOFTMAX) snprintf(why, cap, "an MoE router other than softmax");
+    else if (moe && (ly->gate_inp_b || ly->gate_exps_b || ly->up_exps_b || ly->down_exps_b || ly->exp_probs_b))
+        snprintf(why, cap, "MoE router or expert biases");
+    else if (moe && hp->n_group > 1) snprintf(why, cap, "grouped top-k expert choice");
     if (why[0]) return;
-    const struct sw__w *ws[7] = { &ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down };
-    for (int i = 0; i < 7; i++) {
-        if (!ws[i]->data) {
-            snprintf(why, cap, "no %s", ws[i]->name ? ws[i]->name : "weight");
+    struct sw__w ws[MAX_MATS];
+    const int n = layer_mats(m, ly, moe, ws);
+    for (int i = 0; i < n; i++) {
+        if (!ws[i].data) {
+            snprintf(why, cap, "no %s%s", ws[i].name ? ws[i].name : "weight",
+                     ws[i].rows < 0 ? " (its experts are not one contiguous stack)" : "");
             return;
         }
-        VkDeviceSize b = mat_bytes(ws[i], NULL);
+        VkDeviceSize b = mat_bytes(&ws[i], NULL);
         if (b > max_range) {
             snprintf(why, cap, "%s needs %" PRIu64 " bytes in one buffer, the device binds %" PRIu64,
-                     ws[i]->name ? ws[i]->name : "a weight", (uint64_t)b, (uint64_t)max_range);
+                     ws[i].name ? ws[i].name : "a weight", (uint64_t)b, (uint64_t)max_range);
             return;
         }
     }
 }
 
 /* The f32 vectors of a layer: attn/ffn norms, q/k/v/o biases, q/k norms, post-norms. */
-#define N_VEC 10
+#define N_VEC 11
 
 /* Lays out one layer's buffer (li: index in the stage); returns its size. */
 static VkDeviceSize layer_layout(const struct sw__vk *g, const struct sw__model *m, uint32_t li, struct vk_layer *L)
@@ -159,20 +204,26 @@ static VkDeviceSize layer_layout(const struct sw__vk *g, const struct sw__model 
     const struct sw__layer *ly = &m->layers[li];
     const struct sw_stage_info *in = &m->info;
     VkDeviceSize off = 0;
-    const struct sw__w *ws[7] = { &ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down };
-    struct vk_mat *vs[7] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->wg, &L->wu, &L->wd };
-    for (int i = 0; i < 7; i++) {
+    const uint32_t l = in->layer_first + li;
+    L->moe = m->ld[l].is_moe;
+    struct sw__w ws[MAX_MATS];
+    struct vk_mat *vs[MAX_MATS];
+    const int n = layer_mats(m, ly, L->moe, ws);
+    layer_vmats(L, vs);
+    for (int i = 0; i < n; i++) {
         vs[i]->off = off;
-        vs[i]->size = mat_bytes(ws[i], vs[i]);
+        vs[i]->size = mat_bytes(&ws[i], vs[i]);
+        vs[i]->n_expert = L->moe && i >= 5 && i <= 7 ? (uint32_t)m->hp.n_expert : 0;
         off = align_up(off + vs[i]->size, g->align);
     }
     const float *vp[N_VEC] = { ly->attn_norm, ly->ffn_norm, ly->bq, ly->bk, ly->bv, ly->bo,
-                               ly->q_norm, ly->k_norm, ly->attn_post_norm, ly->ffn_post_norm };
+                               ly->q_norm, ly->k_norm, ly->attn_post_norm, ly->ffn_post_norm,
+                               L->moe ? ly->gate_inp_sh : NULL };
     const uint32_t vn[N_VEC] = { in->n_embd, in->n_embd, g->q_dim, g->kv_dim, g->kv_dim, in->n_embd,
-                                 in->head_dim, in->head_dim, in->n_embd, in->n_embd };
+                                 in->head_dim, in->head_dim, in->n_embd, in->n_embd, in->n_embd };
+    VkDeviceSize shg_off = VK_NONE;
     VkDeviceSize *vo[N_VEC] = { &L->attn_norm, &L->ffn_norm, &L->bq, &L->bk, &L->bv, &L->bo,
-                                &L->q_norm, &L->k_norm, &L->attn_post, &L->ffn_post };
-    const uint32_t l = in->layer_first + li;
+                                &L->q_norm, &L->k_norm, &L->attn_post, &L->ffn_post, &shg_off };
     L->window = m->ld[l].is_swa && m->hp.n_swa ? m->hp.n_swa : 0;
     L->swa_rope = L->window && m->rope_inv_freq_swa;
     for (int i = 0; i < N_VEC; i++) {
@@ -183,6 +234,11 @@ static VkDeviceSize layer_layout(const struct sw__vk *g, const struct sw__model 
         *vo[i] = off;
         off = align_up(off + (VkDeviceSize)vn[i] * 4, g->align);
     }
+    /* qwen2moe's shared-expert gate: its vector as a 1 x n_embd F32 matrix */
+    memset(&L->shg, 0, sizeof L->shg);
+    if (shg_off != VK_NONE)
+        L->shg = (struct vk_mat){ .off = shg_off, .size = (VkDeviceSize)in->n_embd * 4, .type = SW_TYPE_F32,
+                                  .pipe = VKP_MM_F32, .rows = 1, .cols = in->n_embd };
     return off;
 }
 
@@ -297,17 +353,20 @@ static int upload_layer(struct sw__vk *g, struct upl *u, const struct sw__model 
     const struct sw__layer *ly = &m->layers[li];
     const struct sw_stage_info *in = &m->info;
     u->dst = L->buf.b;
-    const struct sw__w *ws[7] = { &ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down };
-    const struct vk_mat *vs[7] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->wg, &L->wu, &L->wd };
+    struct sw__w ws[MAX_MATS];
+    struct vk_mat *vs[MAX_MATS];
+    const int n = layer_mats(m, ly, L->moe, ws);
+    layer_vmats(L, vs);
     int rc;
-    for (int i = 0; i < 7; i++)
-        if ((rc = upload_mat(u, ws[i], vs[i], 0, rowf))) return rc;
+    for (int i = 0; i < n; i++)
+        if ((rc = upload_mat(u, &ws[i], vs[i], 0, rowf))) return rc;
     const float *vp[N_VEC] = { ly->attn_norm, ly->ffn_norm, ly->bq, ly->bk, ly->bv, ly->bo,
-                               ly->q_norm, ly->k_norm, ly->attn_post_norm, ly->ffn_post_norm };
+                               ly->q_norm, ly->k_norm, ly->attn_post_norm, ly->ffn_post_norm,
+                               L->shg.rows ? ly->gate_inp_sh : NULL };
     const uint32_t vn[N_VEC] = { in->n_embd, in->n_embd, g->q_dim, g->kv_dim, g->kv_dim, in->n_embd,
-                                 in->head_dim, in->head_dim, in->n_embd, in->n_embd };
+                                 in->head_dim, in->head_dim, in->n_embd, in->n_embd, in->n_embd };
     const VkDeviceSize vo[N_VEC] = { L->attn_norm, L->ffn_norm, L->bq, L->bk, L->bv, L->bo,
-                                     L->q_norm, L->k_norm, L->attn_post, L->ffn_post };
+                                     L->q_norm, L->k_norm, L->attn_post, L->ffn_post, L->shg.off };
     for (int i = 0; i < N_VEC; i++) {
         if (!vp[i]) continue;
         void *p = upl_take(u, vo[i], (size_t)vn[i] * 4, &rc);
@@ -587,6 +646,12 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
     g->eps = in->rms_eps;
     g->attn_scale = m->hp.attn_scale;
     g->attn_softcap = m->hp.attn_softcap;
+    if (m->hp.moe) {
+        g->n_expert = m->hp.n_expert;
+        g->n_used = m->hp.n_expert_used;
+        g->moe_norm_w = (uint32_t)m->hp.moe_norm_w;
+        g->moe_scale = m->hp.expert_weights_scale;
+    }
     g->layer_first = in->layer_first;
     g->max_batch = o->max_batch;
     g->max_seqs = o->max_seqs;
@@ -603,13 +668,17 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
     /* scratch and io */
     uint32_t ff_max = 0;
     for (uint32_t l = in->layer_first; l <= in->layer_last; l++) ff_max = SW_MAX(ff_max, m->ld[l].n_ff);
+    /* MoE: gate/up hold every (token, expert) slot's row, or the shared expert's */
+    if (m->hp.moe) ff_max = SW_MAX(ff_max, SW_MAX(g->n_used * m->hp.n_ff_exp, m->hp.n_ff_shexp));
     g->ff_max = ff_max;
-    const VkDeviceSize B = g->max_batch;
+    const VkDeviceSize B = g->max_batch, NX = g->n_expert, K = g->n_used;
     VkDeviceSize off = 0;
-    VkDeviceSize *so[8] = { &g->so.x, &g->so.xn, &g->so.q, &g->so.k, &g->so.v, &g->so.att, &g->so.gate, &g->so.up };
-    const VkDeviceSize sz[8] = { B * g->E, B * SW_MAX(g->E, g->q_dim), B * g->q_dim, B * g->kv_dim, B * g->kv_dim,
-                                 B * g->q_dim, B * ff_max, B * ff_max };
-    for (int i = 0; i < 8; i++) {
+    VkDeviceSize *so[14] = { &g->so.x, &g->so.xn, &g->so.q, &g->so.k, &g->so.v, &g->so.att, &g->so.gate,
+                             &g->so.up, &g->so.router, &g->so.ids, &g->so.wts, &g->so.moe_y, &g->so.sh, &g->so.shg };
+    const VkDeviceSize sz[14] = { B * g->E, B * SW_MAX(g->E, g->q_dim), B * g->q_dim, B * g->kv_dim, B * g->kv_dim,
+                                  B * g->q_dim, B * ff_max, B * ff_max, B * NX, B * K, B * K, B * K * g->E,
+                                  m->hp.n_ff_shexp ? B * g->E : 0, m->hp.n_ff_shexp ? B : 0 };
+    for (int i = 0; i < 14; i++) {
         *so[i] = off;
         off += align_up(sz[i], 64);
     }
@@ -662,9 +731,9 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
     if (n) {
         int64_t cmax = 0;
         for (uint32_t i = 0; i < n; i++) {
-            const struct sw__layer *ly = &m->layers[i];
-            cmax = SW_MAX(cmax, SW_MAX(ly->wo.cols, ly->w_down.cols));
-            cmax = SW_MAX(cmax, ly->wq.cols);
+            struct sw__w ws[MAX_MATS];
+            const int nm = layer_mats(m, &m->layers[i], m->ld[in->layer_first + i].is_moe, ws);
+            for (int k = 0; k < nm; k++) cmax = SW_MAX(cmax, ws[k].cols);
         }
         rowf = malloc((size_t)cmax * sizeof(float));
         if (!rowf || sw__vk_buf_new(g, STAGING_BYTES, 1, &u.st)) {
@@ -678,14 +747,21 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
     uint64_t up_bytes = 0, last_log = t0;
     for (uint32_t i = 0; i < n; i++) {
         VkDeviceSize lb = layer_layout(g, m, i, &g->L[i]);
-        const struct vk_mat *vm[7] = { &g->L[i].wq, &g->L[i].wk, &g->L[i].wv, &g->L[i].wo, &g->L[i].wg, &g->L[i].wu,
-                                       &g->L[i].wd };
+        struct vk_mat *vm[MAX_MATS];
+        layer_vmats(&g->L[i], vm);
         char pmsg[200] = "";
         rc = 0;
-        for (int k = 0; k < 7 && !rc; k++) {
+        for (int k = 0; k < MAX_MATS && !rc; k++) {
+            if (!vm[k] || !vm[k]->rows) continue;
+            if (vm[k]->n_expert) {
+                rc = pipe_need(g, (int)vm[k]->pipe + VKP_MMID_OFF, pmsg, sizeof pmsg);
+                continue;
+            }
             rc = pipe_need(g, (int)vm[k]->pipe, pmsg, sizeof pmsg);
             if (!rc) rc = pipe_need(g, (int)vm[k]->pipe + VKP_MM1_OFF, pmsg, sizeof pmsg);
         }
+        if (!rc && g->L[i].shg.rows) rc = pipe_need(g, VKP_MM_F32, pmsg, sizeof pmsg);
+        if (!rc && g->L[i].shg.rows) rc = pipe_need(g, VKP_MM1_F32, pmsg, sizeof pmsg);
         if (rc) {
             snprintf(g->stop, sizeof g->stop, "layer %u: %.180s", in->layer_first + i, pmsg);
             n = i;

@@ -38,12 +38,14 @@ struct sw__vkf {
 };
 
 /* The pipelines, in the order of PIPE_NAMES (backend_vk.c). */
-/* The matmuls come twice: 8 tokens per workgroup, and the decode variant (1 token) at
- * VKP_MM1_OFF further. */
+/* The matmuls come three times: 8 tokens per workgroup, the decode variant (1 token) at
+ * VKP_MM1_OFF further, and the expert-indexed one (MoE: one (token, expert) slot per
+ * workgroup, the expert read from a device buffer) at VKP_MMID_OFF further. */
 enum {
     VKP_MM_F32, VKP_MM_F16, VKP_MM_BF16, VKP_MM_Q8_0, VKP_MM_Q4_0, VKP_MM_Q4_K, VKP_MM_Q6_K,
     VKP_MM1_F32, VKP_MM1_F16, VKP_MM1_BF16, VKP_MM1_Q8_0, VKP_MM1_Q4_0, VKP_MM1_Q4_K, VKP_MM1_Q6_K,
-    VKP_RMSNORM, VKP_GLU, VKP_ROPE_KV, VKP_ATTN, VKP_COUNT
+    VKP_MMID_F32, VKP_MMID_F16, VKP_MMID_BF16, VKP_MMID_Q8_0, VKP_MMID_Q4_0, VKP_MMID_Q4_K, VKP_MMID_Q6_K,
+    VKP_RMSNORM, VKP_GLU, VKP_ROPE_KV, VKP_ATTN, VKP_MOE_ROUTE, VKP_MOE_SUM, VKP_COUNT
 };
 
 struct vk_buf {
@@ -60,6 +62,7 @@ struct vk_mat {
     uint32_t type, pipe;
     uint32_t row_words; /* uints per row for block types */
     uint32_t rows, cols;
+    uint32_t n_expert; /* a stack of n_expert matrices of rows / n_expert rows each; 0: one matrix */
 };
 
 #define VK_NONE ((VkDeviceSize)~0ull)
@@ -69,6 +72,10 @@ struct vk_layer {
     VkDeviceSize attn_norm, ffn_norm, bq, bk, bv, bo; /* f32 vectors; VK_NONE: absent */
     VkDeviceSize q_norm, k_norm;          /* head_dim each (qwen3, gemma3); VK_NONE: absent */
     VkDeviceSize attn_post, ffn_post;     /* n_embd each (gemma); VK_NONE: absent */
+    /* a mixture-of-experts FFN (moe): the router, the expert stacks, the shared expert and
+     * its gate (a 1 x n_embd F32 matrix; rows 0: absent) */
+    int moe;
+    struct vk_mat router, ge, ue, de, gsh, ush, dsh, shg;
     uint32_t window;                      /* sliding window (positions); 0: full attention */
     uint32_t swa_rope;                    /* rotates with the sliding-window layers' table */
 };
@@ -81,6 +88,9 @@ struct vk_kv {
 /* Offsets (floats) of the activations in the scratch buffer. */
 struct vk_scratch {
     VkDeviceSize x, xn, q, k, v, att, gate, up, total;
+    /* MoE: router logits, chosen experts (uints) and weights, expert outputs, the shared
+     * expert's output and gate logit */
+    VkDeviceSize router, ids, wts, moe_y, sh, shg;
 };
 
 struct sw__vk {
@@ -117,6 +127,8 @@ struct sw__vk {
     /* model dims (copied) */
     uint32_t E, n_head, n_head_kv, hd, n_rot, neox, act, q_dim, kv_dim, ff_max;
     float eps, attn_scale, attn_softcap;
+    uint32_t n_expert, n_used, moe_norm_w; /* MoE (n_expert 0: dense) */
+    float moe_scale;
     uint32_t layer_first;
     int lost;
     uint64_t steps, lose_after; /* fault injection: SHARDSWARM_VK_LOSE_AFTER */
@@ -125,10 +137,31 @@ struct sw__vk {
 };
 
 #define VKP_MM1_OFF (VKP_MM1_F32 - VKP_MM_F32)
+#define VKP_MMID_OFF (VKP_MMID_F32 - VKP_MM_F32)
 #define LG_ROWS 64u /* logits rows one step computes on the device */
 
 /* backend_vk.c: buffers */
 int sw__vk_buf_new(struct sw__vk *g, VkDeviceSize size, int host, struct vk_buf *out);
 void sw__vk_buf_free(struct sw__vk *g, struct vk_buf *b);
+
+/* backend_vk_step.c: recording */
+struct sw__vk_bind {
+    VkBuffer b;
+    VkDeviceSize off, range; /* range 0: the whole buffer */
+};
+void sw__vk_dispatch(struct sw__vk *g, uint32_t pipe, const struct sw__vk_bind *bs, uint32_t nb, const void *pc,
+                     uint32_t pc_len, uint32_t x, uint32_t y, uint32_t z);
+void sw__vk_cc_barrier(struct sw__vk *g); /* compute -> compute */
+/* y (scratch, y_off floats) (+)= W · x (scratch x_off), T tokens (bias: VK_NONE or an
+ * offset in L's buffer). */
+void sw__vk_mm(struct sw__vk *g, const struct vk_layer *L, const struct vk_mat *w, VkDeviceSize bias, uint32_t x_off,
+               uint32_t x_stride, uint32_t y_off, uint32_t y_stride, uint32_t T, int accumulate);
+void sw__vk_glu(struct sw__vk *g, uint32_t off_g, uint32_t off_u, uint32_t n);
+void sw__vk_rmsnorm_n(struct sw__vk *g, const struct vk_layer *L, VkDeviceSize w_off, uint32_t n, uint32_t x_off,
+                      uint32_t y_off, uint32_t rows, uint32_t add);
+
+/* backend_vk_moe.c: a mixture-of-experts FFN over the normed x in xn, into x (+=, or
+ * through the post-FFN norm), T tokens. */
+void sw__vk_ffn_moe(struct sw__vk *g, const struct vk_layer *L, uint32_t T);
 
 #endif

@@ -15,12 +15,7 @@
 #define FENCE_TIMEOUT_NS (120ull * 1000000000ull)
 #define KV_STEP 256u
 
-struct bind {
-    VkBuffer b;
-    VkDeviceSize off, range;
-};
-
-static void dispatch(struct sw__vk *g, uint32_t pipe, const struct bind *bs, uint32_t nb, const void *pc,
+void sw__vk_dispatch(struct sw__vk *g, uint32_t pipe, const struct sw__vk_bind *bs, uint32_t nb, const void *pc,
                      uint32_t pc_len, uint32_t x, uint32_t y, uint32_t z)
 {
     VkDescriptorBufferInfo bi[5];
@@ -44,17 +39,17 @@ static void barrier(struct sw__vk *g, VkPipelineStageFlags src, VkAccessFlags sa
     g->f.vkCmdPipelineBarrier(g->cb, src, dst, 0, 1, &mb, 0, NULL, 0, NULL);
 }
 
-static void cc_barrier(struct sw__vk *g)
+void sw__vk_cc_barrier(struct sw__vk *g)
 {
     barrier(g, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
             VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
 }
 
 /* y (scratch, offset y_off floats) (+)= W · x (scratch x_off), T tokens. */
-static void mm(struct sw__vk *g, const struct vk_layer *L, const struct vk_mat *w, VkDeviceSize bias, uint32_t x_off,
+void sw__vk_mm(struct sw__vk *g, const struct vk_layer *L, const struct vk_mat *w, VkDeviceSize bias, uint32_t x_off,
                uint32_t x_stride, uint32_t y_off, uint32_t y_stride, uint32_t T, int accumulate)
 {
-    struct bind bs[4] = {
+    struct sw__vk_bind bs[4] = {
         { L->buf.b, w->off, w->size },
         { g->scratch.b, 0, 0 },
         { g->scratch.b, 0, 0 },
@@ -64,29 +59,39 @@ static void mm(struct sw__vk *g, const struct vk_layer *L, const struct vk_mat *
     uint32_t pc[10] = { w->rows, w->cols, T, x_off, y_off, x_stride, y_stride,
                         (bias != VK_NONE ? 1u : 0u) | (accumulate ? 2u : 0u), w->row_words, rpw };
     const uint32_t gx = SW_MIN(n_wg, 32768u), gy = (n_wg + 32767u) / 32768u, gz = (T + 7u) / 8u;
-    dispatch(g, w->pipe + (T == 1 ? VKP_MM1_OFF : 0), bs, 4, pc, sizeof pc, gx, gy, gz);
+    sw__vk_dispatch(g, w->pipe + (T == 1 ? VKP_MM1_OFF : 0), bs, 4, pc, sizeof pc, gx, gy, gz);
 }
 
 /* rows x n floats at x_off, normed into y_off (y += with add; x_off == y_off: in place,
  * without add), the weight at w_off in L's buffer (n floats). */
-static void rmsnorm_n(struct sw__vk *g, const struct vk_layer *L, VkDeviceSize w_off, uint32_t n, uint32_t x_off,
+void sw__vk_rmsnorm_n(struct sw__vk *g, const struct vk_layer *L, VkDeviceSize w_off, uint32_t n, uint32_t x_off,
                       uint32_t y_off, uint32_t rows, uint32_t add)
 {
-    struct bind bs[3] = { { g->scratch.b, 0, 0 }, { L->buf.b, w_off, (VkDeviceSize)n * 4 }, { g->scratch.b, 0, 0 } };
+    struct sw__vk_bind bs[3] = { { g->scratch.b, 0, 0 }, { L->buf.b, w_off, (VkDeviceSize)n * 4 }, { g->scratch.b, 0, 0 } };
     for (uint32_t r0 = 0; r0 < rows; r0 += 65535u) { /* the dispatch's x count is bounded */
         struct {
             uint32_t n, x_off, y_off, w_off;
             float eps;
             uint32_t add;
         } pc = { n, x_off + r0 * n, y_off + r0 * n, 0, g->eps, add };
-        dispatch(g, VKP_RMSNORM, bs, 3, &pc, sizeof pc, SW_MIN(rows - r0, 65535u), 1, 1);
+        sw__vk_dispatch(g, VKP_RMSNORM, bs, 3, &pc, sizeof pc, SW_MIN(rows - r0, 65535u), 1, 1);
     }
+}
+
+/* g[i] = act(g[i]) * u[i], n elements at scratch offsets off_g, off_u (floats). */
+void sw__vk_glu(struct sw__vk *g, uint32_t off_g, uint32_t off_u, uint32_t n)
+{
+    struct sw__vk_bind bs[2] = { { g->scratch.b, off_g * 4ull, (VkDeviceSize)n * 4 },
+                          { g->scratch.b, off_u * 4ull, (VkDeviceSize)n * 4 } };
+    uint32_t pc[2] = { n, g->act };
+    const uint32_t groups = (n + 255u) / 256u;
+    sw__vk_dispatch(g, VKP_GLU, bs, 2, pc, sizeof pc, SW_MIN(groups, 65535u), (groups + 65534u) / 65535u, 1);
 }
 
 static void rmsnorm(struct sw__vk *g, const struct vk_layer *L, VkDeviceSize w_off, uint32_t x_off, uint32_t y_off,
                     uint32_t T)
 {
-    rmsnorm_n(g, L, w_off, g->E, x_off, y_off, T, 0);
+    sw__vk_rmsnorm_n(g, L, w_off, g->E, x_off, y_off, T, 0);
 }
 
 /* Makes room for `need` positions in a slot's cache: a larger buffer, the old content
@@ -153,13 +158,13 @@ static void logits(struct sw__vk *g, const struct sw__vk_logits *lg)
             VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
     const uint32_t sxn = (uint32_t)g->so.xn;
     rmsnorm(g, &g->out, g->out.attn_norm, sxn, sxn, lg->n);
-    cc_barrier(g);
+    sw__vk_cc_barrier(g);
     const struct vk_mat *w = &g->out.wo;
-    struct bind bs[4] = { { g->out.buf.b, w->off, w->size }, { g->scratch.b, 0, 0 }, { g->lgio.b, 0, 0 },
+    struct sw__vk_bind bs[4] = { { g->out.buf.b, w->off, w->size }, { g->scratch.b, 0, 0 }, { g->lgio.b, 0, 0 },
                           { g->out.buf.b, 0, 16 } };
     const uint32_t rpw = g->rows_per_wg, n_wg = (w->rows + rpw - 1) / rpw;
     uint32_t pc[10] = { w->rows, w->cols, lg->n, sxn, 0, E, w->rows, 0, w->row_words, rpw };
-    dispatch(g, w->pipe + (lg->n == 1 ? VKP_MM1_OFF : 0), bs, 4, pc, sizeof pc, SW_MIN(n_wg, 32768u),
+    sw__vk_dispatch(g, w->pipe + (lg->n == 1 ? VKP_MM1_OFF : 0), bs, 4, pc, sizeof pc, SW_MIN(n_wg, 32768u),
              (n_wg + 32767u) / 32768u, (lg->n + 7u) / 8u);
 }
 
@@ -220,21 +225,21 @@ int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const
     for (uint32_t li = 0; li < g->n_layers; li++) {
         const struct vk_layer *L = &g->L[li];
         rmsnorm(g, L, L->attn_norm, sx, sxn, T);
-        cc_barrier(g);
-        mm(g, L, &L->wq, L->bq, sxn, E, sq, qd, T, 0);
-        mm(g, L, &L->wk, L->bk, sxn, E, sk, kvd, T, 0);
-        mm(g, L, &L->wv, L->bv, sxn, E, sv, kvd, T, 0);
-        cc_barrier(g);
+        sw__vk_cc_barrier(g);
+        sw__vk_mm(g, L, &L->wq, L->bq, sxn, E, sq, qd, T, 0);
+        sw__vk_mm(g, L, &L->wk, L->bk, sxn, E, sk, kvd, T, 0);
+        sw__vk_mm(g, L, &L->wv, L->bv, sxn, E, sv, kvd, T, 0);
+        sw__vk_cc_barrier(g);
         if (L->q_norm != VK_NONE) { /* per-head RMSNorm of q and k, in place, before RoPE */
-            rmsnorm_n(g, L, L->q_norm, g->hd, sq, sq, T * g->n_head, 0);
-            rmsnorm_n(g, L, L->k_norm, g->hd, sk, sk, T * g->n_head_kv, 0);
-            cc_barrier(g);
+            sw__vk_rmsnorm_n(g, L, L->q_norm, g->hd, sq, sq, T * g->n_head, 0);
+            sw__vk_rmsnorm_n(g, L, L->k_norm, g->hd, sk, sk, T * g->n_head_kv, 0);
+            sw__vk_cc_barrier(g);
         }
         uint32_t t0 = 0;
         for (uint32_t i = 0; i < n_seg; t0 += sg[i].n, i++) {
             const struct vk_kv *kv = &g->kv[sg[i].slot];
             const VkDeviceSize per_layer = 4ull * kvd * kv->cap;
-            struct bind bs[5] = {
+            struct sw__vk_bind bs[5] = {
                 { g->scratch.b, sq * 4ull, (VkDeviceSize)g->max_batch * qd * 4 },
                 { g->scratch.b, sk * 4ull, (VkDeviceSize)g->max_batch * kvd * 4 },
                 { g->scratch.b, sv * 4ull, (VkDeviceSize)g->max_batch * kvd * 4 },
@@ -243,14 +248,14 @@ int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const
             };
             uint32_t pc[10] = { t0, sg[i].pos, g->n_head, g->n_head_kv, g->hd, g->n_rot, g->neox, kv->cap, 0,
                                 (uint32_t)(per_layer / 8) };
-            dispatch(g, VKP_ROPE_KV, bs, 5, pc, sizeof pc, sg[i].n, 1, 1);
+            sw__vk_dispatch(g, VKP_ROPE_KV, bs, 5, pc, sizeof pc, sg[i].n, 1, 1);
         }
-        cc_barrier(g);
+        sw__vk_cc_barrier(g);
         t0 = 0;
         for (uint32_t i = 0; i < n_seg; t0 += sg[i].n, i++) {
             const struct vk_kv *kv = &g->kv[sg[i].slot];
             const VkDeviceSize per_layer = 4ull * kvd * kv->cap;
-            struct bind bs[3] = {
+            struct sw__vk_bind bs[3] = {
                 { g->scratch.b, sq * 4ull, (VkDeviceSize)g->max_batch * qd * 4 },
                 { kv->buf.b, per_layer * li, per_layer },
                 { g->scratch.b, satt * 4ull, (VkDeviceSize)g->max_batch * qd * 4 },
@@ -262,39 +267,37 @@ int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const
                 float softcap;
             } pc = { t0, sg[i].pos, g->n_head, g->n_head / g->n_head_kv, g->hd, kv->cap, 0, (uint32_t)(per_layer / 8),
                      g->attn_scale, L->window, g->attn_softcap };
-            dispatch(g, VKP_ATTN, bs, 3, &pc, sizeof pc, g->n_head, sg[i].n, 1);
+            sw__vk_dispatch(g, VKP_ATTN, bs, 3, &pc, sizeof pc, g->n_head, sg[i].n, 1);
         }
-        cc_barrier(g);
+        sw__vk_cc_barrier(g);
         if (L->attn_post == VK_NONE) {
-            mm(g, L, &L->wo, L->bo, satt, qd, sx, E, T, 1);
+            sw__vk_mm(g, L, &L->wo, L->bo, satt, qd, sx, E, T, 1);
         } else { /* gemma: x += post_norm(Wo · att) */
-            mm(g, L, &L->wo, L->bo, satt, qd, sxn, E, T, 0);
-            cc_barrier(g);
-            rmsnorm_n(g, L, L->attn_post, E, sxn, sx, T, 1);
+            sw__vk_mm(g, L, &L->wo, L->bo, satt, qd, sxn, E, T, 0);
+            sw__vk_cc_barrier(g);
+            sw__vk_rmsnorm_n(g, L, L->attn_post, E, sxn, sx, T, 1);
         }
-        cc_barrier(g);
+        sw__vk_cc_barrier(g);
         rmsnorm(g, L, L->ffn_norm, sx, sxn, T);
-        cc_barrier(g);
-        mm(g, L, &L->wg, VK_NONE, sxn, E, sgate, L->wg.rows, T, 0);
-        mm(g, L, &L->wu, VK_NONE, sxn, E, sup, L->wu.rows, T, 0);
-        cc_barrier(g);
-        {
-            const uint32_t n = T * L->wg.rows;
-            struct bind bs[2] = { { g->scratch.b, sgate * 4ull, (VkDeviceSize)n * 4 },
-                                  { g->scratch.b, sup * 4ull, (VkDeviceSize)n * 4 } };
-            uint32_t pc[2] = { n, g->act };
-            const uint32_t groups = (n + 255u) / 256u;
-            dispatch(g, VKP_GLU, bs, 2, pc, sizeof pc, SW_MIN(groups, 65535u), (groups + 65534u) / 65535u, 1);
+        sw__vk_cc_barrier(g);
+        if (L->moe) {
+            sw__vk_ffn_moe(g, L, T);
+            sw__vk_cc_barrier(g);
+            continue;
         }
-        cc_barrier(g);
+        sw__vk_mm(g, L, &L->wg, VK_NONE, sxn, E, sgate, L->wg.rows, T, 0);
+        sw__vk_mm(g, L, &L->wu, VK_NONE, sxn, E, sup, L->wu.rows, T, 0);
+        sw__vk_cc_barrier(g);
+        sw__vk_glu(g, sgate, sup, T * L->wg.rows);
+        sw__vk_cc_barrier(g);
         if (L->ffn_post == VK_NONE) {
-            mm(g, L, &L->wd, VK_NONE, sgate, L->wd.cols, sx, E, T, 1);
+            sw__vk_mm(g, L, &L->wd, VK_NONE, sgate, L->wd.cols, sx, E, T, 1);
         } else { /* gemma: x += post_norm(Wdown · h) */
-            mm(g, L, &L->wd, VK_NONE, sgate, L->wd.cols, sxn, E, T, 0);
-            cc_barrier(g);
-            rmsnorm_n(g, L, L->ffn_post, E, sxn, sx, T, 1);
+            sw__vk_mm(g, L, &L->wd, VK_NONE, sgate, L->wd.cols, sxn, E, T, 0);
+            sw__vk_cc_barrier(g);
+            sw__vk_rmsnorm_n(g, L, L->ffn_post, E, sxn, sx, T, 1);
         }
-        cc_barrier(g);
+        sw__vk_cc_barrier(g);
     }
     if (lg && lg->n) logits(g, lg);
     barrier(g, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,

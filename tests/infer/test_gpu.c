@@ -6,7 +6,8 @@
  * NeoX RoPE); qwen3 (per-head q/k norms, head size 128 != n_embd/n_head), gemma2 (GeGLU,
  * post-norms, soft-capped attention, sliding-window layers) and gemma3 (the same with q/k
  * norms and the window layers' own RoPE base, no soft-capping) with every layer on the
- * device; an architecture the device cannot compute stays on the CPU, saying why; and
+ * device; Mixtral-style llama MoE, qwen3moe and qwen2moe with their experts on the device;
+ * an architecture the device cannot compute (deepseek2) stays on the CPU, saying why; and
  * the faults: no loader, no device, too little device memory, a device lost mid-session.
  * Skips when lavapipe (mesa-vulkan-drivers) or the Vulkan build is absent. */
 #include <dlfcn.h>
@@ -215,8 +216,8 @@ out:
     sw_stage_free(g);
 }
 
-/* qwen2: q/k/v biases, NeoX RoPE, tied output. moe-nano: the device has no MoE: every
- * layer stays on the CPU and the note says why. */
+/* qwen2: q/k/v biases, NeoX RoPE, tied output. deepseek2-nano: the device has no latent
+ * attention: every layer stays on the CPU and the note says why. */
 static void test_archs(void)
 {
     char path[600];
@@ -233,15 +234,93 @@ static void test_archs(void)
         sw_stage_free(c);
         sw_stage_free(g);
     }
-    snprintf(path, sizeof path, "%s/moe-nano.gguf", tmp_dir);
-    if (!synth(path, "moe-nano", "Q8_0")) {
+    snprintf(path, sizeof path, "%s/deepseek2-nano.gguf", tmp_dir);
+    if (!synth(path, "deepseek2-nano", "Q8_0")) {
         struct sw_stage *g = open_st(path, "0", 0, 0);
         if (g) {
             CHECK_EQ_INT(sw_stage_info(g)->gpu_layers, 0);
             CHECK_EQ_STR(sw_stage_info(g)->backend, "cpu");
-            CHECK_MSG(strstr(sw_stage_info(g)->gpu_note, "mixture-of-experts") != NULL, "note '%s'",
+            CHECK_MSG(strstr(sw_stage_info(g)->gpu_note, "latent attention") != NULL, "note '%s'",
                       sw_stage_info(g)->gpu_note);
         }
+        sw_stage_free(g);
+    }
+}
+
+/* Mixtral-style llama MoE, qwen3moe and qwen2moe (gated shared expert): every layer on the
+ * device (router, routing, expert-indexed matmuls). F32: 16 free-running greedy tokens
+ * equal, logits (prefill, one token per step; moe-nano also with one layer on the device
+ * in 5-token steps) within TOL_FLOAT; a quantized type each: prefill logits within
+ * TOL_QUANT; the greedy token after each of the 12 prefixes equal (F32), or a near-tie
+ * where it differs (quantized: the CPU rounds activations to 8 bits). */
+static void test_moe(void)
+{
+    static const char *const cases[][2] = {
+        { "moe-nano", "F32" },      { "qwen3moe-nano", "F32" },  { "qwen2moe-nano", "F32" },
+        { "moe-nano", "Q4_0" },     { "qwen3moe-nano", "Q8_0" }, { "qwen2moe-nano", "Q4_K" },
+    };
+    for (size_t a = 0; a < sizeof cases / sizeof *cases; a++) {
+        const char *const preset = cases[a][0], *const type = cases[a][1];
+        char path[600];
+        snprintf(path, sizeof path, "%s/%s-%s.gguf", tmp_dir, preset, type);
+        if (synth(path, preset, type)) continue;
+        struct sw_stage *c = open_st(path, NULL, 0, 0), *g = open_st(path, "0", 0, 0);
+        if (c && g) {
+            const struct sw_stage_info *gi = sw_stage_info(g);
+            const uint32_t V = gi->n_vocab;
+            CHECK_MSG(gi->gpu_layers == gi->n_layers, "%s: %u of %u layers on the device (%s)", preset,
+                      gi->gpu_layers, gi->n_layers, gi->gpu_note);
+            CHECK_EQ_STR(gi->backend, "vulkan");
+            CHECK_EQ_INT(gi->gpu_logits, 1);
+            const int fl = !strcmp(type, "F32");
+            float *lc = logits_of(c, 0, 1), *lg = logits_of(g, 0, 1), *ld = fl ? logits_of(g, 1, 2) : NULL;
+            if (lc && lg) {
+                double w1 = worst_rel(lc, lg, NT, V), w2 = ld ? worst_rel(lc, ld, NT, V) : 0;
+                char dec[40] = "";
+                if (ld) snprintf(dec, sizeof dec, ", decode %.2e", w2);
+                fprintf(stderr, "  %-14s %-4s prefill %.2e%s of the spread\n", preset, type, w1, dec);
+                CHECK_MSG(w1 < (fl ? TOL_FLOAT : TOL_QUANT), "%s %s prefill: %.3g", preset, type, w1);
+                CHECK_MSG(w2 < TOL_FLOAT, "%s %s decode: %.3g", preset, type, w2);
+                /* the greedy token after each prefix: equal, or (Q8_0, whose activations the
+                 * CPU rounds to 8 bits) a near-tie: the CPU's own two candidates closer
+                 * than twice the row's largest |difference| */
+                int32_t ac[NT], ag[NT];
+                argmaxes(lc, V, ac);
+                argmaxes(lg, V, ag);
+                for (uint32_t r = 0; r < NT; r++) {
+                    if (ac[r] == ag[r]) continue;
+                    const float *x = lc + (size_t)r * V, *y = lg + (size_t)r * V;
+                    double d = 0;
+                    for (uint32_t v = 0; v < V; v++) d = fmax(d, fabs((double)x[v] - y[v]));
+                    const double margin = (double)x[ac[r]] - x[ag[r]];
+                    fprintf(stderr, "  %-14s %-4s prefix %u: greedy %d (CPU) vs %d (device), CPU margin %.2e, "
+                            "max |diff| %.2e\n", preset, type, r + 1, ac[r], ag[r], margin, d);
+                    CHECK_MSG(!fl && margin <= 2 * d, "%s %s: greedy token %u differs", preset, type, r);
+                }
+            }
+            if (fl) {
+                int32_t x[16], y[16];
+                greedy(c, 16, x);
+                greedy(g, 16, y);
+                CHECK_MSG(!memcmp(x, y, sizeof x), "%s: greedy tokens differ", preset);
+            }
+            if (fl && a == 0) { /* split: one layer on the device, 5-token steps */
+                struct sw_stage *h = open_st(path, "0", 1, 5);
+                float *lh = h ? logits_of(h, 0, 1) : NULL;
+                if (h) CHECK_EQ_INT(sw_stage_info(h)->gpu_layers, 1);
+                if (lc && lh) {
+                    double w3 = worst_rel(lc, lh, NT, V);
+                    fprintf(stderr, "  %-14s F32  split 1 layer + CPU, 5-token steps: %.2e\n", preset, w3);
+                    CHECK_MSG(w3 < TOL_FLOAT, "%s split prefill: %.3g", preset, w3);
+                }
+                free(lh);
+                sw_stage_free(h);
+            }
+            free(lc);
+            free(lg);
+            free(ld);
+        }
+        sw_stage_free(c);
         sw_stage_free(g);
     }
 }
@@ -404,6 +483,7 @@ int main(void)
     SW_RUN(test_split_and_batch);
     SW_RUN(test_archs);
     SW_RUN(test_archs_norms);
+    SW_RUN(test_moe);
     SW_RUN(test_faults);
     sw_test_rm_tree(tmp_dir);
     return SW_TEST_DONE();

@@ -1,0 +1,87 @@
+/* backend_vk_moe.c — a mixture-of-experts FFN on the device, recorded into the step's
+ * command buffer (backend_vk_step.c calls it for an MoE layer): the router matmul, the
+ * routing (moe_route.comp: softmax, top-k with the lower index first on ties, renormalised
+ * as the CPU path's route()), the chosen experts' gate/up and down matmuls with the
+ * expert-indexed shader (mm.comp -DMM_ID: one (token, expert) slot per workgroup, the
+ * expert read from the ids the router wrote, so nothing returns to the host mid-step),
+ * qwen2moe's shared expert with its sigmoid gate, and the weighted sum into the residual
+ * (moe_sum.comp, in ascending expert order as the CPU adds them).
+ * Not for: device setup and uploads (backend_vk.c), the dense layers (backend_vk_step.c). */
+#include "infer/backend_vk_impl.h"
+
+#define NONE_OFF 0xFFFFFFFFu
+
+/* y (slot rows, y_stride floats apart) = W_e · x for each of S (token, expert) slots, e the
+ * slot's expert in ids; x row = slot / xdiv. */
+static void mm_id(struct sw__vk *g, const struct vk_layer *L, const struct vk_mat *w, uint32_t x_off,
+                  uint32_t x_stride, uint32_t xdiv, uint32_t y_off, uint32_t y_stride, uint32_t S)
+{
+    const struct sw__vk_bind bs[4] = {
+        { L->buf.b, w->off, w->size },
+        { g->scratch.b, 0, 0 },
+        { g->scratch.b, 0, 0 },
+        { g->scratch.b, 0, 0 },
+    };
+    const uint32_t rows = w->rows / w->n_expert, rpw = g->rows_per_wg, n_wg = (rows + rpw - 1) / rpw;
+    for (uint32_t s0 = 0; s0 < S; s0 += 65535u) { /* the dispatch's z count is bounded */
+        uint32_t pc[14] = { rows, w->cols, S, x_off, y_off, x_stride, y_stride, 0, w->row_words, rpw,
+                            (uint32_t)g->so.ids, xdiv, w->n_expert, s0 };
+        sw__vk_dispatch(g, w->pipe + VKP_MMID_OFF, bs, 4, pc, sizeof pc, SW_MIN(n_wg, 32768u),
+                        (n_wg + 32767u) / 32768u, SW_MIN(S - s0, 65535u));
+    }
+}
+
+void sw__vk_ffn_moe(struct sw__vk *g, const struct vk_layer *L, uint32_t T)
+{
+    const uint32_t E = g->E, NX = g->n_expert, K = g->n_used, S = T * K, FX = L->ge.rows / L->ge.n_expert;
+    const uint32_t sx = (uint32_t)g->so.x, sxn = (uint32_t)g->so.xn, sgate = (uint32_t)g->so.gate,
+                   sup = (uint32_t)g->so.up, ssh = (uint32_t)g->so.sh, sshg = (uint32_t)g->so.shg;
+    const struct sw__vk_bind scr[2] = { { g->scratch.b, 0, 0 }, { g->scratch.b, 0, 0 } };
+    /* the shared expert first: its down matmul frees gate/up for the experts */
+    if (L->gsh.rows) {
+        const uint32_t FS = L->gsh.rows;
+        sw__vk_mm(g, L, &L->gsh, VK_NONE, sxn, E, sgate, FS, T, 0);
+        sw__vk_mm(g, L, &L->ush, VK_NONE, sxn, E, sup, FS, T, 0);
+        if (L->shg.rows) sw__vk_mm(g, L, &L->shg, VK_NONE, sxn, E, sshg, 1, T, 0);
+        sw__vk_cc_barrier(g);
+        sw__vk_glu(g, sgate, sup, T * FS);
+        sw__vk_cc_barrier(g);
+        sw__vk_mm(g, L, &L->dsh, VK_NONE, sgate, FS, ssh, E, T, 0);
+    }
+    /* router logits, then the choice: ids and weights stay in device memory */
+    sw__vk_mm(g, L, &L->router, VK_NONE, sxn, E, (uint32_t)g->so.router, NX, T, 0);
+    sw__vk_cc_barrier(g);
+    {
+        struct {
+            uint32_t T, n, k, r_off, id_off, w_off, norm;
+            float scale;
+        } pc = { T, NX, K, (uint32_t)g->so.router, (uint32_t)g->so.ids, (uint32_t)g->so.wts, g->moe_norm_w,
+                 g->moe_scale };
+        sw__vk_dispatch(g, VKP_MOE_ROUTE, scr, 2, &pc, sizeof pc, (T + 63u) / 64u, 1, 1);
+    }
+    sw__vk_cc_barrier(g);
+    /* the chosen experts: gate/up per slot (the token's normed x), SwiGLU, down per slot */
+    mm_id(g, L, &L->ge, sxn, E, K, sgate, FX, S);
+    mm_id(g, L, &L->ue, sxn, E, K, sup, FX, S);
+    sw__vk_cc_barrier(g);
+    sw__vk_glu(g, sgate, sup, S * FX);
+    sw__vk_cc_barrier(g);
+    mm_id(g, L, &L->de, sgate, FX, 1, (uint32_t)g->so.moe_y, E, S);
+    sw__vk_cc_barrier(g);
+    /* x += sum of the weighted slots (+ the gated shared expert); through the post-FFN
+     * norm when the layer has one */
+    const int post = L->ffn_post != VK_NONE;
+    {
+        struct {
+            uint32_t T, E, k, y_off, id_off, w_off, x_off, sh_off, shg_off, acc;
+        } pc = { T, E, K, (uint32_t)g->so.moe_y, (uint32_t)g->so.ids, (uint32_t)g->so.wts, post ? sxn : sx,
+                 L->gsh.rows ? ssh : NONE_OFF, L->gsh.rows && L->shg.rows ? sshg : NONE_OFF, post ? 0u : 1u };
+        const uint32_t groups = (T * E + 255u) / 256u;
+        sw__vk_dispatch(g, VKP_MOE_SUM, scr, 2, &pc, sizeof pc, SW_MIN(groups, 65535u), (groups + 65534u) / 65535u,
+                        1);
+    }
+    if (post) {
+        sw__vk_cc_barrier(g);
+        sw__vk_rmsnorm_n(g, L, L->ffn_post, E, sxn, sx, T, 1);
+    }
+}
