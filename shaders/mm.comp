@@ -11,6 +11,9 @@
 // is x row slot / xdiv (xdiv = experts per token for gate/up: every slot of a token reads
 // its normed x; 1 for down: each slot reads its own SwiGLU row). Only the chosen experts'
 // rows are read.
+// -DMM_IDG (with MM_ID, TB=8): the grouped form for steps of several tokens: workgroup z
+// takes a tile of up to 8 slots of one expert (moe_group.comp's tiles: ids_off points at
+// them, slot0 at the slot list), so that expert's rows are decoded once for the tile.
 #version 450
 #extension GL_EXT_control_flow_attributes : enable
 #extension GL_KHR_shader_subgroup_basic : enable
@@ -123,7 +126,21 @@ void deq(uint base, uint c, out float v[32])
 
 void main()
 {
-#ifdef MM_ID
+#if defined(MM_IDG)
+    const uint tile = gl_WorkGroupID.z;
+    if (tile >= ids[p.ids_off]) return;
+    const uint tb = p.ids_off + 1u + 3u * tile;
+    const uint ex = ids[tb], first = ids[tb + 1u], nt = min(ids[tb + 2u], uint(TB));
+    if (ex >= p.n_expert) return;
+    uint slot[TB], xbs[TB];
+    [[unroll]] for (uint t = 0; t < TB; t++) {
+        slot[t] = t < nt ? ids[p.slot0 + first + t] : 0u;
+        xbs[t] = p.x_off + (slot[t] / p.xdiv) * p.x_stride;
+    }
+    const uint wrow0 = ex * p.rows;
+#define XB(t) xbs[t]
+#define YT(t) slot[t]
+#elif defined(MM_ID)
     const uint t0 = p.slot0 + gl_WorkGroupID.z;
     if (t0 >= p.T) return;
     const uint nt = 1u;
@@ -131,11 +148,15 @@ void main()
     if (ex >= p.n_expert) return;
     const uint xb = p.x_off + (t0 / p.xdiv) * p.x_stride;
     const uint wrow0 = ex * p.rows; // the expert's first row in the stack
+#define XB(t) xb
+#define YT(t) t0
 #else
     const uint t0 = gl_WorkGroupID.z * TB;
     const uint nt = min(uint(TB), p.T - t0);
     const uint xb = p.x_off + t0 * p.x_stride;
     const uint wrow0 = 0u;
+#define XB(t) (xb + (t) * p.x_stride)
+#define YT(t) (t0 + (t))
 #endif
     const uint lane = gl_SubgroupInvocationID, nl = gl_SubgroupSize;
     const uint wg = gl_WorkGroupID.x + gl_WorkGroupID.y * 32768u;
@@ -158,7 +179,7 @@ void main()
             const float wv = uintBitsToFloat(((w[e >> 1] >> ((e & 1u) * 16u)) & 0xFFFFu) << 16);
 #endif
             [[unroll]] for (uint t = 0; t < TB; t++)
-                if (t < nt) acc[t] += wv * x[xb + t * p.x_stride + i];
+                if (t < nt) acc[t] += wv * x[XB(t) + i];
         }
 #else
         const uint nchunk = p.cols / 32u;
@@ -167,11 +188,10 @@ void main()
             float v[32];
             deq(rb + (c / CPB) * BLK_W, c % CPB, v);
             // x offsets and strides are multiples of 4 floats for block types (cols % 32 == 0)
-            const uint xc = (xb + c * 32u) >> 2;
             [[unroll]] for (uint t = 0; t < TB; t++) {
                 if (t < nt) {
                     float s = 0.0;
-                    const uint xt = xc + t * (p.x_stride >> 2);
+                    const uint xt = (XB(t) + c * 32u) >> 2;
                     [[unroll]] for (uint i = 0; i < 8; i++)
                         s += dot(vec4(v[4 * i], v[4 * i + 1], v[4 * i + 2], v[4 * i + 3]), x4[xt + i]);
                     acc[t] += s;
@@ -186,7 +206,7 @@ void main()
 #ifndef MM_ID
                     if ((p.flags & 1u) != 0u) r += bias[row];
 #endif
-                    const uint yi = p.y_off + (t0 + t) * p.y_stride + row;
+                    const uint yi = p.y_off + YT(t) * p.y_stride + row;
                     if ((p.flags & 2u) != 0u) y[yi] += r;
                     else y[yi] = r;
                 }

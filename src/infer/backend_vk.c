@@ -19,7 +19,8 @@ static const char *const PIPE_NAMES[VKP_COUNT] = {
     "mm_f32", "mm_f16", "mm_bf16", "mm_q8_0", "mm_q4_0", "mm_q4_k", "mm_q6_k",
     "mm1_f32", "mm1_f16", "mm1_bf16", "mm1_q8_0", "mm1_q4_0", "mm1_q4_k", "mm1_q6_k",
     "mmid_f32", "mmid_f16", "mmid_bf16", "mmid_q8_0", "mmid_q4_0", "mmid_q4_k", "mmid_q6_k",
-    "rmsnorm", "glu", "rope_kv", "attn", "moe_route", "moe_sum",
+    "mmidg_f32", "mmidg_f16", "mmidg_bf16", "mmidg_q8_0", "mmidg_q4_0", "mmidg_q4_k", "mmidg_q6_k",
+    "rmsnorm", "glu", "rope_kv", "attn", "moe_route", "moe_sum", "moe_group",
 };
 
 static const char *vk_res(VkResult r)
@@ -673,12 +674,16 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
     g->ff_max = ff_max;
     const VkDeviceSize B = g->max_batch, NX = g->n_expert, K = g->n_used;
     VkDeviceSize off = 0;
-    VkDeviceSize *so[14] = { &g->so.x, &g->so.xn, &g->so.q, &g->so.k, &g->so.v, &g->so.att, &g->so.gate,
-                             &g->so.up, &g->so.router, &g->so.ids, &g->so.wts, &g->so.moe_y, &g->so.sh, &g->so.shg };
-    const VkDeviceSize sz[14] = { B * g->E, B * SW_MAX(g->E, g->q_dim), B * g->q_dim, B * g->kv_dim, B * g->kv_dim,
+    /* MoE tiles of up to 8 slots of one expert: at most one partial tile per expert */
+    g->max_tiles = NX ? (uint32_t)((B * K + 7) / 8 + SW_MIN(NX, B * K)) : 0;
+    VkDeviceSize *so[17] = { &g->so.x, &g->so.xn, &g->so.q, &g->so.k, &g->so.v, &g->so.att, &g->so.gate,
+                             &g->so.up, &g->so.router, &g->so.ids, &g->so.wts, &g->so.moe_y, &g->so.sh, &g->so.shg,
+                             &g->so.cnt, &g->so.tiles, &g->so.list };
+    const VkDeviceSize sz[17] = { B * g->E, B * SW_MAX(g->E, g->q_dim), B * g->q_dim, B * g->kv_dim, B * g->kv_dim,
                                   B * g->q_dim, B * ff_max, B * ff_max, B * NX, B * K, B * K, B * K * g->E,
-                                  m->hp.n_ff_shexp ? B * g->E : 0, m->hp.n_ff_shexp ? B : 0 };
-    for (int i = 0; i < 14; i++) {
+                                  m->hp.n_ff_shexp ? B * g->E : 0, m->hp.n_ff_shexp ? B : 0,
+                                  NX, NX ? 1 + 3ull * g->max_tiles : 0, B * K };
+    for (int i = 0; i < 17; i++) {
         *so[i] = off;
         off += align_up(sz[i], 64);
     }
@@ -755,6 +760,7 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
             if (!vm[k] || !vm[k]->rows) continue;
             if (vm[k]->n_expert) {
                 rc = pipe_need(g, (int)vm[k]->pipe + VKP_MMID_OFF, pmsg, sizeof pmsg);
+                if (!rc) rc = pipe_need(g, (int)vm[k]->pipe + VKP_MMIDG_OFF, pmsg, sizeof pmsg);
                 continue;
             }
             rc = pipe_need(g, (int)vm[k]->pipe, pmsg, sizeof pmsg);

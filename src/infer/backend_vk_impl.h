@@ -38,14 +38,16 @@ struct sw__vkf {
 };
 
 /* The pipelines, in the order of PIPE_NAMES (backend_vk.c). */
-/* The matmuls come three times: 8 tokens per workgroup, the decode variant (1 token) at
- * VKP_MM1_OFF further, and the expert-indexed one (MoE: one (token, expert) slot per
- * workgroup, the expert read from a device buffer) at VKP_MMID_OFF further. */
+/* The matmuls come four times: 8 tokens per workgroup, the decode variant (1 token) at
+ * VKP_MM1_OFF further, the expert-indexed one (MoE: one (token, expert) slot per
+ * workgroup, the expert read from a device buffer) at VKP_MMID_OFF further, and its
+ * grouped form (a tile of up to 8 slots of one expert per workgroup) at VKP_MMIDG_OFF. */
 enum {
     VKP_MM_F32, VKP_MM_F16, VKP_MM_BF16, VKP_MM_Q8_0, VKP_MM_Q4_0, VKP_MM_Q4_K, VKP_MM_Q6_K,
     VKP_MM1_F32, VKP_MM1_F16, VKP_MM1_BF16, VKP_MM1_Q8_0, VKP_MM1_Q4_0, VKP_MM1_Q4_K, VKP_MM1_Q6_K,
     VKP_MMID_F32, VKP_MMID_F16, VKP_MMID_BF16, VKP_MMID_Q8_0, VKP_MMID_Q4_0, VKP_MMID_Q4_K, VKP_MMID_Q6_K,
-    VKP_RMSNORM, VKP_GLU, VKP_ROPE_KV, VKP_ATTN, VKP_MOE_ROUTE, VKP_MOE_SUM, VKP_COUNT
+    VKP_MMIDG_F32, VKP_MMIDG_F16, VKP_MMIDG_BF16, VKP_MMIDG_Q8_0, VKP_MMIDG_Q4_0, VKP_MMIDG_Q4_K, VKP_MMIDG_Q6_K,
+    VKP_RMSNORM, VKP_GLU, VKP_ROPE_KV, VKP_ATTN, VKP_MOE_ROUTE, VKP_MOE_SUM, VKP_MOE_GROUP, VKP_COUNT
 };
 
 struct vk_buf {
@@ -91,6 +93,7 @@ struct vk_scratch {
     /* MoE: router logits, chosen experts (uints) and weights, expert outputs, the shared
      * expert's output and gate logit */
     VkDeviceSize router, ids, wts, moe_y, sh, shg;
+    VkDeviceSize cnt, tiles, list; /* uints: per-expert counts, tiles (moe_group.comp), slots by expert */
 };
 
 struct sw__vk {
@@ -128,6 +131,7 @@ struct sw__vk {
     uint32_t E, n_head, n_head_kv, hd, n_rot, neox, act, q_dim, kv_dim, ff_max;
     float eps, attn_scale, attn_softcap;
     uint32_t n_expert, n_used, moe_norm_w; /* MoE (n_expert 0: dense) */
+    uint32_t max_tiles;                    /* MoE tiles a full step may need */
     float moe_scale;
     uint32_t layer_first;
     int lost;
@@ -138,6 +142,7 @@ struct sw__vk {
 
 #define VKP_MM1_OFF (VKP_MM1_F32 - VKP_MM_F32)
 #define VKP_MMID_OFF (VKP_MMID_F32 - VKP_MM_F32)
+#define VKP_MMIDG_OFF (VKP_MMIDG_F32 - VKP_MM_F32)
 #define LG_ROWS 64u /* logits rows one step computes on the device */
 
 /* backend_vk.c: buffers */
