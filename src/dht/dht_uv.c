@@ -1,6 +1,7 @@
 /* dht_uv.c — runs the DHT state machine on a caller's libuv loop: one UDP socket, one
  * timer, and a prepare handle that flushes queued datagrams before each poll. All the
- * protocol lives in dht.c; this file only moves bytes and time. */
+ * protocol lives in dht.c and its siblings; this file only moves bytes and time, and
+ * writes the routing-table file (sw_dht_save: the state machine does no I/O). */
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,7 +9,7 @@
 #include <sodium.h>
 #include <uv.h>
 
-#include "dht.h"
+#include "dht_int.h"
 #include "net/noise.h"
 
 #define SAVE_EVERY_MS (5u * 60u * 1000u)
@@ -333,4 +334,25 @@ void sw_dht_uv_close(struct sw_dht_uv *u)
     uv_close((uv_handle_t *)&u->udp, on_closed);
     uv_close((uv_handle_t *)&u->timer, on_closed);
     uv_close((uv_handle_t *)&u->prep, on_closed);
+}
+
+/* ------------------------------------------------------------------ routing-table file */
+
+int sw_dht_save(const struct sw_dht *d, const char *path)
+{
+    struct sw_buf b;
+    char hex[41], as[64];
+    sw_buf_init(&b);
+    sw_hex_encode(d->id, SW_DHT_ID_LEN, hex);
+    sw_buf_printf(&b, "sw-dht 1\nid %s\n", hex);
+    for (int bi = 0; bi < d->nb; bi++)
+        for (int i = 0; i < d->b[bi].count; i++) {
+            const struct rnode *n = &d->b[bi].n[i];
+            if (sw__dht_node_bad(n) || !n->last_reply) continue;
+            sw_hex_encode(n->id, SW_DHT_ID_LEN, hex);
+            sw_buf_printf(&b, "%s %s\n", sw_dht_addr_str(&n->addr, as, sizeof as), hex);
+        }
+    int rc = sw_buf_ok(&b) ? sw_file_write_atomic(path, b.data, b.len) : SW_ENOMEM;
+    sw_buf_free(&b);
+    return rc;
 }
