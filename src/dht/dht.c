@@ -151,6 +151,132 @@ static void own_peer_addr(struct sw_dht *d, uint16_t port, struct sw_dht_addr *o
     if (port) out->port = port;
 }
 
+/* Each query method writes its reply after reply_begin() into b and returns 0, or sends a
+ * KRPC error and returns -1 (b is then left empty). */
+
+static int query_ping(struct sw_dht *d, const struct sw__krpc *m, const struct sw_dht_addr *from, uint64_t now,
+                      struct sw_buf *b)
+{
+    reply_begin(d, b, from);
+    return 0;
+}
+
+static int query_find_node(struct sw_dht *d, const struct sw__krpc *m, const struct sw_dht_addr *from,
+                           uint64_t now, struct sw_buf *b)
+{
+    if (!m->target) { send_error(d, from, m, 203, "Protocol Error: target missing"); return -1; }
+    reply_begin(d, b, from);
+    sw__dht_enc_nodes(d, b, m->target);
+    return 0;
+}
+
+static int query_get_peers(struct sw_dht *d, const struct sw__krpc *m, const struct sw_dht_addr *from,
+                           uint64_t now, struct sw_buf *b)
+{
+    uint8_t tok[TOKEN_LEN];
+    if (!m->info_hash) { send_error(d, from, m, 203, "Protocol Error: info_hash missing"); return -1; }
+    reply_begin(d, b, from);
+    sw__dht_enc_nodes(d, b, m->info_hash);
+    sw__dht_make_token(d->secret, from, tok);
+    sw__dht_benc_key(b, "token");
+    sw_benc_str(b, tok, TOKEN_LEN);
+    struct phash *h = sw__dht_hash_find(d, m->info_hash);
+    int self = 0;
+    struct sw_dht_addr me;
+    for (uint32_t i = 0; i < d->n_own; i++)
+        if (!memcmp(d->own[i].ih, m->info_hash, SW_DHT_ID_LEN) && d->has_ext) {
+            own_peer_addr(d, d->own[i].port ? d->own[i].port : d->ext.port, &me);
+            self = me.family == from->family;
+        }
+    if ((h && h->n) || self) {
+        sw__dht_benc_key(b, "values");
+        sw_benc_list(b);
+        uint32_t n = h ? h->n : 0, start = n > MAX_VALUES_OUT ? (uint32_t)(sw__dht_rnd(d) % n) : 0;
+        uint32_t sent = 0;
+        uint8_t c[18];
+        if (self) { sw_benc_str(b, c, sw__compact_addr(&me, c)); sent++; }
+        for (uint32_t i = 0; i < n && sent < MAX_VALUES_OUT; i++) {
+            const struct speer *p = &h->p[(start + i) % n];
+            if (p->a.family != from->family || p->expires <= now) continue;
+            sw_benc_str(b, c, sw__compact_addr(&p->a, c));
+            sent++;
+        }
+        sw_benc_end(b);
+    }
+    return 0;
+}
+
+static int query_announce_peer(struct sw_dht *d, const struct sw__krpc *m, const struct sw_dht_addr *from,
+                               uint64_t now, struct sw_buf *b)
+{
+    if (!m->info_hash || (!m->has_port && !m->implied_port)) {
+        send_error(d, from, m, 203, "Protocol Error: info_hash or port missing");
+        return -1;
+    }
+    if (!m->token || !sw__dht_token_ok(d, from, m->token, m->token_len)) {
+        send_error(d, from, m, 203, "Protocol Error: bad token");
+        return -1;
+    }
+    /* BEP 5: with implied_port the peer's port is the UDP source port. */
+    struct sw_dht_addr pa = *from;
+    if (!m->implied_port) pa.port = (uint16_t)m->port;
+    if (pa.port == 0) { send_error(d, from, m, 203, "Protocol Error: port 0"); return -1; }
+    int rc = sw__dht_store_peer(d, m->info_hash, &pa, now);
+    if (rc) { send_error(d, from, m, 201, "Generic Error: storage full"); return -1; }
+    reply_begin(d, b, from);
+    return 0;
+}
+
+/* BEP 44 get. */
+static int query_get(struct sw_dht *d, const struct sw__krpc *m, const struct sw_dht_addr *from, uint64_t now,
+                     struct sw_buf *b)
+{
+    uint8_t tok[TOKEN_LEN];
+    if (!m->target) { send_error(d, from, m, 203, "Protocol Error: target missing"); return -1; }
+    reply_begin(d, b, from);
+    struct sitem *it = sw__dht_item_find(d, m->target);
+    if (it && it->expires <= now) it = NULL;
+    int send_v = it && (!m->has_seq || !it->is_mutable || it->seq > m->seq);
+    /* keys in order: id k nodes seq sig token v */
+    if (send_v && it->is_mutable) {
+        sw__dht_benc_key(b, "k");
+        sw_benc_str(b, it->k, 32);
+    }
+    sw__dht_enc_nodes(d, b, m->target);
+    if (it && it->is_mutable) {
+        sw__dht_benc_key(b, "seq");
+        sw_benc_int(b, it->seq);
+    }
+    if (send_v && it->is_mutable) {
+        sw__dht_benc_key(b, "sig");
+        sw_benc_str(b, it->sig, 64);
+    }
+    sw__dht_make_token(d->secret, from, tok);
+    sw__dht_benc_key(b, "token");
+    sw_benc_str(b, tok, TOKEN_LEN);
+    if (send_v) {
+        sw__dht_benc_key(b, "v");
+        sw_buf_append(b, it->v, it->v_len); /* already bencoded */
+    }
+    return 0;
+}
+
+/* BEP 44 put. */
+static int query_put(struct sw_dht *d, const struct sw__krpc *m, const struct sw_dht_addr *from, uint64_t now,
+                     struct sw_buf *b)
+{
+    if (!m->token || !sw__dht_token_ok(d, from, m->token, m->token_len)) {
+        send_error(d, from, m, 203, "Protocol Error: bad token");
+        return -1;
+    }
+    const char *msg = "";
+    int code = sw__dht_item_put(d, NULL, m->v, m->v_len, m->k, m->sig, m->salt, m->salt_len, m->has_seq,
+                                m->seq, m->has_cas, m->cas, now, &msg);
+    if (code) { send_error(d, from, m, code, msg); return -1; }
+    reply_begin(d, b, from);
+    return 0;
+}
+
 static void handle_query(struct sw_dht *d, const struct sw__krpc *m, const struct sw_dht_addr *from, uint64_t now)
 {
     d->st.queries_in++;
@@ -166,113 +292,23 @@ static void handle_query(struct sw_dht *d, const struct sw__krpc *m, const struc
     if (!m->ro) sw__dht_rt_heard(d, m->id, from, 0, now);
     struct sw_buf b;
     sw_buf_init(&b);
-    uint8_t tok[TOKEN_LEN];
+    int rc;
     switch (m->method) {
-    case SW__Q_PING:
-        reply_begin(d, &b, from);
-        break;
-    case SW__Q_FIND_NODE:
-        if (!m->target) { send_error(d, from, m, 203, "Protocol Error: target missing"); return; }
-        reply_begin(d, &b, from);
-        sw__dht_enc_nodes(d, &b, m->target);
-        break;
-    case SW__Q_GET_PEERS: {
-        if (!m->info_hash) { send_error(d, from, m, 203, "Protocol Error: info_hash missing"); return; }
-        reply_begin(d, &b, from);
-        sw__dht_enc_nodes(d, &b, m->info_hash);
-        sw__dht_make_token(d->secret, from, tok);
-        sw__dht_benc_key(&b, "token");
-        sw_benc_str(&b, tok, TOKEN_LEN);
-        struct phash *h = sw__dht_hash_find(d, m->info_hash);
-        int self = 0;
-        struct sw_dht_addr me;
-        for (uint32_t i = 0; i < d->n_own; i++)
-            if (!memcmp(d->own[i].ih, m->info_hash, SW_DHT_ID_LEN) && d->has_ext) {
-                own_peer_addr(d, d->own[i].port ? d->own[i].port : d->ext.port, &me);
-                self = me.family == from->family;
-            }
-        if ((h && h->n) || self) {
-            sw__dht_benc_key(&b, "values");
-            sw_benc_list(&b);
-            uint32_t n = h ? h->n : 0, start = n > MAX_VALUES_OUT ? (uint32_t)(sw__dht_rnd(d) % n) : 0;
-            uint32_t sent = 0;
-            uint8_t c[18];
-            if (self) { sw_benc_str(&b, c, sw__compact_addr(&me, c)); sent++; }
-            for (uint32_t i = 0; i < n && sent < MAX_VALUES_OUT; i++) {
-                const struct speer *p = &h->p[(start + i) % n];
-                if (p->a.family != from->family || p->expires <= now) continue;
-                sw_benc_str(&b, c, sw__compact_addr(&p->a, c));
-                sent++;
-            }
-            sw_benc_end(&b);
-        }
-        break;
-    }
-    case SW__Q_ANNOUNCE_PEER: {
-        if (!m->info_hash || (!m->has_port && !m->implied_port)) {
-            send_error(d, from, m, 203, "Protocol Error: info_hash or port missing");
-            return;
-        }
-        if (!m->token || !sw__dht_token_ok(d, from, m->token, m->token_len)) {
-            send_error(d, from, m, 203, "Protocol Error: bad token");
-            return;
-        }
-        /* BEP 5: with implied_port the peer's port is the UDP source port. */
-        struct sw_dht_addr pa = *from;
-        if (!m->implied_port) pa.port = (uint16_t)m->port;
-        if (pa.port == 0) { send_error(d, from, m, 203, "Protocol Error: port 0"); return; }
-        int rc = sw__dht_store_peer(d, m->info_hash, &pa, now);
-        if (rc) { send_error(d, from, m, 201, "Generic Error: storage full"); return; }
-        reply_begin(d, &b, from);
-        break;
-    }
-    case SW__Q_GET: {
-        if (!m->target) { send_error(d, from, m, 203, "Protocol Error: target missing"); return; }
-        reply_begin(d, &b, from);
-        struct sitem *it = sw__dht_item_find(d, m->target);
-        if (it && it->expires <= now) it = NULL;
-        int send_v = it && (!m->has_seq || !it->is_mutable || it->seq > m->seq);
-        /* keys in order: id k nodes seq sig token v */
-        if (send_v && it->is_mutable) {
-            sw__dht_benc_key(&b, "k");
-            sw_benc_str(&b, it->k, 32);
-        }
-        sw__dht_enc_nodes(d, &b, m->target);
-        if (it && it->is_mutable) {
-            sw__dht_benc_key(&b, "seq");
-            sw_benc_int(&b, it->seq);
-        }
-        if (send_v && it->is_mutable) {
-            sw__dht_benc_key(&b, "sig");
-            sw_benc_str(&b, it->sig, 64);
-        }
-        sw__dht_make_token(d->secret, from, tok);
-        sw__dht_benc_key(&b, "token");
-        sw_benc_str(&b, tok, TOKEN_LEN);
-        if (send_v) {
-            sw__dht_benc_key(&b, "v");
-            sw_buf_append(&b, it->v, it->v_len); /* already bencoded */
-        }
-        break;
-    }
-    case SW__Q_PUT: {
-        if (!m->token || !sw__dht_token_ok(d, from, m->token, m->token_len)) {
-            send_error(d, from, m, 203, "Protocol Error: bad token");
-            return;
-        }
-        const char *msg = "";
-        int code = sw__dht_item_put(d, NULL, m->v, m->v_len, m->k, m->sig, m->salt, m->salt_len, m->has_seq,
-                                    m->seq, m->has_cas, m->cas, now, &msg);
-        if (code) { send_error(d, from, m, code, msg); return; }
-        reply_begin(d, &b, from);
-        break;
-    }
+    case SW__Q_PING: rc = query_ping(d, m, from, now, &b); break;
+    case SW__Q_FIND_NODE: rc = query_find_node(d, m, from, now, &b); break;
+    case SW__Q_GET_PEERS: rc = query_get_peers(d, m, from, now, &b); break;
+    case SW__Q_ANNOUNCE_PEER: rc = query_announce_peer(d, m, from, now, &b); break;
+    case SW__Q_GET: rc = query_get(d, m, from, now, &b); break;
+    case SW__Q_PUT: rc = query_put(d, m, from, now, &b); break;
     default:
         send_error(d, from, m, 204, "Method Unknown");
-        return;
+        rc = -1;
+        break;
     }
-    reply_end(d, &b, m);
-    sw__dht_out_push(d, from, &b);
+    if (rc == 0) {
+        reply_end(d, &b, m);
+        sw__dht_out_push(d, from, &b);
+    }
     sw_buf_free(&b);
 }
 
