@@ -29,9 +29,9 @@ struct wreq {
 
 /* Private swarm: sealed piece data goes out from buffers of SEAL_CAP bytes, kept for reuse
  * (a fresh 400 KiB malloc would be an mmap and page faults on every chunk). One chunk of
- * write_blocks: < SW_BT_SEND_CHUNK bytes, then one more block of at most MAX_BLOCK_REQ, plus
- * a record header and tag per 64 KiB. */
-#define SEAL_CAP (SW_BT_SEND_CHUNK + MAX_BLOCK_REQ + 32 * 13 + 64 * (2 + SW_NOISE_TAG))
+ * write_blocks_sealed: < SW_BT_SEND_CHUNK bytes, then one more block of at most
+ * MAX_BLOCK_REQ; 32 blocks at most, each its own records (a header and tag per 64 KiB). */
+#define SEAL_CAP (SW_BT_SEND_CHUNK + MAX_BLOCK_REQ + 32 * 13 + (32 + 8) * (2 + SW_NOISE_TAG))
 
 static uint8_t *seal_buf_get(struct sw_bt_session *s)
 {
@@ -135,54 +135,109 @@ int sw__send_sealed3(struct sw_bt_peer *p, const uint8_t *a, size_t alen, const 
     return 0;
 }
 
+/* Takes the next queued block request: its bytes from the storage map (no copy), or read into
+ * *scratch (malloc'd; the caller frees it) where the map cannot serve it. NULL: none left. */
+static const uint8_t *next_block(struct sw_bt_peer *p, struct inreq *r, uint8_t **scratch)
+{
+    struct sw_bt_torrent *t = p->t;
+    while (p->n_in) {
+        *r = p->in[p->in_head];
+        p->in_head = (p->in_head + 1) % p->cap_in;
+        p->n_in--;
+        *scratch = NULL;
+        const uint8_t *data = sw_bt_storage_read(t->st, r->piece, r->begin, r->len, NULL);
+        if (data) return data;
+        *scratch = malloc(r->len);
+        data = *scratch ? sw_bt_storage_read(t->st, r->piece, r->begin, r->len, *scratch) : NULL;
+        if (data) return data;
+        free(*scratch);
+        *scratch = NULL;
+    }
+    return NULL;
+}
+
+static void count_sent(struct sw_bt_peer *p, uint32_t len)
+{
+    p->up_bytes += len;
+    p->t->up_total += len;
+}
+
+/* Private swarm: the chunk's blocks sealed into one buffer (header and block of each sealed
+ * straight from where they lie) and handed to the socket at once. Written whole (the usual
+ * case while the kernel has room), the buffer is reused for the next chunk while it is still
+ * in cache; only a remainder waits in a write request, holding its buffer until then. */
+static int write_blocks_sealed(struct sw_bt_peer *p)
+{
+    struct sw_bt_torrent *t = p->t;
+    uint8_t *buf = seal_buf_get(p->s);
+    if (!buf) return SW_ENOMEM;
+    uint32_t nb = 0, bytes = 0;
+    size_t sealed = 0;
+    struct inreq r;
+    uint8_t *scratch;
+    const uint8_t *data;
+    while (nb < 32 && bytes < SW_BT_SEND_CHUNK && (data = next_block(p, &r, &scratch))) {
+        uint8_t hdr[13];
+        sw_bt_wire_piece_header(hdr, r.piece, r.begin, r.len);
+        const uint8_t *part[2] = { hdr, data };
+        size_t plen[2] = { 13, r.len };
+        size_t w = sw_noise_sealv(p->nz, part, plen, 2, buf + sealed);
+        free(scratch);
+        if (!w) { seal_buf_put(p->s, buf); return SW_EIO; }
+        sealed += w;
+        nb++;
+        bytes += 13 + r.len;
+        count_sent(p, r.len);
+    }
+    if (!nb) { seal_buf_put(p->s, buf); return 0; }
+    sw_rate_add(&t->up_rate, sw_time_ms(), t->up_total);
+    p->last_send_ms = sw_time_ms();
+    uv_buf_t one = uv_buf_init((char *)buf, (unsigned)sealed);
+    int n = uv_try_write((uv_stream_t *)&p->tcp, &one, 1); /* the write queue is empty here */
+    if (n == (int)sealed) { seal_buf_put(p->s, buf); return 0; }
+    if (n < 0 && n != UV_EAGAIN) { seal_buf_put(p->s, buf); return SW_EIO; }
+    size_t done = n > 0 ? (size_t)n : 0;
+    struct wreq *wr = calloc(1, sizeof *wr);
+    if (!wr) { seal_buf_put(p->s, buf); return SW_ENOMEM; }
+    wr->p = p;
+    wr->pooled = buf;
+    wr->bufs[0] = uv_buf_init((char *)buf + done, (unsigned)(sealed - done));
+    if (uv_write(&wr->req, (uv_stream_t *)&p->tcp, wr->bufs, 1, on_written)) {
+        seal_buf_put(p->s, buf);
+        free(wr);
+        return SW_EIO;
+    }
+    return 0;
+}
+
 /* Serves queued block requests as one write of up to SW_BT_SEND_CHUNK bytes, with the
  * block bytes taken straight from the storage map (no copy). */
 static int write_blocks(struct sw_bt_peer *p)
 {
+    if (p->nz) return write_blocks_sealed(p);
     struct sw_bt_torrent *t = p->t;
     struct wreq *w = calloc(1, sizeof *w);
     if (!w) return SW_ENOMEM;
     w->p = p;
     uint32_t nb = 0, bytes = 0;
-    size_t sealed = 0;
-    while (p->n_in && nb < 32 && bytes < SW_BT_SEND_CHUNK) {
-        struct inreq r = p->in[p->in_head];
-        p->in_head = (p->in_head + 1) % p->cap_in;
-        p->n_in--;
-        const uint8_t *data = sw_bt_storage_read(t->st, r.piece, r.begin, r.len, NULL);
-        uint8_t *scratch = NULL;
-        if (!data) {
-            scratch = malloc(r.len);
-            data = scratch ? sw_bt_storage_read(t->st, r.piece, r.begin, r.len, scratch) : NULL;
-            if (!data) { free(scratch); continue; }
-        }
+    struct inreq r;
+    uint8_t *scratch;
+    const uint8_t *data;
+    while (nb < 32 && bytes < SW_BT_SEND_CHUNK && (data = next_block(p, &r, &scratch))) {
         sw_bt_wire_piece_header(w->hdr[nb], r.piece, r.begin, r.len);
-        if (p->nz) {
-            /* private swarm: header and block sealed into the pooled buffer (one copy) */
-            if (!w->pooled && !(w->pooled = seal_buf_get(p->s))) { free(scratch); free(w); return SW_ENOMEM; }
-            const uint8_t *part[2] = { w->hdr[nb], data };
-            size_t plen[2] = { 13, r.len };
-            sealed += sw_noise_sealv(p->nz, part, plen, 2, w->pooled + sealed);
-            free(scratch);
-            scratch = NULL;
-        } else {
-            w->bufs[2 * nb] = uv_buf_init((char *)w->hdr[nb], 13);
-            w->bufs[2 * nb + 1] = uv_buf_init((char *)data, r.len);
-        }
+        w->bufs[2 * nb] = uv_buf_init((char *)w->hdr[nb], 13);
+        w->bufs[2 * nb + 1] = uv_buf_init((char *)data, r.len);
         w->scratch[nb] = scratch;
         nb++;
         bytes += 13 + r.len;
-        p->up_bytes += r.len;
-        t->up_total += r.len;
+        count_sent(p, r.len);
     }
     w->n_blocks = nb;
-    if (!nb) { seal_buf_put(p->s, w->pooled); free(w); return 0; }
+    if (!nb) { free(w); return 0; }
     sw_rate_add(&t->up_rate, sw_time_ms(), t->up_total);
-    if (w->pooled) w->bufs[0] = uv_buf_init((char *)w->pooled, (unsigned)sealed);
-    int rc = uv_write(&w->req, (uv_stream_t *)&p->tcp, w->bufs, w->pooled ? 1 : 2 * nb, on_written);
+    int rc = uv_write(&w->req, (uv_stream_t *)&p->tcp, w->bufs, 2 * nb, on_written);
     if (rc) {
         for (uint32_t i = 0; i < nb; i++) free(w->scratch[i]);
-        seal_buf_put(p->s, w->pooled);
         free(w);
         return SW_EIO;
     }
