@@ -45,7 +45,10 @@ void sw__fill_requests(struct sw_bt_peer *p)
     uint64_t by_rate = (uint64_t)(p->down_rate * 2.0) / SW_BT_BLOCK;
     uint32_t max = (uint32_t)SW_MIN((uint64_t)cap, SW_MAX(by_rate, (uint64_t)32));
     if (p->down_rate == 0 && sw_time_ms() - p->connected_ms < 3000) max = SW_MIN(cap, 64u);
-    if (p->n_out >= max || sw__hash_backlog_full(t)) return;
+    /* Requests go out in batches of a quarter of the queue: topping it up after every read
+     * cost a write (and a wake-up of the sender) per read, ~6,500 per GiB on loopback. */
+    uint32_t batch = SW_MAX(max / 4, 1u);
+    if (p->n_out + batch > max || sw__hash_backlog_full(t)) return;
     if (p->cap_out < cap) {
         struct outreq *no = realloc(p->out, cap * sizeof *no);
         if (!no) return;
