@@ -218,17 +218,18 @@ static int open_for_write(struct sw_bt_storage *st, uint32_t fi, char *err, size
     if (fd < 0) { int rc = errno_sw(errno); ERR("%s: %s", path, strerror(errno)); return rc; }
     struct stat stt;
     if (fstat(fd, &stt) == 0 && (uint64_t)stt.st_size != bf->length) {
-        /* Reserve the space so a full disk shows now, not halfway (sw_file_reserve: on a
-         * tmpfs a free-space check and a sparse file, preallocation would zero it all). */
-        int rc = sw_file_reserve(fd, bf->length);
-        if (rc == SW_ENOSPC) {
+        /* Preallocate so a full disk shows now, not halfway (posix_fallocate reserves the
+         * blocks; where the file system cannot, fall back to a sparse file). */
+        int e = posix_fallocate(fd, 0, (off_t)bf->length);
+        if (e == ENOSPC || e == EDQUOT) {
             ERR("%s: disk full: cannot reserve %llu bytes", path, (unsigned long long)bf->length);
             close(fd);
             unlink(path);
             return SW_ENOSPC;
         }
-        if (rc) {
-            ERR("%s: cannot size the file: %s", path, sw_strerror(rc));
+        if (e && ftruncate(fd, (off_t)bf->length) != 0) {
+            int rc = errno_sw(errno);
+            ERR("%s: cannot size the file: %s", path, strerror(errno));
             close(fd);
             return rc;
         }

@@ -11,11 +11,6 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#if __has_include(<sys/vfs.h>) && __has_include(<linux/magic.h>)
-#include <linux/magic.h>
-#include <sys/vfs.h>
-#define HAVE_FSTATFS_MAGIC 1
-#endif
 #include <time.h>
 #include <unistd.h>
 
@@ -226,39 +221,6 @@ int sw_sys_disk_free(const char *path, uint64_t *bytes_out)
     struct statvfs s;
     if (statvfs(path, &s) != 0) return errno_to_sw(errno);
     *bytes_out = (uint64_t)s.f_bavail * s.f_frsize;
-    return 0;
-}
-
-/* A file system that lives in memory (tmpfs): posix_fallocate there allocates and zeroes
- * every page at once, only for the writes to overwrite them (measured: 0.23 s of kernel time
- * per 512 MiB, then the writes cost as much as into a sparse file). */
-static int in_memory_fs(int fd)
-{
-#ifdef HAVE_FSTATFS_MAGIC
-    struct statfs s;
-    return fstatfs(fd, &s) == 0 && s.f_type == TMPFS_MAGIC;
-#else
-    (void)fd;
-    return 0;
-#endif
-}
-
-int sw_file_reserve(int fd, uint64_t len)
-{
-    if (len > (uint64_t)INT64_MAX) return SW_ERANGE;
-    struct stat st;
-    if (fstat(fd, &st) != 0) return errno_to_sw(errno);
-    if (in_memory_fs(fd)) {
-        struct statvfs v;
-        uint64_t have = (uint64_t)st.st_blocks * 512u;
-        if (fstatvfs(fd, &v) == 0 && have < len && (uint64_t)v.f_bavail * v.f_frsize < len - have) return SW_ENOSPC;
-    } else {
-        int e = posix_fallocate(fd, 0, (off_t)len);
-        if (e == ENOSPC || e == EDQUOT) return SW_ENOSPC;
-        if (!e) return 0;
-    }
-    /* sparse: tmpfs, or a file system that cannot preallocate */
-    if ((uint64_t)st.st_size != len && ftruncate(fd, (off_t)len) != 0) return errno_to_sw(errno);
     return 0;
 }
 

@@ -239,12 +239,6 @@ int sw_mkdir_p(const char *path);
 int sw_file_read_all(const char *path, size_t max_len, uint8_t **data_out, size_t *len_out);
 /* Writes to "<path>.tmp.<pid>", fsyncs, renames over path: never leaves a partial file. */
 int sw_file_write_atomic(const char *path, const void *p, size_t n);
-/* Makes the file len bytes long with its space reserved (posix_fallocate), so that a full
- * disk shows now rather than halfway through the writes: SW_ENOSPC. On a file system in
- * memory (tmpfs), where reserving means zeroing every page ahead of the writes, the free
- * space is checked instead and the file is left sparse; likewise (sparse, unchecked) where
- * the file system cannot preallocate. */
-int sw_file_reserve(int fd, uint64_t len);
 /* Joins dir and name with one '/'; returns malloc'd string or NULL. */
 char *sw_path_join(const char *dir, const char *name);
 
