@@ -1,5 +1,6 @@
 // mm.comp — y[t][r] (+)= sum_c W[r][c] * x[t][c] (+ bias[r]) for one weight type, chosen at
-// build time (-DT_F32, T_F16, T_BF16, T_Q8_0, T_Q4_0, T_Q4_K, T_Q6_K). A workgroup takes
+// build time (-DT_F32, T_F16, T_BF16, T_Q8_0, T_Q4_0, T_Q4_K, T_Q6_K, T_Q5_K, T_Q3_K,
+// T_Q2_K, T_IQ4_XS, T_IQ4_NL, T_Q4_1, T_Q5_0, T_Q5_1, T_MXFP4). A workgroup takes
 // p.rpw rows and a block of TB tokens (8; 1 in the decode variant, -DTB=1); each subgroup takes one row at a time, its lanes
 // striding over the row (each dequantising its chunks of 32 weights once for the block's
 // tokens), summed with subgroupAdd: no barrier (software devices pay dearly for those).
@@ -46,6 +47,39 @@ layout(push_constant) uniform P {
 
 uint byte_at(uint base, uint b) { return (w[base + (b >> 2)] >> ((b & 3u) * 8u)) & 0xFFu; }
 
+// Four words of 16 nibble bytes, as Q4_0 orders them: element j (0..15) is the low nibble
+// of byte j, element j + 16 its high nibble. Codes into n[32].
+void nib32(uint qb, out uint n[32])
+{
+    [[unroll]] for (uint i = 0; i < 4; i++) {
+        const uint q = w[qb + i];
+        [[unroll]] for (uint b = 0; b < 4; b++) {
+            n[i * 4u + b] = (q >> (8u * b)) & 15u;
+            n[i * 4u + b + 16u] = (q >> (8u * b + 4u)) & 15u;
+        }
+    }
+}
+
+// Q4_K / Q5_K sub-block c's 6-bit scale and min from the 12 packed bytes at byte 4 of the block.
+void scale_min_k4(uint base, uint c, out uint sc, out uint m)
+{
+    if (c < 4u) {
+        sc = byte_at(base, 4u + c) & 63u;
+        m = byte_at(base, 8u + c) & 63u;
+    } else {
+        const uint a = byte_at(base, 8u + c), lo = byte_at(base, c), mid = byte_at(base, 4u + c);
+        sc = (a & 15u) | ((lo >> 6) << 4);
+        m = (a >> 4) | ((mid >> 6) << 4);
+    }
+}
+
+// The IQ4_NL / IQ4_XS grid (ggml's kvalues_iq4nl, docs/kernels.md) and MXFP4's E2M1 values
+// doubled (kernels_ref_low.c): format constants.
+const float IQ4NL[16] = float[16](-127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0,
+                                  1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0);
+const float E2M1X2[16] = float[16](0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0,
+                                   -0.0, -1.0, -2.0, -3.0, -4.0, -6.0, -8.0, -12.0);
+
 #if defined(T_Q4_0)
 // 5 words: qs[16] (elements j and j+16 in the low/high nibble of byte j), d (f16).
 #define BLK_W 5u
@@ -84,14 +118,7 @@ void deq(uint base, uint c, out float v[32])
 {
     const vec2 dm = unpackHalf2x16(w[base]);
     uint sc, m;
-    if (c < 4u) {
-        sc = byte_at(base, 4u + c) & 63u;
-        m = byte_at(base, 8u + c) & 63u;
-    } else {
-        const uint a = byte_at(base, 8u + c), lo = byte_at(base, c), mid = byte_at(base, 4u + c);
-        sc = (a & 15u) | ((lo >> 6) << 4);
-        m = (a >> 4) | ((mid >> 6) << 4);
-    }
+    scale_min_k4(base, c, sc, m);
     const float d = dm.x * float(sc), mn = dm.y * float(m);
     const uint qb = base + 4u + 8u * (c >> 1), sh = (c & 1u) * 4u;
     [[unroll]] for (uint i = 0; i < 8; i++) {
@@ -121,6 +148,145 @@ void deq(uint base, uint c, out float v[32])
             v[i * 4u + b] = (i < 4u ? s0 : s1) * (float(q) - 32.0);
         }
     }
+}
+#elif defined(T_Q5_K)
+// 44 words, ggml's layout: d, dmin, scales[12] (as Q4_K), qh[32], qs[128]. Chunk c (of 8):
+// Q4_K's nibbles of sub-block c, bit 4 from bit c of qh[l].
+#define BLK_W 44u
+#define CPB 8u
+void deq(uint base, uint c, out float v[32])
+{
+    const vec2 dm = unpackHalf2x16(w[base]);
+    uint sc, m;
+    scale_min_k4(base, c, sc, m);
+    const float d = dm.x * float(sc), mn = dm.y * float(m);
+    const uint qb = base + 12u + 8u * (c >> 1), sh = (c & 1u) * 4u;
+    [[unroll]] for (uint i = 0; i < 8; i++) {
+        const uint q = w[qb + i], qh = w[base + 4u + i];
+        [[unroll]] for (uint b = 0; b < 4; b++)
+            v[i * 4u + b] = d * float(((q >> (8u * b + sh)) & 15u) | (((qh >> (8u * b + c)) & 1u) << 4)) - mn;
+    }
+}
+#elif defined(T_Q3_K)
+// 28 words: hmask[32], qs[64], scales[12], d (f16), 2 bytes of padding. Chunk c (of 8):
+// h = c/4, k = c%4; element l: bits 2k of qs[32h + l], minus 4 unless bit c of hmask[l];
+// sub-blocks 2c, 2c+1 (l < 16, l >= 16), whose 6-bit scales (biased by 32) are packed as
+// sw__k_q3_K_scale reads them.
+#define BLK_W 28u
+#define CPB 8u
+float q3_scale(uint base, uint j)
+{
+    const uint lo = (byte_at(base, 96u + (j & 7u)) >> (4u * (j >> 3))) & 15u;
+    const uint hi = (byte_at(base, 104u + (j & 3u)) >> (2u * (j >> 2))) & 3u;
+    return float(int(lo | (hi << 4)) - 32);
+}
+void deq(uint base, uint c, out float v[32])
+{
+    const float d = unpackHalf2x16(w[base + 27u]).x;
+    const float s0 = d * q3_scale(base, 2u * c), s1 = d * q3_scale(base, 2u * c + 1u);
+    const uint qb = base + 8u + 8u * (c >> 2), sh = 2u * (c & 3u);
+    [[unroll]] for (uint i = 0; i < 8; i++) {
+        const uint q = w[qb + i], hm = w[base + i];
+        [[unroll]] for (uint b = 0; b < 4; b++) {
+            const int code = int((q >> (8u * b + sh)) & 3u) - (((hm >> (8u * b + c)) & 1u) != 0u ? 0 : 4);
+            v[i * 4u + b] = (i < 4u ? s0 : s1) * float(code);
+        }
+    }
+}
+#elif defined(T_Q2_K)
+// 21 words, ggml's layout: scales[16] (low nibble scale, high nibble min), qs[64], d, dmin.
+// Chunk c (of 8): h = c/4, k = c%4; element l: bits 2k of qs[32h + l]; sub-blocks 2c, 2c+1.
+#define BLK_W 21u
+#define CPB 8u
+void deq(uint base, uint c, out float v[32])
+{
+    const vec2 dm = unpackHalf2x16(w[base + 20u]);
+    const uint a0 = byte_at(base, 2u * c), a1 = byte_at(base, 2u * c + 1u);
+    const float d0 = dm.x * float(a0 & 15u), m0 = dm.y * float(a0 >> 4);
+    const float d1 = dm.x * float(a1 & 15u), m1 = dm.y * float(a1 >> 4);
+    const uint qb = base + 4u + 8u * (c >> 2), sh = 2u * (c & 3u);
+    [[unroll]] for (uint i = 0; i < 8; i++) {
+        const uint q = w[qb + i];
+        [[unroll]] for (uint b = 0; b < 4; b++) {
+            const float code = float((q >> (8u * b + sh)) & 3u);
+            v[i * 4u + b] = i < 4u ? d0 * code - m0 : d1 * code - m1;
+        }
+    }
+}
+#elif defined(T_IQ4_XS)
+// 34 words, ggml's layout: d (f16), scales_h (u16), scales_l[4], qs[128]. Chunk c (of 8) is
+// sub-block c: 6-bit scale (low 4 bits nibble c%2 of scales_l[c/2], high 2 at bit 2c of
+// scales_h) biased by 32, nibbles as Q4_0's in qs[16c ..] through the IQ4 grid.
+#define BLK_W 34u
+#define CPB 8u
+void deq(uint base, uint c, out float v[32])
+{
+    const uint w0 = w[base];
+    const uint ls = ((byte_at(base, 4u + (c >> 1)) >> (4u * (c & 1u))) & 15u) | (((w0 >> (16u + 2u * c)) & 3u) << 4);
+    const float dl = unpackHalf2x16(w0).x * float(int(ls) - 32);
+    uint n[32];
+    nib32(base + 2u + 4u * c, n);
+    [[unroll]] for (uint j = 0; j < 32; j++) v[j] = dl * IQ4NL[n[j]];
+}
+#elif defined(T_IQ4_NL)
+// 5 words (repacked): qs[16] as Q4_0's, d (f16); element = d * grid[nibble].
+#define BLK_W 5u
+#define CPB 1u
+void deq(uint base, uint c, out float v[32])
+{
+    const float d = unpackHalf2x16(w[base + 4u]).x;
+    uint n[32];
+    nib32(base, n);
+    [[unroll]] for (uint j = 0; j < 32; j++) v[j] = d * IQ4NL[n[j]];
+}
+#elif defined(T_Q4_1)
+// 5 words, ggml's layout: d, m (f16 pair), qs[16] as Q4_0's; element = d * q + m.
+#define BLK_W 5u
+#define CPB 1u
+void deq(uint base, uint c, out float v[32])
+{
+    const vec2 dm = unpackHalf2x16(w[base]);
+    uint n[32];
+    nib32(base + 1u, n);
+    [[unroll]] for (uint j = 0; j < 32; j++) v[j] = dm.x * float(n[j]) + dm.y;
+}
+#elif defined(T_Q5_0)
+// 6 words (repacked): qs[16] as Q4_0's, qh (bit j is bit 4 of element j), d (f16);
+// element = d * (q - 16).
+#define BLK_W 6u
+#define CPB 1u
+void deq(uint base, uint c, out float v[32])
+{
+    const float d = unpackHalf2x16(w[base + 5u]).x;
+    const uint qh = w[base + 4u];
+    uint n[32];
+    nib32(base, n);
+    [[unroll]] for (uint j = 0; j < 32; j++) v[j] = d * (float(n[j] | (((qh >> j) & 1u) << 4)) - 16.0);
+}
+#elif defined(T_Q5_1)
+// 6 words, ggml's layout: d, m (f16 pair), qh, qs[16] as Q4_0's; element = d * q + m.
+#define BLK_W 6u
+#define CPB 1u
+void deq(uint base, uint c, out float v[32])
+{
+    const vec2 dm = unpackHalf2x16(w[base]);
+    const uint qh = w[base + 1u];
+    uint n[32];
+    nib32(base + 2u, n);
+    [[unroll]] for (uint j = 0; j < 32; j++) v[j] = dm.x * float(n[j] | (((qh >> j) & 1u) << 4)) + dm.y;
+}
+#elif defined(T_MXFP4)
+// 5 words (repacked): qs[16] as Q4_0's, the E8M0 exponent e (low byte); element =
+// 2^(e-128) * (doubled E2M1 value), the scale built as sw__k_e8m0_half does.
+#define BLK_W 5u
+#define CPB 1u
+void deq(uint base, uint c, out float v[32])
+{
+    const uint e = w[base + 4u] & 0xFFu;
+    const float d = uintBitsToFloat(e >= 2u ? (e - 1u) << 23 : 0x00200000u << e);
+    uint n[32];
+    nib32(base, n);
+    [[unroll]] for (uint j = 0; j < 32; j++) v[j] = d * E2M1X2[n[j]];
 }
 #endif
 

@@ -16,10 +16,18 @@
 #define ALIGN_MIN 256u
 
 static const char *const PIPE_NAMES[VKP_COUNT] = {
-    "mm_f32", "mm_f16", "mm_bf16", "mm_q8_0", "mm_q4_0", "mm_q4_k", "mm_q6_k",
-    "mm1_f32", "mm1_f16", "mm1_bf16", "mm1_q8_0", "mm1_q4_0", "mm1_q4_k", "mm1_q6_k",
-    "mmid_f32", "mmid_f16", "mmid_bf16", "mmid_q8_0", "mmid_q4_0", "mmid_q4_k", "mmid_q6_k",
-    "mmidg_f32", "mmidg_f16", "mmidg_bf16", "mmidg_q8_0", "mmidg_q4_0", "mmidg_q4_k", "mmidg_q6_k",
+#define X(T, t) "mm_" #t,
+    SW_VK_MM_TYPES(X)
+#undef X
+#define X(T, t) "mm1_" #t,
+    SW_VK_MM_TYPES(X)
+#undef X
+#define X(T, t) "mmid_" #t,
+    SW_VK_MM_TYPES(X)
+#undef X
+#define X(T, t) "mmidg_" #t,
+    SW_VK_MM_TYPES(X)
+#undef X
     "rmsnorm", "glu", "rope_kv", "attn", "moe_route", "moe_sum", "moe_group",
 };
 
@@ -100,6 +108,15 @@ static void dev_type(uint32_t type, uint32_t *dtype, uint32_t *pipe, uint32_t *b
     case SW_TYPE_Q4_0: *pipe = VKP_MM_Q4_0, *bs = 32, *bbytes = 20; return;
     case SW_TYPE_Q4_K: *pipe = VKP_MM_Q4_K, *bs = 256, *bbytes = 144; return;
     case SW_TYPE_Q6_K: *pipe = VKP_MM_Q6_K, *bs = 256, *bbytes = 212; return;
+    case SW_TYPE_Q5_K: *pipe = VKP_MM_Q5_K, *bs = 256, *bbytes = 176; return;
+    case SW_TYPE_Q3_K: *pipe = VKP_MM_Q3_K, *bs = 256, *bbytes = 112; return;
+    case SW_TYPE_Q2_K: *pipe = VKP_MM_Q2_K, *bs = 256, *bbytes = 84; return;
+    case SW_TYPE_IQ4_XS: *pipe = VKP_MM_IQ4_XS, *bs = 256, *bbytes = 136; return;
+    case SW_TYPE_IQ4_NL: *pipe = VKP_MM_IQ4_NL, *bs = 32, *bbytes = 20; return;
+    case SW_TYPE_Q4_1: *pipe = VKP_MM_Q4_1, *bs = 32, *bbytes = 20; return;
+    case SW_TYPE_Q5_0: *pipe = VKP_MM_Q5_0, *bs = 32, *bbytes = 24; return;
+    case SW_TYPE_Q5_1: *pipe = VKP_MM_Q5_1, *bs = 32, *bbytes = 24; return;
+    case SW_TYPE_MXFP4: *pipe = VKP_MM_MXFP4, *bs = 32, *bbytes = 20; return;
     default: *dtype = SW_TYPE_F16, *pipe = VKP_MM_F16, *bs = 2, *bbytes = 4; return;
     }
 }
@@ -305,7 +322,27 @@ static void repack_block(uint32_t type, const uint8_t *s, uint8_t *d)
     case SW_TYPE_Q8_0: memcpy(d, s + 2, 32), memcpy(d + 32, s, 2), d[34] = d[35] = 0; break;
     case SW_TYPE_Q4_K: memcpy(d, s, 144); break;
     case SW_TYPE_Q6_K: memcpy(d, s, 210), d[210] = d[211] = 0; break;
+    case SW_TYPE_Q3_K: memcpy(d, s, 110), d[110] = d[111] = 0; break;
+    case SW_TYPE_Q5_K: memcpy(d, s, 176); break;
+    case SW_TYPE_Q2_K: memcpy(d, s, 84); break;
+    case SW_TYPE_IQ4_XS: memcpy(d, s, 136); break;
+    case SW_TYPE_Q4_1: memcpy(d, s, 20); break;
+    case SW_TYPE_Q5_1: memcpy(d, s, 24); break;
+    case SW_TYPE_IQ4_NL: memcpy(d, s + 2, 16), memcpy(d + 16, s, 2), d[18] = d[19] = 0; break;
+    case SW_TYPE_Q5_0: memcpy(d, s + 6, 16), memcpy(d + 16, s + 2, 4), memcpy(d + 20, s, 2), d[22] = d[23] = 0; break;
+    case SW_TYPE_MXFP4: memcpy(d, s + 1, 16), d[16] = s[0], d[17] = d[18] = d[19] = 0; break;
     }
+}
+
+/* Adds a type's name to the list of those converted to F16 at upload (once each). */
+static void note_converted(struct sw__vk *g, uint32_t type)
+{
+    const struct sw_type_info *ti = sw_gguf_type_info(type);
+    const char *name = ti ? ti->name : "?";
+    const size_t nl = strlen(name), have = strlen(g->converted);
+    for (const char *p = g->converted; (p = strstr(p, name)) != NULL; p += nl)
+        if ((p == g->converted || p[-1] == ' ') && (p[nl] == ' ' || p[nl] == 0)) return;
+    if (have + nl + 2 <= sizeof g->converted) snprintf(g->converted + have, sizeof g->converted - have, "%s%s", have ? " " : "", name);
 }
 
 /* Streams one matrix: row by row into staging, repacked or converted. */
@@ -327,6 +364,7 @@ static int upload_mat(struct upl *u, const struct sw__w *w, const struct vk_mat 
         return 0;
     }
     if (vm->type == SW_TYPE_F16) { /* no shader for this type: F16 at upload */
+        note_converted(u->g, w->type);
         const size_t drow = (size_t)w->cols * 2;
         for (int64_t r = 0; r < w->rows; r++) {
             if ((rc = sw_k_dequantize_row(w->type, src + (size_t)r * src_row, rowf, w->cols))) return rc;
@@ -876,5 +914,7 @@ const char *sw__vk_device(const struct sw__vk *g) { return g ? g->name : ""; }
 uint64_t sw__vk_device_mem(const struct sw__vk *g) { return g ? g->heap_bytes : 0; }
 uint64_t sw__vk_weight_bytes(const struct sw__vk *g) { return g ? g->weight_bytes : 0; }
 const char *sw__vk_stop_reason(const struct sw__vk *g) { return g ? g->stop : ""; }
+
+const char *sw__vk_converted(const struct sw__vk *g) { return g ? g->converted : ""; }
 uint64_t sw__vk_kv_bytes(const struct sw__vk *g) { return g ? g->kv_bytes : 0; }
 uint32_t sw__vk_logits_rows(const struct sw__vk *g) { return g ? g->lg_rows : 0; }

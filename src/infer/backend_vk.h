@@ -44,6 +44,9 @@ uint64_t sw__vk_device_mem(const struct sw__vk *g);
 uint64_t sw__vk_weight_bytes(const struct sw__vk *g); /* bytes uploaded */
 /* Why the GPU range stops where it does ("" when it holds every layer). */
 const char *sw__vk_stop_reason(const struct sw__vk *g);
+/* The weight types uploaded as F16 for want of a shader, space-separated ("" when every
+ * uploaded matrix is in its own type). */
+const char *sw__vk_converted(const struct sw__vk *g);
 
 /* A run of consecutive tokens of one sequence within a step (slot: the stage's sequence
  * slot, which owns one device KV cache). */

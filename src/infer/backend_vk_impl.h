@@ -42,11 +42,25 @@ struct sw__vkf {
  * VKP_MM1_OFF further, the expert-indexed one (MoE: one (token, expert) slot per
  * workgroup, the expert read from a device buffer) at VKP_MMID_OFF further, and its
  * grouped form (a tile of up to 8 slots of one expert per workgroup) at VKP_MMIDG_OFF. */
+/* The weight types with a shader, each as (gguf name, shader suffix): the order of every
+ * matmul variant's pipelines and of the mm shader list in src/infer/CMakeLists.txt. */
+#define SW_VK_MM_TYPES(X)                                                                        \
+    X(F32, f32) X(F16, f16) X(BF16, bf16) X(Q8_0, q8_0) X(Q4_0, q4_0) X(Q4_K, q4_k) X(Q6_K, q6_k) \
+    X(Q5_K, q5_k) X(Q3_K, q3_k) X(Q2_K, q2_k) X(IQ4_XS, iq4_xs) X(IQ4_NL, iq4_nl) X(Q4_1, q4_1)   \
+    X(Q5_0, q5_0) X(Q5_1, q5_1) X(MXFP4, mxfp4)
 enum {
-    VKP_MM_F32, VKP_MM_F16, VKP_MM_BF16, VKP_MM_Q8_0, VKP_MM_Q4_0, VKP_MM_Q4_K, VKP_MM_Q6_K,
-    VKP_MM1_F32, VKP_MM1_F16, VKP_MM1_BF16, VKP_MM1_Q8_0, VKP_MM1_Q4_0, VKP_MM1_Q4_K, VKP_MM1_Q6_K,
-    VKP_MMID_F32, VKP_MMID_F16, VKP_MMID_BF16, VKP_MMID_Q8_0, VKP_MMID_Q4_0, VKP_MMID_Q4_K, VKP_MMID_Q6_K,
-    VKP_MMIDG_F32, VKP_MMIDG_F16, VKP_MMIDG_BF16, VKP_MMIDG_Q8_0, VKP_MMIDG_Q4_0, VKP_MMIDG_Q4_K, VKP_MMIDG_Q6_K,
+#define X(T, t) VKP_MM_##T,
+    SW_VK_MM_TYPES(X)
+#undef X
+#define X(T, t) VKP_MM1_##T,
+    SW_VK_MM_TYPES(X)
+#undef X
+#define X(T, t) VKP_MMID_##T,
+    SW_VK_MM_TYPES(X)
+#undef X
+#define X(T, t) VKP_MMIDG_##T,
+    SW_VK_MM_TYPES(X)
+#undef X
     VKP_RMSNORM, VKP_GLU, VKP_ROPE_KV, VKP_ATTN, VKP_MOE_ROUTE, VKP_MOE_SUM, VKP_MOE_GROUP, VKP_COUNT
 };
 
@@ -138,6 +152,7 @@ struct sw__vk {
     uint64_t steps, lose_after; /* fault injection: SHARDSWARM_VK_LOSE_AFTER */
     char name[300];
     char stop[200];
+    char converted[64]; /* the weight types converted to F16 at upload, space-separated */
 };
 
 #define VKP_MM1_OFF (VKP_MM1_F32 - VKP_MM_F32)

@@ -22,6 +22,7 @@ const char *sw__vk_device(const struct sw__vk *g) { (void)g; return ""; }
 uint64_t sw__vk_device_mem(const struct sw__vk *g) { (void)g; return 0; }
 uint64_t sw__vk_weight_bytes(const struct sw__vk *g) { (void)g; return 0; }
 const char *sw__vk_stop_reason(const struct sw__vk *g) { (void)g; return ""; }
+const char *sw__vk_converted(const struct sw__vk *g) { (void)g; return ""; }
 uint32_t sw__vk_logits_rows(const struct sw__vk *g) { (void)g; return 0; }
 int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const float *rope_swa,
                 const struct sw__vk_seg *sg, uint32_t n_seg, const struct sw__vk_logits *lg, char *err,

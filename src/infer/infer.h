@@ -110,6 +110,8 @@ struct sw_stage_info {
     uint64_t device_mem;    /* bytes of the device's memory heap */
     uint64_t gpu_weight_bytes; /* uploaded */
     char gpu_note[200];     /* why the device holds no more layers, or why no GPU ("" if none) */
+    char gpu_converted[64]; /* weight types the device computes as F16 (no shader for them:
+                               converted at upload), space-separated; "" when all are native */
 };
 
 /* Opens a stage over a model file (whole GGUF or a shard). On error returns a negative

@@ -143,6 +143,10 @@ static void gpu_open(struct sw_stage *s, const struct sw_stage_opts *o)
     in->gpu_weight_bytes = sw__vk_weight_bytes(s->gpu);
     snprintf(in->device, sizeof in->device, "%s", sw__vk_device(s->gpu));
     snprintf(in->gpu_note, sizeof in->gpu_note, "%s", sw__vk_stop_reason(s->gpu));
+    snprintf(in->gpu_converted, sizeof in->gpu_converted, "%s", sw__vk_converted(s->gpu));
+    if (in->gpu_converted[0])
+        sw_log(SW_LOG_INFO, "GPU", "no shader for %s: converted to F16 at upload (more device memory and bandwidth)",
+               in->gpu_converted);
     char b1[32], b2[32];
     if (!s->gpu_n) {
         sw_log(SW_LOG_WARN, "GPU", "%s: no layer on the device (%s): computing on the CPU", in->device, in->gpu_note);
@@ -1133,6 +1137,7 @@ static int gpu_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg, ui
         s->m.info.gpu_logits = 0;
         snprintf(s->m.info.backend, sizeof s->m.info.backend, "cpu");
         snprintf(s->m.info.gpu_note, sizeof s->m.info.gpu_note, "%s", msg);
+        s->m.info.gpu_converted[0] = 0;
         for (uint32_t i = 0; i < s->max_seqs; i++) s->gpu_stale[i] = s->seqs[i].live;
         return set_err(s, rc, "%s (the sequence must start again from position 0)", msg);
     }
