@@ -101,6 +101,10 @@ void sw__vk_buf_free(struct sw__vk *g, struct vk_buf *b)
 static void dev_type(uint32_t type, uint32_t *dtype, uint32_t *pipe, uint32_t *bs, uint32_t *bbytes)
 {
     *dtype = type;
+    /* tests: every block type converted to F16 at upload (the CPU reference's
+     * dequantisation), to hold each shader's decoding against it */
+    const char *f16 = getenv("SHARDSWARM_VK_F16");
+    if (f16 && f16[0] == '1' && type != SW_TYPE_F32 && type != SW_TYPE_BF16) type = SW_TYPE_F16;
     switch (type) {
     case SW_TYPE_F32: *pipe = VKP_MM_F32, *bs = 1, *bbytes = 4; return;
     case SW_TYPE_BF16: *pipe = VKP_MM_BF16, *bs = 2, *bbytes = 4; return;

@@ -29,6 +29,10 @@ static char tmp_dir[512], stories[4096];
  * (measured on nano: 4e-6..2e-5 float, 8e-3..1.2e-2 quantized). */
 #define TOL_FLOAT 1e-3
 #define TOL_QUANT 3e-2
+/* A block type's shader against the CPU reference's dequantisation: the same stage with
+ * every block type converted to F16 at upload (SHARDSWARM_VK_F16=1), which rounds each
+ * weight to 11 bits (measured on nano: 2.7e-4..3.4e-4; MXFP4, exact in F16, 3e-6). */
+#define TOL_DEQ 2e-3
 
 static const int32_t TOKS[12] = { 1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315 };
 #define NT 12
@@ -168,6 +172,21 @@ static void test_types(void)
                 fprintf(stderr, "  %-6s prefill %.2e%s of the spread\n", types[k], w1, dec ? " (and decode)" : "");
                 CHECK_MSG(w1 < (q ? TOL_QUANT : TOL_FLOAT), "%s prefill: %.3g", types[k], w1);
                 CHECK_MSG(w2 < (q ? TOL_QUANT : TOL_FLOAT), "%s decode: %.3g", types[k], w2);
+            }
+            if (q && lg && strcmp(types[k], "IQ2_XS")) {
+                setenv("SHARDSWARM_VK_F16", "1", 1);
+                struct sw_stage *h = open_st(path, "0", 0, 0);
+                unsetenv("SHARDSWARM_VK_F16");
+                float *lh = h ? logits_of(h, 0, 1) : NULL;
+                if (lh) {
+                    const double w3 = worst_rel(lh, lg, NT, V);
+                    fprintf(stderr, "  %-6s shader vs the reference's dequantisation (F16) %.2e\n", types[k], w3);
+                    CHECK_MSG(w3 < TOL_DEQ, "%s shader vs reference dequantisation: %.3g", types[k], w3);
+                    CHECK_MSG(strstr(sw_stage_info(h)->gpu_converted, types[k]) != NULL, "%s not converted: '%s'",
+                              types[k], sw_stage_info(h)->gpu_converted);
+                }
+                free(lh);
+                sw_stage_free(h);
             }
             if (!strcmp(types[k], "F32")) {
                 int32_t a[20], b[20];
