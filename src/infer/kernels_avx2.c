@@ -286,102 +286,122 @@ FLOAT_TILE2(bf16, sw_bf16, load_bf16x8, sw_k_bf16_to_f32)
  * rows x up to SW_K_TILE_MANY tokens. Each (row, token) is summed in the row kernel's order
  * (8-chunks alternately into two accumulators, a last odd chunk into the first, the hsum of
  * their sum, then the scalar tail), so the bits are the row kernel's; but the two
- * accumulators of every (row, token) live in memory between blocks of FM_KB columns. A
- * block's FM_R weight rows are converted to f32 once (8 KB, stays in L1) and every token
- * triple runs its even chunks, then its odd chunks, through a 4-row x 3-token register tile
- * (12 accumulators + 3 x + 1 w of the 16 ymm): per 8 columns 7 loads for 12 FMAs, where the
- * 2x2 tile needs 8 loads (4 of them conversions) for 8, from L2. */
-#define FM_R 8
-#define FM_KB 256 /* a multiple of 16: a block starts on an even 8-chunk */
+ * accumulators of every (row, token) live in memory between blocks of FM_KB columns. For
+ * each block, every token triple runs its even chunks, then its odd chunks, of each group of
+ * 4 rows through a 4-row x 3-token register tile (12 accumulators + 3 x + 1 w of the 16
+ * ymm): per 8 columns 7 loads for 12 FMAs. A triple's x block comes from L2 once and serves
+ * all FM_R rows from L1, which is what bounds this tile on Zen 3: 16 rows read x half as
+ * often as 8 did. F16 and F32 weights are read (and F16 converted) in the loop, where the
+ * conversion is free beside the FMAs; BF16's conversion costs two integer ops, so a BF16
+ * block is converted to f32 once into a 16 KB stack buffer (`FM_CONV`). */
+#define FM_R 16
+#define FM_Q (FM_R / 4) /* row quads */
+#define FM_KB 256       /* a multiple of 16: a block starts on an even 8-chunk */
 #define FM_T 3
-#define FM_SLOTS (SW_K_TILE_MANY + FM_T - 1)
+#define FM_TRI ((SW_K_TILE_MANY + FM_T - 1) / FM_T)
 
-/* Rows rq..rq+3 (wf: row rq of the f32 block), tokens x0..x2 (at the block's start),
- * chunks c, c+16, ... below kl into acc[token][row][p]. */
-AI void fm_pass(const float *wf, const float *x0, const float *x1, const float *x2, int64_t c, int64_t kl,
-                __m256 (*acc)[FM_R][2], int rq, int p, const float *pf)
-{
-    __m256 a00 = acc[0][rq][p], a01 = acc[1][rq][p], a02 = acc[2][rq][p];
-    __m256 a10 = acc[0][rq + 1][p], a11 = acc[1][rq + 1][p], a12 = acc[2][rq + 1][p];
-    __m256 a20 = acc[0][rq + 2][p], a21 = acc[1][rq + 2][p], a22 = acc[2][rq + 2][p];
-    __m256 a30 = acc[0][rq + 3][p], a31 = acc[1][rq + 3][p], a32 = acc[2][rq + 3][p];
-    for (; c + 8 <= kl; c += 16) {
-        if (pf) _mm_prefetch((const char *)(pf + c), _MM_HINT_T0); /* a 64-byte line per step */
-        const __m256 y0 = _mm256_loadu_ps(x0 + c), y1 = _mm256_loadu_ps(x1 + c), y2 = _mm256_loadu_ps(x2 + c);
-        __m256 w = _mm256_load_ps(wf + c);
-        a00 = _mm256_fmadd_ps(w, y0, a00);
-        a01 = _mm256_fmadd_ps(w, y1, a01);
-        a02 = _mm256_fmadd_ps(w, y2, a02);
-        w = _mm256_load_ps(wf + FM_KB + c);
-        a10 = _mm256_fmadd_ps(w, y0, a10);
-        a11 = _mm256_fmadd_ps(w, y1, a11);
-        a12 = _mm256_fmadd_ps(w, y2, a12);
-        w = _mm256_load_ps(wf + 2 * FM_KB + c);
-        a20 = _mm256_fmadd_ps(w, y0, a20);
-        a21 = _mm256_fmadd_ps(w, y1, a21);
-        a22 = _mm256_fmadd_ps(w, y2, a22);
-        w = _mm256_load_ps(wf + 3 * FM_KB + c);
-        a30 = _mm256_fmadd_ps(w, y0, a30);
-        a31 = _mm256_fmadd_ps(w, y1, a31);
-        a32 = _mm256_fmadd_ps(w, y2, a32);
+/* Rows w0, w0 + ws, w0 + 2 ws, w0 + 3 ws (elements), tokens x0..x2 (at the block's start),
+ * chunks c, c+16, ... below kl into acc[0..11] (row-major: acc[3 r + t]). */
+#define FLOAT_FM_PASS(NAME, WT, LOADW)                                                              \
+    AI void fm_pass_##NAME(const WT *w0, size_t ws, const float *x0, const float *x1, const float *x2, int64_t c, \
+                           int64_t kl, __m256 *acc, const float *pf)                                \
+    {                                                                                               \
+        __m256 a00 = acc[0], a01 = acc[1], a02 = acc[2], a10 = acc[3], a11 = acc[4], a12 = acc[5];  \
+        __m256 a20 = acc[6], a21 = acc[7], a22 = acc[8], a30 = acc[9], a31 = acc[10], a32 = acc[11]; \
+        const WT *w1 = w0 + ws, *w2 = w1 + ws, *w3 = w2 + ws;                                       \
+        for (; c + 8 <= kl; c += 16) {                                                              \
+            if (pf) _mm_prefetch((const char *)(pf + c), _MM_HINT_T0); /* a 64-byte line per step */ \
+            const __m256 y0 = _mm256_loadu_ps(x0 + c), y1 = _mm256_loadu_ps(x1 + c);               \
+            const __m256 y2 = _mm256_loadu_ps(x2 + c);                                              \
+            __m256 w = LOADW(w0 + c);                                                               \
+            a00 = _mm256_fmadd_ps(w, y0, a00);                                                      \
+            a01 = _mm256_fmadd_ps(w, y1, a01);                                                      \
+            a02 = _mm256_fmadd_ps(w, y2, a02);                                                      \
+            w = LOADW(w1 + c);                                                                      \
+            a10 = _mm256_fmadd_ps(w, y0, a10);                                                      \
+            a11 = _mm256_fmadd_ps(w, y1, a11);                                                      \
+            a12 = _mm256_fmadd_ps(w, y2, a12);                                                      \
+            w = LOADW(w2 + c);                                                                      \
+            a20 = _mm256_fmadd_ps(w, y0, a20);                                                      \
+            a21 = _mm256_fmadd_ps(w, y1, a21);                                                      \
+            a22 = _mm256_fmadd_ps(w, y2, a22);                                                      \
+            w = LOADW(w3 + c);                                                                      \
+            a30 = _mm256_fmadd_ps(w, y0, a30);                                                      \
+            a31 = _mm256_fmadd_ps(w, y1, a31);                                                      \
+            a32 = _mm256_fmadd_ps(w, y2, a32);                                                      \
+        }                                                                                           \
+        acc[0] = a00, acc[1] = a01, acc[2] = a02, acc[3] = a10, acc[4] = a11, acc[5] = a12;         \
+        acc[6] = a20, acc[7] = a21, acc[8] = a22, acc[9] = a30, acc[10] = a31, acc[11] = a32;       \
     }
-    acc[0][rq][p] = a00, acc[1][rq][p] = a01, acc[2][rq][p] = a02;
-    acc[0][rq + 1][p] = a10, acc[1][rq + 1][p] = a11, acc[2][rq + 1][p] = a12;
-    acc[0][rq + 2][p] = a20, acc[1][rq + 2][p] = a21, acc[2][rq + 2][p] = a22;
-    acc[0][rq + 3][p] = a30, acc[1][rq + 3][p] = a31, acc[2][rq + 3][p] = a32;
-}
 
-#define FLOAT_TILE_MANY(NAME, WT, LOADW, CVT1)                                                      \
+FLOAT_FM_PASS(f32, float, load_f32x8)
+FLOAT_FM_PASS(f16, sw_f16, load_f16x8)
+
+/* NAME: the weight type's name; PASS: the pass over f32 or WT rows; CONV: convert blocks. */
+#define FLOAT_TILE_MANY(NAME, WT, LOADW, CVT1, PT, PASS, CONV)                                     \
     static void tile_many_##NAME(int64_t n, const void *w, size_t w_stride, int nr, const struct sw_k_act *a, \
                                  int nt, float *out, size_t ldo)                                    \
     {                                                                                               \
-        if (nr != FM_R || nt > SW_K_TILE_MANY) { /* not what the matmul passes */                  \
+        if (nr != FM_R || nt > SW_K_TILE_MANY || w_stride % sizeof(WT)) { /* not what the matmul passes */ \
             for (int t0 = 0; t0 < nt; t0 += SW_K_TILE_T)                                            \
                 tile_##NAME(n, w, w_stride, nr, a + t0, nt - t0 < SW_K_TILE_T ? nt - t0 : SW_K_TILE_T, \
                             out + (size_t)t0 * ldo, ldo);                                           \
             return;                                                                                 \
         }                                                                                           \
-        __m256 acc[FM_SLOTS][FM_R][2]; /* 33 KB */                                                 \
-        __m256 wfv[FM_R * FM_KB / 8];                                                               \
-        float *wf = (float *)wfv;                                                                   \
-        const WT *wr[FM_R];                                                                         \
-        for (int r = 0; r < FM_R; r++) wr[r] = (const WT *)((const uint8_t *)w + (size_t)r * w_stride); \
-        const int nt3 = (nt + FM_T - 1) / FM_T * FM_T; /* slots past nt: padding, never read */     \
-        for (int t = 0; t < nt3; t++)                                                               \
-            for (int r = 0; r < FM_R; r++) acc[t][r][0] = acc[t][r][1] = _mm256_setzero_ps();       \
+        __m256 acc[FM_TRI][2 * FM_Q][12]; /* [triple][quad, parity][row-major 4 x 3]: 68 KB */      \
+        __m256 wfv[CONV ? FM_R * FM_KB / 8 : 1];                                                    \
+        const WT *wr = w;                                                                           \
+        const size_t ws = w_stride / sizeof(WT);                                                    \
+        const int ntr = (nt + FM_T - 1) / FM_T;                                                     \
+        memset(acc, 0, sizeof(acc[0]) * (size_t)ntr);                                               \
+        const float *xs[FM_TRI * FM_T + FM_T]; /* each slot's x; padding: token 0's */              \
+        for (int t = 0; t < ntr * FM_T + FM_T; t++) xs[t] = (const float *)a[t < nt ? t : 0].q;     \
         const int64_t nv = n / 8 * 8; /* the vector part; the rest is the scalar tail */            \
+        const int64_t lines = FM_R * FM_KB * (int64_t)sizeof(WT) / 64, per = (lines + ntr - 1) / ntr; \
         for (int64_t k0 = 0; k0 < nv; k0 += FM_KB) {                                                \
             const int64_t kl = nv - k0 < FM_KB ? nv - k0 : FM_KB;                                   \
-            for (int r = 0; r < FM_R; r++)                                                          \
-                for (int64_t c = 0; c < kl; c += 8) _mm256_store_ps(wf + r * FM_KB + c, LOADW(wr[r] + k0 + c)); \
-            const float *xs[FM_SLOTS + FM_T]; /* each slot's x at this block; padding: token 0's */ \
-            for (int t = 0; t < nt3 + FM_T; t++) xs[t] = (const float *)a[t < nt ? t : 0].q + k0;   \
-            for (int t = 0; t < nt; t += FM_T) {                                                    \
-                if (t + FM_T >= nt && k0 + FM_KB < nv) /* the next block's weights */              \
-                    for (int r = 0; r < FM_R; r++)                                                  \
-                        for (int64_t c = 0; c < FM_KB && k0 + FM_KB + c < nv; c += 64 / (int)sizeof(WT)) \
-                            _mm_prefetch((const char *)(wr[r] + k0 + FM_KB + c), _MM_HINT_T0);      \
-                const float *const *x = xs + t;                                                     \
-                const int more = t + FM_T < nt; /* passes 0-2 prefetch the next triple's x */       \
-                fm_pass(wf, x[0], x[1], x[2], 0, kl, acc + t, 0, 0, more ? x[3] : NULL);            \
-                fm_pass(wf, x[0], x[1], x[2], 8, kl, acc + t, 0, 1, more ? x[4] : NULL);            \
-                fm_pass(wf + 4 * FM_KB, x[0], x[1], x[2], 0, kl, acc + t, 4, 0, more ? x[5] : NULL); \
-                fm_pass(wf + 4 * FM_KB, x[0], x[1], x[2], 8, kl, acc + t, 4, 1, NULL);              \
+            const PT *wb = (const PT *)(wr + k0);                                                   \
+            size_t wbs = CONV ? FM_KB : ws;                                                         \
+            if (CONV) {                                                                             \
+                float *wf = (float *)wfv;                                                           \
+                for (int r = 0; r < FM_R; r++)                                                      \
+                    for (int64_t c = 0; c < kl; c += 8)                                             \
+                        _mm256_store_ps(wf + r * FM_KB + c, LOADW(wr + (size_t)r * ws + k0 + c));  \
+                wb = (const PT *)wf;                                                                \
+            }                                                                                       \
+            for (int tr = 0; tr < ntr; tr++) {                                                      \
+                if (k0 + FM_KB < nv) /* the next block's weights, a few lines per triple */         \
+                    for (int64_t l = tr * per; l < (tr + 1) * per && l < lines; l++) {             \
+                        const int64_t r = l / (lines / FM_R), off = l % (lines / FM_R) * (64 / (int64_t)sizeof(WT)); \
+                        if (k0 + FM_KB + off < nv)                                                  \
+                            _mm_prefetch((const char *)(wr + (size_t)r * ws + k0 + FM_KB + off), _MM_HINT_T0); \
+                    }                                                                               \
+                const float *const *x = xs + FM_T * tr;                                             \
+                const int more = tr + 1 < ntr; /* quads 0-2 prefetch the next triple's x */         \
+                for (int q = 0; q < FM_Q; q++) {                                                    \
+                    const PT *wq = wb + (size_t)4 * q * wbs;                                        \
+                    const float *pf = more && q < FM_T ? x[FM_T + q] + k0 : NULL;                   \
+                    PASS(wq, wbs, x[0] + k0, x[1] + k0, x[2] + k0, 0, kl, acc[tr][2 * q], pf);      \
+                    PASS(wq, wbs, x[0] + k0, x[1] + k0, x[2] + k0, 8, kl, acc[tr][2 * q + 1], NULL); \
+                }                                                                                   \
             }                                                                                       \
         }                                                                                           \
         for (int t = 0; t < nt; t++) {                                                              \
             const float *x = a[t].q;                                                                \
             for (int r = 0; r < FM_R; r++) {                                                        \
-                float s = hsum_ps(_mm256_add_ps(acc[t][r][0], acc[t][r][1]));                       \
-                for (int64_t j = nv; j < n; j++) s += CVT1(wr[r][j]) * x[j];                        \
+                const __m256 *ac = acc[t / FM_T][2 * (r / 4)];                                      \
+                const int i = (r % 4) * FM_T + t % FM_T;                                            \
+                float s = hsum_ps(_mm256_add_ps(ac[i], ac[12 + i]));                                \
+                const WT *wrow = wr + (size_t)r * ws;                                               \
+                for (int64_t j = nv; j < n; j++) s += CVT1(wrow[j]) * x[j];                         \
                 out[(size_t)t * ldo + r] = s;                                                       \
             }                                                                                       \
         }                                                                                           \
     }
 
-FLOAT_TILE_MANY(f32, float, load_f32x8, id_f32)
-FLOAT_TILE_MANY(f16, sw_f16, load_f16x8, h2f)
-FLOAT_TILE_MANY(bf16, sw_bf16, load_bf16x8, sw_k_bf16_to_f32)
+FLOAT_TILE_MANY(f32, float, load_f32x8, id_f32, float, fm_pass_f32, 0)
+FLOAT_TILE_MANY(f16, sw_f16, load_f16x8, h2f, sw_f16, fm_pass_f16, 0)
+FLOAT_TILE_MANY(bf16, sw_bf16, load_bf16x8, sw_k_bf16_to_f32, float, fm_pass_f32, 1)
 
 /* ------------------------------------------------------------ Q4_0 / Q8_0 weights */
 

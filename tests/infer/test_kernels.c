@@ -363,19 +363,20 @@ static void check_family(enum sw_k_impl impl)
             /* register-tile kernel, when the family has one: tile_rows rows x nt tokens */
             if (si_->tile) {
                 int tr = si_->tile_rows;
+                CHECK(tr >= 1 && tr <= 16);
                 uint8_t *tw = malloc(wb * (size_t)tr);
                 for (int r = 0; r < tr; r++) make_weights(type, n, tw + wb * (size_t)r);
-                float tout[SW_K_TILE_T_MAX * 8];
+                float tout[SW_K_TILE_T_MAX * 16]; /* tile_rows <= 16, one token per tr floats */
                 for (int nt = 1; nt <= (si_->tile_nt ? si_->tile_nt : SW_K_TILE_T); nt++) {
                     memset(tout, 0, sizeof(tout));
-                    si_->tile(n, tw, wb, tr, acts, nt, tout, 8);
+                    si_->tile(n, tw, wb, tr, acts, nt, tout, (size_t)tr);
                     for (int r = 0; r < tr; r++) {
                         double tmag = abs_dot(ref, n, tw + wb * (size_t)r, a) * (1 + nt);
                         for (int t = 0; t < nt; t++) {
                             float want = ref->vec_dot(n, tw + wb * (size_t)r, qa[t]);
-                            CHECK_MSG(fabs((double)tout[t * 8 + r] - want) <= TOL_DOT_REL * tmag * 4 + 1e-5,
+                            CHECK_MSG(fabs((double)tout[t * tr + r] - want) <= TOL_DOT_REL * tmag * 4 + 1e-5,
                                       "%s %s tile n=%lld nt=%d r=%d t=%d: %.9g vs ref %.9g", sw_k_impl_name(impl),
-                                      ref->name, (long long)n, nt, r, t, tout[t * 8 + r], want);
+                                      ref->name, (long long)n, nt, r, t, tout[t * tr + r], want);
                         }
                     }
                 }
@@ -601,10 +602,11 @@ static void test_matmul(void)
     /* IQ4_XS's many-token tile: segments of 4 blocks, 64-token chunks */
     matmul_case(SW_TYPE_IQ4_XS, 17, 256 * 5, 70);
     /* the float many-token tiles: columns over several 256-column blocks with a last odd
-     * 8-chunk and a scalar tail, 8-row tiles with leftover rows, 64-token chunks */
+     * 8-chunk and a scalar tail, 16-row tiles with leftover rows, 64-token chunks */
     static const uint32_t floats[] = {SW_TYPE_F32, SW_TYPE_F16, SW_TYPE_BF16};
     for (int i = 0; i < 3; i++) {
         matmul_case(floats[i], 19, 512 * 2 + 8 + 5, 70);
+        matmul_case(floats[i], 37, 256 + 16 + 8, 8);
         matmul_case(floats[i], 17, 16 * 3 + 3, 9);
     }
 }
