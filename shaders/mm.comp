@@ -1,6 +1,7 @@
 // mm.comp — y[t][r] (+)= sum_c W[r][c] * x[t][c] (+ bias[r]) for one weight type, chosen at
 // build time (-DT_F32, T_F16, T_BF16, T_Q8_0, T_Q4_0, T_Q4_K, T_Q6_K, T_Q5_K, T_Q3_K,
-// T_Q2_K, T_IQ4_XS, T_IQ4_NL, T_Q4_1, T_Q5_0, T_Q5_1, T_MXFP4). A workgroup takes
+// T_Q2_K, T_IQ4_XS, T_IQ4_NL, T_Q4_1, T_Q5_0, T_Q5_1, T_MXFP4, T_IQ2_XXS, T_IQ2_XS,
+// T_IQ3_XXS; the IQ codebooks in a storage buffer, binding 4). A workgroup takes
 // p.rpw rows and a block of TB tokens (8; 1 in the decode variant, -DTB=1); each subgroup takes one row at a time, its lanes
 // striding over the row (each dequantising its chunks of 32 weights once for the block's
 // tokens), summed with subgroupAdd: no barrier (software devices pay dearly for those).
@@ -288,6 +289,70 @@ void deq(uint base, uint c, out float v[32])
     nib32(base, n);
     [[unroll]] for (uint j = 0; j < 32; j++) v[j] = d * E2M1X2[n[j]];
 }
+#elif defined(T_IQ2_XXS) || defined(T_IQ2_XS) || defined(T_IQ3_XXS)
+// The IQ codebooks (backend_vk.c, upload_grids), in words: IQ2_XXS's 256 and IQ2_XS's 512
+// rows of 8 magnitude bytes, then IQ3_XXS's 256 rows of 4.
+layout(std430, set = 0, binding = 4) readonly buffer Grid { uint grid[]; };
+#define GRID_IQ2XXS 0u
+#define GRID_IQ2XS 512u
+#define GRID_IQ3XXS 1536u
+#define CPB 8u
+// 7 sign bits and the 8th that makes the count of negatives even.
+uint signs8(uint s7) { return s7 | ((uint(bitCount(s7)) & 1u) << 7); }
+// Group of 8 (elements o..o+7 of v): grid row `row` (2 words), signs s, scale dl.
+void iq2_group(uint row, uint s, float dl, uint o, inout float v[32])
+{
+    const uint g0 = grid[row], g1 = grid[row + 1u];
+    [[unroll]] for (uint j = 0; j < 8; j++) {
+        const float mag = float(((j < 4u ? g0 : g1) >> (8u * (j & 3u))) & 0xFFu);
+        v[o + j] = dl * (((s >> j) & 1u) != 0u ? -mag : mag);
+    }
+}
+#if defined(T_IQ2_XXS)
+// 17 words (repacked): qs[64] then d (f16). Chunk c (of 8) is sub-block c: words a0, a1 =
+// qs[2c], qs[2c+1]; group l's grid row is byte l of a0, its 7 sign bits bits 7l.. of a1,
+// the scale (2 ls + 1) / 8 with ls = a1 >> 28.
+#define BLK_W 17u
+void deq(uint base, uint c, out float v[32])
+{
+    const uint a0 = w[base + 2u * c], a1 = w[base + 2u * c + 1u];
+    const float dl = unpackHalf2x16(w[base + 16u]).x * float(2u * (a1 >> 28) + 1u) * 0.125;
+    [[unroll]] for (uint l = 0; l < 4; l++)
+        iq2_group(GRID_IQ2XXS + 2u * ((a0 >> (8u * l)) & 0xFFu), signs8((a1 >> (7u * l)) & 127u), dl, 8u * l, v);
+}
+#elif defined(T_IQ2_XS)
+// 19 words (repacked): qs[32] (u16: grid row in bits 0..8, 7 sign bits in 9..15), scales[8],
+// d (f16). Chunk c (of 8) is sub-block c: groups 4c..4c+3, ls of groups 0-1 in the low
+// nibble of scales[c], of 2-3 in the high one.
+#define BLK_W 19u
+void deq(uint base, uint c, out float v[32])
+{
+    const float d = unpackHalf2x16(w[base + 18u]).x * 0.125;
+    const uint sc = byte_at(base, 64u + c);
+    [[unroll]] for (uint l = 0; l < 4; l++) {
+        const uint q = (w[base + 2u * c + (l >> 1)] >> (16u * (l & 1u))) & 0xFFFFu;
+        const float dl = d * float(2u * ((sc >> (4u * (l >> 1))) & 15u) + 1u);
+        iq2_group(GRID_IQ2XS + 2u * (q & 511u), signs8(q >> 9), dl, 8u * l, v);
+    }
+}
+#else
+// 25 words (repacked): qs[64] (grid rows, 8 per sub-block), then per sub-block a word of
+// 4 x 7 sign bits (each group of 8 completed by signs8) and ls in bits 28..31, then d
+// (f16). Chunk c (of 8) is sub-block c; element = d * (2 ls + 1) / 4 * grid * sign.
+#define BLK_W 25u
+void deq(uint base, uint c, out float v[32])
+{
+    const uint aux = w[base + 16u + c];
+    const float db = unpackHalf2x16(w[base + 24u]).x * float(2u * (aux >> 28) + 1u);
+    [[unroll]] for (uint k = 0; k < 8; k++) {
+        const uint g = grid[GRID_IQ3XXS + byte_at(base, 8u * c + k)], s = signs8((aux >> (7u * (k >> 1))) & 127u);
+        [[unroll]] for (uint j = 0; j < 4; j++) {
+            const float mag = float((g >> (8u * j)) & 0xFFu) * 0.25;
+            v[4u * k + j] = db * (((s >> (4u * (k & 1u) + j)) & 1u) != 0u ? -mag : mag);
+        }
+    }
+}
+#endif
 #endif
 
 void main()

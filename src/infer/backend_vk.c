@@ -11,6 +11,8 @@
 #include <string.h>
 
 #include "infer/backend_vk_impl.h"
+#include "infer/kernels_iq2.h"
+#include "infer/kernels_iq3.h"
 
 #define STAGING_BYTES (16u << 20)
 #define ALIGN_MIN 256u
@@ -121,6 +123,9 @@ static void dev_type(uint32_t type, uint32_t *dtype, uint32_t *pipe, uint32_t *b
     case SW_TYPE_Q5_0: *pipe = VKP_MM_Q5_0, *bs = 32, *bbytes = 24; return;
     case SW_TYPE_Q5_1: *pipe = VKP_MM_Q5_1, *bs = 32, *bbytes = 24; return;
     case SW_TYPE_MXFP4: *pipe = VKP_MM_MXFP4, *bs = 32, *bbytes = 20; return;
+    case SW_TYPE_IQ2_XXS: *pipe = VKP_MM_IQ2_XXS, *bs = 256, *bbytes = 68; return;
+    case SW_TYPE_IQ2_XS: *pipe = VKP_MM_IQ2_XS, *bs = 256, *bbytes = 76; return;
+    case SW_TYPE_IQ3_XXS: *pipe = VKP_MM_IQ3_XXS, *bs = 256, *bbytes = 100; return;
     default: *dtype = SW_TYPE_F16, *pipe = VKP_MM_F16, *bs = 2, *bbytes = 4; return;
     }
 }
@@ -335,7 +340,26 @@ static void repack_block(uint32_t type, const uint8_t *s, uint8_t *d)
     case SW_TYPE_IQ4_NL: memcpy(d, s + 2, 16), memcpy(d + 16, s, 2), d[18] = d[19] = 0; break;
     case SW_TYPE_Q5_0: memcpy(d, s + 6, 16), memcpy(d + 16, s + 2, 4), memcpy(d + 20, s, 2), d[22] = d[23] = 0; break;
     case SW_TYPE_MXFP4: memcpy(d, s + 1, 16), d[16] = s[0], d[17] = d[18] = d[19] = 0; break;
+    case SW_TYPE_IQ2_XXS: memcpy(d, s + 2, 64), memcpy(d + 64, s, 2), d[66] = d[67] = 0; break;
+    case SW_TYPE_IQ2_XS: memcpy(d, s + 2, 72), memcpy(d + 72, s, 2), d[74] = d[75] = 0; break;
+    case SW_TYPE_IQ3_XXS: memcpy(d, s + 2, 96), memcpy(d + 96, s, 2), d[98] = d[99] = 0; break;
     }
+}
+
+/* The IQ codebooks the shaders read (mm.comp binding 4, GRID_* offsets there, in words):
+ * IQ2_XXS's 256 and IQ2_XS's 512 grid rows of 8 bytes, IQ3_XXS's 256 of 4. */
+static int upload_grids(struct sw__vk *g, struct upl *u)
+{
+    const size_t n2 = sizeof sw__k_iq2xxs_grid, n2x = sizeof sw__k_iq2xs_grid, n3 = sizeof sw__k_iq3xxs_grid;
+    int rc = sw__vk_buf_new(g, n2 + n2x + n3, 0, &g->grids);
+    if (rc) return rc;
+    u->dst = g->grids.b;
+    uint8_t *p = upl_take(u, 0, n2 + n2x + n3, &rc);
+    if (!p) return rc;
+    memcpy(p, sw__k_iq2xxs_grid, n2); /* little-endian hosts: the words the shader reads */
+    memcpy(p + n2, sw__k_iq2xs_grid, n2x);
+    memcpy(p + n2 + n2x, sw__k_iq3xxs_grid, n3);
+    return upl_flush(u);
 }
 
 /* Adds a type's name to the list of those converted to F16 at upload (once each). */
@@ -789,6 +813,13 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
             sw__vk_free(g);
             return SW_ENOMEM;
         }
+        if ((rc = upload_grids(g, &u))) {
+            free(rowf);
+            sw__vk_buf_free(g, &u.st);
+            snprintf(msg, msg_len, "Vulkan device %s: the codebooks' upload failed", g->name);
+            sw__vk_free(g);
+            return rc;
+        }
     }
     const uint64_t t0 = sw_time_us();
     uint64_t up_bytes = 0, last_log = t0;
@@ -895,6 +926,7 @@ void sw__vk_free(struct sw__vk *g)
         if (g->kv)
             for (uint32_t i = 0; i < g->max_seqs; i++) sw__vk_buf_free(g, &g->kv[i].buf);
         sw__vk_buf_free(g, &g->scratch);
+        sw__vk_buf_free(g, &g->grids);
         sw__vk_buf_free(g, &g->io);
         sw__vk_buf_free(g, &g->out.buf);
         sw__vk_buf_free(g, &g->lgio);

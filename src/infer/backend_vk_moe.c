@@ -18,17 +18,18 @@
 static void mm_id(struct sw__vk *g, const struct vk_layer *L, const struct vk_mat *w, uint32_t x_off,
                   uint32_t x_stride, uint32_t xdiv, uint32_t y_off, uint32_t y_stride, uint32_t S)
 {
-    const struct sw__vk_bind bs[4] = {
+    const struct sw__vk_bind bs[5] = {
         { L->buf.b, w->off, w->size },
         { g->scratch.b, 0, 0 },
         { g->scratch.b, 0, 0 },
         { g->scratch.b, 0, 0 },
+        { g->grids.b, 0, 0 },
     };
     const uint32_t rows = w->rows / w->n_expert, rpw = g->rows_per_wg, n_wg = (rows + rpw - 1) / rpw;
     for (uint32_t s0 = 0; s0 < S; s0 += 65535u) { /* the dispatch's z count is bounded */
         uint32_t pc[14] = { rows, w->cols, S, x_off, y_off, x_stride, y_stride, 0, w->row_words, rpw,
                             (uint32_t)g->so.ids, xdiv, w->n_expert, s0 };
-        sw__vk_dispatch(g, w->pipe + VKP_MMID_OFF, bs, 4, pc, sizeof pc, SW_MIN(n_wg, 32768u),
+        sw__vk_dispatch(g, w->pipe + VKP_MMID_OFF, bs, 5, pc, sizeof pc, SW_MIN(n_wg, 32768u),
                         (n_wg + 32767u) / 32768u, SW_MIN(S - s0, 65535u));
     }
 }
@@ -38,16 +39,17 @@ static void mm_id(struct sw__vk *g, const struct vk_layer *L, const struct vk_ma
 static void mm_idg(struct sw__vk *g, const struct vk_layer *L, const struct vk_mat *w, uint32_t x_off,
                    uint32_t x_stride, uint32_t xdiv, uint32_t y_off, uint32_t y_stride, uint32_t S, uint32_t n_tiles)
 {
-    const struct sw__vk_bind bs[4] = {
+    const struct sw__vk_bind bs[5] = {
         { L->buf.b, w->off, w->size },
         { g->scratch.b, 0, 0 },
         { g->scratch.b, 0, 0 },
         { g->scratch.b, 0, 0 },
+        { g->grids.b, 0, 0 },
     };
     const uint32_t rows = w->rows / w->n_expert, rpw = g->rows_per_wg, n_wg = (rows + rpw - 1) / rpw;
     uint32_t pc[14] = { rows, w->cols, S, x_off, y_off, x_stride, y_stride, 0, w->row_words, rpw,
                         (uint32_t)g->so.tiles, xdiv, w->n_expert, (uint32_t)g->so.list };
-    sw__vk_dispatch(g, w->pipe + VKP_MMIDG_OFF, bs, 4, pc, sizeof pc, SW_MIN(n_wg, 32768u), (n_wg + 32767u) / 32768u,
+    sw__vk_dispatch(g, w->pipe + VKP_MMIDG_OFF, bs, 5, pc, sizeof pc, SW_MIN(n_wg, 32768u), (n_wg + 32767u) / 32768u,
                     n_tiles);
 }
 

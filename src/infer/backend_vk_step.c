@@ -49,17 +49,18 @@ void sw__vk_cc_barrier(struct sw__vk *g)
 void sw__vk_mm(struct sw__vk *g, const struct vk_layer *L, const struct vk_mat *w, VkDeviceSize bias, uint32_t x_off,
                uint32_t x_stride, uint32_t y_off, uint32_t y_stride, uint32_t T, int accumulate)
 {
-    struct sw__vk_bind bs[4] = {
+    struct sw__vk_bind bs[5] = {
         { L->buf.b, w->off, w->size },
         { g->scratch.b, 0, 0 },
         { g->scratch.b, 0, 0 },
         { L->buf.b, bias == VK_NONE ? 0 : bias, bias == VK_NONE ? 16 : (VkDeviceSize)w->rows * 4 },
+        { g->grids.b, 0, 0 },
     };
     const uint32_t rpw = g->rows_per_wg, n_wg = (w->rows + rpw - 1) / rpw;
     uint32_t pc[10] = { w->rows, w->cols, T, x_off, y_off, x_stride, y_stride,
                         (bias != VK_NONE ? 1u : 0u) | (accumulate ? 2u : 0u), w->row_words, rpw };
     const uint32_t gx = SW_MIN(n_wg, 32768u), gy = (n_wg + 32767u) / 32768u, gz = (T + 7u) / 8u;
-    sw__vk_dispatch(g, w->pipe + (T == 1 ? VKP_MM1_OFF : 0), bs, 4, pc, sizeof pc, gx, gy, gz);
+    sw__vk_dispatch(g, w->pipe + (T == 1 ? VKP_MM1_OFF : 0), bs, 5, pc, sizeof pc, gx, gy, gz);
 }
 
 /* rows x n floats at x_off, normed into y_off (y += with add; x_off == y_off: in place,
@@ -160,11 +161,11 @@ static void logits(struct sw__vk *g, const struct sw__vk_logits *lg)
     rmsnorm(g, &g->out, g->out.attn_norm, sxn, sxn, lg->n);
     sw__vk_cc_barrier(g);
     const struct vk_mat *w = &g->out.wo;
-    struct sw__vk_bind bs[4] = { { g->out.buf.b, w->off, w->size }, { g->scratch.b, 0, 0 }, { g->lgio.b, 0, 0 },
-                          { g->out.buf.b, 0, 16 } };
+    struct sw__vk_bind bs[5] = { { g->out.buf.b, w->off, w->size }, { g->scratch.b, 0, 0 }, { g->lgio.b, 0, 0 },
+                                 { g->out.buf.b, 0, 16 }, { g->grids.b, 0, 0 } };
     const uint32_t rpw = g->rows_per_wg, n_wg = (w->rows + rpw - 1) / rpw;
     uint32_t pc[10] = { w->rows, w->cols, lg->n, sxn, 0, E, w->rows, 0, w->row_words, rpw };
-    sw__vk_dispatch(g, w->pipe + (lg->n == 1 ? VKP_MM1_OFF : 0), bs, 4, pc, sizeof pc, SW_MIN(n_wg, 32768u),
+    sw__vk_dispatch(g, w->pipe + (lg->n == 1 ? VKP_MM1_OFF : 0), bs, 5, pc, sizeof pc, SW_MIN(n_wg, 32768u),
              (n_wg + 32767u) / 32768u, (lg->n + 7u) / 8u);
 }
 

@@ -145,12 +145,13 @@ out:
 }
 
 /* Every weight type: prefill logits, and decode one token per step on the device; every
- * type but the last is dequantised in the shader (info's gpu_converted empty); IQ2_XS has
+ * type but the last is dequantised in the shader (info's gpu_converted empty); IQ2_S has
  * no shader and is converted to F16 at upload, which info reports. */
 static void test_types(void)
 {
-    static const char *types[] = { "F32",    "F16",    "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K",  "Q5_K",  "Q3_K",
-                                   "Q2_K",   "IQ4_XS", "IQ4_NL", "Q4_1", "Q5_0", "Q5_1", "MXFP4", "IQ2_XS" };
+    static const char *types[] = { "F32",    "F16",     "BF16",   "Q8_0",    "Q4_0",   "Q4_K", "Q6_K",
+                                   "Q5_K",   "Q3_K",    "Q2_K",   "IQ4_XS",  "IQ4_NL", "Q4_1", "Q5_0",
+                                   "Q5_1",   "MXFP4",   "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ2_S" };
     for (size_t k = 0; k < sizeof types / sizeof *types; k++) {
         char path[600];
         snprintf(path, sizeof path, "%s/nano-%s.gguf", tmp_dir, types[k]);
@@ -160,7 +161,7 @@ static void test_types(void)
             const uint32_t V = sw_stage_info(c)->n_vocab;
             CHECK_EQ_INT(sw_stage_info(g)->gpu_layers, 2);
             const char *conv = sw_stage_info(g)->gpu_converted;
-            if (!strcmp(types[k], "IQ2_XS")) CHECK_MSG(strstr(conv, "IQ2_XS") != NULL, "IQ2_XS converted: '%s'", conv);
+            if (!strcmp(types[k], "IQ2_S")) CHECK_MSG(strstr(conv, "IQ2_S") != NULL, "IQ2_S converted: '%s'", conv);
             else CHECK_MSG(conv[0] == 0, "%s: converted to F16 at upload: '%s'", types[k], conv);
             /* one token per step on the device for one quantized type (the kernels take 1..8
              * tokens per workgroup alike; F32's greedy run below decodes too) */
@@ -169,18 +170,18 @@ static void test_types(void)
             const int q = types[k][0] == 'Q' || types[k][0] == 'I' || types[k][0] == 'M';
             if (lc && lg) {
                 double w1 = worst_rel(lc, lg, NT, V), w2 = ld ? worst_rel(lc, ld, NT, V) : 0;
-                fprintf(stderr, "  %-6s prefill %.2e%s of the spread\n", types[k], w1, dec ? " (and decode)" : "");
+                fprintf(stderr, "  %-7s prefill %.2e%s of the spread\n", types[k], w1, dec ? " (and decode)" : "");
                 CHECK_MSG(w1 < (q ? TOL_QUANT : TOL_FLOAT), "%s prefill: %.3g", types[k], w1);
                 CHECK_MSG(w2 < (q ? TOL_QUANT : TOL_FLOAT), "%s decode: %.3g", types[k], w2);
             }
-            if (q && lg && strcmp(types[k], "IQ2_XS")) {
+            if (q && lg && strcmp(types[k], "IQ2_S")) {
                 setenv("SHARDSWARM_VK_F16", "1", 1);
                 struct sw_stage *h = open_st(path, "0", 0, 0);
                 unsetenv("SHARDSWARM_VK_F16");
                 float *lh = h ? logits_of(h, 0, 1) : NULL;
                 if (lh) {
                     const double w3 = worst_rel(lh, lg, NT, V);
-                    fprintf(stderr, "  %-6s shader vs the reference's dequantisation (F16) %.2e\n", types[k], w3);
+                    fprintf(stderr, "  %-7s shader vs the reference's dequantisation (F16) %.2e\n", types[k], w3);
                     CHECK_MSG(w3 < TOL_DEQ, "%s shader vs reference dequantisation: %.3g", types[k], w3);
                     CHECK_MSG(strstr(sw_stage_info(h)->gpu_converted, types[k]) != NULL, "%s not converted: '%s'",
                               types[k], sw_stage_info(h)->gpu_converted);
