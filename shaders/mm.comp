@@ -289,13 +289,18 @@ void deq(uint base, uint c, out float v[32])
     nib32(base, n);
     [[unroll]] for (uint j = 0; j < 32; j++) v[j] = d * E2M1X2[n[j]];
 }
-#elif defined(T_IQ2_XXS) || defined(T_IQ2_XS) || defined(T_IQ3_XXS)
+#elif defined(T_IQ2_XXS) || defined(T_IQ2_XS) || defined(T_IQ3_XXS) || defined(T_IQ3_S) || defined(T_IQ2_S) || \
+    defined(T_IQ1_S) || defined(T_IQ1_M)
 // The IQ codebooks (backend_vk.c, upload_grids), in words: IQ2_XXS's 256 and IQ2_XS's 512
-// rows of 8 magnitude bytes, then IQ3_XXS's 256 rows of 4.
+// rows of 8 magnitude bytes, IQ3_XXS's 256 and IQ3_S's 512 rows of 4, IQ2_S's 1024 rows of
+// 8, IQ1_S's (and IQ1_M's) 2048 rows of 8 signed bytes.
 layout(std430, set = 0, binding = 4) readonly buffer Grid { uint grid[]; };
 #define GRID_IQ2XXS 0u
 #define GRID_IQ2XS 512u
 #define GRID_IQ3XXS 1536u
+#define GRID_IQ3S 1792u
+#define GRID_IQ2S 2304u
+#define GRID_IQ1S 4352u
 #define CPB 8u
 // 7 sign bits and the 8th that makes the count of negatives even.
 uint signs8(uint s7) { return s7 | ((uint(bitCount(s7)) & 1u) << 7); }
@@ -335,6 +340,81 @@ void deq(uint base, uint c, out float v[32])
         iq2_group(GRID_IQ2XS + 2u * (q & 511u), signs8(q >> 9), dl, 8u * l, v);
     }
 }
+#elif defined(T_IQ2_S)
+// 21 words (repacked): qs[32] (grid row low 8 bits per group), signs[32] (8 explicit sign
+// bits per group), qh[8] (rows' bits 8-9: 2 bits per group), scales[8] (as IQ2_XS), d (f16).
+#define BLK_W 21u
+void deq(uint base, uint c, out float v[32])
+{
+    const float d = unpackHalf2x16(w[base + 20u]).x * 0.125;
+    const uint sc = byte_at(base, 72u + c), qh = byte_at(base, 64u + c);
+    [[unroll]] for (uint l = 0; l < 4; l++) {
+        const uint row = byte_at(base, 4u * c + l) | (((qh >> (2u * l)) & 3u) << 8);
+        const float dl = d * float(2u * ((sc >> (4u * (l >> 1))) & 15u) + 1u);
+        iq2_group(GRID_IQ2S + 2u * row, byte_at(base, 32u + 4u * c + l), dl, 8u * l, v);
+    }
+}
+#elif defined(T_IQ3_S)
+// 28 words (repacked): qs[64] (grid row low 8 bits, 8 groups of 4 per sub-block), qh[8]
+// (bit k of qh[c]: row bit 8 of group k), signs[32] (bit j of signs[4c + k/2]: element
+// 4k' + j of the sub-block), scales[4] (nibble c%2 of scales[c/2]), d (f16);
+// element = d * (2 ls + 1) * grid * sign.
+#define BLK_W 28u
+void deq(uint base, uint c, out float v[32])
+{
+    const float db = unpackHalf2x16(w[base + 27u]).x *
+                     float(2u * ((byte_at(base, 104u + (c >> 1)) >> (4u * (c & 1u))) & 15u) + 1u);
+    const uint qh = byte_at(base, 64u + c);
+    [[unroll]] for (uint k = 0; k < 8; k++) {
+        const uint g = grid[GRID_IQ3S + (byte_at(base, 8u * c + k) | (((qh >> k) & 1u) << 8))];
+        const uint s = byte_at(base, 72u + 4u * c + (k >> 1));
+        [[unroll]] for (uint j = 0; j < 4; j++) {
+            const float mag = float((g >> (8u * j)) & 0xFFu);
+            v[4u * k + j] = db * (((s >> (4u * (k & 1u) + j)) & 1u) != 0u ? -mag : mag);
+        }
+    }
+}
+#elif defined(T_IQ1_S) || defined(T_IQ1_M)
+// IQ1 group of 8 (elements o..o+7): grid row `row` of signed bytes, plus or minus 1/8, times dl.
+void iq1_group(uint row, uint neg, float dl, uint o, inout float v[32])
+{
+    const int g0 = int(grid[GRID_IQ1S + 2u * row]), g1 = int(grid[GRID_IQ1S + 2u * row + 1u]);
+    const int delta = neg != 0u ? -1 : 1;
+    [[unroll]] for (uint j = 0; j < 8; j++) {
+        const int q = bitfieldExtract(j < 4u ? g0 : g1, int(8u * (j & 3u)), 8);
+        v[o + j] = dl * (float(8 * q + delta) * 0.125);
+    }
+}
+#if defined(T_IQ1_S)
+// 13 words (repacked): qs[32] (row low 8 bits per group), qh[8] (u16: row bits 8-10 of
+// group k at bits 3k, ls at 12..14, the delta's sign at 15), d (f16).
+#define BLK_W 13u
+void deq(uint base, uint c, out float v[32])
+{
+    const uint qh = (w[base + 8u + (c >> 1)] >> (16u * (c & 1u))) & 0xFFFFu;
+    const float dl = unpackHalf2x16(w[base + 12u]).x * float(2u * ((qh >> 12) & 7u) + 1u);
+    [[unroll]] for (uint k = 0; k < 4; k++)
+        iq1_group(byte_at(base, 4u * c + k) | (((qh >> (3u * k)) & 7u) << 8), qh >> 15, dl, 8u * k, v);
+}
+#else
+// 14 words, ggml's layout: qs[32], qh[16] (nibble g%2 of qh[g/2]: row bits 8-10 of group g,
+// its delta's sign in bit 3), scales[8] (4 u16: 3-bit scales per 16 elements, the block's
+// f16 d in their top nibbles).
+#define BLK_W 14u
+void deq(uint base, uint c, out float v[32])
+{
+    const uint s01 = w[base + 12u], s23 = w[base + 13u];
+    const uint dbits = ((s01 >> 12) & 0xFu) | ((s01 >> 24) & 0xF0u) | ((s23 >> 4) & 0xF00u) | ((s23 >> 16) & 0xF000u);
+    const float d = unpackHalf2x16(dbits).x;
+    const uint sw = (w[base + 12u + (c >> 2)] >> (16u * ((c >> 1) & 1u))) & 0xFFFFu; // word (2c)/4 = c/2
+    const float m0 = d * float(2u * ((sw >> (3u * ((2u * c) & 3u))) & 7u) + 1u);
+    const float m1 = d * float(2u * ((sw >> (3u * ((2u * c + 1u) & 3u))) & 7u) + 1u);
+    [[unroll]] for (uint k = 0; k < 4; k++) {
+        const uint g = 4u * c + k, h = (byte_at(base, 32u + (g >> 1)) >> (4u * (g & 1u))) & 15u;
+        iq1_group(byte_at(base, g) | ((h & 7u) << 8), h >> 3, k < 2u ? m0 : m1, 8u * k, v);
+    }
+}
+#endif
 #else
 // 25 words (repacked): qs[64] (grid rows, 8 per sub-block), then per sub-block a word of
 // 4 x 7 sign bits (each group of 8 completed by signs8) and ls in bits 28..31, then d

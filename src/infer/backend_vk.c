@@ -126,6 +126,10 @@ static void dev_type(uint32_t type, uint32_t *dtype, uint32_t *pipe, uint32_t *b
     case SW_TYPE_IQ2_XXS: *pipe = VKP_MM_IQ2_XXS, *bs = 256, *bbytes = 68; return;
     case SW_TYPE_IQ2_XS: *pipe = VKP_MM_IQ2_XS, *bs = 256, *bbytes = 76; return;
     case SW_TYPE_IQ3_XXS: *pipe = VKP_MM_IQ3_XXS, *bs = 256, *bbytes = 100; return;
+    case SW_TYPE_IQ3_S: *pipe = VKP_MM_IQ3_S, *bs = 256, *bbytes = 112; return;
+    case SW_TYPE_IQ2_S: *pipe = VKP_MM_IQ2_S, *bs = 256, *bbytes = 84; return;
+    case SW_TYPE_IQ1_S: *pipe = VKP_MM_IQ1_S, *bs = 256, *bbytes = 52; return;
+    case SW_TYPE_IQ1_M: *pipe = VKP_MM_IQ1_M, *bs = 256, *bbytes = 56; return;
     default: *dtype = SW_TYPE_F16, *pipe = VKP_MM_F16, *bs = 2, *bbytes = 4; return;
     }
 }
@@ -343,22 +347,32 @@ static void repack_block(uint32_t type, const uint8_t *s, uint8_t *d)
     case SW_TYPE_IQ2_XXS: memcpy(d, s + 2, 64), memcpy(d + 64, s, 2), d[66] = d[67] = 0; break;
     case SW_TYPE_IQ2_XS: memcpy(d, s + 2, 72), memcpy(d + 72, s, 2), d[74] = d[75] = 0; break;
     case SW_TYPE_IQ3_XXS: memcpy(d, s + 2, 96), memcpy(d + 96, s, 2), d[98] = d[99] = 0; break;
+    case SW_TYPE_IQ3_S: memcpy(d, s + 2, 108), memcpy(d + 108, s, 2), d[110] = d[111] = 0; break;
+    case SW_TYPE_IQ2_S: memcpy(d, s + 2, 80), memcpy(d + 80, s, 2), d[82] = d[83] = 0; break;
+    case SW_TYPE_IQ1_S: memcpy(d, s + 2, 48), memcpy(d + 48, s, 2), d[50] = d[51] = 0; break;
+    case SW_TYPE_IQ1_M: memcpy(d, s, 56); break;
     }
 }
 
-/* The IQ codebooks the shaders read (mm.comp binding 4, GRID_* offsets there, in words):
- * IQ2_XXS's 256 and IQ2_XS's 512 grid rows of 8 bytes, IQ3_XXS's 256 of 4. */
+/* The IQ codebooks the shaders read (mm.comp binding 4, GRID_* offsets there, in words),
+ * back to back: IQ2_XXS's 256 and IQ2_XS's 512 grid rows of 8 bytes, IQ3_XXS's 256 and
+ * IQ3_S's 512 of 4, IQ2_S's 1024 and IQ1_S's 2048 of 8. */
 static int upload_grids(struct sw__vk *g, struct upl *u)
 {
-    const size_t n2 = sizeof sw__k_iq2xxs_grid, n2x = sizeof sw__k_iq2xs_grid, n3 = sizeof sw__k_iq3xxs_grid;
-    int rc = sw__vk_buf_new(g, n2 + n2x + n3, 0, &g->grids);
+    const struct { const void *p; size_t n; } t[] = {
+        { sw__k_iq2xxs_grid, sizeof sw__k_iq2xxs_grid }, { sw__k_iq2xs_grid, sizeof sw__k_iq2xs_grid },
+        { sw__k_iq3xxs_grid, sizeof sw__k_iq3xxs_grid }, { sw__k_iq3s_grid, sizeof sw__k_iq3s_grid },
+        { sw__k_iq2s_grid, sizeof sw__k_iq2s_grid },     { sw__k_iq1s_grid, sizeof sw__k_iq1s_grid },
+    };
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof t / sizeof *t; i++) total += t[i].n;
+    int rc = sw__vk_buf_new(g, total, 0, &g->grids);
     if (rc) return rc;
     u->dst = g->grids.b;
-    uint8_t *p = upl_take(u, 0, n2 + n2x + n3, &rc);
+    uint8_t *p = upl_take(u, 0, total, &rc);
     if (!p) return rc;
-    memcpy(p, sw__k_iq2xxs_grid, n2); /* little-endian hosts: the words the shader reads */
-    memcpy(p + n2, sw__k_iq2xs_grid, n2x);
-    memcpy(p + n2 + n2x, sw__k_iq3xxs_grid, n3);
+    for (size_t i = 0; i < sizeof t / sizeof *t; p += t[i].n, i++)
+        memcpy(p, t[i].p, t[i].n); /* little-endian hosts: the words the shader reads */
     return upl_flush(u);
 }
 
