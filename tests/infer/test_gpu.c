@@ -284,6 +284,7 @@ static void test_moe(void)
     static const char *const cases[][2] = {
         { "moe-nano", "F32" },      { "qwen3moe-nano", "F32" },  { "qwen2moe-nano", "F32" },
         { "moe-nano", "Q4_0" },     { "qwen3moe-nano", "Q8_0" }, { "qwen2moe-nano", "Q4_K" },
+        { "moe-nano", "IQ2_XXS" }, /* a codebook type: the grids' binding in the expert matmuls */
     };
     for (size_t a = 0; a < sizeof cases / sizeof *cases; a++) {
         const char *const preset = cases[a][0], *const type = cases[a][1];
