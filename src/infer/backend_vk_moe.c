@@ -13,19 +13,25 @@
 
 #define NONE_OFF 0xFFFFFFFFu
 
+/* The bindings of an expert-indexed matmul over w (the expert stack; x, y and the slot
+ * tables in scratch; the codebooks); returns its workgroups per expert's rows. */
+static uint32_t expert_binds(struct sw__vk *g, const struct vk_layer *L, const struct vk_mat *w,
+                             struct sw__vk_bind bs[5])
+{
+    bs[0] = (struct sw__vk_bind){ L->buf.b, w->off, w->size };
+    bs[1] = bs[2] = bs[3] = (struct sw__vk_bind){ g->scratch.b, 0, 0 };
+    bs[4] = (struct sw__vk_bind){ g->grids.b, 0, 0 };
+    const uint32_t rows = w->rows / w->n_expert, rpw = g->rows_per_wg;
+    return (rows + rpw - 1) / rpw;
+}
+
 /* y (slot rows, y_stride floats apart) = W_e · x for each of S (token, expert) slots, e the
  * slot's expert in ids; x row = slot / xdiv. */
 static void mm_id(struct sw__vk *g, const struct vk_layer *L, const struct vk_mat *w, uint32_t x_off,
                   uint32_t x_stride, uint32_t xdiv, uint32_t y_off, uint32_t y_stride, uint32_t S)
 {
-    const struct sw__vk_bind bs[5] = {
-        { L->buf.b, w->off, w->size },
-        { g->scratch.b, 0, 0 },
-        { g->scratch.b, 0, 0 },
-        { g->scratch.b, 0, 0 },
-        { g->grids.b, 0, 0 },
-    };
-    const uint32_t rows = w->rows / w->n_expert, rpw = g->rows_per_wg, n_wg = (rows + rpw - 1) / rpw;
+    struct sw__vk_bind bs[5];
+    const uint32_t rows = w->rows / w->n_expert, rpw = g->rows_per_wg, n_wg = expert_binds(g, L, w, bs);
     for (uint32_t s0 = 0; s0 < S; s0 += 65535u) { /* the dispatch's z count is bounded */
         uint32_t pc[14] = { rows, w->cols, S, x_off, y_off, x_stride, y_stride, 0, w->row_words, rpw,
                             (uint32_t)g->so.ids, xdiv, w->n_expert, s0 };
@@ -39,14 +45,8 @@ static void mm_id(struct sw__vk *g, const struct vk_layer *L, const struct vk_ma
 static void mm_idg(struct sw__vk *g, const struct vk_layer *L, const struct vk_mat *w, uint32_t x_off,
                    uint32_t x_stride, uint32_t xdiv, uint32_t y_off, uint32_t y_stride, uint32_t S, uint32_t n_tiles)
 {
-    const struct sw__vk_bind bs[5] = {
-        { L->buf.b, w->off, w->size },
-        { g->scratch.b, 0, 0 },
-        { g->scratch.b, 0, 0 },
-        { g->scratch.b, 0, 0 },
-        { g->grids.b, 0, 0 },
-    };
-    const uint32_t rows = w->rows / w->n_expert, rpw = g->rows_per_wg, n_wg = (rows + rpw - 1) / rpw;
+    struct sw__vk_bind bs[5];
+    const uint32_t rows = w->rows / w->n_expert, rpw = g->rows_per_wg, n_wg = expert_binds(g, L, w, bs);
     uint32_t pc[14] = { rows, w->cols, S, x_off, y_off, x_stride, y_stride, 0, w->row_words, rpw,
                         (uint32_t)g->so.tiles, xdiv, w->n_expert, (uint32_t)g->so.list };
     sw__vk_dispatch(g, w->pipe + VKP_MMIDG_OFF, bs, 5, pc, sizeof pc, SW_MIN(n_wg, 32768u), (n_wg + 32767u) / 32768u,

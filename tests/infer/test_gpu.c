@@ -80,6 +80,23 @@ static double worst_rel(const float *a, const float *b, uint32_t rows, uint32_t 
     return worst;
 }
 
+/* One layer of PATH on the device, the rest on the CPU, 5-token steps: its prefill logits
+ * against the CPU's lc (NT rows of V). */
+static void check_split(const char *path, const char *name, const float *lc, uint32_t V)
+{
+    struct sw_stage *h = open_st(path, "0", 1, 5);
+    float *lh = h ? logits_of(h, 0, 1) : NULL;
+    if (h) CHECK_EQ_INT(sw_stage_info(h)->gpu_layers, 1);
+    if (lc && lh) {
+        double w3 = worst_rel(lc, lh, NT, V);
+        fprintf(stderr, "  %-15s F32  split 1 layer + CPU, 5-token steps: %.2e\n", name, w3);
+        CHECK_MSG(w3 < TOL_FLOAT, "%s split prefill: %.3g", name, w3);
+    }
+    free(lh);
+    sw_stage_free(h);
+}
+
+
 /* The argmax of each row: the greedy token after each prefix of TOKS. */
 static void argmaxes(const float *l, uint32_t V, int32_t *out)
 {
@@ -332,16 +349,7 @@ static void test_moe(void)
                 CHECK_MSG(!memcmp(x, y, sizeof x), "%s: greedy tokens differ", preset);
             }
             if (fl && a == 0) { /* split: one layer on the device, 5-token steps */
-                struct sw_stage *h = open_st(path, "0", 1, 5);
-                float *lh = h ? logits_of(h, 0, 1) : NULL;
-                if (h) CHECK_EQ_INT(sw_stage_info(h)->gpu_layers, 1);
-                if (lc && lh) {
-                    double w3 = worst_rel(lc, lh, NT, V);
-                    fprintf(stderr, "  %-14s F32  split 1 layer + CPU, 5-token steps: %.2e\n", preset, w3);
-                    CHECK_MSG(w3 < TOL_FLOAT, "%s split prefill: %.3g", preset, w3);
-                }
-                free(lh);
-                sw_stage_free(h);
+                check_split(path, preset, lc, V);
             }
             free(lc);
             free(lg);
@@ -402,16 +410,7 @@ static void test_archs_norms(void)
                     greedy(g, 20, y);
                     CHECK_MSG(!memcmp(x, y, sizeof x), "%s: greedy tokens differ", presets[a]);
                     /* split: one layer on the device, the rest on the CPU, steps of 5 tokens */
-                    struct sw_stage *h = open_st(path, "0", 1, 5);
-                    float *lh = h ? logits_of(h, 0, 1) : NULL;
-                    if (h) CHECK_EQ_INT(sw_stage_info(h)->gpu_layers, 1);
-                    if (lc && lh) {
-                        double w3 = worst_rel(lc, lh, NT, V);
-                        fprintf(stderr, "  %-15s F32  split 1 layer + CPU, 5-token steps: %.2e\n", presets[a], w3);
-                        CHECK_MSG(w3 < TOL_FLOAT, "%s split prefill: %.3g", presets[a], w3);
-                    }
-                    free(lh);
-                    sw_stage_free(h);
+                    check_split(path, presets[a], lc, V);
                 }
                 free(lc);
                 free(lg);
