@@ -687,7 +687,7 @@ AI void q6_K_nt(int64_t n, const struct sw_block_q6_K *w, const struct sw_k_act 
         for (int h = 0; h < 2; h++) {
             /* scales 8h..8h+7 (int16) in both 128-bit lanes: sub-block k's pair is then one
              * shuffle away (scale 8h+2k in the low lane, 8h+2k+1 in the high one) */
-            const __m256i sch = _mm256_permute4x64_epi64(sc16, h ? 0xEE : 0x44);
+            const __m256i sch = h ? _mm256_permute4x64_epi64(sc16, 0xEE) : _mm256_permute4x64_epi64(sc16, 0x44);
             __m256i ql0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
             __m256i ql1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
             __m256i qh = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
