@@ -130,18 +130,7 @@ def case_moe():
             n.proc.wait_for(r"shard \d+ loaded", timeout=60)
         nodes["n1"].proc.wait_for(r"\[GPU\] mixture of experts \(8, 2 per token\).* run on the device", timeout=30)
         nodes["n1"].proc.wait_for(r"\[GPU\] layers \d+-\d+ on llvmpipe", timeout=30)
-        d = harness.tmpdir("sw-gpu-moe-lg-")
-        ref_lg, got_lg = os.path.join(d, "ref.f32"), os.path.join(d, "got.f32")
-        r = harness.run([harness.BIN, "generate", "-m", os.path.join(m.root, "synth.gguf"), "--prompt-ids", prompt,
-                         "-n", str(N_GEN), "--temp", "0", "--ids", "--ignore-eos", "-t", "1", "--logits-out", ref_lg],
-                        timeout=120, check_rc=0)
-        ref = r.stdout.split()
-        c = P.client(procs, m, boot, "client", prompt, N_GEN, ["--logits-out", got_lg])
-        rc = P.wait_exit(c)
-        check(rc == 0, "client failed (rc %s):\n%s" % (rc, c.output()[-3000:]))
-        got = P.client_ids(c)
-        check(got == ref, "tokens differ from single-process generate:\n ref %s\n got %s" % (ref[:30], got[:30]))
-        a, b = P.read_f32(ref_lg), P.read_f32(got_lg)
+        got, a, b = P.swarm_vs_single(procs, m, boot, prompt, N_GEN, "gpu-moe")
         check(len(a) == len(b) and len(a) > 0, "logits: %d vs %d floats" % (len(a), len(b)))
         V = 512
         worst = 0.0

@@ -44,18 +44,7 @@ def main(case):
             nodes["n%d" % k] = P.start_node(procs, m, "n%d" % k, k, boot)
         for n in nodes.values():
             n.proc.wait_for(r"shard \d+ loaded", timeout=60)
-        d = harness.tmpdir("sw-moe-lg-")
-        ref_lg, got_lg = os.path.join(d, "ref.f32"), os.path.join(d, "got.f32")
-        r = harness.run([harness.BIN, "generate", "-m", os.path.join(m.root, "synth.gguf"), "--prompt-ids", PROMPT,
-                         "-n", str(N_GEN), "--temp", "0", "--ids", "--ignore-eos", "-t", "1", "--logits-out", ref_lg],
-                        timeout=120, check_rc=0)
-        ref = r.stdout.split()
-        c = P.client(procs, m, boot, "client", PROMPT, N_GEN, ["--logits-out", got_lg])
-        rc = P.wait_exit(c)
-        check(rc == 0, "client failed (rc %s):\n%s" % (rc, c.output()[-3000:]))
-        got = P.client_ids(c)
-        check(got == ref, "tokens differ from single-process generate:\n ref %s\n got %s" % (ref[:40], got[:40]))
-        a, b = P.read_f32(ref_lg), P.read_f32(got_lg)
+        got, a, b = P.swarm_vs_single(procs, m, boot, PROMPT, N_GEN, "moe")
         check(len(a) == len(b), "logits: %d vs %d floats" % (len(a), len(b)))
         worst = max(abs(x - y) for x, y in zip(a, b))
         check(worst <= 1e-4, "logits differ by %g" % worst)

@@ -131,6 +131,26 @@ def read_f32(path):
     return struct.unpack("<%df" % (len(b) // 4), b)
 
 
+def swarm_vs_single(procs, model, boot, prompt, n_gen, tag):
+    """`generate --swarm` of prompt against single-process `generate` on model.root's
+    synth.gguf, both greedy with their logits written out: (tokens, logits of each). Fails
+    when the client fails or the tokens differ."""
+    d = harness.tmpdir("sw-%s-lg-" % tag)
+    ref_lg, got_lg = os.path.join(d, "ref.f32"), os.path.join(d, "got.f32")
+    r = harness.run([harness.BIN, "generate", "-m", os.path.join(model.root, "synth.gguf"), "--prompt-ids", prompt,
+                     "-n", str(n_gen), "--temp", "0", "--ids", "--ignore-eos", "-t", "1", "--logits-out", ref_lg],
+                    timeout=120, check_rc=0)
+    ref = r.stdout.split()
+    c = client(procs, model, boot, "client", prompt, n_gen, ["--logits-out", got_lg])
+    rc = wait_exit(c)
+    if rc != 0:
+        fail("client failed (rc %s):\n%s" % (rc, c.output()[-3000:]))
+    got = client_ids(c)
+    if got != ref:
+        fail("tokens differ from single-process generate:\n ref %s\n got %s" % (ref[:40], got[:40]))
+    return got, read_f32(ref_lg), read_f32(got_lg)
+
+
 def serving_shard2(nodes, c, timeout=60):
     """Which of n2 / r2 (a replica of shard 2) opened the client's session: its name."""
     deadline = time.time() + timeout
