@@ -16,7 +16,8 @@ checker on a machine of its own costs the route only the messages.
 
 Environment: SW_BENCH_GEN (tokens per client, default 128), SW_BENCH_PROMPT (default 16),
 SW_BENCH_RUNS (runs per mode, default 3), SW_BENCH_RATE (default: the node's, 1/256),
-SW_BENCH_REF_REPLICA=K (the replica of shard K computes with SW_KERNELS=ref: the [SPOT]
+SW_BENCH_SAMPLING (the clients' sampling flags instead of greedy `--temp 0`, with a
+--seed so both modes draw alike), SW_BENCH_REF_REPLICA=K (the replica of shard K computes with SW_KERNELS=ref: the [SPOT]
 lines then give the rows' differences — for the last shard the logit gaps — between two
 honest kernels; use SW_BENCH_RATE=1), SW_BENCH_LOGS=DIR (every node's log written there).
 """
@@ -37,6 +38,7 @@ N_GEN = int(os.environ.get("SW_BENCH_GEN") or 128)
 PROMPT = int(os.environ.get("SW_BENCH_PROMPT") or 16)
 RUNS = int(os.environ.get("SW_BENCH_RUNS") or 3)
 RATE = os.environ.get("SW_BENCH_RATE") or ""
+SAMPLING = os.environ.get("SW_BENCH_SAMPLING") or ""  # e.g. "--temp 1 --top-k 0 --top-p 1 --min-p 0 --seed 7"
 
 
 def log(*a):
@@ -96,8 +98,9 @@ def main():
         for i in range(RUNS * 2):
             mode = "off" if i % 2 == 0 else "on"
             args = [BIN, "generate", "--swarm", "--bootstrap", "127.0.0.1:%d" % boot, "--model",
-                    os.path.join(split, "model.torrent"), "--prompt-len", str(PROMPT), "-n", str(N_GEN), "--temp", "0",
-                    "--ignore-eos", "--ids", "--json-timings", "--wait", "120", "--deadline-ms", "60000"]
+                    os.path.join(split, "model.torrent"), "--prompt-len", str(PROMPT), "-n", str(N_GEN)]
+            args += SAMPLING.split() if SAMPLING else ["--temp", "0"]
+            args += ["--ignore-eos", "--ids", "--json-timings", "--wait", "120", "--deadline-ms", "60000"]
             args += ["--spot-check", "off" if mode == "off" else (RATE or "1/256")]
             c = procs.start("client%d-%s" % (i, mode), args)
             while c.alive():
