@@ -1,6 +1,8 @@
 /* noise.c — bench_noise: what a private swarm's encryption costs (src/net/noise.c,
  * docs/protocol.md). One core, no network:
  *   handshake   µs for both sides of Noise_NNpsk0 (two X25519 keys, two DH, the hashing);
+ * then for each transport AEAD (ChaCha20-Poly1305, AES-256-GCM; the one this machine would
+ * negotiate is marked):
  *   seal/open   GB/s of 16 KiB piece blocks (13-byte header + 16384 bytes = one record),
  *               sealed the way peer_io.c does it (sw_noise_sealv into a buffer) and opened
  *               the way it reads (sw_noise_feed of whole reads);
@@ -32,14 +34,18 @@ static double wall_s(void)
 
 static const uint8_t KEY[32] = { 42 };
 
-static void pair(struct sw_noise **i, struct sw_noise **r)
+static void pair(struct sw_noise **i, struct sw_noise **r, unsigned aead)
 {
     struct sw_buf a = { 0 }, b = { 0 }, p = { 0 };
-    *i = sw_noise_new(KEY, 1);
-    *r = sw_noise_new(KEY, 0);
+    *i = sw_noise_new_aeads(KEY, 1, aead);
+    *r = sw_noise_new_aeads(KEY, 0, aead);
     sw_noise_start(*i, &a);
     if (sw_noise_feed(*r, a.data, a.len, &b, &p) || sw_noise_feed(*i, b.data, b.len, &a, &p)) {
         fprintf(stderr, "handshake failed\n");
+        exit(1);
+    }
+    if (aead && sw_noise_aead(*i) != aead) {
+        fprintf(stderr, "negotiated %s, not %s\n", sw_noise_aead_name(sw_noise_aead(*i)), sw_noise_aead_name(aead));
         exit(1);
     }
     sw_buf_free(&a);
@@ -52,6 +58,8 @@ static int cmp_d(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static int bench_aead(unsigned aead, size_t mib);
+
 int main(int argc, char **argv)
 {
     size_t mib = argc > 1 ? (size_t)atol(argv[1]) : 1024;
@@ -60,15 +68,27 @@ int main(int argc, char **argv)
     double t0 = now_s();
     for (int k = 0; k < nh; k++) {
         struct sw_noise *i, *r;
-        pair(&i, &r);
+        pair(&i, &r, 0);
         sw_noise_free(i);
         sw_noise_free(r);
     }
     double hs_us = (now_s() - t0) / nh * 1e6;
+    printf("noise handshake (both sides)     %8.1f us\n", hs_us);
+    unsigned local = sw_noise_aeads_local(), mine = local & SW_NOISE_AESGCM ? SW_NOISE_AESGCM : SW_NOISE_CHACHAPOLY;
+    unsigned aeads[2] = { SW_NOISE_CHACHAPOLY, SW_NOISE_AESGCM };
+    for (int a = 0; a < 2; a++) {
+        printf("== %s%s\n", sw_noise_aead_name(aeads[a]),
+               aeads[a] == mine ? " (what this machine negotiates with a peer like it)" : "");
+        if (bench_aead(aeads[a], mib)) return 1;
+    }
+    return 0;
+}
 
+static int bench_aead(unsigned aead, size_t mib)
+{
     /* seal / open of 16 KiB blocks, 16 blocks (256 KiB, one SW_BT_SEND_CHUNK) per write */
     struct sw_noise *i, *r;
-    pair(&i, &r);
+    pair(&i, &r, aead);
     enum { BLK = 16384, PER = 16 };
     uint8_t hdr[13] = { 0, 0, 0x40, 0x09, 7 }, *blk = malloc(BLK);
     for (size_t k = 0; k < BLK; k++) blk[k] = (uint8_t)(k * 131);
@@ -96,7 +116,6 @@ int main(int argc, char **argv)
         open_s += e - m;
     }
     double bytes = (double)n_chunks * PER * BLK, wall = wall_s() - w0;
-    printf("noise handshake (both sides)     %8.1f us\n", hs_us);
     printf("seal 16 KiB blocks               %8.2f GB/s  (%zu MiB)\n", bytes / seal_s / 1e9, mib);
     printf("open 16 KiB blocks               %8.2f GB/s\n", bytes / open_s / 1e9);
     printf("seal+open on one core            %8.2f GB/s  (wall clock: %.2f GB/s)\n", bytes / (seal_s + open_s) / 1e9,

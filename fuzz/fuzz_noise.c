@@ -1,6 +1,7 @@
 /* fuzz_noise.c — the private-swarm handshake and record parser (src/net/noise.c) on any bytes:
  * never crash, never buffer more than one record, never deliver plaintext that was not
- * sealed by the peer. The first byte picks the mode:
+ * sealed by the peer. The first byte picks the mode (its low 2 bits) and, for modes 2 and 3,
+ * the transport AEAD (bit 7: AES-256-GCM, else ChaCha20-Poly1305):
  *   0: the bytes are what a stranger sends a private node (responder before message 1);
  *   1: the bytes are what a responder answers our message 1 (initiator before message 2);
  *   2: the bytes arrive on an established connection (record parser);
@@ -15,15 +16,15 @@
 
 static const uint8_t KEY[32] = { 7 };
 
-static void pair(struct sw_noise **i, struct sw_noise **r)
+static void pair(struct sw_noise **i, struct sw_noise **r, unsigned aead)
 {
     struct sw_buf a = { 0 }, b = { 0 }, p = { 0 };
-    *i = sw_noise_new(KEY, 1);
-    *r = sw_noise_new(KEY, 0);
+    *i = sw_noise_new_aeads(KEY, 1, aead);
+    *r = sw_noise_new_aeads(KEY, 0, aead);
     if (!*i || !*r) abort();
     sw_noise_start(*i, &a);
     if (sw_noise_feed(*r, a.data, a.len, &b, &p) || sw_noise_feed(*i, b.data, b.len, &a, &p)) abort();
-    if (!sw_noise_ready(*i) || !sw_noise_ready(*r) || p.len) abort();
+    if (!sw_noise_ready(*i) || !sw_noise_ready(*r) || p.len || sw_noise_aead(*i) != aead) abort();
     sw_buf_free(&a);
     sw_buf_free(&b);
 }
@@ -32,6 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1) return 0;
     uint8_t mode = data[0] % 4;
+    unsigned aead = data[0] & 0x80 ? SW_NOISE_AESGCM : SW_NOISE_CHACHAPOLY;
     data++;
     size--;
     struct sw_buf out = { 0 }, plain = { 0 };
@@ -46,13 +48,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         sw_noise_free(nz);
     } else if (mode == 2) {
         struct sw_noise *i, *r;
-        pair(&i, &r);
+        pair(&i, &r, aead);
         if (sw_noise_feed(r, data, size, &out, &plain) == 0 && plain.len) abort(); /* forged record */
         sw_noise_free(i);
         sw_noise_free(r);
     } else if (size >= 3) {
         struct sw_noise *i, *r;
-        pair(&i, &r);
+        pair(&i, &r, aead);
         size_t chunk = 1 + data[0] % 64 * 997, flip = data[1] | (size_t)data[2] << 8;
         int tamper = data[1] != 0xff;
         struct sw_buf ct = { 0 };

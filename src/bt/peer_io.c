@@ -129,6 +129,11 @@ int sw__send_sealed3(struct sw_bt_peer *p, const uint8_t *a, size_t alen, const 
         return SW_ENOMEM;
     }
     sealed.len = sw_noise_sealv(p->nz, part, len, 3, sealed.data);
+    if (!sealed.len && alen + blen + clen) { /* the send side is spent or broken (sw_noise_err says which) */
+        sw_buf_free(&sealed);
+        sw__peer_close(p, SW_EIO, sw_noise_err(p->nz));
+        return SW_EIO;
+    }
     int rc = write_raw(p, &sealed);
     sw_buf_free(&sealed);
     if (rc) { sw__peer_close(p, rc, "write failed"); return rc; }
@@ -436,6 +441,8 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
             sw__peer_close(p, nrc, sw_noise_err(p->nz));
             return;
         }
+        if (!was_ready && sw_noise_ready(p->nz))
+            LOGD("private link to %s: %s", p->addr_str, sw_noise_aead_name(sw_noise_aead(p->nz)));
         if (p->nz_out.len || (!was_ready && sw_noise_ready(p->nz))) sw__flush(p);
         if (p->state == P_CLOSING) return;
         data = pl->data;

@@ -1,8 +1,11 @@
 /* noise.c — Noise_NNpsk0_25519_ChaChaPoly_BLAKE2b on libsodium (The Noise Protocol Framework,
- * revision 34, §5 processing rules, §9 PSK modes, §12 the 25519/ChaChaPoly/BLAKE2b functions),
- * the record layer after it, and the sealed datagrams of the members' DHT. docs/protocol.md
- * is the byte-level description; this file follows its names (ck, h, k, n, MixKey...). */
+ * revision 34, §5 processing rules, §9 PSK modes, §12 the 25519/ChaChaPoly/BLAKE2b functions)
+ * with the transport AEAD negotiated in its payloads, the record layer after it (OpenSSL EVP:
+ * AES-256-GCM or ChaCha20-Poly1305), and the sealed datagrams of the members' DHT.
+ * docs/protocol.md is the byte-level description; this file follows its names (ck, h, k, n,
+ * MixKey...). */
 #include "net/noise.h"
+#include "net/noise_int.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -12,6 +15,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
 
 #include <openssl/evp.h>
 #include <sodium.h>
@@ -67,16 +74,52 @@ static void hkdf(const uint8_t ck[HASHLEN], const uint8_t *ikm, size_t ikm_len, 
     sodium_memzero(tk, sizeof tk);
 }
 
+/* ------------------------------------------------------------------ the transport AEADs */
+
+static int cpu_has_aes_clmul(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("aes") && __builtin_cpu_supports("pclmul");
+#elif defined(__aarch64__) && defined(__linux__)
+    unsigned long hw = getauxval(AT_HWCAP);
+    return (hw & HWCAP_AES) && (hw & HWCAP_PMULL);
+#else
+    return 0;
+#endif
+}
+
+unsigned sw_noise_aeads_local(void)
+{
+    const char *env = getenv("SW_NOISE_AEAD");
+    if (env && !strcmp(env, "chacha")) return SW_NOISE_CHACHAPOLY;
+    if (env && !strcmp(env, "aesgcm")) return SW_NOISE_CHACHAPOLY | SW_NOISE_AESGCM;
+    /* GCM without AES instructions runs OpenSSL's table-free but slower code: ChaCha20 wins */
+    return SW_NOISE_CHACHAPOLY | (cpu_has_aes_clmul() ? SW_NOISE_AESGCM : 0);
+}
+
+const char *sw_noise_aead_name(unsigned aead)
+{
+    return aead == SW_NOISE_AESGCM ? "AES-256-GCM" : aead == SW_NOISE_CHACHAPOLY ? "ChaCha20-Poly1305" : "none";
+}
+
+static const EVP_CIPHER *evp_aead(unsigned aead)
+{
+    return aead == SW_NOISE_AESGCM ? EVP_aes_256_gcm() : EVP_chacha20_poly1305();
+}
+
 /* ------------------------------------------------------------------ CipherState (§5.1) */
 
-/* The transport's two CipherStates run ChaCha20-Poly1305 through OpenSSL's EVP (the same
- * RFC 8439 AEAD, byte for byte, as libsodium's *_ietf_* calls the handshake uses): on this
- * project's machines it seals 1.7 GB/s per core against libsodium 1.0.18's 1.1 (docs/
- * protocol.md, Measurements). evp is NULL in the handshake's CipherState. */
+/* The handshake's CipherState is ChaChaPoly on libsodium (evp NULL). The transport's two run
+ * the negotiated AEAD through OpenSSL's EVP: AES-256-GCM with AES-NI + PCLMULQDQ seals 2.2–2.5
+ * GB/s per core here, ChaCha20-Poly1305 1.7–1.8 (libsodium 1.0.18's: 1.1) — docs/protocol.md,
+ * Measurements. */
 struct cipher {
     uint8_t k[32];
     uint64_t n;
     int has_key;
+    unsigned aead;          /* SW_NOISE_CHACHAPOLY or SW_NOISE_AESGCM */
+    int enc;                /* the EVP context seals (1) or opens (0) */
     EVP_CIPHER_CTX *evp;
 };
 
@@ -86,65 +129,93 @@ static void cs_clear(struct cipher *c)
     sodium_memzero(c, sizeof *c);
 }
 
-static int cs_evp_init(struct cipher *c, int enc)
+static int cs_evp_init(struct cipher *c, unsigned aead, int enc)
 {
+    c->aead = aead;
+    c->enc = enc;
     c->evp = EVP_CIPHER_CTX_new();
     if (!c->evp) return SW_ENOMEM;
-    if ((enc ? EVP_EncryptInit_ex(c->evp, EVP_chacha20_poly1305(), NULL, c->k, NULL)
-             : EVP_DecryptInit_ex(c->evp, EVP_chacha20_poly1305(), NULL, c->k, NULL)) != 1)
+    /* both AEADs take a 12-byte nonce, EVP's default length for each */
+    if ((enc ? EVP_EncryptInit_ex(c->evp, evp_aead(aead), NULL, c->k, NULL)
+             : EVP_DecryptInit_ex(c->evp, evp_aead(aead), NULL, c->k, NULL)) != 1)
         return SW_EIO;
     return 0;
 }
 
-static void nonce12(uint64_t n, uint8_t out[12])
+static void nonce12(unsigned aead, uint64_t n, uint8_t out[12])
 {
-    memset(out, 0, 4); /* 32 bits of zeros, then n little-endian (§12.3) */
-    for (int i = 0; i < 8; i++) out[4 + i] = (uint8_t)(n >> (8 * i));
+    memset(out, 0, 4);
+    if (aead == SW_NOISE_AESGCM) /* §12.4: 32 bits of zeros, then n big-endian */
+        for (int i = 0; i < 8; i++) out[4 + i] = (uint8_t)(n >> (56 - 8 * i));
+    else /* §12.3: 32 bits of zeros, then n little-endian */
+        for (int i = 0; i < 8; i++) out[4 + i] = (uint8_t)(n >> (8 * i));
 }
 
-static int cs_encrypt(struct cipher *c, const uint8_t *ad, size_t adlen, const uint8_t *a, size_t alen,
-                      const uint8_t *b, size_t blen, uint8_t *out)
+/* REKEY(k), Noise §4.2's default: k = the first 32 bytes of ENCRYPT(k, 2^64-1, "", 32 zeros).
+ * Always the sealing direction of the AEAD, on either side; the context is then re-keyed. */
+static int cs_rekey(struct cipher *c)
 {
-    /* out = ENCRYPT(k, n, ad, a || b): the plaintext is copied to out then sealed in place. */
-    if (c->n == NONCE_MAX) return SW_ERANGE;
-    if (alen && out != a) memmove(out, a, alen);
-    if (blen) memcpy(out + alen, b, blen);
-    uint8_t nonce[12];
-    nonce12(c->n, nonce);
-    if (c->evp) {
-        int ol = 0, fl = 0;
-        size_t n = alen + blen;
-        if (n > INT32_MAX || EVP_EncryptInit_ex(c->evp, NULL, NULL, NULL, nonce) != 1 ||
-            (adlen && EVP_EncryptUpdate(c->evp, NULL, &ol, ad, (int)adlen) != 1) ||
-            EVP_EncryptUpdate(c->evp, out, &ol, out, (int)n) != 1 || EVP_EncryptFinal_ex(c->evp, out + ol, &fl) != 1 ||
-            EVP_CIPHER_CTX_ctrl(c->evp, EVP_CTRL_AEAD_GET_TAG, SW_NOISE_TAG, out + n) != 1)
-            return SW_EIO;
-    } else {
-        crypto_aead_chacha20poly1305_ietf_encrypt_detached(out, out + alen + blen, NULL, out, alen + blen, ad, adlen,
-                                                           NULL, nonce, c->k);
+    uint8_t zeros[32] = { 0 }, nk[32 + SW_NOISE_TAG], nonce[12];
+    nonce12(c->aead, NONCE_MAX, nonce);
+    EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new();
+    int ol = 0, fl = 0;
+    int ok = x && EVP_EncryptInit_ex(x, evp_aead(c->aead), NULL, c->k, nonce) == 1 &&
+             EVP_EncryptUpdate(x, nk, &ol, zeros, 32) == 1 && ol == 32 && EVP_EncryptFinal_ex(x, nk + 32, &fl) == 1;
+    EVP_CIPHER_CTX_free(x);
+    if (ok) {
+        memcpy(c->k, nk, 32);
+        ok = (c->enc ? EVP_EncryptInit_ex(c->evp, NULL, NULL, c->k, NULL)
+                     : EVP_DecryptInit_ex(c->evp, NULL, NULL, c->k, NULL)) == 1;
     }
+    sodium_memzero(nk, sizeof nk);
+    return ok ? 0 : SW_EIO;
+}
+
+/* Before a transport record is sealed or opened with nonce n: the limit (2^64-1 is reserved,
+ * §5.1), the rekey before n = R, 2R, ... (R = SW_NOISE_REKEY_RECORDS; both sides count the
+ * same records, so they rekey together), then the nonce. */
+static int cs_next(struct cipher *c, uint8_t nonce[12])
+{
+    if (c->n == NONCE_MAX) return SW_ERANGE;
+    if (c->n && c->n % SW_NOISE_REKEY_RECORDS == 0 && cs_rekey(c)) return SW_EIO;
+    nonce12(c->aead, c->n, nonce);
+    return 0;
+}
+
+/* The handshake's ENCRYPT (libsodium ChaChaPoly): out = ENCRYPT(k, n, ad, p), p copied first. */
+static void cs_encrypt(struct cipher *c, const uint8_t *ad, size_t adlen, const uint8_t *p, size_t plen, uint8_t *out)
+{
+    uint8_t nonce[12];
+    nonce12(SW_NOISE_CHACHAPOLY, c->n, nonce);
+    if (plen) memmove(out, p, plen);
+    crypto_aead_chacha20poly1305_ietf_encrypt_detached(out, out + plen, NULL, out, plen, ad, adlen, NULL, nonce, c->k);
+    c->n++;
+}
+
+static int cs_decrypt_hs(struct cipher *c, const uint8_t *ad, size_t adlen, const uint8_t *ct, size_t ctlen, uint8_t *out)
+{
+    uint8_t nonce[12];
+    nonce12(SW_NOISE_CHACHAPOLY, c->n, nonce);
+    if (ctlen < SW_NOISE_TAG || crypto_aead_chacha20poly1305_ietf_decrypt_detached(
+                                    out, NULL, ct, ctlen - SW_NOISE_TAG, ct + ctlen - SW_NOISE_TAG, ad, adlen, nonce, c->k))
+        return SW_ECORRUPT;
     c->n++;
     return 0;
 }
 
-static int cs_decrypt(struct cipher *c, const uint8_t *ad, size_t adlen, const uint8_t *ct, size_t ctlen, uint8_t *out)
+/* A transport record: out = DECRYPT(k, n, "", ct). SW_ERANGE when the counter is spent. */
+static int cs_open(struct cipher *c, const uint8_t *ct, size_t ctlen, uint8_t *out)
 {
-    if (ctlen < SW_NOISE_TAG || c->n == NONCE_MAX) return SW_ECORRUPT;
     uint8_t nonce[12];
-    nonce12(c->n, nonce);
-    if (c->evp) {
-        int ol = 0, fl = 0;
-        size_t n = ctlen - SW_NOISE_TAG;
-        if (n > INT32_MAX || EVP_DecryptInit_ex(c->evp, NULL, NULL, NULL, nonce) != 1 ||
-            (adlen && EVP_DecryptUpdate(c->evp, NULL, &ol, ad, (int)adlen) != 1) ||
-            EVP_DecryptUpdate(c->evp, out, &ol, ct, (int)n) != 1 ||
-            EVP_CIPHER_CTX_ctrl(c->evp, EVP_CTRL_AEAD_SET_TAG, SW_NOISE_TAG, (void *)(ct + n)) != 1 ||
-            EVP_DecryptFinal_ex(c->evp, out + ol, &fl) != 1)
-            return SW_ECORRUPT; /* out may hold unauthenticated bytes: the caller drops them */
-    } else if (crypto_aead_chacha20poly1305_ietf_decrypt_detached(out, NULL, ct, ctlen - SW_NOISE_TAG,
-                                                                  ct + ctlen - SW_NOISE_TAG, ad, adlen, nonce, c->k)) {
-        return SW_ECORRUPT;
-    }
+    int rc = cs_next(c, nonce);
+    if (rc) return rc;
+    int ol = 0, fl = 0;
+    size_t n = ctlen - SW_NOISE_TAG;
+    if (n > INT32_MAX || EVP_DecryptInit_ex(c->evp, NULL, NULL, NULL, nonce) != 1 ||
+        EVP_DecryptUpdate(c->evp, out, &ol, ct, (int)n) != 1 ||
+        EVP_CIPHER_CTX_ctrl(c->evp, EVP_CTRL_AEAD_SET_TAG, SW_NOISE_TAG, (void *)(ct + n)) != 1 ||
+        EVP_DecryptFinal_ex(c->evp, out + ol, &fl) != 1)
+        return SW_ECORRUPT; /* out may hold unauthenticated bytes: the caller drops them */
     c->n++;
     return 0;
 }
@@ -183,18 +254,19 @@ static void mix_key_and_hash(struct sym *s, const uint8_t *ikm, size_t n)
     sodium_memzero(th, sizeof th);
 }
 
-/* EncryptAndHash / DecryptAndHash of an empty payload: the 16-byte tag. */
-static void encrypt_and_hash_empty(struct sym *s, uint8_t tag[SW_NOISE_TAG])
+/* EncryptAndHash / DecryptAndHash of the 1-byte payload (the offer, the choice): 1 + 16 bytes. */
+#define PAYLOAD_CT (1 + SW_NOISE_TAG)
+
+static void encrypt_and_hash_byte(struct sym *s, uint8_t b, uint8_t ct[PAYLOAD_CT])
 {
-    cs_encrypt(&s->c, s->h, HASHLEN, NULL, 0, NULL, 0, tag);
-    mix_hash(s, tag, SW_NOISE_TAG);
+    cs_encrypt(&s->c, s->h, HASHLEN, &b, 1, ct);
+    mix_hash(s, ct, PAYLOAD_CT);
 }
 
-static int decrypt_and_hash_empty(struct sym *s, const uint8_t tag[SW_NOISE_TAG])
+static int decrypt_and_hash_byte(struct sym *s, const uint8_t ct[PAYLOAD_CT], uint8_t *b)
 {
-    uint8_t none[1];
-    if (cs_decrypt(&s->c, s->h, HASHLEN, tag, SW_NOISE_TAG, none)) return SW_ECORRUPT;
-    mix_hash(s, tag, SW_NOISE_TAG);
+    if (cs_decrypt_hs(&s->c, s->h, HASHLEN, ct, PAYLOAD_CT, b)) return SW_ECORRUPT;
+    mix_hash(s, ct, PAYLOAD_CT);
     return 0;
 }
 
@@ -204,6 +276,8 @@ enum { ST_SEND1, ST_WAIT1, ST_WAIT2, ST_READY, ST_DEAD };
 
 struct sw_noise {
     int initiator, state;
+    unsigned aeads;          /* initiator: what it offers; responder: what it may choose */
+    int forced_choice;       /* tests (sw__noise_force_choice): the responder's answer, or -1 */
     uint8_t psk[32];
     struct sym ss;
     uint8_t e_sk[32], e_pk[32];
@@ -228,18 +302,25 @@ static void sym_init(struct sym *s)
     mix_hash(s, (const uint8_t *)SW_NOISE_PROLOGUE, sizeof SW_NOISE_PROLOGUE - 1);
 }
 
-struct sw_noise *sw_noise_new(const uint8_t psk[SW_SWARM_KEY_LEN], int initiator)
+struct sw_noise *sw_noise_new_aeads(const uint8_t psk[SW_SWARM_KEY_LEN], int initiator, unsigned aeads)
 {
     if (sodium_init() < 0) return NULL;
     struct sw_noise *nz = calloc(1, sizeof *nz);
     if (!nz) return NULL;
     nz->initiator = initiator ? 1 : 0;
+    nz->aeads = (aeads ? aeads : sw_noise_aeads_local()) & 0xffu;
+    nz->forced_choice = -1;
     nz->state = initiator ? ST_SEND1 : ST_WAIT1;
     memcpy(nz->psk, psk, 32);
     sym_init(&nz->ss);
     randombytes_buf(nz->e_sk, 32);
     crypto_scalarmult_base(nz->e_pk, nz->e_sk);
     return nz;
+}
+
+struct sw_noise *sw_noise_new(const uint8_t psk[SW_SWARM_KEY_LEN], int initiator)
+{
+    return sw_noise_new_aeads(psk, initiator, 0);
 }
 
 void sw_noise_free(struct sw_noise *nz)
@@ -253,6 +334,7 @@ void sw_noise_free(struct sw_noise *nz)
 }
 
 int sw_noise_ready(const struct sw_noise *nz) { return nz->state == ST_READY; }
+unsigned sw_noise_aead(const struct sw_noise *nz) { return nz->state == ST_READY ? nz->tx.aead : 0; }
 const char *sw_noise_err(const struct sw_noise *nz) { return nz->err[0] ? nz->err : "no error"; }
 const uint8_t *sw_noise_handshake_hash(const struct sw_noise *nz) { return nz->hh; }
 
@@ -269,8 +351,9 @@ static int fail(struct sw_noise *nz, int rc, const char *fmt, ...)
     return rc;
 }
 
-/* Split() (§5.2): c1 carries initiator -> responder, c2 the other way. */
-static int split(struct sw_noise *nz)
+/* Split() (§5.2): c1 carries initiator -> responder, c2 the other way; both run the chosen
+ * AEAD with the 32-byte keys Split gives (docs/protocol.md: the negotiation extension). */
+static int split(struct sw_noise *nz, unsigned aead)
 {
     uint8_t k1[HASHLEN], k2[HASHLEN];
     hkdf(nz->ss.ck, NULL, 0, k1, k2, NULL);
@@ -285,7 +368,8 @@ static int split(struct sw_noise *nz)
     sodium_memzero(&nz->ss, sizeof nz->ss);
     sodium_memzero(nz->e_sk, sizeof nz->e_sk);
     sodium_memzero(nz->psk, sizeof nz->psk);
-    if (cs_evp_init(&nz->tx, 1) || cs_evp_init(&nz->rx, 0)) return fail(nz, SW_ENOMEM, "cannot set up the transport cipher");
+    if (cs_evp_init(&nz->tx, aead, 1) || cs_evp_init(&nz->rx, aead, 0))
+        return fail(nz, SW_ENOMEM, "cannot set up the transport cipher (%s)", sw_noise_aead_name(aead));
     nz->state = ST_READY;
     return 0;
 }
@@ -300,13 +384,13 @@ static void token_e(struct sym *s, const uint8_t pk[32])
 int sw_noise_start(struct sw_noise *nz, struct sw_buf *out)
 {
     if (!nz->initiator || nz->state != ST_SEND1) return SW_EINVAL;
-    /* -> psk, e */
+    /* -> psk, e; payload: the offer */
     uint8_t msg[2 + SW_NOISE_HS_LEN];
     sw_put_be16(msg, SW_NOISE_HS_LEN);
     mix_key_and_hash(&nz->ss, nz->psk, 32);
     memcpy(msg + 2, nz->e_pk, 32);
     token_e(&nz->ss, nz->e_pk);
-    encrypt_and_hash_empty(&nz->ss, msg + 2 + 32);
+    encrypt_and_hash_byte(&nz->ss, (uint8_t)nz->aeads, msg + 2 + 32);
     nz->state = ST_WAIT2;
     return sw_buf_append(out, msg, sizeof msg);
 }
@@ -316,10 +400,19 @@ static int read_msg1(struct sw_noise *nz, const uint8_t m[SW_NOISE_HS_LEN], stru
 {
     mix_key_and_hash(&nz->ss, nz->psk, 32);
     token_e(&nz->ss, m);
-    if (decrypt_and_hash_empty(&nz->ss, m + 32))
+    uint8_t offer = 0;
+    if (decrypt_and_hash_byte(&nz->ss, m + 32, &offer))
         return fail(nz, SW_EPERM, "refused: the first handshake message does not authenticate (the peer does not hold "
                                   "this swarm's key)");
-    /* <- e, ee */
+    /* The choice: AES-256-GCM when both offer it, else ChaCha20-Poly1305. Offer bits this
+     * version does not know are ignored (room for another AEAD; the offer is authenticated). */
+    unsigned common = offer & nz->aeads & SW_NOISE_AEADS_KNOWN;
+    unsigned aead = common & SW_NOISE_AESGCM ? SW_NOISE_AESGCM : common & SW_NOISE_CHACHAPOLY ? SW_NOISE_CHACHAPOLY : 0;
+    uint8_t choice = nz->forced_choice >= 0 ? (uint8_t)nz->forced_choice : (uint8_t)aead;
+    if (!aead && nz->forced_choice < 0)
+        return fail(nz, SW_EPERM, "refused: no transport cipher in common (the peer offers 0x%02x, we take 0x%02x)",
+                    offer, nz->aeads);
+    /* <- e, ee; payload: the choice */
     uint8_t msg[2 + SW_NOISE_HS_LEN], dh[32];
     sw_put_be16(msg, SW_NOISE_HS_LEN);
     memcpy(msg + 2, nz->e_pk, 32);
@@ -327,8 +420,8 @@ static int read_msg1(struct sw_noise *nz, const uint8_t m[SW_NOISE_HS_LEN], stru
     if (crypto_scalarmult(dh, nz->e_sk, m)) return fail(nz, SW_EPERM, "refused: the peer's ephemeral key is degenerate");
     mix_key(&nz->ss, dh, 32);
     sodium_memzero(dh, sizeof dh);
-    encrypt_and_hash_empty(&nz->ss, msg + 2 + 32);
-    if (split(nz)) return SW_ENOMEM;
+    encrypt_and_hash_byte(&nz->ss, choice, msg + 2 + 32);
+    if (split(nz, aead ? aead : SW_NOISE_CHACHAPOLY)) return SW_ENOMEM;
     return sw_buf_append(out, msg, sizeof msg);
 }
 
@@ -339,16 +432,24 @@ static int read_msg2(struct sw_noise *nz, const uint8_t m[SW_NOISE_HS_LEN])
     if (crypto_scalarmult(dh, nz->e_sk, m)) return fail(nz, SW_EPERM, "refused: the peer's ephemeral key is degenerate");
     mix_key(&nz->ss, dh, 32);
     sodium_memzero(dh, sizeof dh);
-    if (decrypt_and_hash_empty(&nz->ss, m + 32))
+    uint8_t choice = 0;
+    if (decrypt_and_hash_byte(&nz->ss, m + 32, &choice))
         return fail(nz, SW_EPERM, "refused: the handshake reply does not authenticate (the peer does not hold this "
                                   "swarm's key)");
-    return split(nz);
+    /* exactly one AEAD, and one we offered */
+    if ((choice != SW_NOISE_CHACHAPOLY && choice != SW_NOISE_AESGCM) || !(choice & nz->aeads))
+        return fail(nz, SW_EPERM, "refused: the peer chose transport cipher 0x%02x, which we did not offer (0x%02x)",
+                    choice, nz->aeads);
+    return split(nz, choice);
 }
 
 static int open_record(struct sw_noise *nz, const uint8_t *ct, size_t len, struct sw_buf *plain)
 {
     if (sw_buf_reserve(plain, len - SW_NOISE_TAG)) return fail(nz, SW_ENOMEM, "out of memory");
-    if (cs_decrypt(&nz->rx, NULL, 0, ct, len, plain->data + plain->len))
+    int rc = cs_open(&nz->rx, ct, len, plain->data + plain->len);
+    if (rc == SW_ERANGE) return fail(nz, SW_ERANGE, "the peer sent more records than the 64-bit counter allows");
+    if (rc == SW_EIO) return fail(nz, SW_EIO, "the receive key could not be renewed (REKEY)");
+    if (rc)
         return fail(nz, SW_ECORRUPT, "record %llu does not authenticate (tampered, reordered or not from this session)",
                     (unsigned long long)nz->rx.n);
     plain->len += len - SW_NOISE_TAG;
@@ -427,9 +528,9 @@ size_t sw_noise_sealed_len(size_t n)
 static int seal_parts(struct cipher *c, const uint8_t *const *part, const size_t *part_len, int *pi, size_t *po,
                       size_t take, uint8_t *ct)
 {
-    if (c->n == NONCE_MAX) return SW_ERANGE;
     uint8_t nonce[12];
-    nonce12(c->n, nonce);
+    int rc = cs_next(c, nonce);
+    if (rc) return rc;
     if (EVP_EncryptInit_ex(c->evp, NULL, NULL, NULL, nonce) != 1) return SW_EIO;
     size_t got = 0;
     while (got < take) {
@@ -461,7 +562,11 @@ size_t sw_noise_sealv(struct sw_noise *nz, const uint8_t *const *part, const siz
         size_t take = SW_MIN(left, (size_t)SW_NOISE_MAX_PT);
         uint8_t *rec = dst + w;
         sw_put_be16(rec, (uint16_t)(take + SW_NOISE_TAG));
-        if (seal_parts(&nz->tx, part, part_len, &pi, &po, take, rec + 2)) return 0;
+        int rc = seal_parts(&nz->tx, part, part_len, &pi, &po, take, rec + 2);
+        if (rc) { /* the send side is spent or broken: nothing more goes out on this link */
+            fail(nz, rc, rc == SW_ERANGE ? "the send counter is spent (2^64-1 records)" : "sealing failed");
+            return 0;
+        }
         w += 2 + take + SW_NOISE_TAG;
         left -= take;
     }
@@ -485,6 +590,22 @@ int sw_noise_seal(struct sw_noise *nz, const uint8_t *pt, size_t n, struct sw_bu
     if (!w) return SW_ERANGE;
     out->len += w;
     return 0;
+}
+
+/* ------------------------------------------------------------------ test hooks (noise_int.h) */
+
+void sw__noise_force_choice(struct sw_noise *nz, uint8_t choice) { nz->forced_choice = choice; }
+
+void sw__noise_set_nonces(struct sw_noise *nz, uint64_t tx_n, uint64_t rx_n)
+{
+    nz->tx.n = tx_n;
+    nz->rx.n = rx_n;
+}
+
+void sw__noise_keys(const struct sw_noise *nz, uint8_t tx[32], uint8_t rx[32])
+{
+    memcpy(tx, nz->tx.k, 32);
+    memcpy(rx, nz->rx.k, 32);
 }
 
 /* ------------------------------------------------------------------ sealed datagrams */

@@ -1,8 +1,11 @@
 /* noise.h — private swarms (issue 13 item 1): the swarm key, the Noise handshake and record
  * layer that wraps a member's TCP connection, and the sealed datagrams of the members' DHT.
  * The construction is specified byte by byte in docs/protocol.md:
- *   Noise_NNpsk0_25519_ChaChaPoly_BLAKE2b (Noise rev. 34), psk = the 32-byte swarm key,
- *   then records: 2-byte big-endian length, ChaCha20-Poly1305 ciphertext (counter nonces).
+ *   Noise_NNpsk0_25519_ChaChaPoly_BLAKE2b (Noise rev. 34), psk = the 32-byte swarm key, whose
+ *   two payloads negotiate the transport AEAD (the initiator's offer, the responder's choice:
+ *   AES-256-GCM when both sides have AES instructions, ChaCha20-Poly1305 otherwise),
+ *   then records: 2-byte big-endian length, AEAD ciphertext (counter nonces, rekeyed every
+ *   SW_NOISE_REKEY_RECORDS records).
  * No I/O and no event loop: bytes in, bytes out (a filter like mse.c). */
 #ifndef SW_NET_NOISE_H
 #define SW_NET_NOISE_H
@@ -13,11 +16,19 @@
 #include "util/util.h"
 
 #define SW_SWARM_KEY_LEN 32
-#define SW_NOISE_HS_LEN 48            /* each handshake message: e (32) + empty payload's tag (16) */
+#define SW_NOISE_HS_LEN 49            /* each handshake message: e (32) + 1-byte payload + its tag (16) */
 #define SW_NOISE_TAG 16
 #define SW_NOISE_MAX_CT 65535u        /* ciphertext bytes of one record, tag included (Noise §3) */
 #define SW_NOISE_MAX_PT (SW_NOISE_MAX_CT - SW_NOISE_TAG)
-#define SW_NOISE_PROLOGUE "shardswarm private swarm v1"
+#define SW_NOISE_PROLOGUE "shardswarm private swarm v2"
+/* The transport AEADs, as bits of the offer (handshake payload 1) and the choice (payload 2).
+ * ChaCha20-Poly1305 is always offered, so two members always have one in common. */
+#define SW_NOISE_CHACHAPOLY 0x01u     /* RFC 8439; Noise §12.3 nonce */
+#define SW_NOISE_AESGCM 0x02u         /* AES-256-GCM (NIST SP 800-38D); Noise §12.4 nonce */
+#define SW_NOISE_AEADS_KNOWN (SW_NOISE_CHACHAPOLY | SW_NOISE_AESGCM)
+/* Each direction's key is replaced by Noise's REKEY(k) before records n = R, 2R, 3R...:
+ * at most 2^34 AES blocks per key, inside TLS 1.3's AES-GCM margin (docs/protocol.md). */
+#define SW_NOISE_REKEY_RECORDS (1ull << 22)
 #define SW_DGRAM_OVERHEAD (24 + 16)   /* sealed datagram: XChaCha20 nonce + Poly1305 tag */
 
 /* ------------------------------------------------------------------ the swarm key */
@@ -46,8 +57,22 @@ long sw_dgram_open(const uint8_t dkey[32], const uint8_t *in, size_t n, uint8_t 
 
 struct sw_noise;
 
-/* initiator: 1 on the dialling side. The key is copied. NULL on out of memory. */
+/* The AEADs this machine offers (SW_NOISE_* bits): ChaCha20-Poly1305 always, AES-256-GCM when
+ * the CPU has AES and carry-less multiply instructions (x86 AES-NI + PCLMULQDQ, Arm AES +
+ * PMULL). SW_NOISE_AEAD=chacha in the environment offers ChaCha20-Poly1305 only (a node
+ * without AES, for tests); SW_NOISE_AEAD=aesgcm offers AES-256-GCM even without the
+ * instructions. Anything else (or unset) detects. */
+unsigned sw_noise_aeads_local(void);
+/* "ChaCha20-Poly1305" or "AES-256-GCM" for one SW_NOISE_* bit; "none" otherwise. */
+const char *sw_noise_aead_name(unsigned aead);
+
+/* initiator: 1 on the dialling side. The key is copied. Offers sw_noise_aeads_local().
+ * NULL on out of memory. */
 struct sw_noise *sw_noise_new(const uint8_t psk[SW_SWARM_KEY_LEN], int initiator);
+/* The same with the AEADs given (SW_NOISE_* bits; 0 = sw_noise_aeads_local()): an initiator
+ * offers them (the low 8 bits, as given: tests send bits a later version may define), a
+ * responder chooses among those it knows. */
+struct sw_noise *sw_noise_new_aeads(const uint8_t psk[SW_SWARM_KEY_LEN], int initiator, unsigned aeads);
 void sw_noise_free(struct sw_noise *nz); /* wipes the keys; NULL harmless */
 /* Initiator: appends handshake message 1 (2-byte length + 48 bytes) to out. */
 int sw_noise_start(struct sw_noise *nz, struct sw_buf *out);
@@ -59,6 +84,8 @@ int sw_noise_start(struct sw_noise *nz, struct sw_buf *out);
 int sw_noise_feed(struct sw_noise *nz, const uint8_t *in, size_t n, struct sw_buf *out, struct sw_buf *plain);
 /* 1 once both handshake messages were exchanged (transport keys split). */
 int sw_noise_ready(const struct sw_noise *nz);
+/* The transport AEAD chosen in the handshake (one SW_NOISE_* bit); 0 before it is ready. */
+unsigned sw_noise_aead(const struct sw_noise *nz);
 const char *sw_noise_err(const struct sw_noise *nz);
 /* Seals n plaintext bytes (any n) as records of at most SW_NOISE_MAX_PT bytes, appended to out. */
 int sw_noise_seal(struct sw_noise *nz, const uint8_t *pt, size_t n, struct sw_buf *out);

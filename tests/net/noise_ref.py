@@ -1,7 +1,8 @@
 """noise_ref.py — an independent Python implementation of the private-swarm link (docs/protocol.md):
 Noise_NNpsk0_25519_ChaChaPoly_BLAKE2b written from the Noise spec (rev. 34) with the
-`cryptography` package and hashlib, then the record layer. The tests speak it to real nodes,
-so the C code (src/net/noise.c) is checked against the spec, not against itself.
+`cryptography` package and hashlib, its payloads negotiating the transport AEAD (AES-256-GCM or
+ChaCha20-Poly1305), then the record layer with REKEY every REKEY_RECORDS records. The tests speak
+it to real nodes, so the C code (src/net/noise.c) is checked against the spec, not against itself.
 """
 import hashlib
 import hmac
@@ -9,15 +10,18 @@ import struct
 
 try:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
     from cryptography.hazmat.primitives import serialization
     HAVE = True
 except ImportError:  # the tests skip with a message
     HAVE = False
 
 NAME = b"Noise_NNpsk0_25519_ChaChaPoly_BLAKE2b"
-PROLOGUE = b"shardswarm private swarm v1"
+PROLOGUE = b"shardswarm private swarm v2"
 HASHLEN = 64
+CHACHAPOLY, AESGCM_ID = 0x01, 0x02    # the AEAD bits of the offer and the choice
+REKEY_RECORDS = 1 << 22
+MAX_NONCE = (1 << 64) - 1
 
 
 def _hash(b):
@@ -37,21 +41,34 @@ def _hkdf(ck, ikm, n):
     return o1, o2, _hmac(tk, o2 + b"\x03")
 
 
-def _nonce(n):
-    return b"\x00" * 4 + struct.pack("<Q", n)
+def _nonce(aead, n):
+    # Noise §12.3 (ChaChaPoly): 4 zero bytes, n little-endian; §12.4 (AESGCM): big-endian
+    return b"\x00" * 4 + struct.pack(">Q" if aead == AESGCM_ID else "<Q", n)
 
 
 class Cipher:
-    def __init__(self, k):
-        self.k, self.n = ChaCha20Poly1305(k), 0
+    """A CipherState: the handshake's is ChaChaPoly; a transport one runs the chosen AEAD and
+    rekeys (Noise §4.2's REKEY) before records REKEY_RECORDS, 2 * REKEY_RECORDS, ..."""
+
+    def __init__(self, k, aead=CHACHAPOLY, rekey=False):
+        self.key, self.aead, self.rekey, self.n = k, aead, rekey, 0
+
+    def _aead(self):
+        return (AESGCM if self.aead == AESGCM_ID else ChaCha20Poly1305)(self.key)
+
+    def _next(self):
+        assert self.n < MAX_NONCE, "nonce 2^64-1 is reserved"
+        if self.rekey and self.n and self.n % REKEY_RECORDS == 0:
+            self.key = self._aead().encrypt(_nonce(self.aead, MAX_NONCE), b"\x00" * 32, b"")[:32]
+        return _nonce(self.aead, self.n)
 
     def enc(self, ad, pt):
-        c = self.k.encrypt(_nonce(self.n), pt, ad)
+        c = self._aead().encrypt(self._next(), pt, ad)
         self.n += 1
         return c
 
     def dec(self, ad, ct):
-        p = self.k.decrypt(_nonce(self.n), ct, ad)  # raises InvalidTag
+        p = self._aead().decrypt(self._next(), ct, ad)  # raises InvalidTag
         self.n += 1
         return p
 
@@ -61,9 +78,11 @@ def _pub(sk):
 
 
 class Initiator:
-    """The dialling side. msg1() -> bytes to send; read_msg2(48 bytes) -> transport ready."""
+    """The dialling side. msg1() -> bytes to send; read_msg2(49 bytes) -> transport ready, the
+    responder's choice in self.aead. offer: the AEAD bits of payload 1."""
 
-    def __init__(self, psk):
+    def __init__(self, psk, offer=CHACHAPOLY | AESGCM_ID):
+        self.offer = offer
         self.h = NAME + b"\x00" * (HASHLEN - len(NAME))
         self.ck = self.h
         self.k = None
@@ -85,9 +104,9 @@ class Initiator:
         e = _pub(self.e)
         self._mix_hash(e)  # e: MixHash, and MixKey in a PSK handshake
         self._mix_key(e)
-        tag = self.k.enc(self.h, b"")
-        self._mix_hash(tag)
-        body = e + tag
+        payload = self.k.enc(self.h, bytes([self.offer]))  # EncryptAndHash(offer)
+        self._mix_hash(payload)
+        body = e + payload
         return struct.pack(">H", len(body)) + body
 
     def read_msg2(self, m):
@@ -95,10 +114,13 @@ class Initiator:
         self._mix_hash(re_)
         self._mix_key(re_)
         self._mix_key(self.e.exchange(X25519PublicKey.from_public_bytes(re_)))  # ee
-        self.k.dec(self.h, m[32:48])
-        self._mix_hash(m[32:48])
+        choice = self.k.dec(self.h, m[32:49])  # DecryptAndHash(choice)
+        self._mix_hash(m[32:49])
+        self.aead = choice[0]
+        if self.aead not in (CHACHAPOLY, AESGCM_ID) or not self.aead & self.offer:
+            raise ValueError("the responder chose AEAD 0x%02x, not offered (0x%02x)" % (self.aead, self.offer))
         k1, k2 = _hkdf(self.ck, b"", 2)
-        self.tx, self.rx = Cipher(k1[:32]), Cipher(k2[:32])
+        self.tx, self.rx = Cipher(k1[:32], self.aead, True), Cipher(k2[:32], self.aead, True)
 
     def seal(self, pt):
         out = b""

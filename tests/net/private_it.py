@@ -8,9 +8,13 @@ on 127.0.0.1, with stories260K split in 2 shards:
   - a node without the key and one with another key are refused at their first message: they
     never get a peer, a piece or a record; a light client without the key finds no route;
   - an independent Python implementation of the handshake (tests/net/noise_ref.py, from the
-    Noise spec) gets message 2 and a sealed BitTorrent handshake back; with a wrong key, or a
-    plain BitTorrent handshake, it is refused with nothing sent back; a record with one byte
-    flipped kills its connection;
+    Noise spec) gets message 2 and a sealed BitTorrent handshake back, under AES-256-GCM when it
+    offers it and the node's CPU has AES-NI + PCLMULQDQ, under ChaCha20-Poly1305 when it offers
+    only that or when the node runs with SW_NOISE_AEAD=chacha (a node without AES); with a wrong
+    key, or a plain BitTorrent handshake, it is refused with nothing sent back; a record with
+    one byte flipped kills its connection;
+  - n2 runs with SW_NOISE_AEAD=chacha: it fetches its shard from n0 and serves its part of the
+    pipeline over ChaCha20-Poly1305 links while n0 and n1 could use AES-256-GCM;
   - a plain (unsealed) DHT ping to a member gets no answer; `diagnose --swarm-key` pings it
     sealed and gets one.
 """
@@ -32,7 +36,7 @@ from swarm_it import check, harness  # noqa: E402
 N_GEN = 40
 
 
-def node(procs, m, name, key, shards=(), extra=(), boot=None):
+def node(procs, m, name, key, shards=(), extra=(), boot=None, env=None):
     cache = m.cache(name, shards)
     args = [harness.BIN, "node", "--model", m.torrent, "--cache", cache, "--listen", "0", "--threads", "1",
             "--status-interval", "1000"] + list(extra)
@@ -40,7 +44,7 @@ def node(procs, m, name, key, shards=(), extra=(), boot=None):
         args += ["--swarm-key", key]
     if boot:
         args += ["--bootstrap", "127.0.0.1:%d" % boot]
-    p = procs.start(name, args)
+    p = procs.start(name, args, env=env)
     port = int(p.wait_for(r"listening on port (\d+)", timeout=30).group(1))
     return p, port, cache
 
@@ -67,24 +71,54 @@ def closed_without_a_byte(s, what):
     s.close()
 
 
-def python_peer_checks(m, port, key_hex, wrong_hex):
+def node_takes_aes():
+    """What a node started with this environment chooses (src/net/noise.c: sw_noise_aeads_local):
+    SW_NOISE_AEAD=chacha|aesgcm forces, otherwise AES-NI and PCLMULQDQ (x86) or AES and PMULL
+    (Arm) decide."""
+    force = os.environ.get("SW_NOISE_AEAD")
+    if force in ("chacha", "aesgcm"):
+        return force == "aesgcm"
+    try:
+        flags = set()
+        for line in open("/proc/cpuinfo"):
+            if line.startswith(("flags", "Features")):
+                flags |= set(line.split(":", 1)[1].split())
+        return ("aes" in flags and "pclmulqdq" in flags) or ("aes" in flags and "pmull" in flags)
+    except OSError:
+        return False
+
+
+def sealed_session(m, port, key, offer, want_aead, what):
+    """A handshake offering `offer`: the node must choose want_aead, then send its BitTorrent
+    handshake sealed under it. Returns the open socket and the Python side's state."""
+    s = connect(port)
+    nz = noise_ref.Initiator(key, offer)
+    s.sendall(nz.msg1())
+    (n,) = struct.unpack(">H", noise_ref.read_exact(s, 2))
+    check(n == 49, "%s: message 2 length %d" % (what, n))
+    nz.read_msg2(noise_ref.read_exact(s, 49))  # raises if it does not authenticate
+    check(nz.aead == want_aead, "%s: the node chose AEAD 0x%02x, expected 0x%02x" % (what, nz.aead, want_aead))
+    s.sendall(nz.seal(bt_handshake(m.info_hash)))
+    first = noise_ref.read_record(s, nz)
+    check(first.startswith(b"\x13BitTorrent protocol") and first[28:48] == bytes.fromhex(m.info_hash),
+          "%s: the node's first record is not its BitTorrent handshake: %r" % (what, first[:48]))
+    return s, nz
+
+
+def python_peer_checks(m, port, key_hex, wrong_hex, port_chacha):
     key, wrong = bytes.fromhex(key_hex), bytes.fromhex(wrong_hex)
+    both, chacha = noise_ref.CHACHAPOLY | noise_ref.AESGCM_ID, noise_ref.CHACHAPOLY
     # 1. a plain BitTorrent handshake: refused at its first message, nothing sent back
     s = connect(port)
     s.sendall(bt_handshake(m.info_hash))
     closed_without_a_byte(s, "plain BitTorrent handshake")
-    # 2. the right key: message 2, then the node's BitTorrent handshake sealed
-    s = connect(port)
-    nz = noise_ref.Initiator(key)
-    s.sendall(nz.msg1())
-    (n,) = struct.unpack(">H", noise_ref.read_exact(s, 2))
-    check(n == 48, "message 2 length %d" % n)
-    nz.read_msg2(noise_ref.read_exact(s, 48))  # raises if it does not authenticate
-    s.sendall(nz.seal(bt_handshake(m.info_hash)))
-    first = noise_ref.read_record(s, nz)
-    check(first.startswith(b"\x13BitTorrent protocol") and first[28:48] == bytes.fromhex(m.info_hash),
-          "the node's first record is not its BitTorrent handshake: %r" % first[:48])
-    # 3. one flipped ciphertext byte: the connection dies
+    # 2. the AEAD each side can run: AES-256-GCM only when both offer it
+    for p, offer, want, what in ((port, chacha, chacha, "a ChaCha-only peer"),
+                                 (port_chacha, both, chacha, "a node with SW_NOISE_AEAD=chacha")):
+        sealed_session(m, p, key, offer, want, what)[0].close()
+    # 3. the right key, both AEADs offered: message 2, then the node's BitTorrent handshake sealed
+    s, nz = sealed_session(m, port, key, both, noise_ref.AESGCM_ID if node_takes_aes() else chacha, "an AES-capable peer")
+    # 4. one flipped ciphertext byte: the connection dies
     rec = bytearray(nz.seal(b"\x00\x00\x00\x01\x02"))  # an INTERESTED message
     rec[5] ^= 0x01
     s.sendall(bytes(rec))
@@ -99,7 +133,7 @@ def python_peer_checks(m, port, key_hex, wrong_hex):
             break
     check(dead, "a tampered record did not close the connection")
     s.close()
-    # 4. a wrong key: refused at message 1, not one byte back (no message 2)
+    # 5. a wrong key: refused at message 1, not one byte back (no message 2)
     s = connect(port)
     s.sendall(noise_ref.Initiator(wrong).msg1())
     closed_without_a_byte(s, "wrong swarm key")
@@ -132,7 +166,7 @@ def main():
         n0, port0, _ = node(procs, m, "n0", key, shards=(0, 1), extra=["--seed-all"])
         t0 = time.time()
         n1, _, c1 = node(procs, m, "n1", key, extra=["--shard", "1"], boot=port0)
-        n2, _, c2 = node(procs, m, "n2", key, extra=["--shard", "0"], boot=port0)
+        n2, port2, c2 = node(procs, m, "n2", key, extra=["--shard", "0"], boot=port0, env={"SW_NOISE_AEAD": "chacha"})
         for p, k in ((n1, 1), (n2, 0)):
             p.wait_for(r"shard %d loaded" % k, timeout=60)
         for c, k in ((c1, 1), (c2, 0)):
@@ -153,7 +187,7 @@ def main():
         check(got == ref, "private swarm tokens differ from single-process generate:\n ref %s\n got %s" % (ref, got))
         print("private: %d tokens equal single-process generate" % N_GEN, file=sys.stderr)
 
-        python_peer_checks(m, port0, key_hex, wrong_hex)
+        python_peer_checks(m, port0, key_hex, wrong_hex, port2)
         dht_plain_ping_unanswered(port0)
         # diagnose: its DHT ping is answered when sealed with the key, not otherwise
         for k, want in ((key, "answered a DHT ping"), (None, "only with --swarm-key")):
