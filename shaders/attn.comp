@@ -3,12 +3,15 @@
 // its score), and the output is kept as a running softmax (max, sum, weighted values;
 // each invocation owns head_dim/64 output dimensions), so no score buffer of the context's
 // length is needed. Optional: a sliding window (a query at p sees keys p - window + 1 .. p)
-// and soft-capping of the scores (cap * tanh(score / cap)), as gemma has.
+// and soft-capping of the scores (cap * tanh(score / cap)), as gemma has; attention sinks
+// (gpt-oss: sinks != 0): head h's sink[h] is one more logit in the softmax's denominator,
+// with no value (the running softmax starts at max = sink, sum = 1).
 #version 450
 layout(local_size_x = 64) in;
 layout(std430, set = 0, binding = 0) readonly buffer Q { float q[]; };
 layout(std430, set = 0, binding = 1) readonly buffer KV { uint kv[]; };
 layout(std430, set = 0, binding = 2) buffer O { float o[]; };
+layout(std430, set = 0, binding = 3) readonly buffer Sk { float sink[]; }; // n_head (sinks != 0)
 layout(push_constant) uniform P {
     uint t0, pos0;
     uint n_head, group, hd;   // group: query heads per KV head
@@ -17,6 +20,7 @@ layout(push_constant) uniform P {
     float scale;
     uint window;              // 0: every earlier key
     float softcap;            // 0: none
+    uint sinks;               // 1: sink[h] joins the softmax (binding 3)
 } p;
 shared float qs[256];
 shared float sc[64];
@@ -30,6 +34,10 @@ void main()
     barrier();
     const uint kb = p.k_word + g * p.cap * hw, vb = p.v_word + g * p.cap * hw;
     float m = -1.0e30, l = 0.0;
+    if (p.sinks != 0u) {
+        m = sink[h];
+        l = 1.0;
+    }
     float acc[4] = float[4](0.0, 0.0, 0.0, 0.0);
     for (uint base = lo; base < n_keys; base += 64u) {
         const uint key = base + tid;

@@ -30,7 +30,7 @@ static const char *const PIPE_NAMES[VKP_COUNT] = {
 #define X(T, t) "mmidg_" #t,
     SW_VK_MM_TYPES(X)
 #undef X
-    "rmsnorm", "glu", "rope_kv", "attn", "moe_route", "moe_sum", "moe_group",
+    "rmsnorm", "glu", "rope_kv", "attn", "moe_route", "moe_sum", "moe_group", "moe_bias",
 };
 
 static const char *vk_res(VkResult r)
@@ -198,15 +198,13 @@ static void layer_unsupported(const struct sw__model *m, uint32_t l, VkDeviceSiz
     why[0] = 0;
     const int moe = m->ld[l].is_moe;
     if (hp->mla) snprintf(why, cap, "latent attention (deepseek2)");
-    else if (ly->sinks) snprintf(why, cap, "attention sinks");
-    else if (hp->act == SW__ACT_SWIGLU_OAI) snprintf(why, cap, "gpt-oss's clamped SwiGLU");
     else if (hp->qk_norm && (!ly->q_norm || !ly->k_norm)) snprintf(why, cap, "no q/k norm weights");
     else if (hp->post_norms && (!ly->attn_post_norm || !ly->ffn_post_norm)) snprintf(why, cap, "no post-norm weights");
     else if (in->head_dim % 2 || in->head_dim > 256 || in->n_rot > in->head_dim)
         snprintf(why, cap, "head size %u (the shader takes even sizes up to 256)", in->head_dim);
-    else if (moe && hp->gating != SW__GATING_SOFTMAX) snprintf(why, cap, "an MoE router other than softmax");
-    else if (moe && (ly->gate_inp_b || ly->gate_exps_b || ly->up_exps_b || ly->down_exps_b || ly->exp_probs_b))
-        snprintf(why, cap, "MoE router or expert biases");
+    else if (moe && hp->gating != SW__GATING_SOFTMAX && hp->gating != SW__GATING_SOFTMAX_WEIGHT)
+        snprintf(why, cap, "an MoE router other than softmax");
+    else if (moe && ly->exp_probs_b) snprintf(why, cap, "an MoE selection bias");
     else if (moe && hp->n_group > 1) snprintf(why, cap, "grouped top-k expert choice");
     if (why[0]) return;
     struct sw__w ws[MAX_MATS];
@@ -226,8 +224,28 @@ static void layer_unsupported(const struct sw__model *m, uint32_t l, VkDeviceSiz
     }
 }
 
-/* The f32 vectors of a layer: attn/ffn norms, q/k/v/o biases, q/k norms, post-norms. */
-#define N_VEC 11
+/* The f32 vectors of a layer: attn/ffn norms, q/k/v/o biases, q/k norms, post-norms, the
+ * shared expert's gate; gpt-oss's sinks, router bias and expert bias tables. */
+#define N_VEC 16
+
+/* The vectors of layer_layout's list (NULL: absent) and their lengths in floats. */
+static void layer_vecs(const struct sw__vk *g, const struct sw__model *m, uint32_t li, int moe, const float **vp,
+                       uint32_t *vn)
+{
+    const struct sw__layer *ly = &m->layers[li];
+    const struct sw_stage_info *in = &m->info;
+    const uint32_t NX = m->hp.n_expert, FX = m->hp.n_ff_exp;
+    const float *p[N_VEC] = { ly->attn_norm, ly->ffn_norm, ly->bq, ly->bk, ly->bv, ly->bo,
+                              ly->q_norm, ly->k_norm, ly->attn_post_norm, ly->ffn_post_norm,
+                              moe ? ly->gate_inp_sh : NULL, ly->sinks,
+                              moe ? ly->gate_inp_b : NULL, moe ? ly->gate_exps_b : NULL,
+                              moe ? ly->up_exps_b : NULL, moe ? ly->down_exps_b : NULL };
+    const uint32_t n[N_VEC] = { in->n_embd, in->n_embd, g->q_dim, g->kv_dim, g->kv_dim, in->n_embd,
+                                in->head_dim, in->head_dim, in->n_embd, in->n_embd, in->n_embd, in->n_head,
+                                NX, NX * FX, NX * FX, NX * in->n_embd };
+    memcpy(vp, p, sizeof p);
+    memcpy(vn, n, sizeof n);
+}
 
 /* Lays out one layer's buffer (li: index in the stage); returns its size. */
 static VkDeviceSize layer_layout(const struct sw__vk *g, const struct sw__model *m, uint32_t li, struct vk_layer *L)
@@ -247,14 +265,13 @@ static VkDeviceSize layer_layout(const struct sw__vk *g, const struct sw__model 
         vs[i]->n_expert = L->moe && i >= 5 && i <= 7 ? (uint32_t)m->hp.n_expert : 0;
         off = align_up(off + vs[i]->size, g->align);
     }
-    const float *vp[N_VEC] = { ly->attn_norm, ly->ffn_norm, ly->bq, ly->bk, ly->bv, ly->bo,
-                               ly->q_norm, ly->k_norm, ly->attn_post_norm, ly->ffn_post_norm,
-                               L->moe ? ly->gate_inp_sh : NULL };
-    const uint32_t vn[N_VEC] = { in->n_embd, in->n_embd, g->q_dim, g->kv_dim, g->kv_dim, in->n_embd,
-                                 in->head_dim, in->head_dim, in->n_embd, in->n_embd, in->n_embd };
+    const float *vp[N_VEC];
+    uint32_t vn[N_VEC];
+    layer_vecs(g, m, li, L->moe, vp, vn);
     VkDeviceSize shg_off = VK_NONE;
     VkDeviceSize *vo[N_VEC] = { &L->attn_norm, &L->ffn_norm, &L->bq, &L->bk, &L->bv, &L->bo,
-                                &L->q_norm, &L->k_norm, &L->attn_post, &L->ffn_post, &shg_off };
+                                &L->q_norm, &L->k_norm, &L->attn_post, &L->ffn_post, &shg_off,
+                                &L->sinks, &L->router_b, &L->ge_b, &L->ue_b, &L->de_b };
     L->window = m->ld[l].is_swa && m->hp.n_swa ? m->hp.n_swa : 0;
     L->swa_rope = L->window && m->rope_inv_freq_swa;
     for (int i = 0; i < N_VEC; i++) {
@@ -432,7 +449,6 @@ static int upload_layer(struct sw__vk *g, struct upl *u, const struct sw__model 
                         float *rowf)
 {
     const struct sw__layer *ly = &m->layers[li];
-    const struct sw_stage_info *in = &m->info;
     u->dst = L->buf.b;
     struct sw__w ws[MAX_MATS];
     struct vk_mat *vs[MAX_MATS];
@@ -441,13 +457,13 @@ static int upload_layer(struct sw__vk *g, struct upl *u, const struct sw__model 
     int rc;
     for (int i = 0; i < n; i++)
         if ((rc = upload_mat(u, &ws[i], vs[i], 0, rowf))) return rc;
-    const float *vp[N_VEC] = { ly->attn_norm, ly->ffn_norm, ly->bq, ly->bk, ly->bv, ly->bo,
-                               ly->q_norm, ly->k_norm, ly->attn_post_norm, ly->ffn_post_norm,
-                               L->shg.rows ? ly->gate_inp_sh : NULL };
-    const uint32_t vn[N_VEC] = { in->n_embd, in->n_embd, g->q_dim, g->kv_dim, g->kv_dim, in->n_embd,
-                                 in->head_dim, in->head_dim, in->n_embd, in->n_embd, in->n_embd };
+    const float *vp[N_VEC];
+    uint32_t vn[N_VEC];
+    layer_vecs(g, m, li, L->moe, vp, vn);
+    if (!L->shg.rows) vp[10] = NULL;
     const VkDeviceSize vo[N_VEC] = { L->attn_norm, L->ffn_norm, L->bq, L->bk, L->bv, L->bo,
-                                     L->q_norm, L->k_norm, L->attn_post, L->ffn_post, L->shg.off };
+                                     L->q_norm, L->k_norm, L->attn_post, L->ffn_post, L->shg.off,
+                                     L->sinks, L->router_b, L->ge_b, L->ue_b, L->de_b };
     for (int i = 0; i < N_VEC; i++) {
         if (!vp[i]) continue;
         void *p = upl_take(u, vo[i], (size_t)vn[i] * 4, &rc);
@@ -721,7 +737,7 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
     g->hd = in->head_dim;
     g->n_rot = in->n_rot;
     g->neox = (uint32_t)m->hp.rope_neox;
-    g->act = m->hp.act == SW__ACT_GEGLU;
+    g->act = m->hp.act == SW__ACT_GEGLU ? 1u : m->hp.act == SW__ACT_SWIGLU_OAI ? 2u : 0u;
     g->q_dim = in->n_head * in->head_dim;
     g->kv_dim = in->n_head_kv * in->head_dim;
     g->eps = in->rms_eps;
@@ -732,6 +748,7 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
         g->n_used = m->hp.n_expert_used;
         g->moe_norm_w = (uint32_t)m->hp.moe_norm_w;
         g->moe_scale = m->hp.expert_weights_scale;
+        g->route_mode = m->hp.gating == SW__GATING_SOFTMAX_WEIGHT ? 1u : 0u;
     }
     g->layer_first = in->layer_first;
     g->max_batch = o->max_batch;

@@ -62,7 +62,8 @@ enum {
 #define X(T, t) VKP_MMIDG_##T,
     SW_VK_MM_TYPES(X)
 #undef X
-    VKP_RMSNORM, VKP_GLU, VKP_ROPE_KV, VKP_ATTN, VKP_MOE_ROUTE, VKP_MOE_SUM, VKP_MOE_GROUP, VKP_COUNT
+    VKP_RMSNORM, VKP_GLU, VKP_ROPE_KV, VKP_ATTN, VKP_MOE_ROUTE, VKP_MOE_SUM, VKP_MOE_GROUP,
+    VKP_MOE_BIAS, VKP_COUNT
 };
 
 struct vk_buf {
@@ -93,6 +94,9 @@ struct vk_layer {
      * its gate (a 1 x n_embd F32 matrix; rows 0: absent) */
     int moe;
     struct vk_mat router, ge, ue, de, gsh, ush, dsh, shg;
+    /* gpt-oss: attention sinks (n_head), the router's bias (n_expert), the experts' biases
+     * ([n_expert][rows of one expert] each); VK_NONE: absent */
+    VkDeviceSize sinks, router_b, ge_b, ue_b, de_b;
     uint32_t window;                      /* sliding window (positions); 0: full attention */
     uint32_t swa_rope;                    /* rotates with the sliding-window layers' table */
 };
@@ -144,9 +148,10 @@ struct sw__vk {
     uint32_t max_seqs, max_batch, n_ctx;
     uint64_t kv_bytes, weight_bytes, heap_bytes;
     /* model dims (copied) */
-    uint32_t E, n_head, n_head_kv, hd, n_rot, neox, act, q_dim, kv_dim, ff_max;
+    uint32_t E, n_head, n_head_kv, hd, n_rot, neox, act /* glu.comp's */, q_dim, kv_dim, ff_max;
     float eps, attn_scale, attn_softcap;
     uint32_t n_expert, n_used, moe_norm_w; /* MoE (n_expert 0: dense) */
+    uint32_t route_mode;                   /* moe_route.comp's mode: 1 softmax over the chosen (gpt-oss) */
     uint32_t max_tiles;                    /* MoE tiles a full step may need */
     float moe_scale;
     uint32_t layer_first;

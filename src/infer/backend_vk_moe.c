@@ -6,7 +6,8 @@
  * expert read from the ids the router wrote, so nothing returns to the host mid-step; for
  * steps of several tokens -DMM_IDG over moe_group.comp's tiles of up to 8 slots of one
  * expert, decoding its rows once per tile),
- * qwen2moe's shared expert with its sigmoid gate, and the weighted sum into the residual
+ * qwen2moe's shared expert with its sigmoid gate, gpt-oss's router and expert biases
+ * (moe_bias.comp) and its softmax over the chosen logits, and the weighted sum into the residual
  * (moe_sum.comp, in ascending expert order as the CPU adds them).
  * Not for: device setup and uploads (backend_vk.c), the dense layers (backend_vk_step.c). */
 #include "infer/backend_vk_impl.h"
@@ -53,6 +54,18 @@ static void mm_idg(struct sw__vk *g, const struct vk_layer *L, const struct vk_m
                     n_tiles);
 }
 
+/* y (S slot rows of n floats at y_off) += the slot's expert's row of the [n_expert][n] bias
+ * table at b_off in L's buffer (gpt-oss). */
+static void expert_bias(struct sw__vk *g, const struct vk_layer *L, VkDeviceSize b_off, uint32_t y_off, uint32_t n,
+                        uint32_t S)
+{
+    const struct sw__vk_bind bs[3] = { { g->scratch.b, 0, 0 }, { g->scratch.b, 0, 0 },
+                                       { L->buf.b, b_off, (VkDeviceSize)g->n_expert * n * 4 } };
+    const uint32_t pc[6] = { S, n, y_off, n, (uint32_t)g->so.ids, g->n_expert };
+    const uint32_t groups = (S * n + 255u) / 256u;
+    sw__vk_dispatch(g, VKP_MOE_BIAS, bs, 3, pc, sizeof pc, SW_MIN(groups, 65535u), (groups + 65534u) / 65535u, 1);
+}
+
 void sw__vk_ffn_moe(struct sw__vk *g, const struct vk_layer *L, uint32_t T)
 {
     const uint32_t E = g->E, NX = g->n_expert, K = g->n_used, S = T * K, FX = L->ge.rows / L->ge.n_expert;
@@ -71,14 +84,15 @@ void sw__vk_ffn_moe(struct sw__vk *g, const struct vk_layer *L, uint32_t T)
         sw__vk_mm(g, L, &L->dsh, VK_NONE, sgate, FS, ssh, E, T, 0);
     }
     /* router logits, then the choice: ids and weights stay in device memory */
-    sw__vk_mm(g, L, &L->router, VK_NONE, sxn, E, (uint32_t)g->so.router, NX, T, 0);
+    sw__vk_mm(g, L, &L->router, L->router_b, sxn, E, (uint32_t)g->so.router, NX, T, 0);
     sw__vk_cc_barrier(g);
     {
         struct {
             uint32_t T, n, k, r_off, id_off, w_off, norm;
             float scale;
+            uint32_t mode;
         } pc = { T, NX, K, (uint32_t)g->so.router, (uint32_t)g->so.ids, (uint32_t)g->so.wts, g->moe_norm_w,
-                 g->moe_scale };
+                 g->moe_scale, g->route_mode };
         sw__vk_dispatch(g, VKP_MOE_ROUTE, scr, 2, &pc, sizeof pc, (T + 63u) / 64u, 1, 1);
     }
     sw__vk_cc_barrier(g);
@@ -106,11 +120,20 @@ void sw__vk_ffn_moe(struct sw__vk *g, const struct vk_layer *L, uint32_t T)
         mm_id(g, L, &L->ue, sxn, E, K, sup, FX, S);
     }
     sw__vk_cc_barrier(g);
+    if (L->ge_b != VK_NONE) { /* gpt-oss: each slot's expert's gate and up biases */
+        expert_bias(g, L, L->ge_b, sgate, FX, S);
+        expert_bias(g, L, L->ue_b, sup, FX, S);
+        sw__vk_cc_barrier(g);
+    }
     sw__vk_glu(g, sgate, sup, S * FX);
     sw__vk_cc_barrier(g);
     if (grouped) mm_idg(g, L, &L->de, sgate, FX, 1, (uint32_t)g->so.moe_y, E, S, n_tiles);
     else mm_id(g, L, &L->de, sgate, FX, 1, (uint32_t)g->so.moe_y, E, S);
     sw__vk_cc_barrier(g);
+    if (L->de_b != VK_NONE) {
+        expert_bias(g, L, L->de_b, (uint32_t)g->so.moe_y, E, S);
+        sw__vk_cc_barrier(g);
+    }
     /* x += sum of the weighted slots (+ the gated shared expert); through the post-FFN
      * norm when the layer has one */
     const int post = L->ffn_post != VK_NONE;

@@ -1,7 +1,7 @@
 /* backend_vk_step.c — one step of the device's layers as one command buffer: x and the
  * rope table(s) in, then per layer RMSNorm, q/k/v matmuls (+ biases), per-head q/k
  * RMSNorm (qwen3, gemma3), RoPE with the k/v store into each sequence's f16 cache,
- * attention (sliding window and soft-capping for gemma), the output matmul added into the
+ * attention (sliding window and soft-capping for gemma, sinks for gpt-oss), the output matmul added into the
  * residual (through the post-attention norm for gemma), RMSNorm, gate/up matmuls,
  * SwiGLU/GeGLU, the down matmul added into the residual (through the post-FFN norm for
  * gemma); x out. A barrier between dependent dispatches, one submit, one fence wait.
@@ -256,19 +256,22 @@ int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const
         for (uint32_t i = 0; i < n_seg; t0 += sg[i].n, i++) {
             const struct vk_kv *kv = &g->kv[sg[i].slot];
             const VkDeviceSize per_layer = 4ull * kvd * kv->cap;
-            struct sw__vk_bind bs[3] = {
+            const int sinks = L->sinks != VK_NONE; /* gpt-oss; else binding 3 is not read */
+            struct sw__vk_bind bs[4] = {
                 { g->scratch.b, sq * 4ull, (VkDeviceSize)g->max_batch * qd * 4 },
                 { kv->buf.b, per_layer * li, per_layer },
                 { g->scratch.b, satt * 4ull, (VkDeviceSize)g->max_batch * qd * 4 },
+                { sinks ? L->buf.b : g->scratch.b, sinks ? L->sinks : 0, sinks ? (VkDeviceSize)g->n_head * 4 : 16 },
             };
             struct {
                 uint32_t t0, pos0, n_head, group, hd, cap, k_word, v_word;
                 float scale;
                 uint32_t window;
                 float softcap;
+                uint32_t sinks;
             } pc = { t0, sg[i].pos, g->n_head, g->n_head / g->n_head_kv, g->hd, kv->cap, 0, (uint32_t)(per_layer / 8),
-                     g->attn_scale, L->window, g->attn_softcap };
-            sw__vk_dispatch(g, VKP_ATTN, bs, 3, &pc, sizeof pc, g->n_head, sg[i].n, 1);
+                     g->attn_scale, L->window, g->attn_softcap, (uint32_t)sinks };
+            sw__vk_dispatch(g, VKP_ATTN, bs, 4, &pc, sizeof pc, g->n_head, sg[i].n, 1);
         }
         sw__vk_cc_barrier(g);
         if (L->attn_post == VK_NONE) {

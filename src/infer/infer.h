@@ -234,6 +234,7 @@ struct sw_synth_preset {
     uint32_t n_ctx_orig;    /* rope.scaling.original_context_length (yarn, phi3's longrope) */
     const struct sw_synth_mla *mla; /* deepseek2's extras, or NULL */
     float attn_softcap;     /* attn_logit_softcapping (gemma2); 0: the architecture's default */
+    float exp_bias;         /* gpt-oss: the experts' gate/up bias amplitude; 0: 0.02 */
 };
 
 /* deepseek2 presets: the latent attention's and the MoE's shape (llama.cpp's keys). */

@@ -56,6 +56,9 @@ static const struct sw_synth_preset PRESETS[] = {
     { "phi-3-mini",     "phi3",     3072, 32,  32, 32,  8192, 32064, 131072, 10000.0f, 1e-5f, 0, "ggml-vocab-phi-3.gguf", 0, 0, 0, 0, 0, 0, NULL, 0, 4096 },
     { "qwen3-yarn-nano","qwen3",     256,  2,   4,  2,   512,   512,   512, 1000000.0f, 1e-6f, 1, "../models/stories260K.gguf", 128, 0, 0, 0, 0, 0, "yarn", 4.0f, 32 },
     { "gpt-oss-nano",   "gpt-oss",   256,  2,   4,  2,   256,   512,   512, 150000.0f, 1e-5f, 0, "../models/stories260K.gguf", 64, 4, 2, 256, 0, 6, "yarn", 4.0f, 32 },
+    /* gpt-oss-nano with gate/up expert biases of +-12, so that the clamped SwiGLU's limits
+     * (gate <= 7, |up| <= 7) bind: the GPU test's check of the clamps */
+    { "gpt-oss-clamp-nano", "gpt-oss", 256, 2, 4,  2,   256,   512,   512, 150000.0f, 1e-5f, 0, "../models/stories260K.gguf", 64, 4, 2, 256, 0, 6, "yarn", 4.0f, 32, NULL, 0, 12.0f },
     { "gpt-oss-20b",    "gpt-oss",  2880, 24,  64,  8,  2880, 201088, 131072, 150000.0f, 1e-5f, 0, "ggml-vocab-llama-spm.gguf", 64, 32, 4, 2880, 0, 128, "yarn", 32.0f, 4096 },
     /* name             arch        embd layers head kv  ff    vocab   ctx    rope base  eps  tied vocab file  head_dim experts used ff_exp ff_shexp window scaling factor orig_ctx mla */
     { "deepseek2-nano", "deepseek2", 256,  3,   4,  1,   512,   512,   512,  10000.0f, 1e-6f, 0, "../models/stories260K.gguf", 0, 8, 2, 128, 0, 0, NULL, 0, 0, &MLA_V2_NANO },
@@ -313,8 +316,9 @@ static int build_plan(const struct sw_synth_preset *ps, uint32_t n_layers, const
         rc |= plan_add3(p, N("ffn_down_exps.weight"), big, 3, FX, E, X, INIT_UNIFORM, s_fx);
         if (hp.expert_bias) {
             rc |= plan_add(p, N("ffn_gate_inp.bias"), SW_TYPE_F32, 1, X, 1, INIT_UNIFORM, 0.1f);
-            rc |= plan_add(p, N("ffn_gate_exps.bias"), SW_TYPE_F32, 2, FX, X, INIT_UNIFORM, 0.02f);
-            rc |= plan_add(p, N("ffn_up_exps.bias"), SW_TYPE_F32, 2, FX, X, INIT_UNIFORM, 0.02f);
+            const float s_xb = ps->exp_bias > 0 ? ps->exp_bias : 0.02f;
+            rc |= plan_add(p, N("ffn_gate_exps.bias"), SW_TYPE_F32, 2, FX, X, INIT_UNIFORM, s_xb);
+            rc |= plan_add(p, N("ffn_up_exps.bias"), SW_TYPE_F32, 2, FX, X, INIT_UNIFORM, s_xb);
             rc |= plan_add(p, N("ffn_down_exps.bias"), SW_TYPE_F32, 2, E, X, INIT_UNIFORM, 0.02f);
         }
         if (hp.n_ff_shexp) {

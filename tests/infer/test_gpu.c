@@ -6,7 +6,7 @@
  * NeoX RoPE); qwen3 (per-head q/k norms, head size 128 != n_embd/n_head), gemma2 (GeGLU,
  * post-norms, soft-capped attention, sliding-window layers) and gemma3 (the same with q/k
  * norms and the window layers' own RoPE base, no soft-capping) with every layer on the
- * device; Mixtral-style llama MoE, qwen3moe and qwen2moe with their experts on the device;
+ * device; Mixtral-style llama MoE, qwen3moe, qwen2moe and gpt-oss with their experts on the device;
  * an architecture the device cannot compute (deepseek2) stays on the CPU, saying why; and
  * the faults: no loader, no device, too little device memory, a device lost mid-session.
  * Skips when lavapipe (mesa-vulkan-drivers) or the Vulkan build is absent. */
@@ -290,10 +290,11 @@ static void test_archs(void)
     }
 }
 
-/* Mixtral-style llama MoE, qwen3moe and qwen2moe (gated shared expert): every layer on the
- * device (router, routing, expert-indexed matmuls). F32: 16 free-running greedy tokens
- * equal, logits (prefill, one token per step; moe-nano also with one layer on the device
- * in 5-token steps) within TOL_FLOAT; a quantized type each: prefill logits within
+/* Mixtral-style llama MoE, qwen3moe, qwen2moe (gated shared expert) and gpt-oss (sinks,
+ * biases, clamped SwiGLU, softmax over the chosen): every layer on the device (router,
+ * routing, expert-indexed matmuls). F32: 16 free-running greedy tokens equal, logits
+ * (prefill, one token per step; moe-nano and gpt-oss-nano also with one layer on the
+ * device in 5-token steps) within TOL_FLOAT; a quantized type each: prefill logits within
  * TOL_QUANT; the greedy token after each of the 12 prefixes equal (F32), or a near-tie
  * where it differs (quantized: the CPU rounds activations to 8 bits). */
 static void test_moe(void)
@@ -302,6 +303,10 @@ static void test_moe(void)
         { "moe-nano", "F32" },      { "qwen3moe-nano", "F32" },  { "qwen2moe-nano", "F32" },
         { "moe-nano", "Q4_0" },     { "qwen3moe-nano", "Q8_0" }, { "qwen2moe-nano", "Q4_K" },
         { "moe-nano", "IQ2_XXS" }, /* a codebook type: the grids' binding in the expert matmuls */
+        /* gpt-oss: attention sinks, q/k/v/o biases, window/full layers, router and expert
+         * biases, softmax over the chosen logits, clamped SwiGLU; its experts' type MXFP4 */
+        { "gpt-oss-nano", "F32" },  { "gpt-oss-nano", "MXFP4" },
+        { "gpt-oss-clamp-nano", "F32" }, /* expert biases of +-12: the SwiGLU's clamps bind */
     };
     for (size_t a = 0; a < sizeof cases / sizeof *cases; a++) {
         const char *const preset = cases[a][0], *const type = cases[a][1];
@@ -348,7 +353,7 @@ static void test_moe(void)
                 greedy(g, 16, y);
                 CHECK_MSG(!memcmp(x, y, sizeof x), "%s: greedy tokens differ", preset);
             }
-            if (fl && a == 0) { /* split: one layer on the device, 5-token steps */
+            if (fl && (a == 0 || !strcmp(preset, "gpt-oss-nano"))) { /* split: one layer on the device, 5-token steps */
                 check_split(path, preset, lc, V);
             }
             free(lc);
