@@ -6,8 +6,14 @@
 // and soft-capping of the scores (cap * tanh(score / cap)), as gemma has; attention sinks
 // (gpt-oss: sinks != 0): head h's sink[h] is one more logit in the softmax's denominator,
 // with no value (the running softmax starts at max = sink, sum = 1).
+// -DNACC=n: heads of up to 64 n dimensions (default 4: 256). deepseek2's latent attention
+// (attn_mla, NACC 16) has one KV head of kv_lora_rank + n_rot dimensions (576 in V2/V3)
+// whose values are its keys' rows: bound with v_word = k_word.
 #version 450
 layout(local_size_x = 64) in;
+#ifndef NACC
+#define NACC 4
+#endif
 layout(std430, set = 0, binding = 0) readonly buffer Q { float q[]; };
 layout(std430, set = 0, binding = 1) readonly buffer KV { uint kv[]; };
 layout(std430, set = 0, binding = 2) buffer O { float o[]; };
@@ -22,7 +28,7 @@ layout(push_constant) uniform P {
     float softcap;            // 0: none
     uint sinks;               // 1: sink[h] joins the softmax (binding 3)
 } p;
-shared float qs[256];
+shared float qs[64 * NACC];
 shared float sc[64];
 void main()
 {
@@ -38,7 +44,8 @@ void main()
         m = sink[h];
         l = 1.0;
     }
-    float acc[4] = float[4](0.0, 0.0, 0.0, 0.0);
+    float acc[NACC];
+    for (uint a = 0u; a < NACC; a++) acc[a] = 0.0;
     for (uint base = lo; base < n_keys; base += 64u) {
         const uint key = base + tid;
         float s = -1.0e30;
@@ -59,12 +66,12 @@ void main()
         for (uint j = 0u; j < nk; j++) tm = max(tm, sc[j]);
         const float corr = exp(m - tm);
         l *= corr;
-        for (uint a = 0u; a < 4u; a++) acc[a] *= corr;
+        for (uint a = 0u; a < NACC; a++) acc[a] *= corr;
         for (uint j = 0u; j < nk; j++) {
             const float e = exp(sc[j] - tm);
             l += e;
             const uint vr = vb + (base + j) * hw;
-            for (uint a = 0u; a < 4u; a++) {
+            for (uint a = 0u; a < NACC; a++) {
                 const uint d = tid + 64u * a;
                 if (d < p.hd) {
                     const vec2 v2 = unpackHalf2x16(kv[vr + d / 2u]);
@@ -75,7 +82,7 @@ void main()
         m = tm;
         barrier();
     }
-    for (uint a = 0u; a < 4u; a++) {
+    for (uint a = 0u; a < NACC; a++) {
         const uint d = tid + 64u * a;
         if (d < p.hd) o[t * qd + h * p.hd + d] = acc[a] / l;
     }

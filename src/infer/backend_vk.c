@@ -30,7 +30,8 @@ static const char *const PIPE_NAMES[VKP_COUNT] = {
 #define X(T, t) "mmidg_" #t,
     SW_VK_MM_TYPES(X)
 #undef X
-    "rmsnorm", "glu", "rope_kv", "attn", "moe_route", "moe_sum", "moe_group", "moe_bias",
+    "rmsnorm", "glu", "rope_kv", "attn", "moe_route", "moe_sum", "moe_group", "moe_bias", "rope_mla",
+    "attn_mla", "moe_route_sel",
 };
 
 static const char *vk_res(VkResult r)
@@ -161,32 +162,74 @@ static struct sw__w stack_view(const struct sw__wx *x)
     return w;
 }
 
-#define MAX_MATS 11
+#define MAX_MATS 14
 
-/* A layer's matrices: q/k/v/o, then the
- * dense gate/up/down, or the MoE router, the expert stacks (views) and the shared
- * expert's three. Returns how many. */
-static int layer_mats(const struct sw__model *m, const struct sw__layer *ly, int moe, struct sw__w *ws)
+/* A layer's matrices in upload order, each with its device slot (L NULL: none) and its
+ * expert count (a stack; 0: one matrix): q/k/v/o, or deepseek2's q (attn_q or attn_q_b),
+ * kv_a, q_a, o and the per-head k_b / v_b stacks; then the dense gate/up/down, or the MoE
+ * router, the expert stacks (views) and the shared expert's three. */
+struct mat_list {
+    struct sw__w w[MAX_MATS];
+    struct vk_mat *v[MAX_MATS];
+    uint32_t nx[MAX_MATS];
+    int n;
+};
+
+static void ml_add(struct mat_list *ml, struct sw__w w, struct vk_mat *v, uint32_t nx)
 {
-    const struct sw__w *d[7] = { &ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down };
-    int n = 0;
-    for (int i = 0; i < (moe ? 4 : 7); i++) ws[n++] = *d[i];
-    if (!moe) return n;
-    ws[n++] = ly->gate_inp;
-    ws[n++] = stack_view(&ly->gate_exps);
-    ws[n++] = stack_view(&ly->up_exps);
-    ws[n++] = stack_view(&ly->down_exps);
-    if (m->hp.n_ff_shexp) ws[n++] = ly->gate_sh, ws[n++] = ly->up_sh, ws[n++] = ly->down_sh;
-    return n;
+    ml->w[ml->n] = w;
+    ml->v[ml->n] = v;
+    ml->nx[ml->n++] = nx;
 }
 
-/* The device matrices of layer_mats' list, in its order. */
-static void layer_vmats(struct vk_layer *L, struct vk_mat **vs)
+static void layer_mats(const struct sw__model *m, const struct sw__layer *ly, int moe, struct vk_layer *L,
+                       struct mat_list *ml)
 {
-    struct vk_mat *d[7] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->wg, &L->wu, &L->wd };
-    struct vk_mat *x[7] = { &L->router, &L->ge, &L->ue, &L->de, &L->gsh, &L->ush, &L->dsh };
-    for (int i = 0; i < 4; i++) vs[i] = d[i];
-    for (int i = 4; i < MAX_MATS; i++) vs[i] = L->moe ? x[i - 4] : i < 7 ? d[i] : NULL;
+#define SLOT(f) (L ? &L->f : NULL)
+    const struct sw__hparams *hp = &m->hp;
+    ml->n = 0;
+    if (hp->mla) {
+        const uint32_t H = m->info.n_head;
+        ml_add(ml, ly->wq_b, SLOT(wq), 0);
+        ml_add(ml, ly->wkv_a, SLOT(wk), 0);
+        if (hp->q_lora_rank) ml_add(ml, ly->wq_a, SLOT(qa), 0);
+        ml_add(ml, ly->wo, SLOT(wo), 0);
+        ml_add(ml, stack_view(&ly->wk_b), SLOT(kb), H);
+        ml_add(ml, stack_view(&ly->wv_b), SLOT(vb), H);
+    } else {
+        ml_add(ml, ly->wq, SLOT(wq), 0);
+        ml_add(ml, ly->wk, SLOT(wk), 0);
+        ml_add(ml, ly->wv, SLOT(wv), 0);
+        ml_add(ml, ly->wo, SLOT(wo), 0);
+    }
+    if (!moe) {
+        ml_add(ml, ly->w_gate, SLOT(wg), 0);
+        ml_add(ml, ly->w_up, SLOT(wu), 0);
+        ml_add(ml, ly->w_down, SLOT(wd), 0);
+        return;
+    }
+    ml_add(ml, ly->gate_inp, SLOT(router), 0);
+    ml_add(ml, stack_view(&ly->gate_exps), SLOT(ge), hp->n_expert);
+    ml_add(ml, stack_view(&ly->up_exps), SLOT(ue), hp->n_expert);
+    ml_add(ml, stack_view(&ly->down_exps), SLOT(de), hp->n_expert);
+    if (hp->n_ff_shexp) {
+        ml_add(ml, ly->gate_sh, SLOT(gsh), 0);
+        ml_add(ml, ly->up_sh, SLOT(ush), 0);
+        ml_add(ml, ly->down_sh, SLOT(dsh), 0);
+    }
+#undef SLOT
+}
+
+/* Why deepseek2's latent attention cannot run on the device ("" when it can). */
+static void mla_unsupported(const struct sw__model *m, char *why, size_t cap)
+{
+    const struct sw__hparams *hp = &m->hp;
+    const uint32_t kd = m->info.head_dim, km = hp->qk_nope + m->info.n_rot;
+    why[0] = 0;
+    /* the latent's norm stores pairs of halves; the matmuls read x 4 floats at a time */
+    if (hp->kv_lora_rank % 2 || m->info.n_rot % 2 || kd % 4 || km % 4 || hp->q_lora_rank % 4 || kd > 1024)
+        snprintf(why, cap, "latent attention of kv_lora_rank %u, rope %u, key_length_mla %u (the shaders take "
+                 "even ranks and heads of 4k dimensions up to 1024)", hp->kv_lora_rank, m->info.n_rot, km);
 }
 
 /* Why layer l cannot run on the device ("" when it can). */
@@ -197,19 +240,18 @@ static void layer_unsupported(const struct sw__model *m, uint32_t l, VkDeviceSiz
     const struct sw__layer *ly = &m->layers[l - in->layer_first];
     why[0] = 0;
     const int moe = m->ld[l].is_moe;
-    if (hp->mla) snprintf(why, cap, "latent attention (deepseek2)");
-    else if (hp->qk_norm && (!ly->q_norm || !ly->k_norm)) snprintf(why, cap, "no q/k norm weights");
-    else if (hp->post_norms && (!ly->attn_post_norm || !ly->ffn_post_norm)) snprintf(why, cap, "no post-norm weights");
-    else if (in->head_dim % 2 || in->head_dim > 256 || in->n_rot > in->head_dim)
-        snprintf(why, cap, "head size %u (the shader takes even sizes up to 256)", in->head_dim);
-    else if (moe && hp->gating != SW__GATING_SOFTMAX && hp->gating != SW__GATING_SOFTMAX_WEIGHT)
-        snprintf(why, cap, "an MoE router other than softmax");
-    else if (moe && ly->exp_probs_b) snprintf(why, cap, "an MoE selection bias");
-    else if (moe && hp->n_group > 1) snprintf(why, cap, "grouped top-k expert choice");
+    if (hp->mla) mla_unsupported(m, why, cap);
     if (why[0]) return;
-    struct sw__w ws[MAX_MATS];
-    const int n = layer_mats(m, ly, moe, ws);
-    for (int i = 0; i < n; i++) {
+    if (hp->qk_norm && (!ly->q_norm || !ly->k_norm)) snprintf(why, cap, "no q/k norm weights");
+    else if (hp->post_norms && (!ly->attn_post_norm || !ly->ffn_post_norm)) snprintf(why, cap, "no post-norm weights");
+    else if (!hp->mla && (in->head_dim % 2 || in->head_dim > 256 || in->n_rot > in->head_dim))
+        snprintf(why, cap, "head size %u (the shader takes even sizes up to 256)", in->head_dim);
+    else if (moe && hp->n_group > 32) snprintf(why, cap, "%u expert groups (the shader takes up to 32)", hp->n_group);
+    if (why[0]) return;
+    struct mat_list ml;
+    layer_mats(m, ly, moe, NULL, &ml);
+    const struct sw__w *ws = ml.w;
+    for (int i = 0; i < ml.n; i++) {
         if (!ws[i].data) {
             snprintf(why, cap, "no %s%s", ws[i].name ? ws[i].name : "weight",
                      ws[i].rows < 0 ? " (its experts are not one contiguous stack)" : "");
@@ -225,26 +267,32 @@ static void layer_unsupported(const struct sw__model *m, uint32_t l, VkDeviceSiz
 }
 
 /* The f32 vectors of a layer: attn/ffn norms, q/k/v/o biases, q/k norms, post-norms, the
- * shared expert's gate; gpt-oss's sinks, router bias and expert bias tables. */
-#define N_VEC 16
+ * shared expert's gate (as L->shg's matrix); gpt-oss's sinks, router bias and expert bias
+ * tables; deepseek2's q_a and kv_a norms and selection bias: each one's data (NULL:
+ * absent), length in floats and device offset. */
+#define N_VEC 19
 
-/* The vectors of layer_layout's list (NULL: absent) and their lengths in floats. */
-static void layer_vecs(const struct sw__vk *g, const struct sw__model *m, uint32_t li, int moe, const float **vp,
-                       uint32_t *vn)
+static void layer_vecs(const struct sw__vk *g, const struct sw__model *m, const struct sw__layer *ly,
+                       struct vk_layer *L, const float **vp, uint32_t *vn, VkDeviceSize **vo)
 {
-    const struct sw__layer *ly = &m->layers[li];
     const struct sw_stage_info *in = &m->info;
+    const int moe = L->moe;
     const uint32_t NX = m->hp.n_expert, FX = m->hp.n_ff_exp;
     const float *p[N_VEC] = { ly->attn_norm, ly->ffn_norm, ly->bq, ly->bk, ly->bv, ly->bo,
                               ly->q_norm, ly->k_norm, ly->attn_post_norm, ly->ffn_post_norm,
                               moe ? ly->gate_inp_sh : NULL, ly->sinks,
                               moe ? ly->gate_inp_b : NULL, moe ? ly->gate_exps_b : NULL,
-                              moe ? ly->up_exps_b : NULL, moe ? ly->down_exps_b : NULL };
+                              moe ? ly->up_exps_b : NULL, moe ? ly->down_exps_b : NULL,
+                              ly->q_a_norm, ly->kv_a_norm, moe ? ly->exp_probs_b : NULL };
     const uint32_t n[N_VEC] = { in->n_embd, in->n_embd, g->q_dim, g->kv_dim, g->kv_dim, in->n_embd,
                                 in->head_dim, in->head_dim, in->n_embd, in->n_embd, in->n_embd, in->n_head,
-                                NX, NX * FX, NX * FX, NX * in->n_embd };
-    memcpy(vp, p, sizeof p);
-    memcpy(vn, n, sizeof n);
+                                NX, NX * FX, NX * FX, NX * in->n_embd,
+                                m->hp.q_lora_rank, m->hp.kv_lora_rank, NX };
+    VkDeviceSize *o[N_VEC] = { &L->attn_norm, &L->ffn_norm, &L->bq, &L->bk, &L->bv, &L->bo,
+                               &L->q_norm, &L->k_norm, &L->attn_post, &L->ffn_post, &L->shg.off,
+                               &L->sinks, &L->router_b, &L->ge_b, &L->ue_b, &L->de_b,
+                               &L->q_a_norm, &L->kv_a_norm, &L->sel_b };
+    for (int i = 0; i < N_VEC; i++) vp[i] = p[i], vn[i] = n[i], vo[i] = o[i];
 }
 
 /* Lays out one layer's buffer (li: index in the stage); returns its size. */
@@ -255,23 +303,19 @@ static VkDeviceSize layer_layout(const struct sw__vk *g, const struct sw__model 
     VkDeviceSize off = 0;
     const uint32_t l = in->layer_first + li;
     L->moe = m->ld[l].is_moe;
-    struct sw__w ws[MAX_MATS];
-    struct vk_mat *vs[MAX_MATS];
-    const int n = layer_mats(m, ly, L->moe, ws);
-    layer_vmats(L, vs);
-    for (int i = 0; i < n; i++) {
-        vs[i]->off = off;
-        vs[i]->size = mat_bytes(&ws[i], vs[i]);
-        vs[i]->n_expert = L->moe && i >= 5 && i <= 7 ? (uint32_t)m->hp.n_expert : 0;
-        off = align_up(off + vs[i]->size, g->align);
+    struct mat_list ml;
+    layer_mats(m, ly, L->moe, L, &ml);
+    for (int i = 0; i < ml.n; i++) {
+        ml.v[i]->off = off;
+        ml.v[i]->size = mat_bytes(&ml.w[i], ml.v[i]);
+        ml.v[i]->n_expert = ml.nx[i];
+        off = align_up(off + ml.v[i]->size, g->align);
     }
     const float *vp[N_VEC];
     uint32_t vn[N_VEC];
-    layer_vecs(g, m, li, L->moe, vp, vn);
-    VkDeviceSize shg_off = VK_NONE;
-    VkDeviceSize *vo[N_VEC] = { &L->attn_norm, &L->ffn_norm, &L->bq, &L->bk, &L->bv, &L->bo,
-                                &L->q_norm, &L->k_norm, &L->attn_post, &L->ffn_post, &shg_off,
-                                &L->sinks, &L->router_b, &L->ge_b, &L->ue_b, &L->de_b };
+    VkDeviceSize *vo[N_VEC];
+    memset(&L->shg, 0, sizeof L->shg);
+    layer_vecs(g, m, ly, L, vp, vn, vo);
     L->window = m->ld[l].is_swa && m->hp.n_swa ? m->hp.n_swa : 0;
     L->swa_rope = L->window && m->rope_inv_freq_swa;
     for (int i = 0; i < N_VEC; i++) {
@@ -283,10 +327,11 @@ static VkDeviceSize layer_layout(const struct sw__vk *g, const struct sw__model 
         off = align_up(off + (VkDeviceSize)vn[i] * 4, g->align);
     }
     /* qwen2moe's shared-expert gate: its vector as a 1 x n_embd F32 matrix */
-    memset(&L->shg, 0, sizeof L->shg);
-    if (shg_off != VK_NONE)
-        L->shg = (struct vk_mat){ .off = shg_off, .size = (VkDeviceSize)in->n_embd * 4, .type = SW_TYPE_F32,
+    if (L->shg.off != VK_NONE)
+        L->shg = (struct vk_mat){ .off = L->shg.off, .size = (VkDeviceSize)in->n_embd * 4, .type = SW_TYPE_F32,
                                   .pipe = VKP_MM_F32, .rows = 1, .cols = in->n_embd };
+    else
+        memset(&L->shg, 0, sizeof L->shg);
     return off;
 }
 
@@ -393,6 +438,20 @@ static int upload_grids(struct sw__vk *g, struct upl *u)
     return upl_flush(u);
 }
 
+/* deepseek2: the "expert" of each (token, head) slot of the per-head matmuls, slot % n_head
+ * (mm.comp -DMM_ID reads it as moe_route.comp's ids). */
+static int upload_head_ids(struct sw__vk *g, struct upl *u)
+{
+    const size_t n = (size_t)g->max_batch * g->n_head;
+    int rc = sw__vk_buf_new(g, n * 4, 0, &g->head_ids);
+    if (rc) return rc;
+    u->dst = g->head_ids.b;
+    uint32_t *p = upl_take(u, 0, n * 4, &rc);
+    if (!p) return rc;
+    for (size_t i = 0; i < n; i++) p[i] = (uint32_t)(i % g->n_head);
+    return upl_flush(u);
+}
+
 /* Adds a type's name to the list of those converted to F16 at upload (once each). */
 static void note_converted(struct sw__vk *g, uint32_t type)
 {
@@ -450,23 +509,18 @@ static int upload_layer(struct sw__vk *g, struct upl *u, const struct sw__model 
 {
     const struct sw__layer *ly = &m->layers[li];
     u->dst = L->buf.b;
-    struct sw__w ws[MAX_MATS];
-    struct vk_mat *vs[MAX_MATS];
-    const int n = layer_mats(m, ly, L->moe, ws);
-    layer_vmats(L, vs);
+    struct mat_list ml;
+    layer_mats(m, ly, L->moe, L, &ml);
     int rc;
-    for (int i = 0; i < n; i++)
-        if ((rc = upload_mat(u, &ws[i], vs[i], 0, rowf))) return rc;
+    for (int i = 0; i < ml.n; i++)
+        if ((rc = upload_mat(u, &ml.w[i], ml.v[i], 0, rowf))) return rc;
     const float *vp[N_VEC];
     uint32_t vn[N_VEC];
-    layer_vecs(g, m, li, L->moe, vp, vn);
-    if (!L->shg.rows) vp[10] = NULL;
-    const VkDeviceSize vo[N_VEC] = { L->attn_norm, L->ffn_norm, L->bq, L->bk, L->bv, L->bo,
-                                     L->q_norm, L->k_norm, L->attn_post, L->ffn_post, L->shg.off,
-                                     L->sinks, L->router_b, L->ge_b, L->ue_b, L->de_b };
+    VkDeviceSize *vo[N_VEC];
+    layer_vecs(g, m, ly, L, vp, vn, vo);
     for (int i = 0; i < N_VEC; i++) {
         if (!vp[i]) continue;
-        void *p = upl_take(u, vo[i], (size_t)vn[i] * 4, &rc);
+        void *p = upl_take(u, *vo[i], (size_t)vn[i] * 4, &rc);
         if (!p) return rc;
         memcpy(p, vp[i], (size_t)vn[i] * 4);
     }
@@ -705,7 +759,7 @@ static int make_pipelines(struct sw__vk *g, char *msg, size_t len)
     VkFenceCreateInfo fi = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
     if (g->f.vkCreateFence(g->dev, &fi, NULL, &g->fence) != VK_SUCCESS) goto fail;
     int rc;
-    for (int i = VKP_RMSNORM; i < VKP_COUNT; i++)
+    for (int i = VKP_RMSNORM; i < VKP_EAGER_END; i++)
         if ((rc = pipe_need(g, i, msg, len))) return rc;
     return 0;
 fail:
@@ -749,6 +803,19 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
         g->moe_norm_w = (uint32_t)m->hp.moe_norm_w;
         g->moe_scale = m->hp.expert_weights_scale;
         g->route_mode = m->hp.gating == SW__GATING_SOFTMAX_WEIGHT ? 1u : 0u;
+        g->gate_sigmoid = m->hp.gating == SW__GATING_SIGMOID;
+        g->n_group = m->hp.n_group > 1 ? m->hp.n_group : 0;
+        g->n_group_used = m->hp.n_group_used;
+    }
+    g->kv_parts = 2;
+    if (m->hp.mla) {
+        g->mla = 1;
+        g->kv_parts = 1;
+        g->q_lora = m->hp.q_lora_rank;
+        g->kv_lora = m->hp.kv_lora_rank;
+        g->qk_nope = m->hp.qk_nope;
+        g->kmla = m->hp.qk_nope + in->n_rot;
+        g->v_head = m->hp.v_head;
     }
     g->layer_first = in->layer_first;
     g->max_batch = o->max_batch;
@@ -773,14 +840,16 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
     VkDeviceSize off = 0;
     /* MoE tiles of up to 8 slots of one expert: at most one partial tile per expert */
     g->max_tiles = NX ? (uint32_t)((B * K + 7) / 8 + SW_MIN(NX, B * K)) : 0;
-    VkDeviceSize *so[17] = { &g->so.x, &g->so.xn, &g->so.q, &g->so.k, &g->so.v, &g->so.att, &g->so.gate,
+    VkDeviceSize *so[20] = { &g->so.x, &g->so.xn, &g->so.q, &g->so.k, &g->so.v, &g->so.att, &g->so.gate,
                              &g->so.up, &g->so.router, &g->so.ids, &g->so.wts, &g->so.moe_y, &g->so.sh, &g->so.shg,
-                             &g->so.cnt, &g->so.tiles, &g->so.list };
-    const VkDeviceSize sz[17] = { B * g->E, B * SW_MAX(g->E, g->q_dim), B * g->q_dim, B * g->kv_dim, B * g->kv_dim,
-                                  B * g->q_dim, B * ff_max, B * ff_max, B * NX, B * K, B * K, B * K * g->E,
-                                  m->hp.n_ff_shexp ? B * g->E : 0, m->hp.n_ff_shexp ? B : 0,
-                                  NX, NX ? 1 + 3ull * g->max_tiles : 0, B * K };
-    for (int i = 0; i < 17; i++) {
+                             &g->so.cnt, &g->so.tiles, &g->so.list, &g->so.qa, &g->so.mq, &g->so.mo };
+    const VkDeviceSize H = g->n_head;
+    const VkDeviceSize sz[20] = { B * g->E, B * SW_MAX(g->E, g->q_dim), B * g->q_dim, B * g->kv_dim,
+                                  g->mla ? 0 : B * g->kv_dim, B * g->q_dim, B * ff_max, B * ff_max, B * NX, B * K,
+                                  B * K, B * K * g->E, m->hp.n_ff_shexp ? B * g->E : 0, m->hp.n_ff_shexp ? B : 0,
+                                  NX, NX ? 1 + 3ull * g->max_tiles : 0, B * K,
+                                  B * g->q_lora, g->mla ? B * H * g->kmla : 0, B * H * g->v_head };
+    for (int i = 0; i < 20; i++) {
         *so[i] = off;
         off += align_up(sz[i], 64);
     }
@@ -803,7 +872,7 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
     }
     /* which layers: the longest prefix the device computes and its memory holds (each
      * layer also reserves one sequence's full-context KV cache) */
-    const uint64_t kv_full = 4ull * g->kv_dim * g->n_ctx; /* f16 K + V of one layer, one sequence */
+    const uint64_t kv_full = sw__vk_kv_layer_bytes(g, g->n_ctx); /* f16 K (+ V) of one layer, one sequence */
     uint64_t used = (uint64_t)off * 4 + io_bytes + STAGING_BYTES;
     uint32_t want = o->gpu_layers ? SW_MIN(o->gpu_layers, nl) : nl;
     uint32_t n = 0;
@@ -833,9 +902,9 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
     if (n) {
         int64_t cmax = 0;
         for (uint32_t i = 0; i < n; i++) {
-            struct sw__w ws[MAX_MATS];
-            const int nm = layer_mats(m, &m->layers[i], m->ld[in->layer_first + i].is_moe, ws);
-            for (int k = 0; k < nm; k++) cmax = SW_MAX(cmax, ws[k].cols);
+            struct mat_list ml;
+            layer_mats(m, &m->layers[i], m->ld[in->layer_first + i].is_moe, NULL, &ml);
+            for (int k = 0; k < ml.n; k++) cmax = SW_MAX(cmax, ml.w[k].cols);
         }
         rowf = malloc((size_t)cmax * sizeof(float));
         if (!rowf || sw__vk_buf_new(g, STAGING_BYTES, 1, &u.st)) {
@@ -844,7 +913,7 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
             sw__vk_free(g);
             return SW_ENOMEM;
         }
-        if ((rc = upload_grids(g, &u))) {
+        if ((rc = upload_grids(g, &u)) || (g->mla && (rc = upload_head_ids(g, &u)))) {
             free(rowf);
             sw__vk_buf_free(g, &u.st);
             snprintf(msg, msg_len, "Vulkan device %s: the codebooks' upload failed", g->name);
@@ -855,16 +924,18 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
     const uint64_t t0 = sw_time_us();
     uint64_t up_bytes = 0, last_log = t0;
     for (uint32_t i = 0; i < n; i++) {
-        VkDeviceSize lb = layer_layout(g, m, i, &g->L[i]);
-        struct vk_mat *vm[MAX_MATS];
-        layer_vmats(&g->L[i], vm);
+        struct vk_layer *L = &g->L[i];
+        VkDeviceSize lb = layer_layout(g, m, i, L);
+        struct mat_list ml;
+        layer_mats(m, &m->layers[i], L->moe, L, &ml);
+        struct vk_mat **vm = ml.v;
         char pmsg[200] = "";
         rc = 0;
-        for (int k = 0; k < MAX_MATS && !rc; k++) {
-            if (!vm[k] || !vm[k]->rows) continue;
-            if (vm[k]->n_expert) {
+        for (int k = 0; k < ml.n && !rc; k++) {
+            if (vm[k]->n_expert) { /* the grouped form for the experts, not deepseek2's heads */
                 rc = pipe_need(g, (int)vm[k]->pipe + VKP_MMID_OFF, pmsg, sizeof pmsg);
-                if (!rc) rc = pipe_need(g, (int)vm[k]->pipe + VKP_MMIDG_OFF, pmsg, sizeof pmsg);
+                if (!rc && vm[k] != &L->kb && vm[k] != &L->vb)
+                    rc = pipe_need(g, (int)vm[k]->pipe + VKP_MMIDG_OFF, pmsg, sizeof pmsg);
                 continue;
             }
             rc = pipe_need(g, (int)vm[k]->pipe, pmsg, sizeof pmsg);
@@ -872,6 +943,10 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
         }
         if (!rc && g->L[i].shg.rows) rc = pipe_need(g, VKP_MM_F32, pmsg, sizeof pmsg);
         if (!rc && g->L[i].shg.rows) rc = pipe_need(g, VKP_MM1_F32, pmsg, sizeof pmsg);
+        if (!rc && g->mla) rc = pipe_need(g, VKP_ROPE_MLA, pmsg, sizeof pmsg);
+        if (!rc && g->mla) rc = pipe_need(g, VKP_ATTN_MLA, pmsg, sizeof pmsg);
+        if (!rc && L->moe && (g->gate_sigmoid || g->n_group || L->sel_b != VK_NONE))
+            rc = pipe_need(g, VKP_MOE_ROUTE_SEL, pmsg, sizeof pmsg);
         if (rc) {
             snprintf(g->stop, sizeof g->stop, "layer %u: %.180s", in->layer_first + i, pmsg);
             n = i;
@@ -958,6 +1033,7 @@ void sw__vk_free(struct sw__vk *g)
             for (uint32_t i = 0; i < g->max_seqs; i++) sw__vk_buf_free(g, &g->kv[i].buf);
         sw__vk_buf_free(g, &g->scratch);
         sw__vk_buf_free(g, &g->grids);
+        sw__vk_buf_free(g, &g->head_ids);
         sw__vk_buf_free(g, &g->io);
         sw__vk_buf_free(g, &g->out.buf);
         sw__vk_buf_free(g, &g->lgio);

@@ -63,8 +63,11 @@ enum {
     SW_VK_MM_TYPES(X)
 #undef X
     VKP_RMSNORM, VKP_GLU, VKP_ROPE_KV, VKP_ATTN, VKP_MOE_ROUTE, VKP_MOE_SUM, VKP_MOE_GROUP,
-    VKP_MOE_BIAS, VKP_COUNT
+    VKP_MOE_BIAS,
+    /* built when a model needs them (deepseek2) */
+    VKP_ROPE_MLA, VKP_ATTN_MLA, VKP_MOE_ROUTE_SEL, VKP_COUNT
 };
+#define VKP_EAGER_END VKP_ROPE_MLA /* the pipelines before it are built at open */
 
 struct vk_buf {
     VkBuffer b;
@@ -97,6 +100,12 @@ struct vk_layer {
     /* gpt-oss: attention sinks (n_head), the router's bias (n_expert), the experts' biases
      * ([n_expert][rows of one expert] each); VK_NONE: absent */
     VkDeviceSize sinks, router_b, ge_b, ue_b, de_b;
+    /* deepseek2's latent attention (backend_vk_mla.c): wq is attn_q or attn_q_b, wk is
+     * attn_kv_a_mqa, qa attn_q_a (rows 0: absent), kb / vb the per-head attn_k_b / attn_v_b
+     * stacks (n_expert = n_head); the norms of q_a and of the compressed kv */
+    struct vk_mat qa, kb, vb;
+    VkDeviceSize q_a_norm, kv_a_norm;
+    VkDeviceSize sel_b;                   /* the experts' selection bias (exp_probs_b); VK_NONE: absent */
     uint32_t window;                      /* sliding window (positions); 0: full attention */
     uint32_t swa_rope;                    /* rotates with the sliding-window layers' table */
 };
@@ -113,6 +122,8 @@ struct vk_scratch {
      * expert's output and gate logit */
     VkDeviceSize router, ids, wts, moe_y, sh, shg;
     VkDeviceSize cnt, tiles, list; /* uints: per-expert counts, tiles (moe_group.comp), slots by expert */
+    /* deepseek2: q_a's output, q_b's (per head q_nope ‖ q_pe), the heads' values */
+    VkDeviceSize qa, mq, mo;
 };
 
 struct sw__vk {
@@ -154,6 +165,14 @@ struct sw__vk {
     uint32_t route_mode;                   /* moe_route.comp's mode: 1 softmax over the chosen (gpt-oss) */
     uint32_t max_tiles;                    /* MoE tiles a full step may need */
     float moe_scale;
+    /* routing by a selection score (moe_route_sel.comp): sigmoid gating, grouped top-k, or
+     * a layer with a selection bias */
+    uint32_t gate_sigmoid, n_group, n_group_used;
+    /* deepseek2's latent attention (mla 1): hd is kv_lora_rank + n_rot, n_head_kv 1, and the
+     * cache holds K only (its values are its rows' first kv_lora_rank dims) */
+    uint32_t mla, q_lora, kv_lora, qk_nope, kmla, v_head;
+    uint32_t kv_parts;                     /* 2: K and V per layer; 1: K only (mla) */
+    struct vk_buf head_ids;                /* mla: max_batch x n_head uints, i % n_head */
     uint32_t layer_first;
     int lost;
     uint64_t steps, lose_after; /* fault injection: SHARDSWARM_VK_LOSE_AFTER */
@@ -166,6 +185,12 @@ struct sw__vk {
 #define VKP_MMID_OFF (VKP_MMID_F32 - VKP_MM_F32)
 #define VKP_MMIDG_OFF (VKP_MMIDG_F32 - VKP_MM_F32)
 #define LG_ROWS 64u /* logits rows one step computes on the device */
+
+/* Bytes of one layer's cache of cap positions: f16 K (and V) rows of kv_dim. */
+static inline VkDeviceSize sw__vk_kv_layer_bytes(const struct sw__vk *g, uint32_t cap)
+{
+    return 2ull * g->kv_parts * g->kv_dim * cap;
+}
 
 /* backend_vk.c: buffers */
 int sw__vk_buf_new(struct sw__vk *g, VkDeviceSize size, int host, struct vk_buf *out);
@@ -190,5 +215,16 @@ void sw__vk_rmsnorm_n(struct sw__vk *g, const struct vk_layer *L, VkDeviceSize w
 /* backend_vk_moe.c: a mixture-of-experts FFN over the normed x in xn, into x (+=, or
  * through the post-FFN norm), T tokens. */
 void sw__vk_ffn_moe(struct sw__vk *g, const struct vk_layer *L, uint32_t T);
+/* y (slot rows, y_stride floats apart) = W_e · x for each of S slots, e = ids[ids_off +
+ * slot] (ids_b: the buffer holding them), x row = slot / xdiv. */
+void sw__vk_mm_id(struct sw__vk *g, const struct vk_layer *L, const struct vk_mat *w, VkBuffer ids_b, uint32_t ids_off,
+                  uint32_t x_off, uint32_t x_stride, uint32_t xdiv, uint32_t y_off, uint32_t y_stride, uint32_t S);
+
+/* backend_vk_mla.c: deepseek2's latent attention over the normed x in xn, added into x, T
+ * tokens in n_seg runs; and its routing by a selection score (router logits at so.router
+ * in, ids and weights out). */
+void sw__vk_attn_mla(struct sw__vk *g, const struct vk_layer *L, uint32_t li, const struct sw__vk_seg *sg,
+                     uint32_t n_seg, uint32_t T);
+void sw__vk_route_sel(struct sw__vk *g, const struct vk_layer *L, uint32_t T);
 
 #endif

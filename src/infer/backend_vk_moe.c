@@ -1,8 +1,9 @@
 /* backend_vk_moe.c — a mixture-of-experts FFN on the device, recorded into the step's
  * command buffer (backend_vk_step.c calls it for an MoE layer): the router matmul, the
  * routing (moe_route.comp: softmax, top-k with the lower index first on ties, renormalised
- * as the CPU path's route()), the chosen experts' gate/up and down matmuls with the
- * expert-indexed shader (mm.comp -DMM_ID: one (token, expert) slot per workgroup, the
+ * as the CPU path's route(); deepseek2's sigmoid / biased / grouped choice is
+ * moe_route_sel.comp, recorded by backend_vk_mla.c), the chosen experts' gate/up and down
+ * matmuls with the expert-indexed shader (mm.comp -DMM_ID: one (token, expert) slot per workgroup, the
  * expert read from the ids the router wrote, so nothing returns to the host mid-step; for
  * steps of several tokens -DMM_IDG over moe_group.comp's tiles of up to 8 slots of one
  * expert, decoding its rows once per tile),
@@ -26,16 +27,17 @@ static uint32_t expert_binds(struct sw__vk *g, const struct vk_layer *L, const s
     return (rows + rpw - 1) / rpw;
 }
 
-/* y (slot rows, y_stride floats apart) = W_e · x for each of S (token, expert) slots, e the
- * slot's expert in ids; x row = slot / xdiv. */
-static void mm_id(struct sw__vk *g, const struct vk_layer *L, const struct vk_mat *w, uint32_t x_off,
-                  uint32_t x_stride, uint32_t xdiv, uint32_t y_off, uint32_t y_stride, uint32_t S)
+/* y (slot rows, y_stride floats apart) = W_e · x for each of S slots (a token's chosen
+ * experts; deepseek2's heads), e the slot's expert in ids_b; x row = slot / xdiv. */
+void sw__vk_mm_id(struct sw__vk *g, const struct vk_layer *L, const struct vk_mat *w, VkBuffer ids_b, uint32_t ids_off,
+                  uint32_t x_off, uint32_t x_stride, uint32_t xdiv, uint32_t y_off, uint32_t y_stride, uint32_t S)
 {
     struct sw__vk_bind bs[5];
     const uint32_t rows = w->rows / w->n_expert, rpw = g->rows_per_wg, n_wg = expert_binds(g, L, w, bs);
+    bs[3].b = ids_b;
     for (uint32_t s0 = 0; s0 < S; s0 += 65535u) { /* the dispatch's z count is bounded */
         uint32_t pc[14] = { rows, w->cols, S, x_off, y_off, x_stride, y_stride, 0, w->row_words, rpw,
-                            (uint32_t)g->so.ids, xdiv, w->n_expert, s0 };
+                            ids_off, xdiv, w->n_expert, s0 };
         sw__vk_dispatch(g, w->pipe + VKP_MMID_OFF, bs, 5, pc, sizeof pc, SW_MIN(n_wg, 32768u),
                         (n_wg + 32767u) / 32768u, SW_MIN(S - s0, 65535u));
     }
@@ -86,7 +88,9 @@ void sw__vk_ffn_moe(struct sw__vk *g, const struct vk_layer *L, uint32_t T)
     /* router logits, then the choice: ids and weights stay in device memory */
     sw__vk_mm(g, L, &L->router, L->router_b, sxn, E, (uint32_t)g->so.router, NX, T, 0);
     sw__vk_cc_barrier(g);
-    {
+    if (g->gate_sigmoid || g->n_group > 1 || L->sel_b != VK_NONE) { /* deepseek2 */
+        sw__vk_route_sel(g, L, T);
+    } else {
         struct {
             uint32_t T, n, k, r_off, id_off, w_off, norm;
             float scale;
@@ -116,8 +120,8 @@ void sw__vk_ffn_moe(struct sw__vk *g, const struct vk_layer *L, uint32_t T)
         mm_idg(g, L, &L->ge, sxn, E, K, sgate, FX, S, n_tiles);
         mm_idg(g, L, &L->ue, sxn, E, K, sup, FX, S, n_tiles);
     } else {
-        mm_id(g, L, &L->ge, sxn, E, K, sgate, FX, S);
-        mm_id(g, L, &L->ue, sxn, E, K, sup, FX, S);
+        sw__vk_mm_id(g, L, &L->ge, g->scratch.b, (uint32_t)g->so.ids, sxn, E, K, sgate, FX, S);
+        sw__vk_mm_id(g, L, &L->ue, g->scratch.b, (uint32_t)g->so.ids, sxn, E, K, sup, FX, S);
     }
     sw__vk_cc_barrier(g);
     if (L->ge_b != VK_NONE) { /* gpt-oss: each slot's expert's gate and up biases */
@@ -128,7 +132,7 @@ void sw__vk_ffn_moe(struct sw__vk *g, const struct vk_layer *L, uint32_t T)
     sw__vk_glu(g, sgate, sup, S * FX);
     sw__vk_cc_barrier(g);
     if (grouped) mm_idg(g, L, &L->de, sgate, FX, 1, (uint32_t)g->so.moe_y, E, S, n_tiles);
-    else mm_id(g, L, &L->de, sgate, FX, 1, (uint32_t)g->so.moe_y, E, S);
+    else sw__vk_mm_id(g, L, &L->de, g->scratch.b, (uint32_t)g->so.ids, sgate, FX, 1, (uint32_t)g->so.moe_y, E, S);
     sw__vk_cc_barrier(g);
     if (L->de_b != VK_NONE) {
         expert_bias(g, L, L->de_b, (uint32_t)g->so.moe_y, E, S);

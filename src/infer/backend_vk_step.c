@@ -106,14 +106,14 @@ static int kv_grow(struct sw__vk *g, uint32_t slot, uint32_t need, struct vk_buf
     if (kv->cap >= need) return 0;
     uint32_t cap = SW_MAX(kv->cap * 2, (need + KV_STEP - 1) / KV_STEP * KV_STEP);
     if (cap > g->n_ctx) cap = SW_MAX(need, g->n_ctx);
-    const VkDeviceSize per_layer = 4ull * g->kv_dim * cap; /* K and V, f16 */
+    const VkDeviceSize per_layer = sw__vk_kv_layer_bytes(g, cap); /* K (and V), f16 */
     if (per_layer > g->max_range) return SW_ENOMEM;
     struct vk_buf nb;
     int rc = sw__vk_buf_new(g, per_layer * g->n_layers, 0, &nb);
     if (rc) return rc;
     if (kv->cap) { /* copy every (layer, K/V, head) run of the old positions */
         const VkDeviceSize run_old = 2ull * g->hd * kv->cap, run_new = 2ull * g->hd * cap;
-        const uint32_t n_runs = g->n_layers * 2 * g->n_head_kv;
+        const uint32_t n_runs = g->n_layers * g->kv_parts * g->n_head_kv;
         VkBufferCopy *reg = malloc(n_runs * sizeof *reg);
         if (!reg) {
             sw__vk_buf_free(g, &nb);
@@ -126,7 +126,7 @@ static int kv_grow(struct sw__vk *g, uint32_t slot, uint32_t need, struct vk_buf
     }
     *old = kv->buf;
     *old_cap = kv->cap;
-    g->kv_bytes += per_layer * g->n_layers - (kv->cap ? 4ull * g->kv_dim * kv->cap * g->n_layers : 0);
+    g->kv_bytes += per_layer * g->n_layers - sw__vk_kv_layer_bytes(g, kv->cap) * g->n_layers;
     kv->buf = nb;
     kv->cap = cap;
     return 0;
@@ -135,7 +135,7 @@ static int kv_grow(struct sw__vk *g, uint32_t slot, uint32_t need, struct vk_buf
 void sw__vk_seq_free(struct sw__vk *g, uint32_t slot)
 {
     if (!g || slot >= g->max_seqs || !g->kv[slot].cap) return;
-    g->kv_bytes -= 4ull * g->kv_dim * g->kv[slot].cap * g->n_layers;
+    g->kv_bytes -= sw__vk_kv_layer_bytes(g, g->kv[slot].cap) * g->n_layers;
     if (!g->lost) g->f.vkDeviceWaitIdle(g->dev);
     sw__vk_buf_free(g, &g->kv[slot].buf);
     g->kv[slot].cap = 0;
@@ -227,6 +227,10 @@ int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const
         const struct vk_layer *L = &g->L[li];
         rmsnorm(g, L, L->attn_norm, sx, sxn, T);
         sw__vk_cc_barrier(g);
+        if (g->mla) { /* deepseek2: its own attention (backend_vk_mla.c), then the FFN */
+            sw__vk_attn_mla(g, L, li, sg, n_seg, T);
+            goto ffn;
+        }
         sw__vk_mm(g, L, &L->wq, L->bq, sxn, E, sq, qd, T, 0);
         sw__vk_mm(g, L, &L->wk, L->bk, sxn, E, sk, kvd, T, 0);
         sw__vk_mm(g, L, &L->wv, L->bv, sxn, E, sv, kvd, T, 0);
@@ -281,6 +285,7 @@ int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const
             sw__vk_cc_barrier(g);
             sw__vk_rmsnorm_n(g, L, L->attn_post, E, sxn, sx, T, 1);
         }
+    ffn:
         sw__vk_cc_barrier(g);
         rmsnorm(g, L, L->ffn_norm, sx, sxn, T);
         sw__vk_cc_barrier(g);
