@@ -7,7 +7,7 @@
  * post-norms, soft-capped attention, sliding-window layers) and gemma3 (the same with q/k
  * norms and the window layers' own RoPE base, no soft-capping) with every layer on the
  * device; Mixtral-style llama MoE, qwen3moe, qwen2moe and gpt-oss with their experts on the device;
- * an architecture the device cannot compute (deepseek2) stays on the CPU, saying why; and
+ * deepseek2 (V2's and V3's shapes: latent attention, score routing) on the device; and
  * the faults: no loader, no device, too little device memory, a device lost mid-session.
  * Skips when lavapipe (mesa-vulkan-drivers) or the Vulkan build is absent. */
 #include <dlfcn.h>
@@ -259,8 +259,7 @@ out:
     sw_stage_free(g);
 }
 
-/* qwen2: q/k/v biases, NeoX RoPE, tied output. deepseek2-nano: the device has no latent
- * attention: every layer stays on the CPU and the note says why. */
+/* qwen2: q/k/v biases, NeoX RoPE, tied output. */
 static void test_archs(void)
 {
     char path[600];
@@ -277,24 +276,15 @@ static void test_archs(void)
         sw_stage_free(c);
         sw_stage_free(g);
     }
-    snprintf(path, sizeof path, "%s/deepseek2-nano.gguf", tmp_dir);
-    if (!synth(path, "deepseek2-nano", "Q8_0")) {
-        struct sw_stage *g = open_st(path, "0", 0, 0);
-        if (g) {
-            CHECK_EQ_INT(sw_stage_info(g)->gpu_layers, 0);
-            CHECK_EQ_STR(sw_stage_info(g)->backend, "cpu");
-            CHECK_MSG(strstr(sw_stage_info(g)->gpu_note, "latent attention") != NULL, "note '%s'",
-                      sw_stage_info(g)->gpu_note);
-        }
-        sw_stage_free(g);
-    }
 }
 
-/* Mixtral-style llama MoE, qwen3moe, qwen2moe (gated shared expert) and gpt-oss (sinks,
- * biases, clamped SwiGLU, softmax over the chosen): every layer on the device (router,
- * routing, expert-indexed matmuls). F32: 16 free-running greedy tokens equal, logits
- * (prefill, one token per step; moe-nano and gpt-oss-nano also with one layer on the
- * device in 5-token steps) within TOL_FLOAT; a quantized type each: prefill logits within
+/* Mixtral-style llama MoE, qwen3moe, qwen2moe (gated shared expert), gpt-oss (sinks,
+ * biases, clamped SwiGLU, softmax over the chosen) and deepseek2 (latent attention, a
+ * leading dense layer, two shared experts; deepseek3-nano: q low rank, sigmoid routing with
+ * a selection bias, 2 of 4 expert groups, scaled weights, YaRN): every layer on the device
+ * (router, routing, expert-indexed matmuls). F32: 16 free-running greedy tokens equal,
+ * logits (prefill, one token per step; moe-nano, gpt-oss-nano and deepseek2-nano also with
+ * one layer on the device in 5-token steps) within TOL_FLOAT; a quantized type each: prefill logits within
  * TOL_QUANT; the greedy token after each of the 12 prefixes equal (F32), or a near-tie
  * where it differs (quantized: the CPU rounds activations to 8 bits). */
 static void test_moe(void)
@@ -307,6 +297,7 @@ static void test_moe(void)
          * biases, softmax over the chosen logits, clamped SwiGLU; its experts' type MXFP4 */
         { "gpt-oss-nano", "F32" },  { "gpt-oss-nano", "MXFP4" },
         { "gpt-oss-clamp-nano", "F32" }, /* expert biases of +-12: the SwiGLU's clamps bind */
+        { "deepseek2-nano", "F32" }, { "deepseek3-nano", "F32" }, { "deepseek3-nano", "Q8_0" },
     };
     for (size_t a = 0; a < sizeof cases / sizeof *cases; a++) {
         const char *const preset = cases[a][0], *const type = cases[a][1];
@@ -353,7 +344,8 @@ static void test_moe(void)
                 greedy(g, 16, y);
                 CHECK_MSG(!memcmp(x, y, sizeof x), "%s: greedy tokens differ", preset);
             }
-            if (fl && (a == 0 || !strcmp(preset, "gpt-oss-nano"))) { /* split: one layer on the device, 5-token steps */
+            if (fl && (a == 0 || !strcmp(preset, "gpt-oss-nano") || !strcmp(preset, "deepseek2-nano"))) {
+                /* split: one layer on the device, 5-token steps */
                 check_split(path, preset, lc, V);
             }
             free(lc);
