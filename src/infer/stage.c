@@ -154,10 +154,11 @@ static void gpu_open(struct sw_stage *s, const struct sw_stage_opts *o)
     }
     snprintf(in->backend, sizeof in->backend, "vulkan");
     const uint32_t last = in->layer_first + s->gpu_n - 1;
-    if (in->n_expert)
+    uint32_t moe_first = in->layer_first; /* deepseek2's leading layers are dense */
+    while (moe_first <= last && !s->m.ld[moe_first].is_moe) moe_first++;
+    if (in->n_expert && moe_first <= last)
         sw_log(SW_LOG_INFO, "GPU", "mixture of experts (%u, %u per token): the router, the top-k choice and the chosen "
-               "experts' matmuls of layers %u-%u run on the device", in->n_expert, in->n_expert_used, in->layer_first,
-               last);
+               "experts' matmuls of layers %u-%u run on the device", in->n_expert, in->n_expert_used, moe_first, last);
     if (last == in->layer_last)
         sw_log(SW_LOG_INFO, "GPU", "layers %u-%u%s on %s (%s of weights, device memory %s); embeddings%s on the CPU%s%s",
                in->layer_first, last, sw__vk_logits_rows(s->gpu) ? " and the logits" : "", in->device,
