@@ -6,6 +6,9 @@
     loopback, `shardswarm seed`/`fetch` plain and with --swarm-key, alternated
     PRIV_BENCH_REPS times (default 3); MB/s = bytes / seconds from starting the leecher to
     its exit (every piece SHA-1 verified). Downloads go to /dev/shm when it has room.
+With SW_BINS="old/shardswarm new/shardswarm" both binaries are measured, alternated inside
+each rep (and each one's build/bench/bench_noise beside it is run), so a comparison on a shared
+machine sees the same load.
 Goal (issue 13): encrypted piece throughput >= 1 GB/s; pipeline hop <= 10 us added.
 """
 import os
@@ -22,17 +25,25 @@ from bt_bench import harness, hb  # noqa: E402
 
 SIZE_MB = int(os.environ.get("PRIV_BENCH_MB", "1024"))
 REPS = int(os.environ.get("PRIV_BENCH_REPS", "3"))
+BINS = os.environ.get("SW_BINS", "").split()
+
+
+def loadavg():
+    return " ".join(open("/proc/loadavg").read().split()[:3])
 
 
 def main():
-    build = os.environ.get("SW_BUILD_DIR") or os.path.dirname(harness.BIN)
-    nb = os.path.join(build, "bench", "bench_noise")
-    print("(a) bench_noise (%s)" % nb)
-    if os.path.exists(nb):
-        sys.stdout.flush()
-        subprocess.run([nb, "1024"], check=False)
-    else:
-        print("  not built")
+    bins = BINS or [harness.BIN]
+    builds = [os.path.dirname(os.path.abspath(b)) for b in bins] if BINS else \
+        [os.environ.get("SW_BUILD_DIR") or os.path.dirname(harness.BIN)]
+    for build in builds:
+        nb = os.path.join(build, "bench", "bench_noise")
+        print("(a) bench_noise (%s), load average %s" % (nb, loadavg()))
+        if os.path.exists(nb):
+            sys.stdout.flush()
+            subprocess.run([nb, "1024"], check=False)
+        else:
+            print("  not built")
     work = harness.tmpdir("sw-priv-bench-")
     out_root = work
     if os.path.isdir("/dev/shm"):
@@ -43,35 +54,44 @@ def main():
         split, tree, name, torrent, want = B.make_data(work, SIZE_MB, "bench-priv")
         key = os.path.join(work, "swarm.key")
         harness.run([harness.BIN, "keygen", "--swarm", "-o", key], check_rc=0)
-        res = {"plain": [], "private": []}
+        res = {(b, m): [] for b in bins for m in ("plain", "private")}
+        loads = [loadavg()]
         with harness.Procs() as procs:
             for rep in range(REPS):
-                for mode in ("plain", "private"):
-                    os.sync()
-                    extra = ["--swarm-key", key] if mode == "private" else []
-                    out = os.path.join(out_root, "out-%s-%d" % (mode, rep))
-                    sp = harness.free_port()
-                    s = procs.start("seed-%s-%d" % (mode, rep),
-                                    [harness.BIN, "seed", torrent, "--dir", split, "--listen", str(sp)] + extra)
-                    hb.wait_port(sp, timeout=120, proc=s)
-                    f = procs.start("fetch-%s-%d" % (mode, rep), [harness.BIN, "fetch", torrent, "--all", "--out", out,
-                                                                  "--peer", "127.0.0.1:%d" % sp] + extra)
-                    secs = B.wait_done(f, timeout=600)
-                    s.stop()
-                    ok = secs is not None and B.verify(out, name, want, mode)
-                    shutil.rmtree(out, True)
-                    if ok:
-                        res[mode].append((SIZE_MB << 20) / secs / 1e6)
+                for bi, binary in enumerate(bins):
+                    for mode in ("plain", "private"):
+                        os.sync()
+                        extra = ["--swarm-key", key] if mode == "private" else []
+                        out = os.path.join(out_root, "out-%s-%d-%d" % (mode, bi, rep))
+                        sp = harness.free_port()
+                        s = procs.start("seed-%s-%d-%d" % (mode, bi, rep),
+                                        [binary, "seed", torrent, "--dir", split, "--listen", str(sp)] + extra)
+                        hb.wait_port(sp, timeout=120, proc=s)
+                        f = procs.start("fetch-%s-%d-%d" % (mode, bi, rep),
+                                        [binary, "fetch", torrent, "--all", "--out", out,
+                                         "--peer", "127.0.0.1:%d" % sp] + extra)
+                        secs = B.wait_done(f, timeout=600)
+                        s.stop()
+                        ok = secs is not None and B.verify(out, name, want, mode)
+                        shutil.rmtree(out, True)
+                        if ok:
+                            res[(binary, mode)].append((SIZE_MB << 20) / secs / 1e6)
+                loads.append(loadavg())
         print("(b) one seeder -> one leecher, %d MiB, 1 MiB pieces, loopback, %d runs each (MB/s)" % (SIZE_MB, REPS))
-        for mode in ("plain", "private"):
-            v = res[mode]
-            if v:
-                print("  %-8s median %7.0f  (runs: %s)" % (mode, statistics.median(v), ", ".join("%.0f" % x for x in v)))
-            else:
-                print("  %-8s failed" % mode)
-        if res["plain"] and res["private"]:
-            print("  private / plain: %.2f" % (statistics.median(res["private"]) / statistics.median(res["plain"])))
-        print("  load average while measuring: %s" % open("/proc/loadavg").read().split()[:3])
+        for binary in bins:
+            if BINS:
+                print("  %s" % binary)
+            for mode in ("plain", "private"):
+                v = res[(binary, mode)]
+                if v:
+                    print("  %-8s median %7.0f  (runs: %s)" % (mode, statistics.median(v),
+                                                              ", ".join("%.0f" % x for x in v)))
+                else:
+                    print("  %-8s failed" % mode)
+            if res[(binary, "plain")] and res[(binary, "private")]:
+                print("  private / plain: %.2f" % (statistics.median(res[(binary, "private")]) /
+                                                   statistics.median(res[(binary, "plain")])))
+        print("  load average (1, 5, 15 min) at the start and after each rep: %s" % "; ".join(loads))
     finally:
         shutil.rmtree(work, True)
         if out_root != work:
