@@ -111,8 +111,8 @@ static const EVP_CIPHER *evp_aead(unsigned aead)
 /* ------------------------------------------------------------------ CipherState (§5.1) */
 
 /* The handshake's CipherState is ChaChaPoly on libsodium (evp NULL). The transport's two run
- * the negotiated AEAD through OpenSSL's EVP: AES-256-GCM with AES-NI + PCLMULQDQ seals 2.2–2.5
- * GB/s per core here, ChaCha20-Poly1305 1.7–1.8 (libsodium 1.0.18's: 1.1) — docs/protocol.md,
+ * the negotiated AEAD through OpenSSL's EVP: AES-256-GCM with AES-NI + PCLMULQDQ seals 2.1–2.6
+ * GB/s per core here, ChaCha20-Poly1305 1.4–1.8 (libsodium 1.0.18's: 1.1) — docs/protocol.md,
  * Measurements. */
 struct cipher {
     uint8_t k[32];
