@@ -94,7 +94,7 @@ unsigned sw_noise_aeads_local(void)
     const char *env = getenv("SW_NOISE_AEAD");
     if (env && !strcmp(env, "chacha")) return SW_NOISE_CHACHAPOLY;
     if (env && !strcmp(env, "aesgcm")) return SW_NOISE_CHACHAPOLY | SW_NOISE_AESGCM;
-    /* GCM without AES instructions runs OpenSSL's table-free but slower code: ChaCha20 wins */
+    /* GCM without AES + carry-less multiply runs slower software (GHASH from tables): ChaCha20 wins */
     return SW_NOISE_CHACHAPOLY | (cpu_has_aes_clmul() ? SW_NOISE_AESGCM : 0);
 }
 
@@ -111,8 +111,8 @@ static const EVP_CIPHER *evp_aead(unsigned aead)
 /* ------------------------------------------------------------------ CipherState (§5.1) */
 
 /* The handshake's CipherState is ChaChaPoly on libsodium (evp NULL). The transport's two run
- * the negotiated AEAD through OpenSSL's EVP: AES-256-GCM with AES-NI + PCLMULQDQ seals 2.1–2.6
- * GB/s per core here, ChaCha20-Poly1305 1.4–1.8 (libsodium 1.0.18's: 1.1) — docs/protocol.md,
+ * the negotiated AEAD through OpenSSL's EVP: AES-256-GCM with AES-NI + PCLMULQDQ seals 2.0–2.6
+ * GB/s per core here, ChaCha20-Poly1305 1.4–1.7 (libsodium 1.0.18's: 1.1) — docs/protocol.md,
  * Measurements. */
 struct cipher {
     uint8_t k[32];
