@@ -844,7 +844,7 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
                              &g->so.up, &g->so.router, &g->so.ids, &g->so.wts, &g->so.moe_y, &g->so.sh, &g->so.shg,
                              &g->so.cnt, &g->so.tiles, &g->so.list, &g->so.qa, &g->so.mq, &g->so.mo };
     const VkDeviceSize H = g->n_head;
-    const VkDeviceSize sz[20] = { B * g->E, B * SW_MAX(g->E, g->q_dim), B * g->q_dim, B * g->kv_dim,
+    const VkDeviceSize sz[20] = { B * g->E, B * (g->mla ? g->E : SW_MAX(g->E, g->q_dim)), B * g->q_dim, B * g->kv_dim,
                                   g->mla ? 0 : B * g->kv_dim, B * g->q_dim, B * ff_max, B * ff_max, B * NX, B * K,
                                   B * K, B * K * g->E, m->hp.n_ff_shexp ? B * g->E : 0, m->hp.n_ff_shexp ? B : 0,
                                   NX, NX ? 1 + 3ull * g->max_tiles : 0, B * K,
