@@ -840,16 +840,17 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
     VkDeviceSize off = 0;
     /* MoE tiles of up to 8 slots of one expert: at most one partial tile per expert */
     g->max_tiles = NX ? (uint32_t)((B * K + 7) / 8 + SW_MIN(NX, B * K)) : 0;
-    VkDeviceSize *so[20] = { &g->so.x, &g->so.xn, &g->so.q, &g->so.k, &g->so.v, &g->so.att, &g->so.gate,
+    VkDeviceSize *so[21] = { &g->so.x, &g->so.xn, &g->so.q, &g->so.k, &g->so.v, &g->so.att, &g->so.gate,
                              &g->so.up, &g->so.router, &g->so.ids, &g->so.wts, &g->so.moe_y, &g->so.sh, &g->so.shg,
-                             &g->so.cnt, &g->so.tiles, &g->so.list, &g->so.qa, &g->so.mq, &g->so.mo };
+                             &g->so.cnt, &g->so.tiles, &g->so.list, &g->so.qa, &g->so.mq, &g->so.mo, &g->so.htab };
+    const VkDeviceSize htab = g->mla ? sw__vk_mla_tiles_words(g->max_batch, g->n_head) : 0;
     const VkDeviceSize H = g->n_head;
-    const VkDeviceSize sz[20] = { B * g->E, B * (g->mla ? g->E : SW_MAX(g->E, g->q_dim)), B * g->q_dim, B * g->kv_dim,
+    const VkDeviceSize sz[21] = { B * g->E, B * (g->mla ? g->E : SW_MAX(g->E, g->q_dim)), B * g->q_dim, B * g->kv_dim,
                                   g->mla ? 0 : B * g->kv_dim, B * g->q_dim, B * ff_max, B * ff_max, B * NX, B * K,
                                   B * K, B * K * g->E, m->hp.n_ff_shexp ? B * g->E : 0, m->hp.n_ff_shexp ? B : 0,
                                   NX, NX ? 1 + 3ull * g->max_tiles : 0, B * K,
-                                  B * g->q_lora, g->mla ? B * H * g->kmla : 0, B * H * g->v_head };
-    for (int i = 0; i < 20; i++) {
+                                  B * g->q_lora, g->mla ? B * H * g->kmla : 0, B * H * g->v_head, htab };
+    for (int i = 0; i < 21; i++) {
         *so[i] = off;
         off += align_up(sz[i], 64);
     }
@@ -858,7 +859,9 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
     const VkDeviceSize rope_bytes = B * SW_MAX(in->n_rot, 2u) * 4;
     g->io_rope = align_up(B * g->E * 4, 256);
     g->io_rope_swa = m->rope_inv_freq_swa ? align_up(g->io_rope + rope_bytes, 256) : VK_NONE;
-    const VkDeviceSize io_bytes = (g->io_rope_swa != VK_NONE ? g->io_rope_swa : g->io_rope) + rope_bytes + 256;
+    /* deepseek2: then the step's (token, head) tiles */
+    g->io_heads = align_up((g->io_rope_swa != VK_NONE ? g->io_rope_swa : g->io_rope) + rope_bytes, 256);
+    const VkDeviceSize io_bytes = g->io_heads + htab * 4 + 256;
     if (off * 4 > g->max_range) {
         snprintf(msg, msg_len, "Vulkan device %s: the activations of %u tokens (%" PRIu64 " bytes) exceed one "
                  "buffer's range: lower the batch", g->name, g->max_batch, (uint64_t)off * 4);
@@ -932,10 +935,9 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
         char pmsg[200] = "";
         rc = 0;
         for (int k = 0; k < ml.n && !rc; k++) {
-            if (vm[k]->n_expert) { /* the grouped form for the experts, not deepseek2's heads */
+            if (vm[k]->n_expert) { /* the experts, or deepseek2's heads: per slot and grouped */
                 rc = pipe_need(g, (int)vm[k]->pipe + VKP_MMID_OFF, pmsg, sizeof pmsg);
-                if (!rc && vm[k] != &L->kb && vm[k] != &L->vb)
-                    rc = pipe_need(g, (int)vm[k]->pipe + VKP_MMIDG_OFF, pmsg, sizeof pmsg);
+                if (!rc) rc = pipe_need(g, (int)vm[k]->pipe + VKP_MMIDG_OFF, pmsg, sizeof pmsg);
                 continue;
             }
             rc = pipe_need(g, (int)vm[k]->pipe, pmsg, sizeof pmsg);

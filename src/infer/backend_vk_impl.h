@@ -122,8 +122,9 @@ struct vk_scratch {
      * expert's output and gate logit */
     VkDeviceSize router, ids, wts, moe_y, sh, shg;
     VkDeviceSize cnt, tiles, list; /* uints: per-expert counts, tiles (moe_group.comp), slots by expert */
-    /* deepseek2: q_a's output, q_b's (per head q_nope ‖ q_pe), the heads' values */
-    VkDeviceSize qa, mq, mo;
+    /* deepseek2: q_a's output, q_b's (per head q_nope ‖ q_pe), the heads' values; the step's
+     * (token, head) tiles (uints, sw__vk_mla_tiles) */
+    VkDeviceSize qa, mq, mo, htab;
 };
 
 struct sw__vk {
@@ -173,6 +174,7 @@ struct sw__vk {
     uint32_t mla, q_lora, kv_lora, qk_nope, kmla, v_head;
     uint32_t kv_parts;                     /* 2: K and V per layer; 1: K only (mla) */
     struct vk_buf head_ids;                /* mla: max_batch x n_head uints, i % n_head */
+    VkDeviceSize io_heads;                 /* mla: byte offset of the step's head tiles in io */
     uint32_t layer_first;
     int lost;
     uint64_t steps, lose_after; /* fault injection: SHARDSWARM_VK_LOSE_AFTER */
@@ -226,5 +228,18 @@ void sw__vk_mm_id(struct sw__vk *g, const struct vk_layer *L, const struct vk_ma
 void sw__vk_attn_mla(struct sw__vk *g, const struct vk_layer *L, uint32_t li, const struct sw__vk_seg *sg,
                      uint32_t n_seg, uint32_t T);
 void sw__vk_route_sel(struct sw__vk *g, const struct vk_layer *L, uint32_t T);
+/* Words of the (token, head) tile table for steps of up to B tokens (H heads). */
+static inline VkDeviceSize sw__vk_mla_tiles_words(uint32_t B, uint32_t H)
+{
+    return 1 + 3ull * H * ((B + 7u) / 8u) + (VkDeviceSize)B * H;
+}
+/* A step of T tokens: when its per-head matmuls take the grouped form, writes their tile
+ * table into io (at io_heads) and sets *cp to its copy into scratch; returns 1, else 0. */
+int sw__vk_mla_tiles(struct sw__vk *g, uint32_t T, VkBufferCopy *cp);
+/* backend_vk_moe.c: the grouped expert-indexed matmul over a tile table in ids_b (tiles at
+ * tiles_off, the slot list at list_off, words). */
+void sw__vk_mm_idg(struct sw__vk *g, const struct vk_layer *L, const struct vk_mat *w, VkBuffer ids_b,
+                   uint32_t tiles_off, uint32_t list_off, uint32_t x_off, uint32_t x_stride, uint32_t xdiv,
+                   uint32_t y_off, uint32_t y_stride, uint32_t S, uint32_t n_tiles);
 
 #endif

@@ -4,11 +4,53 @@
  * selection bias, grouped top-k) as its route() does. The leading dense layers, the
  * experts and the shared experts are the ordinary dense and MoE paths.
  * Not for: device setup and uploads (backend_vk.c), the other layers (backend_vk_step.c). */
+#include <string.h>
+
 #include "infer/backend_vk_impl.h"
+
+/* A step of at least this many tokens takes the grouped per-head matmuls (each head's k_b /
+ * v_b rows decoded once per 8 tokens), as an MoE step with 4 slots per expert does. */
+#define GROUP_MIN 4u
+
+int sw__vk_mla_tiles(struct sw__vk *g, uint32_t T, VkBufferCopy *cp)
+{
+    if (T < GROUP_MIN) return 0;
+    /* slots t·H + h listed head by head; tile (h, j): head h's tokens 8j .. 8j + 7 */
+    const uint32_t H = g->n_head, per = (T + 7u) / 8u, n_tiles = H * per;
+    uint32_t *u = (uint32_t *)(void *)((uint8_t *)g->io.map + g->io_heads);
+    const uint32_t list = 1 + 3 * n_tiles;
+    u[0] = n_tiles;
+    for (uint32_t h = 0; h < H; h++) {
+        for (uint32_t j = 0; j < per; j++) {
+            uint32_t *tl = u + 1 + 3 * (h * per + j);
+            tl[0] = h;
+            tl[1] = h * T + 8 * j;
+            tl[2] = SW_MIN(8u, T - 8 * j);
+        }
+        for (uint32_t t = 0; t < T; t++) u[list + h * T + t] = t * H + h;
+    }
+    *cp = (VkBufferCopy){ g->io_heads, g->so.htab * 4, (VkDeviceSize)(list + H * T) * 4 };
+    return 1;
+}
+
+/* y = W_k_b[h] · x or W_v_b[h] · x for every (token, head) slot t·H + h of T tokens. */
+static void mm_heads(struct sw__vk *g, const struct vk_layer *L, const struct vk_mat *w, uint32_t x_off,
+                     uint32_t x_stride, uint32_t y_off, uint32_t y_stride, uint32_t T)
+{
+    const uint32_t H = g->n_head;
+    if (T >= GROUP_MIN) {
+        const uint32_t n_tiles = H * ((T + 7u) / 8u), ht = (uint32_t)g->so.htab;
+        sw__vk_mm_idg(g, L, w, g->scratch.b, ht, ht + 1 + 3 * n_tiles, x_off, x_stride, 1, y_off, y_stride, T * H,
+                      n_tiles);
+    } else {
+        sw__vk_mm_id(g, L, w, g->head_ids.b, 0, x_off, x_stride, 1, y_off, y_stride, T * H);
+    }
+}
 
 /* x += Wo · heads, the heads computed from the normed x in xn (T tokens, n_seg runs):
  *   kv_c ‖ k_pe = Wkv_a · xn;  q = Wq_b · norm(Wq_a · xn) (or Wq · xn), per head q_nope ‖ q_pe
- *   query head h = (W_k_b[h] · q_nope) ‖ rope(q_pe)         (mm.comp -DMM_ID, slot = t·H + h)
+ *   query head h = (W_k_b[h] · q_nope) ‖ rope(q_pe)         (mm.comp -DMM_ID, slot = t·H + h;
+ *                                                             -DMM_IDG in steps of 4+ tokens)
  *   cache row = norm(kv_c) ‖ rope(k_pe)                       (rope_mla.comp)
  *   a_h = softmax(scale · q_h · K) · K[.., 0..R)              (attn.comp -DNACC=16, V = K)
  *   o_h = W_v_b[h] · a_h                                      (mm.comp -DMM_ID)
@@ -34,7 +76,7 @@ void sw__vk_attn_mla(struct sw__vk *g, const struct vk_layer *L, uint32_t li, co
     sw__vk_cc_barrier(g);
     /* the heads' latent queries (first R dims of each query head) and, beside them, the
      * roped q_pe, the normed latent and the cache store: disjoint writes */
-    sw__vk_mm_id(g, L, &L->kb, g->head_ids.b, 0, smq, km, 1, sq, kd, T * H);
+    mm_heads(g, L, &L->kb, smq, km, sq, kd, T);
     const VkDeviceSize rope_off = g->io_rope;
     uint32_t t0 = 0;
     for (uint32_t i = 0; i < n_seg; t0 += sg[i].n, i++) {
@@ -73,7 +115,7 @@ void sw__vk_attn_mla(struct sw__vk *g, const struct vk_layer *L, uint32_t li, co
         sw__vk_dispatch(g, VKP_ATTN_MLA, bs, 4, &pc, sizeof pc, H, sg[i].n, 1);
     }
     sw__vk_cc_barrier(g);
-    sw__vk_mm_id(g, L, &L->vb, g->head_ids.b, 0, satt, kd, 1, smo, VH, T * H);
+    mm_heads(g, L, &L->vb, satt, kd, smo, VH, T);
     sw__vk_cc_barrier(g);
     sw__vk_mm(g, L, &L->wo, VK_NONE, smo, H * VH, sx, E, T, 1);
 }

@@ -45,13 +45,15 @@ void sw__vk_mm_id(struct sw__vk *g, const struct vk_layer *L, const struct vk_ma
 
 /* The same over moe_group.comp's tiles (steps of several tokens): a workgroup per tile of up
  * to 8 slots of one expert, whose rows it decodes once for them all. */
-static void mm_idg(struct sw__vk *g, const struct vk_layer *L, const struct vk_mat *w, uint32_t x_off,
-                   uint32_t x_stride, uint32_t xdiv, uint32_t y_off, uint32_t y_stride, uint32_t S, uint32_t n_tiles)
+void sw__vk_mm_idg(struct sw__vk *g, const struct vk_layer *L, const struct vk_mat *w, VkBuffer ids_b,
+                   uint32_t tiles_off, uint32_t list_off, uint32_t x_off, uint32_t x_stride, uint32_t xdiv,
+                   uint32_t y_off, uint32_t y_stride, uint32_t S, uint32_t n_tiles)
 {
     struct sw__vk_bind bs[5];
     const uint32_t rows = w->rows / w->n_expert, rpw = g->rows_per_wg, n_wg = expert_binds(g, L, w, bs);
+    bs[3].b = ids_b;
     uint32_t pc[14] = { rows, w->cols, S, x_off, y_off, x_stride, y_stride, 0, w->row_words, rpw,
-                        (uint32_t)g->so.tiles, xdiv, w->n_expert, (uint32_t)g->so.list };
+                        tiles_off, xdiv, w->n_expert, list_off };
     sw__vk_dispatch(g, w->pipe + VKP_MMIDG_OFF, bs, 5, pc, sizeof pc, SW_MIN(n_wg, 32768u), (n_wg + 32767u) / 32768u,
                     n_tiles);
 }
@@ -71,6 +73,7 @@ static void expert_bias(struct sw__vk *g, const struct vk_layer *L, VkDeviceSize
 void sw__vk_ffn_moe(struct sw__vk *g, const struct vk_layer *L, uint32_t T)
 {
     const uint32_t E = g->E, NX = g->n_expert, K = g->n_used, S = T * K, FX = L->ge.rows / L->ge.n_expert;
+    const uint32_t stl = (uint32_t)g->so.tiles, sls = (uint32_t)g->so.list; /* moe_group.comp's */
     const uint32_t sx = (uint32_t)g->so.x, sxn = (uint32_t)g->so.xn, sgate = (uint32_t)g->so.gate,
                    sup = (uint32_t)g->so.up, ssh = (uint32_t)g->so.sh, sshg = (uint32_t)g->so.shg;
     const struct sw__vk_bind scr[2] = { { g->scratch.b, 0, 0 }, { g->scratch.b, 0, 0 } };
@@ -117,8 +120,8 @@ void sw__vk_ffn_moe(struct sw__vk *g, const struct vk_layer *L, uint32_t T)
     }
     /* the chosen experts: gate/up per slot (the token's normed x), SwiGLU, down per slot */
     if (grouped) {
-        mm_idg(g, L, &L->ge, sxn, E, K, sgate, FX, S, n_tiles);
-        mm_idg(g, L, &L->ue, sxn, E, K, sup, FX, S, n_tiles);
+        sw__vk_mm_idg(g, L, &L->ge, g->scratch.b, stl, sls, sxn, E, K, sgate, FX, S, n_tiles);
+        sw__vk_mm_idg(g, L, &L->ue, g->scratch.b, stl, sls, sxn, E, K, sup, FX, S, n_tiles);
     } else {
         sw__vk_mm_id(g, L, &L->ge, g->scratch.b, (uint32_t)g->so.ids, sxn, E, K, sgate, FX, S);
         sw__vk_mm_id(g, L, &L->ue, g->scratch.b, (uint32_t)g->so.ids, sxn, E, K, sup, FX, S);
@@ -131,7 +134,7 @@ void sw__vk_ffn_moe(struct sw__vk *g, const struct vk_layer *L, uint32_t T)
     }
     sw__vk_glu(g, sgate, sup, S * FX);
     sw__vk_cc_barrier(g);
-    if (grouped) mm_idg(g, L, &L->de, sgate, FX, 1, (uint32_t)g->so.moe_y, E, S, n_tiles);
+    if (grouped) sw__vk_mm_idg(g, L, &L->de, g->scratch.b, stl, sls, sgate, FX, 1, (uint32_t)g->so.moe_y, E, S, n_tiles);
     else sw__vk_mm_id(g, L, &L->de, g->scratch.b, (uint32_t)g->so.ids, sgate, FX, 1, (uint32_t)g->so.moe_y, E, S);
     sw__vk_cc_barrier(g);
     if (L->de_b != VK_NONE) {

@@ -213,11 +213,12 @@ int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const
     memcpy((uint8_t *)g->io.map + g->io_rope, rope, (size_t)T * g->n_rot * sizeof(float));
     if (g->io_rope_swa != VK_NONE)
         memcpy((uint8_t *)g->io.map + g->io_rope_swa, rope_swa, (size_t)T * g->n_rot * sizeof(float));
-    VkBufferCopy in_cp = { 0, g->so.x * 4, (VkDeviceSize)T * E * 4 };
+    VkBufferCopy in_cp[2] = { { 0, g->so.x * 4, (VkDeviceSize)T * E * 4 } };
+    const uint32_t n_cp = 1 + (g->mla ? (uint32_t)sw__vk_mla_tiles(g, T, &in_cp[1]) : 0); /* deepseek2's head tiles */
     barrier(g, VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
             VK_ACCESS_HOST_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
             VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
-    g->f.vkCmdCopyBuffer(g->cb, g->io.b, g->scratch.b, 1, &in_cp);
+    g->f.vkCmdCopyBuffer(g->cb, g->io.b, g->scratch.b, n_cp, in_cp);
     barrier(g, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
             VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
     const uint32_t sx = (uint32_t)g->so.x, sxn = (uint32_t)g->so.xn, sq = (uint32_t)g->so.q, sk = (uint32_t)g->so.k,
