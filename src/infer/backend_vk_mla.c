@@ -12,9 +12,15 @@
  * v_b rows decoded once per 8 tokens), as an MoE step with 4 slots per expert does. */
 #define GROUP_MIN 4u
 
+/* Whether a step of T tokens takes the grouped form (its tiles within a dispatch's z count). */
+static int grouped(const struct sw__vk *g, uint32_t T)
+{
+    return T >= GROUP_MIN && g->n_head * ((T + 7u) / 8u) <= 65535u;
+}
+
 int sw__vk_mla_tiles(struct sw__vk *g, uint32_t T, VkBufferCopy *cp)
 {
-    if (T < GROUP_MIN) return 0;
+    if (!grouped(g, T)) return 0;
     /* slots t·H + h listed head by head; tile (h, j): head h's tokens 8j .. 8j + 7 */
     const uint32_t H = g->n_head, per = (T + 7u) / 8u, n_tiles = H * per;
     uint32_t *u = (uint32_t *)(void *)((uint8_t *)g->io.map + g->io_heads);
@@ -38,7 +44,7 @@ static void mm_heads(struct sw__vk *g, const struct vk_layer *L, const struct vk
                      uint32_t x_stride, uint32_t y_off, uint32_t y_stride, uint32_t T)
 {
     const uint32_t H = g->n_head;
-    if (T >= GROUP_MIN) {
+    if (grouped(g, T)) {
         const uint32_t n_tiles = H * ((T + 7u) / 8u), ht = (uint32_t)g->so.htab;
         sw__vk_mm_idg(g, L, w, g->scratch.b, ht, ht + 1 + 3 * n_tiles, x_off, x_stride, 1, y_off, y_stride, T * H,
                       n_tiles);
