@@ -1054,6 +1054,24 @@ void sw__vk_free(struct sw__vk *g)
     free(g);
 }
 
+
+int sw_gpu_probe(const char *which, struct sw_gpu_probe *out, char *msg, size_t msg_len)
+{
+    if (!which || !out) return SW_EINVAL;
+    memset(out, 0, sizeof *out);
+    struct sw__vk *g = calloc(1, sizeof *g);
+    if (!g) return SW_ENOMEM;
+    int rc = load_loader(g, msg, msg_len);
+    if (!rc) rc = open_device(g, which, msg, msg_len);
+    if (!rc) {
+        snprintf(out->name, sizeof out->name, "%.127s", g->name);
+        out->mem_total = g->heap_bytes;
+        out->mem_free = g->weight_bytes; /* open_device leaves the free budget there */
+    }
+    sw__vk_free(g);
+    return rc;
+}
+
 uint32_t sw__vk_n_layers(const struct sw__vk *g) { return g ? g->n_layers : 0; }
 const char *sw__vk_device(const struct sw__vk *g) { return g ? g->name : ""; }
 uint64_t sw__vk_device_mem(const struct sw__vk *g) { return g ? g->heap_bytes : 0; }

@@ -2,8 +2,10 @@
  * glslc (src/infer/CMakeLists.txt): --gpu says so and the stage computes on the CPU.
  * Not for: anything else. */
 #include <stdio.h>
+#include <string.h>
 
 #include "infer/backend_vk.h"
+#include "infer/infer.h"
 #include "util/util.h"
 
 int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct sw__vk **out, char *msg,
@@ -17,6 +19,13 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
     return SW_EUNSUPPORTED;
 }
 void sw__vk_free(struct sw__vk *g) { (void)g; }
+int sw_gpu_probe(const char *which, struct sw_gpu_probe *out, char *msg, size_t msg_len)
+{
+    (void)which;
+    if (out) memset(out, 0, sizeof *out);
+    snprintf(msg, msg_len, "this build has no Vulkan backend");
+    return SW_EUNSUPPORTED;
+}
 uint32_t sw__vk_n_layers(const struct sw__vk *g) { (void)g; return 0; }
 const char *sw__vk_device(const struct sw__vk *g) { (void)g; return ""; }
 uint64_t sw__vk_device_mem(const struct sw__vk *g) { (void)g; return 0; }

@@ -126,6 +126,17 @@ int sw_stage_open_gguf(struct sw_gguf *g, const struct sw_stage_opts *opts,
 void sw_stage_free(struct sw_stage *s); /* NULL harmless; frees every sequence */
 
 const struct sw_stage_info *sw_stage_info(const struct sw_stage *s);
+
+/* A Vulkan device as `--gpu WHICH` ("auto" or an index) would open it, without a model:
+ * its name and its device-local memory, total and free for weights (the budget the upload
+ * would use). For the planner (a GPU node prefers a shard its device holds whole).
+ * Returns 0, or a negative sw_err with msg naming what is missing (no loader, no device,
+ * a build without the backend). */
+struct sw_gpu_probe {
+    char name[128];
+    uint64_t mem_total, mem_free;
+};
+int sw_gpu_probe(const char *which, struct sw_gpu_probe *out, char *msg, size_t msg_len);
 /* The stage's machine core lease (opts.machine_cores), or NULL: for status and logs. */
 const struct sw_cores *sw_stage_cores(const struct sw_stage *s);
 /* The message of the last failed call on this stage ("" when none). Valid until the next

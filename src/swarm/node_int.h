@@ -197,6 +197,8 @@ struct sw_node {
     void *status_extra_ud;
     int replan_target;
     uint64_t replan_since;
+    int gpu_probed;            /* --gpu: the device probed once for the planner */
+    uint64_t gpu_free;         /* its memory free for weights (0: none found) */
 
     /* status */
     char *last_sig;

@@ -672,12 +672,24 @@ void sw__node_watch_check(struct sw_node *n)
 void sw__node_plan(struct sw_node *n, uint64_t now)
 {
     if (!n->view || !n->auto_mode || n->cfg.seed_all || n->drained) return;
-    struct sw_plan_input in = { n->shard_bytes, 0 };
+    struct sw_plan_input in = { n->shard_bytes, 0, 0 };
     uint64_t mem = 0;
     if (!sw_sys_mem_available(&mem)) in.mem_budget = mem + (n->stage ? n->shard_bytes[n->shard] : 0);
     if (n->shard < 0) {
         int settled = n->first_peer_ms ? now - n->first_peer_ms >= AUTO_SETTLE_MS : now - n->started_ms >= AUTO_ALONE_MS;
         if (!settled) return;
+        if (n->cfg.gpu && !n->gpu_probed) { /* once, before the first pick (~0.1 s: a Vulkan instance) */
+            struct sw_gpu_probe gp;
+            char msg[256] = "";
+            n->gpu_probed = 1;
+            if (!sw_gpu_probe(n->cfg.gpu, &gp, msg, sizeof msg)) {
+                n->gpu_free = gp.mem_free;
+                sw_log(SW_LOG_INFO, "SHARD", "--shard auto: GPU %s, %.1f GB free for weights: a shard it holds whole "
+                       "is preferred", gp.name, gp.mem_free / 1e9);
+            } else
+                sw_log(SW_LOG_INFO, "SHARD", "--shard auto: no GPU for the planner (%s)", msg);
+        }
+        in.gpu_mem = n->gpu_free;
         int s = sw_plan_pick(n->view, &in);
         if (s < 0) {
             if (now - n->last_status >= 5000)

@@ -46,7 +46,7 @@ int sw_plan_pick(const struct sw_view *v, const struct sw_plan_input *in)
     if (!v) return SW_EINVAL;
     uint32_t ns = sw_view_n_shards(v);
     const struct sw_view_node *me = self_of(v);
-    int best = -1;
+    int best = -1, bg = 0;
     uint32_t bl = 0, bc = 0;
     uint64_t bh = 0;
     for (uint32_t s = 0; s < ns; s++) {
@@ -59,11 +59,15 @@ int sw_plan_pick(const struct sw_view *v, const struct sw_plan_input *in)
             else claims++;
         }
         uint64_t h = me ? sw_plan_hash(me->cap.node_id, s) : s;
+        /* on the GPU whole: a node with a device takes, of equally served shards, one it
+         * computes entirely there (shards differ: the last holds the output matrix) */
+        int g = in && in->gpu_mem && in->shard_bytes && in->shard_bytes[s] <= in->gpu_mem;
         if (best < 0 || loaded < bl || (loaded == bl && claims < bc) ||
-            (loaded == bl && claims == bc && h < bh)) {
+            (loaded == bl && claims == bc && g > bg) || (loaded == bl && claims == bc && g == bg && h < bh)) {
             best = (int)s;
             bl = loaded;
             bc = claims;
+            bg = g;
             bh = h;
         }
     }

@@ -201,11 +201,13 @@ uint64_t sw_plan_hash(const uint8_t id[SW_NODE_ID_LEN], uint32_t shard);
 struct sw_plan_input {
     const uint64_t *shard_bytes; /* n_shards sizes (may be NULL: everything fits) */
     uint64_t mem_budget;         /* bytes this node may use for a shard (0: unlimited) */
+    uint64_t gpu_mem;            /* this node's GPU memory free for weights (0: no GPU) */
 };
 
 /* `--shard auto` at start: the shard with the fewest loaded replicas, then fewest nodes
- * working on it, that fits memory; ties by sw_plan_hash(self, shard). Returns the shard,
- * or SW_ENOTFOUND when none fits. */
+ * working on it, that fits memory; then, for a node with a GPU, one whose bytes its device
+ * holds whole (every layer on the GPU); ties by sw_plan_hash(self, shard). Returns the
+ * shard, or SW_ENOTFOUND when none fits. */
 int sw_plan_pick(const struct sw_view *v, const struct sw_plan_input *in);
 /* Re-planning for an auto node holding or fetching a shard. When some shard has no live node
  * working on it (fetching, verifying, loading or loaded: a node waiting for LOAD_SHARD or

@@ -537,11 +537,27 @@ static void test_planner_pick(void)
     feed(v, &f2, 1);
     CHECK_EQ_INT(sw_plan_pick(v, NULL), 3);
     uint64_t sizes[4] = { 100, 100, 100, 500 };
-    struct sw_plan_input in = { sizes, 200 };
+    struct sw_plan_input in = { sizes, 200, 0 };
     CHECK_EQ_INT(sw_plan_pick(v, &in), 2); /* shard 3 does not fit */
     in.mem_budget = 50;
     CHECK_EQ_INT(sw_plan_pick(v, &in), SW_ENOTFOUND);
+    /* a GPU node: of the equally served shards 2 and 3 (one claimer each once f3 joins),
+     * the one its device holds whole, whichever the hash prefers */
+    struct tnode f3;
+    tnode_init(&f3, 3, SW_PHASE_FETCHING);
+    feed(v, &f3, 1);
+    uint64_t sizes2[4] = { 100, 100, 300, 100 };
+    struct sw_plan_input gin = { sizes2, 0, 0 };
+    int plain = sw_plan_pick(v, &gin);
+    CHECK(plain == 2 || plain == 3);
+    gin.gpu_mem = 200;
+    sizes2[2] = plain == 2 ? 300 : 100; /* make the hash's choice the one that does not fit */
+    sizes2[3] = plain == 2 ? 100 : 300;
+    CHECK_EQ_INT(sw_plan_pick(v, &gin), plain == 2 ? 3 : 2);
+    gin.gpu_mem = 1000; /* both fit: the hash decides again */
+    CHECK_EQ_INT(sw_plan_pick(v, &gin), plain);
     sw_view_free(v);
+    sw_buf_free(&f3.wire);
     sw_buf_free(&self.wire); sw_buf_free(&l0.wire); sw_buf_free(&l1.wire); sw_buf_free(&f2.wire);
 }
 
@@ -591,7 +607,7 @@ static void test_planner_replace(void)
     CHECK_EQ_INT(sw_plan_review(vo, NULL), keeper_is_self ? 2 : -1);
     /* memory: a shard that does not fit is not taken */
     uint64_t sizes[3] = { 10, 10, 1000 };
-    struct sw_plan_input in = { sizes, 100 };
+    struct sw_plan_input in = { sizes, 100, 0 };
     CHECK_EQ_INT(sw_plan_review(v, &in), -1);
     sw_view_free(v);
     sw_view_free(vo);
