@@ -75,6 +75,7 @@ struct sw_stage {
     struct sw__vk *gpu;
     uint32_t gpu_n;
     uint8_t *gpu_stale;     /* max_seqs: the slot's device cache was lost with the device */
+    int gpu_lost_now;       /* the device was lost in this forward: its later steps fail too */
     char errmsg[256];
 };
 
@@ -454,10 +455,15 @@ int sw_stage_seq_copy(struct sw_stage *s, uint64_t dst, uint64_t src, uint32_t n
     } else if (d == r || n > r->n_past) {
         rc = set_err(s, SW_EINVAL, "cannot copy %u positions of sequence %llu (%u cached)", n,
                      (unsigned long long)src, r->n_past);
+    } else if (n && s->gpu_n) { /* the device's layers' cache is not copied (yet): refuse, not garble */
+        rc = set_err(s, SW_EUNSUPPORTED, "cannot copy cached positions: layers %u-%u of this stage keep their cache "
+                     "on the GPU", info->layer_first, info->layer_first + s->gpu_n - 1);
+    } else if (n && s->gpu_stale && s->gpu_stale[r - s->seqs]) {
+        rc = set_err(s, SW_ESTATE, "sequence %llu's cache was lost with the GPU", (unsigned long long)src);
     } else {
         uint64_t grown = 0;
-        rc = sw__kv_copy(d, r, info->layer_last - info->layer_first + 1, info->n_head_kv, info->head_dim, n,
-                         info->n_ctx, &grown);
+        rc = sw__kv_copy(d, r, info->layer_last - info->layer_first + 1, s->gpu_n, info->n_head_kv, info->head_dim,
+                         n, info->n_ctx, &grown);
         s->kv_bytes += grown;
         if (rc) set_err(s, rc, "cannot copy %u cached positions: %s", n, sw_strerror(rc));
     }
@@ -481,7 +487,8 @@ uint64_t sw_stage_seq_bytes(struct sw_stage *s, uint64_t seq)
 {
     pthread_mutex_lock(&s->lock);
     struct sw__kv *kv = seq_find(s, seq);
-    uint64_t b = kv ? (uint64_t)kv->cap * s->kv_dim * sizeof(sw_f16) * 2 * (s->m.info.layer_last - s->m.info.layer_first + 1) : 0;
+    const uint32_t nl = s->m.info.layer_last - s->m.info.layer_first + 1; /* host layers: l0 on */
+    uint64_t b = kv && kv->k ? (uint64_t)kv->cap * s->kv_dim * sizeof(sw_f16) * 2 * (nl - SW_MIN(kv->l0, nl)) : 0;
     pthread_mutex_unlock(&s->lock);
     return b;
 }
@@ -494,8 +501,9 @@ int sw__stage_kv_read(struct sw_stage *s, uint64_t seq, uint32_t li, uint32_t po
     struct sw__kv *kv = seq_find(s, seq);
     int rc = 0;
     if (!kv) rc = set_err(s, SW_ENOTFOUND, "no sequence %llu", (unsigned long long)seq);
-    else if (li > info->layer_last - info->layer_first || pos >= kv->n_past)
-        rc = set_err(s, SW_ERANGE, "no layer %u / position %u in sequence %llu", li, pos, (unsigned long long)seq);
+    else if (li > info->layer_last - info->layer_first || pos >= kv->n_past || !kv->k || li < kv->l0)
+        rc = set_err(s, SW_ERANGE, "no layer %u / position %u in sequence %llu's host cache", li, pos,
+                     (unsigned long long)seq);
     else
         for (uint32_t g = 0; g < info->n_head_kv; g++)
             for (uint32_t d = 0; d < hd; d++) {
@@ -1139,7 +1147,14 @@ static int gpu_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg, ui
         snprintf(s->m.info.backend, sizeof s->m.info.backend, "cpu");
         snprintf(s->m.info.gpu_note, sizeof s->m.info.gpu_note, "%s", msg);
         s->m.info.gpu_converted[0] = 0;
-        for (uint32_t i = 0; i < s->max_seqs; i++) s->gpu_stale[i] = s->seqs[i].live;
+        /* the host arrays hold only the CPU's layers: dropped, and made for every layer
+         * when each sequence starts again (its replay) */
+        const uint32_t nl = s->m.info.layer_last - s->m.info.layer_first + 1;
+        for (uint32_t i = 0; i < s->max_seqs; i++) {
+            s->gpu_stale[i] = s->seqs[i].live;
+            if (s->seqs[i].k) s->kv_bytes -= sw__kv_drop(&s->seqs[i], nl, s->kv_dim);
+        }
+        s->gpu_lost_now = 1;
         return set_err(s, rc, "%s (the sequence must start again from position 0)", msg);
     }
     if (rc) return set_err(s, rc, "%s", msg);
@@ -1273,7 +1288,8 @@ static int prepare(struct sw_stage *s, struct sw_stage_batch *b, struct sw__kv *
                                ids[i], i, info->n_vocab);
     }
     uint64_t grown = 0;
-    int rc = sw__kv_reserve(kv, nl, info->n_head_kv, info->head_dim, b->pos + b->n_tokens, info->n_ctx,
+    /* host arrays only for the layers the CPU computes: the device holds its layers' cache */
+    int rc = sw__kv_reserve(kv, nl, s->gpu_n, info->n_head_kv, info->head_dim, b->pos + b->n_tokens, info->n_ctx,
                             &grown);
     s->kv_bytes += grown;
     if (rc)
@@ -1355,6 +1371,12 @@ int sw_stage_forward_batch(struct sw_stage *s, struct sw_stage_batch *b, uint32_
         }
         if (n_seg == 0) break;
         int rc = forward_step(s, sg, n_seg);
+        if (s->gpu_lost_now) { /* every entry's cache lost its GPU layers (host arrays dropped) */
+            s->gpu_lost_now = 0;
+            for (uint32_t i = next; i < n; i++)
+                if (!b[i].rc && done[i] < b[i].n_tokens) b[i].rc = rc;
+            break;
+        }
         /* Advance every entry of the step (on failure, mark them failed). */
         for (uint32_t i = next, used = 0; i < n && used < n_seg; i++) {
             if (b[i].rc || done[i] == b[i].n_tokens) continue;

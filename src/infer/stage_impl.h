@@ -179,7 +179,8 @@ int sw__model_load(struct sw__model *m, struct sw_gguf *g, const struct sw_stage
                    char *err, size_t err_len);
 void sw__model_release(struct sw__model *m);
 
-/* One sequence's KV cache, f16, for each of the stage's layers:
+/* One sequence's KV cache, f16, for each of the stage's layers from l0 on (the layers
+ * before l0 run on a GPU, which holds their cache: k[l] = v[l] = NULL there):
  *   k[l]: [n_head_kv][cap][head_dim]   key of KV head g at position p: k[l] + (g*cap + p)*hd
  *   v[l]: [n_head_kv][head_dim][cap]   values transposed: v[l] + (g*hd + d)*cap + p
  * Value entries past the filled positions are 0 or stale finite values, never garbage.
@@ -190,19 +191,25 @@ struct sw__kv {
     int live;
     uint32_t n_past;  /* positions filled */
     uint32_t cap;     /* positions allocated */
+    uint32_t l0;      /* the first layer with host arrays (set when they are first made) */
     sw_f16 **k, **v;  /* n_layers arrays (owned) */
 };
 
-/* Makes room for `need` positions (need <= n_ctx). Returns 0 or SW_ENOMEM (cache intact).
- * *grown_bytes receives the bytes added. */
-int sw__kv_reserve(struct sw__kv *kv, uint32_t n_layers, uint32_t n_kv, uint32_t hd, uint32_t need,
+/* Makes room for `need` positions (need <= n_ctx) in layers l0 .. n_layers-1. Returns 0,
+ * SW_ENOMEM (cache intact), or SW_ESTATE when the cache holds other layers (l0 differs:
+ * drop it first). *grown_bytes receives the bytes added. */
+int sw__kv_reserve(struct sw__kv *kv, uint32_t n_layers, uint32_t l0, uint32_t n_kv, uint32_t hd, uint32_t need,
                    uint32_t n_ctx, uint64_t *grown_bytes);
-/* Copies the first n positions of src (n <= src->n_past) into dst, growing dst as needed;
- * dst->n_past = n. 0, SW_EINVAL or SW_ENOMEM (dst intact). */
-int sw__kv_copy(struct sw__kv *dst, const struct sw__kv *src, uint32_t n_layers, uint32_t n_kv, uint32_t hd, uint32_t n,
-                uint32_t n_ctx, uint64_t *grown_bytes);
+/* Copies the first n positions of src (n <= src->n_past) into dst, growing dst as needed
+ * (layers l0 on); dst->n_past = n. 0, SW_EINVAL, SW_ESTATE (src lacks layers l0 on) or
+ * SW_ENOMEM (dst intact). */
+int sw__kv_copy(struct sw__kv *dst, const struct sw__kv *src, uint32_t n_layers, uint32_t l0, uint32_t n_kv,
+                uint32_t hd, uint32_t n, uint32_t n_ctx, uint64_t *grown_bytes);
 /* Frees the arrays; returns the bytes released. */
 uint64_t sw__kv_release(struct sw__kv *kv, uint32_t n_layers, uint32_t kv_dim);
+/* Frees the arrays but keeps the sequence (id, live, n_past): its next reserve makes them
+ * again, for any l0. Returns the bytes released. */
+uint64_t sw__kv_drop(struct sw__kv *kv, uint32_t n_layers, uint32_t kv_dim);
 
 /* Tests: the cached key and value of position pos (< the sequence's length) in the stage's
  * layer li (0 = layer_first), every KV head: k_out and v_out take n_head_kv x head_dim

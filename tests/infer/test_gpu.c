@@ -472,6 +472,74 @@ static void test_faults(void)
     sw_stage_free(g);
 }
 
+/* The host KV cache holds only the CPU's layers: none with every layer on the device, all
+ * but one with one layer there; a copy of a sequence is refused while the device holds
+ * layers (their cache is not copied); a device lost in the second step of a batch of three
+ * sequences (4 tokens each, steps of 4) fails the second and third entries (the first's
+ * result stands), drops the host arrays, and the replay on the CPU allocates every layer's
+ * and gives the CPU stage's logits bit for bit. */
+static void test_kv_host(void)
+{
+    struct sw_stage *c = open_st(stories, NULL, 0, 4);
+    struct sw_stage *g = open_st(stories, "0", 0, 4), *h = open_st(stories, "0", 1, 4);
+    float *lc = NULL;
+    if (!c || !g || !h) goto out;
+    const struct sw_stage_info *ci = sw_stage_info(c);
+    const uint32_t V = ci->n_vocab, nl = ci->n_layers;
+    const uint64_t per_tok = ci->kv_bytes_per_token; /* every layer's K+V */
+    lc = logits_of(c, 0, 1);
+    float *lg = logits_of(g, 0, 1), *lh = logits_of(h, 0, 1);
+    CHECK_EQ_INT(sw_stage_info(g)->gpu_layers, nl);
+    CHECK_EQ_U64(sw_stage_kv_bytes(c), 256 * per_tok); /* cap 256 positions */
+    CHECK_EQ_U64(sw_stage_kv_bytes(g), 0);
+    CHECK_EQ_U64(sw_stage_seq_bytes(g, 1), 0);
+    CHECK_EQ_U64(sw_stage_kv_bytes(h), 256 * per_tok / nl * (nl - 1));
+    CHECK_EQ_U64(sw_stage_seq_bytes(h, 1), 256 * per_tok / nl * (nl - 1));
+    if (lc && lg && lh) {
+        CHECK(worst_rel(lc, lg, NT, V) < TOL_FLOAT);
+        CHECK(worst_rel(lc, lh, NT, V) < TOL_FLOAT);
+    }
+    CHECK(sw_stage_seq_new(h, 2) == 0);
+    CHECK_EQ_INT(sw_stage_seq_copy(h, 2, 1, 4), SW_EUNSUPPORTED);
+    free(lg);
+    free(lh);
+    sw_stage_free(g);
+    /* the device lost in the batch's second step */
+    setenv("SHARDSWARM_VK_LOSE_AFTER", "1", 1);
+    g = open_st(stories, "0", 0, 4);
+    unsetenv("SHARDSWARM_VK_LOSE_AFTER");
+    if (!g) goto out;
+    float *o = calloc((size_t)3 * 4 * V, sizeof *o), *oc = calloc((size_t)3 * 4 * V, sizeof *oc);
+    struct sw_stage_batch b[3], bc[3];
+    for (uint32_t i = 0; i < 3; i++) {
+        CHECK(sw_stage_seq_new(g, 10 + i) == 0);
+        CHECK(sw_stage_seq_new(c, 10 + i) == 0);
+        b[i] = (struct sw_stage_batch){ .seq = 10 + i, .pos = 0, .n_tokens = 4, .in = TOKS + 4 * i,
+                                        .out = o + (size_t)i * 4 * V, .flags = SW_STAGE_LOGITS_ALL };
+        bc[i] = b[i];
+        bc[i].out = oc + (size_t)i * 4 * V;
+    }
+    CHECK_EQ_INT(sw_stage_forward_batch(g, b, 3), SW_ESTATE);
+    CHECK_EQ_INT(b[0].rc, 0);
+    CHECK_EQ_INT(b[1].rc, SW_ESTATE);
+    CHECK_EQ_INT(b[2].rc, SW_ESTATE);
+    CHECK_EQ_STR(sw_stage_info(g)->backend, "cpu");
+    CHECK_EQ_U64(sw_stage_kv_bytes(g), 0);
+    CHECK(sw_stage_forward_batch(c, bc, 3) == 0);
+    CHECK_MSG(worst_rel(oc, o, 4, V) < TOL_FLOAT, "the first entry's logits (on the device, before the loss) differ");
+    memset(o, 0, (size_t)3 * 4 * V * sizeof *o);
+    CHECK(sw_stage_forward_batch(g, b, 3) == 0); /* the replay, on the CPU */
+    CHECK_MSG(!memcmp(o, oc, (size_t)3 * 4 * V * sizeof *o), "the replay on the CPU differs from the CPU stage");
+    CHECK_EQ_U64(sw_stage_kv_bytes(g), 3 * 256 * per_tok);
+    free(o);
+    free(oc);
+out:
+    free(lc);
+    sw_stage_free(c);
+    sw_stage_free(g);
+    sw_stage_free(h);
+}
+
 int main(void)
 {
     const char *data = sw_test_shared_data();
@@ -508,6 +576,7 @@ int main(void)
     SW_RUN(test_archs_norms);
     SW_RUN(test_moe);
     SW_RUN(test_faults);
+    SW_RUN(test_kv_host);
     sw_test_rm_tree(tmp_dir);
     return SW_TEST_DONE();
 }
