@@ -354,6 +354,17 @@ static void tile_many_iq4_xs(int64_t n, const void *w, size_t w_stride, int nr, 
 
 /* ------------------------------------------------------------ Q2_K, Q3_K (Q8_K acts) */
 
+/* pshufb controls for Q2_K's scale pairs: with the 16 scale bytes in both 128-bit lanes,
+ * control p puts scale 2p (lane 0) / 2p+1 (lane 1) in the low byte of every int16 and zero
+ * in the high byte (index 0x80) - one in-lane shuffle per 32 codes instead of scale_pair's
+ * lane-crossing permute and shuffle. */
+#define Q2S_L(j) j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80
+#define Q2S(p) {Q2S_L(2 * (p)), Q2S_L(2 * (p) + 1)}
+static const uint8_t q2_K_sc_ctl[8][32] __attribute__((aligned(32))) = {Q2S(0), Q2S(1), Q2S(2), Q2S(3),
+                                                                         Q2S(4), Q2S(5), Q2S(6), Q2S(7)};
+#undef Q2S
+#undef Q2S_L
+
 /* Q2_K: codes 0..3 unsigned; sum_j sc_j <q_j, a_j> by maddubs + madd with scale pairs, the
  * mins from bsums: d*da*that - dmin*da*sum_j m_j bsums_j. */
 AI void q2_K_nt(int64_t n, const struct sw_block_q2_K *w, const struct sw_k_act *a, const int NT, float *out)
@@ -365,7 +376,7 @@ AI void q2_K_nt(int64_t n, const struct sw_block_q2_K *w, const struct sw_k_act 
     for (int64_t i = 0; i < n / SW_QK_K; i++) {
         const struct sw_block_q2_K *x = &w[i];
         __m128i sc8 = _mm_loadu_si128((const __m128i *)x->scales);
-        __m256i sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(sc8, m4));
+        __m256i scb = _mm256_broadcastsi128_si256(_mm_and_si128(sc8, m4));
         __m256i mn16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), m4));
         __m256i isum[SW_K_TILE_T];
         for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
@@ -373,7 +384,7 @@ AI void q2_K_nt(int64_t n, const struct sw_block_q2_K *w, const struct sw_k_act 
             __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
             for (int k = 0; k < 4; k++) {
                 __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3);
-                __m256i sp = scale_pair(sc16, 4 * h + k);
+                __m256i sp = _mm256_shuffle_epi8(scb, _mm256_load_si256((const __m256i *)q2_K_sc_ctl[4 * h + k]));
                 for (int t = 0; t < NT; t++) {
                     const int8_t *qa = ((const struct sw_block_q8_K *)a[t].q)[i].qs + 128 * h + 32 * k;
                     __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)qa));
