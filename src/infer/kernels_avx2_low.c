@@ -170,17 +170,65 @@ TABLE_Q8_0_NT(mxfp4, struct sw_block_mxfp4, sw__k_mxfp4_values, mxfp4_scale)
 
 /* ------------------------------------------------------------ IQ4_XS (Q8_K acts) */
 
-/* Per sub-block of 32: grid values by pshufb, sign-trick maddubs, madd by (ls - 32). */
+/* pshufb controls: control ib repeats int16 ib of a 128-bit lane over the whole vector. */
+#define IQ4S_L(j) 2 * (j), 2 * (j) + 1, 2 * (j), 2 * (j) + 1, 2 * (j), 2 * (j) + 1, 2 * (j), 2 * (j) + 1
+#define IQ4S(j) {IQ4S_L(j), IQ4S_L(j), IQ4S_L(j), IQ4S_L(j)}
+static const uint8_t iq4_xs_sc_ctl[8][32] __attribute__((aligned(32))) = {IQ4S(0), IQ4S(1), IQ4S(2), IQ4S(3),
+                                                                           IQ4S(4), IQ4S(5), IQ4S(6), IQ4S(7)};
+#undef IQ4S
+#undef IQ4S_L
+
+/* The 8 sub-block scales (ls - 32) as int16 0..7 in both 128-bit lanes, with vector ops
+ * (sw__k_iq4_xs_scale's bits: 4 at bit 4ib of scales_l, 2 at bit 2ib of scales_h); a
+ * sub-block's broadcast scale is then one pshufb by iq4_xs_sc_ctl[ib]. */
+AI __m256i iq4_xs_scales_bc(const struct sw_block_iq4_xs *x)
+{
+    uint32_t l;
+    memcpy(&l, x->scales_l, 4);
+    const __m256i lo = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)l), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
+                                        _mm256_set1_epi32(0x0F));
+    const __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)x->scales_h << 4),
+                                                          _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
+                                        _mm256_set1_epi32(0x30));
+    const __m256i s32 = _mm256_sub_epi32(_mm256_or_si256(lo, hi), _mm256_set1_epi32(32));
+    /* packs: quads [s0-3, s0-3 | s4-7, s4-7]; quads 0, 2, 0, 2: [s0-3, s4-7 | s0-3, s4-7] */
+    return _mm256_permute4x64_epi64(_mm256_packs_epi32(s32, s32), 0x88);
+}
+
+AI __m256i iq4_xs_scale_of(__m256i sc, int ib)
+{
+    return _mm256_shuffle_epi8(sc, _mm256_load_si256((const __m256i *)iq4_xs_sc_ctl[ib]));
+}
+
+/* pshufb controls: control j has int16 2j of a 128-bit lane in lane 0 and int16 2j+1 in
+ * lane 1, repeated (the scales of sub-blocks 2j and 2j+1 in iq4_xs_isum). */
+#define IQ4P_L(j) 2 * (j), 2 * (j) + 1, 2 * (j), 2 * (j) + 1, 2 * (j), 2 * (j) + 1, 2 * (j), 2 * (j) + 1
+#define IQ4P(j) {IQ4P_L(2 * (j)), IQ4P_L(2 * (j)), IQ4P_L(2 * (j) + 1), IQ4P_L(2 * (j) + 1)}
+static const uint8_t iq4_xs_pair_ctl[4][32] __attribute__((aligned(32))) = {IQ4P(0), IQ4P(1), IQ4P(2), IQ4P(3)};
+#undef IQ4P
+#undef IQ4P_L
+
+/* A block's integer sum sum_ib (ls_ib - 32) <grid[codes of ib], a of ib> for one token, two
+ * sub-blocks per step: one 32-byte load holds both's 16 code bytes, so the low nibbles (elements
+ * 0-15 of ib | of ib+1) and the high ones (16-31 | 16-31) are each one vector without a lane
+ * insert; the activations are loaded in that order (two halves each), and one scale vector
+ * (ls of ib | of ib+1) serves both. Grid values by pshufb, sign-trick maddubs, madd by scale. */
 AI __m256i iq4_xs_isum(const struct sw_block_iq4_xs *x, const int8_t *qa, __m256i tab)
 {
-    __m256i isum = _mm256_setzero_si256();
-    for (int ib = 0; ib < 8; ib++) {
-        __m256i v = _mm256_shuffle_epi8(tab, nibbles32(x->qs + 16 * ib));
-        __m256i ls = _mm256_set1_epi16((short)(sw__k_iq4_xs_scale(x, ib) - 32));
-        __m256i s = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(qa + 32 * ib)), v);
-        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(v, v), s), ls));
+    const __m256i sc = iq4_xs_scales_bc(x), m4 = _mm256_set1_epi8(0x0F);
+    __m256i isum0 = _mm256_setzero_si256(), isum1 = isum0;
+    for (int j = 0; j < 4; j++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * j));
+        const __m256i vl = _mm256_shuffle_epi8(tab, _mm256_and_si256(q, m4));
+        const __m256i vh = _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+        const __m256i ls = _mm256_shuffle_epi8(sc, _mm256_load_si256((const __m256i *)iq4_xs_pair_ctl[j]));
+        const int8_t *a0 = qa + 64 * j;
+        const __m256i al = _mm256_loadu2_m128i((const __m128i *)(a0 + 32), (const __m128i *)a0);
+        const __m256i ah = _mm256_loadu2_m128i((const __m128i *)(a0 + 48), (const __m128i *)(a0 + 16));
+        isum0 = _mm256_add_epi32(isum0, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(vl, vl), _mm256_sign_epi8(al, vl)), ls));
+        isum1 = _mm256_add_epi32(isum1, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(vh, vh), _mm256_sign_epi8(ah, vh)), ls));
     }
-    return isum;
+    return _mm256_add_epi32(isum0, isum1);
 }
 
 /* acc = fma(block sum, d * da, acc) in scalar float, the step the many-token tile takes */
@@ -213,10 +261,11 @@ AI void iq4_xs_nt(int64_t n, const struct sw_block_iq4_xs *w, const struct sw_k_
         const struct sw_block_iq4_xs *x = &w[i];
         __m256i isum[SW_K_TILE_T];
         for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
+        const __m256i sc = iq4_xs_scales_bc(x);
         for (int ib = 0; ib < 8; ib++) { /* iq4_xs_isum's steps, the codes decoded once for NT tokens */
             __m256i v = _mm256_shuffle_epi8(tab, nibbles32(x->qs + 16 * ib));
             __m256i av = _mm256_sign_epi8(v, v);
-            __m256i ls = _mm256_set1_epi16((short)(sw__k_iq4_xs_scale(x, ib) - 32));
+            __m256i ls = iq4_xs_scale_of(sc, ib);
             for (int t = 0; t < NT; t++) {
                 const int8_t *qa = ((const struct sw_block_q8_K *)a[t].q)[i].qs + 32 * ib;
                 __m256i s = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)qa), v);
