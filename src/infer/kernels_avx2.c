@@ -678,7 +678,7 @@ AI void q6_K_nt(int64_t n, const struct sw_block_q6_K *w, const struct sw_k_act 
 {
     __m256 acc[SW_K_TILE_T];
     for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
     for (int64_t i = 0; i < n / SW_QK_K; i++) {
         const struct sw_block_q6_K *x = &w[i];
         const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
@@ -691,14 +691,15 @@ AI void q6_K_nt(int64_t n, const struct sw_block_q6_K *w, const struct sw_k_act 
             __m256i ql0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
             __m256i ql1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
             __m256i qh = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
+            /* the 2 high bits of code k are bits 2k, 2k+1 of qh, wanted at bits 4, 5: one
+             * 16-bit shift by 4 - 2k and the mask 0x30 (bits a shift carries across the
+             * byte boundary land outside the mask) */
             __m256i q[4];
-            q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
-            q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
-            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
+            q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
+            q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m30));
             q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+                                   _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
             for (int k = 0; k < 4; k++) {
                 const __m256i sv = _mm256_shuffle_epi8(sch, _mm256_setr_epi8(
                     4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k,
