@@ -75,6 +75,9 @@ uint32_t sw__vk_logits_rows(const struct sw__vk *g);
 int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const float *rope_swa,
                 const struct sw__vk_seg *sg, uint32_t n_seg, const struct sw__vk_logits *lg, char *err,
                 size_t err_len);
+/* Copies the first n positions of slot src's device cache into slot dst's (grown as
+ * needed): 0, SW_EINVAL, SW_ENOMEM, or SW_ESTATE when the device is lost (as a step). */
+int sw__vk_seq_copy(struct sw__vk *g, uint32_t dst, uint32_t src, uint32_t n, char *err, size_t err_len);
 /* Releases a slot's device cache (sequence freed). */
 void sw__vk_seq_free(struct sw__vk *g, uint32_t slot);
 /* Device bytes held by caches. */

@@ -41,5 +41,11 @@ int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const
     snprintf(err, err_len, "no Vulkan backend in this build");
     return SW_EUNSUPPORTED;
 }
+int sw__vk_seq_copy(struct sw__vk *g, uint32_t dst, uint32_t src, uint32_t n, char *err, size_t err_len)
+{
+    (void)g, (void)dst, (void)src, (void)n;
+    snprintf(err, err_len, "no Vulkan backend in this build");
+    return SW_EUNSUPPORTED;
+}
 void sw__vk_seq_free(struct sw__vk *g, uint32_t slot) { (void)g, (void)slot; }
 uint64_t sw__vk_kv_bytes(const struct sw__vk *g) { (void)g; return 0; }

@@ -141,6 +141,63 @@ void sw__vk_seq_free(struct sw__vk *g, uint32_t slot)
     g->kv[slot].cap = 0;
 }
 
+/* dst's cache := the first n positions of src's (each (layer, K/V, head) run's prefix),
+ * dst grown as needed; one submit, one fence wait. */
+int sw__vk_seq_copy(struct sw__vk *g, uint32_t dst, uint32_t src, uint32_t n, char *err, size_t err_len)
+{
+    if (g->lost) {
+        snprintf(err, err_len, "the GPU (%s) was lost", g->name);
+        return SW_ESTATE;
+    }
+    if (dst >= g->max_seqs || src >= g->max_seqs || dst == src || n > g->kv[src].cap) {
+        snprintf(err, err_len, "no %u positions of GPU cache slot %u to copy", n, src);
+        return SW_EINVAL;
+    }
+    if (!n) return 0;
+    const VkCommandBufferBeginInfo cbi = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+                                           .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT };
+    const uint32_t n_runs = g->n_layers * g->kv_parts * g->n_head_kv;
+    VkBufferCopy *reg = malloc(n_runs * sizeof *reg);
+    if (!reg) {
+        snprintf(err, err_len, "out of memory");
+        return SW_ENOMEM;
+    }
+    g->f.vkResetCommandBuffer(g->cb, 0);
+    g->f.vkBeginCommandBuffer(g->cb, &cbi);
+    struct vk_buf old;
+    uint32_t old_cap;
+    int rc = kv_grow(g, dst, n, &old, &old_cap); /* on failure: nothing changed */
+    if (rc) {
+        g->f.vkEndCommandBuffer(g->cb);
+        free(reg);
+        snprintf(err, err_len, "out of GPU memory for a cache of %u positions on %s", n, g->name);
+        return SW_ENOMEM;
+    }
+    barrier(g, VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+            VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
+            VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
+    const VkDeviceSize run_s = 2ull * g->hd * g->kv[src].cap, run_d = 2ull * g->hd * g->kv[dst].cap;
+    for (uint32_t i = 0; i < n_runs; i++)
+        reg[i] = (VkBufferCopy){ .srcOffset = i * run_s, .dstOffset = i * run_d, .size = 2ull * g->hd * n };
+    g->f.vkCmdCopyBuffer(g->cb, g->kv[src].buf.b, g->kv[dst].buf.b, n_runs, reg);
+    free(reg);
+    barrier(g, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+            VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+    g->f.vkEndCommandBuffer(g->cb);
+    VkSubmitInfo si = { .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &g->cb };
+    g->f.vkResetFences(g->dev, 1, &g->fence);
+    VkResult r = g->f.vkQueueSubmit(g->queue, 1, &si, g->fence);
+    if (r == VK_SUCCESS) r = g->f.vkWaitForFences(g->dev, 1, &g->fence, VK_TRUE, FENCE_TIMEOUT_NS);
+    if (r != VK_SUCCESS) {
+        g->lost = 1;
+        snprintf(err, err_len, "the GPU (%s) failed a cache copy: %s", g->name,
+                 r == VK_ERROR_DEVICE_LOST ? "device lost" : r == VK_TIMEOUT ? "no answer in 120 s" : "submit failed");
+        return SW_ESTATE;
+    }
+    sw__vk_buf_free(g, &old);
+    return 0;
+}
+
 #define MAX_GROW 64u
 
 /* The output head over lg's rows: gathered into xn, RMSNorm in place, the output matmul

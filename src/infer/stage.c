@@ -455,9 +455,6 @@ int sw_stage_seq_copy(struct sw_stage *s, uint64_t dst, uint64_t src, uint32_t n
     } else if (d == r || n > r->n_past) {
         rc = set_err(s, SW_EINVAL, "cannot copy %u positions of sequence %llu (%u cached)", n,
                      (unsigned long long)src, r->n_past);
-    } else if (n && s->gpu_n) { /* the device's layers' cache is not copied (yet): refuse, not garble */
-        rc = set_err(s, SW_EUNSUPPORTED, "cannot copy cached positions: layers %u-%u of this stage keep their cache "
-                     "on the GPU", info->layer_first, info->layer_first + s->gpu_n - 1);
     } else if (n && s->gpu_stale && s->gpu_stale[r - s->seqs]) {
         rc = set_err(s, SW_ESTATE, "sequence %llu's cache was lost with the GPU", (unsigned long long)src);
     } else {
@@ -466,6 +463,12 @@ int sw_stage_seq_copy(struct sw_stage *s, uint64_t dst, uint64_t src, uint32_t n
                          n, info->n_ctx, &grown);
         s->kv_bytes += grown;
         if (rc) set_err(s, rc, "cannot copy %u cached positions: %s", n, sw_strerror(rc));
+        char msg[200];
+        if (!rc && n && s->gpu_n && (rc = sw__vk_seq_copy(s->gpu, (uint32_t)(d - s->seqs), (uint32_t)(r - s->seqs), n,
+                                                          msg, sizeof msg))) {
+            d->n_past = 0; /* the host layers' copy alone is no cache */
+            set_err(s, rc, "cannot copy %u cached positions on the GPU: %s", n, msg);
+        }
     }
     pthread_mutex_unlock(&s->lock);
     return rc;

@@ -473,8 +473,8 @@ static void test_faults(void)
 }
 
 /* The host KV cache holds only the CPU's layers: none with every layer on the device, all
- * but one with one layer there; a copy of a sequence is refused while the device holds
- * layers (their cache is not copied); a device lost in the second step of a batch of three
+ * but one with one layer there; a copy of a sequence's first positions (the device's
+ * cache and the host's) continues as the source did; a device lost in the second step of a batch of three
  * sequences (4 tokens each, steps of 4) fails the second and third entries (the first's
  * result stands), drops the host arrays, and the replay on the CPU allocates every layer's
  * and gives the CPU stage's logits bit for bit. */
@@ -499,8 +499,19 @@ static void test_kv_host(void)
         CHECK(worst_rel(lc, lg, NT, V) < TOL_FLOAT);
         CHECK(worst_rel(lc, lh, NT, V) < TOL_FLOAT);
     }
-    CHECK(sw_stage_seq_new(h, 2) == 0);
-    CHECK_EQ_INT(sw_stage_seq_copy(h, 2, 1, 4), SW_EUNSUPPORTED);
+    /* a copy of the first 4 positions (device and host layers), then the other 8 tokens:
+     * the source's logits (the same steps of 4) */
+    struct sw_stage *cp[2] = { g, h };
+    const float *src_l[2] = { lg, lh };
+    for (int k = 0; k < 2 && src_l[0] && src_l[1]; k++) {
+        float *l2 = calloc((size_t)NT * V, sizeof *l2);
+        CHECK(sw_stage_seq_new(cp[k], 2) == 0);
+        CHECK_EQ_INT(sw_stage_seq_copy(cp[k], 2, 1, 4), 0);
+        CHECK(sw_stage_forward(cp[k], 2, 4, NT - 4, TOKS + 4, l2, SW_STAGE_LOGITS_ALL) == 0);
+        CHECK_MSG(!memcmp(l2, src_l[k] + (size_t)4 * V, (size_t)(NT - 4) * V * sizeof *l2),
+                  "%s: the copied sequence's logits differ", k ? "split" : "all on the device");
+        free(l2);
+    }
     free(lg);
     free(lh);
     sw_stage_free(g);
