@@ -120,6 +120,29 @@ static float *scratch(size_t n, int *oom)
     return p;
 }
 
+/* The device was lost (a step or a cache copy failed): every layer on the CPU from now on;
+ * the live sequences' device caches are gone, so they must start again from position 0,
+ * and their host arrays (only the CPU's layers) are dropped: each replay makes them for
+ * every layer. */
+static void gpu_lost(struct sw_stage *s, const char *msg)
+{
+    sw_log(SW_LOG_ERROR, "GPU", "%s: this stage computes every layer on the CPU from now on; its %u live "
+           "sequences must start again from position 0", msg, s->n_live);
+    s->gpu_n = 0;
+    s->m.info.gpu_layers = 0;
+    s->m.info.gpu_logits = 0;
+    snprintf(s->m.info.backend, sizeof s->m.info.backend, "cpu");
+    snprintf(s->m.info.gpu_note, sizeof s->m.info.gpu_note, "%s", msg);
+    s->m.info.gpu_converted[0] = 0;
+    /* the host arrays hold only the CPU's layers: dropped, and made for every layer
+     * when each sequence starts again (its replay) */
+    const uint32_t nl = s->m.info.layer_last - s->m.info.layer_first + 1;
+    for (uint32_t i = 0; i < s->max_seqs; i++) {
+        s->gpu_stale[i] = s->seqs[i].live;
+        if (s->seqs[i].k) s->kv_bytes -= sw__kv_drop(&s->seqs[i], nl, s->kv_dim);
+    }
+}
+
 /* Puts the stage's first layers on a Vulkan device (opts.gpu); when that is not possible
  * the log says why and every layer stays on the CPU. */
 static void gpu_open(struct sw_stage *s, const struct sw_stage_opts *o)
@@ -467,6 +490,7 @@ int sw_stage_seq_copy(struct sw_stage *s, uint64_t dst, uint64_t src, uint32_t n
         if (!rc && n && s->gpu_n && (rc = sw__vk_seq_copy(s->gpu, (uint32_t)(d - s->seqs), (uint32_t)(r - s->seqs), n,
                                                           msg, sizeof msg))) {
             d->n_past = 0; /* the host layers' copy alone is no cache */
+            if (rc == SW_ESTATE) gpu_lost(s, msg);
             set_err(s, rc, "cannot copy %u cached positions on the GPU: %s", n, msg);
         }
     }
@@ -1142,21 +1166,7 @@ static int gpu_step(struct sw_stage *s, const struct seg *sg, uint32_t n_seg, ui
     char msg[200];
     int rc = sw__vk_step(s->gpu, s->x, T, s->rope, s->rope_swa, vs, n_seg, &lg, msg, sizeof msg);
     if (rc == SW_ESTATE) {
-        sw_log(SW_LOG_ERROR, "GPU", "%s: this stage computes every layer on the CPU from now on; its %u live "
-               "sequences must start again from position 0", msg, s->n_live);
-        s->gpu_n = 0;
-        s->m.info.gpu_layers = 0;
-        s->m.info.gpu_logits = 0;
-        snprintf(s->m.info.backend, sizeof s->m.info.backend, "cpu");
-        snprintf(s->m.info.gpu_note, sizeof s->m.info.gpu_note, "%s", msg);
-        s->m.info.gpu_converted[0] = 0;
-        /* the host arrays hold only the CPU's layers: dropped, and made for every layer
-         * when each sequence starts again (its replay) */
-        const uint32_t nl = s->m.info.layer_last - s->m.info.layer_first + 1;
-        for (uint32_t i = 0; i < s->max_seqs; i++) {
-            s->gpu_stale[i] = s->seqs[i].live;
-            if (s->seqs[i].k) s->kv_bytes -= sw__kv_drop(&s->seqs[i], nl, s->kv_dim);
-        }
+        gpu_lost(s, msg);
         s->gpu_lost_now = 1;
         return set_err(s, rc, "%s (the sequence must start again from position 0)", msg);
     }
