@@ -681,6 +681,7 @@ AI void q6_K_nt(int64_t n, const struct sw_block_q6_K *w, const struct sw_k_act 
     const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
     for (int64_t i = 0; i < n / SW_QK_K; i++) {
         const struct sw_block_q6_K *x = &w[i];
+        if (NT == 1) pf_ahead(x, 4); /* 210 bytes */
         const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
         __m256i isum[SW_K_TILE_T];
         for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();

@@ -249,6 +249,7 @@ AI void iq4_xs_nt(int64_t n, const struct sw_block_iq4_xs *w, const struct sw_k_
          * horizontal sums); the same integers, then the same float steps in block order */
         const struct sw_block_q8_K *y = a[0].q;
         for (; i + 4 <= nb; i += 4) {
+            for (int k = 0; k < 4; k++) pf_ahead(&w[i + k], 3); /* 136 bytes */
             const __m256i s0 = iq4_xs_isum(&w[i], y[i].qs, tab), s1 = iq4_xs_isum(&w[i + 1], y[i + 1].qs, tab);
             const __m256i s2 = iq4_xs_isum(&w[i + 2], y[i + 2].qs, tab), s3 = iq4_xs_isum(&w[i + 3], y[i + 3].qs, tab);
             const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s0, s1), _mm256_hadd_epi32(s2, s3));

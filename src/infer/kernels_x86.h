@@ -76,6 +76,18 @@ AI int hsum_epi32(__m256i v)
     return _mm_cvtsi128_si32(s);
 }
 
+/* A 1-token row kernel streams its row (and the next rows, stored after it) from memory:
+ * per block it prefetches the bytes SW_K_PF_AHEAD ahead, LINES lines (enough to cover
+ * the block's size, so consecutive blocks' prefetches leave no gap). The hardware
+ * prefetcher alone left the Q6_K and IQ4_XS matvecs slower (docs/kernels.md).
+ * Prefetches never fault, so the last rows of a matrix may prefetch past its end. */
+#define SW_K_PF_AHEAD 1664
+AI void pf_ahead(const void *block, const int lines)
+{
+    const char *p = (const char *)block + SW_K_PF_AHEAD;
+    for (int l = 0; l < lines; l++) _mm_prefetch(p + 64 * l, _MM_HINT_T0);
+}
+
 AI float h2f(sw_f16 h)
 {
     return _cvtsh_ss(h);
