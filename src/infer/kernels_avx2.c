@@ -597,6 +597,7 @@ AI void q4_K_nt(int64_t n, const struct sw_block_q4_K *w, const struct sw_k_act 
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int64_t i = 0; i < n / SW_QK_K; i++) {
         const struct sw_block_q4_K *x = &w[i];
+        if (NT == 1) pf_ahead(x, 3); /* 144 bytes */
         uint64_t sc, mn;
         sw__k_scales_min_k4_u64(x->scales, &sc, &mn);
         const __m128i mv = _mm_cvtsi64_si128((long long)mn);
@@ -636,6 +637,7 @@ AI void q5_K_nt(int64_t n, const struct sw_block_q5_K *w, const struct sw_k_act 
     const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
     for (int64_t i = 0; i < n / SW_QK_K; i++) {
         const struct sw_block_q5_K *x = &w[i];
+        if (NT == 1) pf_ahead(x, 3); /* 176 bytes */
         uint64_t sc, mn;
         sw__k_scales_min_k4_u64(x->scales, &sc, &mn);
         const __m128i mv = _mm_cvtsi64_si128((long long)mn);
