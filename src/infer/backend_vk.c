@@ -30,6 +30,9 @@ static const char *const PIPE_NAMES[VKP_COUNT] = {
 #define X(T, t) "mmidg_" #t,
     SW_VK_MM_TYPES(X)
 #undef X
+#define X(T, t) "mmt_" #t,
+    SW_VK_MM_TYPES(X)
+#undef X
     "rmsnorm", "glu", "rope_kv", "attn", "moe_route", "moe_sum", "moe_group", "moe_bias", "rope_mla",
     "attn_mla", "moe_route_sel",
 };
@@ -736,6 +739,16 @@ static int pipe_need(struct sw__vk *g, int i, char *msg, size_t len)
     return 0;
 }
 
+/* A dense matrix's matmul pipelines (VKP_MM_* base `pipe`): 8 tokens, 1 token, and the
+ * tiled one when a step may hold MMT_MIN_T tokens (sw__vk_mm_record chooses). */
+static int mm_pipes(struct sw__vk *g, uint32_t pipe, char *msg, size_t len)
+{
+    int rc = pipe_need(g, (int)pipe, msg, len);
+    if (!rc) rc = pipe_need(g, (int)(pipe + VKP_MM1_OFF), msg, len);
+    if (!rc && g->max_batch >= MMT_MIN_T) rc = pipe_need(g, (int)(pipe + VKP_MMT_OFF), msg, len);
+    return rc;
+}
+
 static int make_pipelines(struct sw__vk *g, char *msg, size_t len)
 {
     VkDescriptorSetLayoutBinding b[5];
@@ -940,11 +953,9 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
                 if (!rc) rc = pipe_need(g, (int)vm[k]->pipe + VKP_MMIDG_OFF, pmsg, sizeof pmsg);
                 continue;
             }
-            rc = pipe_need(g, (int)vm[k]->pipe, pmsg, sizeof pmsg);
-            if (!rc) rc = pipe_need(g, (int)vm[k]->pipe + VKP_MM1_OFF, pmsg, sizeof pmsg);
+            rc = mm_pipes(g, vm[k]->pipe, pmsg, sizeof pmsg);
         }
-        if (!rc && g->L[i].shg.rows) rc = pipe_need(g, VKP_MM_F32, pmsg, sizeof pmsg);
-        if (!rc && g->L[i].shg.rows) rc = pipe_need(g, VKP_MM1_F32, pmsg, sizeof pmsg);
+        if (!rc && g->L[i].shg.rows) rc = mm_pipes(g, VKP_MM_F32, pmsg, sizeof pmsg);
         if (!rc && g->mla) rc = pipe_need(g, VKP_ROPE_MLA, pmsg, sizeof pmsg);
         if (!rc && g->mla) rc = pipe_need(g, VKP_ATTN_MLA, pmsg, sizeof pmsg);
         if (!rc && L->moe && (g->gate_sigmoid || g->n_group || L->sel_b != VK_NONE))
@@ -993,8 +1004,7 @@ int sw__vk_open(const struct sw__model *m, const struct sw__vk_opts *o, struct s
             free(rowf);
             rowf = malloc((size_t)m->output.cols * sizeof(float));
             char pmsg[200] = "";
-            rc = rowf ? pipe_need(g, (int)O->wo.pipe, pmsg, sizeof pmsg) : SW_ENOMEM;
-            if (!rc) rc = pipe_need(g, (int)O->wo.pipe + VKP_MM1_OFF, pmsg, sizeof pmsg);
+            rc = rowf ? mm_pipes(g, O->wo.pipe, pmsg, sizeof pmsg) : SW_ENOMEM;
             if (!rc) rc = sw__vk_buf_new(g, ob, 0, &O->buf);
             if (!rc) rc = sw__vk_buf_new(g, lg_bytes, 1, &g->lgio);
             if (!rc) {

@@ -38,10 +38,11 @@ struct sw__vkf {
 };
 
 /* The pipelines, in the order of PIPE_NAMES (backend_vk.c). */
-/* The matmuls come four times: 8 tokens per workgroup, the decode variant (1 token) at
+/* The matmuls come five times: 8 tokens per workgroup, the decode variant (1 token) at
  * VKP_MM1_OFF further, the expert-indexed one (MoE: one (token, expert) slot per
- * workgroup, the expert read from a device buffer) at VKP_MMID_OFF further, and its
- * grouped form (a tile of up to 8 slots of one expert per workgroup) at VKP_MMIDG_OFF. */
+ * workgroup, the expert read from a device buffer) at VKP_MMID_OFF further, its
+ * grouped form (a tile of up to 8 slots of one expert per workgroup) at VKP_MMIDG_OFF,
+ * and the tiled one of many-token steps (mm_tiled.comp) at VKP_MMT_OFF. */
 /* The weight types with a shader, each as (gguf name, shader suffix): the order of every
  * matmul variant's pipelines and of the mm shader list in src/infer/CMakeLists.txt. */
 #define SW_VK_MM_TYPES(X)                                                                        \
@@ -60,6 +61,9 @@ enum {
     SW_VK_MM_TYPES(X)
 #undef X
 #define X(T, t) VKP_MMIDG_##T,
+    SW_VK_MM_TYPES(X)
+#undef X
+#define X(T, t) VKP_MMT_##T,
     SW_VK_MM_TYPES(X)
 #undef X
     VKP_RMSNORM, VKP_GLU, VKP_ROPE_KV, VKP_ATTN, VKP_MOE_ROUTE, VKP_MOE_SUM, VKP_MOE_GROUP,
@@ -186,7 +190,13 @@ struct sw__vk {
 #define VKP_MM1_OFF (VKP_MM1_F32 - VKP_MM_F32)
 #define VKP_MMID_OFF (VKP_MMID_F32 - VKP_MM_F32)
 #define VKP_MMIDG_OFF (VKP_MMIDG_F32 - VKP_MM_F32)
+#define VKP_MMT_OFF (VKP_MMT_F32 - VKP_MM_F32)
 #define LG_ROWS 64u /* logits rows one step computes on the device */
+/* Matmuls of steps of at least MMT_MIN_T tokens take the tiled variant (mm_tiled.comp),
+ * whose workgroups compute MMT_ROWS x MMT_TOKENS outputs (the shader's BM x BN). */
+#define MMT_MIN_T 16u
+#define MMT_ROWS 64u
+#define MMT_TOKENS 32u
 
 /* Bytes of one layer's cache of cap positions: f16 K (and V) rows of kv_dim. */
 static inline VkDeviceSize sw__vk_kv_layer_bytes(const struct sw__vk *g, uint32_t cap)
@@ -206,6 +216,11 @@ struct sw__vk_bind {
 void sw__vk_dispatch(struct sw__vk *g, uint32_t pipe, const struct sw__vk_bind *bs, uint32_t nb, const void *pc,
                      uint32_t pc_len, uint32_t x, uint32_t y, uint32_t z);
 void sw__vk_cc_barrier(struct sw__vk *g); /* compute -> compute */
+/* Records matmul `pipe` (a VKP_MM_* base) over rows x T outputs with its ten push constants
+ * (pc[9], rows per workgroup, is set here): the 1-token variant for decode, the tiled one
+ * from MMT_MIN_T tokens, else 8 tokens per workgroup. */
+void sw__vk_mm_record(struct sw__vk *g, uint32_t pipe, const struct sw__vk_bind *bs, uint32_t pc[10], uint32_t rows,
+                      uint32_t T);
 /* y (scratch, y_off floats) (+)= W · x (scratch x_off), T tokens (bias: VK_NONE or an
  * offset in L's buffer). */
 void sw__vk_mm(struct sw__vk *g, const struct vk_layer *L, const struct vk_mat *w, VkDeviceSize bias, uint32_t x_off,

@@ -56,11 +56,25 @@ void sw__vk_mm(struct sw__vk *g, const struct vk_layer *L, const struct vk_mat *
         { L->buf.b, bias == VK_NONE ? 0 : bias, bias == VK_NONE ? 16 : (VkDeviceSize)w->rows * 4 },
         { g->grids.b, 0, 0 },
     };
-    const uint32_t rpw = g->rows_per_wg, n_wg = (w->rows + rpw - 1) / rpw;
     uint32_t pc[10] = { w->rows, w->cols, T, x_off, y_off, x_stride, y_stride,
-                        (bias != VK_NONE ? 1u : 0u) | (accumulate ? 2u : 0u), w->row_words, rpw };
-    const uint32_t gx = SW_MIN(n_wg, 32768u), gy = (n_wg + 32767u) / 32768u, gz = (T + 7u) / 8u;
-    sw__vk_dispatch(g, w->pipe + (T == 1 ? VKP_MM1_OFF : 0), bs, 5, pc, sizeof pc, gx, gy, gz);
+                        (bias != VK_NONE ? 1u : 0u) | (accumulate ? 2u : 0u), w->row_words, 0 };
+    sw__vk_mm_record(g, w->pipe, bs, pc, w->rows, T);
+}
+
+void sw__vk_mm_record(struct sw__vk *g, uint32_t pipe, const struct sw__vk_bind *bs, uint32_t pc[10], uint32_t rows,
+                      uint32_t T)
+{
+    if (T >= MMT_MIN_T) { /* prefill: a workgroup per MMT_ROWS x MMT_TOKENS tile */
+        const uint32_t n_wg = (rows + MMT_ROWS - 1) / MMT_ROWS;
+        pc[9] = MMT_ROWS;
+        sw__vk_dispatch(g, pipe + VKP_MMT_OFF, bs, 5, pc, 10 * sizeof *pc, SW_MIN(n_wg, 32768u),
+                        (n_wg + 32767u) / 32768u, (T + MMT_TOKENS - 1) / MMT_TOKENS);
+        return;
+    }
+    const uint32_t rpw = g->rows_per_wg, n_wg = (rows + rpw - 1) / rpw;
+    pc[9] = rpw;
+    sw__vk_dispatch(g, pipe + (T == 1 ? VKP_MM1_OFF : 0), bs, 5, pc, 10 * sizeof *pc, SW_MIN(n_wg, 32768u),
+                    (n_wg + 32767u) / 32768u, (T + 7u) / 8u);
 }
 
 /* rows x n floats at x_off, normed into y_off (y += with add; x_off == y_off: in place,
@@ -220,10 +234,8 @@ static void logits(struct sw__vk *g, const struct sw__vk_logits *lg)
     const struct vk_mat *w = &g->out.wo;
     struct sw__vk_bind bs[5] = { { g->out.buf.b, w->off, w->size }, { g->scratch.b, 0, 0 }, { g->lgio.b, 0, 0 },
                                  { g->out.buf.b, 0, 16 }, { g->grids.b, 0, 0 } };
-    const uint32_t rpw = g->rows_per_wg, n_wg = (w->rows + rpw - 1) / rpw;
-    uint32_t pc[10] = { w->rows, w->cols, lg->n, sxn, 0, E, w->rows, 0, w->row_words, rpw };
-    sw__vk_dispatch(g, w->pipe + (lg->n == 1 ? VKP_MM1_OFF : 0), bs, 5, pc, sizeof pc, SW_MIN(n_wg, 32768u),
-             (n_wg + 32767u) / 32768u, (lg->n + 7u) / 8u);
+    uint32_t pc[10] = { w->rows, w->cols, lg->n, sxn, 0, E, w->rows, 0, w->row_words, 0 };
+    sw__vk_mm_record(g, w->pipe, bs, pc, w->rows, lg->n);
 }
 
 int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const float *rope_swa,

@@ -29,6 +29,10 @@ static const struct sw_synth_preset PRESETS[] = {
     /* name             arch     embd layers head kv  ff    vocab   ctx    rope base  eps  tied vocab file */
     { "nano",           "llama",  256,  2,   4,  2,   512,   512,   512,  10000.0f, 1e-5f, 0, "../models/stories260K.gguf" },
     { "qwen2-nano",     "qwen2",  256,  2,   4,  2,   512,   512,   512, 1000000.0f, 1e-6f, 1, "../models/stories260K.gguf" },
+    /* the GPU test's tiled-matmul edges: 32 FFN rows (under one 64-row tile) over 256 columns
+     * (a K-quant's one block), the down matrix's 32 columns (a 32-block's one block), 520
+     * logits rows (8 tiles and 8) */
+    { "odd-nano",       "llama",  256,  1,   4,  2,    32,   520,   512,  10000.0f, 1e-5f, 0, "../models/stories260K.gguf" },
     { "tiny",           "llama",  256,  4,   4,  2,   768, 32000,  2048,  10000.0f, 1e-5f, 0, "ggml-vocab-llama-spm.gguf" },
     { "qwen2-tiny",     "qwen2",  256,  2,   4,  2,   512, 50257,  4096, 1000000.0f, 1e-6f, 1, "ggml-vocab-gpt-2.gguf" },
     { "llama-160m",     "llama",  768, 12,  12, 12,  3072, 32000,  2048,  10000.0f, 1e-6f, 0, "ggml-vocab-llama-spm.gguf" },

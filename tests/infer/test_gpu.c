@@ -2,7 +2,7 @@
  * greedy tokens of stories260K and of the nano llama preset equal (logits on the device);
  * teacher-forced logits
  * within a stated tolerance for every weight type (prefill and decode, several steps, two
- * sequences in one batch); a stage split between the device and the CPU; qwen2 (biases,
+ * sequences in one batch); the tiled matmul of long prefills at odd sizes; a stage split between the device and the CPU; qwen2 (biases,
  * NeoX RoPE); qwen3 (per-head q/k norms, head size 128 != n_embd/n_head), gemma2 (GeGLU,
  * post-norms, soft-capped attention, sliding-window layers) and gemma3 (the same with q/k
  * norms and the window layers' own RoPE base, no soft-capping) with every layer on the
@@ -216,6 +216,54 @@ static void test_types(void)
             free(lc);
             free(lg);
             free(ld);
+        }
+        sw_stage_free(c);
+        sw_stage_free(g);
+    }
+}
+
+/* Logits of every position of the n tokens toks in one prefill call (LOGITS_ALL). */
+static float *logits_n(struct sw_stage *s, const int32_t *toks, uint32_t n)
+{
+    float *out = calloc((size_t)n * sw_stage_info(s)->n_vocab, sizeof *out);
+    if (!out) return NULL;
+    sw_stage_seq_free(s, 1);
+    CHECK(sw_stage_seq_new(s, 1) == 0);
+    int rc = sw_stage_forward(s, 1, 0, n, toks, out, SW_STAGE_LOGITS_ALL);
+    CHECK_MSG(rc == 0, "forward: %s", sw_stage_errmsg(s));
+    return out;
+}
+
+/* The tiled matmul of steps of MMT_MIN_T (16) tokens and more (mm_tiled.comp: 64 rows x 32
+ * tokens a workgroup): a 45-token prefill (a full token tile and 13 more), its logits at
+ * every position against the CPU's. stories260K (F32): 172 FFN rows and columns (rows past
+ * the tile and a partial K-step), 32 k/v rows; odd-nano: 32 FFN rows over a K-quant's
+ * single block of columns, the down matrix's 32 columns, 520 logits rows. */
+static void test_tiled(void)
+{
+    enum { NP = 45 };
+    int32_t toks[NP];
+    for (uint32_t i = 0; i < NP; i++) toks[i] = (int32_t)(1 + (i * 37) % 500);
+    static const char *types[] = { "stories260K", "F32", "Q4_0", "Q4_K", "IQ2_XXS" };
+    for (size_t k = 0; k < sizeof types / sizeof *types; k++) {
+        char path[sizeof stories + 64];
+        if (k == 0) snprintf(path, sizeof path, "%s", stories);
+        else snprintf(path, sizeof path, "%s/odd-nano-%s.gguf", tmp_dir, types[k]);
+        if (k > 0 && synth(path, "odd-nano", types[k])) continue;
+        struct sw_stage *c = open_st(path, NULL, 0, 0), *g = open_st(path, "0", 0, 0);
+        if (c && g) {
+            const uint32_t V = sw_stage_info(c)->n_vocab;
+            CHECK_EQ_INT(sw_stage_info(g)->gpu_layers, sw_stage_info(g)->n_layers);
+            CHECK_EQ_INT(sw_stage_info(g)->gpu_logits, 1);
+            float *lc = logits_n(c, toks, NP), *lg = logits_n(g, toks, NP);
+            if (lc && lg) {
+                const int q = types[k][0] == 'Q' || types[k][0] == 'I';
+                const double w = worst_rel(lc, lg, NP, V);
+                fprintf(stderr, "  %-11s tiled prefill of %d tokens: %.2e of the spread\n", types[k], NP, w);
+                CHECK_MSG(w < (q ? TOL_QUANT : TOL_FLOAT), "%s tiled prefill: %.3g", types[k], w);
+            }
+            free(lc);
+            free(lg);
         }
         sw_stage_free(c);
         sw_stage_free(g);
@@ -582,6 +630,7 @@ int main(void)
     snprintf(tmp_dir, sizeof tmp_dir, "%s", t);
     SW_RUN(test_stories_greedy);
     SW_RUN(test_types);
+    SW_RUN(test_tiled);
     SW_RUN(test_split_and_batch);
     SW_RUN(test_archs);
     SW_RUN(test_archs_norms);
