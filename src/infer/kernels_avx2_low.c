@@ -425,6 +425,7 @@ AI void q2_K_nt(int64_t n, const struct sw_block_q2_K *w, const struct sw_k_act 
     const __m256i m3 = _mm256_set1_epi8(3);
     for (int64_t i = 0; i < n / SW_QK_K; i++) {
         const struct sw_block_q2_K *x = &w[i];
+        if (NT == 1) pf_ahead(x, 2); /* 84 bytes */
         __m128i sc8 = _mm_loadu_si128((const __m128i *)x->scales);
         __m256i scb = _mm256_broadcastsi128_si256(_mm_and_si128(sc8, m4));
         __m256i mn16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), m4));

@@ -79,7 +79,7 @@ AI int hsum_epi32(__m256i v)
 /* A 1-token row kernel streams its row (and the next rows, stored after it) from memory:
  * per block it prefetches the bytes SW_K_PF_AHEAD ahead, LINES lines (enough to cover
  * the block's size, so consecutive blocks' prefetches leave no gap). The hardware
- * prefetcher alone left the Q4_K, Q5_K, Q6_K and IQ4_XS matvecs slower (docs/kernels.md).
+ * prefetcher alone left the Q2_K, Q4_K, Q5_K, Q6_K and IQ4_XS matvecs slower (docs/kernels.md).
  * Prefetches never fault, so the last rows of a matrix may prefetch past its end. */
 #define SW_K_PF_AHEAD 1664
 AI void pf_ahead(const void *block, const int lines)
