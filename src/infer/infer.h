@@ -98,7 +98,7 @@ struct sw_stage_info {
     int tied_output;        /* logits from token_embd (no output.weight) */
     uint32_t n_threads;
     uint64_t weight_bytes;  /* tensor bytes this stage maps */
-    uint64_t kv_bytes_per_token; /* f16 K+V for this stage's layers */
+    uint64_t kv_bytes_per_token; /* host f16 K+V for this stage's layers the CPU computes */
     uint32_t n_expert, n_expert_used; /* mixture of experts: experts per layer, used per
                                          token; 0: dense */
     /* Vulkan (opts.gpu): layers layer_first .. layer_first + gpu_layers - 1 run on the

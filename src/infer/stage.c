@@ -75,6 +75,7 @@ struct sw_stage {
     struct sw__vk *gpu;
     uint32_t gpu_n;
     uint8_t *gpu_stale;     /* max_seqs: the slot's device cache was lost with the device */
+    uint64_t kv_tok_all;    /* host K+V bytes per token with every layer on the CPU */
     int gpu_lost_now;       /* the device was lost in this forward: its later steps fail too */
     char errmsg[256];
 };
@@ -134,6 +135,7 @@ static void gpu_lost(struct sw_stage *s, const char *msg)
     snprintf(s->m.info.backend, sizeof s->m.info.backend, "cpu");
     snprintf(s->m.info.gpu_note, sizeof s->m.info.gpu_note, "%s", msg);
     s->m.info.gpu_converted[0] = 0;
+    if (s->kv_tok_all) s->m.info.kv_bytes_per_token = s->kv_tok_all;
     /* the host arrays hold only the CPU's layers: dropped, and made for every layer
      * when each sequence starts again (its replay) */
     const uint32_t nl = s->m.info.layer_last - s->m.info.layer_first + 1;
@@ -162,6 +164,11 @@ static void gpu_open(struct sw_stage *s, const struct sw_stage_opts *o)
     }
     s->gpu_n = sw__vk_n_layers(s->gpu);
     in->gpu_layers = s->gpu_n;
+    { /* the host caches only the CPU's layers (kv.c): what a session reserves here */
+        uint32_t nl = in->layer_last - in->layer_first + 1;
+        s->kv_tok_all = in->kv_bytes_per_token;
+        if (s->gpu_n && nl) in->kv_bytes_per_token = in->kv_bytes_per_token / nl * (nl - SW_MIN(s->gpu_n, nl));
+    }
     in->gpu_logits = in->gives_logits && sw__vk_logits_rows(s->gpu) > 0;
     in->device_mem = sw__vk_device_mem(s->gpu);
     in->gpu_weight_bytes = sw__vk_weight_bytes(s->gpu);

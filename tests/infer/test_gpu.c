@@ -543,6 +543,9 @@ static void test_kv_host(void)
     CHECK_EQ_U64(sw_stage_seq_bytes(g, 1), 0);
     CHECK_EQ_U64(sw_stage_kv_bytes(h), 256 * per_tok / nl * (nl - 1));
     CHECK_EQ_U64(sw_stage_seq_bytes(h, 1), 256 * per_tok / nl * (nl - 1));
+    /* what a pipeline session reserves on the host follows (pipeline_stage.c) */
+    CHECK_EQ_U64(sw_stage_info(g)->kv_bytes_per_token, 0);
+    CHECK_EQ_U64(sw_stage_info(h)->kv_bytes_per_token, per_tok / nl * (nl - 1));
     if (lc && lg && lh) {
         CHECK(worst_rel(lc, lg, NT, V) < TOL_FLOAT);
         CHECK(worst_rel(lc, lh, NT, V) < TOL_FLOAT);
@@ -590,6 +593,7 @@ static void test_kv_host(void)
     CHECK(sw_stage_forward_batch(g, b, 3) == 0); /* the replay, on the CPU */
     CHECK_MSG(!memcmp(o, oc, (size_t)3 * 4 * V * sizeof *o), "the replay on the CPU differs from the CPU stage");
     CHECK_EQ_U64(sw_stage_kv_bytes(g), 3 * 256 * per_tok);
+    CHECK_EQ_U64(sw_stage_info(g)->kv_bytes_per_token, per_tok);
     free(o);
     free(oc);
 out:
