@@ -69,6 +69,20 @@ void deq(uint base, uint c, out float v[32])
             v[i * 4u + b] = float(bitfieldExtract(q, int(8u * b), 8)) * d;
     }
 }
+#elif defined(T_Q8_K)
+// 65 words (repacked: ggml's block without its bsums): d (f32), qs[256] int8. Chunk c (of 8)
+// is qs[32c ..].
+#define BLK_W 65u
+#define CPB 8u
+void deq(uint base, uint c, out float v[32])
+{
+    const float d = uintBitsToFloat(w[base]);
+    [[unroll]] for (uint i = 0; i < 8; i++) {
+        const int q = int(w[base + 1u + 8u * c + i]);
+        [[unroll]] for (uint b = 0; b < 4; b++)
+            v[i * 4u + b] = float(bitfieldExtract(q, int(8u * b), 8)) * d;
+    }
+}
 #elif defined(T_Q4_K)
 // 36 words, ggml's layout: d, dmin (f16 pair), scales[12], qs[128]. Chunk c (of 8) is
 // sub-block c: the low (c even) or high nibbles of qs[32*(c/2) ..], 6-bit scale and min.

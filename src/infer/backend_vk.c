@@ -134,6 +134,7 @@ static void dev_type(uint32_t type, uint32_t *dtype, uint32_t *pipe, uint32_t *b
     case SW_TYPE_IQ2_S: *pipe = VKP_MM_IQ2_S, *bs = 256, *bbytes = 84; return;
     case SW_TYPE_IQ1_S: *pipe = VKP_MM_IQ1_S, *bs = 256, *bbytes = 52; return;
     case SW_TYPE_IQ1_M: *pipe = VKP_MM_IQ1_M, *bs = 256, *bbytes = 56; return;
+    case SW_TYPE_Q8_K: *pipe = VKP_MM_Q8_K, *bs = 256, *bbytes = 260; return;
     default: *dtype = SW_TYPE_F16, *pipe = VKP_MM_F16, *bs = 2, *bbytes = 4; return;
     }
 }
@@ -416,6 +417,7 @@ static void repack_block(uint32_t type, const uint8_t *s, uint8_t *d)
     case SW_TYPE_IQ2_S: memcpy(d, s + 2, 80), memcpy(d + 80, s, 2), d[82] = d[83] = 0; break;
     case SW_TYPE_IQ1_S: memcpy(d, s + 2, 48), memcpy(d + 48, s, 2), d[50] = d[51] = 0; break;
     case SW_TYPE_IQ1_M: memcpy(d, s, 56); break;
+    case SW_TYPE_Q8_K: memcpy(d, s, 260); break; /* d (f32) and qs; the bsums are the CPU's */
     }
 }
 

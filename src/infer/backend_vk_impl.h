@@ -49,7 +49,7 @@ struct sw__vkf {
     X(F32, f32) X(F16, f16) X(BF16, bf16) X(Q8_0, q8_0) X(Q4_0, q4_0) X(Q4_K, q4_k) X(Q6_K, q6_k) \
     X(Q5_K, q5_k) X(Q3_K, q3_k) X(Q2_K, q2_k) X(IQ4_XS, iq4_xs) X(IQ4_NL, iq4_nl) X(Q4_1, q4_1)   \
     X(Q5_0, q5_0) X(Q5_1, q5_1) X(MXFP4, mxfp4) X(IQ2_XXS, iq2_xxs) X(IQ2_XS, iq2_xs) X(IQ3_XXS, iq3_xxs) \
-    X(IQ3_S, iq3_s) X(IQ2_S, iq2_s) X(IQ1_S, iq1_s) X(IQ1_M, iq1_m)
+    X(IQ3_S, iq3_s) X(IQ2_S, iq2_s) X(IQ1_S, iq1_s) X(IQ1_M, iq1_m) X(Q8_K, q8_k)
 enum {
 #define X(T, t) VKP_MM_##T,
     SW_VK_MM_TYPES(X)

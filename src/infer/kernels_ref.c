@@ -398,6 +398,21 @@ static float vec_dot_q5_1_q8_0(int64_t n, const void *w, const void *a)
     return (float)s;
 }
 
+/* Q8_K . Q8_K = sum_b d_w * d_a * <q_w, q_a>: Q8_K weights (the K-quants' activation
+ * layout, which a GGUF may hold as a matrix). */
+static float vec_dot_q8_K_q8_K(int64_t n, const void *w, const void *a)
+{
+    const struct sw_block_q8_K *x = w;
+    const struct sw_block_q8_K *y = a;
+    double s = 0;
+    for (int64_t i = 0; i < n / SW_QK_K; i++) {
+        long sum = 0;
+        for (int j = 0; j < SW_QK_K; j++) sum += (long)x[i].qs[j] * y[i].qs[j];
+        s += (double)x[i].d * (double)y[i].d * (double)sum;
+    }
+    return (float)s;
+}
+
 /* Q4_K . Q8_K = sum_b d_a * (d * sum_j sc_j * <q_j, a_j> - dmin * sum_j m_j * sum(a_j)). */
 static float vec_dot_q4_K_q8_K(int64_t n, const void *w, const void *a)
 {
@@ -484,6 +499,7 @@ REF_ROWDOT(rowdot_q5_0, vec_dot_q5_0_q8_0)
 REF_ROWDOT(rowdot_q5_1, vec_dot_q5_1_q8_0)
 REF_ROWDOT(rowdot_q4_K, vec_dot_q4_K_q8_K)
 REF_ROWDOT(rowdot_q5_K, vec_dot_q5_K_q8_K)
+REF_ROWDOT(rowdot_q8_K, vec_dot_q8_K_q8_K)
 REF_ROWDOT(rowdot_q6_K, vec_dot_q6_K_q8_K)
 
 /* ------------------------------------------------------------ table */
@@ -531,9 +547,9 @@ void sw__k_fill_ref(struct sw_k_type_impl *tab, int n_tab)
         q8k, vec_dot_q5_K_q8_K, rowdot_q5_K);
     set(tab, n_tab, SW_TYPE_Q6_K, "Q6_K", SW_QK_K, sizeof(struct sw_block_q6_K), SW_TYPE_Q8_K, dequant_q6_K,
         q8k, vec_dot_q6_K_q8_K, rowdot_q6_K);
-    /* Q8_K is an activation type: dequantizable (tests), not a weight type for matmul. */
+    /* Q8_K: the K-quants' activation type, also read as weights (reference kernel only) */
     set(tab, n_tab, SW_TYPE_Q8_K, "Q8_K", SW_QK_K, sizeof(struct sw_block_q8_K), SW_TYPE_Q8_K, dequant_q8_K,
-        NULL, NULL, NULL);
+        q8k, vec_dot_q8_K_q8_K, rowdot_q8_K);
     sw__k_fill_ref_low(tab, n_tab); /* Q2_K, Q3_K, IQ4_NL, IQ4_XS, MXFP4 */
     sw__k_fill_ref_iq2(tab, n_tab); /* IQ2_XXS, IQ2_XS, IQ2_S */
     sw__k_fill_ref_iq3(tab, n_tab); /* IQ3_XXS, IQ3_S, IQ1_S, IQ1_M */

@@ -102,6 +102,7 @@ static const struct {
     { "IQ2_XXS", SW_TYPE_IQ2_XXS, 19 }, { "IQ2_XS", SW_TYPE_IQ2_XS, 20 }, { "IQ2_S", SW_TYPE_IQ2_S, 28 },
     { "IQ3_XXS", SW_TYPE_IQ3_XXS, 23 }, { "IQ3_S", SW_TYPE_IQ3_S, 26 }, { "IQ1_S", SW_TYPE_IQ1_S, 24 },
     { "IQ1_M", SW_TYPE_IQ1_M, 31 },
+    { "Q8_K", SW_TYPE_Q8_K, 7 }, /* no llama.cpp file type of its own: Q8_0's */
 };
 
 int sw_synth_type_valid(const char *type)

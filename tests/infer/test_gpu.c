@@ -170,7 +170,7 @@ static void test_types(void)
     static const char *types[] = { "F32",    "F16",     "BF16",   "Q8_0",    "Q4_0",   "Q4_K", "Q6_K",
                                    "Q5_K",   "Q3_K",    "Q2_K",   "IQ4_XS",  "IQ4_NL", "Q4_1", "Q5_0",
                                    "Q5_1",   "MXFP4",   "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ2_S",
-                                   "IQ3_S",  "IQ1_S",   "IQ1_M" };
+                                   "IQ3_S",  "IQ1_S",   "IQ1_M", "Q8_K" };
     for (size_t k = 0; k < sizeof types / sizeof *types; k++) {
         char path[600];
         snprintf(path, sizeof path, "%s/nano-%s.gguf", tmp_dir, types[k]);
