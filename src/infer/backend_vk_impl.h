@@ -213,6 +213,15 @@ struct sw__vk_bind {
     VkBuffer b;
     VkDeviceSize off, range; /* range 0: the whole buffer */
 };
+/* attn.comp's push constants (its variants: plain, windowed, soft-capped, with sinks, and
+ * deepseek2's latent form -DNACC=16). */
+struct sw__vk_attn_pc {
+    uint32_t t0, pos0, n_head, group, hd, cap, k_word, v_word;
+    float scale;
+    uint32_t window;
+    float softcap;
+    uint32_t sinks;
+};
 void sw__vk_dispatch(struct sw__vk *g, uint32_t pipe, const struct sw__vk_bind *bs, uint32_t nb, const void *pc,
                      uint32_t pc_len, uint32_t x, uint32_t y, uint32_t z);
 void sw__vk_cc_barrier(struct sw__vk *g); /* compute -> compute */

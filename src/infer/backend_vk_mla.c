@@ -111,13 +111,7 @@ void sw__vk_attn_mla(struct sw__vk *g, const struct vk_layer *L, uint32_t li, co
             { g->scratch.b, satt * 4ull, (VkDeviceSize)g->max_batch * g->q_dim * 4 },
             { g->scratch.b, 0, 16 }, /* no sinks: not read */
         };
-        struct {
-            uint32_t t0, pos0, n_head, group, hd, cap, k_word, v_word;
-            float scale;
-            uint32_t window;
-            float softcap;
-            uint32_t sinks;
-        } pc = { t0, sg[i].pos, H, H, kd, kv->cap, 0, 0, g->attn_scale, 0, 0, 0 };
+        struct sw__vk_attn_pc pc = { t0, sg[i].pos, H, H, kd, kv->cap, 0, 0, g->attn_scale, 0, 0, 0 };
         sw__vk_dispatch(g, VKP_ATTN_MLA, bs, 4, &pc, sizeof pc, H, sg[i].n, 1);
     }
     sw__vk_cc_barrier(g);

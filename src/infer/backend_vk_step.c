@@ -337,14 +337,9 @@ int sw__vk_step(struct sw__vk *g, float *x, uint32_t T, const float *rope, const
                 { g->scratch.b, satt * 4ull, (VkDeviceSize)g->max_batch * qd * 4 },
                 { sinks ? L->buf.b : g->scratch.b, sinks ? L->sinks : 0, sinks ? (VkDeviceSize)g->n_head * 4 : 16 },
             };
-            struct {
-                uint32_t t0, pos0, n_head, group, hd, cap, k_word, v_word;
-                float scale;
-                uint32_t window;
-                float softcap;
-                uint32_t sinks;
-            } pc = { t0, sg[i].pos, g->n_head, g->n_head / g->n_head_kv, g->hd, kv->cap, 0, (uint32_t)(per_layer / 8),
-                     g->attn_scale, L->window, g->attn_softcap, (uint32_t)sinks };
+            struct sw__vk_attn_pc pc = { t0, sg[i].pos, g->n_head, g->n_head / g->n_head_kv, g->hd, kv->cap, 0,
+                                         (uint32_t)(per_layer / 8), g->attn_scale, L->window, g->attn_softcap,
+                                         (uint32_t)sinks };
             sw__vk_dispatch(g, VKP_ATTN, bs, 4, &pc, sizeof pc, g->n_head, sg[i].n, 1);
         }
         sw__vk_cc_barrier(g);
