@@ -678,7 +678,7 @@ void sw__node_plan(struct sw_node *n, uint64_t now)
     if (n->shard < 0) {
         int settled = n->first_peer_ms ? now - n->first_peer_ms >= AUTO_SETTLE_MS : now - n->started_ms >= AUTO_ALONE_MS;
         if (!settled) return;
-        if (n->cfg.gpu && !n->gpu_probed) { /* once, before the first pick (~0.1 s: a Vulkan instance) */
+        if (n->cfg.gpu && !n->gpu_probed) { /* once, before the first pick (a Vulkan instance and device: 129 ms first on lavapipe) */
             struct sw_gpu_probe gp;
             char msg[256] = "";
             n->gpu_probed = 1;
