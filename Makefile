@@ -28,8 +28,10 @@ test: build
 test-unit: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) -L unit
 
+# The sanitizer build takes the Release build's compiled shaders when they are there.
 test-asan: deps
-	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSW_ASAN=ON -DSW_UBSAN=ON -DSW_WERROR=$(WERROR) $(CMAKE_FLAGS) >/dev/null
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSW_ASAN=ON -DSW_UBSAN=ON -DSW_WERROR=$(WERROR) \
+		-DSW_VK_SPV_C=$(wildcard $(abspath $(BUILD))/src/infer/vk_spv.c) $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS) -L unit
 
