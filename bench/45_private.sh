@@ -1,6 +1,7 @@
 #!/bin/sh
 # 45_private.sh BUILD — what a private swarm costs: seal/open GB/s and the per-hop time of the
-# Noise record layer (bench_noise), and a 1 GiB loopback transfer plain vs --swarm-key.
+# Noise record layer (bench_noise), the encrypted link alone (bench_noise_link: PIECE messages
+# between two processes, no disk), and a 1 GiB loopback transfer plain vs --swarm-key.
 # SW_BINS="old/shardswarm new/shardswarm" alternates two builds (bench/private_bench.py).
 # See bench/private_bench.py and docs/protocol.md.
 set -eu

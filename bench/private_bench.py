@@ -2,6 +2,9 @@
 
 (a) bench_noise: the handshake, seal/open GB/s of 16 KiB piece blocks on one core, and the
     seal + open time one pipeline hop adds per message size (CPU time of the thread).
+(a2) bench_noise_link: the encrypted link alone — 16 KiB PIECE messages from one process to
+    another over loopback TCP, plain and sealed, no disk and no SHA-1 (PRIV_BENCH_MB MiB,
+    PRIV_BENCH_REPS runs each, alternated).
 (b) one seeder -> one leecher of a PRIV_BENCH_MB MiB shard (default 1024, 1 MiB pieces) on
     loopback, `shardswarm seed`/`fetch` plain and with --swarm-key, alternated
     PRIV_BENCH_REPS times (default 3); MB/s = bytes / seconds from starting the leecher to
@@ -42,6 +45,13 @@ def main():
         if os.path.exists(nb):
             sys.stdout.flush()
             subprocess.run([nb, "1024"], check=False)
+        else:
+            print("  not built")
+        nl = os.path.join(build, "bench", "bench_noise_link")
+        print("(a2) bench_noise_link (%s), load average %s" % (nl, loadavg()))
+        sys.stdout.flush()
+        if os.path.exists(nl):
+            subprocess.run([nl, str(SIZE_MB), str(REPS)], check=False)
         else:
             print("  not built")
     work = harness.tmpdir("sw-priv-bench-")
