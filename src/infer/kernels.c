@@ -70,6 +70,7 @@ static void k_init(void)
     if (g_k.available[SW_K_IMPL_AVX2]) {
         sw__k_fill_avx2(g_k.tab[SW_K_IMPL_AVX2], N_TYPES);
         sw__k_fill_avx2_low(g_k.tab[SW_K_IMPL_AVX2], N_TYPES);
+        sw__k_fill_avx2_kq(g_k.tab[SW_K_IMPL_AVX2], N_TYPES);
         sw__k_fill_avx2_iq3(g_k.tab[SW_K_IMPL_AVX2], N_TYPES);
         sw__k_fill_avx2_iq2(g_k.tab[SW_K_IMPL_AVX2], N_TYPES);
         sw__k_vec_ops_avx2(&g_k.ops[SW_K_IMPL_AVX2]);

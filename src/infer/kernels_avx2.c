@@ -588,16 +588,57 @@ AI void q4_0_nt(int64_t n, const struct sw_block_q4_0 *w, const struct sw_k_act 
 
 /* ------------------------------------------------------------ K-quants */
 
-/* Q4_K: per super-block, int32 sums of sc_j * <q_j, a_j> over all 8 sub-blocks, then
- * d*da*that - dmin*da*sum_j m_j * (bsums of sub-block j). */
+/* Q4_K, one token and block: the exact integers S = sum_j sc_j <q_j, a_j> (over the 8
+ * lanes of *s) and M = sum_j m_j * (bsums of sub-block j) (over the lanes of *m). */
+AI void q4_K_isum(const struct sw_block_q4_K *x, const struct sw_block_q8_K *y, __m256i *s, __m256i *m)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    uint64_t sc, mn;
+    sw__k_scales_min_k4_u64(x->scales, &sc, &mn);
+    const __m128i mv = _mm_cvtsi64_si128((long long)mn);
+    const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv)); /* m0 m0 m1 m1 .. */
+    __m256i isum = _mm256_setzero_si256();
+    for (int g = 0; g < 4; g++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * g));
+        __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        __m256i s0 = _mm256_set1_epi16((short)((sc >> (16 * g)) & 0xFF));
+        __m256i s1 = _mm256_set1_epi16((short)((sc >> (16 * g + 8)) & 0xFF));
+        const int8_t *qa = y->qs + 64 * g;
+        __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)qa)), s0);
+        __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(qa + 32))), s1);
+        isum = _mm256_add_epi32(isum, _mm256_add_epi32(p0, p1));
+    }
+    *s = isum;
+    *m = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), mins16);
+}
+
+/* Q4_K: per super-block the exact integers S = sum_j sc_j <q_j, a_j> and M = sum_j m_j
+ * bsums_j, then acc = fma(S, d*da, acc) - M * dmin*da in scalar (kq_step_min): the step the
+ * many-token tile (kernels_avx2_kq.c) takes per row lane, so both give the same bits. */
 AI void q4_K_nt(int64_t n, const struct sw_block_q4_K *w, const struct sw_k_act *a, const int NT, float *out)
 {
-    __m256 acc[SW_K_TILE_T];
-    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    float acc[SW_K_TILE_T];
+    for (int t = 0; t < NT; t++) acc[t] = 0;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    for (int64_t i = 0; i < n / SW_QK_K; i++) {
+    const int64_t nb = n / SW_QK_K;
+    int64_t i = 0;
+    if (NT == 1) { /* a matvec: four blocks' sums reduced by one hadd tree, then the steps in order */
+        const struct sw_block_q8_K *y = a[0].q;
+        for (; i + 4 <= nb; i += 4) {
+            __m256i s[4], m[4];
+            for (int k = 0; k < 4; k++) {
+                pf_ahead(&w[i + k], 3); /* 144 bytes */
+                q4_K_isum(&w[i + k], &y[i + k], &s[k], &m[k]);
+            }
+            int32_t S[4], M[4];
+            hsum4x2_epi32(s, m, S, M);
+            for (int k = 0; k < 4; k++)
+                acc[0] = kq_step_min(acc[0], S[k], M[k], h2f(w[i + k].d), h2f(w[i + k].dmin), y[i + k].d);
+        }
+    }
+    for (; i < nb; i++) {
         const struct sw_block_q4_K *x = &w[i];
-        if (NT == 1) pf_ahead(x, 3); /* 144 bytes */
+        if (NT == 1) pf_ahead(x, 3);
         uint64_t sc, mn;
         sw__k_scales_min_k4_u64(x->scales, &sc, &mn);
         const __m128i mv = _mm_cvtsi64_si128((long long)mn);
@@ -617,27 +658,71 @@ AI void q4_K_nt(int64_t n, const struct sw_block_q4_K *w, const struct sw_k_act 
                 isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(p0, p1));
             }
         }
-        float d = h2f(x->d), dmin = h2f(x->dmin);
+        const float d = h2f(x->d), dmin = h2f(x->dmin);
         for (int t = 0; t < NT; t++) {
             const struct sw_block_q8_K *y = &((const struct sw_block_q8_K *)a[t].q)[i];
-            __m256i bs = _mm256_loadu_si256((const __m256i *)y->bsums);
-            __m256 mm = _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mins16));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * y->d), acc[t]);
-            acc[t] = _mm256_fnmadd_ps(mm, _mm256_set1_ps(dmin * y->d), acc[t]);
+            int32_t S, M;
+            hsum2_epi32(isum[t], _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), mins16), &S, &M);
+            acc[t] = kq_step_min(acc[t], S, M, d, dmin, y->d);
         }
     }
-    for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]);
+    for (int t = 0; t < NT; t++) out[t] = acc[t];
 }
 
-/* Q5_K: Q4_K plus the 5th bit: bit 2g / 2g+1 of qh[l] for group g's low / high halves. */
+/* Q5_K, one token and block: q4_K_isum's integers with the 5th bit: bit 2g / 2g+1 of qh[l]
+ * for group g's low / high halves. */
+AI void q5_K_isum(const struct sw_block_q5_K *x, const struct sw_block_q8_K *y, __m256i *s, __m256i *m)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    uint64_t sc, mn;
+    sw__k_scales_min_k4_u64(x->scales, &sc, &mn);
+    const __m128i mv = _mm_cvtsi64_si128((long long)mn);
+    const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv)); /* m0 m0 m1 m1 .. */
+    __m256i qh = _mm256_loadu_si256((const __m256i *)x->qh);
+    __m256i isum = _mm256_setzero_si256();
+    for (int g = 0; g < 4; g++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * g));
+        __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(qh, one), 4);
+        __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4);
+        qh = _mm256_srli_epi16(qh, 2);
+        __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
+        __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1);
+        __m256i s0 = _mm256_set1_epi16((short)((sc >> (16 * g)) & 0xFF));
+        __m256i s1 = _mm256_set1_epi16((short)((sc >> (16 * g + 8)) & 0xFF));
+        const int8_t *qa = y->qs + 64 * g;
+        __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)qa)), s0);
+        __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(qa + 32))), s1);
+        isum = _mm256_add_epi32(isum, _mm256_add_epi32(p0, p1));
+    }
+    *s = isum;
+    *m = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), mins16);
+}
+
+/* Q5_K: Q4_K plus the 5th bit, the same integers and scalar steps. */
 AI void q5_K_nt(int64_t n, const struct sw_block_q5_K *w, const struct sw_k_act *a, const int NT, float *out)
 {
-    __m256 acc[SW_K_TILE_T];
-    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    float acc[SW_K_TILE_T];
+    for (int t = 0; t < NT; t++) acc[t] = 0;
     const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
-    for (int64_t i = 0; i < n / SW_QK_K; i++) {
+    const int64_t nb = n / SW_QK_K;
+    int64_t i = 0;
+    if (NT == 1) {
+        const struct sw_block_q8_K *y = a[0].q;
+        for (; i + 4 <= nb; i += 4) {
+            __m256i s[4], m[4];
+            for (int k = 0; k < 4; k++) {
+                pf_ahead(&w[i + k], 3); /* 176 bytes */
+                q5_K_isum(&w[i + k], &y[i + k], &s[k], &m[k]);
+            }
+            int32_t S[4], M[4];
+            hsum4x2_epi32(s, m, S, M);
+            for (int k = 0; k < 4; k++)
+                acc[0] = kq_step_min(acc[0], S[k], M[k], h2f(w[i + k].d), h2f(w[i + k].dmin), y[i + k].d);
+        }
+    }
+    for (; i < nb; i++) {
         const struct sw_block_q5_K *x = &w[i];
-        if (NT == 1) pf_ahead(x, 3); /* 176 bytes */
+        if (NT == 1) pf_ahead(x, 3);
         uint64_t sc, mn;
         sw__k_scales_min_k4_u64(x->scales, &sc, &mn);
         const __m128i mv = _mm_cvtsi64_si128((long long)mn);
@@ -662,16 +747,15 @@ AI void q5_K_nt(int64_t n, const struct sw_block_q5_K *w, const struct sw_k_act 
                 isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(p0, p1));
             }
         }
-        float d = h2f(x->d), dmin = h2f(x->dmin);
+        const float d = h2f(x->d), dmin = h2f(x->dmin);
         for (int t = 0; t < NT; t++) {
             const struct sw_block_q8_K *y = &((const struct sw_block_q8_K *)a[t].q)[i];
-            __m256i bs = _mm256_loadu_si256((const __m256i *)y->bsums);
-            __m256 mm = _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mins16));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * y->d), acc[t]);
-            acc[t] = _mm256_fnmadd_ps(mm, _mm256_set1_ps(dmin * y->d), acc[t]);
+            int32_t S, M;
+            hsum2_epi32(isum[t], _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), mins16), &S, &M);
+            acc[t] = kq_step_min(acc[t], S, M, d, dmin, y->d);
         }
     }
-    for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]);
+    for (int t = 0; t < NT; t++) out[t] = acc[t];
 }
 
 /* Q6_K: codes 0..63 unsigned in maddubs, per-16 int8 scales via madd, and the -32 offset

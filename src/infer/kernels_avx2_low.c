@@ -454,14 +454,51 @@ AI void q2_K_nt(int64_t n, const struct sw_block_q2_K *w, const struct sw_k_act 
     for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]);
 }
 
-/* Q3_K: codes u = low 2 bits | high bit << 2 in 0..7 (= q + 4), scales s - 32 signed;
- * sum_j s_j <u_j - 4, a_j> = sum_j s_j <u_j, a_j> - 4 sum_j s_j bsums_j. */
+/* Q3_K, one token and block: codes u = low 2 bits | high bit << 2 in 0..7 (= q + 4), scales
+ * s - 32 signed; the exact integer sum_j s_j <u_j - 4, a_j> = sum_j s_j <u_j, a_j> - 4 sum_j
+ * s_j bsums_j over the 8 lanes of the result. */
+AI __m256i q3_K_isum(const struct sw_block_q3_K *x, const struct sw_block_q8_K *y)
+{
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_sub_epi8(q3_K_scales(x->scales), _mm_set1_epi8(32)));
+    const __m256i hm = _mm256_loadu_si256((const __m256i *)x->hmask);
+    __m256i isum = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
+        for (int k = 0; k < 4; k++) {
+            __m256i hb = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + k), one);
+            __m256i u = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3), _mm256_slli_epi16(hb, 2));
+            __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(y->qs + 128 * h + 32 * k)));
+            isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, scale_pair(sc16, 4 * h + k)));
+        }
+    }
+    const __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), sc16);
+    return _mm256_sub_epi32(isum, _mm256_slli_epi32(off, 2));
+}
+
+/* Q3_K: per block the exact integer sum (q3_K_isum's), then acc = fma(sum, d*da, acc) in
+ * scalar (kq_step): the step the many-token tile (kernels_avx2_kq.c) takes per row lane. */
 AI void q3_K_nt(int64_t n, const struct sw_block_q3_K *w, const struct sw_k_act *a, const int NT, float *out)
 {
-    __m256 acc[SW_K_TILE_T];
-    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    float acc[SW_K_TILE_T];
+    for (int t = 0; t < NT; t++) acc[t] = 0;
     const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
-    for (int64_t i = 0; i < n / SW_QK_K; i++) {
+    const int64_t nb = n / SW_QK_K;
+    int64_t i = 0;
+    if (NT == 1) { /* a matvec: four blocks' sums reduced by one hadd tree, then the steps in order */
+        const struct sw_block_q8_K *y = a[0].q;
+        for (; i + 4 <= nb; i += 4) {
+            __m256i s[4];
+            for (int k = 0; k < 4; k++) {
+                pf_ahead(&w[i + k], 2); /* 110 bytes */
+                s[k] = q3_K_isum(&w[i + k], &y[i + k]);
+            }
+            int32_t S[4];
+            hsum4_epi32(s, S);
+            for (int k = 0; k < 4; k++) acc[0] = kq_step(acc[0], S[k], h2f(w[i + k].d), y[i + k].d);
+        }
+    }
+    for (; i < nb; i++) {
         const struct sw_block_q3_K *x = &w[i];
         __m256i sc16 = _mm256_cvtepi8_epi16(_mm_sub_epi8(q3_K_scales(x->scales), _mm_set1_epi8(32)));
         __m256i hm = _mm256_loadu_si256((const __m256i *)x->hmask);
@@ -480,15 +517,14 @@ AI void q3_K_nt(int64_t n, const struct sw_block_q3_K *w, const struct sw_k_act 
                 }
             }
         }
-        float d = h2f(x->d);
+        const float d = h2f(x->d);
         for (int t = 0; t < NT; t++) {
             const struct sw_block_q8_K *y = &((const struct sw_block_q8_K *)a[t].q)[i];
             __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), sc16);
-            __m256i tot = _mm256_sub_epi32(isum[t], _mm256_slli_epi32(off, 2));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), _mm256_set1_ps(d * y->d), acc[t]);
+            acc[t] = kq_step(acc[t], hsum_epi32(_mm256_sub_epi32(isum[t], _mm256_slli_epi32(off, 2))), d, y->d);
         }
     }
-    for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]);
+    for (int t = 0; t < NT; t++) out[t] = acc[t];
 }
 
 ROWDOT_DISPATCH(q4_1, struct sw_block_q4_1)

@@ -83,6 +83,9 @@ void sw__k_fill_ref_low(struct sw_k_type_impl *tab, int n_tab);
  * again with AVX-512 in kernels_avx512_low.c). Called after the family's main fill. */
 void sw__k_fill_avx2_low(struct sw_k_type_impl *tab, int n_tab);
 void sw__k_fill_avx512_low(struct sw_k_type_impl *tab, int n_tab);
+/* The AVX2 family's many-token tiles for Q4_K, Q5_K, Q3_K (kernels_avx2_kq.c): AVX2 family
+ * only, after sw__k_fill_avx2 and sw__k_fill_avx2_low. */
+void sw__k_fill_avx2_kq(struct sw_k_type_impl *tab, int n_tab);
 /* One table entry (what sw__k_fill_ref and sw__k_fill_ref_low use). */
 void sw__k_set_ref(struct sw_k_type_impl *tab, int n_tab, uint32_t type, const char *name, uint32_t bs,
                    uint32_t ts, uint32_t act, sw_k_dequant_fn dq, sw_k_quant_fn qa, sw_k_vec_dot_fn dot,

@@ -88,6 +88,48 @@ AI void pf_ahead(const void *block, const int lines)
     for (int l = 0; l < lines; l++) _mm_prefetch(p + 64 * l, _MM_HINT_T0);
 }
 
+/* The float steps of a K-quant block (Q3_K, Q4_K, Q5_K), in scalar: the row kernels and the
+ * many-token tiles (kernels_avx2_kq.c, one row per lane) both take them once per (row, token,
+ * block) on the block's exact integer sums, so a token gets the same bits alone or in a
+ * prefill. kq_step: acc + S * (d * da), fused; kq_step_min: then minus M * (dmin * da), fused. */
+AI float kq_step(float acc, int32_t s, float d, float da)
+{
+    return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss((float)s), _mm_set_ss(d * da), _mm_set_ss(acc)));
+}
+
+AI float kq_step_min(float acc, int32_t s, int32_t m, float d, float dmin, float da)
+{
+    const __m128 r = _mm_fmadd_ss(_mm_set_ss((float)s), _mm_set_ss(d * da), _mm_set_ss(acc));
+    return _mm_cvtss_f32(_mm_fnmadd_ss(_mm_set_ss((float)m), _mm_set_ss(dmin * da), r));
+}
+
+/* The horizontal sums of s and m (8 int32 lanes each, exact). */
+AI void hsum2_epi32(__m256i s, __m256i m, int32_t *S, int32_t *M)
+{
+    const __m256i h = _mm256_hadd_epi32(s, m); /* per lane: s01 s23 m01 m23 */
+    __m128i x = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    x = _mm_hadd_epi32(x, x);
+    *S = _mm_cvtsi128_si32(x);
+    *M = _mm_extract_epi32(x, 1);
+}
+
+/* The horizontal sums of s0..s3 into S[0..3] and of m0..m3 into M[0..3] (exact): one hadd
+ * tree for four blocks of a matvec instead of four horizontal sums each. */
+AI void hsum4x2_epi32(const __m256i *s, const __m256i *m, int32_t *S, int32_t *M)
+{
+    const __m256i hs = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
+    const __m256i hm = _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
+    _mm_storeu_si128((__m128i *)S, _mm_add_epi32(_mm256_castsi256_si128(hs), _mm256_extracti128_si256(hs, 1)));
+    _mm_storeu_si128((__m128i *)M, _mm_add_epi32(_mm256_castsi256_si128(hm), _mm256_extracti128_si256(hm, 1)));
+}
+
+/* The same for s0..s3 only. */
+AI void hsum4_epi32(const __m256i *s, int32_t *S)
+{
+    const __m256i hs = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
+    _mm_storeu_si128((__m128i *)S, _mm_add_epi32(_mm256_castsi256_si128(hs), _mm256_extracti128_si256(hs, 1)));
+}
+
 AI float h2f(sw_f16 h)
 {
     return _cvtsh_ss(h);

@@ -601,6 +601,10 @@ static void test_matmul(void)
     matmul_case(SW_TYPE_Q4_0, 17, 32 * 66, 70);
     /* IQ4_XS's many-token tile: segments of 4 blocks, 64-token chunks */
     matmul_case(SW_TYPE_IQ4_XS, 17, 256 * 5, 70);
+    /* the K-quant many-token tiles (kernels_avx2_kq.c): segments of 4 blocks, 64-token chunks */
+    matmul_case(SW_TYPE_Q4_K, 17, 256 * 9, 70);
+    matmul_case(SW_TYPE_Q5_K, 17, 256 * 5, 70);
+    matmul_case(SW_TYPE_Q3_K, 17, 256 * 5, 70);
     /* the float many-token tiles: columns over several 256-column blocks with a last odd
      * 8-chunk and a scalar tail, 16-row tiles with leftover rows, 64-token chunks */
     static const uint32_t floats[] = {SW_TYPE_F32, SW_TYPE_F16, SW_TYPE_BF16};
