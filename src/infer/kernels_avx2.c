@@ -588,6 +588,14 @@ AI void q4_0_nt(int64_t n, const struct sw_block_q4_0 *w, const struct sw_k_act 
 
 /* ------------------------------------------------------------ K-quants */
 
+/* Q4_K/Q5_K sub-block scale j (of the 8 scale bytes in every 64-bit chunk of scb) in every
+ * int16: one pshufb (index 0x80 zeroes the high byte) instead of a scalar extract and a
+ * broadcast. */
+AI __m256i kq4_scale(__m256i scb, int j)
+{
+    return _mm256_shuffle_epi8(scb, _mm256_set1_epi16((short)(0x8000 | j)));
+}
+
 /* Q4_K, one token and block: the exact integers S = sum_j sc_j <q_j, a_j> (over the 8
  * lanes of *s) and M = sum_j m_j * (bsums of sub-block j) (over the lanes of *m). */
 AI void q4_K_isum(const struct sw_block_q4_K *x, const struct sw_block_q8_K *y, __m256i *s, __m256i *m)
@@ -597,12 +605,12 @@ AI void q4_K_isum(const struct sw_block_q4_K *x, const struct sw_block_q8_K *y, 
     sw__k_scales_min_k4_u64(x->scales, &sc, &mn);
     const __m128i mv = _mm_cvtsi64_si128((long long)mn);
     const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv)); /* m0 m0 m1 m1 .. */
+    const __m256i scb = _mm256_set1_epi64x((long long)sc);
     __m256i isum = _mm256_setzero_si256();
     for (int g = 0; g < 4; g++) {
         __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * g));
         __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-        __m256i s0 = _mm256_set1_epi16((short)((sc >> (16 * g)) & 0xFF));
-        __m256i s1 = _mm256_set1_epi16((short)((sc >> (16 * g + 8)) & 0xFF));
+        const __m256i s0 = kq4_scale(scb, 2 * g), s1 = kq4_scale(scb, 2 * g + 1);
         const int8_t *qa = y->qs + 64 * g;
         __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)qa)), s0);
         __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(qa + 32))), s1);
@@ -643,13 +651,13 @@ AI void q4_K_nt(int64_t n, const struct sw_block_q4_K *w, const struct sw_k_act 
         sw__k_scales_min_k4_u64(x->scales, &sc, &mn);
         const __m128i mv = _mm_cvtsi64_si128((long long)mn);
         const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv)); /* m0 m0 m1 m1 .. */
+        const __m256i scb = _mm256_set1_epi64x((long long)sc);
         __m256i isum[SW_K_TILE_T];
         for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
         for (int g = 0; g < 4; g++) {
             __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * g));
             __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            __m256i s0 = _mm256_set1_epi16((short)((sc >> (16 * g)) & 0xFF));
-            __m256i s1 = _mm256_set1_epi16((short)((sc >> (16 * g + 8)) & 0xFF));
+            const __m256i s0 = kq4_scale(scb, 2 * g), s1 = kq4_scale(scb, 2 * g + 1);
             for (int t = 0; t < NT; t++) {
                 const int8_t *qa = ((const struct sw_block_q8_K *)a[t].q)[i].qs + 64 * g;
                 __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)qa)), s0);
@@ -678,6 +686,7 @@ AI void q5_K_isum(const struct sw_block_q5_K *x, const struct sw_block_q8_K *y, 
     sw__k_scales_min_k4_u64(x->scales, &sc, &mn);
     const __m128i mv = _mm_cvtsi64_si128((long long)mn);
     const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv)); /* m0 m0 m1 m1 .. */
+    const __m256i scb = _mm256_set1_epi64x((long long)sc);
     __m256i qh = _mm256_loadu_si256((const __m256i *)x->qh);
     __m256i isum = _mm256_setzero_si256();
     for (int g = 0; g < 4; g++) {
@@ -687,8 +696,7 @@ AI void q5_K_isum(const struct sw_block_q5_K *x, const struct sw_block_q8_K *y, 
         qh = _mm256_srli_epi16(qh, 2);
         __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
         __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1);
-        __m256i s0 = _mm256_set1_epi16((short)((sc >> (16 * g)) & 0xFF));
-        __m256i s1 = _mm256_set1_epi16((short)((sc >> (16 * g + 8)) & 0xFF));
+        const __m256i s0 = kq4_scale(scb, 2 * g), s1 = kq4_scale(scb, 2 * g + 1);
         const int8_t *qa = y->qs + 64 * g;
         __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)qa)), s0);
         __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(qa + 32))), s1);
@@ -727,6 +735,7 @@ AI void q5_K_nt(int64_t n, const struct sw_block_q5_K *w, const struct sw_k_act 
         sw__k_scales_min_k4_u64(x->scales, &sc, &mn);
         const __m128i mv = _mm_cvtsi64_si128((long long)mn);
         const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv)); /* m0 m0 m1 m1 .. */
+        const __m256i scb = _mm256_set1_epi64x((long long)sc);
         __m256i qh = _mm256_loadu_si256((const __m256i *)x->qh);
         __m256i isum[SW_K_TILE_T];
         for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
@@ -737,8 +746,7 @@ AI void q5_K_nt(int64_t n, const struct sw_block_q5_K *w, const struct sw_k_act 
             qh = _mm256_srli_epi16(qh, 2);
             __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
             __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1);
-            __m256i s0 = _mm256_set1_epi16((short)((sc >> (16 * g)) & 0xFF));
-            __m256i s1 = _mm256_set1_epi16((short)((sc >> (16 * g + 8)) & 0xFF));
+            const __m256i s0 = kq4_scale(scb, 2 * g), s1 = kq4_scale(scb, 2 * g + 1);
             for (int t = 0; t < NT; t++) {
                 const int8_t *qa = ((const struct sw_block_q8_K *)a[t].q)[i].qs + 64 * g;
                 __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)qa)), s0);

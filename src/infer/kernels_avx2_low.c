@@ -40,18 +40,6 @@ AI __m256i q5_high_bits(const uint8_t *qh)
     return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
 }
 
-/* Sub-block scale pairs of the 16-per-scale K-quants: sc16 holds 16 int16 scales (lane 0:
- * scales 0-7, lane 1: 8-15). The result has scale 2p in every int16 of lane 0 and 2p+1 in
- * lane 1 — what madd needs after maddubs of 32 elements spanning sub-blocks 2p, 2p+1. */
-AI __m256i scale_pair(__m256i sc16, int p)
-{
-    /* dword p of the 8 holds scales 2p (low half) and 2p+1 (high half) */
-    __m256i d = _mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(p));
-    const __m256i sel = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2,
-                                         3, 2, 3, 2, 3, 2, 3);
-    return _mm256_shuffle_epi8(d, sel);
-}
-
 /* The 16 Q3_K scales (biased by 32, 0..63) as bytes, from the packed 12 (bit layout in
  * sw__k_q3_K_scale), with 32-bit integer ops. */
 AI __m128i q3_K_scales(const uint8_t *s)
@@ -406,8 +394,8 @@ static void tile_many_iq4_xs(int64_t n, const void *w, size_t w_stride, int nr, 
 
 /* pshufb controls for Q2_K's scale pairs: with the 16 scale bytes in both 128-bit lanes,
  * control p puts scale 2p (lane 0) / 2p+1 (lane 1) in the low byte of every int16 and zero
- * in the high byte (index 0x80) - one in-lane shuffle per 32 codes instead of scale_pair's
- * lane-crossing permute and shuffle. */
+ * in the high byte (index 0x80) - one in-lane shuffle per 32 codes instead of a lane-crossing
+ * permute and a shuffle. */
 #define Q2S_L(j) j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80
 #define Q2S(p) {Q2S_L(2 * (p)), Q2S_L(2 * (p) + 1)}
 static const uint8_t q2_K_sc_ctl[8][32] __attribute__((aligned(32))) = {Q2S(0), Q2S(1), Q2S(2), Q2S(3),
@@ -454,6 +442,26 @@ AI void q2_K_nt(int64_t n, const struct sw_block_q2_K *w, const struct sw_k_act 
     for (int t = 0; t < NT; t++) out[t] = hsum_ps(acc[t]);
 }
 
+/* Q3_K's scales 8h..8h+7 (int16, of sc16's 16) in both 128-bit lanes; then the pair of
+ * sub-blocks 8h+2k (lane 0) and 8h+2k+1 (lane 1) is one in-lane shuffle away (q3_K_pair):
+ * two ops per 32 codes fewer than a lane-crossing permute per pair. */
+AI __m256i q3_K_scales_half(__m256i sc16, int h)
+{
+    return h ? _mm256_permute4x64_epi64(sc16, 0xEE) : _mm256_permute4x64_epi64(sc16, 0x44);
+}
+
+/* pshufb controls: control k repeats int16 2k of lane 0 over lane 0 and int16 2k+1 over lane 1. */
+#define Q3P_L(j) 2 * (j), 2 * (j) + 1, 2 * (j), 2 * (j) + 1, 2 * (j), 2 * (j) + 1, 2 * (j), 2 * (j) + 1
+#define Q3P(k) {Q3P_L(2 * (k)), Q3P_L(2 * (k)), Q3P_L(2 * (k) + 1), Q3P_L(2 * (k) + 1)}
+static const uint8_t q3_K_pair_ctl[4][32] __attribute__((aligned(32))) = {Q3P(0), Q3P(1), Q3P(2), Q3P(3)};
+#undef Q3P
+#undef Q3P_L
+
+AI __m256i q3_K_pair(__m256i sch, int k)
+{
+    return _mm256_shuffle_epi8(sch, _mm256_load_si256((const __m256i *)q3_K_pair_ctl[k]));
+}
+
 /* Q3_K, one token and block: codes u = low 2 bits | high bit << 2 in 0..7 (= q + 4), scales
  * s - 32 signed; the exact integer sum_j s_j <u_j - 4, a_j> = sum_j s_j <u_j, a_j> - 4 sum_j
  * s_j bsums_j over the 8 lanes of the result. */
@@ -465,11 +473,12 @@ AI __m256i q3_K_isum(const struct sw_block_q3_K *x, const struct sw_block_q8_K *
     __m256i isum = _mm256_setzero_si256();
     for (int h = 0; h < 2; h++) {
         const __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
+        const __m256i sch = q3_K_scales_half(sc16, h);
         for (int k = 0; k < 4; k++) {
             __m256i hb = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + k), one);
             __m256i u = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3), _mm256_slli_epi16(hb, 2));
             __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(y->qs + 128 * h + 32 * k)));
-            isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, scale_pair(sc16, 4 * h + k)));
+            isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, q3_K_pair(sch, k)));
         }
     }
     const __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), sc16);
@@ -506,10 +515,11 @@ AI void q3_K_nt(int64_t n, const struct sw_block_q3_K *w, const struct sw_k_act 
         for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
             __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
+            const __m256i sch = q3_K_scales_half(sc16, h);
             for (int k = 0; k < 4; k++) {
                 __m256i hb = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + k), one);
                 __m256i u = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3), _mm256_slli_epi16(hb, 2));
-                __m256i sp = scale_pair(sc16, 4 * h + k);
+                __m256i sp = q3_K_pair(sch, k);
                 for (int t = 0; t < NT; t++) {
                     const int8_t *qa = ((const struct sw_block_q8_K *)a[t].q)[i].qs + 128 * h + 32 * k;
                     __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)qa));

@@ -94,13 +94,13 @@ AI void pf_ahead(const void *block, const int lines)
  * prefill. kq_step: acc + S * (d * da), fused; kq_step_min: then minus M * (dmin * da), fused. */
 AI float kq_step(float acc, int32_t s, float d, float da)
 {
-    return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss((float)s), _mm_set_ss(d * da), _mm_set_ss(acc)));
+    return __builtin_fmaf((float)s, d * da, acc); /* one vfmadd (with -mfma); _mm_fmadd_ss on
+                                                   * _mm_set_ss operands cost an insertps each */
 }
 
 AI float kq_step_min(float acc, int32_t s, int32_t m, float d, float dmin, float da)
 {
-    const __m128 r = _mm_fmadd_ss(_mm_set_ss((float)s), _mm_set_ss(d * da), _mm_set_ss(acc));
-    return _mm_cvtss_f32(_mm_fnmadd_ss(_mm_set_ss((float)m), _mm_set_ss(dmin * da), r));
+    return __builtin_fmaf(-(float)m, dmin * da, __builtin_fmaf((float)s, d * da, acc));
 }
 
 /* The horizontal sums of s and m (8 int32 lanes each, exact). */
