@@ -330,6 +330,7 @@ static void iq4_xs_pack8(const struct sw_block_iq4_xs *w, size_t ws, int64_t b0,
 /* Blocks b0..b1-1 (packed in p) for NT (1..4) tokens, lane r = row r: per block the row's
  * whole integer sum, then acc = fma(sum, d * da, acc) as iq4_xs_nt; carry: continue the
  * sums in out (a float stored and loaded is the same float). */
+#define IQ4P_KEEP(v) __asm__("" : "+x"(v))
 AI void iq4_xs_tilep_nt(const struct iq4p_block *p, int64_t b0, int64_t b1, const struct sw_k_act *a, const int NT,
                         float *out, size_t ldo, int carry)
 {
@@ -357,6 +358,12 @@ AI void iq4_xs_tilep_nt(const struct iq4p_block *p, int64_t b0, int64_t b1, cons
                 if (NT > 1) IQ4P_PROD(i1, y1);
                 if (NT > 2) IQ4P_PROD(i2, y2);
                 if (NT > 3) IQ4P_PROD(i3, y3);
+                /* the sums stay one chain per token, in registers: without this gcc regroups the
+                 * adds into trees over the code vectors and spills the partial sums */
+                IQ4P_KEEP(i0);
+                if (NT > 1) IQ4P_KEEP(i1);
+                if (NT > 2) IQ4P_KEEP(i2);
+                if (NT > 3) IQ4P_KEEP(i3);
 #undef IQ4P_PROD
             }
         }
