@@ -24,8 +24,9 @@ Parts (models synthesized once into SW_BENCH_MODELS, default BUILD/bench-models,
   7b       decode of the llama2-7b shape in Q4_0 (3.8 GB; the file bench/70_scale.sh uses),
            SW_BENCH_7B_RUNS runs
 Environment: SW_BENCH_PARTS ("dense moe contend 7b"), SW_BENCH_TYPES ("Q4_0 Q8_0 F16 BF16
-Q4_K_M Q5_K_M Q6_K Q2_K Q3_K IQ4_XS"), SW_BENCH_SIDE_THREADS (default SW_BENCH_THREADS, the one
-count the other sections use, else "1 2"), SW_BENCH_RUNS (3),
+Q4_K_M Q5_K_M Q6_K Q2_K Q3_K Q3_K_M IQ4_XS"; a file already in SW_BENCH_MODELS, e.g. one
+llama.cpp's llama-quantize wrote, is used as it is), SW_BENCH_SIDE_THREADS (default
+SW_BENCH_THREADS, the one count the other sections use, else "1 2"), SW_BENCH_RUNS (3),
 SW_BENCH_PP (128), SW_BENCH_TG (32), SW_BENCH_KERNELS (auto, or a list such as "avx512
 avx2"), SW_BENCH_MOE ("mixtral-8x7b qwen3-30b-a3b"), SW_BENCH_MOE_LAYERS (2),
 SW_BENCH_MOE_TYPE (Q4_0), SW_BENCH_CONTEND_TYPE (Q4_0), SW_BENCH_7B_RUNS (1),
@@ -248,7 +249,7 @@ def main():
     dense_rows, moe_rows, contend_rows, big_rows = [], [], [], []
 
     if "dense" in parts:
-        for typ in env_list("SW_BENCH_TYPES", "Q4_0 Q8_0 F16 BF16 Q4_K_M Q5_K_M Q6_K Q2_K Q3_K IQ4_XS"):
+        for typ in env_list("SW_BENCH_TYPES", "Q4_0 Q8_0 F16 BF16 Q4_K_M Q5_K_M Q6_K Q2_K Q3_K Q3_K_M IQ4_XS"):
             m = b.model(DENSE_PRESET, typ)
             if not m:
                 continue

@@ -17,7 +17,7 @@ static void usage(FILE *f)
             "the tokenizer copied from a vocabulary GGUF. The same options give the same bytes.\n\n"
             "  --preset NAME   architecture shape (--list shows them)\n"
             "  --type T        F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K Q4_K_M\n"
-            "                  Q5_K_M IQ4_NL IQ4_XS MXFP4 IQ2_XXS IQ2_XS IQ2_S IQ3_XXS IQ3_S IQ1_S\n"
+            "                  Q5_K_M Q3_K_M IQ4_NL IQ4_XS MXFP4 IQ2_XXS IQ2_XS IQ2_S IQ3_XXS IQ3_S IQ1_S\n"
             "                  IQ1_M Q8_K\n"
             "  -o FILE         output GGUF\n"
             "  --seed S        random seed (default 1)\n"
@@ -77,7 +77,7 @@ int sw_cmd_synth(int argc, char **argv)
     if (!ps) return sw_cli_usage_error(cmd, "--preset: unknown preset '%s' (--list shows them)", o.preset);
     if (!o.type) return sw_cli_usage_error(cmd, "--type is required");
     if (!sw_synth_type_valid(o.type))
-        return sw_cli_usage_error(cmd, "--type: unknown type '%s' (F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K Q4_K_M Q5_K_M IQ4_NL IQ4_XS MXFP4 IQ2_XXS IQ2_XS IQ2_S IQ3_XXS IQ3_S IQ1_S IQ1_M Q8_K)",
+        return sw_cli_usage_error(cmd, "--type: unknown type '%s' (F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K Q4_K_M Q5_K_M Q3_K_M IQ4_NL IQ4_XS MXFP4 IQ2_XXS IQ2_XS IQ2_S IQ3_XXS IQ3_S IQ1_S IQ1_M Q8_K)",
                                   o.type);
     if (!out) return sw_cli_usage_error(cmd, "-o FILE is required");
 

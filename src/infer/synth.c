@@ -85,7 +85,8 @@ const struct sw_synth_preset *sw_synth_preset_find(const char *name)
 }
 
 /* Weight types by name; Q4_K_M and Q5_K_M are llama.cpp's mixes (Q4_K or Q5_K, with Q6_K for
- * output.weight and for attn_v / ffn_down in the layers that matter most). file_type: llama.cpp's
+ * output.weight and for attn_v / ffn_down in the layers that matter most); Q3_K_M is Q3_K with
+ * Q4_K attn_output and ffn_down / attn_v of Q5_K early, Q4_K after (build_plan). file_type: llama.cpp's
  * general.file_type numbering (informational). */
 static const struct {
     const char *name;
@@ -95,7 +96,7 @@ static const struct {
     { "F32", SW_TYPE_F32, 0 },   { "F16", SW_TYPE_F16, 1 },   { "BF16", SW_TYPE_BF16, 32 },
     { "Q8_0", SW_TYPE_Q8_0, 7 }, { "Q4_0", SW_TYPE_Q4_0, 2 }, { "Q4_K", SW_TYPE_Q4_K, 14 },
     { "Q5_K", SW_TYPE_Q5_K, 16 }, { "Q6_K", SW_TYPE_Q6_K, 18 }, { "Q4_K_M", SW_TYPE_Q4_K, 15 },
-    { "Q5_K_M", SW_TYPE_Q5_K, 17 },
+    { "Q5_K_M", SW_TYPE_Q5_K, 17 }, { "Q3_K_M", SW_TYPE_Q3_K, 12 },
     { "Q4_1", SW_TYPE_Q4_1, 3 }, { "Q5_0", SW_TYPE_Q5_0, 8 }, { "Q5_1", SW_TYPE_Q5_1, 9 },
     { "Q2_K", SW_TYPE_Q2_K, 10 }, { "Q3_K", SW_TYPE_Q3_K, 12 }, { "IQ4_NL", SW_TYPE_IQ4_NL, 25 },
     { "IQ4_XS", SW_TYPE_IQ4_XS, 30 }, { "MXFP4", SW_TYPE_MXFP4, 38 },
@@ -205,6 +206,7 @@ static int build_plan(const struct sw_synth_preset *ps, uint32_t n_layers, const
                       uint32_t base, struct plan *p)
 {
     const int mix = !strcmp(tname, "Q4_K_M") || !strcmp(tname, "Q5_K_M");
+    const int mix3 = !strcmp(tname, "Q3_K_M");
     /* Like llama.cpp's quantizer: the output matrix gets Q6_K in the 4/5-bit types. */
     const int q6_out = base == SW_TYPE_Q4_0 || base == SW_TYPE_Q4_1 || base == SW_TYPE_Q5_0 ||
                        base == SW_TYPE_Q5_1 || base == SW_TYPE_Q4_K || base == SW_TYPE_Q5_K ||
@@ -233,6 +235,14 @@ static int build_plan(const struct sw_synth_preset *ps, uint32_t n_layers, const
     }
     for (uint32_t l = 0; l < n_layers && !rc; l++) {
         uint32_t big = mix && more_bits(l, n_layers) ? SW_TYPE_Q6_K : base;
+        /* llama.cpp's Q3_K_M: attn_v Q5_K in the first 2 layers, ffn_down Q5_K in the first
+         * sixteenth, both Q4_K elsewhere; attn_output Q4_K */
+        uint32_t big_v = big, out_t = base;
+        if (mix3) {
+            big = l < n_layers / 16 ? SW_TYPE_Q5_K : SW_TYPE_Q4_K;
+            big_v = l < 2 ? SW_TYPE_Q5_K : SW_TYPE_Q4_K;
+            out_t = SW_TYPE_Q4_K;
+        }
 #define N(s) (snprintf(name, sizeof name, "blk.%u." s, l), name)
         rc |= plan_add(p, N("attn_norm.weight"), SW_TYPE_F32, 1, E, 1, INIT_ONES, 0);
         const struct sw_synth_mla *ml = ps->mla;
@@ -278,7 +288,7 @@ static int build_plan(const struct sw_synth_preset *ps, uint32_t n_layers, const
         } else {
             rc |= plan_add(p, N("attn_q.weight"), base, 2, E, qd, INIT_UNIFORM, s_e);
             rc |= plan_add(p, N("attn_k.weight"), base, 2, E, kvd, INIT_UNIFORM, s_e);
-            rc |= plan_add(p, N("attn_v.weight"), big, 2, E, kvd, INIT_UNIFORM, s_e);
+            rc |= plan_add(p, N("attn_v.weight"), big_v, 2, E, kvd, INIT_UNIFORM, s_e);
         }
         if (hp.qkv_bias || hp.attn_sinks) { /* gpt-oss has q/k/v and output biases too */
             rc |= plan_add(p, N("attn_q.bias"), SW_TYPE_F32, 1, qd, 1, INIT_UNIFORM, 0.02f);
@@ -293,7 +303,7 @@ static int build_plan(const struct sw_synth_preset *ps, uint32_t n_layers, const
             rc |= plan_add(p, N("post_attention_norm.weight"), SW_TYPE_F32, 1, E, 1, INIT_ONES, 0);
             rc |= plan_add(p, N("post_ffw_norm.weight"), SW_TYPE_F32, 1, E, 1, INIT_ONES, 0);
         }
-        rc |= plan_add(p, N("attn_output.weight"), base, 2, qd, E, INIT_UNIFORM, s_q);
+        rc |= plan_add(p, N("attn_output.weight"), out_t, 2, qd, E, INIT_UNIFORM, s_q);
         if (hp.attn_sinks) {
             rc |= plan_add(p, N("attn_output.bias"), SW_TYPE_F32, 1, E, 1, INIT_UNIFORM, 0.02f);
             rc |= plan_add(p, N("attn_sinks.weight"), SW_TYPE_F32, 1, ps->n_head, 1, INIT_UNIFORM, 1.0f);

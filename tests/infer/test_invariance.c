@@ -163,7 +163,7 @@ static void fill_schedules(struct schedule *sc, size_t n)
  * is affected (docs/kernels.md); there the differences are printed, not failed. */
 static const char *const TYPES[] = {
     "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K",
-    "Q4_K", "Q5_K", "Q6_K", "Q4_K_M", "Q5_K_M", "IQ4_NL", "IQ4_XS", "MXFP4",
+    "Q4_K", "Q5_K", "Q6_K", "Q4_K_M", "Q5_K_M", "Q3_K_M", "IQ4_NL", "IQ4_XS", "MXFP4",
     "IQ2_XXS", /* IQ2_XS and IQ2_S: row kernels of the same form (checked by hand: 0 of 12 differ) */
     "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M",
 };
