@@ -160,32 +160,31 @@ static void quant_q8_K_avx2(const float *x, void *dst, int64_t n)
 }
 
 /* ------------------------------------------------------------ float weights */
-/* out[t] = sum_i w[i] * x_t[i]; w decoded 16 at a time and applied to NT tokens. */
+/* F32, F16 and BF16 weights against f32 activations. Every kernel here sums each (row,
+ * token) in one order: the 8-column chunks in sequence into one 8-lane accumulator (one
+ * FMA chain), hsum_ps of it, then the scalar tail. So a token's outputs are the same bits
+ * whichever kernel serves it — the row kernel, the few-token tile, the many-token tile —
+ * and however many tokens or threads share the matmul (docs/kernels.md, "Batch
+ * invariance"). One chain per (row, token) is latency-bound alone (a 4-cycle FMA), so the
+ * tiles run 8 to 12 chains at once over several rows and tokens; the row kernel serves the
+ * leftover rows of a matrix and vec_dot. */
 
 #define FLOAT_ROWDOT(NAME, WT, LOADW, CVT1)                                                         \
     AI void NAME##_nt(int64_t n, const WT *w, const struct sw_k_act *a, const int NT, float *out)   \
     {                                                                                               \
-        __m256 acc0[SW_K_TILE_T], acc1[SW_K_TILE_T];                                               \
+        __m256 acc[SW_K_TILE_T];                                                                   \
         const float *x[SW_K_TILE_T];                                                               \
         for (int t = 0; t < NT; t++) {                                                             \
-            acc0[t] = _mm256_setzero_ps();                                                         \
-            acc1[t] = _mm256_setzero_ps();                                                         \
+            acc[t] = _mm256_setzero_ps();                                                          \
             x[t] = a[t].q;                                                                         \
         }                                                                                          \
         int64_t i = 0;                                                                             \
-        for (; i + 16 <= n; i += 16) {                                                             \
-            __m256 w0 = LOADW(w + i), w1 = LOADW(w + i + 8);                                      \
-            for (int t = 0; t < NT; t++) {                                                         \
-                acc0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[t] + i), acc0[t]);                 \
-                acc1[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x[t] + i + 8), acc1[t]);             \
-            }                                                                                      \
-        }                                                                                          \
         for (; i + 8 <= n; i += 8) {                                                               \
-            __m256 w0 = LOADW(w + i);                                                              \
-            for (int t = 0; t < NT; t++) acc0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[t] + i), acc0[t]); \
+            const __m256 w0 = LOADW(w + i);                                                        \
+            for (int t = 0; t < NT; t++) acc[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[t] + i), acc[t]); \
         }                                                                                          \
         for (int t = 0; t < NT; t++) {                                                             \
-            float s = hsum_ps(_mm256_add_ps(acc0[t], acc1[t]));                                    \
+            float s = hsum_ps(acc[t]);                                                             \
             for (int64_t j = i; j < n; j++) s += CVT1(w[j]) * x[t][j];                             \
             out[t] = s;                                                                            \
         }                                                                                          \
@@ -212,133 +211,147 @@ ROWDOT_DISPATCH(f32, float)
 ROWDOT_DISPATCH(f16, sw_f16)
 ROWDOT_DISPATCH(bf16, sw_bf16)
 
-/* Two weight rows x 2 tokens, each (row, token) summed in exactly the order of the row
- * kernel above (even 8-chunks in one accumulator, odd ones in another, a last odd chunk
- * into the first, then the scalar tail), so a token's outputs do not depend on how many
- * tokens share the matmul (batched decode equals decode alone, bit for bit). Each x
- * vector is loaded once for both rows, each w vector once for both tokens (8 accumulators
- * + 4 w + 2 x of the 16 ymm). */
-#define FLOAT_TILE2(NAME, WT, LOADW, CVT1)                                                          \
-    AI void NAME##_tile22(int64_t n, const WT *w0p, const WT *w1p, const float *x0, const float *x1, const int NT, \
-                          float *out, size_t ldo)                                                   \
+/* The register tiles. fm4: rows w0, w0 + ws, w0 + 2 ws, w0 + 3 ws (elements) x NT (1-3)
+ * tokens x[0..NT-1], columns [c, kl) in 8-chunks, into acc[3 r + t] (loaded and stored
+ * here, so a caller may carry them between column blocks): per 8 columns 4 weight + NT
+ * activation loads for 4 NT FMAs, 12 accumulators + 3 x + 1 w of the 16 ymm at NT = 3.
+ * Named accumulators: gcc keeps an array of them in memory. fm8: 8 rows x 1 token (the
+ * matvec: 8 chains). */
+#define FLOAT_FM(NAME, WT, LOADW)                                                                   \
+    AI void fm4_##NAME(const WT *w0, size_t ws, const float *const *x, int64_t c, int64_t kl, __m256 *acc, \
+                       const int NT)                                                                \
     {                                                                                               \
-        __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00; /* token 0 */           \
-        __m256 b00 = a00, b01 = a00, b10 = a00, b11 = a00;                 /* token 1 */           \
-        int64_t i = 0;                                                                              \
-        for (; i + 16 <= n; i += 16) {                                                              \
-            __m256 w0a = LOADW(w0p + i), w0b = LOADW(w0p + i + 8);                                  \
-            __m256 w1a = LOADW(w1p + i), w1b = LOADW(w1p + i + 8);                                  \
-            __m256 xa = _mm256_loadu_ps(x0 + i), xb = _mm256_loadu_ps(x0 + i + 8);                  \
-            a00 = _mm256_fmadd_ps(w0a, xa, a00);                                                    \
-            a01 = _mm256_fmadd_ps(w0b, xb, a01);                                                    \
-            a10 = _mm256_fmadd_ps(w1a, xa, a10);                                                    \
-            a11 = _mm256_fmadd_ps(w1b, xb, a11);                                                    \
-            if (NT > 1) {                                                                           \
-                __m256 ya = _mm256_loadu_ps(x1 + i), yb = _mm256_loadu_ps(x1 + i + 8);              \
-                b00 = _mm256_fmadd_ps(w0a, ya, b00);                                                \
-                b01 = _mm256_fmadd_ps(w0b, yb, b01);                                                \
-                b10 = _mm256_fmadd_ps(w1a, ya, b10);                                                \
-                b11 = _mm256_fmadd_ps(w1b, yb, b11);                                                \
-            }                                                                                       \
+        const __m256 z = _mm256_setzero_ps();                                                       \
+        __m256 a00 = acc[0], a01 = NT > 1 ? acc[1] : z, a02 = NT > 2 ? acc[2] : z;                  \
+        __m256 a10 = acc[3], a11 = NT > 1 ? acc[4] : z, a12 = NT > 2 ? acc[5] : z;                  \
+        __m256 a20 = acc[6], a21 = NT > 1 ? acc[7] : z, a22 = NT > 2 ? acc[8] : z;                  \
+        __m256 a30 = acc[9], a31 = NT > 1 ? acc[10] : z, a32 = NT > 2 ? acc[11] : z;                \
+        const WT *w1 = w0 + ws, *w2 = w1 + ws, *w3 = w2 + ws;                                       \
+        const float *x0 = x[0], *x1 = NT > 1 ? x[1] : x[0], *x2 = NT > 2 ? x[2] : x[0];             \
+        for (; c + 8 <= kl; c += 8) {                                                               \
+            const __m256 y0 = _mm256_loadu_ps(x0 + c);                                              \
+            const __m256 y1 = NT > 1 ? _mm256_loadu_ps(x1 + c) : z;                                 \
+            const __m256 y2 = NT > 2 ? _mm256_loadu_ps(x2 + c) : z;                                 \
+            __m256 w = LOADW(w0 + c);                                                               \
+            a00 = _mm256_fmadd_ps(w, y0, a00);                                                      \
+            if (NT > 1) a01 = _mm256_fmadd_ps(w, y1, a01);                                          \
+            if (NT > 2) a02 = _mm256_fmadd_ps(w, y2, a02);                                          \
+            w = LOADW(w1 + c);                                                                      \
+            a10 = _mm256_fmadd_ps(w, y0, a10);                                                      \
+            if (NT > 1) a11 = _mm256_fmadd_ps(w, y1, a11);                                          \
+            if (NT > 2) a12 = _mm256_fmadd_ps(w, y2, a12);                                          \
+            w = LOADW(w2 + c);                                                                      \
+            a20 = _mm256_fmadd_ps(w, y0, a20);                                                      \
+            if (NT > 1) a21 = _mm256_fmadd_ps(w, y1, a21);                                          \
+            if (NT > 2) a22 = _mm256_fmadd_ps(w, y2, a22);                                          \
+            w = LOADW(w3 + c);                                                                      \
+            a30 = _mm256_fmadd_ps(w, y0, a30);                                                      \
+            if (NT > 1) a31 = _mm256_fmadd_ps(w, y1, a31);                                          \
+            if (NT > 2) a32 = _mm256_fmadd_ps(w, y2, a32);                                          \
         }                                                                                           \
-        for (; i + 8 <= n; i += 8) {                                                                \
-            __m256 w0a = LOADW(w0p + i), w1a = LOADW(w1p + i), xa = _mm256_loadu_ps(x0 + i);       \
-            a00 = _mm256_fmadd_ps(w0a, xa, a00);                                                    \
-            a10 = _mm256_fmadd_ps(w1a, xa, a10);                                                    \
-            if (NT > 1) {                                                                           \
-                __m256 ya = _mm256_loadu_ps(x1 + i);                                                \
-                b00 = _mm256_fmadd_ps(w0a, ya, b00);                                                \
-                b10 = _mm256_fmadd_ps(w1a, ya, b10);                                                \
-            }                                                                                       \
-        }                                                                                           \
-        float s00 = hsum_ps(_mm256_add_ps(a00, a01)), s10 = hsum_ps(_mm256_add_ps(a10, a11));       \
-        for (int64_t j = i; j < n; j++) s00 += CVT1(w0p[j]) * x0[j];                               \
-        for (int64_t j = i; j < n; j++) s10 += CVT1(w1p[j]) * x0[j];                               \
-        out[0] = s00;                                                                               \
-        out[1] = s10;                                                                               \
-        if (NT > 1) {                                                                               \
-            float s01 = hsum_ps(_mm256_add_ps(b00, b01)), s11 = hsum_ps(_mm256_add_ps(b10, b11));   \
-            for (int64_t j = i; j < n; j++) s01 += CVT1(w0p[j]) * x1[j];                           \
-            for (int64_t j = i; j < n; j++) s11 += CVT1(w1p[j]) * x1[j];                           \
-            out[ldo] = s01;                                                                         \
-            out[ldo + 1] = s11;                                                                     \
-        }                                                                                           \
+        acc[0] = a00, acc[3] = a10, acc[6] = a20, acc[9] = a30;                                     \
+        if (NT > 1) acc[1] = a01, acc[4] = a11, acc[7] = a21, acc[10] = a31;                        \
+        if (NT > 2) acc[2] = a02, acc[5] = a12, acc[8] = a22, acc[11] = a32;                        \
     }                                                                                               \
+    AI void fm8_##NAME(const WT *w0, size_t ws, const float *x0, int64_t kl, __m256 *acc)           \
+    {                                                                                               \
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0; \
+        const WT *w1 = w0 + ws, *w2 = w1 + ws, *w3 = w2 + ws, *w4 = w3 + ws, *w5 = w4 + ws;         \
+        const WT *w6 = w5 + ws, *w7 = w6 + ws;                                                      \
+        for (int64_t c = 0; c + 8 <= kl; c += 8) {                                                  \
+            const __m256 y = _mm256_loadu_ps(x0 + c);                                               \
+            a0 = _mm256_fmadd_ps(LOADW(w0 + c), y, a0);                                             \
+            a1 = _mm256_fmadd_ps(LOADW(w1 + c), y, a1);                                             \
+            a2 = _mm256_fmadd_ps(LOADW(w2 + c), y, a2);                                             \
+            a3 = _mm256_fmadd_ps(LOADW(w3 + c), y, a3);                                             \
+            a4 = _mm256_fmadd_ps(LOADW(w4 + c), y, a4);                                             \
+            a5 = _mm256_fmadd_ps(LOADW(w5 + c), y, a5);                                             \
+            a6 = _mm256_fmadd_ps(LOADW(w6 + c), y, a6);                                             \
+            a7 = _mm256_fmadd_ps(LOADW(w7 + c), y, a7);                                             \
+        }                                                                                           \
+        acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3, acc[4] = a4, acc[5] = a5, acc[6] = a6, acc[7] = a7; \
+    }
+
+FLOAT_FM(f32, float, load_f32x8)
+FLOAT_FM(f16, sw_f16, load_f16x8)
+
+/* A (row, token)'s result from its accumulator: its hsum, then the scalar tail. */
+#define FLOAT_FINISH(NAME, WT, CVT1)                                                                \
+    AI float fm_finish_##NAME(__m256 acc, const WT *wrow, const float *x, int64_t nv, int64_t n)    \
+    {                                                                                               \
+        float s = hsum_ps(acc);                                                                     \
+        for (int64_t j = nv; j < n; j++) s += CVT1(wrow[j]) * x[j];                                 \
+        return s;                                                                                   \
+    }
+
+FLOAT_FINISH(f32, float, id_f32)
+FLOAT_FINISH(f16, sw_f16, h2f)
+FLOAT_FINISH(bf16, sw_bf16, sw_k_bf16_to_f32)
+
+/* fm4 with a run-time token count (1-3) bound to a constant one. */
+#define FM4_NT(PASS, W, WS, X, C, KL, ACC, NT)                                                      \
+    do {                                                                                            \
+        if ((NT) == 3) PASS(W, WS, X, C, KL, ACC, 3);                                               \
+        else if ((NT) == 2) PASS(W, WS, X, C, KL, ACC, 2);                                          \
+        else PASS(W, WS, X, C, KL, ACC, 1);                                                         \
+    } while (0)
+
+/* Few tokens (1..SW_K_TILE_T) x nr rows: the matvec as 8-row x 1-token tiles, several
+ * tokens as 4-row x up-to-3-token tiles (4 tokens as 2 + 2), the whole row in registers;
+ * rows beyond the last group of 4 by the row kernel. */
+#define FLOAT_TILE_FEW(NAME, WT, CVT1, PASS4, PASS8)                                                    \
     static void tile_##NAME(int64_t n, const void *w, size_t w_stride, int nr, const struct sw_k_act *a, int nt, \
                             float *out, size_t ldo)                                                 \
     {                                                                                               \
-        for (int r = 0; r + 2 <= nr; r += 2) { /* nr = tile_rows, even */                           \
-            const WT *w0 = (const WT *)((const uint8_t *)w + (size_t)r * w_stride);                 \
-            const WT *w1 = (const WT *)((const uint8_t *)w0 + w_stride);                            \
-            for (int t = 0; t < nt; t += 2) {                                                       \
-                float *o = out + (size_t)t * ldo + r;                                               \
-                if (nt - t >= 2) NAME##_tile22(n, w0, w1, a[t].q, a[t + 1].q, 2, o, ldo);          \
-                else NAME##_tile22(n, w0, w1, a[t].q, a[t].q, 1, o, ldo);                          \
+        const WT *wr = w;                                                                           \
+        const size_t ws = w_stride / sizeof(WT);                                                    \
+        const int64_t nv = n / 8 * 8;                                                               \
+        int r = 0;                                                                                  \
+        if (w_stride % sizeof(WT) == 0) {                                                           \
+            if (nt == 1)                                                                            \
+                for (; r + 8 <= nr; r += 8) {                                                       \
+                    __m256 acc[8];                                                                  \
+                    PASS8(wr + (size_t)r * ws, ws, (const float *)a[0].q, nv, acc);                 \
+                    for (int i = 0; i < 8; i++)                                                     \
+                        out[r + i] = fm_finish_##NAME(acc[i], wr + (size_t)(r + i) * ws, (const float *)a[0].q, nv, n); \
+                }                                                                                   \
+            for (; r + 4 <= nr; r += 4)                                                             \
+                for (int t = 0; t < nt;) {                                                          \
+                    const int k = nt - t == 4 ? 2 : nt - t < 3 ? nt - t : 3;                        \
+                    const float *x[3] = {a[t].q, a[t + (k > 1)].q, a[t + (k > 2 ? 2 : 0)].q};       \
+                    __m256 acc[12];                                                                 \
+                    for (int i = 0; i < 12; i++) acc[i] = _mm256_setzero_ps();                      \
+                    FM4_NT(PASS4, wr + (size_t)r * ws, ws, x, 0, nv, acc, k);                       \
+                    for (int i = 0; i < 4; i++)                                                     \
+                        for (int j = 0; j < k; j++)                                                 \
+                            out[(size_t)(t + j) * ldo + r + i] =                                    \
+                                fm_finish_##NAME(acc[3 * i + j], wr + (size_t)(r + i) * ws, x[j], nv, n); \
+                    t += k;                                                                         \
+                }                                                                                   \
+        }                                                                                           \
+        for (; r < nr; r++) {                                                                       \
+            const void *wrow = (const uint8_t *)w + (size_t)r * w_stride;                           \
+            for (int t = 0; t < nt; t += SW_K_TILE_T) {                                             \
+                float o[SW_K_TILE_T];                                                               \
+                const int k = nt - t < SW_K_TILE_T ? nt - t : SW_K_TILE_T;                          \
+                rowdot_##NAME(n, wrow, a + t, k, o);                                                \
+                for (int j = 0; j < k; j++) out[(size_t)(t + j) * ldo + r] = o[j];                  \
             }                                                                                       \
         }                                                                                           \
     }
 
-FLOAT_TILE2(f32, float, load_f32x8, id_f32)
-FLOAT_TILE2(f16, sw_f16, load_f16x8, h2f)
-FLOAT_TILE2(bf16, sw_bf16, load_bf16x8, sw_k_bf16_to_f32)
-
 /* The float tile for many tokens (`tile_many`, ops of more than SW_K_TILE_T tokens): FM_R
- * rows x up to SW_K_TILE_MANY tokens. Each (row, token) is summed in the row kernel's order
- * (8-chunks alternately into two accumulators, a last odd chunk into the first, the hsum of
- * their sum, then the scalar tail), so the bits are the row kernel's; but the two
- * accumulators of every (row, token) live in memory between blocks of FM_KB columns. For
- * each block, every token triple runs its even chunks, then its odd chunks, of each group of
- * 4 rows through a 4-row x 3-token register tile (12 accumulators + 3 x + 1 w of the 16
- * ymm): per 8 columns 7 loads for 12 FMAs. A triple's x block comes from L2 once and serves
- * all FM_R rows from L1, which is what bounds this tile on Zen 3: 16 rows read x half as
- * often as 8 did. F16 and F32 weights are read (and F16 converted) in the loop, where the
- * conversion is free beside the FMAs; BF16's conversion costs two integer ops, so a BF16
- * block is converted to f32 once into a 16 KB stack buffer (`FM_CONV`). */
+ * rows x up to SW_K_TILE_MANY tokens, column block by column block (KB columns): each
+ * token triple's block of x is fetched once and serves the FM_R rows' 4 quads from L1,
+ * and the accumulators of every (row, token) are carried in a stack array between blocks
+ * (12 loads and stores per quad, triple and block: ~1.5 % of the 4 x 3 tile's loads at
+ * KB = 1024). Weights are read (and F16/BF16 converted) in the loop: converting a block
+ * once into a buffer bought nothing measurable (docs/kernels.md). */
 #define FM_R 16
 #define FM_Q (FM_R / 4) /* row quads */
-#define FM_KB 256       /* a multiple of 16: a block starts on an even 8-chunk */
-#define FM_T 3
-#define FM_TRI ((SW_K_TILE_MANY + FM_T - 1) / FM_T)
+#define FM_TRI ((SW_K_TILE_MANY + 2) / 3)
 
-/* Rows w0, w0 + ws, w0 + 2 ws, w0 + 3 ws (elements), tokens x0..x2 (at the block's start),
- * chunks c, c+16, ... below kl into acc[0..11] (row-major: acc[3 r + t]). */
-#define FLOAT_FM_PASS(NAME, WT, LOADW)                                                              \
-    AI void fm_pass_##NAME(const WT *w0, size_t ws, const float *x0, const float *x1, const float *x2, int64_t c, \
-                           int64_t kl, __m256 *acc, const float *pf)                                \
-    {                                                                                               \
-        __m256 a00 = acc[0], a01 = acc[1], a02 = acc[2], a10 = acc[3], a11 = acc[4], a12 = acc[5];  \
-        __m256 a20 = acc[6], a21 = acc[7], a22 = acc[8], a30 = acc[9], a31 = acc[10], a32 = acc[11]; \
-        const WT *w1 = w0 + ws, *w2 = w1 + ws, *w3 = w2 + ws;                                       \
-        for (; c + 8 <= kl; c += 16) {                                                              \
-            if (pf) _mm_prefetch((const char *)(pf + c), _MM_HINT_T0); /* a 64-byte line per step */ \
-            const __m256 y0 = _mm256_loadu_ps(x0 + c), y1 = _mm256_loadu_ps(x1 + c);               \
-            const __m256 y2 = _mm256_loadu_ps(x2 + c);                                              \
-            __m256 w = LOADW(w0 + c);                                                               \
-            a00 = _mm256_fmadd_ps(w, y0, a00);                                                      \
-            a01 = _mm256_fmadd_ps(w, y1, a01);                                                      \
-            a02 = _mm256_fmadd_ps(w, y2, a02);                                                      \
-            w = LOADW(w1 + c);                                                                      \
-            a10 = _mm256_fmadd_ps(w, y0, a10);                                                      \
-            a11 = _mm256_fmadd_ps(w, y1, a11);                                                      \
-            a12 = _mm256_fmadd_ps(w, y2, a12);                                                      \
-            w = LOADW(w2 + c);                                                                      \
-            a20 = _mm256_fmadd_ps(w, y0, a20);                                                      \
-            a21 = _mm256_fmadd_ps(w, y1, a21);                                                      \
-            a22 = _mm256_fmadd_ps(w, y2, a22);                                                      \
-            w = LOADW(w3 + c);                                                                      \
-            a30 = _mm256_fmadd_ps(w, y0, a30);                                                      \
-            a31 = _mm256_fmadd_ps(w, y1, a31);                                                      \
-            a32 = _mm256_fmadd_ps(w, y2, a32);                                                      \
-        }                                                                                           \
-        acc[0] = a00, acc[1] = a01, acc[2] = a02, acc[3] = a10, acc[4] = a11, acc[5] = a12;         \
-        acc[6] = a20, acc[7] = a21, acc[8] = a22, acc[9] = a30, acc[10] = a31, acc[11] = a32;       \
-    }
-
-FLOAT_FM_PASS(f32, float, load_f32x8)
-FLOAT_FM_PASS(f16, sw_f16, load_f16x8)
-
-/* NAME: the weight type's name; PASS: the pass over f32 or WT rows; CONV: convert blocks. */
-#define FLOAT_TILE_MANY(NAME, WT, LOADW, CVT1, PT, PASS, CONV)                                     \
+#define FLOAT_TILE_MANY(NAME, WT, CVT1, KB)                                                         \
     static void tile_many_##NAME(int64_t n, const void *w, size_t w_stride, int nr, const struct sw_k_act *a, \
                                  int nt, float *out, size_t ldo)                                    \
     {                                                                                               \
@@ -348,60 +361,38 @@ FLOAT_FM_PASS(f16, sw_f16, load_f16x8)
                             out + (size_t)t0 * ldo, ldo);                                           \
             return;                                                                                 \
         }                                                                                           \
-        __m256 acc[FM_TRI][2 * FM_Q][12]; /* [triple][quad, parity][row-major 4 x 3]: 68 KB */      \
-        __m256 wfv[CONV ? FM_R * FM_KB / 8 : 1];                                                    \
+        __m256 acc[FM_TRI][FM_Q][12]; /* [triple][quad][row-major 4 x 3]: 33 KB */                  \
         const WT *wr = w;                                                                           \
         const size_t ws = w_stride / sizeof(WT);                                                    \
-        const int ntr = (nt + FM_T - 1) / FM_T;                                                     \
+        const int ntr = (nt + 2) / 3;                                                               \
         memset(acc, 0, sizeof(acc[0]) * (size_t)ntr);                                               \
-        const float *xs[FM_TRI * FM_T + FM_T]; /* each slot's x; padding: token 0's */              \
-        for (int t = 0; t < ntr * FM_T + FM_T; t++) xs[t] = (const float *)a[t < nt ? t : 0].q;     \
         const int64_t nv = n / 8 * 8; /* the vector part; the rest is the scalar tail */            \
-        const int64_t lines = FM_R * FM_KB * (int64_t)sizeof(WT) / 64, per = (lines + ntr - 1) / ntr; \
-        for (int64_t k0 = 0; k0 < nv; k0 += FM_KB) {                                                \
-            const int64_t kl = nv - k0 < FM_KB ? nv - k0 : FM_KB;                                   \
-            const PT *wb = (const PT *)(wr + k0);                                                   \
-            size_t wbs = CONV ? FM_KB : ws;                                                         \
-            if (CONV) {                                                                             \
-                float *wf = (float *)wfv;                                                           \
-                for (int r = 0; r < FM_R; r++)                                                      \
-                    for (int64_t c = 0; c < kl; c += 8)                                             \
-                        _mm256_store_ps(wf + r * FM_KB + c, LOADW(wr + (size_t)r * ws + k0 + c));  \
-                wb = (const PT *)wf;                                                                \
-            }                                                                                       \
+        for (int64_t k0 = 0; k0 < nv; k0 += (KB)) {                                                 \
+            const int64_t kl = nv - k0 < (KB) ? nv - k0 : (KB);                                     \
             for (int tr = 0; tr < ntr; tr++) {                                                      \
-                if (k0 + FM_KB < nv) /* the next block's weights, a few lines per triple */         \
-                    for (int64_t l = tr * per; l < (tr + 1) * per && l < lines; l++) {             \
-                        const int64_t r = l / (lines / FM_R), off = l % (lines / FM_R) * (64 / (int64_t)sizeof(WT)); \
-                        if (k0 + FM_KB + off < nv)                                                  \
-                            _mm_prefetch((const char *)(wr + (size_t)r * ws + k0 + FM_KB + off), _MM_HINT_T0); \
-                    }                                                                               \
-                const float *const *x = xs + FM_T * tr;                                             \
-                const int more = tr + 1 < ntr; /* quads 0-2 prefetch the next triple's x */         \
-                for (int q = 0; q < FM_Q; q++) {                                                    \
-                    const PT *wq = wb + (size_t)4 * q * wbs;                                        \
-                    const float *pf = more && q < FM_T ? x[FM_T + q] + k0 : NULL;                   \
-                    PASS(wq, wbs, x[0] + k0, x[1] + k0, x[2] + k0, 0, kl, acc[tr][2 * q], pf);      \
-                    PASS(wq, wbs, x[0] + k0, x[1] + k0, x[2] + k0, 8, kl, acc[tr][2 * q + 1], NULL); \
-                }                                                                                   \
+                const int t = 3 * tr, k = nt - t < 3 ? nt - t : 3;                                  \
+                const float *x[3] = {(const float *)a[t].q + k0, (const float *)a[t + (k > 1)].q + k0, \
+                                     (const float *)a[t + (k > 2 ? 2 : 0)].q + k0};                 \
+                for (int q = 0; q < FM_Q; q++)                                                      \
+                    FM4_NT(fm4_##NAME, wr + (size_t)4 * q * ws + k0, ws, x, 0, kl, acc[tr][q], k);  \
             }                                                                                       \
         }                                                                                           \
         for (int t = 0; t < nt; t++) {                                                              \
             const float *x = a[t].q;                                                                \
-            for (int r = 0; r < FM_R; r++) {                                                        \
-                const __m256 *ac = acc[t / FM_T][2 * (r / 4)];                                      \
-                const int i = (r % 4) * FM_T + t % FM_T;                                            \
-                float s = hsum_ps(_mm256_add_ps(ac[i], ac[12 + i]));                                \
-                const WT *wrow = wr + (size_t)r * ws;                                               \
-                for (int64_t j = nv; j < n; j++) s += CVT1(wrow[j]) * x[j];                         \
-                out[(size_t)t * ldo + r] = s;                                                       \
-            }                                                                                       \
+            for (int r = 0; r < FM_R; r++)                                                          \
+                out[(size_t)t * ldo + r] =                                                          \
+                    fm_finish_##NAME(acc[t / 3][r / 4][(r % 4) * 3 + t % 3], wr + (size_t)r * ws, x, nv, n); \
         }                                                                                           \
     }
 
-FLOAT_TILE_MANY(f32, float, load_f32x8, id_f32, float, fm_pass_f32, 0)
-FLOAT_TILE_MANY(f16, sw_f16, load_f16x8, h2f, sw_f16, fm_pass_f16, 0)
-FLOAT_TILE_MANY(bf16, sw_bf16, load_bf16x8, sw_k_bf16_to_f32, float, fm_pass_f32, 1)
+FLOAT_TILE_FEW(f32, float, id_f32, fm4_f32, fm8_f32)
+FLOAT_TILE_FEW(f16, sw_f16, h2f, fm4_f16, fm8_f16)
+FLOAT_FM(bf16, sw_bf16, load_bf16x8)
+FLOAT_TILE_FEW(bf16, sw_bf16, sw_k_bf16_to_f32, fm4_bf16, fm8_bf16)
+
+FLOAT_TILE_MANY(f32, float, id_f32, 512)
+FLOAT_TILE_MANY(f16, sw_f16, h2f, 1024)
+FLOAT_TILE_MANY(bf16, sw_bf16, sw_k_bf16_to_f32, 1024)
 
 /* ------------------------------------------------------------ Q4_0 / Q8_0 weights */
 
@@ -1130,7 +1121,7 @@ static void fill_x86(struct sw_k_type_impl *tab, int n_tab)
         tab[SW_TYPE_Q4_0].tile_vec = 1;
         tab[SW_TYPE_Q4_0].tile_many = tile_many_q4_0;
     }
-    /* float types: 2x2 tiles over FM_R rows for a few tokens, the many-token tile above */
+    /* float types: 8x1 / 4x3 tiles over FM_R rows for a few tokens, the many-token tile above */
     set_tile(tab, n_tab, SW_TYPE_F32, tile_f32, FM_R);
     set_tile(tab, n_tab, SW_TYPE_F16, tile_f16, FM_R);
     set_tile(tab, n_tab, SW_TYPE_BF16, tile_bf16, FM_R);
@@ -1138,6 +1129,9 @@ static void fill_x86(struct sw_k_type_impl *tab, int n_tab)
         tab[SW_TYPE_F32].tile_many = tile_many_f32;
         tab[SW_TYPE_F16].tile_many = tile_many_f16;
         tab[SW_TYPE_BF16].tile_many = tile_many_bf16;
+        /* the matvec takes the 8-row tile: the row kernel's one chain per row is
+         * latency-bound alone */
+        tab[SW_TYPE_F32].tile_vec = tab[SW_TYPE_F16].tile_vec = tab[SW_TYPE_BF16].tile_vec = 1;
     }
     /* Q4_1/Q5_0/Q5_1 keep the reference dot, but their activations use the fast quantizer */
     set_type(tab, n_tab, SW_TYPE_Q4_1, NULL, quant_q8_0_avx2, NULL, NULL, 0);

@@ -419,6 +419,7 @@ void sw__k_fill_avx512(struct sw_k_type_impl *tab, int n_tab)
         tab[f[i].type].tile = f[i].tile;
         tab[f[i].type].tile_rows = SW_K_TILE_R;
         tab[f[i].type].tile_many = NULL; /* the AVX2 one takes FM_R rows in another order */
+        tab[f[i].type].tile_vec = 0;
     }
     /* vec_dot (no activation sums) stays AVX2 for Q4_0/Q8_0; the matmul row kernels use VNNI */
     tab[SW_TYPE_Q4_0].rowdot = zrowdot_q4_0;

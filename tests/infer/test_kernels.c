@@ -569,6 +569,22 @@ static void matmul_case(uint32_t type, int64_t rows, int64_t cols, int64_t n_tok
         }
         CHECK_EQ_INT(diff, 0);
         free(y_one);
+        /* float weights: a row's outputs do not depend on the rows around it either (the
+         * attention's key rows fall in a tile in one step and among the leftover rows of
+         * the row kernel in another): the op's last row alone, and its last 9 rows */
+        if (type == SW_TYPE_F32 || type == SW_TYPE_F16 || type == SW_TYPE_BF16) {
+            for (int64_t sub = 1; sub <= 9 && sub <= rows; sub += 8) {
+                float *ys = malloc((size_t)(sub * n_tokens) * 4);
+                CHECK_EQ_INT(sw_k_matmul(NULL, w + rb * (size_t)(rows - sub), type, sub, cols, x, n_tokens, ys), 0);
+                int rdiff = 0;
+                for (int64_t tk = 0; tk < n_tokens; tk++)
+                    if (memcmp(ys + tk * sub, y1 + tk * rows + rows - sub, (size_t)sub * 4) && rdiff++ < 3)
+                        SW_FAIL_AT("%s matmul of %lld rows: token %lld's last %lld rows differ from those rows alone",
+                                   t->name, (long long)rows, (long long)tk, (long long)sub);
+                CHECK_EQ_INT(rdiff, 0);
+                free(ys);
+            }
+        }
     }
     for (int nth = 2; nth <= 4; nth++) {
         struct sw_k_pool *pool;
@@ -612,6 +628,10 @@ static void test_matmul(void)
         matmul_case(floats[i], 19, 512 * 2 + 8 + 5, 70);
         matmul_case(floats[i], 37, 256 + 16 + 8, 8);
         matmul_case(floats[i], 17, 16 * 3 + 3, 9);
+        /* the 8-row matvec tile and the 4-row tiles of 1-4 tokens over 16 + 8 rows + 3
+         * leftovers, a 3-token tail of the many-token tile (70 = 23 x 3 + 1) */
+        for (int nt = 1; nt <= 5; nt++) matmul_case(floats[i], 27, 1024 + 8 + 3, nt);
+        matmul_case(floats[i], 32, 512 * 3 + 7, 64);
     }
 }
 
