@@ -10,32 +10,7 @@
 #include <time.h>
 
 #include "infer/kernels.h"
-
-/* With one thread the bench can time by CPU time (-c): on a shared machine that leaves
- * out the time this process was descheduled, which wall time cannot. */
-static clockid_t g_clock = CLOCK_MONOTONIC;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(g_clock, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static uint64_t rng = 88172645463325252ull;
-static float frand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 40) & 0xffffff) / 16777216.0f - 0.5f;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
+#include "bench_util.h"
 
 /* Median seconds of `reps` runs of one matmul, cycling over n_copies copies of the
  * weights (so a matvec streams from memory, not from the last-level cache). */

@@ -13,31 +13,7 @@
 #include <time.h>
 
 #include "infer/kernels.h"
-
-/* -c: process CPU time (with -t 1 on a busy machine it leaves out descheduled time) */
-static clockid_t g_clock = CLOCK_MONOTONIC;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(g_clock, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static uint64_t rng = 88172645463325252ull;
-static float frand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 40) & 0xffffff) / 16777216.0f - 0.5f;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
+#include "bench_util.h"
 
 #define N_NT 4
 #define MAX_REPS 512

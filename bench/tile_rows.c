@@ -13,34 +13,13 @@
 #include <time.h>
 
 #include "infer/kernels_impl.h"
+#include "bench_util.h"
 
 #define MAX_NT 4
 #define MAX_REPS 512
 #define HOT_ROWS 64
 #define STREAM_ROWS 512
 #define STREAM_BYTES 64e6
-
-static double cpu_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static uint64_t rng = 88172645463325252ull;
-static float frand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 40) & 0xffffff) / 16777216.0f - 0.5f;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 /* One type: returns 0 (a type without a register tile is reported and skipped), 2 for an
  * unknown type or columns that are not a block multiple, 1 when out of memory. */
@@ -102,10 +81,10 @@ static int bench_type(const char *name, int64_t cols, int reps, int stream)
     for (int r = -1; r < reps; r++) /* r = -1: warm-up */
         for (int nt = 1; nt <= max_nt; nt++) {
             const uint8_t *wc = w + bytes * (size_t)(k++ % n_copies);
-            double t0 = cpu_s();
+            double t0 = now_s();
             for (int64_t r0 = 0; r0 < rows; r0 += tr)
                 ti->tile(cols, wc + rb * (size_t)r0, rb, tr, a, nt, out + r0, (size_t)rows);
-            if (r >= 0) tm[nt - 1][r] = cpu_s() - t0;
+            if (r >= 0) tm[nt - 1][r] = now_s() - t0;
         }
     const double blocks = (double)(rows / tr) * (double)(cols / kt->block_size);
     printf("%-6s %s, %d rows x %lld, %d cop%s (%.1f MB) | ns per %d-row block:", name, stream ? "streamed" : "from cache",
@@ -125,6 +104,7 @@ static int bench_type(const char *name, int64_t cols, int reps, int stream)
 
 int main(int argc, char **argv)
 {
+    g_clock = CLOCK_PROCESS_CPUTIME_ID;
     int reps = 101, stream = 0, n_types = 0;
     int64_t cols = 4096;
     const char *types[16];
