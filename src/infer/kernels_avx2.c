@@ -668,23 +668,29 @@ AI void q4_K_nt(int64_t n, const struct sw_block_q4_K *w, const struct sw_k_act 
     for (int t = 0; t < NT; t++) out[t] = acc[t];
 }
 
+/* Bit b (0..7) of every byte of qh moved to bit 4 (0x10): one 16-bit shift and a mask (bits
+ * the shift carries across a byte boundary land outside the mask) - Q5_K's 5th code bit. */
+AI __m256i q5_bit4(__m256i qh, int b)
+{
+    const __m256i m = _mm256_set1_epi8(0x10);
+    return b <= 4 ? _mm256_and_si256(_mm256_slli_epi16(qh, 4 - b), m) : _mm256_and_si256(_mm256_srli_epi16(qh, b - 4), m);
+}
+
 /* Q5_K, one token and block: q4_K_isum's integers with the 5th bit: bit 2g / 2g+1 of qh[l]
  * for group g's low / high halves. */
 AI void q5_K_isum(const struct sw_block_q5_K *x, const struct sw_block_q8_K *y, __m256i *s, __m256i *m)
 {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
     uint64_t sc, mn;
     sw__k_scales_min_k4_u64(x->scales, &sc, &mn);
     const __m128i mv = _mm_cvtsi64_si128((long long)mn);
     const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv)); /* m0 m0 m1 m1 .. */
     const __m256i scb = _mm256_set1_epi64x((long long)sc);
-    __m256i qh = _mm256_loadu_si256((const __m256i *)x->qh);
+    const __m256i qh = _mm256_loadu_si256((const __m256i *)x->qh);
     __m256i isum = _mm256_setzero_si256();
     for (int g = 0; g < 4; g++) {
         __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * g));
-        __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(qh, one), 4);
-        __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4);
-        qh = _mm256_srli_epi16(qh, 2);
+        __m256i h0 = q5_bit4(qh, 2 * g), h1 = q5_bit4(qh, 2 * g + 1);
         __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
         __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1);
         const __m256i s0 = kq4_scale(scb, 2 * g), s1 = kq4_scale(scb, 2 * g + 1);
@@ -702,7 +708,7 @@ AI void q5_K_nt(int64_t n, const struct sw_block_q5_K *w, const struct sw_k_act 
 {
     float acc[SW_K_TILE_T];
     for (int t = 0; t < NT; t++) acc[t] = 0;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
     const int64_t nb = n / SW_QK_K;
     int64_t i = 0;
     if (NT == 1) {
@@ -727,14 +733,12 @@ AI void q5_K_nt(int64_t n, const struct sw_block_q5_K *w, const struct sw_k_act 
         const __m128i mv = _mm_cvtsi64_si128((long long)mn);
         const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv)); /* m0 m0 m1 m1 .. */
         const __m256i scb = _mm256_set1_epi64x((long long)sc);
-        __m256i qh = _mm256_loadu_si256((const __m256i *)x->qh);
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)x->qh);
         __m256i isum[SW_K_TILE_T];
         for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
         for (int g = 0; g < 4; g++) {
             __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * g));
-            __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(qh, one), 4);
-            __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4);
-            qh = _mm256_srli_epi16(qh, 2);
+            __m256i h0 = q5_bit4(qh, 2 * g), h1 = q5_bit4(qh, 2 * g + 1);
             __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
             __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1);
             const __m256i s0 = kq4_scale(scb, 2 * g), s1 = kq4_scale(scb, 2 * g + 1);

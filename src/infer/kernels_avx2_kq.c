@@ -17,7 +17,7 @@
  * all products first and spilling them (as in kernels_avx2.c's Q4_0 tile). */
 #define KQ_KEEP(v) __asm__("" : "+x"(v))
 
-/* Blocks per segment: a Q4_K/Q5_K segment is 4 x 2.6 KB, a Q3_K one 4 x 3.1 KB; with 4
+/* Blocks per segment: a Q4_K/Q5_K segment is 4 x 2.6 KB, a Q3_K one 4 x 2.8 KB; with 4
  * tokens' activations (4 x 4 x 292 bytes) it stays in L1. */
 #define KQ_SEG 4
 
