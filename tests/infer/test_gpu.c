@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "infer/infer.h"
 #include "test.h"
@@ -292,6 +293,7 @@ static void test_split_and_batch(void)
 {
     char path[600];
     snprintf(path, sizeof path, "%s/nano-Q8_0.gguf", tmp_dir);
+    if (access(path, F_OK) && synth(path, "nano", "Q8_0")) return; /* test_types left Q8_0 out */
     struct sw_stage *c = open_st(path, NULL, 0, 0), *g = open_st(path, "0", 1, 5);
     if (!c || !g) goto out;
     const struct sw_stage_info *gi = sw_stage_info(g);
