@@ -170,8 +170,14 @@ def case_last_honest():
     S.node_supported()
     with harness.Procs() as procs:
         nodes, entry = swarm(procs, env_n1={"SW_KERNELS": "ref"}, replica=3)
-        complete(entry, 40, tries=5)
-        sp = wait_spot(entry, lambda x: x["passed"] >= 1)
+        # a check still in flight when its session ends is dropped (docs/pipeline.md): on a
+        # busy machine a 40-token session can end first, so ask again until one finished
+        for _ in range(4):
+            complete(entry, 40, tries=5)
+            sp = wait_spot(entry, lambda x: x["passed"] >= 1 or x["failed"] >= 1, timeout=8)
+            if sp["passed"] >= 1 or sp["failed"] >= 1:
+                break
+        check(sp["failed"] == 0, "an honest last shard failed a check: %s" % json.dumps(sp))
         check(sp["passed"] >= 1, "no check of the last shard passed: %s\n%s" % (json.dumps(sp), entry.proc.output()[-2000:]))
         # a seeded sampling request (the checker replays the sampler's filters), and one
         # constrained by a grammar (JSON mode: the checker masks with the same grammar state)
